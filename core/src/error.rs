@@ -1,0 +1,111 @@
+//! The one error type of `causeway-core`.
+//!
+//! Each variant says what the caller should do: fix the input (`InvalidInput`, `LimitExceeded`),
+//! look elsewhere (`NotFound`), stop and call an operator (`Corrupt`, `Poisoned`), or retry later
+//! (`Io` on reads, `Closed` after shutdown). [`Error::is_deterministic`] separates answers that
+//! every replica would give for the same command from local failures, which must stop a replica
+//! rather than let it diverge.
+
+use std::path::{Path, PathBuf};
+
+use crate::clock::ClockError;
+
+/// The result type of every fallible call in this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in the core.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request is malformed; the message names the field.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+
+    /// The request passes a documented bound; `limit` is the constant's name.
+    #[error("{what} is {actual}, over the limit {limit} = {max}")]
+    LimitExceeded {
+        /// The name of the bound, as in `limits.rs` (`APPEND_BYTES_MAX`).
+        limit: &'static str,
+        /// The bound's value.
+        max: u64,
+        /// The value the request had.
+        actual: u64,
+        /// What was measured, naming the field (`event 3 tags`).
+        what: String,
+    },
+
+    /// The thing asked for does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+
+    /// Stored data fails a check: a bad checksum, a broken chain or an impossible value.
+    #[error("corrupt data in {} at offset {offset}: {detail}", file.display())]
+    Corrupt {
+        /// The file that holds the damaged bytes.
+        file: PathBuf,
+        /// Byte offset of the damaged record within `file`.
+        offset: u64,
+        /// What failed.
+        detail: String,
+    },
+
+    /// An I/O call failed.
+    #[error("i/o error on {}: {source}", path.display())]
+    Io {
+        /// The file or directory the call was about.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+
+    /// A write or fsync failed earlier, so the store refuses all further writes. The on-disk
+    /// state after a failed fsync is unknown; reopening the store re-reads what is really there.
+    #[error("the store refuses writes after an earlier write failure: {0}")]
+    Poisoned(String),
+
+    /// Another process or handle holds the data directory.
+    #[error("data directory {} is locked by another store", path.display())]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+    },
+
+    /// The clock gave an unusable reading.
+    #[error(transparent)]
+    Clock(#[from] ClockError),
+
+    /// The store was closed while the call was waiting.
+    #[error("the store is closed")]
+    Closed,
+}
+
+impl Error {
+    /// True when every replica applying the same command would return this same error, so it is
+    /// an answer for the client. False for local failures (I/O, corruption, a poisoned store),
+    /// which during replicated apply must stop the node instead of letting replicas diverge.
+    pub fn is_deterministic(&self) -> bool {
+        match self {
+            Error::InvalidInput(_) | Error::LimitExceeded { .. } | Error::NotFound(_) => true,
+            Error::Corrupt { .. }
+            | Error::Io { .. }
+            | Error::Poisoned(_)
+            | Error::Locked { .. }
+            | Error::Clock(_)
+            | Error::Closed => false,
+        }
+    }
+
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Error {
+        Error::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    pub(crate) fn corrupt(file: &Path, offset: u64, detail: impl Into<String>) -> Error {
+        Error::Corrupt {
+            file: file.to_path_buf(),
+            offset,
+            detail: detail.into(),
+        }
+    }
+}

@@ -1,0 +1,312 @@
+//! Events: what a caller proposes ([`NewEvent`]), what the store commits ([`Event`]), and the
+//! numbers that must not mix ([`Position`], [`Version`], [`EventId`]).
+//!
+//! A [`NewEvent`] carries only what the caller decides. The store assigns the rest on commit:
+//! the position (global, dense, from 1), the version (per scope and entity, dense, from 1), the
+//! hybrid logical timestamp, the correlation id when none is given, and the hash that chains the
+//! event to the previous one of its entity. Validation against `limits.rs` lives here, next to
+//! the fields it checks.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::clock::Timestamp;
+use crate::error::{Error, Result};
+use crate::limits::*;
+
+/// A global log position. Positions are dense and gapless from 1; `Position(0)` means "before
+/// the first event" (the head of an empty store).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Position(pub u64);
+
+/// A per-entity version. Versions are dense from 1 within one scope and entity; `Version(0)`
+/// means the entity has no events.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Version(pub u64);
+
+/// An event's id: a UUID, version 7 when the store assigns it (time-ordered).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EventId(pub uuid::Uuid);
+
+/// The blake3 hash that chains an event to the previous event of its entity.
+pub type Hash = [u8; 32];
+
+/// Which way a read walks.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub enum Direction {
+    /// Oldest to newest.
+    #[default]
+    Forward,
+    /// Newest to oldest.
+    Backward,
+}
+
+/// An event as proposed by a caller. Fields the store assigns are absent.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NewEvent {
+    /// The event's id; the store assigns a UUIDv7 when `None`. A duplicate id is refused.
+    pub id: Option<EventId>,
+    /// The isolation boundary, such as a tenant (`acme`).
+    pub scope: String,
+    /// The stream key inside the scope (`order-507`).
+    pub entity: String,
+    /// The event type (`OrderPlaced`).
+    pub event_type: String,
+    /// Strings for queries that cross entities (`customer:42`). Order is kept; duplicates are
+    /// refused.
+    pub tags: Vec<String>,
+    /// The event body. The store never looks inside it.
+    pub payload: Vec<u8>,
+    /// The payload's media type (`application/json`); may be empty.
+    pub content_type: String,
+    /// Free-form string pairs; sorted by key, so their order never changes a hash.
+    pub metadata: BTreeMap<String, String>,
+    /// The ids of the events that caused this one.
+    pub causation: Vec<EventId>,
+    /// The conversation or saga this event belongs to; when `None` the store uses the first
+    /// parent's correlation id, else the event's own id.
+    pub correlation_id: Option<EventId>,
+}
+
+/// A committed event, as read back from the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// Global position, from 1.
+    pub position: Position,
+    /// Version within `scope` and `entity`, from 1.
+    pub version: Version,
+    /// The hybrid logical timestamp; strictly increasing along positions.
+    pub timestamp: Timestamp,
+    /// The event's id.
+    pub id: EventId,
+    /// The scope.
+    pub scope: String,
+    /// The entity within the scope.
+    pub entity: String,
+    /// The event type.
+    pub event_type: String,
+    /// The tags, in the order given.
+    pub tags: Vec<String>,
+    /// The payload's media type.
+    pub content_type: String,
+    /// The metadata.
+    pub metadata: BTreeMap<String, String>,
+    /// The causation parents.
+    pub causation: Vec<EventId>,
+    /// The correlation id (assigned when the proposal had none).
+    pub correlation_id: EventId,
+    /// blake3 over this event's canonical bytes and the previous hash of its entity.
+    pub hash: Hash,
+    /// The payload.
+    pub payload: Vec<u8>,
+}
+
+impl EventId {
+    /// Parses the canonical hyphenated form.
+    pub fn parse(text: &str) -> Result<EventId> {
+        uuid::Uuid::parse_str(text)
+            .map(EventId)
+            .map_err(|err| Error::InvalidInput(format!("event id {text:?} is not a uuid: {err}")))
+    }
+
+    /// The 16 bytes of the id, big-endian as in RFC 9562.
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        self.0.as_bytes()
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl NewEvent {
+    /// A proposal with the three required names and a payload; other fields empty.
+    pub fn new(
+        scope: impl Into<String>,
+        entity: impl Into<String>,
+        event_type: impl Into<String>,
+        payload: impl Into<Vec<u8>>,
+    ) -> NewEvent {
+        NewEvent {
+            scope: scope.into(),
+            entity: entity.into(),
+            event_type: event_type.into(),
+            payload: payload.into(),
+            ..NewEvent::default()
+        }
+    }
+
+    /// Bytes this event counts against [`APPEND_BYTES_MAX`].
+    pub fn size_bytes(&self) -> usize {
+        let tags: usize = self.tags.iter().map(String::len).sum();
+        let metadata: usize = self
+            .metadata
+            .iter()
+            .map(|(key, value)| key.len() + value.len())
+            .sum();
+        self.scope.len()
+            + self.entity.len()
+            + self.event_type.len()
+            + self.content_type.len()
+            + tags
+            + metadata
+            + 16 * self.causation.len()
+            + self.payload.len()
+    }
+
+    /// Checks every field against its bound; `event_idx` names the event in the message.
+    pub fn validate(&self, event_idx: usize) -> Result<()> {
+        check_name(
+            event_idx,
+            "scope",
+            &self.scope,
+            SCOPE_BYTES_MAX,
+            "SCOPE_BYTES_MAX",
+        )?;
+        check_name(
+            event_idx,
+            "entity",
+            &self.entity,
+            ENTITY_BYTES_MAX,
+            "ENTITY_BYTES_MAX",
+        )?;
+        check_name(
+            event_idx,
+            "type",
+            &self.event_type,
+            TYPE_BYTES_MAX,
+            "TYPE_BYTES_MAX",
+        )?;
+        check_count(
+            event_idx,
+            "tags",
+            self.tags.len(),
+            TAGS_PER_EVENT_MAX,
+            "TAGS_PER_EVENT_MAX",
+        )?;
+        for (tag_idx, tag) in self.tags.iter().enumerate() {
+            check_name(
+                event_idx,
+                &format!("tag {tag_idx}"),
+                tag,
+                TAG_BYTES_MAX,
+                "TAG_BYTES_MAX",
+            )?;
+            if self.tags[..tag_idx].contains(tag) {
+                return Err(Error::InvalidInput(format!(
+                    "event {event_idx} tag {tag:?} appears twice"
+                )));
+            }
+        }
+        if self.content_type.len() > CONTENT_TYPE_BYTES_MAX {
+            return Err(over(
+                event_idx,
+                "content_type bytes",
+                self.content_type.len(),
+                CONTENT_TYPE_BYTES_MAX,
+                "CONTENT_TYPE_BYTES_MAX",
+            ));
+        }
+        check_count(
+            event_idx,
+            "metadata entries",
+            self.metadata.len(),
+            METADATA_ENTRIES_MAX,
+            "METADATA_ENTRIES_MAX",
+        )?;
+        for (key, value) in &self.metadata {
+            check_name(
+                event_idx,
+                "metadata key",
+                key,
+                METADATA_KEY_BYTES_MAX,
+                "METADATA_KEY_BYTES_MAX",
+            )?;
+            if value.len() > METADATA_VALUE_BYTES_MAX {
+                let what = format!("metadata value of {key:?} bytes");
+                return Err(over(
+                    event_idx,
+                    &what,
+                    value.len(),
+                    METADATA_VALUE_BYTES_MAX,
+                    "METADATA_VALUE_BYTES_MAX",
+                ));
+            }
+        }
+        check_count(
+            event_idx,
+            "causation parents",
+            self.causation.len(),
+            CAUSATION_PER_EVENT_MAX,
+            "CAUSATION_PER_EVENT_MAX",
+        )?;
+        Ok(())
+    }
+}
+
+/// A name is non-empty, within its bound, and free of control characters (which would make logs
+/// and CLI output ambiguous).
+fn check_name(
+    event_idx: usize,
+    field: &str,
+    value: &str,
+    max: usize,
+    limit: &'static str,
+) -> Result<()> {
+    if value.is_empty() {
+        return Err(Error::InvalidInput(format!(
+            "event {event_idx} {field} is empty"
+        )));
+    }
+    if value.len() > max {
+        return Err(over(
+            event_idx,
+            &format!("{field} bytes"),
+            value.len(),
+            max,
+            limit,
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(Error::InvalidInput(format!(
+            "event {event_idx} {field} {value:?} contains a control character"
+        )));
+    }
+    Ok(())
+}
+
+fn check_count(
+    event_idx: usize,
+    what: &str,
+    count: usize,
+    max: usize,
+    limit: &'static str,
+) -> Result<()> {
+    if count > max {
+        return Err(over(event_idx, what, count, max, limit));
+    }
+    Ok(())
+}
+
+fn over(event_idx: usize, what: &str, actual: usize, max: usize, limit: &'static str) -> Error {
+    Error::LimitExceeded {
+        limit,
+        max: max as u64,
+        actual: actual as u64,
+        what: format!("event {event_idx} {what}"),
+    }
+}

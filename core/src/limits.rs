@@ -1,0 +1,49 @@
+//! Every bound of the core, in one place.
+//!
+//! Each constant is enforced where input enters the store (`Append` validation, read calls,
+//! configuration) and reported by name in [`crate::Error::LimitExceeded`], so a client that hits
+//! one learns which bound and by how much. The server's gRPC message limit equals
+//! [`APPEND_BYTES_MAX`]. Change a bound here and its documentation in `docs/LIMITS.md` together.
+
+/// Bytes of one append: the sum over its events of payload, names, tags and metadata. Matches the
+/// gRPC request limit of the server, 16 MiB.
+pub const APPEND_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Events in one append. A batch is one atomic unit; larger batches should be split by the caller.
+pub const APPEND_EVENTS_MAX: usize = 10_000;
+/// Bytes of a scope name (UTF-8).
+pub const SCOPE_BYTES_MAX: usize = 128;
+/// Bytes of an entity name (UTF-8).
+pub const ENTITY_BYTES_MAX: usize = 256;
+/// Bytes of an event type name (UTF-8).
+pub const TYPE_BYTES_MAX: usize = 256;
+/// Bytes of one tag (UTF-8).
+pub const TAG_BYTES_MAX: usize = 256;
+/// Tags on one event.
+pub const TAGS_PER_EVENT_MAX: usize = 64;
+/// Bytes of a content type such as `application/json`.
+pub const CONTENT_TYPE_BYTES_MAX: usize = 128;
+/// Entries in one event's metadata map.
+pub const METADATA_ENTRIES_MAX: usize = 64;
+/// Bytes of one metadata key.
+pub const METADATA_KEY_BYTES_MAX: usize = 256;
+/// Bytes of one metadata value.
+pub const METADATA_VALUE_BYTES_MAX: usize = 4096;
+/// Causation parents of one event.
+pub const CAUSATION_PER_EVENT_MAX: usize = 64;
+/// Events returned by one read call; callers page with the returned continuation.
+pub const READ_EVENTS_MAX: usize = 10_000;
+/// Positions a filtered log read may examine before it returns what it has, so a sparse filter
+/// cannot hold a reader for the length of the log. The continuation resumes the scan.
+pub const READ_SCAN_MAX: usize = 100_000;
+/// Scopes, types or tags named in one filter, and items in one query.
+pub const FILTER_TERMS_MAX: usize = 64;
+/// Appends waiting for the writer. When full, appenders block until it drains (backpressure).
+pub const WRITE_QUEUE_MAX: usize = 4096;
+/// Appends the writer commits with one fsync (group commit).
+pub const GROUP_APPENDS_MAX: usize = 1024;
+/// Smallest allowed segment size; smaller values are refused in `Config`.
+pub const SEGMENT_BYTES_MIN: u64 = 4096;
+/// Largest allowed segment size: frame offsets are kept as 32-bit values in the index.
+pub const SEGMENT_BYTES_MAX: u64 = 1 << 31;
+/// Default segment size.
+pub const SEGMENT_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;

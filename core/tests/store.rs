@@ -1,0 +1,245 @@
+//! Behaviour of the event store through its public API: appends, reads, filters, limits,
+//! locking, waiting and the clock.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use causeway_core::clock::{Clock, ManualClock};
+use causeway_core::limits::*;
+use causeway_core::*;
+
+fn open(dir: &std::path::Path) -> Store {
+    Store::open(dir, Config::default()).unwrap()
+}
+
+fn event(scope: &str, entity: &str, event_type: &str, payload: &str) -> NewEvent {
+    NewEvent::new(scope, entity, event_type, payload.as_bytes().to_vec())
+}
+
+fn one(event: NewEvent) -> Append {
+    Append { events: vec![event] }
+}
+
+#[test]
+fn append_assigns_positions_versions_and_reads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    assert_eq!(store.head(), Position(0));
+    let receipt = store
+        .append(Append {
+            events: vec![
+                event("acme", "order-1", "OrderPlaced", "a"),
+                event("acme", "order-2", "OrderPlaced", "b"),
+                event("acme", "order-1", "OrderPaid", "c"),
+            ],
+        })
+        .unwrap();
+    let positions: Vec<u64> = receipt.events.iter().map(|c| c.position.0).collect();
+    let versions: Vec<u64> = receipt.events.iter().map(|c| c.version.0).collect();
+    assert_eq!(positions, [1, 2, 3]);
+    assert_eq!(versions, [1, 1, 2]);
+    assert_eq!(store.head(), Position(3));
+    assert_eq!(store.version("acme", "order-1"), Version(2));
+    assert_eq!(store.version("acme", "order-9"), Version(0));
+
+    let got = store.get(receipt.events[2].id).unwrap();
+    assert_eq!((got.payload.as_slice(), got.event_type.as_str()), (b"c".as_slice(), "OrderPaid"));
+    assert_eq!(got.hash, receipt.events[2].hash);
+
+    let entity = store.read_entity("acme", "order-1", Version(1), Direction::Forward, 10).unwrap();
+    assert_eq!(entity.iter().map(|e| e.payload.clone()).collect::<Vec<_>>(), [b"a".to_vec(), b"c".to_vec()]);
+    let backward = store.read_entity("acme", "order-1", Version(u64::MAX), Direction::Backward, 1).unwrap();
+    assert_eq!(backward[0].version, Version(2));
+
+    let log = store.read_log(Position(0), Direction::Backward, 2, &Filter::default()).unwrap();
+    assert_eq!(log.events.iter().map(|e| e.position.0).collect::<Vec<_>>(), [3, 2]);
+    assert!(!log.end);
+    assert_eq!(log.next, Position(1));
+    assert!(matches!(store.get(EventId::default()), Err(Error::NotFound(_))));
+}
+
+#[test]
+fn timestamps_strictly_increase_when_the_wall_clock_steps_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000_000_000));
+    let config = Config { clock: clock.clone() as Arc<dyn Clock>, ..Config::default() };
+    let store = Store::open(dir.path(), config).unwrap();
+    let mut stamps = Vec::new();
+    for step in 0..20 {
+        if step == 10 {
+            clock.set_ns(1_600_000_000_000_000_000);
+        }
+        let receipt = store.append(one(event("s", "e", "T", "x"))).unwrap();
+        stamps.push(receipt.events[0].timestamp);
+    }
+    drop(store);
+    // Reopen with the clock still behind: the HLC resumes above the last stored timestamp.
+    let store = Store::open(dir.path(), Config { clock: clock as Arc<dyn Clock>, ..Config::default() }).unwrap();
+    stamps.push(store.append(one(event("s", "e", "T", "x"))).unwrap().events[0].timestamp);
+    assert!(stamps.windows(2).all(|pair| pair[0] < pair[1]), "timestamps must strictly increase: {stamps:?}");
+}
+
+#[test]
+fn a_second_open_of_the_same_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let err = Store::open(dir.path(), Config::default()).unwrap_err();
+    assert!(matches!(err, Error::Locked { .. }), "got {err}");
+    drop(store);
+    open(dir.path());
+}
+
+#[test]
+fn bounds_are_enforced_with_the_limit_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let cases: Vec<(NewEvent, &str)> = vec![
+        (event("s", &"e".repeat(ENTITY_BYTES_MAX + 1), "T", ""), "ENTITY_BYTES_MAX"),
+        (event(&"s".repeat(SCOPE_BYTES_MAX + 1), "e", "T", ""), "SCOPE_BYTES_MAX"),
+        (event("s", "e", &"t".repeat(TYPE_BYTES_MAX + 1), ""), "TYPE_BYTES_MAX"),
+        (NewEvent { tags: (0..=TAGS_PER_EVENT_MAX).map(|i| format!("t{i}")).collect(), ..event("s", "e", "T", "") }, "TAGS_PER_EVENT_MAX"),
+        (NewEvent { tags: vec!["x".repeat(TAG_BYTES_MAX + 1)], ..event("s", "e", "T", "") }, "TAG_BYTES_MAX"),
+        (
+            NewEvent { metadata: (0..=METADATA_ENTRIES_MAX).map(|i| (format!("k{i}"), String::new())).collect(), ..event("s", "e", "T", "") },
+            "METADATA_ENTRIES_MAX",
+        ),
+        (
+            NewEvent { metadata: [("k".to_string(), "v".repeat(METADATA_VALUE_BYTES_MAX + 1))].into(), ..event("s", "e", "T", "") },
+            "METADATA_VALUE_BYTES_MAX",
+        ),
+        (NewEvent { payload: vec![0; APPEND_BYTES_MAX], ..event("s", "e", "T", "") }, "APPEND_BYTES_MAX"),
+    ];
+    for (bad, limit_name) in cases {
+        match store.append(one(bad)) {
+            Err(Error::LimitExceeded { limit, .. }) => assert_eq!(limit, limit_name),
+            other => panic!("expected {limit_name}, got {other:?}"),
+        }
+    }
+    let too_many = Append { events: vec![event("s", "e", "T", ""); APPEND_EVENTS_MAX + 1] };
+    assert!(matches!(store.append(too_many), Err(Error::LimitExceeded { limit: "APPEND_EVENTS_MAX", .. })));
+    assert!(matches!(store.append(one(event("", "e", "T", ""))), Err(Error::InvalidInput(msg)) if msg.contains("scope")));
+    assert!(matches!(store.append(Append::default()), Err(Error::InvalidInput(_))));
+    let limit = store.read_log(Position(1), Direction::Forward, READ_EVENTS_MAX + 1, &Filter::default());
+    assert!(matches!(limit, Err(Error::LimitExceeded { limit: "READ_EVENTS_MAX", .. })));
+    assert_eq!(store.head(), Position(0), "nothing of a refused append is written");
+}
+
+#[test]
+fn a_duplicate_id_refuses_the_whole_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let first = store.append(one(event("s", "e", "T", "1"))).unwrap();
+    let reused = NewEvent { id: Some(first.events[0].id), ..event("s", "e", "T", "2") };
+    let err = store.append(Append { events: vec![event("s", "f", "T", "ok"), reused] }).unwrap_err();
+    assert!(matches!(err, Error::InvalidInput(ref msg) if msg.contains("already exists")), "{err}");
+    assert_eq!(store.head(), Position(1));
+    assert_eq!(store.version("s", "f"), Version(0));
+}
+
+#[test]
+fn filtered_log_reads_use_scopes_types_tags_prefix_and_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let mut all = Vec::new();
+    for i in 0..60u32 {
+        let scope = ["acme", "globex"][(i % 2) as usize];
+        let entity = format!("{}-{}", ["order", "invoice", "user"][(i % 3) as usize], i % 7);
+        let event_type = ["Placed", "Paid", "Shipped", "Cancelled"][(i % 4) as usize];
+        let tags = (0..(i % 3)).map(|t| format!("t:{}", (i + t) % 5)).collect::<Vec<_>>();
+        let new = NewEvent { tags, ..event(scope, &entity, event_type, &i.to_string()) };
+        store.append(one(new)).unwrap();
+    }
+    all.extend(store.read_log(Position(1), Direction::Forward, 1000, &Filter::default()).unwrap().events);
+    assert_eq!(all.len(), 60);
+    let mid = all[30].timestamp;
+    let filters = vec![
+        Filter { scopes: vec!["acme".into()], ..Filter::default() },
+        Filter { entity_prefix: "order".into(), ..Filter::default() },
+        Filter { items: vec![QueryItem { types: vec!["Paid".into(), "Shipped".into()], tags: vec![] }], ..Filter::default() },
+        Filter { items: vec![QueryItem { types: vec![], tags: vec!["t:1".into(), "t:2".into()] }], ..Filter::default() },
+        Filter {
+            scopes: vec!["globex".into()],
+            items: vec![QueryItem { types: vec!["Placed".into()], tags: vec![] }, QueryItem { types: vec![], tags: vec!["t:3".into()] }],
+            ..Filter::default()
+        },
+        Filter { since: Some(mid), entity_prefix: "user".into(), ..Filter::default() },
+        Filter { until: Some(mid), ..Filter::default() },
+        Filter { items: vec![QueryItem { types: vec!["Unknown".into()], tags: vec![] }], ..Filter::default() },
+    ];
+    for filter in filters {
+        let expected: Vec<u64> = all.iter().filter(|e| filter.matches(e)).map(|e| e.position.0).collect();
+        for direction in [Direction::Forward, Direction::Backward] {
+            let mut got = Vec::new();
+            let mut from = if direction == Direction::Forward { Position(1) } else { Position(0) };
+            loop {
+                let batch = store.read_log(from, direction, 4, &filter).unwrap();
+                got.extend(batch.events.iter().map(|e| e.position.0));
+                if batch.end {
+                    break;
+                }
+                from = batch.next;
+            }
+            let mut want = expected.clone();
+            if direction == Direction::Backward {
+                want.reverse();
+            }
+            assert_eq!(got, want, "filter {filter:?} {direction:?}");
+        }
+    }
+}
+
+#[test]
+fn wait_for_returns_when_the_head_passes_or_times_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(dir.path()));
+    assert_eq!(store.wait_for(Position(1), Duration::from_millis(20)).unwrap(), Position(0));
+    let waiter = {
+        let store = store.clone();
+        std::thread::spawn(move || store.wait_for(Position(2), Duration::from_secs(30)).unwrap())
+    };
+    std::thread::sleep(Duration::from_millis(20));
+    store.append(Append { events: vec![event("s", "e", "T", "1"), event("s", "e", "T", "2")] }).unwrap();
+    assert_eq!(waiter.join().unwrap(), Position(2));
+    let closer = {
+        let store = store.clone();
+        std::thread::spawn(move || store.wait_for(Position(99), Duration::from_secs(30)))
+    };
+    std::thread::sleep(Duration::from_millis(20));
+    store.close().unwrap();
+    assert!(matches!(closer.join().unwrap(), Err(Error::Closed)));
+    assert!(matches!(store.append(one(event("s", "e", "T", "3"))), Err(Error::Closed)));
+}
+
+#[test]
+fn reopen_over_many_segments_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = || Config { segment_bytes: SEGMENT_BYTES_MIN, ..Config::default() };
+    let store = Store::open(dir.path(), config()).unwrap();
+    for i in 0..200u32 {
+        store.append(one(NewEvent { tags: vec![format!("n:{}", i % 10)], ..event("s", &format!("e{}", i % 13), "T", &"p".repeat(i as usize)) })).unwrap();
+    }
+    let digest = store.digest();
+    let before = store.read_log(Position(1), Direction::Forward, 1000, &Filter::default()).unwrap().events;
+    drop(store);
+    let segments = std::fs::read_dir(dir.path().join("events")).unwrap().count();
+    assert!(segments > 10, "small segments roll often ({segments} files)");
+    let store = Store::open(dir.path(), config()).unwrap();
+    assert_eq!(store.digest(), digest);
+    let after = store.read_log(Position(1), Direction::Forward, 1000, &Filter::default()).unwrap().events;
+    assert_eq!(before, after);
+    let tagged = Filter { items: vec![QueryItem { types: vec![], tags: vec!["n:3".into()] }], ..Filter::default() };
+    assert_eq!(store.read_log(Position(1), Direction::Forward, 1000, &tagged).unwrap().events.len(), 20);
+    // Without the sidecar indexes, open scans the segments and rebuilds the same state.
+    drop(store);
+    for entry in std::fs::read_dir(dir.path().join("events")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|ext| ext == "idx") {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    let store = Store::open(dir.path(), config()).unwrap();
+    assert_eq!(store.digest(), digest);
+    assert_eq!(store.read_log(Position(1), Direction::Forward, 1000, &Filter::default()).unwrap().events, after);
+}
