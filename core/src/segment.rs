@@ -812,7 +812,7 @@ mod tests {
             vec![99; 10]
         );
         drop(log);
-        let (log, _) = SegmentLog::open(dir.path(), 120, 5).unwrap();
+        let (mut log, _) = SegmentLog::open(dir.path(), 120, 5).unwrap();
         assert_eq!(log.last_index(), 7);
         assert!(
             log.truncate_after(2).is_err(),
