@@ -848,10 +848,13 @@ impl Writer {
             timestamp = command.timestamp.max(timestamp.next());
             let correlation_id = match (proposed.correlation_id, proposed.causation.first()) {
                 (Some(correlation_id), _) => correlation_id,
-                (None, Some(parent)) => match self.group_correlations.get(parent) {
-                    Some(&correlation_id) => correlation_id,
-                    None => self.correlation_of(&index, parent)?.unwrap_or(id),
-                },
+                (None, Some(parent)) => {
+                    let in_batch = pending_correlations.iter().find(|(earlier, _)| earlier == parent).map(|&(_, correlation_id)| correlation_id);
+                    match in_batch.or_else(|| self.group_correlations.get(parent).copied()) {
+                        Some(correlation_id) => correlation_id,
+                        None => self.correlation_of(&index, parent)?.unwrap_or(id),
+                    }
+                }
                 (None, None) => id,
             };
             pending_correlations.push((id, correlation_id));
