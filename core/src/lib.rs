@@ -12,6 +12,7 @@ pub mod clock;
 mod codec;
 pub mod error;
 pub mod event;
+pub mod gate;
 mod index;
 pub mod limits;
 pub mod query;

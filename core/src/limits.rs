@@ -47,3 +47,28 @@ pub const SEGMENT_BYTES_MIN: u64 = 4096;
 pub const SEGMENT_BYTES_MAX: u64 = 1 << 31;
 /// Default segment size.
 pub const SEGMENT_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
+/// Bytes of a gate name.
+pub const GATE_NAME_BYTES_MAX: usize = 128;
+/// Bytes of a CEL gate expression.
+pub const GATE_EXPRESSION_BYTES_MAX: usize = 4096;
+/// Payload bytes a CEL gate decodes as JSON; a larger payload is `null` to the expression.
+pub const CEL_PAYLOAD_BYTES_MAX: usize = 64 * 1024;
+/// Store-fact calls (`count`, `exists`, `version`) in one CEL evaluation.
+pub const GATE_FACT_CALLS_MAX: usize = 16;
+/// Events one `count` in a gate counts before it stops (the result saturates here).
+pub const GATE_COUNT_MAX: u64 = 10_000;
+/// Extra gates one append may name.
+pub const APPEND_GATES_MAX: usize = 16;
+/// Expected-version conditions in one append.
+pub const APPEND_EXPECTATIONS_MAX: usize = 1024;
+/// Gates registered in one store.
+pub const GATES_MAX: usize = 1024;
+/// Bytes of an idempotency key.
+pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 256;
+/// Idempotency keys remembered; the oldest (by position) is forgotten first, so a retry later
+/// than this many keyed appends is treated as new.
+pub const IDEMPOTENCY_KEYS_MAX: usize = 100_000;
+/// Nodes one causal graph query returns before it sets `truncated`.
+pub const GRAPH_NODES_MAX: usize = 10_000;
+/// Depth of one ancestors or descendants query.
+pub const GRAPH_DEPTH_MAX: u32 = 1_000;

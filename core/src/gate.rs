@@ -1,0 +1,284 @@
+//! Gates: caller-defined conditions that every write must pass, checked by the writer atomically
+//! with the append.
+//!
+//! A [`Gate`] is a pure, deterministic predicate over a [`Proposal`] (the events as they would
+//! be committed) and a read-only [`View`] of the store. It must not read the wall clock or do
+//! I/O: time comes from the proposal's timestamp, facts from the view. Because the writer runs
+//! gates between taking an append off its queue and writing it, nothing can change between the
+//! check and the act, and because every replica runs the same gates over the same log, every
+//! replica reaches the same verdict.
+//!
+//! Gates come from two places: Rust code of an embedder ([`crate::store::Config::gates`]), and
+//! [`GateDefinition`]s registered through the log itself (events in the reserved `$system`
+//! scope), which name a built-in [`Rule`] or a CEL expression. A definition's version is the
+//! position of the event that registered it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use crate::clock::Timestamp;
+use crate::error::{Error, Result};
+use crate::event::{Event, EventId, Position, Version};
+use crate::limits::{GATE_EXPRESSION_BYTES_MAX, GATE_NAME_BYTES_MAX};
+use crate::query::Filter;
+
+pub mod cel;
+
+/// The events a gate judges, as they would be committed (positions, versions, ids, timestamps
+/// and correlation ids assigned; `hash` is not yet computed and is all zeros).
+#[derive(Clone, Copy, Debug)]
+pub struct Proposal<'a> {
+    /// The proposal's timestamp: the only notion of "now" a gate may use.
+    pub timestamp: Timestamp,
+    /// The events this gate is bound to, in append order. Earlier events of the same append
+    /// are not yet in the [`View`]; a gate that counts must count them itself.
+    pub events: &'a [&'a Event],
+}
+
+/// A read-only view of the store as of just before the proposal.
+pub trait View: Send + Sync {
+    /// The last position in the log before the proposal.
+    fn head(&self) -> Position;
+    /// The current version of an entity; `Version(0)` when it has no events.
+    fn version(&self, scope: &str, entity: &str) -> Version;
+    /// The last event of an entity, if any.
+    fn last_event(&self, scope: &str, entity: &str) -> Result<Option<Event>>;
+    /// How many events after `after` match `filter`, counting no further than `max`.
+    fn count(&self, filter: &Filter, after: Position, max: u64) -> u64;
+    /// Whether any event after `after` matches `filter`.
+    fn exists(&self, filter: &Filter, after: Position) -> bool {
+        self.count(filter, after, 1) > 0
+    }
+    /// Whether an event with this id exists.
+    fn event_exists(&self, id: EventId) -> bool;
+    /// How many events of an entity have a timestamp at or after `since`.
+    fn entity_events_since(&self, scope: &str, entity: &str, since: Timestamp) -> u64;
+}
+
+/// Why a gate refused a proposal.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Denial {
+    /// A stable, machine-readable code in upper snake case (`TAG_TAKEN`).
+    pub code: String,
+    /// A human-readable explanation with the values that matter.
+    pub message: String,
+    /// The facts the gate saw, by name (`tag`, `expected`, `actual`).
+    pub facts: BTreeMap<String, String>,
+}
+
+impl Denial {
+    /// A denial with a code, a message and facts given as pairs.
+    pub fn new<const N: usize>(code: &str, message: impl Into<String>, facts: [(&str, String); N]) -> Denial {
+        Denial {
+            code: code.to_string(),
+            message: message.into(),
+            facts: facts.into_iter().map(|(key, value)| (key.to_string(), value)).collect(),
+        }
+    }
+}
+
+/// A condition on writes. Implementations must be deterministic: the same proposal and view
+/// give the same answer on every replica, at any time.
+pub trait Gate: Send + Sync + fmt::Debug {
+    /// Accepts the proposal, or denies it with a reason.
+    fn check(&self, proposal: &Proposal<'_>, view: &Arc<dyn View>) -> std::result::Result<(), Denial>;
+}
+
+/// A gate as registered through the log: a name, what it is bound to, and its rule.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GateDefinition {
+    /// The gate's name, unique in the store; a new definition with the same name replaces it.
+    pub name: String,
+    /// The scopes whose events it judges; every scope when empty.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// The event types it judges; every type when empty.
+    #[serde(default)]
+    pub types: Vec<String>,
+    /// What it checks.
+    pub rule: Rule,
+}
+
+/// The rules a registered gate can carry.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Rule {
+    /// A tag that starts with `prefix` may appear at most once in a scope (`email:` makes every
+    /// `email:x` tag unique).
+    UniqueTag {
+        /// The tag prefix this uniqueness applies to.
+        prefix: String,
+    },
+    /// Only these event types may be written.
+    AllowedTypes {
+        /// The allowed types.
+        types: Vec<String>,
+    },
+    /// Every causation parent must exist, even when the append marks causation external.
+    CausationExists,
+    /// At most `max_events` events per entity within any `window_ms`, measured on event
+    /// timestamps (never the wall clock).
+    RateLimit {
+        /// Events allowed in the window, the proposed ones included.
+        max_events: u64,
+        /// The window length in milliseconds.
+        window_ms: u64,
+    },
+    /// Bounds tighter than the store's own limits.
+    SizeLimit {
+        /// The largest payload, in bytes.
+        max_payload_bytes: u64,
+    },
+    /// A Common Expression Language expression that must evaluate to `true`; see
+    /// [`cel::CelGate`] for the variables and functions it can use.
+    Cel {
+        /// The expression.
+        expression: String,
+    },
+}
+
+impl GateDefinition {
+    /// Checks names and bounds and compiles the rule, so a bad definition is refused at
+    /// registration with the reason (for CEL, the parser's message).
+    pub fn compile(&self) -> Result<Arc<dyn Gate>> {
+        if self.name.is_empty() || self.name.len() > GATE_NAME_BYTES_MAX || self.name.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(Error::InvalidInput(format!(
+                "gate name {:?} must be 1 to {GATE_NAME_BYTES_MAX} bytes without spaces or control characters",
+                self.name
+            )));
+        }
+        let gate: Arc<dyn Gate> = match &self.rule {
+            Rule::UniqueTag { prefix } => Arc::new(UniqueTag { prefix: prefix.clone() }),
+            Rule::AllowedTypes { types } => Arc::new(AllowedTypes { types: types.clone() }),
+            Rule::CausationExists => Arc::new(CausationExists),
+            Rule::RateLimit { max_events, window_ms } => {
+                if *window_ms == 0 {
+                    return Err(Error::InvalidInput("rate_limit window_ms must be at least 1".to_string()));
+                }
+                Arc::new(RateLimit { max_events: *max_events, window_ms: *window_ms })
+            }
+            Rule::SizeLimit { max_payload_bytes } => Arc::new(SizeLimit { max_payload_bytes: *max_payload_bytes }),
+            Rule::Cel { expression } => {
+                if expression.len() > GATE_EXPRESSION_BYTES_MAX {
+                    return Err(Error::LimitExceeded {
+                        limit: "GATE_EXPRESSION_BYTES_MAX",
+                        max: GATE_EXPRESSION_BYTES_MAX as u64,
+                        actual: expression.len() as u64,
+                        what: format!("gate {} expression bytes", self.name),
+                    });
+                }
+                Arc::new(cel::CelGate::compile(expression)?)
+            }
+        };
+        Ok(gate)
+    }
+
+    /// Whether the gate judges this event.
+    pub fn binds(&self, event: &Event) -> bool {
+        (self.scopes.is_empty() || self.scopes.contains(&event.scope)) && (self.types.is_empty() || self.types.contains(&event.event_type))
+    }
+}
+
+/// Built-in: a tag with a prefix at most once per scope.
+#[derive(Debug)]
+struct UniqueTag {
+    prefix: String,
+}
+
+impl Gate for UniqueTag {
+    fn check(&self, proposal: &Proposal<'_>, view: &Arc<dyn View>) -> std::result::Result<(), Denial> {
+        for (event_idx, event) in proposal.events.iter().enumerate() {
+            for tag in event.tags.iter().filter(|tag| tag.starts_with(&self.prefix)) {
+                let earlier = proposal.events[..event_idx].iter().any(|other| other.scope == event.scope && other.tags.contains(tag));
+                let filter = Filter { scopes: vec![event.scope.clone()], items: vec![crate::QueryItem { types: vec![], tags: vec![tag.clone()] }], ..Filter::default() };
+                if earlier || view.exists(&filter, Position(0)) {
+                    let message = format!("tag {tag} is already taken in scope {}", event.scope);
+                    return Err(Denial::new("TAG_TAKEN", message, [("scope", event.scope.clone()), ("tag", tag.clone())]));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Built-in: only listed types.
+#[derive(Debug)]
+struct AllowedTypes {
+    types: Vec<String>,
+}
+
+impl Gate for AllowedTypes {
+    fn check(&self, proposal: &Proposal<'_>, _view: &Arc<dyn View>) -> std::result::Result<(), Denial> {
+        match proposal.events.iter().find(|event| !self.types.contains(&event.event_type)) {
+            None => Ok(()),
+            Some(event) => {
+                let message = format!("type {} is not allowed in scope {}", event.event_type, event.scope);
+                Err(Denial::new("TYPE_NOT_ALLOWED", message, [("type", event.event_type.clone()), ("allowed", self.types.join(","))]))
+            }
+        }
+    }
+}
+
+/// Built-in: every parent exists, in the store or earlier in the append.
+#[derive(Debug)]
+struct CausationExists;
+
+impl Gate for CausationExists {
+    fn check(&self, proposal: &Proposal<'_>, view: &Arc<dyn View>) -> std::result::Result<(), Denial> {
+        for (event_idx, event) in proposal.events.iter().enumerate() {
+            for parent in &event.causation {
+                let in_append = proposal.events[..event_idx].iter().any(|other| other.id == *parent);
+                if !in_append && !view.event_exists(*parent) {
+                    let message = format!("causation parent {parent} of event {} does not exist", event.id);
+                    return Err(Denial::new("CAUSATION_MISSING", message, [("parent", parent.to_string())]));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Built-in: events per entity per window of event time.
+#[derive(Debug)]
+struct RateLimit {
+    max_events: u64,
+    window_ms: u64,
+}
+
+impl Gate for RateLimit {
+    fn check(&self, proposal: &Proposal<'_>, view: &Arc<dyn View>) -> std::result::Result<(), Denial> {
+        let since = Timestamp::new(proposal.timestamp.wall_ms().saturating_sub(self.window_ms - 1), 0);
+        for (event_idx, event) in proposal.events.iter().enumerate() {
+            let in_append = proposal.events[..=event_idx].iter().filter(|other| other.scope == event.scope && other.entity == event.entity).count() as u64;
+            let seen = view.entity_events_since(&event.scope, &event.entity, since) + in_append;
+            if seen > self.max_events {
+                let message = format!("entity {} would have {seen} events within {} ms, over {}", event.entity, self.window_ms, self.max_events);
+                return Err(Denial::new(
+                    "RATE_LIMITED",
+                    message,
+                    [("entity", event.entity.clone()), ("events", seen.to_string()), ("max_events", self.max_events.to_string()), ("window_ms", self.window_ms.to_string())],
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Built-in: payload size.
+#[derive(Debug)]
+struct SizeLimit {
+    max_payload_bytes: u64,
+}
+
+impl Gate for SizeLimit {
+    fn check(&self, proposal: &Proposal<'_>, _view: &Arc<dyn View>) -> std::result::Result<(), Denial> {
+        match proposal.events.iter().find(|event| event.payload.len() as u64 > self.max_payload_bytes) {
+            None => Ok(()),
+            Some(event) => {
+                let message = format!("payload of {} bytes is over {}", event.payload.len(), self.max_payload_bytes);
+                Err(Denial::new("TOO_LARGE", message, [("payload_bytes", event.payload.len().to_string()), ("max_payload_bytes", self.max_payload_bytes.to_string())]))
+            }
+        }
+    }
+}
