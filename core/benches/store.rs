@@ -95,7 +95,7 @@ fn main() {
             .unwrap(),
     };
     println!(
-        "causeway-core store benchmark: data in {}, {} events to read, {seconds} s per write scenario, {} threads",
+        "causeway-core store benchmark: data in {}, {} events to read, {seconds} s per write scenario, {} CPUs",
         root.path().display(),
         thousands(n_events),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -417,9 +417,7 @@ impl Events {
     }
 
     fn append(&mut self, n_events: usize) -> Append {
-        Append {
-            events: (0..n_events).map(|_| self.event()).collect(),
-        }
+        Append::new((0..n_events).map(|_| self.event()).collect())
     }
 
     fn event(&mut self) -> NewEvent {

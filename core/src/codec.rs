@@ -5,8 +5,12 @@
 //! `docs/FORMAT.md` lays it out byte by byte; the golden test in `tests/format.rs` pins it.
 //!
 //! A record is a 6-byte prefix (record version, kind, header length), the header, then the
-//! payload. The header holds everything but the payload and ends with the 32-byte hash, so the
-//! index can be rebuilt from headers alone without touching payloads.
+//! payload. The header holds everything but the payload, so the index can be rebuilt from
+//! headers alone without touching payloads. It ends with the 32-byte hash and the append
+//! trailer: on the first event of each append, what the append carried beyond its events (the
+//! idempotency key, the request digest, the gates it passed). The trailer is bookkeeping for
+//! retries and receipts; it is covered by the frame CRC and the signed receipt, not by the
+//! hash, so an event's hash can be recomputed from the event alone.
 
 use std::collections::BTreeMap;
 
@@ -21,9 +25,22 @@ pub const KIND_EVENT: u8 = 1;
 pub const RECORD_PREFIX_BYTES: usize = 6;
 const HASH_BYTES: usize = 32;
 
-/// Encodes `event` (whose `hash` field is ignored) and returns the record bytes with the hash
-/// computed over them and `prev_hash` written into place.
-pub fn encode(event: &Event, prev_hash: &Hash) -> (Vec<u8>, Hash) {
+/// What the first event of an append records about the append as a whole.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Trailer {
+    /// Events in the append.
+    pub n_events: u16,
+    /// The idempotency key, empty when none was given.
+    pub idempotency_key: String,
+    /// blake3 of the append's content as the client sent it (see `Append::request_hash`).
+    pub request_hash: Hash,
+    /// The gates the append passed: name and definition version.
+    pub gates: Vec<(String, u64)>,
+}
+
+/// Encodes `event` (whose `hash` field is ignored) with an optional append trailer, and returns
+/// the record bytes and the event's hash.
+pub fn encode(event: &Event, prev_hash: &Hash, trailer: Option<&Trailer>) -> (Vec<u8>, Hash) {
     let mut out = Vec::with_capacity(128 + event.payload.len());
     out.push(RECORD_VERSION);
     out.push(KIND_EVENT);
@@ -50,22 +67,35 @@ pub fn encode(event: &Event, prev_hash: &Hash) -> (Vec<u8>, Hash) {
     for parent in &event.causation {
         out.extend_from_slice(parent.as_bytes());
     }
-    let hash_start = out.len();
-    let header_len = u32::try_from(hash_start + HASH_BYTES - RECORD_PREFIX_BYTES)
-        .expect("headers are bounded by limits.rs");
-    out[2..6].copy_from_slice(&header_len.to_le_bytes());
-    let hash = chain_hash(prev_hash, &out[..hash_start], &event.payload);
+    let hash = chain_hash(prev_hash, &out[..2], &out[RECORD_PREFIX_BYTES..], &event.payload);
     out.extend_from_slice(&hash);
+    match trailer {
+        None => out.extend_from_slice(&0u16.to_le_bytes()),
+        Some(trailer) => {
+            out.extend_from_slice(&trailer.n_events.to_le_bytes());
+            put_str(&mut out, &trailer.idempotency_key);
+            out.extend_from_slice(&trailer.request_hash);
+            put_len(&mut out, trailer.gates.len());
+            for (name, version) in &trailer.gates {
+                put_str(&mut out, name);
+                out.extend_from_slice(&version.to_le_bytes());
+            }
+        }
+    }
+    let header_len = u32::try_from(out.len() - RECORD_PREFIX_BYTES).expect("headers are bounded by limits.rs");
+    out[2..6].copy_from_slice(&header_len.to_le_bytes());
     out.extend_from_slice(&event.payload);
     (out, hash)
 }
 
-/// The hash of one event: blake3 over the previous hash of its entity, the record bytes before
-/// the hash field (prefix and header), and the payload.
-pub fn chain_hash(prev_hash: &Hash, head: &[u8], payload: &[u8]) -> Hash {
+/// The hash of one event: blake3 over the previous hash of its entity, the record version and
+/// kind, the header fields before the hash, and the payload. The header length is left out so
+/// that the trailer after the hash cannot change it.
+pub fn chain_hash(prev_hash: &Hash, version_kind: &[u8], fields: &[u8], payload: &[u8]) -> Hash {
     let mut hasher = blake3::Hasher::new();
     hasher.update(prev_hash);
-    hasher.update(head);
+    hasher.update(version_kind);
+    hasher.update(fields);
     hasher.update(payload);
     *hasher.finalize().as_bytes()
 }
@@ -87,6 +117,11 @@ pub fn header_bytes(record: &[u8]) -> Result<&[u8], String> {
 /// Decodes a whole record. With a record cut after its header (see [`header_bytes`]), the
 /// payload comes back empty.
 pub fn decode(record: &[u8]) -> Result<Event, String> {
+    decode_with_trailer(record).map(|(event, _)| event)
+}
+
+/// Decodes a record and its append trailer, if it has one.
+pub fn decode_with_trailer(record: &[u8]) -> Result<(Event, Option<Trailer>), String> {
     let header_len = prefix(record)?;
     let mut reader = Reader {
         bytes: &record[RECORD_PREFIX_BYTES..RECORD_PREFIX_BYTES + header_len],
@@ -115,6 +150,20 @@ pub fn decode(record: &[u8]) -> Result<Event, String> {
         .map(|_| reader.id())
         .collect::<Result<Vec<_>, _>>()?;
     let hash: Hash = reader.take(HASH_BYTES)?.try_into().expect("took 32 bytes");
+    let n_events = reader.len()?;
+    let trailer = if n_events == 0 {
+        None
+    } else {
+        let idempotency_key = reader.string()?;
+        let request_hash: Hash = reader.take(HASH_BYTES)?.try_into().expect("took 32 bytes");
+        let n_gates = reader.len()?;
+        let mut gates = Vec::with_capacity(n_gates);
+        for _ in 0..n_gates {
+            let name = reader.string()?;
+            gates.push((name, reader.u64()?));
+        }
+        Some(Trailer { n_events: n_events as u16, idempotency_key, request_hash, gates })
+    };
     if !reader.bytes.is_empty() {
         return Err(format!(
             "{} unread bytes after the header",
@@ -122,7 +171,7 @@ pub fn decode(record: &[u8]) -> Result<Event, String> {
         ));
     }
     let payload = record[RECORD_PREFIX_BYTES + header_len..].to_vec();
-    Ok(Event {
+    let event = Event {
         position,
         version,
         timestamp,
@@ -137,7 +186,8 @@ pub fn decode(record: &[u8]) -> Result<Event, String> {
         correlation_id,
         hash,
         payload,
-    })
+    };
+    Ok((event, trailer))
 }
 
 fn prefix(record: &[u8]) -> Result<usize, String> {
@@ -151,7 +201,7 @@ fn prefix(record: &[u8]) -> Result<usize, String> {
         return Err(format!("record kind {} is unknown", record[1]));
     }
     let header_len = u32::from_le_bytes(record[2..6].try_into().expect("4 bytes")) as usize;
-    if record.len() < RECORD_PREFIX_BYTES + header_len || header_len < HASH_BYTES {
+    if record.len() < RECORD_PREFIX_BYTES + header_len || header_len < HASH_BYTES + 2 {
         return Err(format!(
             "header length {header_len} does not fit a {}-byte record",
             record.len()

@@ -33,6 +33,39 @@ pub enum Error {
         what: String,
     },
 
+    /// An entity's version is not what the append expected.
+    #[error("entity {scope}/{entity} is at version {actual}, expected {expected}")]
+    Conflict {
+        /// The entity's scope.
+        scope: String,
+        /// The entity.
+        entity: String,
+        /// What the append expected (`any`, `no_stream`, `exists` or a version).
+        expected: String,
+        /// The version it has.
+        actual: crate::event::Version,
+    },
+
+    /// A gate or condition refused the append; nothing of it was written.
+    #[error("denied by {gate} ({code}): {message}")]
+    Denied {
+        /// The gate's name (`dcb` and `causation` for the built-in conditions).
+        gate: String,
+        /// A stable, machine-readable code (`TAG_TAKEN`).
+        code: String,
+        /// A human-readable explanation.
+        message: String,
+        /// The facts the gate saw.
+        facts: std::collections::BTreeMap<String, String>,
+    },
+
+    /// An idempotency key was reused with different content.
+    #[error("idempotency key {key:?} was already used for a different append")]
+    IdempotencyConflict {
+        /// The key.
+        key: String,
+    },
+
     /// The thing asked for does not exist.
     #[error("not found: {0}")]
     NotFound(String),
@@ -84,7 +117,12 @@ impl Error {
     /// which during replicated apply must stop the node instead of letting replicas diverge.
     pub fn is_deterministic(&self) -> bool {
         match self {
-            Error::InvalidInput(_) | Error::LimitExceeded { .. } | Error::NotFound(_) => true,
+            Error::InvalidInput(_)
+            | Error::LimitExceeded { .. }
+            | Error::NotFound(_)
+            | Error::Conflict { .. }
+            | Error::Denied { .. }
+            | Error::IdempotencyConflict { .. } => true,
             Error::Corrupt { .. }
             | Error::Io { .. }
             | Error::Poisoned(_)

@@ -82,6 +82,11 @@ pub(crate) struct Index {
     by_scope: HashMap<u32, Vec<u64>>,
     by_type: HashMap<u32, Vec<u64>>,
     by_tag: HashMap<u32, Vec<u64>>,
+    /// Causation parent id to the positions of its children.
+    children: HashMap<EventId, Vec<u64>>,
+    /// Correlation id to the positions of the events that carry it, except the event whose own
+    /// id it is (most events start their own correlation; indexing those would double memory).
+    correlated: HashMap<EventId, Vec<u64>>,
     digest: Hash,
 }
 
@@ -168,6 +173,12 @@ impl Index {
             self.by_tag.entry(tag).or_default().push(position);
         }
         self.ids.insert(event.id, position);
+        for parent in &event.causation {
+            self.children.entry(*parent).or_default().push(position);
+        }
+        if event.correlation_id != event.id {
+            self.correlated.entry(event.correlation_id).or_default().push(position);
+        }
         self.digest = codec::next_digest(&self.digest, &event.hash);
         self.metas.push(Meta {
             offset: loc.offset as u32,
@@ -191,6 +202,21 @@ impl Index {
     /// The position of the event with this id, committed or not.
     pub(crate) fn position_of(&self, id: &EventId) -> Option<u64> {
         self.ids.get(id).copied()
+    }
+
+    /// Positions of the events that name `parent` as a cause.
+    pub(crate) fn children_of(&self, parent: &EventId) -> &[u64] {
+        self.children.get(parent).map(Vec::as_slice).unwrap_or_default()
+    }
+
+    /// Positions of the events of a correlation, in position order.
+    pub(crate) fn correlation(&self, correlation_id: &EventId) -> Vec<u64> {
+        let mut positions: Vec<u64> = self.correlated.get(correlation_id).cloned().unwrap_or_default();
+        if let Some(root) = self.position_of(correlation_id) {
+            let at = positions.partition_point(|&p| p < root);
+            positions.insert(at, root);
+        }
+        positions
     }
 
     /// The stream of `scope`/`entity`, if it has any event.
@@ -343,6 +369,13 @@ impl Index {
             };
         }
         (None, examined)
+    }
+
+    /// How many events of an entity have a timestamp at or after `since`.
+    pub(crate) fn entity_events_since(&self, scope: &str, entity: &str, since: Timestamp) -> u64 {
+        let Some(state) = self.entity(scope, entity) else { return 0 };
+        let older = state.positions.partition_point(|&p| self.metas[(p - 1) as usize].timestamp < since);
+        (state.positions.len() - older) as u64
     }
 
     /// The first position whose timestamp is at or after `ts`, or `last() + 1`. Timestamps

@@ -1,25 +1,35 @@
 //! `causeway-core`: the synchronous storage core of Causeway.
 //!
-//! An event store with a durable, checksummed, hash-chained log ([`store::Store`]), the clock
-//! seam every timestamp comes through ([`clock`]), and the bounds every input is checked
-//! against ([`limits`]). No async runtime and no networking: the server crate wraps this in gRPC
-//! and replication, and embedders can use it directly.
+//! An event store with a durable, checksummed, hash-chained log ([`store::Store`]), the gates
+//! every write must pass ([`gate`]), receipts that prove what was written ([`receipt`]), the
+//! causal graph ([`graph`]), the clock seam every timestamp comes through ([`clock`]), and the
+//! bounds every input is checked against ([`limits`]). No async runtime and no networking: the
+//! server crate wraps this in gRPC and replication, and embedders can use it directly.
 //!
-//! Reading order: [`event`] (what is stored), [`store`] (how it is written and read),
-//! [`segment`] (the file format underneath), then [`index`](crate::store) and [`query`].
+//! Reading order: [`event`] (what is stored), [`store`] (how it is written and read), [`gate`]
+//! (what a write must pass), [`segment`] (the file format underneath), then [`query`],
+//! [`graph`] and [`receipt`].
 
 pub mod clock;
-mod codec;
 pub mod error;
 pub mod event;
 pub mod gate;
-mod index;
+pub mod graph;
 pub mod limits;
 pub mod query;
+pub mod receipt;
 pub mod segment;
 pub mod store;
 
+mod codec;
+mod index;
+
 pub use error::{Error, Result};
 pub use event::{Direction, Event, EventId, Hash, NewEvent, Position, Version};
+pub use gate::{Denial, Gate, GateDefinition, Rule};
+pub use graph::{Edge, Graph};
 pub use query::{Filter, QueryItem};
-pub use store::{Append, Command, Committed, Config, Durability, ReadBatch, Receipt, Store};
+pub use receipt::{Committed, GatePass, Receipt, Signer};
+pub use store::{
+    Append, Command, Config, DcbCondition, Durability, Expected, ExpectedVersion, ReadBatch, RustGate, Store,
+};

@@ -40,11 +40,11 @@
 //!
 //! `LOCK` (an exclusive `flock` held while open) and `events/` (segments and their `.idx`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::mpsc::{SyncSender, sync_channel};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -56,10 +56,12 @@ use crate::event::{Direction, Event, EventId, Hash, NewEvent, Position, Version}
 use crate::index::Index;
 use crate::limits::*;
 use crate::query::Filter;
-use crate::segment::{self, FrameLoc, SegmentLog, SegmentReader};
+use crate::gate::{Gate, GateDefinition};
+use crate::receipt::{Receipt, Signer};
+use crate::segment::{FrameLoc, SegmentLog, SegmentReader};
 
-const IDX_MAGIC: [u8; 8] = *b"CWAYIDX\0";
-const IDX_FORMAT_VERSION: u16 = 1;
+mod recovery;
+mod writer;
 
 /// When an append is answered relative to the disk.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
@@ -84,6 +86,27 @@ pub struct Config {
     pub segment_bytes: u64,
     /// The source of every timestamp and generated id. Tests inject their own.
     pub clock: Arc<dyn Clock>,
+    /// Gates written in Rust by the embedding program, with the scopes and types they judge.
+    /// They run beside the gates registered through the log, in name order.
+    pub gates: Vec<RustGate>,
+    /// Signs every receipt with Ed25519 when set.
+    pub signer: Option<Signer>,
+    /// Records every refused append as an `AppendDenied` event in [`SYSTEM_SCOPE`], so who was
+    /// refused what is on the record. Off by default: each refusal then costs a write.
+    pub record_denials: bool,
+}
+
+/// A gate implemented in Rust by an embedder.
+#[derive(Clone, Debug)]
+pub struct RustGate {
+    /// The gate's name; a registered gate with the same name is refused.
+    pub name: String,
+    /// The scopes it judges; all when empty.
+    pub scopes: Vec<String>,
+    /// The event types it judges; all when empty.
+    pub types: Vec<String>,
+    /// The predicate.
+    pub gate: Arc<dyn Gate>,
 }
 
 impl Default for Config {
@@ -92,15 +115,94 @@ impl Default for Config {
             durability: Durability::Fsync,
             segment_bytes: SEGMENT_BYTES_DEFAULT,
             clock: Arc::new(NonDecreasing::new(SystemClock::new())),
+            gates: Vec::new(),
+            signer: None,
+            record_denials: false,
         }
     }
 }
 
-/// A proposal: one or more events, appended atomically.
+/// The reserved scope of the store's own events: gate definitions and denial records. Scopes
+/// starting with `$` are refused in client appends.
+pub const SYSTEM_SCOPE: &str = "$system";
+/// The type of the event that registers (or replaces) a gate; its payload is the JSON of a
+/// [`GateDefinition`].
+pub const GATE_EVENT_REGISTERED: &str = "GateRegistered";
+/// The type of the event that removes a gate; its payload is `{"name": ...}`.
+pub const GATE_EVENT_REMOVED: &str = "GateRemoved";
+
+/// A proposal: one or more events, appended atomically, and the conditions that must hold when
+/// they are written.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Append {
     /// The events, in the order they get positions.
     pub events: Vec<NewEvent>,
+    /// Per-entity version conditions, checked before anything is written.
+    pub expected: Vec<Expected>,
+    /// A DCB condition: refuse if any event matching the query exists after a position.
+    pub condition: Option<DcbCondition>,
+    /// A retry with the same key and the same content returns the original receipt and writes
+    /// nothing; the same key with other content is [`Error::IdempotencyConflict`]. Keys are
+    /// remembered for the last [`IDEMPOTENCY_KEYS_MAX`] keyed appends, across restarts.
+    pub idempotency_key: Option<String>,
+    /// Gates to run in addition to those bound to the events' scopes and types.
+    pub gates: Vec<String>,
+    /// Causation parents may be ids from outside this store; without this every parent must
+    /// exist (in the store or earlier in the append).
+    pub external_causation: bool,
+}
+
+impl Append {
+    /// An append of these events with no conditions.
+    pub fn new(events: Vec<NewEvent>) -> Append {
+        Append { events, ..Append::default() }
+    }
+}
+
+/// A version condition on one entity.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Expected {
+    /// The entity's scope.
+    pub scope: String,
+    /// The entity.
+    pub entity: String,
+    /// What its version must be.
+    pub version: ExpectedVersion,
+}
+
+/// What an entity's version must be for an append to proceed.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub enum ExpectedVersion {
+    /// No condition.
+    #[default]
+    Any,
+    /// The entity has no events.
+    NoStream,
+    /// The entity has at least one event.
+    Exists,
+    /// The entity is at exactly this version (`Exact(Version(0))` is the same as `NoStream`).
+    Exact(Version),
+}
+
+impl std::fmt::Display for ExpectedVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExpectedVersion::Any => f.write_str("any"),
+            ExpectedVersion::NoStream => f.write_str("no_stream"),
+            ExpectedVersion::Exists => f.write_str("exists"),
+            ExpectedVersion::Exact(version) => write!(f, "{version}"),
+        }
+    }
+}
+
+/// A Dynamic Consistency Boundary condition: the append is refused if any event matching
+/// `query` exists after `after` (typically the position the client's decision was based on).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DcbCondition {
+    /// Which events would invalidate the decision (scopes, types, tags).
+    pub query: Filter,
+    /// The position the decision was based on.
+    pub after: Position,
 }
 
 /// An append whose ids and timestamp are fixed, ready for deterministic apply. A replication
@@ -110,32 +212,36 @@ pub struct Command {
     /// The proposal's timestamp; each event gets this or the smallest value above the previous
     /// event's timestamp, whichever is larger.
     pub timestamp: Timestamp,
-    /// The events; every `id` is `Some`.
-    pub events: Vec<NewEvent>,
+    /// blake3 of the append as the client sent it (before ids were assigned): what an
+    /// idempotent retry is compared by.
+    pub request_hash: Hash,
+    /// The append; every event `id` is `Some`.
+    pub append: Append,
+    /// True for the store's own events (gate definitions), which may use [`SYSTEM_SCOPE`] and
+    /// skip gates.
+    pub system: bool,
 }
 
-/// What an accepted append proves.
+/// A gate in force, as listed by [`Store::gates`].
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Receipt {
-    /// One entry per event, in order.
-    pub events: Vec<Committed>,
-    /// The log digest after the last event of this append.
-    pub digest: Hash,
+pub struct RegisteredGate {
+    /// The gate's name.
+    pub name: String,
+    /// The position of the event that registered it; 0 for a gate from [`Config::gates`].
+    pub version: u64,
+    /// The definition, for gates registered through the log.
+    pub definition: Option<GateDefinition>,
 }
 
-/// The fields assigned to one event on commit.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub struct Committed {
-    /// The event's id.
-    pub id: EventId,
-    /// Its global position.
-    pub position: Position,
-    /// Its version within its entity.
-    pub version: Version,
-    /// Its timestamp.
-    pub timestamp: Timestamp,
-    /// Its chain hash.
-    pub hash: Hash,
+/// The result of [`Store::verify`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Events checked.
+    pub events: u64,
+    /// The log digest recomputed from the events.
+    pub digest: Hash,
+    /// The first position whose hash does not match its bytes or chain, and why.
+    pub first_break: Option<(Position, String)>,
 }
 
 /// A page of a log read.
@@ -171,10 +277,30 @@ struct Shared {
     hlc: Hlc,
     durability: Durability,
     events_dir: PathBuf,
+    /// The gates in force, by name. Only the writer changes it.
+    gates: RwLock<BTreeMap<String, Installed>>,
+}
+
+/// A gate in force.
+#[derive(Clone, Debug)]
+struct Installed {
+    version: u64,
+    scopes: Vec<String>,
+    types: Vec<String>,
+    definition: Option<GateDefinition>,
+    gate: Arc<dyn Gate>,
+}
+
+impl Installed {
+    fn binds(&self, event: &Event) -> bool {
+        (self.scopes.is_empty() || self.scopes.contains(&event.scope))
+            && (self.types.is_empty() || self.types.contains(&event.event_type))
+    }
 }
 
 struct Request {
     command: Command,
+    dry_run: bool,
     reply: SyncSender<Result<Receipt>>,
 }
 
@@ -190,11 +316,11 @@ impl Store {
             )));
         }
         fs::create_dir_all(dir).map_err(|err| Error::io(dir, err))?;
-        let lock = lock_dir(dir)?;
+        let lock = recovery::lock_dir(dir)?;
         let started = Instant::now();
         let events_dir = dir.join("events");
         let (log, recovery) = SegmentLog::open(&events_dir, config.segment_bytes, 1)?;
-        let (index, active_idx) = rebuild_index(&log)?;
+        let (index, keys, active_idx) = recovery::rebuild_index(&log)?;
         let head = index.last();
         let digest = index.digest();
         tracing::info!(
@@ -217,18 +343,22 @@ impl Store {
             hlc,
             durability: config.durability,
             events_dir,
+            gates: RwLock::new(BTreeMap::new()),
         });
+        load_gates(&shared, &config.gates)?;
         let (sender, receiver) = sync_channel(WRITE_QUEUE_MAX);
         let writer_shared = shared.clone();
         let writer = std::thread::Builder::new()
             .name("causeway-writer".to_string())
             .spawn(move || {
-                Writer {
+                writer::Writer {
                     shared: writer_shared,
                     log,
                     active_idx,
+                    keys,
+                    signer: config.signer,
+                    record_denials: config.record_denials,
                     poisoned: None,
-                    group_correlations: HashMap::new(),
                 }
                 .run(receiver)
             })
@@ -248,41 +378,126 @@ impl Store {
     }
 
     /// Validates a proposal and fixes what must come from this node: missing event ids (UUIDv7
-    /// from the clock) and the proposal's hybrid logical timestamp.
+    /// from the clock) and the proposal's hybrid logical timestamp. Refuses events in reserved
+    /// (`$`) scopes.
     pub fn stamp(&self, append: Append) -> Result<Command> {
-        validate_events(&append.events)?;
+        self.stamp_as(append, false)
+    }
+
+    /// Applies a stamped command: the deterministic write path. Refuses a command whose events
+    /// lack ids; checks every condition and gate in the writer, atomically with the write.
+    pub fn apply(&self, command: Command) -> Result<Receipt> {
+        self.submit(command, false)
+    }
+
+    /// Checks an append's conditions and gates exactly as an append would, and returns the
+    /// receipt it would get, without writing anything. The answer holds for the current head
+    /// only: a later append may change it.
+    pub fn dry_run(&self, append: Append) -> Result<Receipt> {
+        let command = self.stamp(append)?;
+        self.submit(command, true)
+    }
+
+    /// Registers a gate (or replaces the one with the same name) by appending its definition to
+    /// the log, so it is audited, survives restarts, and is enforced by every replica from the
+    /// same position. A definition that does not compile is refused with the reason.
+    pub fn register_gate(&self, definition: GateDefinition) -> Result<Receipt> {
+        definition.compile()?;
+        {
+            let gates = self.shared.gates.read().expect("gate set lock poisoned");
+            if gates.get(&definition.name).is_some_and(|installed| installed.definition.is_none()) {
+                return Err(Error::InvalidInput(format!("gate {:?} is a built-in gate of this program", definition.name)));
+            }
+            if gates.len() >= GATES_MAX && !gates.contains_key(&definition.name) {
+                return Err(Error::LimitExceeded { limit: "GATES_MAX", max: GATES_MAX as u64, actual: gates.len() as u64 + 1, what: "registered gates".to_string() });
+            }
+        }
+        let payload = serde_json::to_vec(&definition).expect("definitions serialize");
+        self.append_system(&definition.name, GATE_EVENT_REGISTERED, payload)
+    }
+
+    /// Removes a registered gate by appending a removal to the log.
+    pub fn remove_gate(&self, name: &str) -> Result<Receipt> {
+        let registered = self.shared.gates.read().expect("gate set lock poisoned").get(name).map(|installed| installed.definition.is_some());
+        match registered {
+            None => return Err(Error::NotFound(format!("gate {name:?}"))),
+            Some(false) => return Err(Error::InvalidInput(format!("gate {name:?} is a built-in gate of this program"))),
+            Some(true) => {}
+        }
+        let payload = serde_json::to_vec(&serde_json::json!({ "name": name })).expect("json values serialize");
+        self.append_system(name, GATE_EVENT_REMOVED, payload)
+    }
+
+    /// The gates in force, by name.
+    pub fn gates(&self) -> Vec<RegisteredGate> {
+        let gates = self.shared.gates.read().expect("gate set lock poisoned");
+        gates
+            .iter()
+            .map(|(name, installed)| RegisteredGate { name: name.clone(), version: installed.version, definition: installed.definition.clone() })
+            .collect()
+    }
+
+    /// Walks the whole log, recomputing every event's hash from its bytes and the previous hash
+    /// of its entity, and the log digest. Reports the first position whose stored hash does not
+    /// match. Reads every byte: cost grows with the log.
+    pub fn verify(&self) -> Result<VerifyReport> {
+        let head = self.committed().0;
+        let mut chains: HashMap<(String, String), Hash> = HashMap::new();
+        let mut digest = [0u8; 32];
+        let mut position = 1;
+        while position <= head {
+            let batch = self.read_log(Position(position), Direction::Forward, READ_EVENTS_MAX, &Filter::default())?;
+            for event in batch.events {
+                let key = (event.scope.clone(), event.entity.clone());
+                let prev_hash = chains.get(&key).copied().unwrap_or([0; 32]);
+                let (_, recomputed) = codec::encode(&event, &prev_hash, None);
+                if recomputed != event.hash {
+                    let why = format!("event {} in {}/{} does not hash to its stored hash", event.id, event.scope, event.entity);
+                    return Ok(VerifyReport { events: event.position.0 - 1, digest, first_break: Some((event.position, why)) });
+                }
+                digest = codec::next_digest(&digest, &event.hash);
+                chains.insert(key, event.hash);
+                position = event.position.0 + 1;
+            }
+            if batch.end {
+                break;
+            }
+        }
+        Ok(VerifyReport { events: head, digest, first_break: None })
+    }
+
+    fn stamp_as(&self, append: Append, system: bool) -> Result<Command> {
+        validate_append(&append, system)?;
+        let request_hash = request_hash(&append);
         let timestamp = self.shared.hlc.now()?;
-        let mut events = append.events;
-        for event in &mut events {
+        let mut append = append;
+        for event in &mut append.events {
             if event.id.is_none() {
                 event.id = Some(self.new_id()?);
             }
         }
-        Ok(Command { timestamp, events })
+        Ok(Command { timestamp, request_hash, append, system })
     }
 
-    /// Applies a stamped command: the deterministic write path. Refuses a command whose events
-    /// lack ids or whose ids already exist.
-    pub fn apply(&self, command: Command) -> Result<Receipt> {
-        validate_events(&command.events)?;
-        if let Some(event_idx) = command.events.iter().position(|event| event.id.is_none()) {
-            return Err(Error::InvalidInput(format!(
-                "event {event_idx} has no id; stamp the command first"
-            )));
+    fn append_system(&self, name: &str, event_type: &str, payload: Vec<u8>) -> Result<Receipt> {
+        let event = NewEvent {
+            tags: vec![format!("gate:{name}")],
+            content_type: "application/json".to_string(),
+            ..NewEvent::new(SYSTEM_SCOPE, "gates", event_type, payload)
+        };
+        let command = self.stamp_as(Append { events: vec![event], ..Append::default() }, true)?;
+        self.submit(command, false)
+    }
+
+    fn submit(&self, command: Command, dry_run: bool) -> Result<Receipt> {
+        validate_append(&command.append, command.system)?;
+        if let Some(event_idx) = command.append.events.iter().position(|event| event.id.is_none()) {
+            return Err(Error::InvalidInput(format!("event {event_idx} has no id; stamp the command first")));
         }
-        let sender = self
-            .sender
-            .lock()
-            .expect("sender lock poisoned")
-            .clone()
-            .ok_or(Error::Closed)?;
+        let sender = self.sender.lock().expect("sender lock poisoned").clone().ok_or(Error::Closed)?;
         let (reply, answer) = sync_channel(1);
-        sender
-            .send(Request { command, reply })
-            .map_err(|_| Error::Closed)?;
-        answer
-            .recv()
-            .map_err(|_| Error::Poisoned("the writer thread stopped".to_string()))?
+        sender.send(Request { command, dry_run, reply }).map_err(|_| Error::Closed)?;
+        answer.recv().map_err(|_| Error::Poisoned("the writer thread stopped".to_string()))?
     }
 
     /// The committed head: the position of the last durable event, 0 when empty.
@@ -470,6 +685,33 @@ impl Store {
         result
     }
 
+    /// The committed position of an event id.
+    pub(crate) fn position(&self, id: &EventId) -> Option<u64> {
+        let head = self.committed().0;
+        self.shared.index.read().expect("index lock poisoned").position_of(id).filter(|&p| p <= head)
+    }
+
+    /// Committed positions of the children of `parent`.
+    pub(crate) fn children_positions(&self, parent: &EventId) -> Vec<u64> {
+        let head = self.committed().0;
+        let index = self.shared.index.read().expect("index lock poisoned");
+        index.children_of(parent).iter().copied().filter(|&p| p <= head).collect()
+    }
+
+    /// Committed positions of the events of a correlation.
+    pub(crate) fn correlation_positions(&self, correlation_id: &EventId) -> Vec<u64> {
+        let head = self.committed().0;
+        let mut positions = self.shared.index.read().expect("index lock poisoned").correlation(correlation_id);
+        positions.retain(|&p| p <= head);
+        positions
+    }
+
+    /// The committed event at `position`.
+    pub(crate) fn event_at(&self, position: u64) -> Result<Event> {
+        let loc = self.shared.index.read().expect("index lock poisoned").loc(position);
+        self.read_event(position, loc)
+    }
+
     fn committed(&self) -> (u64, Hash) {
         *self.shared.committed.lock().expect("commit lock poisoned")
     }
@@ -485,18 +727,7 @@ impl Store {
     }
 
     fn read_event(&self, position: u64, loc: FrameLoc) -> Result<Event> {
-        let record = self.shared.reader.read(position, loc)?;
-        let path = segment::segment_path(&self.shared.events_dir, loc.segment);
-        let event =
-            codec::decode(&record).map_err(|detail| Error::corrupt(&path, loc.offset, detail))?;
-        if event.position.0 != position {
-            return Err(Error::corrupt(
-                &path,
-                loc.offset,
-                format!("frame {position} holds position {}", event.position),
-            ));
-        }
-        Ok(event)
+        writer::read_at(&self.shared, position, loc)
     }
 }
 
@@ -519,6 +750,40 @@ fn check_limit(limit: usize) -> Result<()> {
             actual: limit as u64,
             what: "read limit".to_string(),
         });
+    }
+    Ok(())
+}
+
+/// Checks an append against every bound and rule that needs no store.
+fn validate_append(append: &Append, system: bool) -> Result<()> {
+    validate_events(&append.events)?;
+    if !system && let Some(event_idx) = append.events.iter().position(|event| event.scope.starts_with('$')) {
+        return Err(Error::InvalidInput(format!("event {event_idx} scope {:?} is reserved (scopes starting with $)", append.events[event_idx].scope)));
+    }
+    let counts = [
+        ("APPEND_EXPECTATIONS_MAX", APPEND_EXPECTATIONS_MAX, append.expected.len(), "expected versions in the append"),
+        ("APPEND_GATES_MAX", APPEND_GATES_MAX, append.gates.len(), "gates named in the append"),
+    ];
+    for (limit, max, actual, what) in counts {
+        if actual > max {
+            return Err(Error::LimitExceeded { limit, max: max as u64, actual: actual as u64, what: what.to_string() });
+        }
+    }
+    for (expected_idx, expected) in append.expected.iter().enumerate() {
+        if expected.scope.is_empty() || expected.entity.is_empty() {
+            return Err(Error::InvalidInput(format!("expected {expected_idx} needs a scope and an entity")));
+        }
+    }
+    if let Some(condition) = &append.condition {
+        condition.query.validate()?;
+        if condition.query.is_empty() {
+            return Err(Error::InvalidInput("condition query is empty; it would match every event".to_string()));
+        }
+    }
+    if let Some(key) = &append.idempotency_key {
+        if key.is_empty() || key.len() > IDEMPOTENCY_KEY_BYTES_MAX {
+            return Err(Error::InvalidInput(format!("idempotency_key must be 1 to {IDEMPOTENCY_KEY_BYTES_MAX} bytes (IDEMPOTENCY_KEY_BYTES_MAX)")));
+        }
     }
     Ok(())
 }
@@ -562,385 +827,106 @@ fn validate_events(events: &[NewEvent]) -> Result<()> {
     Ok(())
 }
 
-fn lock_dir(dir: &Path) -> Result<File> {
-    let path = dir.join("LOCK");
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|err| Error::io(&path, err))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked { path }),
-        Err(std::fs::TryLockError::Error(err)) => Err(Error::io(&path, err)),
-    }
-}
 
-/// The `.idx` entries of the active segment, kept by the writer until the segment is sealed.
-#[derive(Debug, Default)]
-struct IdxBuffer {
-    first: u64,
-    n_entries: u64,
-    bytes: Vec<u8>,
-}
-
-impl IdxBuffer {
-    fn push(&mut self, loc: FrameLoc, header: &[u8]) {
-        self.bytes
-            .extend_from_slice(&(loc.offset as u32).to_le_bytes());
-        self.bytes.extend_from_slice(&loc.body_len.to_le_bytes());
-        self.bytes
-            .extend_from_slice(&(header.len() as u32).to_le_bytes());
-        self.bytes.extend_from_slice(header);
-        self.n_entries += 1;
-    }
-
-    /// Writes the sidecar index of a sealed segment: to a temporary file, fsync'd, renamed into
-    /// place, and the directory fsync'd, so a crash leaves either no `.idx` or a whole one.
-    fn write(&self, dir: &Path) -> Result<()> {
-        let mut out = Vec::with_capacity(32 + self.bytes.len());
-        out.extend_from_slice(&IDX_MAGIC);
-        out.extend_from_slice(&IDX_FORMAT_VERSION.to_le_bytes());
-        out.extend_from_slice(&[0u8; 6]);
-        out.extend_from_slice(&self.first.to_le_bytes());
-        out.extend_from_slice(&self.n_entries.to_le_bytes());
-        out.extend_from_slice(&self.bytes);
-        let crc = crc32fast::hash(&out);
-        out.extend_from_slice(&crc.to_le_bytes());
-        let path = idx_path(dir, self.first);
-        let tmp = path.with_extension("idx.tmp");
-        fs::write(&tmp, &out).map_err(|err| Error::io(&tmp, err))?;
-        File::open(&tmp)
-            .and_then(|file| file.sync_all())
-            .map_err(|err| Error::io(&tmp, err))?;
-        fs::rename(&tmp, &path).map_err(|err| Error::io(&path, err))?;
-        segment::sync_dir(dir)
-    }
-}
-
-fn idx_path(dir: &Path, first: u64) -> PathBuf {
-    segment::segment_path(dir, first).with_extension("idx")
-}
-
-/// Reads a sealed segment's `.idx`; `None` if it is missing or fails any check (the segment is
-/// then scanned instead, so a bad `.idx` costs time, never data).
-fn load_idx(dir: &Path, first: u64, n_expected: u64) -> Option<Vec<(FrameLoc, Event)>> {
-    let path = idx_path(dir, first);
-    let bytes = fs::read(&path).ok()?;
-    let fail = |why: &str| {
-        tracing::warn!(file = %path.display(), why, "ignoring a damaged segment index; scanning the segment");
-        None
+/// blake3 over a canonical encoding of what the client sent: every field of every event (ids
+/// only when the client gave them) and every condition. Two sends of the same request hash the
+/// same; any difference in content hashes differently.
+fn request_hash(append: &Append) -> Hash {
+    let mut hasher = blake3::Hasher::new();
+    let mut put = |bytes: &[u8]| {
+        hasher.update(&(bytes.len() as u64).to_le_bytes());
+        hasher.update(bytes);
     };
-    if bytes.len() < 36 {
-        return fail("too short");
-    }
-    let (body, crc) = bytes.split_at(bytes.len() - 4);
-    if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
-        return fail("checksum mismatch");
-    }
-    let n_entries = u64::from_le_bytes(body[24..32].try_into().expect("8 bytes"));
-    if body[..8] != IDX_MAGIC
-        || u64::from_le_bytes(body[16..24].try_into().expect("8 bytes")) != first
-        || n_entries != n_expected
-    {
-        return fail("header does not match the segment");
-    }
-    let mut entries = Vec::with_capacity(n_entries as usize);
-    let mut rest = &body[32..];
-    while !rest.is_empty() {
-        if rest.len() < 12 {
-            return fail("entry cut short");
+    put(b"causeway.request.v1");
+    for event in &append.events {
+        put(event.id.as_ref().map_or(&[][..], |id| id.as_bytes()));
+        for name in [&event.scope, &event.entity, &event.event_type, &event.content_type] {
+            put(name.as_bytes());
         }
-        let word = |at: usize| u32::from_le_bytes(rest[at..at + 4].try_into().expect("4 bytes"));
-        let (offset, body_len, header_len) = (word(0), word(4), word(8) as usize);
-        if rest.len() < 12 + header_len {
-            return fail("entry cut short");
+        put(&(event.tags.len() as u64).to_le_bytes());
+        for tag in &event.tags {
+            put(tag.as_bytes());
         }
-        let Ok(event) = codec::decode(&rest[12..12 + header_len]) else {
-            return fail("entry does not decode");
-        };
-        entries.push((
-            FrameLoc {
-                segment: first,
-                offset: u64::from(offset),
-                body_len,
-            },
-            event,
-        ));
-        rest = &rest[12 + header_len..];
+        put(&(event.metadata.len() as u64).to_le_bytes());
+        for (key, value) in &event.metadata {
+            put(key.as_bytes());
+            put(value.as_bytes());
+        }
+        put(&(event.causation.len() as u64).to_le_bytes());
+        for parent in &event.causation {
+            put(parent.as_bytes());
+        }
+        put(event.correlation_id.as_ref().map_or(&[][..], |id| id.as_bytes()));
+        put(&event.payload);
     }
-    if entries.len() as u64 != n_entries {
-        return fail("entry count mismatch");
+    put(&(append.expected.len() as u64).to_le_bytes());
+    for expected in &append.expected {
+        put(expected.scope.as_bytes());
+        put(expected.entity.as_bytes());
+        put(expected.version.to_string().as_bytes());
     }
-    Some(entries)
+    match &append.condition {
+        None => put(b"-"),
+        Some(condition) => {
+            put(format!("{:?}", condition.query).as_bytes());
+            put(&condition.after.0.to_le_bytes());
+        }
+    }
+    put(append.idempotency_key.as_deref().unwrap_or_default().as_bytes());
+    for gate in &append.gates {
+        put(gate.as_bytes());
+    }
+    put(&[u8::from(append.external_causation)]);
+    *hasher.finalize().as_bytes()
 }
 
-/// Builds the indexes from the segments: `.idx` files for sealed segments, a scan for the rest.
-/// Returns the index and the `.idx` buffer of the active segment.
-fn rebuild_index(log: &SegmentLog) -> Result<(Index, IdxBuffer)> {
-    let mut index = Index::default();
-    let segments = log.segments();
-    let dir = segments[0]
-        .path
-        .parent()
-        .expect("segments live in a directory")
-        .to_path_buf();
-    let mut active_idx = IdxBuffer::default();
-    for (segment_idx, info) in segments.iter().enumerate() {
-        index.add_segment(info.first_index);
-        let next_first = segments
-            .get(segment_idx + 1)
-            .map_or(log.last_index() + 1, |next| next.first_index);
-        if info.sealed
-            && let Some(entries) = load_idx(&dir, info.first_index, next_first - info.first_index)
-        {
-            for (loc, event) in entries {
-                insert_checked(&mut index, &event, loc, &info.path)?;
-            }
-            continue;
-        }
-        let mut idx = IdxBuffer {
-            first: info.first_index,
-            ..IdxBuffer::default()
-        };
-        for frame in log.scan(info.first_index)? {
-            let event = codec::decode(&frame.body)
-                .map_err(|detail| Error::corrupt(&info.path, frame.loc.offset, detail))?;
-            let header = codec::header_bytes(&frame.body).expect("decoded above");
-            insert_checked(&mut index, &event, frame.loc, &info.path)?;
-            idx.push(frame.loc, header);
-        }
-        if info.sealed {
-            if idx.n_entries != next_first - info.first_index {
-                let detail = format!(
-                    "sealed segment holds {} events, expected {}",
-                    idx.n_entries,
-                    next_first - info.first_index
-                );
-                return Err(Error::corrupt(&info.path, 0, detail));
-            }
-            idx.write(&dir)?;
-        } else {
-            active_idx = idx;
+/// Installs the gates of the embedding program, then replays the gate events of the log.
+fn load_gates(shared: &Shared, rust_gates: &[RustGate]) -> Result<()> {
+    let mut gates = shared.gates.write().expect("gate set lock poisoned");
+    for rust_gate in rust_gates {
+        let installed = Installed { version: 0, scopes: rust_gate.scopes.clone(), types: rust_gate.types.clone(), definition: None, gate: rust_gate.gate.clone() };
+        if gates.insert(rust_gate.name.clone(), installed).is_some() {
+            return Err(Error::InvalidInput(format!("two gates in Config::gates are named {:?}", rust_gate.name)));
         }
     }
-    Ok((index, active_idx))
-}
-
-/// Inserts an event read from disk after checking what the index would otherwise assert, so a
-/// damaged log is an error, not a panic.
-fn insert_checked(index: &mut Index, event: &Event, loc: FrameLoc, path: &Path) -> Result<()> {
-    let expected_position = index.last() + 1;
-    let expected_version = index
-        .entity(&event.scope, &event.entity)
-        .map_or(0, |state| state.positions.len() as u64)
-        + 1;
-    if event.position.0 != expected_position || event.version.0 != expected_version {
-        let detail = format!(
-            "event at position {} version {} where position {expected_position} version {expected_version} was expected",
-            event.position, event.version
-        );
-        return Err(Error::corrupt(path, loc.offset, detail));
+    let index = shared.index.read().expect("index lock poisoned");
+    let Some(state) = index.entity(SYSTEM_SCOPE, "gates") else { return Ok(()) };
+    for &position in &state.positions {
+        let event = writer::read_at(shared, position, index.loc(position))?;
+        apply_gate_event(&mut gates, &event);
     }
-    index.insert(event, loc);
     Ok(())
 }
 
-/// The writer thread's state.
-struct Writer {
-    shared: Arc<Shared>,
-    log: SegmentLog,
-    active_idx: IdxBuffer,
-    poisoned: Option<String>,
-    /// Correlation ids of the events in the group being committed, which are not yet readable
-    /// from the segment files.
-    group_correlations: HashMap<EventId, EventId>,
-}
-
-impl Writer {
-    fn run(mut self, receiver: Receiver<Request>) -> Result<()> {
-        while let Ok(first) = receiver.recv() {
-            let mut group = vec![first];
-            while group.len() < GROUP_APPENDS_MAX {
-                match receiver.try_recv() {
-                    Ok(request) => group.push(request),
-                    Err(_) => break,
-                }
-            }
-            self.commit_group(group);
-        }
-        // Closing: make sure everything written is on disk, whatever the durability mode.
-        if self.poisoned.is_none() {
-            self.log.flush(true)?;
-        }
-        Ok(())
+/// Applies one gate registration or removal to the gate set. Definitions were checked when they
+/// were registered; one that no longer compiles (after an upgrade) is logged and skipped.
+fn apply_gate_event(gates: &mut BTreeMap<String, Installed>, event: &Event) {
+    if !writer::is_gate_event(event) {
+        return;
     }
-
-    fn commit_group(&mut self, group: Vec<Request>) {
-        let mut answers: Vec<Result<Receipt>> = Vec::with_capacity(group.len());
-        for request in &group {
-            let answer = match &self.poisoned {
-                Some(why) => Err(Error::Poisoned(why.clone())),
-                None => self.commit_one(&request.command),
-            };
-            answers.push(answer);
+    if event.event_type == GATE_EVENT_REMOVED {
+        if let Ok(removal) = serde_json::from_slice::<serde_json::Value>(&event.payload)
+            && let Some(name) = removal.get("name").and_then(|name| name.as_str())
+        {
+            gates.remove(name);
         }
-        let any_written = answers.iter().any(Result::is_ok);
-        if any_written && self.poisoned.is_none() {
-            let durable = self.shared.durability == Durability::Fsync;
-            if let Err(err) = self.log.flush(durable) {
-                self.poison(&err);
-                for answer in &mut answers {
-                    if answer.is_ok() {
-                        *answer = Err(Error::Poisoned(err.to_string()));
-                    }
-                }
-            } else {
-                let index = self.shared.index.read().expect("index lock poisoned");
-                let mut committed = self.shared.committed.lock().expect("commit lock poisoned");
-                *committed = (index.last(), index.digest());
-                self.shared.head_moved.notify_all();
-            }
-        }
-        self.group_correlations.clear();
-        for (request, answer) in group.into_iter().zip(answers) {
-            // The appender may have given up waiting; that is not the writer's concern.
-            let _ = request.reply.send(answer);
-        }
+        return;
     }
-
-    fn poison(&mut self, err: &Error) {
-        tracing::error!(%err, "write failed; the store refuses further writes until reopened");
-        self.poisoned = Some(err.to_string());
-    }
-
-    /// Checks, encodes and buffers one command as one batch, and indexes it. Deterministic
-    /// errors leave nothing behind; an I/O error poisons the store.
-    fn commit_one(&mut self, command: &Command) -> Result<Receipt> {
-        let shared = self.shared.clone();
-        let mut index = shared.index.write().expect("index lock poisoned");
-        for (event_idx, event) in command.events.iter().enumerate() {
-            let id = event.id.expect("apply checks that every event has an id");
-            if index.position_of(&id).is_some() {
-                return Err(Error::InvalidInput(format!(
-                    "event {event_idx} id {id} already exists"
-                )));
-            }
-        }
-        let mut events = Vec::with_capacity(command.events.len());
-        let mut records = Vec::with_capacity(command.events.len());
-        let mut chain: HashMap<(&str, &str), (u64, Hash)> = HashMap::new();
-        let mut timestamp = index.last_timestamp();
-        let mut pending_correlations = Vec::with_capacity(command.events.len());
-        for (event_idx, proposed) in command.events.iter().enumerate() {
-            let id = proposed
-                .id
-                .expect("apply checks that every event has an id");
-            let key = (proposed.scope.as_str(), proposed.entity.as_str());
-            let (prev_version, prev_hash) =
-                *chain
-                    .entry(key)
-                    .or_insert_with(|| match index.entity(key.0, key.1) {
-                        Some(state) => (state.positions.len() as u64, state.last_hash),
-                        None => (0, [0; 32]),
-                    });
-            timestamp = command.timestamp.max(timestamp.next());
-            let correlation_id = match (proposed.correlation_id, proposed.causation.first()) {
-                (Some(correlation_id), _) => correlation_id,
-                (None, Some(parent)) => {
-                    let in_batch = pending_correlations.iter().find(|(earlier, _)| earlier == parent).map(|&(_, correlation_id)| correlation_id);
-                    match in_batch.or_else(|| self.group_correlations.get(parent).copied()) {
-                        Some(correlation_id) => correlation_id,
-                        None => self.correlation_of(&index, parent)?.unwrap_or(id),
-                    }
-                }
-                (None, None) => id,
+    let Some(definition) = writer::definition_of(event) else {
+        tracing::error!(position = event.position.0, "a gate definition in the log does not parse; skipping it");
+        return;
+    };
+    match definition.compile() {
+        Ok(gate) => {
+            let installed = Installed {
+                version: event.position.0,
+                scopes: definition.scopes.clone(),
+                types: definition.types.clone(),
+                definition: Some(definition.clone()),
+                gate,
             };
-            pending_correlations.push((id, correlation_id));
-            let mut event = Event {
-                position: Position(index.last() + 1 + event_idx as u64),
-                version: Version(prev_version + 1),
-                timestamp,
-                id,
-                scope: proposed.scope.clone(),
-                entity: proposed.entity.clone(),
-                event_type: proposed.event_type.clone(),
-                tags: proposed.tags.clone(),
-                content_type: proposed.content_type.clone(),
-                metadata: proposed.metadata.clone(),
-                causation: proposed.causation.clone(),
-                correlation_id,
-                hash: [0; 32],
-                payload: Vec::new(),
-            };
-            let (record, hash) = {
-                let with_payload = Event {
-                    payload: proposed.payload.clone(),
-                    ..event.clone()
-                };
-                codec::encode(&with_payload, &prev_hash)
-            };
-            event.hash = hash;
-            chain.insert(key, (prev_version + 1, hash));
-            events.push(event);
-            records.push(record);
+            gates.insert(definition.name, installed);
         }
-        let appended = match self.log.append(&records) {
-            Ok(appended) => appended,
-            Err(err) => {
-                self.poison(&err);
-                return Err(err);
-            }
-        };
-        if let Some(sealed_first) = appended.sealed {
-            let sealed = std::mem::replace(
-                &mut self.active_idx,
-                IdxBuffer {
-                    first: self.log.last_index() + 1 - records.len() as u64,
-                    ..IdxBuffer::default()
-                },
-            );
-            debug_assert_eq!(sealed.first, sealed_first);
-            if let Err(err) = sealed.write(&self.shared.events_dir) {
-                // The segment itself is durable; only the fast-open sidecar is missing, and
-                // open rebuilds it by scanning.
-                tracing::warn!(%err, "could not write a segment index");
-            }
-            index.add_segment(appended.locs[0].segment);
-        }
-        let mut receipt = Receipt {
-            events: Vec::with_capacity(events.len()),
-            digest: [0; 32],
-        };
-        for ((event, record), loc) in events.iter().zip(&records).zip(&appended.locs) {
-            self.active_idx
-                .push(*loc, codec::header_bytes(record).expect("encoded above"));
-            index.insert(event, *loc);
-            receipt.events.push(Committed {
-                id: event.id,
-                position: event.position,
-                version: event.version,
-                timestamp: event.timestamp,
-                hash: event.hash,
-            });
-        }
-        receipt.digest = index.digest();
-        self.group_correlations.extend(pending_correlations);
-        Ok(receipt)
-    }
-
-    /// The correlation id of an event written by an earlier group, read from its frame; `None`
-    /// when no such event exists. Events of the current group are in `group_correlations`.
-    fn correlation_of(&self, index: &Index, id: &EventId) -> Result<Option<EventId>> {
-        let Some(position) = index.position_of(id) else {
-            return Ok(None);
-        };
-        let loc = index.loc(position);
-        let record = self.shared.reader.read(position, loc)?;
-        let path = segment::segment_path(&self.shared.events_dir, loc.segment);
-        let event =
-            codec::decode(&record).map_err(|detail| Error::corrupt(&path, loc.offset, detail))?;
-        Ok(Some(event.correlation_id))
+        Err(err) => tracing::error!(position = event.position.0, %err, "a gate definition in the log no longer compiles; skipping it"),
     }
 }

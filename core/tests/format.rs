@@ -32,7 +32,9 @@ fn segment_bytes_match_the_golden_file() {
     let store = Store::open(dir.path(), Config::default()).unwrap();
     let command = Command {
         timestamp: Timestamp::new(1_764_000_000_000, 0),
-        events: vec![
+        request_hash: [7; 32],
+        system: false,
+        append: Append::new(vec![
             NewEvent {
                 id: Some(id(1)),
                 tags: vec!["customer:42".to_string()],
@@ -41,7 +43,7 @@ fn segment_bytes_match_the_golden_file() {
                 ..NewEvent::new("acme", "order-507", "OrderPlaced", br#"{"total":12}"#.to_vec())
             },
             NewEvent { id: Some(id(2)), causation: vec![id(1)], ..NewEvent::new("acme", "order-507", "OrderPaid", b"ok".to_vec()) },
-        ],
+        ]),
     };
     let receipt = store.apply(command).unwrap();
     assert_eq!(receipt.events[1].timestamp, Timestamp::new(1_764_000_000_000, 1));

@@ -47,6 +47,8 @@ const BATCH_EVENTS_MAX: u64 = 4;
 const PAYLOAD_BYTES_MIN: u64 = 10;
 const PAYLOAD_BYTES_MAX: u64 = 2000;
 const READ_PAGE_EVENTS: usize = 10_000;
+/// About 60 events per segment.
+const SEGMENT_BYTES: u64 = 64 * 1024;
 const SIGKILL: i32 = 9;
 /// The line the child prints once its store is open.
 const READY_LINE: &str = "child ready:";
@@ -81,10 +83,15 @@ struct Ack {
     n_events: u64,
 }
 
-/// Both processes open the store the same way: the default configuration, which answers an
-/// append only after `fdatasync` and commits concurrent appends as one group.
+/// Both processes open the store the same way: the default durability (an append is answered
+/// only after `fdatasync`, concurrent appends share one group commit), with small segments so
+/// that rolls (sealing a segment, writing its `.idx`, creating the next file) happen every few
+/// dozen appends and kills land inside them too.
 fn config() -> Config {
-    Config { segment_bytes: 1 << 20, ..Config::default() }
+    Config {
+        segment_bytes: SEGMENT_BYTES,
+        ..Config::default()
+    }
 }
 
 fn xorshift(mut x: u64) -> u64 {
@@ -175,7 +182,7 @@ fn append_forever(store: &Store, round: u64, writer: u32) {
             .map(|event_idx| expected_event(key, event_idx))
             .collect();
         let receipt = store
-            .append(Append { events })
+            .append(Append { events, ..Append::default() })
             .unwrap_or_else(|err| panic!("child append {key:?} failed: {err}"));
         let first = receipt.events[0].position.0;
         let positions: Vec<u64> = receipt.events.iter().map(|c| c.position.0).collect();
@@ -248,12 +255,12 @@ fn run_parent() {
             None => "killed before ready".to_string(),
         };
 
-        let bytes_before = segment_bytes(dir.path());
+        let bytes_before = segment_files_bytes(dir.path());
         // The store must be dropped before the next child starts: it holds the directory lock.
         let store = Store::open(dir.path(), config()).unwrap_or_else(|err| {
             panic!("{context}: reopening after SIGKILL failed (a torn tail must be truncated, never reported): {err}")
         });
-        if segment_bytes(dir.path()) < bytes_before {
+        if segment_files_bytes(dir.path()) < bytes_before {
             rounds_with_torn_tail += 1;
         }
         let present = check_log(&store, &mut history, &context);
@@ -390,7 +397,7 @@ fn parse_ack(round: u64, fields: &str) -> Ack {
 }
 
 /// Total bytes of the segment files: it shrinks across an open only when recovery cut a tail.
-fn segment_bytes(dir: &Path) -> u64 {
+fn segment_files_bytes(dir: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir.join("events")) else {
         return 0;
     };

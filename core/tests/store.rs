@@ -19,7 +19,7 @@ fn event(scope: &str, entity: &str, event_type: &str, payload: &str) -> NewEvent
 }
 
 fn one(event: NewEvent) -> Append {
-    Append { events: vec![event] }
+    Append::new(vec![event])
 }
 
 #[test]
@@ -28,13 +28,11 @@ fn append_assigns_positions_versions_and_reads_back() {
     let store = open(dir.path());
     assert_eq!(store.head(), Position(0));
     let receipt = store
-        .append(Append {
-            events: vec![
+        .append(Append::new(vec![
                 event("acme", "order-1", "OrderPlaced", "a"),
                 event("acme", "order-2", "OrderPlaced", "b"),
                 event("acme", "order-1", "OrderPaid", "c"),
-            ],
-        })
+        ]))
         .unwrap();
     let positions: Vec<u64> = receipt.events.iter().map(|c| c.position.0).collect();
     let versions: Vec<u64> = receipt.events.iter().map(|c| c.version.0).collect();
@@ -117,7 +115,7 @@ fn bounds_are_enforced_with_the_limit_named() {
             other => panic!("expected {limit_name}, got {other:?}"),
         }
     }
-    let too_many = Append { events: vec![event("s", "e", "T", ""); APPEND_EVENTS_MAX + 1] };
+    let too_many = Append::new(vec![event("s", "e", "T", ""); APPEND_EVENTS_MAX + 1]);
     assert!(matches!(store.append(too_many), Err(Error::LimitExceeded { limit: "APPEND_EVENTS_MAX", .. })));
     assert!(matches!(store.append(one(event("", "e", "T", ""))), Err(Error::InvalidInput(msg)) if msg.contains("scope")));
     assert!(matches!(store.append(Append::default()), Err(Error::InvalidInput(_))));
@@ -132,7 +130,7 @@ fn a_duplicate_id_refuses_the_whole_batch() {
     let store = open(dir.path());
     let first = store.append(one(event("s", "e", "T", "1"))).unwrap();
     let reused = NewEvent { id: Some(first.events[0].id), ..event("s", "e", "T", "2") };
-    let err = store.append(Append { events: vec![event("s", "f", "T", "ok"), reused] }).unwrap_err();
+    let err = store.append(Append::new(vec![event("s", "f", "T", "ok"), reused])).unwrap_err();
     assert!(matches!(err, Error::InvalidInput(ref msg) if msg.contains("already exists")), "{err}");
     assert_eq!(store.head(), Position(1));
     assert_eq!(store.version("s", "f"), Version(0));
@@ -200,7 +198,7 @@ fn wait_for_returns_when_the_head_passes_or_times_out() {
         std::thread::spawn(move || store.wait_for(Position(2), Duration::from_secs(30)).unwrap())
     };
     std::thread::sleep(Duration::from_millis(20));
-    store.append(Append { events: vec![event("s", "e", "T", "1"), event("s", "e", "T", "2")] }).unwrap();
+    store.append(Append::new(vec![event("s", "e", "T", "1"), event("s", "e", "T", "2")])).unwrap();
     assert_eq!(waiter.join().unwrap(), Position(2));
     let closer = {
         let store = store.clone();
@@ -257,7 +255,7 @@ fn the_same_commands_produce_byte_identical_segments() {
         if i % 3 == 0 {
             events.push(NewEvent { causation: parent.into_iter().collect(), tags: vec![format!("c:{i}")], ..event("acme", "audit", "Noted", "") });
         }
-        let command = a.stamp(Append { events }).unwrap();
+        let command = a.stamp(Append::new(events)).unwrap();
         let receipt_a = a.apply(command.clone()).unwrap();
         let receipt_b = b.apply(command).unwrap();
         assert_eq!(receipt_a, receipt_b);
@@ -295,12 +293,10 @@ fn correlation_defaults_follow_the_first_parent() {
     assert_eq!(root_event.correlation_id, root);
     let child_id = EventId(uuid::Uuid::now_v7());
     let receipt = store
-        .append(Append {
-            events: vec![
+        .append(Append::new(vec![
                 NewEvent { id: Some(child_id), causation: vec![root], ..event("s", "a", "Continued", "") },
                 NewEvent { causation: vec![child_id], ..event("s", "b", "Finished", "") },
-            ],
-        })
+        ]))
         .unwrap();
     for committed in &receipt.events {
         assert_eq!(store.get(committed.id).unwrap().correlation_id, root);

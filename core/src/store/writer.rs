@@ -1,0 +1,516 @@
+//! The writer thread: the only code that changes the log, and the place where conditions and
+//! gates are decided.
+//!
+//! For each command the writer runs, in order: the idempotency check (a known key with the same
+//! request replays the original receipt; with a different request it is refused), the id check,
+//! expected versions, the DCB condition, causation existence, and the gates. All of them read
+//! the index as it stands after every earlier command, including earlier commands of the same
+//! group that are written but not yet synced, so there is no window between check and act. Only
+//! when all pass are the events hashed, encoded, written and indexed. A refusal writes nothing of
+//! the proposal; with `Config::record_denials` it writes an audit event instead.
+//!
+//! Everything a command's outcome depends on is in the command or the log, never the clock or
+//! the node, so every replica applying the same commands reaches the same outcomes and bytes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::mpsc::Receiver;
+
+use super::recovery::{IdxBuffer, KeyEntry, Keys};
+use super::{Command, ExpectedVersion, GATE_EVENT_REGISTERED, GATE_EVENT_REMOVED, Request, SYSTEM_SCOPE, Shared};
+use crate::clock::Timestamp;
+use crate::codec::{self, Trailer};
+use crate::error::{Error, Result};
+use crate::event::{Event, EventId, Hash, Position, Version};
+use crate::gate::{Denial, GateDefinition, Proposal, View};
+use crate::limits::{GROUP_APPENDS_MAX, READ_SCAN_MAX};
+use crate::query::Filter;
+use crate::receipt::{Committed, GatePass, Receipt, Signer};
+use crate::segment::{self, SegmentLog};
+
+/// The writer thread's state.
+pub(super) struct Writer {
+    pub(super) shared: Arc<Shared>,
+    pub(super) log: SegmentLog,
+    pub(super) active_idx: IdxBuffer,
+    pub(super) keys: Keys,
+    pub(super) signer: Option<Signer>,
+    pub(super) record_denials: bool,
+    pub(super) poisoned: Option<String>,
+}
+
+impl Writer {
+    pub(super) fn run(mut self, receiver: Receiver<Request>) -> Result<()> {
+        while let Ok(first) = receiver.recv() {
+            let mut group = vec![first];
+            while group.len() < GROUP_APPENDS_MAX {
+                match receiver.try_recv() {
+                    Ok(request) => group.push(request),
+                    Err(_) => break,
+                }
+            }
+            self.commit_group(group);
+        }
+        // Closing: make sure everything written is on disk, whatever the durability mode.
+        if self.poisoned.is_none() {
+            self.log.flush(true)?;
+        }
+        Ok(())
+    }
+
+    fn commit_group(&mut self, group: Vec<Request>) {
+        let mut answers: Vec<Result<Receipt>> = Vec::with_capacity(group.len());
+        let mut wrote = false;
+        for request in &group {
+            let answer = match &self.poisoned {
+                Some(why) => Err(Error::Poisoned(why.clone())),
+                None => self.commit_one(&request.command, request.dry_run, &mut wrote),
+            };
+            answers.push(answer);
+        }
+        if wrote && self.poisoned.is_none() {
+            let durable = self.shared.durability == super::Durability::Fsync;
+            if let Err(err) = self.log.flush(durable) {
+                self.poison(&err);
+            } else {
+                let index = self.shared.index.read().expect("index lock poisoned");
+                let mut committed = self.shared.committed.lock().expect("commit lock poisoned");
+                *committed = (index.last(), index.digest());
+                self.shared.head_moved.notify_all();
+            }
+        }
+        if let Some(why) = &self.poisoned {
+            // Nothing of this group is known to be durable: no success may be reported.
+            for answer in &mut answers {
+                if answer.is_ok() {
+                    *answer = Err(Error::Poisoned(why.clone()));
+                }
+            }
+        }
+        for (request, answer) in group.into_iter().zip(answers) {
+            // The appender may have given up waiting; that is not the writer's concern.
+            let _ = request.reply.send(answer);
+        }
+    }
+
+    fn poison(&mut self, err: &Error) {
+        tracing::error!(%err, "write failed; the store refuses further writes until reopened");
+        self.poisoned = Some(err.to_string());
+    }
+
+    /// Decides one command and, unless it is a dry run, writes it.
+    fn commit_one(&mut self, command: &Command, dry_run: bool, wrote: &mut bool) -> Result<Receipt> {
+        if let Some(key) = &command.append.idempotency_key
+            && let Some(entry) = self.keys.get(key)
+        {
+            if entry.request_hash != command.request_hash {
+                return Err(Error::IdempotencyConflict { key: key.clone() });
+            }
+            let entry = entry.clone();
+            return self.replay(&entry);
+        }
+        let decided = self.decide(command);
+        let (events, passes) = match decided {
+            Ok(decided) => decided,
+            Err(err) => {
+                if self.record_denials && !dry_run && !command.system && err.is_deterministic() {
+                    self.record_denial(command, &err, wrote)?;
+                }
+                return Err(err);
+            }
+        };
+        if dry_run {
+            return Ok(self.dry_receipt(&events, passes));
+        }
+        let trailer = Trailer {
+            n_events: u16::try_from(events.len()).expect("APPEND_EVENTS_MAX fits in u16"),
+            idempotency_key: command.append.idempotency_key.clone().unwrap_or_default(),
+            request_hash: command.request_hash,
+            gates: passes.iter().map(|pass| (pass.name.clone(), pass.version)).collect(),
+        };
+        let receipt = self.write(events, &trailer, wrote)?;
+        if let Some(key) = &command.append.idempotency_key {
+            let entry = KeyEntry {
+                first: receipt.events[0].position.0,
+                n_events: receipt.events.len() as u64,
+                request_hash: command.request_hash,
+                gates: trailer.gates,
+                digest: receipt.digest,
+            };
+            self.keys.insert(key.clone(), entry);
+        }
+        Ok(receipt)
+    }
+
+    /// Checks every condition and gate; returns the events as they would be committed and the
+    /// gates they passed.
+    fn decide(&self, command: &Command) -> Result<(Vec<Event>, Vec<GatePass>)> {
+        let view: Arc<dyn View> = Arc::new(StoreView { shared: self.shared.clone() });
+        let append = &command.append;
+        for (event_idx, event) in append.events.iter().enumerate() {
+            let id = event.id.expect("apply checks that every event has an id");
+            if view.event_exists(id) {
+                return Err(Error::InvalidInput(format!("event {event_idx} id {id} already exists")));
+            }
+        }
+        for expected in &append.expected {
+            let actual = view.version(&expected.scope, &expected.entity);
+            let holds = match expected.version {
+                ExpectedVersion::Any => true,
+                ExpectedVersion::NoStream => actual == Version(0),
+                ExpectedVersion::Exists => actual > Version(0),
+                ExpectedVersion::Exact(version) => actual == version,
+            };
+            if !holds {
+                return Err(Error::Conflict {
+                    scope: expected.scope.clone(),
+                    entity: expected.entity.clone(),
+                    expected: expected.version.to_string(),
+                    actual,
+                });
+            }
+        }
+        if let Some(condition) = &append.condition {
+            let matches = view.count(&condition.query, condition.after, 1);
+            if matches > 0 {
+                let message = format!("an event matching the condition exists after position {}", condition.after);
+                let facts = BTreeMap::from([("after".to_string(), condition.after.to_string())]);
+                return Err(Error::Denied { gate: "dcb".to_string(), code: "DCB_CONDITION".to_string(), message, facts });
+            }
+        }
+        if !append.external_causation {
+            for (event_idx, event) in append.events.iter().enumerate() {
+                for parent in &event.causation {
+                    let in_append = append.events[..event_idx].iter().any(|earlier| earlier.id == Some(*parent));
+                    if !in_append && !view.event_exists(*parent) {
+                        let message = format!("event {event_idx} names causation parent {parent}, which does not exist");
+                        let facts = BTreeMap::from([("event".to_string(), event_idx.to_string()), ("parent".to_string(), parent.to_string())]);
+                        return Err(Error::Denied { gate: "causation".to_string(), code: "CAUSATION_MISSING".to_string(), message, facts });
+                    }
+                }
+            }
+        }
+        let events = self.propose(command)?;
+        let passes = if command.system { Vec::new() } else { self.run_gates(command, &events, &view)? };
+        Ok((events, passes))
+    }
+
+    /// The events as they would be committed: positions, versions, timestamps and correlation
+    /// ids assigned; hashes not yet computed.
+    fn propose(&self, command: &Command) -> Result<Vec<Event>> {
+        let index = self.shared.index.read().expect("index lock poisoned");
+        let mut versions: HashMap<(&str, &str), u64> = HashMap::new();
+        let mut timestamp = index.last_timestamp();
+        let mut events: Vec<Event> = Vec::with_capacity(command.append.events.len());
+        for (event_idx, proposed) in command.append.events.iter().enumerate() {
+            let id = proposed.id.expect("apply checks that every event has an id");
+            let key = (proposed.scope.as_str(), proposed.entity.as_str());
+            let version = versions.entry(key).or_insert_with(|| index.entity(key.0, key.1).map_or(0, |state| state.positions.len() as u64));
+            *version += 1;
+            timestamp = command.timestamp.max(timestamp.next());
+            let correlation_id = match (proposed.correlation_id, proposed.causation.first()) {
+                (Some(correlation_id), _) => correlation_id,
+                (None, Some(parent)) => match events.iter().find(|earlier| earlier.id == *parent) {
+                    Some(earlier) => earlier.correlation_id,
+                    None => self.correlation_of(&index, parent)?.unwrap_or(id),
+                },
+                (None, None) => id,
+            };
+            events.push(Event {
+                position: Position(index.last() + 1 + event_idx as u64),
+                version: Version(*version),
+                timestamp,
+                id,
+                scope: proposed.scope.clone(),
+                entity: proposed.entity.clone(),
+                event_type: proposed.event_type.clone(),
+                tags: proposed.tags.clone(),
+                content_type: proposed.content_type.clone(),
+                metadata: proposed.metadata.clone(),
+                causation: proposed.causation.clone(),
+                correlation_id,
+                hash: [0; 32],
+                payload: proposed.payload.clone(),
+            });
+        }
+        Ok(events)
+    }
+
+    /// Runs every gate bound to the proposal (and every gate it names), in name order, failing
+    /// fast. A gate that panics is a denial with code `GATE_DEFECT`, never a dead writer.
+    fn run_gates(&self, command: &Command, events: &[Event], view: &Arc<dyn View>) -> Result<Vec<GatePass>> {
+        let gates = self.shared.gates.read().expect("gate set lock poisoned");
+        if let Some(unknown) = command.append.gates.iter().find(|name| !gates.contains_key(*name)) {
+            return Err(Error::InvalidInput(format!("gate {unknown:?} is not registered")));
+        }
+        let mut passes = Vec::new();
+        for (name, installed) in gates.iter() {
+            let named = command.append.gates.contains(name);
+            let bound: Vec<&Event> = events.iter().filter(|event| named || installed.binds(event)).collect();
+            if bound.is_empty() {
+                continue;
+            }
+            let proposal = Proposal { timestamp: command.timestamp, events: &bound };
+            let verdict = catch_unwind(AssertUnwindSafe(|| installed.gate.check(&proposal, view))).unwrap_or_else(|panic| {
+                let why = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_default();
+                Err(Denial::new("GATE_DEFECT", format!("gate {name} panicked: {why}"), [("panic", why.clone())]))
+            });
+            if let Err(denial) = verdict {
+                return Err(Error::Denied { gate: name.clone(), code: denial.code, message: denial.message, facts: denial.facts });
+            }
+            passes.push(GatePass { name: name.clone(), version: installed.version });
+        }
+        Ok(passes)
+    }
+
+    /// Hashes, encodes, writes and indexes decided events; updates the gate set when the events
+    /// register or remove gates.
+    fn write(&mut self, mut events: Vec<Event>, trailer: &Trailer, wrote: &mut bool) -> Result<Receipt> {
+        let mut records = Vec::with_capacity(events.len());
+        let mut prev_hashes = Vec::with_capacity(events.len());
+        {
+            let index = self.shared.index.read().expect("index lock poisoned");
+            let mut chain: HashMap<(String, String), Hash> = HashMap::new();
+            for (event_idx, event) in events.iter_mut().enumerate() {
+                let key = (event.scope.clone(), event.entity.clone());
+                let prev_hash = *chain.entry(key.clone()).or_insert_with(|| index.entity(&key.0, &key.1).map_or([0; 32], |state| state.last_hash));
+                let (record, hash) = codec::encode(event, &prev_hash, (event_idx == 0).then_some(trailer));
+                event.hash = hash;
+                chain.insert(key, hash);
+                records.push(record);
+                prev_hashes.push(prev_hash);
+            }
+        }
+        let appended = self.log.append(&records).and_then(|appended| {
+            // Written (not synced) now, so later checks in this group can read these events.
+            self.log.flush(false)?;
+            Ok(appended)
+        });
+        let appended = match appended {
+            Ok(appended) => appended,
+            Err(err) => {
+                self.poison(&err);
+                return Err(err);
+            }
+        };
+        *wrote = true;
+        let mut index = self.shared.index.write().expect("index lock poisoned");
+        if let Some(sealed_first) = appended.sealed {
+            let next = IdxBuffer::starting_at(appended.locs[0].segment);
+            let sealed = std::mem::replace(&mut self.active_idx, next);
+            debug_assert_eq!(sealed.first, sealed_first);
+            if let Err(err) = sealed.write(&self.shared.events_dir) {
+                // The segment itself is durable; only the fast-open sidecar is missing, and open
+                // rebuilds it by scanning.
+                tracing::warn!(%err, "could not write a segment index");
+            }
+            index.add_segment(appended.locs[0].segment);
+        }
+        let mut receipt = Receipt {
+            events: Vec::with_capacity(events.len()),
+            gates: trailer.gates.iter().map(|(name, version)| GatePass { name: name.clone(), version: *version }).collect(),
+            digest: [0; 32],
+            signature: None,
+        };
+        for (((event, record), loc), prev_hash) in events.iter().zip(&records).zip(&appended.locs).zip(prev_hashes) {
+            self.active_idx.push(*loc, codec::header_bytes(record).expect("encoded above"));
+            index.insert(event, *loc);
+            receipt.events.push(committed(event, prev_hash));
+        }
+        receipt.digest = index.digest();
+        drop(index);
+        for event in events.iter().filter(|event| event.scope == SYSTEM_SCOPE) {
+            self.apply_system_event(event);
+        }
+        if let Some(signer) = &self.signer {
+            signer.sign(&mut receipt);
+        }
+        Ok(receipt)
+    }
+
+    /// Installs or removes a gate registered through the log.
+    fn apply_system_event(&self, event: &Event) {
+        let mut gates = self.shared.gates.write().expect("gate set lock poisoned");
+        super::apply_gate_event(&mut gates, event);
+    }
+
+    /// The receipt of a keyed append that was already committed.
+    fn replay(&self, entry: &KeyEntry) -> Result<Receipt> {
+        let mut receipt = Receipt {
+            events: Vec::with_capacity(entry.n_events as usize),
+            gates: entry.gates.iter().map(|(name, version)| GatePass { name: name.clone(), version: *version }).collect(),
+            digest: entry.digest,
+            signature: None,
+        };
+        for position in entry.first..entry.first + entry.n_events {
+            let event = self.read(position)?;
+            let prev_hash = self.prev_hash(&event)?;
+            receipt.events.push(committed(&event, prev_hash));
+        }
+        if let Some(signer) = &self.signer {
+            signer.sign(&mut receipt);
+        }
+        Ok(receipt)
+    }
+
+    fn dry_receipt(&self, events: &[Event], passes: Vec<GatePass>) -> Receipt {
+        let index = self.shared.index.read().expect("index lock poisoned");
+        let mut chain: HashMap<(&str, &str), Hash> = HashMap::new();
+        let mut digest = index.digest();
+        let mut committed_events = Vec::with_capacity(events.len());
+        for event in events {
+            let key = (event.scope.as_str(), event.entity.as_str());
+            let prev_hash = *chain.entry(key).or_insert_with(|| index.entity(key.0, key.1).map_or([0; 32], |state| state.last_hash));
+            let (_, hash) = codec::encode(event, &prev_hash, None);
+            chain.insert(key, hash);
+            digest = codec::next_digest(&digest, &hash);
+            committed_events.push(committed(&Event { hash, ..event.clone() }, prev_hash));
+        }
+        Receipt { events: committed_events, gates: passes, digest, signature: None }
+    }
+
+    /// Writes the audit record of a refused command: one event in the system scope.
+    fn record_denial(&mut self, command: &Command, err: &Error, wrote: &mut bool) -> Result<()> {
+        let first_id = command.append.events[0].id.expect("apply checks that every event has an id");
+        // Derived from the refused proposal, so every replica writes the same id.
+        let digest = blake3::hash(&[b"causeway.denial\0".as_slice(), first_id.as_bytes()].concat());
+        let id = EventId(uuid::Builder::from_custom_bytes(digest.as_bytes()[..16].try_into().expect("16 bytes")).into_uuid());
+        let (gate, code, facts) = match err {
+            Error::Denied { gate, code, facts, .. } => (gate.clone(), code.clone(), facts.clone()),
+            Error::Conflict { .. } => ("expected_version".to_string(), "VERSION_CONFLICT".to_string(), BTreeMap::new()),
+            Error::IdempotencyConflict { .. } => ("idempotency".to_string(), "KEY_REUSED".to_string(), BTreeMap::new()),
+            _ => ("input".to_string(), "INVALID".to_string(), BTreeMap::new()),
+        };
+        let refused: Vec<serde_json::Value> = command
+            .append
+            .events
+            .iter()
+            .map(|event| serde_json::json!({"id": event.id.map(|id| id.to_string()), "scope": event.scope, "entity": event.entity, "type": event.event_type}))
+            .collect();
+        let payload = serde_json::json!({"gate": gate, "code": code, "message": err.to_string(), "facts": facts, "events": refused});
+        let index_last_ts = self.shared.index.read().expect("index lock poisoned").last_timestamp();
+        let event = {
+            let index = self.shared.index.read().expect("index lock poisoned");
+            Event {
+                position: Position(index.last() + 1),
+                version: Version(index.entity(SYSTEM_SCOPE, "denials").map_or(0, |state| state.positions.len() as u64) + 1),
+                timestamp: command.timestamp.max(index_last_ts.next()),
+                id,
+                scope: SYSTEM_SCOPE.to_string(),
+                entity: "denials".to_string(),
+                event_type: "AppendDenied".to_string(),
+                tags: vec![format!("gate:{gate}"), format!("code:{code}")],
+                content_type: "application/json".to_string(),
+                metadata: BTreeMap::new(),
+                causation: Vec::new(),
+                correlation_id: id,
+                hash: [0; 32],
+                payload: serde_json::to_vec(&payload).expect("json values serialize"),
+            }
+        };
+        let trailer = Trailer { n_events: 1, ..Trailer::default() };
+        self.write(vec![event], &trailer, wrote).map(|_| ())
+    }
+
+    fn read(&self, position: u64) -> Result<Event> {
+        let loc = self.shared.index.read().expect("index lock poisoned").loc(position);
+        read_at(&self.shared, position, loc)
+    }
+
+    /// The hash of the event before `event` in its entity, or zeros.
+    fn prev_hash(&self, event: &Event) -> Result<Hash> {
+        if event.version.0 <= 1 {
+            return Ok([0; 32]);
+        }
+        let position = {
+            let index = self.shared.index.read().expect("index lock poisoned");
+            let state = index.entity(&event.scope, &event.entity).expect("an indexed event's entity exists");
+            state.positions[(event.version.0 - 2) as usize]
+        };
+        Ok(self.read(position)?.hash)
+    }
+
+    /// The correlation id of an indexed event, read from its frame; `None` when no such event
+    /// exists.
+    fn correlation_of(&self, index: &crate::index::Index, id: &EventId) -> Result<Option<EventId>> {
+        let Some(position) = index.position_of(id) else { return Ok(None) };
+        Ok(Some(read_at(&self.shared, position, index.loc(position))?.correlation_id))
+    }
+}
+
+fn committed(event: &Event, prev_hash: Hash) -> Committed {
+    Committed { id: event.id, position: event.position, version: event.version, timestamp: event.timestamp, hash: event.hash, prev_hash }
+}
+
+/// Reads and checks the event at `position`.
+pub(super) fn read_at(shared: &Shared, position: u64, loc: segment::FrameLoc) -> Result<Event> {
+    let record = shared.reader.read(position, loc)?;
+    let path = segment::segment_path(&shared.events_dir, loc.segment);
+    let event = codec::decode(&record).map_err(|detail| Error::corrupt(&path, loc.offset, detail))?;
+    if event.position.0 != position {
+        return Err(Error::corrupt(&path, loc.offset, format!("frame {position} holds position {}", event.position)));
+    }
+    Ok(event)
+}
+
+/// The store as gates see it: everything indexed so far, written or durable. Each call takes the
+/// index lock briefly; only the writer changes the index, and it is busy deciding, so the view
+/// is stable for the whole decision.
+struct StoreView {
+    shared: Arc<Shared>,
+}
+
+impl View for StoreView {
+    fn head(&self) -> Position {
+        Position(self.shared.index.read().expect("index lock poisoned").last())
+    }
+
+    fn version(&self, scope: &str, entity: &str) -> Version {
+        let index = self.shared.index.read().expect("index lock poisoned");
+        Version(index.entity(scope, entity).map_or(0, |state| state.positions.len() as u64))
+    }
+
+    fn last_event(&self, scope: &str, entity: &str) -> Result<Option<Event>> {
+        let found = {
+            let index = self.shared.index.read().expect("index lock poisoned");
+            index.entity(scope, entity).and_then(|state| state.positions.last().copied()).map(|position| (position, index.loc(position)))
+        };
+        found.map(|(position, loc)| read_at(&self.shared, position, loc)).transpose()
+    }
+
+    fn count(&self, filter: &Filter, after: Position, max: u64) -> u64 {
+        let index = self.shared.index.read().expect("index lock poisoned");
+        let Some(resolved) = index.resolve(filter) else { return 0 };
+        let head = index.last();
+        let mut cursor = after.0 + 1;
+        let mut budget = READ_SCAN_MAX;
+        let mut found = 0;
+        while found < max && budget > 0 {
+            let (next, examined) = index.next_match(&resolved, cursor, crate::event::Direction::Forward, head, budget);
+            budget -= examined.max(1).min(budget);
+            let Some(position) = next else { break };
+            found += 1;
+            cursor = position + 1;
+        }
+        found
+    }
+
+    fn event_exists(&self, id: EventId) -> bool {
+        self.shared.index.read().expect("index lock poisoned").position_of(&id).is_some()
+    }
+
+    fn entity_events_since(&self, scope: &str, entity: &str, since: Timestamp) -> u64 {
+        self.shared.index.read().expect("index lock poisoned").entity_events_since(scope, entity, since)
+    }
+}
+
+/// Parses a gate definition event's payload.
+pub(super) fn definition_of(event: &Event) -> Option<GateDefinition> {
+    serde_json::from_slice(&event.payload).ok()
+}
+
+/// The gate event types, for matching.
+pub(super) fn is_gate_event(event: &Event) -> bool {
+    event.scope == SYSTEM_SCOPE && (event.event_type == GATE_EVENT_REGISTERED || event.event_type == GATE_EVENT_REMOVED)
+}
