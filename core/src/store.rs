@@ -87,7 +87,8 @@ pub struct Config {
     /// The source of every timestamp and generated id. Tests inject their own.
     pub clock: Arc<dyn Clock>,
     /// Gates written in Rust by the embedding program, with the scopes and types they judge.
-    /// They run beside the gates registered through the log, in name order.
+    /// They run beside the gates registered through the log, in name order. Every replica must
+    /// be configured with the same ones, or replicas would judge differently.
     pub gates: Vec<RustGate>,
     /// Signs every receipt with Ed25519 when set.
     pub signer: Option<Signer>,
@@ -494,6 +495,9 @@ impl Store {
         if let Some(event_idx) = command.append.events.iter().position(|event| event.id.is_none()) {
             return Err(Error::InvalidInput(format!("event {event_idx} has no id; stamp the command first")));
         }
+        // A command stamped elsewhere (by a leader) raises this node's clock, so timestamps this
+        // node stamps later stay above it.
+        self.shared.hlc.observe(command.timestamp);
         let sender = self.sender.lock().expect("sender lock poisoned").clone().ok_or(Error::Closed)?;
         let (reply, answer) = sync_channel(1);
         sender.send(Request { command, dry_run, reply }).map_err(|_| Error::Closed)?;
@@ -907,6 +911,7 @@ fn apply_gate_event(gates: &mut BTreeMap<String, Installed>, event: &Event) {
     if event.event_type == GATE_EVENT_REMOVED {
         if let Ok(removal) = serde_json::from_slice::<serde_json::Value>(&event.payload)
             && let Some(name) = removal.get("name").and_then(|name| name.as_str())
+            && gates.get(name).is_some_and(|installed| installed.definition.is_some())
         {
             gates.remove(name);
         }
@@ -916,6 +921,10 @@ fn apply_gate_event(gates: &mut BTreeMap<String, Installed>, event: &Event) {
         tracing::error!(position = event.position.0, "a gate definition in the log does not parse; skipping it");
         return;
     };
+    if gates.get(&definition.name).is_some_and(|installed| installed.definition.is_none()) {
+        tracing::error!(name = definition.name, "a gate in the log has the name of a built-in gate of this program; the built-in one stays");
+        return;
+    }
     match definition.compile() {
         Ok(gate) => {
             let installed = Installed {

@@ -55,9 +55,6 @@ fn cases() -> u32 {
         .unwrap_or(48)
 }
 
-// ---------------------------------------------------------------------------------------------
-// Operations
-
 /// An event to append, before the parts that depend on the model (ids, parents) are resolved.
 #[derive(Clone, Debug)]
 struct GenEvent {
@@ -258,9 +255,6 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-// ---------------------------------------------------------------------------------------------
-// The model
-
 /// What the store must hold: every acknowledged event, in position order.
 #[derive(Debug, Default)]
 struct Model {
@@ -402,9 +396,6 @@ fn resolve_filter(gen_filter: &GenFilter, model: &Model) -> Filter {
         ..gen_filter.filter.clone()
     }
 }
-
-// ---------------------------------------------------------------------------------------------
-// Checks: each compares one read of the store with the model
 
 /// The head, the digest and every entity's version.
 fn check_head(store: &Store, model: &Model) {
@@ -556,9 +547,6 @@ fn assert_corrupt_at<T: std::fmt::Debug>(result: Result<T>, path: &Path, offset:
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// The files on disk
-
 /// One frame header as found in a segment file.
 #[derive(Copy, Clone, Debug)]
 struct FrameAt {
@@ -663,9 +651,6 @@ impl InFlight {
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// The harness: one store, one model, one directory
-
 struct Harness {
     dir: tempfile::TempDir,
     store: Option<Store>,
@@ -764,10 +749,7 @@ impl Harness {
 
     fn append(&self, batch: &[GenEvent]) -> (Vec<NewEvent>, Receipt) {
         let events = resolve_batch(batch, &self.model);
-        let receipt = self
-            .store()
-            .append(Append::new(events.clone()))
-            .unwrap();
+        let receipt = self.store().append(Append::new(events.clone())).unwrap();
         (events, receipt)
     }
 

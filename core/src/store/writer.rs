@@ -389,13 +389,12 @@ impl Writer {
             .map(|event| serde_json::json!({"id": event.id.map(|id| id.to_string()), "scope": event.scope, "entity": event.entity, "type": event.event_type}))
             .collect();
         let payload = serde_json::json!({"gate": gate, "code": code, "message": err.to_string(), "facts": facts, "events": refused});
-        let index_last_ts = self.shared.index.read().expect("index lock poisoned").last_timestamp();
         let event = {
             let index = self.shared.index.read().expect("index lock poisoned");
             Event {
                 position: Position(index.last() + 1),
                 version: Version(index.entity(SYSTEM_SCOPE, "denials").map_or(0, |state| state.positions.len() as u64) + 1),
-                timestamp: command.timestamp.max(index_last_ts.next()),
+                timestamp: command.timestamp.max(index.last_timestamp().next()),
                 id,
                 scope: SYSTEM_SCOPE.to_string(),
                 entity: "denials".to_string(),
