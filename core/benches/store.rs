@@ -193,7 +193,7 @@ fn append_scenario(
     .unwrap();
     let written = AtomicU64::new(0);
     let start = Barrier::new(writers + 1);
-    let (latencies, elapsed) = std::thread::scope(|scope| {
+    let (mut latencies, elapsed) = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..writers)
             .map(|writer_idx| {
                 let (store, written, start) = (&store, &written, &start);
@@ -227,7 +227,6 @@ fn append_scenario(
         (latencies, started.elapsed())
     });
     let n_events = latencies.len() as u64 * events_per_append as u64;
-    let mut latencies = latencies;
     row(
         [
             "append",

@@ -15,8 +15,8 @@
 //! - [`Hlc::now`] is strictly greater than every timestamp the clock returned or observed.
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// An error reading a clock.
@@ -244,8 +244,11 @@ impl Clock for ManualClock {
 #[derive(Debug)]
 pub struct NonDecreasing<C: Clock> {
     inner: C,
-    high_us: AtomicU64,
-    high_ns: AtomicU64,
+    // Each high mark is read, compared and raised under its lock together with the inner
+    // reading, so a thread that read the clock earlier can never see a later thread's mark and
+    // mistake the interleaving for a regression.
+    high_us: Mutex<u64>,
+    high_ns: Mutex<u64>,
 }
 
 impl<C: Clock> NonDecreasing<C> {
@@ -253,8 +256,8 @@ impl<C: Clock> NonDecreasing<C> {
     pub fn new(inner: C) -> Self {
         NonDecreasing {
             inner,
-            high_us: AtomicU64::new(0),
-            high_ns: AtomicU64::new(0),
+            high_us: Mutex::new(0),
+            high_ns: Mutex::new(0),
         }
     }
 
@@ -269,27 +272,33 @@ impl<C: Clock> NonDecreasing<C> {
     }
 }
 
-/// Raises `high` to `reading` and returns the new high mark, logging if `reading` was lower.
-fn clamp(high: &AtomicU64, reading: u64, unit: &'static str) -> u64 {
-    let previous = high.fetch_max(reading, Ordering::AcqRel);
-    if reading < previous {
+/// Takes a reading under `high`'s lock, raises the mark to it and returns the new mark, logging
+/// if the reading was lower.
+fn clamp(
+    high: &Mutex<u64>,
+    read: impl FnOnce() -> ClockResult<u64>,
+    unit: &'static str,
+) -> ClockResult<u64> {
+    let mut high = high.lock().expect("clock high-mark lock poisoned");
+    let reading = read()?;
+    if reading < *high {
         tracing::error!(
             unit,
-            regression = previous - reading,
+            regression = *high - reading,
             "wall clock went backwards; holding at the last reading"
         );
-        previous
-    } else {
-        reading
+        return Ok(*high);
     }
+    *high = reading;
+    Ok(reading)
 }
 
 impl<C: Clock> Clock for NonDecreasing<C> {
     fn now_us(&self) -> ClockResult<u64> {
-        Ok(clamp(&self.high_us, self.inner.now_us()?, "us"))
+        clamp(&self.high_us, || self.inner.now_us(), "us")
     }
     fn now_wall_ns(&self) -> ClockResult<u64> {
-        Ok(clamp(&self.high_ns, self.inner.now_wall_ns()?, "ns"))
+        clamp(&self.high_ns, || self.inner.now_wall_ns(), "ns")
     }
     fn now_mono_ns(&self) -> u64 {
         self.inner.now_mono_ns()

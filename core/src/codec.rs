@@ -67,7 +67,12 @@ pub fn encode(event: &Event, prev_hash: &Hash, trailer: Option<&Trailer>) -> (Ve
     for parent in &event.causation {
         out.extend_from_slice(parent.as_bytes());
     }
-    let hash = chain_hash(prev_hash, &out[..2], &out[RECORD_PREFIX_BYTES..], &event.payload);
+    let hash = chain_hash(
+        prev_hash,
+        &out[..2],
+        &out[RECORD_PREFIX_BYTES..],
+        &event.payload,
+    );
     out.extend_from_slice(&hash);
     match trailer {
         None => out.extend_from_slice(&0u16.to_le_bytes()),
@@ -82,7 +87,8 @@ pub fn encode(event: &Event, prev_hash: &Hash, trailer: Option<&Trailer>) -> (Ve
             }
         }
     }
-    let header_len = u32::try_from(out.len() - RECORD_PREFIX_BYTES).expect("headers are bounded by limits.rs");
+    let header_len =
+        u32::try_from(out.len() - RECORD_PREFIX_BYTES).expect("headers are bounded by limits.rs");
     out[2..6].copy_from_slice(&header_len.to_le_bytes());
     out.extend_from_slice(&event.payload);
     (out, hash)
@@ -162,7 +168,12 @@ pub fn decode_with_trailer(record: &[u8]) -> Result<(Event, Option<Trailer>), St
             let name = reader.string()?;
             gates.push((name, reader.u64()?));
         }
-        Some(Trailer { n_events: n_events as u16, idempotency_key, request_hash, gates })
+        Some(Trailer {
+            n_events: n_events as u16,
+            idempotency_key,
+            request_hash,
+            gates,
+        })
     };
     if !reader.bytes.is_empty() {
         return Err(format!(

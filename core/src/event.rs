@@ -254,6 +254,18 @@ impl NewEvent {
             CAUSATION_PER_EVENT_MAX,
             "CAUSATION_PER_EVENT_MAX",
         )?;
+        for (parent_idx, parent) in self.causation.iter().enumerate() {
+            if self.causation[..parent_idx].contains(parent) {
+                return Err(Error::InvalidInput(format!(
+                    "event {event_idx} names causation parent {parent} twice"
+                )));
+            }
+            if self.id == Some(*parent) {
+                return Err(Error::InvalidInput(format!(
+                    "event {event_idx} names itself as its causation parent"
+                )));
+            }
+        }
         Ok(())
     }
 }

@@ -31,9 +31,21 @@ pub mod cel;
 pub struct Proposal<'a> {
     /// The proposal's timestamp: the only notion of "now" a gate may use.
     pub timestamp: Timestamp,
-    /// The events this gate is bound to, in append order. Earlier events of the same append
-    /// are not yet in the [`View`]; a gate that counts must count them itself.
+    /// The events this gate is bound to (its scopes and types), in append order.
     pub events: &'a [&'a Event],
+    /// Every event of the append, bound or not. Earlier events of the same append are not yet
+    /// in the [`View`]; a gate that counts or looks things up must look here too.
+    pub append: &'a [Event],
+}
+
+impl Proposal<'_> {
+    /// The events of the append that come before `event`.
+    pub fn earlier(&self, event: &Event) -> impl Iterator<Item = &Event> {
+        let position = event.position;
+        self.append
+            .iter()
+            .filter(move |other| other.position < position)
+    }
 }
 
 /// A read-only view of the store as of just before the proposal.
@@ -69,11 +81,18 @@ pub struct Denial {
 
 impl Denial {
     /// A denial with a code, a message and facts given as pairs.
-    pub fn new<const N: usize>(code: &str, message: impl Into<String>, facts: [(&str, String); N]) -> Denial {
+    pub fn new<const N: usize>(
+        code: &str,
+        message: impl Into<String>,
+        facts: [(&str, String); N],
+    ) -> Denial {
         Denial {
             code: code.to_string(),
             message: message.into(),
-            facts: facts.into_iter().map(|(key, value)| (key.to_string(), value)).collect(),
+            facts: facts
+                .into_iter()
+                .map(|(key, value)| (key.to_string(), value))
+                .collect(),
         }
     }
 }
@@ -82,7 +101,11 @@ impl Denial {
 /// give the same answer on every replica, at any time.
 pub trait Gate: Send + Sync + fmt::Debug {
     /// Accepts the proposal, or denies it with a reason.
-    fn check(&self, proposal: &Proposal<'_>, view: &Arc<dyn View>) -> std::result::Result<(), Denial>;
+    fn check(
+        &self,
+        proposal: &Proposal<'_>,
+        view: &Arc<dyn View>,
+    ) -> std::result::Result<(), Denial>;
 }
 
 /// A gate as registered through the log: a name, what it is bound to, and its rule.
@@ -142,23 +165,43 @@ impl GateDefinition {
     /// Checks names and bounds and compiles the rule, so a bad definition is refused at
     /// registration with the reason (for CEL, the parser's message).
     pub fn compile(&self) -> Result<Arc<dyn Gate>> {
-        if self.name.is_empty() || self.name.len() > GATE_NAME_BYTES_MAX || self.name.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        if self.name.is_empty()
+            || self.name.len() > GATE_NAME_BYTES_MAX
+            || self
+                .name
+                .chars()
+                .any(|c| c.is_control() || c.is_whitespace())
+        {
             return Err(Error::InvalidInput(format!(
                 "gate name {:?} must be 1 to {GATE_NAME_BYTES_MAX} bytes without spaces or control characters",
                 self.name
             )));
         }
         let gate: Arc<dyn Gate> = match &self.rule {
-            Rule::UniqueTag { prefix } => Arc::new(UniqueTag { prefix: prefix.clone() }),
-            Rule::AllowedTypes { types } => Arc::new(AllowedTypes { types: types.clone() }),
+            Rule::UniqueTag { prefix } => Arc::new(UniqueTag {
+                prefix: prefix.clone(),
+            }),
+            Rule::AllowedTypes { types } => Arc::new(AllowedTypes {
+                types: types.clone(),
+            }),
             Rule::CausationExists => Arc::new(CausationExists),
-            Rule::RateLimit { max_events, window_ms } => {
+            Rule::RateLimit {
+                max_events,
+                window_ms,
+            } => {
                 if *window_ms == 0 {
-                    return Err(Error::InvalidInput("rate_limit window_ms must be at least 1".to_string()));
+                    return Err(Error::InvalidInput(
+                        "rate_limit window_ms must be at least 1".to_string(),
+                    ));
                 }
-                Arc::new(RateLimit { max_events: *max_events, window_ms: *window_ms })
+                Arc::new(RateLimit {
+                    max_events: *max_events,
+                    window_ms: *window_ms,
+                })
             }
-            Rule::SizeLimit { max_payload_bytes } => Arc::new(SizeLimit { max_payload_bytes: *max_payload_bytes }),
+            Rule::SizeLimit { max_payload_bytes } => Arc::new(SizeLimit {
+                max_payload_bytes: *max_payload_bytes,
+            }),
             Rule::Cel { expression } => {
                 if expression.len() > GATE_EXPRESSION_BYTES_MAX {
                     return Err(Error::LimitExceeded {
@@ -176,7 +219,8 @@ impl GateDefinition {
 
     /// Whether the gate judges this event.
     pub fn binds(&self, event: &Event) -> bool {
-        (self.scopes.is_empty() || self.scopes.contains(&event.scope)) && (self.types.is_empty() || self.types.contains(&event.event_type))
+        (self.scopes.is_empty() || self.scopes.contains(&event.scope))
+            && (self.types.is_empty() || self.types.contains(&event.event_type))
     }
 }
 
@@ -187,14 +231,35 @@ struct UniqueTag {
 }
 
 impl Gate for UniqueTag {
-    fn check(&self, proposal: &Proposal<'_>, view: &Arc<dyn View>) -> std::result::Result<(), Denial> {
-        for (event_idx, event) in proposal.events.iter().enumerate() {
-            for tag in event.tags.iter().filter(|tag| tag.starts_with(&self.prefix)) {
-                let earlier = proposal.events[..event_idx].iter().any(|other| other.scope == event.scope && other.tags.contains(tag));
-                let filter = Filter { scopes: vec![event.scope.clone()], items: vec![crate::QueryItem { types: vec![], tags: vec![tag.clone()] }], ..Filter::default() };
+    fn check(
+        &self,
+        proposal: &Proposal<'_>,
+        view: &Arc<dyn View>,
+    ) -> std::result::Result<(), Denial> {
+        for event in proposal.events {
+            for tag in event
+                .tags
+                .iter()
+                .filter(|tag| tag.starts_with(&self.prefix))
+            {
+                let earlier = proposal
+                    .earlier(event)
+                    .any(|other| other.scope == event.scope && other.tags.contains(tag));
+                let filter = Filter {
+                    scopes: vec![event.scope.clone()],
+                    items: vec![crate::QueryItem {
+                        types: vec![],
+                        tags: vec![tag.clone()],
+                    }],
+                    ..Filter::default()
+                };
                 if earlier || view.exists(&filter, Position(0)) {
                     let message = format!("tag {tag} is already taken in scope {}", event.scope);
-                    return Err(Denial::new("TAG_TAKEN", message, [("scope", event.scope.clone()), ("tag", tag.clone())]));
+                    return Err(Denial::new(
+                        "TAG_TAKEN",
+                        message,
+                        [("scope", event.scope.clone()), ("tag", tag.clone())],
+                    ));
                 }
             }
         }
@@ -209,12 +274,30 @@ struct AllowedTypes {
 }
 
 impl Gate for AllowedTypes {
-    fn check(&self, proposal: &Proposal<'_>, _view: &Arc<dyn View>) -> std::result::Result<(), Denial> {
-        match proposal.events.iter().find(|event| !self.types.contains(&event.event_type)) {
+    fn check(
+        &self,
+        proposal: &Proposal<'_>,
+        _view: &Arc<dyn View>,
+    ) -> std::result::Result<(), Denial> {
+        match proposal
+            .events
+            .iter()
+            .find(|event| !self.types.contains(&event.event_type))
+        {
             None => Ok(()),
             Some(event) => {
-                let message = format!("type {} is not allowed in scope {}", event.event_type, event.scope);
-                Err(Denial::new("TYPE_NOT_ALLOWED", message, [("type", event.event_type.clone()), ("allowed", self.types.join(","))]))
+                let message = format!(
+                    "type {} is not allowed in scope {}",
+                    event.event_type, event.scope
+                );
+                Err(Denial::new(
+                    "TYPE_NOT_ALLOWED",
+                    message,
+                    [
+                        ("type", event.event_type.clone()),
+                        ("allowed", self.types.join(",")),
+                    ],
+                ))
             }
         }
     }
@@ -225,13 +308,24 @@ impl Gate for AllowedTypes {
 struct CausationExists;
 
 impl Gate for CausationExists {
-    fn check(&self, proposal: &Proposal<'_>, view: &Arc<dyn View>) -> std::result::Result<(), Denial> {
-        for (event_idx, event) in proposal.events.iter().enumerate() {
+    fn check(
+        &self,
+        proposal: &Proposal<'_>,
+        view: &Arc<dyn View>,
+    ) -> std::result::Result<(), Denial> {
+        for event in proposal.events {
             for parent in &event.causation {
-                let in_append = proposal.events[..event_idx].iter().any(|other| other.id == *parent);
+                let in_append = proposal.earlier(event).any(|other| other.id == *parent);
                 if !in_append && !view.event_exists(*parent) {
-                    let message = format!("causation parent {parent} of event {} does not exist", event.id);
-                    return Err(Denial::new("CAUSATION_MISSING", message, [("parent", parent.to_string())]));
+                    let message = format!(
+                        "causation parent {parent} of event {} does not exist",
+                        event.id
+                    );
+                    return Err(Denial::new(
+                        "CAUSATION_MISSING",
+                        message,
+                        [("parent", parent.to_string())],
+                    ));
                 }
             }
         }
@@ -247,17 +341,37 @@ struct RateLimit {
 }
 
 impl Gate for RateLimit {
-    fn check(&self, proposal: &Proposal<'_>, view: &Arc<dyn View>) -> std::result::Result<(), Denial> {
-        let since = Timestamp::new(proposal.timestamp.wall_ms().saturating_sub(self.window_ms - 1), 0);
-        for (event_idx, event) in proposal.events.iter().enumerate() {
-            let in_append = proposal.events[..=event_idx].iter().filter(|other| other.scope == event.scope && other.entity == event.entity).count() as u64;
+    fn check(
+        &self,
+        proposal: &Proposal<'_>,
+        view: &Arc<dyn View>,
+    ) -> std::result::Result<(), Denial> {
+        let since = Timestamp::new(
+            proposal
+                .timestamp
+                .wall_ms()
+                .saturating_sub(self.window_ms - 1),
+            0,
+        );
+        for event in proposal.events {
+            let same_entity =
+                |other: &&Event| other.scope == event.scope && other.entity == event.entity;
+            let in_append = proposal.earlier(event).filter(same_entity).count() as u64 + 1;
             let seen = view.entity_events_since(&event.scope, &event.entity, since) + in_append;
             if seen > self.max_events {
-                let message = format!("entity {} would have {seen} events within {} ms, over {}", event.entity, self.window_ms, self.max_events);
+                let message = format!(
+                    "entity {} would have {seen} events within {} ms, over {}",
+                    event.entity, self.window_ms, self.max_events
+                );
                 return Err(Denial::new(
                     "RATE_LIMITED",
                     message,
-                    [("entity", event.entity.clone()), ("events", seen.to_string()), ("max_events", self.max_events.to_string()), ("window_ms", self.window_ms.to_string())],
+                    [
+                        ("entity", event.entity.clone()),
+                        ("events", seen.to_string()),
+                        ("max_events", self.max_events.to_string()),
+                        ("window_ms", self.window_ms.to_string()),
+                    ],
                 ));
             }
         }
@@ -272,12 +386,31 @@ struct SizeLimit {
 }
 
 impl Gate for SizeLimit {
-    fn check(&self, proposal: &Proposal<'_>, _view: &Arc<dyn View>) -> std::result::Result<(), Denial> {
-        match proposal.events.iter().find(|event| event.payload.len() as u64 > self.max_payload_bytes) {
+    fn check(
+        &self,
+        proposal: &Proposal<'_>,
+        _view: &Arc<dyn View>,
+    ) -> std::result::Result<(), Denial> {
+        match proposal
+            .events
+            .iter()
+            .find(|event| event.payload.len() as u64 > self.max_payload_bytes)
+        {
             None => Ok(()),
             Some(event) => {
-                let message = format!("payload of {} bytes is over {}", event.payload.len(), self.max_payload_bytes);
-                Err(Denial::new("TOO_LARGE", message, [("payload_bytes", event.payload.len().to_string()), ("max_payload_bytes", self.max_payload_bytes.to_string())]))
+                let message = format!(
+                    "payload of {} bytes is over {}",
+                    event.payload.len(),
+                    self.max_payload_bytes
+                );
+                Err(Denial::new(
+                    "TOO_LARGE",
+                    message,
+                    [
+                        ("payload_bytes", event.payload.len().to_string()),
+                        ("max_payload_bytes", self.max_payload_bytes.to_string()),
+                    ],
+                ))
             }
         }
     }

@@ -53,19 +53,33 @@ impl Store {
     }
 
     /// Every event of a correlation (the event whose id it is, and each event that carries it),
-    /// at most `limit`, in position order.
+    /// at most `limit`, in position order. The event whose id it is belongs to it even when that
+    /// event itself carries another correlation id.
     pub fn correlation(&self, correlation_id: EventId, limit: usize) -> Result<Graph> {
         check_graph_limit(limit)?;
         let positions = self.correlation_positions(&correlation_id);
         let truncated = positions.len() > limit;
-        let nodes = positions.into_iter().take(limit).map(|position| self.event_at(position)).collect::<Result<Vec<_>>>()?;
-        Ok(Graph { edges: edges_among(&nodes), nodes, truncated })
+        let nodes = positions
+            .into_iter()
+            .take(limit)
+            .map(|position| self.event_at(position))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Graph {
+            edges: edges_among(&nodes),
+            nodes,
+            truncated,
+        })
     }
 
     fn walk(&self, id: EventId, depth: u32, limit: usize, direction: Walk) -> Result<Graph> {
         check_graph_limit(limit)?;
         if depth > GRAPH_DEPTH_MAX {
-            return Err(Error::LimitExceeded { limit: "GRAPH_DEPTH_MAX", max: u64::from(GRAPH_DEPTH_MAX), actual: u64::from(depth), what: "graph depth".to_string() });
+            return Err(Error::LimitExceeded {
+                limit: "GRAPH_DEPTH_MAX",
+                max: u64::from(GRAPH_DEPTH_MAX),
+                actual: u64::from(depth),
+                what: "graph depth".to_string(),
+            });
         }
         let start = self.get(id)?;
         let mut found: BTreeMap<u64, Event> = BTreeMap::new();
@@ -78,16 +92,28 @@ impl Store {
                 break;
             }
             let next: Vec<u64> = if level == depth {
-                // Stopping at the depth only truncates if there was more to see.
+                // Stopping at the depth only truncates if there was more to see: a neighbour
+                // not yet seen (in breadth-first order, everything nearer is already seen).
                 let more = match direction {
-                    Walk::Up => event.causation.iter().any(|parent| self.position(parent).is_some()),
-                    Walk::Down => !self.children_positions(&event.id).is_empty(),
+                    Walk::Up => event
+                        .causation
+                        .iter()
+                        .any(|parent| !seen.contains(parent) && self.position(parent).is_some()),
+                    Walk::Down => self.children_positions(&event.id).into_iter().any(|child| {
+                        self.event_at(child)
+                            .map(|child| !seen.contains(&child.id))
+                            .unwrap_or(true)
+                    }),
                 };
                 truncated |= more;
                 Vec::new()
             } else {
                 match direction {
-                    Walk::Up => event.causation.iter().filter_map(|parent| self.position(parent)).collect(),
+                    Walk::Up => event
+                        .causation
+                        .iter()
+                        .filter_map(|parent| self.position(parent))
+                        .collect(),
                     Walk::Down => self.children_positions(&event.id),
                 }
             };
@@ -100,7 +126,11 @@ impl Store {
             found.insert(event.position.0, event);
         }
         let nodes: Vec<Event> = found.into_values().collect();
-        Ok(Graph { edges: edges_among(&nodes), nodes, truncated })
+        Ok(Graph {
+            edges: edges_among(&nodes),
+            nodes,
+            truncated,
+        })
     }
 }
 
@@ -109,7 +139,16 @@ fn edges_among(nodes: &[Event]) -> Vec<Edge> {
     let ids: HashSet<EventId> = nodes.iter().map(|node| node.id).collect();
     nodes
         .iter()
-        .flat_map(|child| child.causation.iter().filter(|parent| ids.contains(parent)).map(|&parent| Edge { parent, child: child.id }))
+        .flat_map(|child| {
+            child
+                .causation
+                .iter()
+                .filter(|parent| ids.contains(parent))
+                .map(|&parent| Edge {
+                    parent,
+                    child: child.id,
+                })
+        })
         .collect()
 }
 
@@ -118,7 +157,12 @@ fn check_graph_limit(limit: usize) -> Result<()> {
         return Err(Error::InvalidInput("limit must be at least 1".to_string()));
     }
     if limit > GRAPH_NODES_MAX {
-        return Err(Error::LimitExceeded { limit: "GRAPH_NODES_MAX", max: GRAPH_NODES_MAX as u64, actual: limit as u64, what: "graph limit".to_string() });
+        return Err(Error::LimitExceeded {
+            limit: "GRAPH_NODES_MAX",
+            max: GRAPH_NODES_MAX as u64,
+            actual: limit as u64,
+            what: "graph limit".to_string(),
+        });
     }
     Ok(())
 }

@@ -130,13 +130,33 @@ impl Index {
     }
 
     /// Adds the next event. `event` may lack its payload; `loc` is where its frame lives.
-    pub(crate) fn insert(&mut self, event: &Event, loc: FrameLoc) {
+    /// Adds the next event, or says why it cannot be next (a gap in positions or versions)
+    /// without changing anything. `event` may lack its payload; `loc` is where its frame lives.
+    pub(crate) fn insert(&mut self, event: &Event, loc: FrameLoc) -> Result<(), String> {
         let position = event.position.0;
-        assert_eq!(
-            position,
-            self.last() + 1,
-            "events are indexed in position order without gaps"
-        );
+        if position != self.last() + 1 {
+            return Err(format!(
+                "event at position {position} where position {} was expected",
+                self.last() + 1
+            ));
+        }
+        let known = self
+            .symbols
+            .get(&event.scope)
+            .zip(self.symbols.get(&event.entity))
+            .and_then(|key| self.entity_keys.get(&key))
+            .map_or(0, |&entity_idx| {
+                self.entities[entity_idx as usize].positions.len() as u64
+            });
+        if event.version.0 != known + 1 {
+            return Err(format!(
+                "event at version {} of {}/{} where version {} was expected",
+                event.version,
+                event.scope,
+                event.entity,
+                known + 1
+            ));
+        }
         let scope = self.symbols.intern(&event.scope);
         let name = self.symbols.intern(&event.entity);
         let entity_idx = match self.entity_keys.get(&(scope, name)) {
@@ -158,11 +178,6 @@ impl Index {
             }
         };
         let entity = &mut self.entities[entity_idx as usize];
-        assert_eq!(
-            event.version.0,
-            entity.positions.len() as u64 + 1,
-            "versions are dense per entity"
-        );
         entity.positions.push(position);
         entity.last_hash = event.hash;
         let event_type = self.symbols.intern(&event.event_type);
@@ -177,7 +192,10 @@ impl Index {
             self.children.entry(*parent).or_default().push(position);
         }
         if event.correlation_id != event.id {
-            self.correlated.entry(event.correlation_id).or_default().push(position);
+            self.correlated
+                .entry(event.correlation_id)
+                .or_default()
+                .push(position);
         }
         self.digest = codec::next_digest(&self.digest, &event.hash);
         self.metas.push(Meta {
@@ -186,6 +204,13 @@ impl Index {
             timestamp: event.timestamp,
             entity: entity_idx,
         });
+        Ok(())
+    }
+
+    /// Makes room for `n_events` more events, so a rebuild does not rehash as it grows.
+    pub(crate) fn reserve(&mut self, n_events: usize) {
+        self.metas.reserve(n_events);
+        self.ids.reserve(n_events);
     }
 
     /// Where the frame of `position` lives.
@@ -206,12 +231,24 @@ impl Index {
 
     /// Positions of the events that name `parent` as a cause.
     pub(crate) fn children_of(&self, parent: &EventId) -> &[u64] {
-        self.children.get(parent).map(Vec::as_slice).unwrap_or_default()
+        self.children
+            .get(parent)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+
+    /// Whether any indexed event names `id` as a causation parent.
+    pub(crate) fn has_children(&self, id: &EventId) -> bool {
+        self.children.contains_key(id)
     }
 
     /// Positions of the events of a correlation, in position order.
     pub(crate) fn correlation(&self, correlation_id: &EventId) -> Vec<u64> {
-        let mut positions: Vec<u64> = self.correlated.get(correlation_id).cloned().unwrap_or_default();
+        let mut positions: Vec<u64> = self
+            .correlated
+            .get(correlation_id)
+            .cloned()
+            .unwrap_or_default();
         if let Some(root) = self.position_of(correlation_id) {
             let at = positions.partition_point(|&p| p < root);
             positions.insert(at, root);
@@ -373,8 +410,12 @@ impl Index {
 
     /// How many events of an entity have a timestamp at or after `since`.
     pub(crate) fn entity_events_since(&self, scope: &str, entity: &str, since: Timestamp) -> u64 {
-        let Some(state) = self.entity(scope, entity) else { return 0 };
-        let older = state.positions.partition_point(|&p| self.metas[(p - 1) as usize].timestamp < since);
+        let Some(state) = self.entity(scope, entity) else {
+            return 0;
+        };
+        let older = state
+            .positions
+            .partition_point(|&p| self.metas[(p - 1) as usize].timestamp < since);
         (state.positions.len() - older) as u64
     }
 

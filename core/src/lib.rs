@@ -31,5 +31,6 @@ pub use graph::{Edge, Graph};
 pub use query::{Filter, QueryItem};
 pub use receipt::{Committed, GatePass, Receipt, Signer};
 pub use store::{
-    Append, Command, Config, DcbCondition, Durability, Expected, ExpectedVersion, ReadBatch, RustGate, Store,
+    Append, Command, Config, DcbCondition, Durability, Expected, ExpectedVersion, ReadBatch,
+    RustGate, Store,
 };

@@ -8,7 +8,9 @@
 //! recomputed from the receipt's `prev_hash`, so a changed byte in any field or payload, a
 //! forged receipt or a wrong key is caught.
 
-use ed25519_dalek::{Signature as DalekSignature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
+use ed25519_dalek::{
+    Signature as DalekSignature, Signer as _, SigningKey, Verifier as _, VerifyingKey,
+};
 
 use crate::clock::Timestamp;
 use crate::codec;
@@ -73,14 +75,19 @@ pub struct Signer {
 
 impl std::fmt::Debug for Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Signer").field("key_id", &self.key_id).finish_non_exhaustive()
+        f.debug_struct("Signer")
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
     }
 }
 
 impl Signer {
     /// A signer from a 32-byte Ed25519 secret key.
     pub fn new(key_id: impl Into<String>, secret: [u8; 32]) -> Signer {
-        Signer { key_id: key_id.into(), key: SigningKey::from_bytes(&secret) }
+        Signer {
+            key_id: key_id.into(),
+            key: SigningKey::from_bytes(&secret),
+        }
     }
 
     /// The public key that verifies this signer's receipts.
@@ -91,7 +98,10 @@ impl Signer {
     /// Signs a receipt in place.
     pub fn sign(&self, receipt: &mut Receipt) {
         let signature = self.key.sign(&receipt.canonical_bytes());
-        receipt.signature = Some(Signature { key_id: self.key_id.clone(), bytes: signature.to_bytes() });
+        receipt.signature = Some(Signature {
+            key_id: self.key_id.clone(),
+            bytes: signature.to_bytes(),
+        });
     }
 }
 
@@ -150,9 +160,16 @@ impl Receipt {
 
 /// Checks a receipt against the events it names, without a store. With `public_key`, the
 /// signature must verify under it; without, only the events are checked against the receipt.
-pub fn verify(receipt: &Receipt, events: &[Event], public_key: Option<&[u8; 32]>) -> Result<(), ReceiptError> {
+pub fn verify(
+    receipt: &Receipt,
+    events: &[Event],
+    public_key: Option<&[u8; 32]>,
+) -> Result<(), ReceiptError> {
     if receipt.events.len() != events.len() {
-        return Err(ReceiptError::Count { receipt: receipt.events.len(), given: events.len() });
+        return Err(ReceiptError::Count {
+            receipt: receipt.events.len(),
+            given: events.len(),
+        });
     }
     for (index, (committed, event)) in receipt.events.iter().zip(events).enumerate() {
         let mismatch = |detail: String| ReceiptError::Event { index, detail };
@@ -168,14 +185,20 @@ pub fn verify(receipt: &Receipt, events: &[Event], public_key: Option<&[u8; 32]>
         }
         let (_, recomputed) = codec::encode(event, &committed.prev_hash, None);
         if recomputed != committed.hash {
-            return Err(mismatch("the event's bytes do not hash to the committed hash".to_string()));
+            return Err(mismatch(
+                "the event's bytes do not hash to the committed hash".to_string(),
+            ));
         }
     }
     if let Some(public_key) = public_key {
         let signature = receipt.signature.as_ref().ok_or(ReceiptError::Unsigned)?;
-        let key = VerifyingKey::from_bytes(public_key).map_err(|err| ReceiptError::BadSignature(err.to_string()))?;
-        key.verify(&receipt.canonical_bytes(), &DalekSignature::from_bytes(&signature.bytes))
+        let key = VerifyingKey::from_bytes(public_key)
             .map_err(|err| ReceiptError::BadSignature(err.to_string()))?;
+        key.verify(
+            &receipt.canonical_bytes(),
+            &DalekSignature::from_bytes(&signature.bytes),
+        )
+        .map_err(|err| ReceiptError::BadSignature(err.to_string()))?;
     }
     Ok(())
 }

@@ -53,10 +53,10 @@ use crate::clock::{Clock, Hlc, NonDecreasing, SystemClock, Timestamp};
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::event::{Direction, Event, EventId, Hash, NewEvent, Position, Version};
+use crate::gate::{Gate, GateDefinition};
 use crate::index::Index;
 use crate::limits::*;
 use crate::query::Filter;
-use crate::gate::{Gate, GateDefinition};
 use crate::receipt::{Receipt, Signer};
 use crate::segment::{FrameLoc, SegmentLog, SegmentReader};
 
@@ -156,7 +156,10 @@ pub struct Append {
 impl Append {
     /// An append of these events with no conditions.
     pub fn new(events: Vec<NewEvent>) -> Append {
-        Append { events, ..Append::default() }
+        Append {
+            events,
+            ..Append::default()
+        }
     }
 }
 
@@ -219,7 +222,8 @@ pub struct Command {
     /// The append; every event `id` is `Some`.
     pub append: Append,
     /// True for the store's own events (gate definitions), which may use [`SYSTEM_SCOPE`] and
-    /// skip gates.
+    /// skip gates. Only trusted code (the store itself, replication) may set it: a network
+    /// layer must never build a `Command` from client input.
     pub system: bool,
 }
 
@@ -406,11 +410,22 @@ impl Store {
         definition.compile()?;
         {
             let gates = self.shared.gates.read().expect("gate set lock poisoned");
-            if gates.get(&definition.name).is_some_and(|installed| installed.definition.is_none()) {
-                return Err(Error::InvalidInput(format!("gate {:?} is a built-in gate of this program", definition.name)));
+            if gates
+                .get(&definition.name)
+                .is_some_and(|installed| installed.definition.is_none())
+            {
+                return Err(Error::InvalidInput(format!(
+                    "gate {:?} is a built-in gate of this program",
+                    definition.name
+                )));
             }
             if gates.len() >= GATES_MAX && !gates.contains_key(&definition.name) {
-                return Err(Error::LimitExceeded { limit: "GATES_MAX", max: GATES_MAX as u64, actual: gates.len() as u64 + 1, what: "registered gates".to_string() });
+                return Err(Error::LimitExceeded {
+                    limit: "GATES_MAX",
+                    max: GATES_MAX as u64,
+                    actual: gates.len() as u64 + 1,
+                    what: "registered gates".to_string(),
+                });
             }
         }
         let payload = serde_json::to_vec(&definition).expect("definitions serialize");
@@ -419,13 +434,24 @@ impl Store {
 
     /// Removes a registered gate by appending a removal to the log.
     pub fn remove_gate(&self, name: &str) -> Result<Receipt> {
-        let registered = self.shared.gates.read().expect("gate set lock poisoned").get(name).map(|installed| installed.definition.is_some());
+        let registered = self
+            .shared
+            .gates
+            .read()
+            .expect("gate set lock poisoned")
+            .get(name)
+            .map(|installed| installed.definition.is_some());
         match registered {
             None => return Err(Error::NotFound(format!("gate {name:?}"))),
-            Some(false) => return Err(Error::InvalidInput(format!("gate {name:?} is a built-in gate of this program"))),
+            Some(false) => {
+                return Err(Error::InvalidInput(format!(
+                    "gate {name:?} is a built-in gate of this program"
+                )));
+            }
             Some(true) => {}
         }
-        let payload = serde_json::to_vec(&serde_json::json!({ "name": name })).expect("json values serialize");
+        let payload = serde_json::to_vec(&serde_json::json!({ "name": name }))
+            .expect("json values serialize");
         self.append_system(name, GATE_EVENT_REMOVED, payload)
     }
 
@@ -434,7 +460,11 @@ impl Store {
         let gates = self.shared.gates.read().expect("gate set lock poisoned");
         gates
             .iter()
-            .map(|(name, installed)| RegisteredGate { name: name.clone(), version: installed.version, definition: installed.definition.clone() })
+            .map(|(name, installed)| RegisteredGate {
+                name: name.clone(),
+                version: installed.version,
+                definition: installed.definition.clone(),
+            })
             .collect()
     }
 
@@ -447,14 +477,26 @@ impl Store {
         let mut digest = [0u8; 32];
         let mut position = 1;
         while position <= head {
-            let batch = self.read_log(Position(position), Direction::Forward, READ_EVENTS_MAX, &Filter::default())?;
+            let batch = self.read_log(
+                Position(position),
+                Direction::Forward,
+                READ_EVENTS_MAX,
+                &Filter::default(),
+            )?;
             for event in batch.events {
                 let key = (event.scope.clone(), event.entity.clone());
                 let prev_hash = chains.get(&key).copied().unwrap_or([0; 32]);
                 let (_, recomputed) = codec::encode(&event, &prev_hash, None);
                 if recomputed != event.hash {
-                    let why = format!("event {} in {}/{} does not hash to its stored hash", event.id, event.scope, event.entity);
-                    return Ok(VerifyReport { events: event.position.0 - 1, digest, first_break: Some((event.position, why)) });
+                    let why = format!(
+                        "event {} in {}/{} does not hash to its stored hash",
+                        event.id, event.scope, event.entity
+                    );
+                    return Ok(VerifyReport {
+                        events: event.position.0 - 1,
+                        digest,
+                        first_break: Some((event.position, why)),
+                    });
                 }
                 digest = codec::next_digest(&digest, &event.hash);
                 chains.insert(key, event.hash);
@@ -464,7 +506,11 @@ impl Store {
                 break;
             }
         }
-        Ok(VerifyReport { events: head, digest, first_break: None })
+        Ok(VerifyReport {
+            events: head,
+            digest,
+            first_break: None,
+        })
     }
 
     fn stamp_as(&self, append: Append, system: bool) -> Result<Command> {
@@ -477,7 +523,12 @@ impl Store {
                 event.id = Some(self.new_id()?);
             }
         }
-        Ok(Command { timestamp, request_hash, append, system })
+        Ok(Command {
+            timestamp,
+            request_hash,
+            append,
+            system,
+        })
     }
 
     fn append_system(&self, name: &str, event_type: &str, payload: Vec<u8>) -> Result<Receipt> {
@@ -486,22 +537,48 @@ impl Store {
             content_type: "application/json".to_string(),
             ..NewEvent::new(SYSTEM_SCOPE, "gates", event_type, payload)
         };
-        let command = self.stamp_as(Append { events: vec![event], ..Append::default() }, true)?;
+        let command = self.stamp_as(
+            Append {
+                events: vec![event],
+                ..Append::default()
+            },
+            true,
+        )?;
         self.submit(command, false)
     }
 
     fn submit(&self, command: Command, dry_run: bool) -> Result<Receipt> {
         validate_append(&command.append, command.system)?;
-        if let Some(event_idx) = command.append.events.iter().position(|event| event.id.is_none()) {
-            return Err(Error::InvalidInput(format!("event {event_idx} has no id; stamp the command first")));
+        if let Some(event_idx) = command
+            .append
+            .events
+            .iter()
+            .position(|event| event.id.is_none())
+        {
+            return Err(Error::InvalidInput(format!(
+                "event {event_idx} has no id; stamp the command first"
+            )));
         }
         // A command stamped elsewhere (by a leader) raises this node's clock, so timestamps this
         // node stamps later stay above it.
         self.shared.hlc.observe(command.timestamp);
-        let sender = self.sender.lock().expect("sender lock poisoned").clone().ok_or(Error::Closed)?;
+        let sender = self
+            .sender
+            .lock()
+            .expect("sender lock poisoned")
+            .clone()
+            .ok_or(Error::Closed)?;
         let (reply, answer) = sync_channel(1);
-        sender.send(Request { command, dry_run, reply }).map_err(|_| Error::Closed)?;
-        answer.recv().map_err(|_| Error::Poisoned("the writer thread stopped".to_string()))?
+        sender
+            .send(Request {
+                command,
+                dry_run,
+                reply,
+            })
+            .map_err(|_| Error::Closed)?;
+        answer
+            .recv()
+            .map_err(|_| Error::Poisoned("the writer thread stopped".to_string()))?
     }
 
     /// The committed head: the position of the last durable event, 0 when empty.
@@ -692,28 +769,42 @@ impl Store {
     /// The committed position of an event id.
     pub(crate) fn position(&self, id: &EventId) -> Option<u64> {
         let head = self.committed().0;
-        self.shared.index.read().expect("index lock poisoned").position_of(id).filter(|&p| p <= head)
+        self.shared
+            .index
+            .read()
+            .expect("index lock poisoned")
+            .position_of(id)
+            .filter(|&p| p <= head)
     }
 
     /// Committed positions of the children of `parent`.
     pub(crate) fn children_positions(&self, parent: &EventId) -> Vec<u64> {
         let head = self.committed().0;
         let index = self.shared.index.read().expect("index lock poisoned");
-        index.children_of(parent).iter().copied().filter(|&p| p <= head).collect()
+        index
+            .children_of(parent)
+            .iter()
+            .copied()
+            .filter(|&p| p <= head)
+            .collect()
     }
 
     /// Committed positions of the events of a correlation.
     pub(crate) fn correlation_positions(&self, correlation_id: &EventId) -> Vec<u64> {
         let head = self.committed().0;
-        let mut positions = self.shared.index.read().expect("index lock poisoned").correlation(correlation_id);
+        let mut positions = self
+            .shared
+            .index
+            .read()
+            .expect("index lock poisoned")
+            .correlation(correlation_id);
         positions.retain(|&p| p <= head);
         positions
     }
 
     /// The committed event at `position`.
     pub(crate) fn event_at(&self, position: u64) -> Result<Event> {
-        let loc = self.shared.index.read().expect("index lock poisoned").loc(position);
-        self.read_event(position, loc)
+        writer::read_position(&self.shared, position)
     }
 
     fn committed(&self) -> (u64, Hash) {
@@ -761,33 +852,62 @@ fn check_limit(limit: usize) -> Result<()> {
 /// Checks an append against every bound and rule that needs no store.
 fn validate_append(append: &Append, system: bool) -> Result<()> {
     validate_events(&append.events)?;
-    if !system && let Some(event_idx) = append.events.iter().position(|event| event.scope.starts_with('$')) {
-        return Err(Error::InvalidInput(format!("event {event_idx} scope {:?} is reserved (scopes starting with $)", append.events[event_idx].scope)));
+    if !system
+        && let Some(event_idx) = append
+            .events
+            .iter()
+            .position(|event| event.scope.starts_with('$'))
+    {
+        return Err(Error::InvalidInput(format!(
+            "event {event_idx} scope {:?} is reserved (scopes starting with $)",
+            append.events[event_idx].scope
+        )));
     }
     let counts = [
-        ("APPEND_EXPECTATIONS_MAX", APPEND_EXPECTATIONS_MAX, append.expected.len(), "expected versions in the append"),
-        ("APPEND_GATES_MAX", APPEND_GATES_MAX, append.gates.len(), "gates named in the append"),
+        (
+            "APPEND_EXPECTATIONS_MAX",
+            APPEND_EXPECTATIONS_MAX,
+            append.expected.len(),
+            "expected versions in the append",
+        ),
+        (
+            "APPEND_GATES_MAX",
+            APPEND_GATES_MAX,
+            append.gates.len(),
+            "gates named in the append",
+        ),
     ];
     for (limit, max, actual, what) in counts {
         if actual > max {
-            return Err(Error::LimitExceeded { limit, max: max as u64, actual: actual as u64, what: what.to_string() });
+            return Err(Error::LimitExceeded {
+                limit,
+                max: max as u64,
+                actual: actual as u64,
+                what: what.to_string(),
+            });
         }
     }
     for (expected_idx, expected) in append.expected.iter().enumerate() {
         if expected.scope.is_empty() || expected.entity.is_empty() {
-            return Err(Error::InvalidInput(format!("expected {expected_idx} needs a scope and an entity")));
+            return Err(Error::InvalidInput(format!(
+                "expected {expected_idx} needs a scope and an entity"
+            )));
         }
     }
     if let Some(condition) = &append.condition {
         condition.query.validate()?;
         if condition.query.is_empty() {
-            return Err(Error::InvalidInput("condition query is empty; it would match every event".to_string()));
+            return Err(Error::InvalidInput(
+                "condition query is empty; it would match every event".to_string(),
+            ));
         }
     }
-    if let Some(key) = &append.idempotency_key {
-        if key.is_empty() || key.len() > IDEMPOTENCY_KEY_BYTES_MAX {
-            return Err(Error::InvalidInput(format!("idempotency_key must be 1 to {IDEMPOTENCY_KEY_BYTES_MAX} bytes (IDEMPOTENCY_KEY_BYTES_MAX)")));
-        }
+    if let Some(key) = &append.idempotency_key
+        && (key.is_empty() || key.len() > IDEMPOTENCY_KEY_BYTES_MAX)
+    {
+        return Err(Error::InvalidInput(format!(
+            "idempotency_key must be 1 to {IDEMPOTENCY_KEY_BYTES_MAX} bytes (IDEMPOTENCY_KEY_BYTES_MAX)"
+        )));
     }
     Ok(())
 }
@@ -807,13 +927,12 @@ fn validate_events(events: &[NewEvent]) -> Result<()> {
         });
     }
     let mut append_bytes = 0;
+    let mut ids = std::collections::HashSet::with_capacity(events.len());
     for (event_idx, event) in events.iter().enumerate() {
         event.validate(event_idx)?;
         append_bytes += event.size_bytes();
         if let Some(id) = event.id
-            && events[..event_idx]
-                .iter()
-                .any(|earlier| earlier.id == Some(id))
+            && !ids.insert(id)
         {
             return Err(Error::InvalidInput(format!(
                 "event {event_idx} id {id} appears twice in the append"
@@ -831,7 +950,6 @@ fn validate_events(events: &[NewEvent]) -> Result<()> {
     Ok(())
 }
 
-
 /// blake3 over a canonical encoding of what the client sent: every field of every event (ids
 /// only when the client gave them) and every condition. Two sends of the same request hash the
 /// same; any difference in content hashes differently.
@@ -844,7 +962,12 @@ fn request_hash(append: &Append) -> Hash {
     put(b"causeway.request.v1");
     for event in &append.events {
         put(event.id.as_ref().map_or(&[][..], |id| id.as_bytes()));
-        for name in [&event.scope, &event.entity, &event.event_type, &event.content_type] {
+        for name in [
+            &event.scope,
+            &event.entity,
+            &event.event_type,
+            &event.content_type,
+        ] {
             put(name.as_bytes());
         }
         put(&(event.tags.len() as u64).to_le_bytes());
@@ -860,7 +983,10 @@ fn request_hash(append: &Append) -> Hash {
         for parent in &event.causation {
             put(parent.as_bytes());
         }
-        put(event.correlation_id.as_ref().map_or(&[][..], |id| id.as_bytes()));
+        put(event
+            .correlation_id
+            .as_ref()
+            .map_or(&[][..], |id| id.as_bytes()));
         put(&event.payload);
     }
     put(&(append.expected.len() as u64).to_le_bytes());
@@ -876,7 +1002,11 @@ fn request_hash(append: &Append) -> Hash {
             put(&condition.after.0.to_le_bytes());
         }
     }
-    put(append.idempotency_key.as_deref().unwrap_or_default().as_bytes());
+    put(append
+        .idempotency_key
+        .as_deref()
+        .unwrap_or_default()
+        .as_bytes());
     for gate in &append.gates {
         put(gate.as_bytes());
     }
@@ -888,13 +1018,24 @@ fn request_hash(append: &Append) -> Hash {
 fn load_gates(shared: &Shared, rust_gates: &[RustGate]) -> Result<()> {
     let mut gates = shared.gates.write().expect("gate set lock poisoned");
     for rust_gate in rust_gates {
-        let installed = Installed { version: 0, scopes: rust_gate.scopes.clone(), types: rust_gate.types.clone(), definition: None, gate: rust_gate.gate.clone() };
+        let installed = Installed {
+            version: 0,
+            scopes: rust_gate.scopes.clone(),
+            types: rust_gate.types.clone(),
+            definition: None,
+            gate: rust_gate.gate.clone(),
+        };
         if gates.insert(rust_gate.name.clone(), installed).is_some() {
-            return Err(Error::InvalidInput(format!("two gates in Config::gates are named {:?}", rust_gate.name)));
+            return Err(Error::InvalidInput(format!(
+                "two gates in Config::gates are named {:?}",
+                rust_gate.name
+            )));
         }
     }
     let index = shared.index.read().expect("index lock poisoned");
-    let Some(state) = index.entity(SYSTEM_SCOPE, "gates") else { return Ok(()) };
+    let Some(state) = index.entity(SYSTEM_SCOPE, "gates") else {
+        return Ok(());
+    };
     for &position in &state.positions {
         let event = writer::read_at(shared, position, index.loc(position))?;
         apply_gate_event(&mut gates, &event);
@@ -911,18 +1052,29 @@ fn apply_gate_event(gates: &mut BTreeMap<String, Installed>, event: &Event) {
     if event.event_type == GATE_EVENT_REMOVED {
         if let Ok(removal) = serde_json::from_slice::<serde_json::Value>(&event.payload)
             && let Some(name) = removal.get("name").and_then(|name| name.as_str())
-            && gates.get(name).is_some_and(|installed| installed.definition.is_some())
+            && gates
+                .get(name)
+                .is_some_and(|installed| installed.definition.is_some())
         {
             gates.remove(name);
         }
         return;
     }
     let Some(definition) = writer::definition_of(event) else {
-        tracing::error!(position = event.position.0, "a gate definition in the log does not parse; skipping it");
+        tracing::error!(
+            position = event.position.0,
+            "a gate definition in the log does not parse; skipping it"
+        );
         return;
     };
-    if gates.get(&definition.name).is_some_and(|installed| installed.definition.is_none()) {
-        tracing::error!(name = definition.name, "a gate in the log has the name of a built-in gate of this program; the built-in one stays");
+    if gates
+        .get(&definition.name)
+        .is_some_and(|installed| installed.definition.is_none())
+    {
+        tracing::error!(
+            name = definition.name,
+            "a gate in the log has the name of a built-in gate of this program; the built-in one stays"
+        );
         return;
     }
     match definition.compile() {
@@ -936,6 +1088,8 @@ fn apply_gate_event(gates: &mut BTreeMap<String, Installed>, event: &Event) {
             };
             gates.insert(definition.name, installed);
         }
-        Err(err) => tracing::error!(position = event.position.0, %err, "a gate definition in the log no longer compiles; skipping it"),
+        Err(err) => {
+            tracing::error!(position = event.position.0, %err, "a gate definition in the log no longer compiles; skipping it")
+        }
     }
 }

@@ -40,13 +40,25 @@ fn segment_bytes_match_the_golden_file() {
                 tags: vec!["customer:42".to_string()],
                 content_type: "application/json".to_string(),
                 metadata: BTreeMap::from([("source".to_string(), "golden".to_string())]),
-                ..NewEvent::new("acme", "order-507", "OrderPlaced", br#"{"total":12}"#.to_vec())
+                ..NewEvent::new(
+                    "acme",
+                    "order-507",
+                    "OrderPlaced",
+                    br#"{"total":12}"#.to_vec(),
+                )
             },
-            NewEvent { id: Some(id(2)), causation: vec![id(1)], ..NewEvent::new("acme", "order-507", "OrderPaid", b"ok".to_vec()) },
+            NewEvent {
+                id: Some(id(2)),
+                causation: vec![id(1)],
+                ..NewEvent::new("acme", "order-507", "OrderPaid", b"ok".to_vec())
+            },
         ]),
     };
     let receipt = store.apply(command).unwrap();
-    assert_eq!(receipt.events[1].timestamp, Timestamp::new(1_764_000_000_000, 1));
+    assert_eq!(
+        receipt.events[1].timestamp,
+        Timestamp::new(1_764_000_000_000, 1)
+    );
     drop(store);
     let bytes = std::fs::read(dir.path().join("events/00000000000000000001.seg")).unwrap();
     let actual = hex_lines(&bytes);
@@ -54,5 +66,8 @@ fn segment_bytes_match_the_golden_file() {
         std::fs::write(GOLDEN, &actual).unwrap();
     }
     let expected = std::fs::read_to_string(GOLDEN).unwrap_or_default();
-    assert!(actual == expected, "segment bytes changed; expected:\n{expected}\nactual:\n{actual}");
+    assert!(
+        actual == expected,
+        "segment bytes changed; expected:\n{expected}\nactual:\n{actual}"
+    );
 }

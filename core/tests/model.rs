@@ -412,6 +412,7 @@ fn check_head(store: &Store, model: &Model) {
     }
 }
 
+/// One event by id; on an empty store, that an unknown id is not found.
 fn check_get(store: &Store, model: &Model, pick: Index) {
     if model.events.is_empty() {
         assert!(matches!(
@@ -424,6 +425,7 @@ fn check_get(store: &Store, model: &Model, pick: Index) {
     assert_eq!(&store.get(expected.id).unwrap(), expected, "get by id");
 }
 
+/// One page of an entity's events, from a version in a direction.
 fn check_entity(
     store: &Store,
     model: &Model,
@@ -651,6 +653,8 @@ impl InFlight {
     }
 }
 
+/// One store, the model of what it must hold, and its directory. The store is open between
+/// operations.
 struct Harness {
     dir: tempfile::TempDir,
     store: Option<Store>,

@@ -48,7 +48,9 @@ pub struct CelGate {
 
 impl std::fmt::Debug for CelGate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CelGate").field("expression", &self.expression).finish()
+        f.debug_struct("CelGate")
+            .field("expression", &self.expression)
+            .finish()
     }
 }
 
@@ -57,44 +59,73 @@ impl CelGate {
     /// message.
     pub fn compile(expression: &str) -> Result<CelGate> {
         let env = Arc::new(Env::stdlib());
-        let program = env.compile(expression).map_err(|err| Error::InvalidInput(format!("cel expression does not compile: {err}")))?;
-        Ok(CelGate { expression: expression.to_string(), env, program })
+        let program = env.compile(expression).map_err(|err| {
+            Error::InvalidInput(format!("cel expression does not compile: {err}"))
+        })?;
+        Ok(CelGate {
+            expression: expression.to_string(),
+            env,
+            program,
+        })
     }
 
-    fn evaluate(&self, proposal: &Proposal<'_>, event: &Event, view: &Arc<dyn View>) -> std::result::Result<bool, String> {
+    fn evaluate(
+        &self,
+        proposal: &Proposal<'_>,
+        event: &Event,
+        view: &Arc<dyn View>,
+    ) -> std::result::Result<bool, String> {
         let mut context = Context::with_env(self.env.clone());
         context.add_variable_from_value("event", event_value(event));
         context.add_variable_from_value("entity_version", Value::Int(event.version.0 as i64 - 1));
         context.add_variable_from_value("now_ms", Value::Int(proposal.timestamp.wall_ms() as i64));
         let calls = Arc::new(AtomicUsize::new(0));
-        let fact = |calls: &Arc<AtomicUsize>, name: &'static str| -> std::result::Result<(), ExecutionError> {
+        let fact = |calls: &Arc<AtomicUsize>,
+                    name: &'static str|
+         -> std::result::Result<(), ExecutionError> {
             if calls.fetch_add(1, Ordering::Relaxed) >= GATE_FACT_CALLS_MAX {
-                return Err(ExecutionError::function_error(name, format!("more than GATE_FACT_CALLS_MAX = {GATE_FACT_CALLS_MAX} store facts")));
+                return Err(ExecutionError::function_error(
+                    name,
+                    format!("more than GATE_FACT_CALLS_MAX = {GATE_FACT_CALLS_MAX} store facts"),
+                ));
             }
             Ok(())
         };
         let (count_view, count_calls, scope) = (view.clone(), calls.clone(), event.scope.clone());
         context
-            .add_function("count", move |Arguments(args): Arguments| -> std::result::Result<Value, ExecutionError> {
-                fact(&count_calls, "count")?;
-                let (filter, after) = query(&args, &scope, "count")?;
-                Ok(Value::Int(count_view.count(&filter, after, GATE_COUNT_MAX) as i64))
-            })
+            .add_function(
+                "count",
+                move |Arguments(args): Arguments| -> std::result::Result<Value, ExecutionError> {
+                    fact(&count_calls, "count")?;
+                    let (filter, after) = query(&args, &scope, "count")?;
+                    Ok(Value::Int(
+                        count_view.count(&filter, after, GATE_COUNT_MAX) as i64
+                    ))
+                },
+            )
             .map_err(|err| format!("{err:?}"))?;
         let (exists_view, exists_calls, scope) = (view.clone(), calls.clone(), event.scope.clone());
         context
-            .add_function("exists", move |Arguments(args): Arguments| -> std::result::Result<Value, ExecutionError> {
-                fact(&exists_calls, "exists")?;
-                let (filter, after) = query(&args, &scope, "exists")?;
-                Ok(Value::Bool(exists_view.exists(&filter, after)))
-            })
+            .add_function(
+                "exists",
+                move |Arguments(args): Arguments| -> std::result::Result<Value, ExecutionError> {
+                    fact(&exists_calls, "exists")?;
+                    let (filter, after) = query(&args, &scope, "exists")?;
+                    Ok(Value::Bool(exists_view.exists(&filter, after)))
+                },
+            )
             .map_err(|err| format!("{err:?}"))?;
         let (version_view, version_calls) = (view.clone(), calls);
         context
-            .add_function("version", move |scope: Arc<String>, entity: Arc<String>| -> std::result::Result<Value, ExecutionError> {
-                fact(&version_calls, "version")?;
-                Ok(Value::Int(version_view.version(&scope, &entity).0 as i64))
-            })
+            .add_function(
+                "version",
+                move |scope: Arc<String>,
+                      entity: Arc<String>|
+                      -> std::result::Result<Value, ExecutionError> {
+                    fact(&version_calls, "version")?;
+                    Ok(Value::Int(version_view.version(&scope, &entity).0 as i64))
+                },
+            )
             .map_err(|err| format!("{err:?}"))?;
         match self.program.execute(&context) {
             Ok(Value::Bool(passed)) => Ok(passed),
@@ -105,22 +136,40 @@ impl CelGate {
 }
 
 impl Gate for CelGate {
-    fn check(&self, proposal: &Proposal<'_>, view: &Arc<dyn View>) -> std::result::Result<(), Denial> {
+    fn check(
+        &self,
+        proposal: &Proposal<'_>,
+        view: &Arc<dyn View>,
+    ) -> std::result::Result<(), Denial> {
         for event in proposal.events {
             let facts = |extra: (&str, String)| {
-                let mut facts = BTreeMap::from([("expression".to_string(), self.expression.clone()), ("event_id".to_string(), event.id.to_string())]);
+                let mut facts = BTreeMap::from([
+                    ("expression".to_string(), self.expression.clone()),
+                    ("event_id".to_string(), event.id.to_string()),
+                ]);
                 facts.insert(extra.0.to_string(), extra.1);
                 facts
             };
             match self.evaluate(proposal, event, view) {
                 Ok(true) => {}
                 Ok(false) => {
-                    let message = format!("expression is false for event {} ({})", event.id, event.event_type);
-                    return Err(Denial { code: "CEL_FALSE".to_string(), message, facts: facts(("type", event.event_type.clone())) });
+                    let message = format!(
+                        "expression is false for event {} ({})",
+                        event.id, event.event_type
+                    );
+                    return Err(Denial {
+                        code: "CEL_FALSE".to_string(),
+                        message,
+                        facts: facts(("type", event.event_type.clone())),
+                    });
                 }
                 Err(why) => {
                     let message = format!("expression failed for event {}: {why}", event.id);
-                    return Err(Denial { code: "CEL_ERROR".to_string(), message, facts: facts(("error", why)) });
+                    return Err(Denial {
+                        code: "CEL_ERROR".to_string(),
+                        message,
+                        facts: facts(("error", why)),
+                    });
                 }
             }
         }
@@ -129,8 +178,19 @@ impl Gate for CelGate {
 }
 
 fn event_value(event: &Event) -> Value {
-    let strings = |values: &[String]| Value::List(Arc::new(values.iter().map(|value| Value::from(value.as_str())).collect()));
-    let metadata: std::collections::HashMap<String, Value> = event.metadata.iter().map(|(key, value)| (key.clone(), Value::from(value.as_str()))).collect();
+    let strings = |values: &[String]| {
+        Value::List(Arc::new(
+            values
+                .iter()
+                .map(|value| Value::from(value.as_str()))
+                .collect(),
+        ))
+    };
+    let metadata: std::collections::HashMap<String, Value> = event
+        .metadata
+        .iter()
+        .map(|(key, value)| (key.clone(), Value::from(value.as_str())))
+        .collect();
     let causation: Vec<String> = event.causation.iter().map(ToString::to_string).collect();
     let fields: Vec<(&str, Value)> = vec![
         ("id", Value::from(event.id.to_string())),
@@ -141,13 +201,19 @@ fn event_value(event: &Event) -> Value {
         ("metadata", Value::from(metadata)),
         ("content_type", Value::from(event.content_type.as_str())),
         ("causation", strings(&causation)),
-        ("correlation_id", Value::from(event.correlation_id.to_string())),
+        (
+            "correlation_id",
+            Value::from(event.correlation_id.to_string()),
+        ),
         ("position", Value::Int(event.position.0 as i64)),
         ("version", Value::Int(event.version.0 as i64)),
         ("timestamp_ms", Value::Int(event.timestamp.wall_ms() as i64)),
         ("payload", payload_value(event)),
     ];
-    let map: std::collections::HashMap<String, Value> = fields.into_iter().map(|(key, value)| (key.to_string(), value)).collect();
+    let map: std::collections::HashMap<String, Value> = fields
+        .into_iter()
+        .map(|(key, value)| (key.to_string(), value))
+        .collect();
     Value::from(map)
 }
 
@@ -162,7 +228,11 @@ fn payload_value(event: &Event) -> Value {
 }
 
 /// Reads a query map argument into a filter and an `after` position.
-fn query(args: &[Value], own_scope: &str, function: &str) -> std::result::Result<(Filter, Position), ExecutionError> {
+fn query(
+    args: &[Value],
+    own_scope: &str,
+    function: &str,
+) -> std::result::Result<(Filter, Position), ExecutionError> {
     let bad = |why: String| ExecutionError::function_error(function, why);
     let [Value::Map(map)] = args else {
         return Err(bad("takes one map argument".to_string()));
@@ -184,7 +254,10 @@ fn query(args: &[Value], own_scope: &str, function: &str) -> std::result::Result
     let scopes = strings("scopes")?.unwrap_or_else(|| vec![own_scope.to_string()]);
     let types = strings("types")?.unwrap_or_default();
     let tags = strings("tags")?.unwrap_or_default();
-    let entity_prefix = match map.map.get(&Key::String(Arc::new("entity_prefix".to_string()))) {
+    let entity_prefix = match map
+        .map
+        .get(&Key::String(Arc::new("entity_prefix".to_string())))
+    {
         None => String::new(),
         Some(Value::String(prefix)) => prefix.to_string(),
         Some(other) => return Err(bad(format!("entity_prefix is {other:?}, not a string"))),
@@ -195,8 +268,17 @@ fn query(args: &[Value], own_scope: &str, function: &str) -> std::result::Result
         Some(Value::UInt(after)) => Position(*after),
         Some(other) => return Err(bad(format!("after is {other:?}, not a position"))),
     };
-    let items = if types.is_empty() && tags.is_empty() { Vec::new() } else { vec![QueryItem { types, tags }] };
-    let filter = Filter { scopes, entity_prefix, items, ..Filter::default() };
+    let items = if types.is_empty() && tags.is_empty() {
+        Vec::new()
+    } else {
+        vec![QueryItem { types, tags }]
+    };
+    let filter = Filter {
+        scopes,
+        entity_prefix,
+        items,
+        ..Filter::default()
+    };
     filter.validate().map_err(|err| bad(err.to_string()))?;
     Ok((filter, after))
 }

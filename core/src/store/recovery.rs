@@ -112,7 +112,10 @@ pub(super) struct IdxBuffer {
 impl IdxBuffer {
     /// An empty buffer for the segment starting at `first`.
     pub(super) fn starting_at(first: u64) -> IdxBuffer {
-        IdxBuffer { first, ..IdxBuffer::default() }
+        IdxBuffer {
+            first,
+            ..IdxBuffer::default()
+        }
     }
 
     pub(super) fn push(&mut self, loc: FrameLoc, header: &[u8]) {
@@ -214,6 +217,7 @@ fn load_idx(
 /// Returns the index, the idempotency keys, and the `.idx` buffer of the active segment.
 pub(super) fn rebuild_index(log: &SegmentLog) -> Result<(Index, Keys, IdxBuffer)> {
     let mut index = Index::default();
+    index.reserve(usize::try_from(log.last_index() + 1 - log.first_index()).unwrap_or(0));
     let mut keys = KeysBuilder::default();
     let segments = log.segments();
     let dir = segments[0]
@@ -268,19 +272,7 @@ pub(super) fn rebuild_index(log: &SegmentLog) -> Result<(Index, Keys, IdxBuffer)
 /// Inserts an event read from disk after checking what the index would otherwise assert, so a
 /// damaged log is an error, not a panic.
 fn insert_checked(index: &mut Index, event: &Event, loc: FrameLoc, path: &Path) -> Result<()> {
-    let expected_position = index.last() + 1;
-    let expected_version = index
-        .entity(&event.scope, &event.entity)
-        .map_or(0, |state| state.positions.len() as u64)
-        + 1;
-    if event.position.0 != expected_position || event.version.0 != expected_version {
-        let detail = format!(
-            "event at position {} version {} where position {expected_position} version {expected_version} was expected",
-            event.position, event.version
-        );
-        return Err(Error::corrupt(path, loc.offset, detail));
-    }
-    index.insert(event, loc);
-    Ok(())
+    index
+        .insert(event, loc)
+        .map_err(|detail| Error::corrupt(path, loc.offset, detail))
 }
-
