@@ -20,7 +20,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::sync::mpsc::RecvTimeoutError;
@@ -231,12 +231,7 @@ fn run_parent() {
     println!("kill test: {rounds} rounds, seed {seed} (replay the delays with {SEED_VAR}={seed})");
     let mut rng = Rng(seed.max(1));
     let dir = tempfile::tempdir().unwrap();
-    let dir = {
-        let p = dir.keep();
-        eprintln!("DIR {}", p.display());
-        DirPath(p)
-    };
-    let exe = std::env::current_exe().unwrap();
+    let exe = test_binary();
     let started = Instant::now();
 
     let mut acks: Vec<Ack> = Vec::new();
@@ -264,19 +259,6 @@ fn run_parent() {
         };
 
         let bytes_before = segment_files_bytes(dir.path());
-        for entry in std::fs::read_dir(dir.path().join("events")).unwrap() {
-            let path = entry.unwrap().path();
-            if path.extension().is_some_and(|e| e == "seg")
-                && std::fs::metadata(&path).unwrap().len() < 32
-            {
-                eprintln!(
-                    "WORKAROUND: removing {} ({} bytes)",
-                    path.display(),
-                    std::fs::metadata(&path).unwrap().len()
-                );
-                std::fs::remove_file(&path).unwrap();
-            }
-        }
         // The store must be dropped before the next child starts: it holds the directory lock.
         let store = Store::open(dir.path(), config()).unwrap_or_else(|err| {
             panic!("{context}: reopening after SIGKILL failed (a torn tail must be truncated, never reported): {err}")
@@ -325,6 +307,18 @@ struct ChildRound {
     acks: Vec<Ack>,
     /// Time from spawn to the child's `ready` line, if it got that far.
     ready_after: Option<Duration>,
+}
+
+/// The running test binary, to re-execute as the child. On Linux this is `/proc/self/exe`, which
+/// still runs this very binary when cargo has meanwhile rebuilt the file on disk (where
+/// `current_exe()` would name a deleted file).
+fn test_binary() -> PathBuf {
+    let proc_exe = Path::new("/proc/self/exe");
+    if proc_exe.exists() {
+        proc_exe.to_path_buf()
+    } else {
+        std::env::current_exe().unwrap()
+    }
 }
 
 /// Runs one child on `dir`, kills it `delay_ms` after `from`, and returns the acks it printed.
@@ -630,11 +624,4 @@ fn check_writer_prefixes(
         }
     }
     unacked
-}
-
-struct DirPath(std::path::PathBuf);
-impl DirPath {
-    fn path(&self) -> &Path {
-        &self.0
-    }
 }
