@@ -23,7 +23,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use crate::error::{Error, Result};
 
@@ -85,6 +85,35 @@ pub struct SegmentInfo {
     pub sealed: bool,
 }
 
+/// Injected disk failures, the seam through which tests check what happens when an fsync
+/// fails. Production code never sets one.
+#[derive(Debug, Default)]
+pub struct Faults {
+    /// Syncs that still succeed; the one after them fails, and every later one too.
+    syncs_left: Mutex<Option<u64>>,
+}
+
+impl Faults {
+    /// Lets `n_syncs` syncs succeed, then fails every later one with an I/O error.
+    pub fn fail_syncs_after(n_syncs: u64) -> Arc<Faults> {
+        Arc::new(Faults {
+            syncs_left: Mutex::new(Some(n_syncs)),
+        })
+    }
+
+    fn before_sync(&self) -> std::io::Result<()> {
+        let mut syncs_left = self.syncs_left.lock().expect("fault lock poisoned");
+        match syncs_left.as_mut() {
+            Some(0) => Err(std::io::Error::other("injected fsync failure")),
+            Some(left) => {
+                *left -= 1;
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+}
+
 /// A cheap, cloneable handle that reads frames while the log is being appended to.
 #[derive(Clone, Debug)]
 pub struct SegmentReader {
@@ -106,6 +135,7 @@ pub struct SegmentLog {
     buffer: Vec<u8>,
     next_index: u64,
     reader: SegmentReader,
+    faults: Option<Arc<Faults>>,
 }
 
 /// The result of [`SegmentLog::append`].
@@ -178,6 +208,7 @@ impl SegmentLog {
             buffer: Vec::new(),
             next_index: tail.next_index,
             reader,
+            faults: None,
         };
         Ok((log, recovery))
     }
@@ -266,11 +297,19 @@ impl SegmentLog {
             self.buffer.clear();
         }
         if durable {
+            if let Some(faults) = &self.faults {
+                faults.before_sync().map_err(|err| Error::io(&path, err))?;
+            }
             self.active
                 .sync_data()
                 .map_err(|err| Error::io(&path, err))?;
         }
         Ok(())
+    }
+
+    /// Injects disk failures (tests only).
+    pub fn set_faults(&mut self, faults: Option<Arc<Faults>>) {
+        self.faults = faults;
     }
 
     /// Removes every frame after `index` (keeping `index` itself), deleting later segments whole.
@@ -417,7 +456,13 @@ fn list_segments(dir: &Path) -> Result<Vec<u64>> {
     let mut firsts = Vec::new();
     for entry in fs::read_dir(dir).map_err(|err| Error::io(dir, err))? {
         let path = entry.map_err(|err| Error::io(dir, err))?.path();
-        if path.extension().and_then(|ext| ext.to_str()) != Some(SEGMENT_EXTENSION) {
+        let extension = path.extension().and_then(|ext| ext.to_str());
+        if extension == Some("tmp") {
+            // A file a crash interrupted before it was renamed into place: never part of the log.
+            fs::remove_file(&path).map_err(|err| Error::io(&path, err))?;
+            continue;
+        }
+        if extension != Some(SEGMENT_EXTENSION) {
             continue;
         }
         let first = path
@@ -442,14 +487,19 @@ fn create_segment(dir: &Path, first_index: u64) -> Result<PathBuf> {
     let crc = crc32fast::hash(&header);
     header.extend_from_slice(&crc.to_le_bytes());
     debug_assert_eq!(header.len() as u64, SEGMENT_HEADER_BYTES);
+    // Written under a temporary name and renamed into place, so a crash can never leave a
+    // segment without its whole header (which open would have to call corruption).
+    let tmp = path.with_extension("seg.tmp");
     let mut file = OpenOptions::new()
         .write(true)
-        .create_new(true)
-        .open(&path)
-        .map_err(|err| Error::io(&path, err))?;
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .map_err(|err| Error::io(&tmp, err))?;
     file.write_all(&header)
         .and_then(|()| file.sync_all())
-        .map_err(|err| Error::io(&path, err))?;
+        .map_err(|err| Error::io(&tmp, err))?;
+    fs::rename(&tmp, &path).map_err(|err| Error::io(&path, err))?;
     sync_dir(dir)?;
     Ok(path)
 }

@@ -58,7 +58,7 @@ use crate::index::Index;
 use crate::limits::*;
 use crate::query::Filter;
 use crate::receipt::{Receipt, Signer};
-use crate::segment::{FrameLoc, SegmentLog, SegmentReader};
+use crate::segment::{Faults, FrameLoc, SegmentLog, SegmentReader};
 
 mod recovery;
 mod writer;
@@ -95,6 +95,8 @@ pub struct Config {
     /// Records every refused append as an `AppendDenied` event in [`SYSTEM_SCOPE`], so who was
     /// refused what is on the record. Off by default: each refusal then costs a write.
     pub record_denials: bool,
+    /// Injected disk failures, for tests of the failure paths. Always `None` in production.
+    pub faults: Option<Arc<Faults>>,
 }
 
 /// A gate implemented in Rust by an embedder.
@@ -119,6 +121,7 @@ impl Default for Config {
             gates: Vec::new(),
             signer: None,
             record_denials: false,
+            faults: None,
         }
     }
 }
@@ -324,7 +327,8 @@ impl Store {
         let lock = recovery::lock_dir(dir)?;
         let started = Instant::now();
         let events_dir = dir.join("events");
-        let (log, recovery) = SegmentLog::open(&events_dir, config.segment_bytes, 1)?;
+        let (mut log, recovery) = SegmentLog::open(&events_dir, config.segment_bytes, 1)?;
+        log.set_faults(config.faults.clone());
         let (index, keys, active_idx) = recovery::rebuild_index(&log)?;
         let head = index.last();
         let digest = index.digest();

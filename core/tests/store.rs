@@ -614,3 +614,49 @@ fn causation_never_points_forward() {
     );
     assert_eq!(store.head(), Position(1));
 }
+
+/// After a failed fsync the store refuses every later write (no retry-and-continue: the kernel
+/// may already have dropped the dirty pages), reads keep working, and a reopen finds every
+/// acknowledged event.
+#[test]
+fn a_failed_fsync_poisons_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    // Opening creates the first segment with its own sync; the injected seam counts log syncs.
+    let config = || Config {
+        faults: Some(causeway_core::segment::Faults::fail_syncs_after(2)),
+        ..Config::default()
+    };
+    let store = Store::open(dir.path(), config()).unwrap();
+    let acked: Vec<EventId> = (0..2)
+        .map(|i| {
+            store
+                .append(one(event("s", "e", "T", &i.to_string())))
+                .unwrap()
+                .events[0]
+                .id
+        })
+        .collect();
+    let failed = store.append(one(event("s", "e", "T", "lost?")));
+    assert!(
+        matches!(&failed, Err(Error::Poisoned(why)) if why.contains("injected fsync failure")),
+        "the failing sync is reported with its cause: {failed:?}"
+    );
+    assert_eq!(
+        store.head(),
+        Position(2),
+        "an unsynced append is never visible"
+    );
+    let refused = store.append(one(event("s", "e", "T", "after")));
+    assert!(matches!(refused, Err(Error::Poisoned(_))), "{refused:?}");
+    assert!(!refused.unwrap_err().is_deterministic());
+    assert_eq!(store.get(acked[1]).unwrap().payload, b"1");
+    drop(store);
+    let store = open(dir.path());
+    for id in &acked {
+        store.get(*id).unwrap();
+    }
+    assert!(store.head() >= Position(2));
+    store
+        .append(one(event("s", "e", "T", "after reopen")))
+        .unwrap();
+}
