@@ -1505,3 +1505,87 @@ fn the_same_commands_with_gates_produce_byte_identical_stores() {
         assert!(bytes_a == bytes_b, "{name} differs between the two stores");
     }
 }
+
+/// Gates run in the writer, so racing appenders cannot both pass a check that only one may
+/// pass: of many threads claiming one unique tag exactly one wins, and a rate limit admits
+/// exactly its budget however the appends interleave.
+#[test]
+fn racing_appends_cannot_both_pass_a_gate() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0_NS));
+    let store = Arc::new(
+        Store::open(
+            dir.path(),
+            Config {
+                clock: clock.clone() as Arc<dyn Clock>,
+                ..Config::default()
+            },
+        )
+        .unwrap(),
+    );
+    store
+        .register_gate(definition(
+            "email",
+            &[],
+            &[],
+            Rule::UniqueTag {
+                prefix: "email:".into(),
+            },
+        ))
+        .unwrap();
+    store
+        .register_gate(definition(
+            "burst",
+            &[],
+            &["Ping"],
+            Rule::RateLimit {
+                max_events: 10,
+                window_ms: 60_000,
+            },
+        ))
+        .unwrap();
+    let n_threads = 8;
+    let barrier = Arc::new(std::sync::Barrier::new(n_threads));
+    let handles: Vec<_> = (0..n_threads)
+        .map(|thread_idx| {
+            let (store, barrier) = (store.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                let claim = tagged(
+                    "acme",
+                    &format!("user-{thread_idx}"),
+                    "UserRegistered",
+                    &["email:a@b"],
+                );
+                let claimed = store.append(one(claim));
+                let pings: Vec<Result<Receipt>> = (0..5)
+                    .map(|_| store.append(one(event("acme", "sensor", "Ping", ""))))
+                    .collect();
+                (claimed, pings)
+            })
+        })
+        .collect();
+    let (mut claims_won, mut pings_passed) = (0, 0);
+    for handle in handles {
+        let (claimed, pings) = handle.join().unwrap();
+        match claimed {
+            Ok(_) => claims_won += 1,
+            Err(err) => assert!(
+                matches!(&err, Error::Denied { code, .. } if code == "TAG_TAKEN"),
+                "{err}"
+            ),
+        }
+        for ping in pings {
+            match ping {
+                Ok(_) => pings_passed += 1,
+                Err(err) => assert!(
+                    matches!(&err, Error::Denied { code, .. } if code == "RATE_LIMITED"),
+                    "{err}"
+                ),
+            }
+        }
+    }
+    assert_eq!(claims_won, 1, "exactly one thread claims the unique tag");
+    assert_eq!(pings_passed, 10, "the rate limit admits exactly its budget");
+    assert_eq!(store.version("acme", "sensor"), Version(10));
+}
