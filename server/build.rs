@@ -1,0 +1,14 @@
+//! Compiles the public API (`proto/causeway/v1`) into server stubs, with a file descriptor set
+//! for gRPC reflection. Uses the vendored `protoc`, so no system install is needed.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut config = tonic_prost_build::Config::new();
+    config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+    let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    tonic_prost_build::configure()
+        .build_client(false)
+        .file_descriptor_set_path(out_dir.join("causeway_descriptor.bin"))
+        .compile_with_config(config, &["../proto/causeway/v1/causeway.proto"], &["../proto"])?;
+    println!("cargo:rerun-if-changed=../proto");
+    Ok(())
+}
