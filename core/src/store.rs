@@ -620,7 +620,8 @@ impl Store {
     }
 
     /// Reads up to `limit` events of one entity, starting at version `from` (inclusive) and going
-    /// in `direction`. Backward from a version past the end starts at the last event.
+    /// in `direction`. Backward from `Version(0)` or a version past the end starts at the last
+    /// event.
     pub fn read_entity(
         &self,
         scope: &str,
@@ -631,6 +632,10 @@ impl Store {
     ) -> Result<Vec<Event>> {
         check_limit(limit)?;
         let head = self.committed().0;
+        let from = match (direction, from) {
+            (Direction::Backward, Version(0)) => Version(u64::MAX),
+            _ => from,
+        };
         let locs: Vec<(u64, FrameLoc)> = {
             let index = self.shared.index.read().expect("index lock poisoned");
             let positions = index.entity_positions(scope, entity, from, direction, limit, head);

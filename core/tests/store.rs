@@ -60,6 +60,10 @@ fn append_assigns_positions_versions_and_reads_back() {
         .read_entity("acme", "order-1", Version(u64::MAX), Direction::Backward, 1)
         .unwrap();
     assert_eq!(backward[0].version, Version(2));
+    let from_zero = store
+        .read_entity("acme", "order-1", Version(0), Direction::Backward, 1)
+        .unwrap();
+    assert_eq!(backward, from_zero, "backward from version 0 starts at the last event");
 
     let log = store
         .read_log(Position(0), Direction::Backward, 2, &Filter::default())
