@@ -6,7 +6,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
     tonic_prost_build::configure()
         .build_server(false)
-        .compile_with_config(config, &["../proto/causeway/v1/causeway.proto"], &["../proto"])?;
+        .compile_with_config(
+            config,
+            &["../proto/causeway/v1/causeway.proto"],
+            &["../proto"],
+        )?;
     println!("cargo:rerun-if-changed=../proto");
     Ok(())
 }

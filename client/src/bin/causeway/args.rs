@@ -1,0 +1,439 @@
+//! The command line of `causeway`, declared with clap's derive API.
+//!
+//! Only parsing lives here; `commands.rs` runs what was parsed. Flags that several commands
+//! share are grouped (`AppendArgs` for `append` and `gates dry-run`, `FilterArgs` for
+//! `read log` and `tail`) so they are spelled the same everywhere.
+
+use std::path::PathBuf;
+
+use causeway_client::Expected;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// The default server address.
+pub const SERVER_DEFAULT: &str = "http://127.0.0.1:50051";
+
+/// The command-line client of the Causeway event store.
+#[derive(Parser, Debug)]
+#[command(
+    name = "causeway",
+    version,
+    about = "The command-line client of the Causeway event store.",
+    after_help = "JSON output (--output json): hashes, digests and signatures are hex; an \
+                  event's payload is `payload` (the text, or null when it is not UTF-8) and \
+                  `payload_base64` (the exact bytes). `tail` prints one JSON document per line. \
+                  Errors go to stderr as one line and exit with status 1."
+)]
+pub struct Cli {
+    /// The server: http://host:port or host:port.
+    #[arg(
+        long,
+        global = true,
+        env = "CAUSEWAY_SERVER",
+        default_value = SERVER_DEFAULT,
+        overrides_with = "server"
+    )]
+    pub server: String,
+    /// How to print results.
+    #[arg(long, global = true, value_enum, default_value_t = Output::Table, overrides_with = "output")]
+    pub output: Output,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How results are printed.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Aligned, human-readable text.
+    Table,
+    /// One JSON document (one per line for `tail`).
+    Json,
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Append one event, under conditions; prints the receipt.
+    Append(AppendArgs),
+    /// Print one event by id.
+    Get {
+        /// The event's id.
+        id: String,
+    },
+    /// Read an entity or the log.
+    #[command(subcommand)]
+    Read(ReadCommand),
+    /// Follow the log and print events as they are committed, until Ctrl-C.
+    Tail(TailArgs),
+    /// Show the causal graph around an event.
+    #[command(subcommand)]
+    Graph(GraphCommand),
+    /// Register, list, remove and try gates.
+    #[command(subcommand)]
+    Gates(GatesCommand),
+    /// Verify a receipt (as printed by `append --output json`), by the server or offline.
+    Verify(VerifyArgs),
+    /// Print the head position and the log digest.
+    Head,
+}
+
+/// One event to append and the append's conditions.
+#[derive(Args, Debug)]
+pub struct AppendArgs {
+    /// The scope (an isolation boundary such as a tenant).
+    pub scope: String,
+    /// The entity (the stream key inside the scope).
+    pub entity: String,
+    /// The event type.
+    #[arg(value_name = "TYPE")]
+    pub event_type: String,
+    /// The payload, as a string.
+    #[arg(long, conflicts_with = "file")]
+    pub data: Option<String>,
+    /// Read the payload from a file; `-` reads stdin.
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// A tag (repeatable).
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// A metadata entry KEY=VALUE (repeatable).
+    #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub metadata: Vec<(String, String)>,
+    /// The payload's media type [default: application/json when the payload parses as JSON,
+    /// else none].
+    #[arg(long)]
+    pub content_type: Option<String>,
+    /// The entity's version must be: any, no-stream, exists, or a number.
+    #[arg(long, default_value = "any")]
+    pub expect: Expected,
+    /// A retry with the same key and content returns the first receipt.
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+    /// Also run this gate (repeatable).
+    #[arg(long = "gate", value_name = "NAME")]
+    pub gates: Vec<String>,
+    /// The id of an event that caused this one (repeatable).
+    #[arg(long = "causation", value_name = "ID")]
+    pub causation: Vec<String>,
+    /// Allow causation ids that are not in the store.
+    #[arg(long)]
+    pub external_causation: bool,
+    /// The correlation id [default: the first parent's, else the event's own].
+    #[arg(long, value_name = "ID")]
+    pub correlation_id: Option<String>,
+    /// The event's id [default: assigned by the server].
+    #[arg(long)]
+    pub id: Option<String>,
+}
+
+/// What to read.
+#[derive(Subcommand, Debug)]
+pub enum ReadCommand {
+    /// One entity's events.
+    Entity {
+        /// The scope.
+        scope: String,
+        /// The entity.
+        entity: String,
+        /// The first version [default: 1, or the last when --backward].
+        #[arg(long)]
+        from: Option<u64>,
+        /// Newest first.
+        #[arg(long)]
+        backward: bool,
+        /// At most this many events.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        limit: u32,
+    },
+    /// The log, filtered.
+    Log {
+        /// The first position [default: 1, or the head when --backward].
+        #[arg(long)]
+        from: Option<u64>,
+        /// Newest first.
+        #[arg(long)]
+        backward: bool,
+        /// At most this many events (read in pages of up to 10,000).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Which events.
+        #[command(flatten)]
+        filter: FilterArgs,
+    },
+}
+
+/// Which events a read or a tail returns. Without flags, every event.
+#[derive(Args, Debug, Default)]
+pub struct FilterArgs {
+    /// Only this scope (repeatable: any of them).
+    #[arg(long = "scope", value_name = "SCOPE")]
+    pub scopes: Vec<String>,
+    /// Only entities starting with this.
+    #[arg(long)]
+    pub prefix: Option<String>,
+    /// Only this type (repeatable: any of them).
+    #[arg(long = "type", value_name = "TYPE")]
+    pub types: Vec<String>,
+    /// Only events carrying this tag (repeatable: all of them).
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+}
+
+/// Where a tail starts and what it shows.
+#[derive(Args, Debug)]
+pub struct TailArgs {
+    /// Start at this position (inclusive), replaying history first.
+    #[arg(long, conflicts_with = "now")]
+    pub from: Option<u64>,
+    /// Only events committed from now on (the default).
+    #[arg(long)]
+    pub now: bool,
+    /// Which events.
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+/// Causal graph queries.
+#[derive(Subcommand, Debug)]
+pub enum GraphCommand {
+    /// The event and its causes; in the tree, an event's children are its causes.
+    Ancestors(WalkArgs),
+    /// The event and its effects; in the tree, an event's children are its effects.
+    Descendants(WalkArgs),
+    /// Every event of a correlation id, causes above effects.
+    Correlation {
+        /// The correlation id.
+        id: String,
+        /// At most this many events.
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+        /// How to draw it [default: tree, or json with --output json].
+        #[arg(long, value_enum)]
+        format: Option<GraphFormat>,
+    },
+}
+
+/// Where a graph walk starts and how far it goes.
+#[derive(Args, Debug)]
+pub struct WalkArgs {
+    /// The event to start from.
+    pub id: String,
+    /// How many causation links to follow.
+    #[arg(long, default_value_t = 10)]
+    pub depth: u32,
+    /// At most this many events.
+    #[arg(long, default_value_t = 1000)]
+    pub limit: u32,
+    /// How to draw it [default: tree, or json with --output json].
+    #[arg(long, value_enum)]
+    pub format: Option<GraphFormat>,
+}
+
+/// How a graph is drawn.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum GraphFormat {
+    /// An indented text tree.
+    Tree,
+    /// Graphviz DOT (pipe into `dot -Tsvg`).
+    Dot,
+    /// Nodes and edges as JSON.
+    Json,
+}
+
+/// Gate administration.
+#[derive(Subcommand, Debug)]
+pub enum GatesCommand {
+    /// Register a gate, or replace the one with the same name.
+    Register(RegisterArgs),
+    /// List the gates in force.
+    List,
+    /// Remove a registered gate.
+    Remove {
+        /// The gate's name.
+        name: String,
+    },
+    /// Check an append against conditions and gates without writing it.
+    DryRun(AppendArgs),
+}
+
+/// A gate definition.
+#[derive(Args, Debug)]
+pub struct RegisterArgs {
+    /// The gate's name.
+    #[arg(long)]
+    pub name: String,
+    /// Judge only events of this scope (repeatable) [default: every scope].
+    #[arg(long = "scope", value_name = "SCOPE")]
+    pub scopes: Vec<String>,
+    /// Judge only events of this type (repeatable) [default: every type].
+    #[arg(long = "type", value_name = "TYPE")]
+    pub types: Vec<String>,
+    /// What the gate checks.
+    #[command(flatten)]
+    pub rule: RuleArgs,
+}
+
+/// Exactly one gate rule.
+#[derive(Args, Debug)]
+#[group(required = true, multiple = false)]
+pub struct RuleArgs {
+    /// A CEL expression that must be true for every bound event (see docs/GATES.md).
+    #[arg(long, value_name = "EXPR")]
+    pub cel: Option<String>,
+    /// Tags starting with PREFIX appear at most once per scope.
+    #[arg(long, value_name = "PREFIX")]
+    pub unique_tag: Option<String>,
+    /// Only these types may be written (comma-separated).
+    #[arg(long, value_name = "T,..", value_delimiter = ',')]
+    pub allowed_types: Option<Vec<String>>,
+    /// At most MAX events per entity in any WINDOW_MS of event time.
+    #[arg(long, value_name = "MAX/WINDOW_MS", value_parser = parse_rate)]
+    pub rate_limit: Option<(u64, u64)>,
+    /// The largest payload, in bytes.
+    #[arg(long, value_name = "BYTES")]
+    pub max_payload: Option<u64>,
+    /// Every causation parent must exist, even when an append allows external ones.
+    #[arg(long)]
+    pub causation_exists: bool,
+}
+
+/// A receipt to verify and how.
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// The receipt JSON file; `-` reads stdin.
+    #[arg(default_value = "-")]
+    pub receipt: PathBuf,
+    /// Verify here, without the server: recompute the events' hashes and check the signature.
+    #[arg(long, requires = "events")]
+    pub offline: bool,
+    /// The events the receipt names, as JSON from `get`, `read` or `tail` (with --offline).
+    #[arg(long, value_name = "FILE", requires = "offline")]
+    pub events: Option<PathBuf>,
+    /// The server's Ed25519 public key as 64 hex digits (with --offline); without it the
+    /// signature is not checked.
+    #[arg(long, value_name = "HEX", requires = "offline")]
+    pub public_key: Option<String>,
+}
+
+fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => Err(format!("{text:?} is not KEY=VALUE")),
+    }
+}
+
+fn parse_rate(text: &str) -> Result<(u64, u64), String> {
+    let parsed = text
+        .split_once('/')
+        .and_then(|(max, window)| Some((max.trim().parse().ok()?, window.trim().parse().ok()?)));
+    parsed.ok_or_else(|| format!("{text:?} is not MAX/WINDOW_MS, such as 10/60000"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("causeway").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory as _;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn append_parses_every_flag() {
+        let cli = parse(&[
+            "--server",
+            "10.0.0.1:7000",
+            "append",
+            "acme",
+            "order-1",
+            "OrderPlaced",
+            "--data",
+            "{}",
+            "--tag",
+            "a",
+            "--tag",
+            "b",
+            "--meta",
+            "k=v=w",
+            "--expect",
+            "no-stream",
+            "--gate",
+            "g1",
+            "--causation",
+            "c1",
+        ])
+        .expect("valid command line");
+        assert_eq!(cli.server, "10.0.0.1:7000");
+        let twice = parse(&["--server", "a:1", "--server", "b:2", "head"]).expect("last wins");
+        assert_eq!(twice.server, "b:2");
+        let Command::Append(args) = cli.command else {
+            panic!("expected append");
+        };
+        assert_eq!(args.event_type, "OrderPlaced");
+        assert_eq!(args.tags, ["a", "b"]);
+        assert_eq!(args.metadata, [("k".to_string(), "v=w".to_string())]);
+        assert_eq!(args.expect, Expected::NoStream);
+        assert_eq!(args.gates, ["g1"]);
+        assert_eq!(args.causation, ["c1"]);
+        assert!(parse(&["append", "a", "b", "T", "--data", "x", "--file", "-"]).is_err());
+        assert!(parse(&["append", "a", "b", "T", "--meta", "novalue"]).is_err());
+        assert!(parse(&["append", "a", "b", "T", "--expect", "soon"]).is_err());
+    }
+
+    #[test]
+    fn gates_register_needs_exactly_one_rule() {
+        let cli = parse(&[
+            "gates",
+            "register",
+            "--name",
+            "r",
+            "--rate-limit",
+            "10/60000",
+        ])
+        .expect("one rule");
+        let Command::Gates(GatesCommand::Register(args)) = cli.command else {
+            panic!("expected gates register");
+        };
+        assert_eq!(args.rule.rate_limit, Some((10, 60_000)));
+        let cli = parse(&["gates", "register", "--name", "t", "--allowed-types", "A,B"])
+            .expect("one rule");
+        let Command::Gates(GatesCommand::Register(args)) = cli.command else {
+            panic!("expected gates register");
+        };
+        assert_eq!(
+            args.rule.allowed_types,
+            Some(vec!["A".to_string(), "B".to_string()])
+        );
+        assert!(
+            parse(&["gates", "register", "--name", "x"]).is_err(),
+            "no rule"
+        );
+        assert!(
+            parse(&[
+                "gates",
+                "register",
+                "--name",
+                "x",
+                "--cel",
+                "true",
+                "--causation-exists"
+            ])
+            .is_err(),
+            "two rules"
+        );
+        assert!(parse(&["gates", "register", "--name", "x", "--rate-limit", "10"]).is_err());
+    }
+
+    #[test]
+    fn verify_offline_needs_events_and_tail_from_conflicts_with_now() {
+        assert!(parse(&["verify", "r.json", "--offline"]).is_err());
+        assert!(parse(&["verify", "r.json", "--public-key", "ab"]).is_err());
+        assert!(parse(&["verify", "r.json", "--offline", "--events", "e.json"]).is_ok());
+        assert!(parse(&["tail", "--from", "3", "--now"]).is_err());
+    }
+}

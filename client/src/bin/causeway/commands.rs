@@ -1,0 +1,434 @@
+//! Runs a parsed command: calls the server through `causeway_client::Client` and prints the
+//! result as a table or as JSON.
+//!
+//! Each command prints its answer on stdout and nothing else; errors travel up as `anyhow`
+//! errors and `main` prints them on one line. A command that gives a verdict (`verify`) returns
+//! `ExitCode::FAILURE` for a negative one, so scripts can test it.
+
+use std::io::{Read as _, Write as _};
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result, bail};
+use causeway_client::{
+    AppendBuilder, Client, EventBuilder, FilterBuilder, Start, SubscribeItem, pb, receipt,
+};
+use serde_json::{Value, json};
+use tokio_stream::StreamExt as _;
+
+use crate::args::{
+    AppendArgs, Cli, Command, FilterArgs, GatesCommand, GraphCommand, GraphFormat, Output,
+    ReadCommand, RegisterArgs, TailArgs, VerifyArgs, WalkArgs,
+};
+use crate::graph::{self, Walk};
+use crate::{json, table};
+
+/// Runs the command and returns the process's exit code.
+pub async fn run(cli: Cli) -> Result<ExitCode> {
+    let output = cli.output;
+    match cli.command {
+        Command::Verify(args) if args.offline => return verify_offline(&args, output),
+        _ => {}
+    }
+    let client = Client::connect(&cli.server).await?;
+    match cli.command {
+        Command::Append(args) => {
+            let receipt = client.append(append_request(&args)?).await?;
+            print_receipt(&receipt, output)?;
+        }
+        Command::Get { id } => {
+            let event = client.get(&id).await?;
+            match output {
+                Output::Table => print!("{}", table::event_detail(&event)),
+                Output::Json => print_json(&json::event(&event))?,
+            }
+        }
+        Command::Read(read) => read_command(&client, read, output).await?,
+        Command::Tail(args) => tail(&client, args, output).await?,
+        Command::Graph(graph) => graph_command(&client, graph, output).await?,
+        Command::Gates(gates) => gates_command(&client, gates, output).await?,
+        Command::Verify(args) => return verify_on_server(&client, &args, output).await,
+        Command::Head => {
+            let head = client.head().await?;
+            match output {
+                Output::Table => print!(
+                    "{}",
+                    table::listing(&[
+                        ("position", head.position.to_string()),
+                        ("digest", json::hex(&head.digest)),
+                    ])
+                ),
+                Output::Json => print_json(&json!({
+                    "position": head.position,
+                    "digest": json::hex(&head.digest),
+                }))?,
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The append request for one event and its conditions.
+fn append_request(args: &AppendArgs) -> Result<AppendBuilder> {
+    let payload = match (&args.data, &args.file) {
+        (Some(data), _) => data.clone().into_bytes(),
+        (None, Some(path)) if path.as_os_str() == "-" => {
+            let mut bytes = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut bytes)
+                .context("cannot read the payload from stdin")?;
+            bytes
+        }
+        (None, Some(path)) => std::fs::read(path)
+            .with_context(|| format!("cannot read the payload from {}", path.display()))?,
+        (None, None) => Vec::new(),
+    };
+    let content_type = match &args.content_type {
+        Some(content_type) => content_type.clone(),
+        None if !payload.is_empty() && serde_json::from_slice::<Value>(&payload).is_ok() => {
+            "application/json".to_string()
+        }
+        None => String::new(),
+    };
+    let mut event = EventBuilder::new(&args.scope, &args.entity, &args.event_type)
+        .payload(payload)
+        .content_type(content_type);
+    for tag in &args.tags {
+        event = event.tag(tag);
+    }
+    for (key, value) in &args.metadata {
+        event = event.metadata(key, value);
+    }
+    for parent in &args.causation {
+        event = event.caused_by(parent);
+    }
+    if let Some(correlation_id) = &args.correlation_id {
+        event = event.correlation_id(correlation_id);
+    }
+    if let Some(id) = &args.id {
+        event = event.id(id);
+    }
+    let mut append = AppendBuilder::new()
+        .event(event)
+        .expect(&args.scope, &args.entity, args.expect)
+        .external_causation(args.external_causation);
+    if let Some(key) = &args.idempotency_key {
+        append = append.idempotency_key(key);
+    }
+    for gate in &args.gates {
+        append = append.gate(gate);
+    }
+    Ok(append)
+}
+
+fn filter(args: &FilterArgs) -> pb::Filter {
+    let mut filter = FilterBuilder::new();
+    for scope in &args.scopes {
+        filter = filter.scope(scope);
+    }
+    if let Some(prefix) = &args.prefix {
+        filter = filter.entity_prefix(prefix);
+    }
+    if !args.types.is_empty() || !args.tags.is_empty() {
+        filter = filter.item(args.types.clone(), args.tags.clone());
+    }
+    filter.build()
+}
+
+fn direction(backward: bool) -> pb::Direction {
+    if backward {
+        pb::Direction::Backward
+    } else {
+        pb::Direction::Forward
+    }
+}
+
+async fn read_command(client: &Client, read: ReadCommand, output: Output) -> Result<()> {
+    match read {
+        ReadCommand::Entity {
+            scope,
+            entity,
+            from,
+            backward,
+            limit,
+        } => {
+            // Forward starts at version 1. Backward starts at the last event: the proto says
+            // from 0 does that, but the highest version does it under any reading.
+            let from = from.unwrap_or(if backward { u64::MAX } else { 1 });
+            let events = client
+                .read_entity(&scope, &entity, from, direction(backward), limit)
+                .await?;
+            match output {
+                Output::Table => print!("{}", table::events(&events)),
+                Output::Json => print_json(&json!({ "events": json::events(&events) }))?,
+            }
+        }
+        ReadCommand::Log {
+            from,
+            backward,
+            limit,
+            filter: filter_args,
+        } => {
+            let from = from.unwrap_or(if backward { 0 } else { 1 });
+            let page = client
+                .read_log_all(from, direction(backward), filter(&filter_args), limit)
+                .await?;
+            match output {
+                Output::Table => {
+                    print!("{}", table::events(&page.events));
+                    if !page.end {
+                        println!("(more: --from {})", page.next_position);
+                    }
+                }
+                Output::Json => print_json(&json!({
+                    "events": json::events(&page.events),
+                    "next_position": page.next_position,
+                    "end": page.end,
+                }))?,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Follows a subscription until Ctrl-C or until the server ends it.
+async fn tail(client: &Client, args: TailArgs, output: Output) -> Result<()> {
+    let start = match args.from {
+        Some(position) => Start::Position(position),
+        None => Start::Now,
+    };
+    let mut stream = client.subscribe(start, filter(&args.filter)).await?;
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let mut stdout = std::io::stdout();
+    loop {
+        let item = tokio::select! {
+            _ = &mut ctrl_c => return Ok(()),
+            item = stream.next() => item,
+        };
+        match item {
+            None => bail!("the server ended the subscription"),
+            Some(Err(err)) => return Err(err.into()),
+            Some(Ok(SubscribeItem::Events(events))) => {
+                for event in &events {
+                    match output {
+                        Output::Table => writeln!(stdout, "{}", table::event_line(event))?,
+                        Output::Json => writeln!(stdout, "{}", json::event(event))?,
+                    }
+                }
+                stdout.flush()?;
+            }
+            // Progress markers are for resuming programs; a person sees one note on stderr.
+            Some(Ok(SubscribeItem::CaughtUp(position))) => {
+                if output == Output::Table {
+                    eprintln!("-- caught up at position {position}; following --");
+                }
+            }
+            Some(Ok(SubscribeItem::Checkpoint(_))) => {}
+        }
+    }
+}
+
+async fn graph_command(client: &Client, command: GraphCommand, output: Output) -> Result<()> {
+    let (graph, walk, root, format) = match command {
+        GraphCommand::Ancestors(WalkArgs {
+            id,
+            depth,
+            limit,
+            format,
+        }) => (
+            client.ancestors(&id, depth, limit).await?,
+            Walk::Up,
+            Some(id),
+            format,
+        ),
+        GraphCommand::Descendants(WalkArgs {
+            id,
+            depth,
+            limit,
+            format,
+        }) => (
+            client.descendants(&id, depth, limit).await?,
+            Walk::Down,
+            Some(id),
+            format,
+        ),
+        GraphCommand::Correlation { id, limit, format } => (
+            client.correlation(&id, limit).await?,
+            Walk::Down,
+            None,
+            format,
+        ),
+    };
+    let format = format.unwrap_or(match output {
+        Output::Table => GraphFormat::Tree,
+        Output::Json => GraphFormat::Json,
+    });
+    match format {
+        GraphFormat::Tree => print!("{}", graph::tree(&graph, walk, root.as_deref())),
+        GraphFormat::Dot => print!("{}", graph::dot(&graph, root.as_deref())),
+        GraphFormat::Json => print_json(&json::graph(&graph))?,
+    }
+    Ok(())
+}
+
+async fn gates_command(client: &Client, command: GatesCommand, output: Output) -> Result<()> {
+    match command {
+        GatesCommand::Register(args) => {
+            let receipt = client.register_gate(gate_definition(args)).await?;
+            print_receipt(&receipt, output)?;
+        }
+        GatesCommand::List => {
+            let gates = client.list_gates().await?;
+            match output {
+                Output::Table => print!("{}", table::gates(&gates)),
+                Output::Json => print_json(&json!({
+                    "gates": gates.iter().map(json::gate).collect::<Vec<_>>(),
+                }))?,
+            }
+        }
+        GatesCommand::Remove { name } => {
+            let receipt = client.remove_gate(&name).await?;
+            print_receipt(&receipt, output)?;
+        }
+        GatesCommand::DryRun(args) => {
+            let receipt = client.dry_run(append_request(&args)?).await?;
+            print_receipt(&receipt, output)?;
+        }
+    }
+    Ok(())
+}
+
+fn gate_definition(args: RegisterArgs) -> pb::GateDefinition {
+    use pb::gate_definition::Rule;
+    let rule_args = args.rule;
+    // clap's group makes exactly one of these present.
+    let rule = if let Some(expression) = rule_args.cel {
+        Rule::Cel(pb::CelRule { expression })
+    } else if let Some(prefix) = rule_args.unique_tag {
+        Rule::UniqueTag(pb::UniqueTagRule { prefix })
+    } else if let Some(types) = rule_args.allowed_types {
+        Rule::AllowedTypes(pb::AllowedTypesRule { types })
+    } else if let Some((max_events, window_ms)) = rule_args.rate_limit {
+        Rule::RateLimit(pb::RateLimitRule {
+            max_events,
+            window_ms,
+        })
+    } else if let Some(max_payload_bytes) = rule_args.max_payload {
+        Rule::SizeLimit(pb::SizeLimitRule { max_payload_bytes })
+    } else {
+        Rule::CausationExists(pb::CausationExistsRule {})
+    };
+    pb::GateDefinition {
+        name: args.name,
+        scopes: args.scopes,
+        types: args.types,
+        rule: Some(rule),
+    }
+}
+
+fn read_receipt(args: &VerifyArgs) -> Result<pb::Receipt> {
+    let text = read_input(&args.receipt)?;
+    let value: Value = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "the receipt in {} is not JSON (expected the output of `append --output json`)",
+            args.receipt.display()
+        )
+    })?;
+    json::receipt_from(&value)
+}
+
+async fn verify_on_server(client: &Client, args: &VerifyArgs, output: Output) -> Result<ExitCode> {
+    let verdict = client.verify_receipt(read_receipt(args)?).await?;
+    print_verdict(
+        verdict.valid,
+        &verdict.reason,
+        "server",
+        verdict.valid,
+        output,
+    )
+}
+
+fn verify_offline(args: &VerifyArgs, output: Output) -> Result<ExitCode> {
+    let receipt = read_receipt(args)?;
+    let events_path = args
+        .events
+        .as_ref()
+        .context("--offline needs --events FILE")?;
+    let events = json::events_from(&read_input(events_path)?)
+        .with_context(|| format!("cannot read events from {}", events_path.display()))?;
+    let public_key: Option<[u8; 32]> = match &args.public_key {
+        Some(text) => Some(
+            json::hex_decode(text)
+                .ok()
+                .and_then(|bytes| bytes.try_into().ok())
+                .context("--public-key must be 64 hex digits (an Ed25519 public key)")?,
+        ),
+        None => None,
+    };
+    let verdict = receipt::verify(&receipt, &events, public_key.as_ref());
+    let reason = verdict.as_ref().err().map(ToString::to_string);
+    print_verdict(
+        verdict.is_ok(),
+        reason.as_deref().unwrap_or(""),
+        "offline",
+        public_key.is_some(),
+        output,
+    )
+}
+
+fn print_verdict(
+    valid: bool,
+    reason: &str,
+    mode: &str,
+    signature_checked: bool,
+    output: Output,
+) -> Result<ExitCode> {
+    match output {
+        Output::Table => {
+            if valid && signature_checked {
+                println!("valid");
+            } else if valid {
+                println!("valid (events match; the signature was not checked: no --public-key)");
+            } else {
+                println!("invalid: {reason}");
+            }
+        }
+        Output::Json => print_json(&json!({
+            "valid": valid,
+            "reason": reason,
+            "mode": mode,
+            "signature_checked": signature_checked,
+        }))?,
+    }
+    Ok(if valid {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn print_receipt(receipt: &pb::Receipt, output: Output) -> Result<()> {
+    match output {
+        Output::Table => print!("{}", table::receipt(receipt)),
+        Output::Json => print_json(&json::receipt(receipt))?,
+    }
+    Ok(())
+}
+
+fn print_json(value: &Value) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// A file's text, or stdin's for `-`.
+fn read_input(path: &std::path::Path) -> Result<String> {
+    if path.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("cannot read stdin")?;
+        Ok(text)
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+    }
+}

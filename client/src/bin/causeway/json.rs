@@ -1,0 +1,483 @@
+//! The CLI's JSON forms of events, receipts, graphs and gates, and the reverse conversions
+//! `verify` needs to read a receipt and events back.
+//!
+//! Conventions, the same in every command:
+//! - hashes, digests and signatures are lowercase hex;
+//! - timestamps are `{"wall_ms": u64, "logical": u32}`;
+//! - an event's payload is given twice: `payload`, the payload as a string when it is valid
+//!   UTF-8 (else `null`), for reading and for `jq`; and `payload_base64`, always present and
+//!   exact, which is what `verify --offline` reads back;
+//! - gate rules use the shape of `docs/GATES.md` (`{"kind": "unique_tag", "prefix": ...}`).
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use causeway_client::pb;
+use serde_json::{Map, Value, json};
+
+/// An event as JSON.
+pub fn event(event: &pb::Event) -> Value {
+    json!({
+        "position": event.position,
+        "version": event.version,
+        "timestamp": timestamp(event.timestamp.as_ref()),
+        "id": event.id,
+        "scope": event.scope,
+        "entity": event.entity,
+        "type": event.r#type,
+        "tags": event.tags,
+        "content_type": event.content_type,
+        "metadata": event.metadata.iter().collect::<std::collections::BTreeMap<_, _>>(),
+        "causation": event.causation,
+        "correlation_id": event.correlation_id,
+        "hash": hex(&event.hash),
+        "payload": std::str::from_utf8(&event.payload).ok(),
+        "payload_base64": base64_encode(&event.payload),
+    })
+}
+
+/// Events as a JSON array.
+pub fn events(events: &[pb::Event]) -> Value {
+    Value::Array(events.iter().map(event).collect())
+}
+
+/// A receipt as JSON; [`receipt_from`] reads it back.
+pub fn receipt(receipt: &pb::Receipt) -> Value {
+    json!({
+        "events": receipt.events.iter().map(|committed| json!({
+            "id": committed.id,
+            "position": committed.position,
+            "version": committed.version,
+            "timestamp": timestamp(committed.timestamp.as_ref()),
+            "hash": hex(&committed.hash),
+            "prev_hash": hex(&committed.prev_hash),
+        })).collect::<Vec<_>>(),
+        "gates": receipt.gates.iter().map(|gate| json!({
+            "name": gate.name,
+            "version": gate.version,
+        })).collect::<Vec<_>>(),
+        "digest": hex(&receipt.digest),
+        "signature_key_id": receipt.signature_key_id,
+        "signature": hex(&receipt.signature),
+    })
+}
+
+/// A causal graph as JSON.
+pub fn graph(graph: &pb::Graph) -> Value {
+    json!({
+        "nodes": events(&graph.nodes),
+        "edges": graph.edges.iter().map(|edge| json!({
+            "parent": edge.parent,
+            "child": edge.child,
+        })).collect::<Vec<_>>(),
+        "truncated": graph.truncated,
+    })
+}
+
+/// A gate in force as JSON.
+pub fn gate(gate: &pb::RegisteredGate) -> Value {
+    let definition = gate.definition.as_ref();
+    json!({
+        "name": gate.name,
+        "version": gate.version,
+        "scopes": definition.map(|definition| definition.scopes.clone()).unwrap_or_default(),
+        "types": definition.map(|definition| definition.types.clone()).unwrap_or_default(),
+        "rule": definition.and_then(|definition| definition.rule.as_ref()).map(rule),
+    })
+}
+
+/// A gate rule as JSON, in the shape of `docs/GATES.md`.
+pub fn rule(rule: &pb::gate_definition::Rule) -> Value {
+    use pb::gate_definition::Rule;
+    match rule {
+        Rule::UniqueTag(rule) => json!({"kind": "unique_tag", "prefix": rule.prefix}),
+        Rule::AllowedTypes(rule) => json!({"kind": "allowed_types", "types": rule.types}),
+        Rule::CausationExists(_) => json!({"kind": "causation_exists"}),
+        Rule::RateLimit(rule) => json!({
+            "kind": "rate_limit",
+            "max_events": rule.max_events,
+            "window_ms": rule.window_ms,
+        }),
+        Rule::SizeLimit(rule) => {
+            json!({"kind": "size_limit", "max_payload_bytes": rule.max_payload_bytes})
+        }
+        Rule::Cel(rule) => json!({"kind": "cel", "expression": rule.expression}),
+    }
+}
+
+fn timestamp(timestamp: Option<&pb::HybridTimestamp>) -> Value {
+    let (wall_ms, logical) = timestamp.map_or((0, 0), |ts| (ts.wall_ms, ts.logical));
+    json!({"wall_ms": wall_ms, "logical": logical})
+}
+
+/// Reads a receipt in the form [`receipt`] writes.
+pub fn receipt_from(value: &Value) -> Result<pb::Receipt> {
+    let object = object(value, "receipt")?;
+    let events = array(object, "events", "receipt")?
+        .iter()
+        .enumerate()
+        .map(|(event_idx, value)| {
+            let what = format!("receipt events[{event_idx}]");
+            let committed = self::object(value, &what)?;
+            Ok(pb::Committed {
+                id: string(committed, "id", &what)?,
+                position: uint(committed, "position", &what)?,
+                version: uint(committed, "version", &what)?,
+                timestamp: Some(timestamp_from(committed, &what)?),
+                hash: hex_field(committed, "hash", &what)?,
+                prev_hash: hex_field(committed, "prev_hash", &what)?,
+            })
+        })
+        .collect::<Result<_>>()?;
+    let gates = match object.get("gates") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(_) => array(object, "gates", "receipt")?
+            .iter()
+            .enumerate()
+            .map(|(gate_idx, value)| {
+                let what = format!("receipt gates[{gate_idx}]");
+                let gate = self::object(value, &what)?;
+                Ok(pb::GatePass {
+                    name: string(gate, "name", &what)?,
+                    version: uint(gate, "version", &what)?,
+                })
+            })
+            .collect::<Result<_>>()?,
+    };
+    Ok(pb::Receipt {
+        events,
+        gates,
+        digest: hex_field(object, "digest", "receipt")?,
+        signature_key_id: optional_string(object, "signature_key_id", "receipt")?,
+        signature: match object.get("signature") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(_) => hex_field(object, "signature", "receipt")?,
+        },
+    })
+}
+
+/// Reads events as `get`, `read` or `tail` print them: a JSON array of events, an object with
+/// an `events` array, a single event, or one event per line.
+pub fn events_from(text: &str) -> Result<Vec<pb::Event>> {
+    let values: Vec<Value> = match serde_json::from_str::<Value>(text) {
+        Ok(Value::Array(values)) => values,
+        Ok(Value::Object(object)) => match object.get("events") {
+            Some(Value::Array(values)) => values.clone(),
+            _ => vec![Value::Object(object)],
+        },
+        Ok(_) => bail!("expected a JSON array or object of events"),
+        Err(whole_err) => text
+            .lines()
+            .filter(|line| !line.trim().is_empty())
+            .enumerate()
+            .map(|(line_idx, line)| {
+                serde_json::from_str(line).with_context(|| {
+                    format!(
+                        "neither one JSON document ({whole_err}) nor one per line (line {})",
+                        line_idx + 1
+                    )
+                })
+            })
+            .collect::<Result<_>>()?,
+    };
+    values
+        .iter()
+        .enumerate()
+        .map(|(event_idx, value)| event_from(value, &format!("events[{event_idx}]")))
+        .collect()
+}
+
+/// Reads an event in the form [`event`] writes; the payload comes from `payload_base64`.
+pub fn event_from(value: &Value, what: &str) -> Result<pb::Event> {
+    let object = object(value, what)?;
+    let strings = |key: &str| -> Result<Vec<String>> {
+        match object.get(key) {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(values)) => values
+                .iter()
+                .map(|value| {
+                    value
+                        .as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| anyhow!("{what}.{key} must hold strings"))
+                })
+                .collect(),
+            Some(_) => bail!("{what}.{key} must be an array"),
+        }
+    };
+    let metadata = match object.get("metadata") {
+        None | Some(Value::Null) => Default::default(),
+        Some(Value::Object(entries)) => entries
+            .iter()
+            .map(|(key, value)| {
+                value
+                    .as_str()
+                    .map(|value| (key.clone(), value.to_string()))
+                    .ok_or_else(|| anyhow!("{what}.metadata.{key} must be a string"))
+            })
+            .collect::<Result<_>>()?,
+        Some(_) => bail!("{what}.metadata must be an object"),
+    };
+    let payload = match object.get("payload_base64") {
+        Some(Value::String(text)) => base64_decode(text)
+            .with_context(|| format!("{what}.payload_base64 is not valid base64"))?,
+        _ => bail!("{what}.payload_base64 is missing: the exact payload bytes are needed"),
+    };
+    Ok(pb::Event {
+        position: uint(object, "position", what)?,
+        version: uint(object, "version", what)?,
+        timestamp: Some(timestamp_from(object, what)?),
+        id: string(object, "id", what)?,
+        scope: string(object, "scope", what)?,
+        entity: string(object, "entity", what)?,
+        r#type: string(object, "type", what)?,
+        tags: strings("tags")?,
+        payload,
+        content_type: optional_string(object, "content_type", what)?,
+        metadata,
+        causation: strings("causation")?,
+        correlation_id: string(object, "correlation_id", what)?,
+        hash: hex_field(object, "hash", what)?,
+    })
+}
+
+fn object<'a>(value: &'a Value, what: &str) -> Result<&'a Map<String, Value>> {
+    value
+        .as_object()
+        .ok_or_else(|| anyhow!("{what} must be a JSON object"))
+}
+
+fn array<'a>(object: &'a Map<String, Value>, key: &str, what: &str) -> Result<&'a Vec<Value>> {
+    object
+        .get(key)
+        .and_then(Value::as_array)
+        .ok_or_else(|| anyhow!("{what}.{key} must be an array"))
+}
+
+fn string(object: &Map<String, Value>, key: &str, what: &str) -> Result<String> {
+    object
+        .get(key)
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| anyhow!("{what}.{key} must be a string"))
+}
+
+fn optional_string(object: &Map<String, Value>, key: &str, what: &str) -> Result<String> {
+    match object.get(key) {
+        None | Some(Value::Null) => Ok(String::new()),
+        Some(_) => string(object, key, what),
+    }
+}
+
+fn uint(object: &Map<String, Value>, key: &str, what: &str) -> Result<u64> {
+    object
+        .get(key)
+        .and_then(Value::as_u64)
+        .ok_or_else(|| anyhow!("{what}.{key} must be a non-negative integer"))
+}
+
+fn timestamp_from(object: &Map<String, Value>, what: &str) -> Result<pb::HybridTimestamp> {
+    let what = format!("{what}.timestamp");
+    let timestamp = self::object(
+        object
+            .get("timestamp")
+            .ok_or_else(|| anyhow!("{what} is missing"))?,
+        &what,
+    )?;
+    Ok(pb::HybridTimestamp {
+        wall_ms: uint(timestamp, "wall_ms", &what)?,
+        logical: u32::try_from(uint(timestamp, "logical", &what)?)
+            .map_err(|_| anyhow!("{what}.logical does not fit 32 bits"))?,
+    })
+}
+
+fn hex_field(object: &Map<String, Value>, key: &str, what: &str) -> Result<Vec<u8>> {
+    hex_decode(&string(object, key, what)?).with_context(|| format!("{what}.{key} is not hex"))
+}
+
+/// Lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// Decodes hex (either case, even length).
+pub fn hex_decode(text: &str) -> Result<Vec<u8>> {
+    let text = text.trim();
+    if !text.len().is_multiple_of(2) {
+        bail!("odd number of hex digits ({})", text.len());
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|idx| {
+            text.get(idx..idx + 2)
+                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+                .ok_or_else(|| anyhow!("{:?} at {idx} is not a hex byte", &text[idx..]))
+        })
+        .collect()
+}
+
+const BASE64_ALPHABET: &[u8; 64] =
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Standard base64 (RFC 4648, with padding).
+pub fn base64_encode(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for sextet_idx in 0..4 {
+            if sextet_idx <= chunk.len() {
+                let sextet = (n >> (18 - 6 * sextet_idx)) & 0x3f;
+                out.push(char::from(BASE64_ALPHABET[sextet as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Decodes standard base64; padding is optional, whitespace is not allowed.
+pub fn base64_decode(text: &str) -> Result<Vec<u8>> {
+    let text = text.trim_end_matches('=');
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let mut acc: u32 = 0;
+    let mut bits = 0;
+    for c in text.bytes() {
+        let sextet = BASE64_ALPHABET
+            .iter()
+            .position(|&symbol| symbol == c)
+            .ok_or_else(|| anyhow!("{:?} is not a base64 character", char::from(c)))?;
+        acc = acc << 6 | sextet as u32;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    if bits >= 6 || acc != 0 {
+        bail!("base64 text has a dangling final character");
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample_event() -> pb::Event {
+        pb::Event {
+            position: 7,
+            version: 2,
+            timestamp: Some(pb::HybridTimestamp {
+                wall_ms: 1_700_000_000_000,
+                logical: 3,
+            }),
+            id: "01890a5d-ac96-774b-bcce-b302099a8057".to_string(),
+            scope: "acme".to_string(),
+            entity: "order-1".to_string(),
+            r#type: "OrderPaid".to_string(),
+            tags: vec!["customer:42".to_string()],
+            payload: vec![0, 159, 146, 150, 255],
+            content_type: "application/octet-stream".to_string(),
+            metadata: [("k".to_string(), "v".to_string())].into_iter().collect(),
+            causation: vec!["01890a5d-ac96-7c4e-9a1f-3d2b8e6f0a11".to_string()],
+            correlation_id: "01890a5d-0000-7000-8000-000000000042".to_string(),
+            hash: vec![0xab; 32],
+        }
+    }
+
+    #[test]
+    fn base64_round_trips_every_length_and_matches_rfc_4648() {
+        for (plain, encoded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64_encode(plain.as_bytes()), encoded);
+            assert_eq!(
+                base64_decode(encoded).expect("valid base64"),
+                plain.as_bytes()
+            );
+        }
+        let bytes: Vec<u8> = (0..=255).collect();
+        assert_eq!(
+            base64_decode(&base64_encode(&bytes)).expect("valid base64"),
+            bytes
+        );
+        assert!(base64_decode("Zm9v!").is_err());
+        assert!(base64_decode("Z").is_err());
+    }
+
+    #[test]
+    fn hex_round_trips_and_refuses_junk() {
+        assert_eq!(hex(&[0, 15, 255]), "000fff");
+        assert_eq!(hex_decode("000FfF").expect("valid hex"), [0, 15, 255]);
+        assert!(hex_decode("abc").is_err());
+        assert!(hex_decode("zz").is_err());
+    }
+
+    #[test]
+    fn event_json_round_trips_with_a_binary_payload() {
+        let original = sample_event();
+        let value = event(&original);
+        assert_eq!(value["payload"], Value::Null, "not UTF-8, so no text form");
+        assert_eq!(value["payload_base64"], "AJ+Slv8=");
+        assert_eq!(value["hash"], "ab".repeat(32));
+        let text =
+            serde_json::to_string(&events(std::slice::from_ref(&original))).expect("serializes");
+        assert_eq!(events_from(&text).expect("parses"), vec![original.clone()]);
+        // One event per line, as `tail --output json` prints them.
+        let lines = format!("{value}\n{value}\n");
+        assert_eq!(events_from(&lines).expect("parses").len(), 2);
+    }
+
+    #[test]
+    fn text_payloads_are_shown_as_text() {
+        let value = event(&pb::Event {
+            payload: br#"{"total":12}"#.to_vec(),
+            ..sample_event()
+        });
+        assert_eq!(value["payload"], r#"{"total":12}"#);
+    }
+
+    #[test]
+    fn receipt_json_round_trips() {
+        let original = pb::Receipt {
+            events: vec![pb::Committed {
+                id: "01890a5d-ac96-774b-bcce-b302099a8057".to_string(),
+                position: 3,
+                version: 1,
+                timestamp: Some(pb::HybridTimestamp {
+                    wall_ms: 5,
+                    logical: 1,
+                }),
+                hash: vec![1; 32],
+                prev_hash: vec![0; 32],
+            }],
+            gates: vec![pb::GatePass {
+                name: "one-email".to_string(),
+                version: 1,
+            }],
+            digest: vec![9; 32],
+            signature_key_id: "k1".to_string(),
+            signature: vec![4; 64],
+        };
+        let value = receipt(&original);
+        assert_eq!(value["signature"], "04".repeat(64));
+        assert_eq!(receipt_from(&value).expect("parses"), original);
+        let broken = json!({"events": [{"id": "x"}], "digest": ""});
+        let error = receipt_from(&broken).expect_err("position is missing");
+        assert!(
+            error.to_string().contains("receipt events[0].position"),
+            "{error}"
+        );
+    }
+}

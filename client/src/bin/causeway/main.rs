@@ -1,0 +1,56 @@
+//! `causeway`: the command-line client of the Causeway event store.
+//!
+//! Appends events under conditions, reads them back, follows the log, draws the causal graph,
+//! administers gates and verifies receipts (by the server, or offline with the server's public
+//! key). Every command talks to one server (`--server`, or `CAUSEWAY_SERVER`) through
+//! `causeway_client`, except `verify --offline`, which needs no server. Output is a table for
+//! people or JSON for programs (`--output json`); the JSON shapes are described in `json.rs`.
+//! An error prints one line on stderr (`error: ...`, a denial with its gate, code and facts)
+//! and exits with status 1.
+
+mod args;
+mod commands;
+mod graph;
+mod json;
+mod table;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = args::Cli::parse();
+    match commands::run(cli).await {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {}", one_line(&format!("{err:#}")));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Folds a multi-line message (a CEL parser's caret diagram, say) onto one line, so every error
+/// is one line on stderr.
+fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_folded_onto_one_line() {
+        assert_eq!(
+            one_line("bad input\n| x ==\n|   ^\n"),
+            "bad input | x == |   ^"
+        );
+        assert_eq!(one_line("plain"), "plain");
+    }
+}

@@ -1,0 +1,424 @@
+//! [`Client`]: one connection to a Causeway server and a typed method per RPC.
+//!
+//! The methods are thin: they build the request, call the generated stub, unwrap the response's
+//! one interesting field and turn a `tonic::Status` into [`Error`]. The client is cheap to clone
+//! (clones share the HTTP/2 connection) and every method takes `&self`, so it can be shared
+//! across tasks. It does not follow leader redirects: a write to a follower fails with
+//! [`Error::NotLeader`] naming the leader, and the caller decides whether to reconnect.
+
+use std::time::Duration;
+
+use tokio_stream::{Stream, StreamExt as _};
+use tonic::codec::CompressionEncoding;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::append::AppendBuilder;
+use crate::error::Error;
+use crate::pb;
+use crate::pb::event_store_service_client::EventStoreServiceClient;
+
+/// How long [`Client::connect`] waits for the TCP and HTTP/2 handshake.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest response message accepted. Requests are bounded by the server at 16 MiB, but a
+/// read of up to 10,000 events can carry more; a larger response fails with RESOURCE_EXHAUSTED
+/// and should be read with a smaller limit.
+pub const RESPONSE_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// The largest request message sent: the server's per-request bound (`APPEND_BYTES_MAX`) plus
+/// room for the protobuf framing of the events' fields.
+pub const REQUEST_BYTES_MAX: usize = 17 * 1024 * 1024;
+/// Events asked for per page by [`Client::read_log_all`]: the server's per-read maximum.
+pub const READ_PAGE_EVENTS: u32 = 10_000;
+
+/// Where a subscription starts.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// At this position, inclusive; to resume, the last position seen plus one.
+    Position(u64),
+    /// With the first event committed after the subscription starts.
+    Now,
+}
+
+/// One message of a subscription.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SubscribeItem {
+    /// Matching events, in position order; the events of one append always come together.
+    Events(Vec<pb::Event>),
+    /// Catch-up from disk is over: everything up to this head position has been delivered, and
+    /// live events follow.
+    CaughtUp(u64),
+    /// Everything up to this position was delivered or filtered out: resume after it.
+    Checkpoint(u64),
+}
+
+/// A connection to a Causeway server.
+#[derive(Clone, Debug)]
+pub struct Client {
+    inner: EventStoreServiceClient<Channel>,
+}
+
+impl Client {
+    /// Connects to `address`, either a URI (`http://127.0.0.1:50051`) or `host:port`, which is
+    /// taken as plain-text `http`. Requests and responses are gzip-compressed.
+    pub async fn connect(address: &str) -> Result<Client, Error> {
+        let uri = if address.contains("://") {
+            address.to_string()
+        } else {
+            format!("http://{address}")
+        };
+        let endpoint = Endpoint::from_shared(uri.clone())
+            .map_err(|err| Error::InvalidAddress {
+                address: address.to_string(),
+                detail: error_chain(&err),
+            })?
+            .connect_timeout(CONNECT_TIMEOUT);
+        let channel = endpoint.connect().await.map_err(|err| Error::Connect {
+            address: uri,
+            detail: error_chain(&err),
+        })?;
+        Ok(Client::from_channel(channel))
+    }
+
+    /// A client over an existing channel (for TLS or custom settings), with gzip and the
+    /// message bounds of this module.
+    pub fn from_channel(channel: Channel) -> Client {
+        let inner = EventStoreServiceClient::new(channel)
+            .send_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .max_decoding_message_size(RESPONSE_BYTES_MAX)
+            .max_encoding_message_size(REQUEST_BYTES_MAX);
+        Client { inner }
+    }
+
+    /// The generated stub, for calls this wrapper does not cover.
+    pub fn raw(&self) -> EventStoreServiceClient<Channel> {
+        self.inner.clone()
+    }
+
+    /// Appends events atomically under the append's conditions and gates; answers after the
+    /// events are durable. A refusal is [`Error::Denied`] or [`Error::Conflict`], and nothing of
+    /// the append was written.
+    pub async fn append(&self, append: AppendBuilder) -> Result<pb::Receipt, Error> {
+        let response = self.inner.clone().append(append.build()).await?;
+        response
+            .into_inner()
+            .receipt
+            .ok_or(Error::MissingField("receipt"))
+    }
+
+    /// Evaluates an append's conditions and gates without writing; returns the (unsigned)
+    /// receipt it would get now. A later append may change the answer.
+    pub async fn dry_run(&self, append: AppendBuilder) -> Result<pb::Receipt, Error> {
+        let request = pb::DryRunRequest {
+            append: Some(append.build()),
+        };
+        let response = self.inner.clone().dry_run(request).await?;
+        response
+            .into_inner()
+            .receipt
+            .ok_or(Error::MissingField("receipt"))
+    }
+
+    /// One event by id; an unknown id is a NOT_FOUND [`Error::Status`].
+    pub async fn get(&self, id: &str) -> Result<pb::Event, Error> {
+        let request = pb::GetRequest { id: id.to_string() };
+        let response = self.inner.clone().get(request).await?;
+        response
+            .into_inner()
+            .event
+            .ok_or(Error::MissingField("event"))
+    }
+
+    /// Up to `limit` events of one entity, from `from_version` (inclusive) in `direction`;
+    /// backward from 0 starts at the entity's last event.
+    pub async fn read_entity(
+        &self,
+        scope: &str,
+        entity: &str,
+        from_version: u64,
+        direction: pb::Direction,
+        limit: u32,
+    ) -> Result<Vec<pb::Event>, Error> {
+        let request = pb::ReadEntityRequest {
+            scope: scope.to_string(),
+            entity: entity.to_string(),
+            from_version,
+            direction: direction.into(),
+            limit,
+        };
+        let response = self.inner.clone().read_entity(request).await?;
+        Ok(response.into_inner().events)
+    }
+
+    /// One page of the log: up to `limit` matching events from `from_position` (inclusive) in
+    /// `direction`, where to continue, and whether the read reached the end. Backward from 0
+    /// starts at the head. A page may hold fewer events than `limit` (even none) before the
+    /// end, when the filter skipped many events; continue from `next_position`.
+    pub async fn read_log(
+        &self,
+        from_position: u64,
+        direction: pb::Direction,
+        limit: u32,
+        filter: pb::Filter,
+    ) -> Result<pb::ReadLogResponse, Error> {
+        let request = pb::ReadLogRequest {
+            from_position,
+            direction: direction.into(),
+            limit,
+            filter: Some(filter),
+        };
+        Ok(self.inner.clone().read_log(request).await?.into_inner())
+    }
+
+    /// Reads the log page by page until its end or until `max_events` matching events were
+    /// read, and answers like one big page: the events, where to continue, and whether the end
+    /// was reached. Every event is held in memory: bound `max_events`, or page with
+    /// [`Client::read_log`].
+    pub async fn read_log_all(
+        &self,
+        from_position: u64,
+        direction: pb::Direction,
+        filter: pb::Filter,
+        max_events: usize,
+    ) -> Result<pb::ReadLogResponse, Error> {
+        let mut all = pb::ReadLogResponse {
+            events: Vec::new(),
+            next_position: from_position,
+            end: false,
+        };
+        while all.events.len() < max_events {
+            // Never ask for more than is still wanted, so `next_position` stays exact.
+            let wanted = u32::try_from(max_events - all.events.len()).unwrap_or(u32::MAX);
+            let page = self
+                .read_log(
+                    all.next_position,
+                    direction,
+                    wanted.min(READ_PAGE_EVENTS),
+                    filter.clone(),
+                )
+                .await?;
+            let stalled = page.next_position == all.next_position && page.events.is_empty();
+            all.events.extend(page.events);
+            all.next_position = page.next_position;
+            all.end = page.end;
+            // A page that neither ends the read nor moves the cursor would loop forever.
+            if page.end || stalled {
+                break;
+            }
+        }
+        all.events.truncate(max_events);
+        Ok(all)
+    }
+
+    /// The committed head position (0 for an empty log) and the log digest there.
+    pub async fn head(&self) -> Result<pb::HeadResponse, Error> {
+        Ok(self
+            .inner
+            .clone()
+            .head(pb::HeadRequest {})
+            .await?
+            .into_inner())
+    }
+
+    /// Follows the log from `start`: matching events from disk, then [`SubscribeItem::CaughtUp`],
+    /// then live events as they are committed, with [`SubscribeItem::Checkpoint`]s while the
+    /// filter skips events. Ordered, without duplicates or gaps; the stream ends with an error
+    /// (or `None` when the server closes it) and can be resumed from the last position seen
+    /// plus one.
+    pub async fn subscribe(
+        &self,
+        start: Start,
+        filter: pb::Filter,
+    ) -> Result<impl Stream<Item = Result<SubscribeItem, Error>> + Send + Unpin + 'static, Error>
+    {
+        let start = match start {
+            Start::Position(position) => pb::subscribe_request::Start::FromPosition(position),
+            Start::Now => pb::subscribe_request::Start::FromNow(true),
+        };
+        let request = pb::SubscribeRequest {
+            start: Some(start),
+            filter: Some(filter),
+        };
+        let stream = self.inner.clone().subscribe(request).await?.into_inner();
+        Ok(stream.filter_map(|message| match message {
+            Err(status) => Some(Err(Error::from(status))),
+            Ok(response) => subscribe_item(response).map(Ok),
+        }))
+    }
+
+    /// The event and its causes, following up to `depth` causation links, at most `limit`
+    /// nodes; `truncated` says when either bound cut the walk short.
+    pub async fn ancestors(&self, id: &str, depth: u32, limit: u32) -> Result<pb::Graph, Error> {
+        let request = pb::GetAncestorsRequest {
+            id: id.to_string(),
+            depth,
+            limit,
+        };
+        let response = self.inner.clone().get_ancestors(request).await?;
+        response
+            .into_inner()
+            .graph
+            .ok_or(Error::MissingField("graph"))
+    }
+
+    /// The event and its effects, following up to `depth` causation links, at most `limit`
+    /// nodes.
+    pub async fn descendants(&self, id: &str, depth: u32, limit: u32) -> Result<pb::Graph, Error> {
+        let request = pb::GetDescendantsRequest {
+            id: id.to_string(),
+            depth,
+            limit,
+        };
+        let response = self.inner.clone().get_descendants(request).await?;
+        response
+            .into_inner()
+            .graph
+            .ok_or(Error::MissingField("graph"))
+    }
+
+    /// Every event of a correlation, in position order (a causal order), at most `limit`.
+    pub async fn correlation(&self, correlation_id: &str, limit: u32) -> Result<pb::Graph, Error> {
+        let request = pb::GetCorrelationRequest {
+            correlation_id: correlation_id.to_string(),
+            limit,
+        };
+        let response = self.inner.clone().get_correlation(request).await?;
+        response
+            .into_inner()
+            .graph
+            .ok_or(Error::MissingField("graph"))
+    }
+
+    /// Registers a gate, or replaces the one with the same name; returns the receipt of the
+    /// registration event, whose position is the gate's version. A CEL syntax error is refused.
+    pub async fn register_gate(
+        &self,
+        definition: pb::GateDefinition,
+    ) -> Result<pb::Receipt, Error> {
+        let request = pb::RegisterGateRequest {
+            definition: Some(definition),
+        };
+        let response = self.inner.clone().register_gate(request).await?;
+        response
+            .into_inner()
+            .receipt
+            .ok_or(Error::MissingField("receipt"))
+    }
+
+    /// The gates in force, by name.
+    pub async fn list_gates(&self) -> Result<Vec<pb::RegisteredGate>, Error> {
+        let response = self
+            .inner
+            .clone()
+            .list_gates(pb::ListGatesRequest {})
+            .await?;
+        Ok(response.into_inner().gates)
+    }
+
+    /// Removes a registered gate; returns the receipt of the removal event.
+    pub async fn remove_gate(&self, name: &str) -> Result<pb::Receipt, Error> {
+        let request = pb::RemoveGateRequest {
+            name: name.to_string(),
+        };
+        let response = self.inner.clone().remove_gate(request).await?;
+        response
+            .into_inner()
+            .receipt
+            .ok_or(Error::MissingField("receipt"))
+    }
+
+    /// Asks the server to check a receipt against its stored events and its signing key. For
+    /// a check that does not trust the server, use [`crate::receipt::verify`].
+    pub async fn verify_receipt(
+        &self,
+        receipt: pb::Receipt,
+    ) -> Result<pb::VerifyReceiptResponse, Error> {
+        let request = pb::VerifyReceiptRequest {
+            receipt: Some(receipt),
+        };
+        Ok(self
+            .inner
+            .clone()
+            .verify_receipt(request)
+            .await?
+            .into_inner())
+    }
+}
+
+/// The item a subscription message carries; `None` for a message with nothing set (from a
+/// newer server's variant this client does not know).
+fn subscribe_item(response: pb::SubscribeResponse) -> Option<SubscribeItem> {
+    use pb::subscribe_response::Message;
+    match response.message? {
+        Message::Events(batch) => Some(SubscribeItem::Events(batch.events)),
+        Message::CaughtUp(caught_up) => Some(SubscribeItem::CaughtUp(caught_up.position)),
+        Message::Checkpoint(checkpoint) => Some(SubscribeItem::Checkpoint(checkpoint.position)),
+    }
+}
+
+/// An error and its causes on one line: transport errors keep the useful part in `source`.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscribe_messages_map_to_items() {
+        use pb::subscribe_response::Message;
+        let event = pb::Event {
+            position: 9,
+            ..pb::Event::default()
+        };
+        let events = pb::SubscribeResponse {
+            message: Some(Message::Events(pb::EventBatch {
+                events: vec![event.clone()],
+            })),
+        };
+        assert_eq!(
+            subscribe_item(events),
+            Some(SubscribeItem::Events(vec![event]))
+        );
+        let caught_up = pb::SubscribeResponse {
+            message: Some(Message::CaughtUp(pb::CaughtUp { position: 12 })),
+        };
+        assert_eq!(subscribe_item(caught_up), Some(SubscribeItem::CaughtUp(12)));
+        let checkpoint = pb::SubscribeResponse {
+            message: Some(Message::Checkpoint(pb::Checkpoint { position: 30 })),
+        };
+        assert_eq!(
+            subscribe_item(checkpoint),
+            Some(SubscribeItem::Checkpoint(30))
+        );
+        assert_eq!(
+            subscribe_item(pb::SubscribeResponse { message: None }),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn connect_refuses_a_bad_address_and_names_an_unreachable_one() {
+        let bad = Client::connect("http://exa mple:1").await;
+        assert!(matches!(bad, Err(Error::InvalidAddress { .. })), "{bad:?}");
+        // A port nobody listens on: bind one, then drop the listener.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("bind an ephemeral port")
+            .port();
+        let error = Client::connect(&format!("127.0.0.1:{port}"))
+            .await
+            .expect_err("nothing listens there");
+        let Error::Connect { address, .. } = &error else {
+            panic!("expected Connect, got {error:?}");
+        };
+        assert_eq!(address, &format!("http://127.0.0.1:{port}"));
+    }
+}

@@ -1,0 +1,881 @@
+//! The `causeway` CLI against a real `causewayd`: every test starts its own server on an
+//! ephemeral port in a temporary data directory and drives the CLI binary as a user would,
+//! checking what it prints and how it exits.
+//!
+//! `causewayd` is found next to this test's executable (`target/debug/causewayd`); it is built
+//! there by `cargo test --workspace`. The server signs receipts with the fixed secret
+//! [`SIGNING_SECRET_HEX`], so offline verification can check signatures with its public key.
+//! Every child process is killed when its guard drops, and every wait has a deadline, so a hung
+//! server or CLI fails the test instead of hanging it.
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The servers' receipt signing secret: 32 bytes of 7, as in the client's golden tests.
+const SIGNING_SECRET_HEX: &str = "0707070707070707070707070707070707070707070707070707070707070707";
+/// The public key of [`SIGNING_SECRET_HEX`].
+const PUBLIC_KEY_HEX: &str = "ea4a6c63e29c520abef5507b132ec5f9954776aebebe7b92421eea691446d22c";
+/// How long a server may take to print its address, or a CLI command to finish.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// A running `causewayd`, killed on drop.
+struct Server {
+    child: Child,
+    address: String,
+    dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start() -> Server {
+        let binary = causewayd();
+        let dir = tempfile::tempdir().expect("create a temporary directory");
+        let key_path = dir.path().join("receipt.key");
+        std::fs::write(&key_path, format!("{SIGNING_SECRET_HEX}\n")).expect("write the key");
+        let stderr = std::fs::File::create(dir.path().join("server.log")).expect("create a log");
+        let mut child = Command::new(&binary)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["--listen", "127.0.0.1:0"])
+            .arg("--signing-key")
+            .arg(&key_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start {}: {err}", binary.display()));
+        let lines = line_channel(child.stdout.take().expect("stdout is piped"));
+        let first = match lines.recv_timeout(DEADLINE) {
+            Ok(line) => line,
+            Err(err) => {
+                let _ = child.kill();
+                let log =
+                    std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default();
+                panic!("causewayd printed no address ({err}); its log:\n{log}");
+            }
+        };
+        let address = first
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line from causewayd: {first:?}"))
+            .trim()
+            .to_string();
+        Server {
+            child,
+            address,
+            dir,
+        }
+    }
+
+    /// Runs `causeway` against this server with `args`, stdin empty.
+    fn run(&self, args: &[&str]) -> Run {
+        self.run_with_stdin(args, None)
+    }
+
+    /// Runs `causeway` against this server, feeding `stdin` when given.
+    fn run_with_stdin(&self, args: &[&str], stdin: Option<&[u8]>) -> Run {
+        let server = format!("http://{}", self.address);
+        let mut all_args = vec!["--server", server.as_str()];
+        all_args.extend_from_slice(args);
+        run_cli(&all_args, stdin)
+    }
+
+    /// Runs a command that must succeed and print JSON, and returns the JSON.
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all_args = vec!["--output", "json"];
+        all_args.extend_from_slice(args);
+        let run = self.run(&all_args);
+        run.assert_success();
+        serde_json::from_str(&run.stdout).unwrap_or_else(|err| {
+            panic!(
+                "`{}` printed no JSON ({err}):\n{}",
+                args.join(" "),
+                run.stdout
+            )
+        })
+    }
+
+    /// Appends one event with a JSON payload and returns its receipt.
+    fn append(&self, scope: &str, entity: &str, event_type: &str, extra: &[&str]) -> Value {
+        let mut args = vec!["append", scope, entity, event_type];
+        args.extend_from_slice(extra);
+        self.json(&args)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What a finished CLI run printed and how it exited.
+struct Run {
+    args: String,
+    success: bool,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn assert_success(&self) {
+        assert!(
+            self.success,
+            "`causeway {}` failed:\nstdout: {}\nstderr: {}",
+            self.args, self.stdout, self.stderr
+        );
+    }
+
+    /// Asserts the run failed with a one-line error on stderr, and returns that line.
+    fn assert_failure(&self) -> &str {
+        assert!(
+            !self.success,
+            "`causeway {}` should have failed; stdout: {}",
+            self.args, self.stdout
+        );
+        let line = self.stderr.trim_end();
+        assert!(line.starts_with("error: "), "stderr: {line:?}");
+        assert_eq!(line.lines().count(), 1, "one line, got {line:?}");
+        line
+    }
+}
+
+/// The `causewayd` binary, built by `cargo test --workspace` next to this test's directory.
+fn causewayd() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let debug_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test runs from target/<profile>/deps");
+    let binary = debug_dir.join(format!("causewayd{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        binary.exists(),
+        "{} does not exist: run `cargo test --workspace` (or `cargo build -p causeway-server`) \
+         so the server binary is built",
+        binary.display()
+    );
+    binary
+}
+
+/// Runs the CLI to completion (or the deadline) and collects its output.
+fn run_cli(args: &[&str], stdin: Option<&[u8]>) -> Run {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_causeway"))
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the causeway binary");
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().expect("stdin is piped");
+        pipe.write_all(input).expect("write stdin");
+    }
+    let stdout = read_all(child.stdout.take().expect("stdout is piped"));
+    let stderr = read_all(child.stderr.take().expect("stderr is piped"));
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("poll the CLI") {
+            break status;
+        }
+        if started.elapsed() > DEADLINE {
+            let _ = child.kill();
+            panic!(
+                "`causeway {}` did not finish in {DEADLINE:?}",
+                args.join(" ")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Run {
+        args: args.join(" "),
+        success: status.success(),
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+    }
+}
+
+fn read_all(mut pipe: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = pipe.read_to_string(&mut text);
+        text
+    })
+}
+
+/// The lines a pipe prints, as they come.
+fn line_channel(pipe: impl std::io::Read + Send + 'static) -> Receiver<String> {
+    let (sender, receiver) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    receiver
+}
+
+/// Waits for a line that contains `needle`, returning the lines seen up to and including it.
+fn wait_for_line(lines: &Receiver<String>, needle: &str) -> Vec<String> {
+    let deadline = Instant::now() + DEADLINE;
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => {
+                let found = line.contains(needle);
+                seen.push(line);
+                if found {
+                    return seen;
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => panic!("no line with {needle:?}; saw {seen:?}"),
+            Err(RecvTimeoutError::Disconnected) => {
+                panic!("the output ended before a line with {needle:?}; saw {seen:?}")
+            }
+        }
+    }
+}
+
+fn str_of<'a>(value: &'a Value, pointer: &str) -> &'a str {
+    value
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("no string at {pointer} in {value}"))
+}
+
+fn u64_of(value: &Value, pointer: &str) -> u64 {
+    value
+        .pointer(pointer)
+        .and_then(Value::as_u64)
+        .unwrap_or_else(|| panic!("no integer at {pointer} in {value}"))
+}
+
+#[test]
+fn append_get_read_and_head_round_trip() {
+    let server = Server::start();
+    let first = server.append(
+        "acme",
+        "order-1",
+        "OrderPlaced",
+        &[
+            "--data",
+            r#"{"total":12}"#,
+            "--tag",
+            "customer:42",
+            "--meta",
+            "source=web",
+        ],
+    );
+    assert_eq!(u64_of(&first, "/events/0/position"), 1);
+    assert_eq!(u64_of(&first, "/events/0/version"), 1);
+    assert_eq!(
+        str_of(&first, "/signature").len(),
+        128,
+        "receipts are signed"
+    );
+    let id = str_of(&first, "/events/0/id").to_string();
+
+    // The payload from a file and from stdin.
+    let payload_path = server.path("paid.json");
+    std::fs::write(&payload_path, br#"{"amount":12}"#).expect("write the payload");
+    let payload_arg = payload_path.to_string_lossy().to_string();
+    server.append("acme", "order-1", "OrderPaid", &["--file", &payload_arg]);
+    let shipped = server.run_with_stdin(
+        &[
+            "append",
+            "acme",
+            "order-1",
+            "OrderShipped",
+            "--file",
+            "-",
+            "--content-type",
+            "text/plain",
+        ],
+        Some(b"by boat"),
+    );
+    shipped.assert_success();
+    assert!(
+        shipped.stdout.starts_with("POSITION"),
+        "a table by default: {}",
+        shipped.stdout
+    );
+    server.append("acme", "order-2", "OrderPlaced", &["--data", "{}"]);
+
+    let event = server.json(&["get", &id]);
+    assert_eq!(str_of(&event, "/id"), id);
+    assert_eq!(str_of(&event, "/type"), "OrderPlaced");
+    assert_eq!(str_of(&event, "/payload"), r#"{"total":12}"#);
+    assert_eq!(
+        str_of(&event, "/content_type"),
+        "application/json",
+        "detected JSON"
+    );
+    assert_eq!(str_of(&event, "/metadata/source"), "web");
+    assert_eq!(event["tags"], serde_json::json!(["customer:42"]));
+    assert_eq!(str_of(&event, "/hash"), str_of(&first, "/events/0/hash"));
+    let table = server.run(&["get", &id]);
+    table.assert_success();
+    assert!(table.stdout.contains("customer:42"), "{}", table.stdout);
+
+    let entity = server.json(&["read", "entity", "acme", "order-1"]);
+    let types: Vec<&str> = entity["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|event| event["type"].as_str().expect("type"))
+        .collect();
+    assert_eq!(types, ["OrderPlaced", "OrderPaid", "OrderShipped"]);
+    let shipped_event = &entity["events"][2];
+    assert_eq!(str_of(shipped_event, "/payload"), "by boat");
+    assert_eq!(str_of(shipped_event, "/content_type"), "text/plain");
+    assert_eq!(
+        str_of(&entity, "/events/1/content_type"),
+        "application/json"
+    );
+
+    let last = server.json(&[
+        "read",
+        "entity",
+        "acme",
+        "order-1",
+        "--backward",
+        "--limit",
+        "1",
+    ]);
+    assert_eq!(str_of(&last, "/events/0/type"), "OrderShipped");
+    assert_eq!(last["events"].as_array().map(Vec::len), Some(1));
+
+    let placed = server.json(&["read", "log", "--type", "OrderPlaced"]);
+    let positions: Vec<u64> = placed["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|event| event["position"].as_u64().expect("position"))
+        .collect();
+    assert_eq!(positions, [1, 4]);
+    assert_eq!(placed["end"], true);
+    let tagged = server.json(&["read", "log", "--tag", "customer:42", "--scope", "acme"]);
+    assert_eq!(tagged["events"].as_array().map(Vec::len), Some(1));
+    let page = server.json(&["read", "log", "--limit", "2"]);
+    assert_eq!(page["events"].as_array().map(Vec::len), Some(2));
+    assert_eq!(u64_of(&page, "/next_position"), 3);
+    assert_eq!(page["end"], false);
+    let by_prefix = server.run(&["read", "log", "--prefix", "order-2"]);
+    by_prefix.assert_success();
+    assert_eq!(
+        by_prefix.stdout.lines().count(),
+        2,
+        "header and one row: {}",
+        by_prefix.stdout
+    );
+
+    let head = server.json(&["head"]);
+    assert_eq!(u64_of(&head, "/position"), 4);
+    assert_eq!(str_of(&head, "/digest").len(), 64);
+}
+
+#[test]
+fn conditions_refuse_with_a_clear_error_and_idempotent_retries_return_the_receipt() {
+    let server = Server::start();
+    server.append("acme", "order-1", "OrderPlaced", &["--expect", "no-stream"]);
+    let conflict = server.run(&[
+        "append",
+        "acme",
+        "order-1",
+        "OrderPlaced",
+        "--expect",
+        "no-stream",
+    ]);
+    let line = conflict.assert_failure();
+    assert!(line.contains("version conflict"), "{line}");
+    assert!(line.contains("order-1"), "{line}");
+    server.append("acme", "order-1", "OrderPaid", &["--expect", "1"]);
+    let stale = server.run(&["append", "acme", "order-1", "OrderPaid", "--expect", "1"]);
+    stale.assert_failure();
+
+    let first = server.append(
+        "acme",
+        "order-2",
+        "OrderPlaced",
+        &["--data", "a", "--idempotency-key", "k1"],
+    );
+    let retry = server.append(
+        "acme",
+        "order-2",
+        "OrderPlaced",
+        &["--data", "a", "--idempotency-key", "k1"],
+    );
+    assert_eq!(first, retry, "a retry returns the original receipt");
+    let reused = server.run(&[
+        "append",
+        "acme",
+        "order-2",
+        "OrderPlaced",
+        "--data",
+        "b",
+        "--idempotency-key",
+        "k1",
+    ]);
+    let line = reused.assert_failure();
+    assert!(line.contains("idempotency"), "{line}");
+    assert_eq!(
+        u64_of(&server.json(&["head"]), "/position"),
+        3,
+        "refusals wrote nothing"
+    );
+}
+
+#[test]
+fn gates_register_deny_dry_run_list_and_remove() {
+    let server = Server::start();
+    let registered = server.json(&[
+        "gates",
+        "register",
+        "--name",
+        "one-email",
+        "--scope",
+        "acme",
+        "--unique-tag",
+        "email:",
+    ]);
+    let gate_version = u64_of(&registered, "/events/0/position");
+    server.json(&["gates", "register", "--name", "small", "--max-payload", "8"]);
+    server.json(&[
+        "gates",
+        "register",
+        "--name",
+        "rules",
+        "--cel",
+        "event.type != 'Forbidden'",
+    ]);
+
+    let listed = server.json(&["gates", "list"]);
+    let one_email = listed["gates"]
+        .as_array()
+        .expect("gates")
+        .iter()
+        .find(|gate| gate["name"] == "one-email")
+        .unwrap_or_else(|| panic!("one-email is listed: {listed}"));
+    assert_eq!(u64_of(one_email, "/version"), gate_version);
+    assert_eq!(
+        one_email["rule"],
+        serde_json::json!({"kind": "unique_tag", "prefix": "email:"})
+    );
+    let table = server.run(&["gates", "list"]);
+    table.assert_success();
+    assert!(
+        table.stdout.contains("unique tag email:*"),
+        "{}",
+        table.stdout
+    );
+
+    let receipt = server.append("acme", "user-1", "UserRegistered", &["--tag", "email:a@x"]);
+    let passed: Vec<&str> = receipt["gates"]
+        .as_array()
+        .expect("gates")
+        .iter()
+        .map(|gate| gate["name"].as_str().expect("name"))
+        .collect();
+    assert!(passed.contains(&"one-email"), "{receipt}");
+
+    let dry = server.run(&[
+        "gates",
+        "dry-run",
+        "acme",
+        "user-2",
+        "UserRegistered",
+        "--tag",
+        "email:a@x",
+    ]);
+    let line = dry.assert_failure();
+    assert!(line.contains("one-email"), "{line}");
+    assert!(line.contains("TAG_TAKEN"), "{line}");
+    let denied = server.run(&[
+        "append",
+        "acme",
+        "user-2",
+        "UserRegistered",
+        "--tag",
+        "email:a@x",
+    ]);
+    let line = denied.assert_failure();
+    assert!(
+        line.contains("denied by gate one-email (TAG_TAKEN)"),
+        "{line}"
+    );
+    assert!(line.contains("email:a@x"), "the facts are shown: {line}");
+    let too_big = server.run(&["append", "acme", "doc-1", "Noted", "--data", "123456789"]);
+    assert!(too_big.assert_failure().contains("TOO_LARGE"));
+    let forbidden = server.run(&["append", "acme", "doc-1", "Forbidden"]);
+    assert!(forbidden.assert_failure().contains("CEL_FALSE"));
+    let bad_cel = server.run(&[
+        "gates",
+        "register",
+        "--name",
+        "broken",
+        "--cel",
+        "event.type ==",
+    ]);
+    bad_cel.assert_failure();
+
+    let ok_dry = server.json(&[
+        "gates",
+        "dry-run",
+        "acme",
+        "user-2",
+        "UserRegistered",
+        "--tag",
+        "email:b@x",
+    ]);
+    assert_eq!(ok_dry["events"].as_array().map(Vec::len), Some(1));
+    let head_before = u64_of(&server.json(&["head"]), "/position");
+
+    server.json(&["gates", "remove", "one-email"]);
+    let head_after = u64_of(&server.json(&["head"]), "/position");
+    assert_eq!(
+        head_after,
+        head_before + 1,
+        "a dry run writes nothing, a removal one event"
+    );
+    server.append("acme", "user-2", "UserRegistered", &["--tag", "email:a@x"]);
+    let listed = server.json(&["gates", "list"]);
+    assert!(
+        listed["gates"]
+            .as_array()
+            .expect("gates")
+            .iter()
+            .all(|gate| gate["name"] != "one-email"),
+        "{listed}"
+    );
+    server
+        .run(&["gates", "remove", "one-email"])
+        .assert_failure();
+}
+
+#[test]
+fn graph_draws_trees_dot_and_json() {
+    let server = Server::start();
+    let placed = server.append("acme", "order-1", "OrderPlaced", &[]);
+    let placed_id = str_of(&placed, "/events/0/id").to_string();
+    let paid = server.append("acme", "order-1", "OrderPaid", &["--causation", &placed_id]);
+    let paid_id = str_of(&paid, "/events/0/id").to_string();
+    let shipped = server.append(
+        "acme",
+        "order-1",
+        "OrderShipped",
+        &["--causation", &paid_id],
+    );
+    let shipped_id = str_of(&shipped, "/events/0/id").to_string();
+
+    let tree = server.run(&["graph", "descendants", &placed_id]);
+    tree.assert_success();
+    let lines: Vec<&str> = tree.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", tree.stdout);
+    assert!(
+        lines[0].starts_with("OrderPlaced acme/order-1 v1 #1"),
+        "{}",
+        tree.stdout
+    );
+    assert!(lines[1].starts_with("└─ OrderPaid"), "{}", tree.stdout);
+    assert!(
+        lines[2].starts_with("   └─ OrderShipped"),
+        "{}",
+        tree.stdout
+    );
+
+    let up = server.run(&["graph", "ancestors", &shipped_id, "--depth", "1"]);
+    up.assert_success();
+    assert!(up.stdout.starts_with("OrderShipped"), "{}", up.stdout);
+    assert!(up.stdout.contains("└─ OrderPaid"), "{}", up.stdout);
+    assert!(
+        !up.stdout.contains("OrderPlaced"),
+        "depth 1 stops at the parent: {}",
+        up.stdout
+    );
+
+    let dot = server.run(&["graph", "correlation", &placed_id, "--format", "dot"]);
+    dot.assert_success();
+    assert!(
+        dot.stdout.starts_with("digraph causeway {"),
+        "{}",
+        dot.stdout
+    );
+    assert!(
+        dot.stdout
+            .contains(&format!("\"{placed_id}\" -> \"{paid_id}\";")),
+        "{}",
+        dot.stdout
+    );
+    assert!(
+        dot.stdout
+            .contains(&format!("\"{paid_id}\" -> \"{shipped_id}\";")),
+        "{}",
+        dot.stdout
+    );
+
+    let graph = server.json(&["graph", "ancestors", &shipped_id]);
+    assert_eq!(graph["nodes"].as_array().map(Vec::len), Some(3));
+    assert_eq!(graph["edges"].as_array().map(Vec::len), Some(2));
+    assert_eq!(graph["truncated"], false);
+
+    let missing = server.run(&[
+        "append",
+        "acme",
+        "order-1",
+        "OrderRefunded",
+        "--causation",
+        "01890a5d-ac96-774b-bcce-b302099a8057",
+    ]);
+    assert!(missing.assert_failure().contains("CAUSATION_MISSING"));
+    server.append(
+        "acme",
+        "order-1",
+        "OrderRefunded",
+        &[
+            "--causation",
+            "01890a5d-ac96-774b-bcce-b302099a8057",
+            "--external-causation",
+        ],
+    );
+}
+
+#[test]
+fn receipts_verify_on_the_server_and_offline_and_tampering_is_caught() {
+    let server = Server::start();
+    server.append(
+        "acme",
+        "order-1",
+        "OrderPlaced",
+        &["--data", r#"{"total":12}"#],
+    );
+    let receipt = server.append(
+        "acme",
+        "order-1",
+        "OrderPaid",
+        &[
+            "--data", "paid", "--meta", "b=2", "--meta", "a=1", "--tag", "t1",
+        ],
+    );
+    let receipt_path = server.path("receipt.json");
+    std::fs::write(&receipt_path, receipt.to_string()).expect("write the receipt");
+    let receipt_arg = receipt_path.to_string_lossy().to_string();
+
+    let on_server = server.run(&["verify", &receipt_arg]);
+    on_server.assert_success();
+    assert_eq!(on_server.stdout.trim(), "valid");
+    let from_stdin = server.run_with_stdin(
+        &["--output", "json", "verify"],
+        Some(receipt.to_string().as_bytes()),
+    );
+    from_stdin.assert_success();
+    assert!(
+        from_stdin.stdout.contains("\"valid\": true"),
+        "{}",
+        from_stdin.stdout
+    );
+
+    let id = str_of(&receipt, "/events/0/id").to_string();
+    let event = server.json(&["get", &id]);
+    let events_path = server.path("events.json");
+    std::fs::write(&events_path, event.to_string()).expect("write the events");
+    let events_arg = events_path.to_string_lossy().to_string();
+    let offline = server.run(&[
+        "verify",
+        &receipt_arg,
+        "--offline",
+        "--events",
+        &events_arg,
+        "--public-key",
+        PUBLIC_KEY_HEX,
+    ]);
+    offline.assert_success();
+    assert_eq!(offline.stdout.trim(), "valid");
+    let unkeyed = server.run(&["verify", &receipt_arg, "--offline", "--events", &events_arg]);
+    unkeyed.assert_success();
+    assert!(
+        unkeyed.stdout.contains("signature was not checked"),
+        "{}",
+        unkeyed.stdout
+    );
+
+    // The offline check needs no server at all.
+    let serverless = run_cli(
+        &[
+            "--server",
+            "http://127.0.0.1:1",
+            "verify",
+            &receipt_arg,
+            "--offline",
+            "--events",
+            &events_arg,
+            "--public-key",
+            PUBLIC_KEY_HEX,
+        ],
+        None,
+    );
+    serverless.assert_success();
+
+    // A changed payload byte in the events.
+    let mut tampered_event = event.clone();
+    tampered_event["payload_base64"] = Value::String("cGFpRA==".to_string()); // "paiD"
+    let tampered_events_path = server.path("tampered-events.json");
+    std::fs::write(&tampered_events_path, tampered_event.to_string()).expect("write");
+    let tampered_events_arg = tampered_events_path.to_string_lossy().to_string();
+    let caught = server.run(&[
+        "verify",
+        &receipt_arg,
+        "--offline",
+        "--events",
+        &tampered_events_arg,
+    ]);
+    assert!(
+        !caught.success,
+        "tampered payload must fail: {}",
+        caught.stdout
+    );
+    assert!(caught.stdout.contains("invalid"), "{}", caught.stdout);
+
+    // A changed digest in the receipt: the signature no longer verifies, here or on the server.
+    let mut forged = receipt.clone();
+    let digest = str_of(&receipt, "/digest");
+    let flipped = if digest.starts_with('0') { "1" } else { "0" };
+    forged["digest"] = Value::String(format!("{flipped}{}", &digest[1..]));
+    let forged_path = server.path("forged.json");
+    std::fs::write(&forged_path, forged.to_string()).expect("write");
+    let forged_arg = forged_path.to_string_lossy().to_string();
+    let offline_forged = server.run(&[
+        "verify",
+        &forged_arg,
+        "--offline",
+        "--events",
+        &events_arg,
+        "--public-key",
+        PUBLIC_KEY_HEX,
+    ]);
+    assert!(!offline_forged.success);
+    assert!(
+        offline_forged.stdout.contains("signature does not verify"),
+        "{}",
+        offline_forged.stdout
+    );
+    let server_forged = server.run(&["verify", &forged_arg]);
+    assert!(
+        !server_forged.success,
+        "the server refuses it too: {}",
+        server_forged.stdout
+    );
+    assert!(
+        server_forged.stdout.starts_with("invalid"),
+        "{}",
+        server_forged.stdout
+    );
+}
+
+#[test]
+fn tail_prints_history_then_live_events_until_killed() {
+    let server = Server::start();
+    let before = server.append("acme", "order-1", "OrderPlaced", &[]);
+    let before_id = str_of(&before, "/events/0/id").to_string();
+
+    let server_arg = format!("http://{}", server.address);
+    let spawn_tail = |args: &[&str]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_causeway"))
+            .args(["--server", &server_arg])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start causeway tail");
+        let stdout = line_channel(child.stdout.take().expect("stdout is piped"));
+        let stderr = line_channel(child.stderr.take().expect("stderr is piped"));
+        (KillOnDrop(child), stdout, stderr)
+    };
+    let (mut history_tail, history, _) = spawn_tail(&["--output", "json", "tail", "--from", "1"]);
+    let (_live_tail, live, live_notes) = spawn_tail(&["tail", "--scope", "acme"]);
+
+    let replayed = wait_for_line(&history, &before_id);
+    let first: Value = serde_json::from_str(&replayed[replayed.len() - 1]).expect("a JSON line");
+    assert_eq!(str_of(&first, "/type"), "OrderPlaced");
+    wait_for_line(&live_notes, "caught up");
+
+    let after = server.append("acme", "order-1", "OrderPaid", &["--data", "live!"]);
+    let after_id = str_of(&after, "/events/0/id").to_string();
+    server.append("other", "x", "Ignored", &[]);
+    let after_ignored = server.append("acme", "order-2", "OrderPlaced", &[]);
+    let last_id = str_of(&after_ignored, "/events/0/id").to_string();
+
+    wait_for_line(&history, &after_id);
+    let seen = wait_for_line(&live, &last_id);
+    assert_eq!(
+        seen.len(),
+        2,
+        "--now skips history and the filter skips scope other: {seen:?}"
+    );
+    assert!(
+        seen[0].contains(&after_id) && seen[0].contains("live!"),
+        "{seen:?}"
+    );
+    assert!(seen[0].starts_with("#2 "), "{seen:?}");
+
+    // Ctrl-C ends a tail cleanly.
+    let pid = history_tail.0.id().to_string();
+    let sent = Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("run kill");
+    assert!(sent.success(), "kill -INT {pid}");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = history_tail.0.try_wait().expect("poll the tail") {
+            break status;
+        }
+        assert!(started.elapsed() < DEADLINE, "tail ignored SIGINT");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.success(), "Ctrl-C is a normal exit: {status}");
+}
+
+#[test]
+fn errors_are_one_line_and_exit_nonzero() {
+    let server = Server::start();
+    let missing = server.run(&["get", "01890a5d-ac96-774b-bcce-b302099a8057"]);
+    assert!(missing.assert_failure().contains("NOT_FOUND"));
+    let bad_id = server.run(&["get", "not-a-uuid"]);
+    assert!(bad_id.assert_failure().contains("INVALID_ARGUMENT"));
+    let empty_scope = server.run(&["append", "", "e", "T"]);
+    empty_scope.assert_failure();
+
+    // A port nobody listens on: bind one, then drop the listener.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("bind an ephemeral port")
+        .port();
+    let unreachable = run_cli(&["--server", &format!("127.0.0.1:{port}"), "head"], None);
+    let line = unreachable.assert_failure();
+    assert!(line.contains("cannot connect to"), "{line}");
+}
+
+/// A child process killed when dropped.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
