@@ -8,7 +8,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(false)
         .file_descriptor_set_path(out_dir.join("causeway_descriptor.bin"))
-        .compile_with_config(config, &["../proto/causeway/v1/causeway.proto"], &["../proto"])?;
+        .compile_with_config(
+            config,
+            &["../proto/causeway/v1/causeway.proto"],
+            &["../proto"],
+        )?;
     println!("cargo:rerun-if-changed=../proto");
     Ok(())
 }

@@ -1,11 +1,28 @@
-//! causewayd.
+//! `causewayd`: reads the configuration, sets up logging, and serves until SIGINT or SIGTERM.
+//!
+//! The first line on stdout is `listening on ADDR`, printed once the store is open and the
+//! address bound, so scripts and tests that pass `--listen 127.0.0.1:0` learn the port. Logs go
+//! to stderr; `RUST_LOG` filters them (default `info`).
 
-/// The generated protobuf types and gRPC server of `causeway.v1`.
-pub mod pb {
-    #![allow(missing_docs)]
-    tonic::include_proto!("causeway.v1");
-    /// The file descriptor set, for gRPC reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("causeway_descriptor");
+use causeway_server::{Config, Server, shutdown_signal};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> anyhow::Result<()> {
+    let config = Config::load()?;
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("causeway-async")
+        .build()?;
+    runtime.block_on(async {
+        let server = Server::bind(&config).await?;
+        println!("listening on {}", server.local_addr());
+        server.serve(shutdown_signal()).await?;
+        Ok(())
+    })
 }
-
-fn main() {}

@@ -1,0 +1,298 @@
+//! The server's configuration: command-line flags, `CAUSEWAY_*` environment variables, and an
+//! optional TOML file (`--config`).
+//!
+//! Each setting is taken from the first source that has it: a flag, then its environment
+//! variable, then the file, then the default. The result is checked against the bounds in
+//! `limits.rs` before anything starts, and a bad value is refused naming the setting.
+//!
+//! ```toml
+//! data_dir = "/var/lib/causeway"
+//! listen = "0.0.0.0:50051"
+//! pool_threads = 64
+//! pool_queue = 1024
+//! max_subscriptions = 1024
+//! durability = "fsync"          # or "relaxed"
+//! signing_key = "/etc/causeway/receipt.key"
+//! record_denials = true
+//! ```
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use crate::limits::{
+    POOL_QUEUE_DEFAULT, POOL_QUEUE_MAX, POOL_THREADS_DEFAULT, POOL_THREADS_MAX,
+    SUBSCRIPTIONS_DEFAULT, SUBSCRIPTIONS_MAX,
+};
+
+/// The default data directory, relative to the working directory.
+pub const DATA_DIR_DEFAULT: &str = "./causeway-data";
+/// The default listen address: loopback only, so a fresh server is not exposed by accident.
+pub const LISTEN_DEFAULT: &str = "127.0.0.1:50051";
+
+/// The command line of `causewayd`. Every flag can also come from its `CAUSEWAY_*` variable.
+#[derive(Parser, Debug, Default)]
+#[command(
+    name = "causewayd",
+    version,
+    about = "The Causeway event store, served over gRPC."
+)]
+pub struct Args {
+    /// A TOML file with any of the settings below (flags and variables override it).
+    #[arg(long, env = "CAUSEWAY_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Where the store keeps its files [default: ./causeway-data].
+    #[arg(long, env = "CAUSEWAY_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The address to serve on, as IP:PORT; port 0 picks a free port [default: 127.0.0.1:50051].
+    #[arg(long, env = "CAUSEWAY_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Threads that run store calls [default: 64].
+    #[arg(long, env = "CAUSEWAY_POOL_THREADS")]
+    pub pool_threads: Option<usize>,
+    /// Store calls that may wait for a thread before requests are refused [default: 1024].
+    #[arg(long, env = "CAUSEWAY_POOL_QUEUE")]
+    pub pool_queue: Option<usize>,
+    /// Subscriptions open at once before more are refused [default: 1024].
+    #[arg(long, env = "CAUSEWAY_MAX_SUBSCRIPTIONS")]
+    pub max_subscriptions: Option<usize>,
+    /// When appends are answered: after fsync, or (relaxed) before it, which loses acknowledged
+    /// events on power loss [default: fsync].
+    #[arg(long, env = "CAUSEWAY_DURABILITY", value_enum)]
+    pub durability: Option<Durability>,
+    /// A file with an Ed25519 secret key (64 hex digits) that signs every receipt.
+    #[arg(long, env = "CAUSEWAY_SIGNING_KEY")]
+    pub signing_key: Option<PathBuf>,
+    /// Record every refused append as an event in the $system scope [default: false].
+    #[arg(
+        long,
+        env = "CAUSEWAY_RECORD_DENIALS",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub record_denials: Option<bool>,
+}
+
+/// When appends are answered relative to the disk.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// After fsync: an acknowledged event survives power loss.
+    #[default]
+    Fsync,
+    /// After write, before fsync: faster, but acknowledged events can be lost on power loss or
+    /// a kernel crash (not on a process crash).
+    Relaxed,
+}
+
+/// The settings as a TOML file may give them; all optional.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    data_dir: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    pool_threads: Option<usize>,
+    pool_queue: Option<usize>,
+    max_subscriptions: Option<usize>,
+    durability: Option<Durability>,
+    signing_key: Option<PathBuf>,
+    record_denials: Option<bool>,
+}
+
+/// The resolved configuration a server starts with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Where the store keeps its files.
+    pub data_dir: PathBuf,
+    /// The address to serve on; port 0 picks a free port (the bound address is logged and
+    /// printed).
+    pub listen: SocketAddr,
+    /// Threads of the blocking pool, 1 to `POOL_THREADS_MAX`.
+    pub pool_threads: usize,
+    /// Queue of the blocking pool, 1 to `POOL_QUEUE_MAX`.
+    pub pool_queue: usize,
+    /// Open subscriptions allowed, 1 to `SUBSCRIPTIONS_MAX`.
+    pub max_subscriptions: usize,
+    /// When appends are answered; `Relaxed` trades power-loss durability for latency.
+    pub durability: Durability,
+    /// The receipt signing key file, if receipts are signed.
+    pub signing_key: Option<PathBuf>,
+    /// Whether refused appends are recorded in the log (each refusal then costs a write).
+    pub record_denials: bool,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            data_dir: PathBuf::from(DATA_DIR_DEFAULT),
+            listen: LISTEN_DEFAULT.parse().expect("the default address parses"),
+            pool_threads: POOL_THREADS_DEFAULT,
+            pool_queue: POOL_QUEUE_DEFAULT,
+            max_subscriptions: SUBSCRIPTIONS_DEFAULT,
+            durability: Durability::Fsync,
+            signing_key: None,
+            record_denials: false,
+        }
+    }
+}
+
+/// A configuration that cannot be used; the message names the setting.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Parses the process's command line and environment, reads the file they name, and
+    /// checks the result.
+    pub fn load() -> Result<Config, ConfigError> {
+        Config::from_args(Args::parse())
+    }
+
+    /// Resolves parsed flags (which already include the environment) over the file they name
+    /// and the defaults, and checks the result.
+    pub fn from_args(args: Args) -> Result<Config, ConfigError> {
+        let file = match &args.config {
+            None => File::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|err| ConfigError(format!("config file {}: {err}", path.display())))?;
+                toml::from_str(&text)
+                    .map_err(|err| ConfigError(format!("config file {}: {err}", path.display())))?
+            }
+        };
+        let defaults = Config::default();
+        let config = Config {
+            data_dir: args.data_dir.or(file.data_dir).unwrap_or(defaults.data_dir),
+            listen: args.listen.or(file.listen).unwrap_or(defaults.listen),
+            pool_threads: args
+                .pool_threads
+                .or(file.pool_threads)
+                .unwrap_or(defaults.pool_threads),
+            pool_queue: args
+                .pool_queue
+                .or(file.pool_queue)
+                .unwrap_or(defaults.pool_queue),
+            max_subscriptions: args
+                .max_subscriptions
+                .or(file.max_subscriptions)
+                .unwrap_or(defaults.max_subscriptions),
+            durability: args
+                .durability
+                .or(file.durability)
+                .unwrap_or(defaults.durability),
+            signing_key: args.signing_key.or(file.signing_key),
+            record_denials: args
+                .record_denials
+                .or(file.record_denials)
+                .unwrap_or(defaults.record_denials),
+        };
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Checks every bounded setting against its constant.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let bounds = [
+            (
+                "pool_threads",
+                self.pool_threads,
+                POOL_THREADS_MAX,
+                "POOL_THREADS_MAX",
+            ),
+            (
+                "pool_queue",
+                self.pool_queue,
+                POOL_QUEUE_MAX,
+                "POOL_QUEUE_MAX",
+            ),
+            (
+                "max_subscriptions",
+                self.max_subscriptions,
+                SUBSCRIPTIONS_MAX,
+                "SUBSCRIPTIONS_MAX",
+            ),
+        ];
+        for (setting, value, max, limit) in bounds {
+            if !(1..=max).contains(&value) {
+                return Err(ConfigError(format!(
+                    "{setting} is {value}; it must be 1 to {max} ({limit})"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl From<Durability> for causeway_core::Durability {
+    fn from(durability: Durability) -> causeway_core::Durability {
+        match durability {
+            Durability::Fsync => causeway_core::Durability::Fsync,
+            Durability::Relaxed => causeway_core::Durability::Relaxed,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(flags: &[&str]) -> Args {
+        Args::try_parse_from(std::iter::once("causewayd").chain(flags.iter().copied()))
+            .expect("flags parse")
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_the_file_over_defaults() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("causeway.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:7000\"\npool_threads = 3\ndurability = \"relaxed\"\n",
+        )
+        .expect("write config");
+        let config = Config::from_args(args(&[
+            "--config",
+            path.to_str().expect("utf-8 path"),
+            "--listen",
+            "127.0.0.1:7001",
+            "--record-denials",
+        ]))
+        .expect("valid config");
+        assert_eq!(config.listen, "127.0.0.1:7001".parse().expect("address"));
+        assert_eq!(config.pool_threads, 3);
+        assert_eq!(config.durability, Durability::Relaxed);
+        assert!(config.record_denials);
+        assert_eq!(config.pool_queue, POOL_QUEUE_DEFAULT);
+        assert_eq!(config.data_dir, PathBuf::from(DATA_DIR_DEFAULT));
+    }
+
+    #[test]
+    fn a_bound_over_its_constant_is_refused_by_name() {
+        let err = Config::from_args(args(&["--pool-threads", "100000"]))
+            .expect_err("over POOL_THREADS_MAX");
+        assert!(err.0.contains("pool_threads"), "{err}");
+        assert!(err.0.contains("POOL_THREADS_MAX"), "{err}");
+        let err = Config::from_args(args(&["--pool-queue", "0"])).expect_err("zero queue");
+        assert!(err.0.contains("pool_queue"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_file_setting_is_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("causeway.toml");
+        std::fs::write(&path, "pool_thread = 3\n").expect("write config");
+        let err = Config::from_args(args(&["--config", path.to_str().expect("utf-8 path")]))
+            .expect_err("a misspelt setting");
+        assert!(err.0.contains("pool_thread"), "{err}");
+    }
+}

@@ -1,0 +1,499 @@
+//! Every conversion between the wire (`pb`) and the core's types, in one file.
+//!
+//! Wire types never reach the core: requests are converted here first, and replies are built
+//! here from core values. Conversion checks only what the wire can get wrong and the core cannot
+//! see (a UUID that does not parse, an unknown enum value, a hash of the wrong length, a
+//! timestamp the core cannot represent) and names the field as a path in the request
+//! (`events[2].causation[0]`); everything else (empty names, bounds) is the core's to check,
+//! with its own messages. Empty strings stand for absent optional values, as proto3 has it.
+
+use causeway_core::clock::Timestamp;
+use causeway_core::receipt::Signature;
+use causeway_core::store::RegisteredGate;
+use causeway_core::{
+    Append, Committed, DcbCondition, Direction, Event, EventId, Expected, ExpectedVersion, Filter,
+    GateDefinition, GatePass, Graph, NewEvent, Position, QueryItem, Receipt, Rule, Version,
+};
+use prost::Message as _;
+
+use crate::pb;
+use crate::status::Error;
+
+type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An append request, with `prefix` naming where it sits in the request (`""` or `"append."`).
+pub fn append(request: pb::AppendRequest, prefix: &str) -> Result<Append> {
+    let events = request
+        .events
+        .into_iter()
+        .enumerate()
+        .map(|(event_idx, event)| new_event(event, &format!("{prefix}events[{event_idx}]")))
+        .collect::<Result<_>>()?;
+    let expected = request
+        .expected
+        .into_iter()
+        .enumerate()
+        .map(|(expected_idx, expected)| {
+            expected_version(expected, &format!("{prefix}expected[{expected_idx}]"))
+        })
+        .collect::<Result<_>>()?;
+    let condition = request
+        .condition
+        .map(|condition| {
+            Ok::<_, Error>(DcbCondition {
+                query: filter(condition.query, &format!("{prefix}condition.query"))?,
+                after: Position(condition.after_position),
+            })
+        })
+        .transpose()?;
+    Ok(Append {
+        events,
+        expected,
+        condition,
+        idempotency_key: non_empty(request.idempotency_key),
+        gates: request.gates,
+        external_causation: request.external_causation,
+    })
+}
+
+fn new_event(event: pb::NewEvent, field: &str) -> Result<NewEvent> {
+    let causation = event
+        .causation
+        .iter()
+        .enumerate()
+        .map(|(parent_idx, parent)| event_id(parent, &format!("{field}.causation[{parent_idx}]")))
+        .collect::<Result<_>>()?;
+    Ok(NewEvent {
+        id: optional_event_id(&event.id, &format!("{field}.id"))?,
+        correlation_id: optional_event_id(
+            &event.correlation_id,
+            &format!("{field}.correlation_id"),
+        )?,
+        causation,
+        scope: event.scope,
+        entity: event.entity,
+        event_type: event.r#type,
+        tags: event.tags,
+        payload: event.payload,
+        content_type: event.content_type,
+        metadata: event.metadata.into_iter().collect(),
+    })
+}
+
+fn expected_version(expected: pb::ExpectedVersion, field: &str) -> Result<Expected> {
+    let kind = pb::ExpectedKind::try_from(expected.kind).map_err(|_| {
+        Error::invalid(
+            format!("{field}.kind"),
+            format!("{} is not an ExpectedKind", expected.kind),
+        )
+    })?;
+    let version = match kind {
+        pb::ExpectedKind::Unspecified | pb::ExpectedKind::Any => ExpectedVersion::Any,
+        pb::ExpectedKind::NoStream => ExpectedVersion::NoStream,
+        pb::ExpectedKind::Exists => ExpectedVersion::Exists,
+        pb::ExpectedKind::Exact => ExpectedVersion::Exact(Version(expected.version)),
+    };
+    if kind != pb::ExpectedKind::Exact && expected.version != 0 {
+        return Err(Error::invalid(
+            format!("{field}.version"),
+            format!(
+                "{} is set, but only EXPECTED_KIND_EXACT takes a version",
+                expected.version
+            ),
+        ));
+    }
+    Ok(Expected {
+        scope: expected.scope,
+        entity: expected.entity,
+        version,
+    })
+}
+
+/// A filter; absent is the empty filter, which matches every event.
+pub fn filter(filter: Option<pb::Filter>, field: &str) -> Result<Filter> {
+    let Some(filter) = filter else {
+        return Ok(Filter::default());
+    };
+    Ok(Filter {
+        scopes: filter.scopes,
+        entity_prefix: filter.entity_prefix,
+        items: filter
+            .items
+            .into_iter()
+            .map(|item| QueryItem {
+                types: item.types,
+                tags: item.tags,
+            })
+            .collect(),
+        since: filter
+            .since
+            .map(|since| timestamp(since, &format!("{field}.since")))
+            .transpose()?,
+        until: filter
+            .until
+            .map(|until| timestamp(until, &format!("{field}.until")))
+            .transpose()?,
+    })
+}
+
+fn timestamp(timestamp: pb::HybridTimestamp, field: &str) -> Result<Timestamp> {
+    if timestamp.wall_ms > Timestamp::WALL_MS_MAX {
+        return Err(Error::invalid(
+            format!("{field}.wall_ms"),
+            format!(
+                "{} is over the largest wall time, {}",
+                timestamp.wall_ms,
+                Timestamp::WALL_MS_MAX
+            ),
+        ));
+    }
+    let logical = u16::try_from(timestamp.logical).map_err(|_| {
+        Error::invalid(
+            format!("{field}.logical"),
+            format!("{} is over {}", timestamp.logical, u16::MAX),
+        )
+    })?;
+    Ok(Timestamp::new(timestamp.wall_ms, logical))
+}
+
+/// A read direction; unspecified reads forward.
+pub fn direction(value: i32, field: &str) -> Result<Direction> {
+    match pb::Direction::try_from(value) {
+        Ok(pb::Direction::Unspecified | pb::Direction::Forward) => Ok(Direction::Forward),
+        Ok(pb::Direction::Backward) => Ok(Direction::Backward),
+        Err(_) => Err(Error::invalid(field, format!("{value} is not a Direction"))),
+    }
+}
+
+/// An event id given as a UUID string.
+pub fn event_id(text: &str, field: &str) -> Result<EventId> {
+    uuid::Uuid::parse_str(text)
+        .map(EventId)
+        .map_err(|err| Error::invalid(field, format!("{text:?} is not a UUID: {err}")))
+}
+
+fn optional_event_id(text: &str, field: &str) -> Result<Option<EventId>> {
+    if text.is_empty() {
+        Ok(None)
+    } else {
+        event_id(text, field).map(Some)
+    }
+}
+
+fn non_empty(text: String) -> Option<String> {
+    if text.is_empty() { None } else { Some(text) }
+}
+
+/// A gate definition; the rule is required.
+pub fn gate_definition(
+    definition: Option<pb::GateDefinition>,
+    field: &str,
+) -> Result<GateDefinition> {
+    use pb::gate_definition::Rule as Wire;
+    let definition =
+        definition.ok_or_else(|| Error::invalid(field, "a gate definition is required"))?;
+    let rule = match definition.rule {
+        None => {
+            return Err(Error::invalid(
+                format!("{field}.rule"),
+                "one rule is required",
+            ));
+        }
+        Some(Wire::UniqueTag(rule)) => Rule::UniqueTag {
+            prefix: rule.prefix,
+        },
+        Some(Wire::AllowedTypes(rule)) => Rule::AllowedTypes { types: rule.types },
+        Some(Wire::CausationExists(_)) => Rule::CausationExists,
+        Some(Wire::RateLimit(rule)) => Rule::RateLimit {
+            max_events: rule.max_events,
+            window_ms: rule.window_ms,
+        },
+        Some(Wire::SizeLimit(rule)) => Rule::SizeLimit {
+            max_payload_bytes: rule.max_payload_bytes,
+        },
+        Some(Wire::Cel(rule)) => Rule::Cel {
+            expression: rule.expression,
+        },
+    };
+    Ok(GateDefinition {
+        name: definition.name,
+        scopes: definition.scopes,
+        types: definition.types,
+        rule,
+    })
+}
+
+/// A receipt sent back for verification.
+pub fn receipt_from_wire(receipt: pb::Receipt, field: &str) -> Result<Receipt> {
+    let events = receipt
+        .events
+        .into_iter()
+        .enumerate()
+        .map(|(event_idx, committed)| {
+            let field = format!("{field}.events[{event_idx}]");
+            let timestamp = committed
+                .timestamp
+                .ok_or_else(|| Error::invalid(format!("{field}.timestamp"), "it is required"))?;
+            Ok(Committed {
+                id: event_id(&committed.id, &format!("{field}.id"))?,
+                position: Position(committed.position),
+                version: Version(committed.version),
+                timestamp: self::timestamp(timestamp, &format!("{field}.timestamp"))?,
+                hash: hash(&committed.hash, &format!("{field}.hash"))?,
+                prev_hash: hash(&committed.prev_hash, &format!("{field}.prev_hash"))?,
+            })
+        })
+        .collect::<Result<_>>()?;
+    let gates = receipt
+        .gates
+        .into_iter()
+        .map(|gate| GatePass {
+            name: gate.name,
+            version: gate.version,
+        })
+        .collect();
+    let signature = match (
+        receipt.signature_key_id.is_empty(),
+        receipt.signature.is_empty(),
+    ) {
+        (true, true) => None,
+        (_, false) => Some(Signature {
+            key_id: receipt.signature_key_id,
+            bytes: receipt.signature.as_slice().try_into().map_err(|_| {
+                Error::invalid(
+                    format!("{field}.signature"),
+                    format!(
+                        "{} bytes; an Ed25519 signature has 64",
+                        receipt.signature.len()
+                    ),
+                )
+            })?,
+        }),
+        (false, true) => {
+            return Err(Error::invalid(
+                format!("{field}.signature"),
+                "it is empty but signature_key_id is set",
+            ));
+        }
+    };
+    Ok(Receipt {
+        events,
+        gates,
+        digest: hash(&receipt.digest, &format!("{field}.digest"))?,
+        signature,
+    })
+}
+
+fn hash(bytes: &[u8], field: &str) -> Result<[u8; 32]> {
+    bytes
+        .try_into()
+        .map_err(|_| Error::invalid(field, format!("{} bytes; a hash has 32", bytes.len())))
+}
+
+/// A committed event on the wire.
+pub fn event(event: Event) -> pb::Event {
+    pb::Event {
+        position: event.position.0,
+        version: event.version.0,
+        timestamp: Some(wire_timestamp(event.timestamp)),
+        id: event.id.to_string(),
+        scope: event.scope,
+        entity: event.entity,
+        r#type: event.event_type,
+        tags: event.tags,
+        payload: event.payload,
+        content_type: event.content_type,
+        metadata: event.metadata.into_iter().collect(),
+        causation: event.causation.iter().map(EventId::to_string).collect(),
+        correlation_id: event.correlation_id.to_string(),
+        hash: event.hash.to_vec(),
+    }
+}
+
+fn wire_timestamp(timestamp: Timestamp) -> pb::HybridTimestamp {
+    pb::HybridTimestamp {
+        wall_ms: timestamp.wall_ms(),
+        logical: u32::from(timestamp.logical()),
+    }
+}
+
+/// A receipt on the wire.
+pub fn receipt(receipt: Receipt) -> pb::Receipt {
+    let (signature_key_id, signature) = match receipt.signature {
+        Some(signature) => (signature.key_id, signature.bytes.to_vec()),
+        None => (String::new(), Vec::new()),
+    };
+    pb::Receipt {
+        events: receipt
+            .events
+            .into_iter()
+            .map(|committed| pb::Committed {
+                id: committed.id.to_string(),
+                position: committed.position.0,
+                version: committed.version.0,
+                timestamp: Some(wire_timestamp(committed.timestamp)),
+                hash: committed.hash.to_vec(),
+                prev_hash: committed.prev_hash.to_vec(),
+            })
+            .collect(),
+        gates: receipt
+            .gates
+            .into_iter()
+            .map(|gate| pb::GatePass {
+                name: gate.name,
+                version: gate.version,
+            })
+            .collect(),
+        digest: receipt.digest.to_vec(),
+        signature_key_id,
+        signature,
+    }
+}
+
+/// A part of the causal graph on the wire, cut to [`crate::limits::READ_BATCH_BYTES_MAX`]
+/// (setting `truncated` when cut).
+pub fn graph(graph: Graph) -> pb::Graph {
+    let mut batches = split_by_bytes(
+        graph.nodes.into_iter().map(event).collect(),
+        crate::limits::READ_BATCH_BYTES_MAX,
+    );
+    let cut = batches.len() > 1;
+    let nodes = if batches.is_empty() {
+        Vec::new()
+    } else {
+        batches.swap_remove(0)
+    };
+    let kept: std::collections::HashSet<&str> = nodes.iter().map(|node| node.id.as_str()).collect();
+    let edges = graph
+        .edges
+        .iter()
+        .map(|edge| pb::Edge {
+            parent: edge.parent.to_string(),
+            child: edge.child.to_string(),
+        })
+        .filter(|edge| kept.contains(edge.parent.as_str()) && kept.contains(edge.child.as_str()))
+        .collect();
+    pb::Graph {
+        nodes,
+        edges,
+        truncated: graph.truncated || cut,
+    }
+}
+
+/// A gate in force on the wire.
+pub fn registered_gate(gate: RegisteredGate) -> pb::RegisteredGate {
+    pb::RegisteredGate {
+        name: gate.name,
+        version: gate.version,
+        definition: gate.definition.map(wire_gate_definition),
+    }
+}
+
+fn wire_gate_definition(definition: GateDefinition) -> pb::GateDefinition {
+    use pb::gate_definition::Rule as Wire;
+    let rule = match definition.rule {
+        Rule::UniqueTag { prefix } => Wire::UniqueTag(pb::UniqueTagRule { prefix }),
+        Rule::AllowedTypes { types } => Wire::AllowedTypes(pb::AllowedTypesRule { types }),
+        Rule::CausationExists => Wire::CausationExists(pb::CausationExistsRule {}),
+        Rule::RateLimit {
+            max_events,
+            window_ms,
+        } => Wire::RateLimit(pb::RateLimitRule {
+            max_events,
+            window_ms,
+        }),
+        Rule::SizeLimit { max_payload_bytes } => {
+            Wire::SizeLimit(pb::SizeLimitRule { max_payload_bytes })
+        }
+        Rule::Cel { expression } => Wire::Cel(pb::CelRule { expression }),
+    };
+    pb::GateDefinition {
+        name: definition.name,
+        scopes: definition.scopes,
+        types: definition.types,
+        rule: Some(rule),
+    }
+}
+
+/// Splits events, in order, into runs whose encoded size stays within `budget_bytes`. A run
+/// holds at least one event, so an event larger than the budget travels alone.
+pub fn split_by_bytes(events: Vec<pb::Event>, budget_bytes: usize) -> Vec<Vec<pb::Event>> {
+    let mut batches: Vec<Vec<pb::Event>> = Vec::new();
+    let mut batch_bytes = 0;
+    for event in events {
+        // Each event in a repeated field costs its length, a tag byte and a length prefix.
+        let event_bytes =
+            event.encoded_len() + 1 + prost::length_delimiter_len(event.encoded_len());
+        match batches.last_mut() {
+            Some(batch) if batch_bytes + event_bytes <= budget_bytes => {
+                batch_bytes += event_bytes;
+                batch.push(event);
+            }
+            _ => {
+                batch_bytes = event_bytes;
+                batches.push(vec![event]);
+            }
+        }
+    }
+    batches
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_malformed_causation_id_names_its_path() {
+        let request = pb::AppendRequest {
+            events: vec![pb::NewEvent {
+                scope: "acme".into(),
+                entity: "order-1".into(),
+                r#type: "OrderPlaced".into(),
+                causation: vec!["not-a-uuid".into()],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        match append(request, "append.") {
+            Err(Error::InvalidArgument { field, .. }) => {
+                assert_eq!(field, "append.events[0].causation[0]")
+            }
+            other => panic!("expected an invalid argument, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_logical_counter_over_16_bits_is_refused() {
+        let wire = pb::Filter {
+            since: Some(pb::HybridTimestamp {
+                wall_ms: 5,
+                logical: 70_000,
+            }),
+            ..Default::default()
+        };
+        match filter(Some(wire), "filter") {
+            Err(Error::InvalidArgument { field, .. }) => assert_eq!(field, "filter.since.logical"),
+            other => panic!("expected an invalid argument, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn split_keeps_order_and_puts_a_large_event_alone() {
+        let small = |position| pb::Event {
+            position,
+            payload: vec![0; 10],
+            ..Default::default()
+        };
+        let large = pb::Event {
+            position: 3,
+            payload: vec![0; 1000],
+            ..Default::default()
+        };
+        let batches = split_by_bytes(vec![small(1), small(2), large, small(4)], 100);
+        let positions: Vec<Vec<u64>> = batches
+            .iter()
+            .map(|batch| batch.iter().map(|event| event.position).collect())
+            .collect();
+        assert_eq!(positions, vec![vec![1, 2], vec![3], vec![4]]);
+    }
+}

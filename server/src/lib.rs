@@ -1,0 +1,33 @@
+//! `causewayd`: the Causeway event store served over gRPC.
+//!
+//! The server wraps the synchronous core (`causeway-core`) in `causeway.v1.EventStoreService`.
+//! No store call runs on an async worker: every one goes through a bounded blocking pool, and a
+//! full pool is RESOURCE_EXHAUSTED at once. Subscriptions are async tasks fed by one thread that
+//! watches the committed head, so an idle subscriber holds no thread. Alongside the API it
+//! serves gRPC health and reflection, and it shuts down gracefully on SIGINT or SIGTERM,
+//! closing the store only after requests in flight have finished.
+//!
+//! Reading order: [`config`] (how it is started), [`server`] (what it serves and how it stops),
+//! [`service`] (the RPCs), [`subscribe`] (the live tail), [`pool`] (where store calls run),
+//! then [`convert`] and [`status`] (the edge between wire and core), and [`limits`].
+
+/// The generated protobuf types and gRPC server of `causeway.v1`.
+pub mod pb {
+    #![allow(missing_docs)]
+    tonic::include_proto!("causeway.v1");
+    /// The file descriptor set, for gRPC reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("causeway_descriptor");
+}
+
+pub mod config;
+pub mod convert;
+pub mod limits;
+pub mod pool;
+pub mod server;
+pub mod service;
+pub mod status;
+pub mod subscribe;
+
+pub use config::Config;
+pub use server::{Server, StartError, shutdown_signal};

@@ -1,0 +1,82 @@
+//! Every bound of the server, in one place.
+//!
+//! The core's bounds (`causeway_core::limits`) govern what one request may contain; these
+//! govern how much work and memory the server commits to at once: the blocking pool that runs
+//! every store call, the number of open subscriptions, and the size of the messages it sends.
+//! Each bound is enforced with a clear status: a full pool or too many subscriptions is
+//! RESOURCE_EXHAUSTED at once, never an unbounded wait; a configuration over a bound is
+//! refused at startup naming the constant.
+
+use std::time::Duration;
+
+use causeway_core::limits::APPEND_BYTES_MAX;
+
+/// Threads of the blocking pool. Every store call (appends wait for fsync, reads may touch the
+/// disk) runs on one of them, never on an async worker. More threads let more appends share one
+/// group-commit fsync; each costs a stack (2 MiB reserved, little resident).
+pub const POOL_THREADS_MAX: usize = 1024;
+/// Default of `--pool-threads`: enough concurrent appenders to fill large commit groups.
+pub const POOL_THREADS_DEFAULT: usize = 64;
+/// Store calls waiting for a pool thread. When the queue is full a request is refused with
+/// RESOURCE_EXHAUSTED at once, so overload shows as fast errors rather than growing latency.
+pub const POOL_QUEUE_MAX: usize = 65_536;
+/// Default of `--pool-queue`.
+pub const POOL_QUEUE_DEFAULT: usize = 1024;
+
+/// Concurrent subscriptions the configuration may allow. Each holds a task, a buffer of up to
+/// [`SUBSCRIBE_BUFFER_MESSAGES`] messages and one read batch; an idle one holds no thread.
+pub const SUBSCRIPTIONS_MAX: usize = 65_536;
+/// Default of `--max-subscriptions`; one more is refused with RESOURCE_EXHAUSTED.
+pub const SUBSCRIPTIONS_DEFAULT: usize = 1024;
+/// Messages buffered per subscription between the task that reads the log and the connection.
+/// When the buffer is full the task waits: a slow consumer slows only itself, never writers or
+/// other subscribers.
+pub const SUBSCRIBE_BUFFER_MESSAGES: usize = 16;
+/// Events one subscription reads from the store per pool call (catch-up and live alike). Bounds
+/// how long one read holds a pool thread and how many events a subscription holds in memory
+/// beyond its buffer.
+pub const SUBSCRIBE_READ_EVENTS_MAX: usize = 256;
+/// Shortest time between two progress checkpoints of one subscription. A sparse filter over a
+/// busy log would otherwise send a checkpoint per commit; with this, it sends at most a few per
+/// second, and a pending one is flushed when the interval ends even if the log goes quiet.
+pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
+/// Longest pause before a subscription retries a read the full pool refused. A live
+/// subscription retries rather than failing: it is resumable, but a reconnect costs more.
+pub const SUBSCRIBE_RETRY_DELAY_MAX: Duration = Duration::from_millis(100);
+/// How long the head watcher waits on the store before it looks again for a stop request. It is
+/// woken at once by every commit; this only bounds how late it notices a closed store.
+pub const HEAD_WAIT: Duration = Duration::from_secs(1);
+
+/// Encoded bytes of events in one response message (a `ReadLogResponse`, an `EventBatch`, a
+/// graph). A read whose events are larger is cut short with a continuation, so one response
+/// stays far below the message limit. One event larger than this is still sent, alone.
+pub const READ_BATCH_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Protobuf framing an append may add on the wire beyond the bytes the core counts against
+/// `APPEND_BYTES_MAX`: per event the message header, field tags and lengths, the id and
+/// correlation id as 36-character strings, causation ids as strings (counted as 16 bytes), and
+/// the expected versions and gate names, which the core does not count. 4 MiB covers an append
+/// of 10,000 events with ids, a few tags, parents and metadata entries each, plus 1,024
+/// expected versions; only pathological shapes need more, and those are refused by the
+/// transport (OUT_OF_RANGE) instead of by the core (INVALID_ARGUMENT naming the limit).
+pub const MESSAGE_FRAMING_BYTES: usize = 4 * 1024 * 1024;
+/// The gRPC message limit, both directions: an append the core would accept always fits, so an
+/// oversized append is refused by the core with a message naming `APPEND_BYTES_MAX`. Responses
+/// stay within it because reads are cut at [`READ_BATCH_BYTES_MAX`] and one event is at most
+/// `APPEND_BYTES_MAX` plus its header.
+pub const MESSAGE_BYTES_MAX: usize = APPEND_BYTES_MAX + MESSAGE_FRAMING_BYTES;
+
+/// How often the server pings an HTTP/2 connection. A subscriber that vanished without closing
+/// its connection (a crashed host, a dropped NAT mapping) is noticed by a missed ping, and its
+/// subscription slot comes back, instead of being held forever.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// How long a ping may go unanswered before the connection is closed.
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Times `Head` rereads the head and the digest to get a matching pair while appends commit.
+/// The core reads them under separate locks; a pair read between two equal heads is consistent.
+pub const HEAD_READS_MAX: usize = 16;
+/// How long a shutdown waits for in-flight requests before it closes the store anyway. Closing
+/// loses nothing acknowledged: the writer finishes and syncs what it has before it stops.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// Bytes of a signing key file (64 hex digits of an Ed25519 secret, and a line break).
+pub const SIGNING_KEY_FILE_BYTES_MAX: u64 = 4096;

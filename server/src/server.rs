@@ -1,0 +1,308 @@
+//! Starting, serving and stopping: the store, the pool, the listener and the gRPC services.
+//!
+//! [`Server::bind`] opens the store (on the pool: recovery reads the disk) and binds the
+//! listener, so the caller learns the address before serving (`--listen 127.0.0.1:0` picks a
+//! free port). [`Server::serve`] serves `causeway.v1.EventStoreService` (gzip and zstd both
+//! ways, message limit `MESSAGE_BYTES_MAX`), `grpc.health.v1.Health`, and reflection
+//! (`grpc.reflection.v1` and `v1alpha`), until the shutdown future resolves.
+//!
+//! Shutdown, in order: health turns NOT_SERVING; the listener closes; subscriptions end with
+//! UNAVAILABLE and where to resume; in-flight requests finish (for at most `SHUTDOWN_GRACE`);
+//! then the store closes, which lets the writer finish and sync what it has. An append is
+//! acknowledged only after its fsync, so nothing acknowledged is lost, however the shutdown
+//! ends.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use causeway_core::{Signer, Store};
+use tokio::sync::{oneshot, watch};
+use tonic::codec::CompressionEncoding;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+
+use crate::config::{Config, ConfigError};
+use crate::limits::{
+    KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, MESSAGE_BYTES_MAX, SHUTDOWN_GRACE,
+    SIGNING_KEY_FILE_BYTES_MAX,
+};
+use crate::pb;
+use crate::pb::event_store_service_server::EventStoreServiceServer;
+use crate::pool::Pool;
+use crate::service::{Service, key_id};
+use crate::subscribe::{HeadWatcher, Hub};
+
+/// Why the server could not start or serve.
+#[derive(Debug)]
+pub enum StartError {
+    /// The configuration is unusable.
+    Config(ConfigError),
+    /// The pool or head-watcher threads could not start.
+    Threads(std::io::Error),
+    /// The signing key file cannot be used.
+    SigningKey(String),
+    /// The store could not be opened.
+    Store(causeway_core::Error),
+    /// The listen address could not be bound.
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// The reflection service rejected the descriptor sets (a build problem).
+    Reflection(String),
+    /// The transport failed while serving.
+    Serve(tonic::transport::Error),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Config(err) => write!(f, "configuration: {err}"),
+            StartError::Threads(err) => write!(f, "starting threads: {err}"),
+            StartError::SigningKey(detail) => write!(f, "signing key: {detail}"),
+            StartError::Store(err) => write!(f, "opening the store: {err}"),
+            StartError::Bind { addr, source } => write!(f, "binding {addr}: {source}"),
+            StartError::Reflection(detail) => write!(f, "reflection service: {detail}"),
+            StartError::Serve(err) => write!(f, "serving: {err}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// A server with its store open and its address bound, ready to serve.
+#[derive(Debug)]
+pub struct Server {
+    listener: tokio::net::TcpListener,
+    addr: SocketAddr,
+    store: Arc<Store>,
+    service: Service,
+    head_watcher: HeadWatcher,
+    stopping: watch::Sender<bool>,
+}
+
+impl Server {
+    /// Starts the pool, opens the store and binds the listen address. Call it on a tokio
+    /// runtime; the store is opened on the pool.
+    pub async fn bind(config: &Config) -> Result<Server, StartError> {
+        config.check().map_err(StartError::Config)?;
+        let pool = Arc::new(
+            Pool::new(config.pool_threads, config.pool_queue).map_err(StartError::Threads)?,
+        );
+        let data_dir = config.data_dir.clone();
+        let signing_key = config.signing_key.clone();
+        let mut store_config = causeway_core::Config {
+            durability: config.durability.into(),
+            record_denials: config.record_denials,
+            ..causeway_core::Config::default()
+        };
+        let (store, signer, head) = pool
+            .run(move || {
+                let signer = signing_key.as_deref().map(load_signer).transpose()?;
+                store_config.signer = signer.clone();
+                let store = Store::open(&data_dir, store_config).map_err(StartError::Store)?;
+                let head = store.head().0;
+                Ok::<_, StartError>((Arc::new(store), signer, head))
+            })
+            .await
+            .map_err(|err| StartError::Threads(std::io::Error::other(format!("{err:?}"))))??;
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let (head_watcher, head_rx) =
+            HeadWatcher::start(store.clone()).map_err(StartError::Threads)?;
+        let (stopping, stopping_rx) = watch::channel(false);
+        let hub = Hub::new(
+            store.clone(),
+            pool.clone(),
+            config.max_subscriptions,
+            head_rx,
+            stopping_rx,
+        );
+        let service = Service::new(store.clone(), pool, hub, signer.as_ref());
+        tracing::info!(
+            %addr,
+            data_dir = %config.data_dir.display(),
+            head,
+            durability = ?config.durability,
+            signing_key_id = signer.as_ref().map(key_id),
+            signing_public_key = signer.as_ref().map(|signer| {
+                signer
+                    .public_key()
+                    .iter()
+                    .map(|byte| format!("{byte:02x}"))
+                    .collect::<String>()
+            }),
+            "store open"
+        );
+        Ok(Server {
+            listener,
+            addr,
+            store,
+            service,
+            head_watcher,
+            stopping,
+        })
+    }
+
+    /// The address the server listens on (with the port chosen, when it was 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until `shutdown` resolves, then shuts down gracefully (see the module doc) and
+    /// closes the store.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_serving::<EventStoreServiceServer<Service>>()
+            .await;
+        health.set_service_status("", ServingStatus::Serving).await;
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|err| StartError::Reflection(err.to_string()))?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+            .map_err(|err| StartError::Reflection(err.to_string()))?;
+        let api = EventStoreServiceServer::new(self.service)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Zstd)
+            .send_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Zstd)
+            .max_decoding_message_size(MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(MESSAGE_BYTES_MAX);
+
+        let stopping = self.stopping;
+        let mut grace_started = stopping.subscribe();
+        let signal = async move {
+            shutdown.await;
+            tracing::info!("shutting down: no new connections; finishing requests in flight");
+            health
+                .set_not_serving::<EventStoreServiceServer<Service>>()
+                .await;
+            health
+                .set_service_status("", ServingStatus::NotServing)
+                .await;
+            stopping.send_replace(true);
+        };
+        let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
+        let serving = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(api)
+            .serve_with_incoming_shutdown(incoming, signal);
+        let grace = async {
+            // Resolves only once shutdown has begun and the grace period is over.
+            let _ = grace_started.wait_for(|stopping| *stopping).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        };
+        let served = tokio::select! {
+            served = serving => served.map_err(StartError::Serve),
+            () = grace => {
+                tracing::warn!(
+                    grace_s = SHUTDOWN_GRACE.as_secs(),
+                    "requests still in flight after the grace period; closing the store anyway"
+                );
+                Ok(())
+            }
+        };
+        close_store(self.store, self.head_watcher).await;
+        served
+    }
+}
+
+/// Closes the store on a plain thread (it joins the writer, which syncs what it has), then
+/// stops the head watcher, and logs the outcome.
+async fn close_store(store: Arc<Store>, head_watcher: HeadWatcher) {
+    let (done, closed) = oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("causeway-close".to_string())
+        .spawn(move || {
+            let result = store.close();
+            head_watcher.stop();
+            let _ = done.send(result);
+        });
+    if let Err(err) = spawned {
+        tracing::error!(%err, "could not start a thread to close the store; it closes on exit");
+        return;
+    }
+    match closed.await {
+        Ok(Ok(())) => tracing::info!("store closed; every acknowledged append is on disk"),
+        Ok(Err(err)) => tracing::error!(%err, "closing the store failed"),
+        Err(_) => tracing::error!("the thread closing the store panicked"),
+    }
+}
+
+/// Reads an Ed25519 secret key: 64 hex digits, surrounding whitespace ignored.
+fn load_signer(path: &Path) -> Result<Signer, StartError> {
+    let fail = |detail: String| StartError::SigningKey(format!("{}: {detail}", path.display()));
+    let size = std::fs::metadata(path)
+        .map_err(|err| fail(err.to_string()))?
+        .len();
+    if size > SIGNING_KEY_FILE_BYTES_MAX {
+        return Err(fail(format!(
+            "{size} bytes, over SIGNING_KEY_FILE_BYTES_MAX = {SIGNING_KEY_FILE_BYTES_MAX}"
+        )));
+    }
+    let text = std::fs::read_to_string(path).map_err(|err| fail(err.to_string()))?;
+    let hex = text.trim();
+    if hex.len() != 64 || !hex.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+        return Err(fail(
+            "expected 64 hex digits (a 32-byte Ed25519 secret key)".to_string(),
+        ));
+    }
+    let mut secret = [0u8; 32];
+    for (byte_idx, byte) in secret.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * byte_idx..2 * byte_idx + 2], 16)
+            .expect("checked: two ASCII hex digits");
+    }
+    let unnamed = Signer::new("", secret);
+    Ok(Signer::new(key_id(&unnamed), secret))
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(%err, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                terminate.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(%err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => tracing::info!("SIGINT received"),
+        () = terminate => tracing::info!("SIGTERM received"),
+    }
+}

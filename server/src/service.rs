@@ -1,0 +1,351 @@
+//! `causeway.v1.EventStoreService`: every RPC of the public API, over the store.
+//!
+//! Each handler does the same three things: convert the request (`convert.rs`, which names a
+//! bad field), run the store call on the blocking pool (never on an async worker; a full pool
+//! is RESOURCE_EXHAUSTED at once), and convert the answer back, mapping any failure through
+//! the one `to_status`. Responses that carry events are cut at `READ_BATCH_BYTES_MAX` with a
+//! continuation, so a read of large events never outgrows the message limit.
+
+use std::sync::Arc;
+
+use causeway_core::receipt::{self, Signer};
+use causeway_core::{Direction, Position, Store, Version};
+use tonic::{Request, Response, Status};
+
+use crate::convert;
+use crate::limits::{HEAD_READS_MAX, READ_BATCH_BYTES_MAX};
+use crate::pb;
+use crate::pb::event_store_service_server::EventStoreService;
+use crate::pool::Pool;
+use crate::status::{Error, to_status};
+use crate::subscribe::{Hub, SubscribeStream};
+
+/// The service: the store, the pool its calls run on, and the subscription hub.
+#[derive(Clone, Debug)]
+pub struct Service {
+    store: Arc<Store>,
+    pool: Arc<Pool>,
+    hub: Hub,
+    /// The receipt signing key's id and public key, when the server signs.
+    signing_key: Option<(String, [u8; 32])>,
+}
+
+impl Service {
+    /// A service over an open store. `signer` is the key the store signs receipts with, if
+    /// any: `VerifyReceipt` then also checks signatures against it.
+    pub fn new(store: Arc<Store>, pool: Arc<Pool>, hub: Hub, signer: Option<&Signer>) -> Service {
+        Service {
+            store,
+            pool,
+            hub,
+            signing_key: signer.map(|signer| (key_id(signer), signer.public_key())),
+        }
+    }
+
+    /// Runs a store call on the pool.
+    async fn call<T, F>(&self, job: F) -> Result<T, Status>
+    where
+        F: FnOnce(&Store) -> Result<T, Error> + Send + 'static,
+        T: Send + 'static,
+    {
+        let store = self.store.clone();
+        self.pool
+            .run(move || job(&store))
+            .await
+            .map_err(to_status)?
+            .map_err(to_status)
+    }
+}
+
+/// The id a signing key's receipts carry: `ed25519:` and the first 8 bytes of its public key in
+/// hex, so a verifier can tell keys apart across rotations.
+pub fn key_id(signer: &Signer) -> String {
+    let hex: String = signer.public_key()[..8]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    format!("ed25519:{hex}")
+}
+
+fn required<T>(value: Option<T>, field: &str) -> Result<T, Status> {
+    value.ok_or_else(|| to_status(Error::invalid(field, "it is required")))
+}
+
+fn non_empty(value: &str, field: &str) -> Result<(), Status> {
+    if value.is_empty() {
+        return Err(to_status(Error::invalid(field, "it is empty")));
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl EventStoreService for Service {
+    async fn append(
+        &self,
+        request: Request<pb::AppendRequest>,
+    ) -> Result<Response<pb::AppendResponse>, Status> {
+        let append = convert::append(request.into_inner(), "").map_err(to_status)?;
+        let receipt = self.call(move |store| Ok(store.append(append)?)).await?;
+        Ok(Response::new(pb::AppendResponse {
+            receipt: Some(convert::receipt(receipt)),
+        }))
+    }
+
+    async fn dry_run(
+        &self,
+        request: Request<pb::DryRunRequest>,
+    ) -> Result<Response<pb::DryRunResponse>, Status> {
+        let append = required(request.into_inner().append, "append")?;
+        let append = convert::append(append, "append.").map_err(to_status)?;
+        let receipt = self.call(move |store| Ok(store.dry_run(append)?)).await?;
+        Ok(Response::new(pb::DryRunResponse {
+            receipt: Some(convert::receipt(receipt)),
+        }))
+    }
+
+    async fn get(
+        &self,
+        request: Request<pb::GetRequest>,
+    ) -> Result<Response<pb::GetResponse>, Status> {
+        let id = convert::event_id(&request.into_inner().id, "id").map_err(to_status)?;
+        let event = self.call(move |store| Ok(store.get(id)?)).await?;
+        Ok(Response::new(pb::GetResponse {
+            event: Some(convert::event(event)),
+        }))
+    }
+
+    async fn read_entity(
+        &self,
+        request: Request<pb::ReadEntityRequest>,
+    ) -> Result<Response<pb::ReadEntityResponse>, Status> {
+        let request = request.into_inner();
+        non_empty(&request.scope, "scope")?;
+        non_empty(&request.entity, "entity")?;
+        let direction = convert::direction(request.direction, "direction").map_err(to_status)?;
+        // The API reads backward from 0 from the last event; the core does that from any
+        // version past the end.
+        let from = match (direction, request.from_version) {
+            (Direction::Backward, 0) => Version(u64::MAX),
+            (_, version) => Version(version),
+        };
+        let events = self
+            .call(move |store| {
+                Ok(store.read_entity(
+                    &request.scope,
+                    &request.entity,
+                    from,
+                    direction,
+                    request.limit as usize,
+                )?)
+            })
+            .await?;
+        // Fewer events than asked is a valid answer; the caller continues after the last one.
+        let events = convert::split_by_bytes(
+            events.into_iter().map(convert::event).collect(),
+            READ_BATCH_BYTES_MAX,
+        )
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+        Ok(Response::new(pb::ReadEntityResponse { events }))
+    }
+
+    async fn read_log(
+        &self,
+        request: Request<pb::ReadLogRequest>,
+    ) -> Result<Response<pb::ReadLogResponse>, Status> {
+        let request = request.into_inner();
+        let direction = convert::direction(request.direction, "direction").map_err(to_status)?;
+        let filter = convert::filter(request.filter, "filter").map_err(to_status)?;
+        let batch = self
+            .call(move |store| {
+                Ok(store.read_log(
+                    Position(request.from_position),
+                    direction,
+                    request.limit as usize,
+                    &filter,
+                )?)
+            })
+            .await?;
+        let mut batches = convert::split_by_bytes(
+            batch.events.into_iter().map(convert::event).collect(),
+            READ_BATCH_BYTES_MAX,
+        );
+        if batches.len() > 1 {
+            // Cut at the byte budget: continue right after the last event sent.
+            let events = batches.swap_remove(0);
+            let last = events.last().map_or(0, |event| event.position);
+            let next_position = match direction {
+                Direction::Forward => last + 1,
+                Direction::Backward => last - 1,
+            };
+            return Ok(Response::new(pb::ReadLogResponse {
+                events,
+                next_position,
+                end: false,
+            }));
+        }
+        Ok(Response::new(pb::ReadLogResponse {
+            events: batches.pop().unwrap_or_default(),
+            next_position: batch.next.0,
+            end: batch.end,
+        }))
+    }
+
+    async fn head(
+        &self,
+        _request: Request<pb::HeadRequest>,
+    ) -> Result<Response<pb::HeadResponse>, Status> {
+        let (position, digest) = self
+            .call(|store| {
+                // The head and the digest are read under separate locks. The head only grows,
+                // so a digest read between two equal heads belongs to that head.
+                for _ in 0..HEAD_READS_MAX {
+                    let before = store.head();
+                    let digest = store.digest();
+                    if store.head() == before {
+                        return Ok((before.0, digest));
+                    }
+                }
+                Err(Error::HeadMoving)
+            })
+            .await?;
+        Ok(Response::new(pb::HeadResponse {
+            position,
+            digest: digest.to_vec(),
+        }))
+    }
+
+    type SubscribeStream = SubscribeStream;
+
+    async fn subscribe(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let stream = self.hub.subscribe(request.into_inner()).await?;
+        Ok(Response::new(stream))
+    }
+
+    async fn get_ancestors(
+        &self,
+        request: Request<pb::GetAncestorsRequest>,
+    ) -> Result<Response<pb::GetAncestorsResponse>, Status> {
+        let request = request.into_inner();
+        let id = convert::event_id(&request.id, "id").map_err(to_status)?;
+        let graph = self
+            .call(move |store| Ok(store.ancestors(id, request.depth, request.limit as usize)?))
+            .await?;
+        Ok(Response::new(pb::GetAncestorsResponse {
+            graph: Some(convert::graph(graph)),
+        }))
+    }
+
+    async fn get_descendants(
+        &self,
+        request: Request<pb::GetDescendantsRequest>,
+    ) -> Result<Response<pb::GetDescendantsResponse>, Status> {
+        let request = request.into_inner();
+        let id = convert::event_id(&request.id, "id").map_err(to_status)?;
+        let graph = self
+            .call(move |store| Ok(store.descendants(id, request.depth, request.limit as usize)?))
+            .await?;
+        Ok(Response::new(pb::GetDescendantsResponse {
+            graph: Some(convert::graph(graph)),
+        }))
+    }
+
+    async fn get_correlation(
+        &self,
+        request: Request<pb::GetCorrelationRequest>,
+    ) -> Result<Response<pb::GetCorrelationResponse>, Status> {
+        let request = request.into_inner();
+        let id = convert::event_id(&request.correlation_id, "correlation_id").map_err(to_status)?;
+        let graph = self
+            .call(move |store| Ok(store.correlation(id, request.limit as usize)?))
+            .await?;
+        Ok(Response::new(pb::GetCorrelationResponse {
+            graph: Some(convert::graph(graph)),
+        }))
+    }
+
+    async fn register_gate(
+        &self,
+        request: Request<pb::RegisterGateRequest>,
+    ) -> Result<Response<pb::RegisterGateResponse>, Status> {
+        let definition = convert::gate_definition(request.into_inner().definition, "definition")
+            .map_err(to_status)?;
+        let receipt = self
+            .call(move |store| Ok(store.register_gate(definition)?))
+            .await?;
+        Ok(Response::new(pb::RegisterGateResponse {
+            receipt: Some(convert::receipt(receipt)),
+        }))
+    }
+
+    async fn list_gates(
+        &self,
+        _request: Request<pb::ListGatesRequest>,
+    ) -> Result<Response<pb::ListGatesResponse>, Status> {
+        let gates = self.call(|store| Ok(store.gates())).await?;
+        Ok(Response::new(pb::ListGatesResponse {
+            gates: gates.into_iter().map(convert::registered_gate).collect(),
+        }))
+    }
+
+    async fn remove_gate(
+        &self,
+        request: Request<pb::RemoveGateRequest>,
+    ) -> Result<Response<pb::RemoveGateResponse>, Status> {
+        let name = request.into_inner().name;
+        non_empty(&name, "name")?;
+        let receipt = self
+            .call(move |store| Ok(store.remove_gate(&name)?))
+            .await?;
+        Ok(Response::new(pb::RemoveGateResponse {
+            receipt: Some(convert::receipt(receipt)),
+        }))
+    }
+
+    async fn verify_receipt(
+        &self,
+        request: Request<pb::VerifyReceiptRequest>,
+    ) -> Result<Response<pb::VerifyReceiptResponse>, Status> {
+        let receipt = required(request.into_inner().receipt, "receipt")?;
+        let receipt = convert::receipt_from_wire(receipt, "receipt").map_err(to_status)?;
+        let signing_key = self.signing_key.clone();
+        let verdict = self
+            .call(move |store| {
+                let mut events = Vec::with_capacity(receipt.events.len());
+                for committed in &receipt.events {
+                    match store.get(committed.id) {
+                        Ok(event) => events.push(event),
+                        Err(causeway_core::Error::NotFound(_)) => {
+                            return Ok(Err(format!("event {} is not in the store", committed.id)));
+                        }
+                        Err(err) => return Err(err.into()),
+                    }
+                }
+                if let (Some((key_id, _)), Some(signature)) = (&signing_key, &receipt.signature)
+                    && signature.key_id != *key_id
+                {
+                    return Ok(Err(format!(
+                        "the receipt is signed with key {}, the server's key is {key_id}",
+                        signature.key_id
+                    )));
+                }
+                let public_key = signing_key.as_ref().map(|(_, public_key)| public_key);
+                Ok(receipt::verify(&receipt, &events, public_key).map_err(|err| err.to_string()))
+            })
+            .await?;
+        Ok(Response::new(match verdict {
+            Ok(()) => pb::VerifyReceiptResponse {
+                valid: true,
+                reason: String::new(),
+            },
+            Err(reason) => pb::VerifyReceiptResponse {
+                valid: false,
+                reason,
+            },
+        }))
+    }
+}

@@ -1,0 +1,247 @@
+//! The one mapping from failures to gRPC statuses: [`to_status`].
+//!
+//! Every RPC answers an error through here, so the mapping is decided in one place and follows
+//! gRPC's own guidance: bad input is INVALID_ARGUMENT with a message naming the field or the
+//! limit (plus a `google.rpc.BadRequest` for a field the server checks, and an `ErrorInfo` with
+//! reason `LIMIT_EXCEEDED` for a bound); a failed condition or gate is FAILED_PRECONDITION with
+//! a `google.rpc.ErrorInfo` detail (domain `causeway`) that a client decodes instead of parsing
+//! text; an idempotency key reused with other content is ALREADY_EXISTS; overload (a full pool,
+//! too many subscriptions) is RESOURCE_EXHAUSTED; damaged data is DATA_LOSS; a store that cannot
+//! serve right now (closed, poisoned by a failed fsync, an I/O error) is UNAVAILABLE, so a
+//! client retries, later or on another replica, rather than treating it as its own mistake.
+
+use std::collections::HashMap;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::pool::PoolError;
+
+/// The `domain` of every `ErrorInfo` this server attaches.
+pub const ERROR_DOMAIN: &str = "causeway";
+/// The `ErrorInfo` reason of an expected-version conflict.
+pub const REASON_VERSION_CONFLICT: &str = "VERSION_CONFLICT";
+/// The `ErrorInfo` reason of a request over a documented bound.
+pub const REASON_LIMIT_EXCEEDED: &str = "LIMIT_EXCEEDED";
+/// The `ErrorInfo` reason of a request refused because the server is at capacity.
+pub const REASON_OVERLOADED: &str = "OVERLOADED";
+
+/// Everything an RPC can fail with.
+#[derive(Debug)]
+pub enum Error {
+    /// The store refused or failed the call.
+    Core(causeway_core::Error),
+    /// A request field could not be converted (a malformed UUID, an unknown enum value).
+    InvalidArgument {
+        /// The field, as a path in the request (`events[2].causation[0]`).
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The blocking pool refused or lost the call.
+    Pool(PoolError),
+    /// The configured number of subscriptions is open.
+    SubscriptionsFull {
+        /// The configured maximum.
+        max: usize,
+    },
+    /// The server is shutting down (or its store closed).
+    ShuttingDown {
+        /// For a subscription, the position to resume from.
+        resume_from: Option<u64>,
+    },
+    /// `Head` could not read a matching head and digest while appends kept committing.
+    HeadMoving,
+}
+
+impl Error {
+    /// An invalid field of a request.
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Error {
+        Error::InvalidArgument {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<causeway_core::Error> for Error {
+    fn from(err: causeway_core::Error) -> Error {
+        Error::Core(err)
+    }
+}
+
+impl From<PoolError> for Error {
+    fn from(err: PoolError) -> Error {
+        Error::Pool(err)
+    }
+}
+
+/// Maps any failure of an RPC to the status the client sees.
+pub fn to_status(err: impl Into<Error>) -> Status {
+    use causeway_core::Error as Core;
+    match err.into() {
+        Error::Core(err) => {
+            let message = err.to_string();
+            // Local failures need an operator; a closed store is only a shutdown.
+            if !err.is_deterministic() && !matches!(err, Core::Closed) {
+                tracing::error!(%err, "a store call failed");
+            }
+            match err {
+                Core::InvalidInput(_) => Status::invalid_argument(message),
+                Core::LimitExceeded {
+                    limit,
+                    max,
+                    actual,
+                    what,
+                } => with_info(
+                    Code::InvalidArgument,
+                    message,
+                    REASON_LIMIT_EXCEEDED,
+                    [
+                        ("limit", limit.to_string()),
+                        ("max", max.to_string()),
+                        ("actual", actual.to_string()),
+                        ("what", what),
+                    ]
+                    .into_iter()
+                    .map(|(key, value)| (key.to_string(), value))
+                    .collect(),
+                ),
+                Core::Conflict {
+                    scope,
+                    entity,
+                    expected,
+                    actual,
+                } => with_info(
+                    Code::FailedPrecondition,
+                    message,
+                    REASON_VERSION_CONFLICT,
+                    [
+                        ("scope", scope),
+                        ("entity", entity),
+                        ("expected", expected),
+                        ("actual", actual.0.to_string()),
+                    ]
+                    .into_iter()
+                    .map(|(key, value)| (key.to_string(), value))
+                    .collect(),
+                ),
+                Core::Denied {
+                    gate, code, facts, ..
+                } => {
+                    // The facts as the gate named them, and the gate under `gate` (which wins
+                    // should a gate ever report a fact of that name).
+                    let mut metadata: HashMap<String, String> = facts.into_iter().collect();
+                    metadata.insert("gate".to_string(), gate);
+                    with_info(Code::FailedPrecondition, message, &code, metadata)
+                }
+                Core::IdempotencyConflict { .. } => Status::already_exists(message),
+                Core::NotFound(_) => Status::not_found(message),
+                Core::Corrupt { .. } => Status::data_loss(message),
+                Core::Io { .. } | Core::Poisoned(_) | Core::Closed => Status::unavailable(message),
+                Core::Locked { .. } | Core::Clock(_) => Status::internal(message),
+            }
+        }
+        Error::InvalidArgument { field, reason } => Status::with_error_details(
+            Code::InvalidArgument,
+            format!("invalid {field}: {reason}"),
+            ErrorDetails::with_bad_request_violation(field, reason),
+        ),
+        Error::Pool(PoolError::Full { queue }) => with_info(
+            Code::ResourceExhausted,
+            format!(
+                "the server is busy: {queue} requests are queued (pool queue full); retry later"
+            ),
+            REASON_OVERLOADED,
+            HashMap::from([("limit".to_string(), "pool_queue".to_string())]),
+        ),
+        Error::Pool(PoolError::Panicked) => {
+            Status::internal("the request failed on a server bug; see the server log")
+        }
+        Error::Pool(PoolError::Stopped) | Error::ShuttingDown { resume_from: None } => {
+            Status::unavailable("the server is shutting down")
+        }
+        Error::ShuttingDown {
+            resume_from: Some(position),
+        } => Status::unavailable(format!(
+            "the server is shutting down; resume from position {position}"
+        )),
+        Error::SubscriptionsFull { max } => with_info(
+            Code::ResourceExhausted,
+            format!("{max} subscriptions are open, the configured maximum (max_subscriptions)"),
+            REASON_OVERLOADED,
+            HashMap::from([("limit".to_string(), "max_subscriptions".to_string())]),
+        ),
+        Error::HeadMoving => Status::aborted("the head kept moving while it was read; retry"),
+    }
+}
+
+fn with_info(
+    code: Code,
+    message: String,
+    reason: &str,
+    metadata: HashMap<String, String>,
+) -> Status {
+    Status::with_error_details(
+        code,
+        message,
+        ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use causeway_core::Version;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn a_denial_carries_its_code_gate_and_facts() {
+        let status = to_status(causeway_core::Error::Denied {
+            gate: "one-email".to_string(),
+            code: "TAG_TAKEN".to_string(),
+            message: "tag email:a is already taken".to_string(),
+            facts: BTreeMap::from([("tag".to_string(), "email:a".to_string())]),
+        });
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        let info = status
+            .get_details_error_info()
+            .expect("an ErrorInfo detail");
+        assert_eq!(info.reason, "TAG_TAKEN");
+        assert_eq!(info.domain, ERROR_DOMAIN);
+        assert_eq!(info.metadata["gate"], "one-email");
+        assert_eq!(info.metadata["tag"], "email:a");
+    }
+
+    #[test]
+    fn a_conflict_names_expected_and_actual() {
+        let status = to_status(causeway_core::Error::Conflict {
+            scope: "acme".to_string(),
+            entity: "order-7".to_string(),
+            expected: "3".to_string(),
+            actual: Version(4),
+        });
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        let info = status
+            .get_details_error_info()
+            .expect("an ErrorInfo detail");
+        assert_eq!(info.reason, REASON_VERSION_CONFLICT);
+        assert_eq!(info.metadata["expected"], "3");
+        assert_eq!(info.metadata["actual"], "4");
+        assert_eq!(info.metadata["entity"], "order-7");
+    }
+
+    #[test]
+    fn overload_and_store_failures_map_to_retryable_codes() {
+        let full = to_status(PoolError::Full { queue: 8 });
+        assert_eq!(full.code(), Code::ResourceExhausted);
+        assert_eq!(
+            to_status(causeway_core::Error::Closed).code(),
+            Code::Unavailable
+        );
+        assert_eq!(
+            to_status(causeway_core::Error::Poisoned("fsync failed".into())).code(),
+            Code::Unavailable
+        );
+    }
+}

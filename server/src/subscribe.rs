@@ -1,0 +1,357 @@
+//! Subscriptions: catch up from the log, then follow it live.
+//!
+//! Each subscription is one async task (a `Feed`) that reads the log forward in batches of
+//! [`SUBSCRIBE_READ_EVENTS_MAX`] through the blocking pool, with the subscriber's filter, and
+//! pushes messages into a bounded channel ([`SUBSCRIBE_BUFFER_MESSAGES`]) that the connection
+//! drains. When a read reaches the head the task sends `CaughtUp` (once) and waits for the head
+//! to move. It learns that from the [`HeadWatcher`]: one std thread that blocks in
+//! `Store::wait_for` and publishes every new head on a `tokio::sync::watch`, so an idle
+//! subscription holds no thread at all, only a task waiting on the channel.
+//!
+//! The contract is etcd's watch contract:
+//! - ordered and without duplicates or gaps: each read starts where the last one ended
+//!   (`ReadBatch::next`) and events are sent in the order read;
+//! - atomic per append: the head only moves by whole appends, so the events of one append are
+//!   delivered together and adjacent;
+//! - resumable: every position below the next one to read has been delivered or filtered out,
+//!   so a client resumes from the last position it saw plus one, also after a restart;
+//! - with progress: a `Checkpoint` reports the last position examined when the filter skipped
+//!   events, at most once per [`CHECKPOINT_INTERVAL`], and is flushed when the log goes quiet.
+//!
+//! A slow consumer fills its own buffer and its task waits for room; writers and other
+//! subscribers never wait for it. A subscriber that goes away is noticed on the next send (or
+//! at once while idle) and its task ends, returning its slot of `max_subscriptions`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use causeway_core::{Direction, Filter, Position, ReadBatch, Store};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+
+use crate::convert;
+use crate::limits::{
+    CHECKPOINT_INTERVAL, HEAD_WAIT, READ_BATCH_BYTES_MAX, SUBSCRIBE_BUFFER_MESSAGES,
+    SUBSCRIBE_READ_EVENTS_MAX, SUBSCRIBE_RETRY_DELAY_MAX,
+};
+use crate::pb;
+use crate::pb::subscribe_response::Message;
+use crate::pool::{Pool, PoolError};
+use crate::status::{Error, to_status};
+
+/// The stream a `Subscribe` call answers with.
+pub type SubscribeStream = ReceiverStream<Result<pb::SubscribeResponse, Status>>;
+
+/// How long a subscription waits to hand its final status to a consumer whose buffer is full
+/// before it ends the stream without it.
+const FINAL_STATUS_WAIT: Duration = Duration::from_secs(1);
+
+/// The thread that publishes the store's committed head to every subscription.
+#[derive(Debug)]
+pub struct HeadWatcher {
+    thread: JoinHandle<()>,
+    stop: Arc<AtomicBool>,
+}
+
+impl HeadWatcher {
+    /// Starts the thread. It ends when the store closes (or within [`HEAD_WAIT`] of
+    /// [`HeadWatcher::stop`]); the channel then closes, which subscriptions see as the end.
+    ///
+    /// The channel starts at 0 and the thread publishes the real head as its first act, so
+    /// not even that read happens on the caller's (async) thread.
+    pub fn start(store: Arc<Store>) -> std::io::Result<(HeadWatcher, watch::Receiver<u64>)> {
+        let (sender, receiver) = watch::channel(0);
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("causeway-head-watch".to_string())
+            .spawn(move || {
+                let mut seen = 0;
+                while !stopped.load(Ordering::Acquire) {
+                    match store.wait_for(Position(seen + 1), HEAD_WAIT) {
+                        Ok(head) if head.0 > seen => {
+                            seen = head.0;
+                            sender.send_replace(seen);
+                        }
+                        Ok(_) => {}
+                        Err(_) => break,
+                    }
+                }
+            })?;
+        Ok((HeadWatcher { thread, stop }, receiver))
+    }
+
+    /// Asks the thread to end and waits for it. Blocks for up to [`HEAD_WAIT`] unless the store
+    /// is already closed, so call it from a plain thread, not an async worker.
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::Release);
+        if self.thread.join().is_err() {
+            tracing::error!("the head watcher panicked");
+        }
+    }
+}
+
+/// What every subscription shares: the store, the pool, the head, the limit on open
+/// subscriptions and the shutdown flag.
+#[derive(Clone, Debug)]
+pub struct Hub {
+    store: Arc<Store>,
+    pool: Arc<Pool>,
+    permits: Arc<Semaphore>,
+    max_subscriptions: usize,
+    head: watch::Receiver<u64>,
+    stopping: watch::Receiver<bool>,
+}
+
+impl Hub {
+    /// A hub allowing `max_subscriptions` open subscriptions; `stopping` turns true when the
+    /// server shuts down, which ends every subscription with UNAVAILABLE and where to resume.
+    pub fn new(
+        store: Arc<Store>,
+        pool: Arc<Pool>,
+        max_subscriptions: usize,
+        head: watch::Receiver<u64>,
+        stopping: watch::Receiver<bool>,
+    ) -> Hub {
+        Hub {
+            store,
+            pool,
+            permits: Arc::new(Semaphore::new(max_subscriptions)),
+            max_subscriptions,
+            head,
+            stopping,
+        }
+    }
+
+    /// Starts a subscription: checks the request, takes a slot, fixes the start position, and
+    /// spawns the task that feeds the returned stream. Every refusal happens here, as the
+    /// call's status, before any message is streamed.
+    pub async fn subscribe(
+        &self,
+        request: pb::SubscribeRequest,
+    ) -> Result<SubscribeStream, Status> {
+        use pb::subscribe_request::Start;
+        let filter = Arc::new(convert::filter(request.filter, "filter").map_err(to_status)?);
+        let from = match request.start {
+            None => {
+                return Err(to_status(Error::invalid(
+                    "start",
+                    "set from_position (the last position seen plus one) or from_now",
+                )));
+            }
+            Some(Start::FromNow(false)) => {
+                return Err(to_status(Error::invalid(
+                    "start.from_now",
+                    "it is false; set from_position to start from a position",
+                )));
+            }
+            Some(Start::FromNow(true)) => None,
+            Some(Start::FromPosition(position)) => Some(position.max(1)),
+        };
+        if *self.stopping.borrow() {
+            return Err(to_status(Error::ShuttingDown { resume_from: None }));
+        }
+        let permit = self.permits.clone().try_acquire_owned().map_err(|_| {
+            to_status(Error::SubscriptionsFull {
+                max: self.max_subscriptions,
+            })
+        })?;
+        let store = self.store.clone();
+        let checked = filter.clone();
+        let next = self
+            .pool
+            .run(move || {
+                checked.validate()?;
+                Ok::<_, causeway_core::Error>(from.unwrap_or(store.head().0 + 1))
+            })
+            .await
+            .map_err(to_status)?
+            .map_err(to_status)?;
+        let (sender, receiver) = mpsc::channel(SUBSCRIBE_BUFFER_MESSAGES);
+        let feed = Feed {
+            store: self.store.clone(),
+            pool: self.pool.clone(),
+            filter,
+            next,
+            reported: next - 1,
+            last_sent: Instant::now(),
+            caught_up: false,
+            sender,
+            head: self.head.clone(),
+            stopping: self.stopping.clone(),
+            _permit: permit,
+        };
+        tokio::spawn(feed.run());
+        Ok(ReceiverStream::new(receiver))
+    }
+}
+
+/// Why a feed stops.
+enum Stop {
+    /// The subscriber went away; nothing more to say.
+    Gone,
+    /// The subscription ends with this status.
+    Fail(Status),
+}
+
+/// One subscription's task.
+struct Feed {
+    store: Arc<Store>,
+    pool: Arc<Pool>,
+    filter: Arc<Filter>,
+    /// The next position to read; everything below it was delivered or filtered out.
+    next: u64,
+    /// The last position the subscriber has been told about, by an event or a marker.
+    reported: u64,
+    last_sent: Instant,
+    caught_up: bool,
+    sender: mpsc::Sender<Result<pb::SubscribeResponse, Status>>,
+    head: watch::Receiver<u64>,
+    stopping: watch::Receiver<bool>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Feed {
+    async fn run(mut self) {
+        let stop = loop {
+            if let Err(stop) = self.step().await {
+                break stop;
+            }
+        };
+        if let Stop::Fail(status) = stop {
+            // The status follows every message already queued; a consumer that does not make
+            // room in time gets the stream's end without it, and resumes as after any break.
+            let _ = tokio::time::timeout(FINAL_STATUS_WAIT, self.sender.send(Err(status))).await;
+        }
+    }
+
+    /// One read, what it produced sent, and (at the head) the wait for more.
+    async fn step(&mut self) -> Result<(), Stop> {
+        let (batch, head) = self.read().await?;
+        let examined = batch.next.0 - 1;
+        let delivered = !batch.events.is_empty();
+        let events: Vec<pb::Event> = batch.events.into_iter().map(convert::event).collect();
+        for events in convert::split_by_bytes(events, READ_BATCH_BYTES_MAX) {
+            let last = events.last().map_or(self.reported, |event| event.position);
+            self.send(Message::Events(pb::EventBatch { events }))
+                .await?;
+            self.reported = last;
+        }
+        self.next = batch.next.0;
+        if batch.end {
+            if !self.caught_up {
+                // From a position past the head, `examined` is below the start; the head is
+                // then the honest answer, and every position up to it is below the start.
+                let position = examined.min(head);
+                self.send(Message::CaughtUp(pb::CaughtUp { position }))
+                    .await?;
+                self.caught_up = true;
+                self.reported = self.reported.max(examined);
+            }
+            self.wait_for_head().await
+        } else {
+            if !delivered && self.checkpoint_due() {
+                self.checkpoint().await?;
+            }
+            Ok(())
+        }
+    }
+
+    /// Reads the next batch and the head after it on the pool; a full pool is retried with a
+    /// growing pause, since the subscription is already open.
+    async fn read(&mut self) -> Result<(ReadBatch, u64), Stop> {
+        let mut delay = Duration::from_millis(1);
+        loop {
+            let store = self.store.clone();
+            let filter = self.filter.clone();
+            let next = Position(self.next);
+            let read = self.pool.run(move || {
+                let batch =
+                    store.read_log(next, Direction::Forward, SUBSCRIBE_READ_EVENTS_MAX, &filter)?;
+                Ok::<_, causeway_core::Error>((batch, store.head().0))
+            });
+            match read.await {
+                Ok(Ok(answer)) => return Ok(answer),
+                Ok(Err(causeway_core::Error::Closed)) | Err(PoolError::Stopped) => {
+                    return Err(self.shutting_down());
+                }
+                Ok(Err(err)) => return Err(Stop::Fail(to_status(err))),
+                Err(PoolError::Full { .. }) => {
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = self.sender.closed() => return Err(Stop::Gone),
+                        () = stopped(self.stopping.clone()) => return Err(self.shutting_down()),
+                    }
+                    delay = (delay * 2).min(SUBSCRIBE_RETRY_DELAY_MAX);
+                }
+                Err(err) => return Err(Stop::Fail(to_status(err))),
+            }
+        }
+    }
+
+    /// Waits until the head reaches `next`, flushing a due checkpoint meanwhile.
+    async fn wait_for_head(&mut self) -> Result<(), Stop> {
+        loop {
+            if *self.head.borrow_and_update() >= self.next {
+                return Ok(());
+            }
+            let pending = self.next - 1 > self.reported;
+            let flush_at = self.last_sent + CHECKPOINT_INTERVAL;
+            tokio::select! {
+                changed = self.head.changed() => {
+                    if changed.is_err() {
+                        return Err(self.shutting_down());
+                    }
+                }
+                () = self.sender.closed() => return Err(Stop::Gone),
+                () = stopped(self.stopping.clone()) => return Err(self.shutting_down()),
+                () = tokio::time::sleep_until(flush_at), if pending => self.checkpoint().await?,
+            }
+        }
+    }
+
+    fn checkpoint_due(&self) -> bool {
+        self.next - 1 > self.reported && self.last_sent.elapsed() >= CHECKPOINT_INTERVAL
+    }
+
+    async fn checkpoint(&mut self) -> Result<(), Stop> {
+        let position = self.next - 1;
+        self.send(Message::Checkpoint(pb::Checkpoint { position }))
+            .await?;
+        self.reported = position;
+        Ok(())
+    }
+
+    /// Queues one message, waiting for room; gives up if the subscriber goes away or the
+    /// server shuts down meanwhile.
+    async fn send(&mut self, message: Message) -> Result<(), Stop> {
+        let response = pb::SubscribeResponse {
+            message: Some(message),
+        };
+        tokio::select! {
+            sent = self.sender.send(Ok(response)) => {
+                sent.map_err(|_| Stop::Gone)?;
+                self.last_sent = Instant::now();
+                Ok(())
+            }
+            () = stopped(self.stopping.clone()) => Err(self.shutting_down()),
+        }
+    }
+
+    /// The end of a subscription at shutdown, saying where to resume: after the last position
+    /// the subscriber was told about, which is never past what it received.
+    fn shutting_down(&self) -> Stop {
+        Stop::Fail(to_status(Error::ShuttingDown {
+            resume_from: Some(self.reported + 1),
+        }))
+    }
+}
+
+/// Resolves once the server is shutting down (or the flag's sender is gone, which is the same).
+async fn stopped(mut stopping: watch::Receiver<bool>) {
+    let _ = stopping.wait_for(|stopping| *stopping).await;
+}

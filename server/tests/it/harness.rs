@@ -1,0 +1,226 @@
+//! The test harness: real `causewayd` processes on 127.0.0.1, and the small helpers every
+//! scenario shares.
+//!
+//! [`Node::start`] spawns the built binary with `--listen 127.0.0.1:0`, reads the first line of
+//! its stdout (`listening on ADDR`) to learn the port, and sends its log to a file in the
+//! node's scratch directory (shown when a start fails). Dropping a node kills it; [`Node::terminate`]
+//! sends SIGTERM and waits for a graceful exit, as an operator's `systemctl stop` would.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub use causeway_client::pb;
+use pb::event_store_service_client::EventStoreServiceClient;
+use tonic::transport::Channel;
+
+/// The raw generated client the tests drive the server with.
+pub type Client = EventStoreServiceClient<Channel>;
+
+/// How long a node may take to exit after SIGTERM before a test fails.
+pub const EXIT_WAIT: Duration = Duration::from_secs(20);
+/// Messages up to this size are accepted by test clients (reads of large events, big appends).
+pub const CLIENT_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// A scratch directory for one test: data directories and logs live under it.
+pub fn scratch() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("causewayd-it-")
+        .tempdir()
+        .expect("a temporary directory")
+}
+
+/// A running `causewayd`.
+pub struct Node {
+    child: Child,
+    /// The address it serves on.
+    pub addr: SocketAddr,
+    log: PathBuf,
+}
+
+impl Node {
+    /// Starts a node on `data_dir` with extra flags.
+    pub fn start(data_dir: &Path, args: &[&str]) -> Node {
+        Node::start_with_env(data_dir, args, &[])
+    }
+
+    /// Starts a node with extra flags and environment variables. `data_dir` is passed as a
+    /// flag unless the environment names one.
+    pub fn start_with_env(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Node {
+        let log = data_dir.with_extension(format!("{}.log", unique()));
+        let log_file = std::fs::File::create(&log).expect("create the node's log file");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_causewayd"));
+        command.args(["--listen", "127.0.0.1:0"]);
+        if !env.iter().any(|(name, _)| *name == "CAUSEWAY_DATA_DIR") {
+            command.arg("--data-dir").arg(data_dir);
+        }
+        command
+            .args(args)
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log_file);
+        let mut child = command.spawn().expect("spawn causewayd");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read causewayd's first line");
+        let Some(addr) = line.trim().strip_prefix("listening on ") else {
+            let _ = child.wait();
+            panic!(
+                "causewayd did not start; its first line was {line:?}; log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        };
+        Node {
+            addr: addr.parse().expect("a socket address"),
+            child,
+            log,
+        }
+    }
+
+    /// A client connected to this node.
+    pub async fn client(&self) -> Client {
+        connect(self.addr).await
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; fails the test after [`EXIT_WAIT`].
+    pub fn terminate(&mut self) -> ExitStatus {
+        self.signal_terminate();
+        self.wait_exit()
+    }
+
+    /// Sends SIGTERM and returns at once.
+    pub fn signal_terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// Waits for the process to exit; fails the test after [`EXIT_WAIT`].
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + EXIT_WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("poll the child") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "causewayd did not exit within {EXIT_WAIT:?}; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// What the node has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A client on a fresh connection to `addr`.
+pub async fn connect(addr: SocketAddr) -> Client {
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .expect("a valid uri")
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .expect("connect to causewayd");
+    EventStoreServiceClient::new(channel)
+        .max_decoding_message_size(CLIENT_MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(CLIENT_MESSAGE_BYTES_MAX)
+}
+
+/// A proposed event with the three required names and a small payload.
+pub fn event(scope: &str, entity: &str, event_type: &str) -> pb::NewEvent {
+    pb::NewEvent {
+        scope: scope.to_string(),
+        entity: entity.to_string(),
+        r#type: event_type.to_string(),
+        payload: format!("{{\"entity\":\"{entity}\"}}").into_bytes(),
+        content_type: "application/json".to_string(),
+        ..Default::default()
+    }
+}
+
+/// An append of these events with no conditions.
+pub fn append_of(events: Vec<pb::NewEvent>) -> pb::AppendRequest {
+    pb::AppendRequest {
+        events,
+        ..Default::default()
+    }
+}
+
+/// Appends and returns the receipt, failing the test on an error.
+pub async fn append(client: &mut Client, events: Vec<pb::NewEvent>) -> pb::Receipt {
+    client
+        .append(append_of(events))
+        .await
+        .expect("the append succeeds")
+        .into_inner()
+        .receipt
+        .expect("an append answers with a receipt")
+}
+
+/// Reads the whole log forward with a filter, paging until the end.
+pub async fn read_all(client: &mut Client, filter: Option<pb::Filter>) -> Vec<pb::Event> {
+    let mut events = Vec::new();
+    let mut from_position = 1;
+    loop {
+        let page = client
+            .read_log(pb::ReadLogRequest {
+                from_position,
+                direction: pb::Direction::Forward as i32,
+                limit: 10_000,
+                filter: filter.clone(),
+            })
+            .await
+            .expect("read the log")
+            .into_inner();
+        events.extend(page.events);
+        if page.end {
+            return events;
+        }
+        from_position = page.next_position;
+    }
+}
+
+/// The committed head.
+pub async fn head(client: &mut Client) -> u64 {
+    client
+        .head(pb::HeadRequest {})
+        .await
+        .expect("read the head")
+        .into_inner()
+        .position
+}
+
+/// The error of a call that must fail.
+pub fn failure<T: std::fmt::Debug>(
+    result: Result<tonic::Response<T>, tonic::Status>,
+) -> tonic::Status {
+    match result {
+        Ok(response) => panic!("expected an error, got {:?}", response.into_inner()),
+        Err(status) => status,
+    }
+}

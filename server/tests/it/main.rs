@@ -1,0 +1,17 @@
+//! Integration tests of `causewayd`: real server processes on 127.0.0.1, driven through the
+//! generated gRPC client, one module per scenario.
+//!
+//! - `unary`: the normal path of every unary RPC.
+//! - `errors`: bad input, limits, unknown ids, denials and conflicts, and their statuses.
+//! - `overload`: a full pool and too many subscriptions are refused at once, nothing hangs.
+//! - `shutdown`: SIGTERM with appends in flight loses nothing acknowledged.
+//! - `subscribe`: the subscription contract under concurrent writers, and resuming it.
+//! - `operations`: health, reflection, compression, and where settings come from.
+
+mod errors;
+mod harness;
+mod operations;
+mod overload;
+mod shutdown;
+mod subscribe;
+mod unary;

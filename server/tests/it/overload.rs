@@ -1,0 +1,133 @@
+//! Overload is refused at once: a full pool and one subscription too many are
+//! RESOURCE_EXHAUSTED, and nothing waits without bound.
+
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tonic::Code;
+use tonic_types::StatusExt;
+
+use crate::harness::{Node, append, append_of, connect, event, head, pb, scratch};
+
+/// How long any one call may take before the test calls it a hang.
+const CALL_WAIT: Duration = Duration::from_secs(20);
+
+/// With one pool thread and one queue slot, a flood of concurrent appends gets some answers
+/// and some RESOURCE_EXHAUSTED, every call returns, and exactly the acknowledged appends are
+/// in the log. Catches a pool that blocks callers when full instead of refusing them.
+#[tokio::test]
+async fn a_full_pool_refuses_at_once_and_nothing_hangs() {
+    let dir = scratch();
+    let node = Node::start(
+        &dir.path().join("data"),
+        &["--pool-threads", "1", "--pool-queue", "1"],
+    );
+    let n_connections = 8;
+    let n_calls_per_connection = 16;
+    let mut calls = JoinSet::new();
+    for connection_idx in 0..n_connections {
+        let client = connect(node.addr).await;
+        for call_idx in 0..n_calls_per_connection {
+            let mut client = client.clone();
+            let request = append_of(vec![pb::NewEvent {
+                payload: vec![7; 64 * 1024],
+                ..event(
+                    "acme",
+                    &format!("flood-{connection_idx}-{call_idx}"),
+                    "Flooded",
+                )
+            }]);
+            calls.spawn(async move {
+                tokio::time::timeout(CALL_WAIT, client.append(request))
+                    .await
+                    .expect("no call hangs")
+            });
+        }
+    }
+    let (mut acknowledged, mut refused) = (0u64, 0u64);
+    while let Some(answer) = calls.join_next().await {
+        match answer.expect("the call task runs") {
+            Ok(_) => acknowledged += 1,
+            Err(status) => {
+                assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+                let info = status.get_details_error_info().expect("an ErrorInfo");
+                assert_eq!(info.reason, "OVERLOADED");
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!(
+        acknowledged + refused,
+        n_connections * n_calls_per_connection
+    );
+    assert!(
+        refused > 0,
+        "a flood of {acknowledged} calls was never refused"
+    );
+    assert!(acknowledged > 0, "every call was refused");
+
+    let mut client = node.client().await;
+    assert_eq!(
+        head(&mut client).await,
+        acknowledged,
+        "exactly the acknowledged appends"
+    );
+    append(&mut client, vec![event("acme", "after", "Calm")]).await;
+}
+
+/// With `--max-subscriptions 2`, a third subscription is RESOURCE_EXHAUSTED, and the slot of
+/// one that disconnects is given back. Catches leaked subscription tasks.
+#[tokio::test]
+async fn subscriptions_over_the_maximum_are_refused_and_slots_come_back() {
+    let dir = scratch();
+    let node = Node::start(&dir.path().join("data"), &["--max-subscriptions", "2"]);
+    let mut client = node.client().await;
+    let from_start = || pb::SubscribeRequest {
+        start: Some(pb::subscribe_request::Start::FromPosition(1)),
+        filter: None,
+    };
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut stream = client
+            .subscribe(from_start())
+            .await
+            .expect("a subscription within the maximum")
+            .into_inner();
+        let first = stream
+            .message()
+            .await
+            .expect("a message")
+            .expect("not the end");
+        assert!(matches!(
+            first.message,
+            Some(pb::subscribe_response::Message::CaughtUp(_))
+        ));
+        open.push(stream);
+    }
+    let status = client
+        .subscribe(from_start())
+        .await
+        .expect_err("a third subscription is refused");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("max_subscriptions"),
+        "{}",
+        status.message()
+    );
+
+    drop(open.pop());
+    let deadline = tokio::time::Instant::now() + CALL_WAIT;
+    loop {
+        match client.subscribe(from_start()).await {
+            Ok(_) => break,
+            Err(status) => {
+                assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the slot of a closed subscription never came back"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
