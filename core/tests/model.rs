@@ -442,10 +442,11 @@ fn check_entity(
             .take(limit)
             .cloned()
             .collect(),
+        // Backward from version 0 starts at the last event, as from a version past the end.
         Direction::Backward => events
             .into_iter()
             .rev()
-            .filter(|event| event.version <= from)
+            .filter(|event| from == Version(0) || event.version <= from)
             .take(limit)
             .cloned()
             .collect(),
