@@ -32,6 +32,9 @@ pub const METADATA_VALUE_BYTES_MAX: usize = 4096;
 pub const CAUSATION_PER_EVENT_MAX: usize = 64;
 /// Events returned by one read call; callers page with the returned continuation.
 pub const READ_EVENTS_MAX: usize = 10_000;
+/// Record bytes one read call returns, so a page of large events stays bounded in memory. A
+/// page always holds at least one event, however large.
+pub const READ_BYTES_MAX: usize = 32 * 1024 * 1024;
 /// Positions a filtered log read may examine before it returns what it has, so a sparse filter
 /// cannot hold a reader for the length of the log. The continuation resumes the scan.
 pub const READ_SCAN_MAX: usize = 100_000;

@@ -595,6 +595,12 @@ impl Store {
         self.committed().1
     }
 
+    /// The committed head and the log digest at it, read together.
+    pub fn head_and_digest(&self) -> (Position, Hash) {
+        let (head, digest) = self.committed();
+        (Position(head), digest)
+    }
+
     /// The event with this id.
     pub fn get(&self, id: EventId) -> Result<Event> {
         let head = self.committed().0;
@@ -621,7 +627,8 @@ impl Store {
 
     /// Reads up to `limit` events of one entity, starting at version `from` (inclusive) and going
     /// in `direction`. Backward from `Version(0)` or a version past the end starts at the last
-    /// event.
+    /// event. A page stops before it passes [`READ_BYTES_MAX`] of records (it always holds at
+    /// least one event); continue from the last version returned.
     pub fn read_entity(
         &self,
         scope: &str,
@@ -639,7 +646,18 @@ impl Store {
         let locs: Vec<(u64, FrameLoc)> = {
             let index = self.shared.index.read().expect("index lock poisoned");
             let positions = index.entity_positions(scope, entity, from, direction, limit, head);
-            positions.into_iter().map(|p| (p, index.loc(p))).collect()
+            let mut read_bytes = 0u64;
+            positions
+                .into_iter()
+                .map(|p| (p, index.loc(p)))
+                .take_while(|(_, loc)| {
+                    // The first event always comes back, however large; later ones only while the
+                    // page stays within READ_BYTES_MAX. The caller continues from the last one.
+                    let first = read_bytes == 0;
+                    read_bytes += u64::from(loc.body_len).max(1);
+                    first || read_bytes <= READ_BYTES_MAX as u64
+                })
+                .collect()
         };
         locs.into_iter()
             .map(|(position, loc)| self.read_event(position, loc))
@@ -648,8 +666,8 @@ impl Store {
 
     /// Reads up to `limit` events of the log that match `filter`, starting at `from` (inclusive)
     /// and going in `direction`. Backward from `Position(0)` or past the head starts at the head.
-    /// A sparse filter returns early after examining [`READ_SCAN_MAX`] candidates; continue
-    /// from [`ReadBatch::next`].
+    /// A sparse filter returns early after examining [`READ_SCAN_MAX`] candidates, and a page
+    /// stops before it passes [`READ_BYTES_MAX`] of records; continue from [`ReadBatch::next`].
     pub fn read_log(
         &self,
         from: Position,
@@ -666,6 +684,7 @@ impl Store {
             Direction::Backward => from.0,
         };
         let mut locs = Vec::new();
+        let mut read_bytes = 0u64;
         let mut end = false;
         {
             let index = self.shared.index.read().expect("index lock poisoned");
@@ -696,7 +715,15 @@ impl Store {
                             }
                             break;
                         };
-                        locs.push((position, index.loc(position)));
+                        let loc = index.loc(position);
+                        if !locs.is_empty()
+                            && read_bytes + u64::from(loc.body_len) > READ_BYTES_MAX as u64
+                        {
+                            // The page is full by size; the caller continues from here.
+                            break;
+                        }
+                        read_bytes += u64::from(loc.body_len);
+                        locs.push((position, loc));
                         cursor = match direction {
                             Direction::Forward => position + 1,
                             Direction::Backward => position - 1,

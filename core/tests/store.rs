@@ -63,7 +63,10 @@ fn append_assigns_positions_versions_and_reads_back() {
     let from_zero = store
         .read_entity("acme", "order-1", Version(0), Direction::Backward, 1)
         .unwrap();
-    assert_eq!(backward, from_zero, "backward from version 0 starts at the last event");
+    assert_eq!(
+        backward, from_zero,
+        "backward from version 0 starts at the last event"
+    );
 
     let log = store
         .read_log(Position(0), Direction::Backward, 2, &Filter::default())
@@ -663,4 +666,37 @@ fn a_failed_fsync_poisons_the_store() {
     store
         .append(one(event("s", "e", "T", "after reopen")))
         .unwrap();
+}
+
+/// A read page stops before it passes READ_BYTES_MAX, always holds at least one event, and its
+/// continuation picks up exactly where it stopped.
+#[test]
+fn read_pages_are_bounded_by_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let big = READ_BYTES_MAX / 3 + 1;
+    for _ in 0..3 {
+        let payload = vec![7u8; big.min(APPEND_BYTES_MAX - 64)];
+        store
+            .append(one(NewEvent::new("s", "e", "Big", payload)))
+            .unwrap();
+    }
+    let page = store
+        .read_log(Position(1), Direction::Forward, 10, &Filter::default())
+        .unwrap();
+    assert_eq!(
+        page.events.len(),
+        2,
+        "three records of a third of the budget do not fit"
+    );
+    assert_eq!((page.next, page.end), (Position(3), false));
+    let rest = store
+        .read_log(page.next, Direction::Forward, 10, &Filter::default())
+        .unwrap();
+    assert_eq!(rest.events.len(), 1);
+    assert!(rest.end);
+    let entity = store
+        .read_entity("s", "e", Version(1), Direction::Forward, 10)
+        .unwrap();
+    assert_eq!(entity.len(), 2);
 }
