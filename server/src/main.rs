@@ -4,6 +4,8 @@
 //! address bound, so scripts and tests that pass `--listen 127.0.0.1:0` learn the port. Logs go
 //! to stderr; `RUST_LOG` filters them (default `info`).
 
+use std::io::IsTerminal;
+
 use causeway_server::{Config, Server, shutdown_signal};
 use tracing_subscriber::EnvFilter;
 
@@ -11,6 +13,8 @@ fn main() -> anyhow::Result<()> {
     let config = Config::load()?;
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never into log files or collectors.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
