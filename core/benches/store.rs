@@ -3,9 +3,10 @@
 //! A plain `main` that prints one aligned line per figure; it asserts nothing about speed. It
 //! measures, in order: the disk's own `write` + `fdatasync` latency (the floor under every
 //! durable append), appends in durable and relaxed mode with 1 and 16 writer threads and with
-//! batches, then a store filled to `CAUSEWAY_BENCH_EVENTS` events: sequential and filtered log
-//! reads, index memory per event, and the time to reopen it. `docs/BENCHMARKS.md` says how to
-//! run it and records a run.
+//! batches, the cost of checks on durable appends (an expected version, three CEL gates) against
+//! plain appends run between them, then a store filled to `CAUSEWAY_BENCH_EVENTS` events:
+//! sequential and filtered log reads, index memory per event, and the time to reopen it.
+//! `docs/BENCHMARKS.md` says how to run it and records a run.
 //!
 //! Knobs, all read from the environment at run time:
 //! - `CAUSEWAY_BENCH_EVENTS` (default 1,000,000): events in the store that is read and reopened.
@@ -14,6 +15,8 @@
 //! - `CAUSEWAY_BENCH_REOPEN_10M=1`: also fill a 10M-event store and time its reopen (slow).
 //! - `CAUSEWAY_BENCH_DIR`: the parent of the data directory; the system temp dir by default.
 //!   Every store lives in a fresh temporary directory that is removed at the end.
+//! - `CAUSEWAY_BENCH_ONLY`: a comma-separated subset of the sections `fsync`, `append`,
+//!   `checks` and `read` (fill, reopen, index, reads) to run; all of them by default.
 
 #![allow(clippy::unwrap_used)]
 
@@ -25,7 +28,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use causeway_core::{
-    Append, Config, Direction, Durability, Filter, NewEvent, Position, QueryItem, Store,
+    Append, Config, Direction, Durability, Error, Expected, ExpectedVersion, Filter,
+    GateDefinition, NewEvent, Position, QueryItem, Receipt, Rule, Store, Version,
 };
 
 /// Events in the read and reopen store unless `CAUSEWAY_BENCH_EVENTS` says otherwise.
@@ -71,6 +75,46 @@ const WRITERS_MANY: usize = 16;
 const WARMUP_APPENDS: usize = 5;
 /// Reopens of the filled store; the first may find fewer pages cached than the later ones.
 const REOPENS: usize = 3;
+/// Rounds of the check scenarios. Each round runs plain appends, then appends with an expected
+/// version, then appends through gates; one more plain run closes the last round, so every
+/// checked run sits between two plain runs on this noisy machine.
+const CHECK_ROUNDS: usize = 2;
+/// The gates of the gate scenario: one reads the JSON payload, one the tags and metadata, one
+/// asks the store for a fact. Each is bound to every scope and type the benchmark writes.
+const CEL_GATES: [(&str, &str); 3] = [
+    (
+        "bench-payload",
+        "event.payload.amount >= 0 && size(event.payload.pad) > 0",
+    ),
+    (
+        "bench-tags",
+        "event.tags.exists(t, t.startsWith('customer:')) && event.metadata.channel == 'web'",
+    ),
+    ("bench-fact", "version(event.scope, event.entity) < 1000000"),
+];
+/// The check scenarios, in the order each round runs them.
+const CHECKS: [Check; 3] = [Check::None, Check::Expected, Check::Gates];
+
+/// What an append of the check scenarios must pass besides the store's own validation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Check {
+    /// Nothing: a plain append, the baseline.
+    None,
+    /// `Append.expected` names the entity's current version (`ExpectedVersion::Exact`).
+    Expected,
+    /// The three [`CEL_GATES`], registered on the store.
+    Gates,
+}
+
+impl Check {
+    fn label(self) -> &'static str {
+        match self {
+            Check::None => "none",
+            Check::Expected => "expected",
+            Check::Gates => "3 cel gates",
+        }
+    }
+}
 
 fn main() {
     tracing_subscriber::fmt()
@@ -101,7 +145,15 @@ fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
     );
 
-    fsync_probe(root.path());
+    let only = std::env::var("CAUSEWAY_BENCH_ONLY").ok();
+    let runs = |section: &str| {
+        only.as_deref()
+            .is_none_or(|only| only.split(',').any(|name| name.trim() == section))
+    };
+
+    if runs("fsync") {
+        fsync_probe(root.path());
+    }
 
     let scenarios: [(usize, Durability, usize); 6] = [
         (1, Durability::Fsync, 1),
@@ -112,19 +164,25 @@ fn main() {
         (1, Durability::Relaxed, 100),
     ];
     for (scenario_idx, (writers, durability, events_per_append)) in
-        scenarios.into_iter().enumerate()
+        scenarios.into_iter().enumerate().filter(|_| runs("append"))
     {
         let dir = root.path().join(format!("append-{scenario_idx}"));
         append_scenario(&dir, writers, durability, events_per_append, write_time);
         fs::remove_dir_all(&dir).unwrap();
     }
 
-    let dir = root.path().join("read");
-    fill(&dir, n_events);
-    let store = reopens(&dir, n_events);
-    reads(&store, &dir, n_events);
-    drop(store);
-    fs::remove_dir_all(&dir).unwrap();
+    if runs("checks") {
+        checks(root.path(), write_time);
+    }
+
+    if runs("read") {
+        let dir = root.path().join("read");
+        fill(&dir, n_events);
+        let store = reopens(&dir, n_events);
+        reads(&store, &dir, n_events);
+        drop(store);
+        fs::remove_dir_all(&dir).unwrap();
+    }
 
     if reopen_10m {
         let dir = root.path().join("reopen-10m");
@@ -191,42 +249,10 @@ fn append_scenario(
         },
     )
     .unwrap();
-    let written = AtomicU64::new(0);
-    let start = Barrier::new(writers + 1);
-    let (mut latencies, elapsed) = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..writers)
-            .map(|writer_idx| {
-                let (store, written, start) = (&store, &written, &start);
-                scope.spawn(move || {
-                    let mut events = Events::new(writer_idx as u64 + 1);
-                    for _ in 0..WARMUP_APPENDS {
-                        store.append(events.append(events_per_append)).unwrap();
-                    }
-                    start.wait();
-                    let started = Instant::now();
-                    let mut latencies = Vec::new();
-                    while started.elapsed() < time
-                        && written.load(Ordering::Relaxed) < WRITE_EVENTS_MAX
-                    {
-                        let append = events.append(events_per_append);
-                        let append_started = Instant::now();
-                        store.append(append).unwrap();
-                        latencies.push(append_started.elapsed());
-                        written.fetch_add(events_per_append as u64, Ordering::Relaxed);
-                    }
-                    latencies
-                })
-            })
-            .collect();
-        start.wait();
-        let started = Instant::now();
-        let latencies: Vec<Duration> = handles
-            .into_iter()
-            .flat_map(|handle| handle.join().unwrap())
-            .collect();
-        (latencies, started.elapsed())
+    let mut run = closed_loop(&store, writers, time, |writer_idx| RandomAppends {
+        events: Events::new(writer_idx as u64 + 1),
+        events_per_append,
     });
-    let n_events = latencies.len() as u64 * events_per_append as u64;
     row(
         [
             "append",
@@ -237,10 +263,275 @@ fn append_scenario(
             },
             &format!("{events_per_append} ev/req"),
         ],
-        format!("{} events/s", thousands(per_second(n_events, elapsed))),
-        percentiles(&mut latencies),
+        format!("{} events/s", thousands(run.events_per_second())),
+        percentiles(&mut run.latencies),
     );
     store.close().unwrap();
+}
+
+/// Durable appends of one event by [`WRITERS_MANY`] threads, plain and with each [`Check`],
+/// interleaved over [`CHECK_ROUNDS`] rounds; then each check's throughput and latency against
+/// the plain runs, pooled over the rounds.
+fn checks(root: &Path, time: Duration) {
+    let order = (0..CHECK_ROUNDS).flat_map(|_| CHECKS).chain([Check::None]);
+    let mut pooled: Vec<(Check, Run)> = CHECKS
+        .iter()
+        .map(|&check| (check, Run::default()))
+        .collect();
+    for (run_idx, check) in order.enumerate() {
+        let dir = root.join(format!("checks-{run_idx}"));
+        let mut run = check_scenario(&dir, check, time);
+        fs::remove_dir_all(&dir).unwrap();
+        let refused = match check {
+            Check::None => String::new(),
+            Check::Expected => format!("   {} conflicts", run.refused),
+            Check::Gates => format!("   {} denied", run.refused),
+        };
+        row(
+            [
+                "checks",
+                check.label(),
+                "durable",
+                &format!("{WRITERS_MANY} writers"),
+            ],
+            format!("{} events/s", thousands(run.events_per_second())),
+            format!("{}{refused}", percentiles(&mut run.latencies)),
+        );
+        let (_, total) = pooled
+            .iter_mut()
+            .find(|(pooled_check, _)| *pooled_check == check)
+            .expect("every check is pooled");
+        total.add(run);
+    }
+    let (plain, checked) = pooled.split_first_mut().expect("Check::None is first");
+    let plain = &mut plain.1;
+    let (plain_p50, plain_p99) = (
+        quantile(&mut plain.latencies, 0.5),
+        quantile(&mut plain.latencies, 0.99),
+    );
+    for (check, run) in checked {
+        let (p50, p99) = (
+            quantile(&mut run.latencies, 0.5),
+            quantile(&mut run.latencies, 0.99),
+        );
+        row(
+            ["checks", check.label(), "vs none", "pooled"],
+            format!(
+                "{:.2}x events/s",
+                run.events_per_second() as f64 / plain.events_per_second().max(1) as f64
+            ),
+            format!(
+                "p50 {} vs {} ms ({:.2}x)  p99 {} vs {} ms ({:.2}x)",
+                millis(p50),
+                millis(plain_p50),
+                p50.as_secs_f64() / plain_p50.as_secs_f64().max(1e-9),
+                millis(p99),
+                millis(plain_p99),
+                p99.as_secs_f64() / plain_p99.as_secs_f64().max(1e-9),
+            ),
+        );
+    }
+}
+
+/// One run of a check scenario on a fresh durable store.
+fn check_scenario(dir: &Path, check: Check, time: Duration) -> Run {
+    let store = Store::open(
+        dir,
+        Config {
+            durability: Durability::Fsync,
+            ..Config::default()
+        },
+    )
+    .unwrap();
+    if check == Check::Gates {
+        for (name, expression) in CEL_GATES {
+            store
+                .register_gate(GateDefinition {
+                    name: name.to_string(),
+                    scopes: SCOPES.iter().map(ToString::to_string).collect(),
+                    types: TYPES.iter().map(ToString::to_string).collect(),
+                    rule: Rule::Cel {
+                        expression: expression.to_string(),
+                    },
+                })
+                .unwrap();
+        }
+    }
+    let run = closed_loop(&store, WRITERS_MANY, time, |writer_idx| {
+        OwnedAppends::new(writer_idx, check)
+    });
+    store.close().unwrap();
+    run
+}
+
+/// What a writer thread appends in a closed loop, and what it makes of each answer.
+trait Source: Send {
+    /// The next append.
+    fn next(&mut self) -> Append;
+    /// The answer to the last append; returns whether the store refused it (a conflict or a
+    /// denial, which the benchmark counts), and panics on any other error.
+    fn answer(&mut self, answer: causeway_core::Result<Receipt>) -> bool;
+}
+
+/// Random events from [`Events`], `events_per_append` at a time; every append must succeed.
+struct RandomAppends {
+    events: Events,
+    events_per_append: usize,
+}
+
+impl Source for RandomAppends {
+    fn next(&mut self) -> Append {
+        self.events.append(self.events_per_append)
+    }
+
+    fn answer(&mut self, answer: causeway_core::Result<Receipt>) -> bool {
+        answer.unwrap();
+        false
+    }
+}
+
+/// One event per append on the entities this writer owns (those whose number is the writer's
+/// index modulo [`WRITERS_MANY`]), with a JSON payload, tracking each entity's version so that
+/// an append that names it expects the right one.
+struct OwnedAppends {
+    events: Events,
+    writer_idx: u64,
+    check: Check,
+    /// The current version of each owned entity, by `entity_idx / WRITERS_MANY`.
+    versions: Vec<u64>,
+    /// The owned entity of the append in flight.
+    in_flight: usize,
+}
+
+impl OwnedAppends {
+    fn new(writer_idx: usize, check: Check) -> OwnedAppends {
+        OwnedAppends {
+            events: Events::new(1_000 + writer_idx as u64),
+            writer_idx: writer_idx as u64,
+            check,
+            versions: vec![0; (ENTITIES / WRITERS_MANY as u64) as usize],
+            in_flight: 0,
+        }
+    }
+}
+
+impl Source for OwnedAppends {
+    fn next(&mut self) -> Append {
+        self.in_flight = self.events.rng.below(self.versions.len() as u64) as usize;
+        let entity_idx = self.in_flight as u64 * WRITERS_MANY as u64 + self.writer_idx;
+        let event = self.events.json_event(entity_idx);
+        let expected = match self.check {
+            Check::Expected => vec![Expected {
+                scope: event.scope.clone(),
+                entity: event.entity.clone(),
+                version: ExpectedVersion::Exact(Version(self.versions[self.in_flight])),
+            }],
+            Check::None | Check::Gates => Vec::new(),
+        };
+        Append {
+            expected,
+            ..Append::new(vec![event])
+        }
+    }
+
+    fn answer(&mut self, answer: causeway_core::Result<Receipt>) -> bool {
+        match answer {
+            Ok(_) => {
+                self.versions[self.in_flight] += 1;
+                false
+            }
+            Err(Error::Conflict { actual, .. }) => {
+                self.versions[self.in_flight] = actual.0;
+                true
+            }
+            Err(Error::Denied { .. }) => true,
+            Err(err) => panic!("append failed: {err}"),
+        }
+    }
+}
+
+/// What a closed loop measured.
+#[derive(Default)]
+struct Run {
+    /// Latency of every timed `append` call.
+    latencies: Vec<Duration>,
+    /// Events the timed appends committed.
+    n_events: u64,
+    /// Timed appends the store refused (conflicts, denials).
+    refused: u64,
+    elapsed: Duration,
+}
+
+impl Run {
+    fn events_per_second(&self) -> u64 {
+        per_second(self.n_events, self.elapsed)
+    }
+
+    /// Pools another run into this one.
+    fn add(&mut self, other: Run) {
+        self.latencies.extend(other.latencies);
+        self.n_events += other.n_events;
+        self.refused += other.refused;
+        self.elapsed += other.elapsed;
+    }
+}
+
+/// Runs `writers` threads, each with the source `new_source(writer_idx)`: each appends, waits
+/// for the answer and goes again, until `time` passes or [`WRITE_EVENTS_MAX`] events are
+/// written. [`WARMUP_APPENDS`] appends per thread before the start are not timed. Latency is
+/// per `append` call; building the append is not timed.
+fn closed_loop<S: Source>(
+    store: &Store,
+    writers: usize,
+    time: Duration,
+    new_source: impl Fn(usize) -> S + Sync,
+) -> Run {
+    let written = AtomicU64::new(0);
+    let start = Barrier::new(writers + 1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..writers)
+            .map(|writer_idx| {
+                let (written, start, new_source) = (&written, &start, &new_source);
+                scope.spawn(move || {
+                    let mut source = new_source(writer_idx);
+                    for _ in 0..WARMUP_APPENDS {
+                        let answer = store.append(source.next());
+                        source.answer(answer);
+                    }
+                    start.wait();
+                    let started = Instant::now();
+                    let mut run = Run::default();
+                    while started.elapsed() < time
+                        && written.load(Ordering::Relaxed) < WRITE_EVENTS_MAX
+                    {
+                        let append = source.next();
+                        let n_events = append.events.len() as u64;
+                        let append_started = Instant::now();
+                        let answer = store.append(append);
+                        run.latencies.push(append_started.elapsed());
+                        if source.answer(answer) {
+                            run.refused += 1;
+                        } else {
+                            run.n_events += n_events;
+                            written.fetch_add(n_events, Ordering::Relaxed);
+                        }
+                    }
+                    run
+                })
+            })
+            .collect();
+        start.wait();
+        let started = Instant::now();
+        let mut total = Run::default();
+        for handle in handles {
+            let run = handle.join().unwrap();
+            total.latencies.extend(run.latencies);
+            total.n_events += run.n_events;
+            total.refused += run.refused;
+        }
+        total.elapsed = started.elapsed();
+        total
+    })
 }
 
 /// Fills a new store with `n_events` generated events, in relaxed mode and large batches.
@@ -421,20 +712,46 @@ impl Events {
 
     fn event(&mut self) -> NewEvent {
         let entity_idx = self.rng.below(ENTITIES);
-        let scope = SCOPES[(entity_idx % SCOPES.len() as u64) as usize];
-        let event_type = TYPES[self.rng.below(TYPES.len() as u64) as usize];
-        let mut tags = vec![format!("customer:{}", self.rng.below(CUSTOMERS))];
-        if self.rng.below(2) == 0 {
-            tags.push(format!("region:{}", self.rng.below(REGIONS)));
-        }
         let mut payload = vec![0u8; PAYLOAD_BYTES];
         for chunk in payload.chunks_mut(8) {
             let word = self.rng.next().to_le_bytes();
             chunk.copy_from_slice(&word[..chunk.len()]);
         }
         NewEvent {
-            tags,
             content_type: "application/octet-stream".to_string(),
+            ..self.event_of(entity_idx, payload)
+        }
+    }
+
+    /// An event of entity `entity_idx` whose payload is [`PAYLOAD_BYTES`] of JSON,
+    /// `{"amount": .., "pad": ".."}`, and whose metadata names a channel: what the gates of
+    /// [`CEL_GATES`] read.
+    fn json_event(&mut self, entity_idx: u64) -> NewEvent {
+        let amount = self.rng.below(100_000);
+        let head = format!(r#"{{"amount": {amount}, "pad": ""#);
+        let pad_len = PAYLOAD_BYTES - head.len() - 2;
+        let pad: String = (0..pad_len)
+            .map(|_| char::from(b'a' + self.rng.below(26) as u8))
+            .collect();
+        let payload = format!(r#"{head}{pad}"}}"#).into_bytes();
+        debug_assert_eq!(payload.len(), PAYLOAD_BYTES);
+        NewEvent {
+            content_type: "application/json".to_string(),
+            metadata: [("channel".to_string(), "web".to_string())].into(),
+            ..self.event_of(entity_idx, payload)
+        }
+    }
+
+    /// An event of entity `entity_idx` with a random type and tags.
+    fn event_of(&mut self, entity_idx: u64, payload: Vec<u8>) -> NewEvent {
+        let scope = SCOPES[(entity_idx % SCOPES.len() as u64) as usize];
+        let event_type = TYPES[self.rng.below(TYPES.len() as u64) as usize];
+        let mut tags = vec![format!("customer:{}", self.rng.below(CUSTOMERS))];
+        if self.rng.below(2) == 0 {
+            tags.push(format!("region:{}", self.rng.below(REGIONS)));
+        }
+        NewEvent {
+            tags,
             ..NewEvent::new(scope, format!("order-{entity_idx}"), event_type, payload)
         }
     }
@@ -468,18 +785,23 @@ fn percentiles(latencies: &mut [Duration]) -> String {
     if latencies.is_empty() {
         return "no samples".to_string();
     }
-    latencies.sort_unstable();
-    let at = |quantile: f64| {
-        let sample_idx = ((latencies.len() - 1) as f64 * quantile).round() as usize;
-        millis(latencies[sample_idx])
-    };
     format!(
         "p50 {} ms  p99 {} ms  max {} ms  ({} samples)",
-        at(0.5),
-        at(0.99),
-        at(1.0),
+        millis(quantile(latencies, 0.5)),
+        millis(quantile(latencies, 0.99)),
+        millis(quantile(latencies, 1.0)),
         thousands(latencies.len() as u64)
     )
+}
+
+/// The latency at `quantile` (0 to 1) of the latencies, which it sorts; zero when there are none.
+fn quantile(latencies: &mut [Duration], quantile: f64) -> Duration {
+    if latencies.is_empty() {
+        return Duration::ZERO;
+    }
+    latencies.sort_unstable();
+    let sample_idx = ((latencies.len() - 1) as f64 * quantile).round() as usize;
+    latencies[sample_idx]
 }
 
 /// Milliseconds with about three significant digits.

@@ -11,6 +11,10 @@
 //! idempotency key, the request digest, the gates it passed). The trailer is bookkeeping for
 //! retries and receipts; it is covered by the frame CRC and the signed receipt, not by the
 //! hash, so an event's hash can be recomputed from the event alone.
+//!
+//! Decoding goes through [`Header`], a view that borrows from the record and allocates
+//! nothing: opening a store indexes millions of headers this way, and only reads of whole events
+//! make owned copies.
 
 use std::collections::BTreeMap;
 
@@ -123,82 +127,235 @@ pub fn header_bytes(record: &[u8]) -> Result<&[u8], String> {
 /// Decodes a whole record. With a record cut after its header (see [`header_bytes`]), the
 /// payload comes back empty.
 pub fn decode(record: &[u8]) -> Result<Event, String> {
-    decode_with_trailer(record).map(|(event, _)| event)
+    Ok(Header::parse(record)?.to_event())
 }
 
-/// Decodes a record and its append trailer, if it has one.
-pub fn decode_with_trailer(record: &[u8]) -> Result<(Event, Option<Trailer>), String> {
-    let header_len = prefix(record)?;
-    let mut reader = Reader {
-        bytes: &record[RECORD_PREFIX_BYTES..RECORD_PREFIX_BYTES + header_len],
-    };
-    let position = Position(reader.u64()?);
-    let version = Version(reader.u64()?);
-    let timestamp = Timestamp::from_u64(reader.u64()?);
-    let id = reader.id()?;
-    let correlation_id = reader.id()?;
-    let scope = reader.string()?;
-    let entity = reader.string()?;
-    let event_type = reader.string()?;
-    let content_type = reader.string()?;
-    let n_tags = reader.len()?;
-    let tags = (0..n_tags)
-        .map(|_| reader.string())
-        .collect::<Result<Vec<_>, _>>()?;
-    let n_entries = reader.len()?;
-    let mut metadata = BTreeMap::new();
-    for _ in 0..n_entries {
-        let key = reader.string()?;
-        metadata.insert(key, reader.string()?);
-    }
-    let n_parents = reader.len()?;
-    let causation = (0..n_parents)
-        .map(|_| reader.id())
-        .collect::<Result<Vec<_>, _>>()?;
-    let hash: Hash = reader.take(HASH_BYTES)?.try_into().expect("took 32 bytes");
-    let n_events = reader.len()?;
-    let trailer = if n_events == 0 {
-        None
-    } else {
-        let idempotency_key = reader.string()?;
-        let request_hash: Hash = reader.take(HASH_BYTES)?.try_into().expect("took 32 bytes");
-        let n_gates = reader.len()?;
-        let mut gates = Vec::with_capacity(n_gates);
-        for _ in 0..n_gates {
-            let name = reader.string()?;
-            gates.push((name, reader.u64()?));
+/// A record decoded in place: the fixed-size fields read out, every name borrowed from the
+/// record's bytes, and the lists (tags, metadata, causation, gates) left encoded behind
+/// iterators. It allocates nothing, which matters when the store opens and reads the headers of
+/// millions of events only to index them; [`Header::to_event`] makes the owned [`Event`].
+///
+/// [`Header::parse`] checks the whole record as [`decode`] does (every length fits, every
+/// string is UTF-8, no byte is left over), so the iterators cannot fail.
+#[derive(Clone, Copy, Debug)]
+pub struct Header<'a> {
+    /// The event's position.
+    pub position: Position,
+    /// The event's version within its entity.
+    pub version: Version,
+    /// The event's timestamp.
+    pub timestamp: Timestamp,
+    /// The event's id.
+    pub id: EventId,
+    /// The event's correlation id.
+    pub correlation_id: EventId,
+    /// The event's scope.
+    pub scope: &'a str,
+    /// The event's entity.
+    pub entity: &'a str,
+    /// The event's type.
+    pub event_type: &'a str,
+    /// The payload's content type, possibly empty.
+    pub content_type: &'a str,
+    /// The tags, in the order given.
+    pub tags: Strs<'a>,
+    /// The metadata as key, value, key, value, ..., sorted by key.
+    pub metadata: Strs<'a>,
+    /// The causation parents.
+    pub causation: Ids<'a>,
+    /// The event's hash.
+    pub hash: &'a Hash,
+    /// The append trailer, on the first event of an append.
+    pub trailer: Option<TrailerRef<'a>>,
+    /// The payload: empty when the record was cut after its header.
+    pub payload: &'a [u8],
+}
+
+/// An append trailer borrowed from a record; see [`Trailer`].
+#[derive(Clone, Copy, Debug)]
+pub struct TrailerRef<'a> {
+    /// Events in the append.
+    pub n_events: u16,
+    /// The idempotency key, empty when none was given.
+    pub idempotency_key: &'a str,
+    /// blake3 of the append's content as the client sent it.
+    pub request_hash: &'a Hash,
+    /// The gates the append passed: name and definition version.
+    pub gates: Gates<'a>,
+}
+
+impl<'a> Header<'a> {
+    /// Decodes the prefix and header of a record, checking all of it; what follows the header
+    /// is the payload.
+    pub fn parse(record: &'a [u8]) -> Result<Header<'a>, String> {
+        let header_len = prefix(record)?;
+        let mut reader = Reader {
+            bytes: &record[RECORD_PREFIX_BYTES..RECORD_PREFIX_BYTES + header_len],
+        };
+        let position = Position(reader.u64()?);
+        let version = Version(reader.u64()?);
+        let timestamp = Timestamp::from_u64(reader.u64()?);
+        let id = reader.id()?;
+        let correlation_id = reader.id()?;
+        let scope = reader.str()?;
+        let entity = reader.str()?;
+        let event_type = reader.str()?;
+        let content_type = reader.str()?;
+        let n_tags = reader.len()?;
+        let tags = reader.strs(n_tags)?;
+        let n_entries = reader.len()?;
+        let metadata = reader.strs(2 * n_entries)?;
+        let n_parents = reader.len()?;
+        let causation = Ids {
+            bytes: reader.take(16 * n_parents)?,
+        };
+        let hash = reader.hash()?;
+        let n_events = reader.len()?;
+        let trailer = if n_events == 0 {
+            None
+        } else {
+            let idempotency_key = reader.str()?;
+            let request_hash = reader.hash()?;
+            let n_gates = reader.len()?;
+            let gates_start = reader.bytes;
+            for _ in 0..n_gates {
+                reader.str()?;
+                reader.u64()?;
+            }
+            let gates_bytes = gates_start.len() - reader.bytes.len();
+            Some(TrailerRef {
+                n_events: n_events as u16,
+                idempotency_key,
+                request_hash,
+                gates: Gates {
+                    n_left: n_gates,
+                    bytes: &gates_start[..gates_bytes],
+                },
+            })
+        };
+        if !reader.bytes.is_empty() {
+            return Err(format!(
+                "{} unread bytes after the header",
+                reader.bytes.len()
+            ));
         }
-        Some(Trailer {
-            n_events: n_events as u16,
-            idempotency_key,
-            request_hash,
-            gates,
+        Ok(Header {
+            position,
+            version,
+            timestamp,
+            id,
+            correlation_id,
+            scope,
+            entity,
+            event_type,
+            content_type,
+            tags,
+            metadata,
+            causation,
+            hash,
+            trailer,
+            payload: &record[RECORD_PREFIX_BYTES + header_len..],
         })
-    };
-    if !reader.bytes.is_empty() {
-        return Err(format!(
-            "{} unread bytes after the header",
-            reader.bytes.len()
-        ));
     }
-    let payload = record[RECORD_PREFIX_BYTES + header_len..].to_vec();
-    let event = Event {
-        position,
-        version,
-        timestamp,
-        id,
-        scope,
-        entity,
-        event_type,
-        tags,
-        content_type,
-        metadata,
-        causation,
-        correlation_id,
-        hash,
-        payload,
-    };
-    Ok((event, trailer))
+
+    /// The owned event, payload included.
+    pub fn to_event(self) -> Event {
+        let mut metadata = BTreeMap::new();
+        let mut keys_values = self.metadata;
+        while let (Some(key), Some(value)) = (keys_values.next(), keys_values.next()) {
+            metadata.insert(key.to_string(), value.to_string());
+        }
+        Event {
+            position: self.position,
+            version: self.version,
+            timestamp: self.timestamp,
+            id: self.id,
+            scope: self.scope.to_string(),
+            entity: self.entity.to_string(),
+            event_type: self.event_type.to_string(),
+            tags: self.tags.map(str::to_string).collect(),
+            content_type: self.content_type.to_string(),
+            metadata,
+            causation: self.causation.collect(),
+            correlation_id: self.correlation_id,
+            hash: *self.hash,
+            payload: self.payload.to_vec(),
+        }
+    }
+}
+
+/// Strings encoded back to back as u16 length and UTF-8 bytes, checked by [`Header::parse`].
+#[derive(Clone, Copy, Debug)]
+pub struct Strs<'a> {
+    n_left: usize,
+    bytes: &'a [u8],
+}
+
+impl<'a> Iterator for Strs<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        if self.n_left == 0 {
+            return None;
+        }
+        self.n_left -= 1;
+        let mut reader = Reader { bytes: self.bytes };
+        let value = reader.str().expect("checked when the header was parsed");
+        self.bytes = reader.bytes;
+        Some(value)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.n_left, Some(self.n_left))
+    }
+}
+
+impl ExactSizeIterator for Strs<'_> {}
+
+/// Event ids encoded back to back, 16 bytes each.
+#[derive(Clone, Copy, Debug)]
+pub struct Ids<'a> {
+    bytes: &'a [u8],
+}
+
+impl Iterator for Ids<'_> {
+    type Item = EventId;
+
+    fn next(&mut self) -> Option<EventId> {
+        let (id, rest) = self.bytes.split_first_chunk::<16>()?;
+        self.bytes = rest;
+        Some(EventId(uuid::Uuid::from_bytes(*id)))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.bytes.len() / 16, Some(self.bytes.len() / 16))
+    }
+}
+
+impl ExactSizeIterator for Ids<'_> {}
+
+/// Gates of a trailer encoded back to back as name (u16 length and UTF-8) and version (u64),
+/// checked by [`Header::parse`].
+#[derive(Clone, Copy, Debug)]
+pub struct Gates<'a> {
+    n_left: usize,
+    bytes: &'a [u8],
+}
+
+impl<'a> Iterator for Gates<'a> {
+    type Item = (&'a str, u64);
+
+    fn next(&mut self) -> Option<(&'a str, u64)> {
+        if self.n_left == 0 {
+            return None;
+        }
+        self.n_left -= 1;
+        let mut reader = Reader { bytes: self.bytes };
+        let name = reader.str().expect("checked when the header was parsed");
+        let version = reader.u64().expect("checked when the header was parsed");
+        self.bytes = reader.bytes;
+        Some((name, version))
+    }
 }
 
 fn prefix(record: &[u8]) -> Result<usize, String> {
@@ -266,9 +423,136 @@ impl<'a> Reader<'a> {
         Ok(EventId(uuid::Uuid::from_bytes(bytes)))
     }
 
-    fn string(&mut self) -> Result<String, String> {
+    fn hash(&mut self) -> Result<&'a Hash, String> {
+        Ok(self.take(HASH_BYTES)?.try_into().expect("took 32 bytes"))
+    }
+
+    fn str(&mut self) -> Result<&'a str, String> {
         let len = self.len()?;
-        String::from_utf8(self.take(len)?.to_vec())
-            .map_err(|_| "a name is not valid utf-8".to_string())
+        std::str::from_utf8(self.take(len)?).map_err(|_| "a name is not valid utf-8".to_string())
+    }
+
+    /// Checks `n_strs` strings and returns them unread.
+    fn strs(&mut self, n_strs: usize) -> Result<Strs<'a>, String> {
+        let start = self.bytes;
+        for _ in 0..n_strs {
+            self.str()?;
+        }
+        Ok(Strs {
+            n_left: n_strs,
+            bytes: &start[..start.len() - self.bytes.len()],
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    //! The in-place decoder against the encoder: every field comes back, on both the header-only
+    //! records the `.idx` files hold and whole records, and what is not a valid record is refused.
+
+    use super::*;
+
+    fn id(n: u128) -> EventId {
+        EventId(uuid::Uuid::from_u128(n))
+    }
+
+    fn event() -> Event {
+        Event {
+            position: Position(7),
+            version: Version(3),
+            timestamp: Timestamp::new(1_700_000_000_000, 4),
+            id: id(1),
+            scope: "acme".to_string(),
+            entity: "order-7".to_string(),
+            event_type: "OrderPaid".to_string(),
+            tags: vec!["customer:1".to_string(), "région:été".to_string()],
+            content_type: "application/json".to_string(),
+            metadata: BTreeMap::from([
+                ("a".to_string(), "1".to_string()),
+                ("source".to_string(), "web".to_string()),
+            ]),
+            causation: vec![id(2), id(3)],
+            correlation_id: id(2),
+            hash: [0; 32],
+            payload: br#"{"amount": 5}"#.to_vec(),
+        }
+    }
+
+    fn trailer() -> Trailer {
+        Trailer {
+            n_events: 2,
+            idempotency_key: "key-1".to_string(),
+            request_hash: [9; 32],
+            gates: vec![("limit".to_string(), 12), ("unique".to_string(), 40)],
+        }
+    }
+
+    #[test]
+    fn header_round_trips_every_field_and_the_trailer() {
+        let original = event();
+        let (record, hash) = encode(&original, &[5; 32], Some(&trailer()));
+        let header = Header::parse(&record).unwrap();
+        assert_eq!(header.scope, "acme");
+        assert_eq!(header.entity, "order-7");
+        assert_eq!(header.event_type, "OrderPaid");
+        assert_eq!(header.tags.len(), 2);
+        assert_eq!(header.causation.len(), 2);
+        assert_eq!(*header.hash, hash);
+        assert_eq!(header.payload, original.payload.as_slice());
+        let decoded = header.to_event();
+        assert_eq!(decoded, Event { hash, ..original });
+
+        let trailer_ref = header
+            .trailer
+            .expect("the first event of an append has one");
+        let expected = trailer();
+        assert_eq!(trailer_ref.n_events, expected.n_events);
+        assert_eq!(trailer_ref.idempotency_key, expected.idempotency_key);
+        assert_eq!(*trailer_ref.request_hash, expected.request_hash);
+        let gates: Vec<(String, u64)> = trailer_ref
+            .gates
+            .map(|(name, version)| (name.to_string(), version))
+            .collect();
+        assert_eq!(gates, expected.gates);
+    }
+
+    #[test]
+    fn a_header_cut_from_its_record_decodes_without_a_payload() {
+        let (record, _) = encode(&event(), &[0; 32], None);
+        let header_only = header_bytes(&record).unwrap();
+        let header = Header::parse(header_only).unwrap();
+        assert!(header.trailer.is_none());
+        assert!(header.payload.is_empty());
+        assert_eq!(header.to_event().metadata, event().metadata);
+    }
+
+    #[test]
+    fn what_is_not_a_whole_valid_header_is_refused() {
+        let (record, _) = encode(&event(), &[0; 32], Some(&trailer()));
+        let header_len = header_bytes(&record).unwrap().len();
+        // A record cut anywhere inside its header.
+        for cut in RECORD_PREFIX_BYTES..header_len {
+            assert!(Header::parse(&record[..cut]).is_err(), "cut at {cut}");
+        }
+        // A byte of the last metadata value that is not UTF-8.
+        let value_at = record
+            .windows(3)
+            .position(|window| window == b"web")
+            .expect("the value is in the record");
+        let mut bad_utf8 = record.clone();
+        bad_utf8[value_at] = 0xff;
+        assert_eq!(
+            Header::parse(&bad_utf8).unwrap_err(),
+            "a name is not valid utf-8"
+        );
+        // A declared header length one byte longer than the fields: one byte left over.
+        let mut long = record.clone();
+        let declared = u32::from_le_bytes(long[2..6].try_into().unwrap());
+        long[2..6].copy_from_slice(&(declared + 1).to_le_bytes());
+        assert_eq!(
+            Header::parse(&long).unwrap_err(),
+            "1 unread bytes after the header"
+        );
     }
 }

@@ -1,9 +1,14 @@
 //! The in-memory indexes over the event log.
 //!
 //! Payloads stay on disk; memory holds, per event, a 24-byte [`Meta`] (where its frame is, its
-//! timestamp, and interned scope, entity and type) plus one entry in the id map and in the
-//! posting lists of its scope, type, tags and entity. An entity's posting list doubles as its
-//! version table: version `v` is at `positions[v - 1]`.
+//! timestamp and its entity) plus one entry among the ids and in the posting lists of its scope,
+//! type, tags and entity. An entity's posting list doubles as its version table: version `v` is
+//! at `positions[v - 1]`.
+//!
+//! Opening a store builds all of this from the headers of the log's events
+//! ([`Index::insert_header`], then [`Index::finish_open`]); the writer adds its events with
+//! [`Index::insert`]. Opening is bounded by this code, so it avoids allocating per event and
+//! looks each name up once.
 //!
 //! The writer inserts events before they are durable, so the index may run ahead of the
 //! committed head. Every reader caps what it looks at by the committed head it loaded first;
@@ -12,7 +17,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::clock::Timestamp;
-use crate::codec;
+use crate::codec::{self, Header};
 use crate::event::{Direction, Event, EventId, Hash, Version};
 use crate::query::{Filter, Plan};
 use crate::segment::FrameLoc;
@@ -29,6 +34,23 @@ struct Meta {
     entity: u32,
 }
 
+/// The fields of one event that the index keeps, borrowed from an owned [`Event`] (the writer)
+/// or from a record [`Header`] decoded in place (opening a store), so that opening allocates
+/// nothing per event beyond what the index keeps.
+struct Entry<'a, Tags, Parents> {
+    position: u64,
+    version: u64,
+    timestamp: Timestamp,
+    id: EventId,
+    correlation_id: EventId,
+    scope: &'a str,
+    entity: &'a str,
+    event_type: &'a str,
+    tags: Tags,
+    causation: Parents,
+    hash: &'a Hash,
+}
+
 /// One scope+entity stream.
 #[derive(Clone, Debug)]
 pub(crate) struct EntityState {
@@ -39,7 +61,7 @@ pub(crate) struct EntityState {
     pub(crate) last_hash: Hash,
 }
 
-/// Interned strings: scopes, entities, types and tags each stored once.
+/// Interned names of one kind, each stored once and numbered from 0 in order of first use.
 #[derive(Debug, Default)]
 struct Symbols {
     by_name: HashMap<String, u32>,
@@ -48,7 +70,7 @@ struct Symbols {
 
 impl Symbols {
     fn intern(&mut self, name: &str) -> u32 {
-        if let Some(&sym) = self.by_name.get(name) {
+        if let Some(sym) = self.get(name) {
             return sym;
         }
         let sym = u32::try_from(self.names.len()).expect("fewer than 2^32 distinct names");
@@ -64,24 +86,129 @@ impl Symbols {
     fn name(&self, sym: u32) -> &str {
         &self.names[sym as usize]
     }
+
+    /// Each name is held twice, in `names` and as a key of `by_name`.
+    fn heap_bytes(&self) -> usize {
+        let names: usize = self.names.iter().map(|name| 2 * name.capacity()).sum();
+        names
+            + self.names.capacity() * std::mem::size_of::<String>()
+            + self.by_name.capacity() * (std::mem::size_of::<(String, u32)>() + 1)
+    }
+}
+
+/// One kind of name (scopes, types or tags): the names, and for each the positions of the
+/// events that carry it, ascending. Each kind numbers its own names from 0, so a name's list is
+/// found by indexing a vector rather than by a second hash lookup.
+#[derive(Debug, Default)]
+struct Postings {
+    symbols: Symbols,
+    /// Positions by symbol.
+    lists: Vec<Vec<u64>>,
+}
+
+impl Postings {
+    /// The symbol of `name`, interned with an empty list if it is new.
+    fn intern(&mut self, name: &str) -> u32 {
+        let sym = self.symbols.intern(name);
+        if sym as usize == self.lists.len() {
+            self.lists.push(Vec::new());
+        }
+        sym
+    }
+
+    /// Adds `position` to the list of an interned name.
+    fn push(&mut self, sym: u32, position: u64) {
+        self.lists[sym as usize].push(position);
+    }
+
+    /// The positions of the events that carry `name`, if any does.
+    fn list(&self, name: &str) -> Option<&[u64]> {
+        let sym = self.symbols.get(name)?;
+        Some(&self.lists[sym as usize])
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.symbols.heap_bytes()
+            + self
+                .lists
+                .iter()
+                .map(|list| list.capacity() * 8 + std::mem::size_of::<Vec<u64>>())
+                .sum::<usize>()
+    }
+}
+
+/// Event ids to positions.
+///
+/// Opening a store pushes the id of every event of the log onto `loaded` and sorts it once, in
+/// [`Index::finish_open`]; ids indexed after that go into `recent`. A push is a sequential
+/// write, where inserting into a hash map of a million ids costs two cache misses (it was the
+/// largest single cost of opening a store), and `loaded` holds 24 bytes per id against about 50
+/// in a hash map. The price is paid by lookups of ids loaded at open: a binary search, 20 steps
+/// at 1M events, instead of one probe. Ids newer than all of them are ruled out by one compare.
+#[derive(Debug, Default)]
+struct Ids {
+    /// Ids of the events loaded at open, sorted by id when `sorted` is true.
+    loaded: Vec<(EventId, u64)>,
+    sorted: bool,
+    /// Ids of the events indexed since the store opened.
+    recent: HashMap<EventId, u64>,
+}
+
+impl Ids {
+    fn sort(&mut self) {
+        // UUIDs order as their big-endian bytes, so as the u128 of them; comparing integers is
+        // quicker than comparing byte arrays.
+        self.loaded.sort_unstable_by_key(|(id, _)| id.0.as_u128());
+        self.sorted = true;
+    }
+
+    fn get(&self, id: &EventId) -> Option<u64> {
+        if let Some(&position) = self.recent.get(id) {
+            return Some(position);
+        }
+        debug_assert!(
+            self.sorted || self.loaded.is_empty(),
+            "ids are looked up only after the store opened"
+        );
+        // The ids the store assigns are UUIDv7, ordered by time, so a new one is past every id
+        // loaded at open: checking that a new id is unused, which the writer does for every
+        // event, costs one compare and no search.
+        let key = id.0.as_u128();
+        let (last, _) = self.loaded.last()?;
+        if key > last.0.as_u128() {
+            return None;
+        }
+        let loaded_idx = self
+            .loaded
+            .binary_search_by_key(&key, |(loaded, _)| loaded.0.as_u128())
+            .ok()?;
+        Some(self.loaded[loaded_idx].1)
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.loaded.capacity() * std::mem::size_of::<(EventId, u64)>()
+            + self.recent.capacity() * (std::mem::size_of::<(EventId, u64)>() + 1)
+    }
 }
 
 /// The indexes, for positions `1..=last()`.
 #[derive(Debug, Default)]
 pub(crate) struct Index {
-    symbols: Symbols,
     metas: Vec<Meta>,
     /// First positions of the segments, ascending: a position's segment is the last one at or
     /// before it.
     segments: Vec<u64>,
-    ids: HashMap<EventId, u64>,
+    ids: Ids,
+    /// Entity names (the `entity` of events, in every scope).
+    entity_symbols: Symbols,
+    /// Scope and entity name symbols to entity indexes.
     entity_keys: HashMap<(u32, u32), u32>,
     entities: Vec<EntityState>,
     /// Entity names to entity indexes, for prefix queries.
     entity_names: BTreeMap<String, Vec<u32>>,
-    by_scope: HashMap<u32, Vec<u64>>,
-    by_type: HashMap<u32, Vec<u64>>,
-    by_tag: HashMap<u32, Vec<u64>>,
+    by_scope: Postings,
+    by_type: Postings,
+    by_tag: Postings,
     /// Causation parent id to the positions of its children.
     children: HashMap<EventId, Vec<u64>>,
     /// Correlation id to the positions of the events that carry it, except the event whose own
@@ -129,88 +256,145 @@ impl Index {
         }
     }
 
-    /// Adds the next event. `event` may lack its payload; `loc` is where its frame lives.
     /// Adds the next event, or says why it cannot be next (a gap in positions or versions)
     /// without changing anything. `event` may lack its payload; `loc` is where its frame lives.
     pub(crate) fn insert(&mut self, event: &Event, loc: FrameLoc) -> Result<(), String> {
-        let position = event.position.0;
+        self.insert_entry(
+            Entry {
+                position: event.position.0,
+                version: event.version.0,
+                timestamp: event.timestamp,
+                id: event.id,
+                correlation_id: event.correlation_id,
+                scope: &event.scope,
+                entity: &event.entity,
+                event_type: &event.event_type,
+                tags: event.tags.iter().map(String::as_str),
+                causation: event.causation.iter().copied(),
+                hash: &event.hash,
+            },
+            loc,
+        )?;
+        self.ids.recent.insert(event.id, event.position.0);
+        Ok(())
+    }
+
+    /// [`Index::insert`] from a header decoded in place, as opening a store reads them. Call
+    /// [`Index::finish_open`] after the last one.
+    pub(crate) fn insert_header(
+        &mut self,
+        header: &Header<'_>,
+        loc: FrameLoc,
+    ) -> Result<(), String> {
+        self.insert_entry(
+            Entry {
+                position: header.position.0,
+                version: header.version.0,
+                timestamp: header.timestamp,
+                id: header.id,
+                correlation_id: header.correlation_id,
+                scope: header.scope,
+                entity: header.entity,
+                event_type: header.event_type,
+                tags: header.tags,
+                causation: header.causation,
+                hash: header.hash,
+            },
+            loc,
+        )?;
+        self.ids.loaded.push((header.id, header.position.0));
+        self.ids.sorted = false;
+        Ok(())
+    }
+
+    /// Ends opening: sorts the ids loaded by [`Index::insert_header`], so they can be found.
+    pub(crate) fn finish_open(&mut self) {
+        self.ids.sort();
+    }
+
+    fn insert_entry<'a>(
+        &mut self,
+        entry: Entry<'a, impl Iterator<Item = &'a str>, impl Iterator<Item = EventId>>,
+        loc: FrameLoc,
+    ) -> Result<(), String> {
+        let position = entry.position;
         if position != self.last() + 1 {
             return Err(format!(
                 "event at position {position} where position {} was expected",
                 self.last() + 1
             ));
         }
-        let known = self
-            .symbols
-            .get(&event.scope)
-            .zip(self.symbols.get(&event.entity))
-            .and_then(|key| self.entity_keys.get(&key))
-            .map_or(0, |&entity_idx| {
-                self.entities[entity_idx as usize].positions.len() as u64
-            });
-        if event.version.0 != known + 1 {
+        // One lookup of each name serves both the version check and the insert: name lookups (a
+        // SipHash and a compare each) are a large part of opening a store, where nearly every
+        // name is already known.
+        let scope = self.by_scope.symbols.get(entry.scope);
+        let known_entity = scope
+            .zip(self.entity_symbols.get(entry.entity))
+            .and_then(|key| self.entity_keys.get(&key).copied());
+        let known_version = known_entity.map_or(0, |entity_idx| {
+            self.entities[entity_idx as usize].positions.len() as u64
+        });
+        if entry.version != known_version + 1 {
             return Err(format!(
                 "event at version {} of {}/{} where version {} was expected",
-                event.version,
-                event.scope,
-                event.entity,
-                known + 1
+                entry.version,
+                entry.scope,
+                entry.entity,
+                known_version + 1
             ));
         }
-        let scope = self.symbols.intern(&event.scope);
-        let name = self.symbols.intern(&event.entity);
-        let entity_idx = match self.entity_keys.get(&(scope, name)) {
-            Some(&entity_idx) => entity_idx,
-            None => {
-                let entity_idx =
-                    u32::try_from(self.entities.len()).expect("fewer than 2^32 entities");
-                self.entities.push(EntityState {
-                    name,
-                    positions: Vec::new(),
-                    last_hash: [0; 32],
-                });
-                self.entity_keys.insert((scope, name), entity_idx);
-                self.entity_names
-                    .entry(event.entity.clone())
-                    .or_default()
-                    .push(entity_idx);
-                entity_idx
-            }
-        };
+        let scope = scope.unwrap_or_else(|| self.by_scope.intern(entry.scope));
+        self.by_scope.push(scope, position);
+        let entity_idx = known_entity.unwrap_or_else(|| self.add_entity(scope, entry.entity));
         let entity = &mut self.entities[entity_idx as usize];
         entity.positions.push(position);
-        entity.last_hash = event.hash;
-        let event_type = self.symbols.intern(&event.event_type);
-        self.by_scope.entry(scope).or_default().push(position);
-        self.by_type.entry(event_type).or_default().push(position);
-        for tag in &event.tags {
-            let tag = self.symbols.intern(tag);
-            self.by_tag.entry(tag).or_default().push(position);
+        entity.last_hash = *entry.hash;
+        let event_type = self.by_type.intern(entry.event_type);
+        self.by_type.push(event_type, position);
+        for tag in entry.tags {
+            let tag = self.by_tag.intern(tag);
+            self.by_tag.push(tag, position);
         }
-        self.ids.insert(event.id, position);
-        for parent in &event.causation {
-            self.children.entry(*parent).or_default().push(position);
+        for parent in entry.causation {
+            self.children.entry(parent).or_default().push(position);
         }
-        if event.correlation_id != event.id {
+        if entry.correlation_id != entry.id {
             self.correlated
-                .entry(event.correlation_id)
+                .entry(entry.correlation_id)
                 .or_default()
                 .push(position);
         }
-        self.digest = codec::next_digest(&self.digest, &event.hash);
+        self.digest = codec::next_digest(&self.digest, entry.hash);
         self.metas.push(Meta {
             offset: loc.offset as u32,
             body_len: loc.body_len,
-            timestamp: event.timestamp,
+            timestamp: entry.timestamp,
             entity: entity_idx,
         });
         Ok(())
     }
 
+    /// Starts the stream of a new entity in an interned scope; returns its index.
+    fn add_entity(&mut self, scope: u32, entity: &str) -> u32 {
+        let name = self.entity_symbols.intern(entity);
+        let entity_idx = u32::try_from(self.entities.len()).expect("fewer than 2^32 entities");
+        self.entities.push(EntityState {
+            name,
+            positions: Vec::new(),
+            last_hash: [0; 32],
+        });
+        self.entity_keys.insert((scope, name), entity_idx);
+        self.entity_names
+            .entry(entity.to_string())
+            .or_default()
+            .push(entity_idx);
+        entity_idx
+    }
+
     /// Makes room for `n_events` more events, so a rebuild does not rehash as it grows.
     pub(crate) fn reserve(&mut self, n_events: usize) {
         self.metas.reserve(n_events);
-        self.ids.reserve(n_events);
+        self.ids.loaded.reserve_exact(n_events);
     }
 
     /// Where the frame of `position` lives.
@@ -226,7 +410,7 @@ impl Index {
 
     /// The position of the event with this id, committed or not.
     pub(crate) fn position_of(&self, id: &EventId) -> Option<u64> {
-        self.ids.get(id).copied()
+        self.ids.get(id)
     }
 
     /// Positions of the events that name `parent` as a cause.
@@ -258,7 +442,10 @@ impl Index {
 
     /// The stream of `scope`/`entity`, if it has any event.
     pub(crate) fn entity(&self, scope: &str, entity: &str) -> Option<&EntityState> {
-        let key = (self.symbols.get(scope)?, self.symbols.get(entity)?);
+        let key = (
+            self.by_scope.symbols.get(scope)?,
+            self.entity_symbols.get(entity)?,
+        );
         self.entity_keys
             .get(&key)
             .map(|&entity_idx| &self.entities[entity_idx as usize])
@@ -307,7 +494,7 @@ impl Index {
             let lists: Vec<Plan<'a>> = filter
                 .scopes
                 .iter()
-                .filter_map(|scope| self.list(&self.by_scope, scope))
+                .filter_map(|scope| list(&self.by_scope, scope))
                 .collect();
             required.push(non_empty_union(lists)?);
         }
@@ -319,7 +506,7 @@ impl Index {
                     let lists = item
                         .types
                         .iter()
-                        .filter_map(|t| self.list(&self.by_type, t))
+                        .filter_map(|t| list(&self.by_type, t))
                         .collect();
                     match non_empty_union(lists) {
                         Some(plan) => parts.push(plan),
@@ -329,7 +516,7 @@ impl Index {
                 let tags: Option<Vec<Plan<'a>>> = item
                     .tags
                     .iter()
-                    .map(|tag| self.list(&self.by_tag, tag))
+                    .map(|tag| list(&self.by_tag, tag))
                     .collect();
                 let Some(tags) = tags else { continue };
                 parts.extend(tags);
@@ -431,41 +618,25 @@ impl Index {
         let before_until = resolved.until.is_none_or(|until| meta.timestamp < until);
         let prefix_ok = resolved.prefix.is_none_or(|prefix| {
             let name = self.entities[meta.entity as usize].name;
-            self.symbols.name(name).starts_with(prefix)
+            self.entity_symbols.name(name).starts_with(prefix)
         });
         after_since && before_until && prefix_ok
     }
 
-    fn list<'a>(&'a self, lists: &'a HashMap<u32, Vec<u64>>, name: &str) -> Option<Plan<'a>> {
-        let sym = self.symbols.get(name)?;
-        lists.get(&sym).map(|list| Plan::List(list))
-    }
-
     /// Approximate heap bytes held by the index, for the memory report.
     pub(crate) fn heap_bytes(&self) -> usize {
-        let lists = |map: &HashMap<u32, Vec<u64>>| -> usize {
-            map.values()
-                .map(|list| list.capacity() * 8 + 48)
-                .sum::<usize>()
-                + map.capacity() * 40
-        };
-        let names: usize = self
-            .symbols
-            .names
-            .iter()
-            .map(|name| 2 * (name.capacity() + 24) + 16)
-            .sum();
         let entities: usize = self
             .entities
             .iter()
             .map(|state| state.positions.capacity() * 8 + std::mem::size_of::<EntityState>() + 16)
             .sum();
         self.metas.capacity() * std::mem::size_of::<Meta>()
-            + self.ids.capacity() * (std::mem::size_of::<(EventId, u64)>() + 1)
-            + lists(&self.by_scope)
-            + lists(&self.by_type)
-            + lists(&self.by_tag)
-            + names
+            + self.ids.heap_bytes()
+            + self.by_scope.heap_bytes()
+            + self.by_type.heap_bytes()
+            + self.by_tag.heap_bytes()
+            + self.entity_symbols.heap_bytes()
+            + self.entity_keys.capacity() * (std::mem::size_of::<((u32, u32), u32)>() + 1)
             + entities
             + self
                 .entity_names
@@ -475,10 +646,190 @@ impl Index {
     }
 }
 
+/// The plan that reads the list of `name`, if any event carries it.
+fn list<'a>(postings: &'a Postings, name: &str) -> Option<Plan<'a>> {
+    postings.list(name).map(Plan::List)
+}
+
 fn non_empty_union(mut plans: Vec<Plan<'_>>) -> Option<Plan<'_>> {
     match plans.len() {
         0 => None,
         1 => plans.pop(),
         _ => Some(Plan::Union(plans)),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    //! The index built the way a store builds it: the log's events from decoded headers at open,
+    //! then the writer's owned events. Ids from both parts are found, streams and posting lists
+    //! match the events, each kind of name has its own names, and a refused insert changes
+    //! nothing.
+
+    use super::*;
+    use crate::query::QueryItem;
+
+    const N_OPEN: u64 = 30;
+    const N_EVENTS: u64 = 50;
+
+    /// Ids in no particular order, as clients may choose them.
+    fn id(position: u64) -> EventId {
+        EventId(uuid::Uuid::from_u128(u128::from((position * 37) % 101) + 1))
+    }
+
+    fn entity_name(position: u64) -> String {
+        if position.is_multiple_of(3) {
+            format!("customer-{}", position % 2)
+        } else {
+            format!("order-{}", position % 4)
+        }
+    }
+
+    /// The events of a small log, with versions counted per scope and entity.
+    fn events() -> Vec<Event> {
+        let mut versions: HashMap<(String, String), u64> = HashMap::new();
+        (1..=N_EVENTS)
+            .map(|position| {
+                let scope = if position.is_multiple_of(2) {
+                    "acme"
+                } else {
+                    "globex"
+                };
+                let entity = entity_name(position);
+                let version = versions
+                    .entry((scope.to_string(), entity.clone()))
+                    .or_default();
+                *version += 1;
+                Event {
+                    position: crate::event::Position(position),
+                    version: Version(*version),
+                    timestamp: Timestamp::new(1_000 + position, 0),
+                    id: id(position),
+                    scope: scope.to_string(),
+                    entity,
+                    event_type: format!("Type{}", position % 3),
+                    tags: vec![format!("tag:{}", position % 5)],
+                    content_type: String::new(),
+                    metadata: BTreeMap::new(),
+                    causation: vec![],
+                    correlation_id: id(position),
+                    hash: [position as u8; 32],
+                    payload: vec![],
+                }
+            })
+            .collect()
+    }
+
+    fn loc(position: u64) -> FrameLoc {
+        FrameLoc {
+            segment: 1,
+            offset: 32 + position * 100,
+            body_len: 90,
+        }
+    }
+
+    /// An index of [`N_OPEN`] events loaded as at open, then the rest from the writer.
+    fn index() -> Index {
+        let mut index = Index::default();
+        index.add_segment(1);
+        for event in events().iter().take(N_OPEN as usize) {
+            let (record, _) = codec::encode(event, &[0; 32], None);
+            let header = Header::parse(&record).unwrap();
+            index.insert_header(&header, loc(event.position.0)).unwrap();
+        }
+        index.finish_open();
+        for event in events().iter().skip(N_OPEN as usize) {
+            index.insert(event, loc(event.position.0)).unwrap();
+        }
+        index
+    }
+
+    #[test]
+    fn ids_loaded_at_open_and_written_after_are_both_found() {
+        let index = index();
+        assert_eq!(index.last(), N_EVENTS);
+        for position in 1..=N_EVENTS {
+            assert_eq!(index.position_of(&id(position)), Some(position));
+            assert_eq!(index.loc(position), loc(position));
+        }
+        // Past every id, before every id, and between ids (position 51 would have had it).
+        for unknown in [1_000, 0, (51 * 37) % 101 + 1] {
+            let unknown = EventId(uuid::Uuid::from_u128(unknown));
+            assert_eq!(index.position_of(&unknown), None, "{unknown}");
+        }
+    }
+
+    #[test]
+    fn streams_and_posting_lists_match_the_events() {
+        let index = index();
+        let events = events();
+        for event in &events {
+            let expected: Vec<u64> = events
+                .iter()
+                .filter(|other| other.scope == event.scope && other.entity == event.entity)
+                .map(|other| other.position.0)
+                .collect();
+            let state = index.entity(&event.scope, &event.entity).unwrap();
+            assert_eq!(
+                state.positions, expected,
+                "{}/{}",
+                event.scope, event.entity
+            );
+            assert_eq!(state.last_hash, [*expected.last().unwrap() as u8; 32]);
+        }
+        let filter = Filter {
+            scopes: vec!["acme".to_string()],
+            items: vec![QueryItem {
+                types: vec!["Type1".to_string()],
+                tags: vec!["tag:2".to_string()],
+            }],
+            ..Filter::default()
+        };
+        let resolved = index.resolve(&filter).unwrap();
+        let mut found = Vec::new();
+        let mut from = 1;
+        while let (Some(position), _) =
+            index.next_match(&resolved, from, Direction::Forward, N_EVENTS, 1000)
+        {
+            found.push(position);
+            from = position + 1;
+        }
+        let expected: Vec<u64> = events
+            .iter()
+            .filter(|event| {
+                event.scope == "acme" && event.event_type == "Type1" && event.tags[0] == "tag:2"
+            })
+            .map(|event| event.position.0)
+            .collect();
+        assert!(!expected.is_empty());
+        assert_eq!(found, expected);
+        // A name known as a tag is not a type: each kind has its own names.
+        let crossed = Filter {
+            items: vec![QueryItem {
+                types: vec!["tag:2".to_string()],
+                tags: vec![],
+            }],
+            ..Filter::default()
+        };
+        assert!(index.resolve(&crossed).is_none());
+    }
+
+    #[test]
+    fn an_event_out_of_order_is_refused_and_changes_nothing() {
+        let mut index = index();
+        let digest = index.digest();
+        let mut next = events()[0].clone();
+        next.position = crate::event::Position(N_EVENTS + 1);
+        next.id = EventId(uuid::Uuid::from_u128(5_000));
+        // Its entity already has events, so version 1 is a gap backwards.
+        let err = index.insert(&next, loc(N_EVENTS + 1)).unwrap_err();
+        assert!(err.contains("where version"), "{err}");
+        next.position = crate::event::Position(N_EVENTS + 2);
+        let err = index.insert(&next, loc(N_EVENTS + 2)).unwrap_err();
+        assert!(err.contains("where position"), "{err}");
+        assert_eq!(index.last(), N_EVENTS);
+        assert_eq!(index.digest(), digest);
+        assert_eq!(index.position_of(&next.id), None);
     }
 }

@@ -8,11 +8,12 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use crate::codec::{self, Trailer};
+use crate::codec::{self, Header, TrailerRef};
 use crate::error::{Error, Result};
-use crate::event::{Event, Hash};
+use crate::event::Hash;
 use crate::index::Index;
 use crate::limits::IDEMPOTENCY_KEYS_MAX;
 use crate::segment::{self, FrameLoc, SegmentLog};
@@ -62,21 +63,25 @@ struct KeysBuilder {
 }
 
 impl KeysBuilder {
-    fn observe(&mut self, index: &Index, event: &Event, trailer: Option<Trailer>) {
+    /// Notes the event at `position`, with its append trailer if it is the first of its append.
+    fn observe(&mut self, index: &Index, position: u64, trailer: Option<TrailerRef<'_>>) {
         if let Some(trailer) = trailer
             && !trailer.idempotency_key.is_empty()
         {
             let entry = KeyEntry {
-                first: event.position.0,
+                first: position,
                 n_events: u64::from(trailer.n_events),
-                request_hash: trailer.request_hash,
-                gates: trailer.gates,
+                request_hash: *trailer.request_hash,
+                gates: trailer
+                    .gates
+                    .map(|(name, version)| (name.to_string(), version))
+                    .collect(),
                 digest: [0; 32],
             };
-            self.open = Some((trailer.idempotency_key, entry));
+            self.open = Some((trailer.idempotency_key.to_string(), entry));
         }
         if let Some((_, entry)) = &self.open
-            && event.position.0 == entry.first + entry.n_events - 1
+            && position == entry.first + entry.n_events - 1
         {
             let (key, mut entry) = self.open.take().expect("checked above");
             entry.digest = index.digest();
@@ -155,67 +160,119 @@ fn idx_path(dir: &Path, first: u64) -> PathBuf {
     segment::segment_path(dir, first).with_extension("idx")
 }
 
-/// Reads a sealed segment's `.idx`; `None` if it is missing or fails any check (the segment is
-/// then scanned instead, so a bad `.idx` costs time, never data).
-fn load_idx(
-    dir: &Path,
-    first: u64,
-    n_expected: u64,
-) -> Option<Vec<(FrameLoc, Event, Option<Trailer>)>> {
+/// Reads a sealed segment's `.idx` into `buf` and checks its CRC and header. Returns the
+/// entries, to be walked with [`IdxEntries`], or `None` if the file is missing or fails a check:
+/// the segment is then scanned instead, so a bad `.idx` costs time, never data.
+fn load_idx<'b>(dir: &Path, first: u64, n_expected: u64, buf: &'b mut Vec<u8>) -> Option<&'b [u8]> {
     let path = idx_path(dir, first);
-    let bytes = fs::read(&path).ok()?;
+    // One buffer serves every segment, so its pages are faulted in once, not once per file.
+    buf.clear();
+    File::open(&path).ok()?.read_to_end(buf).ok()?;
     let fail = |why: &str| {
-        tracing::warn!(file = %path.display(), why, "ignoring a damaged segment index; scanning the segment");
+        warn_ignored_idx(&path, why);
         None
     };
-    if bytes.len() < 36 {
+    if buf.len() < 36 {
         return fail("too short");
     }
-    let (body, crc) = bytes.split_at(bytes.len() - 4);
+    let (body, crc) = buf.split_at(buf.len() - 4);
     if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
         return fail("checksum mismatch");
     }
-    let n_entries = u64::from_le_bytes(body[24..32].try_into().expect("8 bytes"));
     if body[..8] != IDX_MAGIC
         || u64::from_le_bytes(body[16..24].try_into().expect("8 bytes")) != first
-        || n_entries != n_expected
+        || u64::from_le_bytes(body[24..32].try_into().expect("8 bytes")) != n_expected
     {
         return fail("header does not match the segment");
     }
-    let mut entries = Vec::with_capacity(n_entries as usize);
-    let mut rest = &body[32..];
-    while !rest.is_empty() {
+    Some(&body[32..])
+}
+
+/// Logs that an `.idx` is not used, and why.
+fn warn_ignored_idx(path: &Path, why: &str) {
+    tracing::warn!(file = %path.display(), why, "ignoring a damaged segment index; scanning the segment");
+}
+
+/// The entries of an `.idx` (after its 32-byte header, before its CRC): where each frame
+/// lives and its record header, decoded in place. An entry that does not decode ends the walk.
+struct IdxEntries<'a> {
+    segment: u64,
+    rest: &'a [u8],
+}
+
+impl<'a> IdxEntries<'a> {
+    fn new(segment: u64, entries: &'a [u8]) -> IdxEntries<'a> {
+        IdxEntries {
+            segment,
+            rest: entries,
+        }
+    }
+
+    fn split_entry(&mut self) -> std::result::Result<(FrameLoc, Header<'a>), &'static str> {
+        let rest = self.rest;
         if rest.len() < 12 {
-            return fail("entry cut short");
+            return Err("entry cut short");
         }
         let word = |at: usize| u32::from_le_bytes(rest[at..at + 4].try_into().expect("4 bytes"));
         let (offset, body_len, header_len) = (word(0), word(4), word(8) as usize);
         if rest.len() < 12 + header_len {
-            return fail("entry cut short");
+            return Err("entry cut short");
         }
-        let Ok((event, trailer)) = codec::decode_with_trailer(&rest[12..12 + header_len]) else {
-            return fail("entry does not decode");
+        let header =
+            Header::parse(&rest[12..12 + header_len]).map_err(|_| "entry does not decode")?;
+        self.rest = &rest[12 + header_len..];
+        let loc = FrameLoc {
+            segment: self.segment,
+            offset: u64::from(offset),
+            body_len,
         };
-        entries.push((
-            FrameLoc {
-                segment: first,
-                offset: u64::from(offset),
-                body_len,
-            },
-            event,
-            trailer,
-        ));
-        rest = &rest[12 + header_len..];
+        Ok((loc, header))
     }
-    if entries.len() as u64 != n_entries {
-        return fail("entry count mismatch");
+}
+
+impl<'a> Iterator for IdxEntries<'a> {
+    type Item = std::result::Result<(FrameLoc, Header<'a>), &'static str>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        let entry = self.split_entry();
+        if entry.is_err() {
+            self.rest = &[];
+        }
+        Some(entry)
     }
-    Some(entries)
 }
 
 /// Builds the indexes from the segments: `.idx` files for sealed segments, a scan for the rest.
 /// Returns the index, the idempotency keys, and the `.idx` buffer of the active segment.
+///
+/// Events are indexed from their headers decoded in place ([`Header`]), as they are read, so
+/// opening allocates nothing per event beyond what the index keeps. An index cannot take an
+/// insert back, so when an `.idx` turns out bad halfway through (an entry that does not decode,
+/// or the wrong number of them, though the file passed its CRC: a writer bug or a newer
+/// format), the build starts over with that file ignored and its segment scanned.
 pub(super) fn rebuild_index(log: &SegmentLog) -> Result<(Index, Keys, IdxBuffer)> {
+    let mut ignored_idx = Vec::new();
+    loop {
+        match build_index(log, &ignored_idx)? {
+            Attempt::Built(built) => return Ok(*built),
+            Attempt::BadIdx(first) => ignored_idx.push(first),
+        }
+    }
+}
+
+/// What one attempt at building the indexes came to.
+enum Attempt {
+    /// The index, the idempotency keys, and the `.idx` buffer of the active segment.
+    Built(Box<(Index, Keys, IdxBuffer)>),
+    /// The `.idx` of the segment that starts at this position is bad; build without it.
+    BadIdx(u64),
+}
+
+/// One attempt of [`rebuild_index`], using no `.idx` of the segments in `ignored_idx`.
+fn build_index(log: &SegmentLog, ignored_idx: &[u64]) -> Result<Attempt> {
     let mut index = Index::default();
     index.reserve(usize::try_from(log.last_index() + 1 - log.first_index()).unwrap_or(0));
     let mut keys = KeysBuilder::default();
@@ -226,17 +283,36 @@ pub(super) fn rebuild_index(log: &SegmentLog) -> Result<(Index, Keys, IdxBuffer)
         .expect("segments live in a directory")
         .to_path_buf();
     let mut active_idx = IdxBuffer::default();
+    let mut idx_bytes = Vec::new();
     for (segment_idx, info) in segments.iter().enumerate() {
         index.add_segment(info.first_index);
         let next_first = segments
             .get(segment_idx + 1)
             .map_or(log.last_index() + 1, |next| next.first_index);
+        let n_expected = next_first - info.first_index;
         if info.sealed
-            && let Some(entries) = load_idx(&dir, info.first_index, next_first - info.first_index)
+            && !ignored_idx.contains(&info.first_index)
+            && let Some(entries) = load_idx(&dir, info.first_index, n_expected, &mut idx_bytes)
         {
-            for (loc, event, trailer) in entries {
-                insert_checked(&mut index, &event, loc, &info.path)?;
-                keys.observe(&index, &event, trailer);
+            let bad_idx = |why: &str| {
+                warn_ignored_idx(&idx_path(&dir, info.first_index), why);
+                Ok(Attempt::BadIdx(info.first_index))
+            };
+            let mut n_found = 0;
+            for entry in IdxEntries::new(info.first_index, entries) {
+                if n_found == n_expected {
+                    return bad_idx("more entries than the segment has events");
+                }
+                let (loc, header) = match entry {
+                    Ok(entry) => entry,
+                    Err(why) => return bad_idx(why),
+                };
+                insert_checked(&mut index, &header, loc, &info.path)?;
+                keys.observe(&index, header.position.0, header.trailer);
+                n_found += 1;
+            }
+            if n_found != n_expected {
+                return bad_idx("fewer entries than the segment has events");
             }
             continue;
         }
@@ -245,19 +321,20 @@ pub(super) fn rebuild_index(log: &SegmentLog) -> Result<(Index, Keys, IdxBuffer)
             ..IdxBuffer::default()
         };
         for frame in log.scan(info.first_index)? {
-            let (event, trailer) = codec::decode_with_trailer(&frame.body)
+            let header = Header::parse(&frame.body)
                 .map_err(|detail| Error::corrupt(&info.path, frame.loc.offset, detail))?;
-            let header = codec::header_bytes(&frame.body).expect("decoded above");
-            insert_checked(&mut index, &event, frame.loc, &info.path)?;
-            keys.observe(&index, &event, trailer);
-            idx.push(frame.loc, header);
+            insert_checked(&mut index, &header, frame.loc, &info.path)?;
+            keys.observe(&index, header.position.0, header.trailer);
+            idx.push(
+                frame.loc,
+                codec::header_bytes(&frame.body).expect("decoded above"),
+            );
         }
         if info.sealed {
-            if idx.n_entries != next_first - info.first_index {
+            if idx.n_entries != n_expected {
                 let detail = format!(
-                    "sealed segment holds {} events, expected {}",
+                    "sealed segment holds {} events, expected {n_expected}",
                     idx.n_entries,
-                    next_first - info.first_index
                 );
                 return Err(Error::corrupt(&info.path, 0, detail));
             }
@@ -266,13 +343,136 @@ pub(super) fn rebuild_index(log: &SegmentLog) -> Result<(Index, Keys, IdxBuffer)
             active_idx = idx;
         }
     }
-    Ok((index, keys.keys, active_idx))
+    index.finish_open();
+    Ok(Attempt::Built(Box::new((index, keys.keys, active_idx))))
 }
 
 /// Inserts an event read from disk after checking what the index would otherwise assert, so a
 /// damaged log is an error, not a panic.
-fn insert_checked(index: &mut Index, event: &Event, loc: FrameLoc, path: &Path) -> Result<()> {
+fn insert_checked(
+    index: &mut Index,
+    header: &Header<'_>,
+    loc: FrameLoc,
+    path: &Path,
+) -> Result<()> {
     index
-        .insert(event, loc)
+        .insert_header(header, loc)
         .map_err(|detail| Error::corrupt(path, loc.offset, detail))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    //! Opening with an `.idx` that passes its CRC but is wrong inside: the segment is scanned
+    //! instead and the `.idx` rewritten, even after entries of earlier files were indexed, which
+    //! makes the build start over.
+
+    use super::*;
+    use crate::event::{Direction, Position};
+    use crate::query::Filter;
+    use crate::store::{Append, Config, Durability, Store};
+    use crate::{Event, NewEvent};
+
+    /// What is wrong with the `.idx`.
+    #[derive(Clone, Copy, Debug)]
+    enum Damage {
+        /// An entry in the middle does not decode (its record version is unknown).
+        Undecodable,
+        /// The last entry appears twice.
+        ExtraEntry,
+        /// The last entry is missing.
+        MissingEntry,
+    }
+
+    fn config() -> Config {
+        Config {
+            durability: Durability::Relaxed,
+            segment_bytes: 4096,
+            ..Config::default()
+        }
+    }
+
+    fn all_events(store: &Store) -> Vec<Event> {
+        store
+            .read_log(Position(1), Direction::Forward, 1000, &Filter::default())
+            .unwrap()
+            .events
+    }
+
+    /// The byte ranges of the entries of an `.idx` file.
+    fn entry_ranges(idx: &[u8]) -> Vec<std::ops::Range<usize>> {
+        let end = idx.len() - 4;
+        let mut ranges = Vec::new();
+        let mut at = 32;
+        while at < end {
+            let header_len = u32::from_le_bytes(idx[at + 8..at + 12].try_into().unwrap());
+            let next = at + 12 + header_len as usize;
+            ranges.push(at..next);
+            at = next;
+        }
+        assert_eq!(at, end, "entries fill the file up to its CRC");
+        ranges
+    }
+
+    fn damage(idx: &[u8], damage: Damage) -> Vec<u8> {
+        let ranges = entry_ranges(idx);
+        let mut body = idx[..idx.len() - 4].to_vec();
+        let last = ranges.last().unwrap().clone();
+        match damage {
+            Damage::Undecodable => body[ranges[ranges.len() / 2].start + 12] = 0xee,
+            Damage::ExtraEntry => body.extend_from_slice(&idx[last]),
+            Damage::MissingEntry => body.truncate(last.start),
+        }
+        let crc = crc32fast::hash(&body);
+        body.extend_from_slice(&crc.to_le_bytes());
+        body
+    }
+
+    #[test]
+    fn an_idx_that_passes_its_crc_but_is_wrong_inside_is_scanned_instead() {
+        for kind in [
+            Damage::Undecodable,
+            Damage::ExtraEntry,
+            Damage::MissingEntry,
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(dir.path(), config()).unwrap();
+            for batch_idx in 0..40 {
+                let events = (0..5)
+                    .map(|event_idx| {
+                        let entity = format!("order-{}", (batch_idx * 5 + event_idx) % 7);
+                        NewEvent::new("acme", entity, "OrderPlaced", vec![7; 40])
+                    })
+                    .collect();
+                store.append(Append::new(events)).unwrap();
+            }
+            let (digest, events) = (store.digest(), all_events(&store));
+            drop(store);
+
+            let mut idx_paths: Vec<PathBuf> = fs::read_dir(dir.path().join("events"))
+                .unwrap()
+                .map(|entry| entry.unwrap().path())
+                .filter(|path| path.extension().is_some_and(|ext| ext == "idx"))
+                .collect();
+            idx_paths.sort();
+            assert!(
+                idx_paths.len() >= 3,
+                "the log spans several sealed segments"
+            );
+            // The second file, so that the first one's entries are indexed before the damage
+            // is found.
+            let path = &idx_paths[1];
+            let original = fs::read(path).unwrap();
+            fs::write(path, damage(&original, kind)).unwrap();
+
+            let store = Store::open(dir.path(), config()).unwrap();
+            assert_eq!(store.digest(), digest, "{kind:?}: the same log after open");
+            assert_eq!(all_events(&store), events, "{kind:?}: the same events");
+            assert_eq!(
+                fs::read(path).unwrap(),
+                original,
+                "{kind:?}: the scan rewrote the .idx as it was"
+            );
+        }
+    }
 }
