@@ -165,6 +165,10 @@ impl Server {
     /// closes the store.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
         let (health, health_service) = tonic_health::server::health_reporter();
+        // Every service accepts compressed requests, not just the store's.
+        let health_service = health_service
+            .accept_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Zstd);
         health
             .set_serving::<EventStoreServiceServer<Service>>()
             .await;
@@ -173,12 +177,16 @@ impl Server {
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()
-            .map_err(|err| StartError::Reflection(err.to_string()))?;
+            .map_err(|err| StartError::Reflection(err.to_string()))?
+            .accept_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Zstd);
         let reflection_v1alpha = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()
-            .map_err(|err| StartError::Reflection(err.to_string()))?;
+            .map_err(|err| StartError::Reflection(err.to_string()))?
+            .accept_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Zstd);
         let api = EventStoreServiceServer::new(self.service)
             .accept_compressed(CompressionEncoding::Gzip)
             .accept_compressed(CompressionEncoding::Zstd)
