@@ -700,3 +700,41 @@ fn read_pages_are_bounded_by_bytes() {
         .unwrap();
     assert_eq!(entity.len(), 2);
 }
+
+/// Edge values from the wire never panic the writer: a DCB condition after the largest
+/// position, and reads from the largest position or version, are plain answers.
+#[test]
+fn extreme_positions_are_answers_not_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.append(one(event("s", "e", "T", "1"))).unwrap();
+    let condition = DcbCondition {
+        query: Filter {
+            scopes: vec!["s".into()],
+            ..Filter::default()
+        },
+        after: Position(u64::MAX),
+    };
+    let append = Append {
+        condition: Some(condition),
+        ..one(event("s", "e", "T", "2"))
+    };
+    store.append(append).unwrap();
+    let forward = store
+        .read_log(
+            Position(u64::MAX),
+            Direction::Forward,
+            10,
+            &Filter::default(),
+        )
+        .unwrap();
+    assert!(forward.events.is_empty() && forward.end);
+    assert!(
+        store
+            .read_entity("s", "e", Version(u64::MAX), Direction::Forward, 10)
+            .unwrap()
+            .is_empty()
+    );
+    store.append(one(event("s", "e", "T", "3"))).unwrap();
+    assert_eq!(store.head(), Position(3), "the writer is alive");
+}

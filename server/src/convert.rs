@@ -8,6 +8,7 @@
 //! with its own messages. Empty strings stand for absent optional values, as proto3 has it.
 
 use causeway_core::clock::Timestamp;
+use causeway_core::limits::APPEND_EVENTS_MAX;
 use causeway_core::receipt::Signature;
 use causeway_core::store::RegisteredGate;
 use causeway_core::{
@@ -225,6 +226,28 @@ pub fn gate_definition(
 
 /// A receipt sent back for verification.
 pub fn receipt_from_wire(receipt: pb::Receipt, field: &str) -> Result<Receipt> {
+    // A receipt names the events of one append, so it can name no more than an append holds;
+    // without this bound a small request could make the server load a huge set of events.
+    if receipt.events.len() > APPEND_EVENTS_MAX {
+        return Err(Error::invalid(
+            format!("{field}.events"),
+            format!(
+                "{} events is over the limit APPEND_EVENTS_MAX = {APPEND_EVENTS_MAX}",
+                receipt.events.len()
+            ),
+        ));
+    }
+    let mut seen = std::collections::HashSet::with_capacity(receipt.events.len());
+    if let Some(duplicate) = receipt
+        .events
+        .iter()
+        .position(|committed| !seen.insert(committed.id.as_str()))
+    {
+        return Err(Error::invalid(
+            format!("{field}.events[{duplicate}].id"),
+            "it appears twice",
+        ));
+    }
     let events = receipt
         .events
         .into_iter()

@@ -71,10 +71,6 @@ pub const MESSAGE_BYTES_MAX: usize = APPEND_BYTES_MAX + MESSAGE_FRAMING_BYTES;
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// How long a ping may go unanswered before the connection is closed.
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Times `Head` rereads the head and the digest to get a matching pair while appends commit.
-/// The core reads them under separate locks; a pair read between two equal heads is consistent.
-pub const HEAD_READS_MAX: usize = 16;
 /// How long a shutdown waits for in-flight requests before it closes the store anyway. Closing
 /// loses nothing acknowledged: the writer finishes and syncs what it has before it stops.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);

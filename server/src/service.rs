@@ -13,7 +13,7 @@ use causeway_core::{Direction, Position, Store, Version};
 use tonic::{Request, Response, Status};
 
 use crate::convert;
-use crate::limits::{HEAD_READS_MAX, READ_BATCH_BYTES_MAX};
+use crate::limits::READ_BATCH_BYTES_MAX;
 use crate::pb;
 use crate::pb::event_store_service_server::EventStoreService;
 use crate::pool::Pool;
@@ -198,16 +198,8 @@ impl EventStoreService for Service {
     ) -> Result<Response<pb::HeadResponse>, Status> {
         let (position, digest) = self
             .call(|store| {
-                // The head and the digest are read under separate locks. The head only grows,
-                // so a digest read between two equal heads belongs to that head.
-                for _ in 0..HEAD_READS_MAX {
-                    let before = store.head();
-                    let digest = store.digest();
-                    if store.head() == before {
-                        return Ok((before.0, digest));
-                    }
-                }
-                Err(Error::HeadMoving)
+                let (head, digest) = store.head_and_digest();
+                Ok((head.0, digest))
             })
             .await?;
         Ok(Response::new(pb::HeadResponse {

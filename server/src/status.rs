@@ -50,8 +50,6 @@ pub enum Error {
         /// For a subscription, the position to resume from.
         resume_from: Option<u64>,
     },
-    /// `Head` could not read a matching head and digest while appends kept committing.
-    HeadMoving,
 }
 
 impl Error {
@@ -172,7 +170,6 @@ pub fn to_status(err: impl Into<Error>) -> Status {
             REASON_OVERLOADED,
             HashMap::from([("limit".to_string(), "max_subscriptions".to_string())]),
         ),
-        Error::HeadMoving => Status::aborted("the head kept moving while it was read; retry"),
     }
 }
 

@@ -718,7 +718,8 @@ impl View for StoreView {
             return 0;
         };
         let head = index.last();
-        let mut cursor = after.0 + 1;
+        // Saturating: a position past any log is a valid (if pointless) condition, never a panic.
+        let mut cursor = after.0.saturating_add(1);
         let mut found = 0;
         while found < max {
             let (next, _) = index.next_match(
