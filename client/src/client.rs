@@ -19,13 +19,18 @@ use crate::pb::event_store_service_client::EventStoreServiceClient;
 
 /// How long [`Client::connect`] waits for the TCP and HTTP/2 handshake.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// The largest response message accepted. Requests are bounded by the server at 16 MiB, but a
-/// read of up to 10,000 events can carry more; a larger response fails with RESOURCE_EXHAUSTED
-/// and should be read with a smaller limit.
+/// The largest response message accepted. The server cuts read responses well below this, and
+/// a subscription message holds whole appends, each at most 16 MiB plus framing.
 pub const RESPONSE_BYTES_MAX: usize = 64 * 1024 * 1024;
-/// The largest request message sent: the server's per-request bound (`APPEND_BYTES_MAX`) plus
-/// room for the protobuf framing of the events' fields.
-pub const REQUEST_BYTES_MAX: usize = 17 * 1024 * 1024;
+/// The largest request message sent: the server's message limit, its per-request bound
+/// (`APPEND_BYTES_MAX`, 16 MiB) plus 4 MiB for the protobuf framing of the events' fields, so
+/// an append over the bound reaches the server and is refused there, naming the limit.
+pub const REQUEST_BYTES_MAX: usize = (16 + 4) * 1024 * 1024;
+/// How often an idle connection is pinged, so a subscription to a server that vanished ends
+/// with an error instead of waiting forever.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// How long a ping may go unanswered before the connection is considered dead.
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Events asked for per page by [`Client::read_log_all`]: the server's per-read maximum.
 pub const READ_PAGE_EVENTS: u32 = 10_000;
 
@@ -70,7 +75,10 @@ impl Client {
                 address: address.to_string(),
                 detail: error_chain(&err),
             })?
-            .connect_timeout(CONNECT_TIMEOUT);
+            .connect_timeout(CONNECT_TIMEOUT)
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true);
         let channel = endpoint.connect().await.map_err(|err| Error::Connect {
             address: uri,
             detail: error_chain(&err),

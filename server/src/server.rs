@@ -13,6 +13,7 @@
 //! ends.
 
 use std::fmt;
+use std::io::Read;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -262,15 +263,20 @@ async fn close_store(store: Arc<Store>, head_watcher: HeadWatcher) {
 /// Reads an Ed25519 secret key: 64 hex digits, surrounding whitespace ignored.
 fn load_signer(path: &Path) -> Result<Signer, StartError> {
     let fail = |detail: String| StartError::SigningKey(format!("{}: {detail}", path.display()));
-    let size = std::fs::metadata(path)
-        .map_err(|err| fail(err.to_string()))?
-        .len();
-    if size > SIGNING_KEY_FILE_BYTES_MAX {
+    // Read at most one byte past the bound, so a FIFO or /dev/zero given as the key cannot
+    // make the server read forever (their metadata reports no size).
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|file| {
+            file.take(SIGNING_KEY_FILE_BYTES_MAX + 1)
+                .read_to_string(&mut text)
+        })
+        .map_err(|err| fail(err.to_string()))?;
+    if text.len() as u64 > SIGNING_KEY_FILE_BYTES_MAX {
         return Err(fail(format!(
-            "{size} bytes, over SIGNING_KEY_FILE_BYTES_MAX = {SIGNING_KEY_FILE_BYTES_MAX}"
+            "over SIGNING_KEY_FILE_BYTES_MAX = {SIGNING_KEY_FILE_BYTES_MAX} bytes"
         )));
     }
-    let text = std::fs::read_to_string(path).map_err(|err| fail(err.to_string()))?;
     let hex = text.trim();
     if hex.len() != 64 || !hex.bytes().all(|byte| byte.is_ascii_hexdigit()) {
         return Err(fail(

@@ -92,7 +92,13 @@ pub fn to_status(err: impl Into<Error>) -> Status {
                     actual,
                     what,
                 } => with_info(
-                    Code::InvalidArgument,
+                    // A bound on what the store holds (registered gates) is a quota, not bad
+                    // input: the same request succeeds once there is room.
+                    if limit == "GATES_MAX" {
+                        Code::ResourceExhausted
+                    } else {
+                        Code::InvalidArgument
+                    },
                     message,
                     REASON_LIMIT_EXCEEDED,
                     [
@@ -133,7 +139,12 @@ pub fn to_status(err: impl Into<Error>) -> Status {
                     metadata.insert("gate".to_string(), gate);
                     with_info(Code::FailedPrecondition, message, &code, metadata)
                 }
-                Core::IdempotencyConflict { .. } => Status::already_exists(message),
+                Core::IdempotencyConflict { key } => with_info(
+                    Code::AlreadyExists,
+                    message,
+                    "IDEMPOTENCY_KEY_REUSED",
+                    HashMap::from([("idempotency_key".to_string(), key)]),
+                ),
                 Core::NotFound(_) => Status::not_found(message),
                 Core::Corrupt { .. } => Status::data_loss(message),
                 Core::Io { .. } | Core::Poisoned(_) | Core::Closed => Status::unavailable(message),
