@@ -128,18 +128,19 @@ impl EventStoreService for Service {
             (Direction::Backward, 0) => Version(u64::MAX),
             (_, version) => Version(version),
         };
-        let events = self
+        let (events, current) = self
             .call(move |store| {
-                Ok(store.read_entity(
+                let events = store.read_entity(
                     &request.scope,
                     &request.entity,
                     from,
                     direction,
                     request.limit as usize,
-                )?)
+                )?;
+                Ok((events, store.version(&request.scope, &request.entity)))
             })
             .await?;
-        // Fewer events than asked is a valid answer; the caller continues after the last one.
+        // Fewer events than asked is a valid answer; the caller continues from `next_version`.
         let events = convert::split_by_bytes(
             events.into_iter().map(convert::event).collect(),
             READ_BATCH_BYTES_MAX,
@@ -147,7 +148,17 @@ impl EventStoreService for Service {
         .into_iter()
         .next()
         .unwrap_or_default();
-        Ok(Response::new(pb::ReadEntityResponse { events }))
+        let (next_version, end) = match (direction, events.last()) {
+            (Direction::Forward, Some(last)) => (last.version + 1, last.version >= current.0),
+            (Direction::Backward, Some(last)) => (last.version - 1, last.version <= 1),
+            (Direction::Forward, None) => (from.0, true),
+            (Direction::Backward, None) => (0, true),
+        };
+        Ok(Response::new(pb::ReadEntityResponse {
+            events,
+            next_version,
+            end,
+        }))
     }
 
     async fn read_log(

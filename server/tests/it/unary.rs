@@ -167,6 +167,34 @@ async fn large_reads_are_cut_with_a_continuation() {
     assert_eq!(backward.next_position, 6 - n_backward);
     assert!(!backward.end);
 
+    // ReadEntity pages the same way: continue from `next_version` until `end`.
+    let mut versions = Vec::new();
+    let mut from_version = 1;
+    loop {
+        let page = client
+            .read_entity(pb::ReadEntityRequest {
+                scope: "acme".to_string(),
+                entity: "blob-1".to_string(),
+                from_version,
+                direction: pb::Direction::Forward as i32,
+                limit: 100,
+            })
+            .await
+            .expect("read the entity")
+            .into_inner();
+        assert!(
+            !page.events.is_empty() || page.end,
+            "an empty page must be the end"
+        );
+        versions.extend(page.events.iter().map(|event| event.version));
+        if page.end {
+            break;
+        }
+        assert!(page.events.len() < 6, "a page of 6 MiB is cut");
+        from_version = page.next_version;
+    }
+    assert_eq!(versions, (1..=6).collect::<Vec<_>>());
+
     let mut stream = client
         .subscribe(pb::SubscribeRequest {
             start: Some(pb::subscribe_request::Start::FromPosition(1)),
