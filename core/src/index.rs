@@ -1,6 +1,6 @@
 //! The in-memory indexes over the event log.
 //!
-//! Payloads stay on disk; memory holds, per event, a 24-byte [`Meta`] (where its frame is, its
+//! Payloads stay on disk; memory holds, per event, a 32-byte [`Meta`] (where its frame is, its
 //! timestamp and its entity) plus one entry among the ids and in the posting lists of its scope,
 //! type, tags and entity. An entity's posting list doubles as its version table: version `v` is
 //! at `positions[v - 1]`.
@@ -32,6 +32,9 @@ struct Meta {
     body_len: u32,
     timestamp: Timestamp,
     entity: u32,
+    /// True on the last event of its append, so a read can end its page on an append's end.
+    /// It fills padding: `Meta` stays 32 bytes.
+    append_last: bool,
 }
 
 /// The fields of one event that the index keeps, borrowed from an owned [`Event`] (the writer)
@@ -215,6 +218,9 @@ pub(crate) struct Index {
     /// id it is (most events start their own correlation; indexing those would double memory).
     correlated: HashMap<EventId, Vec<u64>>,
     digest: Hash,
+    /// The last position of the append being inserted: the first event of every append carries
+    /// the append's event count in its trailer, and events are inserted in position order.
+    append_end: u64,
 }
 
 /// A filter resolved against the index: a plan plus the checks the plan leaves to each event.
@@ -258,7 +264,14 @@ impl Index {
 
     /// Adds the next event, or says why it cannot be next (a gap in positions or versions)
     /// without changing anything. `event` may lack its payload; `loc` is where its frame lives.
-    pub(crate) fn insert(&mut self, event: &Event, loc: FrameLoc) -> Result<(), String> {
+    /// `append_events` is the event count of the append `event` starts, on the first event of
+    /// an append (its trailer's `n_events`), `None` on the others.
+    pub(crate) fn insert(
+        &mut self,
+        event: &Event,
+        loc: FrameLoc,
+        append_events: Option<u16>,
+    ) -> Result<(), String> {
         self.insert_entry(
             Entry {
                 position: event.position.0,
@@ -274,6 +287,7 @@ impl Index {
                 hash: &event.hash,
             },
             loc,
+            append_events,
         )?;
         self.ids.recent.insert(event.id, event.position.0);
         Ok(())
@@ -301,6 +315,7 @@ impl Index {
                 hash: header.hash,
             },
             loc,
+            header.trailer.as_ref().map(|trailer| trailer.n_events),
         )?;
         self.ids.loaded.push((header.id, header.position.0));
         self.ids.sorted = false;
@@ -316,6 +331,7 @@ impl Index {
         &mut self,
         entry: Entry<'a, impl Iterator<Item = &'a str>, impl Iterator<Item = EventId>>,
         loc: FrameLoc,
+        append_events: Option<u16>,
     ) -> Result<(), String> {
         let position = entry.position;
         if position != self.last() + 1 {
@@ -365,11 +381,22 @@ impl Index {
                 .push(position);
         }
         self.digest = codec::next_digest(&self.digest, entry.hash);
+        if let Some(n_events) = append_events.filter(|&n_events| n_events > 0) {
+            // A new append ends the one before it, even one whose tail a crash took (the
+            // segment log drops torn batches whole, so that is a safeguard, not a path).
+            if let Some(previous) = self.metas.last_mut() {
+                previous.append_last = true;
+            }
+            self.append_end = position + u64::from(n_events) - 1;
+        }
         self.metas.push(Meta {
             offset: loc.offset as u32,
             body_len: loc.body_len,
             timestamp: entry.timestamp,
             entity: entity_idx,
+            // An event past the end of the last known append (none carried a trailer) is taken
+            // as an append of its own.
+            append_last: position >= self.append_end,
         });
         Ok(())
     }
@@ -395,6 +422,16 @@ impl Index {
     pub(crate) fn reserve(&mut self, n_events: usize) {
         self.metas.reserve(n_events);
         self.ids.loaded.reserve_exact(n_events);
+    }
+
+    /// The last position of the append that holds `position`, among the indexed events: where a
+    /// page may end. At most `APPEND_EVENTS_MAX - 1` positions past `position`.
+    pub(crate) fn append_last(&self, position: u64) -> u64 {
+        let mut last = position;
+        while last < self.last() && !self.metas[(last - 1) as usize].append_last {
+            last += 1;
+        }
+        last
     }
 
     /// Where the frame of `position` lives.
@@ -740,7 +777,7 @@ mod tests {
         }
         index.finish_open();
         for event in events().iter().skip(N_OPEN as usize) {
-            index.insert(event, loc(event.position.0)).unwrap();
+            index.insert(event, loc(event.position.0), None).unwrap();
         }
         index
     }
@@ -815,6 +852,12 @@ mod tests {
         assert!(index.resolve(&crossed).is_none());
     }
 
+    /// The append-end flag lives in padding: memory per event does not grow.
+    #[test]
+    fn meta_stays_32_bytes() {
+        assert_eq!(std::mem::size_of::<Meta>(), 32);
+    }
+
     #[test]
     fn an_event_out_of_order_is_refused_and_changes_nothing() {
         let mut index = index();
@@ -823,10 +866,10 @@ mod tests {
         next.position = crate::event::Position(N_EVENTS + 1);
         next.id = EventId(uuid::Uuid::from_u128(5_000));
         // Its entity already has events, so version 1 is a gap backwards.
-        let err = index.insert(&next, loc(N_EVENTS + 1)).unwrap_err();
+        let err = index.insert(&next, loc(N_EVENTS + 1), None).unwrap_err();
         assert!(err.contains("where version"), "{err}");
         next.position = crate::event::Position(N_EVENTS + 2);
-        let err = index.insert(&next, loc(N_EVENTS + 2)).unwrap_err();
+        let err = index.insert(&next, loc(N_EVENTS + 2), None).unwrap_err();
         assert!(err.contains("where position"), "{err}");
         assert_eq!(index.last(), N_EVENTS);
         assert_eq!(index.digest(), digest);

@@ -30,10 +30,13 @@ pub const METADATA_KEY_BYTES_MAX: usize = 256;
 pub const METADATA_VALUE_BYTES_MAX: usize = 4096;
 /// Causation parents of one event.
 pub const CAUSATION_PER_EVENT_MAX: usize = 64;
-/// Events returned by one read call; callers page with the returned continuation.
+/// Events returned by one read call; callers page with the returned continuation. A forward
+/// log page may exceed it by the rest of one append (fewer than [`APPEND_EVENTS_MAX`] events),
+/// since it never ends inside an append.
 pub const READ_EVENTS_MAX: usize = 10_000;
 /// Record bytes one read call returns, so a page of large events stays bounded in memory. A
-/// page always holds at least one event, however large.
+/// page always holds at least one event, however large, and a forward log page may exceed it by
+/// the rest of one append (at most [`APPEND_BYTES_MAX`] of content plus record headers).
 pub const READ_BYTES_MAX: usize = 32 * 1024 * 1024;
 /// Positions a filtered log read may examine before it returns what it has, so a sparse filter
 /// cannot hold a reader for the length of the log. The continuation resumes the scan.

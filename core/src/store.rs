@@ -668,6 +668,15 @@ impl Store {
     /// and going in `direction`. Backward from `Position(0)` or past the head starts at the head.
     /// A sparse filter returns early after examining [`READ_SCAN_MAX`] candidates, and a page
     /// stops before it passes [`READ_BYTES_MAX`] of records; continue from [`ReadBatch::next`].
+    ///
+    /// A forward page never ends inside an append: when `limit` or the byte budget stops it
+    /// after an event that is not its append's last, the page goes on to hold every matching
+    /// event of that append too, and `next` is the position after the append. So a page may
+    /// exceed `limit` and the byte budget by at most one append: fewer than
+    /// [`APPEND_EVENTS_MAX`] events, whose records hold at most [`APPEND_BYTES_MAX`] of content
+    /// plus each record's header. A subscription that sends each page as one message thereby
+    /// delivers every append whole. Backward pages are cut where the bounds fall, inside an
+    /// append if need be: reading backward is for finding recent events, not for following.
     pub fn read_log(
         &self,
         from: Position,
@@ -675,7 +684,27 @@ impl Store {
         limit: usize,
         filter: &Filter,
     ) -> Result<ReadBatch> {
+        self.read_log_bytes(from, direction, limit, READ_BYTES_MAX, filter)
+    }
+
+    /// [`Store::read_log`] with a byte budget of `max_bytes` of records instead of
+    /// [`READ_BYTES_MAX`], for a caller that sends each page as one message of bounded size.
+    /// `max_bytes` must be 1 to [`READ_BYTES_MAX`]; a forward page may still exceed it by one
+    /// append, as [`Store::read_log`] says.
+    pub fn read_log_bytes(
+        &self,
+        from: Position,
+        direction: Direction,
+        limit: usize,
+        max_bytes: usize,
+        filter: &Filter,
+    ) -> Result<ReadBatch> {
         check_limit(limit)?;
+        if !(1..=READ_BYTES_MAX).contains(&max_bytes) {
+            return Err(Error::InvalidInput(format!(
+                "max_bytes is {max_bytes}; it must be 1 to {READ_BYTES_MAX} (READ_BYTES_MAX)"
+            )));
+        }
         filter.validate()?;
         let head = self.committed().0;
         let mut cursor = match direction {
@@ -717,7 +746,7 @@ impl Store {
                         };
                         let loc = index.loc(position);
                         if !locs.is_empty()
-                            && read_bytes + u64::from(loc.body_len) > READ_BYTES_MAX as u64
+                            && read_bytes + u64::from(loc.body_len) > max_bytes as u64
                         {
                             // The page is full by size; the caller continues from here.
                             break;
@@ -728,6 +757,28 @@ impl Store {
                             Direction::Forward => position + 1,
                             Direction::Backward => position - 1,
                         };
+                    }
+                    if direction == Direction::Forward
+                        && let Some(&(last_included, _)) = locs.last()
+                    {
+                        // Finish the append of the last event included: the rest of its
+                        // matches, whatever the limit, the bytes or the scan budget say. The
+                        // head only moves by whole appends, so the append's end is visible.
+                        let append_last = index.append_last(last_included).min(head);
+                        if append_last >= cursor {
+                            let mut rest = cursor;
+                            while let (Some(position), _) = index.next_match(
+                                &resolved,
+                                rest,
+                                direction,
+                                append_last,
+                                usize::MAX,
+                            ) {
+                                locs.push((position, index.loc(position)));
+                                rest = position + 1;
+                            }
+                            cursor = append_last + 1;
+                        }
                     }
                 }
             }

@@ -738,3 +738,85 @@ fn extreme_positions_are_answers_not_panics() {
     store.append(one(event("s", "e", "T", "3"))).unwrap();
     assert_eq!(store.head(), Position(3), "the writer is alive");
 }
+
+/// A forward page never ends inside an append: a limit or byte budget that falls inside one
+/// stretches to its last event (for the events the filter matches), and the next page starts
+/// after it; also after a reopen, whose index comes from the headers on disk. Backward pages
+/// are cut where the limit falls. Catches subscriptions that deliver one append in two parts.
+#[test]
+fn a_forward_page_holds_whole_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let n_events = 300;
+    {
+        let store = open(dir.path());
+        store.append(one(event("s", "before", "T", "0"))).unwrap();
+        let events = (0..n_events)
+            .map(|event_idx| {
+                let event_type = if event_idx % 3 == 0 { "Hit" } else { "Miss" };
+                event("s", &format!("e-{}", event_idx % 7), event_type, "x")
+            })
+            .collect();
+        store.append(Append::new(events)).unwrap();
+        store.append(one(event("s", "after", "T", "1"))).unwrap();
+    }
+    let store = open(dir.path());
+    let after = n_events as u64 + 2;
+    let everything = Filter::default();
+    let page = store
+        .read_log(Position(1), Direction::Forward, 256, &everything)
+        .unwrap();
+    assert_eq!(
+        page.events.len(),
+        n_events + 1,
+        "the whole append, past the limit"
+    );
+    assert_eq!((page.next, page.end), (Position(after), false));
+    let rest = store
+        .read_log(page.next, Direction::Forward, 256, &everything)
+        .unwrap();
+    let positions: Vec<u64> = rest.events.iter().map(|e| e.position.0).collect();
+    assert_eq!(positions, [after]);
+    assert!(rest.end);
+
+    let hits = Filter {
+        items: vec![QueryItem {
+            types: vec!["Hit".into()],
+            tags: vec![],
+        }],
+        ..Filter::default()
+    };
+    let page = store
+        .read_log(Position(1), Direction::Forward, 10, &hits)
+        .unwrap();
+    assert_eq!(page.events.len(), n_events / 3, "every match of the append");
+    assert!(page.events.iter().all(|e| e.event_type == "Hit"));
+    assert_eq!(page.next, Position(after));
+
+    let page = store
+        .read_log_bytes(Position(1), Direction::Forward, 256, 1, &everything)
+        .unwrap();
+    assert_eq!(page.events.len(), 1, "a one-event append ends the page");
+    assert_eq!(page.next, Position(2));
+    let page = store
+        .read_log_bytes(Position(2), Direction::Forward, 256, 1, &everything)
+        .unwrap();
+    assert_eq!(
+        page.events.len(),
+        n_events,
+        "the byte budget stretches to the append"
+    );
+    assert_eq!(page.next, Position(after));
+    let err = store
+        .read_log_bytes(Position(1), Direction::Forward, 10, 0, &everything)
+        .unwrap_err();
+    assert!(err.to_string().contains("max_bytes"), "{err}");
+
+    let backward = store
+        .read_log(Position(0), Direction::Backward, 256, &everything)
+        .unwrap();
+    assert_eq!(
+        backward.events.len(),
+        256,
+        "backward pages are cut at the limit"
+    );
+}

@@ -24,7 +24,7 @@ use clap::Parser;
 
 use crate::limits::{
     POOL_QUEUE_DEFAULT, POOL_QUEUE_MAX, POOL_THREADS_DEFAULT, POOL_THREADS_MAX,
-    SUBSCRIPTIONS_DEFAULT, SUBSCRIPTIONS_MAX,
+    SUBSCRIPTIONS_DEFAULT, SUBSCRIPTIONS_MAX, subscribe_reads_max,
 };
 
 /// The default data directory, relative to the working directory.
@@ -229,6 +229,16 @@ impl Config {
                 )));
             }
         }
+        // Subscriptions may hold this many pool slots; a queue at least as large leaves
+        // appends at least as many slots as the pool has threads.
+        let subscribe_reads = subscribe_reads_max(self.pool_threads);
+        if self.pool_queue < subscribe_reads {
+            return Err(ConfigError(format!(
+                "pool_queue is {}; with pool_threads {} it must be at least {subscribe_reads}, \
+                 the pool calls subscriptions may hold at once (pool_threads / 2)",
+                self.pool_queue, self.pool_threads
+            )));
+        }
         Ok(())
     }
 }
@@ -284,6 +294,19 @@ mod tests {
         assert!(err.0.contains("POOL_THREADS_MAX"), "{err}");
         let err = Config::from_args(args(&["--pool-queue", "0"])).expect_err("zero queue");
         assert!(err.0.contains("pool_queue"), "{err}");
+    }
+
+    #[test]
+    fn a_queue_without_room_for_subscription_reads_is_refused() {
+        let err = Config::from_args(args(&["--pool-threads", "64", "--pool-queue", "31"]))
+            .expect_err("subscriptions could hold 32 slots");
+        assert!(err.0.contains("pool_queue is 31"), "{err}");
+        assert!(err.0.contains("pool_threads 64"), "{err}");
+        let config = Config::from_args(args(&["--pool-threads", "64", "--pool-queue", "32"]))
+            .expect("room for 32 subscription reads");
+        assert_eq!(subscribe_reads_max(config.pool_threads), 32);
+        Config::from_args(args(&["--pool-threads", "1", "--pool-queue", "1"]))
+            .expect("the smallest pool still serves");
     }
 
     #[test]

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use causeway_core::limits::APPEND_BYTES_MAX;
+use causeway_core::limits::{APPEND_BYTES_MAX, APPEND_EVENTS_MAX};
 
 /// Threads of the blocking pool. Every store call (appends wait for fsync, reads may touch the
 /// disk) runs on one of them, never on an async worker. More threads let more appends share one
@@ -23,6 +23,19 @@ pub const POOL_QUEUE_MAX: usize = 65_536;
 /// Default of `--pool-queue`.
 pub const POOL_QUEUE_DEFAULT: usize = 1024;
 
+/// Subscription store calls (log reads, and the start of a subscription) that may be on the
+/// pool at once, running or queued, for a pool of `pool_threads` threads: half the threads, at
+/// least one. Every commit wakes every live subscription into a read, so without this bound a
+/// few dozen idle subscribers fill the pool's queue on each commit and appends are refused with
+/// RESOURCE_EXHAUSTED. With it, subscriptions hold at most this many of the pool's
+/// `pool_threads + pool_queue` slots and the rest stay for appends and unary reads; the
+/// configuration must give the queue at least this many slots (checked at startup), so
+/// appends keep at least as many slots as there are threads. The price: fan-out to many
+/// subscribers uses at most half the pool's threads.
+pub fn subscribe_reads_max(pool_threads: usize) -> usize {
+    (pool_threads / 2).max(1)
+}
+
 /// Concurrent subscriptions the configuration may allow. Each holds a task, a buffer of up to
 /// [`SUBSCRIBE_BUFFER_MESSAGES`] messages and one read batch; an idle one holds no thread.
 pub const SUBSCRIPTIONS_MAX: usize = 65_536;
@@ -34,8 +47,13 @@ pub const SUBSCRIPTIONS_DEFAULT: usize = 1024;
 pub const SUBSCRIBE_BUFFER_MESSAGES: usize = 16;
 /// Events one subscription reads from the store per pool call (catch-up and live alike). Bounds
 /// how long one read holds a pool thread and how many events a subscription holds in memory
-/// beyond its buffer.
+/// beyond its buffer; a page exceeds it only to finish an append (at most `APPEND_EVENTS_MAX`
+/// more events).
 pub const SUBSCRIBE_READ_EVENTS_MAX: usize = 256;
+/// Record bytes one subscription reads from the store per pool call: the core's byte budget
+/// for the page (`Store::read_log_bytes`). A page may exceed it by the rest of one append, and
+/// is sent whole as one `EventBatch`; see [`SUBSCRIBE_MESSAGE_BYTES_MAX`].
+pub const SUBSCRIBE_PAGE_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Shortest time between two progress checkpoints of one subscription. A sparse filter over a
 /// busy log would otherwise send a checkpoint per commit; with this, it sends at most a few per
 /// second, and a pending one is flushed when the interval ends even if the log goes quiet.
@@ -47,8 +65,7 @@ pub const SUBSCRIBE_RETRY_DELAY_MAX: Duration = Duration::from_millis(100);
 /// woken at once by every commit; this only bounds how late it notices a closed store.
 pub const HEAD_WAIT: Duration = Duration::from_secs(1);
 
-/// Encoded bytes of events in one response message (a `ReadLogResponse`, an `EventBatch`, a
-/// graph). A read whose events are larger is cut short with a continuation, so one response
+/// Encoded bytes of events in one unary response message (a `ReadLogResponse`, a graph). A read whose events are larger is cut short with a continuation, so one response
 /// stays far below the message limit. One event larger than this is still sent, alone.
 pub const READ_BATCH_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Protobuf framing an append may add on the wire beyond the bytes the core counts against
@@ -59,11 +76,48 @@ pub const READ_BATCH_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// expected versions; only pathological shapes need more, and those are refused by the
 /// transport (OUT_OF_RANGE) instead of by the core (INVALID_ARGUMENT naming the limit).
 pub const MESSAGE_FRAMING_BYTES: usize = 4 * 1024 * 1024;
-/// The gRPC message limit, both directions: an append the core would accept always fits, so an
-/// oversized append is refused by the core with a message naming `APPEND_BYTES_MAX`. Responses
-/// stay within it because reads are cut at [`READ_BATCH_BYTES_MAX`] and one event is at most
-/// `APPEND_BYTES_MAX` plus its header.
+/// The gRPC limit on messages the server receives: an append the core would accept always
+/// fits, so an oversized append is refused by the core with a message naming
+/// `APPEND_BYTES_MAX`. Unary responses stay within it too, because reads are cut at
+/// [`READ_BATCH_BYTES_MAX`] and one event is at most `APPEND_BYTES_MAX` plus its header;
+/// subscription messages hold whole appends and are bounded by [`RESPONSE_BYTES_MAX`].
 pub const MESSAGE_BYTES_MAX: usize = APPEND_BYTES_MAX + MESSAGE_FRAMING_BYTES;
+
+/// Bytes an event's protobuf encoding (`Event` in a repeated field) may take beyond its record
+/// in the log, which is what the core's byte budgets count. The record's fixed part (prefix,
+/// position, version, timestamp, both ids as 16 bytes, name lengths, counts, hash, trailer
+/// count) is 110 bytes; the protobuf's fixed part (varint position and version, the timestamp
+/// message, both ids as 36-character strings, the hash, field tags and lengths, the length in
+/// the repeated field) is at most 172. Each tag adds at most 1 byte, each metadata entry 5
+/// (its entry message), each causation parent 22 (36 characters and a tag and length, against
+/// 16 bytes): with 64 of each, at most 62 + 64 + 320 + 1,408 = 1,854 bytes.
+pub const EVENT_WIRE_BYTES_MAX: usize = 2048;
+/// Bytes an event's protobuf encoding may take beyond the `NewEvent` it was appended as: the
+/// position, version, timestamp and hash (at most 73), the id and correlation id when the
+/// client left them to the server (76), the length in the repeated field growing by a byte,
+/// and ids the client sent in the 32-character form coming back in the 36-character one (4 for
+/// each id and each of up to 64 parents).
+pub const EVENT_STAMP_BYTES_MAX: usize = 512;
+/// Encoded bytes of one subscription message (`SubscribeResponse`), which holds one core page
+/// whole, so that every append arrives in one message. A page is two parts:
+/// - the events within the page's budget: at most [`SUBSCRIBE_PAGE_BYTES_MAX`] of records and
+///   [`SUBSCRIBE_READ_EVENTS_MAX`] events, so at most 4 MiB + 256 x [`EVENT_WIRE_BYTES_MAX`]
+///   (512 KiB) encoded;
+/// - the rest of the last append, which the page may not cut: every append came in as an
+///   `AppendRequest` of at most [`MESSAGE_BYTES_MAX`] (20 MiB), and its events encode in at
+///   most `APPEND_EVENTS_MAX` x [`EVENT_STAMP_BYTES_MAX`] (about 4.9 MiB) more.
+///
+/// Plus 64 bytes for the response and batch envelopes: about 29.4 MiB in all, within the
+/// 64 MiB the client accepts (`causeway_client::RESPONSE_BYTES_MAX`).
+pub const SUBSCRIBE_MESSAGE_BYTES_MAX: usize = SUBSCRIBE_PAGE_BYTES_MAX
+    + SUBSCRIBE_READ_EVENTS_MAX * EVENT_WIRE_BYTES_MAX
+    + MESSAGE_BYTES_MAX
+    + APPEND_EVENTS_MAX * EVENT_STAMP_BYTES_MAX
+    + 64;
+/// The gRPC limit on messages the server sends. It is above [`MESSAGE_BYTES_MAX`] (the limit
+/// on what it receives) only for subscriptions, whose messages hold whole appends; every other
+/// response is cut at [`READ_BATCH_BYTES_MAX`].
+pub const RESPONSE_BYTES_MAX: usize = SUBSCRIBE_MESSAGE_BYTES_MAX;
 
 /// How often the server pings an HTTP/2 connection. A subscriber that vanished without closing
 /// its connection (a crashed host, a dropped NAT mapping) is noticed by a missed ping, and its

@@ -26,8 +26,8 @@ use tonic_health::ServingStatus;
 
 use crate::config::{Config, ConfigError};
 use crate::limits::{
-    KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, MESSAGE_BYTES_MAX, SHUTDOWN_GRACE,
-    SIGNING_KEY_FILE_BYTES_MAX,
+    KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, MESSAGE_BYTES_MAX, RESPONSE_BYTES_MAX, SHUTDOWN_GRACE,
+    SIGNING_KEY_FILE_BYTES_MAX, subscribe_reads_max,
 };
 use crate::pb;
 use crate::pb::event_store_service_server::EventStoreServiceServer;
@@ -128,6 +128,7 @@ impl Server {
             store.clone(),
             pool.clone(),
             config.max_subscriptions,
+            subscribe_reads_max(config.pool_threads),
             head_rx,
             stopping_rx,
         );
@@ -194,7 +195,7 @@ impl Server {
             .send_compressed(CompressionEncoding::Gzip)
             .send_compressed(CompressionEncoding::Zstd)
             .max_decoding_message_size(MESSAGE_BYTES_MAX)
-            .max_encoding_message_size(MESSAGE_BYTES_MAX);
+            .max_encoding_message_size(RESPONSE_BYTES_MAX);
 
         let stopping = self.stopping;
         let mut grace_started = stopping.subscribe();

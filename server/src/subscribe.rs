@@ -1,9 +1,12 @@
 //! Subscriptions: catch up from the log, then follow it live.
 //!
-//! Each subscription is one async task (a `Feed`) that reads the log forward in batches of
-//! [`SUBSCRIBE_READ_EVENTS_MAX`] through the blocking pool, with the subscriber's filter, and
-//! pushes messages into a bounded channel ([`SUBSCRIBE_BUFFER_MESSAGES`]) that the connection
-//! drains. When a read reaches the head the task sends `CaughtUp` (once) and waits for the head
+//! Each subscription is one async task (a `Feed`) that reads the log forward in pages of
+//! [`SUBSCRIBE_READ_EVENTS_MAX`] events and [`SUBSCRIBE_PAGE_BYTES_MAX`] bytes through the
+//! blocking pool, with the subscriber's filter, and pushes each page as one message into a
+//! bounded channel ([`SUBSCRIBE_BUFFER_MESSAGES`]) that the connection drains. Subscription
+//! calls take one of [`subscribe_reads_max`] read permits before they go to the pool, so
+//! however many subscribers a commit wakes, they hold only that many of the pool's threads and
+//! queue slots, and appends keep the rest. When a read reaches the head the task sends `CaughtUp` (once) and waits for the head
 //! to move. It learns that from the [`HeadWatcher`]: one std thread that blocks in
 //! `Store::wait_for` and publishes every new head on a `tokio::sync::watch`, so an idle
 //! subscription holds no thread at all, only a task waiting on the channel.
@@ -11,8 +14,8 @@
 //! The contract is etcd's watch contract:
 //! - ordered and without duplicates or gaps: each read starts where the last one ended
 //!   (`ReadBatch::next`) and events are sent in the order read;
-//! - atomic per append: the head only moves by whole appends, so the events of one append are
-//!   delivered together and adjacent;
+//! - atomic per append: the head only moves by whole appends and a forward page of the core
+//!   never ends inside one, so the (matching) events of one append arrive in one `EventBatch`;
 //! - resumable: every position below the next one to read has been delivered or filtered out,
 //!   so a client resumes from the last position it saw plus one, also after a restart;
 //! - with progress: a `Checkpoint` reports the last position examined when the filter skipped
@@ -34,8 +37,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
 use crate::convert;
+#[cfg(doc)]
+use crate::limits::subscribe_reads_max;
 use crate::limits::{
-    CHECKPOINT_INTERVAL, HEAD_WAIT, READ_BATCH_BYTES_MAX, SUBSCRIBE_BUFFER_MESSAGES,
+    CHECKPOINT_INTERVAL, HEAD_WAIT, SUBSCRIBE_BUFFER_MESSAGES, SUBSCRIBE_PAGE_BYTES_MAX,
     SUBSCRIBE_READ_EVENTS_MAX, SUBSCRIBE_RETRY_DELAY_MAX,
 };
 use crate::pb;
@@ -96,24 +101,29 @@ impl HeadWatcher {
 }
 
 /// What every subscription shares: the store, the pool, the head, the limit on open
-/// subscriptions and the shutdown flag.
+/// subscriptions, the permits for pool calls and the shutdown flag.
 #[derive(Clone, Debug)]
 pub struct Hub {
     store: Arc<Store>,
     pool: Arc<Pool>,
     permits: Arc<Semaphore>,
+    /// One per subscription call on the pool, running or queued.
+    reads: Arc<Semaphore>,
     max_subscriptions: usize,
     head: watch::Receiver<u64>,
     stopping: watch::Receiver<bool>,
 }
 
 impl Hub {
-    /// A hub allowing `max_subscriptions` open subscriptions; `stopping` turns true when the
-    /// server shuts down, which ends every subscription with UNAVAILABLE and where to resume.
+    /// A hub allowing `max_subscriptions` open subscriptions, whose calls hold at most
+    /// `max_reads` of the pool's slots at once (see [`subscribe_reads_max`]); `stopping` turns
+    /// true when the server shuts down, which ends every subscription with UNAVAILABLE and
+    /// where to resume.
     pub fn new(
         store: Arc<Store>,
         pool: Arc<Pool>,
         max_subscriptions: usize,
+        max_reads: usize,
         head: watch::Receiver<u64>,
         stopping: watch::Receiver<bool>,
     ) -> Hub {
@@ -121,6 +131,7 @@ impl Hub {
             store,
             pool,
             permits: Arc::new(Semaphore::new(max_subscriptions)),
+            reads: Arc::new(Semaphore::new(max_reads)),
             max_subscriptions,
             head,
             stopping,
@@ -162,6 +173,11 @@ impl Hub {
         })?;
         let store = self.store.clone();
         let checked = filter.clone();
+        let _read = self
+            .reads
+            .acquire()
+            .await
+            .map_err(|_| to_status(Error::ShuttingDown { resume_from: None }))?;
         let next = self
             .pool
             .run(move || {
@@ -175,6 +191,7 @@ impl Hub {
         let feed = Feed {
             store: self.store.clone(),
             pool: self.pool.clone(),
+            reads: self.reads.clone(),
             filter,
             next,
             reported: next - 1,
@@ -202,6 +219,7 @@ enum Stop {
 struct Feed {
     store: Arc<Store>,
     pool: Arc<Pool>,
+    reads: Arc<Semaphore>,
     filter: Arc<Filter>,
     /// The next position to read; everything below it was delivered or filtered out.
     next: u64,
@@ -234,8 +252,10 @@ impl Feed {
         let (batch, head) = self.read().await?;
         let examined = batch.next.0 - 1;
         let delivered = !batch.events.is_empty();
-        let events: Vec<pb::Event> = batch.events.into_iter().map(convert::event).collect();
-        for events in convert::split_by_bytes(events, READ_BATCH_BYTES_MAX) {
+        if delivered {
+            // One page, one message: the page holds whole appends and its budget keeps the
+            // message within SUBSCRIBE_MESSAGE_BYTES_MAX, so it is never cut.
+            let events: Vec<pb::Event> = batch.events.into_iter().map(convert::event).collect();
             let last = events.last().map_or(self.reported, |event| event.position);
             self.send(Message::Events(pb::EventBatch { events }))
                 .await?;
@@ -261,20 +281,35 @@ impl Feed {
         }
     }
 
-    /// Reads the next batch and the head after it on the pool; a full pool is retried with a
-    /// growing pause, since the subscription is already open.
+    /// Reads the next page and the head after it on the pool, holding a read permit while the
+    /// call is queued or running; a full pool is retried with a growing pause, since the
+    /// subscription is already open.
     async fn read(&mut self) -> Result<(ReadBatch, u64), Stop> {
         let mut delay = Duration::from_millis(1);
         loop {
+            let permit = tokio::select! {
+                permit = self.reads.clone().acquire_owned() => {
+                    permit.map_err(|_| self.shutting_down())?
+                }
+                () = self.sender.closed() => return Err(Stop::Gone),
+                () = stopped(self.stopping.clone()) => return Err(self.shutting_down()),
+            };
             let store = self.store.clone();
             let filter = self.filter.clone();
             let next = Position(self.next);
             let read = self.pool.run(move || {
-                let batch =
-                    store.read_log(next, Direction::Forward, SUBSCRIBE_READ_EVENTS_MAX, &filter)?;
+                let batch = store.read_log_bytes(
+                    next,
+                    Direction::Forward,
+                    SUBSCRIBE_READ_EVENTS_MAX,
+                    SUBSCRIBE_PAGE_BYTES_MAX,
+                    &filter,
+                )?;
                 Ok::<_, causeway_core::Error>((batch, store.head().0))
             });
-            match read.await {
+            let answer = read.await;
+            drop(permit);
+            match answer {
                 Ok(Ok(answer)) => return Ok(answer),
                 Ok(Err(causeway_core::Error::Closed)) | Err(PoolError::Stopped) => {
                     return Err(self.shutting_down());

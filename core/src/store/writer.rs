@@ -439,7 +439,11 @@ impl Writer {
             self.active_idx
                 .push(*loc, codec::header_bytes(record).expect("encoded above"));
             index
-                .insert(event, *loc)
+                .insert(
+                    event,
+                    *loc,
+                    (event.position == events[0].position).then_some(trailer.n_events),
+                )
                 .expect("the writer assigned this event's position and version from the index");
             receipt.events.push(committed(event, prev_hash));
         }

@@ -542,3 +542,65 @@ async fn resuming_after_a_restart_has_no_gap_and_no_duplicate() {
     let positions: Vec<u64> = received.iter().map(|event| event.position).collect();
     assert_eq!(positions, (1..=60).collect::<Vec<_>>());
 }
+
+/// Receives the next message, failing the test if none comes in time.
+async fn next_message(stream: &mut Streaming<pb::SubscribeResponse>) -> Message {
+    tokio::time::timeout(DRAIN_WAIT, stream.message())
+        .await
+        .expect("a message in time")
+        .expect("the subscription does not fail")
+        .expect("the subscription does not end")
+        .message
+        .expect("a message")
+}
+
+/// An append of 600 events, more than one store read of a subscription
+/// (`SUBSCRIBE_READ_EVENTS_MAX`, 256), reaches a live subscriber and a catch-up subscriber as
+/// one `EventBatch` holding all of it, and a filter that matches part of it gets all of that
+/// part in one batch too. Catches subscriptions that cut an append where a store page or a
+/// message size budget falls.
+#[tokio::test]
+async fn a_large_append_arrives_in_one_message() {
+    let dir = scratch();
+    let node = Node::start(&dir.path().join("data"), &[]);
+    let mut client = node.client().await;
+    let n_events = 600;
+    let mut live = open(&mut client, from_position(1, None)).await;
+    assert!(matches!(
+        next_message(&mut live).await,
+        Message::CaughtUp(_)
+    ));
+    let events = (0..n_events)
+        .map(|event_idx| {
+            let event_type = if event_idx % 4 == 0 {
+                "Marked"
+            } else {
+                "Plain"
+            };
+            event("acme", &format!("order-{}", event_idx % 10), event_type)
+        })
+        .collect();
+    append(&mut client, events).await;
+    let positions = |events: &[pb::Event]| events.iter().map(|e| e.position).collect::<Vec<_>>();
+    let Message::Events(batch) = next_message(&mut live).await else {
+        panic!("the live subscriber gets the append's events first");
+    };
+    assert_eq!(positions(&batch.events), (1..=n_events).collect::<Vec<_>>());
+
+    let mut catching_up = open(&mut client, from_position(1, None)).await;
+    let Message::Events(batch) = next_message(&mut catching_up).await else {
+        panic!("the catch-up subscriber gets the append's events first");
+    };
+    assert_eq!(positions(&batch.events), (1..=n_events).collect::<Vec<_>>());
+    assert_eq!(
+        next_message(&mut catching_up).await,
+        Message::CaughtUp(pb::CaughtUp { position: n_events })
+    );
+
+    let mut marked = open(&mut client, from_position(1, Some(item(&["Marked"], &[])))).await;
+    let Message::Events(batch) = next_message(&mut marked).await else {
+        panic!("the filtered subscriber gets the append's matches first");
+    };
+    let expected: Vec<u64> = (1..=n_events).step_by(4).collect();
+    assert_eq!(positions(&batch.events), expected);
+}

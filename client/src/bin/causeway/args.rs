@@ -75,6 +75,8 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Print the head position and the log digest.
     Head,
+    /// Drive the server with load and report throughput, latency and errors by gRPC code.
+    Bench(crate::bench::BenchArgs),
 }
 
 /// One event to append and the append's conditions.

@@ -20,13 +20,14 @@ use crate::args::{
     ReadCommand, RegisterArgs, TailArgs, VerifyArgs, WalkArgs,
 };
 use crate::graph::{self, Walk};
-use crate::{json, table};
+use crate::{bench, json, table};
 
 /// Runs the command and returns the process's exit code.
 pub async fn run(cli: Cli) -> Result<ExitCode> {
     let output = cli.output;
     match cli.command {
         Command::Verify(args) if args.offline => return verify_offline(&args, output),
+        Command::Bench(args) => return bench::run(&cli.server, args, output).await,
         _ => {}
     }
     let client = Client::connect(&cli.server).await?;
@@ -47,6 +48,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Graph(graph) => graph_command(&client, graph, output).await?,
         Command::Gates(gates) => gates_command(&client, gates, output).await?,
         Command::Verify(args) => return verify_on_server(&client, &args, output).await,
+        Command::Bench(_) => unreachable!("bench connects on its own, above"),
         Command::Head => {
             let head = client.head().await?;
             match output {

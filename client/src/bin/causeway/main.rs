@@ -9,6 +9,7 @@
 //! and exits with status 1.
 
 mod args;
+mod bench;
 mod commands;
 mod graph;
 mod json;

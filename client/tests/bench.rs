@@ -1,0 +1,424 @@
+//! `causeway bench` against a real `causewayd`: the tool must count what the server refused as
+//! errors with their gRPC code, never as successes, and must fail a run whose head did not
+//! move by exactly the acknowledged events. Every test starts its own server on an ephemeral
+//! port in a temporary directory and runs the CLI binary with small counts; none asserts speed.
+//!
+//! `causewayd` is found next to this test's executable (`target/debug/causewayd`), where
+//! `cargo test --workspace` builds it. Child processes are killed when their guards drop, and
+//! every wait has a deadline, so a hung server or bench fails the test instead of hanging it.
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{Receiver, channel};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// How long a server may take to print its address, or a CLI run to finish.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// A running `causewayd`, killed on drop.
+struct Server {
+    child: Child,
+    address: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start() -> Server {
+        let binary = causewayd();
+        let dir = tempfile::tempdir().expect("create a temporary directory");
+        let log = std::fs::File::create(dir.path().join("server.log")).expect("create a log");
+        let mut child = Command::new(&binary)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["--listen", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start {}: {err}", binary.display()));
+        let lines = line_channel(child.stdout.take().expect("stdout is piped"));
+        let first = lines.recv_timeout(DEADLINE).unwrap_or_else(|err| {
+            let _ = child.kill();
+            panic!("causewayd printed no address: {err}")
+        });
+        let address = first
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line from causewayd: {first:?}"))
+            .trim()
+            .to_string();
+        Server {
+            child,
+            address,
+            _dir: dir,
+        }
+    }
+
+    /// `causeway --server ADDR ARGS...`, not yet started.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_causeway"));
+        command
+            .args(["--server", &format!("http://{}", self.address)])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        command
+    }
+
+    /// Runs the CLI to completion.
+    fn run(&self, args: &[&str]) -> Run {
+        let child = self.command(args).spawn().expect("start causeway");
+        finish(child, args)
+    }
+
+    /// Runs a bench with `--output json` and returns the run and its report.
+    fn bench(&self, args: &[&str]) -> (Run, Value) {
+        let mut all_args = vec!["--output", "json", "bench"];
+        all_args.extend_from_slice(args);
+        let run = self.run(&all_args);
+        let report = run.report();
+        (run, report)
+    }
+
+    /// The head position, through `causeway head`.
+    fn head(&self) -> u64 {
+        let run = self.run(&["--output", "json", "head"]);
+        assert!(run.success, "head failed: {}", run.stderr);
+        let value: Value = serde_json::from_str(&run.stdout).expect("head prints JSON");
+        u64_at(&value, "/position")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A finished CLI run.
+struct Run {
+    args: String,
+    success: bool,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    /// The JSON report on stdout.
+    fn report(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|err| {
+            panic!(
+                "`causeway {}` printed no JSON ({err}):\nstdout: {}\nstderr: {}",
+                self.args, self.stdout, self.stderr
+            )
+        })
+    }
+}
+
+/// Waits for `child` (up to the deadline) and collects its output.
+fn finish(mut child: Child, args: &[&str]) -> Run {
+    // A caller may have taken stderr to read it line by line.
+    let stdout = child.stdout.take().map(read_all);
+    let stderr = child.stderr.take().map(read_all);
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("poll the CLI") {
+            break status;
+        }
+        if started.elapsed() > DEADLINE {
+            let _ = child.kill();
+            panic!(
+                "`causeway {}` did not finish in {DEADLINE:?}",
+                args.join(" ")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Run {
+        args: args.join(" "),
+        success: status.success(),
+        stdout: stdout.map_or_else(String::new, |reader| reader.join().expect("stdout reader")),
+        stderr: stderr.map_or_else(String::new, |reader| reader.join().expect("stderr reader")),
+    }
+}
+
+/// The `causewayd` binary next to this test's directory.
+fn causewayd() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test runs from target/<profile>/deps");
+    let binary = profile_dir.join(format!("causewayd{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        binary.exists(),
+        "{} does not exist: run `cargo test --workspace` (or `cargo build -p causeway-server`)",
+        binary.display()
+    );
+    binary
+}
+
+fn read_all(mut pipe: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = pipe.read_to_string(&mut text);
+        text
+    })
+}
+
+/// The lines a pipe prints, as they come.
+fn line_channel(pipe: impl std::io::Read + Send + 'static) -> Receiver<String> {
+    let (sender, receiver) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    receiver
+}
+
+fn u64_at(value: &Value, pointer: &str) -> u64 {
+    value
+        .pointer(pointer)
+        .and_then(Value::as_u64)
+        .unwrap_or_else(|| panic!("no integer at {pointer} in {value}"))
+}
+
+fn f64_at(value: &Value, pointer: &str) -> f64 {
+    value
+        .pointer(pointer)
+        .and_then(Value::as_f64)
+        .unwrap_or_else(|| panic!("no number at {pointer} in {value}"))
+}
+
+fn bool_at(value: &Value, pointer: &str) -> bool {
+    value
+        .pointer(pointer)
+        .and_then(Value::as_bool)
+        .unwrap_or_else(|| panic!("no boolean at {pointer} in {value}"))
+}
+
+/// Asserts p50 <= p90 <= p99 <= p99.9 <= max, all positive, at `pointer`.
+fn assert_latency(report: &Value, pointer: &str) {
+    let quantiles: Vec<f64> = ["p50", "p90", "p99", "p99_9", "max"]
+        .iter()
+        .map(|name| f64_at(report, &format!("{pointer}/{name}")))
+        .collect();
+    assert!(quantiles[0] > 0.0, "{pointer}: {quantiles:?}");
+    assert!(
+        quantiles.windows(2).all(|pair| pair[0] <= pair[1]),
+        "{pointer} must not decrease: {quantiles:?}"
+    );
+}
+
+#[test]
+fn a_conditional_append_run_with_gates_reports_json_and_passes_the_head_check() {
+    let server = Server::start();
+    let (run, report) = server.bench(&[
+        "append",
+        "--requests",
+        "300",
+        "--connections",
+        "2",
+        "--in-flight",
+        "4",
+        "--entities",
+        "20",
+        "--expect",
+        "version",
+        "--gates",
+        "--ceiling",
+        "300ms",
+        "--quiet",
+    ]);
+    assert!(run.success, "the run failed: {}", run.stderr);
+    assert_eq!(report["workload"], "append");
+    assert_eq!(u64_at(&report, "/requests/ok"), 300);
+    assert_eq!(u64_at(&report, "/requests/failed"), 0);
+    assert_eq!(u64_at(&report, "/events"), 300);
+    assert!(f64_at(&report, "/requests_per_s") > 0.0);
+    assert!(f64_at(&report, "/events_per_s") > 0.0);
+    assert_latency(&report, "/latency_ms");
+    assert_eq!(report["errors"], serde_json::json!({}));
+    assert!(bool_at(&report, "/head_check/ok"));
+    assert_eq!(u64_at(&report, "/head_check/moved"), 300);
+    assert_eq!(u64_at(&report, "/head_check/acknowledged_events"), 300);
+    assert!(f64_at(&report, "/ceiling/requests_per_s") > 0.0);
+    assert!(f64_at(&report, "/ceiling/ratio") > 0.0);
+    assert!(bool_at(&report, "/ok"));
+    assert_eq!(report["gates"].as_array().map(Vec::len), Some(3));
+
+    // Three gate registrations before the run and three removals after it are in the log too,
+    // and no gate is left behind.
+    assert_eq!(server.head(), 3 + 300 + 3);
+    let gates = server.run(&["--output", "json", "gates", "list"]);
+    assert!(gates.success, "{}", gates.stderr);
+    assert_eq!(gates.report()["gates"], serde_json::json!([]));
+}
+
+#[test]
+fn denied_appends_are_errors_with_their_code_never_successes() {
+    let server = Server::start();
+    let (run, report) = server.bench(&[
+        "append",
+        "--requests",
+        "50",
+        "--in-flight",
+        "2",
+        "--expect",
+        "wrong",
+        "--quiet",
+    ]);
+    assert!(!run.success, "a run with failed requests exits non-zero");
+    assert_eq!(u64_at(&report, "/requests/ok"), 0);
+    assert_eq!(u64_at(&report, "/requests/failed"), 50);
+    assert_eq!(u64_at(&report, "/events"), 0);
+    assert_eq!(report["latency_ms"], Value::Null, "failures are not timed");
+    assert_eq!(u64_at(&report, "/errors/FAILED_PRECONDITION/count"), 50);
+    assert_eq!(
+        u64_at(
+            &report,
+            "/errors/FAILED_PRECONDITION/reasons/VERSION_CONFLICT"
+        ),
+        50
+    );
+    assert!(bool_at(&report, "/head_check/ok"), "nothing was written");
+    assert!(!bool_at(&report, "/ok"));
+    let line = run.stderr.trim_end();
+    assert_eq!(
+        line, "error: 50 requests failed: FAILED_PRECONDITION 50 (VERSION_CONFLICT 50)",
+        "one line on stderr"
+    );
+
+    // A gate that refuses every bench event in one scope: each refusal is counted under its
+    // code with the gate's reason.
+    let gate = server.run(&[
+        "gates",
+        "register",
+        "--name",
+        "no-bench",
+        "--scope",
+        "denied",
+        "--type",
+        "BenchEvent",
+        "--cel",
+        "event.payload.amount < 0",
+    ]);
+    assert!(gate.success, "{}", gate.stderr);
+    let (run, report) = server.bench(&["append", "--scope", "denied", "--requests", "20"]);
+    assert!(!run.success);
+    assert_eq!(u64_at(&report, "/requests/ok"), 0);
+    assert_eq!(u64_at(&report, "/errors/FAILED_PRECONDITION/count"), 20);
+    let reasons = report
+        .pointer("/errors/FAILED_PRECONDITION/reasons")
+        .and_then(Value::as_object)
+        .expect("reasons by code");
+    let counted: u64 = reasons.values().filter_map(Value::as_u64).sum();
+    assert_eq!(counted, 20, "every denial has its gate's code: {reasons:?}");
+    assert!(!reasons.contains_key("VERSION_CONFLICT"), "{reasons:?}");
+}
+
+#[test]
+fn a_head_moved_by_a_foreign_writer_fails_the_run() {
+    let server = Server::start();
+    let args = [
+        "--output",
+        "json",
+        "bench",
+        "append",
+        "--duration",
+        "3s",
+        "--in-flight",
+        "2",
+    ];
+    let mut bench = server.command(&args).spawn().expect("start the bench");
+    // Progress lines go to stderr when it is not a terminal; the first one comes once the head
+    // before the run has been read.
+    let stderr = line_channel(bench.stderr.take().expect("stderr is piped"));
+    let first = stderr
+        .recv_timeout(DEADLINE)
+        .expect("the bench prints progress");
+    assert!(first.contains("bench append: running"), "{first}");
+    let foreign_events = 3;
+    for _ in 0..foreign_events {
+        let append = server.run(&["append", "elsewhere", "x", "Foreign"]);
+        assert!(append.success, "{}", append.stderr);
+    }
+    let run = finish(bench, &args);
+    let report = run.report();
+    let rest: Vec<String> = stderr.iter().collect();
+    assert!(!run.success, "a head mismatch exits non-zero");
+    assert!(!bool_at(&report, "/head_check/ok"));
+    assert_eq!(
+        u64_at(&report, "/requests/failed"),
+        0,
+        "every request succeeded"
+    );
+    let acknowledged = u64_at(&report, "/head_check/acknowledged_events");
+    assert!(acknowledged > 0);
+    assert_eq!(
+        u64_at(&report, "/head_check/moved"),
+        acknowledged + foreign_events
+    );
+    let failures = report["failures"].to_string();
+    assert!(failures.contains("head check failed"), "{failures}");
+    let last = rest.last().cloned().unwrap_or_default();
+    assert!(
+        last.starts_with("error: head check failed"),
+        "the error line names the check: {rest:?}"
+    );
+}
+
+#[test]
+fn subscribers_receive_every_acknowledged_event_and_reads_scan_the_log() {
+    let server = Server::start();
+    let (run, report) = server.bench(&[
+        "subscribe",
+        "--requests",
+        "60",
+        "--rate",
+        "300",
+        "--subscribers",
+        "3",
+        "--connections",
+        "2",
+        "--in-flight",
+        "4",
+        "--quiet",
+    ]);
+    assert!(run.success, "{}", run.stderr);
+    assert_eq!(u64_at(&report, "/requests/ok"), 60);
+    assert_eq!(u64_at(&report, "/subscribe/expected_each"), 60);
+    assert_eq!(u64_at(&report, "/subscribe/delivered"), 3 * 60);
+    assert_latency(&report, "/subscribe/delivery_latency_ms");
+    assert!(bool_at(&report, "/head_check/ok"));
+
+    // The log now holds 60 events; fill it to 500 and read it back in one page.
+    let (run, report) = server.bench(&[
+        "read",
+        "--fill",
+        "500",
+        "--read-batch",
+        "1000",
+        "--requests",
+        "1",
+        "--quiet",
+    ]);
+    assert!(run.success, "{}", run.stderr);
+    assert_eq!(u64_at(&report, "/requests/ok"), 1);
+    assert_eq!(u64_at(&report, "/events"), 500);
+    assert_eq!(server.head(), 500);
+
+    let (run, report) = server.bench(&["head", "--requests", "40", "--in-flight", "4", "--quiet"]);
+    assert!(run.success, "{}", run.stderr);
+    assert_eq!(u64_at(&report, "/requests/ok"), 40);
+    assert_eq!(u64_at(&report, "/events"), 0);
+    assert!(bool_at(&report, "/head_check/ok"));
+}
