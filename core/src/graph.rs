@@ -153,16 +153,5 @@ fn edges_among(nodes: &[Event]) -> Vec<Edge> {
 }
 
 fn check_graph_limit(limit: usize) -> Result<()> {
-    if limit == 0 {
-        return Err(Error::InvalidInput("limit must be at least 1".to_string()));
-    }
-    if limit > GRAPH_NODES_MAX {
-        return Err(Error::LimitExceeded {
-            limit: "GRAPH_NODES_MAX",
-            max: GRAPH_NODES_MAX as u64,
-            actual: limit as u64,
-            what: "graph limit".to_string(),
-        });
-    }
-    Ok(())
+    crate::store::check_page_limit(limit, GRAPH_NODES_MAX, "GRAPH_NODES_MAX", "graph limit")
 }

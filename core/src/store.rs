@@ -922,15 +922,25 @@ impl Drop for Store {
 }
 
 fn check_limit(limit: usize) -> Result<()> {
+    check_page_limit(limit, READ_EVENTS_MAX, "READ_EVENTS_MAX", "read limit")
+}
+
+/// Checks a caller's page size: at least 1, at most `max` (the bound named `name`).
+pub(crate) fn check_page_limit(
+    limit: usize,
+    max: usize,
+    name: &'static str,
+    what: &str,
+) -> Result<()> {
     if limit == 0 {
         return Err(Error::InvalidInput("limit must be at least 1".to_string()));
     }
-    if limit > READ_EVENTS_MAX {
+    if limit > max {
         return Err(Error::LimitExceeded {
-            limit: "READ_EVENTS_MAX",
-            max: READ_EVENTS_MAX as u64,
+            limit: name,
+            max: max as u64,
             actual: limit as u64,
-            what: "read limit".to_string(),
+            what: what.to_string(),
         });
     }
     Ok(())

@@ -65,8 +65,11 @@ pub const SUBSCRIBE_RETRY_DELAY_MAX: Duration = Duration::from_millis(100);
 /// woken at once by every commit; this only bounds how late it notices a closed store.
 pub const HEAD_WAIT: Duration = Duration::from_secs(1);
 
-/// Encoded bytes of events in one unary response message (a `ReadLogResponse`, a graph). A read whose events are larger is cut short with a continuation, so one response
-/// stays far below the message limit. One event larger than this is still sent, alone.
+/// Bytes of events in one unary response message. `ReadLog` asks the core for a page of at most
+/// this many record bytes (a forward page may run over by the rest of one append, which stays
+/// whole); `ReadEntity` and graph responses are cut at this many encoded bytes. A read whose
+/// events are larger is cut short with a continuation; one event larger than this is still
+/// sent, alone.
 pub const READ_BATCH_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Protobuf framing an append may add on the wire beyond the bytes the core counts against
 /// `APPEND_BYTES_MAX`: per event the message header, field tags and lengths, the id and
@@ -78,9 +81,9 @@ pub const READ_BATCH_BYTES_MAX: usize = 4 * 1024 * 1024;
 pub const MESSAGE_FRAMING_BYTES: usize = 4 * 1024 * 1024;
 /// The gRPC limit on messages the server receives: an append the core would accept always
 /// fits, so an oversized append is refused by the core with a message naming
-/// `APPEND_BYTES_MAX`. Unary responses stay within it too, because reads are cut at
-/// [`READ_BATCH_BYTES_MAX`] and one event is at most `APPEND_BYTES_MAX` plus its header;
-/// subscription messages hold whole appends and are bounded by [`RESPONSE_BYTES_MAX`].
+/// `APPEND_BYTES_MAX`. Reads are cut at [`READ_BATCH_BYTES_MAX`] (a forward `ReadLog` page
+/// plus at most the rest of one append, like a subscription message), so every response stays
+/// within [`RESPONSE_BYTES_MAX`].
 pub const MESSAGE_BYTES_MAX: usize = APPEND_BYTES_MAX + MESSAGE_FRAMING_BYTES;
 
 /// Bytes an event's protobuf encoding (`Event` in a repeated field) may take beyond its record
@@ -115,8 +118,8 @@ pub const SUBSCRIBE_MESSAGE_BYTES_MAX: usize = SUBSCRIBE_PAGE_BYTES_MAX
     + APPEND_EVENTS_MAX * EVENT_STAMP_BYTES_MAX
     + 64;
 /// The gRPC limit on messages the server sends. It is above [`MESSAGE_BYTES_MAX`] (the limit
-/// on what it receives) only for subscriptions, whose messages hold whole appends; every other
-/// response is cut at [`READ_BATCH_BYTES_MAX`].
+/// on what it receives) for the pages that keep appends whole: subscription messages and
+/// forward `ReadLog` pages.
 pub const RESPONSE_BYTES_MAX: usize = SUBSCRIBE_MESSAGE_BYTES_MAX;
 
 /// How often the server pings an HTTP/2 connection. A subscriber that vanished without closing

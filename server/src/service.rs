@@ -122,12 +122,8 @@ impl EventStoreService for Service {
         non_empty(&request.scope, "scope")?;
         non_empty(&request.entity, "entity")?;
         let direction = convert::direction(request.direction, "direction").map_err(to_status)?;
-        // The API reads backward from 0 from the last event; the core does that from any
-        // version past the end.
-        let from = match (direction, request.from_version) {
-            (Direction::Backward, 0) => Version(u64::MAX),
-            (_, version) => Version(version),
-        };
+        // Backward from 0 reads from the last event; the core does that itself.
+        let from = Version(request.from_version);
         let (events, current) = self
             .call(move |store| {
                 let events = store.read_entity(
@@ -168,36 +164,21 @@ impl EventStoreService for Service {
         let request = request.into_inner();
         let direction = convert::direction(request.direction, "direction").map_err(to_status)?;
         let filter = convert::filter(request.filter, "filter").map_err(to_status)?;
+        // The core cuts the page at the response's byte budget, so nothing is read from disk
+        // only to be dropped here.
         let batch = self
             .call(move |store| {
-                Ok(store.read_log(
+                Ok(store.read_log_bytes(
                     Position(request.from_position),
                     direction,
                     request.limit as usize,
+                    READ_BATCH_BYTES_MAX,
                     &filter,
                 )?)
             })
             .await?;
-        let mut batches = convert::split_by_bytes(
-            batch.events.into_iter().map(convert::event).collect(),
-            READ_BATCH_BYTES_MAX,
-        );
-        if batches.len() > 1 {
-            // Cut at the byte budget: continue right after the last event sent.
-            let events = batches.swap_remove(0);
-            let last = events.last().map_or(0, |event| event.position);
-            let next_position = match direction {
-                Direction::Forward => last + 1,
-                Direction::Backward => last - 1,
-            };
-            return Ok(Response::new(pb::ReadLogResponse {
-                events,
-                next_position,
-                end: false,
-            }));
-        }
         Ok(Response::new(pb::ReadLogResponse {
-            events: batches.pop().unwrap_or_default(),
+            events: batch.events.into_iter().map(convert::event).collect(),
             next_position: batch.next.0,
             end: batch.end,
         }))
