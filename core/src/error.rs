@@ -2,9 +2,9 @@
 //!
 //! Each variant says what the caller should do: fix the input (`InvalidInput`, `LimitExceeded`),
 //! look elsewhere (`NotFound`), stop and call an operator (`Corrupt`, `Poisoned`), or retry later
-//! (`Io` on reads, `Closed` after shutdown). [`Error::is_deterministic`] separates answers that
-//! every replica would give for the same command from local failures, which must stop a replica
-//! rather than let it diverge.
+//! (`Io` on reads, `Overloaded` when the write queue is full, `Closed` after shutdown).
+//! [`Error::is_deterministic`] separates answers that every replica would give for the same
+//! command from local failures, which must stop a replica rather than let it diverge.
 
 use std::path::{Path, PathBuf};
 
@@ -106,6 +106,16 @@ pub enum Error {
     #[error(transparent)]
     Clock(#[from] ClockError),
 
+    /// The writer's queue is full; nothing was queued. Only callers that asked not to wait
+    /// ([`crate::Store::append_with`]) see this; retry later.
+    #[error("the store is busy: the write queue is full ({limit} = {max}); retry later")]
+    Overloaded {
+        /// The name of the bound, as in `limits.rs` (`WRITE_QUEUE_MAX`).
+        limit: &'static str,
+        /// The bound's value.
+        max: u64,
+    },
+
     /// The store was closed while the call was waiting.
     #[error("the store is closed")]
     Closed,
@@ -128,6 +138,7 @@ impl Error {
             | Error::Poisoned(_)
             | Error::Locked { .. }
             | Error::Clock(_)
+            | Error::Overloaded { .. }
             | Error::Closed => false,
         }
     }

@@ -128,7 +128,8 @@ pub struct SegmentLog {
     segment_bytes: u64,
     /// First indexes of all segments, in order; the last one is active.
     firsts: Vec<u64>,
-    active: File,
+    /// Shared with [`SyncHandle`]s, which sync it from another thread.
+    active: Arc<File>,
     /// Bytes of the active segment on disk plus those in `buffer`.
     active_len: u64,
     /// Frames written by `append` but not yet handed to the file.
@@ -136,6 +137,29 @@ pub struct SegmentLog {
     next_index: u64,
     reader: SegmentReader,
     faults: Option<Arc<Faults>>,
+}
+
+/// Syncs one segment file's written bytes to the disk (fdatasync); see
+/// [`SegmentLog::sync_handle`].
+#[derive(Clone, Debug)]
+pub struct SyncHandle {
+    file: Arc<File>,
+    path: PathBuf,
+    faults: Option<Arc<Faults>>,
+}
+
+impl SyncHandle {
+    /// Waits until every byte written to the file before this call is on the disk.
+    pub fn sync(&self) -> Result<()> {
+        if let Some(faults) = &self.faults {
+            faults
+                .before_sync()
+                .map_err(|err| Error::io(&self.path, err))?;
+        }
+        self.file
+            .sync_data()
+            .map_err(|err| Error::io(&self.path, err))
+    }
 }
 
 /// The result of [`SegmentLog::append`].
@@ -203,7 +227,7 @@ impl SegmentLog {
             dir: dir.to_path_buf(),
             segment_bytes,
             firsts,
-            active,
+            active: Arc::new(active),
             active_len: tail.end,
             buffer: Vec::new(),
             next_index: tail.next_index,
@@ -289,22 +313,27 @@ impl SegmentLog {
     /// Writes buffered frames to the active file and, if `durable`, waits for them to reach the
     /// disk (fdatasync). Without `durable` the bytes survive a process crash but not a power loss.
     pub fn flush(&mut self, durable: bool) -> Result<()> {
-        let path = self.active_path();
         if !self.buffer.is_empty() {
-            self.active
+            (&*self.active)
                 .write_all(&self.buffer)
-                .map_err(|err| Error::io(&path, err))?;
+                .map_err(|err| Error::io(&self.active_path(), err))?;
             self.buffer.clear();
         }
         if durable {
-            if let Some(faults) = &self.faults {
-                faults.before_sync().map_err(|err| Error::io(&path, err))?;
-            }
-            self.active
-                .sync_data()
-                .map_err(|err| Error::io(&path, err))?;
+            self.sync_handle().sync()?;
         }
         Ok(())
+    }
+
+    /// A handle that makes what has been flushed to the active segment durable, from any
+    /// thread, so the owner can go on appending while the disk works. Once the log rolls, a
+    /// handle taken before covers a sealed segment, which the roll itself synced.
+    pub fn sync_handle(&self) -> SyncHandle {
+        SyncHandle {
+            file: self.active.clone(),
+            path: self.active_path(),
+            faults: self.faults.clone(),
+        }
     }
 
     /// Injects disk failures (tests only).
@@ -351,7 +380,7 @@ impl SegmentLog {
         file.set_len(cut).map_err(|err| Error::io(&path, err))?;
         file.sync_all().map_err(|err| Error::io(&path, err))?;
         sync_dir(&self.dir)?;
-        self.active = file;
+        self.active = Arc::new(file);
         self.active_len = cut;
         self.next_index = index + 1;
         Ok(())
@@ -378,11 +407,13 @@ impl SegmentLog {
         let sealed = *self.firsts.last().expect("a log has at least one segment");
         let first = self.next_index;
         let path = create_segment(&self.dir, first)?;
-        self.active = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .open(&path)
-            .map_err(|err| Error::io(&path, err))?;
+        self.active = Arc::new(
+            OpenOptions::new()
+                .read(true)
+                .append(true)
+                .open(&path)
+                .map_err(|err| Error::io(&path, err))?,
+        );
         let reader_file = File::open(&path).map_err(|err| Error::io(&path, err))?;
         self.reader.insert(first, reader_file);
         self.firsts.push(first);

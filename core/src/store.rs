@@ -44,7 +44,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -287,6 +287,23 @@ struct Shared {
     events_dir: PathBuf,
     /// The gates in force, by name. Only the writer changes it.
     gates: RwLock<BTreeMap<String, Installed>>,
+    /// Why the store refuses writes, once a write or sync has failed.
+    poisoned: Mutex<Option<String>>,
+}
+
+impl Shared {
+    /// Refuses every later write: what a failed write or sync left on disk is unknown.
+    fn poison(&self, err: &Error) {
+        let mut poisoned = self.poisoned.lock().expect("poison lock poisoned");
+        if poisoned.is_none() {
+            tracing::error!(%err, "write failed; the store refuses further writes until reopened");
+            *poisoned = Some(err.to_string());
+        }
+    }
+
+    fn poisoned(&self) -> Option<String> {
+        self.poisoned.lock().expect("poison lock poisoned").clone()
+    }
 }
 
 /// A gate in force.
@@ -309,7 +326,18 @@ impl Installed {
 struct Request {
     command: Command,
     dry_run: bool,
-    reply: SyncSender<Result<Receipt>>,
+    done: Done,
+}
+
+/// What the writer calls with a request's outcome, on the writer thread, once the outcome is
+/// final: after the group's fsync for a write, at once for a refusal.
+type Done = Box<dyn FnOnce(Result<Receipt>) + Send + 'static>;
+
+/// Whether a full write queue makes the caller wait or refuses at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Queueing {
+    Wait,
+    Refuse,
 }
 
 impl Store {
@@ -353,6 +381,7 @@ impl Store {
             durability: config.durability,
             events_dir,
             gates: RwLock::new(BTreeMap::new()),
+            poisoned: Mutex::new(None),
         });
         load_gates(&shared, &config.gates)?;
         let (sender, receiver) = sync_channel(WRITE_QUEUE_MAX);
@@ -367,7 +396,6 @@ impl Store {
                     keys,
                     signer: config.signer,
                     record_denials: config.record_denials,
-                    poisoned: None,
                 }
                 .run(receiver)
             })
@@ -383,7 +411,25 @@ impl Store {
     /// Appends events atomically and returns once they are durable (per [`Durability`]).
     pub fn append(&self, append: Append) -> Result<Receipt> {
         let command = self.stamp(append)?;
-        self.apply(command)
+        self.submit(command, false)
+    }
+
+    /// Starts an append and returns without waiting for it: stamps it, queues it for the writer
+    /// and returns. The writer later calls `done` with exactly what [`Store::append`] would have
+    /// returned, once that is final (after the group's fsync for a write).
+    ///
+    /// This is the entry point for callers that must not block, such as an async server: it
+    /// does no I/O and takes only short in-memory locks, and a full write queue is refused at
+    /// once with [`Error::Overloaded`] rather than waited for. An error returned here means
+    /// `done` is never called. `done` runs on the writer thread, so it must be quick and must
+    /// not block (send the result on a channel); every append behind it waits for it.
+    pub fn append_with(
+        &self,
+        append: Append,
+        done: impl FnOnce(Result<Receipt>) + Send + 'static,
+    ) -> Result<()> {
+        let command = self.stamp(append)?;
+        self.enqueue(command, false, Box::new(done), Queueing::Refuse)
     }
 
     /// Validates a proposal and fixes what must come from this node: missing event ids (UUIDv7
@@ -396,6 +442,7 @@ impl Store {
     /// Applies a stamped command: the deterministic write path. Refuses a command whose events
     /// lack ids; checks every condition and gate in the writer, atomically with the write.
     pub fn apply(&self, command: Command) -> Result<Receipt> {
+        self.check_command(&command)?;
         self.submit(command, false)
     }
 
@@ -551,7 +598,8 @@ impl Store {
         self.submit(command, false)
     }
 
-    fn submit(&self, command: Command, dry_run: bool) -> Result<Receipt> {
+    /// Checks a command built outside this store (by a replication leader) before it is queued.
+    fn check_command(&self, command: &Command) -> Result<()> {
         validate_append(&command.append, command.system)?;
         if let Some(event_idx) = command
             .append
@@ -566,23 +614,52 @@ impl Store {
         // A command stamped elsewhere (by a leader) raises this node's clock, so timestamps this
         // node stamps later stay above it.
         self.shared.hlc.observe(command.timestamp);
+        Ok(())
+    }
+
+    /// Queues a stamped command and waits for the writer's answer.
+    fn submit(&self, command: Command, dry_run: bool) -> Result<Receipt> {
+        let (reply, answer) = sync_channel(1);
+        let done: Done = Box::new(move |result| {
+            // The caller waits on `answer` until this runs, so the send cannot fail.
+            let _ = reply.send(result);
+        });
+        self.enqueue(command, dry_run, done, Queueing::Wait)?;
+        answer
+            .recv()
+            .map_err(|_| Error::Poisoned("the writer thread stopped".to_string()))?
+    }
+
+    /// Hands a stamped, validated command to the writer. When this returns `Ok`, the writer
+    /// will call `done` exactly once (or, should the writer thread die, drop it uncalled).
+    fn enqueue(
+        &self,
+        command: Command,
+        dry_run: bool,
+        done: Done,
+        queueing: Queueing,
+    ) -> Result<()> {
         let sender = self
             .sender
             .lock()
             .expect("sender lock poisoned")
             .clone()
             .ok_or(Error::Closed)?;
-        let (reply, answer) = sync_channel(1);
-        sender
-            .send(Request {
-                command,
-                dry_run,
-                reply,
-            })
-            .map_err(|_| Error::Closed)?;
-        answer
-            .recv()
-            .map_err(|_| Error::Poisoned("the writer thread stopped".to_string()))?
+        let request = Request {
+            command,
+            dry_run,
+            done,
+        };
+        match queueing {
+            Queueing::Wait => sender.send(request).map_err(|_| Error::Closed),
+            Queueing::Refuse => sender.try_send(request).map_err(|err| match err {
+                TrySendError::Full(_) => Error::Overloaded {
+                    limit: "WRITE_QUEUE_MAX",
+                    max: WRITE_QUEUE_MAX as u64,
+                },
+                TrySendError::Disconnected(_) => Error::Closed,
+            }),
+        }
     }
 
     /// The committed head: the position of the last durable event, 0 when empty.

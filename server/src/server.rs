@@ -132,7 +132,13 @@ impl Server {
             head_rx,
             stopping_rx,
         );
-        let service = Service::new(store.clone(), pool, hub, signer.as_ref());
+        let service = Service::new(
+            store.clone(),
+            pool,
+            config.pool_threads + config.pool_queue,
+            hub,
+            signer.as_ref(),
+        );
         tracing::info!(
             %addr,
             data_dir = %config.data_dir.display(),

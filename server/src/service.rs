@@ -3,13 +3,22 @@
 //! Each handler does the same three things: convert the request (`convert.rs`, which names a
 //! bad field), run the store call on the blocking pool (never on an async worker; a full pool
 //! is RESOURCE_EXHAUSTED at once), and convert the answer back, mapping any failure through
-//! the one `to_status`. Responses that carry events are cut at `READ_BATCH_BYTES_MAX` with a
+//! the one `to_status`.
+//!
+//! Appends are the exception to the pool: they go straight to the store's writer queue with
+//! [`Store::append_with`], which never blocks, and the writer completes a oneshot once the
+//! group is durable. No thread waits through the fsync, and an append costs two thread
+//! hand-offs (async worker to writer and back) instead of four. Admission is a semaphore of
+//! `pool_threads + pool_queue` permits, the same bound appends had on the pool: each permit
+//! is held until the writer answers, even if the client goes away, and a full semaphore is
+//! RESOURCE_EXHAUSTED at once. Responses that carry events are cut at `READ_BATCH_BYTES_MAX` with a
 //! continuation, so a read of large events never outgrows the message limit.
 
 use std::sync::Arc;
 
 use causeway_core::receipt::{self, Signer};
-use causeway_core::{Direction, Position, Store, Version};
+use causeway_core::{Append, Direction, Position, Receipt, Store, Version};
+use tokio::sync::{Semaphore, oneshot};
 use tonic::{Request, Response, Status};
 
 use crate::convert;
@@ -25,18 +34,31 @@ use crate::subscribe::{Hub, SubscribeStream};
 pub struct Service {
     store: Arc<Store>,
     pool: Arc<Pool>,
+    /// Admission of appends, which bypass the pool: one permit per append until the writer
+    /// answers it.
+    appends: Arc<Semaphore>,
+    appends_max: usize,
     hub: Hub,
     /// The receipt signing key's id and public key, when the server signs.
     signing_key: Option<(String, [u8; 32])>,
 }
 
 impl Service {
-    /// A service over an open store. `signer` is the key the store signs receipts with, if
-    /// any: `VerifyReceipt` then also checks signatures against it.
-    pub fn new(store: Arc<Store>, pool: Arc<Pool>, hub: Hub, signer: Option<&Signer>) -> Service {
+    /// A service over an open store. At most `appends_max` appends wait for the writer at
+    /// once. `signer` is the key the store signs receipts with, if any: `VerifyReceipt` then
+    /// also checks signatures against it.
+    pub fn new(
+        store: Arc<Store>,
+        pool: Arc<Pool>,
+        appends_max: usize,
+        hub: Hub,
+        signer: Option<&Signer>,
+    ) -> Service {
         Service {
             store,
             pool,
+            appends: Arc::new(Semaphore::new(appends_max)),
+            appends_max,
             hub,
             signing_key: signer.map(|signer| (key_id(signer), signer.public_key())),
         }
@@ -54,6 +76,30 @@ impl Service {
             .await
             .map_err(to_status)?
             .map_err(to_status)
+    }
+
+    /// Appends without occupying a pool thread: queues the append for the writer and awaits
+    /// its answer.
+    async fn append(&self, append: Append) -> Result<Receipt, Status> {
+        let permit = self.appends.clone().try_acquire_owned().map_err(|_| {
+            to_status(Error::AppendsFull {
+                max: self.appends_max,
+            })
+        })?;
+        let (reply, answer) = oneshot::channel();
+        self.store
+            .append_with(append, move |result| {
+                drop(permit);
+                // The client may have gone away; the append stands regardless.
+                let _ = reply.send(result);
+            })
+            .map_err(to_status)?;
+        match answer.await {
+            Ok(result) => result.map_err(to_status),
+            Err(_) => Err(to_status(causeway_core::Error::Poisoned(
+                "the writer thread stopped".to_string(),
+            ))),
+        }
     }
 }
 
@@ -85,7 +131,7 @@ impl EventStoreService for Service {
         request: Request<pb::AppendRequest>,
     ) -> Result<Response<pb::AppendResponse>, Status> {
         let append = convert::append(request.into_inner(), "").map_err(to_status)?;
-        let receipt = self.call(move |store| Ok(store.append(append)?)).await?;
+        let receipt = self.append(append).await?;
         Ok(Response::new(pb::AppendResponse {
             receipt: Some(convert::receipt(receipt)),
         }))

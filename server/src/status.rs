@@ -40,6 +40,11 @@ pub enum Error {
     },
     /// The blocking pool refused or lost the call.
     Pool(PoolError),
+    /// As many appends as the server admits are waiting for the writer.
+    AppendsFull {
+        /// The number of appends admitted at once.
+        max: usize,
+    },
     /// The configured number of subscriptions is open.
     SubscriptionsFull {
         /// The configured maximum.
@@ -147,6 +152,15 @@ pub fn to_status(err: impl Into<Error>) -> Status {
                 ),
                 Core::NotFound(_) => Status::not_found(message),
                 Core::Corrupt { .. } => Status::data_loss(message),
+                Core::Overloaded { limit, max } => with_info(
+                    Code::ResourceExhausted,
+                    message,
+                    REASON_OVERLOADED,
+                    HashMap::from([
+                        ("limit".to_string(), limit.to_string()),
+                        ("max".to_string(), max.to_string()),
+                    ]),
+                ),
                 Core::Io { .. } | Core::Poisoned(_) | Core::Closed => Status::unavailable(message),
                 Core::Locked { .. } | Core::Clock(_) => Status::internal(message),
             }
@@ -175,6 +189,15 @@ pub fn to_status(err: impl Into<Error>) -> Status {
         } => Status::unavailable(format!(
             "the server is shutting down; resume from position {position}"
         )),
+        Error::AppendsFull { max } => with_info(
+            Code::ResourceExhausted,
+            format!(
+                "the server is busy: {max} appends are waiting for the writer \
+                 (pool_threads + pool_queue); retry later"
+            ),
+            REASON_OVERLOADED,
+            HashMap::from([("limit".to_string(), "appends_in_flight".to_string())]),
+        ),
         Error::SubscriptionsFull { max } => with_info(
             Code::ResourceExhausted,
             format!("{max} subscriptions are open, the configured maximum (max_subscriptions)"),

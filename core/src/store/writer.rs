@@ -15,12 +15,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{Receiver, sync_channel};
 
 use super::recovery::{IdxBuffer, KeyEntry, Keys};
 use super::{
-    Command, ExpectedVersion, GATE_EVENT_REGISTERED, GATE_EVENT_REMOVED, Request, SYSTEM_SCOPE,
-    Shared,
+    Command, Done, ExpectedVersion, GATE_EVENT_REGISTERED, GATE_EVENT_REMOVED, Request,
+    SYSTEM_SCOPE, Shared,
 };
 use crate::clock::Timestamp;
 use crate::codec::{self, Trailer};
@@ -32,6 +32,60 @@ use crate::query::Filter;
 use crate::receipt::{Committed, GatePass, Receipt, Signer};
 use crate::segment::{self, SegmentLog};
 
+/// A written group on its way to the disk: what the syncer makes durable, then answers.
+pub(super) struct Pending {
+    /// Syncs the group's bytes; `None` when it needs no sync (nothing written, or relaxed
+    /// durability). It still waits for the groups before it: its answers may depend on them.
+    sync: Option<segment::SyncHandle>,
+    /// The head and digest after the group, when it wrote anything.
+    committed: Option<(u64, Hash)>,
+    answers: Vec<(Done, Result<Receipt>)>,
+}
+
+/// The syncer thread: takes every written group that is waiting, syncs once for all of them,
+/// then publishes the new head and answers them in order.
+fn sync_loop(shared: &Shared, pending: &Receiver<Pending>) {
+    while let Ok(first) = pending.recv() {
+        let mut groups = vec![first];
+        while let Ok(more) = pending.try_recv() {
+            groups.push(more);
+        }
+        // The newest handle covers every earlier group: a roll syncs the segment it seals.
+        let synced = groups
+            .iter()
+            .rev()
+            .find_map(|group| group.sync.as_ref())
+            .map_or(Ok(()), segment::SyncHandle::sync);
+        finish(shared, groups, synced);
+    }
+}
+
+/// Publishes the head of groups whose bytes are durable (per the durability mode) and answers
+/// their requests in order. After a failed sync, or once the store is poisoned, no request of
+/// them is answered with success: nothing says their bytes are durable.
+fn finish(shared: &Shared, groups: Vec<Pending>, synced: Result<()>) {
+    if let Err(err) = &synced {
+        shared.poison(err);
+    }
+    let poisoned = shared.poisoned();
+    if poisoned.is_none()
+        && let Some(committed) = groups.iter().rev().find_map(|group| group.committed)
+    {
+        *shared.committed.lock().expect("commit lock poisoned") = committed;
+        shared.head_moved.notify_all();
+    }
+    for (done, answer) in groups.into_iter().flat_map(|group| group.answers) {
+        let answer = match (&poisoned, answer) {
+            (Some(why), Ok(_)) => Err(Error::Poisoned(why.clone())),
+            (_, answer) => answer,
+        };
+        // `done` is the caller's code; a panic in it must not stop the store for everyone.
+        if catch_unwind(AssertUnwindSafe(|| done(answer))).is_err() {
+            tracing::error!("an append's completion callback panicked");
+        }
+    }
+}
+
 /// The writer thread's state.
 pub(super) struct Writer {
     pub(super) shared: Arc<Shared>,
@@ -40,11 +94,26 @@ pub(super) struct Writer {
     pub(super) keys: Keys,
     pub(super) signer: Option<Signer>,
     pub(super) record_denials: bool,
-    pub(super) poisoned: Option<String>,
 }
 
 impl Writer {
     pub(super) fn run(mut self, receiver: Receiver<Request>) -> Result<()> {
+        let durable = self.shared.durability == super::Durability::Fsync;
+        // With fsync durability a second thread syncs and answers each written group while
+        // this one decides and writes the next (a pipelined group commit): the disk's latency
+        // no longer adds to the writer's work. The channel holds one group, so the writer runs
+        // at most two groups ahead of the disk; meanwhile appends gather in the write queue.
+        let (to_syncer, syncer) = if durable {
+            let (sender, pending) = sync_channel::<Pending>(1);
+            let shared = self.shared.clone();
+            let syncer = std::thread::Builder::new()
+                .name("causeway-sync".to_string())
+                .spawn(move || sync_loop(&shared, &pending))
+                .map_err(|err| Error::io(&self.shared.events_dir, err))?;
+            (Some(sender), Some(syncer))
+        } else {
+            (None, None)
+        };
         while let Ok(first) = receiver.recv() {
             let mut group = vec![first];
             while group.len() < GROUP_APPENDS_MAX {
@@ -53,53 +122,47 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.commit_group(group);
+            let pending = self.commit_group(group, durable);
+            match &to_syncer {
+                Some(to_syncer) => to_syncer
+                    .send(pending)
+                    .expect("the syncer runs until the writer drops its sender"),
+                None => finish(&self.shared, vec![pending], Ok(())),
+            }
+        }
+        drop(to_syncer);
+        if let Some(syncer) = syncer {
+            syncer.join().expect("the syncer does not panic");
         }
         // Closing: make sure everything written is on disk, whatever the durability mode.
-        if self.poisoned.is_none() {
+        if self.shared.poisoned().is_none() {
             self.log.flush(true)?;
         }
         Ok(())
     }
 
-    fn commit_group(&mut self, group: Vec<Request>) {
-        let mut answers: Vec<Result<Receipt>> = Vec::with_capacity(group.len());
+    /// Decides and writes (without syncing) every request of a group.
+    fn commit_group(&mut self, group: Vec<Request>, durable: bool) -> Pending {
+        let mut answers = Vec::with_capacity(group.len());
         let mut wrote = false;
-        for request in &group {
-            let answer = match &self.poisoned {
-                Some(why) => Err(Error::Poisoned(why.clone())),
+        for request in group {
+            let answer = match self.shared.poisoned() {
+                Some(why) => Err(Error::Poisoned(why)),
                 None => self.commit_one(&request.command, request.dry_run, &mut wrote),
             };
-            answers.push(answer);
+            answers.push((request.done, answer));
         }
-        if wrote && self.poisoned.is_none() {
-            let durable = self.shared.durability == super::Durability::Fsync;
-            if let Err(err) = self.log.flush(durable) {
-                self.poison(&err);
-            } else {
-                let index = self.shared.index.read().expect("index lock poisoned");
-                let mut committed = self.shared.committed.lock().expect("commit lock poisoned");
-                *committed = (index.last(), index.digest());
-                self.shared.head_moved.notify_all();
-            }
-        }
-        if let Some(why) = &self.poisoned {
-            // Nothing of this group is known to be durable: no success may be reported.
-            for answer in &mut answers {
-                if answer.is_ok() {
-                    *answer = Err(Error::Poisoned(why.clone()));
-                }
-            }
-        }
-        for (request, answer) in group.into_iter().zip(answers) {
-            // The appender may have given up waiting; that is not the writer's concern.
-            let _ = request.reply.send(answer);
+        let written = wrote && self.shared.poisoned().is_none();
+        let index = self.shared.index.read().expect("index lock poisoned");
+        Pending {
+            sync: (written && durable).then(|| self.log.sync_handle()),
+            committed: written.then(|| (index.last(), index.digest())),
+            answers,
         }
     }
 
     fn poison(&mut self, err: &Error) {
-        tracing::error!(%err, "write failed; the store refuses further writes until reopened");
-        self.poisoned = Some(err.to_string());
+        self.shared.poison(err);
     }
 
     /// Decides one command and, unless it is a dry run, writes it.
