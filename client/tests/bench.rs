@@ -7,13 +7,14 @@
 //! `cargo test --workspace` builds it. Child processes are killed when their guards drop, and
 //! every wait has a deadline, so a hung server or bench fails the test instead of hanging it.
 
-use std::io::{BufRead as _, BufReader};
-use std::path::{Path, PathBuf};
+mod common;
+
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+use common::{causewayd, line_channel, read_all};
 
 /// How long a server may take to print its address, or a CLI run to finish.
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -144,44 +145,6 @@ fn finish(mut child: Child, args: &[&str]) -> Run {
         stdout: stdout.map_or_else(String::new, |reader| reader.join().expect("stdout reader")),
         stderr: stderr.map_or_else(String::new, |reader| reader.join().expect("stderr reader")),
     }
-}
-
-/// The `causewayd` binary next to this test's directory.
-fn causewayd() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test executable's path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("the test runs from target/<profile>/deps");
-    let binary = profile_dir.join(format!("causewayd{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        binary.exists(),
-        "{} does not exist: run `cargo test --workspace` (or `cargo build -p causeway-server`)",
-        binary.display()
-    );
-    binary
-}
-
-fn read_all(mut pipe: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = pipe.read_to_string(&mut text);
-        text
-    })
-}
-
-/// The lines a pipe prints, as they come.
-fn line_channel(pipe: impl std::io::Read + Send + 'static) -> Receiver<String> {
-    let (sender, receiver) = channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines() {
-            let Ok(line) = line else { break };
-            if sender.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    receiver
 }
 
 fn u64_at(value: &Value, pointer: &str) -> u64 {

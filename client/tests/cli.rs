@@ -8,13 +8,17 @@
 //! Every child process is killed when its guard drops, and every wait has a deadline, so a hung
 //! server or CLI fails the test instead of hanging it.
 
-use std::io::{BufRead as _, BufReader, Write as _};
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::io::Write as _;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+use common::{causewayd, line_channel, read_all};
 
 /// The servers' receipt signing secret: 32 bytes of 7, as in the client's golden tests.
 const SIGNING_SECRET_HEX: &str = "0707070707070707070707070707070707070707070707070707070707070707";
@@ -148,23 +152,6 @@ impl Run {
     }
 }
 
-/// The `causewayd` binary, built by `cargo test --workspace` next to this test's directory.
-fn causewayd() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test executable's path");
-    let debug_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("the test runs from target/<profile>/deps");
-    let binary = debug_dir.join(format!("causewayd{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        binary.exists(),
-        "{} does not exist: run `cargo test --workspace` (or `cargo build -p causeway-server`) \
-         so the server binary is built",
-        binary.display()
-    );
-    binary
-}
-
 /// Runs the CLI to completion (or the deadline) and collects its output.
 fn run_cli(args: &[&str], stdin: Option<&[u8]>) -> Run {
     let mut child = Command::new(env!("CARGO_BIN_EXE_causeway"))
@@ -204,28 +191,6 @@ fn run_cli(args: &[&str], stdin: Option<&[u8]>) -> Run {
         stdout: stdout.join().expect("stdout reader"),
         stderr: stderr.join().expect("stderr reader"),
     }
-}
-
-fn read_all(mut pipe: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = pipe.read_to_string(&mut text);
-        text
-    })
-}
-
-/// The lines a pipe prints, as they come.
-fn line_channel(pipe: impl std::io::Read + Send + 'static) -> Receiver<String> {
-    let (sender, receiver) = channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines() {
-            let Ok(line) = line else { break };
-            if sender.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    receiver
 }
 
 /// Waits for a line that contains `needle`, returning the lines seen up to and including it.
