@@ -384,6 +384,7 @@ impl Store {
             poisoned: Mutex::new(None),
         });
         load_gates(&shared, &config.gates)?;
+        let sidecars = recovery::SidecarWriter::start(&shared.events_dir)?;
         let (sender, receiver) = sync_channel(WRITE_QUEUE_MAX);
         let writer_shared = shared.clone();
         let writer = std::thread::Builder::new()
@@ -393,6 +394,7 @@ impl Store {
                     shared: writer_shared,
                     log,
                     active_idx,
+                    sidecars,
                     keys,
                     signer: config.signer,
                     record_denials: config.record_denials,

@@ -10,6 +10,8 @@ use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File};
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::thread::JoinHandle;
 
 use crate::codec::{self, Header, TrailerRef};
 use crate::error::{Error, Result};
@@ -153,6 +155,59 @@ impl IdxBuffer {
             .map_err(|err| Error::io(&tmp, err))?;
         fs::rename(&tmp, &path).map_err(|err| Error::io(&path, err))?;
         segment::sync_dir(dir)
+    }
+}
+
+/// Writes the `.idx` sidecars of sealed segments on a thread of its own. A full segment's
+/// sidecar is tens of megabytes written and synced, which would stall every append behind a
+/// roll for a quarter of a second if the writer did it. A sidecar only speeds up opening (a
+/// missing one costs a scan), so nothing waits for it except closing, which joins the thread
+/// so that a cleanly closed store opens fast.
+pub(super) struct SidecarWriter {
+    sender: Option<SyncSender<IdxBuffer>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl SidecarWriter {
+    pub(super) fn start(dir: &Path) -> Result<SidecarWriter> {
+        // One sealed buffer may wait while another is written; a writer that rolls faster than
+        // that blocks, which bounds the memory held to two segments' headers.
+        let (sender, sealed) = sync_channel::<IdxBuffer>(1);
+        let events_dir = dir.to_path_buf();
+        let thread = std::thread::Builder::new()
+            .name("causeway-idx".to_string())
+            .spawn(move || {
+                for idx in sealed {
+                    if let Err(err) = idx.write(&events_dir) {
+                        // The segment itself is durable; open rebuilds the sidecar by scanning.
+                        tracing::warn!(%err, "could not write a segment index");
+                    }
+                }
+            })
+            .map_err(|err| Error::io(dir, err))?;
+        Ok(SidecarWriter {
+            sender: Some(sender),
+            thread: Some(thread),
+        })
+    }
+
+    /// Queues the sidecar of a segment just sealed.
+    pub(super) fn write(&self, idx: IdxBuffer) {
+        self.sender
+            .as_ref()
+            .expect("only finish takes the sender")
+            .send(idx)
+            .expect("the sidecar thread runs until its sender is dropped");
+    }
+
+    /// Waits until every queued sidecar is written.
+    pub(super) fn finish(mut self) {
+        self.sender.take();
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the segment index thread panicked");
+        }
     }
 }
 

@@ -17,7 +17,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, sync_channel};
 
-use super::recovery::{IdxBuffer, KeyEntry, Keys};
+use super::recovery::{IdxBuffer, KeyEntry, Keys, SidecarWriter};
 use super::{
     Command, Done, ExpectedVersion, GATE_EVENT_REGISTERED, GATE_EVENT_REMOVED, Request,
     SYSTEM_SCOPE, Shared,
@@ -91,6 +91,7 @@ pub(super) struct Writer {
     pub(super) shared: Arc<Shared>,
     pub(super) log: SegmentLog,
     pub(super) active_idx: IdxBuffer,
+    pub(super) sidecars: SidecarWriter,
     pub(super) keys: Keys,
     pub(super) signer: Option<Signer>,
     pub(super) record_denials: bool,
@@ -134,6 +135,7 @@ impl Writer {
         if let Some(syncer) = syncer {
             syncer.join().expect("the syncer does not panic");
         }
+        self.sidecars.finish();
         // Closing: make sure everything written is on disk, whatever the durability mode.
         if self.shared.poisoned().is_none() {
             self.log.flush(true)?;
@@ -480,11 +482,7 @@ impl Writer {
             let next = IdxBuffer::starting_at(appended.locs[0].segment);
             let sealed = std::mem::replace(&mut self.active_idx, next);
             debug_assert_eq!(sealed.first, sealed_first);
-            if let Err(err) = sealed.write(&self.shared.events_dir) {
-                // The segment itself is durable; only the fast-open sidecar is missing, and open
-                // rebuilds it by scanning.
-                tracing::warn!(%err, "could not write a segment index");
-            }
+            self.sidecars.write(sealed);
             index.add_segment(appended.locs[0].segment);
         }
         let mut receipt = Receipt {
