@@ -150,7 +150,7 @@ impl Writer {
         for request in group {
             let answer = match self.shared.poisoned() {
                 Some(why) => Err(Error::Poisoned(why)),
-                None => self.commit_one(&request.command, request.dry_run, &mut wrote),
+                None => self.commit_one(request.command, request.dry_run, &mut wrote),
             };
             answers.push((request.done, answer));
         }
@@ -170,7 +170,7 @@ impl Writer {
     /// Decides one command and, unless it is a dry run, writes it.
     fn commit_one(
         &mut self,
-        command: &Command,
+        mut command: Command,
         dry_run: bool,
         wrote: &mut bool,
     ) -> Result<Receipt> {
@@ -183,14 +183,28 @@ impl Writer {
             let entry = entry.clone();
             return self.replay(&entry);
         }
-        let decided = self.decide(command);
-        let (events, passes) = match decided {
-            Ok(decided) => decided,
-            Err(err) => {
-                if self.record_denials && !dry_run && !command.system && err.is_deterministic() {
-                    self.record_denial(command, &err, wrote)?;
+        let view: Arc<dyn View> = Arc::new(StoreView {
+            shared: self.shared.clone(),
+        });
+        if let Err(err) = self.check(&command, view.as_ref()) {
+            let refused = command.append.events.iter().map(|event| {
+                let id = event.id.expect("apply checks that every event has an id");
+                (id, &event.scope, &event.entity, &event.event_type)
+            });
+            return Err(self.refuse(&command, refused, err, dry_run, wrote));
+        }
+        let events = self.propose(&mut command)?;
+        let passes = if command.system {
+            Vec::new()
+        } else {
+            match self.run_gates(&command, &events, &view) {
+                Ok(passes) => passes,
+                Err(err) => {
+                    let refused = events
+                        .iter()
+                        .map(|event| (event.id, &event.scope, &event.entity, &event.event_type));
+                    return Err(self.refuse(&command, refused, err, dry_run, wrote));
                 }
-                return Err(err);
             }
         };
         if dry_run {
@@ -206,7 +220,7 @@ impl Writer {
                 .collect(),
         };
         let receipt = self.write(events, &trailer, wrote)?;
-        if let Some(key) = &command.append.idempotency_key {
+        if let Some(key) = command.append.idempotency_key {
             let entry = KeyEntry {
                 first: receipt.events[0].position.0,
                 n_events: receipt.events.len() as u64,
@@ -214,17 +228,39 @@ impl Writer {
                 gates: trailer.gates,
                 digest: receipt.digest,
             };
-            self.keys.insert(key.clone(), entry);
+            self.keys.insert(key, entry);
         }
         Ok(receipt)
     }
 
-    /// Checks every condition and gate; returns the events as they would be committed and the
-    /// gates they passed.
-    fn decide(&self, command: &Command) -> Result<(Vec<Event>, Vec<GatePass>)> {
-        let view: Arc<dyn View> = Arc::new(StoreView {
-            shared: self.shared.clone(),
-        });
+    /// The error a refused command gets; with `Config::record_denials`, after writing its audit
+    /// record (a refusal that depends on this node, such as an I/O error, is not recorded).
+    fn refuse<'a>(
+        &mut self,
+        command: &Command,
+        refused: impl Iterator<Item = (EventId, &'a String, &'a String, &'a String)>,
+        err: Error,
+        dry_run: bool,
+        wrote: &mut bool,
+    ) -> Error {
+        if !self.record_denials || dry_run || command.system || !err.is_deterministic() {
+            return err;
+        }
+        let refused: Vec<_> = refused.collect();
+        let first_id = refused[0].0;
+        let refused = refused
+            .into_iter()
+            .map(|(id, scope, entity, event_type)| serde_json::json!({"id": id.to_string(), "scope": scope, "entity": entity, "type": event_type}))
+            .collect();
+        match self.record_denial(command.timestamp, first_id, refused, &err, wrote) {
+            Ok(()) => err,
+            Err(record_err) => record_err,
+        }
+    }
+
+    /// Checks every condition that comes before the gates: ids, expected versions, the DCB
+    /// condition and causation.
+    fn check(&self, command: &Command, view: &dyn View) -> Result<()> {
         let append = &command.append;
         for (event_idx, event) in append.events.iter().enumerate() {
             let id = event.id.expect("apply checks that every event has an id");
@@ -317,59 +353,69 @@ impl Writer {
                 )));
             }
         }
-        let events = self.propose(command)?;
-        let passes = if command.system {
-            Vec::new()
-        } else {
-            self.run_gates(command, &events, &view)?
-        };
-        Ok((events, passes))
+        Ok(())
     }
 
     /// The events as they would be committed: positions, versions, timestamps and correlation
-    /// ids assigned; hashes not yet computed.
-    fn propose(&self, command: &Command) -> Result<Vec<Event>> {
+    /// ids assigned; hashes not yet computed. Moves the events out of the command, which keeps
+    /// everything else.
+    fn propose(&self, command: &mut Command) -> Result<Vec<Event>> {
         let index = self.shared.index.read().expect("index lock poisoned");
+        let proposed = std::mem::take(&mut command.append.events);
+        // First what each event's fields decide, while the fields can still be borrowed.
         let mut versions: HashMap<(&str, &str), u64> = HashMap::new();
-        let mut timestamp = index.last_timestamp();
-        let mut events: Vec<Event> = Vec::with_capacity(command.append.events.len());
-        for (event_idx, proposed) in command.append.events.iter().enumerate() {
-            let id = proposed
-                .id
-                .expect("apply checks that every event has an id");
-            let key = (proposed.scope.as_str(), proposed.entity.as_str());
+        let mut decided: Vec<(Version, EventId)> = Vec::with_capacity(proposed.len());
+        for (event_idx, event) in proposed.iter().enumerate() {
+            let id = event.id.expect("apply checks that every event has an id");
+            let key = (event.scope.as_str(), event.entity.as_str());
             let version = versions.entry(key).or_insert_with(|| {
                 index
                     .entity(key.0, key.1)
                     .map_or(0, |state| state.positions.len() as u64)
             });
             *version += 1;
-            timestamp = command.timestamp.max(timestamp.next());
-            let correlation_id = match (proposed.correlation_id, proposed.causation.first()) {
+            let correlation_id = match (event.correlation_id, event.causation.first()) {
                 (Some(correlation_id), _) => correlation_id,
-                (None, Some(parent)) => match events.iter().find(|earlier| earlier.id == *parent) {
-                    Some(earlier) => earlier.correlation_id,
-                    None => self.correlation_of(&index, parent)?.unwrap_or(id),
-                },
+                (None, Some(parent)) => {
+                    match proposed[..event_idx]
+                        .iter()
+                        .position(|earlier| earlier.id == Some(*parent))
+                    {
+                        Some(earlier_idx) => decided[earlier_idx].1,
+                        None => self.correlation_of(&index, parent)?.unwrap_or(id),
+                    }
+                }
                 (None, None) => id,
             };
-            events.push(Event {
-                position: Position(index.last() + 1 + event_idx as u64),
-                version: Version(*version),
-                timestamp,
-                id,
-                scope: proposed.scope.clone(),
-                entity: proposed.entity.clone(),
-                event_type: proposed.event_type.clone(),
-                tags: proposed.tags.clone(),
-                content_type: proposed.content_type.clone(),
-                metadata: proposed.metadata.clone(),
-                causation: proposed.causation.clone(),
-                correlation_id,
-                hash: [0; 32],
-                payload: proposed.payload.clone(),
-            });
+            decided.push((Version(*version), correlation_id));
         }
+        drop(versions);
+        let mut timestamp = index.last_timestamp();
+        let first = index.last() + 1;
+        let events = proposed
+            .into_iter()
+            .zip(decided)
+            .enumerate()
+            .map(|(event_idx, (event, (version, correlation_id)))| {
+                timestamp = command.timestamp.max(timestamp.next());
+                Event {
+                    position: Position(first + event_idx as u64),
+                    version,
+                    timestamp,
+                    id: event.id.expect("apply checks that every event has an id"),
+                    scope: event.scope,
+                    entity: event.entity,
+                    event_type: event.event_type,
+                    tags: event.tags,
+                    content_type: event.content_type,
+                    metadata: event.metadata,
+                    causation: event.causation,
+                    correlation_id,
+                    hash: [0; 32],
+                    payload: event.payload,
+                }
+            })
+            .collect();
         Ok(events)
     }
 
@@ -446,23 +492,27 @@ impl Writer {
     ) -> Result<Receipt> {
         let mut records = Vec::with_capacity(events.len());
         let mut prev_hashes = Vec::with_capacity(events.len());
+        let mut hashes = Vec::with_capacity(events.len());
         {
             let index = self.shared.index.read().expect("index lock poisoned");
-            let mut chain: HashMap<(String, String), Hash> = HashMap::new();
-            for (event_idx, event) in events.iter_mut().enumerate() {
-                let key = (event.scope.clone(), event.entity.clone());
-                let prev_hash = *chain.entry(key.clone()).or_insert_with(|| {
+            let mut chain: HashMap<(&str, &str), Hash> = HashMap::new();
+            for (event_idx, event) in events.iter().enumerate() {
+                let key = (event.scope.as_str(), event.entity.as_str());
+                let prev_hash = *chain.entry(key).or_insert_with(|| {
                     index
-                        .entity(&key.0, &key.1)
+                        .entity(key.0, key.1)
                         .map_or([0; 32], |state| state.last_hash)
                 });
                 let (record, hash) =
                     codec::encode(event, &prev_hash, (event_idx == 0).then_some(trailer));
-                event.hash = hash;
                 chain.insert(key, hash);
                 records.push(record);
                 prev_hashes.push(prev_hash);
+                hashes.push(hash);
             }
+        }
+        for (event, hash) in events.iter_mut().zip(hashes) {
+            event.hash = hash;
         }
         let appended = self.log.append(&records).and_then(|appended| {
             // Written (not synced) now, so later checks in this group can read these events.
@@ -576,10 +626,14 @@ impl Writer {
     }
 
     /// Writes the audit record of a refused command: one event in the system scope.
-    fn record_denial(&mut self, command: &Command, err: &Error, wrote: &mut bool) -> Result<()> {
-        let first_id = command.append.events[0]
-            .id
-            .expect("apply checks that every event has an id");
+    fn record_denial(
+        &mut self,
+        timestamp: Timestamp,
+        first_id: EventId,
+        refused: Vec<serde_json::Value>,
+        err: &Error,
+        wrote: &mut bool,
+    ) -> Result<()> {
         // Derived from the refused proposal and the position the record takes, so every replica
         // writes the same id and a refused retry does not repeat one.
         let position = self
@@ -617,12 +671,6 @@ impl Writer {
             ),
             _ => ("input".to_string(), "INVALID".to_string(), BTreeMap::new()),
         };
-        let refused: Vec<serde_json::Value> = command
-            .append
-            .events
-            .iter()
-            .map(|event| serde_json::json!({"id": event.id.map(|id| id.to_string()), "scope": event.scope, "entity": event.entity, "type": event.event_type}))
-            .collect();
         let payload = serde_json::json!({"gate": gate, "code": code, "message": err.to_string(), "facts": facts, "events": refused});
         let event = {
             let index = self.shared.index.read().expect("index lock poisoned");
@@ -634,7 +682,7 @@ impl Writer {
                         .map_or(0, |state| state.positions.len() as u64)
                         + 1,
                 ),
-                timestamp: command.timestamp.max(index.last_timestamp().next()),
+                timestamp: timestamp.max(index.last_timestamp().next()),
                 id,
                 scope: SYSTEM_SCOPE.to_string(),
                 entity: "denials".to_string(),
