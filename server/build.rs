@@ -7,6 +7,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()
         .build_client(false)
+        // The core keeps metadata sorted (it is hashed in key order), so decode it that way.
+        .btree_map(".")
         .file_descriptor_set_path(out_dir.join("causeway_descriptor.bin"))
         .compile_with_config(
             config,

@@ -28,7 +28,7 @@ pub fn append(request: pb::AppendRequest, prefix: &str) -> Result<Append> {
         .events
         .into_iter()
         .enumerate()
-        .map(|(event_idx, event)| new_event(event, &format!("{prefix}events[{event_idx}]")))
+        .map(|(event_idx, event)| new_event(event, || format!("{prefix}events[{event_idx}]")))
         .collect::<Result<_>>()?;
     let expected = request
         .expected
@@ -57,19 +57,25 @@ pub fn append(request: pb::AppendRequest, prefix: &str) -> Result<Append> {
     })
 }
 
-fn new_event(event: pb::NewEvent, field: &str) -> Result<NewEvent> {
+/// A new event; `field` names it in the request, and is built only for an error (an append
+/// may carry thousands of events).
+fn new_event(event: pb::NewEvent, field: impl Fn() -> String) -> Result<NewEvent> {
     let causation = event
         .causation
         .iter()
         .enumerate()
-        .map(|(parent_idx, parent)| event_id(parent, &format!("{field}.causation[{parent_idx}]")))
+        .map(|(parent_idx, parent)| {
+            parse_event_id(parent, || format!("{}.causation[{parent_idx}]", field()))
+        })
         .collect::<Result<_>>()?;
+    let optional_id = |text: &str, name: &str| {
+        (!text.is_empty())
+            .then(|| parse_event_id(text, || format!("{}.{name}", field())))
+            .transpose()
+    };
     Ok(NewEvent {
-        id: optional_event_id(&event.id, &format!("{field}.id"))?,
-        correlation_id: optional_event_id(
-            &event.correlation_id,
-            &format!("{field}.correlation_id"),
-        )?,
+        id: optional_id(&event.id, "id")?,
+        correlation_id: optional_id(&event.correlation_id, "correlation_id")?,
         causation,
         scope: event.scope,
         entity: event.entity,
@@ -77,7 +83,7 @@ fn new_event(event: pb::NewEvent, field: &str) -> Result<NewEvent> {
         tags: event.tags,
         payload: event.payload,
         content_type: event.content_type,
-        metadata: event.metadata.into_iter().collect(),
+        metadata: event.metadata,
     })
 }
 
@@ -168,17 +174,13 @@ pub fn direction(value: i32, field: &str) -> Result<Direction> {
 
 /// An event id given as a UUID string.
 pub fn event_id(text: &str, field: &str) -> Result<EventId> {
-    uuid::Uuid::parse_str(text)
-        .map(EventId)
-        .map_err(|err| Error::invalid(field, format!("{text:?} is not a UUID: {err}")))
+    parse_event_id(text, || field.to_string())
 }
 
-fn optional_event_id(text: &str, field: &str) -> Result<Option<EventId>> {
-    if text.is_empty() {
-        Ok(None)
-    } else {
-        event_id(text, field).map(Some)
-    }
+fn parse_event_id(text: &str, field: impl FnOnce() -> String) -> Result<EventId> {
+    uuid::Uuid::parse_str(text)
+        .map(EventId)
+        .map_err(|err| Error::invalid(field(), format!("{text:?} is not a UUID: {err}")))
 }
 
 fn non_empty(text: String) -> Option<String> {
