@@ -1589,3 +1589,113 @@ fn racing_appends_cannot_both_pass_a_gate() {
     assert_eq!(pings_passed, 10, "the rate limit admits exactly its budget");
     assert_eq!(store.version("acme", "sensor"), Version(10));
 }
+
+/// A Rust gate that reads each bound event's entity's last event through its view, as a gate
+/// comparing an event with the one before it would. A failed read is a denial.
+#[derive(Debug, Default)]
+struct ReadsLast {
+    seen: Mutex<Vec<Option<Vec<u8>>>>,
+}
+
+impl Gate for ReadsLast {
+    fn check(&self, proposal: &Proposal<'_>, view: &Arc<dyn View>) -> Result<(), Denial> {
+        for event in proposal.events {
+            let last = view
+                .last_event(&event.scope, &event.entity)
+                .map_err(|err| {
+                    Denial::new(
+                        "UNREADABLE",
+                        err.to_string(),
+                        [("entity", event.entity.clone())],
+                    )
+                })?;
+            self.seen
+                .lock()
+                .unwrap()
+                .push(last.map(|last| last.payload));
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn appends_queued_together_read_the_events_written_before_them() {
+    // The writer writes a group's frames to the file once, at the group's end. A command that
+    // reads the log (a gate's view, a parent's correlation id, an idempotent replay) must still
+    // see every earlier command of its group. Appends queued without waiting, behind a large
+    // append that keeps the writer busy, land in one group.
+    let dir = tempfile::tempdir().unwrap();
+    let reads_last = Arc::new(ReadsLast::default());
+    let store = Store::open(
+        dir.path(),
+        Config {
+            gates: vec![RustGate {
+                name: "reads-last".to_string(),
+                scopes: strings(&["acme"]),
+                types: vec![],
+                gate: reads_last.clone(),
+            }],
+            ..Config::default()
+        },
+    )
+    .unwrap();
+    let (sender, answers) = std::sync::mpsc::channel();
+    let queue = |label: &'static str, append: Append| {
+        let sender = sender.clone();
+        store
+            .append_with(append, move |answer| sender.send((label, answer)).unwrap())
+            .unwrap();
+    };
+    let parent_id = EventId(uuid::Uuid::from_u128(7));
+    let keyed = || Append {
+        idempotency_key: Some("key-1".to_string()),
+        ..one(event("acme", "order-3", "T", "keyed"))
+    };
+    queue(
+        "bulk",
+        Append::new(
+            (0..2000)
+                .map(|n| event("bulk", &format!("e-{n}"), "T", "x"))
+                .collect(),
+        ),
+    );
+    queue(
+        "parent",
+        one(NewEvent {
+            id: Some(parent_id),
+            ..event("acme", "order-1", "T", "first")
+        }),
+    );
+    queue(
+        "child",
+        one(NewEvent {
+            causation: vec![parent_id],
+            ..event("acme", "order-2", "T", "child")
+        }),
+    );
+    queue("keyed", keyed());
+    queue("retry", keyed());
+    queue("second", one(event("acme", "order-1", "T", "second")));
+    drop(sender);
+    let answers: BTreeMap<&str, Receipt> = answers
+        .iter()
+        .map(|(label, answer)| (label, answer.unwrap_or_else(|err| panic!("{label}: {err}"))))
+        .collect();
+    assert_eq!(answers.len(), 6);
+
+    let child = store.get(answers["child"].events[0].id).unwrap();
+    assert_eq!(
+        child.correlation_id, parent_id,
+        "the parent's correlation id"
+    );
+    assert_eq!(
+        answers["retry"], answers["keyed"],
+        "the retry replays the receipt"
+    );
+    assert_eq!(
+        reads_last.seen.lock().unwrap().last().unwrap().as_deref(),
+        Some(b"first".as_slice()),
+        "the gate saw the entity's earlier event"
+    );
+    assert_eq!(store.head(), Position(2004));
+}

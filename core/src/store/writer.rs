@@ -154,6 +154,11 @@ impl Writer {
             };
             answers.push((request.done, answer));
         }
+        if wrote && self.shared.poisoned().is_none() {
+            // A failure here poisons the store, and `finish` then answers none of the group's
+            // requests with success.
+            let _ = self.make_readable();
+        }
         let written = wrote && self.shared.poisoned().is_none();
         let index = self.shared.index.read().expect("index lock poisoned");
         Pending {
@@ -165,6 +170,18 @@ impl Writer {
 
     fn poison(&mut self, err: &Error) {
         self.shared.poison(err);
+    }
+
+    /// Writes the frames buffered so far to the segment file. The writer indexes each append
+    /// at once but writes a group's frames with one call at the group's end; its own reads of
+    /// the log (replaying a keyed append, a parent's correlation id, a gate's view) read the
+    /// file, so it calls this before any of them. A failure poisons the store.
+    fn make_readable(&mut self) -> Result<()> {
+        let flushed = self.log.flush(false);
+        if let Err(err) = &flushed {
+            self.poison(err);
+        }
+        flushed
     }
 
     /// Decides one command and, unless it is a dry run, writes it.
@@ -181,6 +198,7 @@ impl Writer {
                 return Err(Error::IdempotencyConflict { key: key.clone() });
             }
             let entry = entry.clone();
+            self.make_readable()?;
             return self.replay(&entry);
         }
         let view: Arc<dyn View> = Arc::new(StoreView {
@@ -193,10 +211,27 @@ impl Writer {
             });
             return Err(self.refuse(&command, refused, err, dry_run, wrote));
         }
+        let reads_parents = command
+            .append
+            .events
+            .iter()
+            .any(|event| event.correlation_id.is_none() && !event.causation.is_empty());
+        if reads_parents {
+            self.make_readable()?;
+        }
         let events = self.propose(&mut command)?;
         let passes = if command.system {
             Vec::new()
         } else {
+            if !self
+                .shared
+                .gates
+                .read()
+                .expect("gate set lock poisoned")
+                .is_empty()
+            {
+                self.make_readable()?;
+            }
             match self.run_gates(&command, &events, &view) {
                 Ok(passes) => passes,
                 Err(err) => {
@@ -514,12 +549,9 @@ impl Writer {
         for (event, hash) in events.iter_mut().zip(hashes) {
             event.hash = hash;
         }
-        let appended = self.log.append(&records).and_then(|appended| {
-            // Written (not synced) now, so later checks in this group can read these events.
-            self.log.flush(false)?;
-            Ok(appended)
-        });
-        let appended = match appended {
+        // Buffered: the group's frames reach the file in one write at its end (or earlier, when
+        // a later command of the group reads the log; see `make_readable`).
+        let appended = match self.log.append(&records) {
             Ok(appended) => appended,
             Err(err) => {
                 self.poison(&err);
