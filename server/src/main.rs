@@ -9,12 +9,6 @@ use std::io::IsTerminal;
 use causeway_server::{Config, Server, shutdown_signal};
 use tracing_subscriber::EnvFilter;
 
-// Appends are allocated on the async threads and freed on the writer thread. glibc's malloc
-// makes such frees wait on the allocating arena's lock: the writer spent more time blocked in
-// free() than in any other wait. mimalloc frees across threads without a shared lock.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> anyhow::Result<()> {
     let config = Config::load()?;
     tracing_subscriber::fmt()

@@ -19,11 +19,6 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 
-// `causeway bench` allocates a request's events on one thread and frees them on another; with
-// glibc's malloc that waits on arena locks, and a load generator must not be the bottleneck.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = args::Cli::parse();
