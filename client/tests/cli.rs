@@ -109,6 +109,19 @@ impl Server {
         self.json(&args)
     }
 
+    /// Starts `causeway` against this server with stdout and stderr piped, without waiting.
+    fn spawn(&self, args: &[&str]) -> KillOnDrop {
+        let child = Command::new(env!("CARGO_BIN_EXE_causeway"))
+            .args(["--server", &format!("http://{}", self.address)])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the causeway binary");
+        KillOnDrop(child)
+    }
+
     fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
@@ -756,19 +769,11 @@ fn tail_prints_history_then_live_events_until_killed() {
     let before = server.append("acme", "order-1", "OrderPlaced", &[]);
     let before_id = str_of(&before, "/events/0/id").to_string();
 
-    let server_arg = format!("http://{}", server.address);
     let spawn_tail = |args: &[&str]| {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_causeway"))
-            .args(["--server", &server_arg])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start causeway tail");
-        let stdout = line_channel(child.stdout.take().expect("stdout is piped"));
-        let stderr = line_channel(child.stderr.take().expect("stderr is piped"));
-        (KillOnDrop(child), stdout, stderr)
+        let mut child = server.spawn(args);
+        let stdout = line_channel(child.0.stdout.take().expect("stdout is piped"));
+        let stderr = line_channel(child.0.stderr.take().expect("stderr is piped"));
+        (child, stdout, stderr)
     };
     let (mut history_tail, history, _) = spawn_tail(&["--output", "json", "tail", "--from", "1"]);
     let (_live_tail, live, live_notes) = spawn_tail(&["tail", "--scope", "acme"]);
@@ -833,6 +838,47 @@ fn errors_are_one_line_and_exit_nonzero() {
     let unreachable = run_cli(&["--server", &format!("127.0.0.1:{port}"), "head"], None);
     let line = unreachable.assert_failure();
     assert!(line.contains("cannot connect to"), "{line}");
+}
+
+#[test]
+fn a_closed_stdout_ends_the_cli_quietly() {
+    // `causeway read log | head -1`: the reader goes away before the CLI writes. `print!` would
+    // panic (status 101 and a message); a Unix tool ends quietly with status 0. `tail` would
+    // otherwise follow forever, writing into nothing.
+    let server = Server::start();
+    for n in 0..3 {
+        server.append(
+            "acme",
+            &format!("order-{n}"),
+            "OrderPlaced",
+            &["--data", "{}"],
+        );
+    }
+    for command in [&["read", "log"][..], &["tail", "--from", "1"], &["head"]] {
+        let mut child = server.spawn(command);
+        // Closed before the CLI has even connected to the server, so its first write fails.
+        drop(child.0.stdout.take());
+        let stderr = read_all(child.0.stderr.take().expect("stderr is piped"));
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = child.0.try_wait().expect("poll the CLI") {
+                break status;
+            }
+            assert!(
+                started.elapsed() < DEADLINE,
+                "`causeway {}` kept running after its stdout closed",
+                command.join(" ")
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let stderr = stderr.join().expect("stderr reader");
+        assert!(
+            status.success(),
+            "`causeway {}`: {status}, stderr: {stderr}",
+            command.join(" ")
+        );
+        assert_eq!(stderr, "", "`causeway {}`", command.join(" "));
+    }
 }
 
 /// A child process killed when dropped.

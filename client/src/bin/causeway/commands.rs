@@ -39,7 +39,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Get { id } => {
             let event = client.get(&id).await?;
             match output {
-                Output::Table => print!("{}", table::event_detail(&event)),
+                Output::Table => emit(&table::event_detail(&event))?,
                 Output::Json => print_json(&json::event(&event))?,
             }
         }
@@ -52,13 +52,10 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Head => {
             let head = client.head().await?;
             match output {
-                Output::Table => print!(
-                    "{}",
-                    table::listing(&[
-                        ("position", head.position.to_string()),
-                        ("digest", json::hex(&head.digest)),
-                    ])
-                ),
+                Output::Table => emit(&table::listing(&[
+                    ("position", head.position.to_string()),
+                    ("digest", json::hex(&head.digest)),
+                ]))?,
                 Output::Json => print_json(&json!({
                     "position": head.position,
                     "digest": json::hex(&head.digest),
@@ -160,7 +157,7 @@ async fn read_command(client: &Client, read: ReadCommand, output: Output) -> Res
                 .read_entity(&scope, &entity, from, direction(backward), limit)
                 .await?;
             match output {
-                Output::Table => print!("{}", table::events(&events)),
+                Output::Table => emit(&table::events(&events))?,
                 Output::Json => print_json(&json!({ "events": json::events(&events) }))?,
             }
         }
@@ -176,9 +173,9 @@ async fn read_command(client: &Client, read: ReadCommand, output: Output) -> Res
                 .await?;
             match output {
                 Output::Table => {
-                    print!("{}", table::events(&page.events));
+                    emit(&table::events(&page.events))?;
                     if !page.end {
-                        println!("(more: --from {})", page.next_position);
+                        emit(&format!("(more: --from {})\n", page.next_position))?;
                     }
                 }
                 Output::Json => print_json(&json!({
@@ -201,7 +198,6 @@ async fn tail(client: &Client, args: TailArgs, output: Output) -> Result<()> {
     let mut stream = client.subscribe(start, filter(&args.filter)).await?;
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
-    let mut stdout = std::io::stdout();
     loop {
         let item = tokio::select! {
             _ = &mut ctrl_c => return Ok(()),
@@ -211,13 +207,14 @@ async fn tail(client: &Client, args: TailArgs, output: Output) -> Result<()> {
             None => bail!("the server ended the subscription"),
             Some(Err(err)) => return Err(err.into()),
             Some(Ok(SubscribeItem::Events(events))) => {
-                for event in &events {
-                    match output {
-                        Output::Table => writeln!(stdout, "{}", table::event_line(event))?,
-                        Output::Json => writeln!(stdout, "{}", json::event(event))?,
-                    }
-                }
-                stdout.flush()?;
+                let lines: String = events
+                    .iter()
+                    .map(|event| match output {
+                        Output::Table => format!("{}\n", table::event_line(event)),
+                        Output::Json => format!("{}\n", json::event(event)),
+                    })
+                    .collect();
+                emit(&lines)?;
             }
             // Progress markers are for resuming programs; a person sees one note on stderr.
             Some(Ok(SubscribeItem::CaughtUp(position))) => {
@@ -266,8 +263,8 @@ async fn graph_command(client: &Client, command: GraphCommand, output: Output) -
         Output::Json => GraphFormat::Json,
     });
     match format {
-        GraphFormat::Tree => print!("{}", graph::tree(&graph, walk, root.as_deref())),
-        GraphFormat::Dot => print!("{}", graph::dot(&graph, root.as_deref())),
+        GraphFormat::Tree => emit(&graph::tree(&graph, walk, root.as_deref()))?,
+        GraphFormat::Dot => emit(&graph::dot(&graph, root.as_deref()))?,
         GraphFormat::Json => print_json(&json::graph(&graph))?,
     }
     Ok(())
@@ -282,7 +279,7 @@ async fn gates_command(client: &Client, command: GatesCommand, output: Output) -
         GatesCommand::List => {
             let gates = client.list_gates().await?;
             match output {
-                Output::Table => print!("{}", table::gates(&gates)),
+                Output::Table => emit(&table::gates(&gates))?,
                 Output::Json => print_json(&json!({
                     "gates": gates.iter().map(json::gate).collect::<Vec<_>>(),
                 }))?,
@@ -388,11 +385,11 @@ fn print_verdict(
     match output {
         Output::Table => {
             if valid && signature_checked {
-                println!("valid");
+                emit("valid\n")?;
             } else if valid {
-                println!("valid (events match; the signature was not checked: no --public-key)");
+                emit("valid (events match; the signature was not checked: no --public-key)\n")?;
             } else {
-                println!("invalid: {reason}");
+                emit(&format!("invalid: {reason}\n"))?;
             }
         }
         Output::Json => print_json(&json!({
@@ -411,16 +408,34 @@ fn print_verdict(
 
 fn print_receipt(receipt: &pb::Receipt, output: Output) -> Result<()> {
     match output {
-        Output::Table => print!("{}", table::receipt(receipt)),
+        Output::Table => emit(&table::receipt(receipt))?,
         Output::Json => print_json(&json::receipt(receipt))?,
     }
     Ok(())
 }
 
 fn print_json(value: &Value) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
-    Ok(())
+    emit(&format!("{}\n", serde_json::to_string_pretty(value)?))
 }
+
+/// Writes `text` to stdout. Unlike `print!`, which panics, a closed pipe (`causeway read log |
+/// head`) comes back as [`ClosedStdout`]; `main` ends quietly on it, as other Unix tools do.
+pub fn emit(text: &str) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        .map_err(|err| match err.kind() {
+            std::io::ErrorKind::BrokenPipe => anyhow::Error::new(ClosedStdout),
+            _ => anyhow::Error::new(err).context("cannot write to stdout"),
+        })
+}
+
+/// The reader of stdout went away. Only [`emit`] returns it, so a broken connection to the
+/// server is never mistaken for it.
+#[derive(Debug, thiserror::Error)]
+#[error("stdout was closed")]
+pub struct ClosedStdout;
 
 /// A file's text, or stdin's for `-`.
 fn read_input(path: &std::path::Path) -> Result<String> {

@@ -24,6 +24,8 @@ async fn main() -> ExitCode {
     let cli = args::Cli::parse();
     match commands::run(cli).await {
         Ok(code) => code,
+        // The reader of our output went away (`causeway read log | head`): nothing is wrong.
+        Err(err) if err.is::<commands::ClosedStdout>() => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {}", one_line(&format!("{err:#}")));
             ExitCode::FAILURE
