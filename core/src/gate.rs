@@ -48,7 +48,9 @@ impl Proposal<'_> {
     }
 }
 
-/// A read-only view of the store as of just before the proposal.
+/// A read-only view of the store as of just before the proposal. It is valid only during the
+/// [`Gate::check`] call it is passed to: it sees events the writer has decided but not yet
+/// made durable, which a view kept for later may find unreadable or never committed.
 pub trait View: Send + Sync {
     /// The last position in the log before the proposal.
     fn head(&self) -> Position;

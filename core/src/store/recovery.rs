@@ -193,21 +193,35 @@ impl SidecarWriter {
 
     /// Queues the sidecar of a segment just sealed.
     pub(super) fn write(&self, idx: IdxBuffer) {
-        self.sender
-            .as_ref()
-            .expect("only finish takes the sender")
-            .send(idx)
-            .expect("the sidecar thread runs until its sender is dropped");
+        let first = idx.first;
+        let sent = self.sender.as_ref().map(|sender| sender.send(idx));
+        if !matches!(sent, Some(Ok(()))) {
+            // Only if the thread died: the segment is durable, and open scans it instead.
+            tracing::error!(
+                first,
+                "the segment index thread is gone; no .idx for this segment"
+            );
+        }
     }
 
-    /// Waits until every queued sidecar is written.
+    /// Waits until every queued sidecar is written. Dropping does the same.
     pub(super) fn finish(mut self) {
+        self.join();
+    }
+
+    fn join(&mut self) {
         self.sender.take();
         if let Some(thread) = self.thread.take()
             && thread.join().is_err()
         {
             tracing::error!("the segment index thread panicked");
         }
+    }
+}
+
+impl Drop for SidecarWriter {
+    fn drop(&mut self) {
+        self.join();
     }
 }
 

@@ -559,12 +559,16 @@ impl Writer {
             }
         };
         *wrote = true;
-        let mut index = self.shared.index.write().expect("index lock poisoned");
-        if let Some(sealed_first) = appended.sealed {
+        // Handed to the sidecar thread after the index lock is released: the hand-off waits
+        // when that thread is still writing an earlier sidecar, and readers must not.
+        let sealed = appended.sealed.map(|sealed_first| {
             let next = IdxBuffer::starting_at(appended.locs[0].segment);
             let sealed = std::mem::replace(&mut self.active_idx, next);
             debug_assert_eq!(sealed.first, sealed_first);
-            self.sidecars.write(sealed);
+            sealed
+        });
+        let mut index = self.shared.index.write().expect("index lock poisoned");
+        if sealed.is_some() {
             index.add_segment(appended.locs[0].segment);
         }
         let mut receipt = Receipt {
@@ -592,6 +596,9 @@ impl Writer {
         }
         receipt.digest = index.digest();
         drop(index);
+        if let Some(sealed) = sealed {
+            self.sidecars.write(sealed);
+        }
         for event in events.iter().filter(|event| event.scope == SYSTEM_SCOPE) {
             self.apply_system_event(event);
         }
