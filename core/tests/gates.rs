@@ -1618,84 +1618,121 @@ impl Gate for ReadsLast {
     }
 }
 
+/// A Rust gate that says when the writer is inside `check` and holds it there until the test
+/// releases it, so that appends queued meanwhile are decided together, as the next group.
+#[derive(Debug)]
+struct Hold {
+    entered: Mutex<std::sync::mpsc::Sender<()>>,
+    release: Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl Gate for Hold {
+    fn check(&self, _proposal: &Proposal<'_>, _view: &Arc<dyn View>) -> Result<(), Denial> {
+        self.entered.lock().unwrap().send(()).unwrap();
+        let released = self
+            .release
+            .lock()
+            .unwrap()
+            .recv_timeout(Duration::from_secs(60));
+        released.map_err(|_| Denial::new("NOT_RELEASED", "the test never released", []))
+    }
+}
+
 #[test]
-fn appends_queued_together_read_the_events_written_before_them() {
+fn appends_decided_in_one_group_read_the_events_written_before_them() {
     // The writer writes a group's frames to the file once, at the group's end. A command that
-    // reads the log (a gate's view, a parent's correlation id, an idempotent replay) must still
-    // see every earlier command of its group. Appends queued without waiting, behind a large
-    // append that keeps the writer busy, land in one group.
+    // reads the log must still see every earlier command of its group: a gate's view (round
+    // 1), a causation parent's correlation id (round 2), an idempotent replay (round 3). Each
+    // round holds the writer in a gate (a group of its own) while it queues the round's
+    // appends, so they form the next group; each round needs one of the writer's early writes.
     let dir = tempfile::tempdir().unwrap();
     let reads_last = Arc::new(ReadsLast::default());
+    let (release, released) = std::sync::mpsc::channel();
+    let (entered, holding) = std::sync::mpsc::channel();
+    let rust_gate = |name: &str, scope: &str, gate: Arc<dyn Gate>| RustGate {
+        name: name.to_string(),
+        scopes: strings(&[scope]),
+        types: vec![],
+        gate,
+    };
     let store = Store::open(
         dir.path(),
         Config {
-            gates: vec![RustGate {
-                name: "reads-last".to_string(),
-                scopes: strings(&["acme"]),
-                types: vec![],
-                gate: reads_last.clone(),
-            }],
+            gates: vec![
+                rust_gate(
+                    "hold",
+                    "hold",
+                    Arc::new(Hold {
+                        entered: Mutex::new(entered),
+                        release: Mutex::new(released),
+                    }),
+                ),
+                rust_gate("reads-last", "acme", reads_last.clone()),
+            ],
             ..Config::default()
         },
     )
     .unwrap();
-    let (sender, answers) = std::sync::mpsc::channel();
-    let queue = |label: &'static str, append: Append| {
-        let sender = sender.clone();
-        store
-            .append_with(append, move |answer| sender.send((label, answer)).unwrap())
-            .unwrap();
+    let round = |appends: Vec<Append>| -> Vec<Receipt> {
+        let (sender, answers) = std::sync::mpsc::channel();
+        let queue = |n: usize, append: Append| {
+            let sender = sender.clone();
+            store
+                .append_with(append, move |answer| sender.send((n, answer)).unwrap())
+                .unwrap();
+        };
+        queue(0, one(event("hold", "h", "T", "")));
+        holding.recv_timeout(Duration::from_secs(60)).unwrap();
+        for (n, append) in appends.into_iter().enumerate() {
+            queue(n + 1, append);
+        }
+        drop(sender);
+        release.send(()).unwrap();
+        let mut answers: Vec<(usize, Result<Receipt>)> = answers.iter().collect();
+        answers.sort_by_key(|(n, _)| *n);
+        answers
+            .into_iter()
+            .skip(1)
+            .map(|(n, answer)| answer.unwrap_or_else(|err| panic!("append {n}: {err}")))
+            .collect()
     };
-    let parent_id = EventId(uuid::Uuid::from_u128(7));
-    let keyed = || Append {
-        idempotency_key: Some("key-1".to_string()),
-        ..one(event("acme", "order-3", "T", "keyed"))
-    };
-    queue(
-        "bulk",
-        Append::new(
-            (0..2000)
-                .map(|n| event("bulk", &format!("e-{n}"), "T", "x"))
-                .collect(),
-        ),
-    );
-    queue(
-        "parent",
-        one(NewEvent {
-            id: Some(parent_id),
-            ..event("acme", "order-1", "T", "first")
-        }),
-    );
-    queue(
-        "child",
-        one(NewEvent {
-            causation: vec![parent_id],
-            ..event("acme", "order-2", "T", "child")
-        }),
-    );
-    queue("keyed", keyed());
-    queue("retry", keyed());
-    queue("second", one(event("acme", "order-1", "T", "second")));
-    drop(sender);
-    let answers: BTreeMap<&str, Receipt> = answers
-        .iter()
-        .map(|(label, answer)| (label, answer.unwrap_or_else(|err| panic!("{label}: {err}"))))
-        .collect();
-    assert_eq!(answers.len(), 6);
 
-    let child = store.get(answers["child"].events[0].id).unwrap();
-    assert_eq!(
-        child.correlation_id, parent_id,
-        "the parent's correlation id"
-    );
-    assert_eq!(
-        answers["retry"], answers["keyed"],
-        "the retry replays the receipt"
-    );
+    round(vec![
+        one(event("acme", "order-1", "T", "first")),
+        one(event("acme", "order-1", "T", "second")),
+    ]);
     assert_eq!(
         reads_last.seen.lock().unwrap().last().unwrap().as_deref(),
         Some(b"first".as_slice()),
         "the gate saw the entity's earlier event"
     );
-    assert_eq!(store.head(), Position(2004));
+
+    let parent_id = EventId(uuid::Uuid::from_u128(7));
+    let receipts = round(vec![
+        one(NewEvent {
+            id: Some(parent_id),
+            ..event("plain", "parent", "T", "")
+        }),
+        one(NewEvent {
+            causation: vec![parent_id],
+            ..event("plain", "child", "T", "")
+        }),
+    ]);
+    let child = store.get(receipts[1].events[0].id).unwrap();
+    assert_eq!(
+        child.correlation_id, parent_id,
+        "the parent's correlation id"
+    );
+
+    let keyed = || Append {
+        idempotency_key: Some("key-1".to_string()),
+        ..one(event("plain", "keyed", "T", "once"))
+    };
+    let receipts = round(vec![keyed(), keyed()]);
+    assert_eq!(receipts[1], receipts[0], "the retry replays the receipt");
+    assert_eq!(
+        store.head(),
+        Position(8),
+        "three holds, four appends, no replayed one"
+    );
 }
