@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File};
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{SyncSender, sync_channel};
 use std::thread::JoinHandle;
@@ -22,6 +22,8 @@ use crate::segment::{self, FrameLoc, SegmentLog};
 
 const IDX_MAGIC: [u8; 8] = *b"CWAYIDX\0";
 const IDX_FORMAT_VERSION: u16 = 1;
+/// Bytes of a sidecar written between two syncs (see [`IdxBuffer::write`]).
+const IDX_WRITE_PIECE_BYTES: usize = 1 << 18;
 
 /// What a keyed append committed, kept so a retry gets the same receipt.
 #[derive(Clone, Debug)]
@@ -149,9 +151,18 @@ impl IdxBuffer {
         out.extend_from_slice(&crc.to_le_bytes());
         let path = idx_path(dir, self.first);
         let tmp = path.with_extension("idx.tmp");
-        fs::write(&tmp, &out).map_err(|err| Error::io(&tmp, err))?;
-        File::open(&tmp)
-            .and_then(|file| file.sync_all())
+        // In pieces, each synced before the next is written. Tens of megabytes written at once
+        // sit dirty in the page cache until the final sync, and every append's fdatasync that
+        // the journal ties to them waits for all of it: p99 of 100-event appends went from 12
+        // to 20 ms. A piece at a time, an append waits for at most one piece.
+        File::create(&tmp)
+            .and_then(|mut file| {
+                for piece in out.chunks(IDX_WRITE_PIECE_BYTES) {
+                    file.write_all(piece)?;
+                    file.sync_data()?;
+                }
+                file.sync_all()
+            })
             .map_err(|err| Error::io(&tmp, err))?;
         fs::rename(&tmp, &path).map_err(|err| Error::io(&path, err))?;
         segment::sync_dir(dir)
