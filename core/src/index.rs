@@ -148,36 +148,73 @@ impl Postings {
 /// largest single cost of opening a store), and `loaded` holds 24 bytes per id against about 50
 /// in a hash map. The price is paid by lookups of ids loaded at open: a binary search, 20 steps
 /// at 1M events, instead of one probe. Ids newer than all of them are ruled out by one compare.
-///
-/// `recent` is split into [`RECENT_SHARDS`] maps by the ids' bytes. A hash map grows by moving
-/// every entry to a table twice the size in one step, and the writer does that holding the
-/// index lock: at a million ids since open it took 40 ms, at two million 75 ms, every append
-/// and read waiting. Split, each step moves a 256th of the ids.
 #[derive(Debug, Default)]
 struct Ids {
     /// Ids of the events loaded at open, sorted by id when `sorted` is true.
     loaded: Vec<(EventId, u64)>,
     sorted: bool,
-    /// Ids of the events indexed since the store opened, in [`RECENT_SHARDS`] maps (none
-    /// until the first).
-    recent: Vec<HashMap<EventId, u64>>,
+    /// Ids of the events indexed since the store opened.
+    recent: IdMap<u64>,
 }
 
-/// Maps `Ids::recent` is split into.
-const RECENT_SHARDS: usize = 256;
+/// A map keyed by event id, split into [`ID_MAP_SHARDS`] hash maps by the ids' bytes.
+///
+/// A hash map grows by moving every entry to a table twice the size in one step, and the
+/// writer grows the index's maps holding the index lock. A map that gains an entry per event
+/// (the ids since open) took 37 ms to grow at 917,504 entries and 75 ms at 1,835,008 on the
+/// project's machine, every append and read waiting. Split, each step moves a 256th of them.
+#[derive(Debug)]
+struct IdMap<V> {
+    /// [`ID_MAP_SHARDS`] maps, or none until the first insert.
+    shards: Vec<HashMap<EventId, V>>,
+}
 
-/// The shard of `Ids::recent` that holds `id`: the XOR of its bytes, which the random bits
-/// of a UUIDv7 or v4 spread evenly. Ids chosen to collide only bring back one map's growth.
-fn recent_shard(id: &EventId) -> usize {
-    usize::from(id.0.as_bytes().iter().fold(0u8, |acc, byte| acc ^ byte))
+/// Maps an [`IdMap`] is split into.
+const ID_MAP_SHARDS: usize = 256;
+
+impl<V> Default for IdMap<V> {
+    fn default() -> IdMap<V> {
+        IdMap { shards: Vec::new() }
+    }
+}
+
+impl<V> IdMap<V> {
+    /// The shard that holds `id`: the XOR of its bytes, which the random bits of a UUIDv7 or
+    /// v4 spread evenly. Ids chosen to collide only bring back one map's growth.
+    fn shard(id: &EventId) -> usize {
+        usize::from(id.0.as_bytes().iter().fold(0u8, |acc, byte| acc ^ byte))
+    }
+
+    fn get(&self, id: &EventId) -> Option<&V> {
+        self.shards.get(Self::shard(id))?.get(id)
+    }
+
+    fn contains_key(&self, id: &EventId) -> bool {
+        self.get(id).is_some()
+    }
+
+    fn entry(&mut self, id: EventId) -> std::collections::hash_map::Entry<'_, EventId, V> {
+        if self.shards.is_empty() {
+            self.shards.resize_with(ID_MAP_SHARDS, HashMap::new);
+        }
+        self.shards[Self::shard(&id)].entry(id)
+    }
+
+    /// Approximate heap bytes, `value_heap` giving what each value holds beyond itself.
+    fn heap_bytes(&self, value_heap: impl Fn(&V) -> usize) -> usize {
+        self.shards
+            .iter()
+            .map(|shard| {
+                shard.capacity() * (std::mem::size_of::<(EventId, V)>() + 1)
+                    + shard.values().map(&value_heap).sum::<usize>()
+            })
+            .sum()
+    }
 }
 
 impl Ids {
     fn insert_recent(&mut self, id: EventId, position: u64) {
-        if self.recent.is_empty() {
-            self.recent.resize_with(RECENT_SHARDS, HashMap::new);
-        }
-        self.recent[recent_shard(&id)].insert(id, position);
+        self.recent.entry(id).insert_entry(position);
     }
 
     fn sort(&mut self) {
@@ -188,11 +225,7 @@ impl Ids {
     }
 
     fn get(&self, id: &EventId) -> Option<u64> {
-        if let Some(&position) = self
-            .recent
-            .get(recent_shard(id))
-            .and_then(|shard| shard.get(id))
-        {
+        if let Some(&position) = self.recent.get(id) {
             return Some(position);
         }
         debug_assert!(
@@ -216,11 +249,7 @@ impl Ids {
 
     fn heap_bytes(&self) -> usize {
         self.loaded.capacity() * std::mem::size_of::<(EventId, u64)>()
-            + self
-                .recent
-                .iter()
-                .map(|shard| shard.capacity() * (std::mem::size_of::<(EventId, u64)>() + 1))
-                .sum::<usize>()
+            + self.recent.heap_bytes(|_| 0)
     }
 }
 
@@ -243,10 +272,10 @@ pub(crate) struct Index {
     by_type: Postings,
     by_tag: Postings,
     /// Causation parent id to the positions of its children.
-    children: HashMap<EventId, Vec<u64>>,
+    children: IdMap<Vec<u64>>,
     /// Correlation id to the positions of the events that carry it, except the event whose own
     /// id it is (most events start their own correlation; indexing those would double memory).
-    correlated: HashMap<EventId, Vec<u64>>,
+    correlated: IdMap<Vec<u64>>,
     digest: Hash,
     /// The last position of the append being inserted: the first event of every append carries
     /// the append's event count in its trailer, and events are inserted in position order.
@@ -705,6 +734,12 @@ impl Index {
             + self.entity_symbols.heap_bytes()
             + self.entity_keys.capacity() * (std::mem::size_of::<((u32, u32), u32)>() + 1)
             + entities
+            + self
+                .children
+                .heap_bytes(|positions| positions.capacity() * 8)
+            + self
+                .correlated
+                .heap_bytes(|positions| positions.capacity() * 8)
             + self
                 .entity_names
                 .keys()
