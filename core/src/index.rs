@@ -67,7 +67,7 @@ pub(crate) struct EntityState {
 /// Interned names of one kind, each stored once and numbered from 0 in order of first use.
 #[derive(Debug, Default)]
 struct Symbols {
-    by_name: HashMap<String, u32>,
+    by_name: Sharded<String, u32>,
     names: Vec<String>,
 }
 
@@ -95,7 +95,7 @@ impl Symbols {
         let names: usize = self.names.iter().map(|name| 2 * name.capacity()).sum();
         names
             + self.names.capacity() * std::mem::size_of::<String>()
-            + self.by_name.capacity() * (std::mem::size_of::<(String, u32)>() + 1)
+            + self.by_name.heap_bytes(|_, _| 0)
     }
 }
 
@@ -154,59 +154,104 @@ struct Ids {
     loaded: Vec<(EventId, u64)>,
     sorted: bool,
     /// Ids of the events indexed since the store opened.
-    recent: IdMap<u64>,
+    recent: Sharded<EventId, u64>,
 }
 
-/// A map keyed by event id, split into [`ID_MAP_SHARDS`] hash maps by the ids' bytes.
+/// A hash map split into [`SHARDS`] maps by a cheap function of the key ([`ShardKey`]).
 ///
 /// A hash map grows by moving every entry to a table twice the size in one step, and the
 /// writer grows the index's maps holding the index lock. A map that gains an entry per event
 /// (the ids since open) took 37 ms to grow at 917,504 entries and 75 ms at 1,835,008 on the
 /// project's machine, every append and read waiting. Split, each step moves a 256th of them.
+/// Used for every index map that grows with the log: ids, causation, correlation, entities.
 #[derive(Debug)]
-struct IdMap<V> {
-    /// [`ID_MAP_SHARDS`] maps, or none until the first insert.
-    shards: Vec<HashMap<EventId, V>>,
+struct Sharded<K, V> {
+    /// [`SHARDS`] maps, or none until the first insert.
+    shards: Vec<HashMap<K, V>>,
 }
 
-/// Maps an [`IdMap`] is split into.
-const ID_MAP_SHARDS: usize = 256;
+/// Maps a [`Sharded`] is split into.
+const SHARDS: usize = 256;
 
-impl<V> Default for IdMap<V> {
-    fn default() -> IdMap<V> {
-        IdMap { shards: Vec::new() }
+/// Which of the [`SHARDS`] maps holds a key: the XOR of its bytes. The random bits of a UUIDv7
+/// or v4, and the varying tail of names such as `order-1234`, spread it. Keys chosen to
+/// collide only bring back one map's growth.
+trait ShardKey {
+    fn shard(&self) -> usize;
+}
+
+fn xor_bytes(bytes: &[u8]) -> usize {
+    usize::from(bytes.iter().fold(0u8, |acc, byte| acc ^ byte))
+}
+
+impl ShardKey for EventId {
+    fn shard(&self) -> usize {
+        xor_bytes(self.0.as_bytes())
     }
 }
 
-impl<V> IdMap<V> {
-    /// The shard that holds `id`: the XOR of its bytes, which the random bits of a UUIDv7 or
-    /// v4 spread evenly. Ids chosen to collide only bring back one map's growth.
-    fn shard(id: &EventId) -> usize {
-        usize::from(id.0.as_bytes().iter().fold(0u8, |acc, byte| acc ^ byte))
+impl ShardKey for str {
+    fn shard(&self) -> usize {
+        xor_bytes(self.as_bytes())
+    }
+}
+
+impl ShardKey for String {
+    fn shard(&self) -> usize {
+        self.as_str().shard()
+    }
+}
+
+impl ShardKey for (u32, u32) {
+    fn shard(&self) -> usize {
+        xor_bytes(&self.0.to_le_bytes()) ^ xor_bytes(&self.1.to_le_bytes())
+    }
+}
+
+impl<K, V> Default for Sharded<K, V> {
+    fn default() -> Sharded<K, V> {
+        Sharded { shards: Vec::new() }
+    }
+}
+
+impl<K: std::hash::Hash + Eq + ShardKey, V> Sharded<K, V> {
+    fn get<Q>(&self, key: &Q) -> Option<&V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ShardKey + ?Sized,
+    {
+        self.shards.get(key.shard())?.get(key)
     }
 
-    fn get(&self, id: &EventId) -> Option<&V> {
-        self.shards.get(Self::shard(id))?.get(id)
+    fn contains_key<Q>(&self, key: &Q) -> bool
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ShardKey + ?Sized,
+    {
+        self.get(key).is_some()
     }
 
-    fn contains_key(&self, id: &EventId) -> bool {
-        self.get(id).is_some()
-    }
-
-    fn entry(&mut self, id: EventId) -> std::collections::hash_map::Entry<'_, EventId, V> {
+    fn entry(&mut self, key: K) -> std::collections::hash_map::Entry<'_, K, V> {
         if self.shards.is_empty() {
-            self.shards.resize_with(ID_MAP_SHARDS, HashMap::new);
+            self.shards.resize_with(SHARDS, HashMap::new);
         }
-        self.shards[Self::shard(&id)].entry(id)
+        self.shards[key.shard()].entry(key)
     }
 
-    /// Approximate heap bytes, `value_heap` giving what each value holds beyond itself.
-    fn heap_bytes(&self, value_heap: impl Fn(&V) -> usize) -> usize {
+    fn insert(&mut self, key: K, value: V) {
+        self.entry(key).insert_entry(value);
+    }
+
+    /// Approximate heap bytes, `heap_of` giving what each entry holds beyond itself.
+    fn heap_bytes(&self, heap_of: impl Fn(&K, &V) -> usize) -> usize {
         self.shards
             .iter()
             .map(|shard| {
-                shard.capacity() * (std::mem::size_of::<(EventId, V)>() + 1)
-                    + shard.values().map(&value_heap).sum::<usize>()
+                shard.capacity() * (std::mem::size_of::<(K, V)>() + 1)
+                    + shard
+                        .iter()
+                        .map(|(key, value)| heap_of(key, value))
+                        .sum::<usize>()
             })
             .sum()
     }
@@ -214,7 +259,7 @@ impl<V> IdMap<V> {
 
 impl Ids {
     fn insert_recent(&mut self, id: EventId, position: u64) {
-        self.recent.entry(id).insert_entry(position);
+        self.recent.insert(id, position);
     }
 
     fn sort(&mut self) {
@@ -249,7 +294,7 @@ impl Ids {
 
     fn heap_bytes(&self) -> usize {
         self.loaded.capacity() * std::mem::size_of::<(EventId, u64)>()
-            + self.recent.heap_bytes(|_| 0)
+            + self.recent.heap_bytes(|_, _| 0)
     }
 }
 
@@ -264,7 +309,7 @@ pub(crate) struct Index {
     /// Entity names (the `entity` of events, in every scope).
     entity_symbols: Symbols,
     /// Scope and entity name symbols to entity indexes.
-    entity_keys: HashMap<(u32, u32), u32>,
+    entity_keys: Sharded<(u32, u32), u32>,
     entities: Vec<EntityState>,
     /// Entity names to entity indexes, for prefix queries.
     entity_names: BTreeMap<String, Vec<u32>>,
@@ -272,10 +317,10 @@ pub(crate) struct Index {
     by_type: Postings,
     by_tag: Postings,
     /// Causation parent id to the positions of its children.
-    children: IdMap<Vec<u64>>,
+    children: Sharded<EventId, Vec<u64>>,
     /// Correlation id to the positions of the events that carry it, except the event whose own
     /// id it is (most events start their own correlation; indexing those would double memory).
-    correlated: IdMap<Vec<u64>>,
+    correlated: Sharded<EventId, Vec<u64>>,
     digest: Hash,
     /// The last position of the append being inserted: the first event of every append carries
     /// the append's event count in its trailer, and events are inserted in position order.
@@ -732,14 +777,14 @@ impl Index {
             + self.by_type.heap_bytes()
             + self.by_tag.heap_bytes()
             + self.entity_symbols.heap_bytes()
-            + self.entity_keys.capacity() * (std::mem::size_of::<((u32, u32), u32)>() + 1)
+            + self.entity_keys.heap_bytes(|_, _| 0)
             + entities
             + self
                 .children
-                .heap_bytes(|positions| positions.capacity() * 8)
+                .heap_bytes(|_, positions| positions.capacity() * 8)
             + self
                 .correlated
-                .heap_bytes(|positions| positions.capacity() * 8)
+                .heap_bytes(|_, positions| positions.capacity() * 8)
             + self
                 .entity_names
                 .keys()
