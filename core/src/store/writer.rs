@@ -211,6 +211,7 @@ impl Writer {
             });
             return Err(self.refuse(&command, refused, err, dry_run, wrote));
         }
+        // An event without a correlation id takes its first parent's, read from its frame.
         let reads_parents = command
             .append
             .events
@@ -223,13 +224,14 @@ impl Writer {
         let passes = if command.system {
             Vec::new()
         } else {
-            if !self
+            // Any gate may read events through its view (`View::last_event`).
+            let has_gates = !self
                 .shared
                 .gates
                 .read()
                 .expect("gate set lock poisoned")
-                .is_empty()
-            {
+                .is_empty();
+            if has_gates {
                 self.make_readable()?;
             }
             match self.run_gates(&command, &events, &view) {
