@@ -761,6 +761,9 @@ fn receipts_verify_on_the_server_and_offline_and_tampering_is_caught() {
         "{}",
         server_forged.stdout
     );
+    // Nobody reading the verdict does not make it a pass.
+    let (unread, _) = run_with_closed_stdout(&server, &["verify", &forged_arg]);
+    assert!(!unread.success(), "an unread invalid verdict: {unread}");
 }
 
 #[test]
@@ -855,23 +858,7 @@ fn a_closed_stdout_ends_the_cli_quietly() {
         );
     }
     for command in [&["read", "log"][..], &["tail", "--from", "1"], &["head"]] {
-        let mut child = server.spawn(command);
-        // Closed before the CLI has even connected to the server, so its first write fails.
-        drop(child.0.stdout.take());
-        let stderr = read_all(child.0.stderr.take().expect("stderr is piped"));
-        let started = Instant::now();
-        let status = loop {
-            if let Some(status) = child.0.try_wait().expect("poll the CLI") {
-                break status;
-            }
-            assert!(
-                started.elapsed() < DEADLINE,
-                "`causeway {}` kept running after its stdout closed",
-                command.join(" ")
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        let stderr = stderr.join().expect("stderr reader");
+        let (status, stderr) = run_with_closed_stdout(&server, command);
         assert!(
             status.success(),
             "`causeway {}`: {status}, stderr: {stderr}",
@@ -879,6 +866,28 @@ fn a_closed_stdout_ends_the_cli_quietly() {
         );
         assert_eq!(stderr, "", "`causeway {}`", command.join(" "));
     }
+}
+
+/// Runs `causeway` against `server` with its stdout closed before it can write, as a reader
+/// that went away would leave it, and returns how it exited and what it printed on stderr.
+fn run_with_closed_stdout(server: &Server, args: &[&str]) -> (std::process::ExitStatus, String) {
+    let mut child = server.spawn(args);
+    // Closed before the CLI has even connected to the server, so its first write fails.
+    drop(child.0.stdout.take());
+    let stderr = read_all(child.0.stderr.take().expect("stderr is piped"));
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.0.try_wait().expect("poll the CLI") {
+            break status;
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "`causeway {}` kept running after its stdout closed",
+            args.join(" ")
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    (status, stderr.join().expect("stderr reader"))
 }
 
 /// A child process killed when dropped.

@@ -43,7 +43,7 @@ use crate::bench::load::{AppendGen, Bounds, Counters, Measured, Op, Shape};
 use crate::bench::progress::{Mode, Progress};
 use crate::bench::report::{HeadCheck, Report, thousands};
 use crate::bench::sample::ZIPF_ENTITIES_MAX;
-use crate::commands::emit;
+use crate::commands::emit_verdict;
 
 /// How long a run lasts when neither `--requests` nor `--duration` is given.
 pub const DURATION_DEFAULT: Duration = Duration::from_secs(10);
@@ -315,13 +315,11 @@ pub async fn run(server: &str, args: BenchArgs, output: Output) -> Result<ExitCo
     let report = receiver
         .await
         .context("the bench thread ended without a report")??;
-    match output {
-        Output::Table => emit(&report.table())?,
-        Output::Json => emit(&format!(
-            "{}\n",
-            serde_json::to_string_pretty(&report.json())?
-        ))?,
-    }
+    let text = match output {
+        Output::Table => report.table(),
+        Output::Json => format!("{}\n", serde_json::to_string_pretty(&report.json())?),
+    };
+    emit_verdict(&text)?;
     let failures = report.failures();
     if !failures.is_empty() {
         bail!("{}", failures.join("; "));
