@@ -257,16 +257,18 @@ impl<K: std::hash::Hash + Eq + ShardKey, V> Sharded<K, V> {
 
     /// Approximate heap bytes, `heap_of` giving what each entry holds beyond itself.
     fn heap_bytes(&self, heap_of: impl Fn(&K, &V) -> usize) -> usize {
-        self.shards
-            .iter()
-            .map(|shard| {
-                shard.capacity() * (std::mem::size_of::<(K, V)>() + 1)
-                    + shard
-                        .iter()
-                        .map(|(key, value)| heap_of(key, value))
-                        .sum::<usize>()
-            })
-            .sum()
+        self.shards.capacity() * std::mem::size_of::<HashMap<K, V>>()
+            + self
+                .shards
+                .iter()
+                .map(|shard| {
+                    shard.capacity() * (std::mem::size_of::<(K, V)>() + 1)
+                        + shard
+                            .iter()
+                            .map(|(key, value)| heap_of(key, value))
+                            .sum::<usize>()
+                })
+                .sum::<usize>()
     }
 }
 
