@@ -11,8 +11,10 @@
 //! hand-offs (async worker to writer and back) instead of four. Admission is a semaphore of
 //! `pool_threads + pool_queue` permits, the same bound appends had on the pool: each permit
 //! is held until the writer answers, even if the client goes away, and a full semaphore is
-//! RESOURCE_EXHAUSTED at once. Responses that carry events are cut at `READ_BATCH_BYTES_MAX` with a
-//! continuation, so a read of large events never outgrows the message limit.
+//! RESOURCE_EXHAUSTED at once.
+//!
+//! Responses that carry events are cut at `READ_BATCH_BYTES_MAX` with a continuation, so a
+//! read of large events never outgrows the message limit.
 
 use std::sync::Arc;
 

@@ -140,15 +140,15 @@ impl IdxBuffer {
     /// Writes the sidecar index of a sealed segment: to a temporary file, fsync'd, renamed into
     /// place, and the directory fsync'd, so a crash leaves either no `.idx` or a whole one.
     pub(super) fn write(&self, dir: &Path) -> Result<()> {
-        let mut out = Vec::with_capacity(32 + self.bytes.len());
-        out.extend_from_slice(&IDX_MAGIC);
-        out.extend_from_slice(&IDX_FORMAT_VERSION.to_le_bytes());
-        out.extend_from_slice(&[0u8; 6]);
-        out.extend_from_slice(&self.first.to_le_bytes());
-        out.extend_from_slice(&self.n_entries.to_le_bytes());
-        out.extend_from_slice(&self.bytes);
-        let crc = crc32fast::hash(&out);
-        out.extend_from_slice(&crc.to_le_bytes());
+        let mut head = Vec::with_capacity(32);
+        head.extend_from_slice(&IDX_MAGIC);
+        head.extend_from_slice(&IDX_FORMAT_VERSION.to_le_bytes());
+        head.extend_from_slice(&[0u8; 6]);
+        head.extend_from_slice(&self.first.to_le_bytes());
+        head.extend_from_slice(&self.n_entries.to_le_bytes());
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&head);
+        crc.update(&self.bytes);
         let path = idx_path(dir, self.first);
         let tmp = path.with_extension("idx.tmp");
         // In pieces, each synced before the next is written. Tens of megabytes written at once
@@ -157,10 +157,12 @@ impl IdxBuffer {
         // to 20 ms. A piece at a time, an append waits for at most one piece.
         File::create(&tmp)
             .and_then(|mut file| {
-                for piece in out.chunks(IDX_WRITE_PIECE_BYTES) {
+                file.write_all(&head)?;
+                for piece in self.bytes.chunks(IDX_WRITE_PIECE_BYTES) {
                     file.write_all(piece)?;
                     file.sync_data()?;
                 }
+                file.write_all(&crc.finalize().to_le_bytes())?;
                 file.sync_all()
             })
             .map_err(|err| Error::io(&tmp, err))?;

@@ -160,16 +160,14 @@ impl Writer {
             let _ = self.make_readable();
         }
         let written = wrote && self.shared.poisoned().is_none();
-        let index = self.shared.index.read().expect("index lock poisoned");
         Pending {
             sync: (written && durable).then(|| self.log.sync_handle()),
-            committed: written.then(|| (index.last(), index.digest())),
+            committed: written.then(|| {
+                let index = self.shared.index.read().expect("index lock poisoned");
+                (index.last(), index.digest())
+            }),
             answers,
         }
-    }
-
-    fn poison(&mut self, err: &Error) {
-        self.shared.poison(err);
     }
 
     /// Writes the frames buffered so far to the segment file. The writer indexes each append
@@ -179,7 +177,7 @@ impl Writer {
     fn make_readable(&mut self) -> Result<()> {
         let flushed = self.log.flush(false);
         if let Err(err) = &flushed {
-            self.poison(err);
+            self.shared.poison(err);
         }
         flushed
     }
@@ -556,7 +554,7 @@ impl Writer {
         let appended = match self.log.append(&records) {
             Ok(appended) => appended,
             Err(err) => {
-                self.poison(&err);
+                self.shared.poison(&err);
                 return Err(err);
             }
         };

@@ -43,7 +43,7 @@ use crate::bench::load::{AppendGen, Bounds, Counters, Measured, Op, Shape};
 use crate::bench::progress::{Mode, Progress};
 use crate::bench::report::{HeadCheck, Report, thousands};
 use crate::bench::sample::ZIPF_ENTITIES_MAX;
-use crate::commands::emit_verdict;
+use crate::commands::{emit_verdict, pretty_json};
 
 /// How long a run lasts when neither `--requests` nor `--duration` is given.
 pub const DURATION_DEFAULT: Duration = Duration::from_secs(10);
@@ -317,7 +317,7 @@ pub async fn run(server: &str, args: BenchArgs, output: Output) -> Result<ExitCo
         .context("the bench thread ended without a report")??;
     let text = match output {
         Output::Table => report.table(),
-        Output::Json => format!("{}\n", serde_json::to_string_pretty(&report.json())?),
+        Output::Json => pretty_json(&report.json())?,
     };
     emit_verdict(&text)?;
     let failures = report.failures();

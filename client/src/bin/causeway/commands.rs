@@ -388,15 +388,12 @@ fn print_verdict(
             "valid (events match; the signature was not checked: no --public-key)\n".to_string()
         }
         Output::Table => format!("invalid: {reason}\n"),
-        Output::Json => format!(
-            "{}\n",
-            serde_json::to_string_pretty(&json!({
-                "valid": valid,
-                "reason": reason,
-                "mode": mode,
-                "signature_checked": signature_checked,
-            }))?
-        ),
+        Output::Json => pretty_json(&json!({
+            "valid": valid,
+            "reason": reason,
+            "mode": mode,
+            "signature_checked": signature_checked,
+        }))?,
     };
     emit_verdict(&text)?;
     Ok(if valid {
@@ -415,7 +412,12 @@ fn print_receipt(receipt: &pb::Receipt, output: Output) -> Result<()> {
 }
 
 fn print_json(value: &Value) -> Result<()> {
-    emit(&format!("{}\n", serde_json::to_string_pretty(value)?))
+    emit(&pretty_json(value)?)
+}
+
+/// A JSON document as the CLI prints it: indented, one trailing newline.
+pub fn pretty_json(value: &Value) -> Result<String> {
+    Ok(format!("{}\n", serde_json::to_string_pretty(value)?))
 }
 
 /// Writes `text` to stdout. Unlike `print!`, which panics, a closed pipe (`causeway read log |
