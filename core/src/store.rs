@@ -398,6 +398,7 @@ impl Store {
                     keys,
                     signer: config.signer,
                     record_denials: config.record_denials,
+                    written: Vec::new(),
                 }
                 .run(receiver)
             })
