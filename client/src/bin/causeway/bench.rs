@@ -19,6 +19,9 @@
 //!   phantom writes.
 //! - The bench runs on its own runtime thread (`--threads` workers), so the client's share of
 //!   the CPU is a setting, not an accident of the CLI's single-threaded runtime.
+//! - Appends go out as bytes the bench encodes itself and come back decoded down to positions
+//!   and versions (`wire.rs`): the server sees ordinary `AppendRequest`s, and the client leaves
+//!   more of a shared machine to the server it measures.
 
 mod fsync;
 mod load;
@@ -26,6 +29,7 @@ mod progress;
 mod report;
 mod sample;
 mod subscribe;
+mod wire;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,6 +47,7 @@ use crate::bench::load::{AppendGen, Bounds, Counters, Measured, Op, Shape};
 use crate::bench::progress::{Mode, Progress};
 use crate::bench::report::{HeadCheck, Report, thousands};
 use crate::bench::sample::ZIPF_ENTITIES_MAX;
+use crate::bench::wire::Appender;
 use crate::commands::{emit_verdict, pretty_json};
 
 /// How long a run lasts when neither `--requests` nor `--duration` is given.
@@ -393,6 +398,8 @@ async fn measure(
     let n_workers = args.in_flight as usize;
     let stub =
         |worker_idx: usize| load::stub(&channels[worker_idx % channels.len()], args.compression);
+    let appender =
+        |worker_idx: usize| Appender::new(&channels[worker_idx % channels.len()], args.compression);
     let ceiling = match args.ceiling {
         Some(duration) => {
             let ops = (0..n_workers)
@@ -444,7 +451,7 @@ async fn measure(
                 .into_iter()
                 .enumerate()
                 .map(|(worker_idx, generator)| Op::Append {
-                    stub: stub(worker_idx),
+                    appender: appender(worker_idx),
                     generator: Box::new(generator),
                 })
                 .collect();
@@ -456,10 +463,16 @@ async fn measure(
                 .pop()
                 .expect("one generator was asked for");
             let stubs: Vec<_> = (0..channels.len()).map(stub).collect();
+            let appenders: Vec<_> = (0..channels.len()).map(appender).collect();
             let counters = Arc::new(Counters::default());
             let progress =
                 Progress::start(mode, "subscribe", args.requests, duration, counters.clone());
-            let measured = subscribe::run(&stubs, args, scope, generator, bounds, counters).await;
+            let connections = subscribe::Connections {
+                stubs: &stubs,
+                appenders: &appenders,
+            };
+            let measured =
+                subscribe::run(connections, args, scope, generator, bounds, counters).await;
             progress.finish().await;
             let (main, deliveries) = measured?;
             (main, Some(deliveries))
@@ -509,18 +522,14 @@ async fn fill(channel: &Channel, args: &BenchArgs, scope: &str, mode: Mode) -> R
     let mut generator = AppendGen::for_workers(args, &shape, 1)
         .pop()
         .expect("one generator was asked for");
+    let mut appender = Appender::new(channel, args.compression);
     while head < args.fill {
-        let (mut request, _) = generator.next();
-        request
-            .events
-            .truncate((args.fill - head).min(FILL_EVENTS_PER_REQUEST) as usize);
-        let receipt = stub
+        let n_events = (args.fill - head).min(FILL_EVENTS_PER_REQUEST) as u32;
+        let (request, _) = generator.next_of(n_events);
+        let receipt = appender
             .append(request)
             .await
-            .context("cannot fill the log")?
-            .into_inner()
-            .receipt
-            .context("the append response has no receipt")?;
+            .context("cannot fill the log")?;
         head = receipt.events.last().map_or(head, |event| event.position);
     }
     Ok(())

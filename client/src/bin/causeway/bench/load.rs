@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result, bail};
+use bytes::{BufMut, Bytes, BytesMut};
 use causeway_client::client::{CONNECT_TIMEOUT, REQUEST_BYTES_MAX, RESPONSE_BYTES_MAX};
 use causeway_client::error::{VERSION_CONFLICT_REASON, code_name};
 use causeway_client::pb::event_store_service_client::EventStoreServiceClient;
@@ -27,6 +28,7 @@ use tonic::Status;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::bench::sample::{Picker, Rng};
+use crate::bench::wire::{self, Appender, ReceiptAck, RequestBuilder};
 use crate::bench::{BenchArgs, Compression, Expect};
 
 /// The gRPC stub the workers call: one per worker, sharing its connection's channel.
@@ -172,14 +174,45 @@ impl AppendGen {
             .collect()
     }
 
-    /// The next request, and the index of the entity it appends to.
-    pub fn next(&mut self) -> (pb::AppendRequest, u64) {
+    /// The next request of `events_per_request` events, encoded, and the index of the entity
+    /// it appends to.
+    pub fn next(&mut self) -> (Bytes, u64) {
+        self.next_of(self.shape.events_per_request)
+    }
+
+    /// The next request of `n_events` events, encoded (see `wire.rs`), and the index of the
+    /// entity it appends to. All its events are on that entity; each has its own amount.
+    pub fn next_of(&mut self, n_events: u32) -> (Bytes, u64) {
         let rank = self.picker.pick(&mut self.rng);
         let entity_idx = self.first + self.stride * rank;
         let entity = format!("e-{entity_idx}");
-        let events = (0..self.shape.events_per_request)
-            .map(|_| self.event(&entity, entity_idx))
-            .collect();
+        let shared = pb::NewEvent {
+            scope: self.shape.scope.clone(),
+            entity: entity.clone(),
+            r#type: EVENT_TYPE.to_string(),
+            content_type: "application/json".to_string(),
+            tags: vec![format!("customer:{}", entity_idx % 1000)],
+            metadata: wire::bench_metadata(),
+            ..pb::NewEvent::default()
+        };
+        let pad = self.shape.pad.as_bytes();
+        let payload_len = PAYLOAD_OVERHEAD_BYTES + pad.len();
+        let mut request = RequestBuilder::new(&shared, n_events as usize, payload_len);
+        for _ in 0..n_events {
+            let amount = 100_000 + self.rng.below(900_000);
+            let sent = self.shape.stamp_sent.then(|| unix_ns().to_string());
+            request.event(
+                payload_len,
+                |buf| {
+                    buf.put_slice(br#"{"amount":"#);
+                    put_six_digits(buf, amount);
+                    buf.put_slice(br#","pad":""#);
+                    buf.put_slice(pad);
+                    buf.put_slice(br#""}"#);
+                },
+                sent.as_deref().map(|sent| (SENT_METADATA_KEY, sent)),
+            );
+        }
         let version = self.versions.get(&entity_idx).copied().unwrap_or(0);
         let expected = match self.shape.expect {
             Expect::None => Vec::new(),
@@ -189,37 +222,17 @@ impl AppendGen {
                 vec![Expected::Exact(version + 1).to_pb(&self.shape.scope, &entity)]
             }
         };
-        let request = pb::AppendRequest {
-            events,
+        let rest = pb::AppendRequest {
             expected,
             ..pb::AppendRequest::default()
         };
-        (request, entity_idx)
-    }
-
-    fn event(&mut self, entity: &str, entity_idx: u64) -> pb::NewEvent {
-        let amount = 100_000 + self.rng.below(900_000);
-        let payload = format!(r#"{{"amount":{amount},"pad":"{}"}}"#, self.shape.pad);
-        let mut metadata = HashMap::from([("channel".to_string(), "web".to_string())]);
-        if self.shape.stamp_sent {
-            metadata.insert(SENT_METADATA_KEY.to_string(), unix_ns().to_string());
-        }
-        pb::NewEvent {
-            scope: self.shape.scope.clone(),
-            entity: entity.to_string(),
-            r#type: EVENT_TYPE.to_string(),
-            payload: payload.into_bytes(),
-            content_type: "application/json".to_string(),
-            tags: vec![format!("customer:{}", entity_idx % 1000)],
-            metadata,
-            ..pb::NewEvent::default()
-        }
+        (request.finish(&rest), entity_idx)
     }
 
     /// Learns the entity's version from an answer: the receipt's last version, or the actual
     /// version a conflict reports (so a run in a scope that already has events recovers after
     /// one conflict per entity).
-    pub fn settle(&mut self, entity_idx: u64, answer: Result<&pb::Receipt, &Status>) {
+    pub fn settle(&mut self, entity_idx: u64, answer: Result<&ReceiptAck, &Status>) {
         if self.shape.expect == Expect::None {
             return;
         }
@@ -236,13 +249,25 @@ impl AppendGen {
     }
 }
 
+/// Writes `value` (100,000 to 999,999) as its six decimal digits.
+fn put_six_digits(buf: &mut BytesMut, value: u64) {
+    debug_assert!((100_000..1_000_000).contains(&value));
+    let mut digits = [0u8; 6];
+    let mut rest = value;
+    for digit in digits.iter_mut().rev() {
+        *digit = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    buf.put_slice(&digits);
+}
+
 /// One worker's requests.
 #[derive(Debug)]
 pub enum Op {
     /// Appends from a generator.
     Append {
-        /// The worker's stub.
-        stub: Stub,
+        /// The worker's connection, for encoded appends.
+        appender: Appender,
         /// The worker's requests.
         generator: Box<AppendGen>,
     },
@@ -275,14 +300,12 @@ impl Op {
     /// Sends one request and waits for its answer.
     pub async fn once(&mut self) -> Result<Done, Status> {
         match self {
-            Op::Append { stub, generator } => {
+            Op::Append {
+                appender,
+                generator,
+            } => {
                 let (request, entity_idx) = generator.next();
-                let answer = stub.append(request).await.and_then(|response| {
-                    response
-                        .into_inner()
-                        .receipt
-                        .ok_or_else(|| Status::internal("the append response has no receipt"))
-                });
+                let answer = appender.append(request).await;
                 generator.settle(entity_idx, answer.as_ref());
                 let n_events = answer?.events.len() as u64;
                 Ok(Done {
@@ -576,6 +599,7 @@ async fn worker(mut op: Op, bounds: Bounds, counters: Arc<Counters>) -> Measured
 mod tests {
     use std::collections::HashMap;
 
+    use prost::Message as _;
     use tonic::Code;
     use tonic_types::{ErrorDetails, StatusExt as _};
 
@@ -590,6 +614,95 @@ mod tests {
         ]);
         let details = ErrorDetails::with_error_info(VERSION_CONFLICT_REASON, "causeway", metadata);
         Status::with_error_details(Code::FailedPrecondition, "s/e-1 is at 2", details)
+    }
+
+    fn bench_args(flags: &[&str]) -> BenchArgs {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: BenchArgs,
+        }
+        let argv = ["bench", "append"].iter().chain(flags);
+        <Cli as clap::Parser>::try_parse_from(argv)
+            .expect("valid flags")
+            .args
+    }
+
+    #[test]
+    fn generated_requests_are_the_events_the_flags_ask_for() {
+        let args = bench_args(&[
+            "--events-per-request",
+            "3",
+            "--payload-bytes",
+            "64",
+            "--expect",
+            "version",
+            "--entities",
+            "2",
+        ]);
+        let shape = Arc::new(Shape::new(&args, "bench-x", true));
+        let mut generators = AppendGen::for_workers(&args, &shape, 2);
+        let (bytes, entity_idx) = generators[1].next();
+        let request = pb::AppendRequest::decode(bytes).expect("valid protobuf");
+
+        // With two entities and two workers, worker 1 owns entity 1 alone.
+        assert_eq!(
+            entity_idx, 1,
+            "a conditional worker keeps to its own entities"
+        );
+        let entity = format!("e-{entity_idx}");
+        assert_eq!(request.events.len(), 3);
+        let mut amounts = Vec::new();
+        for event in &request.events {
+            assert_eq!(
+                (
+                    event.scope.as_str(),
+                    event.entity.as_str(),
+                    event.r#type.as_str()
+                ),
+                ("bench-x", entity.as_str(), EVENT_TYPE)
+            );
+            assert_eq!(event.content_type, "application/json");
+            assert_eq!(event.tags, vec![format!("customer:{entity_idx}")]);
+            assert_eq!(
+                event.payload.len(),
+                64,
+                "the payload is --payload-bytes long"
+            );
+            let payload: serde_json::Value =
+                serde_json::from_slice(&event.payload).expect("JSON payload");
+            let amount = payload["amount"].as_u64().expect("an amount");
+            assert!((100_000..1_000_000).contains(&amount), "{amount}");
+            amounts.push(amount);
+            assert_eq!(event.metadata["channel"], "web");
+            let sent: u64 = event.metadata[SENT_METADATA_KEY]
+                .parse()
+                .expect("a send time in nanoseconds");
+            assert!(sent > 0 && sent <= unix_ns());
+        }
+        assert_ne!(amounts[0], amounts[1], "each event has its own amount");
+        assert_eq!(
+            request.expected,
+            vec![Expected::Exact(0).to_pb("bench-x", &entity)]
+        );
+
+        // A fill request is shorter, and the next request expects what the server answered.
+        generators[1].settle(
+            entity_idx,
+            Ok(&ReceiptAck {
+                events: vec![wire::CommittedAck {
+                    position: 9,
+                    version: 4,
+                }],
+            }),
+        );
+        let (bytes, _) = generators[1].next_of(1);
+        let request = pb::AppendRequest::decode(bytes).expect("valid protobuf");
+        assert_eq!(request.events.len(), 1);
+        assert_eq!(
+            request.expected,
+            vec![Expected::Exact(4).to_pb("bench-x", &entity)]
+        );
     }
 
     #[test]

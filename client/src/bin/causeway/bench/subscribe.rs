@@ -28,6 +28,7 @@ use crate::bench::load::{
     AppendGen, Bounds, Counters, Done, Measured, SENT_METADATA_KEY, Stub, new_histogram, record_ns,
     unix_ns,
 };
+use crate::bench::wire::Appender;
 
 /// How long subscribers may take, after the writer's last answer, to deliver every event.
 pub const DRAIN_WAIT: Duration = Duration::from_secs(10);
@@ -58,10 +59,20 @@ impl Deliveries {
     }
 }
 
-/// Runs the workload: subscribes `--subscribers` times to `scope` over `stubs`, then appends
-/// from `generator` at `--rate` per second within `bounds`, at most `--in-flight` outstanding.
+/// The connections of a subscribe run, each as a stub and as an appender.
+#[derive(Clone, Copy, Debug)]
+pub struct Connections<'a> {
+    /// For the subscriptions.
+    pub stubs: &'a [Stub],
+    /// For the appends.
+    pub appenders: &'a [Appender],
+}
+
+/// Runs the workload: subscribes `--subscribers` times to `scope` over the connections, then
+/// appends from `generator` at `--rate` per second within `bounds`, at most `--in-flight`
+/// outstanding.
 pub async fn run(
-    stubs: &[Stub],
+    connections: Connections<'_>,
     args: &BenchArgs,
     scope: &str,
     mut generator: AppendGen,
@@ -72,7 +83,7 @@ pub async fn run(
     let (stop, stopped) = watch::channel(false);
     let mut followers = Vec::new();
     for subscriber_idx in 0..subscribers as usize {
-        let stub = stubs[subscriber_idx % stubs.len()].clone();
+        let stub = connections.stubs[subscriber_idx % connections.stubs.len()].clone();
         let stream = open(stub, scope).await?;
         let received = Arc::new(AtomicU64::new(0));
         let task = tokio::spawn(follow(
@@ -98,21 +109,19 @@ pub async fn run(
             .acquire_owned()
             .await
             .expect("the semaphore is never closed");
-        let mut stub = stubs[append_idx as usize % stubs.len()].clone();
+        let appenders = connections.appenders;
+        let mut appender = appenders[append_idx as usize % appenders.len()].clone();
         let (request, _) = generator.next();
         let answers = answers.clone();
         let counters = counters.clone();
         tokio::spawn(async move {
             let sent_at = Instant::now();
-            let answer = stub.append(request).await.and_then(|response| {
-                let receipt = response.into_inner().receipt;
-                let receipt = receipt
-                    .ok_or_else(|| Status::internal("the append response has no receipt"))?;
+            let answer = appender.append(request).await.map(|receipt| {
                 let n_events = receipt.events.len() as u64;
-                Ok(Done {
+                Done {
                     events: n_events,
                     appended: n_events,
-                })
+                }
             });
             let done_at = Instant::now();
             if answer.is_err() {
