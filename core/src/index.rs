@@ -155,6 +155,8 @@ struct Ids {
     sorted: bool,
     /// Ids of the events indexed since the store opened.
     recent: Sharded<EventId, u64>,
+    /// The greatest id in `loaded` or `recent` (as the u128 of its bytes).
+    newest: u128,
 }
 
 /// A hash map split into [`SHARDS`] maps by a cheap function of the key ([`ShardKey`]).
@@ -281,6 +283,7 @@ impl<K: std::hash::Hash + Eq + ShardKey, V> Sharded<K, V> {
 impl Ids {
     fn insert_recent(&mut self, id: EventId, position: u64) {
         self.recent.insert(id, position);
+        self.newest = self.newest.max(id.0.as_u128());
     }
 
     fn sort(&mut self) {
@@ -291,6 +294,13 @@ impl Ids {
     }
 
     fn get(&self, id: &EventId) -> Option<u64> {
+        // The ids the store assigns are UUIDv7 from one counter, so they ascend: a new one is
+        // past every indexed id, and checking that it is unused, which the writer does for
+        // every event, costs one compare and no lookup.
+        let key = id.0.as_u128();
+        if key > self.newest {
+            return None;
+        }
         if let Some(&position) = self.recent.get(id) {
             return Some(position);
         }
@@ -298,14 +308,6 @@ impl Ids {
             self.sorted || self.loaded.is_empty(),
             "ids are looked up only after the store opened"
         );
-        // The ids the store assigns are UUIDv7, ordered by time, so a new one is past every id
-        // loaded at open: checking that a new id is unused, which the writer does for every
-        // event, costs one compare and no search.
-        let key = id.0.as_u128();
-        let (last, _) = self.loaded.last()?;
-        if key > last.0.as_u128() {
-            return None;
-        }
         let loaded_idx = self
             .loaded
             .binary_search_by_key(&key, |(loaded, _)| loaded.0.as_u128())
@@ -443,6 +445,7 @@ impl Index {
             header.trailer.as_ref().map(|trailer| trailer.n_events),
         )?;
         self.ids.loaded.push((header.id, header.position.0));
+        self.ids.newest = self.ids.newest.max(header.id.0.as_u128());
         self.ids.sorted = false;
         Ok(())
     }

@@ -289,6 +289,8 @@ struct Shared {
     gates: RwLock<BTreeMap<String, Installed>>,
     /// Why the store refuses writes, once a write or sync has failed.
     poisoned: Mutex<Option<String>>,
+    /// The counter of the ids this store assigns, so that they ascend (see `Ids::get`).
+    ids: Mutex<uuid::ContextV7>,
 }
 
 impl Shared {
@@ -382,6 +384,7 @@ impl Store {
             events_dir,
             gates: RwLock::new(BTreeMap::new()),
             poisoned: Mutex::new(None),
+            ids: Mutex::new(uuid::ContextV7::new()),
         });
         load_gates(&shared, &config.gates)?;
         let sidecars = recovery::SidecarWriter::start(&shared.events_dir)?;
@@ -577,9 +580,14 @@ impl Store {
         };
         let timestamp = self.shared.hlc.now()?;
         let mut append = append;
-        for event in &mut append.events {
-            if event.id.is_none() {
-                event.id = Some(self.new_id()?);
+        if append.events.iter().any(|event| event.id.is_none()) {
+            // One clock reading for the whole append: the counter orders ids within it.
+            let wall_ns = self.shared.clock.now_wall_ns()?;
+            let (seconds, nanos) = (wall_ns / 1_000_000_000, (wall_ns % 1_000_000_000) as u32);
+            let context = self.shared.ids.lock().expect("id counter lock poisoned");
+            for event in append.events.iter_mut().filter(|event| event.id.is_none()) {
+                let ts = uuid::Timestamp::from_unix(&*context, seconds, nanos);
+                event.id = Some(EventId(uuid::Uuid::new_v7(ts)));
             }
         }
         Ok(Command {
@@ -981,16 +989,6 @@ impl Store {
 
     fn committed(&self) -> (u64, Hash) {
         *self.shared.committed.lock().expect("commit lock poisoned")
-    }
-
-    fn new_id(&self) -> Result<EventId> {
-        let wall_ns = self.shared.clock.now_wall_ns()?;
-        let ts = uuid::Timestamp::from_unix(
-            uuid::NoContext,
-            wall_ns / 1_000_000_000,
-            (wall_ns % 1_000_000_000) as u32,
-        );
-        Ok(EventId(uuid::Uuid::new_v7(ts)))
     }
 
     fn read_event(&self, position: u64, loc: FrameLoc) -> Result<Event> {

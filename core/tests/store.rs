@@ -244,6 +244,51 @@ fn a_duplicate_id_refuses_the_whole_batch() {
 }
 
 #[test]
+fn assigned_ids_ascend_and_a_reused_id_is_refused_however_it_is_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let reused_err = |store: &Store, id: EventId| {
+        let reused = NewEvent {
+            id: Some(id),
+            ..event("s", "e", "T", "again")
+        };
+        store.append(one(reused)).unwrap_err()
+    };
+    let refused =
+        |err: Error| matches!(err, Error::InvalidInput(ref msg) if msg.contains("already exists"));
+    // Past every id the store could assign, so later assigned ids are below the newest.
+    let highest = EventId(uuid::Uuid::from_u128(u128::MAX));
+    let assigned = {
+        let store = open(dir.path());
+        let mut assigned = Vec::new();
+        for batch in [3, 1, 2] {
+            let events = (0..batch).map(|_| event("s", "e", "T", "x")).collect();
+            let receipt = store.append(Append::new(events)).unwrap();
+            assigned.extend(receipt.events.iter().map(|event| event.id));
+        }
+        assert!(
+            assigned.windows(2).all(|pair| pair[0].0 < pair[1].0),
+            "ids ascend in the order they were assigned: {assigned:?}"
+        );
+        let chosen = NewEvent {
+            id: Some(highest),
+            ..event("s", "e", "T", "chosen")
+        };
+        store.append(one(chosen)).unwrap();
+        // Now assigned ids are below the newest: looked up, not ruled out by the compare.
+        store.append(one(event("s", "e", "T", "after"))).unwrap();
+        assert!(refused(reused_err(&store, assigned[1])));
+        assert!(refused(reused_err(&store, highest)));
+        assigned
+    };
+    // After a reopen the ids come from the loaded list.
+    let store = open(dir.path());
+    assert!(refused(reused_err(&store, assigned[4])));
+    assert!(refused(reused_err(&store, highest)));
+    assert_eq!(store.head(), Position(8));
+    store.append(one(event("s", "e", "T", "new"))).unwrap();
+}
+
+#[test]
 fn filtered_log_reads_use_scopes_types_tags_prefix_and_time() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
