@@ -69,21 +69,38 @@ pub(crate) struct EntityState {
 struct Symbols {
     by_name: Sharded<String, u32>,
     names: Vec<String>,
+    /// The symbol found or made last by [`Symbols::find`] or [`Symbols::intern`]. The events of
+    /// an append usually share their names, and comparing with the last name costs less than a
+    /// lookup (two hashes and a probe).
+    last: Option<u32>,
 }
 
 impl Symbols {
     fn intern(&mut self, name: &str) -> u32 {
-        if let Some(sym) = self.get(name) {
+        if let Some(sym) = self.find(name) {
             return sym;
         }
         let sym = u32::try_from(self.names.len()).expect("fewer than 2^32 distinct names");
         self.names.push(name.to_string());
         self.by_name.insert(name.to_string(), sym);
+        self.last = Some(sym);
         sym
     }
 
     fn get(&self, name: &str) -> Option<u32> {
         self.by_name.get(name).copied()
+    }
+
+    /// [`Symbols::get`] for inserts, which remembers what it found.
+    fn find(&mut self, name: &str) -> Option<u32> {
+        if let Some(sym) = self.last
+            && self.names[sym as usize] == name
+        {
+            return Some(sym);
+        }
+        let sym = self.get(name)?;
+        self.last = Some(sym);
+        Some(sym)
     }
 
     fn name(&self, sym: u32) -> &str {
@@ -333,6 +350,8 @@ pub(crate) struct Index {
     entity_symbols: Symbols,
     /// Scope and entity name symbols to entity indexes.
     entity_keys: Sharded<(u32, u32), u32>,
+    /// The entity inserted last: its key in `entity_keys` and its index (see `Symbols::last`).
+    last_entity: Option<((u32, u32), u32)>,
     entities: Vec<EntityState>,
     /// Entity names to entity indexes, for prefix queries.
     entity_names: BTreeMap<String, Vec<u32>>,
@@ -471,10 +490,17 @@ impl Index {
         // One lookup of each name serves both the version check and the insert: name lookups (a
         // SipHash and a compare each) are a large part of opening a store, where nearly every
         // name is already known.
-        let scope = self.by_scope.symbols.get(entry.scope);
+        let scope = self.by_scope.symbols.find(entry.scope);
         let known_entity = scope
-            .zip(self.entity_symbols.get(entry.entity))
-            .and_then(|key| self.entity_keys.get(&key).copied());
+            .zip(self.entity_symbols.find(entry.entity))
+            .and_then(|key| match self.last_entity {
+                Some((last_key, entity_idx)) if last_key == key => Some(entity_idx),
+                _ => {
+                    let entity_idx = self.entity_keys.get(&key).copied()?;
+                    self.last_entity = Some((key, entity_idx));
+                    Some(entity_idx)
+                }
+            });
         let known_version = known_entity.map_or(0, |entity_idx| {
             self.entities[entity_idx as usize].positions.len() as u64
         });
@@ -539,6 +565,7 @@ impl Index {
             last_hash: [0; 32],
         });
         self.entity_keys.insert((scope, name), entity_idx);
+        self.last_entity = Some(((scope, name), entity_idx));
         self.entity_names
             .entry(entity.to_string())
             .or_default()
@@ -872,24 +899,31 @@ mod tests {
                     .entry((scope.to_string(), entity.clone()))
                     .or_default();
                 *version += 1;
-                Event {
-                    position: crate::event::Position(position),
-                    version: Version(*version),
-                    timestamp: Timestamp::new(1_000 + position, 0),
-                    id: id(position),
-                    scope: scope.to_string(),
-                    entity,
-                    event_type: format!("Type{}", position % 3),
-                    tags: vec![format!("tag:{}", position % 5)],
-                    content_type: String::new(),
-                    metadata: BTreeMap::new(),
-                    causation: vec![],
-                    correlation_id: id(position),
-                    hash: [position as u8; 32],
-                    payload: vec![],
-                }
+                let event_type = format!("Type{}", position % 3);
+                let tag = format!("tag:{}", position % 5);
+                event(position, *version, [scope, &entity, &event_type, &tag])
             })
             .collect()
+    }
+
+    /// The event at `position` and `version` with these scope, entity, type and tag.
+    fn event(position: u64, version: u64, [scope, entity, event_type, tag]: [&str; 4]) -> Event {
+        Event {
+            position: crate::event::Position(position),
+            version: Version(version),
+            timestamp: Timestamp::new(1_000 + position, 0),
+            id: id(position),
+            scope: scope.to_string(),
+            entity: entity.to_string(),
+            event_type: event_type.to_string(),
+            tags: vec![tag.to_string()],
+            content_type: String::new(),
+            metadata: BTreeMap::new(),
+            causation: vec![],
+            correlation_id: id(position),
+            hash: [position as u8; 32],
+            payload: vec![],
+        }
     }
 
     fn loc(position: u64) -> FrameLoc {
@@ -984,6 +1018,35 @@ mod tests {
             ..Filter::default()
         };
         assert!(index.resolve(&crossed).is_none());
+    }
+
+    #[test]
+    fn the_same_name_in_another_scope_or_kind_is_another_stream() {
+        // Consecutive events that share an entity name but not a scope, and a name used as a
+        // type and then as a tag: the index remembers the last name of each kind, and must
+        // not take one for the other.
+        let cases = [
+            ["acme", "x", "Placed", "x"],
+            ["globex", "x", "x", "Placed"],
+            ["acme", "x", "Placed", "x"],
+            ["acme", "y", "Placed", "x"],
+        ];
+        let mut versions: HashMap<(&str, &str), u64> = HashMap::new();
+        let mut index = Index::default();
+        index.add_segment(1);
+        for (position, names) in (1u64..).zip(cases) {
+            let version = versions.entry((names[0], names[1])).or_default();
+            *version += 1;
+            let event = event(position, *version, names);
+            index.insert(&event, loc(position), None).unwrap();
+        }
+        assert_eq!(index.entity("acme", "x").unwrap().positions, vec![1, 3]);
+        assert_eq!(index.entity("globex", "x").unwrap().positions, vec![2]);
+        assert_eq!(index.entity("acme", "y").unwrap().positions, vec![4]);
+        assert_eq!(index.by_type.list("Placed"), Some(&[1, 3, 4][..]));
+        assert_eq!(index.by_type.list("x"), Some(&[2][..]));
+        assert_eq!(index.by_tag.list("x"), Some(&[1, 3, 4][..]));
+        assert_eq!(index.by_tag.list("Placed"), Some(&[2][..]));
     }
 
     /// The append-end flag lives in padding: memory per event does not grow.
