@@ -160,19 +160,26 @@ impl Postings {
 /// Event ids to positions.
 ///
 /// Opening a store pushes the id of every event of the log onto `loaded` and sorts it once, in
-/// [`Index::finish_open`]; ids indexed after that go into `recent`. A push is a sequential
-/// write, where inserting into a hash map of a million ids costs two cache misses (it was the
-/// largest single cost of opening a store), and `loaded` holds 24 bytes per id against about 50
-/// in a hash map. The price is paid by lookups of ids loaded at open: a binary search, 20 steps
-/// at 1M events, instead of one probe. Ids newer than all of them are ruled out by one compare.
+/// [`Index::finish_open`]. A push is a sequential write, where inserting into a hash map of a
+/// million ids costs two cache misses (it was the largest single cost of opening a store), and
+/// `loaded` holds 24 bytes per id against about 50 in a hash map. The price is paid by lookups
+/// of those ids: a binary search, 20 steps at 1M events, instead of one probe. Ids newer than
+/// every indexed id are ruled out by one compare.
+///
+/// After open, the ids the store assigns come in ascending order (one UUIDv7 counter), so each
+/// is pushed onto `ascending` for the same reasons; the writer paid two cache misses per event
+/// to put them in a hash map. Only an id that is not past every indexed one (chosen by a
+/// client, or stamped by one thread and queued after a later one) goes into `other`.
 #[derive(Debug, Default)]
 struct Ids {
     /// Ids of the events loaded at open, sorted by id when `sorted` is true.
     loaded: Vec<(EventId, u64)>,
     sorted: bool,
-    /// Ids of the events indexed since the store opened.
-    recent: Sharded<EventId, u64>,
-    /// The greatest id in `loaded` or `recent` (as the u128 of its bytes).
+    /// Ids indexed since open that were past every indexed id when they came: ascending.
+    ascending: Vec<(EventId, u64)>,
+    /// The other ids indexed since open.
+    other: Sharded<EventId, u64>,
+    /// The greatest indexed id (as the u128 of its bytes).
     newest: u128,
 }
 
@@ -299,8 +306,13 @@ impl<K: std::hash::Hash + Eq + ShardKey, V> Sharded<K, V> {
 
 impl Ids {
     fn insert_recent(&mut self, id: EventId, position: u64) {
-        self.recent.insert(id, position);
-        self.newest = self.newest.max(id.0.as_u128());
+        let key = id.0.as_u128();
+        if key > self.newest {
+            self.ascending.push((id, position));
+            self.newest = key;
+        } else {
+            self.other.insert(id, position);
+        }
     }
 
     fn sort(&mut self) {
@@ -318,23 +330,22 @@ impl Ids {
         if key > self.newest {
             return None;
         }
-        if let Some(&position) = self.recent.get(id) {
+        if let Some(&position) = self.other.get(id) {
             return Some(position);
         }
         debug_assert!(
             self.sorted || self.loaded.is_empty(),
             "ids are looked up only after the store opened"
         );
-        let loaded_idx = self
-            .loaded
-            .binary_search_by_key(&key, |(loaded, _)| loaded.0.as_u128())
-            .ok()?;
-        Some(self.loaded[loaded_idx].1)
+        [&self.ascending, &self.loaded].into_iter().find_map(|ids| {
+            let found = ids.binary_search_by_key(&key, |(indexed, _)| indexed.0.as_u128());
+            found.ok().map(|idx| ids[idx].1)
+        })
     }
 
     fn heap_bytes(&self) -> usize {
-        self.loaded.capacity() * std::mem::size_of::<(EventId, u64)>()
-            + self.recent.heap_bytes(|_, _| 0)
+        (self.loaded.capacity() + self.ascending.capacity()) * std::mem::size_of::<(EventId, u64)>()
+            + self.other.heap_bytes(|_, _| 0)
     }
 }
 

@@ -275,9 +275,10 @@ fn assigned_ids_ascend_and_a_reused_id_is_refused_however_it_is_found() {
         };
         store.append(one(chosen)).unwrap();
         // Now assigned ids are below the newest: looked up, not ruled out by the compare.
-        store.append(one(event("s", "e", "T", "after"))).unwrap();
+        let after = store.append(one(event("s", "e", "T", "after"))).unwrap();
         assert!(refused(reused_err(&store, assigned[1])));
         assert!(refused(reused_err(&store, highest)));
+        assert!(refused(reused_err(&store, after.events[0].id)));
         assigned
     };
     // After a reopen the ids come from the loaded list.
