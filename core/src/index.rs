@@ -168,19 +168,29 @@ impl Postings {
 ///
 /// After open, the ids the store assigns come in ascending order (one UUIDv7 counter), so each
 /// is pushed onto `ascending` for the same reasons; the writer paid two cache misses per event
-/// to put them in a hash map. Only an id that is not past every indexed one (chosen by a
-/// client, or stamped by one thread and queued after a later one) goes into `other`.
+/// to put them in a hash map. An id that is not a UUIDv7 past every indexed UUIDv7 (chosen by a
+/// client, an audit record's derived id, or one stamped by one thread and queued after a later
+/// one) goes into `other`. Only UUIDv7 ids count for `newest`: a v7 id never equals an id of
+/// another version, so one client's UUIDv4 (most sort above every v7 id) does not end the fast
+/// path for everyone. A client's v7 id from a clock ahead of the server's does, until the
+/// server's clock passes it: its ids then go into `other`, correct but slower.
 #[derive(Debug, Default)]
 struct Ids {
     /// Ids of the events loaded at open, sorted by id when `sorted` is true.
     loaded: Vec<(EventId, u64)>,
     sorted: bool,
-    /// Ids indexed since open that were past every indexed id when they came: ascending.
+    /// UUIDv7 ids indexed since open that were past every indexed UUIDv7 when they came:
+    /// ascending.
     ascending: Vec<(EventId, u64)>,
     /// The other ids indexed since open.
     other: Sharded<EventId, u64>,
-    /// The greatest indexed id (as the u128 of its bytes).
+    /// The greatest indexed UUIDv7 id (as the u128 of its bytes), 0 when there is none.
     newest: u128,
+}
+
+/// The u128 of a UUIDv7 id's bytes, or `None` for an id of another version.
+fn v7_key(id: &EventId) -> Option<u128> {
+    (id.0.get_version_num() == 7).then(|| id.0.as_u128())
 }
 
 /// A hash map split into [`SHARDS`] maps by a cheap function of the key ([`ShardKey`]).
@@ -189,18 +199,17 @@ struct Ids {
 /// writer grows the index's maps holding the index lock. A map that gains an entry per event
 /// (the ids since open) took 37 ms to grow at 917,504 entries and 75 ms at 1,835,008 on the
 /// project's machine, every append and read waiting. Split, each step moves a 256th of them.
-/// Used for every index map that grows with the log: ids, causation, correlation, entities.
+/// Used for the index maps that grow with the log: ids (those that do not ascend, see
+/// [`Ids`]), causation, correlation, entities.
 ///
-/// The shard maps hash with foldhash (seeded per process) rather than std's SipHash, which was
-/// 6% of the writer's time: the writer looks up every event's id, scope and entity.
+/// The shard maps keep std's SipHash: their keys are chosen by clients and live as long as the
+/// store, and a faster hash without HashDoS resistance would let a client slow every append
+/// down. The writer's hot path avoids most lookups instead (see [`Symbols::find`]).
 #[derive(Debug)]
 struct Sharded<K, V> {
     /// [`SHARDS`] maps, or none until the first insert.
-    shards: Vec<ShardMap<K, V>>,
+    shards: Vec<HashMap<K, V>>,
 }
-
-/// One of a [`Sharded`]'s maps.
-type ShardMap<K, V> = HashMap<K, V, foldhash::quality::RandomState>;
 
 /// Maps a [`Sharded`] is split into.
 const SHARDS: usize = 256;
@@ -278,7 +287,7 @@ impl<K: std::hash::Hash + Eq + ShardKey, V> Sharded<K, V> {
 
     fn entry(&mut self, key: K) -> std::collections::hash_map::Entry<'_, K, V> {
         if self.shards.is_empty() {
-            self.shards.resize_with(SHARDS, ShardMap::default);
+            self.shards.resize_with(SHARDS, HashMap::new);
         }
         self.shards[key.shard()].entry(key)
     }
@@ -289,7 +298,7 @@ impl<K: std::hash::Hash + Eq + ShardKey, V> Sharded<K, V> {
 
     /// Approximate heap bytes, `heap_of` giving what each entry holds beyond itself.
     fn heap_bytes(&self, heap_of: impl Fn(&K, &V) -> usize) -> usize {
-        self.shards.capacity() * std::mem::size_of::<ShardMap<K, V>>()
+        self.shards.capacity() * std::mem::size_of::<HashMap<K, V>>()
             + self
                 .shards
                 .iter()
@@ -305,13 +314,14 @@ impl<K: std::hash::Hash + Eq + ShardKey, V> Sharded<K, V> {
 }
 
 impl Ids {
-    fn insert_recent(&mut self, id: EventId, position: u64) {
-        let key = id.0.as_u128();
-        if key > self.newest {
-            self.ascending.push((id, position));
-            self.newest = key;
-        } else {
-            self.other.insert(id, position);
+    /// Adds an id indexed after open.
+    fn insert_written(&mut self, id: EventId, position: u64) {
+        match v7_key(&id) {
+            Some(key) if key > self.newest => {
+                self.ascending.push((id, position));
+                self.newest = key;
+            }
+            _ => self.other.insert(id, position),
         }
     }
 
@@ -324,12 +334,12 @@ impl Ids {
 
     fn get(&self, id: &EventId) -> Option<u64> {
         // The ids the store assigns are UUIDv7 from one counter, so they ascend: a new one is
-        // past every indexed id, and checking that it is unused, which the writer does for
+        // past every indexed UUIDv7, and checking that it is unused, which the writer does for
         // every event, costs one compare and no lookup.
-        let key = id.0.as_u128();
-        if key > self.newest {
+        if v7_key(id).is_some_and(|key| key > self.newest) {
             return None;
         }
+        let key = id.0.as_u128();
         if let Some(&position) = self.other.get(id) {
             return Some(position);
         }
@@ -446,7 +456,7 @@ impl Index {
             loc,
             append_events,
         )?;
-        self.ids.insert_recent(event.id, event.position.0);
+        self.ids.insert_written(event.id, event.position.0);
         Ok(())
     }
 
@@ -475,7 +485,9 @@ impl Index {
             header.trailer.as_ref().map(|trailer| trailer.n_events),
         )?;
         self.ids.loaded.push((header.id, header.position.0));
-        self.ids.newest = self.ids.newest.max(header.id.0.as_u128());
+        if let Some(key) = v7_key(&header.id) {
+            self.ids.newest = self.ids.newest.max(key);
+        }
         self.ids.sorted = false;
         Ok(())
     }
@@ -1058,6 +1070,42 @@ mod tests {
         assert_eq!(index.by_type.list("x"), Some(&[2][..]));
         assert_eq!(index.by_tag.list("x"), Some(&[1, 3, 4][..]));
         assert_eq!(index.by_tag.list("Placed"), Some(&[2][..]));
+    }
+
+    #[test]
+    fn an_id_of_another_version_above_every_v7_id_does_not_end_the_fast_path() {
+        let v7 = |seconds| {
+            let ts = uuid::Timestamp::from_unix(uuid::NoContext, seconds, 0);
+            EventId(uuid::Uuid::new_v7(ts))
+        };
+        // Not a UUIDv7 (version 15), and above every v7 id.
+        let highest = EventId(uuid::Uuid::from_u128(u128::MAX));
+        let ids = [v7(1_000), highest, v7(2_000), v7(1_500)];
+        let mut index = Index::default();
+        index.add_segment(1);
+        for (position, id) in (1u64..).zip(ids) {
+            let event = Event {
+                id,
+                correlation_id: id,
+                ..event(position, position, ["s", "e", "T", "t"])
+            };
+            index.insert(&event, loc(position), None).unwrap();
+        }
+        assert_eq!(
+            index
+                .ids
+                .ascending
+                .iter()
+                .map(|(id, _)| *id)
+                .collect::<Vec<_>>(),
+            vec![ids[0], ids[2]],
+            "v7 ids past every indexed v7 id are pushed, whatever else is indexed"
+        );
+        for (position, id) in (1u64..).zip(ids) {
+            assert_eq!(index.position_of(&id), Some(position), "{id}");
+        }
+        assert_eq!(index.position_of(&v7(3_000)), None);
+        assert_eq!(index.position_of(&v7(1_200)), None);
     }
 
     /// The append-end flag lives in padding: memory per event does not grow.
