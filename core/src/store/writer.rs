@@ -27,13 +27,15 @@ use crate::codec::{self, Trailer};
 use crate::error::{Error, Result};
 use crate::event::{Event, EventId, Hash, Position, Version};
 use crate::gate::{Denial, GateDefinition, Proposal, View};
-use crate::limits::GROUP_APPENDS_MAX;
+use crate::limits::{GROUP_APPENDS_MAX, SYNCER_HELD_BYTES_MAX, SYNCER_HELD_EVENTS_MAX};
 use crate::query::Filter;
 use crate::receipt::{Committed, GatePass, Receipt, Signer};
 use crate::segment::{self, SegmentLog};
 
 /// The writer's per-append maps, keyed by scope and entity: hashed with foldhash, which costs
-/// a fraction of std's SipHash on short keys.
+/// a fraction of std's SipHash on short keys. foldhash does not claim HashDoS resistance, but
+/// a map lives for one append and holds at most `APPEND_EVENTS_MAX` keys of that append, with
+/// a seed chosen per process; the index's long-lived maps keep SipHash.
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// A written group on its way to the disk: what the syncer makes durable, then answers.
@@ -55,7 +57,7 @@ pub(super) struct Pending {
 ///
 /// It frees the answered groups' events when no group waits for it, so that freeing (a third
 /// of its time under 100-event appends) does not delay the next sync. What it holds is bounded
-/// by [`HELD_EVENTS_MAX`] and [`HELD_PAYLOAD_BYTES_MAX`].
+/// by [`SYNCER_HELD_EVENTS_MAX`] and [`SYNCER_HELD_BYTES_MAX`].
 fn sync_loop(shared: &Shared, pending: &Receiver<Pending>) {
     let mut held = Held::default();
     loop {
@@ -84,30 +86,27 @@ fn sync_loop(shared: &Shared, pending: &Receiver<Pending>) {
     }
 }
 
-/// Events the syncer holds most before it frees them even with groups waiting.
-const HELD_EVENTS_MAX: usize = 16_384;
-/// Payload bytes the syncer holds most before it frees them even with groups waiting.
-const HELD_PAYLOAD_BYTES_MAX: usize = 16 << 20;
-
 /// Answered events the syncer has yet to free.
 #[derive(Default)]
 struct Held {
+    /// The events, one vector per append.
     appends: Vec<Vec<Event>>,
+    /// Events in `appends`.
     events: usize,
-    payload_bytes: usize,
+    /// Bytes of their names, tags, metadata and payloads ([`event_bytes`]).
+    bytes: usize,
 }
 
 impl Held {
+    /// Takes answered events, freeing everything held once past [`SYNCER_HELD_EVENTS_MAX`] or
+    /// [`SYNCER_HELD_BYTES_MAX`].
     fn hold(&mut self, appends: Vec<Vec<Event>>) {
         for events in appends {
             self.events += events.len();
-            self.payload_bytes += events
-                .iter()
-                .map(|event| event.payload.len())
-                .sum::<usize>();
+            self.bytes += events.iter().map(event_bytes).sum::<usize>();
             self.appends.push(events);
         }
-        if self.events > HELD_EVENTS_MAX || self.payload_bytes > HELD_PAYLOAD_BYTES_MAX {
+        if self.events > SYNCER_HELD_EVENTS_MAX || self.bytes > SYNCER_HELD_BYTES_MAX {
             self.free();
         }
     }
@@ -115,8 +114,26 @@ impl Held {
     fn free(&mut self) {
         self.appends.clear();
         self.events = 0;
-        self.payload_bytes = 0;
+        self.bytes = 0;
     }
+}
+
+/// The heap bytes an event holds, near enough to bound memory: its strings and payload.
+fn event_bytes(event: &Event) -> usize {
+    let names = [
+        &event.scope,
+        &event.entity,
+        &event.event_type,
+        &event.content_type,
+    ];
+    names.iter().map(|name| name.len()).sum::<usize>()
+        + event.tags.iter().map(String::len).sum::<usize>()
+        + event
+            .metadata
+            .iter()
+            .map(|(key, value)| key.len() + value.len())
+            .sum::<usize>()
+        + event.payload.len()
 }
 
 /// Publishes the head of groups whose bytes are durable (per the durability mode) and answers
@@ -1013,30 +1030,22 @@ mod tests {
 
     #[test]
     fn the_syncer_holds_answered_events_only_up_to_its_bounds() {
+        // Each test event holds 3 bytes of names ("s", "e", "T") besides its payload.
         let mut held = Held::default();
         held.hold(vec![events(10, 1), events(5, 1)]);
-        assert_eq!(
-            (held.appends.len(), held.events, held.payload_bytes),
-            (2, 15, 15)
-        );
+        assert_eq!((held.appends.len(), held.events, held.bytes), (2, 15, 60));
 
-        held.hold(vec![events(HELD_EVENTS_MAX, 0)]);
+        held.hold(vec![events(SYNCER_HELD_EVENTS_MAX, 0)]);
         assert_eq!(held.events, 0, "past the event bound, everything is freed");
         assert!(held.appends.is_empty());
 
-        held.hold(vec![events(1, HELD_PAYLOAD_BYTES_MAX)]);
+        held.hold(vec![events(1, SYNCER_HELD_BYTES_MAX - 3)]);
         assert_eq!(held.events, 1, "at the byte bound, nothing is freed yet");
-        held.hold(vec![events(1, 1)]);
-        assert_eq!(
-            held.payload_bytes, 0,
-            "past the byte bound, everything is freed"
-        );
+        held.hold(vec![events(1, 0)]);
+        assert_eq!(held.bytes, 0, "past the byte bound, everything is freed");
 
         held.hold(vec![events(3, 3)]);
         held.free();
-        assert_eq!(
-            (held.appends.len(), held.events, held.payload_bytes),
-            (0, 0, 0)
-        );
+        assert_eq!((held.appends.len(), held.events, held.bytes), (0, 0, 0));
     }
 }
