@@ -16,14 +16,16 @@ use causeway_client::client::{REQUEST_BYTES_MAX, RESPONSE_BYTES_MAX};
 use causeway_client::pb;
 use prost::Message;
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
-use tonic::Status;
 use tonic::codec::{Codec, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::Channel;
+use tonic::{GrpcMethod, Status};
 use tonic_prost::ProstDecoder;
 
 use crate::bench::Compression;
 
+/// The service's full name.
+const SERVICE: &str = "causeway.v1.EventStoreService";
 /// The Append method's path.
 const APPEND_PATH: &str = "/causeway.v1.EventStoreService/Append";
 /// `AppendRequest.events`.
@@ -87,10 +89,12 @@ impl Appender {
             .await
             .map_err(|err| Status::unavailable(format!("the connection is not ready: {err}")))?;
         let path = PathAndQuery::from_static(APPEND_PATH);
-        let response = self
-            .grpc
-            .unary(tonic::Request::new(request), path, WireCodec)
-            .await?;
+        let mut request = tonic::Request::new(request);
+        // As the generated client does, for interceptors and tracing that read it.
+        request
+            .extensions_mut()
+            .insert(GrpcMethod::new(SERVICE, "Append"));
+        let response = self.grpc.unary(request, path, WireCodec).await?;
         response
             .into_inner()
             .receipt
