@@ -163,8 +163,8 @@ impl Postings {
 /// [`Index::finish_open`]. A push is a sequential write, where inserting into a hash map of a
 /// million ids costs two cache misses (it was the largest single cost of opening a store), and
 /// `loaded` holds 24 bytes per id against about 50 in a hash map. The price is paid by lookups
-/// of those ids: a binary search, 20 steps at 1M events, instead of one probe. Ids newer than
-/// every indexed id are ruled out by one compare.
+/// of those ids: a binary search, 20 steps at 1M events, instead of one probe. A UUIDv7 id
+/// newer than every indexed UUIDv7 is ruled out by one compare.
 ///
 /// After open, the ids the store assigns come in ascending order (one UUIDv7 counter), so each
 /// is pushed onto `ascending` for the same reasons; the writer paid two cache misses per event

@@ -197,7 +197,7 @@ impl AppendGen {
         };
         let pad = self.shape.pad.as_bytes();
         let payload_len = PAYLOAD_OVERHEAD_BYTES + pad.len();
-        let mut request = RequestBuilder::new(&shared, n_events as usize, payload_len);
+        let mut request = RequestBuilder::new(shared, n_events as usize, payload_len);
         for _ in 0..n_events {
             let amount = 100_000 + self.rng.below(900_000);
             let sent = self.shape.stamp_sent.then(|| unix_ns().to_string());

@@ -113,12 +113,9 @@ pub struct RequestBuilder {
 impl RequestBuilder {
     /// A request whose events all carry the fields of `shared` (its payload is ignored), for
     /// about `n_events` events of `payload_bytes` each.
-    pub fn new(shared: &pb::NewEvent, n_events: usize, payload_bytes: usize) -> RequestBuilder {
-        let shared = pb::NewEvent {
-            payload: Vec::new(),
-            ..shared.clone()
-        }
-        .encode_to_vec();
+    pub fn new(mut shared: pb::NewEvent, n_events: usize, payload_bytes: usize) -> RequestBuilder {
+        shared.payload.clear();
+        let shared = shared.encode_to_vec();
         // Room for each event's field header, payload and a send time.
         let per_event = shared.len() + payload_bytes + 64;
         RequestBuilder {
@@ -236,7 +233,7 @@ mod tests {
 
     #[test]
     fn built_requests_decode_as_the_generated_types_would_encode_them() {
-        let mut builder = RequestBuilder::new(&shared_event(), 1, 8);
+        let mut builder = RequestBuilder::new(shared_event(), 1, 8);
         builder.event(3, |buf| buf.put_slice(b"one"), None);
         builder.event(5, |buf| buf.put_slice(b"three"), Some(("sent", "12345")));
         let rest = pb::AppendRequest {
