@@ -12,6 +12,10 @@
 //! - Batches are atomic: the last frame of each batch carries [`FLAG_BATCH_END`]; recovery drops
 //!   a batch whose end marker never reached the disk. A batch never spans two segments.
 //! - Only the last segment (the active one) is ever written; earlier ones are sealed.
+//! - The active segment's space is reserved when it is created (fallocate of the segment size),
+//!   so appending to it changes no file size and an fdatasync has no metadata to commit. The
+//!   reserved space reads as zeros, which mark the end of the frames; sealing cuts a segment to
+//!   its last frame, so only the active segment is ever longer than its frames.
 //! - Recovery truncates only a torn tail: a bad frame with no valid frame after it in the last
 //!   segment. A bad frame followed by a valid one, or a bad frame in a sealed segment, is
 //!   corruption and is reported with the file and offset, never skipped.
@@ -42,6 +46,8 @@ pub const FRAME_BODY_BYTES_MAX: u32 = 64 * 1024 * 1024;
 pub const FLAG_BATCH_END: u8 = 0b0000_0001;
 
 const SEGMENT_EXTENSION: &str = "seg";
+/// Bytes read at a time when recovery looks past the last whole batch of the active segment.
+const SCAN_PIECE_BYTES: u64 = 1024 * 1024;
 
 /// Where a frame lives on disk.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -130,7 +136,8 @@ pub struct SegmentLog {
     firsts: Vec<u64>,
     /// Shared with [`SyncHandle`]s, which sync it from another thread.
     active: Arc<File>,
-    /// Bytes of the active segment on disk plus those in `buffer`.
+    /// Bytes of the active segment's frames on disk plus those in `buffer`; the file itself is
+    /// longer while its reserved space lasts.
     active_len: u64,
     /// Frames written by `append` but not yet handed to the file.
     buffer: Vec<u8>,
@@ -175,7 +182,8 @@ impl SegmentLog {
     /// Opens the log in `dir`, creating it (with `first_index` as its first index) if empty.
     ///
     /// Scans the last segment: a torn tail is truncated (and logged), corruption elsewhere is an
-    /// [`Error::Corrupt`]. Sealed segments are not scanned here; see [`SegmentLog::scan`].
+    /// [`Error::Corrupt`]. Sealed segments are not scanned here; see [`SegmentLog::scan`]. The
+    /// last segment's space is reserved up to `segment_bytes` (again, after a cut).
     pub fn open(
         dir: &Path,
         segment_bytes: u64,
@@ -189,7 +197,7 @@ impl SegmentLog {
             files: Arc::default(),
         };
         if firsts.is_empty() {
-            create_segment(dir, first_index)?;
+            create_segment(dir, first_index, segment_bytes)?;
             firsts.push(first_index);
         }
         for &first in &firsts {
@@ -202,27 +210,26 @@ impl SegmentLog {
         let path = segment_path(dir, active_first);
         let active = OpenOptions::new()
             .read(true)
-            .append(true)
+            .write(true)
             .open(&path)
             .map_err(|err| Error::io(&path, err))?;
         let tail = scan_tail(&active, &path, active_first)?;
-        let file_len = active
-            .metadata()
-            .map_err(|err| Error::io(&path, err))?
-            .len();
-        if tail.end < file_len {
+        if tail.dirty_end > tail.end {
             tracing::warn!(
                 file = %path.display(),
                 offset = tail.end,
-                bytes = file_len - tail.end,
+                bytes = tail.dirty_end - tail.end,
                 "truncating a torn tail that was never acknowledged"
             );
             active
                 .set_len(tail.end)
                 .map_err(|err| Error::io(&path, err))?;
             active.sync_all().map_err(|err| Error::io(&path, err))?;
-            recovery.truncated = Some((path.clone(), tail.end, file_len - tail.end));
+            recovery.truncated = Some((path.clone(), tail.end, tail.dirty_end - tail.end));
         }
+        // A no-op when the space is still reserved; after a cut, or for a segment written
+        // before segments reserved their space, it reserves it now.
+        reserve(&active, &path, segment_bytes)?;
         let log = SegmentLog {
             dir: dir.to_path_buf(),
             segment_bytes,
@@ -314,8 +321,10 @@ impl SegmentLog {
     /// disk (fdatasync). Without `durable` the bytes survive a process crash but not a power loss.
     pub fn flush(&mut self, durable: bool) -> Result<()> {
         if !self.buffer.is_empty() {
-            (&*self.active)
-                .write_all(&self.buffer)
+            // Positional: the file is longer than its frames while its reserved space lasts.
+            let at = self.active_len - self.buffer.len() as u64;
+            self.active
+                .write_all_at(&self.buffer, at)
                 .map_err(|err| Error::io(&self.active_path(), err))?;
             self.buffer.clear();
         }
@@ -355,6 +364,7 @@ impl SegmentLog {
             return Ok(());
         }
         self.flush(false)?;
+        let active_first = *self.firsts.last().expect("a log has at least one segment");
         // Drop whole segments that start after the cut, newest first.
         while self.firsts.len() > 1 && *self.firsts.last().expect("non-empty") > index + 1 {
             let first = self.firsts.pop().expect("non-empty");
@@ -366,11 +376,16 @@ impl SegmentLog {
         let path = segment_path(&self.dir, first);
         let file = OpenOptions::new()
             .read(true)
-            .append(true)
+            .write(true)
             .open(&path)
             .map_err(|err| Error::io(&path, err))?;
+        let frames_end = if first == active_first {
+            self.active_len
+        } else {
+            file_len(&file, &path)?
+        };
         let mut cut = SEGMENT_HEADER_BYTES;
-        for frame in FrameIter::new(&file, &path, first) {
+        for frame in FrameIter::new(&file, &path, first, frames_end) {
             let frame = frame?;
             if frame.index > index {
                 break;
@@ -378,6 +393,7 @@ impl SegmentLog {
             cut = frame.loc.offset + FRAME_HEADER_BYTES + u64::from(frame.loc.body_len);
         }
         file.set_len(cut).map_err(|err| Error::io(&path, err))?;
+        reserve(&file, &path, self.segment_bytes)?;
         file.sync_all().map_err(|err| Error::io(&path, err))?;
         sync_dir(&self.dir)?;
         self.active = Arc::new(file);
@@ -391,7 +407,13 @@ impl SegmentLog {
     pub fn scan(&self, first_index: u64) -> Result<Vec<Frame>> {
         let path = segment_path(&self.dir, first_index);
         let file = File::open(&path).map_err(|err| Error::io(&path, err))?;
-        FrameIter::new(&file, &path, first_index).collect()
+        let active_first = *self.firsts.last().expect("a log has at least one segment");
+        let frames_end = if first_index == active_first {
+            self.active_len - self.buffer.len() as u64
+        } else {
+            file_len(&file, &path)?
+        };
+        FrameIter::new(&file, &path, first_index, frames_end).collect()
     }
 
     fn active_path(&self) -> PathBuf {
@@ -401,16 +423,22 @@ impl SegmentLog {
         )
     }
 
-    /// Seals the active segment (flushed and synced) and starts a new one at the next index.
+    /// Seals the active segment (flushed, cut to its last frame and synced) and starts a new one
+    /// at the next index.
     fn roll(&mut self) -> Result<u64> {
-        self.flush(true)?;
+        self.flush(false)?;
+        let sealed_path = self.active_path();
+        self.active
+            .set_len(self.active_len)
+            .and_then(|()| self.active.sync_all())
+            .map_err(|err| Error::io(&sealed_path, err))?;
         let sealed = *self.firsts.last().expect("a log has at least one segment");
         let first = self.next_index;
-        let path = create_segment(&self.dir, first)?;
+        let path = create_segment(&self.dir, first, self.segment_bytes)?;
         self.active = Arc::new(
             OpenOptions::new()
                 .read(true)
-                .append(true)
+                .write(true)
                 .open(&path)
                 .map_err(|err| Error::io(&path, err))?,
         );
@@ -507,7 +535,8 @@ fn list_segments(dir: &Path) -> Result<Vec<u64>> {
     Ok(firsts)
 }
 
-fn create_segment(dir: &Path, first_index: u64) -> Result<PathBuf> {
+/// Creates the segment starting at `first_index`, its space reserved up to `segment_bytes`.
+fn create_segment(dir: &Path, first_index: u64, segment_bytes: u64) -> Result<PathBuf> {
     let path = segment_path(dir, first_index);
     let mut header = Vec::with_capacity(SEGMENT_HEADER_BYTES as usize);
     header.extend_from_slice(&SEGMENT_MAGIC);
@@ -528,11 +557,30 @@ fn create_segment(dir: &Path, first_index: u64) -> Result<PathBuf> {
         .open(&tmp)
         .map_err(|err| Error::io(&tmp, err))?;
     file.write_all(&header)
-        .and_then(|()| file.sync_all())
         .map_err(|err| Error::io(&tmp, err))?;
+    reserve(&file, &tmp, segment_bytes)?;
+    file.sync_all().map_err(|err| Error::io(&tmp, err))?;
     fs::rename(&tmp, &path).map_err(|err| Error::io(&path, err))?;
     sync_dir(dir)?;
     Ok(path)
+}
+
+/// Reserves a segment's disk space up to `segment_bytes` (fallocate; the file's length becomes
+/// at least that). Writes into reserved space change no file size and allocate no block, so
+/// their fdatasync has no metadata to commit (docs/BENCHMARKS.md, "Fourth pass", measures it).
+/// A full disk shows here, when a segment is created, rather than partway through one. On a
+/// file system without fallocate the file grows as it is written, as it did before.
+fn reserve(file: &File, path: &Path, segment_bytes: u64) -> Result<()> {
+    match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, segment_bytes) {
+        Ok(()) | Err(rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::NOSYS) => Ok(()),
+        Err(err) => Err(Error::io(path, err.into())),
+    }
+}
+
+fn file_len(file: &File, path: &Path) -> Result<u64> {
+    file.metadata()
+        .map(|meta| meta.len())
+        .map_err(|err| Error::io(path, err))
 }
 
 fn check_header(file: &File, path: &Path, first_index: u64) -> Result<()> {
@@ -610,6 +658,7 @@ struct FrameIter<'a> {
     file: &'a File,
     path: &'a Path,
     segment: u64,
+    /// Where the frames end: the file's length, or less for the active segment.
     file_len: u64,
     offset: u64,
     next_index: u64,
@@ -617,13 +666,12 @@ struct FrameIter<'a> {
 }
 
 impl<'a> FrameIter<'a> {
-    fn new(file: &'a File, path: &'a Path, segment: u64) -> FrameIter<'a> {
-        let file_len = file.metadata().map(|meta| meta.len()).unwrap_or(0);
+    fn new(file: &'a File, path: &'a Path, segment: u64, frames_end: u64) -> FrameIter<'a> {
         FrameIter {
             file,
             path,
             segment,
-            file_len,
+            file_len: frames_end,
             offset: SEGMENT_HEADER_BYTES,
             next_index: segment,
             failed: false,
@@ -709,67 +757,144 @@ fn read_frame_at(
 struct Tail {
     end: u64,
     next_index: u64,
+    /// The end of the last byte after `end` that is not zero: `end` itself unless a batch was
+    /// cut short. Zeros after the frames are reserved space, not damage.
+    dirty_end: u64,
 }
 
 /// Finds the end of the last whole batch in the active segment. A bad frame is a torn tail only
 /// if no valid frame follows it; otherwise acknowledged data after it would be lost, so it is
-/// reported as corruption.
+/// reported as corruption. The zeros of reserved space are a bad frame with nothing after it.
 fn scan_tail(file: &File, path: &Path, first_index: u64) -> Result<Tail> {
-    let file_len = file.metadata().map_err(|err| Error::io(path, err))?.len();
-    let mut tail = Tail {
-        end: SEGMENT_HEADER_BYTES,
-        next_index: first_index,
-    };
+    let file_len = file_len(file, path)?;
+    let mut end = SEGMENT_HEADER_BYTES;
+    let mut tail_index = first_index;
     let mut offset = SEGMENT_HEADER_BYTES;
     let mut next_index = first_index;
-    while offset < file_len {
-        let Some(frame) = read_frame_at(file, file_len, offset, first_index, next_index) else {
-            if let Some(later) =
-                find_valid_frame_after(file, file_len, offset, first_index, next_index)
-            {
-                let detail = format!(
-                    "frame {next_index} is damaged but frame {} at offset {later} after it is whole",
-                    next_index_at(file, later)
-                );
-                return Err(Error::corrupt(path, offset, detail));
-            }
-            break;
-        };
+    while let Some(frame) = read_frame_at(file, file_len, offset, first_index, next_index) {
         offset += FRAME_HEADER_BYTES + u64::from(frame.loc.body_len);
         next_index += 1;
         if frame.flags & FLAG_BATCH_END != 0 {
-            tail = Tail {
-                end: offset,
-                next_index,
-            };
+            end = offset;
+            tail_index = next_index;
         }
     }
-    Ok(tail)
+    let after = scan_after(file, path, file_len, end, offset, first_index, next_index)?;
+    if let Some(later) = after.whole_frame {
+        let detail = format!(
+            "frame {next_index} is damaged but frame {} at offset {later} after it is whole",
+            next_index_at(file, later)
+        );
+        return Err(Error::corrupt(path, offset, detail));
+    }
+    Ok(Tail {
+        end,
+        next_index: tail_index,
+        dirty_end: after.dirty_end,
+    })
 }
 
-/// Looks for any whole frame with an index of at least `min_index` starting after `bad_offset`.
-fn find_valid_frame_after(
+/// What lies after the last whole batch of the active segment.
+struct After {
+    /// See [`Tail::dirty_end`].
+    dirty_end: u64,
+    /// The offset of a whole frame after the bad one, if there is any.
+    whole_frame: Option<u64>,
+}
+
+/// Reads the file from `tail_end` to its end, in pieces, for bytes that are not zero and for a
+/// whole frame with an index of at least `min_index` starting after `bad_offset`. Ranges the
+/// file system reports as holes or unwritten space read as zeros and are skipped, so a segment
+/// that has used little of its reserved space is not read through to its end.
+fn scan_after(
     file: &File,
+    path: &Path,
     file_len: u64,
+    tail_end: u64,
     bad_offset: u64,
     segment: u64,
     min_index: u64,
-) -> Option<u64> {
+) -> Result<After> {
     let max_index = min_index + file_len / FRAME_HEADER_BYTES;
-    let mut candidate = bad_offset + 1;
-    while candidate + FRAME_HEADER_BYTES <= file_len {
-        let mut index_bytes = [0u8; 8];
-        if file.read_exact_at(&mut index_bytes, candidate + 8).is_ok() {
-            let index = u64::from_le_bytes(index_bytes);
-            if (min_index..=max_index).contains(&index)
-                && read_frame_at(file, file_len, candidate, segment, index).is_some()
-            {
-                return Some(candidate);
+    let mut after = After {
+        dirty_end: tail_end,
+        whole_frame: None,
+    };
+    let mut piece = Vec::new();
+    for (start, end) in written_ranges(file, tail_end, file_len) {
+        let mut at = start;
+        while at < end {
+            let piece_end = (at + SCAN_PIECE_BYTES).min(end);
+            // A frame header that starts near the piece's end is read whole with it.
+            let read_end = (piece_end + FRAME_HEADER_BYTES).min(file_len);
+            piece.resize(
+                usize::try_from(read_end - at).expect("a piece fits in memory"),
+                0,
+            );
+            file.read_exact_at(&mut piece, at)
+                .map_err(|err| Error::io(path, err))?;
+            let Some(last) = piece.iter().rposition(|&byte| byte != 0) else {
+                at = piece_end;
+                continue;
+            };
+            after.dirty_end = after.dirty_end.max(at + last as u64 + 1);
+            // A whole frame's index (bytes 8..16 of its header) is at least `min_index`, so
+            // unless that is 0, a header starts at least 8 bytes before a byte that is not zero.
+            let own = usize::try_from(piece_end - at).expect("a piece fits in memory");
+            let candidates = if min_index == 0 {
+                own
+            } else {
+                own.min(last.saturating_sub(7))
+            };
+            for rel in 0..candidates {
+                let candidate = at + rel as u64;
+                let Some(index_bytes) = piece.get(rel + 8..rel + 16) else {
+                    break;
+                };
+                let index = u64::from_le_bytes(index_bytes.try_into().expect("8 bytes"));
+                if candidate > bad_offset
+                    && (min_index..=max_index).contains(&index)
+                    && read_frame_at(file, file_len, candidate, segment, index).is_some()
+                {
+                    after.whole_frame = Some(candidate);
+                    return Ok(after);
+                }
             }
+            at = piece_end;
         }
-        candidate += 1;
     }
-    None
+    Ok(after)
+}
+
+/// The ranges of `from..to` that may hold bytes other than zero: everything but what the file
+/// system reports as holes (lseek `SEEK_DATA` / `SEEK_HOLE`; unwritten reserved space counts as
+/// a hole on ext4 and XFS). Where the file system cannot tell, the whole range.
+fn written_ranges(file: &File, from: u64, to: u64) -> Vec<(u64, u64)> {
+    use rustix::fs::{SeekFrom, seek};
+    let mut ranges = Vec::new();
+    let mut at = from;
+    while at < to {
+        let start = match seek(file, SeekFrom::Data(at)) {
+            Ok(start) => start,
+            // No data from `at` to the end of the file.
+            Err(rustix::io::Errno::NXIO) => break,
+            Err(_) => {
+                ranges.push((at, to));
+                break;
+            }
+        };
+        if start >= to {
+            break;
+        }
+        let end = seek(file, SeekFrom::Hole(start)).map_or(to, |hole| hole.min(to));
+        if end <= start {
+            ranges.push((start, to));
+            break;
+        }
+        ranges.push((start, end));
+        at = end;
+    }
+    ranges
 }
 
 fn next_index_at(file: &File, offset: u64) -> u64 {
@@ -823,32 +948,115 @@ mod tests {
         assert_eq!(scanned, (1..=30).collect::<Vec<_>>());
     }
 
-    #[test]
-    fn torn_batch_is_dropped_whole() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut log, _) = SegmentLog::open(dir.path(), 1 << 20, 1).unwrap();
-        log.append(&bodies(2, 1)).unwrap();
-        log.flush(true).unwrap();
-        let end_of_first = fs::metadata(segment_path(dir.path(), 1)).unwrap().len();
-        log.append(&bodies(3, 2)).unwrap();
-        log.flush(true).unwrap();
-        drop(log);
-        // Cut inside the third frame of the second batch: its first two frames are whole.
-        let path = segment_path(dir.path(), 1);
-        let full_len = fs::metadata(&path).unwrap().len();
+    /// Writes `bytes` at `offset` in place, as a crash or a bad disk would leave them, without
+    /// rewriting the rest of the file (which would turn reserved space into written zeros).
+    fn overwrite(path: &Path, offset: u64, bytes: &[u8]) {
         OpenOptions::new()
             .write(true)
-            .open(&path)
+            .open(path)
             .unwrap()
-            .set_len(full_len - 3)
+            .write_all_at(bytes, offset)
             .unwrap();
-        let (log, recovery) = SegmentLog::open(dir.path(), 1 << 20, 1).unwrap();
+    }
+
+    fn frame_end(loc: &FrameLoc) -> u64 {
+        loc.offset + FRAME_HEADER_BYTES + u64::from(loc.body_len)
+    }
+
+    #[test]
+    fn a_segment_reserves_its_space_and_sealing_cuts_it_to_its_frames() {
+        let dir = tempfile::tempdir().unwrap();
+        let segment_bytes = 4096;
+        let (mut log, _) = SegmentLog::open(dir.path(), segment_bytes, 1).unwrap();
+        let first_path = segment_path(dir.path(), 1);
+        assert_eq!(fs::metadata(&first_path).unwrap().len(), segment_bytes);
+        let mut locs = Vec::new();
+        while log.segments().len() < 2 {
+            let appended = log.append(&bodies(2, 7)).unwrap();
+            log.flush(true).unwrap();
+            locs.extend(appended.locs);
+        }
+        let sealed_end = locs
+            .iter()
+            .filter(|loc| loc.segment == 1)
+            .map(frame_end)
+            .max()
+            .unwrap();
         assert_eq!(
-            log.last_index(),
-            2,
-            "the partial batch is gone, the whole one stays"
+            fs::metadata(&first_path).unwrap().len(),
+            sealed_end,
+            "a sealed segment ends at its last frame"
         );
-        assert_eq!(recovery.truncated.unwrap().1, end_of_first);
+        let active = log.segments()[1].clone();
+        assert_eq!(fs::metadata(&active.path).unwrap().len(), segment_bytes);
+        let last = log.last_index();
+        let active_end = frame_end(locs.last().unwrap());
+        drop(log);
+
+        let (mut log, recovery) = SegmentLog::open(dir.path(), segment_bytes, 1).unwrap();
+        assert_eq!(
+            recovery,
+            Recovery::default(),
+            "reserved zeros are not a torn tail"
+        );
+        assert_eq!(log.last_index(), last);
+        let appended = log.append(&bodies(1, 9)).unwrap();
+        log.flush(true).unwrap();
+        assert_eq!(
+            appended.locs[0].offset, active_end,
+            "the next frame follows the last"
+        );
+        assert_eq!(
+            log.reader().read(last + 1, appended.locs[0]).unwrap(),
+            vec![9; 10]
+        );
+        assert_eq!(fs::metadata(&active.path).unwrap().len(), segment_bytes);
+    }
+
+    #[test]
+    fn torn_batch_is_dropped_whole() {
+        // A crash leaves the unwritten part of a batch as reserved zeros, or, on a file system
+        // without fallocate, a file that ends inside the batch.
+        for cut_file in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let segment_bytes = 1 << 20;
+            let (mut log, _) = SegmentLog::open(dir.path(), segment_bytes, 1).unwrap();
+            let first = log.append(&bodies(2, 1)).unwrap();
+            log.flush(true).unwrap();
+            let second = log.append(&bodies(3, 2)).unwrap();
+            log.flush(true).unwrap();
+            drop(log);
+            let end_of_first = frame_end(&first.locs[1]);
+            // Tear inside the third frame of the second batch: its first two frames are whole.
+            let torn_at = frame_end(&second.locs[2]) - 3;
+            let path = segment_path(dir.path(), 1);
+            if cut_file {
+                let file = OpenOptions::new().write(true).open(&path).unwrap();
+                file.set_len(torn_at).unwrap();
+            } else {
+                overwrite(&path, torn_at, &[0; 3]);
+            }
+            let (log, recovery) = SegmentLog::open(dir.path(), segment_bytes, 1).unwrap();
+            assert_eq!(
+                log.last_index(),
+                2,
+                "the partial batch is gone, the whole one stays (cut file: {cut_file})"
+            );
+            assert_eq!(
+                recovery.truncated,
+                Some((path.clone(), end_of_first, torn_at - end_of_first))
+            );
+            let mut rest = vec![0xff; usize::try_from(torn_at - end_of_first).unwrap()];
+            File::open(&path)
+                .unwrap()
+                .read_exact_at(&mut rest, end_of_first)
+                .unwrap();
+            assert!(
+                rest.iter().all(|&byte| byte == 0),
+                "the torn bytes are gone"
+            );
+            assert_eq!(fs::metadata(&path).unwrap().len(), segment_bytes);
+        }
     }
 
     #[test]
@@ -861,16 +1069,38 @@ mod tests {
         }
         drop(log);
         let path = segment_path(dir.path(), 1);
-        let mut bytes = fs::read(&path).unwrap();
-        let flip_at = SEGMENT_HEADER_BYTES as usize + FRAME_HEADER_BYTES as usize + 2;
-        bytes[flip_at] ^= 0x10;
-        fs::write(&path, &bytes).unwrap();
+        let flip_at = SEGMENT_HEADER_BYTES + FRAME_HEADER_BYTES + 2;
+        overwrite(&path, flip_at, &[0x10]);
         let err = SegmentLog::open(dir.path(), 1 << 20, 1).unwrap_err();
         match err {
             Error::Corrupt { file, offset, .. } => {
                 assert_eq!(file, path);
                 assert_eq!(offset, SEGMENT_HEADER_BYTES);
             }
+            other => panic!("expected corruption, got {other}"),
+        }
+    }
+
+    #[test]
+    fn a_whole_frame_across_two_scan_pieces_is_still_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = SegmentLog::open(dir.path(), 4 << 20, 1).unwrap();
+        // The second frame's header starts 8 bytes before the end of the first piece that
+        // recovery reads after the damaged frame, so its index lies in the next piece.
+        let first_body = SCAN_PIECE_BYTES - FRAME_HEADER_BYTES - 8;
+        log.append(&[vec![1; usize::try_from(first_body).unwrap()]])
+            .unwrap();
+        let second = log.append(&bodies(1, 2)).unwrap();
+        log.flush(true).unwrap();
+        drop(log);
+        assert_eq!(
+            second.locs[0].offset,
+            SEGMENT_HEADER_BYTES + SCAN_PIECE_BYTES - 8
+        );
+        let path = segment_path(dir.path(), 1);
+        overwrite(&path, SEGMENT_HEADER_BYTES + FRAME_HEADER_BYTES + 100, &[0]);
+        match SegmentLog::open(dir.path(), 4 << 20, 1).unwrap_err() {
+            Error::Corrupt { offset, .. } => assert_eq!(offset, SEGMENT_HEADER_BYTES),
             other => panic!("expected corruption, got {other}"),
         }
     }

@@ -26,6 +26,19 @@ fn hex_lines(bytes: &[u8]) -> String {
     out
 }
 
+/// Where the frames of a segment end: at the first frame header of zeros (reserved space) or
+/// the end of the file, per `docs/FORMAT.md`.
+fn frames_end(segment: &[u8]) -> usize {
+    let mut offset = 32;
+    while let Some(header) = segment.get(offset..offset + 17)
+        && header.iter().any(|&byte| byte != 0)
+    {
+        let body_len = u32::from_le_bytes(header[4..8].try_into().unwrap());
+        offset += 17 + body_len as usize;
+    }
+    offset
+}
+
 #[test]
 fn segment_bytes_match_the_golden_file() {
     let dir = tempfile::tempdir().unwrap();
@@ -60,8 +73,12 @@ fn segment_bytes_match_the_golden_file() {
         Timestamp::new(1_764_000_000_000, 1)
     );
     drop(store);
-    let bytes = std::fs::read(dir.path().join("events/00000000000000000001.seg")).unwrap();
-    let actual = hex_lines(&bytes);
+    let file = std::fs::read(dir.path().join("events/00000000000000000001.seg")).unwrap();
+    // The rest of the segment's reserved space reads as zeros, to the configured size.
+    let (bytes, reserved) = file.split_at(frames_end(&file));
+    assert!(reserved.iter().all(|&byte| byte == 0));
+    assert_eq!(file.len() as u64, Config::default().segment_bytes);
+    let actual = hex_lines(bytes);
     if std::env::var_os("CAUSEWAY_BLESS").is_some() {
         std::fs::write(GOLDEN, &actual).unwrap();
     }

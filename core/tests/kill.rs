@@ -411,7 +411,8 @@ fn parse_ack(round: u64, fields: &str) -> Ack {
     }
 }
 
-/// Total bytes of the segment files: it shrinks across an open only when recovery cut a tail.
+/// Bytes of the segment files up to the last byte of each that is not zero (after it comes
+/// reserved space): it shrinks across an open only when recovery cut a tail.
 fn segment_files_bytes(dir: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir.join("events")) else {
         return 0;
@@ -419,7 +420,13 @@ fn segment_files_bytes(dir: &Path) -> u64 {
     entries
         .map(|entry| entry.unwrap().path())
         .filter(|path| path.extension().is_some_and(|ext| ext == "seg"))
-        .map(|path| std::fs::metadata(path).unwrap().len())
+        .map(|path| {
+            let bytes = std::fs::read(path).unwrap();
+            bytes
+                .iter()
+                .rposition(|&byte| byte != 0)
+                .map_or(0, |last| last as u64 + 1)
+        })
         .sum()
 }
 

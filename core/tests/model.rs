@@ -600,7 +600,8 @@ fn idx_files(events_dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Walks the frame headers of an undamaged segment file (without checking CRCs), asserting that
-/// the indexes are dense from the file's first index and that the frames fill the file.
+/// the indexes are dense from the file's first index and that after the frames come only the
+/// zeros of reserved space (a frame header of zeros is where the frames end).
 fn frames(path: &Path, first: u64) -> Vec<FrameAt> {
     let bytes = fs::read(path).unwrap();
     let file_len = bytes.len() as u64;
@@ -608,6 +609,9 @@ fn frames(path: &Path, first: u64) -> Vec<FrameAt> {
     let mut offset = SEGMENT_HEADER_BYTES;
     while offset < file_len {
         let at = offset as usize;
+        if bytes[at..].iter().all(|&byte| byte == 0) {
+            break;
+        }
         assert!(
             offset + FRAME_HEADER_BYTES <= file_len,
             "frame header cut short"
@@ -634,6 +638,19 @@ fn frames(path: &Path, first: u64) -> Vec<FrameAt> {
         found.push(frame);
     }
     found
+}
+
+/// Where the frames of an undamaged segment file end.
+fn frames_end(path: &Path, first: u64) -> u64 {
+    frames(path, first)
+        .last()
+        .map_or(SEGMENT_HEADER_BYTES, FrameAt::end)
+}
+
+/// The length a segment file has while its frames end at `frames_end`: its reserved space, or
+/// more if one batch outgrew it.
+fn reserved_len(frames_end: u64) -> u64 {
+    SEGMENT_BYTES_MIN.max(frames_end)
 }
 
 fn file_len(path: &Path) -> u64 {
@@ -811,16 +828,16 @@ impl Harness {
                 let bit = damaged.offset * 8
                     + bit.index(((damaged.end() - damaged.offset) * 8) as usize) as u64;
                 flip_bit(&in_flight.path, bit);
+                let damaged_file = fs::read(&in_flight.path).unwrap();
                 assert_corrupt_at(
                     self.open(),
                     &in_flight.path,
                     damaged.offset,
                     "open with a damaged frame before a whole one",
                 );
-                assert_eq!(
-                    file_len(&in_flight.path),
-                    in_flight.end(),
-                    "a failed open cuts nothing"
+                assert!(
+                    fs::read(&in_flight.path).unwrap() == damaged_file,
+                    "a failed open changes nothing"
                 );
                 flip_bit(&in_flight.path, bit);
                 self.model.record(&in_flight.events, &in_flight.receipt);
@@ -855,7 +872,7 @@ impl Harness {
     fn append_in_flight(&mut self, batch: &[GenEvent]) -> InFlight {
         let events_dir = self.events_dir();
         let active_before = *segment_firsts(&events_dir).last().unwrap();
-        let len_before = file_len(&segment_path(&events_dir, active_before));
+        let len_before = frames_end(&segment_path(&events_dir, active_before), active_before);
         let (events, receipt) = self.append(batch);
         let first_position = self.model.events.len() as u64 + 1;
         assert_eq!(receipt.events[0].position, Position(first_position));
@@ -882,9 +899,9 @@ impl Harness {
             "the batch follows the last one"
         );
         assert_eq!(
-            frames.last().unwrap().end(),
             file_len(&path),
-            "the batch ends the file"
+            reserved_len(frames.last().unwrap().end()),
+            "the batch ends the frames, in the segment's reserved space"
         );
         for (frame_idx, frame) in frames.iter().enumerate() {
             assert_eq!(
@@ -919,10 +936,16 @@ impl Harness {
                 committed.position
             );
         }
+        let active = segment_firsts(&self.events_dir()).pop().unwrap();
+        assert_eq!(
+            frames_end(&in_flight.path, active),
+            in_flight.start(),
+            "recovery cuts the torn batch off, leaving zeros ({damage})"
+        );
         assert_eq!(
             file_len(&in_flight.path),
-            in_flight.start(),
-            "recovery cuts the torn batch off ({damage})"
+            reserved_len(in_flight.start()),
+            "recovery reserves the space again ({damage})"
         );
         check_all(&store, &self.model);
         self.store = Some(store);
