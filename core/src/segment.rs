@@ -12,10 +12,11 @@
 //! - Batches are atomic: the last frame of each batch carries [`FLAG_BATCH_END`]; recovery drops
 //!   a batch whose end marker never reached the disk. A batch never spans two segments.
 //! - Only the last segment (the active one) is ever written; earlier ones are sealed.
-//! - The active segment's space is reserved when it is created (fallocate of the segment size),
-//!   so appending to it changes no file size and an fdatasync has no metadata to commit. The
-//!   reserved space reads as zeros, which mark the end of the frames; sealing cuts a segment to
-//!   its last frame, so only the active segment is ever longer than its frames.
+//! - The active segment's space is reserved when it is created (fallocate of the segment size,
+//!   best effort), so appending to it changes no file size and most fdatasyncs commit no
+//!   metadata. The reserved space reads as zeros, which mark the end of the frames; sealing
+//!   cuts a segment to its last frame, so only the active segment is ever longer than its
+//!   frames.
 //! - Recovery truncates only a torn tail: a bad frame with no valid frame after it in the last
 //!   segment. A bad frame followed by a valid one, or a bad frame in a sealed segment, is
 //!   corruption and is reported with the file and offset, never skipped.
@@ -221,15 +222,26 @@ impl SegmentLog {
                 bytes = tail.dirty_end - tail.end,
                 "truncating a torn tail that was never acknowledged"
             );
+            recovery.truncated = Some((path.clone(), tail.end, tail.dirty_end - tail.end));
+        } else if tail.zeros_read > SCAN_PIECE_BYTES {
+            // Written zeros where reserved space should be (a copy that did not keep the file
+            // sparse): every open would read them, so they are cut and reserved again.
+            tracing::info!(
+                file = %path.display(),
+                bytes = tail.zeros_read,
+                "turning written zeros after the last frame back into reserved space"
+            );
+        }
+        if tail.dirty_end > tail.end || tail.zeros_read > SCAN_PIECE_BYTES {
             active
                 .set_len(tail.end)
                 .map_err(|err| Error::io(&path, err))?;
             active.sync_all().map_err(|err| Error::io(&path, err))?;
-            recovery.truncated = Some((path.clone(), tail.end, tail.dirty_end - tail.end));
         }
         // A no-op when the space is still reserved; after a cut, or for a segment written
         // before segments reserved their space, it reserves it now.
-        reserve(&active, &path, segment_bytes)?;
+        reserve(&active, &path, segment_bytes);
+        active.sync_all().map_err(|err| Error::io(&path, err))?;
         let log = SegmentLog {
             dir: dir.to_path_buf(),
             segment_bytes,
@@ -393,7 +405,7 @@ impl SegmentLog {
             cut = frame.loc.offset + FRAME_HEADER_BYTES + u64::from(frame.loc.body_len);
         }
         file.set_len(cut).map_err(|err| Error::io(&path, err))?;
-        reserve(&file, &path, self.segment_bytes)?;
+        reserve(&file, &path, self.segment_bytes);
         file.sync_all().map_err(|err| Error::io(&path, err))?;
         sync_dir(&self.dir)?;
         self.active = Arc::new(file);
@@ -428,8 +440,9 @@ impl SegmentLog {
     fn roll(&mut self) -> Result<u64> {
         self.flush(false)?;
         let sealed_path = self.active_path();
-        self.active
-            .set_len(self.active_len)
+        let faults = self.faults.as_deref().map_or(Ok(()), Faults::before_sync);
+        faults
+            .and_then(|()| self.active.set_len(self.active_len))
             .and_then(|()| self.active.sync_all())
             .map_err(|err| Error::io(&sealed_path, err))?;
         let sealed = *self.firsts.last().expect("a log has at least one segment");
@@ -556,24 +569,36 @@ fn create_segment(dir: &Path, first_index: u64, segment_bytes: u64) -> Result<Pa
         .truncate(true)
         .open(&tmp)
         .map_err(|err| Error::io(&tmp, err))?;
-    file.write_all(&header)
-        .map_err(|err| Error::io(&tmp, err))?;
-    reserve(&file, &tmp, segment_bytes)?;
-    file.sync_all().map_err(|err| Error::io(&tmp, err))?;
+    if let Err(err) = file.write_all(&header).and_then(|()| {
+        reserve(&file, &tmp, segment_bytes);
+        file.sync_all()
+    }) {
+        // Whatever was reserved would otherwise hold its space until the next open.
+        let _ = fs::remove_file(&tmp);
+        return Err(Error::io(&tmp, err));
+    }
     fs::rename(&tmp, &path).map_err(|err| Error::io(&path, err))?;
     sync_dir(dir)?;
     Ok(path)
 }
 
 /// Reserves a segment's disk space up to `segment_bytes` (fallocate; the file's length becomes
-/// at least that). Writes into reserved space change no file size and allocate no block, so
-/// their fdatasync has no metadata to commit (docs/BENCHMARKS.md, "Fourth pass", measures it).
-/// A full disk shows here, when a segment is created, rather than partway through one. On a
-/// file system without fallocate the file grows as it is written, as it did before.
-fn reserve(file: &File, path: &Path, segment_bytes: u64) -> Result<()> {
+/// at least that). A write into reserved space changes no file size, and only the first write
+/// into each block has metadata to commit (its extent becomes written), so most fdatasyncs
+/// commit none (docs/BENCHMARKS.md, "Fourth pass", measures it).
+///
+/// Best effort: reserving is only faster, never needed. Where it fails (a full disk, a file
+/// system without fallocate) the file grows as it is written, as it did before, and a full
+/// disk shows as a failed write, as it always did. A store on a full disk still opens.
+fn reserve(file: &File, path: &Path, segment_bytes: u64) {
     match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, segment_bytes) {
-        Ok(()) | Err(rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::NOSYS) => Ok(()),
-        Err(err) => Err(Error::io(path, err.into())),
+        Ok(()) | Err(rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::NOSYS) => {}
+        Err(err) => tracing::warn!(
+            file = %path.display(),
+            bytes = segment_bytes,
+            error = %err,
+            "cannot reserve the segment's space; it grows as it is written"
+        ),
     }
 }
 
@@ -760,6 +785,8 @@ struct Tail {
     /// The end of the last byte after `end` that is not zero: `end` itself unless a batch was
     /// cut short. Zeros after the frames are reserved space, not damage.
     dirty_end: u64,
+    /// Bytes of written zeros read after the frames, where reserved space should have been.
+    zeros_read: u64,
 }
 
 /// Finds the end of the last whole batch in the active segment. A bad frame is a torn tail only
@@ -791,6 +818,7 @@ fn scan_tail(file: &File, path: &Path, first_index: u64) -> Result<Tail> {
         end,
         next_index: tail_index,
         dirty_end: after.dirty_end,
+        zeros_read: after.zeros_read,
     })
 }
 
@@ -800,12 +828,20 @@ struct After {
     dirty_end: u64,
     /// The offset of a whole frame after the bad one, if there is any.
     whole_frame: Option<u64>,
+    /// Bytes read that were written zeros, not reserved space: after a copy that did not keep
+    /// the file sparse, say. See [`Tail::zeros_read`].
+    zeros_read: u64,
 }
 
 /// Reads the file from `tail_end` to its end, in pieces, for bytes that are not zero and for a
 /// whole frame with an index of at least `min_index` starting after `bad_offset`. Ranges the
 /// file system reports as holes or unwritten space read as zeros and are skipped, so a segment
 /// that has used little of its reserved space is not read through to its end.
+///
+/// A candidate frame is read (and its CRC computed) only if its header could be that of a
+/// whole frame after the bad one: an index no higher than the frames that fit between them
+/// allow, known flags, and a body that ends within the written range, since every byte of a
+/// whole frame was written. So garbage in a torn batch costs a few compares per byte.
 fn scan_after(
     file: &File,
     path: &Path,
@@ -815,10 +851,10 @@ fn scan_after(
     segment: u64,
     min_index: u64,
 ) -> Result<After> {
-    let max_index = min_index + file_len / FRAME_HEADER_BYTES;
     let mut after = After {
         dirty_end: tail_end,
         whole_frame: None,
+        zeros_read: 0,
     };
     let mut piece = Vec::new();
     for (start, end) in written_ranges(file, tail_end, file_len) {
@@ -834,6 +870,7 @@ fn scan_after(
             file.read_exact_at(&mut piece, at)
                 .map_err(|err| Error::io(path, err))?;
             let Some(last) = piece.iter().rposition(|&byte| byte != 0) else {
+                after.zeros_read += piece_end - at;
                 at = piece_end;
                 continue;
             };
@@ -848,13 +885,21 @@ fn scan_after(
             };
             for rel in 0..candidates {
                 let candidate = at + rel as u64;
-                let Some(index_bytes) = piece.get(rel + 8..rel + 16) else {
+                if candidate <= bad_offset {
+                    continue;
+                }
+                let Some(header) = piece.get(rel..rel + FRAME_HEADER_BYTES as usize) else {
                     break;
                 };
-                let index = u64::from_le_bytes(index_bytes.try_into().expect("8 bytes"));
-                if candidate > bad_offset
-                    && (min_index..=max_index).contains(&index)
-                    && read_frame_at(file, file_len, candidate, segment, index).is_some()
+                let header = parse_frame_header(header);
+                // The frames from the bad one to this one take 17 bytes each at least.
+                let max_index =
+                    min_index.saturating_add((candidate - bad_offset) / FRAME_HEADER_BYTES);
+                let frame_end = candidate + FRAME_HEADER_BYTES + u64::from(header.body_len);
+                if (min_index..=max_index).contains(&header.index)
+                    && header.flags & !FLAG_BATCH_END == 0
+                    && frame_end <= end
+                    && read_frame_at(file, end, candidate, segment, header.index).is_some()
                 {
                     after.whole_frame = Some(candidate);
                     return Ok(after);
@@ -883,6 +928,11 @@ fn written_ranges(file: &File, from: u64, to: u64) -> Vec<(u64, u64)> {
                 break;
             }
         };
+        // A file system that answers out of order is read from `at` to the end instead.
+        if start < at {
+            ranges.push((at, to));
+            break;
+        }
         if start >= to {
             break;
         }
@@ -992,13 +1042,19 @@ mod tests {
         let last = log.last_index();
         let active_end = frame_end(locs.last().unwrap());
         drop(log);
-
-        let (mut log, recovery) = SegmentLog::open(dir.path(), segment_bytes, 1).unwrap();
+        let (log, recovery) = SegmentLog::open(dir.path(), segment_bytes, 1).unwrap();
         assert_eq!(
             recovery,
             Recovery::default(),
             "reserved zeros are not a torn tail"
         );
+        drop(log);
+
+        // As a version that did not reserve space left it: the file ends at its last frame.
+        let file = OpenOptions::new().write(true).open(&active.path).unwrap();
+        file.set_len(active_end).unwrap();
+        let (mut log, recovery) = SegmentLog::open(dir.path(), segment_bytes, 1).unwrap();
+        assert_eq!(recovery, Recovery::default());
         assert_eq!(log.last_index(), last);
         let appended = log.append(&bodies(1, 9)).unwrap();
         log.flush(true).unwrap();
@@ -1103,6 +1159,119 @@ mod tests {
             Error::Corrupt { offset, .. } => assert_eq!(offset, SEGMENT_HEADER_BYTES),
             other => panic!("expected corruption, got {other}"),
         }
+    }
+
+    /// A log in a 16 MiB segment holding frames 1 and 2 (one batch each); returns where the
+    /// frames end.
+    fn two_frames(dir: &Path) -> u64 {
+        let (mut log, _) = SegmentLog::open(dir, 16 << 20, 1).unwrap();
+        log.append(&bodies(1, 1)).unwrap();
+        let second = log.append(&bodies(1, 2)).unwrap();
+        log.flush(true).unwrap();
+        frame_end(&second.locs[0])
+    }
+
+    /// Frame `index` with an empty body and no flags, as bytes.
+    fn bare_frame(index: u64) -> Vec<u8> {
+        let mut frame = Vec::new();
+        encode_frame(&mut frame, index, 0, &[]);
+        frame
+    }
+
+    fn assert_corrupt_at(dir: &Path, offset: u64) {
+        match SegmentLog::open(dir, 16 << 20, 1) {
+            Err(Error::Corrupt { offset: at, .. }) => assert_eq!(at, offset),
+            Err(other) => panic!("expected corruption at {offset}, got {other}"),
+            Ok(_) => panic!("expected corruption at {offset}, the log opened"),
+        }
+    }
+
+    #[test]
+    fn a_whole_frame_far_past_the_damage_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = SegmentLog::open(dir.path(), 16 << 20, 1).unwrap();
+        log.append(&bodies(1, 1)).unwrap();
+        let big = log.append(&[vec![5; 5 << 19]]).unwrap();
+        log.append(&bodies(1, 3)).unwrap();
+        log.flush(true).unwrap();
+        drop(log);
+        let path = segment_path(dir.path(), 1);
+        // Frame 3 lies 2.5 MiB after the damaged frame 2: three scan pieces later.
+        overwrite(&path, big.locs[0].offset + FRAME_HEADER_BYTES + 9, &[6]);
+        assert_corrupt_at(dir.path(), big.locs[0].offset);
+    }
+
+    #[test]
+    fn a_whole_frame_past_reserved_space_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let end = two_frames(dir.path());
+        // Frame 3, whole, 8 MiB on, with unwritten reserved space between.
+        overwrite(&segment_path(dir.path(), 1), 8 << 20, &bare_frame(3));
+        assert_corrupt_at(dir.path(), end);
+    }
+
+    #[test]
+    fn a_whole_frame_whose_index_is_the_last_byte_not_zero_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let end = two_frames(dir.path());
+        let path = segment_path(dir.path(), 1);
+        // A torn frame 3, then a whole frame 3: no body, no flags, so the low byte of its index
+        // is the last byte that is not zero.
+        overwrite(&path, end, &[0xff; 3]);
+        let frame = bare_frame(3);
+        assert_eq!(frame.iter().rposition(|&byte| byte != 0), Some(8));
+        overwrite(&path, end + 40, &frame);
+        assert_corrupt_at(dir.path(), end);
+    }
+
+    #[test]
+    fn a_stray_byte_in_reserved_space_is_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let end = two_frames(dir.path());
+        let path = segment_path(dir.path(), 1);
+        let stray_at = (4 << 20) + 5;
+        overwrite(&path, stray_at, &[1]);
+        let (log, recovery) = SegmentLog::open(dir.path(), 16 << 20, 1).unwrap();
+        assert_eq!(log.last_index(), 2);
+        assert_eq!(
+            recovery.truncated,
+            Some((path.clone(), end, stray_at + 1 - end))
+        );
+        let mut byte = [1];
+        File::open(&path)
+            .unwrap()
+            .read_exact_at(&mut byte, stray_at)
+            .unwrap();
+        assert_eq!(byte, [0]);
+        assert_eq!(fs::metadata(&path).unwrap().len(), 16 << 20);
+    }
+
+    #[test]
+    fn written_zeros_after_the_frames_become_reserved_space_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let end = two_frames(dir.path());
+        let path = segment_path(dir.path(), 1);
+        // As a copy that does not keep files sparse leaves it.
+        overwrite(&path, end, &vec![0; 3 << 20]);
+        let written = |path: &Path| -> u64 {
+            let file = File::open(path).unwrap();
+            written_ranges(&file, end, 16 << 20)
+                .iter()
+                .map(|(start, end)| end - start)
+                .sum()
+        };
+        assert!(written(&path) >= 3 << 20);
+        let (log, recovery) = SegmentLog::open(dir.path(), 16 << 20, 1).unwrap();
+        assert_eq!(
+            (log.last_index(), recovery),
+            (2, Recovery::default()),
+            "zeros are no torn tail"
+        );
+        assert!(
+            written(&path) < SCAN_PIECE_BYTES,
+            "the zeros are reserved space again"
+        );
+        assert_eq!(fs::metadata(&path).unwrap().len(), 16 << 20);
     }
 
     #[test]
