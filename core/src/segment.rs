@@ -378,11 +378,17 @@ impl SegmentLog {
         self.flush(false)?;
         let active_first = *self.firsts.last().expect("a log has at least one segment");
         // Drop whole segments that start after the cut, newest first.
+        let n_segments = self.firsts.len();
         while self.firsts.len() > 1 && *self.firsts.last().expect("non-empty") > index + 1 {
             let first = self.firsts.pop().expect("non-empty");
             let path = segment_path(&self.dir, first);
             self.reader.remove(first);
             fs::remove_file(&path).map_err(|err| Error::io(&path, err))?;
+        }
+        // The removals are made durable before the cut: otherwise a power loss could bring a
+        // removed segment back after a segment that now ends in reserved zeros.
+        if self.firsts.len() < n_segments {
+            sync_dir(&self.dir)?;
         }
         let first = *self.firsts.last().expect("a log has at least one segment");
         let path = segment_path(&self.dir, first);
