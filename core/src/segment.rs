@@ -61,6 +61,13 @@ pub struct FrameLoc {
     pub body_len: u32,
 }
 
+impl FrameLoc {
+    /// The offset just past the frame.
+    pub fn end(&self) -> u64 {
+        self.offset + FRAME_HEADER_BYTES + u64::from(self.body_len)
+    }
+}
+
 /// One frame as read back from disk, its checksum verified.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Frame {
@@ -215,6 +222,7 @@ impl SegmentLog {
             .open(&path)
             .map_err(|err| Error::io(&path, err))?;
         let tail = scan_tail(&active, &path, active_first)?;
+        let cut = tail.dirty_end > tail.end || tail.zeros_read > SCAN_PIECE_BYTES;
         if tail.dirty_end > tail.end {
             tracing::warn!(
                 file = %path.display(),
@@ -232,14 +240,13 @@ impl SegmentLog {
                 "turning written zeros after the last frame back into reserved space"
             );
         }
-        if tail.dirty_end > tail.end || tail.zeros_read > SCAN_PIECE_BYTES {
+        if cut {
             active
                 .set_len(tail.end)
                 .map_err(|err| Error::io(&path, err))?;
-            active.sync_all().map_err(|err| Error::io(&path, err))?;
         }
         // A no-op when the space is still reserved; after a cut, or for a segment written
-        // before segments reserved their space, it reserves it now.
+        // before segments reserved their space, it reserves it now. One sync covers both.
         reserve(&active, &path, segment_bytes);
         active.sync_all().map_err(|err| Error::io(&path, err))?;
         let log = SegmentLog {
@@ -397,18 +404,14 @@ impl SegmentLog {
             .write(true)
             .open(&path)
             .map_err(|err| Error::io(&path, err))?;
-        let frames_end = if first == active_first {
-            self.active_len
-        } else {
-            file_len(&file, &path)?
-        };
+        let frames_end = self.frames_end(first, active_first, &file, &path)?;
         let mut cut = SEGMENT_HEADER_BYTES;
         for frame in FrameIter::new(&file, &path, first, frames_end) {
             let frame = frame?;
             if frame.index > index {
                 break;
             }
-            cut = frame.loc.offset + FRAME_HEADER_BYTES + u64::from(frame.loc.body_len);
+            cut = frame.loc.end();
         }
         file.set_len(cut).map_err(|err| Error::io(&path, err))?;
         reserve(&file, &path, self.segment_bytes);
@@ -426,12 +429,18 @@ impl SegmentLog {
         let path = segment_path(&self.dir, first_index);
         let file = File::open(&path).map_err(|err| Error::io(&path, err))?;
         let active_first = *self.firsts.last().expect("a log has at least one segment");
-        let frames_end = if first_index == active_first {
-            self.active_len - self.buffer.len() as u64
-        } else {
-            file_len(&file, &path)?
-        };
+        let frames_end = self.frames_end(first_index, active_first, &file, &path)?;
         FrameIter::new(&file, &path, first_index, frames_end).collect()
+    }
+
+    /// Where the frames of segment `first` end: the flushed end of the active segment (which
+    /// is longer while its reserved space lasts), the file's length for a sealed one.
+    fn frames_end(&self, first: u64, active_first: u64, file: &File, path: &Path) -> Result<u64> {
+        if first == active_first {
+            Ok(self.active_len - self.buffer.len() as u64)
+        } else {
+            file_len(file, path)
+        }
     }
 
     fn active_path(&self) -> PathBuf {
@@ -726,7 +735,7 @@ impl Iterator for FrameIter<'_> {
         );
         match frame {
             Some(frame) => {
-                self.offset += FRAME_HEADER_BYTES + u64::from(frame.loc.body_len);
+                self.offset = frame.loc.end();
                 self.next_index += 1;
                 Some(Ok(frame))
             }
@@ -805,7 +814,7 @@ fn scan_tail(file: &File, path: &Path, first_index: u64) -> Result<Tail> {
     let mut offset = SEGMENT_HEADER_BYTES;
     let mut next_index = first_index;
     while let Some(frame) = read_frame_at(file, file_len, offset, first_index, next_index) {
-        offset += FRAME_HEADER_BYTES + u64::from(frame.loc.body_len);
+        offset = frame.loc.end();
         next_index += 1;
         if frame.flags & FLAG_BATCH_END != 0 {
             end = offset;
@@ -1015,10 +1024,6 @@ mod tests {
             .unwrap();
     }
 
-    fn frame_end(loc: &FrameLoc) -> u64 {
-        loc.offset + FRAME_HEADER_BYTES + u64::from(loc.body_len)
-    }
-
     #[test]
     fn a_segment_reserves_its_space_and_sealing_cuts_it_to_its_frames() {
         let dir = tempfile::tempdir().unwrap();
@@ -1035,7 +1040,7 @@ mod tests {
         let sealed_end = locs
             .iter()
             .filter(|loc| loc.segment == 1)
-            .map(frame_end)
+            .map(FrameLoc::end)
             .max()
             .unwrap();
         assert_eq!(
@@ -1046,7 +1051,7 @@ mod tests {
         let active = log.segments()[1].clone();
         assert_eq!(fs::metadata(&active.path).unwrap().len(), segment_bytes);
         let last = log.last_index();
-        let active_end = frame_end(locs.last().unwrap());
+        let active_end = locs.last().unwrap().end();
         drop(log);
         let (log, recovery) = SegmentLog::open(dir.path(), segment_bytes, 1).unwrap();
         assert_eq!(
@@ -1088,9 +1093,9 @@ mod tests {
             let second = log.append(&bodies(3, 2)).unwrap();
             log.flush(true).unwrap();
             drop(log);
-            let end_of_first = frame_end(&first.locs[1]);
+            let end_of_first = first.locs[1].end();
             // Tear inside the third frame of the second batch: its first two frames are whole.
-            let torn_at = frame_end(&second.locs[2]) - 3;
+            let torn_at = second.locs[2].end() - 3;
             let path = segment_path(dir.path(), 1);
             if cut_file {
                 let file = OpenOptions::new().write(true).open(&path).unwrap();
@@ -1174,7 +1179,7 @@ mod tests {
         log.append(&bodies(1, 1)).unwrap();
         let second = log.append(&bodies(1, 2)).unwrap();
         log.flush(true).unwrap();
-        frame_end(&second.locs[0])
+        second.locs[0].end()
     }
 
     /// Frame `index` with an empty body and no flags, as bytes.
