@@ -752,9 +752,7 @@ impl Store {
                 })
                 .collect()
         };
-        locs.into_iter()
-            .map(|(position, loc)| self.read_event(position, loc))
-            .collect()
+        writer::read_many(&self.shared, &locs)
     }
 
     /// Reads up to `limit` events of the log that match `filter`, starting at `from` (inclusive)
@@ -879,10 +877,7 @@ impl Store {
         let end = end
             || (direction == Direction::Forward && cursor > head)
             || (direction == Direction::Backward && cursor == 0);
-        let events = locs
-            .into_iter()
-            .map(|(position, loc)| self.read_event(position, loc))
-            .collect::<Result<_>>()?;
+        let events = writer::read_many(&self.shared, &locs)?;
         Ok(ReadBatch {
             events,
             next: Position(cursor),

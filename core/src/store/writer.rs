@@ -894,18 +894,30 @@ pub(super) fn read_position(shared: &Shared, position: u64) -> Result<Event> {
 
 /// Reads and checks the event at `position`.
 pub(super) fn read_at(shared: &Shared, position: u64, loc: segment::FrameLoc) -> Result<Event> {
-    let record = shared.reader.read(position, loc)?;
-    let path = segment::segment_path(&shared.events_dir, loc.segment);
-    let event =
-        codec::decode(&record).map_err(|detail| Error::corrupt(&path, loc.offset, detail))?;
-    if event.position.0 != position {
-        return Err(Error::corrupt(
-            &path,
-            loc.offset,
-            format!("frame {position} holds position {}", event.position),
-        ));
-    }
-    Ok(event)
+    let mut events = read_many(shared, &[(position, loc)])?;
+    Ok(events.pop().expect("one frame read gives one event"))
+}
+
+/// Reads and checks the events at `locs`, each a position and where its frame lives, in order.
+/// Frames that lie end to end, as a page of the log does, are read together.
+pub(super) fn read_many(shared: &Shared, locs: &[(u64, segment::FrameLoc)]) -> Result<Vec<Event>> {
+    let mut events = Vec::with_capacity(locs.len());
+    shared.reader.read_each(locs, |position, loc, record| {
+        let corrupt = |detail| {
+            let path = segment::segment_path(&shared.events_dir, loc.segment);
+            Error::corrupt(&path, loc.offset, detail)
+        };
+        let event = codec::decode(record).map_err(corrupt)?;
+        if event.position.0 != position {
+            return Err(corrupt(format!(
+                "frame {position} holds position {}",
+                event.position
+            )));
+        }
+        events.push(event);
+        Ok(())
+    })?;
+    Ok(events)
 }
 
 /// The store as gates see it: everything indexed so far, written or durable. Each call takes the
