@@ -113,6 +113,13 @@ impl EventId {
     pub fn as_bytes(&self) -> &[u8; 16] {
         self.0.as_bytes()
     }
+
+    /// The canonical hyphenated form, as `Display` writes it, in one allocation of its exact
+    /// size (`to_string` grows its string through the formatter).
+    pub fn to_text(self) -> String {
+        let mut buffer = uuid::Uuid::encode_buffer();
+        self.0.hyphenated().encode_lower(&mut buffer).to_owned()
+    }
 }
 
 impl fmt::Display for EventId {
@@ -320,5 +327,27 @@ fn over(event_idx: usize, what: &str, actual: usize, max: usize, limit: &'static
         max: max as u64,
         actual: actual as u64,
         what: format!("event {event_idx} {what}"),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn to_text_is_the_display_form() {
+        let ids = [
+            uuid::Uuid::nil(),
+            uuid::Uuid::max(),
+            uuid::Uuid::now_v7(),
+            uuid::Uuid::from_u128(0x0123_4567_89ab_cdef_fedc_ba98_7654_3210),
+        ];
+        for id in ids.map(EventId) {
+            let text = id.to_text();
+            assert_eq!(text, id.to_string());
+            assert_eq!(text.capacity(), 36, "one allocation of the exact size");
+            assert_eq!(EventId::parse(&text).unwrap(), id);
+        }
     }
 }

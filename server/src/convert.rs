@@ -321,16 +321,16 @@ pub fn event(event: Event) -> pb::Event {
         position: event.position.0,
         version: event.version.0,
         timestamp: Some(wire_timestamp(event.timestamp)),
-        id: event.id.to_string(),
+        id: event.id.to_text(),
         scope: event.scope,
         entity: event.entity,
         r#type: event.event_type,
         tags: event.tags,
         payload: event.payload,
         content_type: event.content_type,
-        metadata: event.metadata.into_iter().collect(),
-        causation: event.causation.iter().map(EventId::to_string).collect(),
-        correlation_id: event.correlation_id.to_string(),
+        metadata: event.metadata,
+        causation: event.causation.into_iter().map(EventId::to_text).collect(),
+        correlation_id: event.correlation_id.to_text(),
         hash: event.hash.to_vec(),
     }
 }
@@ -353,7 +353,7 @@ pub fn receipt(receipt: Receipt) -> pb::Receipt {
             .events
             .into_iter()
             .map(|committed| pb::Committed {
-                id: committed.id.to_string(),
+                id: committed.id.to_text(),
                 position: committed.position.0,
                 version: committed.version.0,
                 timestamp: Some(wire_timestamp(committed.timestamp)),
@@ -393,8 +393,8 @@ pub fn graph(graph: Graph) -> pb::Graph {
         .edges
         .iter()
         .map(|edge| pb::Edge {
-            parent: edge.parent.to_string(),
-            child: edge.child.to_string(),
+            parent: edge.parent.to_text(),
+            child: edge.child.to_text(),
         })
         .filter(|edge| kept.contains(edge.parent.as_str()) && kept.contains(edge.child.as_str()))
         .collect();
