@@ -9,6 +9,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File};
 use std::io::{Read, Write};
+use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{SyncSender, sync_channel};
 use std::thread::JoinHandle;
@@ -155,12 +156,25 @@ impl IdxBuffer {
         // sit dirty in the page cache until the final sync, and every append's fdatasync that
         // the journal ties to them waits for all of it: p99 of 100-event appends went from 12
         // to 20 ms. A piece at a time, an append waits for at most one piece.
+        //
+        // Each piece, once synced, also leaves the page cache: nothing reads a sidecar until the
+        // next open, and the pages freed are the ones the next piece (or the segment) is
+        // written into, where new pages would each cost a fault on a VM that hands freed memory
+        // back to its host (see docs/BENCHMARKS.md, fifth pass). Best effort.
         File::create(&tmp)
             .and_then(|mut file| {
                 file.write_all(&head)?;
+                let mut written = head.len() as u64;
                 for piece in self.bytes.chunks(IDX_WRITE_PIECE_BYTES) {
                     file.write_all(piece)?;
                     file.sync_data()?;
+                    let _ = rustix::fs::fadvise(
+                        &file,
+                        written,
+                        NonZeroU64::new(piece.len() as u64),
+                        rustix::fs::Advice::DontNeed,
+                    );
+                    written += piece.len() as u64;
                 }
                 file.write_all(&crc.finalize().to_le_bytes())?;
                 file.sync_all()
