@@ -45,7 +45,7 @@ pub struct Trailer {
 /// Encodes `event` (whose `hash` field is ignored) with an optional append trailer, and returns
 /// the record bytes and the event's hash.
 pub fn encode(event: &Event, prev_hash: &Hash, trailer: Option<&Trailer>) -> (Vec<u8>, Hash) {
-    let mut out = Vec::with_capacity(128 + event.payload.len());
+    let mut out = Vec::with_capacity(record_len(event, trailer));
     out.push(RECORD_VERSION);
     out.push(KIND_EVENT);
     out.extend_from_slice(&[0u8; 4]);
@@ -378,6 +378,45 @@ fn prefix(record: &[u8]) -> Result<usize, String> {
     Ok(header_len)
 }
 
+/// The length of the record [`encode`] writes, so that it allocates once: the writer encodes
+/// every event, and growing the buffer part way cost a copy and a second allocation per event.
+fn record_len(event: &Event, trailer: Option<&Trailer>) -> usize {
+    const LEN: usize = 2;
+    let str_len = |value: &str| LEN + value.len();
+    let fixed = RECORD_PREFIX_BYTES + 3 * 8 + 2 * 16;
+    let names = [
+        &event.scope,
+        &event.entity,
+        &event.event_type,
+        &event.content_type,
+    ]
+    .into_iter()
+    .map(|name| str_len(name))
+    .sum::<usize>();
+    let tags = LEN + event.tags.iter().map(|tag| str_len(tag)).sum::<usize>();
+    let metadata = LEN
+        + event
+            .metadata
+            .iter()
+            .map(|(key, value)| str_len(key) + str_len(value))
+            .sum::<usize>();
+    let causation = LEN + 16 * event.causation.len();
+    let trailer = match trailer {
+        None => 2,
+        Some(trailer) => {
+            2 + str_len(&trailer.idempotency_key)
+                + HASH_BYTES
+                + LEN
+                + trailer
+                    .gates
+                    .iter()
+                    .map(|(name, _)| str_len(name) + 8)
+                    .sum::<usize>()
+        }
+    };
+    fixed + names + tags + metadata + causation + HASH_BYTES + trailer + event.payload.len()
+}
+
 fn put_len(out: &mut Vec<u8>, len: usize) {
     out.extend_from_slice(
         &u16::try_from(len)
@@ -515,6 +554,29 @@ mod tests {
             .map(|(name, version)| (name.to_string(), version))
             .collect();
         assert_eq!(gates, expected.gates);
+    }
+
+    #[test]
+    fn a_record_is_allocated_once_at_its_exact_length() {
+        let bare = Event {
+            tags: Vec::new(),
+            metadata: BTreeMap::new(),
+            causation: Vec::new(),
+            content_type: String::new(),
+            payload: Vec::new(),
+            ..event()
+        };
+        let cases = [
+            (event(), None),
+            (event(), Some(trailer())),
+            (bare.clone(), None),
+            (bare, Some(Trailer::default())),
+        ];
+        for (original, trailer) in cases {
+            let (record, _) = encode(&original, &[0; 32], trailer.as_ref());
+            assert_eq!(record.len(), record_len(&original, trailer.as_ref()));
+            assert_eq!(record.capacity(), record.len(), "no growth, no spare room");
+        }
     }
 
     #[test]
