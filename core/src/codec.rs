@@ -95,6 +95,11 @@ pub fn encode(event: &Event, prev_hash: &Hash, trailer: Option<&Trailer>) -> (Ve
         u32::try_from(out.len() - RECORD_PREFIX_BYTES).expect("headers are bounded by limits.rs");
     out[2..6].copy_from_slice(&header_len.to_le_bytes());
     out.extend_from_slice(&event.payload);
+    debug_assert_eq!(
+        out.len(),
+        out.capacity(),
+        "record_len matches what encode writes"
+    );
     (out, hash)
 }
 

@@ -494,10 +494,11 @@ impl SegmentReader {
     }
 
     /// Reads and verifies the frames `frames` names, each an index and where it lives, and
-    /// hands each body to `each` in order; the first error stops the walk. Frames that lie end
-    /// to end in one segment, as a page of the log does, are read with one system call per
-    /// `READ_RUN_BYTES` (256 KiB) into one buffer, so a page of small events costs a few reads rather
-    /// than one per event. Errors are those of [`SegmentReader::read`].
+    /// hands each body to `each` in order; the first error stops the walk, after the frames
+    /// before it were handed over. Frames that lie end to end in one segment, as a page of the
+    /// log does (forward or backward), are read with one system call per `READ_RUN_BYTES`
+    /// (256 KiB) into one buffer, so a page of small events costs a few reads rather than one
+    /// per event. Errors are those of [`SegmentReader::read`], naming the frame at fault.
     pub fn read_each(
         &self,
         frames: &[(u64, FrameLoc)],
@@ -507,48 +508,49 @@ impl SegmentReader {
         let mut open: Option<(u64, Arc<File>)> = None;
         let mut start = 0;
         while start < frames.len() {
-            let first = frames[start].1;
-            let mut end = start + 1;
-            while let Some(&(_, loc)) = frames.get(end) {
-                let adjacent =
-                    loc.segment == first.segment && loc.offset == frames[end - 1].1.end();
-                if !adjacent || loc.end() - first.offset > READ_RUN_BYTES {
-                    break;
-                }
-                end += 1;
-            }
+            let (end, from, to) = read_run(frames, start);
+            let segment = frames[start].1.segment;
             let file = match &open {
-                Some((segment, file)) if *segment == first.segment => Arc::clone(file),
+                Some((open_segment, file)) if *open_segment == segment => Arc::clone(file),
                 _ => {
-                    let file = self.file(first.segment)?;
-                    open = Some((first.segment, Arc::clone(&file)));
+                    let file = self.file(segment)?;
+                    open = Some((segment, Arc::clone(&file)));
                     file
                 }
             };
-            let run_len = (frames[end - 1].1.end() - first.offset) as usize;
+            let run_len = (to - from) as usize;
             if buffer.len() < run_len {
                 buffer.resize(run_len, 0);
             }
             let run = &mut buffer[..run_len];
-            file.read_exact_at(run, first.offset)
-                .map_err(|err| match err.kind() {
-                    std::io::ErrorKind::UnexpectedEof => Error::corrupt(
-                        &segment_path(&self.dir, first.segment),
-                        first.offset,
-                        "a frame at or after this offset is cut short",
-                    ),
-                    _ => Error::io(&segment_path(&self.dir, first.segment), err),
-                })?;
+            // A run that ends past the file is read again frame by frame, to hand over the
+            // frames before the one cut short and to name it.
+            let cut_short = match file.read_exact_at(run, from) {
+                Ok(()) => false,
+                Err(err) if err.kind() == std::io::ErrorKind::UnexpectedEof => true,
+                Err(err) => return Err(Error::io(&segment_path(&self.dir, segment), err)),
+            };
             for &(index, loc) in &frames[start..end] {
-                let at = (loc.offset - first.offset) as usize;
-                let bytes = &run[at..at + (loc.end() - loc.offset) as usize];
+                let at = (loc.offset - from) as usize;
+                let bytes = &mut run[at..at + (loc.end() - loc.offset) as usize];
+                if cut_short {
+                    file.read_exact_at(bytes, loc.offset)
+                        .map_err(|err| match err.kind() {
+                            std::io::ErrorKind::UnexpectedEof => Error::corrupt(
+                                &segment_path(&self.dir, segment),
+                                loc.offset,
+                                "frame is cut short",
+                            ),
+                            _ => Error::io(&segment_path(&self.dir, segment), err),
+                        })?;
+                }
                 let header = parse_frame_header(bytes);
                 if header.body_len != loc.body_len
                     || header.index != index
                     || frame_crc(bytes) != header.crc
                 {
                     return Err(Error::corrupt(
-                        &segment_path(&self.dir, loc.segment),
+                        &segment_path(&self.dir, segment),
                         loc.offset,
                         format!("frame {index} fails its checksum"),
                     ));
@@ -584,6 +586,40 @@ impl SegmentReader {
             .expect("segment file map lock poisoned")
             .remove(&first);
     }
+}
+
+/// The run of `frames` that one read covers, starting at `start`: where it ends (exclusive)
+/// and the bytes `from..to` it spans. The frames after the first join it while each lies end to
+/// end with the one before, in the same segment and the same direction (a backward page asks
+/// for them newest first), and the run stays within `READ_RUN_BYTES`. A run holds at least one
+/// frame, however large.
+fn read_run(frames: &[(u64, FrameLoc)], start: usize) -> (usize, u64, u64) {
+    let first = frames[start].1;
+    let (mut from, mut to) = (first.offset, first.end());
+    let mut forward = None;
+    let mut end = start + 1;
+    while let Some(&(_, loc)) = frames.get(end) {
+        let prev = frames[end - 1].1;
+        let direction = if loc.segment != prev.segment {
+            None
+        } else if loc.offset == prev.end() {
+            Some(true)
+        } else if loc.end() == prev.offset {
+            Some(false)
+        } else {
+            None
+        };
+        if direction.is_none() || (forward.is_some() && forward != direction) {
+            break;
+        }
+        let (run_from, run_to) = (from.min(loc.offset), to.max(loc.end()));
+        if run_to - run_from > READ_RUN_BYTES {
+            break;
+        }
+        (forward, from, to) = (direction, run_from, run_to);
+        end += 1;
+    }
+    (end, from, to)
 }
 
 /// The path of the segment whose first index is `first_index`.
@@ -1121,53 +1157,128 @@ mod tests {
         check(Vec::new());
     }
 
-    #[test]
-    fn read_each_stops_at_a_damaged_frame_inside_a_run() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut log, _) = SegmentLog::open(dir.path(), 1024 * 1024, 1).unwrap();
-        let appended = log.append(&bodies(8, 7)).unwrap();
+    /// A log in `dir` holding one flushed batch of `n_frames` frames, with each frame's index.
+    fn one_batch(dir: &Path, n_frames: usize) -> (SegmentLog, Vec<(u64, FrameLoc)>) {
+        let (mut log, _) = SegmentLog::open(dir, 1024 * 1024, 1).unwrap();
+        let appended = log.append(&bodies(n_frames, 7)).unwrap();
         log.flush(true).unwrap();
-        let frames: Vec<(u64, FrameLoc)> = appended
+        let frames = appended
             .locs
             .iter()
             .enumerate()
             .map(|(loc_idx, loc)| (loc_idx as u64 + 1, *loc))
             .collect();
-        let damaged = frames[5].1;
-        let path = segment_path(dir.path(), damaged.segment);
-        overwrite(&path, damaged.offset + FRAME_HEADER_BYTES + 3, &[0xFF]);
+        (log, frames)
+    }
+
+    /// Reads `frames` until the error that must come, and checks that it is `Corrupt` at
+    /// `offset` of `file` with `detail` in its message. Returns the indexes handed over first.
+    fn read_until_corrupt(
+        log: &SegmentLog,
+        frames: &[(u64, FrameLoc)],
+        file: &Path,
+        offset: u64,
+        detail: &str,
+    ) -> Vec<u64> {
         let mut handed = Vec::new();
         let err = log
             .reader()
-            .read_each(&frames, |index, _, _| {
+            .read_each(frames, |index, _, _| {
                 handed.push(index);
                 Ok(())
             })
             .unwrap_err();
+        match err {
+            Error::Corrupt {
+                file: err_file,
+                offset: err_offset,
+                detail: err_detail,
+            } => {
+                assert_eq!((err_file.as_path(), err_offset), (file, offset));
+                assert!(err_detail.contains(detail), "{err_detail}");
+            }
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+        handed
+    }
+
+    #[test]
+    fn read_each_stops_at_a_damaged_frame_inside_a_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, frames) = one_batch(dir.path(), 8);
+        let damaged = frames[5].1;
+        let path = segment_path(dir.path(), damaged.segment);
+        overwrite(&path, damaged.offset + FRAME_HEADER_BYTES + 3, &[0xFF]);
+        let handed = read_until_corrupt(&log, &frames, &path, damaged.offset, "frame 6");
         assert_eq!(
             handed,
             vec![1, 2, 3, 4, 5],
             "frames before the damage come back"
         );
-        match err {
-            Error::Corrupt {
-                file,
-                offset,
-                detail,
-            } => {
-                assert_eq!(file, path);
-                assert_eq!(offset, damaged.offset);
-                assert!(detail.contains("frame 6"), "{detail}");
-            }
-            other => panic!("expected Corrupt, got {other:?}"),
-        }
-        // A page that asks for more than the file holds is cut short, not read past.
-        let beyond = FrameLoc {
-            offset: frames[7].1.end(),
-            ..frames[7].1
+        // A frame asked for under another index is refused, though its bytes are whole.
+        let err = log.reader().read(1, frames[1].1).unwrap_err();
+        assert!(matches!(err, Error::Corrupt { offset, .. } if offset == frames[1].1.offset));
+    }
+
+    #[test]
+    fn read_each_names_the_frame_a_short_file_cuts() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, frames) = one_batch(dir.path(), 6);
+        // Cut the file 3 bytes into the fifth frame, as a disk that lost its end would.
+        let cut = frames[4].1;
+        let path = segment_path(dir.path(), cut.segment);
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(cut.offset + 3)
+            .unwrap();
+        let handed = read_until_corrupt(&log, &frames, &path, cut.offset, "cut short");
+        assert_eq!(handed, vec![1, 2, 3, 4], "frames before the cut come back");
+    }
+
+    #[test]
+    fn a_read_run_joins_only_frames_end_to_end_in_one_segment_and_direction() {
+        let loc = |segment: u64, offset: u64, body_len: u32| FrameLoc {
+            segment,
+            offset,
+            body_len,
         };
-        let err = log.reader().read(9, beyond).unwrap_err();
-        assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
+        let at = |locs: &[FrameLoc]| -> Vec<(u64, FrameLoc)> {
+            locs.iter().map(|loc| (0, *loc)).collect()
+        };
+        let big = READ_RUN_BYTES as u32;
+        // Forward, end to end: one run.
+        let forward = at(&[loc(1, 32, 100), loc(1, 149, 100), loc(1, 266, 3)]);
+        assert_eq!(read_run(&forward, 0), (3, 32, 286));
+        // Backward, newest first: one run over the same bytes.
+        let backward: Vec<_> = forward.iter().rev().copied().collect();
+        assert_eq!(read_run(&backward, 0), (3, 32, 286));
+        // A gap, a turn of direction, or the same offsets in another segment end the run.
+        let gap = at(&[loc(1, 32, 100), loc(1, 150, 100)]);
+        assert_eq!(read_run(&gap, 0), (1, 32, 149));
+        let turn = at(&[loc(1, 149, 100), loc(1, 266, 3), loc(1, 32, 100)]);
+        assert_eq!(read_run(&turn, 0), (2, 149, 286));
+        let other_segment = at(&[loc(1, 32, 100), loc(2, 149, 100)]);
+        assert_eq!(read_run(&other_segment, 0), (1, 32, 149));
+        // A run stops before it would pass READ_RUN_BYTES; a larger frame is a run alone.
+        let capped = at(&[
+            loc(1, 32, big - 200),
+            loc(1, u64::from(big) - 151, 100),
+            loc(1, u64::from(big) - 34, 100),
+        ]);
+        assert_eq!(read_run(&capped, 0), (2, 32, u64::from(big) - 34));
+        let large = at(&[
+            loc(1, 32, 10),
+            loc(1, 59, big),
+            loc(1, u64::from(big) + 76, 10),
+        ]);
+        assert_eq!(read_run(&large, 0), (1, 32, 59));
+        assert_eq!(read_run(&large, 1), (2, 59, u64::from(big) + 76));
+        assert_eq!(
+            read_run(&large, 2),
+            (3, u64::from(big) + 76, u64::from(big) + 103)
+        );
     }
 
     /// Writes `bytes` at `offset` in place, as a crash or a bad disk would leave them, without

@@ -9,7 +9,6 @@
 use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File};
 use std::io::{Read, Write};
-use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{SyncSender, sync_channel};
 use std::thread::JoinHandle;
@@ -164,17 +163,12 @@ impl IdxBuffer {
         File::create(&tmp)
             .and_then(|mut file| {
                 file.write_all(&head)?;
-                let mut written = head.len() as u64;
                 for piece in self.bytes.chunks(IDX_WRITE_PIECE_BYTES) {
                     file.write_all(piece)?;
                     file.sync_data()?;
-                    let _ = rustix::fs::fadvise(
-                        &file,
-                        written,
-                        NonZeroU64::new(piece.len() as u64),
-                        rustix::fs::Advice::DontNeed,
-                    );
-                    written += piece.len() as u64;
+                    // The whole file so far: pieces do not end on page boundaries, and the
+                    // kernel drops only whole pages of a range.
+                    let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed);
                 }
                 file.write_all(&crc.finalize().to_le_bytes())?;
                 file.sync_all()
