@@ -8,6 +8,7 @@
 //! ```toml
 //! data_dir = "/var/lib/causeway"
 //! listen = "0.0.0.0:50051"
+//! async_threads = 1            # default: one fewer than the CPUs, at least 1
 //! pool_threads = 64
 //! pool_queue = 1024
 //! max_subscriptions = 1024
@@ -23,8 +24,8 @@ use std::path::PathBuf;
 use clap::Parser;
 
 use crate::limits::{
-    POOL_QUEUE_DEFAULT, POOL_QUEUE_MAX, POOL_THREADS_DEFAULT, POOL_THREADS_MAX,
-    SUBSCRIPTIONS_DEFAULT, SUBSCRIPTIONS_MAX, subscribe_reads_max,
+    ASYNC_THREADS_MAX, POOL_QUEUE_DEFAULT, POOL_QUEUE_MAX, POOL_THREADS_DEFAULT, POOL_THREADS_MAX,
+    SUBSCRIPTIONS_DEFAULT, SUBSCRIPTIONS_MAX, async_threads_default, subscribe_reads_max,
 };
 
 /// The default data directory, relative to the working directory.
@@ -49,6 +50,10 @@ pub struct Args {
     /// The address to serve on, as IP:PORT; port 0 picks a free port [default: 127.0.0.1:50051].
     #[arg(long, env = "CAUSEWAY_LISTEN")]
     pub listen: Option<SocketAddr>,
+    /// Threads that serve gRPC [default: one fewer than the CPUs, at least 1; the store's
+    /// writer and sync threads use the other].
+    #[arg(long, env = "CAUSEWAY_ASYNC_THREADS")]
+    pub async_threads: Option<usize>,
     /// Threads that run store calls [default: 64].
     #[arg(long, env = "CAUSEWAY_POOL_THREADS")]
     pub pool_threads: Option<usize>,
@@ -94,6 +99,7 @@ pub enum Durability {
 struct File {
     data_dir: Option<PathBuf>,
     listen: Option<SocketAddr>,
+    async_threads: Option<usize>,
     pool_threads: Option<usize>,
     pool_queue: Option<usize>,
     max_subscriptions: Option<usize>,
@@ -110,6 +116,8 @@ pub struct Config {
     /// The address to serve on; port 0 picks a free port (the bound address is logged and
     /// printed).
     pub listen: SocketAddr,
+    /// Worker threads of the async runtime, 1 to `ASYNC_THREADS_MAX`.
+    pub async_threads: usize,
     /// Threads of the blocking pool, 1 to `POOL_THREADS_MAX`.
     pub pool_threads: usize,
     /// Queue of the blocking pool, 1 to `POOL_QUEUE_MAX`.
@@ -129,6 +137,7 @@ impl Default for Config {
         Config {
             data_dir: PathBuf::from(DATA_DIR_DEFAULT),
             listen: LISTEN_DEFAULT.parse().expect("the default address parses"),
+            async_threads: async_threads_default(),
             pool_threads: POOL_THREADS_DEFAULT,
             pool_queue: POOL_QUEUE_DEFAULT,
             max_subscriptions: SUBSCRIPTIONS_DEFAULT,
@@ -174,6 +183,10 @@ impl Config {
         let config = Config {
             data_dir: args.data_dir.or(file.data_dir).unwrap_or(defaults.data_dir),
             listen: args.listen.or(file.listen).unwrap_or(defaults.listen),
+            async_threads: args
+                .async_threads
+                .or(file.async_threads)
+                .unwrap_or(defaults.async_threads),
             pool_threads: args
                 .pool_threads
                 .or(file.pool_threads)
@@ -203,6 +216,12 @@ impl Config {
     /// Checks every bounded setting against its constant.
     pub fn check(&self) -> Result<(), ConfigError> {
         let bounds = [
+            (
+                "async_threads",
+                self.async_threads,
+                ASYNC_THREADS_MAX,
+                "ASYNC_THREADS_MAX",
+            ),
             (
                 "pool_threads",
                 self.pool_threads,
@@ -284,6 +303,21 @@ mod tests {
         assert!(config.record_denials);
         assert_eq!(config.pool_queue, POOL_QUEUE_DEFAULT);
         assert_eq!(config.data_dir, PathBuf::from(DATA_DIR_DEFAULT));
+    }
+
+    #[test]
+    fn async_threads_leave_a_cpu_to_the_writer_and_are_bounded() {
+        let cpus = std::thread::available_parallelism().map_or(1, |cpus| cpus.get());
+        let config = Config::from_args(args(&[])).expect("defaults");
+        assert_eq!(config.async_threads, (cpus - 1).max(1));
+        let config = Config::from_args(args(&["--async-threads", "3"])).expect("three workers");
+        assert_eq!(config.async_threads, 3);
+        for bad in ["0", "1025"] {
+            let err = Config::from_args(args(&["--async-threads", bad]))
+                .expect_err("outside 1 to ASYNC_THREADS_MAX");
+            assert!(err.0.contains("async_threads"), "{err}");
+            assert!(err.0.contains("ASYNC_THREADS_MAX"), "{err}");
+        }
     }
 
     #[test]

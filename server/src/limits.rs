@@ -17,6 +17,22 @@ use causeway_core::limits::{APPEND_BYTES_MAX, APPEND_EVENTS_MAX};
 pub const POOL_THREADS_MAX: usize = 1024;
 /// Default of `--pool-threads`: enough concurrent appenders to fill large commit groups.
 pub const POOL_THREADS_DEFAULT: usize = 64;
+/// Worker threads of the async runtime, which serve gRPC (HTTP/2, protobuf, the hand-off of
+/// each call to the pool).
+pub const ASYNC_THREADS_MAX: usize = 1024;
+
+/// Default of `--async-threads`: one fewer than the CPUs, at least one. Under load the store's
+/// writer and sync threads keep about one CPU busy between them; a runtime worker on every CPU
+/// as well only trades places with them. On the project's 2-vCPU machine one worker instead of
+/// two gave 1-event appends at 64 in flight 37,400 to 40,400/s against 30,500 to 38,800 (eight
+/// interleaved rounds) and read scans 787,000 events/s against 659,000 to 693,000
+/// (docs/BENCHMARKS.md, fifth pass).
+pub fn async_threads_default() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |cpus| cpus.get() - 1)
+        .max(1)
+}
+
 /// Store calls waiting for a pool thread. When the queue is full a request is refused with
 /// RESOURCE_EXHAUSTED at once, so overload shows as fast errors rather than growing latency.
 pub const POOL_QUEUE_MAX: usize = 65_536;

@@ -20,6 +20,7 @@ fn main() -> anyhow::Result<()> {
         )
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.async_threads)
         .enable_all()
         .thread_name("causeway-async")
         .build()?;
