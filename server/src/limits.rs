@@ -144,6 +144,12 @@ pub const RESPONSE_BYTES_MAX: usize = SUBSCRIBE_MESSAGE_BYTES_MAX;
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// How long a ping may go unanswered before the connection is closed.
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest HTTP/2 frame a client may send (`SETTINGS_MAX_FRAME_SIZE`; the protocol's
+/// default is 16 KiB). A 100-event append of about 35 KB then arrives as one DATA frame instead
+/// of three, each of which the client wrote and the server read with a system call of its own:
+/// per request, client `writev` 4.30 -> 2.38 and server `recvfrom` 4.57 -> 2.55. The server
+/// holds at most one frame per connection while reading it.
+pub const HTTP2_FRAME_BYTES_MAX: u32 = 1024 * 1024;
 /// How long a shutdown waits for in-flight requests before it closes the store anyway. Closing
 /// loses nothing acknowledged: the writer finishes and syncs what it has before it stops.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);

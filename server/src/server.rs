@@ -26,8 +26,8 @@ use tonic_health::ServingStatus;
 
 use crate::config::{Config, ConfigError};
 use crate::limits::{
-    KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, MESSAGE_BYTES_MAX, RESPONSE_BYTES_MAX, SHUTDOWN_GRACE,
-    SIGNING_KEY_FILE_BYTES_MAX, subscribe_reads_max,
+    HTTP2_FRAME_BYTES_MAX, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, MESSAGE_BYTES_MAX,
+    RESPONSE_BYTES_MAX, SHUTDOWN_GRACE, SIGNING_KEY_FILE_BYTES_MAX, subscribe_reads_max,
 };
 use crate::pb;
 use crate::pb::event_store_service_server::EventStoreServiceServer;
@@ -220,6 +220,7 @@ impl Server {
         let serving = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
             .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+            .max_frame_size(Some(HTTP2_FRAME_BYTES_MAX))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

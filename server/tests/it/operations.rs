@@ -210,3 +210,43 @@ async fn settings_come_from_flags_environment_and_file() {
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("pool_threads"), "{stderr}");
 }
+
+/// The server lets clients send HTTP/2 frames of up to `HTTP2_FRAME_BYTES_MAX`, so a batch
+/// append arrives in one DATA frame: its SETTINGS frame, the first thing it sends on a
+/// connection, says so.
+#[test]
+fn the_server_accepts_large_http2_frames() {
+    use std::io::{Read, Write};
+
+    const SETTINGS: u8 = 0x4;
+    const MAX_FRAME_SIZE: u16 = 0x5;
+    let dir = scratch();
+    let node = Node::start(&dir.path().join("data"), &[]);
+    let mut stream = std::net::TcpStream::connect(node.addr).expect("connect");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("read timeout");
+    // The client preface, then an empty SETTINGS frame.
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .expect("send the preface");
+    let mut header = [0u8; 9];
+    stream
+        .read_exact(&mut header)
+        .expect("the server's first frame");
+    assert_eq!(
+        header[3], SETTINGS,
+        "the server's preface is a SETTINGS frame"
+    );
+    let len = usize::from(header[0]) << 16 | usize::from(header[1]) << 8 | usize::from(header[2]);
+    let mut payload = vec![0u8; len];
+    stream.read_exact(&mut payload).expect("the settings");
+    let max_frame_size = payload.chunks_exact(6).find_map(|setting| {
+        (u16::from_be_bytes([setting[0], setting[1]]) == MAX_FRAME_SIZE)
+            .then(|| u32::from_be_bytes([setting[2], setting[3], setting[4], setting[5]]))
+    });
+    assert_eq!(
+        max_frame_size,
+        Some(causeway_server::limits::HTTP2_FRAME_BYTES_MAX)
+    );
+}
