@@ -31,6 +31,11 @@ pub const REQUEST_BYTES_MAX: usize = (16 + 4) * 1024 * 1024;
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// How long a ping may go unanswered before the connection is considered dead.
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest HTTP/2 frame the server may send (`SETTINGS_MAX_FRAME_SIZE`; the protocol's
+/// default is 16 KiB), so a page of events or a subscription batch of hundreds of kilobytes
+/// arrives in a few frames, each a system call on both sides, rather than one per 16 KiB. The
+/// server accepts the same from clients (`HTTP2_FRAME_BYTES_MAX` in the server's limits).
+pub const HTTP2_FRAME_BYTES_MAX: u32 = 1024 * 1024;
 /// Events asked for per page by [`Client::read_log_all`]: the server's per-read maximum.
 pub const READ_PAGE_EVENTS: u32 = 10_000;
 
@@ -76,6 +81,7 @@ impl Client {
                 detail: error_chain(&err),
             })?
             .connect_timeout(CONNECT_TIMEOUT)
+            .max_frame_size(HTTP2_FRAME_BYTES_MAX)
             .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
             .keep_alive_timeout(KEEPALIVE_TIMEOUT)
             .keep_alive_while_idle(true);
@@ -410,6 +416,42 @@ mod tests {
             subscribe_item(pb::SubscribeResponse { message: None }),
             None
         );
+    }
+
+    /// The client's connection preface tells the server it may send frames of up to
+    /// `HTTP2_FRAME_BYTES_MAX`. A bare listener reads the preface's SETTINGS frame.
+    #[tokio::test]
+    async fn connect_asks_for_large_http2_frames() {
+        use std::io::Read;
+
+        const MAX_FRAME_SIZE: u16 = 0x5;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let reader = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().expect("accept");
+            let mut preface = [0u8; 24];
+            stream.read_exact(&mut preface).expect("the client preface");
+            assert_eq!(&preface, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+            let mut header = [0u8; 9];
+            stream.read_exact(&mut header).expect("the first frame");
+            assert_eq!(header[3], 0x4, "the preface goes on with a SETTINGS frame");
+            let len =
+                usize::from(header[0]) << 16 | usize::from(header[1]) << 8 | usize::from(header[2]);
+            let mut payload = vec![0u8; len];
+            stream.read_exact(&mut payload).expect("the settings");
+            payload.chunks_exact(6).find_map(|setting| {
+                (u16::from_be_bytes([setting[0], setting[1]]) == MAX_FRAME_SIZE)
+                    .then(|| u32::from_be_bytes([setting[2], setting[3], setting[4], setting[5]]))
+            })
+        });
+        // The listener never answers, so the connection attempt is left to time out.
+        let connecting = tokio::spawn(async move { Client::connect(&addr.to_string()).await });
+        let max_frame_size = tokio::task::spawn_blocking(move || reader.join())
+            .await
+            .expect("join")
+            .expect("the reader thread");
+        connecting.abort();
+        assert_eq!(max_frame_size, Some(HTTP2_FRAME_BYTES_MAX));
     }
 
     #[tokio::test]

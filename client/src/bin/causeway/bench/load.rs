@@ -19,7 +19,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result, bail};
 use bytes::{BufMut, Bytes, BytesMut};
-use causeway_client::client::{CONNECT_TIMEOUT, REQUEST_BYTES_MAX, RESPONSE_BYTES_MAX};
+use causeway_client::client::{
+    CONNECT_TIMEOUT, HTTP2_FRAME_BYTES_MAX, REQUEST_BYTES_MAX, RESPONSE_BYTES_MAX,
+};
 use causeway_client::error::{VERSION_CONFLICT_REASON, code_name};
 use causeway_client::pb::event_store_service_client::EventStoreServiceClient;
 use causeway_client::{Error, Expected, FilterBuilder, pb};
@@ -53,6 +55,7 @@ pub async fn connect(server: &str, n: usize) -> Result<Vec<Channel>> {
     let endpoint = Endpoint::from_shared(uri.clone())
         .with_context(|| format!("invalid server address {server:?}"))?
         .connect_timeout(CONNECT_TIMEOUT)
+        .max_frame_size(HTTP2_FRAME_BYTES_MAX)
         .tcp_nodelay(true);
     let mut channels = Vec::with_capacity(n);
     for _ in 0..n {
