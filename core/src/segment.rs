@@ -794,7 +794,7 @@ struct FrameIter<'a> {
     path: &'a Path,
     segment: u64,
     /// Where the frames end: the file's length, or less for the active segment.
-    file_len: u64,
+    frames_end: u64,
     offset: u64,
     next_index: u64,
     failed: bool,
@@ -806,7 +806,7 @@ impl<'a> FrameIter<'a> {
             file,
             path,
             segment,
-            file_len: frames_end,
+            frames_end,
             offset: SEGMENT_HEADER_BYTES,
             next_index: segment,
             failed: false,
@@ -818,12 +818,12 @@ impl Iterator for FrameIter<'_> {
     type Item = Result<Frame>;
 
     fn next(&mut self) -> Option<Result<Frame>> {
-        if self.failed || self.offset >= self.file_len {
+        if self.failed || self.offset >= self.frames_end {
             return None;
         }
         let frame = read_frame_at(
             self.file,
-            self.file_len,
+            self.frames_end,
             self.offset,
             self.segment,
             self.next_index,
@@ -1005,7 +1005,12 @@ fn scan_after(
                 // The frames from the bad one to this one take 17 bytes each at least.
                 let max_index =
                     min_index.saturating_add((candidate - bad_offset) / FRAME_HEADER_BYTES);
-                let frame_end = candidate + FRAME_HEADER_BYTES + u64::from(header.body_len);
+                let frame_end = FrameLoc {
+                    segment,
+                    offset: candidate,
+                    body_len: header.body_len,
+                }
+                .end();
                 if (min_index..=max_index).contains(&header.index)
                     && header.flags & !FLAG_BATCH_END == 0
                     && frame_end <= end
