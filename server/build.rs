@@ -9,6 +9,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(false)
         // The core keeps metadata sorted (it is hashed in key order), so decode it that way.
         .btree_map(".")
+        // Payloads as `Bytes`: a decoded payload is a slice of the request's buffer, not a
+        // copy, and the core keeps it that way until the event is written and answered.
+        .bytes(".causeway.v1.NewEvent.payload")
+        .bytes(".causeway.v1.Event.payload")
         .file_descriptor_set_path(out_dir.join("causeway_descriptor.bin"))
         .compile_with_config(
             config,

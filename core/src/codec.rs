@@ -284,7 +284,7 @@ impl<'a> Header<'a> {
             causation: self.causation.collect(),
             correlation_id: self.correlation_id,
             hash: *self.hash,
-            payload: self.payload.to_vec(),
+            payload: bytes::Bytes::copy_from_slice(self.payload),
         }
     }
 }
@@ -519,7 +519,7 @@ mod tests {
             causation: vec![id(2), id(3)],
             correlation_id: id(2),
             hash: [0; 32],
-            payload: br#"{"amount": 5}"#.to_vec(),
+            payload: bytes::Bytes::from_static(br#"{"amount": 5}"#),
         }
     }
 
@@ -543,7 +543,7 @@ mod tests {
         assert_eq!(header.tags.len(), 2);
         assert_eq!(header.causation.len(), 2);
         assert_eq!(*header.hash, hash);
-        assert_eq!(header.payload, original.payload.as_slice());
+        assert_eq!(header.payload, &original.payload[..]);
         let decoded = header.to_event();
         assert_eq!(decoded, Event { hash, ..original });
 
@@ -568,7 +568,7 @@ mod tests {
             metadata: BTreeMap::new(),
             causation: Vec::new(),
             content_type: String::new(),
-            payload: Vec::new(),
+            payload: bytes::Bytes::new(),
             ..event()
         };
         let cases = [

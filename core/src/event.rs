@@ -56,7 +56,7 @@ pub struct NewEvent {
     /// refused.
     pub tags: Vec<String>,
     /// The event body. The store never looks inside it.
-    pub payload: Vec<u8>,
+    pub payload: bytes::Bytes,
     /// The payload's media type (`application/json`); may be empty.
     pub content_type: String,
     /// Free-form string pairs; sorted by key, so their order never changes a hash.
@@ -98,7 +98,7 @@ pub struct Event {
     /// blake3 over this event's canonical bytes and the previous hash of its entity.
     pub hash: Hash,
     /// The payload.
-    pub payload: Vec<u8>,
+    pub payload: bytes::Bytes,
 }
 
 impl EventId {
@@ -146,7 +146,7 @@ impl NewEvent {
         scope: impl Into<String>,
         entity: impl Into<String>,
         event_type: impl Into<String>,
-        payload: impl Into<Vec<u8>>,
+        payload: impl Into<bytes::Bytes>,
     ) -> NewEvent {
         NewEvent {
             scope: scope.into(),

@@ -945,7 +945,7 @@ mod tests {
             causation: vec![],
             correlation_id: id(position),
             hash: [position as u8; 32],
-            payload: vec![],
+            payload: bytes::Bytes::new(),
         }
     }
 

@@ -51,7 +51,8 @@ pub const GROUP_APPENDS_MAX: usize = 1024;
 /// past [`SYNCER_HELD_BYTES_MAX`], it frees them at once.
 pub const SYNCER_HELD_EVENTS_MAX: usize = 16_384;
 /// Bytes of names, tags, metadata and payloads of the answered events the sync thread keeps
-/// to free later (see [`SYNCER_HELD_EVENTS_MAX`]).
+/// to free later, counting 8 KiB more per append for the request buffer its payloads may share
+/// (see [`SYNCER_HELD_EVENTS_MAX`]).
 pub const SYNCER_HELD_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// Smallest allowed segment size; smaller values are refused in `Config`.
 pub const SEGMENT_BYTES_MIN: u64 = 4096;

@@ -647,8 +647,16 @@ fn altered_events_fail_receipt_verification() {
     assert_eq!(receipt::verify(&receipt, &events, Some(&key)), Ok(()));
 
     let alterations: [(&str, AlterEvent); 6] = [
-        ("payload", |event| event.payload[0] ^= 1),
-        ("payload extended", |event| event.payload.push(b'0')),
+        ("payload", |event| {
+            let mut payload = event.payload.to_vec();
+            payload[0] ^= 1;
+            event.payload = payload.into();
+        }),
+        ("payload extended", |event| {
+            let mut payload = event.payload.to_vec();
+            payload.push(b'0');
+            event.payload = payload.into();
+        }),
         ("entity", |event| event.entity.push('x')),
         ("event type", |event| {
             event.event_type = "Withdrawn".to_string()

@@ -1119,7 +1119,7 @@ impl Gate for Refuse {
                 .collect(),
         );
         for event in proposal.events {
-            match event.payload.as_slice() {
+            match &event.payload[..] {
                 b"boom" => panic!("boom in {}", event.entity),
                 b"no" => {
                     return Err(Denial::new(
@@ -1612,7 +1612,7 @@ impl Gate for ReadsLast {
             self.seen
                 .lock()
                 .unwrap()
-                .push(last.map(|last| last.payload));
+                .push(last.map(|last| last.payload.to_vec()));
         }
         Ok(())
     }

@@ -44,7 +44,7 @@ fn append_assigns_positions_versions_and_reads_back() {
 
     let got = store.get(receipt.events[2].id).unwrap();
     assert_eq!(
-        (got.payload.as_slice(), got.event_type.as_str()),
+        (&got.payload[..], got.event_type.as_str()),
         (b"c".as_slice(), "OrderPaid")
     );
     assert_eq!(got.hash, receipt.events[2].hash);
@@ -176,7 +176,7 @@ fn bounds_are_enforced_with_the_limit_named() {
         ),
         (
             NewEvent {
-                payload: vec![0; APPEND_BYTES_MAX],
+                payload: vec![0; APPEND_BYTES_MAX].into(),
                 ..event("s", "e", "T", "")
             },
             "APPEND_BYTES_MAX",
@@ -702,7 +702,7 @@ fn a_failed_fsync_poisons_the_store() {
     let refused = store.append(one(event("s", "e", "T", "after")));
     assert!(matches!(refused, Err(Error::Poisoned(_))), "{refused:?}");
     assert!(!refused.unwrap_err().is_deterministic());
-    assert_eq!(store.get(acked[1]).unwrap().payload, b"1");
+    assert_eq!(store.get(acked[1]).unwrap().payload, b"1".as_slice());
     drop(store);
     let store = open(dir.path());
     for id in &acked {

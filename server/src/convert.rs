@@ -506,12 +506,12 @@ mod tests {
     fn split_keeps_order_and_puts_a_large_event_alone() {
         let small = |position| pb::Event {
             position,
-            payload: vec![0; 10],
+            payload: vec![0; 10].into(),
             ..Default::default()
         };
         let large = pb::Event {
             position: 3,
-            payload: vec![0; 1000],
+            payload: vec![0; 1000].into(),
             ..Default::default()
         };
         let batches = split_by_bytes(vec![small(1), small(2), large, small(4)], 100);

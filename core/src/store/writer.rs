@@ -93,7 +93,8 @@ struct Held {
     appends: Vec<Vec<Event>>,
     /// Events in `appends`.
     events: usize,
-    /// Bytes of their names, tags, metadata and payloads ([`event_bytes`]).
+    /// Bytes of their names, tags, metadata and payloads ([`event_bytes`]), plus
+    /// [`HELD_APPEND_BUFFER_BYTES`] per append.
     bytes: usize,
 }
 
@@ -103,7 +104,7 @@ impl Held {
     fn hold(&mut self, appends: Vec<Vec<Event>>) {
         for events in appends {
             self.events += events.len();
-            self.bytes += events.iter().map(event_bytes).sum::<usize>();
+            self.bytes += HELD_APPEND_BUFFER_BYTES + events.iter().map(event_bytes).sum::<usize>();
             self.appends.push(events);
         }
         if self.events > SYNCER_HELD_EVENTS_MAX || self.bytes > SYNCER_HELD_BYTES_MAX {
@@ -117,6 +118,11 @@ impl Held {
         self.bytes = 0;
     }
 }
+
+/// What each held append counts beside its events' bytes. A payload may be a slice of the
+/// buffer its whole request was decoded into (the server decodes payloads without copying,
+/// into a buffer of at least 8 KiB), and keeps that buffer alive.
+const HELD_APPEND_BUFFER_BYTES: usize = 8 * 1024;
 
 /// The heap bytes an event holds, near enough to bound memory: its strings and payload.
 fn event_bytes(event: &Event) -> usize {
@@ -819,7 +825,9 @@ impl Writer {
                 causation: Vec::new(),
                 correlation_id: id,
                 hash: [0; 32],
-                payload: serde_json::to_vec(&payload).expect("json values serialize"),
+                payload: serde_json::to_vec(&payload)
+                    .expect("json values serialize")
+                    .into(),
             }
         };
         let trailer = Trailer {
@@ -1035,23 +1043,30 @@ mod tests {
             causation: Vec::new(),
             correlation_id: EventId::default(),
             hash: [0; 32],
-            payload: vec![0; payload_bytes],
+            payload: vec![0; payload_bytes].into(),
         };
         vec![event; n]
     }
 
     #[test]
     fn the_syncer_holds_answered_events_only_up_to_its_bounds() {
-        // Each test event holds 3 bytes of names ("s", "e", "T") besides its payload.
+        // Each test event holds 3 bytes of names ("s", "e", "T") besides its payload, and
+        // each append counts its request's buffer.
         let mut held = Held::default();
         held.hold(vec![events(10, 1), events(5, 1)]);
-        assert_eq!((held.appends.len(), held.events, held.bytes), (2, 15, 60));
+        assert_eq!(
+            (held.appends.len(), held.events, held.bytes),
+            (2, 15, 60 + 2 * HELD_APPEND_BUFFER_BYTES)
+        );
 
         held.hold(vec![events(SYNCER_HELD_EVENTS_MAX, 0)]);
         assert_eq!(held.events, 0, "past the event bound, everything is freed");
         assert!(held.appends.is_empty());
 
-        held.hold(vec![events(1, SYNCER_HELD_BYTES_MAX - 3)]);
+        held.hold(vec![events(
+            1,
+            SYNCER_HELD_BYTES_MAX - HELD_APPEND_BUFFER_BYTES - 3,
+        )]);
         assert_eq!(held.events, 1, "at the byte bound, nothing is freed yet");
         held.hold(vec![events(1, 0)]);
         assert_eq!(held.bytes, 0, "past the byte bound, everything is freed");
