@@ -32,5 +32,5 @@ pub use query::{Filter, QueryItem};
 pub use receipt::{Committed, GatePass, Receipt, Signer};
 pub use store::{
     Append, Command, Config, DcbCondition, Durability, Expected, ExpectedVersion, ReadBatch,
-    RustGate, Store,
+    RustGate, Spent, Store,
 };

@@ -47,13 +47,6 @@ pub const FILTER_TERMS_MAX: usize = 64;
 pub const WRITE_QUEUE_MAX: usize = 4096;
 /// Appends the writer commits with one fsync (group commit).
 pub const GROUP_APPENDS_MAX: usize = 1024;
-/// Answered events the sync thread keeps to free while no group waits for it; past this, or
-/// past [`SYNCER_HELD_BYTES_MAX`], it frees them at once.
-pub const SYNCER_HELD_EVENTS_MAX: usize = 16_384;
-/// Bytes of names, tags, metadata and payloads of the answered events the sync thread keeps
-/// to free later, counting 8 KiB more per append for the request buffer its payloads may share
-/// (see [`SYNCER_HELD_EVENTS_MAX`]).
-pub const SYNCER_HELD_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// Smallest allowed segment size; smaller values are refused in `Config`.
 pub const SEGMENT_BYTES_MIN: u64 = 4096;
 /// Largest allowed segment size: frame offsets are kept as 32-bit values in the index.

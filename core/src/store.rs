@@ -331,9 +331,30 @@ struct Request {
     done: Done,
 }
 
-/// What the writer calls with a request's outcome, on the writer thread, once the outcome is
+/// What the store calls with a request's outcome, on one of its threads, once the outcome is
 /// final: after the group's fsync for a write, at once for a refusal.
-type Done = Box<dyn FnOnce(Result<Receipt>) + Send + 'static>;
+type Done = Box<dyn FnOnce(Result<Receipt>, Spent) + Send + 'static>;
+
+/// An answered append's events, handed back with its outcome so that the caller frees them.
+///
+/// The events were built on the caller's thread (decoded from its request, for a server), so
+/// that is where their memory is best freed: freed on the store's thread, every string went
+/// back to the caller's allocator arena under its lock, while the caller was allocating the next
+/// request's. Dropping a `Spent` frees the events; it is empty for an append that wrote none.
+#[derive(Debug, Default)]
+pub struct Spent(Vec<Event>);
+
+impl Spent {
+    /// How many events it holds.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
 
 /// Whether a full write queue makes the caller wait or refuses at once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -401,7 +422,7 @@ impl Store {
                     keys,
                     signer: config.signer,
                     record_denials: config.record_denials,
-                    written: Vec::new(),
+                    spent: Vec::new(),
                 }
                 .run(receiver)
             })
@@ -427,12 +448,13 @@ impl Store {
     /// This is the entry point for callers that must not block, such as an async server: it
     /// does no I/O and takes only short in-memory locks, and a full write queue is refused at
     /// once with [`Error::Overloaded`] rather than waited for. An error returned here means
-    /// `done` is never called. `done` runs on the writer thread, so it must be quick and must
-    /// not block (send the result on a channel); every append behind it waits for it.
+    /// `done` is never called. `done` runs on a thread of the store, so it must be quick and
+    /// must not block (send the result on a channel); every append behind it waits for it. It
+    /// also gets the append's events back as [`Spent`], to be dropped on the caller's thread.
     pub fn append_with(
         &self,
         append: Append,
-        done: impl FnOnce(Result<Receipt>) + Send + 'static,
+        done: impl FnOnce(Result<Receipt>, Spent) + Send + 'static,
     ) -> Result<()> {
         let command = self.stamp(append)?;
         self.enqueue(command, false, Box::new(done), Queueing::Refuse)
@@ -636,14 +658,16 @@ impl Store {
     /// Queues a stamped command and waits for the writer's answer.
     fn submit(&self, command: Command, dry_run: bool) -> Result<Receipt> {
         let (reply, answer) = sync_channel(1);
-        let done: Done = Box::new(move |result| {
+        let done: Done = Box::new(move |result, spent| {
             // The caller waits on `answer` until this runs, so the send cannot fail.
-            let _ = reply.send(result);
+            let _ = reply.send((result, spent));
         });
         self.enqueue(command, dry_run, done, Queueing::Wait)?;
-        answer
+        // The events are dropped here, on the caller's thread (see `Spent`).
+        let (result, _spent) = answer
             .recv()
-            .map_err(|_| Error::Poisoned("the writer thread stopped".to_string()))?
+            .map_err(|_| Error::Poisoned("the writer thread stopped".to_string()))?;
+        result
     }
 
     /// Hands a stamped, validated command to the writer. When this returns `Ok`, the writer

@@ -1678,7 +1678,7 @@ fn appends_decided_in_one_group_read_the_events_written_before_them() {
         let queue = |n: usize, append: Append| {
             let sender = sender.clone();
             store
-                .append_with(append, move |answer| sender.send((n, answer)).unwrap())
+                .append_with(append, move |answer, _| sender.send((n, answer)).unwrap())
                 .unwrap();
         };
         queue(0, one(event("hold", "h", "T", "")));

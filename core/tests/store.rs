@@ -84,6 +84,45 @@ fn append_assigns_positions_versions_and_reads_back() {
 }
 
 #[test]
+fn append_with_answers_once_and_hands_the_written_events_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let (sender, answers) = std::sync::mpsc::channel();
+    let answer = |append: Append| {
+        let sender = sender.clone();
+        store
+            .append_with(append, move |result, spent| {
+                let _ = sender.send((result.map(|r| r.events.len()), spent.len()));
+            })
+            .unwrap();
+        answers.recv_timeout(Duration::from_secs(60)).unwrap()
+    };
+    let written = answer(Append::new(vec![
+        event("acme", "order-1", "OrderPlaced", "a"),
+        event("acme", "order-1", "OrderPaid", "b"),
+    ]));
+    assert_eq!((written.0.unwrap(), written.1), (2, 2));
+
+    let refused = answer(Append {
+        expected: vec![Expected {
+            scope: "acme".to_string(),
+            entity: "order-1".to_string(),
+            version: ExpectedVersion::NoStream,
+        }],
+        ..one(event("acme", "order-1", "OrderShipped", "c"))
+    });
+    assert!(
+        matches!(refused.0, Err(Error::Conflict { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(
+        refused.1, 0,
+        "a refused append wrote no events to hand back"
+    );
+    assert!(answers.try_recv().is_err(), "each append is answered once");
+}
+
+#[test]
 fn timestamps_strictly_increase_when_the_wall_clock_steps_back() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(1_700_000_000_000_000_000));

@@ -6,8 +6,8 @@
 //! the one `to_status`.
 //!
 //! Appends are the exception to the pool: they go straight to the store's writer queue with
-//! [`Store::append_with`], which never blocks, and the writer completes a oneshot once the
-//! group is durable. No thread waits through the fsync, and an append costs two thread
+//! [`Store::append_with`], which never blocks, and the store completes a oneshot once the
+//! group is durable, handing the events back to be freed on the worker that decoded them. No thread waits through the fsync, and an append costs two thread
 //! hand-offs (async worker to writer and back) instead of four. Admission is a semaphore of
 //! `pool_threads + pool_queue` permits, the same bound appends had on the pool: each permit
 //! is held until the writer answers, even if the client goes away, and a full semaphore is
@@ -90,14 +90,15 @@ impl Service {
         })?;
         let (reply, answer) = oneshot::channel();
         self.store
-            .append_with(append, move |result| {
+            .append_with(append, move |result, spent| {
                 drop(permit);
                 // The client may have gone away; the append stands regardless.
-                let _ = reply.send(result);
+                let _ = reply.send((result, spent));
             })
             .map_err(to_status)?;
         match answer.await {
-            Ok(result) => result.map_err(to_status),
+            // The events are freed here, on the worker that decoded them (see `Spent`).
+            Ok((result, _spent)) => result.map_err(to_status),
             Err(_) => Err(to_status(causeway_core::Error::Poisoned(
                 "the writer thread stopped".to_string(),
             ))),

@@ -15,19 +15,19 @@
 use std::collections::{BTreeMap, HashMap};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, TryRecvError, sync_channel};
+use std::sync::mpsc::{Receiver, sync_channel};
 
 use super::recovery::{IdxBuffer, KeyEntry, Keys, SidecarWriter};
 use super::{
     Command, Done, ExpectedVersion, GATE_EVENT_REGISTERED, GATE_EVENT_REMOVED, Request,
-    SYSTEM_SCOPE, Shared,
+    SYSTEM_SCOPE, Shared, Spent,
 };
 use crate::clock::Timestamp;
 use crate::codec::{self, Trailer};
 use crate::error::{Error, Result};
 use crate::event::{Event, EventId, Hash, Position, Version};
 use crate::gate::{Denial, GateDefinition, Proposal, View};
-use crate::limits::{GROUP_APPENDS_MAX, SYNCER_HELD_BYTES_MAX, SYNCER_HELD_EVENTS_MAX};
+use crate::limits::GROUP_APPENDS_MAX;
 use crate::query::Filter;
 use crate::receipt::{Committed, GatePass, Receipt, Signer};
 use crate::segment::{self, SegmentLog};
@@ -45,33 +45,14 @@ pub(super) struct Pending {
     sync: Option<segment::SyncHandle>,
     /// The head and digest after the group, when it wrote anything.
     committed: Option<(u64, Hash)>,
-    answers: Vec<(Done, Result<Receipt>)>,
-    /// The group's events, freed by the syncer after the answers (see `sync_loop`). Their
-    /// strings and payloads were allocated by the callers' threads, and freeing them was an
-    /// eighth of the writer's time.
-    written: Vec<Vec<Event>>,
+    /// Each request's callback, outcome, and the events it wrote, handed back with the answer.
+    answers: Vec<(Done, Result<Receipt>, Spent)>,
 }
 
 /// The syncer thread: takes every written group that is waiting, syncs once for all of them,
 /// then publishes the new head and answers them in order.
-///
-/// It frees the answered groups' events when no group waits for it, so that freeing (a third
-/// of its time under 100-event appends) does not delay the next sync. What it holds is bounded
-/// by [`SYNCER_HELD_EVENTS_MAX`] and [`SYNCER_HELD_BYTES_MAX`].
 fn sync_loop(shared: &Shared, pending: &Receiver<Pending>) {
-    let mut held = Held::default();
-    loop {
-        let first = match pending.try_recv() {
-            Ok(group) => group,
-            Err(TryRecvError::Empty) => {
-                held.free();
-                match pending.recv() {
-                    Ok(group) => group,
-                    Err(_) => break,
-                }
-            }
-            Err(TryRecvError::Disconnected) => break,
-        };
+    while let Ok(first) = pending.recv() {
         let mut groups = vec![first];
         while let Ok(more) = pending.try_recv() {
             groups.push(more);
@@ -82,71 +63,14 @@ fn sync_loop(shared: &Shared, pending: &Receiver<Pending>) {
             .rev()
             .find_map(|group| group.sync.as_ref())
             .map_or(Ok(()), segment::SyncHandle::sync);
-        held.hold(finish(shared, groups, synced));
+        finish(shared, groups, synced);
     }
-}
-
-/// Answered events the syncer has yet to free.
-#[derive(Default)]
-struct Held {
-    /// The events, one vector per append.
-    appends: Vec<Vec<Event>>,
-    /// Events in `appends`.
-    events: usize,
-    /// Bytes of their names, tags, metadata and payloads ([`event_bytes`]), plus
-    /// [`HELD_APPEND_BUFFER_BYTES`] per append.
-    bytes: usize,
-}
-
-impl Held {
-    /// Takes answered events, freeing everything held once past [`SYNCER_HELD_EVENTS_MAX`] or
-    /// [`SYNCER_HELD_BYTES_MAX`].
-    fn hold(&mut self, appends: Vec<Vec<Event>>) {
-        for events in appends {
-            self.events += events.len();
-            self.bytes += HELD_APPEND_BUFFER_BYTES + events.iter().map(event_bytes).sum::<usize>();
-            self.appends.push(events);
-        }
-        if self.events > SYNCER_HELD_EVENTS_MAX || self.bytes > SYNCER_HELD_BYTES_MAX {
-            self.free();
-        }
-    }
-
-    fn free(&mut self) {
-        self.appends.clear();
-        self.events = 0;
-        self.bytes = 0;
-    }
-}
-
-/// What each held append counts beside its events' bytes. A payload may be a slice of the
-/// buffer its whole request was decoded into (the server decodes payloads without copying,
-/// into a buffer of at least 8 KiB), and keeps that buffer alive.
-const HELD_APPEND_BUFFER_BYTES: usize = 8 * 1024;
-
-/// The heap bytes an event holds, near enough to bound memory: its strings and payload.
-fn event_bytes(event: &Event) -> usize {
-    let names = [
-        &event.scope,
-        &event.entity,
-        &event.event_type,
-        &event.content_type,
-    ];
-    names.iter().map(|name| name.len()).sum::<usize>()
-        + event.tags.iter().map(String::len).sum::<usize>()
-        + event
-            .metadata
-            .iter()
-            .map(|(key, value)| key.len() + value.len())
-            .sum::<usize>()
-        + event.payload.len()
 }
 
 /// Publishes the head of groups whose bytes are durable (per the durability mode) and answers
 /// their requests in order. After a failed sync, or once the store is poisoned, no request of
-/// them is answered with success: nothing says their bytes are durable. Returns the groups'
-/// events, for the caller to free (see `Pending::written`).
-fn finish(shared: &Shared, groups: Vec<Pending>, synced: Result<()>) -> Vec<Vec<Event>> {
+/// them is answered with success: nothing says their bytes are durable.
+fn finish(shared: &Shared, groups: Vec<Pending>, synced: Result<()>) {
     if let Err(err) = &synced {
         shared.poison(err);
     }
@@ -157,21 +81,18 @@ fn finish(shared: &Shared, groups: Vec<Pending>, synced: Result<()>) -> Vec<Vec<
         *shared.committed.lock().expect("commit lock poisoned") = committed;
         shared.head_moved.notify_all();
     }
-    let mut written = Vec::new();
     for group in groups {
-        written.extend(group.written);
-        for (done, answer) in group.answers {
+        for (done, answer, spent) in group.answers {
             let answer = match (&poisoned, answer) {
                 (Some(why), Ok(_)) => Err(Error::Poisoned(why.clone())),
                 (_, answer) => answer,
             };
             // `done` is the caller's code; a panic in it must not stop the store for everyone.
-            if catch_unwind(AssertUnwindSafe(|| done(answer))).is_err() {
+            if catch_unwind(AssertUnwindSafe(|| done(answer, spent))).is_err() {
                 tracing::error!("an append's completion callback panicked");
             }
         }
     }
-    written
 }
 
 /// The writer thread's state.
@@ -183,8 +104,8 @@ pub(super) struct Writer {
     pub(super) keys: Keys,
     pub(super) signer: Option<Signer>,
     pub(super) record_denials: bool,
-    /// The events written by the group being decided (see [`Pending::written`]).
-    pub(super) written: Vec<Vec<Event>>,
+    /// The events of the append just written, handed back with its answer (see [`Spent`]).
+    pub(super) spent: Vec<Event>,
 }
 
 impl Writer {
@@ -218,8 +139,8 @@ impl Writer {
                 Some(to_syncer) => to_syncer
                     .send(pending)
                     .expect("the syncer runs until the writer drops its sender"),
-                // Relaxed durability: answered and freed here.
-                None => drop(finish(&self.shared, vec![pending], Ok(()))),
+                // Relaxed durability: answered here.
+                None => finish(&self.shared, vec![pending], Ok(())),
             }
         }
         drop(to_syncer);
@@ -243,7 +164,8 @@ impl Writer {
                 Some(why) => Err(Error::Poisoned(why)),
                 None => self.commit_one(request.command, request.dry_run, &mut wrote),
             };
-            answers.push((request.done, answer));
+            let spent = Spent(std::mem::take(&mut self.spent));
+            answers.push((request.done, answer, spent));
         }
         if wrote && self.shared.poisoned().is_none() {
             // A failure here poisons the store, and `finish` then answers none of the group's
@@ -258,7 +180,6 @@ impl Writer {
                 (index.last(), index.digest())
             }),
             answers,
-            written: std::mem::take(&mut self.written),
         }
     }
 
@@ -697,7 +618,7 @@ impl Writer {
         if let Some(signer) = &self.signer {
             signer.sign(&mut receipt);
         }
-        self.written.push(events);
+        self.spent = events;
         Ok(receipt)
     }
 
@@ -1022,57 +943,4 @@ pub(super) fn definition_of(event: &Event) -> Option<GateDefinition> {
 pub(super) fn is_gate_event(event: &Event) -> bool {
     event.scope == SYSTEM_SCOPE
         && (event.event_type == GATE_EVENT_REGISTERED || event.event_type == GATE_EVENT_REMOVED)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn events(n: usize, payload_bytes: usize) -> Vec<Event> {
-        let event = Event {
-            position: Position(1),
-            version: Version(1),
-            timestamp: Timestamp::default(),
-            id: EventId::default(),
-            scope: "s".to_string(),
-            entity: "e".to_string(),
-            event_type: "T".to_string(),
-            tags: Vec::new(),
-            content_type: String::new(),
-            metadata: BTreeMap::new(),
-            causation: Vec::new(),
-            correlation_id: EventId::default(),
-            hash: [0; 32],
-            payload: vec![0; payload_bytes].into(),
-        };
-        vec![event; n]
-    }
-
-    #[test]
-    fn the_syncer_holds_answered_events_only_up_to_its_bounds() {
-        // Each test event holds 3 bytes of names ("s", "e", "T") besides its payload, and
-        // each append counts its request's buffer.
-        let mut held = Held::default();
-        held.hold(vec![events(10, 1), events(5, 1)]);
-        assert_eq!(
-            (held.appends.len(), held.events, held.bytes),
-            (2, 15, 60 + 2 * HELD_APPEND_BUFFER_BYTES)
-        );
-
-        held.hold(vec![events(SYNCER_HELD_EVENTS_MAX, 0)]);
-        assert_eq!(held.events, 0, "past the event bound, everything is freed");
-        assert!(held.appends.is_empty());
-
-        held.hold(vec![events(
-            1,
-            SYNCER_HELD_BYTES_MAX - HELD_APPEND_BUFFER_BYTES - 3,
-        )]);
-        assert_eq!(held.events, 1, "at the byte bound, nothing is freed yet");
-        held.hold(vec![events(1, 0)]);
-        assert_eq!(held.bytes, 0, "past the byte bound, everything is freed");
-
-        held.hold(vec![events(3, 3)]);
-        held.free();
-        assert_eq!((held.appends.len(), held.events, held.bytes), (0, 0, 0));
-    }
 }
