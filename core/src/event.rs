@@ -55,7 +55,9 @@ pub struct NewEvent {
     /// Strings for queries that cross entities (`customer:42`). Order is kept; duplicates are
     /// refused.
     pub tags: Vec<String>,
-    /// The event body. The store never looks inside it.
+    /// The event body. The store never looks inside it. It may be a slice of a larger buffer
+    /// (a server decodes it from the request without copying), which lives as long as any
+    /// clone of it: copy it out (`Bytes::copy_from_slice`) to keep it beyond the append.
     pub payload: bytes::Bytes,
     /// The payload's media type (`application/json`); may be empty.
     pub content_type: String,
@@ -97,7 +99,8 @@ pub struct Event {
     pub correlation_id: EventId,
     /// blake3 over this event's canonical bytes and the previous hash of its entity.
     pub hash: Hash,
-    /// The payload.
+    /// The payload. In an event being appended (as a gate sees it) it may share the buffer of
+    /// the request it came in; see [`NewEvent::payload`].
     pub payload: bytes::Bytes,
 }
 

@@ -332,7 +332,8 @@ struct Request {
 }
 
 /// What the store calls with a request's outcome, on one of its threads, once the outcome is
-/// final: after the group's fsync for a write, at once for a refusal.
+/// final: after its group's fsync (with fsync durability), refusals included, since a refusal
+/// may rest on events written but not yet synced.
 type Done = Box<dyn FnOnce(Result<Receipt>, Spent) + Send + 'static>;
 
 /// An answered append's events, handed back with its outcome so that the caller frees them.
@@ -340,7 +341,8 @@ type Done = Box<dyn FnOnce(Result<Receipt>, Spent) + Send + 'static>;
 /// The events were built on the caller's thread (decoded from its request, for a server), so
 /// that is where their memory is best freed: freed on the store's thread, every string went
 /// back to the caller's allocator arena under its lock, while the caller was allocating the next
-/// request's. Dropping a `Spent` frees the events; it is empty for an append that wrote none.
+/// request's. Dropping a `Spent` frees the events. It holds the events the append wrote, and is
+/// empty for one that wrote none: refused, replayed for its idempotency key, or a dry run.
 #[derive(Debug, Default)]
 pub struct Spent(Vec<Event>);
 
@@ -442,8 +444,8 @@ impl Store {
     }
 
     /// Starts an append and returns without waiting for it: stamps it, queues it for the writer
-    /// and returns. The writer later calls `done` with exactly what [`Store::append`] would have
-    /// returned, once that is final (after the group's fsync for a write).
+    /// and returns. The store later calls `done` with exactly what [`Store::append`] would have
+    /// returned, once that is final (after the group's fsync).
     ///
     /// This is the entry point for callers that must not block, such as an async server: it
     /// does no I/O and takes only short in-memory locks, and a full write queue is refused at
@@ -670,8 +672,8 @@ impl Store {
         result
     }
 
-    /// Hands a stamped, validated command to the writer. When this returns `Ok`, the writer
-    /// will call `done` exactly once (or, should the writer thread die, drop it uncalled).
+    /// Hands a stamped, validated command to the writer. When this returns `Ok`, the store
+    /// will call `done` exactly once (or, should its threads die, drop it uncalled).
     fn enqueue(
         &self,
         command: Command,

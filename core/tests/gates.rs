@@ -1639,6 +1639,91 @@ impl Gate for Hold {
 }
 
 #[test]
+fn each_answer_in_a_group_hands_back_the_events_of_its_own_append() {
+    // One group decides a write, a refusal (recorded as an audit event), a larger write and a
+    // replay; each answer gets back exactly the events its append wrote. A hold gate keeps the
+    // writer busy while they queue, so they form one group.
+    let dir = tempfile::tempdir().unwrap();
+    let (release, released) = std::sync::mpsc::channel();
+    let (entered, holding) = std::sync::mpsc::channel();
+    let store = Store::open(
+        dir.path(),
+        Config {
+            gates: vec![RustGate {
+                name: "hold".to_string(),
+                scopes: strings(&["hold"]),
+                types: vec![],
+                gate: Arc::new(Hold {
+                    entered: Mutex::new(entered),
+                    release: Mutex::new(released),
+                }),
+            }],
+            record_denials: true,
+            ..Config::default()
+        },
+    )
+    .unwrap();
+    let keyed = || Append {
+        idempotency_key: Some("k".to_string()),
+        ..one(event("acme", "o-1", "T", "a"))
+    };
+    store.append(keyed()).unwrap();
+
+    let (sender, answers) = std::sync::mpsc::channel();
+    let queue = |n: usize, append: Append| {
+        let sender = sender.clone();
+        store
+            .append_with(append, move |answer, spent| {
+                sender.send((n, answer.is_ok(), spent.len())).unwrap()
+            })
+            .unwrap();
+    };
+    queue(0, one(event("hold", "h", "T", "")));
+    holding.recv_timeout(Duration::from_secs(60)).unwrap();
+    queue(
+        1,
+        Append::new(vec![
+            event("acme", "o-2", "T", "b"),
+            event("acme", "o-2", "T", "c"),
+        ]),
+    );
+    queue(
+        2,
+        Append {
+            expected: vec![Expected {
+                scope: "acme".to_string(),
+                entity: "o-1".to_string(),
+                version: ExpectedVersion::NoStream,
+            }],
+            ..one(event("acme", "o-1", "T", "d"))
+        },
+    );
+    queue(
+        3,
+        Append::new((0..3).map(|_| event("acme", "o-3", "T", "e")).collect()),
+    );
+    queue(4, keyed());
+    drop(sender);
+    release.send(()).unwrap();
+    let mut got: Vec<(usize, bool, usize)> = answers.iter().collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            (0, true, 1),
+            (1, true, 2),
+            (2, false, 0),
+            (3, true, 3),
+            (4, true, 0)
+        ],
+        "(append, accepted, events handed back)"
+    );
+    // The refusal's audit event was written (the keyed append, hold, 2, audit, 3), but it was
+    // built by the store, so it is not handed back.
+    assert_eq!(store.head(), Position(8));
+}
+
+#[test]
 fn appends_decided_in_one_group_read_the_events_written_before_them() {
     // The writer writes a group's frames to the file once, at the group's end. A command that
     // reads the log must still see every earlier command of its group: a gate's view (round

@@ -7,10 +7,11 @@
 //!
 //! Appends are the exception to the pool: they go straight to the store's writer queue with
 //! [`Store::append_with`], which never blocks, and the store completes a oneshot once the
-//! group is durable, handing the events back to be freed on the worker that decoded them. No thread waits through the fsync, and an append costs two thread
-//! hand-offs (async worker to writer and back) instead of four. Admission is a semaphore of
+//! group is durable, handing back the events to be freed on an async worker, where they were
+//! decoded. No thread waits through the fsync, and an append costs two thread hand-offs (async
+//! worker to the store and back) instead of four. Admission is a semaphore of
 //! `pool_threads + pool_queue` permits, the same bound appends had on the pool: each permit
-//! is held until the writer answers, even if the client goes away, and a full semaphore is
+//! is held until the store answers, even if the client goes away, and a full semaphore is
 //! RESOURCE_EXHAUSTED at once.
 //!
 //! Responses that carry events are cut at `READ_BATCH_BYTES_MAX` with a continuation, so a
@@ -97,7 +98,8 @@ impl Service {
             })
             .map_err(to_status)?;
         match answer.await {
-            // The events are freed here, on the worker that decoded them (see `Spent`).
+            // The events are freed here, on an async worker, where they were decoded (see
+            // `Spent`); if the client went away, the store's thread frees them instead.
             Ok((result, _spent)) => result.map_err(to_status),
             Err(_) => Err(to_status(causeway_core::Error::Poisoned(
                 "the writer thread stopped".to_string(),

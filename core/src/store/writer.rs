@@ -104,7 +104,8 @@ pub(super) struct Writer {
     pub(super) keys: Keys,
     pub(super) signer: Option<Signer>,
     pub(super) record_denials: bool,
-    /// The events of the append just written, handed back with its answer (see [`Spent`]).
+    /// The events of the append just written, handed back with its answer (see [`Spent`]); an
+    /// audit event of a refusal is not among them.
     pub(super) spent: Vec<Event>,
 }
 
@@ -267,7 +268,8 @@ impl Writer {
                 .map(|pass| (pass.name.clone(), pass.version))
                 .collect(),
         };
-        let receipt = self.write(events, &trailer, wrote)?;
+        let (receipt, written) = self.write(events, &trailer, wrote)?;
+        self.spent = written;
         if let Some(key) = command.append.idempotency_key {
             let entry = KeyEntry {
                 first: receipt.events[0].position.0,
@@ -531,13 +533,13 @@ impl Writer {
     }
 
     /// Hashes, encodes, writes and indexes decided events; updates the gate set when the events
-    /// register or remove gates.
+    /// register or remove gates. Returns the receipt and the events.
     fn write(
         &mut self,
         mut events: Vec<Event>,
         trailer: &Trailer,
         wrote: &mut bool,
-    ) -> Result<Receipt> {
+    ) -> Result<(Receipt, Vec<Event>)> {
         let mut records = Vec::with_capacity(events.len());
         let mut prev_hashes = Vec::with_capacity(events.len());
         let mut hashes = Vec::with_capacity(events.len());
@@ -618,8 +620,7 @@ impl Writer {
         if let Some(signer) = &self.signer {
             signer.sign(&mut receipt);
         }
-        self.spent = events;
-        Ok(receipt)
+        Ok((receipt, events))
     }
 
     /// Installs or removes a gate registered through the log.
@@ -755,6 +756,7 @@ impl Writer {
             n_events: 1,
             ..Trailer::default()
         };
+        // The audit event was built here, and is freed here.
         self.write(vec![event], &trailer, wrote).map(|_| ())
     }
 
