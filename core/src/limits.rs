@@ -47,6 +47,8 @@ pub const FILTER_TERMS_MAX: usize = 64;
 pub const WRITE_QUEUE_MAX: usize = 4096;
 /// Appends the writer commits with one fsync (group commit).
 pub const GROUP_APPENDS_MAX: usize = 1024;
+/// Written groups waiting for the sync thread; past this, the writer waits for it.
+pub const SYNCER_GROUPS_MAX: usize = 4;
 /// Smallest allowed segment size; smaller values are refused in `Config`.
 pub const SEGMENT_BYTES_MIN: u64 = 4096;
 /// Largest allowed segment size: frame offsets are kept as 32-bit values in the index.

@@ -27,7 +27,7 @@ use crate::codec::{self, Trailer};
 use crate::error::{Error, Result};
 use crate::event::{Event, EventId, Hash, Position, Version};
 use crate::gate::{Denial, GateDefinition, Proposal, View};
-use crate::limits::GROUP_APPENDS_MAX;
+use crate::limits::{GROUP_APPENDS_MAX, SYNCER_GROUPS_MAX};
 use crate::query::Filter;
 use crate::receipt::{Committed, GatePass, Receipt, Signer};
 use crate::segment::{self, SegmentLog};
@@ -114,10 +114,13 @@ impl Writer {
         let durable = self.shared.durability == super::Durability::Fsync;
         // With fsync durability a second thread syncs and answers each written group while
         // this one decides and writes the next (a pipelined group commit): the disk's latency
-        // no longer adds to the writer's work. The channel holds one group, so the writer runs
-        // at most two groups ahead of the disk; meanwhile appends gather in the write queue.
+        // no longer adds to the writer's work. The channel holds four groups, so the writer
+        // runs at most five groups ahead of the disk, and the syncer syncs all that wait with
+        // one call; past that, appends gather in the write queue. With room for one group the
+        // writer stalled behind every slow fsync: 1 event at 64 in flight ran about a tenth
+        // slower (docs/BENCHMARKS.md, sixth pass).
         let (to_syncer, syncer) = if durable {
-            let (sender, pending) = sync_channel::<Pending>(1);
+            let (sender, pending) = sync_channel::<Pending>(SYNCER_GROUPS_MAX);
             let shared = self.shared.clone();
             let syncer = std::thread::Builder::new()
                 .name("causeway-sync".to_string())
