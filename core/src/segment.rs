@@ -510,6 +510,7 @@ impl SegmentReader {
         while start < frames.len() {
             let (end, from, to) = read_run(frames, start);
             let segment = frames[start].1.segment;
+            let path = || segment_path(&self.dir, segment);
             let file = match &open {
                 Some((open_segment, file)) if *open_segment == segment => Arc::clone(file),
                 _ => {
@@ -528,7 +529,7 @@ impl SegmentReader {
             let cut_short = match file.read_exact_at(run, from) {
                 Ok(()) => false,
                 Err(err) if err.kind() == std::io::ErrorKind::UnexpectedEof => true,
-                Err(err) => return Err(Error::io(&segment_path(&self.dir, segment), err)),
+                Err(err) => return Err(Error::io(&path(), err)),
             };
             for &(index, loc) in &frames[start..end] {
                 let at = (loc.offset - from) as usize;
@@ -536,12 +537,10 @@ impl SegmentReader {
                 if cut_short {
                     file.read_exact_at(bytes, loc.offset)
                         .map_err(|err| match err.kind() {
-                            std::io::ErrorKind::UnexpectedEof => Error::corrupt(
-                                &segment_path(&self.dir, segment),
-                                loc.offset,
-                                "frame is cut short",
-                            ),
-                            _ => Error::io(&segment_path(&self.dir, segment), err),
+                            std::io::ErrorKind::UnexpectedEof => {
+                                Error::corrupt(&path(), loc.offset, "frame is cut short")
+                            }
+                            _ => Error::io(&path(), err),
                         })?;
                 }
                 let header = parse_frame_header(bytes);
@@ -550,7 +549,7 @@ impl SegmentReader {
                     || frame_crc(bytes) != header.crc
                 {
                     return Err(Error::corrupt(
-                        &segment_path(&self.dir, segment),
+                        &path(),
                         loc.offset,
                         format!("frame {index} fails its checksum"),
                     ));

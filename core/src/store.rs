@@ -731,7 +731,7 @@ impl Store {
                 .map(|p| (p, index.loc(p)))
         };
         let (position, loc) = found.ok_or_else(|| Error::NotFound(format!("event {id}")))?;
-        self.read_event(position, loc)
+        writer::read_at(&self.shared, position, loc)
     }
 
     /// The current version of an entity; `Version(0)` when it has no events.
@@ -1010,10 +1010,6 @@ impl Store {
 
     fn committed(&self) -> (u64, Hash) {
         *self.shared.committed.lock().expect("commit lock poisoned")
-    }
-
-    fn read_event(&self, position: u64, loc: FrameLoc) -> Result<Event> {
-        writer::read_at(&self.shared, position, loc)
     }
 }
 
