@@ -19,6 +19,7 @@
 use std::collections::BTreeMap;
 
 use crate::clock::Timestamp;
+use crate::command::EntryId;
 use crate::event::{Event, EventId, Hash, Position, Version};
 
 /// The record format version this build writes.
@@ -40,6 +41,8 @@ pub struct Trailer {
     pub request_hash: Hash,
     /// The gates the append passed: name and definition version.
     pub gates: Vec<(String, u64)>,
+    /// The replicated log entry the append was applied from (`Store::apply_at`).
+    pub entry: Option<EntryId>,
 }
 
 /// Encodes `event` (whose `hash` field is ignored) with an optional append trailer, and returns
@@ -88,6 +91,14 @@ pub fn encode(event: &Event, prev_hash: &Hash, trailer: Option<&Trailer>) -> (Ve
             for (name, version) in &trailer.gates {
                 put_str(&mut out, name);
                 out.extend_from_slice(&version.to_le_bytes());
+            }
+            match trailer.entry {
+                None => out.push(0),
+                Some(entry) => {
+                    out.push(1);
+                    out.extend_from_slice(&entry.term.to_le_bytes());
+                    out.extend_from_slice(&entry.index.to_le_bytes());
+                }
             }
         }
     }
@@ -187,6 +198,8 @@ pub struct TrailerRef<'a> {
     pub request_hash: &'a Hash,
     /// The gates the append passed: name and definition version.
     pub gates: Gates<'a>,
+    /// The replicated log entry the append was applied from, when recorded.
+    pub entry: Option<EntryId>,
 }
 
 impl<'a> Header<'a> {
@@ -228,7 +241,21 @@ impl<'a> Header<'a> {
                 reader.u64()?;
             }
             let gates_bytes = gates_start.len() - reader.bytes.len();
+            // A trailer written before entries were recorded ends after its gates.
+            let entry = if reader.bytes.is_empty() {
+                None
+            } else {
+                match reader.take(1)?[0] {
+                    0 => None,
+                    1 => Some(EntryId {
+                        term: reader.u64()?,
+                        index: reader.u64()?,
+                    }),
+                    other => return Err(format!("trailer entry flag is {other}")),
+                }
+            };
             Some(TrailerRef {
+                entry,
                 n_events: n_events as u16,
                 idempotency_key,
                 request_hash,
@@ -417,6 +444,8 @@ fn record_len(event: &Event, trailer: Option<&Trailer>) -> usize {
                     .iter()
                     .map(|(name, _)| str_len(name) + 8)
                     .sum::<usize>()
+                + 1
+                + trailer.entry.map_or(0, |_| 16)
         }
     };
     fixed + names + tags + metadata + causation + HASH_BYTES + trailer + event.payload.len()
@@ -529,6 +558,7 @@ mod tests {
             idempotency_key: "key-1".to_string(),
             request_hash: [9; 32],
             gates: vec![("limit".to_string(), 12), ("unique".to_string(), 40)],
+            entry: Some(EntryId { term: 3, index: 77 }),
         }
     }
 
@@ -559,6 +589,27 @@ mod tests {
             .map(|(name, version)| (name.to_string(), version))
             .collect();
         assert_eq!(gates, expected.gates);
+        assert_eq!(trailer_ref.entry, expected.entry);
+    }
+
+    #[test]
+    fn a_trailer_from_before_entries_were_recorded_decodes_without_one() {
+        let trailer = Trailer {
+            entry: None,
+            ..trailer()
+        };
+        let (mut record, _) = encode(&event(), &[5; 32], Some(&trailer));
+        // Cut the entry flag out, as a store of the first format wrote it.
+        let header_len = u32::from_le_bytes(record[2..6].try_into().unwrap()) as usize;
+        let flag_at = RECORD_PREFIX_BYTES + header_len - 1;
+        assert_eq!(record[flag_at], 0);
+        record.remove(flag_at);
+        record[2..6].copy_from_slice(&(header_len as u32 - 1).to_le_bytes());
+        let header = Header::parse(&record).unwrap();
+        let old = header.trailer.unwrap();
+        assert_eq!(old.entry, None);
+        assert_eq!(old.n_events, 2);
+        assert_eq!(header.payload, &event().payload[..]);
     }
 
     #[test]

@@ -119,6 +119,30 @@ pub enum Error {
     /// The store was closed while the call was waiting.
     #[error("the store is closed")]
     Closed,
+
+    /// The log holds something this build cannot apply (a gate definition that no longer
+    /// compiles, an unknown system event). The store does not open: going on would make this
+    /// node decide differently from replicas that can apply it.
+    #[error("the log at position {position} is incompatible with this build: {detail}")]
+    Incompatible {
+        /// The position of the event that cannot be applied.
+        position: u64,
+        /// What is wrong with it.
+        detail: String,
+    },
+
+    /// The store is set up in a way that replication cannot keep the same on every node.
+    #[error("this store cannot apply replicated entries: {0}")]
+    Unreplicable(String),
+
+    /// A replicated log entry at or below the last one applied: nothing was written.
+    #[error("entry {} is at or below entry {}, the last applied", entry.index, applied.index)]
+    AlreadyApplied {
+        /// The entry offered.
+        entry: crate::command::EntryId,
+        /// The last entry applied.
+        applied: crate::command::EntryId,
+    },
 }
 
 impl Error {
@@ -132,14 +156,17 @@ impl Error {
             | Error::NotFound(_)
             | Error::Conflict { .. }
             | Error::Denied { .. }
-            | Error::IdempotencyConflict { .. } => true,
+            | Error::IdempotencyConflict { .. }
+            | Error::AlreadyApplied { .. } => true,
             Error::Corrupt { .. }
             | Error::Io { .. }
             | Error::Poisoned(_)
             | Error::Locked { .. }
             | Error::Clock(_)
             | Error::Overloaded { .. }
-            | Error::Closed => false,
+            | Error::Closed
+            | Error::Incompatible { .. }
+            | Error::Unreplicable(_) => false,
         }
     }
 

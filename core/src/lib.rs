@@ -6,11 +6,13 @@
 //! bounds every input is checked against ([`limits`]). No async runtime and no networking: the
 //! server crate wraps this in gRPC and replication, and embedders can use it directly.
 //!
-//! Reading order: [`event`] (what is stored), [`store`] (how it is written and read), [`gate`]
+//! Reading order: [`event`] (what is stored), [`command`] (what a write asks for, and its
+//! canonical encoding), [`store`] (how it is written and read), [`gate`]
 //! (what a write must pass), [`segment`] (the file format underneath), then [`query`],
 //! [`graph`] and [`receipt`].
 
 pub mod clock;
+pub mod command;
 pub mod error;
 pub mod event;
 pub mod gate;
@@ -24,13 +26,13 @@ pub mod store;
 mod codec;
 mod index;
 
+pub use command::{
+    Action, Append, Command, DcbCondition, EntryId, Expected, ExpectedVersion, Settings,
+};
 pub use error::{Error, Result};
 pub use event::{Direction, Event, EventId, Hash, NewEvent, Position, Version};
 pub use gate::{Denial, Gate, GateDefinition, Rule};
 pub use graph::{Edge, Graph};
 pub use query::{Filter, QueryItem};
 pub use receipt::{Committed, GatePass, Receipt, Signer};
-pub use store::{
-    Append, Command, Config, DcbCondition, Durability, Expected, ExpectedVersion, ReadBatch,
-    RustGate, Spent, Store,
-};
+pub use store::{Config, Durability, ReadBatch, RustGate, Spent, Store};

@@ -51,14 +51,20 @@ use std::time::{Duration, Instant};
 
 use crate::clock::{Clock, Hlc, NonDecreasing, SystemClock, Timestamp};
 use crate::codec;
+use crate::command;
 use crate::error::{Error, Result};
-use crate::event::{Direction, Event, EventId, Hash, NewEvent, Position, Version};
+use crate::event::{Direction, Event, EventId, Hash, Position, Version};
 use crate::gate::{Gate, GateDefinition};
 use crate::index::Index;
 use crate::limits::*;
 use crate::query::Filter;
 use crate::receipt::{Receipt, Signer};
 use crate::segment::{Faults, FrameLoc, SegmentLog, SegmentReader};
+
+pub use crate::command::{
+    Action, Append, Command, DcbCondition, EntryId, Expected, ExpectedVersion, SYSTEM_SCOPE,
+    Settings,
+};
 
 mod recovery;
 mod writer;
@@ -92,9 +98,6 @@ pub struct Config {
     pub gates: Vec<RustGate>,
     /// Signs every receipt with Ed25519 when set.
     pub signer: Option<Signer>,
-    /// Records every refused append as an `AppendDenied` event in [`SYSTEM_SCOPE`], so who was
-    /// refused what is on the record. Off by default: each refusal then costs a write.
-    pub record_denials: bool,
     /// Injected disk failures, for tests of the failure paths. Always `None` in production.
     pub faults: Option<Arc<Faults>>,
 }
@@ -120,115 +123,26 @@ impl Default for Config {
             clock: Arc::new(NonDecreasing::new(SystemClock::new())),
             gates: Vec::new(),
             signer: None,
-            record_denials: false,
             faults: None,
         }
     }
 }
 
-/// The reserved scope of the store's own events: gate definitions and denial records. Scopes
-/// starting with `$` are refused in client appends.
-pub const SYSTEM_SCOPE: &str = "$system";
 /// The type of the event that registers (or replaces) a gate; its payload is the JSON of a
 /// [`GateDefinition`].
 pub const GATE_EVENT_REGISTERED: &str = "GateRegistered";
 /// The type of the event that removes a gate; its payload is `{"name": ...}`.
 pub const GATE_EVENT_REMOVED: &str = "GateRemoved";
-
-/// A proposal: one or more events, appended atomically, and the conditions that must hold when
-/// they are written.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Append {
-    /// The events, in the order they get positions.
-    pub events: Vec<NewEvent>,
-    /// Per-entity version conditions, checked before anything is written.
-    pub expected: Vec<Expected>,
-    /// A DCB condition: refuse if any event matching the query exists after a position.
-    pub condition: Option<DcbCondition>,
-    /// A retry with the same key and the same content returns the original receipt and writes
-    /// nothing; the same key with other content is [`Error::IdempotencyConflict`]. Keys are
-    /// remembered for the last [`IDEMPOTENCY_KEYS_MAX`] keyed appends, across restarts.
-    pub idempotency_key: Option<String>,
-    /// Gates to run in addition to those bound to the events' scopes and types.
-    pub gates: Vec<String>,
-    /// Causation parents may be ids from outside this store; without this every parent must
-    /// exist (in the store or earlier in the append).
-    pub external_causation: bool,
-}
-
-impl Append {
-    /// An append of these events with no conditions.
-    pub fn new(events: Vec<NewEvent>) -> Append {
-        Append {
-            events,
-            ..Append::default()
-        }
-    }
-}
-
-/// A version condition on one entity.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Expected {
-    /// The entity's scope.
-    pub scope: String,
-    /// The entity.
-    pub entity: String,
-    /// What its version must be.
-    pub version: ExpectedVersion,
-}
-
-/// What an entity's version must be for an append to proceed.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
-pub enum ExpectedVersion {
-    /// No condition.
-    #[default]
-    Any,
-    /// The entity has no events.
-    NoStream,
-    /// The entity has at least one event.
-    Exists,
-    /// The entity is at exactly this version (`Exact(Version(0))` is the same as `NoStream`).
-    Exact(Version),
-}
-
-impl std::fmt::Display for ExpectedVersion {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ExpectedVersion::Any => f.write_str("any"),
-            ExpectedVersion::NoStream => f.write_str("no_stream"),
-            ExpectedVersion::Exists => f.write_str("exists"),
-            ExpectedVersion::Exact(version) => write!(f, "{version}"),
-        }
-    }
-}
-
-/// A Dynamic Consistency Boundary condition: the append is refused if any event matching
-/// `query` exists after `after` (typically the position the client's decision was based on).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct DcbCondition {
-    /// Which events would invalidate the decision (scopes, types, tags).
-    pub query: Filter,
-    /// The position the decision was based on.
-    pub after: Position,
-}
-
-/// An append whose ids and timestamp are fixed, ready for deterministic apply. A replication
-/// leader produces these with [`Store::stamp`] and every replica applies the same ones.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Command {
-    /// The proposal's timestamp; each event gets this or the smallest value above the previous
-    /// event's timestamp, whichever is larger.
-    pub timestamp: Timestamp,
-    /// blake3 of the append as the client sent it (before ids were assigned): what an
-    /// idempotent retry is compared by. Zeros for an append without an idempotency key.
-    pub request_hash: Hash,
-    /// The append; every event `id` is `Some`.
-    pub append: Append,
-    /// True for the store's own events (gate definitions), which may use [`SYSTEM_SCOPE`] and
-    /// skip gates. Only trusted code (the store itself, replication) may set it: a network
-    /// layer must never build a `Command` from client input.
-    pub system: bool,
-}
+/// The type of the event that replaces the store's [`Settings`]; its payload is their JSON.
+pub const SETTINGS_EVENT_CHANGED: &str = "SettingsChanged";
+/// The entity in [`SYSTEM_SCOPE`] that holds the gate history.
+pub const GATES_ENTITY: &str = "gates";
+/// The entity in [`SYSTEM_SCOPE`] that holds the settings history.
+pub const SETTINGS_ENTITY: &str = "settings";
+/// The entity in [`SYSTEM_SCOPE`] that holds denial records.
+pub const DENIALS_ENTITY: &str = "denials";
+/// The type of a denial record.
+pub const DENIAL_EVENT_TYPE: &str = "AppendDenied";
 
 /// A gate in force, as listed by [`Store::gates`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -287,6 +201,10 @@ struct Shared {
     events_dir: PathBuf,
     /// The gates in force, by name. Only the writer changes it.
     gates: RwLock<BTreeMap<String, Installed>>,
+    /// The settings in force, rebuilt from the log. Only the writer changes them.
+    settings: RwLock<Settings>,
+    /// The last replicated log entry applied (see [`Store::apply_at`]), durable or not.
+    applied: Mutex<Option<EntryId>>,
     /// Why the store refuses writes, once a write or sync has failed.
     poisoned: Mutex<Option<String>>,
     /// The counter of the ids this store assigns, so that they ascend (see `Ids::get`).
@@ -327,6 +245,8 @@ impl Installed {
 
 struct Request {
     command: Command,
+    /// The replicated log entry the command comes from, for [`Store::apply_at`].
+    entry: Option<EntryId>,
     dry_run: bool,
     done: Done,
 }
@@ -382,7 +302,7 @@ impl Store {
         let events_dir = dir.join("events");
         let (mut log, recovery) = SegmentLog::open(&events_dir, config.segment_bytes, 1)?;
         log.set_faults(config.faults.clone());
-        let (index, keys, active_idx) = recovery::rebuild_index(&log)?;
+        let (index, keys, active_idx, applied) = recovery::rebuild_index(&log)?;
         let head = index.last();
         let digest = index.digest();
         tracing::info!(
@@ -406,10 +326,13 @@ impl Store {
             durability: config.durability,
             events_dir,
             gates: RwLock::new(BTreeMap::new()),
+            settings: RwLock::new(Settings::default()),
+            applied: Mutex::new(applied),
             poisoned: Mutex::new(None),
             ids: Mutex::new(uuid::ContextV7::new()),
         });
         load_gates(&shared, &config.gates)?;
+        load_settings(&shared)?;
         let sidecars = recovery::SidecarWriter::start(&shared.events_dir)?;
         let (sender, receiver) = sync_channel(WRITE_QUEUE_MAX);
         let writer_shared = shared.clone();
@@ -423,7 +346,6 @@ impl Store {
                     sidecars,
                     keys,
                     signer: config.signer,
-                    record_denials: config.record_denials,
                     spent: Vec::new(),
                 }
                 .run(receiver)
@@ -440,7 +362,7 @@ impl Store {
     /// Appends events atomically and returns once they are durable (per [`Durability`]).
     pub fn append(&self, append: Append) -> Result<Receipt> {
         let command = self.stamp(append)?;
-        self.submit(command, false)
+        self.submit(command, None, false)
     }
 
     /// Starts an append and returns without waiting for it: stamps it, queues it for the writer
@@ -459,21 +381,114 @@ impl Store {
         done: impl FnOnce(Result<Receipt>, Spent) + Send + 'static,
     ) -> Result<()> {
         let command = self.stamp(append)?;
-        self.enqueue(command, false, Box::new(done), Queueing::Refuse)
+        self.enqueue(command, None, false, Box::new(done), Queueing::Refuse)
     }
 
     /// Validates a proposal and fixes what must come from this node: missing event ids (UUIDv7
     /// from the clock) and the proposal's hybrid logical timestamp. Refuses events in reserved
-    /// (`$`) scopes.
+    /// (`$`) scopes. The request hash of a keyed append is taken here, before ids are assigned,
+    /// so a retry that leaves ids to the store matches its first send.
     pub fn stamp(&self, append: Append) -> Result<Command> {
-        self.stamp_as(append, false)
+        command::validate_append(&append)?;
+        // Only a keyed append can be retried idempotently, so only it needs the hash (a blake3
+        // of every byte of the request, a large share of an append's cost).
+        let request_hash = match append.idempotency_key {
+            Some(_) => command::request_hash(&append),
+            None => [0; 32],
+        };
+        let timestamp = self.shared.hlc.now()?;
+        let mut append = append;
+        if append.events.iter().any(|event| event.id.is_none()) {
+            // One clock reading for the whole append: the counter orders ids within it.
+            let wall_ns = self.shared.clock.now_wall_ns()?;
+            let (seconds, nanos) = (wall_ns / 1_000_000_000, (wall_ns % 1_000_000_000) as u32);
+            let context = self.shared.ids.lock().expect("id counter lock poisoned");
+            for event in append.events.iter_mut().filter(|event| event.id.is_none()) {
+                let ts = uuid::Timestamp::from_unix(&*context, seconds, nanos);
+                event.id = Some(EventId(uuid::Uuid::new_v7(ts)));
+            }
+        }
+        Ok(Command {
+            timestamp,
+            action: Action::Append {
+                append,
+                request_hash,
+            },
+        })
+    }
+
+    /// Stamps a gate registration: the id of the event it will write and the timestamp. The
+    /// definition is checked (name, [`GATES_MAX`], compile) when the command is applied, by the
+    /// writer, so that the decision is the same on every replica.
+    pub fn stamp_gate(&self, definition: GateDefinition) -> Result<Command> {
+        let (timestamp, id) = self.stamp_one()?;
+        Ok(Command {
+            timestamp,
+            action: Action::RegisterGate { id, definition },
+        })
+    }
+
+    /// Stamps a gate removal.
+    pub fn stamp_gate_removal(&self, name: &str) -> Result<Command> {
+        let (timestamp, id) = self.stamp_one()?;
+        Ok(Command {
+            timestamp,
+            action: Action::RemoveGate {
+                id,
+                name: name.to_string(),
+            },
+        })
+    }
+
+    /// Stamps a change of the store's [`Settings`].
+    pub fn stamp_settings(&self, settings: Settings) -> Result<Command> {
+        let (timestamp, id) = self.stamp_one()?;
+        Ok(Command {
+            timestamp,
+            action: Action::Configure { id, settings },
+        })
     }
 
     /// Applies a stamped command: the deterministic write path. Refuses a command whose events
-    /// lack ids; checks every condition and gate in the writer, atomically with the write.
+    /// lack ids; checks every condition and gate in the writer, atomically with the write. Waits
+    /// when the write queue is full; never refuses for it.
     pub fn apply(&self, command: Command) -> Result<Receipt> {
         self.check_command(&command)?;
-        self.submit(command, false)
+        self.submit(command, None, false)
+    }
+
+    /// Applies the command of replicated log entry `entry`, and records `entry` with what it
+    /// writes (in the append trailer of its first event), so that [`Store::applied`] names the
+    /// last entry applied after a restart.
+    ///
+    /// Entries must come in increasing `index` order. An entry at or below the last one applied
+    /// writes nothing and is answered with [`Error::AlreadyApplied`], which is deterministic: a
+    /// replica that replays its log after a crash starts after [`Store::applied`]. Every other
+    /// error returned is either deterministic (a refusal: an answer for the client, the same on
+    /// every replica) or not (I/O, a poisoned store, a closed store): then the caller must stop
+    /// applying, since this replica can no longer be trusted to match the others.
+    ///
+    /// A store with [`Config::gates`] refuses this with [`Error::Unreplicable`]: Rust gates are
+    /// code on one node, not in the log, so replicas could judge differently.
+    pub fn apply_at(&self, entry: EntryId, command: Command) -> Result<Receipt> {
+        if self.has_rust_gates() {
+            return Err(Error::Unreplicable(
+                "the store has gates from Config::gates, which are not in the log".to_string(),
+            ));
+        }
+        if let Action::Append { .. } = command.action {
+            self.check_command(&command)?;
+        }
+        self.submit(command, Some(entry), false)
+    }
+
+    /// The last replicated log entry applied with [`Store::apply_at`], `None` before the first.
+    /// After a restart it is the last one whose effects are on disk: an entry that wrote events
+    /// is recorded with them; an entry that wrote nothing (a refusal, a no-op) leaves no record,
+    /// so after a crash `applied` may name an earlier entry, and re-applying the entries after
+    /// it reaches the same state and answers (each was decided on the same log).
+    pub fn applied(&self) -> Option<EntryId> {
+        *self.shared.applied.lock().expect("applied lock poisoned")
     }
 
     /// Checks an append's conditions and gates exactly as an append would, and returns the
@@ -481,59 +496,35 @@ impl Store {
     /// only: a later append may change it.
     pub fn dry_run(&self, append: Append) -> Result<Receipt> {
         let command = self.stamp(append)?;
-        self.submit(command, true)
+        self.submit(command, None, true)
     }
 
     /// Registers a gate (or replaces the one with the same name) by appending its definition to
     /// the log, so it is audited, survives restarts, and is enforced by every replica from the
-    /// same position. A definition that does not compile is refused with the reason.
+    /// same position. A definition that does not compile is refused with the reason; past
+    /// [`GATES_MAX`] gates, with [`Error::LimitExceeded`]. Both are decided by the writer, so
+    /// racing registrations cannot pass the bound.
     pub fn register_gate(&self, definition: GateDefinition) -> Result<Receipt> {
-        definition.compile()?;
-        {
-            let gates = self.shared.gates.read().expect("gate set lock poisoned");
-            if gates
-                .get(&definition.name)
-                .is_some_and(|installed| installed.definition.is_none())
-            {
-                return Err(Error::InvalidInput(format!(
-                    "gate {:?} is a built-in gate of this program",
-                    definition.name
-                )));
-            }
-            if gates.len() >= GATES_MAX && !gates.contains_key(&definition.name) {
-                return Err(Error::LimitExceeded {
-                    limit: "GATES_MAX",
-                    max: GATES_MAX as u64,
-                    actual: gates.len() as u64 + 1,
-                    what: "registered gates".to_string(),
-                });
-            }
-        }
-        let payload = serde_json::to_vec(&definition).expect("definitions serialize");
-        self.append_system(&definition.name, GATE_EVENT_REGISTERED, payload)
+        let command = self.stamp_gate(definition)?;
+        self.submit(command, None, false)
     }
 
     /// Removes a registered gate by appending a removal to the log.
     pub fn remove_gate(&self, name: &str) -> Result<Receipt> {
-        let registered = self
-            .shared
-            .gates
-            .read()
-            .expect("gate set lock poisoned")
-            .get(name)
-            .map(|installed| installed.definition.is_some());
-        match registered {
-            None => return Err(Error::NotFound(format!("gate {name:?}"))),
-            Some(false) => {
-                return Err(Error::InvalidInput(format!(
-                    "gate {name:?} is a built-in gate of this program"
-                )));
-            }
-            Some(true) => {}
-        }
-        let payload = serde_json::to_vec(&serde_json::json!({ "name": name }))
-            .expect("json values serialize");
-        self.append_system(name, GATE_EVENT_REMOVED, payload)
+        let command = self.stamp_gate_removal(name)?;
+        self.submit(command, None, false)
+    }
+
+    /// Replaces the store's [`Settings`] by appending them to the log, so every replica applies
+    /// the same settings from the same position.
+    pub fn configure(&self, settings: Settings) -> Result<Receipt> {
+        let command = self.stamp_settings(settings)?;
+        self.submit(command, None, false)
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> Settings {
+        *self.shared.settings.read().expect("settings lock poisoned")
     }
 
     /// The gates in force, by name.
@@ -594,62 +585,35 @@ impl Store {
         })
     }
 
-    fn stamp_as(&self, append: Append, system: bool) -> Result<Command> {
-        validate_append(&append, system)?;
-        // Only a keyed append can be retried idempotently, so only it needs the hash (a blake3
-        // of every byte of the request, a large share of an append's cost).
-        let request_hash = match append.idempotency_key {
-            Some(_) => request_hash(&append),
-            None => [0; 32],
-        };
+    /// A timestamp and a fresh id for a command that writes one system event.
+    fn stamp_one(&self) -> Result<(Timestamp, EventId)> {
         let timestamp = self.shared.hlc.now()?;
-        let mut append = append;
-        if append.events.iter().any(|event| event.id.is_none()) {
-            // One clock reading for the whole append: the counter orders ids within it.
-            let wall_ns = self.shared.clock.now_wall_ns()?;
-            let (seconds, nanos) = (wall_ns / 1_000_000_000, (wall_ns % 1_000_000_000) as u32);
-            let context = self.shared.ids.lock().expect("id counter lock poisoned");
-            for event in append.events.iter_mut().filter(|event| event.id.is_none()) {
-                let ts = uuid::Timestamp::from_unix(&*context, seconds, nanos);
-                event.id = Some(EventId(uuid::Uuid::new_v7(ts)));
-            }
-        }
-        Ok(Command {
-            timestamp,
-            request_hash,
-            append,
-            system,
-        })
+        let wall_ns = self.shared.clock.now_wall_ns()?;
+        let (seconds, nanos) = (wall_ns / 1_000_000_000, (wall_ns % 1_000_000_000) as u32);
+        let context = self.shared.ids.lock().expect("id counter lock poisoned");
+        let ts = uuid::Timestamp::from_unix(&*context, seconds, nanos);
+        Ok((timestamp, EventId(uuid::Uuid::new_v7(ts))))
     }
 
-    fn append_system(&self, name: &str, event_type: &str, payload: Vec<u8>) -> Result<Receipt> {
-        let event = NewEvent {
-            tags: vec![format!("gate:{name}")],
-            content_type: "application/json".to_string(),
-            ..NewEvent::new(SYSTEM_SCOPE, "gates", event_type, payload)
-        };
-        let command = self.stamp_as(
-            Append {
-                events: vec![event],
-                ..Append::default()
-            },
-            true,
-        )?;
-        self.submit(command, false)
+    fn has_rust_gates(&self) -> bool {
+        self.shared
+            .gates
+            .read()
+            .expect("gate set lock poisoned")
+            .values()
+            .any(|installed| installed.definition.is_none())
     }
 
-    /// Checks a command built outside this store (by a replication leader) before it is queued.
+    /// Checks an append command built outside this store (by a replication leader) before it
+    /// is queued.
     fn check_command(&self, command: &Command) -> Result<()> {
-        validate_append(&command.append, command.system)?;
-        if let Some(event_idx) = command
-            .append
-            .events
-            .iter()
-            .position(|event| event.id.is_none())
-        {
-            return Err(Error::InvalidInput(format!(
-                "event {event_idx} has no id; stamp the command first"
-            )));
+        if let Action::Append { append, .. } = &command.action {
+            command::validate_append(append)?;
+            if let Some(event_idx) = append.events.iter().position(|event| event.id.is_none()) {
+                return Err(Error::InvalidInput(format!(
+                    "event {event_idx} has no id; stamp the command first"
+                )));
+            }
         }
         // A command stamped elsewhere (by a leader) raises this node's clock, so timestamps this
         // node stamps later stay above it.
@@ -658,13 +622,13 @@ impl Store {
     }
 
     /// Queues a stamped command and waits for the writer's answer.
-    fn submit(&self, command: Command, dry_run: bool) -> Result<Receipt> {
+    fn submit(&self, command: Command, entry: Option<EntryId>, dry_run: bool) -> Result<Receipt> {
         let (reply, answer) = sync_channel(1);
         let done: Done = Box::new(move |result, spent| {
             // The caller waits on `answer` until this runs, so the send cannot fail.
             let _ = reply.send((result, spent));
         });
-        self.enqueue(command, dry_run, done, Queueing::Wait)?;
+        self.enqueue(command, entry, dry_run, done, Queueing::Wait)?;
         // The events are dropped here, on the caller's thread (see `Spent`).
         let (result, _spent) = answer
             .recv()
@@ -677,6 +641,7 @@ impl Store {
     fn enqueue(
         &self,
         command: Command,
+        entry: Option<EntryId>,
         dry_run: bool,
         done: Done,
         queueing: Queueing,
@@ -689,6 +654,7 @@ impl Store {
             .ok_or(Error::Closed)?;
         let request = Request {
             command,
+            entry,
             dry_run,
             done,
         };
@@ -1046,172 +1012,13 @@ pub(crate) fn check_page_limit(
     Ok(())
 }
 
-/// Checks an append against every bound and rule that needs no store.
-fn validate_append(append: &Append, system: bool) -> Result<()> {
-    validate_events(&append.events)?;
-    if !system
-        && let Some(event_idx) = append
-            .events
-            .iter()
-            .position(|event| event.scope.starts_with('$'))
-    {
-        return Err(Error::InvalidInput(format!(
-            "event {event_idx} scope {:?} is reserved (scopes starting with $)",
-            append.events[event_idx].scope
-        )));
-    }
-    let counts = [
-        (
-            "APPEND_EXPECTATIONS_MAX",
-            APPEND_EXPECTATIONS_MAX,
-            append.expected.len(),
-            "expected versions in the append",
-        ),
-        (
-            "APPEND_GATES_MAX",
-            APPEND_GATES_MAX,
-            append.gates.len(),
-            "gates named in the append",
-        ),
-    ];
-    for (limit, max, actual, what) in counts {
-        if actual > max {
-            return Err(Error::LimitExceeded {
-                limit,
-                max: max as u64,
-                actual: actual as u64,
-                what: what.to_string(),
-            });
-        }
-    }
-    for (expected_idx, expected) in append.expected.iter().enumerate() {
-        if expected.scope.is_empty() || expected.entity.is_empty() {
-            return Err(Error::InvalidInput(format!(
-                "expected {expected_idx} needs a scope and an entity"
-            )));
-        }
-    }
-    if let Some(condition) = &append.condition {
-        condition.query.validate()?;
-        if condition.query.is_empty() {
-            return Err(Error::InvalidInput(
-                "condition query is empty; it would match every event".to_string(),
-            ));
-        }
-    }
-    if let Some(key) = &append.idempotency_key
-        && (key.is_empty() || key.len() > IDEMPOTENCY_KEY_BYTES_MAX)
-    {
-        return Err(Error::InvalidInput(format!(
-            "idempotency_key must be 1 to {IDEMPOTENCY_KEY_BYTES_MAX} bytes (IDEMPOTENCY_KEY_BYTES_MAX)"
-        )));
-    }
-    Ok(())
-}
-
-fn validate_events(events: &[NewEvent]) -> Result<()> {
-    if events.is_empty() {
-        return Err(Error::InvalidInput(
-            "an append needs at least one event".to_string(),
-        ));
-    }
-    if events.len() > APPEND_EVENTS_MAX {
-        return Err(Error::LimitExceeded {
-            limit: "APPEND_EVENTS_MAX",
-            max: APPEND_EVENTS_MAX as u64,
-            actual: events.len() as u64,
-            what: "events in the append".to_string(),
-        });
-    }
-    let mut append_bytes = 0;
-    let mut ids = std::collections::HashSet::with_capacity(events.len());
-    for (event_idx, event) in events.iter().enumerate() {
-        event.validate(event_idx)?;
-        append_bytes += event.size_bytes();
-        if let Some(id) = event.id
-            && !ids.insert(id)
-        {
-            return Err(Error::InvalidInput(format!(
-                "event {event_idx} id {id} appears twice in the append"
-            )));
-        }
-    }
-    if append_bytes > APPEND_BYTES_MAX {
-        return Err(Error::LimitExceeded {
-            limit: "APPEND_BYTES_MAX",
-            max: APPEND_BYTES_MAX as u64,
-            actual: append_bytes as u64,
-            what: "append bytes".to_string(),
-        });
-    }
-    Ok(())
-}
-
-/// blake3 over a canonical encoding of what the client sent: every field of every event (ids
-/// only when the client gave them) and every condition. Two sends of the same request hash the
-/// same; any difference in content hashes differently.
-fn request_hash(append: &Append) -> Hash {
-    let mut hasher = blake3::Hasher::new();
-    let mut put = |bytes: &[u8]| {
-        hasher.update(&(bytes.len() as u64).to_le_bytes());
-        hasher.update(bytes);
-    };
-    put(b"causeway.request.v1");
-    for event in &append.events {
-        put(event.id.as_ref().map_or(&[][..], |id| id.as_bytes()));
-        for name in [
-            &event.scope,
-            &event.entity,
-            &event.event_type,
-            &event.content_type,
-        ] {
-            put(name.as_bytes());
-        }
-        put(&(event.tags.len() as u64).to_le_bytes());
-        for tag in &event.tags {
-            put(tag.as_bytes());
-        }
-        put(&(event.metadata.len() as u64).to_le_bytes());
-        for (key, value) in &event.metadata {
-            put(key.as_bytes());
-            put(value.as_bytes());
-        }
-        put(&(event.causation.len() as u64).to_le_bytes());
-        for parent in &event.causation {
-            put(parent.as_bytes());
-        }
-        put(event
-            .correlation_id
-            .as_ref()
-            .map_or(&[][..], |id| id.as_bytes()));
-        put(&event.payload);
-    }
-    put(&(append.expected.len() as u64).to_le_bytes());
-    for expected in &append.expected {
-        put(expected.scope.as_bytes());
-        put(expected.entity.as_bytes());
-        put(expected.version.to_string().as_bytes());
-    }
-    match &append.condition {
-        None => put(b"-"),
-        Some(condition) => {
-            put(format!("{:?}", condition.query).as_bytes());
-            put(&condition.after.0.to_le_bytes());
-        }
-    }
-    put(append
-        .idempotency_key
-        .as_deref()
-        .unwrap_or_default()
-        .as_bytes());
-    for gate in &append.gates {
-        put(gate.as_bytes());
-    }
-    put(&[u8::from(append.external_causation)]);
-    *hasher.finalize().as_bytes()
-}
-
 /// Installs the gates of the embedding program, then replays the gate events of the log.
+///
+/// Every definition was checked by the writer when it was registered. A definition in force
+/// that this build cannot compile (a newer rule, a stricter bound after an upgrade) stops the
+/// open with [`Error::Incompatible`]: skipping it would make this node enforce a different set
+/// of gates than replicas running another build. Definitions that were later replaced or
+/// removed are not compiled.
 fn load_gates(shared: &Shared, rust_gates: &[RustGate]) -> Result<()> {
     let mut gates = shared.gates.write().expect("gate set lock poisoned");
     for rust_gate in rust_gates {
@@ -1230,63 +1037,73 @@ fn load_gates(shared: &Shared, rust_gates: &[RustGate]) -> Result<()> {
         }
     }
     let index = shared.index.read().expect("index lock poisoned");
-    let Some(state) = index.entity(SYSTEM_SCOPE, "gates") else {
+    let Some(state) = index.entity(SYSTEM_SCOPE, GATES_ENTITY) else {
         return Ok(());
     };
+    let mut in_force: BTreeMap<String, (u64, GateDefinition)> = BTreeMap::new();
     for &position in &state.positions {
         let event = writer::read_at(shared, position, index.loc(position))?;
-        apply_gate_event(&mut gates, &event);
+        let incompatible = |detail: String| Error::Incompatible { position, detail };
+        match event.event_type.as_str() {
+            GATE_EVENT_REGISTERED => {
+                let definition = writer::definition_of(&event)
+                    .ok_or_else(|| incompatible("a gate definition does not parse".to_string()))?;
+                in_force.insert(definition.name.clone(), (position, definition));
+            }
+            GATE_EVENT_REMOVED => {
+                let name = writer::removed_name(&event)
+                    .ok_or_else(|| incompatible("a gate removal does not parse".to_string()))?;
+                in_force.remove(&name);
+            }
+            other => {
+                return Err(incompatible(format!(
+                    "an event of type {:?} in the gate history",
+                    command::short(other)
+                )));
+            }
+        }
+    }
+    for (name, (position, definition)) in in_force {
+        let gate = definition.compile().map_err(|err| Error::Incompatible {
+            position,
+            detail: format!("gate {name:?} does not compile in this build: {err}"),
+        })?;
+        if gates.contains_key(&name) {
+            return Err(Error::Incompatible {
+                position,
+                detail: format!("gate {name:?} in the log has the name of a gate in Config::gates"),
+            });
+        }
+        gates.insert(name, installed(position, definition, gate));
     }
     Ok(())
 }
 
-/// Applies one gate registration or removal to the gate set. Definitions were checked when they
-/// were registered; one that no longer compiles (after an upgrade) is logged and skipped.
-fn apply_gate_event(gates: &mut BTreeMap<String, Installed>, event: &Event) {
-    if !writer::is_gate_event(event) {
-        return;
-    }
-    if event.event_type == GATE_EVENT_REMOVED {
-        if let Ok(removal) = serde_json::from_slice::<serde_json::Value>(&event.payload)
-            && let Some(name) = removal.get("name").and_then(|name| name.as_str())
-            && gates
-                .get(name)
-                .is_some_and(|installed| installed.definition.is_some())
-        {
-            gates.remove(name);
-        }
-        return;
-    }
-    let Some(definition) = writer::definition_of(event) else {
-        tracing::error!(
-            position = event.position.0,
-            "a gate definition in the log does not parse; skipping it"
-        );
-        return;
+/// Replays the settings of the log: the last `SettingsChanged` event's.
+fn load_settings(shared: &Shared) -> Result<()> {
+    let index = shared.index.read().expect("index lock poisoned");
+    let Some(&position) = index
+        .entity(SYSTEM_SCOPE, SETTINGS_ENTITY)
+        .and_then(|state| state.positions.last())
+    else {
+        return Ok(());
     };
-    if gates
-        .get(&definition.name)
-        .is_some_and(|installed| installed.definition.is_none())
-    {
-        tracing::error!(
-            name = definition.name,
-            "a gate in the log has the name of a built-in gate of this program; the built-in one stays"
-        );
-        return;
-    }
-    match definition.compile() {
-        Ok(gate) => {
-            let installed = Installed {
-                version: event.position.0,
-                scopes: definition.scopes.clone(),
-                types: definition.types.clone(),
-                definition: Some(definition.clone()),
-                gate,
-            };
-            gates.insert(definition.name, installed);
-        }
-        Err(err) => {
-            tracing::error!(position = event.position.0, %err, "a gate definition in the log no longer compiles; skipping it")
-        }
+    let event = writer::read_at(shared, position, index.loc(position))?;
+    let settings = serde_json::from_slice(&event.payload).map_err(|err| Error::Incompatible {
+        position,
+        detail: format!("settings do not parse: {err}"),
+    })?;
+    *shared.settings.write().expect("settings lock poisoned") = settings;
+    Ok(())
+}
+
+/// A registered gate as the gate set holds it.
+fn installed(position: u64, definition: GateDefinition, gate: Arc<dyn Gate>) -> Installed {
+    Installed {
+        version: position,
+        scopes: definition.scopes.clone(),
+        types: definition.types.clone(),
+        definition: Some(definition),
+        gate,
     }
 }

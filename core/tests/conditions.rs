@@ -35,15 +35,16 @@ fn open(dir: &std::path::Path) -> Store {
     Store::open(dir, Config::default()).unwrap()
 }
 
+/// A store that records denials: a setting kept in the log, so the store's first event is
+/// the `SettingsChanged` that turns it on.
 fn open_recording(dir: &std::path::Path) -> Store {
-    Store::open(
-        dir,
-        Config {
+    let store = Store::open(dir, Config::default()).unwrap();
+    store
+        .configure(Settings {
             record_denials: true,
-            ..Config::default()
-        },
-    )
-    .unwrap()
+        })
+        .unwrap();
+    store
 }
 
 fn event(entity: &str, event_type: &str, payload: &str) -> NewEvent {

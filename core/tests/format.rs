@@ -5,25 +5,18 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::fmt::Write;
 
 use causeway_core::clock::Timestamp;
 use causeway_core::*;
+use common::hex_lines;
 
 const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/segment-v1.hex");
 
 fn id(n: u8) -> EventId {
     EventId(uuid::Uuid::from_bytes([n; 16]))
-}
-
-fn hex_lines(bytes: &[u8]) -> String {
-    let mut out = String::new();
-    for (line_idx, chunk) in bytes.chunks(16).enumerate() {
-        let hex: Vec<String> = chunk.iter().map(|byte| format!("{byte:02x}")).collect();
-        writeln!(out, "{:08x}  {}", line_idx * 16, hex.join(" ")).unwrap();
-    }
-    out
 }
 
 /// Where the frames of a segment end: at the first frame header of zeros (reserved space) or
@@ -45,27 +38,28 @@ fn segment_bytes_match_the_golden_file() {
     let store = Store::open(dir.path(), Config::default()).unwrap();
     let command = Command {
         timestamp: Timestamp::new(1_764_000_000_000, 0),
-        request_hash: [7; 32],
-        system: false,
-        append: Append::new(vec![
-            NewEvent {
-                id: Some(id(1)),
-                tags: vec!["customer:42".to_string()],
-                content_type: "application/json".to_string(),
-                metadata: BTreeMap::from([("source".to_string(), "golden".to_string())]),
-                ..NewEvent::new(
-                    "acme",
-                    "order-507",
-                    "OrderPlaced",
-                    br#"{"total":12}"#.to_vec(),
-                )
-            },
-            NewEvent {
-                id: Some(id(2)),
-                causation: vec![id(1)],
-                ..NewEvent::new("acme", "order-507", "OrderPaid", b"ok".to_vec())
-            },
-        ]),
+        action: Action::Append {
+            request_hash: [7; 32],
+            append: Append::new(vec![
+                NewEvent {
+                    id: Some(id(1)),
+                    tags: vec!["customer:42".to_string()],
+                    content_type: "application/json".to_string(),
+                    metadata: BTreeMap::from([("source".to_string(), "golden".to_string())]),
+                    ..NewEvent::new(
+                        "acme",
+                        "order-507",
+                        "OrderPlaced",
+                        br#"{"total":12}"#.to_vec(),
+                    )
+                },
+                NewEvent {
+                    id: Some(id(2)),
+                    causation: vec![id(1)],
+                    ..NewEvent::new("acme", "order-507", "OrderPaid", b"ok".to_vec())
+                },
+            ]),
+        },
     };
     let receipt = store.apply(command).unwrap();
     assert_eq!(

@@ -13,6 +13,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,7 +23,7 @@ use causeway_core::clock::{Clock, ManualClock, Timestamp};
 use causeway_core::gate::{Proposal, View};
 use causeway_core::limits::*;
 use causeway_core::store::{
-    GATE_EVENT_REGISTERED, GATE_EVENT_REMOVED, RegisteredGate, SYSTEM_SCOPE,
+    GATE_EVENT_REGISTERED, GATE_EVENT_REMOVED, RegisteredGate, SETTINGS_EVENT_CHANGED, SYSTEM_SCOPE,
 };
 use causeway_core::*;
 
@@ -938,14 +940,8 @@ fn a_registration_is_an_event_in_the_system_scope() {
 #[test]
 fn gates_do_not_judge_the_stores_own_events() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(
-        dir.path(),
-        Config {
-            record_denials: true,
-            ..Config::default()
-        },
-    )
-    .unwrap();
+    let store = open(dir.path());
+    record_denials(&store);
     store
         .register_gate(definition(
             "only-orders",
@@ -973,6 +969,7 @@ fn gates_do_not_judge_the_stores_own_events() {
     assert_eq!(
         types,
         [
+            SETTINGS_EVENT_CHANGED,
             GATE_EVENT_REGISTERED,
             GATE_EVENT_REGISTERED,
             GATE_EVENT_REMOVED,
@@ -990,7 +987,7 @@ fn gates_do_not_judge_the_stores_own_events() {
         denial(store.dry_run(one(event("acme", "e", "Other", "")))).1,
         "TYPE_NOT_ALLOWED"
     );
-    assert_eq!(system_events(&store).len(), 4);
+    assert_eq!(system_events(&store).len(), 5);
 }
 
 /// The gate set is rebuilt from the log on open; replacing and removing are events too.
@@ -1226,10 +1223,10 @@ fn a_panicking_gate_is_a_denial_and_the_store_keeps_working() {
             types: vec![],
             gate: Arc::new(Refuse::default()),
         }],
-        record_denials: true,
         ..Config::default()
     };
     let store = Store::open(dir.path(), config()).unwrap();
+    record_denials(&store);
     store.append(one(event("acme", "e", "T", "fine"))).unwrap();
 
     let (gate, code, seen) = denial(store.append(one(event("acme", "e", "T", "boom"))));
@@ -1240,9 +1237,13 @@ fn a_panicking_gate_is_a_denial_and_the_store_keeps_working() {
     let after = store.append(one(event("acme", "e", "T", "fine"))).unwrap();
     assert_eq!(after.events[0].version, Version(2));
     let records = system_events(&store);
-    assert_eq!(records.len(), 1);
     assert_eq!(
-        records[0].tags,
+        records.len(),
+        2,
+        "the settings change and one denial record"
+    );
+    assert_eq!(
+        records[1].tags,
         strings(&["gate:fragile", "code:GATE_DEFECT"])
     );
     let head = store.head();
@@ -1252,37 +1253,36 @@ fn a_panicking_gate_is_a_denial_and_the_store_keeps_working() {
     assert_eq!(store.verify().unwrap().first_break, None);
 }
 
-/// A hand-built gate command, as `register_gate` and `remove_gate` build them, with a fixed id
-/// and timestamp so it can be applied to two stores.
-fn gate_command(
-    id: u128,
-    timestamp: Timestamp,
-    event_type: &str,
-    name: &str,
-    payload: Vec<u8>,
-) -> Command {
-    let event = NewEvent {
-        id: Some(EventId(uuid::Uuid::from_u128(id))),
-        tags: vec![format!("gate:{name}")],
-        content_type: "application/json".to_string(),
-        ..NewEvent::new(SYSTEM_SCOPE, "gates", event_type, payload)
-    };
+/// A gate registration with a fixed id and timestamp, as `stamp_gate` makes one, so it can be
+/// applied to two stores.
+fn registration(id: u128, timestamp: Timestamp, gate: &GateDefinition) -> Command {
     Command {
         timestamp,
-        request_hash: [0; 32],
-        append: Append::new(vec![event]),
-        system: true,
+        action: Action::RegisterGate {
+            id: EventId(uuid::Uuid::from_u128(id)),
+            definition: gate.clone(),
+        },
     }
 }
 
-fn registration(id: u128, timestamp: Timestamp, gate: &GateDefinition) -> Command {
-    gate_command(
-        id,
+/// A gate removal with a fixed id and timestamp.
+fn removal(id: u128, timestamp: Timestamp, name: &str) -> Command {
+    Command {
         timestamp,
-        GATE_EVENT_REGISTERED,
-        &gate.name,
-        serde_json::to_vec(gate).unwrap(),
-    )
+        action: Action::RemoveGate {
+            id: EventId(uuid::Uuid::from_u128(id)),
+            name: name.to_string(),
+        },
+    }
+}
+
+/// Turns on the recording of denials, a setting kept in the log.
+fn record_denials(store: &Store) {
+    store
+        .configure(Settings {
+            record_denials: true,
+        })
+        .unwrap();
 }
 
 /// What one append on one store came to, comparable across stores.
@@ -1291,21 +1291,6 @@ fn outcome(result: &Result<Receipt>) -> String {
         Ok(receipt) => format!("{receipt:?}"),
         Err(err) => format!("{err:?}"),
     }
-}
-
-fn files(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
-    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir.join("events"))
-        .unwrap()
-        .map(|entry| {
-            let path = entry.unwrap().path();
-            (
-                path.file_name().unwrap().to_string_lossy().into_owned(),
-                std::fs::read(&path).unwrap(),
-            )
-        })
-        .collect();
-    files.sort();
-    files
 }
 
 /// Two stores fed the same commands (gate registrations, a replacement, a removal, accepted and
@@ -1318,7 +1303,6 @@ fn the_same_commands_with_gates_produce_byte_identical_stores() {
     let clock = Arc::new(ManualClock::new(T0_NS));
     let config = |clock: Arc<dyn Clock>| Config {
         segment_bytes: SEGMENT_BYTES_MIN,
-        record_denials: true,
         clock,
         ..Config::default()
     };
@@ -1340,6 +1324,16 @@ fn the_same_commands_with_gates_produce_byte_identical_stores() {
         *tally.entry(kind).or_default() += 1;
         result_a
     };
+    let record = Command {
+        timestamp: fixed(0),
+        action: Action::Configure {
+            id: EventId(uuid::Uuid::from_u128(100)),
+            settings: Settings {
+                record_denials: true,
+            },
+        },
+    };
+    run(record, &mut tally).unwrap();
 
     let rate = |max_events| {
         definition(
@@ -1384,17 +1378,7 @@ fn the_same_commands_with_gates_produce_byte_identical_stores() {
             run(registration(10, fixed(step), &rate(2)), &mut tally).unwrap();
         }
         if step == 120 {
-            run(
-                gate_command(
-                    11,
-                    fixed(step),
-                    GATE_EVENT_REMOVED,
-                    "cheap-orders",
-                    br#"{"name":"cheap-orders"}"#.to_vec(),
-                ),
-                &mut tally,
-            )
-            .unwrap();
+            run(removal(11, fixed(step), "cheap-orders"), &mut tally).unwrap();
         }
         let append = match step % 5 {
             0 => one(json(
@@ -1492,7 +1476,10 @@ fn the_same_commands_with_gates_produce_byte_identical_stores() {
     assert_eq!(a.verify().unwrap().first_break, None);
     drop((a, b));
 
-    let (files_a, files_b) = (files(dir_a.path()), files(dir_b.path()));
+    let (files_a, files_b) = (
+        common::event_files(dir_a.path()),
+        common::event_files(dir_b.path()),
+    );
     assert!(
         files_a.len() > 4,
         "the test must cover sealed segments and their .idx files"
@@ -1658,11 +1645,11 @@ fn each_answer_in_a_group_hands_back_the_events_of_its_own_append() {
                     release: Mutex::new(released),
                 }),
             }],
-            record_denials: true,
             ..Config::default()
         },
     )
     .unwrap();
+    record_denials(&store);
     let keyed = || Append {
         idempotency_key: Some("k".to_string()),
         ..one(event("acme", "o-1", "T", "a"))
@@ -1718,9 +1705,9 @@ fn each_answer_in_a_group_hands_back_the_events_of_its_own_append() {
         ],
         "(append, accepted, events handed back)"
     );
-    // The refusal's audit event was written (the keyed append, hold, 2, audit, 3), but it was
-    // built by the store, so it is not handed back.
-    assert_eq!(store.head(), Position(8));
+    // The refusal's audit event was written (the settings change, the keyed append, hold, 2,
+    // audit, 3), but it was built by the store, so it is not handed back.
+    assert_eq!(store.head(), Position(9));
 }
 
 #[test]
@@ -1820,4 +1807,47 @@ fn appends_decided_in_one_group_read_the_events_written_before_them() {
         Position(8),
         "three holds, four appends, no replayed one"
     );
+}
+
+/// Registrations are decided by the writer, one after another: eight racing registrations of
+/// new gates at `GATES_MAX - 1` end with exactly `GATES_MAX` gates in force, also after a
+/// reopen, and every refused one is told `GATES_MAX`. (Checked under a read lock before the
+/// write, as it once was, the race ended with 1,028.)
+#[test]
+fn racing_registrations_cannot_pass_gates_max() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(dir.path()));
+    for gate_idx in 0..GATES_MAX - 1 {
+        store
+            .register_gate(cel(&format!("g-{gate_idx}"), &["Never"], "true"))
+            .unwrap();
+    }
+    let racers: Vec<_> = (0..8)
+        .map(|racer| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                store.register_gate(cel(&format!("racer-{racer}"), &["Never"], "true"))
+            })
+        })
+        .collect();
+    let results: Vec<Result<Receipt>> = racers
+        .into_iter()
+        .map(|racer| racer.join().unwrap())
+        .collect();
+    assert_eq!(results.iter().filter(|result| result.is_ok()).count(), 1);
+    for err in results.into_iter().filter_map(Result::err) {
+        assert!(
+            matches!(
+                err,
+                Error::LimitExceeded {
+                    limit: "GATES_MAX",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+    assert_eq!(store.gates().len(), GATES_MAX);
+    drop(Arc::into_inner(store).unwrap());
+    assert_eq!(open(dir.path()).gates().len(), GATES_MAX);
 }

@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -586,21 +588,10 @@ fn the_same_commands_produce_byte_identical_segments() {
     }
     assert_eq!(a.digest(), b.digest());
     drop((a, b));
-    let files = |dir: &std::path::Path| {
-        let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir.join("events"))
-            .unwrap()
-            .map(|entry| {
-                let path = entry.unwrap().path();
-                (
-                    path.file_name().unwrap().to_string_lossy().into_owned(),
-                    std::fs::read(&path).unwrap(),
-                )
-            })
-            .collect();
-        files.sort();
-        files
-    };
-    let (files_a, files_b) = (files(dir_a.path()), files(dir_b.path()));
+    let (files_a, files_b) = (
+        common::event_files(dir_a.path()),
+        common::event_files(dir_b.path()),
+    );
     assert!(
         files_a.len() > 4,
         "the test must cover sealed segments and their .idx files"

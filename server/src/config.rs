@@ -128,8 +128,10 @@ pub struct Config {
     pub durability: Durability,
     /// The receipt signing key file, if receipts are signed.
     pub signing_key: Option<PathBuf>,
-    /// Whether refused appends are recorded in the log (each refusal then costs a write).
-    pub record_denials: bool,
+    /// Whether refused appends are recorded in the log (each refusal then costs a write). The
+    /// setting lives in the log, the same for every node; when this is given, the server writes
+    /// it there at start if it differs. `None` keeps what the log says.
+    pub record_denials: Option<bool>,
 }
 
 impl Default for Config {
@@ -143,7 +145,7 @@ impl Default for Config {
             max_subscriptions: SUBSCRIPTIONS_DEFAULT,
             durability: Durability::Fsync,
             signing_key: None,
-            record_denials: false,
+            record_denials: None,
         }
     }
 }
@@ -207,7 +209,7 @@ impl Config {
             record_denials: args
                 .record_denials
                 .or(file.record_denials)
-                .unwrap_or(defaults.record_denials),
+                .or(defaults.record_denials),
         };
         config.check()?;
         Ok(config)
@@ -300,7 +302,7 @@ mod tests {
         assert_eq!(config.listen, "127.0.0.1:7001".parse().expect("address"));
         assert_eq!(config.pool_threads, 3);
         assert_eq!(config.durability, Durability::Relaxed);
-        assert!(config.record_denials);
+        assert_eq!(config.record_denials, Some(true));
         assert_eq!(config.pool_queue, POOL_QUEUE_DEFAULT);
         assert_eq!(config.data_dir, PathBuf::from(DATA_DIR_DEFAULT));
     }

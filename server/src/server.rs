@@ -98,14 +98,22 @@ impl Server {
         let signing_key = config.signing_key.clone();
         let mut store_config = causeway_core::Config {
             durability: config.durability.into(),
-            record_denials: config.record_denials,
             ..causeway_core::Config::default()
         };
+        let record_denials = config.record_denials;
         let (store, signer, head) = pool
             .run(move || {
                 let signer = signing_key.as_deref().map(load_signer).transpose()?;
                 store_config.signer = signer.clone();
                 let store = Store::open(&data_dir, store_config).map_err(StartError::Store)?;
+                // The setting lives in the log; the flag only changes it, once, when it differs.
+                let mut settings = store.settings();
+                if let Some(record_denials) = record_denials
+                    && record_denials != settings.record_denials
+                {
+                    settings.record_denials = record_denials;
+                    store.configure(settings).map_err(StartError::Store)?;
+                }
                 let head = store.head().0;
                 Ok::<_, StartError>((Arc::new(store), signer, head))
             })

@@ -162,6 +162,9 @@ pub fn to_status(err: impl Into<Error>) -> Status {
                     ]),
                 ),
                 Core::Io { .. } | Core::Poisoned(_) | Core::Closed => Status::unavailable(message),
+                // Both are found when a store opens or is set up, never in an RPC's own work.
+                Core::Incompatible { .. } | Core::Unreplicable(_) => Status::internal(message),
+                Core::AlreadyApplied { .. } => Status::aborted(message),
                 Core::Locked { .. } | Core::Clock(_) => Status::internal(message),
             }
         }

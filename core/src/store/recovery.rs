@@ -14,6 +14,7 @@ use std::sync::mpsc::{SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
 use crate::codec::{self, Header, TrailerRef};
+use crate::command::EntryId;
 use crate::error::{Error, Result};
 use crate::event::Hash;
 use crate::index::Index;
@@ -64,11 +65,16 @@ impl Keys {
 struct KeysBuilder {
     keys: Keys,
     open: Option<(String, KeyEntry)>,
+    /// The last replicated log entry recorded in a trailer.
+    applied: Option<EntryId>,
 }
 
 impl KeysBuilder {
     /// Notes the event at `position`, with its append trailer if it is the first of its append.
     fn observe(&mut self, index: &Index, position: u64, trailer: Option<TrailerRef<'_>>) {
+        if let Some(entry) = trailer.and_then(|trailer| trailer.entry) {
+            self.applied = Some(entry);
+        }
         if let Some(trailer) = trailer
             && !trailer.idempotency_key.is_empty()
         {
@@ -343,7 +349,7 @@ impl<'a> Iterator for IdxEntries<'a> {
 /// insert back, so when an `.idx` turns out bad halfway through (an entry that does not decode,
 /// or the wrong number of them, though the file passed its CRC: a writer bug or a newer
 /// format), the build starts over with that file ignored and its segment scanned.
-pub(super) fn rebuild_index(log: &SegmentLog) -> Result<(Index, Keys, IdxBuffer)> {
+pub(super) fn rebuild_index(log: &SegmentLog) -> Result<Rebuilt> {
     let mut ignored_idx = Vec::new();
     loop {
         match build_index(log, &ignored_idx)? {
@@ -353,10 +359,14 @@ pub(super) fn rebuild_index(log: &SegmentLog) -> Result<(Index, Keys, IdxBuffer)
     }
 }
 
+/// The index, the idempotency keys, the `.idx` buffer of the active segment, and the last
+/// replicated log entry applied.
+pub(super) type Rebuilt = (Index, Keys, IdxBuffer, Option<EntryId>);
+
 /// What one attempt at building the indexes came to.
 enum Attempt {
-    /// The index, the idempotency keys, and the `.idx` buffer of the active segment.
-    Built(Box<(Index, Keys, IdxBuffer)>),
+    /// What was rebuilt.
+    Built(Box<Rebuilt>),
     /// The `.idx` of the segment that starts at this position is bad; build without it.
     BadIdx(u64),
 }
@@ -434,7 +444,12 @@ fn build_index(log: &SegmentLog, ignored_idx: &[u64]) -> Result<Attempt> {
         }
     }
     index.finish_open();
-    Ok(Attempt::Built(Box::new((index, keys.keys, active_idx))))
+    Ok(Attempt::Built(Box::new((
+        index,
+        keys.keys,
+        active_idx,
+        keys.applied,
+    ))))
 }
 
 /// Inserts an event read from disk after checking what the index would otherwise assert, so a

@@ -19,15 +19,17 @@ use std::sync::mpsc::{Receiver, sync_channel};
 
 use super::recovery::{IdxBuffer, KeyEntry, Keys, SidecarWriter};
 use super::{
-    Command, Done, ExpectedVersion, GATE_EVENT_REGISTERED, GATE_EVENT_REMOVED, Request,
-    SYSTEM_SCOPE, Shared, Spent,
+    Action, Append, DENIAL_EVENT_TYPE, DENIALS_ENTITY, Done, EntryId, ExpectedVersion,
+    GATE_EVENT_REGISTERED, GATE_EVENT_REMOVED, GATES_ENTITY, Request, SETTINGS_ENTITY,
+    SETTINGS_EVENT_CHANGED, SYSTEM_SCOPE, Settings, Shared, Spent,
 };
 use crate::clock::Timestamp;
 use crate::codec::{self, Trailer};
+use crate::command;
 use crate::error::{Error, Result};
-use crate::event::{Event, EventId, Hash, Position, Version};
+use crate::event::{Event, EventId, Hash, NewEvent, Position, Version};
 use crate::gate::{Denial, GateDefinition, Proposal, View};
-use crate::limits::{GROUP_APPENDS_MAX, SYNCER_GROUPS_MAX};
+use crate::limits::{GATES_MAX, GROUP_APPENDS_MAX, SYNCER_GROUPS_MAX};
 use crate::query::Filter;
 use crate::receipt::{Committed, GatePass, Receipt, Signer};
 use crate::segment::{self, SegmentLog};
@@ -103,7 +105,6 @@ pub(super) struct Writer {
     pub(super) sidecars: SidecarWriter,
     pub(super) keys: Keys,
     pub(super) signer: Option<Signer>,
-    pub(super) record_denials: bool,
     /// The events of the append just written, handed back with its answer (see [`Spent`]); an
     /// audit event of a refusal is not among them.
     pub(super) spent: Vec<Event>,
@@ -163,10 +164,10 @@ impl Writer {
     fn commit_group(&mut self, group: Vec<Request>, durable: bool) -> Pending {
         let mut answers = Vec::with_capacity(group.len());
         let mut wrote = false;
-        for request in group {
+        for mut request in group {
             let answer = match self.shared.poisoned() {
                 Some(why) => Err(Error::Poisoned(why)),
-                None => self.commit_one(request.command, request.dry_run, &mut wrote),
+                None => self.commit_one(&mut request, &mut wrote),
             };
             let spent = Spent(std::mem::take(&mut self.spent));
             answers.push((request.done, answer, spent));
@@ -199,64 +200,119 @@ impl Writer {
         flushed
     }
 
-    /// Decides one command and, unless it is a dry run, writes it.
-    fn commit_one(
+    /// Decides one command and, unless it is a dry run, writes it. With `entry`, the command
+    /// comes from a replicated log entry: one at or below the last applied is refused, and the
+    /// entry is recorded in the trailer of whatever the command writes.
+    fn commit_one(&mut self, request: &mut Request, wrote: &mut bool) -> Result<Receipt> {
+        if let Some(entry) = request.entry {
+            let mut applied = self.shared.applied.lock().expect("applied lock poisoned");
+            if let Some(last) = *applied
+                && entry.index <= last.index
+            {
+                return Err(Error::AlreadyApplied {
+                    entry,
+                    applied: last,
+                });
+            }
+            // Applied whatever the outcome: a refusal is an answer, decided on this log.
+            *applied = Some(entry);
+        }
+        let entry = request.entry;
+        let timestamp = request.command.timestamp;
+        let action = std::mem::replace(&mut request.command.action, Action::Noop);
+        match action {
+            Action::Append {
+                append,
+                request_hash,
+            } => self.commit_append(
+                timestamp,
+                entry,
+                append,
+                request_hash,
+                request.dry_run,
+                wrote,
+            ),
+            Action::RegisterGate { id, definition } => {
+                self.register_gate(timestamp, entry, id, definition, wrote)
+            }
+            Action::RemoveGate { id, name } => self.remove_gate(timestamp, entry, id, name, wrote),
+            Action::Configure { id, settings } => {
+                self.configure(timestamp, entry, id, settings, wrote)
+            }
+            Action::Noop => Ok(self.empty_receipt()),
+        }
+    }
+
+    /// Decides an append and, unless it is a dry run, writes it.
+    fn commit_append(
         &mut self,
-        mut command: Command,
+        timestamp: Timestamp,
+        entry: Option<EntryId>,
+        mut append: Append,
+        request_hash: Hash,
         dry_run: bool,
         wrote: &mut bool,
     ) -> Result<Receipt> {
-        if let Some(key) = &command.append.idempotency_key
-            && let Some(entry) = self.keys.get(key)
+        if let Some(key) = &append.idempotency_key
+            && let Some(known) = self.keys.get(key)
         {
-            if entry.request_hash != command.request_hash {
-                return Err(Error::IdempotencyConflict { key: key.clone() });
+            if known.request_hash != request_hash {
+                return Err(Error::IdempotencyConflict {
+                    key: command::short(key).to_string(),
+                });
             }
-            let entry = entry.clone();
+            let known = known.clone();
             self.make_readable()?;
-            return self.replay(&entry);
+            return self.replay(&known);
         }
         let view: Arc<dyn View> = Arc::new(StoreView {
             shared: self.shared.clone(),
         });
-        if let Err(err) = self.check(&command, view.as_ref()) {
-            let refused = command.append.events.iter().map(|event| {
-                let id = event.id.expect("apply checks that every event has an id");
-                (id, &event.scope, &event.entity, &event.event_type)
-            });
-            return Err(self.refuse(&command, refused, err, dry_run, wrote));
+        if let Err(err) = self.check(&append, view.as_ref()) {
+            let refused: Vec<_> = append
+                .events
+                .iter()
+                .map(|event| {
+                    let id = event.id.expect("apply checks that every event has an id");
+                    (
+                        id,
+                        refused_json(id, &event.scope, &event.entity, &event.event_type),
+                    )
+                })
+                .collect();
+            return Err(self.refuse(timestamp, entry, refused, err, dry_run, wrote));
         }
         // An event without a correlation id takes its first parent's, read from its frame.
-        let reads_parents = command
-            .append
+        let reads_parents = append
             .events
             .iter()
             .any(|event| event.correlation_id.is_none() && !event.causation.is_empty());
         if reads_parents {
             self.make_readable()?;
         }
-        let events = self.propose(&mut command)?;
-        let passes = if command.system {
-            Vec::new()
-        } else {
-            // Any gate may read events through its view (`View::last_event`).
-            let has_gates = !self
-                .shared
-                .gates
-                .read()
-                .expect("gate set lock poisoned")
-                .is_empty();
-            if has_gates {
-                self.make_readable()?;
-            }
-            match self.run_gates(&command, &events, &view) {
-                Ok(passes) => passes,
-                Err(err) => {
-                    let refused = events
-                        .iter()
-                        .map(|event| (event.id, &event.scope, &event.entity, &event.event_type));
-                    return Err(self.refuse(&command, refused, err, dry_run, wrote));
-                }
+        let events = self.propose(timestamp, std::mem::take(&mut append.events))?;
+        // Any gate may read events through its view (`View::last_event`).
+        let has_gates = !self
+            .shared
+            .gates
+            .read()
+            .expect("gate set lock poisoned")
+            .is_empty();
+        if has_gates {
+            self.make_readable()?;
+        }
+        let passes = match self.run_gates(timestamp, &append.gates, &events, &view) {
+            Ok(passes) => passes,
+            Err(err) => {
+                let refused = events
+                    .iter()
+                    .map(|event| {
+                        let json =
+                            refused_json(event.id, &event.scope, &event.entity, &event.event_type);
+                        (event.id, json)
+                    })
+                    .collect();
+                return Err(self.refuse(timestamp, entry, refused, err, dry_run, wrote));
             }
         };
         if dry_run {
@@ -264,48 +320,235 @@ impl Writer {
         }
         let trailer = Trailer {
             n_events: u16::try_from(events.len()).expect("APPEND_EVENTS_MAX fits in u16"),
-            idempotency_key: command.append.idempotency_key.clone().unwrap_or_default(),
-            request_hash: command.request_hash,
+            idempotency_key: append.idempotency_key.clone().unwrap_or_default(),
+            request_hash,
             gates: passes
                 .iter()
                 .map(|pass| (pass.name.clone(), pass.version))
                 .collect(),
+            entry,
         };
         let (receipt, written) = self.write(events, &trailer, wrote)?;
         self.spent = written;
-        if let Some(key) = command.append.idempotency_key {
-            let entry = KeyEntry {
+        if let Some(key) = append.idempotency_key {
+            let known = KeyEntry {
                 first: receipt.events[0].position.0,
                 n_events: receipt.events.len() as u64,
-                request_hash: command.request_hash,
+                request_hash,
                 gates: trailer.gates,
                 digest: receipt.digest,
             };
-            self.keys.insert(key, entry);
+            self.keys.insert(key, known);
         }
         Ok(receipt)
     }
 
-    /// The error a refused command gets; with `Config::record_denials`, after writing its audit
-    /// record (a refusal that depends on this node, such as an I/O error, is not recorded).
-    fn refuse<'a>(
+    /// Registers or replaces a gate: the name rule, the compile, built-in names and
+    /// [`GATES_MAX`] are decided here, in order with every other command.
+    fn register_gate(
         &mut self,
-        command: &Command,
-        refused: impl Iterator<Item = (EventId, &'a String, &'a String, &'a String)>,
+        timestamp: Timestamp,
+        entry: Option<EntryId>,
+        id: EventId,
+        definition: GateDefinition,
+        wrote: &mut bool,
+    ) -> Result<Receipt> {
+        let gate = definition.compile()?;
+        {
+            let gates = self.shared.gates.read().expect("gate set lock poisoned");
+            if gates
+                .get(&definition.name)
+                .is_some_and(|installed| installed.definition.is_none())
+            {
+                return Err(Error::InvalidInput(format!(
+                    "gate {:?} is a built-in gate of this program",
+                    command::short(&definition.name)
+                )));
+            }
+            if gates.len() >= GATES_MAX && !gates.contains_key(&definition.name) {
+                return Err(Error::LimitExceeded {
+                    limit: "GATES_MAX",
+                    max: GATES_MAX as u64,
+                    actual: gates.len() as u64 + 1,
+                    what: "registered gates".to_string(),
+                });
+            }
+        }
+        let payload = serde_json::to_vec(&definition).expect("definitions serialize");
+        let tags = vec![format!("gate:{}", definition.name)];
+        let receipt = self.write_system(
+            timestamp,
+            entry,
+            id,
+            (GATES_ENTITY, GATE_EVENT_REGISTERED),
+            tags,
+            payload,
+            wrote,
+        )?;
+        let position = receipt.events[0].position.0;
+        self.shared
+            .gates
+            .write()
+            .expect("gate set lock poisoned")
+            .insert(
+                definition.name.clone(),
+                super::installed(position, definition, gate),
+            );
+        Ok(receipt)
+    }
+
+    /// Removes a registered gate.
+    fn remove_gate(
+        &mut self,
+        timestamp: Timestamp,
+        entry: Option<EntryId>,
+        id: EventId,
+        name: String,
+        wrote: &mut bool,
+    ) -> Result<Receipt> {
+        let registered = self
+            .shared
+            .gates
+            .read()
+            .expect("gate set lock poisoned")
+            .get(&name)
+            .map(|installed| installed.definition.is_some());
+        match registered {
+            None => {
+                return Err(Error::NotFound(format!("gate {:?}", command::short(&name))));
+            }
+            Some(false) => {
+                return Err(Error::InvalidInput(format!(
+                    "gate {:?} is a built-in gate of this program",
+                    command::short(&name)
+                )));
+            }
+            Some(true) => {}
+        }
+        let payload = serde_json::to_vec(&serde_json::json!({ "name": name }))
+            .expect("json values serialize");
+        let tags = vec![format!("gate:{name}")];
+        let receipt = self.write_system(
+            timestamp,
+            entry,
+            id,
+            (GATES_ENTITY, GATE_EVENT_REMOVED),
+            tags,
+            payload,
+            wrote,
+        )?;
+        self.shared
+            .gates
+            .write()
+            .expect("gate set lock poisoned")
+            .remove(&name);
+        Ok(receipt)
+    }
+
+    /// Replaces the settings.
+    fn configure(
+        &mut self,
+        timestamp: Timestamp,
+        entry: Option<EntryId>,
+        id: EventId,
+        settings: Settings,
+        wrote: &mut bool,
+    ) -> Result<Receipt> {
+        let payload = serde_json::to_vec(&settings).expect("settings serialize");
+        let receipt = self.write_system(
+            timestamp,
+            entry,
+            id,
+            (SETTINGS_ENTITY, SETTINGS_EVENT_CHANGED),
+            Vec::new(),
+            payload,
+            wrote,
+        )?;
+        *self
+            .shared
+            .settings
+            .write()
+            .expect("settings lock poisoned") = settings;
+        Ok(receipt)
+    }
+
+    /// Writes one event of the store's own in [`SYSTEM_SCOPE`], through the same path as every
+    /// other event: proposed, hashed, encoded, written and indexed.
+    #[allow(clippy::too_many_arguments)]
+    fn write_system(
+        &mut self,
+        timestamp: Timestamp,
+        entry: Option<EntryId>,
+        id: EventId,
+        (entity, event_type): (&str, &str),
+        tags: Vec<String>,
+        payload: Vec<u8>,
+        wrote: &mut bool,
+    ) -> Result<Receipt> {
+        if self
+            .shared
+            .index
+            .read()
+            .expect("index lock poisoned")
+            .position_of(&id)
+            .is_some()
+        {
+            return Err(Error::InvalidInput(format!("event id {id} already exists")));
+        }
+        let event = NewEvent {
+            id: Some(id),
+            tags,
+            content_type: "application/json".to_string(),
+            ..NewEvent::new(SYSTEM_SCOPE, entity, event_type, payload)
+        };
+        let events = self.propose(timestamp, vec![event])?;
+        let trailer = Trailer {
+            n_events: 1,
+            entry,
+            ..Trailer::default()
+        };
+        // The event was built here, and is freed here.
+        self.write(events, &trailer, wrote)
+            .map(|(receipt, _)| receipt)
+    }
+
+    /// The answer to a command that writes nothing.
+    fn empty_receipt(&self) -> Receipt {
+        Receipt {
+            events: Vec::new(),
+            gates: Vec::new(),
+            digest: self
+                .shared
+                .index
+                .read()
+                .expect("index lock poisoned")
+                .digest(),
+            signature: None,
+        }
+    }
+
+    /// The error a refused command gets; when the settings record denials, after writing its
+    /// audit record (a refusal that depends on this node, such as an I/O error, is not
+    /// recorded).
+    fn refuse(
+        &mut self,
+        timestamp: Timestamp,
+        entry: Option<EntryId>,
+        refused: Vec<(EventId, serde_json::Value)>,
         err: Error,
         dry_run: bool,
         wrote: &mut bool,
     ) -> Error {
-        if !self.record_denials || dry_run || command.system || !err.is_deterministic() {
+        let record = self
+            .shared
+            .settings
+            .read()
+            .expect("settings lock poisoned")
+            .record_denials;
+        if !record || dry_run || !err.is_deterministic() {
             return err;
         }
-        let refused: Vec<_> = refused.collect();
-        let first_id = refused[0].0;
-        let refused = refused
-            .into_iter()
-            .map(|(id, scope, entity, event_type)| serde_json::json!({"id": id.to_string(), "scope": scope, "entity": entity, "type": event_type}))
-            .collect();
-        match self.record_denial(command.timestamp, first_id, refused, &err, wrote) {
+        match self.record_denial(timestamp, entry, refused, &err, wrote) {
             Ok(()) => err,
             Err(record_err) => record_err,
         }
@@ -313,8 +556,7 @@ impl Writer {
 
     /// Checks every condition that comes before the gates: ids, expected versions, the DCB
     /// condition and causation.
-    fn check(&self, command: &Command, view: &dyn View) -> Result<()> {
-        let append = &command.append;
+    fn check(&self, append: &Append, view: &dyn View) -> Result<()> {
         for (event_idx, event) in append.events.iter().enumerate() {
             let id = event.id.expect("apply checks that every event has an id");
             if view.event_exists(id) {
@@ -410,11 +652,10 @@ impl Writer {
     }
 
     /// The events as they would be committed: positions, versions, timestamps and correlation
-    /// ids assigned; hashes not yet computed. Moves the events out of the command, which keeps
-    /// everything else.
-    fn propose(&self, command: &mut Command) -> Result<Vec<Event>> {
+    /// ids assigned; hashes not yet computed. Each event's timestamp is the command's, raised
+    /// above the previous event's where needed.
+    fn propose(&self, timestamp: Timestamp, proposed: Vec<NewEvent>) -> Result<Vec<Event>> {
         let index = self.shared.index.read().expect("index lock poisoned");
-        let proposed = std::mem::take(&mut command.append.events);
         // First what each event's fields decide, while the fields can still be borrowed.
         let mut versions: FastMap<(&str, &str), u64> = FastMap::default();
         let mut decided: Vec<(Version, EventId)> = Vec::with_capacity(proposed.len());
@@ -443,18 +684,18 @@ impl Writer {
             decided.push((Version(*version), correlation_id));
         }
         drop(versions);
-        let mut timestamp = index.last_timestamp();
+        let mut last_timestamp = index.last_timestamp();
         let first = index.last() + 1;
         let events = proposed
             .into_iter()
             .zip(decided)
             .enumerate()
             .map(|(event_idx, (event, (version, correlation_id)))| {
-                timestamp = command.timestamp.max(timestamp.next());
+                last_timestamp = timestamp.max(last_timestamp.next());
                 Event {
                     position: Position(first + event_idx as u64),
                     version,
-                    timestamp,
+                    timestamp: last_timestamp,
                     id: event.id.expect("apply checks that every event has an id"),
                     scope: event.scope,
                     entity: event.entity,
@@ -476,24 +717,21 @@ impl Writer {
     /// fast. A gate that panics is a denial with code `GATE_DEFECT`, never a dead writer.
     fn run_gates(
         &self,
-        command: &Command,
+        timestamp: Timestamp,
+        named: &[String],
         events: &[Event],
         view: &Arc<dyn View>,
     ) -> Result<Vec<GatePass>> {
         let gates = self.shared.gates.read().expect("gate set lock poisoned");
-        if let Some(unknown) = command
-            .append
-            .gates
-            .iter()
-            .find(|name| !gates.contains_key(*name))
-        {
+        if let Some(unknown) = named.iter().find(|name| !gates.contains_key(*name)) {
             return Err(Error::InvalidInput(format!(
-                "gate {unknown:?} is not registered"
+                "gate {:?} is not registered",
+                command::short(unknown)
             )));
         }
         let mut passes = Vec::new();
         for (name, installed) in gates.iter() {
-            let named = command.append.gates.contains(name);
+            let named = named.contains(name);
             let bound: Vec<&Event> = events
                 .iter()
                 .filter(|event| named || installed.binds(event))
@@ -502,7 +740,7 @@ impl Writer {
                 continue;
             }
             let proposal = Proposal {
-                timestamp: command.timestamp,
+                timestamp,
                 events: &bound,
                 append: events,
             };
@@ -617,19 +855,10 @@ impl Writer {
         if let Some(sealed) = sealed {
             self.sidecars.write(sealed);
         }
-        for event in events.iter().filter(|event| event.scope == SYSTEM_SCOPE) {
-            self.apply_system_event(event);
-        }
         if let Some(signer) = &self.signer {
             signer.sign(&mut receipt);
         }
         Ok((receipt, events))
-    }
-
-    /// Installs or removes a gate registered through the log.
-    fn apply_system_event(&self, event: &Event) {
-        let mut gates = self.shared.gates.write().expect("gate set lock poisoned");
-        super::apply_gate_event(&mut gates, event);
     }
 
     /// The receipt of a keyed append that was already committed.
@@ -686,8 +915,8 @@ impl Writer {
     fn record_denial(
         &mut self,
         timestamp: Timestamp,
-        first_id: EventId,
-        refused: Vec<serde_json::Value>,
+        entry: Option<EntryId>,
+        refused: Vec<(EventId, serde_json::Value)>,
         err: &Error,
         wrote: &mut bool,
     ) -> Result<()> {
@@ -700,6 +929,7 @@ impl Writer {
             .expect("index lock poisoned")
             .last()
             + 1;
+        let first_id = refused[0].0;
         let digest = blake3::hash(
             &[
                 b"causeway.denial\0".as_slice(),
@@ -726,41 +956,27 @@ impl Writer {
                 "KEY_REUSED".to_string(),
                 BTreeMap::new(),
             ),
+            Error::LimitExceeded { limit, .. } => (
+                "limit".to_string(),
+                "LIMIT_EXCEEDED".to_string(),
+                BTreeMap::from([("limit".to_string(), limit.to_string())]),
+            ),
             _ => ("input".to_string(), "INVALID".to_string(), BTreeMap::new()),
         };
+        let refused: Vec<serde_json::Value> = refused.into_iter().map(|(_, json)| json).collect();
         let payload = serde_json::json!({"gate": gate, "code": code, "message": err.to_string(), "facts": facts, "events": refused});
-        let event = {
-            let index = self.shared.index.read().expect("index lock poisoned");
-            Event {
-                position: Position(index.last() + 1),
-                version: Version(
-                    index
-                        .entity(SYSTEM_SCOPE, "denials")
-                        .map_or(0, |state| state.positions.len() as u64)
-                        + 1,
-                ),
-                timestamp: timestamp.max(index.last_timestamp().next()),
-                id,
-                scope: SYSTEM_SCOPE.to_string(),
-                entity: "denials".to_string(),
-                event_type: "AppendDenied".to_string(),
-                tags: vec![format!("gate:{gate}"), format!("code:{code}")],
-                content_type: "application/json".to_string(),
-                metadata: BTreeMap::new(),
-                causation: Vec::new(),
-                correlation_id: id,
-                hash: [0; 32],
-                payload: serde_json::to_vec(&payload)
-                    .expect("json values serialize")
-                    .into(),
-            }
-        };
-        let trailer = Trailer {
-            n_events: 1,
-            ..Trailer::default()
-        };
-        // The audit event was built here, and is freed here.
-        self.write(vec![event], &trailer, wrote).map(|_| ())
+        let tags = vec![format!("gate:{gate}"), format!("code:{code}")];
+        let payload = serde_json::to_vec(&payload).expect("json values serialize");
+        self.write_system(
+            timestamp,
+            entry,
+            id,
+            (DENIALS_ENTITY, DENIAL_EVENT_TYPE),
+            tags,
+            payload,
+            wrote,
+        )
+        .map(|_| ())
     }
 
     fn read(&self, position: u64) -> Result<Event> {
@@ -944,8 +1160,13 @@ pub(super) fn definition_of(event: &Event) -> Option<GateDefinition> {
     serde_json::from_slice(&event.payload).ok()
 }
 
-/// The gate event types, for matching.
-pub(super) fn is_gate_event(event: &Event) -> bool {
-    event.scope == SYSTEM_SCOPE
-        && (event.event_type == GATE_EVENT_REGISTERED || event.event_type == GATE_EVENT_REMOVED)
+/// The name a gate removal event removes.
+pub(super) fn removed_name(event: &Event) -> Option<String> {
+    let removal: serde_json::Value = serde_json::from_slice(&event.payload).ok()?;
+    removal.get("name")?.as_str().map(str::to_string)
+}
+
+/// One refused event as a denial record lists it.
+fn refused_json(id: EventId, scope: &str, entity: &str, event_type: &str) -> serde_json::Value {
+    serde_json::json!({"id": id.to_string(), "scope": scope, "entity": entity, "type": event_type})
 }
