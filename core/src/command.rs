@@ -128,7 +128,19 @@ pub struct Settings {
 /// The id of the replicated log entry a command was applied from: an opaque pair to the store,
 /// ordered by `index`. The store persists it with what the entry writes, so that after a crash
 /// it can say which entry it applied last ([`crate::Store::applied`]).
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Copy,
+    Clone,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct EntryId {
     /// The term (or epoch) the entry was proposed in.
     pub term: u64,

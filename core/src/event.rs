@@ -16,7 +16,20 @@ use crate::limits::*;
 
 /// A global log position. Positions are dense and gapless from 1; `Position(0)` means "before
 /// the first event" (the head of an empty store).
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Copy,
+    Clone,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct Position(pub u64);
 
 /// A per-entity version. Versions are dense from 1 within one scope and entity; `Version(0)`

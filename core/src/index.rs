@@ -623,6 +623,16 @@ impl Index {
         }
     }
 
+    /// The first positions of the segments that hold positions up to `head`, ascending; one
+    /// segment (the first) when the log is empty.
+    pub(crate) fn segments_through(&self, head: u64) -> Vec<u64> {
+        let n_segments = self
+            .segments
+            .partition_point(|&first| first <= head.max(1))
+            .max(1);
+        self.segments[..n_segments].to_vec()
+    }
+
     /// The position of the event with this id, committed or not.
     pub(crate) fn position_of(&self, id: &EventId) -> Option<u64> {
         self.ids.get(id)

@@ -66,8 +66,11 @@ pub use crate::command::{
     Settings,
 };
 
+mod checkpoint;
 mod recovery;
 mod writer;
+
+pub use checkpoint::{MANIFEST_FILE, Manifest, ManifestFile};
 
 /// When an append is answered relative to the disk.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
@@ -192,7 +195,7 @@ struct Shared {
     index: RwLock<Index>,
     reader: SegmentReader,
     /// The committed head and the digest at it; readers see positions up to here.
-    committed: Mutex<(u64, Hash)>,
+    committed: Mutex<Committed>,
     head_moved: Condvar,
     closed: AtomicBool,
     clock: Arc<dyn Clock>,
@@ -226,6 +229,15 @@ impl Shared {
     }
 }
 
+/// What readers may see: the committed head, the log digest at it, and the last replicated
+/// log entry recorded at or before it.
+#[derive(Clone, Copy, Debug)]
+struct Committed {
+    head: u64,
+    digest: Hash,
+    entry: Option<EntryId>,
+}
+
 /// A gate in force.
 #[derive(Clone, Debug)]
 struct Installed {
@@ -247,8 +259,20 @@ struct Request {
     command: Command,
     /// The replicated log entry the command comes from, for [`Store::apply_at`].
     entry: Option<EntryId>,
-    dry_run: bool,
+    mode: Mode,
     done: Done,
+}
+
+/// What the writer does with a request besides deciding it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// Decide and write.
+    Write,
+    /// Decide and answer with the receipt it would get; write nothing.
+    DryRun,
+    /// A no-op whose answer comes only once everything written before it is on disk, whatever
+    /// the durability mode (see [`Store::sync`]).
+    Sync,
 }
 
 /// What the store calls with a request's outcome, on one of its threads, once the outcome is
@@ -318,7 +342,11 @@ impl Store {
         let shared = Arc::new(Shared {
             index: RwLock::new(index),
             reader: log.reader(),
-            committed: Mutex::new((head, digest)),
+            committed: Mutex::new(Committed {
+                head,
+                digest,
+                entry: applied,
+            }),
             head_moved: Condvar::new(),
             closed: AtomicBool::new(false),
             clock: config.clock.clone(),
@@ -346,6 +374,7 @@ impl Store {
                     sidecars,
                     keys,
                     signer: config.signer,
+                    last_entry: applied,
                     spent: Vec::new(),
                 }
                 .run(receiver)
@@ -362,7 +391,7 @@ impl Store {
     /// Appends events atomically and returns once they are durable (per [`Durability`]).
     pub fn append(&self, append: Append) -> Result<Receipt> {
         let command = self.stamp(append)?;
-        self.submit(command, None, false)
+        self.submit(command, None, Mode::Write)
     }
 
     /// Starts an append and returns without waiting for it: stamps it, queues it for the writer
@@ -381,7 +410,7 @@ impl Store {
         done: impl FnOnce(Result<Receipt>, Spent) + Send + 'static,
     ) -> Result<()> {
         let command = self.stamp(append)?;
-        self.enqueue(command, None, false, Box::new(done), Queueing::Refuse)
+        self.enqueue(command, None, Mode::Write, Box::new(done), Queueing::Refuse)
     }
 
     /// Validates a proposal and fixes what must come from this node: missing event ids (UUIDv7
@@ -454,7 +483,7 @@ impl Store {
     /// when the write queue is full; never refuses for it.
     pub fn apply(&self, command: Command) -> Result<Receipt> {
         self.check_command(&command)?;
-        self.submit(command, None, false)
+        self.submit(command, None, Mode::Write)
     }
 
     /// Applies the command of replicated log entry `entry`, and records `entry` with what it
@@ -479,7 +508,7 @@ impl Store {
         if let Action::Append { .. } = command.action {
             self.check_command(&command)?;
         }
-        self.submit(command, Some(entry), false)
+        self.submit(command, Some(entry), Mode::Write)
     }
 
     /// The last replicated log entry applied with [`Store::apply_at`], `None` before the first.
@@ -491,12 +520,26 @@ impl Store {
         *self.shared.applied.lock().expect("applied lock poisoned")
     }
 
+    /// Makes everything applied so far durable, whatever the [`Durability`] mode, and returns
+    /// the last replicated log entry applied before the call: the durable watermark. A caller
+    /// that applies with [`Durability::Relaxed`] (a replica whose replicated log is the durable
+    /// copy) calls this before it drops entries of that log up to the watermark. Every entry
+    /// applied before the call is on disk when it returns, the ones that wrote nothing included
+    /// (their effect, none, is decided by the log before them).
+    pub fn sync(&self) -> Result<Option<EntryId>> {
+        // Every apply_at that has returned was decided before this request is queued, so the
+        // sync below covers it.
+        let applied = self.applied();
+        self.submit(Command::noop(), None, Mode::Sync)?;
+        Ok(applied)
+    }
+
     /// Checks an append's conditions and gates exactly as an append would, and returns the
     /// receipt it would get, without writing anything. The answer holds for the current head
     /// only: a later append may change it.
     pub fn dry_run(&self, append: Append) -> Result<Receipt> {
         let command = self.stamp(append)?;
-        self.submit(command, None, true)
+        self.submit(command, None, Mode::DryRun)
     }
 
     /// Registers a gate (or replaces the one with the same name) by appending its definition to
@@ -506,20 +549,20 @@ impl Store {
     /// racing registrations cannot pass the bound.
     pub fn register_gate(&self, definition: GateDefinition) -> Result<Receipt> {
         let command = self.stamp_gate(definition)?;
-        self.submit(command, None, false)
+        self.submit(command, None, Mode::Write)
     }
 
     /// Removes a registered gate by appending a removal to the log.
     pub fn remove_gate(&self, name: &str) -> Result<Receipt> {
         let command = self.stamp_gate_removal(name)?;
-        self.submit(command, None, false)
+        self.submit(command, None, Mode::Write)
     }
 
     /// Replaces the store's [`Settings`] by appending them to the log, so every replica applies
     /// the same settings from the same position.
     pub fn configure(&self, settings: Settings) -> Result<Receipt> {
         let command = self.stamp_settings(settings)?;
-        self.submit(command, None, false)
+        self.submit(command, None, Mode::Write)
     }
 
     /// The settings in force.
@@ -544,7 +587,7 @@ impl Store {
     /// of its entity, and the log digest. Reports the first position whose stored hash does not
     /// match. Reads every byte: cost grows with the log.
     pub fn verify(&self) -> Result<VerifyReport> {
-        let head = self.committed().0;
+        let head = self.committed().head;
         let mut chains: HashMap<(String, String), Hash> = HashMap::new();
         let mut digest = [0u8; 32];
         let mut position = 1;
@@ -622,13 +665,13 @@ impl Store {
     }
 
     /// Queues a stamped command and waits for the writer's answer.
-    fn submit(&self, command: Command, entry: Option<EntryId>, dry_run: bool) -> Result<Receipt> {
+    fn submit(&self, command: Command, entry: Option<EntryId>, mode: Mode) -> Result<Receipt> {
         let (reply, answer) = sync_channel(1);
         let done: Done = Box::new(move |result, spent| {
             // The caller waits on `answer` until this runs, so the send cannot fail.
             let _ = reply.send((result, spent));
         });
-        self.enqueue(command, entry, dry_run, done, Queueing::Wait)?;
+        self.enqueue(command, entry, mode, done, Queueing::Wait)?;
         // The events are dropped here, on the caller's thread (see `Spent`).
         let (result, _spent) = answer
             .recv()
@@ -642,7 +685,7 @@ impl Store {
         &self,
         command: Command,
         entry: Option<EntryId>,
-        dry_run: bool,
+        mode: Mode,
         done: Done,
         queueing: Queueing,
     ) -> Result<()> {
@@ -655,7 +698,7 @@ impl Store {
         let request = Request {
             command,
             entry,
-            dry_run,
+            mode,
             done,
         };
         match queueing {
@@ -672,23 +715,23 @@ impl Store {
 
     /// The committed head: the position of the last durable event, 0 when empty.
     pub fn head(&self) -> Position {
-        Position(self.committed().0)
+        Position(self.committed().head)
     }
 
     /// The log digest at the committed head.
     pub fn digest(&self) -> Hash {
-        self.committed().1
+        self.committed().digest
     }
 
     /// The committed head and the log digest at it, read together.
     pub fn head_and_digest(&self) -> (Position, Hash) {
-        let (head, digest) = self.committed();
+        let Committed { head, digest, .. } = self.committed();
         (Position(head), digest)
     }
 
     /// The event with this id.
     pub fn get(&self, id: EventId) -> Result<Event> {
-        let head = self.committed().0;
+        let head = self.committed().head;
         let found = {
             let index = self.shared.index.read().expect("index lock poisoned");
             index
@@ -702,7 +745,7 @@ impl Store {
 
     /// The current version of an entity; `Version(0)` when it has no events.
     pub fn version(&self, scope: &str, entity: &str) -> Version {
-        let head = self.committed().0;
+        let head = self.committed().head;
         self.shared
             .index
             .read()
@@ -723,7 +766,7 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<Event>> {
         check_limit(limit)?;
-        let head = self.committed().0;
+        let head = self.committed().head;
         let from = match (direction, from) {
             (Direction::Backward, Version(0)) => Version(u64::MAX),
             _ => from,
@@ -789,7 +832,7 @@ impl Store {
             )));
         }
         filter.validate()?;
-        let head = self.committed().0;
+        let head = self.committed().head;
         let mut cursor = match direction {
             Direction::Forward => from.0.max(1),
             Direction::Backward if from.0 == 0 || from.0 > head => head,
@@ -890,12 +933,12 @@ impl Store {
             if self.shared.closed.load(Ordering::Acquire) {
                 return Err(Error::Closed);
             }
-            if committed.0 >= position.0 {
-                return Ok(Position(committed.0));
+            if committed.head >= position.0 {
+                return Ok(Position(committed.head));
             }
             let now_ns = self.shared.clock.now_mono_ns();
             if now_ns >= deadline_ns {
-                return Ok(Position(committed.0));
+                return Ok(Position(committed.head));
             }
             let wait = Duration::from_nanos(deadline_ns - now_ns);
             committed = self
@@ -935,7 +978,7 @@ impl Store {
 
     /// The committed position of an event id.
     pub(crate) fn position(&self, id: &EventId) -> Option<u64> {
-        let head = self.committed().0;
+        let head = self.committed().head;
         self.shared
             .index
             .read()
@@ -946,7 +989,7 @@ impl Store {
 
     /// Committed positions of the children of `parent`.
     pub(crate) fn children_positions(&self, parent: &EventId) -> Vec<u64> {
-        let head = self.committed().0;
+        let head = self.committed().head;
         let index = self.shared.index.read().expect("index lock poisoned");
         index
             .children_of(parent)
@@ -958,7 +1001,7 @@ impl Store {
 
     /// Committed positions of the events of a correlation.
     pub(crate) fn correlation_positions(&self, correlation_id: &EventId) -> Vec<u64> {
-        let head = self.committed().0;
+        let head = self.committed().head;
         let mut positions = self
             .shared
             .index
@@ -974,7 +1017,7 @@ impl Store {
         writer::read_position(&self.shared, position)
     }
 
-    fn committed(&self) -> (u64, Hash) {
+    fn committed(&self) -> Committed {
         *self.shared.committed.lock().expect("commit lock poisoned")
     }
 }

@@ -252,7 +252,7 @@ impl Drop for SidecarWriter {
     }
 }
 
-fn idx_path(dir: &Path, first: u64) -> PathBuf {
+pub(super) fn idx_path(dir: &Path, first: u64) -> PathBuf {
     segment::segment_path(dir, first).with_extension("idx")
 }
 

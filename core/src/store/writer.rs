@@ -19,8 +19,8 @@ use std::sync::mpsc::{Receiver, sync_channel};
 
 use super::recovery::{IdxBuffer, KeyEntry, Keys, SidecarWriter};
 use super::{
-    Action, Append, DENIAL_EVENT_TYPE, DENIALS_ENTITY, Done, EntryId, ExpectedVersion,
-    GATE_EVENT_REGISTERED, GATE_EVENT_REMOVED, GATES_ENTITY, Request, SETTINGS_ENTITY,
+    Action, Append, Committed, DENIAL_EVENT_TYPE, DENIALS_ENTITY, Done, EntryId, ExpectedVersion,
+    GATE_EVENT_REGISTERED, GATE_EVENT_REMOVED, GATES_ENTITY, Mode, Request, SETTINGS_ENTITY,
     SETTINGS_EVENT_CHANGED, SYSTEM_SCOPE, Settings, Shared, Spent,
 };
 use crate::clock::Timestamp;
@@ -31,7 +31,7 @@ use crate::event::{Event, EventId, Hash, NewEvent, Position, Version};
 use crate::gate::{Denial, GateDefinition, Proposal, View};
 use crate::limits::{GATES_MAX, GROUP_APPENDS_MAX, SYNCER_GROUPS_MAX};
 use crate::query::Filter;
-use crate::receipt::{Committed, GatePass, Receipt, Signer};
+use crate::receipt::{self, GatePass, Receipt, Signer};
 use crate::segment::{self, SegmentLog};
 
 /// The writer's per-append maps, keyed by scope and entity: hashed with foldhash, which costs
@@ -46,7 +46,7 @@ pub(super) struct Pending {
     /// durability). It still waits for the groups before it: its answers may depend on them.
     sync: Option<segment::SyncHandle>,
     /// The head and digest after the group, when it wrote anything.
-    committed: Option<(u64, Hash)>,
+    committed: Option<Committed>,
     /// Each request's callback, outcome, and the events it wrote, handed back with the answer.
     answers: Vec<(Done, Result<Receipt>, Spent)>,
 }
@@ -108,6 +108,8 @@ pub(super) struct Writer {
     /// The events of the append just written, handed back with its answer (see [`Spent`]); an
     /// audit event of a refusal is not among them.
     pub(super) spent: Vec<Event>,
+    /// The last replicated log entry recorded in a trailer written so far.
+    pub(super) last_entry: Option<EntryId>,
 }
 
 impl Writer {
@@ -164,6 +166,7 @@ impl Writer {
     fn commit_group(&mut self, group: Vec<Request>, durable: bool) -> Pending {
         let mut answers = Vec::with_capacity(group.len());
         let mut wrote = false;
+        let must_sync = group.iter().any(|request| request.mode == Mode::Sync);
         for mut request in group {
             let answer = match self.shared.poisoned() {
                 Some(why) => Err(Error::Poisoned(why)),
@@ -177,12 +180,23 @@ impl Writer {
             // requests with success.
             let _ = self.make_readable();
         }
+        if must_sync && !durable && self.shared.poisoned().is_none() {
+            // Relaxed durability has no syncer: a sync request is served here, on the writer.
+            // With fsync durability the syncer answers it after syncing every earlier group.
+            if let Err(err) = self.log.flush(true) {
+                self.shared.poison(&err);
+            }
+        }
         let written = wrote && self.shared.poisoned().is_none();
         Pending {
             sync: (written && durable).then(|| self.log.sync_handle()),
             committed: written.then(|| {
                 let index = self.shared.index.read().expect("index lock poisoned");
-                (index.last(), index.digest())
+                Committed {
+                    head: index.last(),
+                    digest: index.digest(),
+                    entry: self.last_entry,
+                }
             }),
             answers,
         }
@@ -229,7 +243,7 @@ impl Writer {
                 entry,
                 append,
                 request_hash,
-                request.dry_run,
+                request.mode == Mode::DryRun,
                 wrote,
             ),
             Action::RegisterGate { id, definition } => {
@@ -815,6 +829,9 @@ impl Writer {
             }
         };
         *wrote = true;
+        if trailer.entry.is_some() {
+            self.last_entry = trailer.entry;
+        }
         // Handed to the sidecar thread after the index lock is released: the hand-off waits
         // when that thread is still writing an earlier sidecar, and readers must not.
         let sealed = appended.sealed.map(|sealed_first| {
@@ -1010,8 +1027,8 @@ impl Writer {
     }
 }
 
-fn committed(event: &Event, prev_hash: Hash) -> Committed {
-    Committed {
+fn committed(event: &Event, prev_hash: Hash) -> receipt::Committed {
+    receipt::Committed {
         id: event.id,
         position: event.position,
         version: event.version,
