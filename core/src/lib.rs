@@ -22,6 +22,7 @@ pub mod query;
 pub mod receipt;
 pub mod segment;
 pub mod store;
+pub mod syncer;
 
 mod codec;
 mod index;

@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, sync_channel};
+use std::sync::mpsc::Receiver;
 
 use super::recovery::{IdxBuffer, KeyEntry, Keys, SidecarWriter};
 use super::{
@@ -33,6 +33,7 @@ use crate::limits::{GATES_MAX, GROUP_APPENDS_MAX, SYNCER_GROUPS_MAX};
 use crate::query::Filter;
 use crate::receipt::{self, GatePass, Receipt, Signer};
 use crate::segment::{self, SegmentLog};
+use crate::syncer::{Group, Syncer};
 
 /// The writer's per-append maps, keyed by scope and entity: hashed with foldhash, which costs
 /// a fraction of std's SipHash on short keys. foldhash does not claim HashDoS resistance, but
@@ -40,33 +41,12 @@ use crate::segment::{self, SegmentLog};
 /// a seed chosen per process; the index's long-lived maps keep SipHash.
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
-/// A written group on its way to the disk: what the syncer makes durable, then answers.
+/// A written group on its way to the disk: what the syncer answers once it is durable.
 pub(super) struct Pending {
-    /// Syncs the group's bytes; `None` when it needs no sync (nothing written, or relaxed
-    /// durability). It still waits for the groups before it: its answers may depend on them.
-    sync: Option<segment::SyncHandle>,
     /// The head and digest after the group, when it wrote anything.
     committed: Option<Committed>,
     /// Each request's callback, outcome, and the events it wrote, handed back with the answer.
     answers: Vec<(Done, Result<Receipt>, Spent)>,
-}
-
-/// The syncer thread: takes every written group that is waiting, syncs once for all of them,
-/// then publishes the new head and answers them in order.
-fn sync_loop(shared: &Shared, pending: &Receiver<Pending>) {
-    while let Ok(first) = pending.recv() {
-        let mut groups = vec![first];
-        while let Ok(more) = pending.try_recv() {
-            groups.push(more);
-        }
-        // The newest handle covers every earlier group: a roll syncs the segment it seals.
-        let synced = groups
-            .iter()
-            .rev()
-            .find_map(|group| group.sync.as_ref())
-            .map_or(Ok(()), segment::SyncHandle::sync);
-        finish(shared, groups, synced);
-    }
 }
 
 /// Publishes the head of groups whose bytes are durable (per the durability mode) and answers
@@ -116,23 +96,20 @@ impl Writer {
     pub(super) fn run(mut self, receiver: Receiver<Request>) -> Result<()> {
         let durable = self.shared.durability == super::Durability::Fsync;
         // With fsync durability a second thread syncs and answers each written group while
-        // this one decides and writes the next (a pipelined group commit): the disk's latency
-        // no longer adds to the writer's work. The channel holds four groups, so the writer
-        // runs at most five groups ahead of the disk, and the syncer syncs all that wait with
-        // one call; past that, appends gather in the write queue. With room for one group the
-        // writer stalled behind every slow fsync: 1 event at 64 in flight ran about a tenth
-        // slower (docs/BENCHMARKS.md, sixth pass).
-        let (to_syncer, syncer) = if durable {
-            let (sender, pending) = sync_channel::<Pending>(SYNCER_GROUPS_MAX);
-            let shared = self.shared.clone();
-            let syncer = std::thread::Builder::new()
-                .name("causeway-sync".to_string())
-                .spawn(move || sync_loop(&shared, &pending))
-                .map_err(|err| Error::io(&self.shared.events_dir, err))?;
-            (Some(sender), Some(syncer))
-        } else {
-            (None, None)
-        };
+        // this one decides and writes the next (a pipelined group commit, `syncer.rs`): the
+        // disk's latency no longer adds to the writer's work. Four groups may wait, so the
+        // writer runs at most five groups ahead of the disk, and the syncer syncs all that
+        // wait with one call; past that, appends gather in the write queue. With room for one
+        // group the writer stalled behind every slow fsync: 1 event at 64 in flight ran about
+        // a tenth slower (docs/BENCHMARKS.md, sixth pass).
+        let shared = self.shared.clone();
+        let mut syncer = Syncer::start(
+            "causeway-sync",
+            SYNCER_GROUPS_MAX,
+            durable,
+            Box::new(move |groups, synced| finish(&shared, groups, synced)),
+        )
+        .map_err(|err| Error::io(&self.shared.events_dir, err))?;
         while let Ok(first) = receiver.recv() {
             let mut group = vec![first];
             while group.len() < GROUP_APPENDS_MAX {
@@ -141,19 +118,13 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let pending = self.commit_group(group, durable);
-            match &to_syncer {
-                Some(to_syncer) => to_syncer
-                    .send(pending)
-                    .expect("the syncer runs until the writer drops its sender"),
-                // Relaxed durability: answered here.
-                None => finish(&self.shared, vec![pending], Ok(())),
-            }
+            let (sync, pending) = self.commit_group(group, durable);
+            syncer.submit(Group {
+                sync,
+                payload: pending,
+            });
         }
-        drop(to_syncer);
-        if let Some(syncer) = syncer {
-            syncer.join().expect("the syncer does not panic");
-        }
+        syncer.close();
         self.sidecars.finish();
         // Closing: make sure everything written is on disk, whatever the durability mode.
         if self.shared.poisoned().is_none() {
@@ -163,7 +134,11 @@ impl Writer {
     }
 
     /// Decides and writes (without syncing) every request of a group.
-    fn commit_group(&mut self, group: Vec<Request>, durable: bool) -> Pending {
+    fn commit_group(
+        &mut self,
+        group: Vec<Request>,
+        durable: bool,
+    ) -> (Option<segment::SyncHandle>, Pending) {
         let mut answers = Vec::with_capacity(group.len());
         let mut wrote = false;
         let must_sync = group.iter().any(|request| request.mode == Mode::Sync);
@@ -188,8 +163,8 @@ impl Writer {
             }
         }
         let written = wrote && self.shared.poisoned().is_none();
-        Pending {
-            sync: (written && durable).then(|| self.log.sync_handle()),
+        let sync = (written && durable).then(|| self.log.sync_handle());
+        let pending = Pending {
             committed: written.then(|| {
                 let index = self.shared.index.read().expect("index lock poisoned");
                 Committed {
@@ -199,7 +174,8 @@ impl Writer {
                 }
             }),
             answers,
-        }
+        };
+        (sync, pending)
     }
 
     /// Writes the frames buffered so far to the segment file. The writer indexes each append

@@ -1,0 +1,160 @@
+//! The pipelined group commit: a thread that makes written groups durable and then finishes
+//! them, in order, while the writer decides and writes the next ones.
+//!
+//! A log's writer writes a group (one `write` of many appends' frames), hands it here with a
+//! [`SyncHandle`] for the bytes it wrote, and goes on with the next group. The syncer thread
+//! takes every group that is waiting, syncs once for all of them (the newest handle covers
+//! every earlier write to the same file, and a roll to a new segment synced the one it sealed),
+//! and only then calls `finish` with their payloads, in the order they were handed over. So
+//! concurrent writers share one fsync, and the disk's latency does not add to the writer's
+//! work. It knows nothing of events or receipts: the event store's payload is its answers and
+//! its new head; a replicated log's would be the entries to report flushed.
+//!
+//! Invariants:
+//! - `finish` sees every group exactly once, in submission order, after the sync that covers
+//!   it returned (or with the sync's error: a failed fsync leaves unknown bytes on disk, and
+//!   the caller must not report any of those groups durable, nor retry the sync).
+//! - A group with no handle (it wrote nothing) is still finished after the groups before it:
+//!   its answers may depend on them.
+//! - At most `depth` groups wait for the syncer; past that, [`Syncer::submit`] blocks, which
+//!   is the writer's backpressure.
+//! - Without durability ([`Syncer::start`] with `durable: false`) there is no thread: `submit`
+//!   finishes each group at once on the caller's thread, unsynced.
+
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::thread::JoinHandle;
+
+use crate::error::Result;
+use crate::segment::SyncHandle;
+
+/// One written group: what makes its bytes durable, and what to finish once they are.
+pub struct Group<T> {
+    /// Syncs the group's bytes; `None` when it wrote nothing that needs a sync.
+    pub sync: Option<SyncHandle>,
+    /// Handed to `finish` once the group is durable.
+    pub payload: T,
+}
+
+/// What a syncer calls with the payloads of groups that are durable (`Ok`) or whose sync
+/// failed (`Err`), in submission order.
+pub type Finish<T> = Box<dyn FnMut(Vec<T>, Result<()>) + Send>;
+
+/// A group commit pipeline; see the module documentation.
+pub struct Syncer<T: Send + 'static> {
+    /// To the syncer thread; `None` without durability, or once closed.
+    sender: Option<SyncSender<Group<T>>>,
+    thread: Option<JoinHandle<()>>,
+    /// Finishes groups on the caller's thread, without durability.
+    inline: Option<Finish<T>>,
+}
+
+impl<T: Send + 'static> Syncer<T> {
+    /// Starts a pipeline. With `durable`, a thread named `name` syncs and finishes groups, up
+    /// to `depth` of them waiting; without, `submit` finishes each group itself.
+    pub fn start(
+        name: &str,
+        depth: usize,
+        durable: bool,
+        finish: Finish<T>,
+    ) -> std::io::Result<Syncer<T>> {
+        if !durable {
+            return Ok(Syncer {
+                sender: None,
+                thread: None,
+                inline: Some(finish),
+            });
+        }
+        let (sender, receiver) = sync_channel::<Group<T>>(depth);
+        let mut finish = finish;
+        let thread = std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(move || {
+                while let Ok(first) = receiver.recv() {
+                    let mut groups = vec![first];
+                    while let Ok(more) = receiver.try_recv() {
+                        groups.push(more);
+                    }
+                    // The newest handle covers every earlier group: a roll syncs the segment
+                    // it seals.
+                    let synced = groups
+                        .iter()
+                        .rev()
+                        .find_map(|group| group.sync.as_ref())
+                        .map_or(Ok(()), SyncHandle::sync);
+                    finish(
+                        groups.into_iter().map(|group| group.payload).collect(),
+                        synced,
+                    );
+                }
+            })?;
+        Ok(Syncer {
+            sender: Some(sender),
+            thread: Some(thread),
+            inline: None,
+        })
+    }
+
+    /// Hands over a written group. Blocks while `depth` groups wait for the syncer.
+    pub fn submit(&mut self, group: Group<T>) {
+        match (&self.sender, &mut self.inline) {
+            (Some(sender), _) => sender
+                .send(group)
+                .expect("the syncer thread runs until its sender is dropped"),
+            (None, Some(finish)) => finish(vec![group.payload], Ok(())),
+            (None, None) => panic!("a group was submitted after the syncer was closed"),
+        }
+    }
+
+    /// Finishes every group handed over so far and stops the thread.
+    pub fn close(&mut self) {
+        self.sender.take();
+        self.inline.take();
+        if let Some(thread) = self.thread.take() {
+            thread
+                .join()
+                .expect("the syncer thread does not panic: finish catches its callers' panics");
+        }
+    }
+}
+
+impl<T: Send + 'static> Drop for Syncer<T> {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// Groups are finished once each, in the order they were handed over, in both modes; a
+    /// group with no handle waits for the ones before it.
+    #[test]
+    fn groups_finish_once_and_in_order() {
+        for durable in [true, false] {
+            let seen: Arc<Mutex<Vec<u32>>> = Arc::default();
+            let record = seen.clone();
+            let mut syncer = Syncer::start(
+                "test-sync",
+                2,
+                durable,
+                Box::new(move |payloads: Vec<u32>, synced| {
+                    synced.unwrap();
+                    record.lock().unwrap().extend(payloads);
+                }),
+            )
+            .unwrap();
+            for payload in 0..100 {
+                syncer.submit(Group {
+                    sync: None,
+                    payload,
+                });
+            }
+            syncer.close();
+            assert_eq!(*seen.lock().unwrap(), (0..100).collect::<Vec<_>>());
+        }
+    }
+}
