@@ -7,10 +7,11 @@
 //! server crate wraps this in gRPC and replication, and embedders can use it directly.
 //!
 //! Reading order: [`event`] (what is stored), [`store`] (how it is written and read), [`gate`]
-//! (what a write must pass), [`segment`] (the file format underneath), then [`query`],
-//! [`graph`] and [`receipt`].
+//! (what a write must pass), [`segment`] (the file format underneath), [`disk`] (the seam
+//! every write and sync goes through), then [`query`], [`graph`] and [`receipt`].
 
 pub mod clock;
+pub mod disk;
 pub mod error;
 pub mod event;
 pub mod gate;
@@ -32,5 +33,5 @@ pub use query::{Filter, QueryItem};
 pub use receipt::{Committed, GatePass, Receipt, Signer};
 pub use store::{
     Append, Command, Config, DcbCondition, Durability, Expected, ExpectedVersion, ReadBatch,
-    RustGate, Spent, Store,
+    RustGate, Spent, Store, StoreId,
 };
