@@ -1,28 +1,31 @@
 //! Acknowledged appends survive power loss under the pipelined group commit. Four threads append
-//! to a store over a [`SimDisk`] (batches of one to four events, every third keyed with an
-//! idempotency key, every fourth conditional on its entity's version); at a random moment the
-//! power is cut, which keeps every synced byte and synced directory entry and, of the unsynced
-//! writes, a seeded prefix whose last write may be torn. The store is opened again on what
-//! survived, two cuts per case, and checked:
+//! to a store over a [`SimDisk`], each with up to four appends queued at once (`append_with`), so
+//! the writer runs several written groups ahead of the syncer's fsync; their batches hold one to
+//! four events, every third append is keyed with an idempotency key and every fourth expects its
+//! entity's version. The moment a round's random count of acknowledgements is reached, the power
+//! is cut: every synced byte and synced directory entry is kept and, of the unsynced writes, a
+//! seeded prefix whose last write may be torn. The store is opened again on what survived, four
+//! cuts per case, and checked:
 //! - no acknowledged event is lost: each is at its receipt's position with its id and hash, and
 //!   its bytes are the ones derived from the append that wrote it;
 //! - no append is half visible: an append's events are all there, in order, or none is;
 //! - positions are gapless from 1 and `verify()` passes (hash chains and digest);
-//! - a keyed append retried after the cut answers with its original positions if it survived;
+//! - a keyed append retried after the cut answers with its original positions;
 //! - appending after the reopen works.
 //!
 //! Every event is derived from (round, writer, sequence number), carried in its metadata, as in
 //! `kill.rs`. With [`Durability::Relaxed`] acknowledged appends may be lost, but only a suffix:
 //! every acknowledged event at or below the reopened head is there, none above it is.
 //!
-//! It catches an acknowledged append answered before its sync covered it (the writer runs up to
-//! `SYNCER_GROUPS_MAX` groups ahead of the disk, so a sync must cover only what was written
-//! before it began), a directory entry (the data directory, `events/`, a segment, `STORE`) that
-//! a power cut takes back, and a recovery that cannot open what a cut leaves.
+//! It catches an append acknowledged before a sync covered it (a sync covers only what was
+//! written before it began; one that synced the oldest waiting group's segment instead of the
+//! newest, so missed a roll, was caught within 300 cases), a directory entry that a power cut
+//! takes back (the data directory, `events/`, a segment, `STORE`), and a recovery that cannot
+//! open what a cut leaves.
 //!
-//! `CAUSEWAY_POWER_CASES` sets the number of cases per durability mode (default 24);
-//! `CAUSEWAY_POWER_SEED` replays a printed seed. 1,000 cases of each mode: see
-//! `docs/RELIABILITY.md`.
+//! `CAUSEWAY_POWER_CASES` sets the number of cases per durability mode (default 16, a few
+//! seconds each); `CAUSEWAY_POWER_SEED` replays a printed seed (thread timing still varies).
+//! 1,000 cases of each mode: see `docs/RELIABILITY.md`.
 
 #![allow(clippy::unwrap_used)]
 
@@ -42,15 +45,19 @@ use causeway_core::{
 
 const CASES_VAR: &str = "CAUSEWAY_POWER_CASES";
 const SEED_VAR: &str = "CAUSEWAY_POWER_SEED";
-const CASES_DEFAULT: u64 = 24;
+const CASES_DEFAULT: u64 = 16;
 /// Appending threads; more than one, so group commit takes several appends at once.
 const WRITERS: u32 = 4;
 /// Power cuts per case, each reopened on what the one before left.
-const CUTS_PER_CASE: u64 = 2;
+const CUTS_PER_CASE: u64 = 4;
 /// The cut comes once this many appends, at most, were acknowledged in a round.
 const ACKS_BEFORE_CUT_MAX: u64 = 40;
 /// How long a simulated file sync takes, at most: while it runs the writer goes on writing.
-const SYNC_DELAY_US_MAX: u64 = 800;
+const SYNC_DELAY_US_MAX: u64 = 1000;
+/// Appends each writer has queued at once.
+const IN_FLIGHT_MAX: usize = 4;
+/// How long a round may take to reach its acknowledgement count before the power is cut anyway.
+const CUT_WAIT_MAX: Duration = Duration::from_secs(10);
 const BATCH_EVENTS_MAX: u64 = 4;
 const PAYLOAD_BYTES_MAX: u64 = 300;
 const KEYED_ONE_IN: u64 = 3;
@@ -101,7 +108,7 @@ impl AppendKey {
     }
 
     fn keyed(&self) -> bool {
-        self.seq % KEYED_ONE_IN == 0
+        self.seq.is_multiple_of(KEYED_ONE_IN)
     }
 
     fn conditional(&self) -> bool {
@@ -195,52 +202,104 @@ fn config(disk: Arc<dyn Disk>, durability: Durability, segment_bytes: u64) -> Co
     }
 }
 
-/// Runs the writers until the power is cut. Returns every acknowledged append with its receipt.
+/// Runs the writers until the power is cut. Returns every acknowledged append with its receipt,
+/// and what the cut left.
+///
+/// The cut comes from the writer whose acknowledgement makes the round's count, the moment it
+/// has it: later groups are then written and in the syncer's hands, which a cut from a thread
+/// that must first be woken would often miss.
 fn run_round(
     store: &Arc<Store>,
-    disk: &SimDisk,
+    disk: &Arc<SimDisk>,
     round: u64,
     rng: &mut Rng,
 ) -> (Vec<(AppendKey, Receipt)>, PowerCut) {
     let acked = Arc::new(Mutex::new(Vec::new()));
     let n_acked = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
+    let cut = Arc::new(Mutex::new(None));
+    let acks_before_cut = rng.below(ACKS_BEFORE_CUT_MAX + 1);
+    let cut_seed = rng.below(u64::MAX);
+    let power_cut = {
+        let (disk, stop, cut) = (disk.clone(), stop.clone(), cut.clone());
+        move || {
+            // Stop first: an append refused after this is expected.
+            stop.store(true, Ordering::SeqCst);
+            let mut cut = cut.lock().unwrap();
+            if cut.is_none() {
+                *cut = Some(disk.power_cut(cut_seed));
+            }
+        }
+    };
+    if acks_before_cut == 0 {
+        power_cut();
+    }
     let threads: Vec<_> = (0..WRITERS)
         .map(|writer| {
-            let (store, acked, n_acked, stop) =
-                (store.clone(), acked.clone(), n_acked.clone(), stop.clone());
+            let (store, acked, n_acked, stop, power_cut) = (
+                store.clone(),
+                acked.clone(),
+                n_acked.clone(),
+                stop.clone(),
+                power_cut.clone(),
+            );
             std::thread::spawn(move || {
+                // Up to IN_FLIGHT_MAX appends queued at once, answered in order: the writer then
+                // runs groups ahead of the disk, as under a server's load.
+                let (answers, answered) = std::sync::mpsc::channel();
+                let mut in_flight = std::collections::VecDeque::new();
                 let mut version = store.version(SCOPE, &format!("writer-{writer}"));
                 for seq in 0.. {
-                    if stop.load(Ordering::Relaxed) {
-                        return;
+                    let stopped = stop.load(Ordering::SeqCst);
+                    if !stopped && in_flight.len() < IN_FLIGHT_MAX {
+                        let key = AppendKey { round, writer, seq };
+                        let answers = answers.clone();
+                        let queued = store.append_with(key.append(version), move |answer, _| {
+                            let _ = answers.send((key, answer));
+                        });
+                        match queued {
+                            Ok(()) => {
+                                // Its condition expects the version the appends before it leave.
+                                version = Version(version.0 + key.n_events());
+                                in_flight.push_back(key);
+                                continue;
+                            }
+                            Err(err) => panic!("append {key:?} was not queued: {err}"),
+                        }
                     }
-                    let key = AppendKey { round, writer, seq };
-                    match store.append(key.append(version)) {
+                    let Some(key) = in_flight.pop_front() else {
+                        return;
+                    };
+                    let (answered_key, answer) = answered.recv().unwrap();
+                    assert_eq!(
+                        answered_key, key,
+                        "one writer's appends are answered in order"
+                    );
+                    match answer {
                         Ok(receipt) => {
-                            version = receipt.events.last().unwrap().version;
                             acked.lock().unwrap().push((key, receipt));
-                            n_acked.fetch_add(1, Ordering::Relaxed);
+                            if n_acked.fetch_add(1, Ordering::SeqCst) + 1 == acks_before_cut {
+                                power_cut();
+                            }
                         }
                         // The power is off: the store refuses from here on.
-                        Err(_) if stop.load(Ordering::Relaxed) => return,
+                        Err(_) if stop.load(Ordering::SeqCst) => {}
                         Err(err) => panic!("append {key:?} failed before the cut: {err}"),
                     }
                 }
             })
         })
         .collect();
-    let acks_before_cut = rng.below(ACKS_BEFORE_CUT_MAX + 1);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while n_acked.load(Ordering::Relaxed) < acks_before_cut && Instant::now() < deadline {
-        std::thread::yield_now();
+    let deadline = Instant::now() + CUT_WAIT_MAX;
+    while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
     }
-    stop.store(true, Ordering::Relaxed);
-    let cut = disk.power_cut(rng.below(u64::MAX));
+    power_cut();
     for thread in threads {
         thread.join().unwrap();
     }
     let acked = std::mem::take(&mut *acked.lock().unwrap());
+    let cut = cut.lock().unwrap().take().expect("the power was cut");
     (acked, cut)
 }
 
