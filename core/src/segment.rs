@@ -22,6 +22,9 @@
 //!   corruption and is reported with the file and offset, never skipped.
 //! - Writes are buffered until [`SegmentLog::flush`]; nothing is readable through a
 //!   [`SegmentReader`] before the caller has flushed it and chosen to publish it.
+//! - Every write, sync and directory change goes through the log's [`Disk`] (reads do not), and
+//!   each name it creates, renames or removes is made durable by syncing its directory,
+//!   including the log's own directory in its parent when `open` creates it.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};

@@ -106,8 +106,8 @@ pub struct Config {
     pub record_denials: bool,
     /// Injected disk failures, for tests of the failure paths. Always `None` in production.
     pub faults: Option<Arc<Faults>>,
-    /// What every write, sync and directory change goes through: the operating system
-    /// ([`OsDisk`]) unless a test puts a [`crate::disk::SimDisk`] here to cut the power.
+    /// What every write, sync and directory change goes through. Always the operating system
+    /// ([`OsDisk`]) in production; tests put a [`crate::disk::SimDisk`] here to cut the power.
     pub disk: Arc<dyn Disk>,
 }
 
