@@ -150,6 +150,8 @@ pub struct SegmentLog {
     firsts: Vec<u64>,
     /// Shared with [`SyncHandle`]s, which sync it from another thread.
     active: Arc<File>,
+    /// The active segment's path, shared with [`SyncHandle`]s and named in every write.
+    active_path: Arc<Path>,
     /// Bytes of the active segment's frames on disk plus those in `buffer`; the file itself is
     /// longer while its reserved space lasts.
     active_len: u64,
@@ -167,7 +169,7 @@ pub struct SegmentLog {
 #[derive(Clone, Debug)]
 pub struct SyncHandle {
     file: Arc<File>,
-    path: PathBuf,
+    path: Arc<Path>,
     faults: Option<Arc<Faults>>,
     disk: Arc<dyn Disk>,
 }
@@ -275,6 +277,7 @@ impl SegmentLog {
             segment_bytes,
             firsts,
             active: Arc::new(active),
+            active_path: Arc::from(path.as_path()),
             active_len: tail.end,
             buffer: Vec::new(),
             next_index: tail.next_index,
@@ -364,10 +367,9 @@ impl SegmentLog {
         if !self.buffer.is_empty() {
             // Positional: the file is longer than its frames while its reserved space lasts.
             let at = self.active_len - self.buffer.len() as u64;
-            let path = self.active_path();
             self.disk
-                .write_at(&self.active, &path, &self.buffer, at)
-                .map_err(|err| Error::io(&path, err))?;
+                .write_at(&self.active, &self.active_path, &self.buffer, at)
+                .map_err(|err| Error::io(&self.active_path, err))?;
             self.buffer.clear();
         }
         if durable {
@@ -382,7 +384,7 @@ impl SegmentLog {
     pub fn sync_handle(&self) -> SyncHandle {
         SyncHandle {
             file: self.active.clone(),
-            path: self.active_path(),
+            path: self.active_path.clone(),
             faults: self.faults.clone(),
             disk: self.disk.clone(),
         }
@@ -454,6 +456,7 @@ impl SegmentLog {
             .map_err(|err| Error::io(&path, err))?;
         sync_dir(&*self.disk, &self.dir)?;
         self.active = Arc::new(file);
+        self.active_path = Arc::from(path.as_path());
         self.active_len = cut;
         self.next_index = index + 1;
         Ok(())
@@ -479,18 +482,11 @@ impl SegmentLog {
         }
     }
 
-    fn active_path(&self) -> PathBuf {
-        segment_path(
-            &self.dir,
-            *self.firsts.last().expect("a log has at least one segment"),
-        )
-    }
-
     /// Seals the active segment (flushed, cut to its last frame and synced) and starts a new one
     /// at the next index.
     fn roll(&mut self) -> Result<u64> {
         self.flush(false)?;
-        let sealed_path = self.active_path();
+        let sealed_path = self.active_path.clone();
         let faults = self.faults.as_deref().map_or(Ok(()), Faults::before_sync);
         faults
             .and_then(|()| {
@@ -509,6 +505,7 @@ impl SegmentLog {
                 .open(&path)
                 .map_err(|err| Error::io(&path, err))?,
         );
+        self.active_path = Arc::from(path.as_path());
         let reader_file = File::open(&path).map_err(|err| Error::io(&path, err))?;
         self.reader.insert(first, reader_file);
         self.firsts.push(first);
