@@ -7,12 +7,13 @@
 //! server crate wraps this in gRPC and replication, and embedders can use it directly.
 //!
 //! Reading order: [`event`] (what is stored), [`command`] (what a write asks for, and its
-//! canonical encoding), [`store`] (how it is written and read), [`gate`]
-//! (what a write must pass), [`segment`] (the file format underneath), then [`query`],
-//! [`graph`] and [`receipt`].
+//! canonical encoding), [`store`] (how it is written and read), [`gate`] (what a write must
+//! pass), [`segment`] (the file format underneath), [`disk`] (the seam every write and sync
+//! goes through), then [`query`], [`graph`] and [`receipt`].
 
 pub mod clock;
 pub mod command;
+pub mod disk;
 pub mod error;
 pub mod event;
 pub mod gate;
@@ -36,4 +37,4 @@ pub use gate::{Denial, Gate, GateDefinition, Rule};
 pub use graph::{Edge, Graph};
 pub use query::{Filter, QueryItem};
 pub use receipt::{Committed, GatePass, Receipt, Signer};
-pub use store::{Config, Durability, ReadBatch, RustGate, Spent, Store};
+pub use store::{Config, Durability, ReadBatch, RustGate, Spent, Store, StoreId};

@@ -22,14 +22,17 @@
 //!   corruption and is reported with the file and offset, never skipped.
 //! - Writes are buffered until [`SegmentLog::flush`]; nothing is readable through a
 //!   [`SegmentReader`] before the caller has flushed it and chosen to publish it.
+//! - Every write, sync and directory change goes through the log's [`Disk`] (reads do not), and
+//!   each name it creates, renames or removes is made durable by syncing its directory,
+//!   including the log's own directory in its parent when `open` creates it.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
+use crate::disk::{self, Disk, OsDisk};
 use crate::error::{Error, Result};
 
 /// The eight bytes every segment file starts with.
@@ -147,6 +150,8 @@ pub struct SegmentLog {
     firsts: Vec<u64>,
     /// Shared with [`SyncHandle`]s, which sync it from another thread.
     active: Arc<File>,
+    /// The active segment's path, shared with [`SyncHandle`]s and named in every write.
+    active_path: Arc<Path>,
     /// Bytes of the active segment's frames on disk plus those in `buffer`; the file itself is
     /// longer while its reserved space lasts.
     active_len: u64,
@@ -155,6 +160,8 @@ pub struct SegmentLog {
     next_index: u64,
     reader: SegmentReader,
     faults: Option<Arc<Faults>>,
+    /// Every write, sync and directory change goes through it.
+    disk: Arc<dyn Disk>,
 }
 
 /// Syncs one segment file's written bytes to the disk (fdatasync); see
@@ -162,8 +169,9 @@ pub struct SegmentLog {
 #[derive(Clone, Debug)]
 pub struct SyncHandle {
     file: Arc<File>,
-    path: PathBuf,
+    path: Arc<Path>,
     faults: Option<Arc<Faults>>,
+    disk: Arc<dyn Disk>,
 }
 
 impl SyncHandle {
@@ -174,8 +182,8 @@ impl SyncHandle {
                 .before_sync()
                 .map_err(|err| Error::io(&self.path, err))?;
         }
-        self.file
-            .sync_data()
+        self.disk
+            .sync_data(&self.file, &self.path)
             .map_err(|err| Error::io(&self.path, err))
     }
 }
@@ -200,15 +208,27 @@ impl SegmentLog {
         segment_bytes: u64,
         first_index: u64,
     ) -> Result<(SegmentLog, Recovery)> {
-        fs::create_dir_all(dir).map_err(|err| Error::io(dir, err))?;
-        let mut firsts = list_segments(dir)?;
+        SegmentLog::open_on(Arc::new(OsDisk), dir, segment_bytes, first_index)
+    }
+
+    /// [`SegmentLog::open`] with every write, sync and directory change made through `disk`.
+    /// A directory it creates (`dir`, and any missing parent) is made durable in its parent
+    /// before the first segment is created in it.
+    pub fn open_on(
+        disk: Arc<dyn Disk>,
+        dir: &Path,
+        segment_bytes: u64,
+        first_index: u64,
+    ) -> Result<(SegmentLog, Recovery)> {
+        disk::create_dir_all(&*disk, dir).map_err(|err| Error::io(dir, err))?;
+        let mut firsts = list_segments(&*disk, dir)?;
         let mut recovery = Recovery::default();
         let reader = SegmentReader {
             dir: dir.to_path_buf(),
             files: Arc::default(),
         };
         if firsts.is_empty() {
-            create_segment(dir, first_index, segment_bytes)?;
+            create_segment(&*disk, dir, first_index, segment_bytes)?;
             firsts.push(first_index);
         }
         for &first in &firsts {
@@ -244,24 +264,26 @@ impl SegmentLog {
             );
         }
         if cut {
-            active
-                .set_len(tail.end)
+            disk.set_len(&active, &path, tail.end)
                 .map_err(|err| Error::io(&path, err))?;
         }
         // A no-op when the space is still reserved; after a cut, or for a segment written
         // before segments reserved their space, it reserves it now. One sync covers both.
-        reserve(&active, &path, segment_bytes);
-        active.sync_all().map_err(|err| Error::io(&path, err))?;
+        reserve(&*disk, &active, &path, segment_bytes);
+        disk.sync_all(&active, &path)
+            .map_err(|err| Error::io(&path, err))?;
         let log = SegmentLog {
             dir: dir.to_path_buf(),
             segment_bytes,
             firsts,
             active: Arc::new(active),
+            active_path: Arc::from(path.as_path()),
             active_len: tail.end,
             buffer: Vec::new(),
             next_index: tail.next_index,
             reader,
             faults: None,
+            disk,
         };
         Ok((log, recovery))
     }
@@ -345,9 +367,9 @@ impl SegmentLog {
         if !self.buffer.is_empty() {
             // Positional: the file is longer than its frames while its reserved space lasts.
             let at = self.active_len - self.buffer.len() as u64;
-            self.active
-                .write_all_at(&self.buffer, at)
-                .map_err(|err| Error::io(&self.active_path(), err))?;
+            self.disk
+                .write_at(&self.active, &self.active_path, &self.buffer, at)
+                .map_err(|err| Error::io(&self.active_path, err))?;
             self.buffer.clear();
         }
         if durable {
@@ -362,9 +384,16 @@ impl SegmentLog {
     pub fn sync_handle(&self) -> SyncHandle {
         SyncHandle {
             file: self.active.clone(),
-            path: self.active_path(),
+            path: self.active_path.clone(),
             faults: self.faults.clone(),
+            disk: self.disk.clone(),
         }
+    }
+
+    /// The disk every write, sync and directory change of this log goes through, for files
+    /// kept beside the segments.
+    pub fn disk(&self) -> &Arc<dyn Disk> {
+        &self.disk
     }
 
     /// Injects disk failures (tests only).
@@ -393,12 +422,14 @@ impl SegmentLog {
             let first = self.firsts.pop().expect("non-empty");
             let path = segment_path(&self.dir, first);
             self.reader.remove(first);
-            fs::remove_file(&path).map_err(|err| Error::io(&path, err))?;
+            self.disk
+                .remove_file(&path)
+                .map_err(|err| Error::io(&path, err))?;
         }
         // The removals are made durable before the cut: otherwise a power loss could bring a
         // removed segment back after a segment that now ends in reserved zeros.
         if self.firsts.len() < n_segments {
-            sync_dir(&self.dir)?;
+            sync_dir(&*self.disk, &self.dir)?;
         }
         let first = *self.firsts.last().expect("a log has at least one segment");
         let path = segment_path(&self.dir, first);
@@ -416,11 +447,16 @@ impl SegmentLog {
             }
             cut = frame.loc.end();
         }
-        file.set_len(cut).map_err(|err| Error::io(&path, err))?;
-        reserve(&file, &path, self.segment_bytes);
-        file.sync_all().map_err(|err| Error::io(&path, err))?;
-        sync_dir(&self.dir)?;
+        self.disk
+            .set_len(&file, &path, cut)
+            .map_err(|err| Error::io(&path, err))?;
+        reserve(&*self.disk, &file, &path, self.segment_bytes);
+        self.disk
+            .sync_all(&file, &path)
+            .map_err(|err| Error::io(&path, err))?;
+        sync_dir(&*self.disk, &self.dir)?;
         self.active = Arc::new(file);
+        self.active_path = Arc::from(path.as_path());
         self.active_len = cut;
         self.next_index = index + 1;
         Ok(())
@@ -446,26 +482,22 @@ impl SegmentLog {
         }
     }
 
-    fn active_path(&self) -> PathBuf {
-        segment_path(
-            &self.dir,
-            *self.firsts.last().expect("a log has at least one segment"),
-        )
-    }
-
     /// Seals the active segment (flushed, cut to its last frame and synced) and starts a new one
     /// at the next index.
     fn roll(&mut self) -> Result<u64> {
         self.flush(false)?;
-        let sealed_path = self.active_path();
+        let sealed_path = self.active_path.clone();
         let faults = self.faults.as_deref().map_or(Ok(()), Faults::before_sync);
         faults
-            .and_then(|()| self.active.set_len(self.active_len))
-            .and_then(|()| self.active.sync_all())
+            .and_then(|()| {
+                self.disk
+                    .set_len(&self.active, &sealed_path, self.active_len)
+            })
+            .and_then(|()| self.disk.sync_all(&self.active, &sealed_path))
             .map_err(|err| Error::io(&sealed_path, err))?;
         let sealed = *self.firsts.last().expect("a log has at least one segment");
         let first = self.next_index;
-        let path = create_segment(&self.dir, first, self.segment_bytes)?;
+        let path = create_segment(&*self.disk, &self.dir, first, self.segment_bytes)?;
         self.active = Arc::new(
             OpenOptions::new()
                 .read(true)
@@ -473,6 +505,7 @@ impl SegmentLog {
                 .open(&path)
                 .map_err(|err| Error::io(&path, err))?,
         );
+        self.active_path = Arc::from(path.as_path());
         let reader_file = File::open(&path).map_err(|err| Error::io(&path, err))?;
         self.reader.insert(first, reader_file);
         self.firsts.push(first);
@@ -626,21 +659,37 @@ pub fn segment_path(dir: &Path, first_index: u64) -> PathBuf {
     dir.join(format!("{first_index:020}.{SEGMENT_EXTENSION}"))
 }
 
-/// Fsyncs a directory so that files created or renamed in it survive a crash.
-pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|dir_file| dir_file.sync_all())
-        .map_err(|err| Error::io(dir, err))
+/// Fsyncs a directory so that files created, renamed or removed in it survive a crash.
+pub fn sync_dir(disk: &dyn Disk, dir: &Path) -> Result<()> {
+    disk.sync_dir(dir).map_err(|err| Error::io(dir, err))
 }
 
-fn list_segments(dir: &Path) -> Result<Vec<u64>> {
+/// Whether `dir` holds at least one segment file; false if it does not exist.
+pub fn has_segments(dir: &Path) -> Result<bool> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(err) => return Err(Error::io(dir, err)),
+    };
+    for entry in entries {
+        let path = entry.map_err(|err| Error::io(dir, err))?.path();
+        if path.extension().and_then(|ext| ext.to_str()) == Some(SEGMENT_EXTENSION) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+fn list_segments(disk: &dyn Disk, dir: &Path) -> Result<Vec<u64>> {
     let mut firsts = Vec::new();
     for entry in fs::read_dir(dir).map_err(|err| Error::io(dir, err))? {
         let path = entry.map_err(|err| Error::io(dir, err))?.path();
         let extension = path.extension().and_then(|ext| ext.to_str());
         if extension == Some("tmp") {
             // A file a crash interrupted before it was renamed into place: never part of the log.
-            fs::remove_file(&path).map_err(|err| Error::io(&path, err))?;
+            // Its removal needs no sync: should it come back, the next open removes it again.
+            disk.remove_file(&path)
+                .map_err(|err| Error::io(&path, err))?;
             continue;
         }
         if extension != Some(SEGMENT_EXTENSION) {
@@ -658,7 +707,12 @@ fn list_segments(dir: &Path) -> Result<Vec<u64>> {
 }
 
 /// Creates the segment starting at `first_index`, its space reserved up to `segment_bytes`.
-fn create_segment(dir: &Path, first_index: u64, segment_bytes: u64) -> Result<PathBuf> {
+fn create_segment(
+    disk: &dyn Disk,
+    dir: &Path,
+    first_index: u64,
+    segment_bytes: u64,
+) -> Result<PathBuf> {
     let path = segment_path(dir, first_index);
     let mut header = Vec::with_capacity(SEGMENT_HEADER_BYTES as usize);
     header.extend_from_slice(&SEGMENT_MAGIC);
@@ -672,22 +726,20 @@ fn create_segment(dir: &Path, first_index: u64, segment_bytes: u64) -> Result<Pa
     // Written under a temporary name and renamed into place, so a crash can never leave a
     // segment without its whole header (which open would have to call corruption).
     let tmp = path.with_extension("seg.tmp");
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)
+    let file = disk
+        .create(&tmp, true)
         .map_err(|err| Error::io(&tmp, err))?;
-    if let Err(err) = file.write_all(&header).and_then(|()| {
-        reserve(&file, &tmp, segment_bytes);
-        file.sync_all()
+    if let Err(err) = disk.write_at(&file, &tmp, &header, 0).and_then(|()| {
+        reserve(disk, &file, &tmp, segment_bytes);
+        disk.sync_all(&file, &tmp)
     }) {
         // Whatever was reserved would otherwise hold its space until the next open.
-        let _ = fs::remove_file(&tmp);
+        let _ = disk.remove_file(&tmp);
         return Err(Error::io(&tmp, err));
     }
-    fs::rename(&tmp, &path).map_err(|err| Error::io(&path, err))?;
-    sync_dir(dir)?;
+    disk.rename(&tmp, &path)
+        .map_err(|err| Error::io(&path, err))?;
+    sync_dir(disk, dir)?;
     Ok(path)
 }
 
@@ -699,9 +751,12 @@ fn create_segment(dir: &Path, first_index: u64, segment_bytes: u64) -> Result<Pa
 /// Best effort: reserving is only faster, never needed. Where it fails (a full disk, a file
 /// system without fallocate) the file grows as it is written, as it did before, and a full
 /// disk shows as a failed write, as it always did. A store on a full disk still opens.
-fn reserve(file: &File, path: &Path, segment_bytes: u64) {
-    match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, segment_bytes) {
-        Ok(()) | Err(rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::NOSYS) => {}
+fn reserve(disk: &dyn Disk, file: &File, path: &Path, segment_bytes: u64) {
+    let unsupported = [rustix::io::Errno::OPNOTSUPP, rustix::io::Errno::NOSYS]
+        .map(|errno| Some(errno.raw_os_error()));
+    match disk.reserve(file, path, segment_bytes) {
+        Ok(()) => {}
+        Err(err) if unsupported.contains(&err.raw_os_error()) => {}
         Err(err) => tracing::warn!(
             file = %path.display(),
             bytes = segment_bytes,

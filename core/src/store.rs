@@ -38,10 +38,15 @@
 //!
 //! # Layout
 //!
-//! `LOCK` (an exclusive `flock` held while open) and `events/` (segments and their `.idx`).
+//! `LOCK` (an exclusive `flock` held while open), `STORE` (the store's identity; see
+//! `identity.rs`) and `events/` (segments and their `.idx`). Every directory whose entries
+//! change is fsynced before the change is relied on: the parent of a new data directory, the
+//! data directory once `events/` and `STORE` are in it, `events/` after each segment or `.idx`
+//! is created, renamed or removed. Every write, sync and directory change goes through
+//! [`Config::disk`].
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{self, File};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
@@ -52,6 +57,7 @@ use std::time::{Duration, Instant};
 use crate::clock::{Clock, Hlc, NonDecreasing, SystemClock, Timestamp};
 use crate::codec;
 use crate::command;
+use crate::disk::{self, Disk, OsDisk};
 use crate::error::{Error, Result};
 use crate::event::{Direction, Event, EventId, Hash, Position, Version};
 use crate::gate::{Gate, GateDefinition};
@@ -67,10 +73,12 @@ pub use crate::command::{
 };
 
 mod checkpoint;
+mod identity;
 mod recovery;
 mod writer;
 
 pub use checkpoint::{MANIFEST_FILE, Manifest, ManifestFile};
+pub use identity::StoreId;
 
 /// When an append is answered relative to the disk.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
@@ -103,6 +111,9 @@ pub struct Config {
     pub signer: Option<Signer>,
     /// Injected disk failures, for tests of the failure paths. Always `None` in production.
     pub faults: Option<Arc<Faults>>,
+    /// What every write, sync and directory change goes through. Always the operating system
+    /// ([`OsDisk`]) in production; tests put a [`crate::disk::SimDisk`] here to cut the power.
+    pub disk: Arc<dyn Disk>,
 }
 
 /// A gate implemented in Rust by an embedder.
@@ -127,6 +138,7 @@ impl Default for Config {
             gates: Vec::new(),
             signer: None,
             faults: None,
+            disk: Arc::new(OsDisk),
         }
     }
 }
@@ -187,6 +199,7 @@ pub struct Store {
     shared: Arc<Shared>,
     sender: Mutex<Option<SyncSender<Request>>>,
     writer: Mutex<Option<JoinHandle<Result<()>>>>,
+    id: StoreId,
     _lock: File,
 }
 
@@ -312,6 +325,10 @@ enum Queueing {
 impl Store {
     /// Opens (or creates) the store in `dir`, taking an exclusive lock on it: a second open, from
     /// this process or another, fails with [`Error::Locked`] until this store is dropped.
+    ///
+    /// A directory whose `STORE` file says it holds a store but whose log is gone (no segment
+    /// in `events/`) is refused with [`Error::Corrupt`] naming `STORE`, rather than opened as an
+    /// empty store. A log without a `STORE` file (written before the file existed) is given one.
     pub fn open(dir: impl AsRef<Path>, config: Config) -> Result<Store> {
         let dir = dir.as_ref();
         if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&config.segment_bytes) {
@@ -320,12 +337,19 @@ impl Store {
                 config.segment_bytes
             )));
         }
-        fs::create_dir_all(dir).map_err(|err| Error::io(dir, err))?;
-        let lock = recovery::lock_dir(dir)?;
+        let disk = config.disk.clone();
+        disk::create_dir_all(&*disk, dir).map_err(|err| Error::io(dir, err))?;
+        let lock = recovery::lock_dir(&*disk, dir)?;
         let started = Instant::now();
         let events_dir = dir.join("events");
-        let (mut log, recovery) = SegmentLog::open(&events_dir, config.segment_bytes, 1)?;
+        let known_id = identity::read(dir, &events_dir)?;
+        let (mut log, recovery) =
+            SegmentLog::open_on(disk.clone(), &events_dir, config.segment_bytes, 1)?;
         log.set_faults(config.faults.clone());
+        let id = match known_id {
+            Some(id) => id,
+            None => identity::create(&*disk, dir, &*config.clock)?,
+        };
         let (index, keys, active_idx, applied) = recovery::rebuild_index(&log)?;
         let head = index.last();
         let digest = index.digest();
@@ -361,7 +385,7 @@ impl Store {
         });
         load_gates(&shared, &config.gates)?;
         load_settings(&shared)?;
-        let sidecars = recovery::SidecarWriter::start(&shared.events_dir)?;
+        let sidecars = recovery::SidecarWriter::start(disk, &shared.events_dir)?;
         let (sender, receiver) = sync_channel(WRITE_QUEUE_MAX);
         let writer_shared = shared.clone();
         let writer = std::thread::Builder::new()
@@ -384,8 +408,14 @@ impl Store {
             shared,
             sender: Mutex::new(Some(sender)),
             writer: Mutex::new(Some(writer)),
+            id,
             _lock: lock,
         })
+    }
+
+    /// The store's identity, fixed when its data directory was created (kept in `STORE`).
+    pub fn id(&self) -> StoreId {
+        self.id
     }
 
     /// Appends events atomically and returns once they are durable (per [`Durability`]).

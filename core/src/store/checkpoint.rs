@@ -23,6 +23,7 @@ use std::path::Path;
 
 use super::{Committed, Store, recovery};
 use crate::command::EntryId;
+use crate::disk::{self, OsDisk};
 use crate::error::{Error, Result};
 use crate::event::{Hash, Position};
 use crate::segment;
@@ -138,7 +139,9 @@ impl Store {
             )));
         }
         let events_dir = dir.join("events");
-        fs::create_dir_all(&events_dir).map_err(|err| Error::io(&events_dir, err))?;
+        // A checkpoint is a copy beside the store, written to the real disk: the store's own
+        // disk seam (a test's simulated disk) covers only the store's directory.
+        disk::create_dir_all(&OsDisk, &events_dir).map_err(|err| Error::io(&events_dir, err))?;
         let (last, sealed) = segments
             .split_last()
             .expect("a log has at least one segment");
@@ -156,7 +159,7 @@ impl Store {
         let to = segment::segment_path(&events_dir, *last);
         let prefix = head_end.unwrap_or(segment::SEGMENT_HEADER_BYTES);
         copy_prefix(&from, &to, prefix)?;
-        segment::sync_dir(&events_dir)?;
+        segment::sync_dir(&OsDisk, &events_dir)?;
         let mut files = Vec::new();
         let mut names: Vec<String> = fs::read_dir(&events_dir)
             .map_err(|err| Error::io(&events_dir, err))?
@@ -191,7 +194,7 @@ impl Store {
             .map_err(|err| Error::io(&tmp, err))?;
         let path = dir.join(MANIFEST_FILE);
         fs::rename(&tmp, &path).map_err(|err| Error::io(&path, err))?;
-        segment::sync_dir(dir)?;
+        segment::sync_dir(&OsDisk, dir)?;
         Ok(manifest)
     }
 }

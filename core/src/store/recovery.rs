@@ -7,14 +7,16 @@
 //! log is an error naming the file and offset, not a panic.
 
 use std::collections::{HashMap, VecDeque};
-use std::fs::{self, File};
-use std::io::{Read, Write};
+use std::fs::File;
+use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::mpsc::{SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
 use crate::codec::{self, Header, TrailerRef};
 use crate::command::EntryId;
+use crate::disk::Disk;
 use crate::error::{Error, Result};
 use crate::event::Hash;
 use crate::index::Index;
@@ -100,13 +102,13 @@ impl KeysBuilder {
     }
 }
 
-pub(super) fn lock_dir(dir: &Path) -> Result<File> {
+/// Takes the exclusive lock on `dir`, creating its `LOCK` file if there is none. The file
+/// holds nothing, so a new one is not synced into the directory here: should a power cut lose
+/// it, the next open creates it again.
+pub(super) fn lock_dir(disk: &dyn Disk, dir: &Path) -> Result<File> {
     let path = dir.join("LOCK");
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
+    let file = disk
+        .create(&path, false)
         .map_err(|err| Error::io(&path, err))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
@@ -145,7 +147,7 @@ impl IdxBuffer {
 
     /// Writes the sidecar index of a sealed segment: to a temporary file, fsync'd, renamed into
     /// place, and the directory fsync'd, so a crash leaves either no `.idx` or a whole one.
-    pub(super) fn write(&self, dir: &Path) -> Result<()> {
+    pub(super) fn write(&self, disk: &dyn Disk, dir: &Path) -> Result<()> {
         let mut head = Vec::with_capacity(32);
         head.extend_from_slice(&IDX_MAGIC);
         head.extend_from_slice(&IDX_FORMAT_VERSION.to_le_bytes());
@@ -166,22 +168,25 @@ impl IdxBuffer {
         // next open, and the pages freed are the ones the next piece (or the segment) is
         // written into, where new pages would each cost a fault on a VM that hands freed memory
         // back to its host (see docs/BENCHMARKS.md, fifth pass). Best effort.
-        File::create(&tmp)
-            .and_then(|mut file| {
-                file.write_all(&head)?;
+        disk.create(&tmp, true)
+            .and_then(|file| {
+                disk.write_at(&file, &tmp, &head, 0)?;
+                let mut at = head.len() as u64;
                 for piece in self.bytes.chunks(IDX_WRITE_PIECE_BYTES) {
-                    file.write_all(piece)?;
-                    file.sync_data()?;
+                    disk.write_at(&file, &tmp, piece, at)?;
+                    at += piece.len() as u64;
+                    disk.sync_data(&file, &tmp)?;
                     // The whole file so far: pieces do not end on page boundaries, and the
                     // kernel drops only whole pages of a range.
                     let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed);
                 }
-                file.write_all(&crc.finalize().to_le_bytes())?;
-                file.sync_all()
+                disk.write_at(&file, &tmp, &crc.finalize().to_le_bytes(), at)?;
+                disk.sync_all(&file, &tmp)
             })
             .map_err(|err| Error::io(&tmp, err))?;
-        fs::rename(&tmp, &path).map_err(|err| Error::io(&path, err))?;
-        segment::sync_dir(dir)
+        disk.rename(&tmp, &path)
+            .map_err(|err| Error::io(&path, err))?;
+        segment::sync_dir(disk, dir)
     }
 }
 
@@ -196,7 +201,7 @@ pub(super) struct SidecarWriter {
 }
 
 impl SidecarWriter {
-    pub(super) fn start(dir: &Path) -> Result<SidecarWriter> {
+    pub(super) fn start(disk: Arc<dyn Disk>, dir: &Path) -> Result<SidecarWriter> {
         // One sealed buffer may wait while another is written; a writer that rolls faster than
         // that blocks, which bounds the memory held to two segments' headers.
         let (sender, sealed) = sync_channel::<IdxBuffer>(1);
@@ -205,7 +210,7 @@ impl SidecarWriter {
             .name("causeway-idx".to_string())
             .spawn(move || {
                 for idx in sealed {
-                    if let Err(err) = idx.write(&events_dir) {
+                    if let Err(err) = idx.write(&*disk, &events_dir) {
                         // The segment itself is durable; open rebuilds the sidecar by scanning.
                         tracing::warn!(%err, "could not write a segment index");
                     }
@@ -438,7 +443,7 @@ fn build_index(log: &SegmentLog, ignored_idx: &[u64]) -> Result<Attempt> {
                 );
                 return Err(Error::corrupt(&info.path, 0, detail));
             }
-            idx.write(&dir)?;
+            idx.write(&**log.disk(), &dir)?;
         } else {
             active_idx = idx;
         }
@@ -471,6 +476,8 @@ mod tests {
     //! Opening with an `.idx` that passes its CRC but is wrong inside: the segment is scanned
     //! instead and the `.idx` rewritten, even after entries of earlier files were indexed, which
     //! makes the build start over.
+
+    use std::fs;
 
     use super::*;
     use crate::event::{Direction, Position};
