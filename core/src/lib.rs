@@ -19,6 +19,7 @@ pub mod event;
 pub mod gate;
 pub mod graph;
 pub mod limits;
+pub mod metafile;
 pub mod query;
 pub mod receipt;
 pub mod segment;

@@ -11,7 +11,10 @@
 //!   later frame has the previous frame's index plus one.
 //! - Batches are atomic: the last frame of each batch carries [`FLAG_BATCH_END`]; recovery drops
 //!   a batch whose end marker never reached the disk. A batch never spans two segments.
-//! - Only the last segment (the active one) is ever written; earlier ones are sealed.
+//! - Only the last segment (the active one) is ever written; earlier ones are sealed. A sealed
+//!   segment is never changed in place (a checkpoint may hard-link it): [`SegmentLog::purge_through`]
+//!   removes whole sealed segments from the front, and [`SegmentLog::truncate_after`] rewrites
+//!   one it cuts into through a new file.
 //! - The active segment's space is reserved when it is created (fallocate of the segment size,
 //!   best effort), so appending to it changes no file size and most fdatasyncs commit no
 //!   metadata. The reserved space reads as zeros, which mark the end of the frames; sealing
@@ -401,9 +404,12 @@ impl SegmentLog {
         self.faults = faults;
     }
 
-    /// Removes every frame after `index` (keeping `index` itself), deleting later segments whole.
-    /// Only an unsealed tail may be cut: the target must lie in the last two segments' range or
-    /// later, since sealed history is immutable except by this call during replication repair.
+    /// Removes every frame after `index` (keeping `index` itself), deleting later segments whole;
+    /// `index` may be as low as `first_index() - 1` (keep nothing). The cut may reach into a
+    /// sealed segment (a replica dropping entries a new leader does not have), which then
+    /// becomes the active one. A sealed segment is never cut in place: a checkpoint may share
+    /// its file through a hard link, so the kept prefix goes to a new file that is renamed over
+    /// it. Everything is durable (files and directory synced) when this returns.
     pub fn truncate_after(&mut self, index: u64) -> Result<()> {
         if index + 1 < self.first_index() {
             return Err(Error::InvalidInput(format!(
@@ -433,7 +439,7 @@ impl SegmentLog {
         }
         let first = *self.firsts.last().expect("a log has at least one segment");
         let path = segment_path(&self.dir, first);
-        let file = OpenOptions::new()
+        let mut file = OpenOptions::new()
             .read(true)
             .write(true)
             .open(&path)
@@ -447,9 +453,15 @@ impl SegmentLog {
             }
             cut = frame.loc.end();
         }
-        self.disk
-            .set_len(&file, &path, cut)
-            .map_err(|err| Error::io(&path, err))?;
+        if first == active_first {
+            self.disk
+                .set_len(&file, &path, cut)
+                .map_err(|err| Error::io(&path, err))?;
+        } else {
+            file = self.rewrite_prefix(&file, &path, cut)?;
+            let reader_file = File::open(&path).map_err(|err| Error::io(&path, err))?;
+            self.reader.insert(first, reader_file);
+        }
         reserve(&*self.disk, &file, &path, self.segment_bytes);
         self.disk
             .sync_all(&file, &path)
@@ -460,6 +472,50 @@ impl SegmentLog {
         self.active_len = cut;
         self.next_index = index + 1;
         Ok(())
+    }
+
+    /// Replaces the segment at `path` with a new file holding its first `cut` bytes (through a
+    /// temporary name, synced, renamed), and returns the new file open for writing.
+    fn rewrite_prefix(&self, old: &File, path: &Path, cut: u64) -> Result<File> {
+        let mut prefix = vec![0u8; usize::try_from(cut).expect("segments fit in memory bounds")];
+        old.read_exact_at(&mut prefix, 0)
+            .map_err(|err| Error::io(path, err))?;
+        let tmp = path.with_extension("seg.tmp");
+        let new = self
+            .disk
+            .create(&tmp, true)
+            .map_err(|err| Error::io(&tmp, err))?;
+        self.disk
+            .write_at(&new, &tmp, &prefix, 0)
+            .and_then(|()| self.disk.sync_all(&new, &tmp))
+            .map_err(|err| Error::io(&tmp, err))?;
+        self.disk
+            .rename(&tmp, path)
+            .map_err(|err| Error::io(path, err))?;
+        sync_dir(&*self.disk, &self.dir)?;
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|err| Error::io(path, err))
+    }
+
+    /// Removes the sealed segments whose frames all lie at or before `index`, oldest first,
+    /// and returns the log's first index after it. The active segment is never removed, so a
+    /// log keeps at least its newest frames. Each removal is made durable before the next, so a
+    /// crash leaves a log that starts later, never one with a hole.
+    pub fn purge_through(&mut self, index: u64) -> Result<u64> {
+        while self.firsts.len() > 1 && self.firsts[1] - 1 <= index {
+            let first = self.firsts[0];
+            let path = segment_path(&self.dir, first);
+            self.disk
+                .remove_file(&path)
+                .map_err(|err| Error::io(&path, err))?;
+            sync_dir(&*self.disk, &self.dir)?;
+            self.firsts.remove(0);
+            self.reader.remove(first);
+        }
+        Ok(self.first_index())
     }
 
     /// Reads every frame of one segment in order, verifying each checksum. Used to rebuild
@@ -1636,5 +1692,62 @@ mod tests {
             log.truncate_after(2).is_err(),
             "cannot cut below the first index"
         );
+    }
+
+    /// A cut into a sealed segment rewrites it through a new file: a hard link to the old file
+    /// (a checkpoint's) keeps every byte it had.
+    #[test]
+    fn truncate_after_never_cuts_a_sealed_segment_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = SegmentLog::open(dir.path(), 120, 1).unwrap();
+        for batch_idx in 0..8 {
+            log.append(&bodies(1, batch_idx)).unwrap();
+        }
+        log.flush(true).unwrap();
+        let sealed = log.segments()[0].clone();
+        assert!(sealed.sealed);
+        let linked = dir.path().join("linked");
+        std::fs::hard_link(&sealed.path, &linked).unwrap();
+        let before = std::fs::read(&linked).unwrap();
+        log.truncate_after(sealed.first_index).unwrap();
+        assert_eq!(std::fs::read(&linked).unwrap(), before);
+        assert_eq!(log.segments().len(), 1);
+        assert_eq!(log.last_index(), sealed.first_index);
+        let appended = log.append(&bodies(1, 77)).unwrap();
+        log.flush(true).unwrap();
+        assert_eq!(
+            log.reader().read(2, appended.locs[0]).unwrap(),
+            vec![77; 10]
+        );
+        drop(log);
+        let (log, recovery) = SegmentLog::open(dir.path(), 120, 1).unwrap();
+        assert_eq!(recovery, Recovery::default());
+        assert_eq!(log.last_index(), 2);
+    }
+
+    /// Purging removes whole sealed segments up to an index, never the active one, and the
+    /// log reopens starting where the purge left it.
+    #[test]
+    fn purge_removes_whole_sealed_segments_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = SegmentLog::open(dir.path(), 120, 1).unwrap();
+        for batch_idx in 0..12 {
+            log.append(&bodies(1, batch_idx)).unwrap();
+        }
+        log.flush(true).unwrap();
+        let firsts: Vec<u64> = log.segments().iter().map(|seg| seg.first_index).collect();
+        assert!(firsts.len() > 3, "{firsts:?}");
+        // An index inside the second segment removes only the first.
+        assert_eq!(log.purge_through(firsts[1]).unwrap(), firsts[1]);
+        assert_eq!(log.purge_through(firsts[1]).unwrap(), firsts[1]);
+        // Past the end: everything but the active segment.
+        let active = *firsts.last().unwrap();
+        assert_eq!(log.purge_through(u64::MAX - 1).unwrap(), active);
+        assert_eq!(log.last_index(), 12);
+        drop(log);
+        let (log, _) = SegmentLog::open(dir.path(), 120, 1).unwrap();
+        assert_eq!((log.first_index(), log.last_index()), (active, 12));
+        let scanned: Vec<u64> = log.scan(active).unwrap().iter().map(|f| f.index).collect();
+        assert_eq!(scanned, (active..=12).collect::<Vec<_>>());
     }
 }
