@@ -24,8 +24,13 @@ use crate::event::{Event, EventId, Hash, Position, Version};
 
 /// The record format version this build writes.
 pub const RECORD_VERSION: u8 = 1;
-/// The record kind of an event. Other kinds are refused as unknown.
+/// The record kind of an event. Other kinds are refused as unknown by [`decode`].
 pub const KIND_EVENT: u8 = 1;
+/// The record kind of an applied mark: the body of a segment mark frame that records the last
+/// replicated log entry applied when the entries after the last event wrote nothing.
+pub const KIND_APPLIED: u8 = 2;
+/// Bytes of an applied mark record: version, kind, term, index.
+const APPLIED_RECORD_BYTES: usize = 2 + 16;
 /// Bytes before the header: record version, kind, header length.
 pub const RECORD_PREFIX_BYTES: usize = 6;
 const HASH_BYTES: usize = 32;
@@ -112,6 +117,33 @@ pub fn encode(event: &Event, prev_hash: &Hash, trailer: Option<&Trailer>) -> (Ve
         "record_len matches what encode writes"
     );
     (out, hash)
+}
+
+/// The record of an applied mark.
+pub fn encode_applied(entry: EntryId) -> Vec<u8> {
+    let mut out = Vec::with_capacity(APPLIED_RECORD_BYTES);
+    out.push(RECORD_VERSION);
+    out.push(KIND_APPLIED);
+    out.extend_from_slice(&entry.term.to_le_bytes());
+    out.extend_from_slice(&entry.index.to_le_bytes());
+    out
+}
+
+/// Decodes what [`encode_applied`] wrote.
+pub fn decode_applied(record: &[u8]) -> Result<EntryId, String> {
+    if record.len() != APPLIED_RECORD_BYTES
+        || record[0] != RECORD_VERSION
+        || record[1] != KIND_APPLIED
+    {
+        return Err(format!(
+            "a mark of {} bytes is not an applied record",
+            record.len()
+        ));
+    }
+    Ok(EntryId {
+        term: u64::from_le_bytes(record[2..10].try_into().expect("8 bytes")),
+        index: u64::from_le_bytes(record[10..18].try_into().expect("8 bytes")),
+    })
 }
 
 /// The hash of one event: blake3 over the previous hash of its entity, the record version and

@@ -51,6 +51,11 @@ pub const FRAME_HEADER_BYTES: u64 = 17;
 pub const FRAME_BODY_BYTES_MAX: u32 = 64 * 1024 * 1024;
 /// Flag bit set on the last frame of each batch; recovery keeps only whole batches.
 pub const FLAG_BATCH_END: u8 = 0b0000_0001;
+/// Flag bit of a mark: a frame that is not an entry of the log and takes no index (its index
+/// field is the index the next entry will take). A mark is a batch of its own. The log's owner
+/// keeps bookkeeping in marks (the event store: the last replicated entry applied when it wrote
+/// no event); readers by index never see them, and a scan yields them with this flag set.
+pub const FLAG_MARK: u8 = 0b0000_0010;
 
 const SEGMENT_EXTENSION: &str = "seg";
 /// Bytes read at a time when recovery looks past the last whole batch of the active segment.
@@ -82,7 +87,7 @@ impl FrameLoc {
 pub struct Frame {
     /// The frame's index in the log.
     pub index: u64,
-    /// The frame's flags ([`FLAG_BATCH_END`]).
+    /// The frame's flags ([`FLAG_BATCH_END`], [`FLAG_MARK`]).
     pub flags: u8,
     /// Where the frame lives.
     pub loc: FrameLoc,
@@ -338,7 +343,10 @@ impl SegmentLog {
             batch_bytes += FRAME_HEADER_BYTES + body.len() as u64;
         }
         let mut appended = Appended::default();
-        let has_frames = self.active_len > SEGMENT_HEADER_BYTES;
+        // Marks take no index, so a segment that holds only marks must not be sealed: the next
+        // one would start at the same index, under the same name.
+        let active_first = *self.firsts.last().expect("a log has at least one segment");
+        let has_frames = self.next_index > active_first;
         if has_frames && self.active_len + batch_bytes > self.segment_bytes {
             appended.sealed = Some(self.roll()?);
         }
@@ -362,6 +370,41 @@ impl SegmentLog {
             self.next_index += 1;
         }
         Ok(appended)
+    }
+
+    /// Buffers a mark ([`FLAG_MARK`]): a frame that takes no index, in the active segment
+    /// (it never rolls the log). Nothing reaches the file until [`SegmentLog::flush`].
+    pub fn append_mark(&mut self, body: &[u8]) -> Result<FrameLoc> {
+        let body_len = u32::try_from(body.len())
+            .ok()
+            .filter(|&len| len <= FRAME_BODY_BYTES_MAX)
+            .ok_or_else(|| {
+                Error::InvalidInput(format!(
+                    "mark body of {} bytes exceeds FRAME_BODY_BYTES_MAX ({FRAME_BODY_BYTES_MAX})",
+                    body.len()
+                ))
+            })?;
+        let loc = FrameLoc {
+            segment: *self.firsts.last().expect("a log has at least one segment"),
+            offset: self.active_len,
+            body_len,
+        };
+        encode_frame(
+            &mut self.buffer,
+            self.next_index,
+            FLAG_BATCH_END | FLAG_MARK,
+            body,
+        );
+        self.active_len = loc.end();
+        Ok(loc)
+    }
+
+    /// The segment the next frame goes to, and where the flushed frames end in it.
+    pub fn end(&self) -> (u64, u64) {
+        (
+            *self.firsts.last().expect("a log has at least one segment"),
+            self.active_len - self.buffer.len() as u64,
+        )
     }
 
     /// Writes buffered frames to the active file and, if `durable`, waits for them to reach the
@@ -404,7 +447,8 @@ impl SegmentLog {
         self.faults = faults;
     }
 
-    /// Removes every frame after `index` (keeping `index` itself), deleting later segments whole;
+    /// Removes every entry after `index` (keeping `index` itself, and the marks written before
+    /// the next entry), deleting later segments whole;
     /// `index` may be as low as `first_index() - 1` (keep nothing). The cut may reach into a
     /// sealed segment (a replica dropping entries a new leader does not have), which then
     /// becomes the active one. A sealed segment is never cut in place: a checkpoint may share
@@ -448,7 +492,8 @@ impl SegmentLog {
         let mut cut = SEGMENT_HEADER_BYTES;
         for frame in FrameIter::new(&file, &path, first, frames_end) {
             let frame = frame?;
-            if frame.index > index {
+            // Marks written after entry `index` and before the next entry stay with it.
+            if frame.index > index && frame.flags & FLAG_MARK == 0 {
                 break;
             }
             cut = frame.loc.end();
@@ -941,7 +986,9 @@ impl Iterator for FrameIter<'_> {
         match frame {
             Some(frame) => {
                 self.offset = frame.loc.end();
-                self.next_index += 1;
+                if frame.flags & FLAG_MARK == 0 {
+                    self.next_index += 1;
+                }
                 Some(Ok(frame))
             }
             None => {
@@ -1020,7 +1067,9 @@ fn scan_tail(file: &File, path: &Path, first_index: u64) -> Result<Tail> {
     let mut next_index = first_index;
     while let Some(frame) = read_frame_at(file, file_len, offset, first_index, next_index) {
         offset = frame.loc.end();
-        next_index += 1;
+        if frame.flags & FLAG_MARK == 0 {
+            next_index += 1;
+        }
         if frame.flags & FLAG_BATCH_END != 0 {
             end = offset;
             tail_index = next_index;
@@ -1122,7 +1171,7 @@ fn scan_after(
                 }
                 .end();
                 if (min_index..=max_index).contains(&header.index)
-                    && header.flags & !FLAG_BATCH_END == 0
+                    && header.flags & !(FLAG_BATCH_END | FLAG_MARK) == 0
                     && frame_end <= end
                     && read_frame_at(file, end, candidate, segment, header.index).is_some()
                 {
@@ -1749,5 +1798,50 @@ mod tests {
         assert_eq!((log.first_index(), log.last_index()), (active, 12));
         let scanned: Vec<u64> = log.scan(active).unwrap().iter().map(|f| f.index).collect();
         assert_eq!(scanned, (active..=12).collect::<Vec<_>>());
+    }
+
+    /// Marks take no index: entries around them are numbered as if they were not there, a
+    /// scan yields them flagged, a log of marks alone never rolls, and a cut drops the marks
+    /// after it.
+    #[test]
+    fn marks_take_no_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = SegmentLog::open(dir.path(), 120, 1).unwrap();
+        for _ in 0..20 {
+            log.append_mark(b"mark").unwrap();
+        }
+        log.flush(true).unwrap();
+        assert_eq!(log.segments().len(), 1, "marks alone never roll");
+        log.append(&bodies(1, 1)).unwrap();
+        log.append_mark(b"after 1").unwrap();
+        log.append(&bodies(1, 2)).unwrap();
+        log.append_mark(b"after 2").unwrap();
+        log.flush(true).unwrap();
+        assert_eq!(log.last_index(), 2);
+        drop(log);
+        let (mut log, recovery) = SegmentLog::open(dir.path(), 120, 1).unwrap();
+        assert_eq!(recovery, Recovery::default());
+        assert_eq!(log.last_index(), 2);
+        let frames: Vec<(u64, bool)> = log
+            .segments()
+            .iter()
+            .flat_map(|seg| log.scan(seg.first_index).unwrap())
+            .map(|frame| (frame.index, frame.flags & FLAG_MARK != 0))
+            .filter(|(_, mark)| !mark)
+            .collect();
+        assert_eq!(frames, [(1, false), (2, false)]);
+        // A cut keeps the entries up to the index and the marks written before the next entry;
+        // the entries after it go, and the marks written after those.
+        log.truncate_after(1).unwrap();
+        assert_eq!(log.last_index(), 1);
+        let bodies_left: Vec<Vec<u8>> = log
+            .segments()
+            .iter()
+            .flat_map(|seg| log.scan(seg.first_index).unwrap())
+            .map(|frame| frame.body)
+            .collect();
+        assert!(bodies_left.contains(&b"after 1".to_vec()));
+        assert!(!bodies_left.contains(&b"after 2".to_vec()));
+        assert!(!bodies_left.contains(&vec![2u8; 10]));
     }
 }

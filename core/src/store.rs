@@ -242,13 +242,15 @@ impl Shared {
     }
 }
 
-/// What readers may see: the committed head, the log digest at it, and the last replicated
-/// log entry recorded at or before it.
+/// What readers may see: the committed head, the log digest at it, the last replicated log
+/// entry recorded at or before it, and where its frames end on disk.
 #[derive(Clone, Copy, Debug)]
 struct Committed {
     head: u64,
     digest: Hash,
     entry: Option<EntryId>,
+    /// The segment the group ended in and the offset its frames (marks included) end at.
+    end: (u64, u64),
 }
 
 /// A gate in force.
@@ -370,6 +372,7 @@ impl Store {
                 head,
                 digest,
                 entry: applied,
+                end: log.end(),
             }),
             head_moved: Condvar::new(),
             closed: AtomicBool::new(false),
@@ -542,10 +545,12 @@ impl Store {
     }
 
     /// The last replicated log entry applied with [`Store::apply_at`], `None` before the first.
-    /// After a restart it is the last one whose effects are on disk: an entry that wrote events
-    /// is recorded with them; an entry that wrote nothing (a refusal, a no-op) leaves no record,
-    /// so after a crash `applied` may name an earlier entry, and re-applying the entries after
-    /// it reaches the same state and answers (each was decided on the same log).
+    /// After a restart it is the last one on disk: an entry that wrote events is recorded in
+    /// the trailer of its first one; when the last entries of a write group wrote nothing (a
+    /// refusal, a no-op), an applied mark (a frame that takes no position) records the last of
+    /// them with the group. What a crash takes back was not yet durable, so `applied` may then
+    /// name an earlier entry, and re-applying the entries after it reaches the same state and
+    /// answers (each is decided on the same log).
     pub fn applied(&self) -> Option<EntryId> {
         *self.shared.applied.lock().expect("applied lock poisoned")
     }

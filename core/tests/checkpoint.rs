@@ -184,10 +184,10 @@ fn the_manifest_names_the_last_entry_applied_and_sync_returns_it() {
         );
         let checkpoints = tempfile::tempdir().unwrap();
         let manifest = store.checkpoint(checkpoints.path().join("c")).unwrap();
-        // The last entry recorded with what it wrote: the no-op wrote nothing.
-        assert_eq!(manifest.applied, Some(EntryId { term: 2, index: 5 }));
+        // The no-op wrote no event, but an applied mark records it, and the copy holds it.
+        assert_eq!(manifest.applied, Some(EntryId { term: 2, index: 6 }));
         assert_eq!(manifest.position, Position(5));
         let copy = Store::open(checkpoints.path().join("c"), config()).unwrap();
-        assert_eq!(copy.applied(), Some(EntryId { term: 2, index: 5 }));
+        assert_eq!(copy.applied(), Some(EntryId { term: 2, index: 6 }));
     }
 }

@@ -645,3 +645,72 @@ fn a_store_with_rust_gates_refuses_replicated_apply() {
     assert!(matches!(err, Error::Unreplicable(_)), "{err}");
     assert!(!err.is_deterministic());
 }
+
+/// An entry that writes nothing (a no-op, a refusal) leaves an applied mark, so `applied()`
+/// names it after a restart; the mark takes no position, and a later append follows on.
+#[test]
+fn entries_that_write_nothing_are_still_applied_after_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = || Config {
+        segment_bytes: causeway_core::limits::SEGMENT_BYTES_MIN,
+        ..Config::default()
+    };
+    let store = Store::open(dir.path(), config()).unwrap();
+    let conditional = |event_id: u128| {
+        Command::append(
+            timestamp(event_id as u64),
+            Append {
+                expected: vec![Expected {
+                    scope: "acme".to_string(),
+                    entity: "e".to_string(),
+                    version: ExpectedVersion::NoStream,
+                }],
+                ..Append::new(vec![NewEvent {
+                    id: Some(id(event_id)),
+                    ..NewEvent::new("acme", "e", "T", b"x".to_vec())
+                }])
+            },
+        )
+    };
+    let entry = |index| EntryId { term: 4, index };
+    store.apply_at(entry(1), conditional(1)).unwrap();
+    store.apply_at(entry(2), Command::noop()).unwrap();
+    drop(store);
+    let store = Store::open(dir.path(), config()).unwrap();
+    assert_eq!(store.applied(), Some(entry(2)));
+    assert_eq!(store.head(), Position(1));
+    // A refusal moves it too.
+    assert!(matches!(
+        store.apply_at(entry(3), conditional(2)),
+        Err(Error::Conflict { .. })
+    ));
+    drop(store);
+    let store = Store::open(dir.path(), config()).unwrap();
+    assert_eq!(store.applied(), Some(entry(3)));
+    assert!(matches!(
+        store.apply_at(entry(3), Command::noop()),
+        Err(Error::AlreadyApplied { .. })
+    ));
+    // Many marks, then enough events to roll segments: positions stay dense.
+    for index in 4..200 {
+        store.apply_at(entry(index), Command::noop()).unwrap();
+    }
+    for index in 200..260u64 {
+        let command = Command::append(
+            timestamp(index),
+            Append::new(vec![NewEvent {
+                id: Some(id(u128::from(index))),
+                ..NewEvent::new("acme", "f", "T", vec![b'y'; 100])
+            }]),
+        );
+        store.apply_at(entry(index), command).unwrap();
+    }
+    store.apply_at(entry(260), Command::noop()).unwrap();
+    let head = store.head();
+    assert_eq!(head, Position(61));
+    drop(store);
+    let store = Store::open(dir.path(), config()).unwrap();
+    assert_eq!(store.applied(), Some(entry(260)));
+    assert_eq!(store.head(), head);
+    assert_eq!(store.verify().unwrap().first_break, None);
+}

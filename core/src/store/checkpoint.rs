@@ -5,8 +5,9 @@
 //! A checkpoint is taken at the committed head `P` read once at the start. Sealed segments
 //! never change, so each one that lies wholly at or before `P` is hard-linked (copied where
 //! the file system cannot link), with its `.idx` sidecar when it has one. The segment that
-//! holds `P` is copied up to the end of `P`'s frame: the committed prefix, which the writer
-//! never rewrites (it appends after it, or rolls to a new segment). Nothing after `P` is in the
+//! holds `P` is copied up to where the committed frames end (`P`'s, or an applied mark after
+//! it): the committed prefix, which the writer never rewrites (it appends after it, or rolls
+//! to a new segment). Nothing after `P` is in the
 //! copy, so opening it gives the head `P` and the digest the store had at `P`.
 //!
 //! The manifest (`CHECKPOINT`, JSON) names the position, the digest, the last replicated log
@@ -120,12 +121,12 @@ impl Store {
             head,
             digest,
             entry,
+            end: (end_segment, end_offset),
         } = self.committed();
         let (segments, head_end) = {
             let index = self.shared.index.read().expect("index lock poisoned");
-            let segments = index.segments_through(head);
             let head_end = (head > 0).then(|| index.loc(head).end());
-            (segments, head_end)
+            (index.segments_through(head), head_end)
         };
         if dir.exists()
             && fs::read_dir(dir)
@@ -157,7 +158,14 @@ impl Store {
         }
         let from = segment::segment_path(&self.shared.events_dir, *last);
         let to = segment::segment_path(&events_dir, *last);
-        let prefix = head_end.unwrap_or(segment::SEGMENT_HEADER_BYTES);
+        // The committed frames end at `end_offset`, applied marks after the head's event
+        // included. A segment starts only with an event, so the head's segment is the one the
+        // committed group ended in; should it not be, the head's own frame ends the copy.
+        let prefix = if *last == end_segment {
+            end_offset
+        } else {
+            head_end.unwrap_or(segment::SEGMENT_HEADER_BYTES)
+        };
         copy_prefix(&from, &to, prefix)?;
         segment::sync_dir(&OsDisk, &events_dir)?;
         let mut files = Vec::new();

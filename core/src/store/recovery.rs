@@ -426,6 +426,12 @@ fn build_index(log: &SegmentLog, ignored_idx: &[u64]) -> Result<Attempt> {
             ..IdxBuffer::default()
         };
         for frame in log.scan(info.first_index)? {
+            if frame.flags & segment::FLAG_MARK != 0 {
+                let entry = codec::decode_applied(&frame.body)
+                    .map_err(|detail| Error::corrupt(&info.path, frame.loc.offset, detail))?;
+                keys.applied = Some(entry);
+                continue;
+            }
             let header = Header::parse(&frame.body)
                 .map_err(|detail| Error::corrupt(&info.path, frame.loc.offset, detail))?;
             insert_checked(&mut index, &header, frame.loc, &info.path)?;

@@ -150,6 +150,21 @@ impl Writer {
             let spent = Spent(std::mem::take(&mut self.spent));
             answers.push((request.done, answer, spent));
         }
+        // Entries that wrote nothing (a refusal, a no-op) still moved `applied`: a mark records
+        // the last of them with the group, so that `Store::applied` names it after a restart.
+        let applied = *self.shared.applied.lock().expect("applied lock poisoned");
+        if let Some(entry) = applied
+            && applied != self.last_entry
+            && self.shared.poisoned().is_none()
+        {
+            match self.log.append_mark(&codec::encode_applied(entry)) {
+                Ok(_) => {
+                    self.last_entry = applied;
+                    wrote = true;
+                }
+                Err(err) => self.shared.poison(&err),
+            }
+        }
         if wrote && self.shared.poisoned().is_none() {
             // A failure here poisons the store, and `finish` then answers none of the group's
             // requests with success.
@@ -171,6 +186,7 @@ impl Writer {
                     head: index.last(),
                     digest: index.digest(),
                     entry: self.last_entry,
+                    end: self.log.end(),
                 }
             }),
             answers,
