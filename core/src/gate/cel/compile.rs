@@ -262,7 +262,7 @@ fn children<'a>(expr: &'a Expr, visit: &mut impl FnMut(&'a IdedExpr)) {
             if let Some(target) = &call.target {
                 visit(target);
             }
-            call.args.iter().for_each(|arg| visit(arg));
+            call.args.iter().for_each(&mut *visit);
         }
         Expr::Comprehension(comprehension) => {
             visit(&comprehension.iter_range);
@@ -271,7 +271,7 @@ fn children<'a>(expr: &'a Expr, visit: &mut impl FnMut(&'a IdedExpr)) {
             visit(&comprehension.loop_step);
             visit(&comprehension.result);
         }
-        Expr::List(list) => list.elements.iter().for_each(|element| visit(element)),
+        Expr::List(list) => list.elements.iter().for_each(&mut *visit),
         Expr::Map(map) => {
             for entry in &map.entries {
                 if let EntryExpr::MapEntry(entry) = &entry.expr {

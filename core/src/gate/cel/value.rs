@@ -54,7 +54,8 @@ pub(crate) enum Type {
     Bytes,
     List,
     Map,
-    Type,
+    /// The type of types: what `type(int)` is.
+    Meta,
 }
 
 impl Type {
@@ -70,7 +71,7 @@ impl Type {
             "bytes" => Type::Bytes,
             "list" => Type::List,
             "map" => Type::Map,
-            "type" => Type::Type,
+            "type" => Type::Meta,
             _ => return None,
         })
     }
@@ -86,7 +87,7 @@ impl Type {
             Type::Bytes => "bytes",
             Type::List => "list",
             Type::Map => "map",
-            Type::Type => "type",
+            Type::Meta => "type",
         }
     }
 }
@@ -107,7 +108,7 @@ impl Value {
             Value::Bytes(_) => Type::Bytes,
             Value::List(_) => Type::List,
             Value::Map(_) => Type::Map,
-            Value::Type(_) => Type::Type,
+            Value::Type(_) => Type::Meta,
         }
     }
 
