@@ -203,8 +203,13 @@ fn parse_error(source: &str, errors: &cel::ParseErrors) -> Error {
     let Some(first) = errors.errors.first() else {
         return Error::InvalidInput("cel expression does not compile".to_string());
     };
-    if first.msg.contains("Recursion limit") {
-        // The parser stops at its own nesting limit, which is ours.
+    if errors
+        .errors
+        .iter()
+        .any(|error| error.msg.contains("Recursion limit"))
+    {
+        // The parser stops at its own nesting limit, which is ours; what it reports after
+        // that is noise from its error recovery.
         return too_deep(GATE_EXPRESSION_DEPTH_MAX as u64 + 1);
     }
     let (line, column) = first.pos;
