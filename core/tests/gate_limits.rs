@@ -203,13 +203,13 @@ fn expressions_at_the_depth_limit_are_registered_and_evaluated() {
         let result = store.append(Append::new(vec![json("w", "e", "{}")]));
         assert!(answered(&result), "{shape}: {result:?}");
     }
-    for terms in [GATE_EXPRESSION_DEPTH_MAX - 2] {
-        let expression = format!("1{} == {terms}", " + 1".repeat(terms - 1));
-        store.register_gate(cel("sum", &expression)).unwrap();
-        store
-            .append(Append::new(vec![json("w", "e", "{}")]))
-            .unwrap();
-    }
+    // The longest arithmetic chain: the comparison and 62 additions.
+    let terms = GATE_EXPRESSION_DEPTH_MAX - 1;
+    let expression = format!("1{} == {terms}", " + 1".repeat(terms - 1));
+    store.register_gate(cel("sum", &expression)).unwrap();
+    store
+        .append(Append::new(vec![json("w", "e", "{}")]))
+        .unwrap();
 }
 
 /// Every name must be a variable, a type or a comprehension variable in scope, and every
@@ -230,6 +230,11 @@ fn undefined_names_and_unknown_functions_are_refused_at_registration() {
         ("event.type.startsWith()", "startsWith"),
         ("timestamp('2024-01-01T00:00:00Z') > now_ms", "timestamp"),
         (long_name.as_str(), "nnnn"),
+        ("event.type.matches('(')", "invalid"),
+        (
+            r"event.type.matches('\\w{500}\\w{500}')",
+            "CEL_REGEX_BYTES_MAX",
+        ),
     ];
     for (expression, named) in cases {
         match store.register_gate(cel("names", expression)) {
@@ -260,8 +265,8 @@ fn syntax_errors_are_short() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     for expression in [
-        format!("{}", "1 + ) ".repeat(GATE_EXPRESSION_BYTES_MAX / 6)),
-        format!("{}", "-(".repeat(GATE_EXPRESSION_BYTES_MAX / 2)),
+        "1 + ) ".repeat(GATE_EXPRESSION_BYTES_MAX / 6),
+        "-(".repeat(GATE_EXPRESSION_BYTES_MAX / 2),
         format!(
             "event.type == {}",
             "'".repeat(GATE_EXPRESSION_BYTES_MAX - 20)
