@@ -26,6 +26,15 @@ fn main() {
         }
         body
     };
+    let nested_7 = {
+        let vars = ["a", "b", "c", "d", "e", "f", "g"];
+        let mut body = format!("{} >= 0", vars.join(" + "));
+        for var in vars.iter().rev() {
+            body = format!("{ten}.all({var}, {body})");
+        }
+        body
+    };
+    let sum_1500 = format!("1{} > 0", "+1".repeat(1499));
     let arithmetic = format!("1{} > 0", " + 1".repeat(62));
     let lists = format!("size({}1{}) > 0", "[".repeat(61), "]".repeat(61));
     let maps = format!("size({}1{}) > 0", "{1: ".repeat(61), "}".repeat(61));
@@ -81,6 +90,7 @@ fn main() {
     );
     let cases: Vec<(&str, Vec<String>, &str, usize, usize)> = vec![
         ("no gate (baseline)", vec![], "{}", 1, 0),
+        ("1,500-term sum (3 KB)", vec![sum_1500], "{}", 1, 0),
         (
             "arithmetic chain at the depth limit",
             vec![arithmetic],
@@ -90,6 +100,13 @@ fn main() {
         ),
         ("nested lists at the depth limit", vec![lists], "{}", 1, 0),
         ("nested maps at the depth limit", vec![maps], "{}", 1, 0),
+        (
+            "7 nested all() over 10 elements",
+            vec![nested_7],
+            "{}",
+            1,
+            0,
+        ),
         (
             "8 nested all() over 10 elements",
             vec![nested_all],
@@ -190,6 +207,80 @@ fn main() {
             continue;
         }
         measure(name, &expressions, payload, n_events, n_log);
+    }
+    if only.is_empty() || only == "registration" {
+        measure_registration();
+    }
+}
+
+/// Times `Store::register_gate` for the largest expressions that compile. The caller's thread
+/// compiles the definition (and refuses a bad one before it is queued); the writer takes that
+/// compiled gate when it applies the registration, so its share is the append alone. A
+/// registration applied through replication is compiled on the writer.
+fn measure_registration() {
+    let limit = causeway_core::limits::GATE_EXPRESSION_BYTES_MAX;
+    let shapes: Vec<(&str, String)> = vec![
+        ("4 KiB `true && true && ...`", {
+            let mut text = "true".to_string();
+            while text.len() + 8 <= limit {
+                text.push_str(" && true");
+            }
+            text
+        }),
+        ("4 KiB list literal `[1,1,...]`", {
+            let mut text = "size([1".to_string();
+            while text.len() + 8 <= limit {
+                text.push_str(",1");
+            }
+            text + "]) > 0"
+        }),
+        ("4 KiB of `event.tags.exists(t, t == 'a') || ...`", {
+            let term = "event.tags.exists(t, t == 'a')";
+            let mut text = term.to_string();
+            while text.len() + term.len() + 4 <= limit {
+                text.push_str(" || ");
+                text.push_str(term);
+            }
+            text
+        }),
+    ];
+    println!();
+    println!(
+        "{:<52} {:>9} {:>9}",
+        "registration (compiled by the caller)", "min ms", "max ms"
+    );
+    for (name, expression) in shapes {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            dir.path(),
+            Config {
+                durability: Durability::Relaxed,
+                ..Config::default()
+            },
+        )
+        .unwrap();
+        let mut times = Vec::new();
+        for _ in 0..5 {
+            let started = Instant::now();
+            store
+                .register_gate(GateDefinition {
+                    name: "g".to_string(),
+                    scopes: vec![],
+                    types: vec![],
+                    rule: Rule::Cel {
+                        expression: expression.clone(),
+                    },
+                })
+                .unwrap();
+            times.push(started.elapsed());
+        }
+        times.sort();
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        println!(
+            "{name:<52} {:>9.3} {:>9.3}",
+            ms(times[0]),
+            ms(times[times.len() - 1])
+        );
     }
 }
 

@@ -287,6 +287,12 @@ struct Shared {
     events_dir: PathBuf,
     /// The gates in force, by name. Only the writer changes it.
     gates: RwLock<BTreeMap<String, Installed>>,
+    /// Gates that [`Store::register_gate`] compiled on its caller's thread, waiting for the
+    /// writer to apply their registration, so the writer does not parse them again: a 4 KiB
+    /// expression takes tens of milliseconds to parse, and every append waits for the writer.
+    /// A command applied through replication finds none here and compiles on the writer. At
+    /// most [`COMPILED_WAITING_MAX`] entries; the oldest is dropped first.
+    compiled: Compiled,
     /// Why the store refuses writes, once a write or sync has failed.
     poisoned: Mutex<Option<String>>,
     /// The counter of the ids this store assigns, so that they ascend (see `Ids::get`).
@@ -406,6 +412,7 @@ impl Store {
             durability: config.durability,
             events_dir,
             gates: RwLock::new(BTreeMap::new()),
+            compiled: Mutex::new(Vec::new()),
             poisoned: Mutex::new(None),
             ids: Mutex::new(uuid::ContextV7::new()),
         });
@@ -488,7 +495,7 @@ impl Store {
     /// the log, so it is audited, survives restarts, and is enforced by every replica from the
     /// same position. A definition that does not compile is refused with the reason.
     pub fn register_gate(&self, definition: GateDefinition) -> Result<Receipt> {
-        definition.compile()?;
+        let gate = definition.compile()?;
         {
             let gates = self.shared.gates.read().expect("gate set lock poisoned");
             if gates
@@ -510,7 +517,15 @@ impl Store {
             }
         }
         let payload = serde_json::to_vec(&definition).expect("definitions serialize");
-        self.append_system(&definition.name, GATE_EVENT_REGISTERED, payload)
+        let name = definition.name.clone();
+        {
+            let mut compiled = self.shared.compiled.lock().expect("compiled lock poisoned");
+            if compiled.len() >= COMPILED_WAITING_MAX {
+                compiled.remove(0);
+            }
+            compiled.push((definition, gate));
+        }
+        self.append_system(&name, GATE_EVENT_REGISTERED, payload)
     }
 
     /// Removes a registered gate by appending a removal to the log.
@@ -1235,14 +1250,27 @@ fn load_gates(shared: &Shared, rust_gates: &[RustGate]) -> Result<()> {
     };
     for &position in &state.positions {
         let event = writer::read_at(shared, position, index.loc(position))?;
-        apply_gate_event(&mut gates, &event);
+        apply_gate_event(&mut gates, &event, None);
     }
     Ok(())
 }
 
+/// Compiled gates kept for the writer (see `Shared::compiled`): registrations in flight at
+/// once, beyond which the writer compiles again.
+const COMPILED_WAITING_MAX: usize = 64;
+
+/// Gates compiled ahead of the writer, with the definitions they were compiled from.
+type Compiled = Mutex<Vec<(GateDefinition, Arc<dyn Gate>)>>;
+
 /// Applies one gate registration or removal to the gate set. Definitions were checked when they
-/// were registered; one that no longer compiles (after an upgrade) is logged and skipped.
-fn apply_gate_event(gates: &mut BTreeMap<String, Installed>, event: &Event) {
+/// were registered; one that no longer compiles (after an upgrade) is logged and skipped. A
+/// definition found in `compiled` (compiled from the same definition, so the same gate) is
+/// taken from there instead of compiled again.
+fn apply_gate_event(
+    gates: &mut BTreeMap<String, Installed>,
+    event: &Event,
+    compiled: Option<&Compiled>,
+) {
     if !writer::is_gate_event(event) {
         return;
     }
@@ -1274,7 +1302,14 @@ fn apply_gate_event(gates: &mut BTreeMap<String, Installed>, event: &Event) {
         );
         return;
     }
-    match definition.compile() {
+    let precompiled = compiled.and_then(|compiled| {
+        let mut compiled = compiled.lock().expect("compiled lock poisoned");
+        let found = compiled
+            .iter()
+            .position(|(other, _)| *other == definition)?;
+        Some(compiled.remove(found).1)
+    });
+    match precompiled.map_or_else(|| definition.compile(), Ok) {
         Ok(gate) => {
             let installed = Installed {
                 version: event.position.0,

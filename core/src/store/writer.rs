@@ -637,7 +637,7 @@ impl Writer {
     /// Installs or removes a gate registered through the log.
     fn apply_system_event(&self, event: &Event) {
         let mut gates = self.shared.gates.write().expect("gate set lock poisoned");
-        super::apply_gate_event(&mut gates, event);
+        super::apply_gate_event(&mut gates, event, Some(&self.shared.compiled));
     }
 
     /// The receipt of a keyed append that was already committed.

@@ -47,8 +47,8 @@ const MAP_ENTRY_STEPS: u64 = 4;
 /// Steps per candidate event a `count` or `exists` examines in the index: a seek in each
 /// posting list of the query, and for an entity prefix that matches too many entities to
 /// resolve one by one, a lookup and comparison of the candidate's entity name (measured at
-/// 100 to 130 ns per candidate, four times a typical step).
-const CANDIDATE_STEPS: u64 = 4;
+/// 100 to 130 ns per candidate, four to six times a typical step).
+const CANDIDATE_STEPS: u64 = 6;
 /// Steps to compile a regular expression whose pattern is computed during evaluation (a
 /// literal pattern is compiled once, at registration), plus one step per pattern byte.
 const REGEX_COMPILE_STEPS: u64 = 2_000;
