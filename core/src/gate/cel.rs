@@ -5,11 +5,11 @@
 //! module checks and evaluates it, because a gate runs on the store's one writer thread and a
 //! client must not be able to stop or stall that thread with one:
 //!
-//! - [`compile`] parses on a thread of its own with a large stack, refuses an expression nested
+//! - `compile` parses on a thread of its own with a large stack, refuses an expression nested
 //!   deeper than [`GATE_EXPRESSION_DEPTH_MAX`] or larger than [`GATE_EXPRESSION_NODES_MAX`]
 //!   nodes (`LimitExceeded`), and refuses undefined names and unknown functions
 //!   (`InvalidInput`), so what reaches the writer is shallow and fully resolved.
-//! - [`eval`] charges every step to the append's [`Budget`] of [`GATE_EVAL_STEPS_MAX`], shared
+//! - `eval` charges every step to the append's [`Budget`] of [`GATE_EVAL_STEPS_MAX`], shared
 //!   by every gate and every event of the append; exhausting it refuses the append with
 //!   `LimitExceeded`. The store facts scan the index with what is left of it.
 //!

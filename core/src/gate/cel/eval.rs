@@ -144,6 +144,12 @@ impl Machine<'_> {
         self.charge(1 + bytes as u64 / STRING_BYTES_PER_STEP)
     }
 
+    /// CEL equality, charging each comparison before it is made.
+    fn equal(&self, left: &Value, right: &Value) -> Eval<bool> {
+        let budget = self.activation.budget;
+        equal(left, right, &mut |steps| budget.charge(steps).is_ok()).ok_or(Fault::Exhausted)
+    }
+
     /// Evaluates, keeping a CEL error as a value; only exhaustion stops.
     fn soft(&mut self, node: &Node) -> Eval<Soft> {
         match self.eval(node) {
@@ -351,9 +357,7 @@ impl Machine<'_> {
                 other => error(format!("no such overload: -{}", type_name(other))),
             },
             (Func::Eq | Func::Ne, [a, b]) => {
-                let mut compared = 0;
-                let same = equal(a, b, &mut compared);
-                self.charge(compared)?;
+                let same = self.equal(a, b)?;
                 Ok(Value::Bool(same == matches!(func, Func::Eq)))
             }
             (Func::Lt | Func::Le | Func::Gt | Func::Ge, [a, b]) => {
@@ -375,10 +379,7 @@ impl Machine<'_> {
             (Func::In, [needle, haystack]) => match haystack {
                 Value::List(list) => {
                     for item in list.iter() {
-                        let mut compared = 0;
-                        let found = equal(needle, item, &mut compared);
-                        self.charge(compared)?;
-                        if found {
+                        if self.equal(needle, item)? {
                             return Ok(Value::Bool(true));
                         }
                     }

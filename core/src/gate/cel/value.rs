@@ -10,8 +10,8 @@
 //! - Equality is CEL's: numbers compare by value across int, uint and double; values of other
 //!   different types are unequal rather than an error. Ordering is defined for numbers,
 //!   strings, bytes and bools only.
-//! - Nothing here charges the budget; the evaluator charges before it calls in, by the sizes
-//!   it passes.
+//! - Nothing here holds the budget: the evaluator charges before it calls in, and equality,
+//!   whose work depends on the values' shapes, asks the evaluator before each comparison.
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -164,33 +164,58 @@ pub(crate) fn map_get<'m>(map: &'m BTreeMap<Key, Value>, key: &Value) -> Option<
         .or_else(|| as_uint.and_then(|u| map.get(&Key::UInt(u))))
 }
 
-/// CEL equality. Returns the number of elements it compared too, for the budget.
-pub(crate) fn equal(left: &Value, right: &Value, compared: &mut u64) -> bool {
-    *compared += 1;
-    match (left, right) {
+/// CEL equality. `charge` is called with the steps each comparison costs before it is made
+/// (one per element, one per 64 bytes of a string or bytes value); once it returns false the
+/// comparison stops and the result is `None`.
+pub(crate) fn equal(
+    left: &Value,
+    right: &Value,
+    charge: &mut impl FnMut(u64) -> bool,
+) -> Option<bool> {
+    if !charge(1) {
+        return None;
+    }
+    Some(match (left, right) {
         (Value::Null, Value::Null) => true,
         (Value::Bool(a), Value::Bool(b)) => a == b,
         (Value::String(a), Value::String(b)) => {
-            *compared += (a.len().min(b.len()) / 64) as u64;
+            if !charge((a.len().min(b.len()) / 64) as u64) {
+                return None;
+            }
             a == b
         }
         (Value::Bytes(a), Value::Bytes(b)) => {
-            *compared += (a.len().min(b.len()) / 64) as u64;
+            if !charge((a.len().min(b.len()) / 64) as u64) {
+                return None;
+            }
             a == b
         }
         (Value::List(a), Value::List(b)) => {
-            a.len() == b.len() && a.iter().zip(b.iter()).all(|(x, y)| equal(x, y, compared))
+            if a.len() != b.len() {
+                return Some(false);
+            }
+            for (x, y) in a.iter().zip(b.iter()) {
+                if !equal(x, y, charge)? {
+                    return Some(false);
+                }
+            }
+            true
         }
         (Value::Map(a), Value::Map(b)) => {
-            a.len() == b.len()
-                && a.iter().all(|(key, value)| {
-                    b.get(key)
-                        .is_some_and(|other| equal(value, other, compared))
-                })
+            if a.len() != b.len() {
+                return Some(false);
+            }
+            for (key, value) in a.iter() {
+                match b.get(key) {
+                    Some(other) if equal(value, other, charge)? => {}
+                    _ => return Some(false),
+                }
+            }
+            true
         }
         (Value::Type(a), Value::Type(b)) => a == b,
         _ => compare_numbers(left, right) == Some(Ordering::Equal),
-    }
+    })
 }
 
 /// CEL ordering, for `<`, `<=`, `>` and `>=`; `None` when the two cannot be ordered.
@@ -358,12 +383,12 @@ mod tests {
 
     #[test]
     fn numbers_compare_by_value_across_types() {
-        let mut n = 0;
-        assert!(equal(&Value::Int(1), &Value::UInt(1), &mut n));
-        assert!(equal(&Value::Double(1.0), &Value::Int(1), &mut n));
-        assert!(!equal(&Value::Double(1.5), &Value::Int(1), &mut n));
-        assert!(!equal(&Value::Int(-1), &Value::UInt(u64::MAX), &mut n));
-        assert!(!equal(&Value::string("1"), &Value::Int(1), &mut n));
+        let eq = |a: &Value, b: &Value| equal(a, b, &mut |_| true).expect("unbounded");
+        assert!(eq(&Value::Int(1), &Value::UInt(1)));
+        assert!(eq(&Value::Double(1.0), &Value::Int(1)));
+        assert!(!eq(&Value::Double(1.5), &Value::Int(1)));
+        assert!(!eq(&Value::Int(-1), &Value::UInt(u64::MAX)));
+        assert!(!eq(&Value::string("1"), &Value::Int(1)));
         assert_eq!(
             compare(&Value::Double(-0.5), &Value::Int(0)),
             Some(Ordering::Less)
