@@ -13,6 +13,7 @@
 //! scope), which name a built-in [`Rule`] or a CEL expression. A definition's version is the
 //! position of the event that registered it.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
@@ -36,6 +37,10 @@ pub struct Proposal<'a> {
     /// Every event of the append, bound or not. Earlier events of the same append are not yet
     /// in the [`View`]; a gate that counts or looks things up must look here too.
     pub append: &'a [Event],
+    /// The evaluation budget of the whole append, shared by every gate and every event it
+    /// judges. CEL gates charge each step of their evaluation to it; a Rust gate may charge its
+    /// own work, or ignore it.
+    pub budget: &'a Budget,
 }
 
 impl Proposal<'_> {
@@ -48,6 +53,82 @@ impl Proposal<'_> {
     }
 }
 
+/// Work an append's gates may do, in deterministic steps (see
+/// [`crate::limits::GATE_EVAL_STEPS_MAX`] for what a step is), shared by every gate that judges
+/// the append.
+///
+/// - Once spent past its maximum it stays exhausted: every further charge fails, and the
+///   writer refuses the append with [`Error::LimitExceeded`] naming the bound, whatever the
+///   gate answered.
+/// - Steps count work, never time, so every replica spends the same steps on the same append.
+#[derive(Debug)]
+pub struct Budget {
+    limit: &'static str,
+    max: u64,
+    spent: Cell<u64>,
+}
+
+/// A charge that took a [`Budget`] past its maximum.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Exhausted;
+
+impl Budget {
+    /// A budget of `max` steps, reported as the bound named `limit`.
+    pub fn new(limit: &'static str, max: u64) -> Budget {
+        Budget {
+            limit,
+            max,
+            spent: Cell::new(0),
+        }
+    }
+
+    /// Spends `steps`; fails once the total passes the maximum (and on every charge after).
+    pub fn charge(&self, steps: u64) -> std::result::Result<(), Exhausted> {
+        let spent = self.spent.get().saturating_add(steps);
+        self.spent.set(spent);
+        if spent > self.max {
+            return Err(Exhausted);
+        }
+        Ok(())
+    }
+
+    /// Steps spent so far (past the maximum once exhausted).
+    pub fn spent(&self) -> u64 {
+        self.spent.get()
+    }
+
+    /// Steps left before the budget is exhausted.
+    pub fn remaining(&self) -> u64 {
+        self.max.saturating_sub(self.spent.get())
+    }
+
+    /// Whether a charge has passed the maximum.
+    pub fn is_exhausted(&self) -> bool {
+        self.spent.get() > self.max
+    }
+
+    /// The error an append gets when its gates exhaust the budget.
+    pub fn error(&self, what: String) -> Error {
+        Error::LimitExceeded {
+            limit: self.limit,
+            max: self.max,
+            actual: self.spent.get(),
+            what,
+        }
+    }
+}
+
+/// What a bounded scan of the index found: see [`View::count_within`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Scan {
+    /// Matching events found, at most the `max` asked for.
+    pub found: u64,
+    /// Candidate events examined to find them.
+    pub examined: u64,
+    /// False when the scan stopped at its scan budget before it knew the answer.
+    pub complete: bool,
+}
+
 /// A read-only view of the store as of just before the proposal. It is valid only during the
 /// [`Gate::check`] call it is passed to: it sees events the writer has decided but not yet
 /// made durable, which a view kept for later may find unreadable or never committed.
@@ -58,9 +139,17 @@ pub trait View: Send + Sync {
     fn version(&self, scope: &str, entity: &str) -> Version;
     /// The last event of an entity, if any.
     fn last_event(&self, scope: &str, entity: &str) -> Result<Option<Event>>;
-    /// How many events after `after` match `filter`, counting no further than `max`.
-    fn count(&self, filter: &Filter, after: Position, max: u64) -> u64;
-    /// Whether any event after `after` matches `filter`.
+    /// How many events after `after` match `filter`, counting no further than `max` and
+    /// examining at most `scan_max` candidates from the index. A query on scopes, types and tags
+    /// examines only matching events; an entity prefix is checked candidate by candidate, so it
+    /// may examine many events per match.
+    fn count_within(&self, filter: &Filter, after: Position, max: u64, scan_max: u64) -> Scan;
+    /// How many events after `after` match `filter`, counting no further than `max`; exact,
+    /// however many candidates it examines.
+    fn count(&self, filter: &Filter, after: Position, max: u64) -> u64 {
+        self.count_within(filter, after, max, u64::MAX).found
+    }
+    /// Whether any event after `after` matches `filter`; exact.
     fn exists(&self, filter: &Filter, after: Position) -> bool {
         self.count(filter, after, 1) > 0
     }

@@ -59,6 +59,31 @@ pub const SEGMENT_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
 pub const GATE_NAME_BYTES_MAX: usize = 128;
 /// Bytes of a CEL gate expression.
 pub const GATE_EXPRESSION_BYTES_MAX: usize = 4096;
+/// Nesting depth of a CEL gate expression's syntax tree (a literal or a name is depth 1; each
+/// operator, call, selection, list, map or macro around it adds one). The parser and the
+/// evaluator recurse once per level, so this bounds the stack a gate can use on the writer
+/// thread: the evaluator's deepest frame chain at 64 levels is a few hundred KiB in a debug
+/// build, well inside the writer's 2 MiB stack. 64 is far more than hand-written rules need
+/// (`&&` and `||` chains are balanced by the parser, so 1,000 conditions are 11 levels), while
+/// an arithmetic chain `a + b + ...` is left-nested and may hold at most 63 terms.
+pub const GATE_EXPRESSION_DEPTH_MAX: usize = 64;
+/// Nodes in a CEL gate expression's syntax tree, after macros are expanded (each `all`,
+/// `exists`, `map` or `filter` adds about six nodes). A 4 KiB expression has at most a few
+/// thousand; this bounds the memory a registered gate holds.
+pub const GATE_EXPRESSION_NODES_MAX: usize = 8192;
+/// Evaluation steps all CEL gates together may take for one append, over all its events. A step
+/// is one syntax node evaluated, one comprehension iteration, one list or map element built,
+/// compared or scanned, 64 bytes of a string or bytes value built or scanned, 8 bytes of JSON
+/// payload decoded, one event a `count` or `exists` examines, and the regex work described in
+/// docs/GATES.md. There is one writer thread for the whole store, so this bounds how long one
+/// append's gates can hold every other append back: about 3 ms for the costliest expressions
+/// measured (docs/BENCHMARKS.md). An append over it is refused with
+/// [`crate::Error::LimitExceeded`] and nothing of it is written; a large append judged by
+/// costly gates may have to be split.
+pub const GATE_EVAL_STEPS_MAX: u64 = 100_000;
+/// Bytes of a compiled regular expression in a CEL gate (`matches`), the regex crate's
+/// `size_limit`; the same bound applies to its lazy DFA cache. Larger patterns are refused.
+pub const CEL_REGEX_BYTES_MAX: usize = 64 * 1024;
 /// Payload bytes a CEL gate decodes as JSON; a larger payload is `null` to the expression.
 pub const CEL_PAYLOAD_BYTES_MAX: usize = 64 * 1024;
 /// Store-fact calls (`count`, `exists`, `version`) in one CEL evaluation.

@@ -221,6 +221,12 @@ struct Shared {
     settings: RwLock<Settings>,
     /// The last replicated log entry applied (see [`Store::apply_at`]), durable or not.
     applied: Mutex<Option<EntryId>>,
+    /// Gates that [`Store::register_gate`] compiled on its caller's thread, waiting for the
+    /// writer to decide their registration, so the writer does not parse them again: a 4 KiB
+    /// expression takes tens of milliseconds to parse, and every append waits for the writer.
+    /// A command applied through replication finds none here and compiles on the writer. At
+    /// most [`COMPILED_WAITING_MAX`] entries; the oldest is dropped first.
+    compiled: Compiled,
     /// Why the store refuses writes, once a write or sync has failed.
     poisoned: Mutex<Option<String>>,
     /// The counter of the ids this store assigns, so that they ascend (see `Ids::get`).
@@ -235,6 +241,15 @@ impl Shared {
             tracing::error!(%err, "write failed; the store refuses further writes until reopened");
             *poisoned = Some(err.to_string());
         }
+    }
+
+    /// The gate [`Store::register_gate`] compiled from `definition`, if it is still waiting. A
+    /// gate compiled from an equal definition is the same gate, so the answer does not depend on
+    /// whether it is found.
+    fn take_compiled(&self, definition: &GateDefinition) -> Option<Arc<dyn Gate>> {
+        let mut compiled = self.compiled.lock().expect("compiled lock poisoned");
+        let found = compiled.iter().position(|(other, _)| other == definition)?;
+        Some(compiled.remove(found).1)
     }
 
     fn poisoned(&self) -> Option<String> {
@@ -383,6 +398,7 @@ impl Store {
             gates: RwLock::new(BTreeMap::new()),
             settings: RwLock::new(Settings::default()),
             applied: Mutex::new(applied),
+            compiled: Mutex::new(Vec::new()),
             poisoned: Mutex::new(None),
             ids: Mutex::new(uuid::ContextV7::new()),
         });
@@ -583,6 +599,17 @@ impl Store {
     /// [`GATES_MAX`] gates, with [`Error::LimitExceeded`]. Both are decided by the writer, so
     /// racing registrations cannot pass the bound.
     pub fn register_gate(&self, definition: GateDefinition) -> Result<Receipt> {
+        // Compiled here, on the caller's thread, so a definition that does not compile is
+        // refused without queueing, and the writer (which every append waits for) need not
+        // parse it again. The writer still decides the registration.
+        let gate = definition.compile()?;
+        {
+            let mut compiled = self.shared.compiled.lock().expect("compiled lock poisoned");
+            if compiled.len() >= COMPILED_WAITING_MAX {
+                compiled.remove(0);
+            }
+            compiled.push((definition.clone(), gate));
+        }
         let command = self.stamp_gate(definition)?;
         self.submit(command, None, Mode::Write)
     }
@@ -1185,3 +1212,10 @@ fn installed(position: u64, definition: GateDefinition, gate: Arc<dyn Gate>) -> 
         gate,
     }
 }
+
+/// Compiled gates kept for the writer (see `Shared::compiled`): registrations in flight at
+/// once, beyond which the writer compiles again.
+const COMPILED_WAITING_MAX: usize = 64;
+
+/// Gates compiled ahead of the writer, with the definitions they were compiled from.
+type Compiled = Mutex<Vec<(GateDefinition, Arc<dyn Gate>)>>;

@@ -7,7 +7,8 @@
 //! names it; receipts list the gates passed with their versions (the position of the registering
 //! event, 0 for Rust gates); definitions are `$system` events that survive a reopen, are replaced
 //! and removed by further events, and are never judged by gates themselves; a CEL gate is
-//! compiled at registration and its evaluation is bounded (fact calls, expression bytes); a gate
+//! compiled at registration and its evaluation is bounded (fact calls, expression bytes; the
+//! other bounds are in `gate_limits.rs`) and follows CEL's semantics; a gate
 //! that panics is a denial, not a dead writer; and two stores applying the same commands
 //! (registrations, removals, denials, idempotent retries) write byte-identical files.
 
@@ -1850,4 +1851,70 @@ fn racing_registrations_cannot_pass_gates_max() {
     assert_eq!(store.gates().len(), GATES_MAX);
     drop(Arc::into_inner(store).unwrap());
     assert_eq!(open(dir.path()).gates().len(), GATES_MAX);
+}
+
+/// The CEL a gate may use, as the language defines it: each expression must hold for an event
+/// with a JSON payload, and each in the second list must fail to evaluate (`CEL_ERROR`).
+#[test]
+fn a_cel_gate_follows_cel_semantics() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let payload =
+        r#"{"n": 3, "neg": -2, "x": 1.5, "s": "héllo", "items": [1, 2, 3], "m": {"k": "v"}}"#;
+    let holds = [
+        "1 + 2 * 3 == 7 && 7 / 2 == 3 && 7 % 2 == 1 && -7 / 2 == -3",
+        "1u + 2u == 3u && 2.5 * 2.0 == 5.0 && 1 == 1u && 1 == 1.0 && 2 > 1.5",
+        "'ab' + 'c' == 'abc' && b'ab' + b'c' == b'abc' && [1] + [2] == [1, 2]",
+        "'b' > 'a' && 'ab' < 'b' && true > false && null == null",
+        "size('héllo') == 5 && size(b'ab') == 2 && [1, 2].size() == 2 && size({1: 2}) == 1",
+        "event.payload.s.contains('ll') && event.payload.s.startsWith('hé') && event.payload.s.endsWith('lo')",
+        "event.payload.s.matches('^h.l+o$') && matches('abc', 'b')",
+        "2 in event.payload.items && !(5 in event.payload.items) && 'k' in event.payload.m",
+        "event.payload.items[1] == 2 && event.payload.m['k'] == 'v' && {1: 'a'}[1u] == 'a'",
+        "has(event.payload.m) && !has(event.payload.missing) && has(event.payload.m.k)",
+        "event.payload.items.all(i, i > 0) && event.payload.items.exists(i, i == 2)",
+        "event.payload.items.exists_one(i, i > 2) && !event.payload.items.exists_one(i, i > 1)",
+        "event.payload.items.map(i, i * 2u) == [2, 4, 6] && event.payload.items.filter(i, i != 2) == [1, 3]",
+        "event.payload.items.map(i, i > 1, i) == [2, 3] && {'a': 1, 'b': 2}.all(k, k in ['a', 'b'])",
+        "int('42') == 42 && uint(3) == 3u && double(1) == 1.0 && int(2.9) == 2 && string(1.5) == '1.5'",
+        "string(b'hi') == 'hi' && bytes('hi') == b'hi' && bool('true') && dyn(1) == 1",
+        "type(1) == int && type('s') == string && type([]) == list && type(type(1)) == type",
+        "(true ? 1 : 2) == 1 && (false ? 1 : 2) == 2",
+        "false && event.payload.missing || true",
+        "(event.payload.missing > 1 || true) && !(event.payload.missing > 1 && false)",
+        "event.payload.neg < 0 && event.payload.n == 3u && event.payload.x > 1",
+        "event.metadata == {} && event.tags == [] && event.version == entity_version + 1",
+        "now_ms > 0 && event.timestamp_ms >= now_ms && size(event.id) == 36",
+        "event == event && event.type == 'T' && event.content_type == 'application/json'",
+        "[[1, [2]], {'a': [3]}] == [[1, [2]], {'a': [3]}] && [1, 2] != [2, 1]",
+    ];
+    for expression in holds {
+        store
+            .register_gate(cel("semantics", &[], expression))
+            .unwrap_or_else(|err| panic!("{expression}: {err}"));
+        store
+            .append(one(json("shop", "o", "T", payload)))
+            .unwrap_or_else(|err| panic!("{expression}: {err}"));
+    }
+    let fails = [
+        "9223372036854775807 + 1 > 0",
+        "-9223372036854775807 - 2 < 0",
+        "0u - 1u > 0u",
+        "1 / 0 == 0",
+        "1 + 1u == 2",
+        "event.payload.items[3] == 0",
+        "event.payload.m.missing == 'v'",
+        "{1: 1, 1: 2}.size() == 1",
+        "int('x') == 0",
+        "event.payload.items.all(i, i / 0 > 0)",
+        "'a'.matches('(' + '') == false",
+        "1",
+    ];
+    for expression in fails {
+        store
+            .register_gate(cel("semantics", &[], expression))
+            .unwrap_or_else(|err| panic!("{expression}: {err}"));
+        let (_, code, _) = denial(store.append(one(json("shop", "o", "T", payload))));
+        assert_eq!(code, "CEL_ERROR", "{expression}");
+    }
 }

@@ -28,8 +28,8 @@ use crate::codec::{self, Trailer};
 use crate::command;
 use crate::error::{Error, Result};
 use crate::event::{Event, EventId, Hash, NewEvent, Position, Version};
-use crate::gate::{Denial, GateDefinition, Proposal, View};
-use crate::limits::{GATES_MAX, GROUP_APPENDS_MAX, SYNCER_GROUPS_MAX};
+use crate::gate::{Budget, Denial, GateDefinition, Proposal, Scan, View};
+use crate::limits::{GATE_EVAL_STEPS_MAX, GATES_MAX, GROUP_APPENDS_MAX, SYNCER_GROUPS_MAX};
 use crate::query::Filter;
 use crate::receipt::{self, GatePass, Receipt, Signer};
 use crate::segment::{self, SegmentLog};
@@ -359,7 +359,12 @@ impl Writer {
         definition: GateDefinition,
         wrote: &mut bool,
     ) -> Result<Receipt> {
-        let gate = definition.compile()?;
+        // Compiled already when `Store::register_gate` ran on its caller's thread; a command
+        // from a replicated log is compiled here.
+        let gate = match self.shared.take_compiled(&definition) {
+            Some(gate) => gate,
+            None => definition.compile()?,
+        };
         {
             let gates = self.shared.gates.read().expect("gate set lock poisoned");
             if gates
@@ -720,7 +725,10 @@ impl Writer {
     }
 
     /// Runs every gate bound to the proposal (and every gate it names), in name order, failing
-    /// fast. A gate that panics is a denial with code `GATE_DEFECT`, never a dead writer.
+    /// fast. A gate that panics is a denial with code `GATE_DEFECT`, never a dead writer. All
+    /// gates share one [`Budget`] of `GATE_EVAL_STEPS_MAX` steps for the whole append; a gate
+    /// that exhausts it refuses the append with `LimitExceeded`, whatever it answered, so the
+    /// writer spends at most that much on any one append's gates.
     fn run_gates(
         &self,
         timestamp: Timestamp,
@@ -735,6 +743,7 @@ impl Writer {
                 command::short(unknown)
             )));
         }
+        let budget = Budget::new("GATE_EVAL_STEPS_MAX", GATE_EVAL_STEPS_MAX);
         let mut passes = Vec::new();
         for (name, installed) in gates.iter() {
             let named = named.contains(name);
@@ -749,6 +758,7 @@ impl Writer {
                 timestamp,
                 events: &bound,
                 append: events,
+                budget: &budget,
             };
             let verdict = catch_unwind(AssertUnwindSafe(|| installed.gate.check(&proposal, view)))
                 .unwrap_or_else(|panic| {
@@ -763,6 +773,9 @@ impl Writer {
                         [("panic", why.clone())],
                     ))
                 });
+            if budget.is_exhausted() {
+                return Err(budget.error(format!("gate {name} evaluation steps of this append")));
+            }
             if let Err(denial) = verdict {
                 return Err(Error::Denied {
                     gate: name.clone(),
@@ -1119,31 +1132,46 @@ impl View for StoreView {
             .transpose()
     }
 
-    fn count(&self, filter: &Filter, after: Position, max: u64) -> u64 {
-        // Exact, with no scan budget: a condition that gave up early would accept an append it
-        // should refuse. Posting lists keep this cheap except for an entity prefix matching
-        // very many entities, which is checked event by event.
+    fn count_within(&self, filter: &Filter, after: Position, max: u64, scan_max: u64) -> Scan {
+        // The DCB condition calls this through `count`, with no scan budget: a condition that
+        // gave up early would accept an append it should refuse. Gates pass their remaining
+        // evaluation budget, since an entity prefix matching very many entities is checked
+        // event by event and could otherwise walk the whole log.
         let index = self.shared.index.read().expect("index lock poisoned");
+        let mut scan = Scan {
+            found: 0,
+            examined: 0,
+            complete: true,
+        };
         let Some(resolved) = index.resolve(filter) else {
-            return 0;
+            return scan;
         };
         let head = index.last();
         // Saturating: a position past any log is a valid (if pointless) condition, never a panic.
         let mut cursor = after.0.saturating_add(1);
-        let mut found = 0;
-        while found < max {
-            let (next, _) = index.next_match(
+        while scan.found < max {
+            let budget = scan_max.saturating_sub(scan.examined);
+            if budget == 0 {
+                scan.complete = false;
+                break;
+            }
+            let (next, examined) = index.next_match(
                 &resolved,
                 cursor,
                 crate::event::Direction::Forward,
                 head,
-                usize::MAX,
+                usize::try_from(budget).unwrap_or(usize::MAX),
             );
-            let Some(position) = next else { break };
-            found += 1;
+            scan.examined += examined as u64;
+            let Some(position) = next else {
+                // Stopped by the budget, or at the end of the matches.
+                scan.complete = scan.examined < scan_max;
+                break;
+            };
+            scan.found += 1;
             cursor = position + 1;
         }
-        found
+        scan
     }
 
     fn event_exists(&self, id: EventId) -> bool {
