@@ -414,6 +414,28 @@ impl Index {
         }
     }
 
+    /// The current version of an entity, every indexed event counted: 0 when it has none.
+    pub(crate) fn last_version(&self, scope: &str, entity: &str) -> u64 {
+        self.entity(scope, entity)
+            .map_or(0, |state| state.positions.len() as u64)
+    }
+
+    /// The hash of an entity's last indexed event, where its next event's chain link starts:
+    /// zeros when it has none.
+    pub(crate) fn last_hash(&self, scope: &str, entity: &str) -> Hash {
+        self.entity(scope, entity)
+            .map_or([0; 32], |state| state.last_hash)
+    }
+
+    /// The position of an entity's event at `version` (from 1), if it has one.
+    pub(crate) fn position_at(&self, scope: &str, entity: &str, version: u64) -> Option<u64> {
+        let version_idx = usize::try_from(version.checked_sub(1)?).ok()?;
+        self.entity(scope, entity)?
+            .positions
+            .get(version_idx)
+            .copied()
+    }
+
     /// The first positions of the segments that hold positions up to `head`, ascending; one
     /// segment (the first) when the log is empty.
     pub(crate) fn segments_through(&self, head: u64) -> Vec<u64> {

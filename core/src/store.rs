@@ -45,27 +45,25 @@
 //! is created, renamed or removed. Every write, sync and directory change goes through
 //! [`Config::disk`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::clock::{Clock, Hlc, NonDecreasing, SystemClock, Timestamp};
-use crate::codec;
 use crate::command;
 use crate::disk::{self, Disk, OsDisk};
 use crate::error::{Error, Result};
-use crate::event::{Direction, Event, EventId, Hash, Position, Version};
+use crate::event::{Event, EventId, Hash};
 use crate::gate::{Gate, GateDefinition};
 use crate::index::Index;
 use crate::limits::*;
-use crate::query::Filter;
 use crate::receipt::{Receipt, Signer};
-use crate::segment::{Faults, FrameLoc, SegmentLog, SegmentReader};
+use crate::segment::{Faults, SegmentLog, SegmentReader};
 
 pub use crate::command::{
     Action, Append, Command, DcbCondition, EntryId, Expected, ExpectedVersion, SYSTEM_SCOPE,
@@ -74,11 +72,17 @@ pub use crate::command::{
 
 mod checkpoint;
 mod identity;
+mod reads;
 mod recovery;
+mod registry;
 mod writer;
 
 pub use checkpoint::{MANIFEST_FILE, Manifest, ManifestFile};
 pub use identity::StoreId;
+pub(crate) use reads::check_page_limit;
+pub use reads::{ReadBatch, VerifyReport};
+pub use registry::RegisteredGate;
+use registry::{COMPILED_WAITING_MAX, Compiled, Installed, load_gates, load_settings};
 
 /// When an append is answered relative to the disk.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
@@ -159,40 +163,6 @@ pub const DENIALS_ENTITY: &str = "denials";
 /// The type of a denial record.
 pub const DENIAL_EVENT_TYPE: &str = "AppendDenied";
 
-/// A gate in force, as listed by [`Store::gates`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RegisteredGate {
-    /// The gate's name.
-    pub name: String,
-    /// The position of the event that registered it; 0 for a gate from [`Config::gates`].
-    pub version: u64,
-    /// The definition, for gates registered through the log.
-    pub definition: Option<GateDefinition>,
-}
-
-/// The result of [`Store::verify`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct VerifyReport {
-    /// Events checked.
-    pub events: u64,
-    /// The log digest recomputed from the events.
-    pub digest: Hash,
-    /// The first position whose hash does not match its bytes or chain, and why.
-    pub first_break: Option<(Position, String)>,
-}
-
-/// A page of a log read.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ReadBatch {
-    /// The matching events, in the direction read.
-    pub events: Vec<Event>,
-    /// Where to continue: the next position to examine. A subscription that gets no events can
-    /// still report this as progress.
-    pub next: Position,
-    /// True when the read reached the end (the committed head forward, position 1 backward).
-    pub end: bool,
-}
-
 /// An open event store. Cheap to share behind an `Arc`; every method takes `&self`.
 #[derive(Debug)]
 pub struct Store {
@@ -243,15 +213,6 @@ impl Shared {
         }
     }
 
-    /// The gate [`Store::register_gate`] compiled from `definition`, if it is still waiting. A
-    /// gate compiled from an equal definition is the same gate, so the answer does not depend on
-    /// whether it is found.
-    fn take_compiled(&self, definition: &GateDefinition) -> Option<Arc<dyn Gate>> {
-        let mut compiled = self.compiled.lock().expect("compiled lock poisoned");
-        let found = compiled.iter().position(|(other, _)| other == definition)?;
-        Some(compiled.remove(found).1)
-    }
-
     fn poisoned(&self) -> Option<String> {
         self.poisoned.lock().expect("poison lock poisoned").clone()
     }
@@ -266,23 +227,6 @@ struct Committed {
     entry: Option<EntryId>,
     /// The segment the group ended in and the offset its frames (marks included) end at.
     end: (u64, u64),
-}
-
-/// A gate in force.
-#[derive(Clone, Debug)]
-struct Installed {
-    version: u64,
-    scopes: Vec<String>,
-    types: Vec<String>,
-    definition: Option<GateDefinition>,
-    gate: Arc<dyn Gate>,
-}
-
-impl Installed {
-    fn binds(&self, event: &Event) -> bool {
-        (self.scopes.is_empty() || self.scopes.contains(&event.scope))
-            && (self.types.is_empty() || self.types.contains(&event.event_type))
-    }
 }
 
 struct Request {
@@ -632,64 +576,6 @@ impl Store {
         *self.shared.settings.read().expect("settings lock poisoned")
     }
 
-    /// The gates in force, by name.
-    pub fn gates(&self) -> Vec<RegisteredGate> {
-        let gates = self.shared.gates.read().expect("gate set lock poisoned");
-        gates
-            .iter()
-            .map(|(name, installed)| RegisteredGate {
-                name: name.clone(),
-                version: installed.version,
-                definition: installed.definition.clone(),
-            })
-            .collect()
-    }
-
-    /// Walks the whole log, recomputing every event's hash from its bytes and the previous hash
-    /// of its entity, and the log digest. Reports the first position whose stored hash does not
-    /// match. Reads every byte: cost grows with the log.
-    pub fn verify(&self) -> Result<VerifyReport> {
-        let head = self.committed().head;
-        let mut chains: HashMap<(String, String), Hash> = HashMap::new();
-        let mut digest = [0u8; 32];
-        let mut position = 1;
-        while position <= head {
-            let batch = self.read_log(
-                Position(position),
-                Direction::Forward,
-                READ_EVENTS_MAX,
-                &Filter::default(),
-            )?;
-            for event in batch.events {
-                let key = (event.scope.clone(), event.entity.clone());
-                let prev_hash = chains.get(&key).copied().unwrap_or([0; 32]);
-                let (_, recomputed) = codec::encode(&event, &prev_hash, None);
-                if recomputed != event.hash {
-                    let why = format!(
-                        "event {} in {}/{} does not hash to its stored hash",
-                        event.id, event.scope, event.entity
-                    );
-                    return Ok(VerifyReport {
-                        events: event.position.0 - 1,
-                        digest,
-                        first_break: Some((event.position, why)),
-                    });
-                }
-                digest = codec::next_digest(&digest, &event.hash);
-                chains.insert(key, event.hash);
-                position = event.position.0 + 1;
-            }
-            if batch.end {
-                break;
-            }
-        }
-        Ok(VerifyReport {
-            events: head,
-            digest,
-            first_break: None,
-        })
-    }
-
     /// A timestamp and a fresh id for a command that writes one system event.
     fn stamp_one(&self) -> Result<(Timestamp, EventId)> {
         let timestamp = self.shared.hlc.now()?;
@@ -698,15 +584,6 @@ impl Store {
         let context = self.shared.ids.lock().expect("id counter lock poisoned");
         let ts = uuid::Timestamp::from_unix(&*context, seconds, nanos);
         Ok((timestamp, EventId(uuid::Uuid::new_v7(ts))))
-    }
-
-    fn has_rust_gates(&self) -> bool {
-        self.shared
-            .gates
-            .read()
-            .expect("gate set lock poisoned")
-            .values()
-            .any(|installed| installed.definition.is_none())
     }
 
     /// Checks an append command built outside this store (by a replication leader) before it
@@ -775,243 +652,6 @@ impl Store {
         }
     }
 
-    /// The committed head: the position of the last durable event, 0 when empty.
-    pub fn head(&self) -> Position {
-        Position(self.committed().head)
-    }
-
-    /// The log digest at the committed head.
-    pub fn digest(&self) -> Hash {
-        self.committed().digest
-    }
-
-    /// The committed head and the log digest at it, read together.
-    pub fn head_and_digest(&self) -> (Position, Hash) {
-        let Committed { head, digest, .. } = self.committed();
-        (Position(head), digest)
-    }
-
-    /// The event with this id.
-    pub fn get(&self, id: EventId) -> Result<Event> {
-        let head = self.committed().head;
-        let found = {
-            let index = self.shared.index.read().expect("index lock poisoned");
-            index
-                .position_of(&id)
-                .filter(|&p| p <= head)
-                .map(|p| (p, index.loc(p)))
-        };
-        let (position, loc) = found.ok_or_else(|| Error::NotFound(format!("event {id}")))?;
-        writer::read_at(&self.shared, position, loc)
-    }
-
-    /// The current version of an entity; `Version(0)` when it has no events.
-    pub fn version(&self, scope: &str, entity: &str) -> Version {
-        let head = self.committed().head;
-        self.shared
-            .index
-            .read()
-            .expect("index lock poisoned")
-            .version_at(scope, entity, head)
-    }
-
-    /// Reads up to `limit` events of one entity, starting at version `from` (inclusive) and going
-    /// in `direction`. Backward from `Version(0)` or a version past the end starts at the last
-    /// event. A page stops before it passes [`READ_BYTES_MAX`] of records (it always holds at
-    /// least one event); continue from the last version returned.
-    pub fn read_entity(
-        &self,
-        scope: &str,
-        entity: &str,
-        from: Version,
-        direction: Direction,
-        limit: usize,
-    ) -> Result<Vec<Event>> {
-        check_limit(limit)?;
-        let head = self.committed().head;
-        let from = match (direction, from) {
-            (Direction::Backward, Version(0)) => Version(u64::MAX),
-            _ => from,
-        };
-        let locs: Vec<(u64, FrameLoc)> = {
-            let index = self.shared.index.read().expect("index lock poisoned");
-            let positions = index.entity_positions(scope, entity, from, direction, limit, head);
-            let mut read_bytes = 0u64;
-            positions
-                .into_iter()
-                .map(|p| (p, index.loc(p)))
-                .take_while(|(_, loc)| {
-                    // The first event always comes back, however large; later ones only while the
-                    // page stays within READ_BYTES_MAX. The caller continues from the last one.
-                    let first = read_bytes == 0;
-                    read_bytes += u64::from(loc.body_len).max(1);
-                    first || read_bytes <= READ_BYTES_MAX as u64
-                })
-                .collect()
-        };
-        writer::read_many(&self.shared, &locs)
-    }
-
-    /// Reads up to `limit` events of the log that match `filter`, starting at `from` (inclusive)
-    /// and going in `direction`. Backward from `Position(0)` or past the head starts at the head.
-    /// A sparse filter returns early after examining [`READ_SCAN_MAX`] candidates, and a page
-    /// stops before it passes [`READ_BYTES_MAX`] of records; continue from [`ReadBatch::next`].
-    ///
-    /// A forward page never ends inside an append: when `limit` or the byte budget stops it
-    /// after an event that is not its append's last, the page goes on to hold every matching
-    /// event of that append too, and `next` is the position after the append. So a page may
-    /// exceed `limit` and the byte budget by at most one append: fewer than
-    /// [`APPEND_EVENTS_MAX`] events, whose records hold at most [`APPEND_BYTES_MAX`] of content
-    /// plus each record's header. A subscription that sends each page as one message thereby
-    /// delivers every append whole. Backward pages are cut where the bounds fall, inside an
-    /// append if need be: reading backward is for finding recent events, not for following.
-    pub fn read_log(
-        &self,
-        from: Position,
-        direction: Direction,
-        limit: usize,
-        filter: &Filter,
-    ) -> Result<ReadBatch> {
-        self.read_log_bytes(from, direction, limit, READ_BYTES_MAX, filter)
-    }
-
-    /// [`Store::read_log`] with a byte budget of `max_bytes` of records instead of
-    /// [`READ_BYTES_MAX`], for a caller that sends each page as one message of bounded size.
-    /// `max_bytes` must be 1 to [`READ_BYTES_MAX`]; a forward page may still exceed it by one
-    /// append, as [`Store::read_log`] says.
-    pub fn read_log_bytes(
-        &self,
-        from: Position,
-        direction: Direction,
-        limit: usize,
-        max_bytes: usize,
-        filter: &Filter,
-    ) -> Result<ReadBatch> {
-        check_limit(limit)?;
-        if !(1..=READ_BYTES_MAX).contains(&max_bytes) {
-            return Err(Error::InvalidInput(format!(
-                "max_bytes is {max_bytes}; it must be 1 to {READ_BYTES_MAX} (READ_BYTES_MAX)"
-            )));
-        }
-        filter.validate()?;
-        let head = self.committed().head;
-        let mut cursor = match direction {
-            Direction::Forward => from.0.max(1),
-            Direction::Backward if from.0 == 0 || from.0 > head => head,
-            Direction::Backward => from.0,
-        };
-        let mut locs = Vec::new();
-        let mut read_bytes = 0u64;
-        let mut end = false;
-        {
-            let index = self.shared.index.read().expect("index lock poisoned");
-            if let (Direction::Forward, Some(since)) = (direction, filter.since) {
-                cursor = cursor.max(index.first_at_or_after(since));
-            }
-            match index.resolve(filter) {
-                None => {
-                    end = true;
-                    cursor = match direction {
-                        Direction::Forward => head.max(cursor - 1) + 1,
-                        Direction::Backward => 0,
-                    };
-                }
-                Some(resolved) => {
-                    let mut budget = READ_SCAN_MAX;
-                    while locs.len() < limit {
-                        let (found, examined) =
-                            index.next_match(&resolved, cursor, direction, head, budget);
-                        budget -= examined;
-                        let Some(position) = found else {
-                            if budget > 0 {
-                                end = true;
-                                cursor = match direction {
-                                    Direction::Forward => head.max(cursor - 1) + 1,
-                                    Direction::Backward => 0,
-                                };
-                            }
-                            break;
-                        };
-                        let loc = index.loc(position);
-                        if !locs.is_empty()
-                            && read_bytes + u64::from(loc.body_len) > max_bytes as u64
-                        {
-                            // The page is full by size; the caller continues from here.
-                            break;
-                        }
-                        read_bytes += u64::from(loc.body_len);
-                        locs.push((position, loc));
-                        cursor = match direction {
-                            Direction::Forward => position + 1,
-                            Direction::Backward => position - 1,
-                        };
-                    }
-                    if direction == Direction::Forward
-                        && let Some(&(last_included, _)) = locs.last()
-                    {
-                        // Finish the append of the last event included: the rest of its
-                        // matches, whatever the limit, the bytes or the scan budget say. The
-                        // head only moves by whole appends, so the append's end is visible.
-                        let append_last = index.append_last(last_included).min(head);
-                        if append_last >= cursor {
-                            let mut rest = cursor;
-                            while let (Some(position), _) = index.next_match(
-                                &resolved,
-                                rest,
-                                direction,
-                                append_last,
-                                usize::MAX,
-                            ) {
-                                locs.push((position, index.loc(position)));
-                                rest = position + 1;
-                            }
-                            cursor = append_last + 1;
-                        }
-                    }
-                }
-            }
-        }
-        let end = end
-            || (direction == Direction::Forward && cursor > head)
-            || (direction == Direction::Backward && cursor == 0);
-        let events = writer::read_many(&self.shared, &locs)?;
-        Ok(ReadBatch {
-            events,
-            next: Position(cursor),
-            end,
-        })
-    }
-
-    /// Blocks until the committed head reaches `position` or `timeout` passes, and returns the
-    /// head then. Returns [`Error::Closed`] if the store closes while waiting.
-    pub fn wait_for(&self, position: Position, timeout: Duration) -> Result<Position> {
-        let deadline_ns = self
-            .shared
-            .clock
-            .now_mono_ns()
-            .saturating_add(timeout.as_nanos() as u64);
-        let mut committed = self.shared.committed.lock().expect("commit lock poisoned");
-        loop {
-            if self.shared.closed.load(Ordering::Acquire) {
-                return Err(Error::Closed);
-            }
-            if committed.head >= position.0 {
-                return Ok(Position(committed.head));
-            }
-            let now_ns = self.shared.clock.now_mono_ns();
-            if now_ns >= deadline_ns {
-                return Ok(Position(committed.head));
-            }
-            let wait = Duration::from_nanos(deadline_ns - now_ns);
-            committed = self
-                .shared
-                .head_moved
-                .wait_timeout(committed, wait)
-                .expect("commit lock poisoned")
-                .0;
-        }
-    }
-
     /// Approximate bytes of memory held by the indexes.
     pub fn index_heap_bytes(&self) -> usize {
         self.shared
@@ -1038,47 +678,6 @@ impl Store {
         result
     }
 
-    /// The committed position of an event id.
-    pub(crate) fn position(&self, id: &EventId) -> Option<u64> {
-        let head = self.committed().head;
-        self.shared
-            .index
-            .read()
-            .expect("index lock poisoned")
-            .position_of(id)
-            .filter(|&p| p <= head)
-    }
-
-    /// Committed positions of the children of `parent`.
-    pub(crate) fn children_positions(&self, parent: &EventId) -> Vec<u64> {
-        let head = self.committed().head;
-        let index = self.shared.index.read().expect("index lock poisoned");
-        index
-            .children_of(parent)
-            .iter()
-            .copied()
-            .filter(|&p| p <= head)
-            .collect()
-    }
-
-    /// Committed positions of the events of a correlation.
-    pub(crate) fn correlation_positions(&self, correlation_id: &EventId) -> Vec<u64> {
-        let head = self.committed().head;
-        let mut positions = self
-            .shared
-            .index
-            .read()
-            .expect("index lock poisoned")
-            .correlation(correlation_id);
-        positions.retain(|&p| p <= head);
-        positions
-    }
-
-    /// The committed event at `position`.
-    pub(crate) fn event_at(&self, position: u64) -> Result<Event> {
-        writer::read_position(&self.shared, position)
-    }
-
     fn committed(&self) -> Committed {
         *self.shared.committed.lock().expect("commit lock poisoned")
     }
@@ -1091,131 +690,3 @@ impl Drop for Store {
         }
     }
 }
-
-fn check_limit(limit: usize) -> Result<()> {
-    check_page_limit(limit, READ_EVENTS_MAX, "READ_EVENTS_MAX", "read limit")
-}
-
-/// Checks a caller's page size: at least 1, at most `max` (the bound named `name`).
-pub(crate) fn check_page_limit(
-    limit: usize,
-    max: usize,
-    name: &'static str,
-    what: &str,
-) -> Result<()> {
-    if limit == 0 {
-        return Err(Error::InvalidInput("limit must be at least 1".to_string()));
-    }
-    if limit > max {
-        return Err(Error::LimitExceeded {
-            limit: name,
-            max: max as u64,
-            actual: limit as u64,
-            what: what.to_string(),
-        });
-    }
-    Ok(())
-}
-
-/// Installs the gates of the embedding program, then replays the gate events of the log.
-///
-/// Every definition was checked by the writer when it was registered. A definition in force
-/// that this build cannot compile (a newer rule, a stricter bound after an upgrade) stops the
-/// open with [`Error::Incompatible`]: skipping it would make this node enforce a different set
-/// of gates than replicas running another build. Definitions that were later replaced or
-/// removed are not compiled.
-fn load_gates(shared: &Shared, rust_gates: &[RustGate]) -> Result<()> {
-    let mut gates = shared.gates.write().expect("gate set lock poisoned");
-    for rust_gate in rust_gates {
-        let installed = Installed {
-            version: 0,
-            scopes: rust_gate.scopes.clone(),
-            types: rust_gate.types.clone(),
-            definition: None,
-            gate: rust_gate.gate.clone(),
-        };
-        if gates.insert(rust_gate.name.clone(), installed).is_some() {
-            return Err(Error::InvalidInput(format!(
-                "two gates in Config::gates are named {:?}",
-                rust_gate.name
-            )));
-        }
-    }
-    let index = shared.index.read().expect("index lock poisoned");
-    let Some(state) = index.entity(SYSTEM_SCOPE, GATES_ENTITY) else {
-        return Ok(());
-    };
-    let mut in_force: BTreeMap<String, (u64, GateDefinition)> = BTreeMap::new();
-    for &position in &state.positions {
-        let event = writer::read_at(shared, position, index.loc(position))?;
-        let incompatible = |detail: String| Error::Incompatible { position, detail };
-        match event.event_type.as_str() {
-            GATE_EVENT_REGISTERED => {
-                let definition = writer::definition_of(&event)
-                    .ok_or_else(|| incompatible("a gate definition does not parse".to_string()))?;
-                in_force.insert(definition.name.clone(), (position, definition));
-            }
-            GATE_EVENT_REMOVED => {
-                let name = writer::removed_name(&event)
-                    .ok_or_else(|| incompatible("a gate removal does not parse".to_string()))?;
-                in_force.remove(&name);
-            }
-            other => {
-                return Err(incompatible(format!(
-                    "an event of type {:?} in the gate history",
-                    command::short(other)
-                )));
-            }
-        }
-    }
-    for (name, (position, definition)) in in_force {
-        let gate = definition.compile().map_err(|err| Error::Incompatible {
-            position,
-            detail: format!("gate {name:?} does not compile in this build: {err}"),
-        })?;
-        if gates.contains_key(&name) {
-            return Err(Error::Incompatible {
-                position,
-                detail: format!("gate {name:?} in the log has the name of a gate in Config::gates"),
-            });
-        }
-        gates.insert(name, installed(position, definition, gate));
-    }
-    Ok(())
-}
-
-/// Replays the settings of the log: the last `SettingsChanged` event's.
-fn load_settings(shared: &Shared) -> Result<()> {
-    let index = shared.index.read().expect("index lock poisoned");
-    let Some(&position) = index
-        .entity(SYSTEM_SCOPE, SETTINGS_ENTITY)
-        .and_then(|state| state.positions.last())
-    else {
-        return Ok(());
-    };
-    let event = writer::read_at(shared, position, index.loc(position))?;
-    let settings = serde_json::from_slice(&event.payload).map_err(|err| Error::Incompatible {
-        position,
-        detail: format!("settings do not parse: {err}"),
-    })?;
-    *shared.settings.write().expect("settings lock poisoned") = settings;
-    Ok(())
-}
-
-/// A registered gate as the gate set holds it.
-fn installed(position: u64, definition: GateDefinition, gate: Arc<dyn Gate>) -> Installed {
-    Installed {
-        version: position,
-        scopes: definition.scopes.clone(),
-        types: definition.types.clone(),
-        definition: Some(definition),
-        gate,
-    }
-}
-
-/// Compiled gates kept for the writer (see `Shared::compiled`): registrations in flight at
-/// once, beyond which the writer compiles again.
-const COMPILED_WAITING_MAX: usize = 64;
-
-/// Gates compiled ahead of the writer, with the definitions they were compiled from.
-type Compiled = Mutex<Vec<(GateDefinition, Arc<dyn Gate>)>>;

@@ -17,6 +17,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::mpsc::Receiver;
 
+use super::reads::{StoreView, read_at, read_position};
 use super::recovery::{IdxBuffer, KeyEntry, Keys, SidecarWriter};
 use super::{
     Action, Append, Committed, DENIAL_EVENT_TYPE, DENIALS_ENTITY, Done, EntryId, ExpectedVersion,
@@ -28,9 +29,8 @@ use crate::codec::{self, Trailer};
 use crate::command;
 use crate::error::{Error, Result};
 use crate::event::{Event, EventId, Hash, NewEvent, Position, Version};
-use crate::gate::{Budget, Denial, GateDefinition, Proposal, Scan, View};
+use crate::gate::{Budget, Denial, GateDefinition, Proposal, View};
 use crate::limits::{GATE_EVAL_STEPS_MAX, GATES_MAX, GROUP_APPENDS_MAX, SYNCER_GROUPS_MAX};
-use crate::query::Filter;
 use crate::receipt::{self, GatePass, Receipt, Signer};
 use crate::segment::{self, SegmentLog};
 use crate::syncer::{Group, Syncer};
@@ -403,7 +403,7 @@ impl Writer {
             .expect("gate set lock poisoned")
             .insert(
                 definition.name.clone(),
-                super::installed(position, definition, gate),
+                super::registry::installed(position, definition, gate),
             );
         Ok(receipt)
     }
@@ -673,11 +673,9 @@ impl Writer {
         for (event_idx, event) in proposed.iter().enumerate() {
             let id = event.id.expect("apply checks that every event has an id");
             let key = (event.scope.as_str(), event.entity.as_str());
-            let version = versions.entry(key).or_insert_with(|| {
-                index
-                    .entity(key.0, key.1)
-                    .map_or(0, |state| state.positions.len() as u64)
-            });
+            let version = versions
+                .entry(key)
+                .or_insert_with(|| index.last_version(key.0, key.1));
             *version += 1;
             let correlation_id = match (event.correlation_id, event.causation.first()) {
                 (Some(correlation_id), _) => correlation_id,
@@ -808,11 +806,9 @@ impl Writer {
             let mut chain: FastMap<(&str, &str), Hash> = FastMap::default();
             for (event_idx, event) in events.iter().enumerate() {
                 let key = (event.scope.as_str(), event.entity.as_str());
-                let prev_hash = *chain.entry(key).or_insert_with(|| {
-                    index
-                        .entity(key.0, key.1)
-                        .map_or([0; 32], |state| state.last_hash)
-                });
+                let prev_hash = *chain
+                    .entry(key)
+                    .or_insert_with(|| index.last_hash(key.0, key.1));
                 let (record, hash) =
                     codec::encode(event, &prev_hash, (event_idx == 0).then_some(trailer));
                 chain.insert(key, hash);
@@ -909,11 +905,9 @@ impl Writer {
         let mut committed_events = Vec::with_capacity(events.len());
         for event in events {
             let key = (event.scope.as_str(), event.entity.as_str());
-            let prev_hash = *chain.entry(key).or_insert_with(|| {
-                index
-                    .entity(key.0, key.1)
-                    .map_or([0; 32], |state| state.last_hash)
-            });
+            let prev_hash = *chain
+                .entry(key)
+                .or_insert_with(|| index.last_hash(key.0, key.1));
             let (_, hash) = codec::encode(event, &prev_hash, None);
             chain.insert(key, hash);
             digest = codec::next_digest(&digest, &hash);
@@ -1010,13 +1004,13 @@ impl Writer {
         if event.version.0 <= 1 {
             return Ok([0; 32]);
         }
-        let position = {
-            let index = self.shared.index.read().expect("index lock poisoned");
-            let state = index
-                .entity(&event.scope, &event.entity)
-                .expect("an indexed event's entity exists");
-            state.positions[(event.version.0 - 2) as usize]
-        };
+        let position = self
+            .shared
+            .index
+            .read()
+            .expect("index lock poisoned")
+            .position_at(&event.scope, &event.entity, event.version.0 - 1)
+            .expect("an indexed event's entity has its earlier versions");
         Ok(self.read(position)?.hash)
     }
 
@@ -1052,155 +1046,6 @@ fn gate_passes(gates: &[(String, u64)]) -> Vec<GatePass> {
             version: *version,
         })
         .collect()
-}
-
-/// Reads the indexed event at `position`.
-pub(super) fn read_position(shared: &Shared, position: u64) -> Result<Event> {
-    let loc = shared
-        .index
-        .read()
-        .expect("index lock poisoned")
-        .loc(position);
-    read_at(shared, position, loc)
-}
-
-/// Reads and checks the event at `position`.
-pub(super) fn read_at(shared: &Shared, position: u64, loc: segment::FrameLoc) -> Result<Event> {
-    let mut events = read_many(shared, &[(position, loc)])?;
-    Ok(events.pop().expect("one frame read gives one event"))
-}
-
-/// Reads and checks the events at `locs`, each a position and where its frame lives, in order.
-/// Frames that lie end to end, as a page of the log does, are read together.
-pub(super) fn read_many(shared: &Shared, locs: &[(u64, segment::FrameLoc)]) -> Result<Vec<Event>> {
-    let mut events = Vec::with_capacity(locs.len());
-    shared.reader.read_each(locs, |position, loc, record| {
-        let corrupt = |detail| {
-            let path = segment::segment_path(&shared.events_dir, loc.segment);
-            Error::corrupt(&path, loc.offset, detail)
-        };
-        let event = codec::decode(record).map_err(corrupt)?;
-        if event.position.0 != position {
-            return Err(corrupt(format!(
-                "frame {position} holds position {}",
-                event.position
-            )));
-        }
-        events.push(event);
-        Ok(())
-    })?;
-    Ok(events)
-}
-
-/// The store as gates see it: everything indexed so far, written or durable. Each call takes the
-/// index lock briefly; only the writer changes the index, and it is busy deciding, so the view
-/// is stable for the whole decision.
-struct StoreView {
-    shared: Arc<Shared>,
-}
-
-impl View for StoreView {
-    fn head(&self) -> Position {
-        Position(
-            self.shared
-                .index
-                .read()
-                .expect("index lock poisoned")
-                .last(),
-        )
-    }
-
-    fn version(&self, scope: &str, entity: &str) -> Version {
-        let index = self.shared.index.read().expect("index lock poisoned");
-        Version(
-            index
-                .entity(scope, entity)
-                .map_or(0, |state| state.positions.len() as u64),
-        )
-    }
-
-    fn last_event(&self, scope: &str, entity: &str) -> Result<Option<Event>> {
-        let found = {
-            let index = self.shared.index.read().expect("index lock poisoned");
-            index
-                .entity(scope, entity)
-                .and_then(|state| state.positions.last().copied())
-                .map(|position| (position, index.loc(position)))
-        };
-        found
-            .map(|(position, loc)| read_at(&self.shared, position, loc))
-            .transpose()
-    }
-
-    fn count_within(&self, filter: &Filter, after: Position, max: u64, scan_max: u64) -> Scan {
-        // The DCB condition calls this through `count`, with no scan budget: a condition that
-        // gave up early would accept an append it should refuse. Gates pass their remaining
-        // evaluation budget, since an entity prefix matching very many entities is checked
-        // event by event and could otherwise walk the whole log.
-        let index = self.shared.index.read().expect("index lock poisoned");
-        let mut scan = Scan {
-            found: 0,
-            examined: 0,
-            complete: true,
-        };
-        let Some(resolved) = index.resolve(filter) else {
-            return scan;
-        };
-        let head = index.last();
-        // Saturating: a position past any log is a valid (if pointless) condition, never a panic.
-        let mut cursor = after.0.saturating_add(1);
-        while scan.found < max {
-            let budget = scan_max.saturating_sub(scan.examined);
-            if budget == 0 {
-                scan.complete = false;
-                break;
-            }
-            let (next, examined) = index.next_match(
-                &resolved,
-                cursor,
-                crate::event::Direction::Forward,
-                head,
-                usize::try_from(budget).unwrap_or(usize::MAX),
-            );
-            scan.examined += examined as u64;
-            let Some(position) = next else {
-                // Stopped by the budget, or at the end of the matches.
-                scan.complete = scan.examined < scan_max;
-                break;
-            };
-            scan.found += 1;
-            cursor = position + 1;
-        }
-        scan
-    }
-
-    fn event_exists(&self, id: EventId) -> bool {
-        self.shared
-            .index
-            .read()
-            .expect("index lock poisoned")
-            .position_of(&id)
-            .is_some()
-    }
-
-    fn entity_events_since(&self, scope: &str, entity: &str, since: Timestamp) -> u64 {
-        self.shared
-            .index
-            .read()
-            .expect("index lock poisoned")
-            .entity_events_since(scope, entity, since)
-    }
-}
-
-/// Parses a gate definition event's payload.
-pub(super) fn definition_of(event: &Event) -> Option<GateDefinition> {
-    serde_json::from_slice(&event.payload).ok()
-}
-
-/// The name a gate removal event removes.
-pub(super) fn removed_name(event: &Event) -> Option<String> {
-    let removal: serde_json::Value = serde_json::from_slice(&event.payload).ok()?;
-    removal.get("name")?.as_str().map(str::to_string)
 }
 
 /// One refused event as a denial record lists it.
