@@ -507,7 +507,7 @@ fn outcome(result: &Result<Receipt>) -> String {
     }
 }
 
-/// Two stores apply the same entries; one of them is closed and reopened at fixed points and
+/// Two stores apply the same entries; one of them is closed and reopened at random points and
 /// then offered the entries again from a few entries back, as a replica replaying its log after
 /// a crash would. Entries at or below `applied()` are refused as already applied; the others
 /// are applied and answered as on the first store. Both end byte-identical, with the same
@@ -541,8 +541,31 @@ fn replay_with_reopens_reaches_the_same_bytes_and_applied_entry() {
         kinds.len() == 4,
         "the sequence covers every kind: {kinds:?}"
     );
+    // Reopen points from a seed (CAUSEWAY_REPLAY_SEED replays one), always ending at the end.
+    let seed: u64 = std::env::var("CAUSEWAY_REPLAY_SEED")
+        .ok()
+        .and_then(|seed| seed.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    println!("replay seed {seed} (CAUSEWAY_REPLAY_SEED)");
+    let mut state = seed | 1;
+    let mut reopen_points: Vec<usize> = (0..6)
+        .map(|_| {
+            // xorshift64: enough to spread the points.
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            1 + (state % entries.len() as u64) as usize
+        })
+        .collect();
+    reopen_points.push(entries.len());
+    reopen_points.sort_unstable();
     let mut next = 0;
-    for reopen_at in [7, 19, 33, 48, entries.len()] {
+    for reopen_at in reopen_points {
         while next < reopen_at {
             let (entry, command) = &entries[next];
             assert_eq!(
