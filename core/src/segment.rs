@@ -428,7 +428,8 @@ impl SegmentLog {
     /// sealed segment (a replica dropping entries a new leader does not have), which then
     /// becomes the active one. A sealed segment is never cut in place: a checkpoint may share
     /// its file through a hard link, so the kept prefix goes to a new file that is renamed over
-    /// it. Everything is durable (files and directory synced) when this returns.
+    /// it. A cut inside a batch is refused ([`Error::InvalidInput`]): batches are atomic.
+    /// Everything is durable (files and directory synced) when this returns.
     pub fn truncate_after(&mut self, index: u64) -> Result<()> {
         if index + 1 < self.first_index() {
             return Err(Error::InvalidInput(format!(
@@ -441,22 +442,14 @@ impl SegmentLog {
         }
         self.flush(false)?;
         let active_first = *self.firsts.last().expect("a log has at least one segment");
-        // Drop whole segments that start after the cut, newest first.
-        let n_segments = self.firsts.len();
-        while self.firsts.len() > 1 && *self.firsts.last().expect("non-empty") > index + 1 {
-            let first = self.firsts.pop().expect("non-empty");
-            let path = segment_path(&self.dir, first);
-            self.reader.remove(first);
-            self.disk
-                .remove_file(&path)
-                .map_err(|err| Error::io(&path, err))?;
-        }
-        // The removals are made durable before the cut: otherwise a power loss could bring a
-        // removed segment back after a segment that now ends in reserved zeros.
-        if self.firsts.len() < n_segments {
-            sync_dir(&*self.disk, &self.dir)?;
-        }
-        let first = *self.firsts.last().expect("a log has at least one segment");
+        // The segment the cut falls in: the last one that starts at or before `index + 1`.
+        // It is scanned first, so that a cut inside a batch is refused before anything changes.
+        let first = *self
+            .firsts
+            .iter()
+            .rev()
+            .find(|&&first| first <= index + 1)
+            .expect("index + 1 >= first_index(), checked above");
         let path = segment_path(&self.dir, first);
         let mut file = OpenOptions::new()
             .read(true)
@@ -465,6 +458,7 @@ impl SegmentLog {
             .map_err(|err| Error::io(&path, err))?;
         let frames_end = self.frames_end(first, active_first, &file, &path)?;
         let mut cut = SEGMENT_HEADER_BYTES;
+        let mut cut_ends_batch = true;
         for frame in FrameIter::new(&file, &path, first, frames_end) {
             let frame = frame?;
             // Marks written after entry `index` and before the next entry stay with it.
@@ -472,6 +466,29 @@ impl SegmentLog {
                 break;
             }
             cut = frame.loc.end();
+            cut_ends_batch = frame.flags & FLAG_BATCH_END != 0;
+        }
+        if !cut_ends_batch {
+            // The kept frames would end in a batch without its end marker, which the next open
+            // drops as a torn tail: batches are atomic, so a cut goes between them.
+            return Err(Error::InvalidInput(format!(
+                "cannot truncate after index {index}: it is inside a batch"
+            )));
+        }
+        // Drop whole segments that start after the cut, newest first.
+        let n_segments = self.firsts.len();
+        while self.firsts.len() > 1 && *self.firsts.last().expect("non-empty") > first {
+            let later = self.firsts.pop().expect("non-empty");
+            let later_path = segment_path(&self.dir, later);
+            self.reader.remove(later);
+            self.disk
+                .remove_file(&later_path)
+                .map_err(|err| Error::io(&later_path, err))?;
+        }
+        // The removals are made durable before the cut: otherwise a power loss could bring a
+        // removed segment back after a segment that now ends in reserved zeros.
+        if self.firsts.len() < n_segments {
+            sync_dir(&*self.disk, &self.dir)?;
         }
         if first == active_first {
             self.disk

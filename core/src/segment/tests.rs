@@ -617,3 +617,25 @@ fn marks_take_no_index() {
     assert!(!bodies_left.contains(&b"after 2".to_vec()));
     assert!(!bodies_left.contains(&vec![2u8; 10]));
 }
+
+/// A cut inside a batch is refused and changes nothing: the kept frames would lack their
+/// batch's end marker, and the next open would drop them as a torn tail.
+#[test]
+fn truncate_after_refuses_a_cut_inside_a_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = SegmentLog::open(dir.path(), 4096, 1).unwrap();
+    log.append(&bodies(3, 1)).unwrap();
+    log.append(&bodies(2, 2)).unwrap();
+    log.flush(true).unwrap();
+    assert!(matches!(
+        log.truncate_after(2),
+        Err(Error::InvalidInput(message)) if message.contains("inside a batch")
+    ));
+    assert_eq!(log.last_index(), 5);
+    log.truncate_after(3).unwrap();
+    assert_eq!(log.last_index(), 3);
+    drop(log);
+    let (log, recovery) = SegmentLog::open(dir.path(), 4096, 1).unwrap();
+    assert_eq!(recovery, Recovery::default());
+    assert_eq!(log.last_index(), 3);
+}
