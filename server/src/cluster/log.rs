@@ -17,7 +17,7 @@
 //!   are never read again, even while their segment is still on disk, and a crash between the
 //!   two leaves a log that starts later, never one with a hole.
 //! - Truncate cuts through the segment log (copy-on-cut of a sealed segment), durable when it
-//!   returns.
+//!   returns. Every entry is a segment batch of its own, so any cut leaves whole batches.
 //!
 //! The disk work runs on the caller's task; only the fsync of appends is moved to a thread.
 //! openraft calls storage from one task at a time, and these calls are short (a buffered
@@ -339,11 +339,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
             bodies.push(encode_entry(entry));
         }
-        let appended = log.segments.append(&bodies).map_err(core_error)?;
-        log.segments.flush(false).map_err(core_error)?;
-        for (entry, loc) in entries.iter().zip(appended.locs) {
-            log.live.push_back((entry.log_id.leader_id.term, loc));
+        // Each entry is a batch of its own: a truncate may cut between any two entries, and a
+        // segment batch cut in two would read as a torn tail on the next open, dropping the
+        // entries kept before the cut.
+        for (entry, body) in entries.iter().zip(bodies) {
+            let appended = log.segments.append(&[body]).map_err(core_error)?;
+            log.live
+                .push_back((entry.log_id.leader_id.term, appended.locs[0]));
         }
+        log.segments.flush(false).map_err(core_error)?;
         let sync = Some(log.segments.sync_handle());
         log.syncer.submit(Group {
             sync,

@@ -98,7 +98,7 @@ impl Memberships {
     }
 }
 
-struct Machine {
+pub(super) struct Machine {
     dir: PathBuf,
     generation: u64,
     store: Store,
@@ -182,12 +182,18 @@ impl StateMachine {
     fn lock(&self) -> MutexGuard<'_, Machine> {
         self.machine.lock().expect("state machine lock poisoned")
     }
+
+    /// The machine itself, so a test can see the response an entry got.
+    #[cfg(test)]
+    pub(super) fn machine_for_tests(&self) -> MutexGuard<'_, Machine> {
+        self.lock()
+    }
 }
 
 impl Machine {
     /// Applies one entry; see the module documentation for what is an answer and what stops
     /// the node.
-    fn apply(&mut self, entry: super::types::Entry) -> io::Result<Response> {
+    pub(super) fn apply(&mut self, entry: super::types::Entry) -> io::Result<Response> {
         let id = entry_id(&entry.log_id);
         let command = match entry.payload {
             EntryPayload::Blank => Command::noop(),
