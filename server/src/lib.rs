@@ -20,6 +20,7 @@ pub mod pb {
         tonic::include_file_descriptor_set!("causeway_descriptor");
 }
 
+pub mod cluster;
 pub mod config;
 pub mod convert;
 pub mod limits;

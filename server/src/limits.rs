@@ -155,3 +155,17 @@ pub const HTTP2_FRAME_BYTES_MAX: u32 = 1024 * 1024;
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// Bytes of a signing key file (64 hex digits of an Ed25519 secret, and a line break).
 pub const SIGNING_KEY_FILE_BYTES_MAX: u64 = 4096;
+
+/// Joint configurations in one Raft membership: openraft uses one, or two during a change.
+/// A decoded membership with more is damage.
+pub const MEMBERSHIP_CONFIGS_MAX: usize = 2;
+/// Nodes (voters and learners) in one Raft membership. Far above any cluster Causeway runs;
+/// a decoded count above it is damage, not a reason to allocate.
+pub const MEMBERSHIP_NODES_MAX: usize = 1024;
+/// Bytes of one node's address in a Raft membership (`host:port`, a DNS name at most).
+pub const MEMBERSHIP_ADDR_BYTES_MAX: usize = 1024;
+/// Bytes of one Raft log segment before it is sealed. A sealed segment is the unit a purge
+/// removes, so the log keeps up to this much more than asked; 64 MiB like the event log's.
+pub const RAFT_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+/// Appended groups waiting for the Raft log's fsync thread before `append` blocks.
+pub const RAFT_SYNC_DEPTH_MAX: usize = 64;

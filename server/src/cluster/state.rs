@@ -1,0 +1,497 @@
+//! The state machine: openraft's [`RaftStateMachine`] on the core [`Store`], plus snapshots
+//! built from [`Store::checkpoint`] and installed by switching store generations.
+//!
+//! Directory (`<data>/raft/state/`):
+//! - `CURRENT`: a metafile naming the live generation `G`. Replacing it is the one atomic step
+//!   of a snapshot install.
+//! - `{G:020}/store/`: the event store of generation `G`; `{G:020}/MEMBERSHIP`: a metafile with
+//!   the last two memberships applied (previous and current), each with its log id.
+//! - `snapshots/{S:020}/`: the newest snapshot: a store checkpoint (`events/`, `CHECKPOINT`
+//!   with every file's blake3) and `SNAPSHOT` (a metafile: last log id and membership), written
+//!   under `{S}.tmp` and renamed when whole.
+//!
+//! Invariants:
+//! - Every entry goes through [`Store::apply_at`] (a blank or membership entry as a no-op), so
+//!   the store records the last applied log id with what it writes. The store runs with
+//!   [`Durability::Relaxed`]: the Raft log is the durable copy, and a crash only takes back
+//!   applies that are re-applied from it.
+//! - A refusal ([`causeway_core::Error::is_deterministic`]) is the entry's [`Response`]; any
+//!   other error from apply is returned as an I/O error, which stops the Raft node: a replica
+//!   that cannot apply must not carry on and diverge.
+//! - `applied_state` syncs the store and reports its durable watermark, never more.
+//! - Before a membership entry at `M` is applied, the store is synced (everything before `M` is
+//!   durable) and `MEMBERSHIP` becomes {previous: old, current: new}. The reported membership is
+//!   `current` when its log id is within the durable watermark, else `previous`: a crash between
+//!   the two writes cannot report a membership ahead of the applied state, nor lose one behind it.
+//! - A snapshot install copies and verifies the checkpoint into generation `G + 1`, writes its
+//!   `MEMBERSHIP`, and only then replaces `CURRENT`; a crash before that leaves generation `G`
+//!   live, and open removes every other generation.
+//!
+//! Snapshot data is a directory on local disk ([`SnapshotDir`]): the checkpoint is already a
+//! set of files with checksums, so the network layer ships those files and hands the receiving
+//! state machine the directory it wrote them to.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use causeway_core::disk::{Disk, OsDisk};
+use causeway_core::store::{Config, Durability, ManifestFile};
+use causeway_core::{Command, EntryId, Store, metafile};
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
+use tokio_stream::{Stream, StreamExt};
+
+use super::codec::{self, Reader, get_log_id, get_stored_membership, put_log_id};
+use super::core_error;
+use super::types::{LogId, Response, SnapshotMeta, StoredMembership, TypeConfig, entry_id, log_id};
+
+/// A snapshot as openraft handles it: metadata and the directory holding the data.
+pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, SnapshotDir>;
+
+/// Magic of the file naming the live store generation.
+pub const CURRENT_MAGIC: [u8; 8] = *b"CWRCURR\0";
+/// Magic of the membership file.
+pub const MEMBERSHIP_MAGIC: [u8; 8] = *b"CWRMEMB\0";
+/// Magic of a snapshot's metadata file.
+pub const SNAPSHOT_MAGIC: [u8; 8] = *b"CWRSNAP\0";
+
+const CURRENT_FILE: &str = "CURRENT";
+const MEMBERSHIP_FILE: &str = "MEMBERSHIP";
+const SNAPSHOT_FILE: &str = "SNAPSHOT";
+const SNAPSHOTS_DIR: &str = "snapshots";
+const STORE_DIR: &str = "store";
+
+/// A snapshot's bytes: a directory on local disk holding a store checkpoint and its `SNAPSHOT`
+/// metadata file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotDir(pub PathBuf);
+
+/// The state machine. Clones of its [`SnapshotBuilder`] share its state.
+pub struct StateMachine {
+    machine: Arc<Mutex<Machine>>,
+}
+
+/// Builds a snapshot of the state machine it came from.
+pub struct SnapshotBuilder {
+    machine: Arc<Mutex<Machine>>,
+}
+
+/// The last two memberships applied; see the module documentation.
+#[derive(Clone, Debug, Default)]
+struct Memberships {
+    previous: StoredMembership,
+    current: StoredMembership,
+}
+
+impl Memberships {
+    /// The membership in effect at `applied`: the newest one applied at or before it.
+    fn at(&self, applied: Option<&LogId>) -> StoredMembership {
+        let applied_index = applied.map(|applied| applied.index);
+        let current_index = self.current.log_id().as_ref().map(|id| id.index);
+        if current_index <= applied_index {
+            self.current.clone()
+        } else {
+            self.previous.clone()
+        }
+    }
+}
+
+pub(super) struct Machine {
+    dir: PathBuf,
+    generation: u64,
+    store: Store,
+    memberships: Memberships,
+    /// The newest snapshot: its sequence number (directory name) and metadata.
+    snapshot: Option<(u64, SnapshotMeta)>,
+    disk: Arc<dyn Disk>,
+}
+
+impl StateMachine {
+    /// Opens (or creates) the state machine in `dir`, removing what a crash left half done: a
+    /// store generation other than the live one, a snapshot still under its temporary name,
+    /// and snapshots older than the newest.
+    pub fn open(dir: &Path) -> io::Result<StateMachine> {
+        let disk: Arc<dyn Disk> = Arc::new(OsDisk);
+        causeway_core::disk::create_dir_all(&*disk, dir)?;
+        let generation =
+            match metafile::read(&dir.join(CURRENT_FILE), CURRENT_MAGIC).map_err(core_error)? {
+                Some(bytes) => {
+                    let mut reader = Reader::new(&bytes, "raft state generation");
+                    let generation = reader.u64()?;
+                    reader.finish()?;
+                    generation
+                }
+                None => 0,
+            };
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let is_generation = name.len() == 20 && name.bytes().all(|b| b.is_ascii_digit());
+            if is_generation && name != generation_name(generation) {
+                fs::remove_dir_all(entry.path())?;
+            }
+        }
+        let snapshots_dir = dir.join(SNAPSHOTS_DIR);
+        causeway_core::disk::create_dir_all(&*disk, &snapshots_dir)?;
+        let mut newest: Option<u64> = None;
+        let mut stale = Vec::new();
+        for entry in fs::read_dir(&snapshots_dir)? {
+            let entry = entry?;
+            match entry.file_name().to_string_lossy().parse::<u64>() {
+                Ok(seq) => {
+                    if let Some(older) = newest.filter(|&newest| newest < seq) {
+                        stale.push(snapshots_dir.join(generation_name(older)));
+                    }
+                    if newest.is_none_or(|newest| newest < seq) {
+                        newest = Some(seq);
+                    } else {
+                        stale.push(entry.path());
+                    }
+                }
+                // A temporary directory of a build or install that did not finish.
+                Err(_) => stale.push(entry.path()),
+            }
+        }
+        for path in stale {
+            fs::remove_dir_all(path)?;
+        }
+        let snapshot = match newest {
+            Some(seq) => Some((
+                seq,
+                read_snapshot_meta(&snapshots_dir.join(generation_name(seq)))?,
+            )),
+            None => None,
+        };
+        let generation_dir = dir.join(generation_name(generation));
+        let store = open_store(&generation_dir)?;
+        let memberships = read_memberships(&generation_dir)?;
+        Ok(StateMachine {
+            machine: Arc::new(Mutex::new(Machine {
+                dir: dir.to_path_buf(),
+                generation,
+                store,
+                memberships,
+                snapshot,
+                disk,
+            })),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Machine> {
+        self.machine.lock().expect("state machine lock poisoned")
+    }
+
+    /// The machine itself, so a test can see the response an entry got.
+    #[cfg(test)]
+    pub(super) fn machine_for_tests(&self) -> MutexGuard<'_, Machine> {
+        self.lock()
+    }
+}
+
+impl Machine {
+    /// Applies one entry; see the module documentation for what is an answer and what stops
+    /// the node.
+    pub(super) fn apply(&mut self, entry: super::types::Entry) -> io::Result<Response> {
+        let id = entry_id(&entry.log_id);
+        let command = match entry.payload {
+            EntryPayload::Blank => Command::noop(),
+            EntryPayload::Normal(proposal) => proposal.0,
+            EntryPayload::Membership(membership) => {
+                self.store.sync().map_err(core_error)?;
+                let memberships = Memberships {
+                    previous: self.memberships.current.clone(),
+                    current: StoredMembership::new(Some(entry.log_id), membership),
+                };
+                write_memberships(
+                    &*self.disk,
+                    &self.dir.join(generation_name(self.generation)),
+                    &memberships,
+                )?;
+                self.memberships = memberships;
+                Command::noop()
+            }
+        };
+        match self.store.apply_at(id, command) {
+            Ok(receipt) => Ok(Response::Applied(receipt)),
+            Err(err) if err.is_deterministic() => Ok(Response::Refused(err)),
+            Err(err) => Err(core_error(err)),
+        }
+    }
+
+    /// The durable applied log id and the membership in effect at it.
+    fn applied_state(&self) -> io::Result<(Option<LogId>, StoredMembership)> {
+        let applied = self.store.sync().map_err(core_error)?.map(to_log_id);
+        let membership = self.memberships.at(applied.as_ref());
+        Ok((applied, membership))
+    }
+
+    fn snapshots_dir(&self) -> PathBuf {
+        self.dir.join(SNAPSHOTS_DIR)
+    }
+
+    fn next_snapshot_seq(&self) -> u64 {
+        self.snapshot.as_ref().map_or(1, |(seq, _)| seq + 1)
+    }
+
+    /// Makes `tmp` (a whole snapshot directory) the newest snapshot, removing the one before.
+    fn publish_snapshot(
+        &mut self,
+        seq: u64,
+        tmp: &Path,
+        meta: SnapshotMeta,
+    ) -> io::Result<PathBuf> {
+        let snapshots_dir = self.snapshots_dir();
+        let path = snapshots_dir.join(generation_name(seq));
+        fs::rename(tmp, &path)?;
+        self.disk.sync_dir(&snapshots_dir)?;
+        if let Some((old_seq, _)) = self.snapshot.replace((seq, meta)) {
+            fs::remove_dir_all(snapshots_dir.join(generation_name(old_seq)))?;
+        }
+        Ok(path)
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    type SnapshotData = SnapshotDir;
+
+    async fn build_snapshot(&mut self) -> io::Result<Snapshot> {
+        let mut machine = self.machine.lock().expect("state machine lock poisoned");
+        let seq = machine.next_snapshot_seq();
+        let tmp = machine
+            .snapshots_dir()
+            .join(format!("{}.tmp", generation_name(seq)));
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp)?;
+        }
+        // Taken under the lock, so no membership entry is half applied: the checkpoint's
+        // applied entry and the membership in effect at it belong together.
+        let manifest = machine.store.checkpoint(&tmp).map_err(core_error)?;
+        let last_log_id = manifest.applied.map(to_log_id);
+        let meta = SnapshotMeta {
+            last_log_id,
+            last_membership: machine.memberships.at(last_log_id.as_ref()),
+        };
+        write_snapshot_meta(&*machine.disk, &tmp, &meta)?;
+        let path = machine.publish_snapshot(seq, &tmp, meta.clone())?;
+        Ok(Snapshot {
+            meta,
+            snapshot: SnapshotDir(path),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = SnapshotDir;
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> io::Result<(Option<LogId>, StoredMembership)> {
+        self.lock().applied_state()
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> io::Result<()>
+    where
+        Strm: Stream<Item = io::Result<EntryResponder<TypeConfig>>> + Unpin + OptionalSend,
+    {
+        while let Some(item) = entries.next().await {
+            let (entry, responder) = item?;
+            let response = self.lock().apply(entry)?;
+            if let Some(responder) = responder {
+                responder.send(response);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
+        SnapshotBuilder {
+            machine: self.machine.clone(),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: SnapshotDir,
+    ) -> io::Result<()> {
+        let source = snapshot.0;
+        let manifest = causeway_core::store::Manifest::read(&source).map_err(core_error)?;
+        manifest.verify(&source).map_err(core_error)?;
+        if manifest.applied.map(to_log_id) != meta.last_log_id {
+            return Err(codec::invalid(format!(
+                "snapshot checkpoint holds entries through {:?}, its metadata says {:?}",
+                manifest.applied, meta.last_log_id
+            )));
+        }
+        let mut machine = self.lock();
+        let disk = machine.disk.clone();
+
+        // Generation G + 1, whole and durable before CURRENT names it.
+        let generation = machine.generation + 1;
+        let generation_dir = machine.dir.join(generation_name(generation));
+        if generation_dir.exists() {
+            fs::remove_dir_all(&generation_dir)?;
+        }
+        copy_checkpoint(
+            &*disk,
+            &source,
+            &generation_dir.join(STORE_DIR),
+            &manifest.files,
+        )?;
+        let memberships = Memberships {
+            previous: meta.last_membership.clone(),
+            current: meta.last_membership.clone(),
+        };
+        write_memberships(&*disk, &generation_dir, &memberships)?;
+        disk.sync_dir(&machine.dir)?;
+        metafile::write(
+            &*disk,
+            &machine.dir.join(CURRENT_FILE),
+            CURRENT_MAGIC,
+            &generation.to_le_bytes(),
+        )
+        .map_err(core_error)?;
+
+        let store = open_store(&generation_dir)?;
+        let applied = store.applied().map(to_log_id);
+        if applied != meta.last_log_id {
+            return Err(codec::invalid(format!(
+                "installed store has applied {applied:?}, the snapshot says {:?}",
+                meta.last_log_id
+            )));
+        }
+        let old = std::mem::replace(&mut machine.store, store);
+        old.close().map_err(core_error)?;
+        drop(old);
+        let old_dir = machine.dir.join(generation_name(machine.generation));
+        machine.generation = generation;
+        machine.memberships = memberships;
+        fs::remove_dir_all(old_dir)?;
+
+        // Kept as this node's newest snapshot, so it can serve it in turn.
+        let seq = machine.next_snapshot_seq();
+        let tmp = machine
+            .snapshots_dir()
+            .join(format!("{}.tmp", generation_name(seq)));
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp)?;
+        }
+        copy_checkpoint(&*disk, &source, &tmp, &manifest.files)?;
+        copy_file(
+            &source.join(causeway_core::store::MANIFEST_FILE),
+            &tmp.join(causeway_core::store::MANIFEST_FILE),
+        )?;
+        write_snapshot_meta(&*disk, &tmp, meta)?;
+        machine.publish_snapshot(seq, &tmp, meta.clone())?;
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> io::Result<Option<Snapshot>> {
+        let machine = self.lock();
+        Ok(machine.snapshot.as_ref().map(|(seq, meta)| Snapshot {
+            meta: meta.clone(),
+            snapshot: SnapshotDir(machine.snapshots_dir().join(generation_name(*seq))),
+        }))
+    }
+}
+
+fn generation_name(generation: u64) -> String {
+    format!("{generation:020}")
+}
+
+fn to_log_id(entry: EntryId) -> LogId {
+    log_id(entry.term, entry.index)
+}
+
+fn open_store(generation_dir: &Path) -> io::Result<Store> {
+    let config = Config {
+        durability: Durability::Relaxed,
+        ..Config::default()
+    };
+    Store::open(generation_dir.join(STORE_DIR), config).map_err(core_error)
+}
+
+fn read_memberships(generation_dir: &Path) -> io::Result<Memberships> {
+    let Some(bytes) = metafile::read(&generation_dir.join(MEMBERSHIP_FILE), MEMBERSHIP_MAGIC)
+        .map_err(core_error)?
+    else {
+        return Ok(Memberships::default());
+    };
+    let mut reader = Reader::new(&bytes, "raft membership file");
+    let previous = get_stored_membership(&mut reader)?;
+    let current = get_stored_membership(&mut reader)?;
+    reader.finish()?;
+    Ok(Memberships { previous, current })
+}
+
+fn write_memberships(
+    disk: &dyn Disk,
+    generation_dir: &Path,
+    memberships: &Memberships,
+) -> io::Result<()> {
+    let mut payload = Vec::new();
+    codec::put_stored_membership(&mut payload, &memberships.previous);
+    codec::put_stored_membership(&mut payload, &memberships.current);
+    metafile::write(
+        disk,
+        &generation_dir.join(MEMBERSHIP_FILE),
+        MEMBERSHIP_MAGIC,
+        &payload,
+    )
+    .map_err(core_error)
+}
+
+fn read_snapshot_meta(dir: &Path) -> io::Result<SnapshotMeta> {
+    let bytes = metafile::read(&dir.join(SNAPSHOT_FILE), SNAPSHOT_MAGIC)
+        .map_err(core_error)?
+        .ok_or_else(|| {
+            codec::invalid(format!("snapshot {} has no SNAPSHOT file", dir.display()))
+        })?;
+    let mut reader = Reader::new(&bytes, "raft snapshot metadata");
+    let last_log_id = get_log_id(&mut reader)?;
+    let last_membership = get_stored_membership(&mut reader)?;
+    reader.finish()?;
+    Ok(SnapshotMeta {
+        last_log_id,
+        last_membership,
+    })
+}
+
+fn write_snapshot_meta(disk: &dyn Disk, dir: &Path, meta: &SnapshotMeta) -> io::Result<()> {
+    let mut payload = Vec::new();
+    put_log_id(&mut payload, meta.last_log_id.as_ref());
+    codec::put_stored_membership(&mut payload, &meta.last_membership);
+    metafile::write(disk, &dir.join(SNAPSHOT_FILE), SNAPSHOT_MAGIC, &payload).map_err(core_error)
+}
+
+/// Copies the files a checkpoint manifest lists from `from` to `to` (whole copies: the copy
+/// becomes a live store whose active segment is written, so nothing is shared by hard link),
+/// each synced, and syncs every directory it created.
+fn copy_checkpoint(
+    disk: &dyn Disk,
+    from: &Path,
+    to: &Path,
+    files: &[ManifestFile],
+) -> io::Result<()> {
+    causeway_core::disk::create_dir_all(disk, to)?;
+    let mut dirs = vec![to.to_path_buf()];
+    for file in files {
+        let target = to.join(&file.name);
+        let parent = causeway_core::disk::parent_dir(&target).to_path_buf();
+        if !dirs.contains(&parent) {
+            causeway_core::disk::create_dir_all(disk, &parent)?;
+            dirs.push(parent);
+        }
+        copy_file(&from.join(&file.name), &target)?;
+    }
+    for dir in dirs {
+        disk.sync_dir(&dir)?;
+    }
+    Ok(())
+}
+
+fn copy_file(from: &Path, to: &Path) -> io::Result<()> {
+    fs::copy(from, to)?;
+    fs::File::open(to)?.sync_all()
+}

@@ -1,0 +1,184 @@
+//! The cluster storage against openraft's own storage suite, and the durability properties the
+//! suite cannot see (they need a reopen).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use causeway_core::clock::Timestamp;
+use causeway_core::{Append, Command, EventId, Expected, ExpectedVersion, NewEvent};
+use openraft::storage::{IOFlushed, RaftLogStorage, RaftStateMachine};
+use openraft::testing::log::{StoreBuilder, Suite};
+use openraft::{BasicNode, EntryPayload, RaftLogReader, StorageError};
+use tempfile::TempDir;
+
+use super::log::LogStore;
+use super::state::StateMachine;
+use super::types::{Entry, Membership, Proposal, Response, TypeConfig, Vote, log_id};
+
+/// Builds a log store and state machine in fresh temporary directories, as a node lays them out.
+struct TempStores;
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for TempStores {
+    async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError<TypeConfig>> {
+        let dir = TempDir::new().expect("a temporary directory");
+        let log = LogStore::open(&dir.path().join("raft")).expect("the log opens");
+        let state = StateMachine::open(&dir.path().join("raft").join("state"))
+            .expect("the state machine opens");
+        Ok((dir, log, state))
+    }
+}
+
+/// Every case of openraft's storage suite passes: log state, reads, vote, truncate, purge,
+/// append, apply, snapshot build and install.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openraft_storage_suite() {
+    Suite::test_all(TempStores)
+        .await
+        .expect("openraft's storage suite passes");
+}
+
+fn blank(term: u64, index: u64) -> Entry {
+    Entry {
+        log_id: log_id(term, index),
+        payload: EntryPayload::Blank,
+    }
+}
+
+fn membership(term: u64, index: u64, voters: &[u64]) -> Entry {
+    let voters: BTreeSet<u64> = voters.iter().copied().collect();
+    let nodes: BTreeMap<u64, BasicNode> = voters
+        .iter()
+        .map(|&id| (id, BasicNode::new(format!("127.0.0.{id}:7700"))))
+        .collect();
+    Entry {
+        log_id: log_id(term, index),
+        payload: EntryPayload::Membership(
+            Membership::new(vec![voters], nodes).expect("a valid membership"),
+        ),
+    }
+}
+
+/// An append of one event to `order-7` that requires the entity to have no events yet.
+fn first_order_event(term: u64, index: u64) -> Entry {
+    let mut event = NewEvent::new("acme", "order-7", "Placed", b"{}".to_vec());
+    event.id = Some(EventId(uuid::Uuid::from_u128(u128::from(index))));
+    let mut append = Append::new(vec![event]);
+    append.expected = vec![Expected {
+        scope: "acme".to_string(),
+        entity: "order-7".to_string(),
+        version: ExpectedVersion::NoStream,
+    }];
+    Entry {
+        log_id: log_id(term, index),
+        payload: EntryPayload::Normal(Proposal(Command::append(Timestamp::ZERO, append))),
+    }
+}
+
+async fn apply_all(state: &mut StateMachine, entries: Vec<Entry>) {
+    let items = entries.into_iter().map(|entry| Ok((entry, None)));
+    state
+        .apply(tokio_stream::iter(items))
+        .await
+        .expect("apply succeeds");
+}
+
+/// The vote, the entries, the last purged id and a truncation survive closing and reopening
+/// the log, read back from Causeway's own encoding. Catches a vote or purge kept only in
+/// memory, and an index mapping between Raft and frame indexes that is off by one.
+#[tokio::test]
+async fn log_state_survives_reopen() {
+    let dir = TempDir::new().expect("a temporary directory");
+    let raft_dir = dir.path().join("raft");
+    {
+        let mut log = LogStore::open(&raft_dir).expect("the log opens");
+        log.save_vote(&Vote::new_committed(3, 2))
+            .await
+            .expect("vote saved");
+        let entries = vec![
+            membership(1, 0, &[1, 2, 3]),
+            blank(1, 1),
+            first_order_event(2, 2),
+            blank(2, 3),
+            blank(2, 4),
+        ];
+        log.append(entries, IOFlushed::noop())
+            .await
+            .expect("append");
+        log.truncate_after(Some(log_id(2, 3)))
+            .await
+            .expect("truncate");
+        log.purge(log_id(1, 1)).await.expect("purge");
+    }
+    let mut log = LogStore::open(&raft_dir).expect("the log reopens");
+    assert_eq!(
+        log.read_vote().await.expect("vote"),
+        Some(Vote::new_committed(3, 2))
+    );
+    let state = log.get_log_state().await.expect("log state");
+    assert_eq!(state.last_purged_log_id, Some(log_id(1, 1)));
+    assert_eq!(state.last_log_id, Some(log_id(2, 3)));
+    let entries = log.try_get_log_entries(0..10).await.expect("entries");
+    assert_eq!(
+        entries,
+        vec![first_order_event(2, 2), blank(2, 3)],
+        "the purged prefix and the truncated tail are gone, the rest decodes as written"
+    );
+}
+
+/// After a purge past the last entry (as after a snapshot install), the next append starts at
+/// the new index with no hole, and that survives a reopen.
+#[tokio::test]
+async fn append_after_purge_past_the_end_restarts_the_log() {
+    let dir = TempDir::new().expect("a temporary directory");
+    let raft_dir = dir.path().join("raft");
+    {
+        let mut log = LogStore::open(&raft_dir).expect("the log opens");
+        log.append(vec![blank(1, 0), blank(1, 1)], IOFlushed::noop())
+            .await
+            .expect("append");
+        log.purge(log_id(4, 100)).await.expect("purge");
+        log.append(vec![blank(5, 101)], IOFlushed::noop())
+            .await
+            .expect("append after the snapshot's last entry");
+        let hole = log.append(vec![blank(5, 103)], IOFlushed::noop()).await;
+        assert!(hole.is_err(), "an append that leaves a hole is refused");
+    }
+    let mut log = LogStore::open(&raft_dir).expect("the log reopens");
+    let state = log.get_log_state().await.expect("log state");
+    assert_eq!(state.last_purged_log_id, Some(log_id(4, 100)));
+    assert_eq!(state.last_log_id, Some(log_id(5, 101)));
+    let entries = log.try_get_log_entries(..).await.expect("entries");
+    assert_eq!(entries, vec![blank(5, 101)]);
+}
+
+/// A refused command is the entry's answer and the node goes on applying; the applied log id
+/// and the membership survive a reopen. Catches a denial turned into a storage error (which
+/// would stop every replica on a client's bad request) and a membership kept only in memory.
+#[tokio::test]
+async fn refusal_is_an_answer_and_applied_state_survives_reopen() {
+    let dir = TempDir::new().expect("a temporary directory");
+    let state_dir = dir.path().join("raft").join("state");
+    {
+        let mut state = StateMachine::open(&state_dir).expect("the state machine opens");
+        apply_all(
+            &mut state,
+            vec![membership(1, 0, &[1, 2, 3]), first_order_event(1, 1)],
+        )
+        .await;
+        let entry = first_order_event(1, 2);
+        let response = state
+            .machine_for_tests()
+            .apply(entry)
+            .expect("a refusal is not a storage error");
+        match response {
+            Response::Refused(err) => assert!(err.is_deterministic(), "{err}"),
+            Response::Applied(receipt) => panic!("a second first event was applied: {receipt:?}"),
+        }
+        apply_all(&mut state, vec![blank(2, 3)]).await;
+    }
+    let mut state = StateMachine::open(&state_dir).expect("the state machine reopens");
+    let (applied, membership_now) = state.applied_state().await.expect("applied state");
+    assert_eq!(applied, Some(log_id(2, 3)));
+    assert_eq!(membership_now.log_id(), &Some(log_id(1, 0)));
+    let voters: Vec<u64> = membership_now.voter_ids().collect();
+    assert_eq!(voters, vec![1, 2, 3]);
+}
