@@ -304,6 +304,7 @@ impl Store {
         let started = Instant::now();
         let events_dir = dir.join("events");
         let known_id = identity::read(dir, &events_dir)?;
+        recovery::check_newest_segment(&events_dir)?;
         let (mut log, recovery) =
             SegmentLog::open_on(disk.clone(), &events_dir, config.segment_bytes, 1)?;
         log.set_faults(config.faults.clone());

@@ -119,3 +119,45 @@ fn a_damaged_identity_file_is_refused() {
         Ok(_) => panic!("a damaged identity was accepted"),
     }
 }
+
+/// Catches a store that opens without its newest segment: it would report a shorter log, lose
+/// the acknowledged events in it, and write new events at their positions. The segment before
+/// it has a sidecar index (it was sealed), which says a later segment existed.
+#[test]
+fn a_store_whose_newest_segment_is_gone_refuses_to_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = || Config {
+        segment_bytes: causeway_core::limits::SEGMENT_BYTES_MIN,
+        ..Config::default()
+    };
+    let store = Store::open(dir.path(), config()).unwrap();
+    for n in 0..200 {
+        append_one(&store, n);
+    }
+    drop(store);
+    let events = dir.path().join("events");
+    let mut segments: Vec<_> = fs::read_dir(&events)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "seg"))
+        .collect();
+    segments.sort();
+    assert!(segments.len() > 2, "the test needs sealed segments");
+    let newest = segments.pop().unwrap();
+    let kept = dir.path().join("newest-kept");
+    fs::rename(&newest, &kept).unwrap();
+    match Store::open(dir.path(), config()) {
+        Err(Error::Corrupt { file, detail, .. }) => {
+            assert_eq!(&file, segments.last().unwrap());
+            assert!(detail.contains("missing"), "{detail}");
+        }
+        Err(other) => panic!("expected the missing segment to be reported, got {other}"),
+        Ok(store) => panic!("opened with head {}", store.head()),
+    }
+    // Put back, it opens with every event.
+    fs::rename(&kept, &newest).unwrap();
+    assert_eq!(
+        Store::open(dir.path(), config()).unwrap().head(),
+        Position(200)
+    );
+}

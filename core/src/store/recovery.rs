@@ -7,7 +7,7 @@
 //! log is an error naming the file and offset, not a panic.
 
 use std::collections::{HashMap, VecDeque};
-use std::fs::File;
+use std::fs::{self, File};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -105,6 +105,46 @@ impl KeysBuilder {
 /// Takes the exclusive lock on `dir`, creating its `LOCK` file if there is none. The file
 /// holds nothing, so a new one is not synced into the directory here: should a power cut lose
 /// it, the next open creates it again.
+/// Refuses a log whose newest segment is gone: the newest segment left has a `.idx` sidecar,
+/// which is written only for a segment that was sealed, after the segment that follows it was
+/// created and made durable. Opening such a log would drop the missing events without a word
+/// and write new ones at their positions; so it is [`Error::Corrupt`], naming the file.
+pub(super) fn check_newest_segment(events_dir: &Path) -> Result<()> {
+    let entries = match fs::read_dir(events_dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(err) => return Err(Error::io(events_dir, err)),
+    };
+    let mut newest: Option<u64> = None;
+    for entry in entries {
+        let path = entry.map_err(|err| Error::io(events_dir, err))?.path();
+        if path.extension().and_then(|ext| ext.to_str()) != Some("seg") {
+            continue;
+        }
+        if let Some(first) = path
+            .file_stem()
+            .and_then(|stem| stem.to_str())
+            .and_then(|stem| stem.parse::<u64>().ok())
+        {
+            newest = newest.max(Some(first));
+        }
+    }
+    let Some(newest) = newest else {
+        return Ok(());
+    };
+    let idx = idx_path(events_dir, newest);
+    if idx.exists() {
+        let detail = "the newest segment has a sidecar index, so it was sealed and a later \
+                      segment existed; that segment is missing, and opening would lose its events";
+        return Err(Error::corrupt(
+            &segment::segment_path(events_dir, newest),
+            0,
+            detail,
+        ));
+    }
+    Ok(())
+}
+
 pub(super) fn lock_dir(disk: &dyn Disk, dir: &Path) -> Result<File> {
     let path = dir.join("LOCK");
     let file = disk
