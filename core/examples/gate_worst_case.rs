@@ -55,6 +55,23 @@ fn main() {
     let regex_dynamic = format!(
         "{hundred}.all(i, event.payload.s.matches('[a-q][^u-z]{{' + string(i % 14) + '}}x') == false)"
     );
+    // Found from outside: a pattern whose lazy DFA needs far more states than a cache holds,
+    // over random text, which made the regex crate fall back to an NFA simulation.
+    let forty = format!(
+        "[{}]",
+        (0..40).map(|i| i.to_string()).collect::<Vec<_>>().join(",")
+    );
+    let regex_thrash = format!(
+        "{forty}.all(i, !event.payload.s.matches('(?:[a-q][^u-z]{{20}}x|[b-r][^t-y]{{20}}y)'))"
+    );
+    let mut seed: u64 = 1;
+    let random_string: String = (0..60_000)
+        .map(|_| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            (b'a' + ((seed >> 33) % 20) as u8) as char
+        })
+        .collect();
+    let random_payload = format!(r#"{{"s": "{random_string}", "n": 1}}"#);
     let facts = (0..16)
         // `a-` names more entities than the index resolves one by one, and they all come at
         // the end of the log, so the scan checks every earlier event's entity name.
@@ -119,6 +136,13 @@ fn main() {
             "string building over a 64 KiB payload",
             vec![string_build],
             &big_payload,
+            1,
+            0,
+        ),
+        (
+            "regex that thrashes a lazy DFA, 60 KB, 40 times",
+            vec![regex_thrash],
+            &random_payload,
             1,
             0,
         ),

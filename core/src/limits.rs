@@ -84,6 +84,10 @@ pub const GATE_EVAL_STEPS_MAX: u64 = 100_000;
 /// Bytes of a compiled regular expression in a CEL gate (`matches`), the regex crate's
 /// `size_limit`; the same bound applies to its lazy DFA cache. Larger patterns are refused.
 pub const CEL_REGEX_BYTES_MAX: usize = 64 * 1024;
+/// Bytes of the lazy DFA cache one CEL `matches` search may use. A search that would clear it
+/// more than twice while building a state for fewer than 32 bytes of input gives up instead
+/// (the gate answers `CEL_ERROR`), which bounds a hostile pattern's cost to a few cache fills.
+pub const CEL_REGEX_CACHE_BYTES: usize = 256 * 1024;
 /// Payload bytes a CEL gate decodes as JSON; a larger payload is `null` to the expression.
 pub const CEL_PAYLOAD_BYTES_MAX: usize = 64 * 1024;
 /// Store-fact calls (`count`, `exists`, `version`) in one CEL evaluation.

@@ -105,7 +105,7 @@ pub(crate) enum Func {
     StartsWith,
     EndsWith,
     /// `matches` with a pattern known at registration, compiled then.
-    MatchesCompiled(Arc<regex::Regex>),
+    MatchesCompiled(Arc<super::eval::Pattern>),
     /// `matches` with a pattern computed at evaluation, compiled then (and charged for).
     Matches,
     ToInt,

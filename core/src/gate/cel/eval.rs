@@ -30,7 +30,8 @@ use super::value::{Key, Type, Value, compare, equal, from_json, map_get, shorten
 use crate::event::{Event, Position};
 use crate::gate::{Budget, View};
 use crate::limits::{
-    CEL_PAYLOAD_BYTES_MAX, CEL_REGEX_BYTES_MAX, GATE_COUNT_MAX, GATE_FACT_CALLS_MAX,
+    CEL_PAYLOAD_BYTES_MAX, CEL_REGEX_BYTES_MAX, CEL_REGEX_CACHE_BYTES, GATE_COUNT_MAX,
+    GATE_FACT_CALLS_MAX,
 };
 use crate::query::{Filter, QueryItem};
 
@@ -94,31 +95,87 @@ pub(crate) fn evaluate(program: &Program, activation: &Activation<'_>) -> Eval<V
     machine.eval(&program.root)
 }
 
-/// Compiles a regular expression within [`CEL_REGEX_BYTES_MAX`].
-pub(crate) fn regex(pattern: &str) -> Result<regex::Regex, String> {
-    regex::RegexBuilder::new(pattern)
-        .size_limit(CEL_REGEX_BYTES_MAX)
-        .dfa_size_limit(CEL_REGEX_BYTES_MAX)
-        .build()
-        .map_err(|err| match err {
-            regex::Error::CompiledTooBig(_) => format!(
-                "regular expression {:?} compiles to more than CEL_REGEX_BYTES_MAX = {CEL_REGEX_BYTES_MAX} bytes",
-                shorten(pattern)
-            ),
-            other => format!(
-                "regular expression {:?} is invalid: {}",
-                shorten(pattern),
-                shorten(other.to_string().lines().last().unwrap_or_default())
-            ),
-        })
+/// A compiled CEL regular expression: a lazy DFA that gives up rather than thrash.
+///
+/// A regex engine is linear in its input only while its DFA's states fit its cache; a pattern
+/// such as `(?:[a-q][^u-z]{20}x|...)` over 60 KB of random text makes a lazy DFA clear its
+/// cache again and again, and the `regex` crate then falls back to an NFA simulation whose cost
+/// is the pattern's states times the input: 1.5 s of writer time for one append, inside the
+/// step budget (found from outside). So matching runs on `regex-automata`'s lazy DFA alone,
+/// with a bounded cache ([`CEL_REGEX_CACHE_BYTES`]) that is cleared at most twice before the
+/// search gives up when it builds a state for fewer than 32 bytes of input: then `matches`
+/// fails (the gate answers `CEL_ERROR`), the same way on every replica, since the cache's work
+/// depends only on the pattern and the input. Unicode word boundaries (`\b`) quit on non-ASCII
+/// input in the same way.
+#[derive(Debug)]
+pub(crate) struct Pattern {
+    dfa: regex_automata::hybrid::dfa::DFA,
 }
 
-/// Steps to run a compiled regular expression over `haystack_bytes`. The regex crate runs in
-/// time linear in the input, with a factor that grows with the compiled pattern when its lazy
-/// DFA gives up; one step per 16 bytes covers the measured worst case within
-/// `CEL_REGEX_BYTES_MAX` (docs/BENCHMARKS.md).
+impl Pattern {
+    /// Whether the pattern matches anywhere in `text`; an error when the search gave up.
+    fn is_match(&self, text: &str) -> Result<bool, String> {
+        let mut cache = self.dfa.create_cache();
+        let input = regex_automata::Input::new(text).earliest(true);
+        self.dfa
+            .try_search_fwd(&mut cache, &input)
+            .map(|found| found.is_some())
+            .map_err(|err| {
+                format!(
+                    "regular expression gave up on {} bytes of input ({}): its lazy DFA needs \
+                     more than CEL_REGEX_CACHE_BYTES = {CEL_REGEX_CACHE_BYTES} bytes",
+                    text.len(),
+                    shorten(&err.to_string())
+                )
+            })
+    }
+}
+
+/// Compiles a regular expression within [`CEL_REGEX_BYTES_MAX`] (its NFA) and
+/// [`CEL_REGEX_CACHE_BYTES`] (its lazy DFA's cache).
+pub(crate) fn regex(pattern: &str) -> Result<Pattern, String> {
+    use regex_automata::hybrid::dfa::DFA;
+    use regex_automata::nfa::thompson;
+    let dfa = DFA::builder()
+        .configure(
+            DFA::config()
+                .cache_capacity(CEL_REGEX_CACHE_BYTES)
+                .minimum_cache_clear_count(Some(2))
+                .minimum_bytes_per_state(Some(32)),
+        )
+        .thompson(thompson::Config::new().nfa_size_limit(Some(CEL_REGEX_BYTES_MAX)))
+        .build(pattern)
+        .map_err(|err| {
+            // The build error's own text is general ("error building NFA"); the cause is below.
+            let mut why = err.to_string();
+            let mut source = std::error::Error::source(&err);
+            while let Some(cause) = source {
+                why = format!("{why}: {cause}");
+                source = cause.source();
+            }
+            if why.contains("limit") || why.contains("too big") {
+                format!(
+                    "regular expression {:?} compiles to more than CEL_REGEX_BYTES_MAX = {CEL_REGEX_BYTES_MAX} bytes",
+                    shorten(pattern)
+                )
+            } else {
+                format!(
+                    "regular expression {:?} is invalid: {}",
+                    shorten(pattern),
+                    shorten(why.rsplit(": ").next().unwrap_or_default())
+                )
+            }
+        })?;
+    Ok(Pattern { dfa })
+}
+
+/// Steps to run a compiled regular expression over `haystack_bytes`: one per byte. A lazy DFA
+/// that keeps its states in its cache costs about a nanosecond a byte, but one that keeps
+/// rebuilding them (a pattern of many states over random text) costs about 40 ns a byte here,
+/// a step's worth (docs/BENCHMARKS.md, "Worst case one client can impose on the writer through
+/// a gate"). So a 64 KiB payload can be matched once per append, not a hundred times.
 fn regex_steps(haystack_bytes: usize) -> u64 {
-    1 + haystack_bytes as u64 / 16
+    1 + haystack_bytes as u64
 }
 
 struct Machine<'a> {
@@ -415,13 +472,19 @@ impl Machine<'_> {
             }
             (Func::MatchesCompiled(pattern), [Value::String(text), _]) => {
                 self.charge(regex_steps(text.len()))?;
-                Ok(Value::Bool(pattern.is_match(text)))
+                pattern
+                    .is_match(text)
+                    .map(Value::Bool)
+                    .map_err(Fault::Error)
             }
             (Func::Matches, [Value::String(text), Value::String(pattern)]) => {
                 self.charge(REGEX_COMPILE_STEPS + pattern.len() as u64)?;
                 let compiled = regex(pattern).map_err(Fault::Error)?;
                 self.charge(regex_steps(text.len()))?;
-                Ok(Value::Bool(compiled.is_match(text)))
+                compiled
+                    .is_match(text)
+                    .map(Value::Bool)
+                    .map_err(Fault::Error)
             }
             (Func::ToInt, [value]) => self.convert_int(value),
             (Func::ToUInt, [value]) => self.convert_uint(value),
