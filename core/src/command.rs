@@ -358,6 +358,30 @@ pub(crate) fn validate_append(append: &Append) -> Result<()> {
                 "expected {expected_idx} needs a scope and an entity"
             )));
         }
+        // Bounded like an event's scope and entity: the names are echoed in a conflict.
+        for (limit, max, actual, field) in [
+            (
+                "SCOPE_BYTES_MAX",
+                SCOPE_BYTES_MAX,
+                expected.scope.len(),
+                "scope",
+            ),
+            (
+                "ENTITY_BYTES_MAX",
+                ENTITY_BYTES_MAX,
+                expected.entity.len(),
+                "entity",
+            ),
+        ] {
+            if actual > max {
+                return Err(Error::LimitExceeded {
+                    limit,
+                    max: max as u64,
+                    actual: actual as u64,
+                    what: format!("expected {expected_idx} {field} bytes"),
+                });
+            }
+        }
     }
     if let Some(condition) = &append.condition {
         condition.query.validate()?;

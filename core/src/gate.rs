@@ -21,7 +21,10 @@ use std::sync::Arc;
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::event::{Event, EventId, Position, Version};
-use crate::limits::{GATE_EXPRESSION_BYTES_MAX, GATE_NAME_BYTES_MAX};
+use crate::limits::{
+    GATE_BINDINGS_MAX, GATE_EXPRESSION_BYTES_MAX, GATE_NAME_BYTES_MAX, SCOPE_BYTES_MAX,
+    TAG_BYTES_MAX, TYPE_BYTES_MAX,
+};
 use crate::query::Filter;
 
 pub mod cel;
@@ -264,9 +267,32 @@ impl GateDefinition {
                 .any(|c| c.is_control() || c.is_whitespace())
         {
             return Err(Error::InvalidInput(format!(
-                "gate name {:?} must be 1 to {GATE_NAME_BYTES_MAX} bytes without spaces or control characters",
-                self.name
+                "gate name {:?} ({} bytes) must be 1 to {GATE_NAME_BYTES_MAX} bytes without spaces or control characters",
+                crate::command::short(&self.name),
+                self.name.len()
             )));
+        }
+        check_names("scopes", &self.scopes, SCOPE_BYTES_MAX, "SCOPE_BYTES_MAX")?;
+        if let Some(scope) = self.scopes.iter().find(|scope| scope.starts_with('$')) {
+            return Err(Error::InvalidInput(format!(
+                "gate scope {:?} is reserved (scopes starting with $)",
+                crate::command::short(scope)
+            )));
+        }
+        check_names("types", &self.types, TYPE_BYTES_MAX, "TYPE_BYTES_MAX")?;
+        match &self.rule {
+            Rule::AllowedTypes { types } => {
+                check_names("allowed types", types, TYPE_BYTES_MAX, "TYPE_BYTES_MAX")?;
+            }
+            Rule::UniqueTag { prefix } if prefix.len() > TAG_BYTES_MAX => {
+                return Err(Error::LimitExceeded {
+                    limit: "TAG_BYTES_MAX",
+                    max: TAG_BYTES_MAX as u64,
+                    actual: prefix.len() as u64,
+                    what: "unique_tag prefix bytes".to_string(),
+                });
+            }
+            _ => {}
         }
         let gate: Arc<dyn Gate> = match &self.rule {
             Rule::UniqueTag { prefix } => Arc::new(UniqueTag {
@@ -313,6 +339,42 @@ impl GateDefinition {
         (self.scopes.is_empty() || self.scopes.contains(&event.scope))
             && (self.types.is_empty() || self.types.contains(&event.event_type))
     }
+}
+
+/// A list of names as a denial shows it: the first eight, then how many more.
+fn short_list(names: &[String]) -> String {
+    let shown: Vec<&str> = names.iter().take(8).map(String::as_str).collect();
+    match names.len().checked_sub(shown.len()) {
+        Some(0) | None => shown.join(","),
+        Some(more) => format!("{},... ({more} more)", shown.join(",")),
+    }
+}
+
+/// Checks one list of names of a gate definition: at most [`GATE_BINDINGS_MAX`] of them, each
+/// 1 to `max_bytes` bytes (the bound an event's field of the same kind has).
+fn check_names(what: &str, names: &[String], max_bytes: usize, limit: &'static str) -> Result<()> {
+    if names.len() > GATE_BINDINGS_MAX {
+        return Err(Error::LimitExceeded {
+            limit: "GATE_BINDINGS_MAX",
+            max: GATE_BINDINGS_MAX as u64,
+            actual: names.len() as u64,
+            what: format!("gate {what}"),
+        });
+    }
+    if let Some(name) = names.iter().find(|name| name.len() > max_bytes) {
+        return Err(Error::LimitExceeded {
+            limit,
+            max: max_bytes as u64,
+            actual: name.len() as u64,
+            what: format!("bytes of one of the gate {what}"),
+        });
+    }
+    if names.iter().any(String::is_empty) {
+        return Err(Error::InvalidInput(format!(
+            "gate {what} holds an empty name"
+        )));
+    }
+    Ok(())
 }
 
 /// Built-in: a tag with a prefix at most once per scope.
@@ -386,7 +448,7 @@ impl Gate for AllowedTypes {
                     message,
                     [
                         ("type", event.event_type.clone()),
-                        ("allowed", self.types.join(",")),
+                        ("allowed", short_list(&self.types)),
                     ],
                 ))
             }

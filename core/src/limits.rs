@@ -55,6 +55,9 @@ pub const SEGMENT_BYTES_MIN: u64 = 4096;
 pub const SEGMENT_BYTES_MAX: u64 = 1 << 31;
 /// Default segment size.
 pub const SEGMENT_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
+/// Scopes, or types, one gate definition names (its bindings, and an `allowed_types` list);
+/// each name is bounded like the event field of its kind.
+pub const GATE_BINDINGS_MAX: usize = 64;
 /// Bytes of a gate name.
 pub const GATE_NAME_BYTES_MAX: usize = 128;
 /// Bytes of a CEL gate expression.

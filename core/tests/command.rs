@@ -737,3 +737,29 @@ fn entries_that_write_nothing_are_still_applied_after_reopen() {
     assert_eq!(store.head(), head);
     assert_eq!(store.verify().unwrap().first_break, None);
 }
+
+/// An expected version's scope and entity are bounded like an event's: they are echoed in a
+/// conflict, and were not checked at all (found from outside with a 14 KB scope).
+#[test]
+fn expected_version_names_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Config::default()).unwrap();
+    for (scope, entity, limit_name) in [
+        ("s".repeat(129), "e".to_string(), "SCOPE_BYTES_MAX"),
+        ("s".to_string(), "e".repeat(257), "ENTITY_BYTES_MAX"),
+    ] {
+        let append = Append {
+            expected: vec![Expected {
+                scope,
+                entity,
+                version: ExpectedVersion::NoStream,
+            }],
+            ..Append::new(vec![NewEvent::new("acme", "e", "T", vec![])])
+        };
+        match store.append(append) {
+            Err(Error::LimitExceeded { limit, .. }) => assert_eq!(limit, limit_name),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(store.head(), Position(0));
+}

@@ -19,7 +19,8 @@
 use std::time::{Duration, Instant};
 
 use causeway_core::limits::{
-    GATE_EVAL_STEPS_MAX, GATE_EXPRESSION_BYTES_MAX, GATE_EXPRESSION_DEPTH_MAX,
+    GATE_BINDINGS_MAX, GATE_EVAL_STEPS_MAX, GATE_EXPRESSION_BYTES_MAX, GATE_EXPRESSION_DEPTH_MAX,
+    SCOPE_BYTES_MAX, TAG_BYTES_MAX, TYPE_BYTES_MAX,
 };
 use causeway_core::*;
 use proptest::prelude::*;
@@ -645,5 +646,103 @@ proptest! {
         }
         let unrelated = store.append(Append::new(vec![json("other", "e", "{}")]));
         prop_assert!(unrelated.is_ok(), "{:?}", unrelated);
+    }
+}
+
+/// A gate definition's names are bounded like the event fields they match: its scopes and
+/// types (at most `GATE_BINDINGS_MAX` of each, each within `SCOPE_BYTES_MAX` or
+/// `TYPE_BYTES_MAX`), an `allowed_types` list the same, and a `unique_tag` prefix within
+/// `TAG_BYTES_MAX`; `$` scopes are reserved. Found from outside: a 10 MB scope and 500,000
+/// allowed types registered, and a denial echoing the list was lost to the transport.
+#[test]
+fn gate_definitions_are_bounded_like_the_fields_they_match() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let definition = |scopes: Vec<String>, types: Vec<String>, rule: Rule| GateDefinition {
+        name: "bounded".to_string(),
+        scopes,
+        types,
+        rule,
+    };
+    let many = |n: usize| (0..n).map(|i| format!("t{i}")).collect::<Vec<_>>();
+    let refused = [
+        (
+            definition(
+                vec!["s".repeat(SCOPE_BYTES_MAX + 1)],
+                vec![],
+                Rule::CausationExists,
+            ),
+            "SCOPE_BYTES_MAX",
+        ),
+        (
+            definition(many(GATE_BINDINGS_MAX + 1), vec![], Rule::CausationExists),
+            "GATE_BINDINGS_MAX",
+        ),
+        (
+            definition(
+                vec![],
+                vec!["t".repeat(TYPE_BYTES_MAX + 1)],
+                Rule::CausationExists,
+            ),
+            "TYPE_BYTES_MAX",
+        ),
+        (
+            definition(
+                vec![],
+                vec![],
+                Rule::AllowedTypes {
+                    types: many(GATE_BINDINGS_MAX + 1),
+                },
+            ),
+            "GATE_BINDINGS_MAX",
+        ),
+        (
+            definition(
+                vec![],
+                vec![],
+                Rule::UniqueTag {
+                    prefix: "p".repeat(TAG_BYTES_MAX + 1),
+                },
+            ),
+            "TAG_BYTES_MAX",
+        ),
+    ];
+    for (bad, limit_name) in refused {
+        match store.register_gate(bad) {
+            Err(Error::LimitExceeded { limit, .. }) => assert_eq!(limit, limit_name),
+            other => panic!("expected {limit_name}, got {other:?}"),
+        }
+    }
+    assert!(matches!(
+        store.register_gate(definition(
+            vec!["$system".to_string()],
+            vec![],
+            Rule::CausationExists
+        )),
+        Err(Error::InvalidInput(message)) if message.contains("reserved")
+    ));
+    assert_eq!(store.head(), Position(0), "nothing refused was written");
+    // At the bounds it registers, and a denial lists the allowed types briefly.
+    store
+        .register_gate(definition(
+            vec!["acme".to_string()],
+            vec![],
+            Rule::AllowedTypes {
+                types: many(GATE_BINDINGS_MAX),
+            },
+        ))
+        .unwrap();
+    match store.append(Append::new(vec![NewEvent::new(
+        "acme",
+        "e",
+        "Other",
+        vec![],
+    )])) {
+        Err(Error::Denied { code, facts, .. }) => {
+            assert_eq!(code, "TYPE_NOT_ALLOWED");
+            assert!(facts["allowed"].len() < 100, "{}", facts["allowed"]);
+            assert!(facts["allowed"].contains("56 more"), "{}", facts["allowed"]);
+        }
+        other => panic!("{other:?}"),
     }
 }
