@@ -170,6 +170,54 @@ impl Error {
         }
     }
 
+    /// A copy of a deterministic error (an answer), `None` for the others: an answer can be
+    /// given again, a local failure cannot.
+    pub(crate) fn clone_answer(&self) -> Option<Error> {
+        Some(match self {
+            Error::InvalidInput(message) => Error::InvalidInput(message.clone()),
+            Error::LimitExceeded {
+                limit,
+                max,
+                actual,
+                what,
+            } => Error::LimitExceeded {
+                limit,
+                max: *max,
+                actual: *actual,
+                what: what.clone(),
+            },
+            Error::NotFound(what) => Error::NotFound(what.clone()),
+            Error::Conflict {
+                scope,
+                entity,
+                expected,
+                actual,
+            } => Error::Conflict {
+                scope: scope.clone(),
+                entity: entity.clone(),
+                expected: expected.clone(),
+                actual: *actual,
+            },
+            Error::Denied {
+                gate,
+                code,
+                message,
+                facts,
+            } => Error::Denied {
+                gate: gate.clone(),
+                code: code.clone(),
+                message: message.clone(),
+                facts: facts.clone(),
+            },
+            Error::IdempotencyConflict { key } => Error::IdempotencyConflict { key: key.clone() },
+            Error::AlreadyApplied { entry, applied } => Error::AlreadyApplied {
+                entry: *entry,
+                applied: *applied,
+            },
+            _ => return None,
+        })
+    }
+
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Error {
         Error::Io {
             path: path.to_path_buf(),

@@ -43,6 +43,11 @@ pub const READ_BYTES_MAX: usize = 32 * 1024 * 1024;
 pub const READ_SCAN_MAX: usize = 100_000;
 /// Scopes, types or tags named in one filter, and items in one query.
 pub const FILTER_TERMS_MAX: usize = 64;
+/// Answers of replicated log entries the store keeps, newest first, to answer an entry that is
+/// applied again (at or below `Store::applied`) with its original answer; an older one is
+/// answered `AlreadyApplied`. Kept in memory since the store opened: a replica that restarts
+/// resumes after `Store::applied` and offers none of them again.
+pub const APPLIED_ANSWERS_MAX: usize = 4096;
 /// Appends waiting for the writer. When full, appenders block until it drains (backpressure).
 pub const WRITE_QUEUE_MAX: usize = 4096;
 /// Appends the writer commits with one fsync (group commit).

@@ -363,6 +363,7 @@ impl Store {
                     keys,
                     signer: config.signer,
                     last_entry: applied,
+                    answers: std::collections::VecDeque::new(),
                     spent: Vec::new(),
                 }
                 .run(receiver)
@@ -485,8 +486,10 @@ impl Store {
     /// last entry applied after a restart.
     ///
     /// Entries must come in increasing `index` order. An entry at or below the last one applied
-    /// writes nothing and is answered with [`Error::AlreadyApplied`], which is deterministic: a
-    /// replica that replays its log after a crash starts after [`Store::applied`]. Every other
+    /// writes nothing: it gets its original answer (the same receipt, or the same refusal)
+    /// while it is among the last [`APPLIED_ANSWERS_MAX`] entries applied since the store
+    /// opened, and [`Error::AlreadyApplied`] after that. Both are deterministic; a replica that
+    /// replays its log after a crash starts after [`Store::applied`] and meets neither. Every other
     /// error returned is either deterministic (a refusal: an answer for the client, the same on
     /// every replica) or not (I/O, a poisoned store, a closed store): then the caller must stop
     /// applying, since this replica can no longer be trusted to match the others.

@@ -763,3 +763,48 @@ fn expected_version_names_are_bounded() {
     }
     assert_eq!(store.head(), Position(0));
 }
+
+/// An entry applied again is a no-op that returns its original answer: the same receipt for
+/// one that wrote events or wrote nothing, the same refusal for one that was refused. After a
+/// reopen, with no answers kept, it is `AlreadyApplied`; nothing is written either way.
+#[test]
+fn an_entry_applied_again_gets_its_original_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Config::default()).unwrap();
+    let entry = |index| EntryId { term: 7, index };
+    let placed = |event_id: u128| {
+        Command::append(
+            timestamp(event_id as u64),
+            Append {
+                expected: vec![Expected {
+                    scope: "acme".to_string(),
+                    entity: "e".to_string(),
+                    version: ExpectedVersion::NoStream,
+                }],
+                ..Append::new(vec![NewEvent {
+                    id: Some(id(event_id)),
+                    ..NewEvent::new("acme", "e", "T", b"x".to_vec())
+                }])
+            },
+        )
+    };
+    let wrote = store.apply_at(entry(1), placed(1)).unwrap();
+    let refused = store.apply_at(entry(2), placed(2)).unwrap_err();
+    let nothing = store.apply_at(entry(3), Command::noop()).unwrap();
+    let head = store.head_and_digest();
+    assert_eq!(store.apply_at(entry(1), placed(1)).unwrap(), wrote);
+    assert_eq!(
+        store.apply_at(entry(2), placed(2)).unwrap_err().to_string(),
+        refused.to_string()
+    );
+    assert_eq!(store.apply_at(entry(3), Command::noop()).unwrap(), nothing);
+    assert_eq!(store.head_and_digest(), head);
+    assert_eq!(store.applied(), Some(entry(3)));
+    drop(store);
+    let store = Store::open(dir.path(), Config::default()).unwrap();
+    assert!(matches!(
+        store.apply_at(entry(1), placed(1)),
+        Err(Error::AlreadyApplied { .. })
+    ));
+    assert_eq!(store.head_and_digest(), head);
+}

@@ -30,7 +30,9 @@ use crate::command;
 use crate::error::{Error, Result};
 use crate::event::{Event, EventId, Hash, NewEvent, Position, Version};
 use crate::gate::{Budget, Denial, GateDefinition, Proposal, View};
-use crate::limits::{GATE_EVAL_STEPS_MAX, GATES_MAX, GROUP_APPENDS_MAX, SYNCER_GROUPS_MAX};
+use crate::limits::{
+    APPLIED_ANSWERS_MAX, GATE_EVAL_STEPS_MAX, GATES_MAX, GROUP_APPENDS_MAX, SYNCER_GROUPS_MAX,
+};
 use crate::receipt::{self, GatePass, Receipt, Signer};
 use crate::segment::{self, SegmentLog};
 use crate::syncer::{Group, Syncer};
@@ -47,6 +49,17 @@ pub(super) struct Pending {
     committed: Option<Committed>,
     /// Each request's callback, outcome, and the events it wrote, handed back with the answer.
     answers: Vec<(Done, Result<Receipt>, Spent)>,
+}
+
+/// What an applied entry was answered, kept compact: an append's receipt is read back from
+/// its events, as an idempotent retry's is.
+pub(super) enum Answered {
+    /// It wrote events; `key` finds them.
+    Wrote(KeyEntry),
+    /// It wrote no event and was answered this receipt (a no-op).
+    Empty(Receipt),
+    /// It was refused.
+    Refused(Error),
 }
 
 /// Publishes the head of groups whose bytes are durable (per the durability mode) and answers
@@ -90,6 +103,9 @@ pub(super) struct Writer {
     pub(super) spent: Vec<Event>,
     /// The last replicated log entry recorded in a trailer written so far.
     pub(super) last_entry: Option<EntryId>,
+    /// The answers of the last [`APPLIED_ANSWERS_MAX`] entries applied since open, oldest
+    /// first, for an entry offered again.
+    pub(super) answers: std::collections::VecDeque<(EntryId, Answered)>,
 }
 
 impl Writer {
@@ -147,6 +163,9 @@ impl Writer {
                 Some(why) => Err(Error::Poisoned(why)),
                 None => self.commit_one(&mut request, &mut wrote),
             };
+            if let Some(entry) = request.entry {
+                self.remember(entry, &answer);
+            }
             let spent = Spent(std::mem::take(&mut self.spent));
             answers.push((request.done, answer, spent));
         }
@@ -194,6 +213,61 @@ impl Writer {
         (sync, pending)
     }
 
+    /// Keeps the answer of a newly applied entry (not one answered again) for
+    /// [`Writer::answer_again`].
+    fn remember(&mut self, entry: EntryId, answer: &Result<Receipt>) {
+        let answered = match answer {
+            Err(Error::AlreadyApplied { .. }) => return,
+            Ok(receipt) if receipt.events.is_empty() => Answered::Empty(receipt.clone()),
+            Ok(receipt) => Answered::Wrote(KeyEntry {
+                first: receipt.events[0].position.0,
+                n_events: receipt.events.len() as u64,
+                request_hash: [0; 32],
+                gates: receipt
+                    .gates
+                    .iter()
+                    .map(|pass| (pass.name.clone(), pass.version))
+                    .collect(),
+                digest: receipt.digest,
+            }),
+            Err(err) => match err.clone_answer() {
+                Some(err) => Answered::Refused(err),
+                // A local failure stops the node; there is nothing to answer again.
+                None => return,
+            },
+        };
+        if self.answers.len() == APPLIED_ANSWERS_MAX {
+            self.answers.pop_front();
+        }
+        self.answers.push_back((entry, answered));
+    }
+
+    /// The answer to an entry at or below the last one applied: its original answer while it
+    /// is among the last [`APPLIED_ANSWERS_MAX`] applied since open, else
+    /// [`Error::AlreadyApplied`].
+    fn answer_again(&mut self, entry: EntryId, last: EntryId) -> Result<Receipt> {
+        let replay = match self
+            .answers
+            .iter()
+            .rev()
+            .find(|(applied, _)| *applied == entry)
+        {
+            None => {
+                return Err(Error::AlreadyApplied {
+                    entry,
+                    applied: last,
+                });
+            }
+            Some((_, Answered::Empty(receipt))) => return Ok(receipt.clone()),
+            Some((_, Answered::Refused(err))) => {
+                return Err(err.clone_answer().expect("only answers are kept"));
+            }
+            Some((_, Answered::Wrote(key))) => key.clone(),
+        };
+        self.make_readable()?;
+        self.replay(&replay)
+    }
+
     /// Writes the frames buffered so far to the segment file. The writer indexes each append
     /// at once but writes a group's frames with one call at the group's end; its own reads of
     /// the log (replaying a keyed append, a parent's correlation id, a gate's view) read the
@@ -215,10 +289,8 @@ impl Writer {
             if let Some(last) = *applied
                 && entry.index <= last.index
             {
-                return Err(Error::AlreadyApplied {
-                    entry,
-                    applied: last,
-                });
+                drop(applied);
+                return self.answer_again(entry, last);
             }
             // Applied whatever the outcome: a refusal is an answer, decided on this log.
             *applied = Some(entry);
