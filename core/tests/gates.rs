@@ -1918,3 +1918,58 @@ fn a_cel_gate_follows_cel_semantics() {
         assert_eq!(code, "CEL_ERROR", "{expression}");
     }
 }
+
+/// A gate in force that this build cannot compile stops the open with `Incompatible`, naming
+/// its position, instead of being skipped (a skipped gate would leave this node enforcing
+/// other gates than its replicas). The definition is changed on disk, frame CRC recomputed, to
+/// one the compiler refuses, as a newer build's gate would be.
+#[test]
+fn a_gate_that_no_longer_compiles_stops_the_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.append(one(event("acme", "e", "T", ""))).unwrap();
+    let receipt = store
+        .register_gate(cel("future", &[], "event.type == 'abc'"))
+        .unwrap();
+    let position = receipt.events[0].position;
+    drop(store);
+    let segment = dir.path().join("events/00000000000000000001.seg");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    // Same length, so every offset stays: an undefined name, as a function of a newer build
+    // would be to this one.
+    let (from, to) = (b"event.type == 'abc'", b"evnt9.type == 'abc'");
+    let at = bytes
+        .windows(from.len())
+        .position(|window| window == from)
+        .unwrap();
+    bytes[at..at + to.len()].copy_from_slice(to);
+    // Recompute the CRC of the frame that holds it (frames start at 32: CRC, length, index,
+    // flags, body).
+    let mut offset = 32;
+    loop {
+        let body_len =
+            u32::from_le_bytes(bytes[offset + 4..offset + 8].try_into().unwrap()) as usize;
+        let end = offset + 17 + body_len;
+        if (offset..end).contains(&at) {
+            let crc = crc32fast::hash(&bytes[offset + 4..end]);
+            bytes[offset..offset + 4].copy_from_slice(&crc.to_le_bytes());
+            break;
+        }
+        offset = end;
+    }
+    std::fs::write(&segment, &bytes).unwrap();
+    match Store::open(dir.path(), Config::default()) {
+        Err(Error::Incompatible {
+            position: at_position,
+            detail,
+        }) => {
+            assert_eq!(at_position, position.0);
+            assert!(
+                detail.contains("future") && detail.contains("evnt9"),
+                "{detail}"
+            );
+        }
+        Err(other) => panic!("expected Incompatible, got {other}"),
+        Ok(_) => panic!("a store with a gate it cannot compile opened"),
+    }
+}
