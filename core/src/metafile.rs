@@ -43,12 +43,19 @@ pub fn write(disk: &dyn Disk, path: &Path, magic: [u8; 8], payload: &[u8]) -> Re
     bytes.extend_from_slice(payload);
     let crc = crc32fast::hash(&bytes);
     bytes.extend_from_slice(&crc.to_le_bytes());
+    replace(disk, path, &bytes)
+}
+
+/// Replaces the file at `path` with `bytes`, durably and atomically: written to `NAME.tmp`,
+/// synced, renamed over `NAME`, and the directory synced. After a crash the file holds the old
+/// bytes or the new ones, never a mix. The one way the core replaces a small file whole.
+pub fn replace(disk: &dyn Disk, path: &Path, bytes: &[u8]) -> Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = std::path::PathBuf::from(tmp);
     disk.create(&tmp, true)
         .and_then(|file| {
-            disk.write_at(&file, &tmp, &bytes, 0)?;
+            disk.write_at(&file, &tmp, bytes, 0)?;
             disk.sync_all(&file, &tmp)
         })
         .map_err(|err| Error::io(&tmp, err))?;

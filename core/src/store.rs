@@ -187,6 +187,9 @@ struct Shared {
     events_dir: PathBuf,
     /// The gates in force, by name. Only the writer changes it.
     gates: RwLock<BTreeMap<String, Installed>>,
+    /// Whether `Config::gates` named any gate: code on this node, not in the log, so the store
+    /// refuses replicated apply. Fixed at open.
+    has_rust_gates: bool,
     /// The settings in force, rebuilt from the log. Only the writer changes them.
     settings: RwLock<Settings>,
     /// The last replicated log entry applied (see [`Store::apply_at`]), durable or not.
@@ -341,6 +344,7 @@ impl Store {
             durability: config.durability,
             events_dir,
             gates: RwLock::new(BTreeMap::new()),
+            has_rust_gates: !config.gates.is_empty(),
             settings: RwLock::new(Settings::default()),
             applied: Mutex::new(applied),
             compiled: Mutex::new(Vec::new()),
@@ -497,7 +501,7 @@ impl Store {
     /// A store with [`Config::gates`] refuses this with [`Error::Unreplicable`]: Rust gates are
     /// code on one node, not in the log, so replicas could judge differently.
     pub fn apply_at(&self, entry: EntryId, command: Command) -> Result<Receipt> {
-        if self.has_rust_gates() {
+        if self.shared.has_rust_gates {
             return Err(Error::Unreplicable(
                 "the store has gates from Config::gates, which are not in the log".to_string(),
             ));

@@ -19,7 +19,7 @@
 //! changes a sealed segment in place; should a future repair cut into one, it must copy first.
 
 use std::fs::{self, File};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::Path;
 
 use super::{Committed, Store, recovery};
@@ -27,6 +27,7 @@ use crate::command::EntryId;
 use crate::disk::{self, OsDisk};
 use crate::error::{Error, Result};
 use crate::event::{Hash, Position};
+use crate::metafile;
 use crate::segment;
 
 /// The name of a checkpoint's manifest file, beside its `events/` directory.
@@ -192,17 +193,8 @@ impl Store {
             applied: entry,
             files,
         };
-        let tmp = dir.join(format!("{MANIFEST_FILE}.tmp"));
         let json = serde_json::to_vec_pretty(&manifest).expect("manifests serialize");
-        File::create(&tmp)
-            .and_then(|mut file| {
-                file.write_all(&json)?;
-                file.sync_all()
-            })
-            .map_err(|err| Error::io(&tmp, err))?;
-        let path = dir.join(MANIFEST_FILE);
-        fs::rename(&tmp, &path).map_err(|err| Error::io(&path, err))?;
-        segment::sync_dir(&OsDisk, dir)?;
+        metafile::replace(&OsDisk, &dir.join(MANIFEST_FILE), &json)?;
         Ok(manifest)
     }
 }

@@ -76,17 +76,7 @@ pub(super) fn create(disk: &dyn Disk, dir: &Path, clock: &dyn Clock) -> Result<S
         nanos,
     )));
     let bytes = encode(id);
-    let path = dir.join(IDENTITY_FILE);
-    let tmp = dir.join(format!("{IDENTITY_FILE}.tmp"));
-    disk.create(&tmp, true)
-        .and_then(|file| {
-            disk.write_at(&file, &tmp, &bytes, 0)?;
-            disk.sync_all(&file, &tmp)
-        })
-        .map_err(|err| Error::io(&tmp, err))?;
-    disk.rename(&tmp, &path)
-        .map_err(|err| Error::io(&path, err))?;
-    segment::sync_dir(disk, dir)?;
+    crate::metafile::replace(disk, &dir.join(IDENTITY_FILE), &bytes)?;
     tracing::info!(dir = %dir.display(), store_id = %id, "wrote the store's identity file");
     Ok(id)
 }

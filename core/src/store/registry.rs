@@ -167,15 +167,6 @@ impl Store {
             })
             .collect()
     }
-
-    pub(super) fn has_rust_gates(&self) -> bool {
-        self.shared
-            .gates
-            .read()
-            .expect("gate set lock poisoned")
-            .values()
-            .any(|installed| installed.definition.is_none())
-    }
 }
 
 impl Shared {

@@ -7,7 +7,8 @@
 //! the index as it stands after every earlier command, including earlier commands of the same
 //! group that are written but not yet synced, so there is no window between check and act. Only
 //! when all pass are the events hashed, encoded, written and indexed. A refusal writes nothing of
-//! the proposal; with `Config::record_denials` it writes an audit event instead.
+//! the proposal; with the `record_denials` setting (kept in the log) it writes an audit event
+//! instead.
 //!
 //! Everything a command's outcome depends on is in the command or the log, never the clock or
 //! the node, so every replica applying the same commands reaches the same outcomes and bytes.
