@@ -8,7 +8,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(false)
         .compile_with_config(
             config,
-            &["../proto/causeway/v1/causeway.proto"],
+            &[
+                "../proto/causeway/v1/causeway.proto",
+                "../proto/causeway/v1/cluster.proto",
+            ],
             &["../proto"],
         )?;
     println!("cargo:rerun-if-changed=../proto");

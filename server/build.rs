@@ -1,5 +1,6 @@
 //! Compiles the public API (`proto/causeway/v1`) into server stubs, with a file descriptor set
-//! for gRPC reflection. Uses the vendored `protoc`, so no system install is needed.
+//! for gRPC reflection, and the node-to-node API (`proto/causeway/cluster/v1`) into client and
+//! server stubs (a node is both). Uses the vendored `protoc`, so no system install is needed.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = tonic_prost_build::Config::new();
@@ -16,7 +17,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .file_descriptor_set_path(out_dir.join("causeway_descriptor.bin"))
         .compile_with_config(
             config,
-            &["../proto/causeway/v1/causeway.proto"],
+            &[
+                "../proto/causeway/v1/causeway.proto",
+                "../proto/causeway/v1/cluster.proto",
+            ],
+            &["../proto"],
+        )?;
+    let mut config = tonic_prost_build::Config::new();
+    config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+    tonic_prost_build::configure()
+        // Entries and snapshot chunks as `Bytes`: slices of the message, not copies.
+        .bytes(".causeway.cluster.v1")
+        .compile_with_config(
+            config,
+            &["../proto/causeway/cluster/v1/raft.proto"],
             &["../proto"],
         )?;
     println!("cargo:rerun-if-changed=../proto");

@@ -64,6 +64,8 @@ pub enum SubscribeItem {
 #[derive(Clone, Debug)]
 pub struct Client {
     inner: EventStoreServiceClient<Channel>,
+    /// How fresh reads must be (in a cluster); linearizable unless changed.
+    consistency: pb::ReadConsistency,
 }
 
 impl Client {
@@ -100,7 +102,18 @@ impl Client {
             .accept_compressed(CompressionEncoding::Gzip)
             .max_decoding_message_size(RESPONSE_BYTES_MAX)
             .max_encoding_message_size(REQUEST_BYTES_MAX);
-        Client { inner }
+        Client {
+            inner,
+            consistency: pb::ReadConsistency::Linearizable,
+        }
+    }
+
+    /// The same client, reading at `consistency`: `Linearizable` (the default) sees every
+    /// append acknowledged before the read; `Leader` and `Local` are cheaper and may lag (a
+    /// `Local` read on a follower says how far it had applied).
+    pub fn with_consistency(mut self, consistency: pb::ReadConsistency) -> Client {
+        self.consistency = consistency;
+        self
     }
 
     /// The generated stub, for calls this wrapper does not cover.
@@ -134,7 +147,10 @@ impl Client {
 
     /// One event by id; an unknown id is a NOT_FOUND [`Error::Status`].
     pub async fn get(&self, id: &str) -> Result<pb::Event, Error> {
-        let request = pb::GetRequest { id: id.to_string() };
+        let request = pb::GetRequest {
+            id: id.to_string(),
+            consistency: self.consistency.into(),
+        };
         let response = self.inner.clone().get(request).await?;
         response
             .into_inner()
@@ -158,6 +174,7 @@ impl Client {
             from_version,
             direction: direction.into(),
             limit,
+            consistency: self.consistency.into(),
         };
         let response = self.inner.clone().read_entity(request).await?;
         Ok(response.into_inner().events)
@@ -179,6 +196,7 @@ impl Client {
             direction: direction.into(),
             limit,
             filter: Some(filter),
+            consistency: self.consistency.into(),
         };
         Ok(self.inner.clone().read_log(request).await?.into_inner())
     }
@@ -195,6 +213,7 @@ impl Client {
         max_events: usize,
     ) -> Result<pb::ReadLogResponse, Error> {
         let mut all = pb::ReadLogResponse {
+            applied_position: 0,
             events: Vec::new(),
             next_position: from_position,
             end: false,
@@ -228,7 +247,9 @@ impl Client {
         Ok(self
             .inner
             .clone()
-            .head(pb::HeadRequest {})
+            .head(pb::HeadRequest {
+                consistency: self.consistency.into(),
+            })
             .await?
             .into_inner())
     }

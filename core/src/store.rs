@@ -78,7 +78,7 @@ mod registry;
 mod writer;
 
 pub use checkpoint::{MANIFEST_FILE, Manifest, ManifestFile};
-pub use identity::StoreId;
+pub use identity::{IDENTITY_FILE, StoreId};
 pub(crate) use reads::check_page_limit;
 pub use reads::{ReadBatch, VerifyReport};
 pub use registry::RegisteredGate;

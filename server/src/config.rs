@@ -15,17 +15,28 @@
 //! durability = "fsync"          # or "relaxed"
 //! signing_key = "/etc/causeway/receipt.key"
 //! record_denials = true
+//! node_id = 1                   # runs as a member of a Raft cluster (see below)
+//! advertise = "10.0.0.1:50051"  # where other nodes and clients reach this one
+//! heartbeat_ms = 100
+//! election_timeout_ms = 500
 //! ```
+//!
+//! Without `node_id` the server is one node on its own store, as it has always been. With it,
+//! the server is a cluster member: it keeps a Raft log beside the store, waits to be
+//! initialised (`causeway cluster init`) or added by a leader, and serves writes only as leader.
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Parser;
 
 use crate::limits::{
-    ASYNC_THREADS_MAX, POOL_QUEUE_DEFAULT, POOL_QUEUE_MAX, POOL_THREADS_DEFAULT, POOL_THREADS_MAX,
-    SUBSCRIPTIONS_DEFAULT, SUBSCRIPTIONS_MAX, async_threads_default, subscribe_reads_max,
+    ADVERTISE_BYTES_MAX, ASYNC_THREADS_MAX, ELECTION_TIMEOUT_MS_DEFAULT, ELECTION_TIMEOUT_MS_MAX,
+    HEARTBEAT_MS_DEFAULT, HEARTBEAT_MS_MAX, HEARTBEAT_MS_MIN, POOL_QUEUE_DEFAULT, POOL_QUEUE_MAX,
+    POOL_THREADS_DEFAULT, POOL_THREADS_MAX, SUBSCRIPTIONS_DEFAULT, SUBSCRIPTIONS_MAX,
+    async_threads_default, subscribe_reads_max,
 };
 
 /// The default data directory, relative to the working directory.
@@ -79,6 +90,21 @@ pub struct Args {
         value_parser = clap::builder::BoolishValueParser::new()
     )]
     pub record_denials: Option<bool>,
+    /// Run as member NODE_ID (1 or more) of a Raft cluster; fixed for the life of the data
+    /// directory. Without it the server is a single node.
+    #[arg(long, env = "CAUSEWAY_NODE_ID")]
+    pub node_id: Option<u64>,
+    /// The address other nodes and clients reach this node at, as HOST:PORT [default: the
+    /// listen address].
+    #[arg(long, env = "CAUSEWAY_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// The leader's heartbeat interval in a cluster, in milliseconds [default: 100].
+    #[arg(long, env = "CAUSEWAY_HEARTBEAT_MS")]
+    pub heartbeat_ms: Option<u64>,
+    /// How long a follower waits without a heartbeat before standing for election, in
+    /// milliseconds; each wait is drawn between this and twice this [default: 500].
+    #[arg(long, env = "CAUSEWAY_ELECTION_TIMEOUT_MS")]
+    pub election_timeout_ms: Option<u64>,
 }
 
 /// When appends are answered relative to the disk.
@@ -106,6 +132,10 @@ struct File {
     durability: Option<Durability>,
     signing_key: Option<PathBuf>,
     record_denials: Option<bool>,
+    node_id: Option<u64>,
+    advertise: Option<String>,
+    heartbeat_ms: Option<u64>,
+    election_timeout_ms: Option<u64>,
 }
 
 /// The resolved configuration a server starts with.
@@ -132,6 +162,22 @@ pub struct Config {
     /// setting lives in the log, the same for every node; when this is given, the server writes
     /// it there at start if it differs. `None` keeps what the log says.
     pub record_denials: Option<bool>,
+    /// Cluster membership settings; `None` runs a single node.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// How a cluster member identifies itself and times its elections.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// This node's id, 1 or more; the data directory remembers it and refuses another.
+    pub node_id: u64,
+    /// The address other nodes and clients use (HOST:PORT).
+    pub advertise: String,
+    /// The leader's heartbeat interval.
+    pub heartbeat: Duration,
+    /// The shortest election timeout; each is drawn between this and twice this. Failover
+    /// takes about this long plus an election round trip.
+    pub election_timeout: Duration,
 }
 
 impl Default for Config {
@@ -146,6 +192,7 @@ impl Default for Config {
             durability: Durability::Fsync,
             signing_key: None,
             record_denials: None,
+            cluster: None,
         }
     }
 }
@@ -210,6 +257,57 @@ impl Config {
                 .record_denials
                 .or(file.record_denials)
                 .or(defaults.record_denials),
+            cluster: None,
+        };
+        let node_id = args.node_id.or(file.node_id);
+        let config = match node_id {
+            None => {
+                let stray = [
+                    (
+                        "advertise",
+                        args.advertise.is_some() || file.advertise.is_some(),
+                    ),
+                    (
+                        "heartbeat_ms",
+                        args.heartbeat_ms.or(file.heartbeat_ms).is_some(),
+                    ),
+                    (
+                        "election_timeout_ms",
+                        args.election_timeout_ms
+                            .or(file.election_timeout_ms)
+                            .is_some(),
+                    ),
+                ];
+                if let Some((setting, _)) = stray.iter().find(|(_, given)| *given) {
+                    return Err(ConfigError(format!(
+                        "{setting} is a cluster setting; give node_id too to run as a cluster member"
+                    )));
+                }
+                config
+            }
+            Some(node_id) => {
+                let advertise = args
+                    .advertise
+                    .or(file.advertise)
+                    .unwrap_or_else(|| config.listen.to_string());
+                Config {
+                    cluster: Some(ClusterConfig {
+                        node_id,
+                        advertise,
+                        heartbeat: Duration::from_millis(
+                            args.heartbeat_ms
+                                .or(file.heartbeat_ms)
+                                .unwrap_or(HEARTBEAT_MS_DEFAULT),
+                        ),
+                        election_timeout: Duration::from_millis(
+                            args.election_timeout_ms
+                                .or(file.election_timeout_ms)
+                                .unwrap_or(ELECTION_TIMEOUT_MS_DEFAULT),
+                        ),
+                    }),
+                    ..config
+                }
+            }
         };
         config.check()?;
         Ok(config)
@@ -250,6 +348,9 @@ impl Config {
                 )));
             }
         }
+        if let Some(cluster) = &self.cluster {
+            cluster.check(self.listen)?;
+        }
         // Subscriptions may hold this many pool slots; a queue at least as large leaves
         // appends at least as many slots as the pool has threads.
         let subscribe_reads = subscribe_reads_max(self.pool_threads);
@@ -258,6 +359,43 @@ impl Config {
                 "pool_queue is {}; with pool_threads {} it must be at least {subscribe_reads}, \
                  the pool calls subscriptions may hold at once (pool_threads / 2)",
                 self.pool_queue, self.pool_threads
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl ClusterConfig {
+    /// Checks the node id, the advertised address and the timeouts.
+    fn check(&self, listen: SocketAddr) -> Result<(), ConfigError> {
+        if self.node_id == 0 {
+            return Err(ConfigError("node_id is 0; node ids start at 1".to_string()));
+        }
+        let advertise_ok = self.advertise.len() <= ADVERTISE_BYTES_MAX
+            && self.advertise.rsplit_once(':').is_some_and(|(host, port)| {
+                !host.is_empty() && port.parse::<u16>().is_ok_and(|port| port != 0)
+            });
+        if !advertise_ok {
+            return Err(ConfigError(format!(
+                "advertise is {:?}; it must be HOST:PORT with a port other than 0, at most \
+                 {ADVERTISE_BYTES_MAX} bytes (ADVERTISE_BYTES_MAX); with listen {listen} give \
+                 the address peers reach",
+                self.advertise.chars().take(80).collect::<String>()
+            )));
+        }
+        let heartbeat_ms = self.heartbeat.as_millis() as u64;
+        let election_ms = self.election_timeout.as_millis() as u64;
+        if !(HEARTBEAT_MS_MIN..=HEARTBEAT_MS_MAX).contains(&heartbeat_ms) {
+            return Err(ConfigError(format!(
+                "heartbeat_ms is {heartbeat_ms}; it must be {HEARTBEAT_MS_MIN} to \
+                 {HEARTBEAT_MS_MAX} (HEARTBEAT_MS_MIN, HEARTBEAT_MS_MAX)"
+            )));
+        }
+        if election_ms < 3 * heartbeat_ms || election_ms > ELECTION_TIMEOUT_MS_MAX {
+            return Err(ConfigError(format!(
+                "election_timeout_ms is {election_ms}; it must be at least three heartbeats \
+                 ({}) and at most {ELECTION_TIMEOUT_MS_MAX} (ELECTION_TIMEOUT_MS_MAX)",
+                3 * heartbeat_ms
             )));
         }
         Ok(())

@@ -17,6 +17,7 @@ use causeway_core::{
 };
 use prost::Message as _;
 
+use crate::cluster::node::Consistency;
 use crate::pb;
 use crate::status::Error;
 
@@ -169,6 +170,21 @@ pub fn direction(value: i32, field: &str) -> Result<Direction> {
         Ok(pb::Direction::Unspecified | pb::Direction::Forward) => Ok(Direction::Forward),
         Ok(pb::Direction::Backward) => Ok(Direction::Backward),
         Err(_) => Err(Error::invalid(field, format!("{value} is not a Direction"))),
+    }
+}
+
+/// A read consistency level; unspecified is linearizable, the safe default.
+pub fn consistency(value: i32, field: &str) -> Result<Consistency> {
+    match pb::ReadConsistency::try_from(value) {
+        Ok(pb::ReadConsistency::Unspecified | pb::ReadConsistency::Linearizable) => {
+            Ok(Consistency::Linearizable)
+        }
+        Ok(pb::ReadConsistency::Leader) => Ok(Consistency::Leader),
+        Ok(pb::ReadConsistency::Local) => Ok(Consistency::Local),
+        Err(_) => Err(Error::invalid(
+            field,
+            format!("{value} is not a ReadConsistency"),
+        )),
     }
 }
 

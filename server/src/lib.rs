@@ -24,6 +24,7 @@ pub mod cluster;
 pub mod config;
 pub mod convert;
 pub mod limits;
+pub mod live;
 pub mod pool;
 pub mod server;
 pub mod service;

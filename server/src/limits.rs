@@ -169,3 +169,36 @@ pub const MEMBERSHIP_ADDR_BYTES_MAX: usize = 1024;
 pub const RAFT_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 /// Appended groups waiting for the Raft log's fsync thread before `append` blocks.
 pub const RAFT_SYNC_DEPTH_MAX: usize = 64;
+
+/// The longest advertised address a cluster node accepts (`--advertise`), in bytes.
+pub const ADVERTISE_BYTES_MAX: usize = 255;
+/// The default leader heartbeat interval, in milliseconds.
+pub const HEARTBEAT_MS_DEFAULT: u64 = 100;
+/// The shortest heartbeat interval accepted, in milliseconds: below it heartbeats alone would
+/// keep a 2-core machine busy.
+pub const HEARTBEAT_MS_MIN: u64 = 10;
+/// The longest heartbeat interval accepted, in milliseconds.
+pub const HEARTBEAT_MS_MAX: u64 = 10_000;
+/// The default shortest election timeout, in milliseconds (each is drawn between it and
+/// twice it). A crashed leader is replaced within about twice this.
+pub const ELECTION_TIMEOUT_MS_DEFAULT: u64 = 500;
+/// The longest election timeout accepted, in milliseconds.
+pub const ELECTION_TIMEOUT_MS_MAX: u64 = 60_000;
+/// Entries a leader keeps in its log after a snapshot, so that a follower that fell behind by
+/// less is caught up from the log rather than by a whole snapshot.
+pub const RAFT_LOG_KEPT_AFTER_SNAPSHOT: u64 = 100_000;
+/// Applied entries between two snapshots.
+pub const RAFT_SNAPSHOT_INTERVAL_ENTRIES: u64 = 200_000;
+/// The bytes of one snapshot chunk on the wire.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
+/// How long a node waits for a snapshot file's next chunk before it gives the transfer up.
+pub const SNAPSHOT_CHUNK_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a node-to-node request may take before the peer counts as unreachable for it.
+pub const PEER_TIMEOUT: Duration = Duration::from_secs(5);
+/// The most files a snapshot may list (a store checkpoint's segments and sidecars).
+pub const SNAPSHOT_FILES_MAX: usize = 100_000;
+/// How long a linearizable read on a follower waits to apply up to the leader's read index.
+pub const READ_INDEX_WAIT: Duration = Duration::from_secs(5);
+/// How long a write waits for the cluster to commit and apply it before it is answered
+/// UNAVAILABLE (its outcome then unknown to the client).
+pub const COMMIT_WAIT: Duration = Duration::from_secs(10);

@@ -24,12 +24,17 @@ use tonic::codec::CompressionEncoding;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
+use crate::cluster::admin::Admin;
+use crate::cluster::node::{ClusterNode, RAFT_DIR};
+use crate::cluster::pb::raft_service_server::RaftServiceServer;
 use crate::config::{Config, ConfigError};
 use crate::limits::{
     HTTP2_FRAME_BYTES_MAX, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, MESSAGE_BYTES_MAX,
     RESPONSE_BYTES_MAX, SHUTDOWN_GRACE, SIGNING_KEY_FILE_BYTES_MAX, subscribe_reads_max,
 };
+use crate::live::LiveStore;
 use crate::pb;
+use crate::pb::cluster_service_server::ClusterServiceServer;
 use crate::pb::event_store_service_server::EventStoreServiceServer;
 use crate::pool::Pool;
 use crate::service::{Service, key_id};
@@ -46,6 +51,8 @@ pub enum StartError {
     SigningKey(String),
     /// The store could not be opened.
     Store(causeway_core::Error),
+    /// The cluster node's Raft state could not be opened or started.
+    Cluster(std::io::Error),
     /// The listen address could not be bound.
     Bind {
         /// The address.
@@ -66,6 +73,7 @@ impl fmt::Display for StartError {
             StartError::Threads(err) => write!(f, "starting threads: {err}"),
             StartError::SigningKey(detail) => write!(f, "signing key: {detail}"),
             StartError::Store(err) => write!(f, "opening the store: {err}"),
+            StartError::Cluster(err) => write!(f, "starting the cluster node: {err}"),
             StartError::Bind { addr, source } => write!(f, "binding {addr}: {source}"),
             StartError::Reflection(detail) => write!(f, "reflection service: {detail}"),
             StartError::Serve(err) => write!(f, "serving: {err}"),
@@ -80,7 +88,8 @@ impl std::error::Error for StartError {}
 pub struct Server {
     listener: tokio::net::TcpListener,
     addr: SocketAddr,
-    store: Arc<Store>,
+    store: LiveStore,
+    cluster: Option<Arc<ClusterNode>>,
     service: Service,
     head_watcher: HeadWatcher,
     stopping: watch::Sender<bool>,
@@ -96,29 +105,27 @@ impl Server {
         );
         let data_dir = config.data_dir.clone();
         let signing_key = config.signing_key.clone();
-        let mut store_config = causeway_core::Config {
-            durability: config.durability.into(),
-            ..causeway_core::Config::default()
-        };
-        let record_denials = config.record_denials;
-        let (store, signer, head) = pool
-            .run(move || {
-                let signer = signing_key.as_deref().map(load_signer).transpose()?;
-                store_config.signer = signer.clone();
-                let store = Store::open(&data_dir, store_config).map_err(StartError::Store)?;
-                // The setting lives in the log; the flag only changes it, once, when it differs.
-                let mut settings = store.settings();
-                if let Some(record_denials) = record_denials
-                    && record_denials != settings.record_denials
-                {
-                    settings.record_denials = record_denials;
-                    store.configure(settings).map_err(StartError::Store)?;
-                }
-                let head = store.head().0;
-                Ok::<_, StartError>((Arc::new(store), signer, head))
-            })
+        let signer = pool
+            .run(move || signing_key.as_deref().map(load_signer).transpose())
             .await
             .map_err(|err| StartError::Threads(std::io::Error::other(format!("{err:?}"))))??;
+        let (store, cluster) = match &config.cluster {
+            None => {
+                let store = open_single(&pool, config, signer.clone()).await?;
+                (LiveStore::new(store), None)
+            }
+            Some(cluster) => {
+                let node = ClusterNode::start(&data_dir, cluster, signer.clone())
+                    .await
+                    .map_err(StartError::Cluster)?;
+                let node = Arc::new(node);
+                if let Some(record_denials) = config.record_denials {
+                    tokio::spawn(configure_when_leader(node.clone(), record_denials));
+                }
+                (node.live(), Some(node))
+            }
+        };
+        let head = store.get().head().0;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| StartError::Bind {
@@ -142,6 +149,7 @@ impl Server {
         );
         let service = Service::new(
             store.clone(),
+            cluster.clone(),
             pool,
             config.pool_threads + config.pool_queue,
             hub,
@@ -152,6 +160,8 @@ impl Server {
             data_dir = %config.data_dir.display(),
             head,
             durability = ?config.durability,
+            node_id = config.cluster.as_ref().map(|cluster| cluster.node_id),
+            advertise = config.cluster.as_ref().map(|cluster| cluster.advertise.as_str()),
             signing_key_id = signer.as_ref().map(key_id),
             signing_public_key = signer.as_ref().map(|signer| {
                 signer
@@ -166,6 +176,7 @@ impl Server {
             listener,
             addr,
             store,
+            cluster,
             service,
             head_watcher,
             stopping,
@@ -225,6 +236,17 @@ impl Server {
             stopping.send_replace(true);
         };
         let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
+        let (peers, admin) = match &self.cluster {
+            Some(node) => (
+                Some(
+                    RaftServiceServer::new(node.peer_service())
+                        .max_decoding_message_size(MESSAGE_BYTES_MAX)
+                        .max_encoding_message_size(MESSAGE_BYTES_MAX),
+                ),
+                Some(ClusterServiceServer::new(Admin::new(node.clone()))),
+            ),
+            None => (None, None),
+        };
         let serving = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
             .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
@@ -233,6 +255,8 @@ impl Server {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(api)
+            .add_optional_service(peers)
+            .add_optional_service(admin)
             .serve_with_incoming_shutdown(incoming, signal);
         let grace = async {
             // Resolves only once shutdown has begun and the grace period is over.
@@ -249,8 +273,73 @@ impl Server {
                 Ok(())
             }
         };
-        close_store(self.store, self.head_watcher).await;
+        if let Some(node) = self.cluster {
+            node.shutdown().await;
+        }
+        close_store(self.store.get(), self.head_watcher).await;
         served
+    }
+}
+
+/// Opens a single node's store (on the pool: recovery reads the disk), after checking that the
+/// data directory is not a cluster member's, and applies `record_denials` if it differs.
+async fn open_single(
+    pool: &Pool,
+    config: &Config,
+    signer: Option<Signer>,
+) -> Result<Arc<Store>, StartError> {
+    let data_dir = config.data_dir.clone();
+    let store_config = causeway_core::Config {
+        durability: config.durability.into(),
+        signer,
+        ..causeway_core::Config::default()
+    };
+    let record_denials = config.record_denials;
+    pool.run(move || {
+        if data_dir.join(RAFT_DIR).exists() {
+            return Err(StartError::Config(ConfigError(format!(
+                "{} holds a cluster member's state (raft/); start it with its --node-id",
+                data_dir.display()
+            ))));
+        }
+        let store = Store::open(&data_dir, store_config).map_err(StartError::Store)?;
+        // The setting lives in the log; the flag only changes it, once, when it differs.
+        let mut settings = store.settings();
+        if let Some(record_denials) = record_denials
+            && record_denials != settings.record_denials
+        {
+            settings.record_denials = record_denials;
+            store.configure(settings).map_err(StartError::Store)?;
+        }
+        Ok::<_, StartError>(Arc::new(store))
+    })
+    .await
+    .map_err(|err| StartError::Threads(std::io::Error::other(format!("{err:?}"))))?
+}
+
+/// Writes `record_denials` to the log once this node leads, if the log says otherwise: a log
+/// setting is changed through the log, by the leader, like any write.
+async fn configure_when_leader(node: Arc<ClusterNode>, record_denials: bool) {
+    loop {
+        if node.check_leader().is_ok() {
+            let store = node.live().get();
+            let mut settings = store.settings();
+            if settings.record_denials == record_denials {
+                return;
+            }
+            settings.record_denials = record_denials;
+            match store.stamp_settings(settings) {
+                Ok(command) => match node.write(command).await {
+                    Ok(_) => {
+                        tracing::info!(record_denials, "record_denials written to the log");
+                        return;
+                    }
+                    Err(err) => tracing::warn!(?err, "writing record_denials; retrying"),
+                },
+                Err(err) => tracing::warn!(%err, "stamping record_denials; retrying"),
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
 }
 

@@ -16,9 +16,16 @@
 //!
 //! Responses that carry events are cut at `READ_BATCH_BYTES_MAX` with a continuation, so a
 //! read of large events never outgrows the message limit.
+//!
+//! On a cluster member every write (appends, gate changes) is stamped here and goes through the
+//! Raft log ([`ClusterNode::write`]); a follower refuses it with the leader's address. Reads
+//! first clear their consistency level ([`ClusterNode::read_barrier`]), then read this node's
+//! store, and say how far it had applied (`applied_position`). A single node does neither.
 
 use std::sync::Arc;
 
+use crate::cluster::node::ClusterNode;
+use crate::live::LiveStore;
 use causeway_core::receipt::{self, Signer};
 use causeway_core::{Append, Direction, Position, Receipt, Store, Version};
 use tokio::sync::{Semaphore, oneshot};
@@ -35,7 +42,9 @@ use crate::subscribe::{Hub, SubscribeStream};
 /// The service: the store, the pool its calls run on, and the subscription hub.
 #[derive(Clone, Debug)]
 pub struct Service {
-    store: Arc<Store>,
+    store: LiveStore,
+    /// The cluster this node is a member of; `None` for a single node.
+    cluster: Option<Arc<ClusterNode>>,
     pool: Arc<Pool>,
     /// Admission of appends, which bypass the pool: one permit per append until the writer
     /// answers it.
@@ -51,7 +60,8 @@ impl Service {
     /// once. `signer` is the key the store signs receipts with, if any: `VerifyReceipt` then
     /// also checks signatures against it.
     pub fn new(
-        store: Arc<Store>,
+        store: LiveStore,
+        cluster: Option<Arc<ClusterNode>>,
         pool: Arc<Pool>,
         appends_max: usize,
         hub: Hub,
@@ -59,6 +69,7 @@ impl Service {
     ) -> Service {
         Service {
             store,
+            cluster,
             pool,
             appends: Arc::new(Semaphore::new(appends_max)),
             appends_max,
@@ -73,7 +84,7 @@ impl Service {
         F: FnOnce(&Store) -> Result<T, Error> + Send + 'static,
         T: Send + 'static,
     {
-        let store = self.store.clone();
+        let store = self.store.get();
         self.pool
             .run(move || job(&store))
             .await
@@ -89,8 +100,16 @@ impl Service {
                 max: self.appends_max,
             })
         })?;
+        if let Some(node) = &self.cluster {
+            node.check_leader().map_err(to_status)?;
+            let command = self.store.get().stamp(append).map_err(to_status)?;
+            let receipt = node.write(command).await.map_err(to_status);
+            drop(permit);
+            return receipt;
+        }
         let (reply, answer) = oneshot::channel();
         self.store
+            .get()
             .append_with(append, move |result, spent| {
                 drop(permit);
                 // The client may have gone away; the append stands regardless.
@@ -104,6 +123,39 @@ impl Service {
             Err(_) => Err(to_status(causeway_core::Error::Poisoned(
                 "the writer thread stopped".to_string(),
             ))),
+        }
+    }
+}
+
+impl Service {
+    /// Waits until a read at the requested consistency may be answered from this node.
+    async fn read_barrier(&self, consistency: i32) -> Result<(), Status> {
+        let consistency = convert::consistency(consistency, "consistency").map_err(to_status)?;
+        match &self.cluster {
+            Some(node) => node.read_barrier(consistency).await.map_err(to_status),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes a stamped gate or settings command: through the log on a cluster member (after
+    /// checking it is the leader), else through the store.
+    async fn write_command(
+        &self,
+        stamp: impl FnOnce(&Store) -> causeway_core::Result<causeway_core::Command> + Send + 'static,
+    ) -> Result<Receipt, Status> {
+        match &self.cluster {
+            Some(node) => {
+                node.check_leader().map_err(to_status)?;
+                let command = self.call(move |store| Ok(stamp(store)?)).await?;
+                node.write(command).await.map_err(to_status)
+            }
+            None => {
+                self.call(move |store| {
+                    let command = stamp(store)?;
+                    Ok(store.apply(command)?)
+                })
+                .await
+            }
         }
     }
 }
@@ -158,10 +210,15 @@ impl EventStoreService for Service {
         &self,
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
-        let id = convert::event_id(&request.into_inner().id, "id").map_err(to_status)?;
-        let event = self.call(move |store| Ok(store.get(id)?)).await?;
+        let request = request.into_inner();
+        let id = convert::event_id(&request.id, "id").map_err(to_status)?;
+        self.read_barrier(request.consistency).await?;
+        let (event, applied) = self
+            .call(move |store| Ok((store.get(id)?, store.head().0)))
+            .await?;
         Ok(Response::new(pb::GetResponse {
             event: Some(convert::event(event)),
+            applied_position: applied,
         }))
     }
 
@@ -173,10 +230,12 @@ impl EventStoreService for Service {
         non_empty(&request.scope, "scope")?;
         non_empty(&request.entity, "entity")?;
         let direction = convert::direction(request.direction, "direction").map_err(to_status)?;
+        self.read_barrier(request.consistency).await?;
         // Backward from 0 reads from the last event; the core does that itself.
         let from = Version(request.from_version);
-        let (events, current) = self
+        let (events, current, applied) = self
             .call(move |store| {
+                let applied = store.head().0;
                 let events = store.read_entity(
                     &request.scope,
                     &request.entity,
@@ -184,7 +243,11 @@ impl EventStoreService for Service {
                     direction,
                     request.limit as usize,
                 )?;
-                Ok((events, store.version(&request.scope, &request.entity)))
+                Ok((
+                    events,
+                    store.version(&request.scope, &request.entity),
+                    applied,
+                ))
             })
             .await?;
         // Fewer events than asked is a valid answer; the caller continues from `next_version`.
@@ -205,6 +268,7 @@ impl EventStoreService for Service {
             events,
             next_version,
             end,
+            applied_position: applied,
         }))
     }
 
@@ -215,30 +279,35 @@ impl EventStoreService for Service {
         let request = request.into_inner();
         let direction = convert::direction(request.direction, "direction").map_err(to_status)?;
         let filter = convert::filter(request.filter, "filter").map_err(to_status)?;
+        self.read_barrier(request.consistency).await?;
         // The core cuts the page at the response's byte budget, so nothing is read from disk
         // only to be dropped here.
-        let batch = self
+        let (batch, applied) = self
             .call(move |store| {
-                Ok(store.read_log_bytes(
+                let applied = store.head().0;
+                let batch = store.read_log_bytes(
                     Position(request.from_position),
                     direction,
                     request.limit as usize,
                     READ_BATCH_BYTES_MAX,
                     &filter,
-                )?)
+                )?;
+                Ok((batch, applied))
             })
             .await?;
         Ok(Response::new(pb::ReadLogResponse {
             events: batch.events.into_iter().map(convert::event).collect(),
             next_position: batch.next.0,
             end: batch.end,
+            applied_position: applied,
         }))
     }
 
     async fn head(
         &self,
-        _request: Request<pb::HeadRequest>,
+        request: Request<pb::HeadRequest>,
     ) -> Result<Response<pb::HeadResponse>, Status> {
+        self.read_barrier(request.into_inner().consistency).await?;
         let (position, digest) = self
             .call(|store| {
                 let (head, digest) = store.head_and_digest();
@@ -309,9 +378,20 @@ impl EventStoreService for Service {
     ) -> Result<Response<pb::RegisterGateResponse>, Status> {
         let definition = convert::gate_definition(request.into_inner().definition, "definition")
             .map_err(to_status)?;
-        let receipt = self
-            .call(move |store| Ok(store.register_gate(definition)?))
-            .await?;
+        let receipt = match &self.cluster {
+            // Compiled on the pool first, so a definition that does not compile is refused
+            // without a log entry; the writer of every replica still decides it.
+            Some(_) => {
+                let checked = definition.clone();
+                self.call(move |_| Ok(checked.compile().map(drop)?)).await?;
+                self.write_command(move |store| store.stamp_gate(definition))
+                    .await?
+            }
+            None => {
+                self.call(move |store| Ok(store.register_gate(definition)?))
+                    .await?
+            }
+        };
         Ok(Response::new(pb::RegisterGateResponse {
             receipt: Some(convert::receipt(receipt)),
         }))
@@ -334,7 +414,7 @@ impl EventStoreService for Service {
         let name = request.into_inner().name;
         non_empty(&name, "name")?;
         let receipt = self
-            .call(move |store| Ok(store.remove_gate(&name)?))
+            .write_command(move |store| store.stamp_gate_removal(&name))
             .await?;
         Ok(Response::new(pb::RemoveGateResponse {
             receipt: Some(convert::receipt(receipt)),

@@ -25,6 +25,15 @@ pub const REASON_VERSION_CONFLICT: &str = "VERSION_CONFLICT";
 pub const REASON_LIMIT_EXCEEDED: &str = "LIMIT_EXCEEDED";
 /// The `ErrorInfo` reason of a request refused because the server is at capacity.
 pub const REASON_OVERLOADED: &str = "OVERLOADED";
+/// The `ErrorInfo` reason of a request a cluster follower does not serve: the metadata names
+/// the leader (`leader_id`, `leader_address`) when it is known.
+pub const REASON_NOT_LEADER: &str = "NOT_LEADER";
+/// The `ErrorInfo` reason of a write whose outcome the node cannot know (the leader changed or
+/// the cluster did not commit it in time): it may or may not be in the log. A retry with the
+/// same idempotency key is safe.
+pub const REASON_OUTCOME_UNKNOWN: &str = "OUTCOME_UNKNOWN";
+/// The response header (and `ErrorInfo` key) that carries the leader's address.
+pub const LEADER_HEADER: &str = "x-causeway-leader";
 
 /// Everything an RPC can fail with.
 #[derive(Debug)]
@@ -49,6 +58,21 @@ pub enum Error {
     SubscriptionsFull {
         /// The configured maximum.
         max: usize,
+    },
+    /// This cluster node is not the leader, and the request needs one.
+    NotLeader {
+        /// The leader's node id and address, when this node knows them.
+        leader: Option<(u64, String)>,
+        /// Why (no leader elected yet, a new leader not yet confirmed, a follower).
+        reason: String,
+    },
+    /// The cluster could not serve the request now (no quorum, a stopped Raft node, a write
+    /// that was not committed in time); `outcome_unknown` says a write may still be applied.
+    ClusterUnavailable {
+        /// What happened.
+        detail: String,
+        /// True for a write that may or may not be in the log.
+        outcome_unknown: bool,
     },
     /// The server is shutting down (or its store closed).
     ShuttingDown {
@@ -201,6 +225,40 @@ pub fn to_status(err: impl Into<Error>) -> Status {
             REASON_OVERLOADED,
             HashMap::from([("limit".to_string(), "appends_in_flight".to_string())]),
         ),
+        Error::NotLeader { leader, reason } => {
+            let mut metadata = HashMap::new();
+            let message = match &leader {
+                Some((id, address)) => {
+                    metadata.insert("leader_id".to_string(), id.to_string());
+                    metadata.insert("leader_address".to_string(), address.clone());
+                    format!("not the leader ({reason}); the leader is node {id} at {address}")
+                }
+                None => format!("not the leader ({reason}); no leader is known yet, retry shortly"),
+            };
+            let mut status = with_info(Code::Unavailable, message, REASON_NOT_LEADER, metadata);
+            if let Some((_, address)) = leader
+                && let Ok(value) = address.parse()
+            {
+                status.metadata_mut().insert(LEADER_HEADER, value);
+            }
+            status
+        }
+        Error::ClusterUnavailable {
+            detail,
+            outcome_unknown: true,
+        } => with_info(
+            Code::Unavailable,
+            format!(
+                "{detail}; the write may or may not be applied: retry it with the same \
+                 idempotency key to apply it exactly once"
+            ),
+            REASON_OUTCOME_UNKNOWN,
+            HashMap::new(),
+        ),
+        Error::ClusterUnavailable {
+            detail,
+            outcome_unknown: false,
+        } => Status::unavailable(detail),
         Error::SubscriptionsFull { max } => with_info(
             Code::ResourceExhausted,
             format!("{max} subscriptions are open, the configured maximum (max_subscriptions)"),

@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use causeway_core::{Direction, Filter, Position, ReadBatch, Store};
+use causeway_core::{Direction, Filter, Position, ReadBatch};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
@@ -43,6 +43,7 @@ use crate::limits::{
     CHECKPOINT_INTERVAL, HEAD_WAIT, SUBSCRIBE_BUFFER_MESSAGES, SUBSCRIBE_PAGE_BYTES_MAX,
     SUBSCRIBE_READ_EVENTS_MAX, SUBSCRIBE_RETRY_DELAY_MAX,
 };
+use crate::live::LiveStore;
 use crate::pb;
 use crate::pb::subscribe_response::Message;
 use crate::pool::{Pool, PoolError};
@@ -68,7 +69,7 @@ impl HeadWatcher {
     ///
     /// The channel starts at 0 and the thread publishes the real head as its first act, so
     /// not even that read happens on the caller's (async) thread.
-    pub fn start(store: Arc<Store>) -> std::io::Result<(HeadWatcher, watch::Receiver<u64>)> {
+    pub fn start(live: LiveStore) -> std::io::Result<(HeadWatcher, watch::Receiver<u64>)> {
         let (sender, receiver) = watch::channel(0);
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
@@ -76,6 +77,7 @@ impl HeadWatcher {
             .name("causeway-head-watch".to_string())
             .spawn(move || {
                 let mut seen = 0;
+                let mut store = live.get();
                 while !stopped.load(Ordering::Acquire) {
                     match store.wait_for(Position(seen + 1), HEAD_WAIT) {
                         Ok(head) if head.0 > seen => {
@@ -83,7 +85,15 @@ impl HeadWatcher {
                             sender.send_replace(seen);
                         }
                         Ok(_) => {}
-                        Err(_) => break,
+                        Err(_) => {
+                            // A cluster node that installed a snapshot closed the store it
+                            // replaced: follow the new one. Any other closed store is the end.
+                            let current = live.get();
+                            if Arc::ptr_eq(&current, &store) {
+                                break;
+                            }
+                            store = current;
+                        }
                     }
                 }
             })?;
@@ -104,7 +114,7 @@ impl HeadWatcher {
 /// subscriptions, the permits for pool calls and the shutdown flag.
 #[derive(Clone, Debug)]
 pub struct Hub {
-    store: Arc<Store>,
+    store: LiveStore,
     pool: Arc<Pool>,
     permits: Arc<Semaphore>,
     /// One per subscription call on the pool, running or queued.
@@ -120,7 +130,7 @@ impl Hub {
     /// true when the server shuts down, which ends every subscription with UNAVAILABLE and
     /// where to resume.
     pub fn new(
-        store: Arc<Store>,
+        store: LiveStore,
         pool: Arc<Pool>,
         max_subscriptions: usize,
         max_reads: usize,
@@ -171,7 +181,7 @@ impl Hub {
                 max: self.max_subscriptions,
             })
         })?;
-        let store = self.store.clone();
+        let store = self.store.get();
         let checked = filter.clone();
         let _read = self
             .reads
@@ -217,7 +227,7 @@ enum Stop {
 
 /// One subscription's task.
 struct Feed {
-    store: Arc<Store>,
+    store: LiveStore,
     pool: Arc<Pool>,
     reads: Arc<Semaphore>,
     filter: Arc<Filter>,
@@ -294,7 +304,8 @@ impl Feed {
                 () = self.sender.closed() => return Err(Stop::Gone),
                 () = stopped(self.stopping.clone()) => return Err(self.shutting_down()),
             };
-            let store = self.store.clone();
+            let store = self.store.get();
+            let used = store.clone();
             let filter = self.filter.clone();
             let next = Position(self.next);
             let read = self.pool.run(move || {
@@ -311,6 +322,9 @@ impl Feed {
             drop(permit);
             match answer {
                 Ok(Ok(answer)) => return Ok(answer),
+                // A cluster node replaced its store (a snapshot install): read the new one.
+                Ok(Err(causeway_core::Error::Closed)) if !Arc::ptr_eq(&used, &self.store.get()) => {
+                }
                 Ok(Err(causeway_core::Error::Closed)) | Err(PoolError::Stopped) => {
                     return Err(self.shutting_down());
                 }

@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::segment;
 
 /// The identity file's name in the data directory.
-pub(super) const IDENTITY_FILE: &str = "STORE";
+pub const IDENTITY_FILE: &str = "STORE";
 /// The identity format version this build writes and reads.
 const IDENTITY_FORMAT_VERSION: u32 = 1;
 /// The largest identity file read; a longer one is damage.

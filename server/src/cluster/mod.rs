@@ -37,14 +37,35 @@
 //! the meaning of bytes already on disk. The log reuses the segment log (checksums, torn-tail
 //! recovery, copy-on-cut truncation, crash-safe purge) rather than a second storage engine.
 //!
-//! Reading order: [`types`], [`codec`], [`log`], [`state`].
+//! # Serving (`node.rs`, `network.rs`, `rpc.rs`, `admin.rs`)
+//!
+//! [`node::ClusterNode`] runs openraft over these two; [`network`] sends Raft traffic to the
+//! other nodes and [`rpc`] receives it (`causeway.cluster.v1.RaftService`, checking every
+//! request's target node id and cluster id, see [`identity`]); [`admin`] serves the public
+//! `causeway.v1.ClusterService`. The public `EventStoreService` asks the node to write through
+//! the log and to clear reads at a consistency level.
+//!
+//! Reading order: [`types`], [`codec`], [`log`], [`state`], [`identity`], [`wire`],
+//! [`network`], [`rpc`], [`node`], [`admin`].
 
 use std::io;
 
+pub mod admin;
 pub mod codec;
+pub mod identity;
 pub mod log;
+pub mod network;
+pub mod node;
+pub mod rpc;
 pub mod state;
 pub mod types;
+pub mod wire;
+
+/// The node-to-node API, `causeway.cluster.v1`.
+pub mod pb {
+    #![allow(missing_docs)]
+    tonic::include_proto!("causeway.cluster.v1");
+}
 
 #[cfg(test)]
 mod tests;

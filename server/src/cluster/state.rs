@@ -38,7 +38,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use causeway_core::disk::{Disk, OsDisk};
 use causeway_core::store::{Config, Durability, ManifestFile};
-use causeway_core::{Command, EntryId, Store, metafile};
+use causeway_core::{Command, EntryId, Signer, Store, metafile};
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use tokio_stream::{Stream, StreamExt};
@@ -46,6 +46,7 @@ use tokio_stream::{Stream, StreamExt};
 use super::codec::{self, Reader, get_log_id, get_stored_membership, put_log_id};
 use super::core_error;
 use super::types::{LogId, Response, SnapshotMeta, StoredMembership, TypeConfig, entry_id, log_id};
+use crate::live::LiveStore;
 
 /// A snapshot as openraft handles it: metadata and the directory holding the data.
 pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, SnapshotDir>;
@@ -61,7 +62,8 @@ const CURRENT_FILE: &str = "CURRENT";
 const MEMBERSHIP_FILE: &str = "MEMBERSHIP";
 const SNAPSHOT_FILE: &str = "SNAPSHOT";
 const SNAPSHOTS_DIR: &str = "snapshots";
-const STORE_DIR: &str = "store";
+/// The store's directory inside a generation.
+pub const STORE_DIR: &str = "store";
 
 /// A snapshot's bytes: a directory on local disk holding a store checkpoint and its `SNAPSHOT`
 /// metadata file.
@@ -101,7 +103,11 @@ impl Memberships {
 pub(super) struct Machine {
     dir: PathBuf,
     generation: u64,
-    store: Store,
+    store: Arc<Store>,
+    /// The server's handle on `store`, switched with it when a snapshot is installed.
+    live: LiveStore,
+    /// The key receipts are signed with, for every store generation.
+    signer: Option<Signer>,
     memberships: Memberships,
     /// The newest snapshot: its sequence number (directory name) and metadata.
     snapshot: Option<(u64, SnapshotMeta)>,
@@ -113,6 +119,12 @@ impl StateMachine {
     /// store generation other than the live one, a snapshot still under its temporary name,
     /// and snapshots older than the newest.
     pub fn open(dir: &Path) -> io::Result<StateMachine> {
+        StateMachine::open_signed(dir, None)
+    }
+
+    /// Opens the state machine with a store that signs receipts with `signer` (receipts are
+    /// answers, never written, so each node may sign with its own key).
+    pub fn open_signed(dir: &Path, signer: Option<Signer>) -> io::Result<StateMachine> {
         let disk: Arc<dyn Disk> = Arc::new(OsDisk);
         causeway_core::disk::create_dir_all(&*disk, dir)?;
         let generation =
@@ -165,13 +177,15 @@ impl StateMachine {
             None => None,
         };
         let generation_dir = dir.join(generation_name(generation));
-        let store = open_store(&generation_dir)?;
+        let store = Arc::new(open_store(&generation_dir, signer.clone())?);
         let memberships = read_memberships(&generation_dir)?;
         Ok(StateMachine {
             machine: Arc::new(Mutex::new(Machine {
                 dir: dir.to_path_buf(),
                 generation,
+                live: LiveStore::new(store.clone()),
                 store,
+                signer,
                 memberships,
                 snapshot,
                 disk,
@@ -181,6 +195,24 @@ impl StateMachine {
 
     fn lock(&self) -> MutexGuard<'_, Machine> {
         self.machine.lock().expect("state machine lock poisoned")
+    }
+
+    /// The server's handle on the store, which follows snapshot installs.
+    pub fn live(&self) -> LiveStore {
+        self.lock().live.clone()
+    }
+
+    /// The directory incoming snapshots are received into (under the snapshots directory, with
+    /// a name that open removes if a transfer is cut short).
+    pub fn incoming_dir(&self, transfer: u64) -> PathBuf {
+        self.lock()
+            .snapshots_dir()
+            .join(format!("incoming-{transfer}.tmp"))
+    }
+
+    /// Closes the store, which syncs what it has applied.
+    pub fn close(&self) -> io::Result<()> {
+        self.lock().store.close().map_err(core_error)
     }
 
     /// The machine itself, so a test can see the response an entry got.
@@ -353,7 +385,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         )
         .map_err(core_error)?;
 
-        let store = open_store(&generation_dir)?;
+        let store = Arc::new(open_store(&generation_dir, machine.signer.clone())?);
         let applied = store.applied().map(to_log_id);
         if applied != meta.last_log_id {
             return Err(codec::invalid(format!(
@@ -361,7 +393,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 meta.last_log_id
             )));
         }
-        let old = std::mem::replace(&mut machine.store, store);
+        let old = std::mem::replace(&mut machine.store, store.clone());
+        machine.live.replace(store);
         old.close().map_err(core_error)?;
         drop(old);
         let old_dir = machine.dir.join(generation_name(machine.generation));
@@ -396,7 +429,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 }
 
-fn generation_name(generation: u64) -> String {
+/// The directory name of store generation (or snapshot) `generation`.
+pub fn generation_name(generation: u64) -> String {
     format!("{generation:020}")
 }
 
@@ -404,9 +438,10 @@ fn to_log_id(entry: EntryId) -> LogId {
     log_id(entry.term, entry.index)
 }
 
-fn open_store(generation_dir: &Path) -> io::Result<Store> {
+fn open_store(generation_dir: &Path, signer: Option<Signer>) -> io::Result<Store> {
     let config = Config {
         durability: Durability::Relaxed,
+        signer,
         ..Config::default()
     };
     Store::open(generation_dir.join(STORE_DIR), config).map_err(core_error)
@@ -448,7 +483,13 @@ fn read_snapshot_meta(dir: &Path) -> io::Result<SnapshotMeta> {
         .ok_or_else(|| {
             codec::invalid(format!("snapshot {} has no SNAPSHOT file", dir.display()))
         })?;
-    let mut reader = Reader::new(&bytes, "raft snapshot metadata");
+    decode_snapshot_meta(&bytes)
+}
+
+/// Decodes a snapshot's metadata (the payload of its `SNAPSHOT` file, and of the header of a
+/// snapshot transfer).
+pub fn decode_snapshot_meta(bytes: &[u8]) -> io::Result<SnapshotMeta> {
+    let mut reader = Reader::new(bytes, "raft snapshot metadata");
     let last_log_id = get_log_id(&mut reader)?;
     let last_membership = get_stored_membership(&mut reader)?;
     reader.finish()?;
@@ -458,10 +499,16 @@ fn read_snapshot_meta(dir: &Path) -> io::Result<SnapshotMeta> {
     })
 }
 
-fn write_snapshot_meta(disk: &dyn Disk, dir: &Path, meta: &SnapshotMeta) -> io::Result<()> {
+/// Encodes a snapshot's metadata: its last log id and membership.
+pub fn encode_snapshot_meta(meta: &SnapshotMeta) -> Vec<u8> {
     let mut payload = Vec::new();
     put_log_id(&mut payload, meta.last_log_id.as_ref());
     codec::put_stored_membership(&mut payload, &meta.last_membership);
+    payload
+}
+
+fn write_snapshot_meta(disk: &dyn Disk, dir: &Path, meta: &SnapshotMeta) -> io::Result<()> {
+    let payload = encode_snapshot_meta(meta);
     metafile::write(disk, &dir.join(SNAPSHOT_FILE), SNAPSHOT_MAGIC, &payload).map_err(core_error)
 }
 

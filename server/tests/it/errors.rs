@@ -75,6 +75,7 @@ async fn malformed_fields_are_named() {
     let status = failure(
         client
             .get(pb::GetRequest {
+                consistency: 0,
                 id: "nope".to_string(),
             })
             .await,
@@ -94,6 +95,7 @@ async fn malformed_fields_are_named() {
     let status = failure(
         client
             .read_log(pb::ReadLogRequest {
+                consistency: 0,
                 from_position: 1,
                 direction: 7,
                 limit: 10,
@@ -106,6 +108,7 @@ async fn malformed_fields_are_named() {
     let status = failure(
         client
             .read_log(pb::ReadLogRequest {
+                consistency: 0,
                 from_position: 1,
                 direction: 0,
                 limit: 10,
@@ -202,6 +205,7 @@ async fn limits_are_named() {
     let status = failure(
         client
             .read_log(pb::ReadLogRequest {
+                consistency: 0,
                 from_position: 1,
                 direction: 0,
                 limit: 10_001,
@@ -244,6 +248,7 @@ async fn unknown_ids_are_not_found() {
     let status = failure(
         client
             .get(pb::GetRequest {
+                consistency: 0,
                 id: unknown.clone(),
             })
             .await,

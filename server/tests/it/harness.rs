@@ -189,6 +189,7 @@ pub async fn read_all(client: &mut Client, filter: Option<pb::Filter>) -> Vec<pb
     loop {
         let page = client
             .read_log(pb::ReadLogRequest {
+                consistency: 0,
                 from_position,
                 direction: pb::Direction::Forward as i32,
                 limit: 10_000,
@@ -208,7 +209,7 @@ pub async fn read_all(client: &mut Client, filter: Option<pb::Filter>) -> Vec<pb
 /// The committed head.
 pub async fn head(client: &mut Client) -> u64 {
     client
-        .head(pb::HeadRequest {})
+        .head(pb::HeadRequest::default())
         .await
         .expect("read the head")
         .into_inner()

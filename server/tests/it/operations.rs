@@ -157,6 +157,7 @@ async fn gzip_and_zstd_requests_are_accepted() {
         .await;
         let got = client
             .get(pb::GetRequest {
+                consistency: 0,
                 id: receipt.events[0].id.clone(),
             })
             .await

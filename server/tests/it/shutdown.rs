@@ -111,6 +111,7 @@ async fn sigterm_with_appends_in_flight_loses_nothing_acknowledged() {
         for committed in &receipt.events {
             let event = client
                 .get(pb::GetRequest {
+                    consistency: 0,
                     id: committed.id.clone(),
                 })
                 .await

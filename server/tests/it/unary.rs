@@ -29,6 +29,7 @@ async fn an_append_reads_back_by_every_route() {
 
     let got = client
         .get(pb::GetRequest {
+            consistency: 0,
             id: receipt.events[0].id.clone(),
         })
         .await
@@ -48,6 +49,7 @@ async fn an_append_reads_back_by_every_route() {
 
     let forward = client
         .read_entity(pb::ReadEntityRequest {
+            consistency: 0,
             scope: "acme".to_string(),
             entity: "order-1".to_string(),
             from_version: 1,
@@ -60,6 +62,7 @@ async fn an_append_reads_back_by_every_route() {
         .events;
     let backward = client
         .read_entity(pb::ReadEntityRequest {
+            consistency: 0,
             scope: "acme".to_string(),
             entity: "order-1".to_string(),
             from_version: 0,
@@ -77,6 +80,7 @@ async fn an_append_reads_back_by_every_route() {
 
     let by_customer = client
         .read_log(pb::ReadLogRequest {
+            consistency: 0,
             from_position: 1,
             direction: pb::Direction::Forward as i32,
             limit: 10,
@@ -96,7 +100,7 @@ async fn an_append_reads_back_by_every_route() {
     assert_eq!(by_customer.next_position, 3);
 
     let head = client
-        .head(pb::HeadRequest {})
+        .head(pb::HeadRequest::default())
         .await
         .expect("head")
         .into_inner();
@@ -131,6 +135,7 @@ async fn large_reads_are_cut_with_a_continuation() {
     }
     let first_page = client
         .read_log(pb::ReadLogRequest {
+            consistency: 0,
             from_position: 1,
             direction: pb::Direction::Forward as i32,
             limit: 100,
@@ -154,6 +159,7 @@ async fn large_reads_are_cut_with_a_continuation() {
 
     let backward = client
         .read_log(pb::ReadLogRequest {
+            consistency: 0,
             from_position: 0,
             direction: pb::Direction::Backward as i32,
             limit: 100,
@@ -173,6 +179,7 @@ async fn large_reads_are_cut_with_a_continuation() {
     loop {
         let page = client
             .read_entity(pb::ReadEntityRequest {
+                consistency: 0,
                 scope: "acme".to_string(),
                 entity: "blob-1".to_string(),
                 from_version,

@@ -505,7 +505,11 @@ async fn phase(
 /// Appends events to `scope` until the log holds at least `--fill` events.
 async fn fill(channel: &Channel, args: &BenchArgs, scope: &str, mode: Mode) -> Result<()> {
     let mut stub = load::stub(channel, args.compression);
-    let mut head = stub.head(pb::HeadRequest {}).await?.into_inner().position;
+    let mut head = stub
+        .head(pb::HeadRequest::default())
+        .await?
+        .into_inner()
+        .position;
     if head >= args.fill {
         return Ok(());
     }

@@ -322,6 +322,7 @@ impl Op {
                 batch,
             } => {
                 let request = pb::ReadLogRequest {
+                    consistency: 0,
                     from_position: *cursor,
                     direction: pb::Direction::Forward.into(),
                     limit: *batch,
@@ -335,7 +336,7 @@ impl Op {
                 })
             }
             Op::Head { stub } => {
-                stub.head(pb::HeadRequest {}).await?;
+                stub.head(pb::HeadRequest::default()).await?;
                 Ok(Done {
                     events: 0,
                     appended: 0,

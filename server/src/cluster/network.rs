@@ -1,0 +1,296 @@
+//! The sending side of node-to-node traffic: openraft's [`RaftNetworkV2`] over
+//! `causeway.cluster.v1.RaftService`, one lazily connected channel per target node.
+//!
+//! Every request carries a header with the target's node id and this node's cluster id; the
+//! target checks both (see `identity.rs`). A refusal for a mismatch, like a connection failure,
+//! is reported to openraft as `Unreachable`, so it backs off instead of hammering a node that
+//! is the wrong one.
+//!
+//! Snapshots are sent as files: the header names every file of the snapshot directory and its
+//! length, then each file follows in chunks of `SNAPSHOT_CHUNK_BYTES`, read on a blocking
+//! thread. The target verifies the checkpoint's blake3 manifest before installing anything.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{Backoff, RPCOption};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
+};
+use openraft::{AnyError, BasicNode, OptionalSend, RaftNetworkFactory, RaftNetworkV2};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+
+use super::identity::Identity;
+use super::pb;
+use super::pb::raft_service_client::RaftServiceClient;
+use super::state::{Snapshot, SnapshotDir, encode_snapshot_meta};
+use super::types::{TypeConfig, Vote};
+use super::wire;
+use crate::limits::{MESSAGE_BYTES_MAX, PEER_TIMEOUT, SNAPSHOT_CHUNK_BYTES};
+
+/// Makes a [`Connection`] to each target openraft replicates to.
+#[derive(Clone, Debug)]
+pub struct Network {
+    identity: Identity,
+}
+
+impl Network {
+    /// A network that sends as the node `identity` names.
+    pub fn new(identity: Identity) -> Network {
+        Network { identity }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Connection;
+
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> Connection {
+        Connection {
+            identity: self.identity.clone(),
+            target,
+            client: client(&node.addr),
+        }
+    }
+}
+
+/// A client of one peer's `RaftService`, connecting on first use (and reconnecting after a
+/// failure, which tonic's channel does itself).
+pub fn client(addr: &str) -> Result<RaftServiceClient<Channel>, String> {
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|err| format!("node address {addr:?}: {err}"))?
+        .connect_timeout(PEER_TIMEOUT)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(PEER_TIMEOUT);
+    Ok(RaftServiceClient::new(endpoint.connect_lazy())
+        .max_decoding_message_size(MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(MESSAGE_BYTES_MAX))
+}
+
+/// One target node.
+pub struct Connection {
+    identity: Identity,
+    target: u64,
+    /// The client, or why the target's address cannot be used.
+    client: Result<RaftServiceClient<Channel>, String>,
+}
+
+impl Connection {
+    fn header(&self) -> pb::Header {
+        pb::Header {
+            target_node_id: self.target,
+            source_node_id: self.identity.node_id(),
+            cluster_id: self.identity.cluster_id().unwrap_or_default(),
+        }
+    }
+
+    fn client(&self) -> Result<RaftServiceClient<Channel>, RPCError<TypeConfig>> {
+        self.client
+            .clone()
+            .map_err(|detail| RPCError::Unreachable(Unreachable::new(&AnyError::error(detail))))
+    }
+}
+
+/// A failed call as openraft's error: a target that cannot be reached, or refuses us as the
+/// wrong sender, is unreachable (openraft backs off); anything else a network error.
+fn rpc_error(status: tonic::Status) -> RPCError<TypeConfig> {
+    match status.code() {
+        tonic::Code::Unavailable
+        | tonic::Code::FailedPrecondition
+        | tonic::Code::DeadlineExceeded
+        | tonic::Code::Cancelled => RPCError::Unreachable(Unreachable::new(&status)),
+        _ => RPCError::Network(NetworkError::new(&status)),
+    }
+}
+
+fn decode_error(err: std::io::Error) -> RPCError<TypeConfig> {
+    RPCError::Network(NetworkError::new(&err))
+}
+
+/// Runs a call with openraft's deadline for it.
+async fn timed<T>(
+    option: &RPCOption,
+    call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<T, RPCError<TypeConfig>> {
+    match tokio::time::timeout(option.hard_ttl(), call).await {
+        Ok(result) => result.map(tonic::Response::into_inner).map_err(rpc_error),
+        Err(_) => Err(RPCError::Unreachable(Unreachable::new(&AnyError::error(
+            format!("no answer within {:?}", option.hard_ttl()),
+        )))),
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for Connection {
+    type SnapshotData = SnapshotDir;
+
+    async fn append_entries(
+        &mut self,
+        request: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let mut client = self.client()?;
+        let request = wire::append_to_pb(self.header(), &request);
+        let response = timed(&option, client.append_entries(request)).await?;
+        wire::append_response_from_pb(response).map_err(decode_error)
+    }
+
+    async fn vote(
+        &mut self,
+        request: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let mut client = self.client()?;
+        let request = wire::vote_request_to_pb(self.header(), &request);
+        let response = timed(&option, client.vote(request)).await?;
+        wire::vote_response_from_pb(response).map_err(decode_error)
+    }
+
+    async fn pre_vote(
+        &mut self,
+        request: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let mut client = self.client()?;
+        let request = pb::PreVoteRequest {
+            request: Some(wire::vote_request_to_pb(self.header(), &request)),
+        };
+        let response = timed(&option, client.pre_vote(request)).await?;
+        let response = response.response.ok_or_else(|| {
+            decode_error(super::codec::invalid("pre-vote response is empty".into()))
+        })?;
+        wire::vote_response_from_pb(response).map_err(decode_error)
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        _option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let mut client = self.client().map_err(streaming_error)?;
+        let dir = snapshot.snapshot.0.clone();
+        let files = tokio::task::spawn_blocking({
+            let dir = dir.clone();
+            move || snapshot_files(&dir)
+        })
+        .await
+        .map_err(|err| network_streaming_error(&err))?
+        .map_err(|err| network_streaming_error(&err))?;
+        let header = pb::SnapshotHeader {
+            header: Some(self.header()),
+            vote: Some(wire::vote_to_pb(&vote)),
+            meta: encode_snapshot_meta(&snapshot.meta).into(),
+            files: files
+                .iter()
+                .map(|(name, length)| pb::SnapshotFile {
+                    name: name.clone(),
+                    length: *length,
+                })
+                .collect(),
+        };
+        let (parts, receiver) = tokio::sync::mpsc::channel(4);
+        let first = pb::InstallSnapshotRequest {
+            part: Some(pb::install_snapshot_request::Part::Header(header)),
+        };
+        parts
+            .send(first)
+            .await
+            .map_err(|err| network_streaming_error(&err))?;
+        // The files are read on a blocking thread; it stops when the call ends and the
+        // receiver is dropped.
+        let reader = tokio::task::spawn_blocking(move || send_files(&dir, &files, &parts));
+        let call = client.install_snapshot(ReceiverStream::new(receiver));
+        let response = tokio::select! {
+            response = call => response,
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+        };
+        let read = reader.await.map_err(|err| network_streaming_error(&err))?;
+        let response = response.map_err(|status| streaming_error(rpc_error(status)))?;
+        read.map_err(|err| network_streaming_error(&err))?;
+        let vote = wire::vote_from_pb(response.into_inner().vote, "vote")
+            .map_err(|err| network_streaming_error(&err))?;
+        Ok(SnapshotResponse::new(vote))
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        request: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let mut client = self.client()?;
+        let request = pb::TransferLeaderRequest {
+            header: Some(self.header()),
+            from_leader: Some(wire::vote_to_pb(request.from_leader())),
+            to_node_id: *request.to_node_id(),
+            last_log_id: wire::log_id_to_pb(request.last_log_id()),
+        };
+        timed(&option, client.transfer_leader(request)).await?;
+        Ok(Ok(()))
+    }
+
+    fn backoff(&self) -> Option<Backoff> {
+        Some(Backoff::new(std::iter::repeat(Duration::from_millis(200))))
+    }
+}
+
+fn streaming_error(err: RPCError<TypeConfig>) -> StreamingError<TypeConfig> {
+    match err {
+        RPCError::Unreachable(err) => StreamingError::Unreachable(err),
+        RPCError::Timeout(err) => StreamingError::Timeout(err),
+        RPCError::Network(err) => StreamingError::Network(err),
+        RPCError::RemoteError(err) => StreamingError::Network(NetworkError::new(&err)),
+    }
+}
+
+fn network_streaming_error(err: &(impl std::error::Error + 'static)) -> StreamingError<TypeConfig> {
+    StreamingError::Network(NetworkError::new(err))
+}
+
+/// Every file of a snapshot directory to send, with its length: the checkpoint manifest first,
+/// then the files it lists (the `SNAPSHOT` metadata travels in the header instead).
+fn snapshot_files(dir: &std::path::Path) -> std::io::Result<Vec<(String, u64)>> {
+    let manifest = causeway_core::store::Manifest::read(dir).map_err(std::io::Error::other)?;
+    let manifest_name = causeway_core::store::MANIFEST_FILE.to_string();
+    let manifest_len = std::fs::metadata(dir.join(&manifest_name))?.len();
+    let mut files = vec![(manifest_name, manifest_len)];
+    files.extend(
+        manifest
+            .files
+            .into_iter()
+            .map(|file| (file.name, file.bytes)),
+    );
+    Ok(files)
+}
+
+/// Sends every file's chunks, in order, each file exactly its listed length.
+fn send_files(
+    dir: &std::path::Path,
+    files: &[(String, u64)],
+    parts: &tokio::sync::mpsc::Sender<pb::InstallSnapshotRequest>,
+) -> std::io::Result<()> {
+    use std::io::Read;
+    for (name, length) in files {
+        let path: PathBuf = dir.join(name);
+        let mut file = std::fs::File::open(&path)?.take(*length);
+        let mut left = *length;
+        while left > 0 {
+            let mut chunk = vec![0u8; (left as usize).min(SNAPSHOT_CHUNK_BYTES)];
+            file.read_exact(&mut chunk)?;
+            left -= chunk.len() as u64;
+            let part = pb::InstallSnapshotRequest {
+                part: Some(pb::install_snapshot_request::Part::Chunk(
+                    pb::SnapshotChunk { data: chunk.into() },
+                )),
+            };
+            if parts.blocking_send(part).is_err() {
+                return Err(std::io::Error::other("the snapshot transfer was cut short"));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,601 @@
+//! A cluster member: the openraft node over this node's Raft log and state machine, and what
+//! the public service asks of it (write through the log, read at a consistency level, know the
+//! leader) and what the admin service asks (form the cluster, change members, report status).
+//!
+//! # Writes
+//! The leader stamps a command on its own store (ids, hybrid logical timestamp) and proposes it;
+//! the answer is what applying it at its log index answered on the leader, which every replica
+//! answers alike (a denial included). A node that is not leader refuses at once with the
+//! leader's address ([`Error::NotLeader`]) rather than forwarding: clients reach the leader
+//! directly, and a stamp is only ever made by the node that proposes it. A write whose outcome
+//! the node cannot know (the leader changed under it, or no commit within `COMMIT_WAIT`) is
+//! answered as such; the client's retry with the same idempotency key applies it exactly once.
+//!
+//! # Reads
+//! - linearizable: the leader confirms its leadership with a quorum and names a read index; a
+//!   follower asks the leader for it over `RaftService.ReadIndex`; either waits to have applied
+//!   that far, then reads its own store.
+//! - leader: the leader reads its store at once; a follower refuses with the leader's address.
+//! - local: any node reads its store at once.
+//!
+//! # Growing a single node
+//! A data directory that holds a single-node store (no `raft/`) is adopted when the node first
+//! starts with a node id: the store's files move into the state machine's first generation
+//! (staged under `raft.adopt/`, one rename makes it whole). `InitCluster` on it then takes a
+//! snapshot and purges the log, so every node added later starts from a snapshot holding every
+//! event written before the cluster existed.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use causeway_core::disk::Disk;
+use causeway_core::{Command, Receipt, Signer};
+use openraft::async_runtime::WatchReceiver;
+use openraft::error::{ClientWriteError, InitializeError, LinearizableReadError, RaftError};
+use openraft::{BasicNode, ChangeMembers, ReadPolicy, ServerState, SnapshotPolicy};
+use tonic::transport::Channel;
+
+use super::identity::Identity;
+use super::log::LogStore;
+use super::network::{self, Network};
+use super::pb;
+use super::pb::raft_service_client::RaftServiceClient;
+use super::rpc::Peers;
+use super::state::{STORE_DIR, StateMachine, generation_name};
+use super::types::{Proposal, Response, TypeConfig};
+use crate::config::ClusterConfig;
+use crate::limits::{
+    COMMIT_WAIT, PEER_TIMEOUT, RAFT_LOG_KEPT_AFTER_SNAPSHOT, RAFT_SNAPSHOT_INTERVAL_ENTRIES,
+    READ_INDEX_WAIT,
+};
+use crate::live::LiveStore;
+use crate::status::Error;
+
+/// This node's openraft instance.
+pub type Raft = openraft::Raft<TypeConfig, StateMachine>;
+
+/// The Raft directory inside the data directory.
+pub const RAFT_DIR: &str = "raft";
+/// Where a single-node store is staged while it is adopted.
+const ADOPT_DIR: &str = "raft.adopt";
+/// The name of openraft's cluster, in its logs.
+const CLUSTER_NAME: &str = "causeway";
+
+/// How fresh a read must be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Consistency {
+    /// Sees every write acknowledged before the read began.
+    Linearizable,
+    /// Served by the leader from what it has applied.
+    Leader,
+    /// Served by this node from what it has applied.
+    Local,
+}
+
+/// A running cluster member.
+pub struct ClusterNode {
+    raft: Raft,
+    identity: Identity,
+    live: LiveStore,
+    advertise: String,
+    snapshots_dir: PathBuf,
+    /// Clients of other nodes' `RaftService`, by address, for read indexes.
+    peers: Mutex<HashMap<String, RaftServiceClient<Channel>>>,
+}
+
+impl std::fmt::Debug for ClusterNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterNode")
+            .field("node_id", &self.identity.node_id())
+            .field("advertise", &self.advertise)
+            .finish()
+    }
+}
+
+impl ClusterNode {
+    /// Opens (creating or adopting as needed) this node's Raft state in `data_dir` and starts
+    /// the Raft node. Blocking file work runs on the calling thread; call it where that is
+    /// allowed (the server calls it from its pool).
+    pub async fn start(
+        data_dir: &Path,
+        config: &ClusterConfig,
+        signer: Option<Signer>,
+    ) -> io::Result<ClusterNode> {
+        let raft_dir = data_dir.join(RAFT_DIR);
+        adopt_single_node(data_dir)?;
+        std::fs::create_dir_all(&raft_dir)?;
+        let identity = Identity::open(&raft_dir, config.node_id)?;
+        let log = LogStore::open(&raft_dir)?;
+        let state_dir = raft_dir.join("state");
+        let state = StateMachine::open_signed(&state_dir, signer)?;
+        let live = state.live();
+        let snapshots_dir = state_dir.join("snapshots");
+        let raft_config = openraft::Config {
+            cluster_name: CLUSTER_NAME.to_string(),
+            heartbeat_interval: config.heartbeat.as_millis() as u64,
+            election_timeout_min: config.election_timeout.as_millis() as u64,
+            election_timeout_max: 2 * config.election_timeout.as_millis() as u64,
+            enable_pre_vote: Some(true),
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(RAFT_SNAPSHOT_INTERVAL_ENTRIES),
+            max_in_snapshot_log_to_keep: RAFT_LOG_KEPT_AFTER_SNAPSHOT,
+            install_snapshot_timeout: 60_000,
+            ..openraft::Config::default()
+        }
+        .validate()
+        .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err.to_string()))?;
+        let raft = Raft::new(
+            config.node_id,
+            Arc::new(raft_config),
+            Network::new(identity.clone()),
+            log,
+            state,
+        )
+        .await
+        .map_err(io::Error::other)?;
+        Ok(ClusterNode {
+            raft,
+            identity,
+            live,
+            advertise: config.advertise.clone(),
+            snapshots_dir,
+            peers: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The store this node answers reads from (it changes when a snapshot is installed).
+    pub fn live(&self) -> LiveStore {
+        self.live.clone()
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> u64 {
+        self.identity.node_id()
+    }
+
+    /// The service other nodes send Raft traffic to.
+    pub fn peer_service(&self) -> Peers {
+        Peers::new(
+            self.raft.clone(),
+            self.identity.clone(),
+            self.snapshots_dir.clone(),
+        )
+    }
+
+    /// The leader this node knows of, with its address.
+    pub fn leader(&self) -> Option<(u64, String)> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow_watched();
+        let leader = metrics.current_leader?;
+        let address = metrics
+            .membership_config
+            .membership()
+            .get_node(&leader)
+            .map(|node| node.addr.clone())?;
+        Some((leader, address))
+    }
+
+    fn not_leader(&self, reason: &str) -> Error {
+        let leader = self.leader().filter(|(id, _)| *id != self.node_id());
+        Error::NotLeader {
+            leader,
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Refuses at once when this node is not the leader; the cheap check before stamping.
+    pub fn check_leader(&self) -> Result<(), Error> {
+        if self.raft.metrics().borrow_watched().state == ServerState::Leader {
+            Ok(())
+        } else {
+            Err(self.not_leader("this node is not the leader"))
+        }
+    }
+
+    /// Proposes a stamped command and answers what applying it answered.
+    pub async fn write(&self, command: Command) -> Result<Receipt, Error> {
+        let proposed = tokio::time::timeout(COMMIT_WAIT, self.raft.client_write(Proposal(command)));
+        match proposed.await {
+            Err(_) => Err(Error::ClusterUnavailable {
+                detail: format!("the cluster did not commit the write within {COMMIT_WAIT:?}"),
+                outcome_unknown: true,
+            }),
+            Ok(Ok(written)) => match written.data {
+                Response::Applied(receipt) => Ok(receipt),
+                Response::Refused(err) => Err(Error::Core(err)),
+            },
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward)))) => {
+                Err(self.not_leader(&forward.to_string()))
+            }
+            Ok(Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(forward)))) => {
+                Err(Error::ClusterUnavailable {
+                    detail: format!("the leader changed while the write was proposed ({forward})"),
+                    outcome_unknown: true,
+                })
+            }
+            Ok(Err(err)) => Err(Error::ClusterUnavailable {
+                detail: format!("the write was not proposed: {err}"),
+                outcome_unknown: false,
+            }),
+        }
+    }
+
+    /// Waits until a read at `consistency` may be served from this node's store.
+    pub async fn read_barrier(&self, consistency: Consistency) -> Result<(), Error> {
+        match consistency {
+            Consistency::Local => Ok(()),
+            Consistency::Leader => self.check_leader(),
+            Consistency::Linearizable => {
+                let index = match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+                    // The leader has applied through the read index already.
+                    Ok(_) => return Ok(()),
+                    Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(_))) => {
+                        self.read_index_from_leader().await?
+                    }
+                    Err(err) => {
+                        return Err(Error::ClusterUnavailable {
+                            detail: format!("no linearizable read: {err}"),
+                            outcome_unknown: false,
+                        });
+                    }
+                };
+                self.raft
+                    .wait(Some(READ_INDEX_WAIT))
+                    .applied_index_at_least(Some(index), "linearizable read")
+                    .await
+                    .map_err(|err| Error::ClusterUnavailable {
+                        detail: format!(
+                            "this node did not apply up to the leader's read index {index} \
+                             within {READ_INDEX_WAIT:?}: {err}"
+                        ),
+                        outcome_unknown: false,
+                    })?;
+                Ok(())
+            }
+        }
+    }
+
+    async fn read_index_from_leader(&self) -> Result<u64, Error> {
+        let Some((leader_id, address)) = self.leader().filter(|(id, _)| *id != self.node_id())
+        else {
+            return Err(self.not_leader("no leader is known to confirm a linearizable read"));
+        };
+        let mut client = self.peer(&address)?;
+        let request = pb::ReadIndexRequest {
+            header: Some(pb::Header {
+                target_node_id: leader_id,
+                source_node_id: self.node_id(),
+                cluster_id: self.identity.cluster_id().unwrap_or_default(),
+            }),
+        };
+        let answer = tokio::time::timeout(PEER_TIMEOUT, client.read_index(request)).await;
+        match answer {
+            Ok(Ok(response)) => Ok(response.into_inner().index),
+            Ok(Err(status)) => Err(Error::ClusterUnavailable {
+                detail: format!(
+                    "the leader (node {leader_id}) gave no read index: {}",
+                    status.message()
+                ),
+                outcome_unknown: false,
+            }),
+            Err(_) => Err(Error::ClusterUnavailable {
+                detail: format!(
+                    "the leader (node {leader_id}) gave no read index in {PEER_TIMEOUT:?}"
+                ),
+                outcome_unknown: false,
+            }),
+        }
+    }
+
+    fn peer(&self, address: &str) -> Result<RaftServiceClient<Channel>, Error> {
+        let mut peers = self.peers.lock().expect("peer clients lock poisoned");
+        if let Some(client) = peers.get(address) {
+            return Ok(client.clone());
+        }
+        let client = network::client(address).map_err(|detail| Error::ClusterUnavailable {
+            detail,
+            outcome_unknown: false,
+        })?;
+        peers.insert(address.to_string(), client.clone());
+        Ok(client)
+    }
+
+    /// Forms a cluster of `voters` (this node alone when empty), once. Returns the cluster id.
+    pub async fn init(&self, voters: BTreeMap<u64, String>) -> Result<String, Error> {
+        let mut voters = voters;
+        if voters.is_empty() {
+            voters.insert(self.node_id(), self.advertise.clone());
+        }
+        if !voters.contains_key(&self.node_id()) {
+            return Err(Error::invalid(
+                "voters",
+                format!("the voters must include this node ({})", self.node_id()),
+            ));
+        }
+        let cluster_id = self
+            .identity
+            .cluster_id()
+            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        let members: BTreeMap<u64, BasicNode> = voters
+            .into_iter()
+            .map(|(id, addr)| (id, BasicNode::new(addr)))
+            .collect();
+        match self.raft.initialize(members).await {
+            Ok(()) => {}
+            Err(RaftError::APIError(InitializeError::NotAllowed(err))) => {
+                return Err(Error::ClusterUnavailable {
+                    detail: format!("this node already belongs to a cluster: {err}"),
+                    outcome_unknown: false,
+                });
+            }
+            Err(err) => return Err(cluster_error("forming the cluster", err)),
+        }
+        self.identity
+            .join(&cluster_id)
+            .map_err(|err| cluster_error("recording the cluster id", err))?;
+        // Events written before the cluster existed are in no log entry: a snapshot that holds
+        // them, and a log that starts after it, make every node added later start from it.
+        if self.live.get().head().0 > 0 {
+            self.compact().await?;
+        }
+        Ok(cluster_id)
+    }
+
+    /// Takes a snapshot of what is applied and purges the log up to it.
+    async fn compact(&self) -> Result<(), Error> {
+        let metrics = self
+            .raft
+            .wait(Some(COMMIT_WAIT))
+            .state(ServerState::Leader, "leader after init")
+            .await
+            .map_err(|err| cluster_error("waiting for leadership", err))?;
+        let applied = metrics.last_applied.map_or(0, |id| id.index);
+        self.raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|err| cluster_error("snapshot", err))?;
+        self.raft
+            .wait(Some(COMMIT_WAIT))
+            .metrics(
+                |metrics| metrics.snapshot.is_some_and(|id| id.index >= applied),
+                "a snapshot of what is applied",
+            )
+            .await
+            .map_err(|err| cluster_error("snapshot", err))?;
+        self.raft
+            .trigger()
+            .purge_log(applied)
+            .await
+            .map_err(|err| cluster_error("purge", err))
+    }
+
+    /// Adds a learner and waits until it has caught up.
+    pub async fn add_learner(
+        &self,
+        node_id: u64,
+        address: String,
+    ) -> Result<pb_admin::Membership, Error> {
+        self.check_leader()?;
+        let written = self
+            .raft
+            .add_learner(node_id, BasicNode::new(address), true)
+            .await
+            .map_err(|err| self.change_error(err))?;
+        Ok(membership_of(written.membership.as_ref()))
+    }
+
+    /// Makes a learner a voter.
+    pub async fn promote(&self, node_id: u64) -> Result<pb_admin::Membership, Error> {
+        self.check_leader()?;
+        let written = self
+            .raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([node_id])), false)
+            .await
+            .map_err(|err| self.change_error(err))?;
+        Ok(membership_of(written.membership.as_ref()))
+    }
+
+    /// Removes a node: a voter is demoted first, then the learner removed.
+    pub async fn remove(&self, node_id: u64) -> Result<pb_admin::Membership, Error> {
+        self.check_leader()?;
+        let is_voter = self
+            .raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|id| id == node_id);
+        if is_voter {
+            self.raft
+                .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([node_id])), true)
+                .await
+                .map_err(|err| self.change_error(err))?;
+        }
+        let written = self
+            .raft
+            .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([node_id])), false)
+            .await
+            .map_err(|err| self.change_error(err))?;
+        Ok(membership_of(written.membership.as_ref()))
+    }
+
+    /// Hands the leadership to `node_id` and waits until it has it.
+    pub async fn transfer_leader(&self, node_id: u64) -> Result<u64, Error> {
+        self.check_leader()?;
+        let is_voter = self
+            .raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|id| id == node_id);
+        if !is_voter {
+            return Err(Error::invalid(
+                "node_id",
+                format!("node {node_id} is not a voter of this cluster"),
+            ));
+        }
+        if node_id == self.node_id() {
+            return Ok(node_id);
+        }
+        self.raft
+            .trigger()
+            .transfer_leader(node_id)
+            .await
+            .map_err(|err| cluster_error("transfer", err))?;
+        let metrics = self
+            .raft
+            .wait(Some(COMMIT_WAIT))
+            .metrics(
+                |metrics| {
+                    metrics
+                        .current_leader
+                        .is_some_and(|id| id != self.node_id())
+                },
+                "a new leader",
+            )
+            .await
+            .map_err(|err| cluster_error("waiting for the new leader", err))?;
+        Ok(metrics.current_leader.unwrap_or_default())
+    }
+
+    fn change_error(&self, err: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> Error {
+        match err {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => {
+                self.not_leader(&forward.to_string())
+            }
+            RaftError::APIError(ClientWriteError::ChangeMembershipError(err)) => {
+                Error::invalid("node_id", err.to_string())
+            }
+            err => cluster_error("changing the membership", err),
+        }
+    }
+
+    /// This node's view of the cluster.
+    pub fn status(&self) -> pb_admin::GetClusterStatusResponse {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        let role = match metrics.state {
+            ServerState::Leader => pb_admin::NodeRole::Leader,
+            ServerState::Follower => pb_admin::NodeRole::Follower,
+            ServerState::Candidate => pb_admin::NodeRole::Candidate,
+            ServerState::Learner => pb_admin::NodeRole::Learner,
+            ServerState::Shutdown => pb_admin::NodeRole::Shutdown,
+        };
+        let last_log_index = metrics.last_log_index.unwrap_or(0);
+        let replication = metrics
+            .replication
+            .as_ref()
+            .map(|replication| {
+                replication
+                    .iter()
+                    .filter(|(id, _)| **id != self.node_id())
+                    .map(|(id, matched)| {
+                        let matched_index = matched.as_ref().map_or(0, |id| id.index);
+                        pb_admin::Replication {
+                            node_id: *id,
+                            matched_index,
+                            lag: last_log_index.saturating_sub(matched_index),
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let leader = self.leader();
+        pb_admin::GetClusterStatusResponse {
+            node_id: self.node_id(),
+            cluster_id: self.identity.cluster_id().unwrap_or_default(),
+            role: role.into(),
+            term: metrics.current_term,
+            leader_id: leader.as_ref().map_or(0, |(id, _)| *id),
+            leader_address: leader.map(|(_, address)| address).unwrap_or_default(),
+            last_log_index,
+            committed_index: metrics.local_committed.map_or(0, |id| id.index),
+            applied_index: metrics.last_applied.map_or(0, |id| id.index),
+            head_position: self.live.get().head().0,
+            membership: Some(membership_of(Some(metrics.membership_config.membership()))),
+            replication,
+        }
+    }
+
+    /// Stops the Raft node, then closes the store (which syncs what it applied).
+    pub async fn shutdown(&self) {
+        if let Err(err) = self.raft.shutdown().await {
+            tracing::error!(%err, "stopping raft");
+        }
+        let store = self.live.get();
+        let closed = tokio::task::spawn_blocking(move || store.close()).await;
+        match closed {
+            Ok(Ok(())) => tracing::info!("store closed"),
+            Ok(Err(err)) => tracing::error!(%err, "closing the store failed"),
+            Err(err) => tracing::error!(%err, "closing the store panicked"),
+        }
+    }
+}
+
+use crate::pb as pb_admin;
+
+fn membership_of(membership: Option<&super::types::Membership>) -> pb_admin::Membership {
+    let Some(membership) = membership else {
+        return pb_admin::Membership::default();
+    };
+    let node = |id: u64| pb_admin::ClusterNode {
+        node_id: id,
+        address: membership
+            .get_node(&id)
+            .map(|node| node.addr.clone())
+            .unwrap_or_default(),
+    };
+    pb_admin::Membership {
+        voters: membership.voter_ids().map(node).collect(),
+        learners: membership.learner_ids().map(node).collect(),
+    }
+}
+
+fn cluster_error(what: &str, err: impl std::fmt::Display) -> Error {
+    Error::ClusterUnavailable {
+        detail: format!("{what}: {err}"),
+        outcome_unknown: false,
+    }
+}
+
+/// Moves a single-node store in `data_dir` into the state machine's first generation, when the
+/// directory has one and no Raft state yet. Staged under `raft.adopt/` and made whole by one
+/// rename; a crash midway is finished by the next start.
+fn adopt_single_node(data_dir: &Path) -> io::Result<()> {
+    let raft_dir = data_dir.join(RAFT_DIR);
+    let staging = data_dir.join(ADOPT_DIR);
+    if raft_dir.exists() {
+        return Ok(());
+    }
+    let has_store = data_dir.join(causeway_core::store::IDENTITY_FILE).exists();
+    if !has_store && !staging.exists() {
+        return Ok(());
+    }
+    let target = staging
+        .join("state")
+        .join(generation_name(0))
+        .join(STORE_DIR);
+    std::fs::create_dir_all(&target)?;
+    for entry in std::fs::read_dir(data_dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name == ADOPT_DIR || name == RAFT_DIR {
+            continue;
+        }
+        std::fs::rename(entry.path(), target.join(&name))?;
+    }
+    let disk = causeway_core::disk::OsDisk;
+    disk.sync_dir(&target)?;
+    disk.sync_dir(data_dir)?;
+    std::fs::rename(&staging, &raft_dir)?;
+    disk.sync_dir(data_dir)?;
+    tracing::info!(
+        data_dir = %data_dir.display(),
+        "adopted the single-node store as this cluster node's state"
+    );
+    Ok(())
+}

@@ -1,0 +1,265 @@
+//! The receiving side of node-to-node traffic: `causeway.cluster.v1.RaftService`, handing each
+//! message to the local openraft node after checking its header.
+//!
+//! A request for another node id or another cluster id is refused with FAILED_PRECONDITION and
+//! the reason; a malformed message with INVALID_ARGUMENT naming what is wrong; a Raft node that
+//! has stopped with UNAVAILABLE.
+//!
+//! A snapshot arrives as a stream: a header listing the files, then their chunks. The files are
+//! written under the state machine's snapshots directory with a temporary name (removed by the
+//! next open if the node crashes meanwhile); each must be exactly its listed length, names
+//! must stay inside the directory, and the total is bounded by the header. Once whole, the
+//! directory goes to openraft, whose install verifies the checkpoint and switches store
+//! generations in one rename.
+
+use std::io::Write;
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use openraft::ReadPolicy;
+use openraft::raft::TransferLeaderRequest;
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::identity::Identity;
+use super::node::Raft;
+use super::pb;
+use super::pb::raft_service_server::RaftService;
+use super::state::{Snapshot, SnapshotDir, decode_snapshot_meta};
+use super::wire;
+use crate::limits::{SNAPSHOT_CHUNK_TIMEOUT, SNAPSHOT_FILES_MAX};
+
+/// The service, over this node's Raft.
+#[derive(Clone)]
+pub struct Peers {
+    raft: Raft,
+    identity: Identity,
+    /// Where incoming snapshots are written: `{dir}/incoming-{n}.tmp`.
+    snapshots_dir: PathBuf,
+}
+
+static TRANSFERS: AtomicU64 = AtomicU64::new(0);
+
+impl Peers {
+    /// The service for `raft`, checking requests against `identity`.
+    pub fn new(raft: Raft, identity: Identity, snapshots_dir: PathBuf) -> Peers {
+        Peers {
+            raft,
+            identity,
+            snapshots_dir,
+        }
+    }
+
+    fn check(&self, header: Option<&pb::Header>) -> Result<(), Status> {
+        let header = header.ok_or_else(|| Status::invalid_argument("header is missing"))?;
+        self.identity
+            .check(header.target_node_id, &header.cluster_id)
+            .map_err(|mismatch| Status::failed_precondition(mismatch.to_string()))
+    }
+}
+
+fn invalid(err: std::io::Error) -> Status {
+    Status::invalid_argument(err.to_string())
+}
+
+fn stopped(err: impl std::fmt::Display) -> Status {
+    Status::unavailable(format!("this node's raft has stopped: {err}"))
+}
+
+#[tonic::async_trait]
+impl RaftService for Peers {
+    async fn append_entries(
+        &self,
+        request: Request<pb::AppendEntriesRequest>,
+    ) -> Result<Response<pb::AppendEntriesResponse>, Status> {
+        let request = request.into_inner();
+        self.check(request.header.as_ref())?;
+        let request = wire::append_from_pb(request).map_err(invalid)?;
+        let response = self.raft.append_entries(request).await.map_err(stopped)?;
+        Ok(Response::new(wire::append_response_to_pb(&response)))
+    }
+
+    async fn vote(
+        &self,
+        request: Request<pb::VoteRequest>,
+    ) -> Result<Response<pb::VoteResponse>, Status> {
+        let request = request.into_inner();
+        self.check(request.header.as_ref())?;
+        let request = wire::vote_request_from_pb(request).map_err(invalid)?;
+        let response = self.raft.vote(request).await.map_err(stopped)?;
+        Ok(Response::new(wire::vote_response_to_pb(&response)))
+    }
+
+    async fn pre_vote(
+        &self,
+        request: Request<pb::PreVoteRequest>,
+    ) -> Result<Response<pb::PreVoteResponse>, Status> {
+        let request = request
+            .into_inner()
+            .request
+            .ok_or_else(|| Status::invalid_argument("request is missing"))?;
+        self.check(request.header.as_ref())?;
+        let request = wire::vote_request_from_pb(request).map_err(invalid)?;
+        let response = self.raft.pre_vote(request).await.map_err(stopped)?;
+        Ok(Response::new(pb::PreVoteResponse {
+            response: Some(wire::vote_response_to_pb(&response)),
+        }))
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<Streaming<pb::InstallSnapshotRequest>>,
+    ) -> Result<Response<pb::InstallSnapshotResponse>, Status> {
+        let mut parts = request.into_inner();
+        let first = next_part(&mut parts)
+            .await?
+            .ok_or_else(|| Status::invalid_argument("the snapshot stream is empty"))?;
+        let Some(pb::install_snapshot_request::Part::Header(header)) = first.part else {
+            return Err(Status::invalid_argument(
+                "the first message of a snapshot must be its header",
+            ));
+        };
+        self.check(header.header.as_ref())?;
+        let vote = wire::vote_from_pb(header.vote, "vote").map_err(invalid)?;
+        let meta = decode_snapshot_meta(&header.meta).map_err(invalid)?;
+        if header.files.len() > SNAPSHOT_FILES_MAX {
+            return Err(Status::invalid_argument(format!(
+                "the snapshot lists {} files, over SNAPSHOT_FILES_MAX = {SNAPSHOT_FILES_MAX}",
+                header.files.len()
+            )));
+        }
+        let transfer = TRANSFERS.fetch_add(1, Ordering::Relaxed);
+        let dir = self
+            .snapshots_dir
+            .join(format!("incoming-{}-{transfer}.tmp", std::process::id()));
+        let received = receive_files(&dir, &header.files, &mut parts).await;
+        let result = match received {
+            Ok(()) => {
+                let snapshot = Snapshot {
+                    meta,
+                    snapshot: SnapshotDir(dir.clone()),
+                };
+                self.raft
+                    .install_full_snapshot(vote, snapshot)
+                    .await
+                    .map_err(stopped)
+            }
+            Err(status) => Err(status),
+        };
+        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+        let response = result?;
+        Ok(Response::new(pb::InstallSnapshotResponse {
+            vote: Some(wire::vote_to_pb(&response.vote)),
+        }))
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<pb::TransferLeaderRequest>,
+    ) -> Result<Response<pb::TransferLeaderResponse>, Status> {
+        let request = request.into_inner();
+        self.check(request.header.as_ref())?;
+        let from = wire::vote_from_pb(request.from_leader, "from_leader").map_err(invalid)?;
+        let request = TransferLeaderRequest::new(
+            from,
+            request.to_node_id,
+            wire::log_id_from_pb(request.last_log_id),
+        );
+        self.raft
+            .handle_transfer_leader(request)
+            .await
+            .map_err(stopped)?
+            .map_err(|err| Status::failed_precondition(err.to_string()))?;
+        Ok(Response::new(pb::TransferLeaderResponse {}))
+    }
+
+    async fn read_index(
+        &self,
+        request: Request<pb::ReadIndexRequest>,
+    ) -> Result<Response<pb::ReadIndexResponse>, Status> {
+        self.check(request.into_inner().header.as_ref())?;
+        let read = self
+            .raft
+            .ensure_linearizable(ReadPolicy::ReadIndex)
+            .await
+            .map_err(|err| Status::unavailable(format!("no read index: {err}")))?;
+        Ok(Response::new(pb::ReadIndexResponse {
+            index: read.log_id().index,
+        }))
+    }
+}
+
+async fn next_part(
+    parts: &mut Streaming<pb::InstallSnapshotRequest>,
+) -> Result<Option<pb::InstallSnapshotRequest>, Status> {
+    match tokio::time::timeout(SNAPSHOT_CHUNK_TIMEOUT, parts.next()).await {
+        Ok(part) => part.transpose(),
+        Err(_) => Err(Status::deadline_exceeded(format!(
+            "no snapshot chunk within {SNAPSHOT_CHUNK_TIMEOUT:?}"
+        ))),
+    }
+}
+
+/// A file name of a snapshot as a relative path that stays inside the snapshot directory.
+fn safe_name(name: &str) -> Result<PathBuf, Status> {
+    let path = Path::new(name);
+    let inside = !name.is_empty()
+        && name.len() <= 255
+        && path
+            .components()
+            .all(|component| matches!(component, Component::Normal(_)));
+    if !inside {
+        return Err(Status::invalid_argument(format!(
+            "snapshot file name {:?} is not a relative path inside the snapshot",
+            name.chars().take(64).collect::<String>()
+        )));
+    }
+    Ok(path.to_path_buf())
+}
+
+/// Writes every listed file from the stream's chunks; each must be exactly its length, and no
+/// chunk may follow the last file.
+async fn receive_files(
+    dir: &Path,
+    files: &[pb::SnapshotFile],
+    parts: &mut Streaming<pb::InstallSnapshotRequest>,
+) -> Result<(), Status> {
+    let io = |err: std::io::Error| Status::internal(format!("writing the snapshot: {err}"));
+    tokio::task::block_in_place(|| std::fs::create_dir_all(dir)).map_err(io)?;
+    for file in files {
+        let path = dir.join(safe_name(&file.name)?);
+        let mut out = tokio::task::block_in_place(|| {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::File::create(&path)
+        })
+        .map_err(io)?;
+        let mut left = file.length;
+        while left > 0 {
+            let part = next_part(parts).await?.ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "the snapshot stream ended {left} bytes before the end of {}",
+                    file.name
+                ))
+            })?;
+            let Some(pb::install_snapshot_request::Part::Chunk(chunk)) = part.part else {
+                return Err(Status::invalid_argument("a second snapshot header"));
+            };
+            if chunk.data.len() as u64 > left {
+                return Err(Status::invalid_argument(format!(
+                    "a chunk runs past the end of {} ({} bytes listed)",
+                    file.name, file.length
+                )));
+            }
+            left -= chunk.data.len() as u64;
+            tokio::task::block_in_place(|| out.write_all(&chunk.data)).map_err(io)?;
+        }
+    }
+    if next_part(parts).await?.is_some() {
+        return Err(Status::invalid_argument(
+            "the snapshot stream goes on past its last file",
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,160 @@
+//! Conversions between openraft's messages and `causeway.cluster.v1`, in one place for both
+//! directions (the sending node's network and the receiving node's service).
+//!
+//! Entries travel in Causeway's entry encoding ([`codec::encode_entry`]), the bytes a node
+//! writes in its log; votes and log ids as small messages. A malformed message is an error
+//! naming the field, never a panic: a peer's bytes are input like any other.
+
+use std::io;
+
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest, VoteResponse};
+
+use super::codec::{self, invalid};
+use super::types::{LogId, TypeConfig, Vote, log_id};
+use crate::cluster::pb;
+
+/// The wire form of a vote.
+pub fn vote_to_pb(vote: &Vote) -> pb::Vote {
+    pb::Vote {
+        term: vote.leader_id.term,
+        node_id: vote.leader_id.voted_for,
+        committed: vote.committed,
+    }
+}
+
+/// A vote from the wire; `field` names it in the error when it is missing.
+pub fn vote_from_pb(vote: Option<pb::Vote>, field: &str) -> io::Result<Vote> {
+    let vote = vote.ok_or_else(|| invalid(format!("{field} is missing")))?;
+    Ok(if vote.committed {
+        Vote::new_committed(vote.term, vote.node_id)
+    } else {
+        Vote::new(vote.term, vote.node_id)
+    })
+}
+
+/// The wire form of an optional log id.
+pub fn log_id_to_pb(log_id: Option<&LogId>) -> Option<pb::LogId> {
+    log_id.map(|log_id| pb::LogId {
+        term: log_id.leader_id.term,
+        index: log_id.index,
+    })
+}
+
+/// An optional log id from the wire.
+pub fn log_id_from_pb(log_id: Option<pb::LogId>) -> Option<LogId> {
+    log_id.map(|log_id| self::log_id(log_id.term, log_id.index))
+}
+
+/// The wire form of an AppendEntries request.
+pub fn append_to_pb(
+    header: pb::Header,
+    request: &AppendEntriesRequest<TypeConfig>,
+) -> pb::AppendEntriesRequest {
+    pb::AppendEntriesRequest {
+        header: Some(header),
+        vote: Some(vote_to_pb(&request.vote)),
+        prev_log_id: log_id_to_pb(request.prev_log_id.as_ref()),
+        entries: request
+            .entries
+            .iter()
+            .map(|entry| codec::encode_entry(entry).into())
+            .collect(),
+        leader_commit: log_id_to_pb(request.leader_commit.as_ref()),
+    }
+}
+
+/// An AppendEntries request from the wire.
+pub fn append_from_pb(
+    request: pb::AppendEntriesRequest,
+) -> io::Result<AppendEntriesRequest<TypeConfig>> {
+    let entries = request
+        .entries
+        .iter()
+        .map(|bytes| codec::decode_entry(bytes))
+        .collect::<io::Result<Vec<_>>>()?;
+    Ok(AppendEntriesRequest {
+        vote: vote_from_pb(request.vote, "vote")?,
+        prev_log_id: log_id_from_pb(request.prev_log_id),
+        entries,
+        leader_commit: log_id_from_pb(request.leader_commit),
+    })
+}
+
+/// The wire form of an AppendEntries response.
+pub fn append_response_to_pb(
+    response: &AppendEntriesResponse<TypeConfig>,
+) -> pb::AppendEntriesResponse {
+    use pb::append_entries_response::Result as Outcome;
+    let result = match response {
+        AppendEntriesResponse::Success => Outcome::Success(true),
+        AppendEntriesResponse::PartialSuccess(matched) => {
+            Outcome::PartialSuccess(pb::PartialSuccess {
+                matched: log_id_to_pb(matched.as_ref()),
+            })
+        }
+        AppendEntriesResponse::Conflict => Outcome::Conflict(true),
+        AppendEntriesResponse::HigherVote(vote) => Outcome::HigherVote(vote_to_pb(vote)),
+    };
+    pb::AppendEntriesResponse {
+        result: Some(result),
+    }
+}
+
+/// An AppendEntries response from the wire.
+pub fn append_response_from_pb(
+    response: pb::AppendEntriesResponse,
+) -> io::Result<AppendEntriesResponse<TypeConfig>> {
+    use pb::append_entries_response::Result as Outcome;
+    Ok(match response.result {
+        Some(Outcome::Success(_)) => AppendEntriesResponse::Success,
+        Some(Outcome::PartialSuccess(partial)) => {
+            AppendEntriesResponse::PartialSuccess(log_id_from_pb(partial.matched))
+        }
+        Some(Outcome::Conflict(_)) => AppendEntriesResponse::Conflict,
+        Some(Outcome::HigherVote(vote)) => {
+            AppendEntriesResponse::HigherVote(vote_from_pb(Some(vote), "higher_vote")?)
+        }
+        None => return Err(invalid("append entries response has no result".to_string())),
+    })
+}
+
+/// The wire form of a vote request.
+pub fn vote_request_to_pb(
+    header: pb::Header,
+    request: &VoteRequest<TypeConfig>,
+) -> pb::VoteRequest {
+    pb::VoteRequest {
+        header: Some(header),
+        vote: Some(vote_to_pb(&request.vote)),
+        last_log_id: log_id_to_pb(request.last_log_id.as_ref()),
+        leadership_transfer: request.leadership_transfer,
+    }
+}
+
+/// A vote request from the wire.
+pub fn vote_request_from_pb(request: pb::VoteRequest) -> io::Result<VoteRequest<TypeConfig>> {
+    let mut vote_request = VoteRequest::new(
+        vote_from_pb(request.vote, "vote")?,
+        log_id_from_pb(request.last_log_id),
+    );
+    vote_request.leadership_transfer = request.leadership_transfer;
+    Ok(vote_request)
+}
+
+/// The wire form of a vote response.
+pub fn vote_response_to_pb(response: &VoteResponse<TypeConfig>) -> pb::VoteResponse {
+    pb::VoteResponse {
+        vote: Some(vote_to_pb(&response.vote)),
+        vote_granted: response.vote_granted,
+        last_log_id: log_id_to_pb(response.last_log_id.as_ref()),
+    }
+}
+
+/// A vote response from the wire.
+pub fn vote_response_from_pb(response: pb::VoteResponse) -> io::Result<VoteResponse<TypeConfig>> {
+    Ok(VoteResponse::new(
+        vote_from_pb(response.vote, "vote")?,
+        log_id_from_pb(response.last_log_id),
+        response.vote_granted,
+    ))
+}
