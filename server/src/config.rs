@@ -19,6 +19,8 @@
 //! advertise = "10.0.0.1:50051"  # where other nodes and clients reach this one
 //! heartbeat_ms = 100
 //! election_timeout_ms = 500
+//! snapshot_entries = 200000     # entries applied between two snapshots
+//! log_keep_entries = 100000     # entries kept behind the last snapshot, for lagging followers
 //! ```
 //!
 //! Without `node_id` the server is one node on its own store, as it has always been. With it,
@@ -35,7 +37,8 @@ use clap::Parser;
 use crate::limits::{
     ADVERTISE_BYTES_MAX, ASYNC_THREADS_MAX, ELECTION_TIMEOUT_MS_DEFAULT, ELECTION_TIMEOUT_MS_MAX,
     HEARTBEAT_MS_DEFAULT, HEARTBEAT_MS_MAX, HEARTBEAT_MS_MIN, POOL_QUEUE_DEFAULT, POOL_QUEUE_MAX,
-    POOL_THREADS_DEFAULT, POOL_THREADS_MAX, SUBSCRIPTIONS_DEFAULT, SUBSCRIPTIONS_MAX,
+    POOL_THREADS_DEFAULT, POOL_THREADS_MAX, RAFT_LOG_KEPT_AFTER_SNAPSHOT,
+    RAFT_SNAPSHOT_INTERVAL_ENTRIES, SUBSCRIPTIONS_DEFAULT, SUBSCRIPTIONS_MAX,
     async_threads_default, subscribe_reads_max,
 };
 
@@ -105,6 +108,14 @@ pub struct Args {
     /// milliseconds; each wait is drawn between this and twice this [default: 500].
     #[arg(long, env = "CAUSEWAY_ELECTION_TIMEOUT_MS")]
     pub election_timeout_ms: Option<u64>,
+    /// Entries applied between two snapshots of a cluster node's store [default: 200000].
+    #[arg(long, env = "CAUSEWAY_SNAPSHOT_ENTRIES")]
+    pub snapshot_entries: Option<u64>,
+    /// Entries a cluster node keeps in its Raft log behind its last snapshot, so a follower
+    /// that far behind is caught up from the log rather than by a whole snapshot
+    /// [default: 100000].
+    #[arg(long, env = "CAUSEWAY_LOG_KEEP_ENTRIES")]
+    pub log_keep_entries: Option<u64>,
 }
 
 /// When appends are answered relative to the disk.
@@ -136,6 +147,8 @@ struct File {
     advertise: Option<String>,
     heartbeat_ms: Option<u64>,
     election_timeout_ms: Option<u64>,
+    snapshot_entries: Option<u64>,
+    log_keep_entries: Option<u64>,
 }
 
 /// The resolved configuration a server starts with.
@@ -178,6 +191,10 @@ pub struct ClusterConfig {
     /// The shortest election timeout; each is drawn between this and twice this. Failover
     /// takes about this long plus an election round trip.
     pub election_timeout: Duration,
+    /// Entries applied between two snapshots.
+    pub snapshot_entries: u64,
+    /// Entries kept in the Raft log behind the last snapshot.
+    pub log_keep_entries: u64,
 }
 
 impl Default for Config {
@@ -304,6 +321,14 @@ impl Config {
                                 .or(file.election_timeout_ms)
                                 .unwrap_or(ELECTION_TIMEOUT_MS_DEFAULT),
                         ),
+                        snapshot_entries: args
+                            .snapshot_entries
+                            .or(file.snapshot_entries)
+                            .unwrap_or(RAFT_SNAPSHOT_INTERVAL_ENTRIES),
+                        log_keep_entries: args
+                            .log_keep_entries
+                            .or(file.log_keep_entries)
+                            .unwrap_or(RAFT_LOG_KEPT_AFTER_SNAPSHOT),
                     }),
                     ..config
                 }
@@ -382,6 +407,11 @@ impl ClusterConfig {
                  the address peers reach",
                 self.advertise.chars().take(80).collect::<String>()
             )));
+        }
+        if self.snapshot_entries == 0 {
+            return Err(ConfigError(
+                "snapshot_entries is 0; it must be at least 1".to_string(),
+            ));
         }
         let heartbeat_ms = self.heartbeat.as_millis() as u64;
         let election_ms = self.election_timeout.as_millis() as u64;

@@ -115,7 +115,7 @@ impl Server {
                 (LiveStore::new(store), None)
             }
             Some(cluster) => {
-                let node = ClusterNode::start(&data_dir, cluster, signer.clone())
+                let node = ClusterNode::start(&data_dir, config.listen, cluster, signer.clone())
                     .await
                     .map_err(StartError::Cluster)?;
                 let node = Arc::new(node);

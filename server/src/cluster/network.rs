@@ -11,6 +11,7 @@
 //! thread. The target verifies the checkpoint's blake3 manifest before installing anything.
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -36,12 +37,14 @@ use crate::limits::{MESSAGE_BYTES_MAX, PEER_TIMEOUT, SNAPSHOT_CHUNK_BYTES};
 #[derive(Clone, Debug)]
 pub struct Network {
     identity: Identity,
+    local_ip: Option<IpAddr>,
 }
 
 impl Network {
-    /// A network that sends as the node `identity` names.
-    pub fn new(identity: Identity) -> Network {
-        Network { identity }
+    /// A network that sends as the node `identity` names, from `local_ip` when given (the IP
+    /// the node listens on, so a peer sees traffic come from the address it knows the node by).
+    pub fn new(identity: Identity, local_ip: Option<IpAddr>) -> Network {
+        Network { identity, local_ip }
     }
 }
 
@@ -52,16 +55,17 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         Connection {
             identity: self.identity.clone(),
             target,
-            client: client(&node.addr),
+            client: client(&node.addr, self.local_ip),
         }
     }
 }
 
 /// A client of one peer's `RaftService`, connecting on first use (and reconnecting after a
 /// failure, which tonic's channel does itself).
-pub fn client(addr: &str) -> Result<RaftServiceClient<Channel>, String> {
+pub fn client(addr: &str, local_ip: Option<IpAddr>) -> Result<RaftServiceClient<Channel>, String> {
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|err| format!("node address {addr:?}: {err}"))?
+        .local_address(local_ip)
         .connect_timeout(PEER_TIMEOUT)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))

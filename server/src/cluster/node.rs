@@ -27,6 +27,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -46,10 +47,7 @@ use super::rpc::Peers;
 use super::state::{STORE_DIR, StateMachine, generation_name};
 use super::types::{Proposal, Response, TypeConfig};
 use crate::config::ClusterConfig;
-use crate::limits::{
-    COMMIT_WAIT, PEER_TIMEOUT, RAFT_LOG_KEPT_AFTER_SNAPSHOT, RAFT_SNAPSHOT_INTERVAL_ENTRIES,
-    READ_INDEX_WAIT,
-};
+use crate::limits::{COMMIT_WAIT, PEER_TIMEOUT, READ_INDEX_WAIT};
 use crate::live::LiveStore;
 use crate::status::Error;
 
@@ -80,6 +78,7 @@ pub struct ClusterNode {
     identity: Identity,
     live: LiveStore,
     advertise: String,
+    local_ip: Option<IpAddr>,
     snapshots_dir: PathBuf,
     /// Clients of other nodes' `RaftService`, by address, for read indexes.
     peers: Mutex<HashMap<String, RaftServiceClient<Channel>>>,
@@ -100,9 +99,12 @@ impl ClusterNode {
     /// allowed (the server calls it from its pool).
     pub async fn start(
         data_dir: &Path,
+        listen: SocketAddr,
         config: &ClusterConfig,
         signer: Option<Signer>,
     ) -> io::Result<ClusterNode> {
+        // Peer traffic leaves from the IP this node listens on (unless it listens on all).
+        let local_ip = Some(listen.ip()).filter(|ip| !ip.is_unspecified());
         let raft_dir = data_dir.join(RAFT_DIR);
         adopt_single_node(data_dir)?;
         std::fs::create_dir_all(&raft_dir)?;
@@ -118,8 +120,8 @@ impl ClusterNode {
             election_timeout_min: config.election_timeout.as_millis() as u64,
             election_timeout_max: 2 * config.election_timeout.as_millis() as u64,
             enable_pre_vote: Some(true),
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(RAFT_SNAPSHOT_INTERVAL_ENTRIES),
-            max_in_snapshot_log_to_keep: RAFT_LOG_KEPT_AFTER_SNAPSHOT,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_entries),
+            max_in_snapshot_log_to_keep: config.log_keep_entries,
             install_snapshot_timeout: 60_000,
             ..openraft::Config::default()
         }
@@ -128,7 +130,7 @@ impl ClusterNode {
         let raft = Raft::new(
             config.node_id,
             Arc::new(raft_config),
-            Network::new(identity.clone()),
+            Network::new(identity.clone(), local_ip),
             log,
             state,
         )
@@ -139,6 +141,7 @@ impl ClusterNode {
             identity,
             live,
             advertise: config.advertise.clone(),
+            local_ip,
             snapshots_dir,
             peers: Mutex::new(HashMap::new()),
         })
@@ -293,9 +296,11 @@ impl ClusterNode {
         if let Some(client) = peers.get(address) {
             return Ok(client.clone());
         }
-        let client = network::client(address).map_err(|detail| Error::ClusterUnavailable {
-            detail,
-            outcome_unknown: false,
+        let client = network::client(address, self.local_ip).map_err(|detail| {
+            Error::ClusterUnavailable {
+                detail,
+                outcome_unknown: false,
+            }
         })?;
         peers.insert(address.to_string(), client.clone());
         Ok(client)

@@ -8,4 +8,6 @@
 #![allow(dead_code)]
 
 mod history;
+mod nodes;
 mod proxy;
+mod replication;
