@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Starts a three-node Causeway cluster on this machine, for trying replication and for tests:
+# node N listens on 127.0.0.N:${CAUSEWAY_PORT:-50051} with its data in ${CLUSTER_DIR}/node-N
+# and its log in ${CLUSTER_DIR}/node-N.log. Then forms the cluster on node 1 with all three
+# as voters and prints the status. Nothing else is needed: the whole of 127/8 is loopback.
+#
+#   deploy/local-cluster.sh            # build, start, initialise, print status
+#   deploy/local-cluster.sh stop       # stop the three nodes (SIGTERM)
+#
+# Environment: CLUSTER_DIR (default ./causeway-cluster), CAUSEWAY_PORT (default 50051),
+# PROFILE (debug or release, default release), CAUSEWAYD and CAUSEWAY (binaries to use
+# instead of building).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cluster_dir="${CLUSTER_DIR:-./causeway-cluster}"
+port="${CAUSEWAY_PORT:-50051}"
+profile="${PROFILE:-release}"
+servers="127.0.0.1:${port},127.0.0.2:${port},127.0.0.3:${port}"
+
+stop() {
+    for n in 1 2 3; do
+        pid_file="${cluster_dir}/node-${n}.pid"
+        if [ -f "${pid_file}" ]; then
+            kill "$(cat "${pid_file}")" 2>/dev/null || true
+            rm -f "${pid_file}"
+        fi
+    done
+}
+
+if [ "${1:-start}" = "stop" ]; then
+    stop
+    echo "stopped"
+    exit 0
+fi
+
+if [ -z "${CAUSEWAYD:-}" ] || [ -z "${CAUSEWAY:-}" ]; then
+    flag=""
+    if [ "${profile}" = "release" ]; then flag="--release"; fi
+    cargo build ${flag} --bin causewayd --bin causeway
+    CAUSEWAYD="${CAUSEWAYD:-./target/${profile}/causewayd}"
+    CAUSEWAY="${CAUSEWAY:-./target/${profile}/causeway}"
+fi
+
+mkdir -p "${cluster_dir}"
+for n in 1 2 3; do
+    pid_file="${cluster_dir}/node-${n}.pid"
+    if [ -f "${pid_file}" ] && kill -0 "$(cat "${pid_file}")" 2>/dev/null; then
+        echo "node ${n} is already running (pid $(cat "${pid_file}")); '$0 stop' first"
+        exit 1
+    fi
+    "${CAUSEWAYD}" --node-id "${n}" --listen "127.0.0.${n}:${port}" \
+        --data-dir "${cluster_dir}/node-${n}" \
+        > "${cluster_dir}/node-${n}.out" 2> "${cluster_dir}/node-${n}.log" &
+    echo $! > "${pid_file}"
+done
+
+# Each node prints "listening on ADDR" once it serves.
+for n in 1 2 3; do
+    for _ in $(seq 1 100); do
+        if grep -q "^listening on" "${cluster_dir}/node-${n}.out" 2>/dev/null; then break; fi
+        sleep 0.1
+    done
+    if ! grep -q "^listening on" "${cluster_dir}/node-${n}.out" 2>/dev/null; then
+        echo "node ${n} did not start; its log:"; cat "${cluster_dir}/node-${n}.log"; stop; exit 1
+    fi
+done
+
+# Forming the cluster is done once; a restarted cluster is already formed.
+if "${CAUSEWAY}" --server "127.0.0.1:${port}" cluster status --output json 2>/dev/null \
+        | grep -q '"cluster_id": *"[0-9a-f]'; then
+    echo "the cluster was formed before; it resumes"
+else
+    "${CAUSEWAY}" --server "127.0.0.1:${port}" cluster init \
+        --voter "1=127.0.0.1:${port}" --voter "2=127.0.0.2:${port}" --voter "3=127.0.0.3:${port}"
+fi
+sleep 1
+"${CAUSEWAY}" --server "${servers}" cluster status
+echo
+echo "servers: ${servers}   (export CAUSEWAY_SERVER=${servers})"
+echo "stop with: $0 stop"
