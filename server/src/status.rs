@@ -74,6 +74,9 @@ pub enum Error {
         /// True for a write that may or may not be in the log.
         outcome_unknown: bool,
     },
+    /// The request cannot be carried out in this node's state (a cluster formed twice, a
+    /// single node asked for cluster operations).
+    Precondition(String),
     /// The server is shutting down (or its store closed).
     ShuttingDown {
         /// For a subscription, the position to resume from.
@@ -259,6 +262,7 @@ pub fn to_status(err: impl Into<Error>) -> Status {
             detail,
             outcome_unknown: false,
         } => Status::unavailable(detail),
+        Error::Precondition(detail) => Status::failed_precondition(detail),
         Error::SubscriptionsFull { max } => with_info(
             Code::ResourceExhausted,
             format!("{max} subscriptions are open, the configured maximum (max_subscriptions)"),

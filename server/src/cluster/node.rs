@@ -29,6 +29,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use causeway_core::disk::Disk;
@@ -74,6 +75,9 @@ pub enum Consistency {
 
 /// A running cluster member.
 pub struct ClusterNode {
+    /// Set before a graceful shutdown, so the Raft node stopping then is not taken for a
+    /// failure.
+    stopping: Arc<AtomicBool>,
     raft: Raft,
     identity: Identity,
     live: LiveStore,
@@ -136,7 +140,10 @@ impl ClusterNode {
         )
         .await
         .map_err(io::Error::other)?;
+        let stopping = Arc::new(AtomicBool::new(false));
+        tokio::spawn(stop_process_on_fatal(raft.clone(), stopping.clone()));
         Ok(ClusterNode {
+            stopping,
             raft,
             identity,
             live,
@@ -329,10 +336,9 @@ impl ClusterNode {
         match self.raft.initialize(members).await {
             Ok(()) => {}
             Err(RaftError::APIError(InitializeError::NotAllowed(err))) => {
-                return Err(Error::ClusterUnavailable {
-                    detail: format!("this node already belongs to a cluster: {err}"),
-                    outcome_unknown: false,
-                });
+                return Err(Error::Precondition(format!(
+                    "this node already belongs to a cluster; init is done once ({err})"
+                )));
             }
             Err(err) => return Err(cluster_error("forming the cluster", err)),
         }
@@ -528,6 +534,7 @@ impl ClusterNode {
 
     /// Stops the Raft node, then closes the store (which syncs what it applied).
     pub async fn shutdown(&self) {
+        self.stopping.store(true, Ordering::Release);
         if let Err(err) = self.raft.shutdown().await {
             tracing::error!(%err, "stopping raft");
         }
@@ -542,6 +549,36 @@ impl ClusterNode {
 }
 
 use crate::pb as pb_admin;
+
+/// The exit status of a node whose Raft stopped on a storage or apply failure.
+pub const EXIT_RAFT_FATAL: i32 = 70;
+
+/// Ends the process when the Raft node stops on its own (a storage error, or an apply error
+/// that is not a refusal): such a replica can no longer be trusted to match the others, so it
+/// must not go on answering, not even reads. A supervisor restarts it; on restart it re-reads
+/// its disk and catches up from the leader, or fails again where an operator sees it.
+async fn stop_process_on_fatal(raft: Raft, stopping: Arc<AtomicBool>) {
+    let mut metrics = raft.metrics();
+    loop {
+        let fatal = match &metrics.borrow_watched().running_state {
+            Ok(()) => None,
+            Err(fatal) => Some(fatal.to_string()),
+        };
+        if let Some(fatal) = fatal {
+            if stopping.load(Ordering::Acquire) {
+                return;
+            }
+            tracing::error!(
+                %fatal,
+                "the raft node stopped on a failure; exiting so this replica cannot diverge"
+            );
+            std::process::exit(EXIT_RAFT_FATAL);
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
+}
 
 fn membership_of(membership: Option<&super::types::Membership>) -> pb_admin::Membership {
     let Some(membership) = membership else {
