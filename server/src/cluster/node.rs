@@ -127,6 +127,10 @@ impl ClusterNode {
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_entries),
             max_in_snapshot_log_to_keep: config.log_keep_entries,
             install_snapshot_timeout: 60_000,
+            // Send entries to followers as soon as they are handed to the log, so the leader's
+            // fsync and the followers' run at the same time; the leader still counts its own
+            // copy toward the quorum only once it is flushed.
+            broadcast_submitted_on_append: Some(true),
             ..openraft::Config::default()
         }
         .validate()
