@@ -1,23 +1,30 @@
-//! [`Client`]: one connection to a Causeway server and a typed method per RPC.
+//! [`Client`]: a connection to a Causeway server or cluster and a typed method per RPC.
 //!
-//! The methods are thin: they build the request, call the generated stub, unwrap the response's
-//! one interesting field and turn a `tonic::Status` into [`Error`]. The client is cheap to clone
-//! (clones share the HTTP/2 connection) and every method takes `&self`, so it can be shared
-//! across tasks. It does not follow leader redirects: a write to a follower fails with
-//! [`Error::NotLeader`] naming the leader, and the caller decides whether to reconnect.
+//! The methods are thin: they build the request, send it through the client's
+//! [`Router`](crate::follow) (which follows the leader of a cluster), unwrap the response's one
+//! interesting field and turn a `tonic::Status` into [`Error`]. The client is cheap to clone
+//! (clones share the HTTP/2 connections and the knowledge of where the leader is) and every
+//! method takes `&self`, so it can be shared across tasks.
+//!
+//! Given several addresses, the client talks to the first that answers and follows the leader
+//! by itself: a follower's refusal naming the leader is sent again there, an election is
+//! waited out, and a failure that may have reached the server is sent again only when that is
+//! safe (a read, or an append with an idempotency key). `follow.rs` states the rule; the
+//! bounds are the `FOLLOW_*` constants here.
 
 use std::time::Duration;
 
 use tokio_stream::{Stream, StreamExt as _};
 use tonic::codec::CompressionEncoding;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::append::AppendBuilder;
 use crate::error::Error;
+use crate::follow::{Idempotence, Router, parse_addresses};
 use crate::pb;
 use crate::pb::event_store_service_client::EventStoreServiceClient;
 
-/// How long [`Client::connect`] waits for the TCP and HTTP/2 handshake.
+/// How long [`Client::connect`] waits for the TCP and HTTP/2 handshake, per address.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest response message accepted. The server cuts read responses well below this, and
 /// a subscription message holds whole appends, each at most 16 MiB plus framing.
@@ -38,6 +45,24 @@ pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const HTTP2_FRAME_BYTES_MAX: u32 = 1024 * 1024;
 /// Events asked for per page by [`Client::read_log_all`]: the server's per-read maximum.
 pub const READ_PAGE_EVENTS: u32 = 10_000;
+/// The most server addresses a client knows: those given plus leaders learned from redirects.
+/// A cluster has a handful of members; a longer list is a mistake.
+pub const ADDRESSES_MAX: usize = 64;
+/// How long one call keeps following the leader (redirects, pauses, resends) before it
+/// returns its last error. An election takes one to two election timeouts (the server's
+/// default is 500 ms); this rides out several. A call already sent is not cut short by it.
+pub const FOLLOW_DEADLINE: Duration = Duration::from_secs(10);
+/// The most sends of one call, redirects included: ends a redirect loop between nodes with
+/// stale views sooner than [`FOLLOW_DEADLINE`] would.
+pub const FOLLOW_ATTEMPTS_MAX: u32 = 32;
+/// The first pause before a call is sent again elsewhere (no leader known, a node
+/// unreachable); each further pause doubles, up to [`FOLLOW_PAUSE_MAX`].
+pub const FOLLOW_PAUSE_MIN: Duration = Duration::from_millis(50);
+/// The longest pause between two sends of one call.
+pub const FOLLOW_PAUSE_MAX: Duration = Duration::from_millis(500);
+/// How long [`crate::ClusterAdmin::status_at`] waits for one member's status, so a member that
+/// is down or cut off shows as unreachable in a survey instead of holding it up.
+pub const MEMBER_STATUS_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Where a subscription starts.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -60,52 +85,47 @@ pub enum SubscribeItem {
     Checkpoint(u64),
 }
 
-/// A connection to a Causeway server.
+/// A connection to a Causeway server, or to a cluster through any of its members.
 #[derive(Clone, Debug)]
 pub struct Client {
-    inner: EventStoreServiceClient<Channel>,
+    router: Router,
     /// How fresh reads must be (in a cluster); linearizable unless changed.
     consistency: pb::ReadConsistency,
 }
 
 impl Client {
-    /// Connects to `address`, either a URI (`http://127.0.0.1:50051`) or `host:port`, which is
-    /// taken as plain-text `http`. Requests and responses are gzip-compressed.
-    pub async fn connect(address: &str) -> Result<Client, Error> {
-        let uri = if address.contains("://") {
-            address.to_string()
-        } else {
-            format!("http://{address}")
-        };
-        let endpoint = Endpoint::from_shared(uri.clone())
-            .map_err(|err| Error::InvalidAddress {
-                address: address.to_string(),
-                detail: error_chain(&err),
-            })?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .max_frame_size(HTTP2_FRAME_BYTES_MAX)
-            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
-            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-            .keep_alive_while_idle(true);
-        let channel = endpoint.connect().await.map_err(|err| Error::Connect {
-            address: uri,
-            detail: error_chain(&err),
-        })?;
-        Ok(Client::from_channel(channel))
+    /// Connects to `addresses`: one address, or several separated by commas
+    /// (`10.0.0.1:50051,10.0.0.2:50051`), each a URI (`http://127.0.0.1:50051`) or `host:port`,
+    /// taken as plain-text `http`. The first address that answers is used; the others (and the
+    /// leader, once a follower names it) are where calls go when it stops answering or is not
+    /// the leader. Requests and responses are gzip-compressed.
+    pub async fn connect(addresses: &str) -> Result<Client, Error> {
+        Ok(Client {
+            router: Router::connect(parse_addresses(addresses)?).await?,
+            consistency: pb::ReadConsistency::Linearizable,
+        })
+    }
+
+    /// [`Client::connect`] with the addresses as a slice; an item may itself be a
+    /// comma-separated list.
+    pub async fn connect_many(addresses: &[impl AsRef<str>]) -> Result<Client, Error> {
+        let list: Vec<&str> = addresses.iter().map(AsRef::as_ref).collect();
+        Client::connect(&list.join(",")).await
     }
 
     /// A client over an existing channel (for TLS or custom settings), with gzip and the
-    /// message bounds of this module.
+    /// message bounds of this module. It has nowhere else to go, so it sends every call once
+    /// and returns a follower's refusal as [`Error::NotLeader`].
     pub fn from_channel(channel: Channel) -> Client {
-        let inner = EventStoreServiceClient::new(channel)
-            .send_compressed(CompressionEncoding::Gzip)
-            .accept_compressed(CompressionEncoding::Gzip)
-            .max_decoding_message_size(RESPONSE_BYTES_MAX)
-            .max_encoding_message_size(REQUEST_BYTES_MAX);
         Client {
-            inner,
+            router: Router::from_channel(channel),
             consistency: pb::ReadConsistency::Linearizable,
         }
+    }
+
+    /// The address calls go to now: the leader's, once a follower named it.
+    pub fn address(&self) -> String {
+        self.router.current()
     }
 
     /// The same client, reading at `consistency`: `Linearizable` (the default) sees every
@@ -116,20 +136,43 @@ impl Client {
         self
     }
 
-    /// The generated stub, for calls this wrapper does not cover.
+    /// The generated stub over the connection to where calls go now, for calls this wrapper
+    /// does not cover; calls through it do not follow the leader.
     pub fn raw(&self) -> EventStoreServiceClient<Channel> {
-        self.inner.clone()
+        stub(self.router.channel().1)
+    }
+
+    /// Sends a call built by `call` (on a fresh stub each attempt), following the leader.
+    async fn call<T, F, Fut>(&self, idempotence: Idempotence, mut call: F) -> Result<T, Error>
+    where
+        F: FnMut(EventStoreServiceClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let response = self
+            .router
+            .call(idempotence, |channel| call(stub(channel)))
+            .await?;
+        Ok(response.into_inner())
     }
 
     /// Appends events atomically under the append's conditions and gates; answers after the
     /// events are durable. A refusal is [`Error::Denied`] or [`Error::Conflict`], and nothing of
     /// the append was written.
     pub async fn append(&self, append: AppendBuilder) -> Result<pb::Receipt, Error> {
-        let response = self.inner.clone().append(append.build()).await?;
-        response
-            .into_inner()
-            .receipt
-            .ok_or(Error::MissingField("receipt"))
+        let request = append.build();
+        // With a key the server applies the append once however often it is sent.
+        let idempotence = if request.idempotency_key.is_empty() {
+            Idempotence::NotIdempotent
+        } else {
+            Idempotence::Idempotent
+        };
+        let response = self
+            .call(idempotence, |mut stub| {
+                let request = request.clone();
+                async move { stub.append(request).await }
+            })
+            .await?;
+        response.receipt.ok_or(Error::MissingField("receipt"))
     }
 
     /// Evaluates an append's conditions and gates without writing; returns the (unsigned)
@@ -138,11 +181,13 @@ impl Client {
         let request = pb::DryRunRequest {
             append: Some(append.build()),
         };
-        let response = self.inner.clone().dry_run(request).await?;
-        response
-            .into_inner()
-            .receipt
-            .ok_or(Error::MissingField("receipt"))
+        let response = self
+            .call(Idempotence::Idempotent, |mut stub| {
+                let request = request.clone();
+                async move { stub.dry_run(request).await }
+            })
+            .await?;
+        response.receipt.ok_or(Error::MissingField("receipt"))
     }
 
     /// One event by id; an unknown id is a NOT_FOUND [`Error::Status`].
@@ -151,11 +196,13 @@ impl Client {
             id: id.to_string(),
             consistency: self.consistency.into(),
         };
-        let response = self.inner.clone().get(request).await?;
-        response
-            .into_inner()
-            .event
-            .ok_or(Error::MissingField("event"))
+        let response = self
+            .call(Idempotence::Idempotent, |mut stub| {
+                let request = request.clone();
+                async move { stub.get(request).await }
+            })
+            .await?;
+        response.event.ok_or(Error::MissingField("event"))
     }
 
     /// Up to `limit` events of one entity, from `from_version` (inclusive) in `direction`;
@@ -176,8 +223,13 @@ impl Client {
             limit,
             consistency: self.consistency.into(),
         };
-        let response = self.inner.clone().read_entity(request).await?;
-        Ok(response.into_inner().events)
+        let response = self
+            .call(Idempotence::Idempotent, |mut stub| {
+                let request = request.clone();
+                async move { stub.read_entity(request).await }
+            })
+            .await?;
+        Ok(response.events)
     }
 
     /// One page of the log: up to `limit` matching events from `from_position` (inclusive) in
@@ -198,7 +250,11 @@ impl Client {
             filter: Some(filter),
             consistency: self.consistency.into(),
         };
-        Ok(self.inner.clone().read_log(request).await?.into_inner())
+        self.call(Idempotence::Idempotent, |mut stub| {
+            let request = request.clone();
+            async move { stub.read_log(request).await }
+        })
+        .await
     }
 
     /// Reads the log page by page until its end or until `max_events` matching events were
@@ -244,14 +300,13 @@ impl Client {
 
     /// The committed head position (0 for an empty log) and the log digest there.
     pub async fn head(&self) -> Result<pb::HeadResponse, Error> {
-        Ok(self
-            .inner
-            .clone()
-            .head(pb::HeadRequest {
-                consistency: self.consistency.into(),
-            })
-            .await?
-            .into_inner())
+        let request = pb::HeadRequest {
+            consistency: self.consistency.into(),
+        };
+        self.call(Idempotence::Idempotent, |mut stub| async move {
+            stub.head(request).await
+        })
+        .await
     }
 
     /// Follows the log from `start`: matching events from disk, then [`SubscribeItem::CaughtUp`],
@@ -273,7 +328,14 @@ impl Client {
             start: Some(start),
             filter: Some(filter),
         };
-        let stream = self.inner.clone().subscribe(request).await?.into_inner();
+        // Opening the subscription follows like a read; once open, an error ends the stream
+        // and the caller resumes from the last position seen.
+        let stream = self
+            .call(Idempotence::Idempotent, |mut stub| {
+                let request = request.clone();
+                async move { stub.subscribe(request).await }
+            })
+            .await?;
         Ok(stream.filter_map(|message| match message {
             Err(status) => Some(Err(Error::from(status))),
             Ok(response) => subscribe_item(response).map(Ok),
@@ -288,11 +350,13 @@ impl Client {
             depth,
             limit,
         };
-        let response = self.inner.clone().get_ancestors(request).await?;
-        response
-            .into_inner()
-            .graph
-            .ok_or(Error::MissingField("graph"))
+        let response = self
+            .call(Idempotence::Idempotent, |mut stub| {
+                let request = request.clone();
+                async move { stub.get_ancestors(request).await }
+            })
+            .await?;
+        response.graph.ok_or(Error::MissingField("graph"))
     }
 
     /// The event and its effects, following up to `depth` causation links, at most `limit`
@@ -303,11 +367,13 @@ impl Client {
             depth,
             limit,
         };
-        let response = self.inner.clone().get_descendants(request).await?;
-        response
-            .into_inner()
-            .graph
-            .ok_or(Error::MissingField("graph"))
+        let response = self
+            .call(Idempotence::Idempotent, |mut stub| {
+                let request = request.clone();
+                async move { stub.get_descendants(request).await }
+            })
+            .await?;
+        response.graph.ok_or(Error::MissingField("graph"))
     }
 
     /// Every event of a correlation, in position order (a causal order), at most `limit`.
@@ -316,11 +382,13 @@ impl Client {
             correlation_id: correlation_id.to_string(),
             limit,
         };
-        let response = self.inner.clone().get_correlation(request).await?;
-        response
-            .into_inner()
-            .graph
-            .ok_or(Error::MissingField("graph"))
+        let response = self
+            .call(Idempotence::Idempotent, |mut stub| {
+                let request = request.clone();
+                async move { stub.get_correlation(request).await }
+            })
+            .await?;
+        response.graph.ok_or(Error::MissingField("graph"))
     }
 
     /// Registers a gate, or replaces the one with the same name; returns the receipt of the
@@ -332,21 +400,23 @@ impl Client {
         let request = pb::RegisterGateRequest {
             definition: Some(definition),
         };
-        let response = self.inner.clone().register_gate(request).await?;
-        response
-            .into_inner()
-            .receipt
-            .ok_or(Error::MissingField("receipt"))
+        let response = self
+            .call(Idempotence::NotIdempotent, |mut stub| {
+                let request = request.clone();
+                async move { stub.register_gate(request).await }
+            })
+            .await?;
+        response.receipt.ok_or(Error::MissingField("receipt"))
     }
 
     /// The gates in force, by name.
     pub async fn list_gates(&self) -> Result<Vec<pb::RegisteredGate>, Error> {
         let response = self
-            .inner
-            .clone()
-            .list_gates(pb::ListGatesRequest {})
+            .call(Idempotence::Idempotent, |mut stub| async move {
+                stub.list_gates(pb::ListGatesRequest {}).await
+            })
             .await?;
-        Ok(response.into_inner().gates)
+        Ok(response.gates)
     }
 
     /// Removes a registered gate; returns the receipt of the removal event.
@@ -354,11 +424,13 @@ impl Client {
         let request = pb::RemoveGateRequest {
             name: name.to_string(),
         };
-        let response = self.inner.clone().remove_gate(request).await?;
-        response
-            .into_inner()
-            .receipt
-            .ok_or(Error::MissingField("receipt"))
+        let response = self
+            .call(Idempotence::NotIdempotent, |mut stub| {
+                let request = request.clone();
+                async move { stub.remove_gate(request).await }
+            })
+            .await?;
+        response.receipt.ok_or(Error::MissingField("receipt"))
     }
 
     /// Asks the server to check a receipt against its stored events and its signing key. For
@@ -370,12 +442,11 @@ impl Client {
         let request = pb::VerifyReceiptRequest {
             receipt: Some(receipt),
         };
-        Ok(self
-            .inner
-            .clone()
-            .verify_receipt(request)
-            .await?
-            .into_inner())
+        self.call(Idempotence::Idempotent, |mut stub| {
+            let request = request.clone();
+            async move { stub.verify_receipt(request).await }
+        })
+        .await
     }
 }
 
@@ -390,16 +461,13 @@ fn subscribe_item(response: pb::SubscribeResponse) -> Option<SubscribeItem> {
     }
 }
 
-/// An error and its causes on one line: transport errors keep the useful part in `source`.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+/// The generated stub over `channel`, with gzip and the message bounds of this module.
+fn stub(channel: Channel) -> EventStoreServiceClient<Channel> {
+    EventStoreServiceClient::new(channel)
+        .send_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .max_decoding_message_size(RESPONSE_BYTES_MAX)
+        .max_encoding_message_size(REQUEST_BYTES_MAX)
 }
 
 #[cfg(test)]

@@ -5,7 +5,10 @@
 //! (FAILED_PRECONDITION with a `google.rpc.ErrorInfo` detail) becomes [`Error::Denied`], or
 //! [`Error::Conflict`] when the reason is [`VERSION_CONFLICT_REASON`]; a reused idempotency key
 //! (ALREADY_EXISTS) becomes [`Error::IdempotencyConflict`]; a follower's redirect (UNAVAILABLE
-//! with the [`LEADER_METADATA_KEY`] header) becomes [`Error::NotLeader`]. Everything else keeps
+//! with the [`LEADER_METADATA_KEY`] header, or reason [`NOT_LEADER_REASON`] naming the leader's
+//! address) becomes [`Error::NotLeader`], and the same refusal without an address (an election
+//! under way) [`Error::LeaderUnknown`]; a write the cluster may or may not have applied
+//! (reason [`OUTCOME_UNKNOWN_REASON`]) becomes [`Error::OutcomeUnknown`]. Everything else keeps
 //! the raw status in [`Error::Status`], so nothing the server said is lost.
 
 use std::collections::BTreeMap;
@@ -20,6 +23,14 @@ pub const LEADER_METADATA_KEY: &str = "x-causeway-leader";
 pub const GATE_METADATA_KEY: &str = "gate";
 /// The `ErrorInfo` reason of a failed expected-version condition.
 pub const VERSION_CONFLICT_REASON: &str = "VERSION_CONFLICT";
+/// The `ErrorInfo` reason of a request refused by a cluster node that is not the leader.
+pub const NOT_LEADER_REASON: &str = "NOT_LEADER";
+/// The `ErrorInfo` metadata key of a [`NOT_LEADER_REASON`] refusal that names the leader's
+/// address (HOST:PORT), when the refusing node knows it.
+pub const LEADER_ADDRESS_INFO_KEY: &str = "leader_address";
+/// The `ErrorInfo` reason of a write whose outcome the cluster cannot know: the leader changed
+/// under it, or it was not committed in time.
+pub const OUTCOME_UNKNOWN_REASON: &str = "OUTCOME_UNKNOWN";
 
 /// Everything a call through [`crate::Client`] can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -36,17 +47,46 @@ pub enum Error {
     /// The connection to the server could not be established.
     #[error("cannot connect to {address}: {detail}")]
     Connect {
-        /// The address dialled.
+        /// The address dialled (every one, comma-separated, when none of several answered).
         address: String,
-        /// The transport's explanation, with its causes.
+        /// The transport's explanation, with its causes (per address, when several).
         detail: String,
     },
 
-    /// This node is a follower; writes must go to the leader.
+    /// This node is a follower; writes must go to the leader. Nothing of the request was done,
+    /// so sending it to the leader is always safe ([`crate::Client`] does so by itself).
     #[error("this node is not the leader; the leader is at {leader}")]
     NotLeader {
         /// The leader's address, as the follower reported it.
         leader: String,
+    },
+
+    /// A cluster node refused the request because it knows no leader it could name (an
+    /// election is under way, or a new leader has not yet confirmed its lease). Nothing of the
+    /// request was done: retry after a short pause.
+    #[error("this node knows no leader: {message}")]
+    LeaderUnknown {
+        /// The server's explanation.
+        message: String,
+    },
+
+    /// A write may or may not have been applied: the leader changed while it was being
+    /// committed, or the cluster did not commit it in time. Re-sending it with the same
+    /// idempotency key applies it exactly once; without a key, read before writing again.
+    #[error("the outcome of the write is unknown: {message}")]
+    OutcomeUnknown {
+        /// The server's explanation.
+        message: String,
+    },
+
+    /// The server runs as a single node: it serves no cluster administration.
+    #[error(
+        "the server at {address} runs as a single node, not as a cluster member; restart it \
+         with --node-id N (and --advertise HOST:PORT) to grow it into a cluster"
+    )]
+    SingleNode {
+        /// The address asked.
+        address: String,
     },
 
     /// A gate or condition refused the append; nothing of it was written.
@@ -131,15 +171,26 @@ impl From<tonic::Status> for Error {
                 message: status.message().to_string(),
             },
             Code::Unavailable => {
-                let leader = status
+                let info = status.get_details_error_info();
+                let reason = info.as_ref().map(|info| info.reason.as_str());
+                let header_leader = status
                     .metadata()
                     .get(LEADER_METADATA_KEY)
                     .and_then(|value| value.to_str().ok())
-                    .filter(|leader| !leader.is_empty())
                     .map(str::to_string);
-                match leader {
-                    Some(leader) => Error::NotLeader { leader },
-                    None => Error::Status(status),
+                let info_leader = info
+                    .as_ref()
+                    .and_then(|info| info.metadata.get(LEADER_ADDRESS_INFO_KEY))
+                    .cloned();
+                let leader = header_leader
+                    .filter(|leader| !leader.is_empty())
+                    .or(info_leader.filter(|leader| !leader.is_empty()));
+                let message = status.message().to_string();
+                match (reason, leader) {
+                    (Some(OUTCOME_UNKNOWN_REASON), _) => Error::OutcomeUnknown { message },
+                    (_, Some(leader)) => Error::NotLeader { leader },
+                    (Some(NOT_LEADER_REASON), None) => Error::LeaderUnknown { message },
+                    _ => Error::Status(status),
                 }
             }
             _ => Error::Status(status),
@@ -330,6 +381,57 @@ mod tests {
 
         let plain = Error::from(tonic::Status::unavailable("connection refused"));
         assert_eq!(plain.code(), Some(Code::Unavailable));
+    }
+
+    #[test]
+    fn cluster_refusals_decode_by_their_reason() {
+        let named = with_info(
+            Code::Unavailable,
+            "not the leader (a follower); the leader is node 2 at 10.0.0.2:7000",
+            NOT_LEADER_REASON,
+            &[
+                ("leader_id", "2"),
+                (LEADER_ADDRESS_INFO_KEY, "10.0.0.2:7000"),
+            ],
+        );
+        let Error::NotLeader { leader } = &named else {
+            panic!("expected NotLeader, got {named:?}");
+        };
+        assert_eq!(
+            leader, "10.0.0.2:7000",
+            "the address in the ErrorInfo is enough"
+        );
+
+        let unknown = with_info(
+            Code::Unavailable,
+            "not the leader (an election); no leader is known yet, retry shortly",
+            NOT_LEADER_REASON,
+            &[],
+        );
+        let Error::LeaderUnknown { message } = &unknown else {
+            panic!("expected LeaderUnknown, got {unknown:?}");
+        };
+        assert!(message.contains("retry shortly"), "{message}");
+
+        let outcome = with_info(
+            Code::Unavailable,
+            "the leader changed while the write was proposed",
+            OUTCOME_UNKNOWN_REASON,
+            &[],
+        );
+        let Error::OutcomeUnknown { message } = &outcome else {
+            panic!("expected OutcomeUnknown, got {outcome:?}");
+        };
+        assert_eq!(message, "the leader changed while the write was proposed");
+        assert!(
+            outcome
+                .to_string()
+                .starts_with("the outcome of the write is unknown"),
+            "{outcome}"
+        );
+
+        let other = with_info(Code::Unavailable, "shutting down", "SOMETHING_ELSE", &[]);
+        assert_eq!(other.code(), Some(Code::Unavailable));
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! `causeway-client`: talk to a Causeway server over gRPC.
 //!
-//! [`Client`] connects to a server and has one typed method per RPC of `causeway.v1`;
-//! [`AppendBuilder`] and [`EventBuilder`] assemble appends with their conditions, and
-//! [`FilterBuilder`] the filters of reads and subscriptions. Failures come back as one small
-//! [`Error`] whose variants say what to do: re-read on [`Error::Conflict`], show the gate and
-//! facts of [`Error::Denied`], go to the leader on [`Error::NotLeader`]. [`receipt::verify`]
-//! checks a receipt offline against the events and the server's public key, with no server
-//! involved. The wire types are in [`pb`], generated from `proto/causeway/v1`.
+//! [`Client`] connects to a server, or to a cluster through any of its members (following the
+//! leader by itself), and has one typed method per RPC of `causeway.v1`; [`AppendBuilder`] and
+//! [`EventBuilder`] assemble appends with their conditions, and [`FilterBuilder`] the filters
+//! of reads and subscriptions. Failures come back as one small [`Error`] whose variants say
+//! what to do: re-read on [`Error::Conflict`], show the gate and facts of [`Error::Denied`],
+//! resend with the same idempotency key on [`Error::OutcomeUnknown`]. [`ClusterAdmin`] forms a
+//! cluster, changes its members and shows every member's state. [`receipt::verify`] checks a
+//! receipt offline against the events and the server's public key, with no server involved.
+//! The wire types are in [`pb`], generated from `proto/causeway/v1`.
 //!
 //! The crate depends on the protobuf API only, never on `causeway-core`: it is the reference
 //! for what a client in any language needs.
@@ -19,12 +21,15 @@ pub mod pb {
 
 pub mod append;
 pub mod client;
+pub mod cluster;
 pub mod error;
 pub mod filter;
+pub mod follow;
 pub mod receipt;
 
 pub use append::{AppendBuilder, EventBuilder, Expected};
 pub use client::{Client, Start, SubscribeItem};
+pub use cluster::{ClusterAdmin, ClusterView, MemberStatus};
 pub use error::Error;
 pub use filter::FilterBuilder;
 pub use receipt::ReceiptError;

@@ -240,10 +240,18 @@ impl Server {
             Some(node) => (
                 Some(
                     RaftServiceServer::new(node.peer_service())
+                        .accept_compressed(CompressionEncoding::Gzip)
+                        .accept_compressed(CompressionEncoding::Zstd)
                         .max_decoding_message_size(MESSAGE_BYTES_MAX)
                         .max_encoding_message_size(MESSAGE_BYTES_MAX),
                 ),
-                Some(ClusterServiceServer::new(Admin::new(node.clone()))),
+                Some(
+                    ClusterServiceServer::new(Admin::new(node.clone()))
+                        .accept_compressed(CompressionEncoding::Gzip)
+                        .accept_compressed(CompressionEncoding::Zstd)
+                        .send_compressed(CompressionEncoding::Gzip)
+                        .send_compressed(CompressionEncoding::Zstd),
+                ),
             ),
             None => (None, None),
         };

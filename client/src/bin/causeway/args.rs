@@ -2,7 +2,8 @@
 //!
 //! Only parsing lives here; `commands.rs` runs what was parsed. Flags that several commands
 //! share are grouped (`AppendArgs` for `append` and `gates dry-run`, `FilterArgs` for
-//! `read log` and `tail`) so they are spelled the same everywhere.
+//! `read log` and `tail`) so they are spelled the same everywhere. `--server` may list a
+//! cluster's members, comma-separated; the client library follows the leader among them.
 
 use std::path::PathBuf;
 
@@ -24,7 +25,8 @@ pub const SERVER_DEFAULT: &str = "http://127.0.0.1:50051";
                   Errors go to stderr as one line and exit with status 1."
 )]
 pub struct Cli {
-    /// The server: http://host:port or host:port.
+    /// The server: http://host:port or host:port; for a cluster, any of its members
+    /// separated by commas (a:1,b:2,c:3), and requests follow the leader.
     #[arg(
         long,
         global = true,
@@ -36,6 +38,16 @@ pub struct Cli {
     /// How to print results.
     #[arg(long, global = true, value_enum, default_value_t = Output::Table, overrides_with = "output")]
     pub output: Output,
+    /// How fresh reads (get, read, head) must be on a cluster; a single node answers every
+    /// level from its own store.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t = Consistency::Linearizable,
+        overrides_with = "consistency"
+    )]
+    pub consistency: Consistency,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -48,6 +60,29 @@ pub enum Output {
     Table,
     /// One JSON document (one per line for `tail`).
     Json,
+}
+
+/// How fresh a read must be.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Consistency {
+    /// Sees every append acknowledged before the read; any member answers, after checking
+    /// with the leader.
+    Linearizable,
+    /// The leader answers from what it has applied, without checking with a quorum: current
+    /// unless it was deposed a moment ago.
+    Leader,
+    /// The member asked answers from what it has applied: cheapest, possibly behind.
+    Local,
+}
+
+impl From<Consistency> for causeway_client::pb::ReadConsistency {
+    fn from(consistency: Consistency) -> Self {
+        match consistency {
+            Consistency::Linearizable => Self::Linearizable,
+            Consistency::Leader => Self::Leader,
+            Consistency::Local => Self::Local,
+        }
+    }
 }
 
 /// The subcommands.
@@ -77,6 +112,49 @@ pub enum Command {
     Head,
     /// Drive the server with load and report throughput, latency and errors by gRPC code.
     Bench(crate::bench::BenchArgs),
+    /// Form a cluster, change its members, and show every member's state.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+/// Cluster administration. Changes go to the leader among the --server addresses.
+#[derive(Subcommand, Debug)]
+pub enum ClusterCommand {
+    /// Form a cluster on the first reachable --server node, once; prints the cluster id.
+    Init {
+        /// An initial voter ID=HOST:PORT (repeatable), the node asked among them [default:
+        /// the node asked, alone].
+        #[arg(long = "voter", value_name = "ID=HOST:PORT", value_parser = parse_voter)]
+        voters: Vec<(u64, String)>,
+    },
+    /// Add a node as a learner; returns once it has caught up with the log.
+    AddLearner {
+        /// The node's id (1 or more).
+        #[arg(value_parser = clap::value_parser!(u64).range(1..))]
+        node_id: u64,
+        /// The address the node advertises (HOST:PORT).
+        address: String,
+    },
+    /// Make a learner a voter.
+    Promote {
+        /// The learner's node id.
+        #[arg(value_parser = clap::value_parser!(u64).range(1..))]
+        node_id: u64,
+    },
+    /// Remove a node (voter or learner) from the cluster.
+    Remove {
+        /// The node's id.
+        #[arg(value_parser = clap::value_parser!(u64).range(1..))]
+        node_id: u64,
+    },
+    /// Hand the leadership to another voter.
+    TransferLeader {
+        /// The voter to lead.
+        #[arg(value_parser = clap::value_parser!(u64).range(1..))]
+        node_id: u64,
+    },
+    /// Ask every member for its state: role, term, leader, log indexes, head and lag.
+    Status,
 }
 
 /// One event to append and the append's conditions.
@@ -324,6 +402,15 @@ fn parse_key_value(text: &str) -> Result<(String, String), String> {
     }
 }
 
+fn parse_voter(text: &str) -> Result<(u64, String), String> {
+    let parsed = text.split_once('=').and_then(|(id, address)| {
+        let id = id.trim().parse::<u64>().ok().filter(|id| *id > 0)?;
+        let address = address.trim();
+        address.contains(':').then(|| (id, address.to_string()))
+    });
+    parsed.ok_or_else(|| format!("{text:?} is not ID=HOST:PORT with an id of 1 or more"))
+}
+
 fn parse_rate(text: &str) -> Result<(u64, u64), String> {
     let parsed = text
         .split_once('/')
@@ -429,6 +516,63 @@ mod tests {
             "two rules"
         );
         assert!(parse(&["gates", "register", "--name", "x", "--rate-limit", "10"]).is_err());
+    }
+
+    #[test]
+    fn server_lists_consistency_and_cluster_commands_parse() {
+        let cli = parse(&["--server", "a:1,b:2", "--consistency", "local", "head"])
+            .expect("a list and a level");
+        assert_eq!(
+            cli.server, "a:1,b:2",
+            "the list is split by the client library"
+        );
+        assert_eq!(cli.consistency, Consistency::Local);
+        let default = parse(&["head"]).expect("no flags");
+        assert_eq!(default.consistency, Consistency::Linearizable);
+        assert!(parse(&["--consistency", "eventual", "head"]).is_err());
+
+        let cli = parse(&[
+            "cluster",
+            "init",
+            "--voter",
+            "1=10.0.0.1:7000",
+            "--voter",
+            "2 = 10.0.0.2:7000",
+        ])
+        .expect("voters");
+        let Command::Cluster(ClusterCommand::Init { voters }) = cli.command else {
+            panic!("expected cluster init");
+        };
+        assert_eq!(
+            voters,
+            [
+                (1, "10.0.0.1:7000".to_string()),
+                (2, "10.0.0.2:7000".to_string())
+            ]
+        );
+        let alone = parse(&["cluster", "init"]).expect("no voters");
+        let Command::Cluster(ClusterCommand::Init { voters }) = alone.command else {
+            panic!("expected cluster init");
+        };
+        assert!(voters.is_empty());
+        for bad in ["0=a:1", "x=a:1", "1=nowhere", "1"] {
+            assert!(
+                parse(&["cluster", "init", "--voter", bad]).is_err(),
+                "{bad:?}"
+            );
+        }
+        let cli = parse(&["cluster", "add-learner", "4", "10.0.0.4:7000"]).expect("a learner");
+        let Command::Cluster(ClusterCommand::AddLearner { node_id, address }) = cli.command else {
+            panic!("expected cluster add-learner");
+        };
+        assert_eq!((node_id, address.as_str()), (4, "10.0.0.4:7000"));
+        assert!(
+            parse(&["cluster", "promote", "0"]).is_err(),
+            "ids start at 1"
+        );
+        assert!(parse(&["cluster", "transfer-leader", "2"]).is_ok());
+        assert!(parse(&["cluster", "remove", "3"]).is_ok());
+        assert!(parse(&["cluster", "status"]).is_ok());
     }
 
     #[test]

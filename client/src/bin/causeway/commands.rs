@@ -1,5 +1,5 @@
 //! Runs a parsed command: calls the server through `causeway_client::Client` and prints the
-//! result as a table or as JSON.
+//! result as a table or as JSON. `cluster` subcommands run in `cluster.rs`.
 //!
 //! Each command prints its answer on stdout and nothing else; errors travel up as `anyhow`
 //! errors and `main` prints them on one line. A command that gives a verdict (`verify`) returns
@@ -19,6 +19,7 @@ use crate::args::{
     AppendArgs, Cli, Command, FilterArgs, GatesCommand, GraphCommand, GraphFormat, Output,
     ReadCommand, RegisterArgs, TailArgs, VerifyArgs, WalkArgs,
 };
+use crate::cluster;
 use crate::graph::{self, Walk};
 use crate::{bench, json, table};
 
@@ -27,10 +28,27 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     let output = cli.output;
     match cli.command {
         Command::Verify(args) if args.offline => return verify_offline(&args, output),
-        Command::Bench(args) => return bench::run(&cli.server, args, output).await,
+        Command::Bench(args) => {
+            // A bench measures one server over connections it opens itself.
+            let n_addresses = causeway_client::follow::parse_addresses(&cli.server)?.len();
+            let server = match n_addresses {
+                1 => cli.server.trim(),
+                _ => bail!(
+                    "bench drives one server: give --server a single address (the leader's, \
+                     to measure appends)"
+                ),
+            };
+            return bench::run(server, args, output).await;
+        }
+        Command::Cluster(command) => {
+            cluster::run(&cli.server, command, output).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
         _ => {}
     }
-    let client = Client::connect(&cli.server).await?;
+    let client = Client::connect(&cli.server)
+        .await?
+        .with_consistency(cli.consistency.into());
     match cli.command {
         Command::Append(args) => {
             let receipt = client.append(append_request(&args)?).await?;
@@ -48,7 +66,9 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Graph(graph) => graph_command(&client, graph, output).await?,
         Command::Gates(gates) => gates_command(&client, gates, output).await?,
         Command::Verify(args) => return verify_on_server(&client, &args, output).await,
-        Command::Bench(_) => unreachable!("bench connects on its own, above"),
+        Command::Bench(_) | Command::Cluster(_) => {
+            unreachable!("bench and cluster connect on their own, above")
+        }
         Command::Head => {
             let head = client.head().await?;
             match output {
@@ -411,7 +431,8 @@ fn print_receipt(receipt: &pb::Receipt, output: Output) -> Result<()> {
     Ok(())
 }
 
-fn print_json(value: &Value) -> Result<()> {
+/// Prints `value` as [`pretty_json`] does.
+pub fn print_json(value: &Value) -> Result<()> {
     emit(&pretty_json(value)?)
 }
 

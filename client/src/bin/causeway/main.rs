@@ -2,7 +2,9 @@
 //!
 //! Appends events under conditions, reads them back, follows the log, draws the causal graph,
 //! administers gates and verifies receipts (by the server, or offline with the server's public
-//! key). Every command talks to one server (`--server`, or `CAUSEWAY_SERVER`) through
+//! key), and administers a cluster (`cluster init`, membership changes, `cluster status`).
+//! Every command talks to the server, or to a cluster's members, named by `--server` (or
+//! `CAUSEWAY_SERVER`; several comma-separated, and requests follow the leader) through
 //! `causeway_client`, except `verify --offline`, which needs no server. Output is a table for
 //! people or JSON for programs (`--output json`); the JSON shapes are described in `json.rs`.
 //! An error prints one line on stderr (`error: ...`, a denial with its gate, code and facts)
@@ -10,6 +12,7 @@
 
 mod args;
 mod bench;
+mod cluster;
 mod commands;
 mod graph;
 mod json;

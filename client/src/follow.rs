@@ -1,0 +1,565 @@
+//! Following the leader: the server addresses a client knows, the connection to each, and the
+//! rule that decides whether a failed call is sent again, and where.
+//!
+//! A `Router` holds the addresses given to [`crate::Client::connect`] (and leaders learned
+//! since), one cached HTTP/2 channel per address, and the address calls go to now. Every call
+//! runs through `Router::call`, which sends it and, on failure, asks `next_step`:
+//!
+//! - a follower's refusal that names the leader ([`Error::NotLeader`]) did nothing: send again
+//!   at once, to the leader;
+//! - a refusal without a leader ([`Error::LeaderUnknown`], an election under way) or a
+//!   connection that could not be made (the request never left) did nothing either: pause,
+//!   then send again to the next known address;
+//! - a failure after the request may have reached the server ([`Error::OutcomeUnknown`], a
+//!   connection lost mid-call, any other UNAVAILABLE) is sent again only when that is safe:
+//!   a read, or an append with an idempotency key (the server applies it exactly once);
+//! - anything else is an answer and goes to the caller.
+//!
+//! Pauses start at [`FOLLOW_PAUSE_MIN`] and double up to [`FOLLOW_PAUSE_MAX`]; a call stops
+//! following after [`FOLLOW_ATTEMPTS_MAX`] sends or once [`FOLLOW_DEADLINE`] has passed, which
+//! rides out a leader election of a second or two, and then returns the last error.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::time::Instant;
+use tonic::Code;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::client::{
+    ADDRESSES_MAX, CONNECT_TIMEOUT, FOLLOW_ATTEMPTS_MAX, FOLLOW_DEADLINE, FOLLOW_PAUSE_MAX,
+    FOLLOW_PAUSE_MIN, HTTP2_FRAME_BYTES_MAX, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT,
+};
+use crate::error::Error;
+
+/// Splits a comma-separated list of server addresses (`a:1,b:2` or URIs such as
+/// `http://a:1`) into URIs, `host:port` taken as plain-text `http`. Spaces around an address
+/// are ignored and a repeated address is kept once; an empty list, an empty item, more than
+/// [`ADDRESSES_MAX`] addresses or one that is no URI is [`Error::InvalidAddress`].
+pub fn parse_addresses(list: &str) -> Result<Vec<String>, Error> {
+    let invalid = |address: &str, detail: String| Error::InvalidAddress {
+        address: address.to_string(),
+        detail,
+    };
+    let mut uris: Vec<String> = Vec::new();
+    for address in list.split(',').map(str::trim) {
+        if address.is_empty() {
+            return Err(invalid(
+                list,
+                "the list holds an empty address (expected HOST:PORT[,HOST:PORT...])".to_string(),
+            ));
+        }
+        let uri = uri(address);
+        Endpoint::from_shared(uri.clone()).map_err(|err| invalid(address, error_chain(&err)))?;
+        if !uris.contains(&uri) {
+            uris.push(uri);
+        }
+    }
+    if uris.len() > ADDRESSES_MAX {
+        return Err(invalid(
+            list,
+            format!(
+                "{} addresses, at most {ADDRESSES_MAX} (ADDRESSES_MAX)",
+                uris.len()
+            ),
+        ));
+    }
+    Ok(uris)
+}
+
+/// `address` as a URI: unchanged when it has a scheme, else `http://address`.
+pub(crate) fn uri(address: &str) -> String {
+    if address.contains("://") {
+        address.to_string()
+    } else {
+        format!("http://{address}")
+    }
+}
+
+/// Whether a call may be sent again after it may have reached the server.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Idempotence {
+    /// Sending it twice has the effect of sending it once: reads, and appends that carry an
+    /// idempotency key.
+    Idempotent,
+    /// A second send may apply it twice: appends without a key, gate and membership changes.
+    NotIdempotent,
+}
+
+/// What to do after a failed send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Send again at once, to the leader at this address.
+    Redirect(String),
+    /// Pause, then send again to the next known address.
+    PauseAndRotate,
+    /// Give the error to the caller.
+    Stop,
+}
+
+/// The rule of the module comment: what follows `error` for a call of this idempotence.
+pub(crate) fn next_step(error: &Error, idempotence: Idempotence) -> Step {
+    let if_idempotent = match idempotence {
+        Idempotence::Idempotent => Step::PauseAndRotate,
+        Idempotence::NotIdempotent => Step::Stop,
+    };
+    match error {
+        Error::NotLeader { leader } => Step::Redirect(leader.clone()),
+        Error::LeaderUnknown { .. } | Error::Connect { .. } => Step::PauseAndRotate,
+        Error::OutcomeUnknown { .. } => if_idempotent,
+        Error::Status(status) if never_sent(status) => Step::PauseAndRotate,
+        Error::Status(status) if status.code() == Code::Unavailable => if_idempotent,
+        // A status made here from a broken connection (the server's own statuses carry no
+        // source): the request may have been served.
+        Error::Status(status)
+            if matches!(status.code(), Code::Unknown | Code::Internal)
+                && std::error::Error::source(status).is_some() =>
+        {
+            if_idempotent
+        }
+        _ => Step::Stop,
+    }
+}
+
+/// True when the status says the connection could not be made, so the request never left.
+pub(crate) fn never_sent(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(err) = source {
+        if err.is::<tonic::ConnectError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
+/// The addresses a client knows, a channel per address, and where calls go now. Clones share
+/// all three, so one clone's redirect moves every clone to the leader.
+#[derive(Clone, Debug)]
+pub(crate) struct Router {
+    known: Arc<Mutex<Known>>,
+    /// False for a client over a caller's channel: there is nowhere else to go, so every
+    /// call is sent once, as before clusters existed.
+    follows: bool,
+}
+
+#[derive(Debug)]
+struct Known {
+    /// URIs, the given ones first, then leaders learned from redirects (bounded by
+    /// `ADDRESSES_MAX`; a leader beyond it is used but not remembered).
+    addresses: Vec<String>,
+    /// The address calls go to now.
+    current: String,
+    /// One channel per address dialled; a channel reconnects by itself after a failure.
+    channels: HashMap<String, Channel>,
+}
+
+impl Router {
+    /// Dials `addresses` (URIs, as [`parse_addresses`] makes them) in order and keeps the
+    /// first that answers; the others are dialled when calls go there. When none answers,
+    /// [`Error::Connect`] names each address and why.
+    pub(crate) async fn connect(addresses: Vec<String>) -> Result<Router, Error> {
+        let mut failures = Vec::new();
+        for address in &addresses {
+            match endpoint(address)?.connect().await {
+                Ok(channel) => {
+                    let known = Known {
+                        addresses: addresses.clone(),
+                        current: address.clone(),
+                        channels: HashMap::from([(address.clone(), channel)]),
+                    };
+                    return Ok(Router {
+                        known: Arc::new(Mutex::new(known)),
+                        follows: true,
+                    });
+                }
+                Err(err) => failures.push((address.clone(), error_chain(&err))),
+            }
+        }
+        Err(match <[_; 1]>::try_from(failures) {
+            Ok([(address, detail)]) => Error::Connect { address, detail },
+            Err(failures) => Error::Connect {
+                address: addresses.join(","),
+                detail: failures
+                    .iter()
+                    .map(|(address, detail)| format!("{address}: {detail}"))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            },
+        })
+    }
+
+    /// A router over one channel the caller made; it never goes elsewhere.
+    pub(crate) fn from_channel(channel: Channel) -> Router {
+        let label = "the given channel".to_string();
+        let known = Known {
+            addresses: vec![label.clone()],
+            current: label.clone(),
+            channels: HashMap::from([(label, channel)]),
+        };
+        Router {
+            known: Arc::new(Mutex::new(known)),
+            follows: false,
+        }
+    }
+
+    /// The address calls go to now.
+    pub(crate) fn current(&self) -> String {
+        self.lock().current.clone()
+    }
+
+    /// The channel to where calls go now, and that address.
+    pub(crate) fn channel(&self) -> (String, Channel) {
+        let current = self.current();
+        let channel = self
+            .channel_to(&current)
+            .expect("every known address was checked to be a URI when it became known");
+        (current, channel)
+    }
+
+    /// The channel to `address` (a URI), dialled lazily on first use and kept.
+    pub(crate) fn channel_to(&self, address: &str) -> Result<Channel, Error> {
+        if let Some(channel) = self.lock().channels.get(address) {
+            return Ok(channel.clone());
+        }
+        let channel = endpoint(address)?.connect_lazy();
+        Ok(self
+            .lock()
+            .channels
+            .entry(address.to_string())
+            .or_insert(channel)
+            .clone())
+    }
+
+    /// Sends with `send` (given the channel to where calls go now) until it succeeds or
+    /// [`next_step`] says stop, following the leader as the module comment describes. `send`
+    /// is called once per attempt, so it must rebuild its request each time.
+    pub(crate) async fn call<T, F, Fut>(
+        &self,
+        idempotence: Idempotence,
+        mut send: F,
+    ) -> Result<T, Error>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<T, tonic::Status>>,
+    {
+        let deadline = Instant::now() + FOLLOW_DEADLINE;
+        let mut pause = FOLLOW_PAUSE_MIN;
+        let mut n_attempts: u32 = 0;
+        loop {
+            n_attempts += 1;
+            let (address, channel) = self.channel();
+            let error = match send(channel).await {
+                Ok(answer) => return Ok(answer),
+                Err(status) => Error::from(status),
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !self.follows || n_attempts >= FOLLOW_ATTEMPTS_MAX || left.is_zero() {
+                return Err(error);
+            }
+            match next_step(&error, idempotence) {
+                Step::Stop => return Err(error),
+                // An address that is no URI cannot be followed; the caller sees where it was.
+                Step::Redirect(leader) if endpoint(&uri(&leader)).is_err() => return Err(error),
+                Step::Redirect(leader) if uri(&leader) != address => self.redirect(&leader),
+                // A redirect to where the call just went: that node's view is stale.
+                Step::Redirect(_) | Step::PauseAndRotate => {
+                    self.rotate(&address);
+                    tokio::time::sleep(pause.min(left)).await;
+                    pause = (pause * 2).min(FOLLOW_PAUSE_MAX);
+                }
+            }
+        }
+    }
+
+    /// Sends calls to the leader at `leader` (HOST:PORT or a URI) from now on.
+    fn redirect(&self, leader: &str) {
+        let leader = uri(leader);
+        let mut known = self.lock();
+        if !known.addresses.contains(&leader) && known.addresses.len() < ADDRESSES_MAX {
+            known.addresses.push(leader.clone());
+        }
+        known.current = leader;
+    }
+
+    /// Moves on from `failed` to the next known address, unless another call moved on already.
+    fn rotate(&self, failed: &str) {
+        let mut known = self.lock();
+        if known.current != failed {
+            return;
+        }
+        let next = match known.addresses.iter().position(|address| address == failed) {
+            Some(address_idx) => (address_idx + 1) % known.addresses.len(),
+            // A learned leader that was not remembered: start the list over.
+            None => 0,
+        };
+        if let Some(address) = known.addresses.get(next) {
+            known.current = address.clone();
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Known> {
+        // Every update is a few assignments that cannot panic half-way, so the state behind
+        // a poisoned lock is whole.
+        self.known.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The endpoint for `address` (a URI) with this crate's connection settings.
+fn endpoint(address: &str) -> Result<Endpoint, Error> {
+    Ok(Endpoint::from_shared(address.to_string())
+        .map_err(|err| Error::InvalidAddress {
+            address: address.to_string(),
+            detail: error_chain(&err),
+        })?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .max_frame_size(HTTP2_FRAME_BYTES_MAX)
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true))
+}
+
+/// An error and its causes on one line: transport errors keep the useful part in `source`.
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// How long [`Router::call`] pauses before its `attempt_idx`-th resend (0 for the first),
+/// for the bounds' documentation and tests: doubling from the minimum, capped at the maximum.
+#[cfg(test)]
+fn pause_before(attempt_idx: u32) -> std::time::Duration {
+    let mut pause = FOLLOW_PAUSE_MIN;
+    for _ in 0..attempt_idx {
+        pause = (pause * 2).min(FOLLOW_PAUSE_MAX);
+    }
+    pause
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    use tonic::metadata::{MetadataMap, MetadataValue};
+    use tonic_types::{ErrorDetails, StatusExt as _};
+
+    use super::*;
+    use crate::error::{LEADER_METADATA_KEY, NOT_LEADER_REASON, OUTCOME_UNKNOWN_REASON};
+
+    fn with_info(code: Code, reason: &str, metadata: &[(&str, &str)]) -> Error {
+        let metadata: HashMap<String, String> = metadata
+            .iter()
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect();
+        let details = ErrorDetails::with_error_info(reason, "causeway", metadata);
+        Error::from(tonic::Status::with_error_details(code, "refused", details))
+    }
+
+    #[test]
+    fn an_address_list_splits_on_commas_and_becomes_uris() {
+        assert_eq!(
+            parse_addresses("a:1, b:2 ,http://c:3").expect("a valid list"),
+            ["http://a:1", "http://b:2", "http://c:3"]
+        );
+        assert_eq!(
+            parse_addresses("a:1,http://a:1,a:1").expect("a valid list"),
+            ["http://a:1"],
+            "a repeated address is kept once"
+        );
+        assert_eq!(
+            parse_addresses("127.0.0.1:50051").expect("one address"),
+            ["http://127.0.0.1:50051"]
+        );
+    }
+
+    #[test]
+    fn an_address_list_refuses_empty_items_bad_uris_and_too_many() {
+        for list in ["", " ", "a:1,", ",a:1", "a:1,,b:2"] {
+            let error = parse_addresses(list).expect_err("an empty item");
+            assert!(
+                matches!(error, Error::InvalidAddress { .. }),
+                "{list:?}: {error:?}"
+            );
+        }
+        let bad = parse_addresses("a:1,http://exa mple:1").expect_err("a bad URI");
+        let Error::InvalidAddress { address, .. } = &bad else {
+            panic!("expected InvalidAddress, got {bad:?}");
+        };
+        assert_eq!(address, "http://exa mple:1", "the bad one is named");
+        let many: Vec<String> = (0..=ADDRESSES_MAX)
+            .map(|port| format!("h:{port}"))
+            .collect();
+        let error = parse_addresses(&many.join(",")).expect_err("over the bound");
+        assert!(error.to_string().contains("ADDRESSES_MAX"), "{error}");
+        let at_bound = many[..ADDRESSES_MAX].join(",");
+        assert_eq!(
+            parse_addresses(&at_bound).expect("at the bound").len(),
+            ADDRESSES_MAX
+        );
+    }
+
+    #[test]
+    fn refusals_that_did_nothing_are_always_sent_again() {
+        use Idempotence::*;
+        for idempotence in [Idempotent, NotIdempotent] {
+            let named = with_info(
+                Code::Unavailable,
+                NOT_LEADER_REASON,
+                &[("leader_id", "2"), ("leader_address", "10.0.0.2:7000")],
+            );
+            assert_eq!(
+                next_step(&named, idempotence),
+                Step::Redirect("10.0.0.2:7000".to_string())
+            );
+            let mut metadata = MetadataMap::new();
+            metadata.insert(
+                LEADER_METADATA_KEY,
+                MetadataValue::from_static("10.0.0.3:7000"),
+            );
+            let header_only = Error::from(tonic::Status::with_metadata(
+                Code::Unavailable,
+                "not the leader",
+                metadata,
+            ));
+            assert_eq!(
+                next_step(&header_only, idempotence),
+                Step::Redirect("10.0.0.3:7000".to_string())
+            );
+            let unknown_leader = with_info(Code::Unavailable, NOT_LEADER_REASON, &[]);
+            assert!(
+                matches!(unknown_leader, Error::LeaderUnknown { .. }),
+                "{unknown_leader:?}"
+            );
+            assert_eq!(
+                next_step(&unknown_leader, idempotence),
+                Step::PauseAndRotate
+            );
+            let unreachable = Error::Connect {
+                address: "http://a:1".to_string(),
+                detail: "refused".to_string(),
+            };
+            assert_eq!(next_step(&unreachable, idempotence), Step::PauseAndRotate);
+        }
+    }
+
+    #[test]
+    fn ambiguous_failures_are_sent_again_only_when_idempotent() {
+        let outcome_unknown = with_info(Code::Unavailable, OUTCOME_UNKNOWN_REASON, &[]);
+        assert!(
+            matches!(outcome_unknown, Error::OutcomeUnknown { .. }),
+            "{outcome_unknown:?}"
+        );
+        let unavailable = Error::from(tonic::Status::unavailable("the server is shutting down"));
+        // How tonic reports a connection that broke mid-call: a status made here, with the
+        // transport's error as its source.
+        let status = tonic::Status::from_error(Box::new(std::io::Error::other("stream reset")));
+        assert_eq!(status.code(), Code::Unknown);
+        assert!(std::error::Error::source(&status).is_some());
+        let broken = Error::from(status);
+        for error in [&outcome_unknown, &unavailable, &broken] {
+            assert_eq!(
+                next_step(error, Idempotence::Idempotent),
+                Step::PauseAndRotate,
+                "{error:?}"
+            );
+            assert_eq!(
+                next_step(error, Idempotence::NotIdempotent),
+                Step::Stop,
+                "{error:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn answers_are_never_sent_again() {
+        let answers = [
+            Error::from(tonic::Status::not_found("no such event")),
+            Error::from(tonic::Status::invalid_argument("bad id")),
+            Error::from(tonic::Status::resource_exhausted("busy")),
+            Error::from(tonic::Status::unknown("the server said so")),
+            Error::from(tonic::Status::already_exists("key reused")),
+            with_info(Code::FailedPrecondition, "TAG_TAKEN", &[("gate", "g")]),
+        ];
+        for error in &answers {
+            for idempotence in [Idempotence::Idempotent, Idempotence::NotIdempotent] {
+                assert_eq!(next_step(error, idempotence), Step::Stop, "{error:?}");
+            }
+        }
+    }
+
+    /// A call on a channel to a port nobody listens on fails with a status whose causes say
+    /// the connection was never made, so even a write without a key goes elsewhere.
+    #[tokio::test]
+    async fn a_refused_connection_is_known_to_have_sent_nothing() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("bind an ephemeral port")
+            .port();
+        let channel = endpoint(&format!("http://127.0.0.1:{port}"))
+            .expect("a valid endpoint")
+            .connect_lazy();
+        let mut stub = crate::pb::event_store_service_client::EventStoreServiceClient::new(channel);
+        let status = stub
+            .head(crate::pb::HeadRequest::default())
+            .await
+            .expect_err("nothing listens there");
+        assert!(never_sent(&status), "{status:?}");
+        assert_eq!(
+            next_step(&Error::from(status), Idempotence::NotIdempotent),
+            Step::PauseAndRotate
+        );
+    }
+
+    #[test]
+    fn pauses_double_up_to_the_maximum_and_fit_the_deadline() {
+        assert_eq!(pause_before(0), FOLLOW_PAUSE_MIN);
+        assert_eq!(pause_before(1), FOLLOW_PAUSE_MIN * 2);
+        assert_eq!(pause_before(30), FOLLOW_PAUSE_MAX);
+        // The attempts allowed cover the deadline, so the deadline is what ends a call that
+        // waits out an election, not the count.
+        let paused: Duration = (0..FOLLOW_ATTEMPTS_MAX - 1).map(pause_before).sum();
+        assert!(paused >= FOLLOW_DEADLINE, "{paused:?}");
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_remembered_and_rotation_walks_the_list() {
+        let router = Router {
+            known: Arc::new(Mutex::new(Known {
+                addresses: vec!["http://a:1".to_string(), "http://b:2".to_string()],
+                current: "http://a:1".to_string(),
+                channels: HashMap::new(),
+            })),
+            follows: true,
+        };
+        router.rotate("http://a:1");
+        assert_eq!(router.current(), "http://b:2");
+        router.rotate("http://a:1");
+        assert_eq!(
+            router.current(),
+            "http://b:2",
+            "another call moved on already"
+        );
+        router.redirect("c:3");
+        assert_eq!(router.current(), "http://c:3");
+        router.rotate("http://c:3");
+        assert_eq!(
+            router.current(),
+            "http://a:1",
+            "the learned leader is last in the list"
+        );
+        let channel = router.channel_to("http://c:3").expect("a lazy channel");
+        drop(channel);
+        assert_eq!(
+            router.lock().channels.len(),
+            1,
+            "one channel per address, kept"
+        );
+    }
+}
