@@ -84,7 +84,7 @@ def leader_of(bin_dir, servers):
                     status = json.loads(result.stdout)
                 except json.JSONDecodeError:
                     continue
-                nodes = status if isinstance(status, list) else status.get("nodes", [status])
+                nodes = status.get("members", [])
                 for node in nodes:
                     if node.get("role") in ("leader", "LEADER", "NODE_ROLE_LEADER"):
                         return node.get("address") or server

@@ -512,6 +512,36 @@ impl Store {
         self.submit(command, Some(entry), Mode::Write)
     }
 
+    /// [`Store::apply_at`] without waiting for the answer: queues the command (waiting only
+    /// while the write queue is full) and calls `done` with the answer once the writer has
+    /// decided and written it. Commands queued one after another from one thread are applied
+    /// in that order, so a replica can hand the writer a whole run of committed entries and
+    /// let it write them in groups, instead of one round trip per entry. `done` runs on a
+    /// thread of the store, under the same rules as for [`Store::append_with`]; an error
+    /// returned here means `done` is never called.
+    pub fn apply_at_with(
+        &self,
+        entry: EntryId,
+        command: Command,
+        done: impl FnOnce(Result<Receipt>, Spent) + Send + 'static,
+    ) -> Result<()> {
+        if self.shared.has_rust_gates {
+            return Err(Error::Unreplicable(
+                "the store has gates from Config::gates, which are not in the log".to_string(),
+            ));
+        }
+        if let Action::Append { .. } = command.action {
+            self.check_command(&command)?;
+        }
+        self.enqueue(
+            command,
+            Some(entry),
+            Mode::Write,
+            Box::new(done),
+            Queueing::Wait,
+        )
+    }
+
     /// The last replicated log entry applied with [`Store::apply_at`], `None` before the first.
     /// After a restart it is the last one on disk: an entry that wrote events is recorded in
     /// the trailer of its first one; when the last entries of a write group wrote nothing (a

@@ -31,6 +31,7 @@
 //! set of files with checksums, so the network layer ships those files and hands the receiving
 //! state machine the directory it wrote them to.
 
+use std::collections::VecDeque;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -41,6 +42,7 @@ use causeway_core::store::{Config, Durability, ManifestFile};
 use causeway_core::{Command, EntryId, Signer, Store, metafile};
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
+use tokio::sync::oneshot;
 use tokio_stream::{Stream, StreamExt};
 
 use super::codec::{self, Reader, get_log_id, get_stored_membership, put_log_id};
@@ -252,6 +254,23 @@ impl Machine {
         }
     }
 
+    /// Queues a normal or blank entry for the store's writer; its answer arrives on the
+    /// returned channel.
+    fn enqueue(&mut self, entry: super::types::Entry) -> io::Result<Answer> {
+        let id = entry_id(&entry.log_id);
+        let command = match entry.payload {
+            EntryPayload::Normal(proposal) => proposal.0,
+            EntryPayload::Blank | EntryPayload::Membership(_) => Command::noop(),
+        };
+        let (reply, answer) = oneshot::channel();
+        self.store
+            .apply_at_with(id, command, move |result, _spent| {
+                let _ = reply.send(result);
+            })
+            .map_err(core_error)?;
+        Ok(answer)
+    }
+
     /// The durable applied log id and the membership in effect at it.
     fn applied_state(&self) -> io::Result<(Option<LogId>, StoredMembership)> {
         let applied = self.store.sync().map_err(core_error)?.map(to_log_id);
@@ -326,14 +345,27 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     where
         Strm: Stream<Item = io::Result<EntryResponder<TypeConfig>>> + Unpin + OptionalSend,
     {
+        // Entries are handed to the store's writer as they come, so it writes them in groups,
+        // and answered in order as its answers arrive; at most APPLY_PIPELINE_MAX wait at once.
+        // A membership entry first waits for everything before it (it syncs the store).
+        let mut pending = VecDeque::new();
         while let Some(item) = entries.next().await {
             let (entry, responder) = item?;
-            let response = self.lock().apply(entry)?;
-            if let Some(responder) = responder {
-                responder.send(response);
+            if matches!(entry.payload, EntryPayload::Membership(_)) {
+                answer_all(&mut pending).await?;
+                let response = self.lock().apply(entry)?;
+                if let Some(responder) = responder {
+                    responder.send(response);
+                }
+                continue;
+            }
+            let answer = self.lock().enqueue(entry)?;
+            pending.push_back((answer, responder));
+            if pending.len() >= APPLY_PIPELINE_MAX {
+                answer_one(&mut pending).await?;
             }
         }
-        Ok(())
+        answer_all(&mut pending).await
     }
 
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
@@ -427,6 +459,49 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             snapshot: SnapshotDir(machine.snapshots_dir().join(generation_name(*seq))),
         }))
     }
+}
+
+/// The answer of an entry queued for the store's writer.
+type Answer = oneshot::Receiver<causeway_core::Result<causeway_core::Receipt>>;
+
+/// Entries handed to the store's writer and not yet answered, at most.
+const APPLY_PIPELINE_MAX: usize = 1024;
+
+/// Waits for the oldest queued entry's answer and sends it to its client: a refusal is an
+/// answer; any other failure stops the node.
+async fn answer_one(
+    pending: &mut VecDeque<(
+        Answer,
+        Option<openraft::storage::ApplyResponder<TypeConfig>>,
+    )>,
+) -> io::Result<()> {
+    let Some((answer, responder)) = pending.pop_front() else {
+        return Ok(());
+    };
+    let result = answer
+        .await
+        .map_err(|_| codec::invalid("the store's writer stopped before answering".to_string()))?;
+    let response = match result {
+        Ok(receipt) => Response::Applied(receipt),
+        Err(err) if err.is_deterministic() => Response::Refused(err),
+        Err(err) => return Err(core_error(err)),
+    };
+    if let Some(responder) = responder {
+        responder.send(response);
+    }
+    Ok(())
+}
+
+async fn answer_all(
+    pending: &mut VecDeque<(
+        Answer,
+        Option<openraft::storage::ApplyResponder<TypeConfig>>,
+    )>,
+) -> io::Result<()> {
+    while !pending.is_empty() {
+        answer_one(pending).await?;
+    }
+    Ok(())
 }
 
 /// The directory name of store generation (or snapshot) `generation`.
