@@ -202,3 +202,16 @@ pub const READ_INDEX_WAIT: Duration = Duration::from_secs(5);
 /// How long a write waits for the cluster to commit and apply it before it is answered
 /// UNAVAILABLE (its outcome then unknown to the client).
 pub const COMMIT_WAIT: Duration = Duration::from_secs(10);
+
+/// The HTTP/2 flow-control window of one stream, for every connection this server takes and
+/// every connection to a peer: how much a sender may have in flight on a stream before it
+/// waits for the receiver. The protocol's default (64 KiB) would make a leader wait a round
+/// trip per 64 KiB of entries to a follower.
+pub const HTTP2_STREAM_WINDOW_BYTES: u32 = 4 * 1024 * 1024;
+/// The HTTP/2 flow-control window of one connection (all its streams together).
+pub const HTTP2_CONNECTION_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
+/// The newest Raft log entries a node keeps decoded in memory, at most, so that replicating
+/// them to followers reads no disk and decodes nothing.
+pub const RAFT_LOG_CACHE_ENTRIES_MAX: usize = 16_384;
+/// The bytes (encoded) of the entries kept in memory, at most.
+pub const RAFT_LOG_CACHE_BYTES_MAX: usize = 64 * 1024 * 1024;

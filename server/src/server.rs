@@ -29,8 +29,9 @@ use crate::cluster::node::{ClusterNode, RAFT_DIR};
 use crate::cluster::pb::raft_service_server::RaftServiceServer;
 use crate::config::{Config, ConfigError};
 use crate::limits::{
-    HTTP2_FRAME_BYTES_MAX, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, MESSAGE_BYTES_MAX,
-    RESPONSE_BYTES_MAX, SHUTDOWN_GRACE, SIGNING_KEY_FILE_BYTES_MAX, subscribe_reads_max,
+    HTTP2_CONNECTION_WINDOW_BYTES, HTTP2_FRAME_BYTES_MAX, HTTP2_STREAM_WINDOW_BYTES,
+    KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, MESSAGE_BYTES_MAX, RESPONSE_BYTES_MAX, SHUTDOWN_GRACE,
+    SIGNING_KEY_FILE_BYTES_MAX, subscribe_reads_max,
 };
 use crate::live::LiveStore;
 use crate::pb;
@@ -259,6 +260,8 @@ impl Server {
             .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
             .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
             .max_frame_size(Some(HTTP2_FRAME_BYTES_MAX))
+            .initial_stream_window_size(Some(HTTP2_STREAM_WINDOW_BYTES))
+            .initial_connection_window_size(Some(HTTP2_CONNECTION_WINDOW_BYTES))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

@@ -13,6 +13,8 @@ use std::io;
 use causeway_core::Command;
 use openraft::{BasicNode, EntryPayload};
 
+use bytes::Bytes;
+
 use super::types::{Entry, LogId, Membership, Proposal, StoredMembership, Vote, log_id};
 use crate::limits::{MEMBERSHIP_ADDR_BYTES_MAX, MEMBERSHIP_CONFIGS_MAX, MEMBERSHIP_NODES_MAX};
 
@@ -42,7 +44,7 @@ pub fn encode_entry(entry: &Entry) -> Vec<u8> {
     out.extend_from_slice(&entry.log_id.index.to_le_bytes());
     match &entry.payload {
         EntryPayload::Blank => {}
-        EntryPayload::Normal(proposal) => out.extend_from_slice(&proposal.0.encode()),
+        EntryPayload::Normal(proposal) => out.extend_from_slice(proposal.encoded()),
         EntryPayload::Membership(membership) => put_membership(&mut out, membership),
     }
     out
@@ -63,9 +65,10 @@ pub fn decode_entry(bytes: &[u8]) -> io::Result<Entry> {
     let payload = match kind {
         KIND_BLANK => EntryPayload::Blank,
         KIND_NORMAL => {
-            let command = Command::decode(reader.rest())
+            let encoded = reader.rest();
+            let command = Command::decode(encoded)
                 .map_err(|err| invalid(format!("raft log entry {index}: {err}")))?;
-            EntryPayload::Normal(Proposal(command))
+            EntryPayload::Normal(Proposal::decoded(command, Bytes::copy_from_slice(encoded)))
         }
         KIND_MEMBERSHIP => EntryPayload::Membership(get_membership(&mut reader)?),
         other => return Err(invalid(format!("raft log entry kind {other} is unknown"))),

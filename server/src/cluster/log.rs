@@ -40,7 +40,9 @@ use openraft::{OptionalSend, RaftLogReader};
 use super::codec::{self, Reader, decode_entry, decode_entry_id, encode_entry, invalid};
 use super::core_error;
 use super::types::{Entry, LogId, TypeConfig, Vote};
-use crate::limits::{RAFT_SEGMENT_BYTES, RAFT_SYNC_DEPTH_MAX};
+use crate::limits::{
+    RAFT_LOG_CACHE_BYTES_MAX, RAFT_LOG_CACHE_ENTRIES_MAX, RAFT_SEGMENT_BYTES, RAFT_SYNC_DEPTH_MAX,
+};
 
 /// Magic of the vote file.
 pub const VOTE_MAGIC: [u8; 8] = *b"CWRVOTE\0";
@@ -70,7 +72,13 @@ pub struct LogReader {
 ///   written and waiting for its fsync), from Raft index `live_first` on, gapless.
 /// - Frames before `live_first` may still be on disk (purge removes whole sealed segments
 ///   only); they are never read.
+/// - `recent` holds the newest live entries themselves (each with its encoded size), at most
+///   `RAFT_LOG_CACHE_ENTRIES_MAX` of them and `RAFT_LOG_CACHE_BYTES_MAX` bytes: the last
+///   `recent.len()` entries of `live`. Replication reads them from here instead of decoding
+///   them again from disk for every follower.
 struct Log {
+    recent: VecDeque<(Entry, usize)>,
+    recent_bytes: usize,
     dir: PathBuf,
     segments: SegmentLog,
     reader: SegmentReader,
@@ -154,6 +162,8 @@ impl LogStore {
         )?;
         let reader = segments.reader();
         let log = Log {
+            recent: VecDeque::new(),
+            recent_bytes: 0,
             dir: dir.to_path_buf(),
             segments,
             reader,
@@ -175,6 +185,34 @@ impl LogStore {
 }
 
 impl Log {
+    /// The Raft index of the first cached entry (the end of `live` when none is cached).
+    fn recent_first(&self) -> u64 {
+        self.live_first + (self.live.len() - self.recent.len()) as u64
+    }
+
+    /// Caches an entry just appended, dropping the oldest past the cache's bounds.
+    fn remember(&mut self, entry: Entry, bytes: usize) {
+        self.recent.push_back((entry, bytes));
+        self.recent_bytes += bytes;
+        while self.recent.len() > RAFT_LOG_CACHE_ENTRIES_MAX
+            || (self.recent_bytes > RAFT_LOG_CACHE_BYTES_MAX && self.recent.len() > 1)
+        {
+            if let Some((_, bytes)) = self.recent.pop_front() {
+                self.recent_bytes -= bytes;
+            }
+        }
+    }
+
+    /// Drops cached entries so the cache again matches the end of `live` (after a truncate
+    /// shortened `live` at its end, or a purge at its front).
+    fn trim_recent(&mut self) {
+        while self.recent.len() > self.live.len() {
+            if let Some((_, bytes)) = self.recent.pop_front() {
+                self.recent_bytes -= bytes;
+            }
+        }
+    }
+
     /// The last live entry's id, if any.
     fn last_live(&self) -> Option<LogId> {
         let (term, _) = self.live.back()?;
@@ -210,6 +248,8 @@ impl Log {
         self.reader = segments.reader();
         self.segments = segments;
         self.live_first = first;
+        self.recent.clear();
+        self.recent_bytes = 0;
         Ok(())
     }
 
@@ -228,7 +268,12 @@ impl Log {
         }
         .min(live_end);
         let mut entries = Vec::with_capacity(end.saturating_sub(start) as usize);
+        let recent_first = self.recent_first();
         for index in start..end {
+            if index >= recent_first {
+                entries.push(self.recent[(index - recent_first) as usize].0.clone());
+                continue;
+            }
             let (_, loc) = self.live[(index - self.live_first) as usize];
             let body = self.reader.read(index + 1, loc).map_err(core_error)?;
             let entry = decode_entry(&body)?;
@@ -342,10 +387,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Each entry is a batch of its own: a truncate may cut between any two entries, and a
         // segment batch cut in two would read as a torn tail on the next open, dropping the
         // entries kept before the cut.
-        for (entry, body) in entries.iter().zip(bodies) {
+        for (entry, body) in entries.into_iter().zip(bodies) {
+            let bytes = body.len();
             let appended = log.segments.append(&[body]).map_err(core_error)?;
             log.live
                 .push_back((entry.log_id.leader_id.term, appended.locs[0]));
+            log.remember(entry, bytes);
         }
         log.segments.flush(false).map_err(core_error)?;
         let sync = Some(log.segments.sync_handle());
@@ -368,6 +415,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .truncate_after(keep_frame)
             .map_err(core_error)?;
         let keep_live = keep_frame.saturating_sub(log.live_first);
+        // The cached entries past the cut go with it; those before stay the end of `live`.
+        let recent_first = log.recent_first();
+        let keep_recent = (log.live_first + keep_live).saturating_sub(recent_first);
+        while log.recent.len() as u64 > keep_recent {
+            if let Some((_, bytes)) = log.recent.pop_back() {
+                log.recent_bytes -= bytes;
+            }
+        }
         log.live.truncate(keep_live as usize);
         Ok(())
     }
@@ -388,6 +443,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let n_dead = (log_id.index + 1).saturating_sub(log.live_first);
         let n_dead = n_dead.min(log.live.len() as u64);
         log.live.drain(..n_dead as usize);
+        log.trim_recent();
         log.live_first = log.live_first.max(log_id.index + 1);
         log.segments
             .purge_through(log_id.index + 1)

@@ -31,7 +31,10 @@ use super::pb::raft_service_client::RaftServiceClient;
 use super::state::{Snapshot, SnapshotDir, encode_snapshot_meta};
 use super::types::{TypeConfig, Vote};
 use super::wire;
-use crate::limits::{MESSAGE_BYTES_MAX, PEER_TIMEOUT, SNAPSHOT_CHUNK_BYTES};
+use crate::limits::{
+    HTTP2_CONNECTION_WINDOW_BYTES, HTTP2_FRAME_BYTES_MAX, HTTP2_STREAM_WINDOW_BYTES,
+    MESSAGE_BYTES_MAX, PEER_TIMEOUT, SNAPSHOT_CHUNK_BYTES,
+};
 
 /// Makes a [`Connection`] to each target openraft replicates to.
 #[derive(Clone, Debug)]
@@ -68,6 +71,9 @@ pub fn client(addr: &str, local_ip: Option<IpAddr>) -> Result<RaftServiceClient<
         .local_address(local_ip)
         .connect_timeout(PEER_TIMEOUT)
         .tcp_nodelay(true)
+        .initial_stream_window_size(HTTP2_STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(HTTP2_CONNECTION_WINDOW_BYTES)
+        .max_frame_size(HTTP2_FRAME_BYTES_MAX)
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(PEER_TIMEOUT);
     Ok(RaftServiceClient::new(endpoint.connect_lazy())

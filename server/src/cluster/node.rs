@@ -209,7 +209,8 @@ impl ClusterNode {
 
     /// Proposes a stamped command and answers what applying it answered.
     pub async fn write(&self, command: Command) -> Result<Receipt, Error> {
-        let proposed = tokio::time::timeout(COMMIT_WAIT, self.raft.client_write(Proposal(command)));
+        let proposed =
+            tokio::time::timeout(COMMIT_WAIT, self.raft.client_write(Proposal::new(command)));
         match proposed.await {
             Err(_) => Err(Error::ClusterUnavailable {
                 detail: format!("the cluster did not commit the write within {COMMIT_WAIT:?}"),

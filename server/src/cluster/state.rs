@@ -231,7 +231,7 @@ impl Machine {
         let id = entry_id(&entry.log_id);
         let command = match entry.payload {
             EntryPayload::Blank => Command::noop(),
-            EntryPayload::Normal(proposal) => proposal.0,
+            EntryPayload::Normal(proposal) => proposal.into_command(),
             EntryPayload::Membership(membership) => {
                 self.store.sync().map_err(core_error)?;
                 let memberships = Memberships {
@@ -259,7 +259,7 @@ impl Machine {
     fn enqueue(&mut self, entry: super::types::Entry) -> io::Result<Answer> {
         let id = entry_id(&entry.log_id);
         let command = match entry.payload {
-            EntryPayload::Normal(proposal) => proposal.0,
+            EntryPayload::Normal(proposal) => proposal.into_command(),
             EntryPayload::Blank | EntryPayload::Membership(_) => Command::noop(),
         };
         let (reply, answer) = oneshot::channel();

@@ -69,7 +69,7 @@ fn first_order_event(term: u64, index: u64) -> Entry {
     }];
     Entry {
         log_id: log_id(term, index),
-        payload: EntryPayload::Normal(Proposal(Command::append(Timestamp::ZERO, append))),
+        payload: EntryPayload::Normal(Proposal::new(Command::append(Timestamp::ZERO, append))),
     }
 }
 

@@ -6,6 +6,9 @@
 //! the store that the log keeps in its frames.
 
 use std::fmt;
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
 
 use causeway_core::{Command, EntryId, Error, Receipt};
 use openraft::vote::leader_id_std;
@@ -37,12 +40,61 @@ pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
 
 /// The payload of a normal entry: a command the leader stamped (ids and timestamp fixed), which
 /// every replica applies with the same result.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Proposal(pub Command);
+///
+/// Cheap to clone (openraft clones entries to replicate them): the command is shared, and so
+/// are its encoded bytes ([`Command::encode`]), made at most once per node, when the entry is
+/// first written to the log or sent, or kept from the bytes it was decoded from.
+#[derive(Clone, Debug)]
+pub struct Proposal {
+    command: Arc<Command>,
+    encoded: Arc<OnceLock<Bytes>>,
+}
+
+impl Proposal {
+    /// A proposal of `command`.
+    pub fn new(command: Command) -> Proposal {
+        Proposal {
+            command: Arc::new(command),
+            encoded: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// A proposal decoded from `encoded`, which it keeps as its encoding.
+    pub fn decoded(command: Command, encoded: Bytes) -> Proposal {
+        Proposal {
+            command: Arc::new(command),
+            encoded: Arc::new(OnceLock::from(encoded)),
+        }
+    }
+
+    /// The command.
+    pub fn command(&self) -> &Command {
+        &self.command
+    }
+
+    /// The command, copied only when another clone still holds it.
+    pub fn into_command(self) -> Command {
+        Arc::try_unwrap(self.command).unwrap_or_else(|shared| (*shared).clone())
+    }
+
+    /// The command's encoding, made on first use.
+    pub fn encoded(&self) -> &Bytes {
+        self.encoded
+            .get_or_init(|| Bytes::from(self.command.encode()))
+    }
+}
+
+impl PartialEq for Proposal {
+    fn eq(&self, other: &Proposal) -> bool {
+        self.command == other.command
+    }
+}
+
+impl Eq for Proposal {}
 
 impl fmt::Display for Proposal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = match &self.0.action {
+        let kind = match &self.command.action {
             causeway_core::Action::Append { append, .. } => {
                 return write!(f, "append of {} events", append.events.len());
             }
