@@ -15,14 +15,16 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use openraft::base::{BoxFuture, BoxStream};
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{Backoff, RPCOption};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
-    TransferLeaderResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult,
+    TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::{AnyError, BasicNode, OptionalSend, RaftNetworkFactory, RaftNetworkV2};
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::transport::{Channel, Endpoint};
 
 use super::identity::Identity;
@@ -146,6 +148,39 @@ impl RaftNetworkV2<TypeConfig> for Connection {
         let request = wire::append_to_pb(self.header(), &request);
         let response = timed(&option, client.append_entries(request)).await?;
         wire::append_response_from_pb(response).map_err(decode_error)
+    }
+
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        _option: RPCOption,
+    ) -> BoxFuture<
+        's,
+        Result<
+            BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>,
+            RPCError<TypeConfig>,
+        >,
+    >
+    where
+        S: Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
+    {
+        let header = self.header();
+        let client = self.client();
+        Box::pin(async move {
+            let mut client = client?;
+            let requests = input.map(move |request| pb::StreamAppendRequest {
+                request: Some(wire::append_to_pb(header.clone(), &request)),
+            });
+            let answers = client
+                .stream_append(requests)
+                .await
+                .map_err(rpc_error)?
+                .into_inner()
+                .map(|answer| {
+                    wire::stream_result_from_pb(answer.map_err(rpc_error)?).map_err(decode_error)
+                });
+            Ok(Box::pin(answers) as BoxStream<'s, _>)
+        })
     }
 
     async fn vote(

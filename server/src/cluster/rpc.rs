@@ -40,6 +40,9 @@ pub struct Peers {
 
 static TRANSFERS: AtomicU64 = AtomicU64::new(0);
 
+/// Answers of a StreamAppend stream buffered toward the leader.
+const STREAM_APPEND_BUFFER: usize = 64;
+
 impl Peers {
     /// The service for `raft`, checking requests against `identity`.
     pub fn new(raft: Raft, identity: Identity, snapshots_dir: PathBuf) -> Peers {
@@ -77,6 +80,57 @@ impl RaftService for Peers {
         let request = wire::append_from_pb(request).map_err(invalid)?;
         let response = self.raft.append_entries(request).await.map_err(stopped)?;
         Ok(Response::new(wire::append_response_to_pb(&response)))
+    }
+
+    type StreamAppendStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<pb::StreamAppendResponse, Status>> + Send>,
+    >;
+
+    async fn stream_append(
+        &self,
+        request: Request<Streaming<pb::StreamAppendRequest>>,
+    ) -> Result<Response<Self::StreamAppendStream>, Status> {
+        let peers = self.clone();
+        // A request that fails its checks ends the input; its error is the stream's last item.
+        let (refusal_tx, refusal_rx) = tokio::sync::oneshot::channel::<Status>();
+        let mut refusal_tx = Some(refusal_tx);
+        let input = request.into_inner().map_while(move |item| {
+            let checked = item.and_then(|item| {
+                let request = item
+                    .request
+                    .ok_or_else(|| Status::invalid_argument("request is missing"))?;
+                peers.check(request.header.as_ref())?;
+                wire::append_from_pb(request).map_err(invalid)
+            });
+            match checked {
+                Ok(request) => Some(request),
+                Err(status) => {
+                    if let Some(refusal) = refusal_tx.take() {
+                        let _ = refusal.send(status);
+                    }
+                    None
+                }
+            }
+        });
+        let answers = self.raft.stream_append(input).map(|result| match result {
+            Ok(result) => Ok(wire::stream_result_to_pb(&result)),
+            Err(fatal) => Err(stopped(fatal)),
+        });
+        let (out_tx, out_rx) = tokio::sync::mpsc::channel(STREAM_APPEND_BUFFER);
+        tokio::spawn(async move {
+            let mut answers = std::pin::pin!(answers);
+            while let Some(answer) = answers.next().await {
+                if out_tx.send(answer).await.is_err() {
+                    return;
+                }
+            }
+            if let Ok(status) = refusal_rx.await {
+                let _ = out_tx.send(Err(status)).await;
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(out_rx),
+        )))
     }
 
     async fn vote(

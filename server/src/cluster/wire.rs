@@ -7,7 +7,10 @@
 
 use std::io;
 
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest, VoteResponse};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, StreamAppendError, StreamAppendResult,
+    VoteRequest, VoteResponse,
+};
 
 use super::codec::{self, invalid};
 use super::types::{LogId, TypeConfig, Vote, log_id};
@@ -157,4 +160,37 @@ pub fn vote_response_from_pb(response: pb::VoteResponse) -> io::Result<VoteRespo
         log_id_from_pb(response.last_log_id),
         response.vote_granted,
     ))
+}
+
+/// The wire form of one answer of a StreamAppend stream.
+pub fn stream_result_to_pb(result: &StreamAppendResult<TypeConfig>) -> pb::StreamAppendResponse {
+    use pb::stream_append_response::Result as Outcome;
+    let result = match result {
+        Ok(matched) => Outcome::Accepted(pb::Accepted {
+            last_log_id: log_id_to_pb(matched.as_ref()),
+        }),
+        Err(StreamAppendError::Conflict(at)) => {
+            Outcome::Conflict(log_id_to_pb(Some(at)).expect("a log id is present"))
+        }
+        Err(StreamAppendError::HigherVote(vote)) => Outcome::HigherVote(vote_to_pb(vote)),
+    };
+    pb::StreamAppendResponse {
+        result: Some(result),
+    }
+}
+
+/// One answer of a StreamAppend stream from the wire.
+pub fn stream_result_from_pb(
+    response: pb::StreamAppendResponse,
+) -> io::Result<StreamAppendResult<TypeConfig>> {
+    use pb::stream_append_response::Result as Outcome;
+    Ok(match response.result {
+        Some(Outcome::Accepted(accepted)) => Ok(log_id_from_pb(accepted.last_log_id)),
+        Some(Outcome::Conflict(at)) => Err(StreamAppendError::Conflict(log_id(at.term, at.index))),
+        Some(Outcome::HigherVote(vote)) => Err(StreamAppendError::HigherVote(vote_from_pb(
+            Some(vote),
+            "higher_vote",
+        )?)),
+        None => return Err(invalid("stream append response has no result".to_string())),
+    })
 }
