@@ -7,12 +7,14 @@
 //! - `history`: the invariants a history of appends, reads and subscriptions must keep.
 //! - `replication`: acknowledged writes survive crashes; followers catch up by log and snapshot.
 //! - `partition`: cut-off leaders acknowledge nothing; healed followers do not depose leaders.
+//! - `membership`: members join and leave under load; a single node grows into a cluster.
 
 // Some helpers serve scenarios still to come.
 #![allow(dead_code)]
 
 mod clients;
 mod history;
+mod membership;
 mod nodes;
 mod partition;
 mod proxy;
