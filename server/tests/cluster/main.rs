@@ -8,13 +8,12 @@
 //! - `replication`: acknowledged writes survive crashes; followers catch up by log and snapshot.
 //! - `partition`: cut-off leaders acknowledge nothing; healed followers do not depose leaders.
 //! - `membership`: members join and leave under load; a single node grows into a cluster.
-
-// Some helpers serve scenarios still to come.
-#![allow(dead_code)]
+//! - `nemesis`: a seeded run of kills and partitions under concurrent clients, then the checker.
 
 mod clients;
 mod history;
 mod membership;
+mod nemesis;
 mod nodes;
 mod partition;
 mod proxy;
