@@ -1,5 +1,6 @@
-//! A TCP proxy for partition tests: it sits between two nodes (or a client and a node) on
-//! 127.0.0.1 and drops, delays or cuts the bytes between them, with no root and no firewall.
+//! A TCP proxy for partition tests: it sits between nodes (or a client and a node) on a
+//! loopback address and drops, delays or cuts the bytes between them, with no root and no
+//! firewall.
 //!
 //! A [`Proxy`] listens on its own port and opens one connection to the target for every
 //! connection it accepts. It runs on its own thread with its own single-threaded tokio runtime,
@@ -142,7 +143,8 @@ impl Way {
     }
 }
 
-/// A TCP proxy on 127.0.0.1 whose links can be dropped, delayed and cut; see the module docs.
+/// A TCP proxy on a loopback address whose links can be dropped, delayed and cut; see the
+/// module docs.
 ///
 /// - Every connection it accepts has at most one connection to the target.
 /// - After [`Proxy::cut`] returns, no connection accepted before the call is open.
