@@ -360,10 +360,19 @@ impl ClusterNode {
 
     /// Takes a snapshot of what is applied and purges the log up to it.
     async fn compact(&self) -> Result<(), Error> {
+        // Leadership alone is too early: until the leader's first entry is applied the store
+        // has applied no entry, its snapshot names no log id, and openraft discards it.
         let metrics = self
             .raft
             .wait(Some(COMMIT_WAIT))
-            .state(ServerState::Leader, "leader after init")
+            .metrics(
+                |metrics| {
+                    metrics.state == ServerState::Leader
+                        && metrics.last_applied.is_some()
+                        && metrics.last_applied.map(|id| id.index) == metrics.last_log_index
+                },
+                "leader after init, with its log applied",
+            )
             .await
             .map_err(|err| cluster_error("waiting for leadership", err))?;
         let applied = metrics.last_applied.map_or(0, |id| id.index);

@@ -1,13 +1,20 @@
-//! Support for the cluster integration tests: a TCP proxy that partitions, delays and cuts the
-//! links between nodes, and a checker that judges a recorded history of a replicated log.
+//! The cluster integration tests: real `causewayd` processes formed into Raft clusters on
+//! loopback IPs, driven through the public gRPC API, one named test per cluster invariant.
 //!
-//! - `proxy`: partitions without root: one proxy per pair of nodes and direction of dialling.
+//! - `nodes`: the harness (members, proxies in front of them, leader and replica checks).
+//! - `proxy`: partitions without root: a TCP proxy that drops, delays and cuts by source IP.
+//! - `clients`: workload clients that find the leader and classify answers as the checker needs.
 //! - `history`: the invariants a history of appends, reads and subscriptions must keep.
+//! - `replication`: acknowledged writes survive crashes; followers catch up by log and snapshot.
+//! - `partition`: cut-off leaders acknowledge nothing; healed followers do not depose leaders.
+//! - `membership`: members join and leave under load; a single node grows into a cluster.
+//! - `nemesis`: a seeded run of kills and partitions under concurrent clients, then the checker.
 
-// Scenarios that use every helper come with the cluster mode; until then some go unused.
-#![allow(dead_code)]
-
+mod clients;
 mod history;
+mod membership;
+mod nemesis;
 mod nodes;
+mod partition;
 mod proxy;
 mod replication;

@@ -6,17 +6,35 @@
 //! never changes, since the membership names it. Timeouts are short (heartbeat 50 ms, election
 //! 300-600 ms) so elections settle quickly; every wait below is generous, for a noisy 2-core
 //! machine.
+//!
+//! A cluster made [`Cluster::new_behind_proxies`] puts a [`Proxy`] on `127.0.0.i` in front of
+//! node `i`, which advertises the proxy's address: every peer (dialling from its own listen IP)
+//! then goes through the proxies, and [`Cluster::isolate`] and [`Cluster::heal`] partition
+//! the nodes by source IP. The test's own clients dial the nodes' listen addresses, past the
+//! proxies, so a test still talks to a node it cut off from its peers.
+//!
+//! Below the harness are the reads and writes the tests share: an append through whichever
+//! node leads, a node's own log, and the check that replicas are byte-identical.
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub use causeway_client::pb;
 use pb::cluster_service_client::ClusterServiceClient;
 use pb::event_store_service_client::EventStoreServiceClient;
+use tonic::Code;
 use tonic::transport::Channel;
+
+use crate::history::FinalEntry;
+use crate::proxy::{Direction, Mode, Proxy};
+
+/// The nodes' log filter, unless `CAUSEWAY_TEST_LOG` gives another (`info,openraft=debug`).
+pub const LOG_FILTER: &str = "info,openraft=warn";
+/// The lines of each node's log a failure shows, unless `CAUSEWAY_TEST_LOG_LINES` says more.
+pub const LOG_LINES_SHOWN: usize = 40;
 
 /// How long a test waits for a leader, a replica to catch up, or a process to start.
 pub const SETTLE_WAIT: Duration = Duration::from_secs(30);
@@ -25,11 +43,15 @@ pub const SETTLE_WAIT: Duration = Duration::from_secs(30);
 pub struct Member {
     /// Its node id.
     pub id: u64,
-    /// The address it listens on and advertises.
+    /// The address it listens on; the test's clients dial it.
     pub addr: SocketAddr,
+    /// The address it advertises to peers and clients: `addr`, or its proxy's.
+    pub advertise: SocketAddr,
     /// Its data directory.
     pub data_dir: PathBuf,
     log: PathBuf,
+    /// The extra flags of its last start, which a restart repeats.
+    flags: Vec<String>,
     child: Option<Child>,
     starts: u32,
 }
@@ -38,6 +60,8 @@ pub struct Member {
 pub struct Cluster {
     /// The members; `members[i]` is node `i + 1`.
     pub members: Vec<Member>,
+    /// When made behind proxies, `proxies[i]` is in front of node `i + 1`; else empty.
+    pub proxies: Vec<Proxy>,
     _scratch: tempfile::TempDir,
 }
 
@@ -54,43 +78,89 @@ impl Cluster {
             .tempdir()
             .expect("a scratch directory");
         let members = (1..=n)
-            .map(|id| Member {
-                id,
-                addr: free_port(&format!("127.0.0.{id}")),
-                data_dir: scratch.path().join(format!("node-{id}")),
-                log: scratch.path().join(format!("node-{id}.log")),
-                child: None,
-                starts: 0,
+            .map(|id| {
+                let addr = free_port(&format!("127.0.0.{id}"));
+                Member {
+                    id,
+                    addr,
+                    advertise: addr,
+                    data_dir: scratch.path().join(format!("node-{id}")),
+                    log: scratch.path().join(format!("node-{id}.log")),
+                    flags: Vec::new(),
+                    child: None,
+                    starts: 0,
+                }
             })
             .collect();
         Cluster {
             members,
+            proxies: Vec::new(),
             _scratch: scratch,
         }
+    }
+
+    /// Makes `n` members (not started), each behind a proxy on its own IP that it advertises.
+    pub fn new_behind_proxies(n: u64) -> Cluster {
+        let mut cluster = Cluster::new(n);
+        for member in &mut cluster.members {
+            let listen = SocketAddr::new(member.addr.ip(), 0);
+            let proxy = Proxy::start_on(listen, member.addr).expect("a proxy beside the node");
+            member.advertise = proxy.addr();
+            cluster.proxies.push(proxy);
+        }
+        cluster
+    }
+
+    /// Starts `n` members behind proxies and forms the cluster with all of them as voters.
+    pub async fn start_behind_proxies(n: u64) -> Cluster {
+        let mut cluster = Cluster::new_behind_proxies(n);
+        for member in &mut cluster.members {
+            member.start();
+        }
+        cluster.init_all().await;
+        cluster
+    }
+
+    /// Cuts node `id` off from every other node, both ways, until [`Cluster::heal`]: its proxy
+    /// drops what the others send, the others' proxies drop what it sends, and the connections
+    /// open across the cut are reset so no request is left half-delivered.
+    pub fn isolate(&self, id: u64) {
+        assert!(
+            !self.proxies.is_empty(),
+            "isolate needs a cluster behind proxies"
+        );
+        let ip = |id: u64| self.members[(id - 1) as usize].addr.ip();
+        for other in self.members.iter().filter(|member| member.id != id) {
+            self.proxy(id)
+                .set_from(ip(other.id), Direction::Both, Mode::Drop);
+            self.proxy(other.id)
+                .set_from(ip(id), Direction::Both, Mode::Drop);
+        }
+        for proxy in &self.proxies {
+            proxy.cut();
+        }
+    }
+
+    /// Ends every partition: all proxies pass everything again.
+    pub fn heal(&self) {
+        for proxy in &self.proxies {
+            proxy.heal();
+        }
+    }
+
+    /// The proxy in front of node `id`.
+    pub fn proxy(&self, id: u64) -> &Proxy {
+        &self.proxies[(id - 1) as usize]
     }
 
     /// Starts every member, forms the cluster on node 1 with all of them as voters, and waits
     /// for a leader that every member knows.
     pub async fn start(n: u64) -> Cluster {
         let mut cluster = Cluster::new(n);
-        for idx in 0..cluster.members.len() {
-            cluster.members[idx].start();
+        for member in &mut cluster.members {
+            member.start();
         }
-        let voters = cluster
-            .members
-            .iter()
-            .map(|member| pb::ClusterNode {
-                node_id: member.id,
-                address: member.addr.to_string(),
-            })
-            .collect();
-        cluster
-            .admin(1)
-            .await
-            .init_cluster(pb::InitClusterRequest { voters })
-            .await
-            .expect("init the cluster");
-        cluster.leader().await;
+        cluster.init_all().await;
         cluster
     }
 
@@ -112,7 +182,7 @@ impl Cluster {
     /// Member `id`'s status, or `None` when it does not answer.
     pub async fn status(&self, id: u64) -> Option<pb::GetClusterStatusResponse> {
         let member = &self.members[(id - 1) as usize];
-        if member.child.is_none() {
+        if !member.running() {
             return None;
         }
         let channel = Channel::from_shared(format!("http://{}", member.addr))
@@ -129,13 +199,32 @@ impl Cluster {
             .map(tonic::Response::into_inner)
     }
 
+    /// The ids of the running members.
+    pub fn running(&self) -> Vec<u64> {
+        self.members
+            .iter()
+            .filter(|member| member.running())
+            .map(|member| member.id)
+            .collect()
+    }
+
     /// Waits until one running member is leader and every running member names it; returns its id.
     pub async fn leader(&self) -> u64 {
+        self.leader_among(&self.running()).await
+    }
+
+    /// Waits until one of `ids` (running members) is leader and all of them name it; returns
+    /// its id. For a test in which other members are cut off, removed, or not yet members.
+    pub async fn leader_among(&self, ids: &[u64]) -> u64 {
         let deadline = Instant::now() + SETTLE_WAIT;
         loop {
             let mut leaders = Vec::new();
             let mut all_agree = true;
-            for member in self.members.iter().filter(|member| member.child.is_some()) {
+            for member in self
+                .members
+                .iter()
+                .filter(|member| ids.contains(&member.id))
+            {
                 match self.status(member.id).await {
                     Some(status) => {
                         if status.role == pb::NodeRole::Leader as i32 {
@@ -149,27 +238,26 @@ impl Cluster {
             }
             leaders.sort_unstable();
             leaders.dedup();
-            let running = |id: u64| {
-                self.members
-                    .iter()
-                    .any(|member| member.id == id && member.child.is_some())
-            };
-            if all_agree && leaders.len() == 1 && leaders[0] != 0 && running(leaders[0]) {
+            if all_agree && leaders.len() == 1 && ids.contains(&leaders[0]) {
                 return leaders[0];
             }
             assert!(
                 Instant::now() < deadline,
-                "no agreed leader within {SETTLE_WAIT:?}; saw {leaders:?}\n{}",
+                "no leader agreed by nodes {ids:?} within {SETTLE_WAIT:?}; saw {leaders:?}\n{}",
                 self.logs()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
-    /// Waits until every running member has applied through `index`.
-    pub async fn applied_everywhere(&self, index: u64) {
+    /// Waits until each of `ids` has applied through `index`.
+    pub async fn applied_among(&self, ids: &[u64], index: u64) {
         let deadline = Instant::now() + SETTLE_WAIT;
-        for member in self.members.iter().filter(|member| member.child.is_some()) {
+        for member in self
+            .members
+            .iter()
+            .filter(|member| ids.contains(&member.id))
+        {
             loop {
                 let applied = self
                     .status(member.id)
@@ -195,7 +283,11 @@ impl Cluster {
             .iter()
             .map(|member| {
                 let log = std::fs::read_to_string(&member.log).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                let n_lines = std::env::var("CAUSEWAY_TEST_LOG_LINES")
+                    .ok()
+                    .and_then(|lines| lines.parse().ok())
+                    .unwrap_or(LOG_LINES_SHOWN);
+                let tail: Vec<&str> = log.lines().rev().take(n_lines).collect();
                 let tail: Vec<&str> = tail.into_iter().rev().collect();
                 format!("--- node {} ---\n{}\n", member.id, tail.join("\n"))
             })
@@ -223,13 +315,38 @@ pub async fn channel(addr: SocketAddr) -> Channel {
 }
 
 impl Member {
-    /// Starts (or restarts) the member on its data directory and address.
+    /// Starts (or restarts) the member on its data directory and address, with the extra
+    /// flags of its last start.
     pub fn start(&mut self) {
-        self.start_with(&[]);
+        let flags = self.flags.clone();
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        self.start_with(&flags);
     }
 
-    /// Starts the member with extra flags.
+    /// Starts the member with extra flags, which later restarts repeat.
     pub fn start_with(&mut self, extra: &[&str]) {
+        self.flags = extra.iter().map(|flag| flag.to_string()).collect();
+        let mut args = vec![
+            "--node-id".to_string(),
+            self.id.to_string(),
+            "--advertise".to_string(),
+            self.advertise.to_string(),
+        ];
+        args.extend(
+            ["--heartbeat-ms", "50", "--election-timeout-ms", "300"]
+                .into_iter()
+                .chain(extra.iter().copied())
+                .map(str::to_string),
+        );
+        self.spawn(&args);
+    }
+
+    /// Starts the member as a single node, not a cluster member: no node id, no Raft.
+    pub fn start_single(&mut self) {
+        self.spawn(&[]);
+    }
+
+    fn spawn(&mut self, args: &[String]) {
         assert!(self.child.is_none(), "node {} is already running", self.id);
         self.starts += 1;
         let log = std::fs::OpenOptions::new()
@@ -238,16 +355,16 @@ impl Member {
             .open(&self.log)
             .expect("open the node's log");
         let mut child = Command::new(env!("CARGO_BIN_EXE_causewayd"))
-            .arg("--node-id")
-            .arg(self.id.to_string())
             .arg("--listen")
             .arg(self.addr.to_string())
             .arg("--data-dir")
             .arg(&self.data_dir)
-            .args(["--heartbeat-ms", "50", "--election-timeout-ms", "300"])
             .args(["--pool-threads", "8", "--pool-queue", "64"])
-            .args(extra)
-            .env("RUST_LOG", "info,openraft=warn")
+            .args(args)
+            .env(
+                "RUST_LOG",
+                std::env::var("CAUSEWAY_TEST_LOG").unwrap_or_else(|_| LOG_FILTER.to_string()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
@@ -269,6 +386,24 @@ impl Member {
         self.child = Some(child);
     }
 
+    /// Stops the member with SIGTERM, as an operator would, and checks that it exits cleanly.
+    pub fn terminate(&mut self) {
+        let mut child = self.child.take().expect("the member runs");
+        let sent = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM failed for node {}", self.id);
+        let exit = child.wait().expect("wait for causewayd");
+        assert!(
+            exit.success(),
+            "node {} exited with {exit} after SIGTERM; log:\n{}",
+            self.id,
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
+    }
+
     /// Kills the member with SIGKILL and waits for it to die.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -281,11 +416,6 @@ impl Member {
     pub fn running(&self) -> bool {
         self.child.is_some()
     }
-
-    /// Its data directory.
-    pub fn data_dir(&self) -> &Path {
-        &self.data_dir
-    }
 }
 
 impl Drop for Member {
@@ -297,19 +427,173 @@ impl Drop for Member {
 impl Cluster {
     /// Forms the cluster on node 1 with every member as a voter (members already started).
     pub async fn init_all(&self) {
-        let voters = self
-            .members
-            .iter()
-            .map(|member| pb::ClusterNode {
-                node_id: member.id,
-                address: member.addr.to_string(),
+        let ids: Vec<u64> = self.members.iter().map(|member| member.id).collect();
+        self.init(&ids).await;
+    }
+
+    /// Forms the cluster on `voters[0]` with `voters` (started) as its voters, and waits for
+    /// a leader they agree on.
+    pub async fn init(&self, voters: &[u64]) {
+        let nodes = voters.iter().map(|id| self.node(*id)).collect();
+        self.admin(voters[0])
+            .await
+            .init_cluster(pb::InitClusterRequest { voters: nodes })
+            .await
+            .unwrap_or_else(|status| panic!("init the cluster: {status:?}\n{}", self.logs()));
+        self.leader_among(voters).await;
+    }
+
+    /// Member `id` as the membership names it: its id and advertised address.
+    pub fn node(&self, id: u64) -> pb::ClusterNode {
+        pb::ClusterNode {
+            node_id: id,
+            address: self.members[(id - 1) as usize].advertise.to_string(),
+        }
+    }
+}
+
+/// One event of entity `entity` (scope `acme`) with `payload`.
+pub fn event(entity: &str, payload: &str) -> pb::NewEvent {
+    pb::NewEvent {
+        scope: SCOPE.to_string(),
+        entity: entity.to_string(),
+        r#type: "Noted".to_string(),
+        payload: payload.as_bytes().to_vec(),
+        content_type: "text/plain".to_string(),
+        ..Default::default()
+    }
+}
+
+/// The scope of every event the tests write.
+pub const SCOPE: &str = "acme";
+
+/// The page size of the tests' log reads.
+pub const READ_PAGE_EVENTS: u32 = 1000;
+
+impl Cluster {
+    /// Appends one event through whichever of the running members leads, retrying while there
+    /// is no leader (an election) or the node asked is not it; returns the position and the
+    /// leader used. The idempotency key is the payload's, so a retry is applied once.
+    pub async fn append_at_leader(&self, entity: &str, payload: &str) -> (u64, u64) {
+        self.append_at_leader_among(&self.running(), entity, payload)
+            .await
+    }
+
+    /// As [`Cluster::append_at_leader`], with the leader one of `ids`.
+    pub async fn append_at_leader_among(
+        &self,
+        ids: &[u64],
+        entity: &str,
+        payload: &str,
+    ) -> (u64, u64) {
+        let deadline = Instant::now() + SETTLE_WAIT;
+        loop {
+            let leader = self.leader_among(ids).await;
+            let mut client = self.client(leader).await;
+            let request = pb::AppendRequest {
+                events: vec![event(entity, payload)],
+                idempotency_key: format!("key-{payload}"),
+                ..Default::default()
+            };
+            match client.append(request).await {
+                Ok(response) => {
+                    let receipt = response.into_inner().receipt.expect("a receipt");
+                    return (receipt.events[0].position, leader);
+                }
+                Err(status) if status.code() == Code::Unavailable => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "no append accepted within {SETTLE_WAIT:?}: {status:?}\n{}",
+                        self.logs()
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(status) => panic!("append refused: {status:?}"),
+            }
+        }
+    }
+
+    /// Every event of node `id`'s log, read locally from that node alone.
+    pub async fn local_events(&self, id: u64) -> Vec<pb::Event> {
+        let mut client = self.client(id).await;
+        let mut events = Vec::new();
+        let mut from_position = 1;
+        loop {
+            let page = client
+                .read_log(pb::ReadLogRequest {
+                    from_position,
+                    direction: pb::Direction::Forward as i32,
+                    limit: READ_PAGE_EVENTS,
+                    consistency: pb::ReadConsistency::Local as i32,
+                    ..Default::default()
+                })
+                .await
+                .expect("read the log")
+                .into_inner();
+            events.extend(page.events);
+            if page.end {
+                return events;
+            }
+            from_position = page.next_position;
+        }
+    }
+
+    /// Node `id`'s log as (position, payload), read locally.
+    pub async fn local_log(&self, id: u64) -> Vec<(u64, Vec<u8>)> {
+        self.local_events(id)
+            .await
+            .into_iter()
+            .map(|event| (event.position, event.payload.to_vec()))
+            .collect()
+    }
+
+    /// Node `id`'s log as the history checker's final log.
+    pub async fn final_log(&self, id: u64) -> Vec<FinalEntry> {
+        self.local_events(id)
+            .await
+            .into_iter()
+            .map(|event| FinalEntry {
+                position: event.position,
+                payload: event.payload.to_vec(),
+                entity: format!("{}/{}", event.scope, event.entity),
+                version: event.version,
             })
-            .collect();
-        self.admin(1)
+            .collect()
+    }
+
+    /// Node `id`'s head and log digest, read locally.
+    pub async fn local_head(&self, id: u64) -> (u64, Vec<u8>) {
+        let head = self
+            .client(id)
             .await
-            .init_cluster(pb::InitClusterRequest { voters })
+            .head(pb::HeadRequest {
+                consistency: pb::ReadConsistency::Local as i32,
+            })
             .await
-            .expect("init the cluster");
-        self.leader().await;
+            .expect("head")
+            .into_inner();
+        (head.position, head.digest)
+    }
+
+    /// Waits until every running node has applied what the leader has, then checks that they
+    /// hold the same head and the same log digest (the digest chains every event's hash, so
+    /// equal digests mean byte-identical logs).
+    pub async fn assert_replicas_identical(&self) {
+        self.assert_identical_among(&self.running()).await;
+    }
+
+    /// As [`Cluster::assert_replicas_identical`], for the members `ids` (a leader among them).
+    pub async fn assert_identical_among(&self, ids: &[u64]) {
+        let leader = self.leader_among(ids).await;
+        let status = self.status(leader).await.expect("the leader answers");
+        self.applied_among(ids, status.last_log_index).await;
+        let expected = self.local_head(leader).await;
+        for id in ids {
+            let head = self.local_head(*id).await;
+            assert_eq!(
+                head, expected,
+                "node {id} differs from the leader (node {leader})"
+            );
+        }
     }
 }

@@ -1,5 +1,6 @@
-//! A TCP proxy for partition tests: it sits between two nodes (or a client and a node) on
-//! 127.0.0.1 and drops, delays or cuts the bytes between them, with no root and no firewall.
+//! A TCP proxy for partition tests: it sits between nodes (or a client and a node) on a
+//! loopback address and drops, delays or cuts the bytes between them, with no root and no
+//! firewall.
 //!
 //! A [`Proxy`] listens on its own port and opens one connection to the target for every
 //! connection it accepts. It runs on its own thread with its own single-threaded tokio runtime,
@@ -16,13 +17,16 @@
 //!   direction stops dropping, with the bytes the client sent in the meantime;
 //! - end of stream is passed on in every mode, so a closed peer is not hidden by a partition;
 //!   a reset on either side resets both;
+//! - [`Proxy::set_from`] gives the connections from one source IP modes of their own, which
+//!   override [`Proxy::set`]'s for them: one proxy in front of a node can then cut that node
+//!   off from some peers (each dialling from its own loopback IP) and not from others;
 //! - [`Proxy::cut`] resets every open connection (new ones are served as usual), and dropping
 //!   the proxy resets them all and closes its port before `drop` returns.
 
 use std::collections::BTreeMap;
 use std::future::poll_fn;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -67,11 +71,39 @@ pub enum Mode {
     Delay(Duration),
 }
 
-/// The proxy's settings, shared with every connection through a `watch` channel.
-#[derive(Clone, Copy, Debug)]
-struct Control {
+/// The modes of both directions of a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Modes {
     forward: Mode,
     backward: Mode,
+}
+
+impl Modes {
+    /// Both directions pass.
+    const PASS: Modes = Modes {
+        forward: Mode::Pass,
+        backward: Mode::Pass,
+    };
+
+    fn set(&mut self, direction: Direction, mode: Mode) {
+        match direction {
+            Direction::Forward => self.forward = mode,
+            Direction::Backward => self.backward = mode,
+            Direction::Both => {
+                self.forward = mode;
+                self.backward = mode;
+            }
+        }
+    }
+}
+
+/// The proxy's settings, shared with every connection through a `watch` channel.
+#[derive(Clone, Debug)]
+struct Control {
+    /// The modes of connections from a source without modes of its own.
+    modes: Modes,
+    /// The modes of connections from these source IPs.
+    from: BTreeMap<IpAddr, Modes>,
     /// Bumped by every cut; a connection ends when it differs from the one it was accepted in.
     generation: u64,
     /// Set when the proxy is dropped: everything ends.
@@ -79,8 +111,14 @@ struct Control {
 }
 
 impl Control {
-    fn isolated(&self) -> bool {
-        self.forward == Mode::Drop && self.backward == Mode::Drop
+    /// The modes of a connection from `source`.
+    fn modes(&self, source: IpAddr) -> Modes {
+        self.from.get(&source).copied().unwrap_or(self.modes)
+    }
+
+    fn isolated(&self, source: IpAddr) -> bool {
+        let modes = self.modes(source);
+        modes.forward == Mode::Drop && modes.backward == Mode::Drop
     }
 
     fn ends(&self, generation: u64) -> bool {
@@ -96,15 +134,17 @@ enum Way {
 }
 
 impl Way {
-    fn mode(self, control: &Control) -> Mode {
+    fn mode(self, control: &Control, source: IpAddr) -> Mode {
+        let modes = control.modes(source);
         match self {
-            Way::Forward => control.forward,
-            Way::Backward => control.backward,
+            Way::Forward => modes.forward,
+            Way::Backward => modes.backward,
         }
     }
 }
 
-/// A TCP proxy on 127.0.0.1 whose links can be dropped, delayed and cut; see the module docs.
+/// A TCP proxy on a loopback address whose links can be dropped, delayed and cut; see the
+/// module docs.
 ///
 /// - Every connection it accepts has at most one connection to the target.
 /// - After [`Proxy::cut`] returns, no connection accepted before the call is open.
@@ -139,8 +179,8 @@ impl Proxy {
             TcpListener::from_std(std_listener)?
         };
         let (control, control_rx) = watch::channel(Control {
-            forward: Mode::Pass,
-            backward: Mode::Pass,
+            modes: Modes::PASS,
+            from: BTreeMap::new(),
             generation: 0,
             stopping: false,
         });
@@ -170,15 +210,32 @@ impl Proxy {
         self.target
     }
 
-    /// Sets the mode of one direction or both, on open connections and new ones alike.
+    /// Sets the mode of one direction or both, on open connections and new ones alike (those
+    /// from a source given modes of its own by [`Proxy::set_from`] excepted).
     pub fn set(&self, direction: Direction, mode: Mode) {
-        self.control.send_modify(|control| match direction {
-            Direction::Forward => control.forward = mode,
-            Direction::Backward => control.backward = mode,
-            Direction::Both => {
-                control.forward = mode;
-                control.backward = mode;
-            }
+        self.control
+            .send_modify(|control| control.modes.set(direction, mode));
+    }
+
+    /// Sets the mode of one direction or both for the connections whose client is at `source`
+    /// (open ones and new ones alike). The source keeps these modes, whatever [`Proxy::set`]
+    /// does, until [`Proxy::heal`]; the directions not named start from the proxy's own.
+    pub fn set_from(&self, source: IpAddr, direction: Direction, mode: Mode) {
+        self.control.send_modify(|control| {
+            let own = control.modes;
+            control
+                .from
+                .entry(source)
+                .or_insert(own)
+                .set(direction, mode);
+        });
+    }
+
+    /// Makes every direction of every connection pass again, from whatever source.
+    pub fn heal(&self) {
+        self.control.send_modify(|control| {
+            control.modes = Modes::PASS;
+            control.from.clear();
         });
     }
 
@@ -288,10 +345,11 @@ async fn accept_loop(
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((client, _)) => {
+                Ok((client, source)) => {
                     let generation = control.borrow().generation;
                     let registration = registry.register(generation);
-                    connections.spawn(serve(client, target, control.clone(), generation, registration));
+                    let link = Link { target, source: source.ip(), generation };
+                    connections.spawn(serve(client, link, control.clone(), registration));
                 }
                 Err(_) => tokio::time::sleep(ACCEPT_RETRY_DELAY).await,
             },
@@ -321,17 +379,32 @@ enum End {
     Reset,
 }
 
+/// What a connection's forwarding needs to know of it.
+#[derive(Clone, Copy, Debug)]
+struct Link {
+    /// Where it is forwarded to.
+    target: SocketAddr,
+    /// The client's IP, which picks its modes.
+    source: IpAddr,
+    /// The generation it was accepted in; a cut ends it.
+    generation: u64,
+}
+
 /// Serves one accepted connection: holds it while the link is isolated, connects to the
 /// target, and forwards both directions until they end or the connection is cut.
 async fn serve(
     mut client: TcpStream,
-    target: SocketAddr,
+    link: Link,
     mut control: watch::Receiver<Control>,
-    generation: u64,
     registration: Registration,
 ) {
+    let Link {
+        target,
+        source,
+        generation,
+    } = link;
     let released = control
-        .wait_for(|control| control.ends(generation) || !control.isolated())
+        .wait_for(|control| control.ends(generation) || !control.isolated(source))
         .await
         .is_ok_and(|control| !control.ends(generation));
     let upstream = if released {
@@ -355,8 +428,8 @@ async fn serve(
     let end = {
         let (client_read, client_write) = client.split();
         let (upstream_read, upstream_write) = upstream.split();
-        let forward = pump(client_read, upstream_write, Way::Forward, &control);
-        let backward = pump(upstream_read, client_write, Way::Backward, &control);
+        let forward = pump(client_read, upstream_write, Way::Forward, source, &control);
+        let backward = pump(upstream_read, client_write, Way::Backward, source, &control);
         let mut ended = control.clone();
         tokio::select! {
             pumped = async { tokio::try_join!(forward, backward) } => match pumped {
@@ -398,12 +471,13 @@ async fn pump(
     from: ReadHalf<'_>,
     to: WriteHalf<'_>,
     way: Way,
+    source: IpAddr,
     control: &watch::Receiver<Control>,
 ) -> io::Result<()> {
     let (chunks_tx, chunks_rx) = mpsc::channel(CHUNKS_QUEUED_MAX);
     tokio::try_join!(
-        read_chunks(from, chunks_tx, way, control.clone()),
-        write_chunks(to, chunks_rx, way, control.clone()),
+        read_chunks(from, chunks_tx, way, source, control.clone()),
+        write_chunks(to, chunks_rx, way, source, control.clone()),
     )?;
     Ok(())
 }
@@ -413,6 +487,7 @@ async fn read_chunks(
     from: ReadHalf<'_>,
     chunks: mpsc::Sender<Chunk>,
     way: Way,
+    source: IpAddr,
     control: watch::Receiver<Control>,
 ) -> io::Result<()> {
     let mut buf = vec![0; CHUNK_BYTES_MAX];
@@ -424,7 +499,7 @@ async fn read_chunks(
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
             Err(error) => return Err(error),
         };
-        let mode = way.mode(&control.borrow());
+        let mode = way.mode(&control.borrow(), source);
         if mode == Mode::Drop {
             continue;
         }
@@ -444,10 +519,11 @@ async fn write_chunks(
     mut to: WriteHalf<'_>,
     mut chunks: mpsc::Receiver<Chunk>,
     way: Way,
+    source: IpAddr,
     mut control: watch::Receiver<Control>,
 ) -> io::Result<()> {
     while let Some(chunk) = chunks.recv().await {
-        if release(&chunk, way, &mut control).await {
+        if release(&chunk, way, source, &mut control).await {
             write_all(&to, &chunk.bytes).await?;
         }
     }
@@ -456,9 +532,14 @@ async fn write_chunks(
 
 /// Waits until `chunk` may leave under the direction's current mode, following changes;
 /// returns false when it is to be discarded instead.
-async fn release(chunk: &Chunk, way: Way, control: &mut watch::Receiver<Control>) -> bool {
+async fn release(
+    chunk: &Chunk,
+    way: Way,
+    source: IpAddr,
+    control: &mut watch::Receiver<Control>,
+) -> bool {
     loop {
-        let mode = way.mode(&control.borrow_and_update());
+        let mode = way.mode(&control.borrow_and_update(), source);
         let due = match mode {
             Mode::Pass => return true,
             Mode::Drop => return false,
@@ -776,6 +857,54 @@ mod tests {
         let proxy = Proxy::start(target_addr);
         let mut client = TcpStream::connect(proxy.addr()).expect("connect to the proxy");
         assert_closed(&mut client);
+    }
+
+    /// Connects to `proxy` from `source`, as a node listening on that loopback IP dials.
+    async fn connect_from(source: Ipv4Addr, proxy: &Proxy) -> TcpStream {
+        let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+        socket
+            .bind(SocketAddr::from((source, 0)))
+            .expect("bind the source IP");
+        let stream = socket
+            .connect(proxy.addr())
+            .await
+            .expect("connect to the proxy");
+        let stream = stream.into_std().expect("a std stream");
+        stream.set_nonblocking(false).expect("blocking stream");
+        stream
+    }
+
+    #[tokio::test]
+    async fn set_from_drops_one_source_only_and_heal_restores_it() {
+        let target = Target::new();
+        let proxy = Proxy::start(target.addr());
+        let cut_off = Ipv4Addr::new(127, 0, 0, 2);
+        let mut client_cut = connect_from(cut_off, &proxy).await;
+        let mut server_cut = target.accept();
+        let mut client_kept = connect_from(Ipv4Addr::new(127, 0, 0, 3), &proxy).await;
+        let mut server_kept = target.accept();
+
+        proxy.set_from(IpAddr::V4(cut_off), Direction::Both, Mode::Drop);
+        send(&mut client_cut, b"lost");
+        assert_silent(&mut server_cut);
+        send(&mut server_cut, b"lost");
+        assert_silent(&mut client_cut);
+        send(&mut client_kept, b"kept");
+        assert_eq!(receive(&mut server_kept, 4), b"kept");
+        // The proxy-wide mode does not override a source's own.
+        proxy.set(Direction::Both, Mode::Pass);
+        let mut client_held = connect_from(cut_off, &proxy).await;
+        send(&mut client_held, b"held");
+        assert!(
+            target.accept_within(SILENCE).is_none(),
+            "a connection from an isolated source reached the target"
+        );
+
+        proxy.heal();
+        let mut server_held = target.accept();
+        assert_eq!(receive(&mut server_held, 4), b"held");
+        send(&mut client_cut, b"again");
+        assert_eq!(receive(&mut server_cut, 5), b"again");
     }
 
     #[test]
