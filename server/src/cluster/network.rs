@@ -61,6 +61,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             identity: self.identity.clone(),
             target,
             client: client(&node.addr, self.local_ip),
+            failed_opens: 0,
         }
     }
 }
@@ -89,6 +90,21 @@ pub struct Connection {
     target: u64,
     /// The client, or why the target's address cannot be used.
     client: Result<RaftServiceClient<Channel>, String>,
+    /// Stream opens that failed in a row (the target down or refusing us).
+    failed_opens: u32,
+}
+
+/// The pause after a failed stream open, doubling per failure in a row up to the maximum.
+/// openraft backs off between the requests of an open stream, not between failed opens, so
+/// without it a leader retries a node that is down as fast as connect fails.
+const REOPEN_PAUSE_MIN: Duration = Duration::from_millis(25);
+const REOPEN_PAUSE_MAX: Duration = Duration::from_millis(800);
+
+/// The pause after `failed_opens` failed opens in a row.
+fn reopen_pause(failed_opens: u32) -> Duration {
+    REOPEN_PAUSE_MIN
+        .saturating_mul(1 << failed_opens.min(16))
+        .min(REOPEN_PAUSE_MAX)
 }
 
 impl Connection {
@@ -166,19 +182,29 @@ impl RaftNetworkV2<TypeConfig> for Connection {
     {
         let header = self.header();
         let client = self.client();
+        let failed_opens = &mut self.failed_opens;
         Box::pin(async move {
-            let mut client = client?;
-            let requests = input.map(move |request| pb::StreamAppendRequest {
-                request: Some(wire::append_to_pb(header.clone(), &request)),
+            let opened = match client {
+                Ok(mut client) => {
+                    let requests = input.map(move |request| pb::StreamAppendRequest {
+                        request: Some(wire::append_to_pb(header.clone(), &request)),
+                    });
+                    client.stream_append(requests).await.map_err(rpc_error)
+                }
+                Err(err) => Err(err),
+            };
+            let answers = match opened {
+                Ok(answers) => answers.into_inner(),
+                Err(err) => {
+                    tokio::time::sleep(reopen_pause(*failed_opens)).await;
+                    *failed_opens = failed_opens.saturating_add(1);
+                    return Err(err);
+                }
+            };
+            *failed_opens = 0;
+            let answers = answers.map(|answer| {
+                wire::stream_result_from_pb(answer.map_err(rpc_error)?).map_err(decode_error)
             });
-            let answers = client
-                .stream_append(requests)
-                .await
-                .map_err(rpc_error)?
-                .into_inner()
-                .map(|answer| {
-                    wire::stream_result_from_pb(answer.map_err(rpc_error)?).map_err(decode_error)
-                });
             Ok(Box::pin(answers) as BoxStream<'s, _>)
         })
     }

@@ -413,6 +413,11 @@ impl Member {
     }
 
     /// Whether it runs.
+    /// Its log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     pub fn running(&self) -> bool {
         self.child.is_some()
     }

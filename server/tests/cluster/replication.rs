@@ -62,6 +62,32 @@ async fn a_follower_that_was_down_catches_up_by_log() {
     assert_eq!(cluster.local_log(follower).await.len(), 41);
 }
 
+/// A leader whose follower is down retries it with growing pauses, not as fast as connect
+/// fails. Catches a retry loop that fills the leader's disk with its log while a node is away
+/// (it wrote tens of thousands of lines a second).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_retries_a_down_follower_with_pauses() {
+    let mut cluster = Cluster::start(3).await;
+    let leader = cluster.leader().await;
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    cluster.append_at_leader("order-9", "first").await;
+    cluster.member(follower).kill();
+    cluster.append_at_leader("order-9", "second").await;
+    let lines_before = cluster.member(leader).log_text().lines().count();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let lines_after = cluster.member(leader).log_text().lines().count();
+    // Heartbeats fail ten times a second; replication retries at most a few times a second
+    // once its pauses have grown. Without pauses this was over 100,000 lines.
+    assert!(
+        lines_after - lines_before < 300,
+        "the leader logged {} lines in 3 s while node {follower} was down:\n{}",
+        lines_after - lines_before,
+        cluster.logs()
+    );
+    cluster.member(follower).start();
+    cluster.assert_replicas_identical().await;
+}
+
 /// A follower that fell behind past the leader's log (purged after a snapshot) is caught up
 /// by a snapshot of sealed segments, and ends byte-identical. Catches a snapshot transfer or
 /// install that loses or reorders events.
