@@ -17,6 +17,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use openraft::ReadPolicy;
+use openraft::async_runtime::WatchReceiver;
 use openraft::raft::TransferLeaderRequest;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
@@ -25,7 +26,7 @@ use super::identity::Identity;
 use super::node::Raft;
 use super::pb;
 use super::pb::raft_service_server::RaftService;
-use super::state::{Snapshot, SnapshotDir, decode_snapshot_meta};
+use super::state::{Snapshot, SnapshotDir, check_received, decode_snapshot_meta};
 use super::wire;
 use crate::limits::{SNAPSHOT_CHUNK_TIMEOUT, SNAPSHOT_FILES_MAX};
 
@@ -59,6 +60,32 @@ impl Peers {
             .check(header.target_node_id, &header.cluster_id)
             .map_err(|mismatch| Status::failed_precondition(mismatch.to_string()))
     }
+
+    /// A vote or a leader's message comes from the node its vote names, and that node is a
+    /// member as this node knows the membership (a node that knows none yet takes any). A node
+    /// outside the cluster, such as a removed one, cannot start an election here.
+    fn check_sender(
+        &self,
+        header: Option<&pb::Header>,
+        vote: Option<&pb::Vote>,
+    ) -> Result<(), Status> {
+        let source = header.map_or(0, |header| header.source_node_id);
+        let named = vote.map_or(0, |vote| vote.node_id);
+        if source != named {
+            return Err(Status::invalid_argument(format!(
+                "header.source_node_id is {source}, but the vote names node {named}"
+            )));
+        }
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow_watched();
+        let membership = metrics.membership_config.membership();
+        if membership.nodes().next().is_some() && membership.get_node(&source).is_none() {
+            return Err(Status::failed_precondition(format!(
+                "node {source} is not a member of this node's cluster"
+            )));
+        }
+        Ok(())
+    }
 }
 
 fn invalid(err: std::io::Error) -> Status {
@@ -77,6 +104,7 @@ impl RaftService for Peers {
     ) -> Result<Response<pb::AppendEntriesResponse>, Status> {
         let request = request.into_inner();
         self.check(request.header.as_ref())?;
+        self.check_sender(request.header.as_ref(), request.vote.as_ref())?;
         let request = wire::append_from_pb(request).map_err(invalid)?;
         let response = self.raft.append_entries(request).await.map_err(stopped)?;
         Ok(Response::new(wire::append_response_to_pb(&response)))
@@ -100,6 +128,7 @@ impl RaftService for Peers {
                     .request
                     .ok_or_else(|| Status::invalid_argument("request is missing"))?;
                 peers.check(request.header.as_ref())?;
+                peers.check_sender(request.header.as_ref(), request.vote.as_ref())?;
                 wire::append_from_pb(request).map_err(invalid)
             });
             match checked {
@@ -139,6 +168,7 @@ impl RaftService for Peers {
     ) -> Result<Response<pb::VoteResponse>, Status> {
         let request = request.into_inner();
         self.check(request.header.as_ref())?;
+        self.check_sender(request.header.as_ref(), request.vote.as_ref())?;
         let request = wire::vote_request_from_pb(request).map_err(invalid)?;
         let response = self.raft.vote(request).await.map_err(stopped)?;
         Ok(Response::new(wire::vote_response_to_pb(&response)))
@@ -153,6 +183,7 @@ impl RaftService for Peers {
             .request
             .ok_or_else(|| Status::invalid_argument("request is missing"))?;
         self.check(request.header.as_ref())?;
+        self.check_sender(request.header.as_ref(), request.vote.as_ref())?;
         let request = wire::vote_request_from_pb(request).map_err(invalid)?;
         let response = self.raft.pre_vote(request).await.map_err(stopped)?;
         Ok(Response::new(pb::PreVoteResponse {
@@ -186,7 +217,20 @@ impl RaftService for Peers {
         let dir = self
             .snapshots_dir
             .join(format!("incoming-{}-{transfer}.tmp", std::process::id()));
-        let received = receive_files(&dir, &header.files, &mut parts).await;
+        let mut received = receive_files(&dir, &header.files, &mut parts).await;
+        if received.is_ok() {
+            // A checkpoint that does not hold what its metadata says is refused here, as an
+            // answer to the sender; handed to openraft, an install that fails stops the node.
+            let (dir, meta) = (dir.clone(), meta.clone());
+            received = tokio::task::spawn_blocking(move || check_received(&dir, &meta))
+                .await
+                .map_err(|err| Status::internal(format!("checking the snapshot: {err}")))
+                .and_then(|checked| {
+                    checked.map(drop).map_err(|err| {
+                        Status::invalid_argument(format!("the snapshot is refused: {err}"))
+                    })
+                });
+        }
         let result = match received {
             Ok(()) => {
                 let snapshot = Snapshot {
@@ -236,7 +280,12 @@ impl RaftService for Peers {
             .raft
             .ensure_linearizable(ReadPolicy::ReadIndex)
             .await
-            .map_err(|err| Status::unavailable(format!("no read index: {err}")))?;
+            .map_err(|err| match err {
+                openraft::error::RaftError::APIError(
+                    openraft::error::LinearizableReadError::ForwardToLeader(_),
+                ) => Status::unavailable("no read index: this node is not the leader"),
+                err => Status::unavailable(format!("no read index: {err}")),
+            })?;
         Ok(Response::new(pb::ReadIndexResponse {
             index: read.log_id().index,
         }))

@@ -380,14 +380,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: SnapshotDir,
     ) -> io::Result<()> {
         let source = snapshot.0;
-        let manifest = causeway_core::store::Manifest::read(&source).map_err(core_error)?;
-        manifest.verify(&source).map_err(core_error)?;
-        if manifest.applied.map(to_log_id) != meta.last_log_id {
-            return Err(codec::invalid(format!(
-                "snapshot checkpoint holds entries through {:?}, its metadata says {:?}",
-                manifest.applied, meta.last_log_id
-            )));
-        }
+        let manifest = check_received(&source, meta)?;
         let mut machine = self.lock();
         let disk = machine.disk.clone();
 
@@ -408,6 +401,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             current: meta.last_membership.clone(),
         };
         write_memberships(&*disk, &generation_dir, &memberships)?;
+        // The new generation is opened and checked before CURRENT names it: a checkpoint that
+        // does not open as the snapshot says leaves the old state in force.
+        let store = Arc::new(open_store(&generation_dir, machine.signer.clone())?);
+        let applied = store.applied().map(to_log_id);
+        if applied != meta.last_log_id {
+            let _ = store.close();
+            let _ = fs::remove_dir_all(&generation_dir);
+            return Err(codec::invalid(format!(
+                "installed store has applied {applied:?}, the snapshot says {:?}",
+                meta.last_log_id
+            )));
+        }
         disk.sync_dir(&machine.dir)?;
         metafile::write(
             &*disk,
@@ -416,15 +421,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             &generation.to_le_bytes(),
         )
         .map_err(core_error)?;
-
-        let store = Arc::new(open_store(&generation_dir, machine.signer.clone())?);
-        let applied = store.applied().map(to_log_id);
-        if applied != meta.last_log_id {
-            return Err(codec::invalid(format!(
-                "installed store has applied {applied:?}, the snapshot says {:?}",
-                meta.last_log_id
-            )));
-        }
         let old = std::mem::replace(&mut machine.store, store.clone());
         machine.live.replace(store);
         old.close().map_err(core_error)?;
@@ -502,6 +498,25 @@ async fn answer_all(
         answer_one(pending).await?;
     }
     Ok(())
+}
+
+/// Checks a snapshot received into `dir` against its metadata before anything is installed:
+/// the checkpoint's manifest parses, every file it names is there with its length and blake3
+/// and nothing else is, and it holds entries exactly through the metadata's last log id.
+/// Returns the manifest.
+pub fn check_received(
+    dir: &Path,
+    meta: &SnapshotMeta,
+) -> io::Result<causeway_core::store::Manifest> {
+    let manifest = causeway_core::store::Manifest::read(dir).map_err(core_error)?;
+    manifest.verify(dir).map_err(core_error)?;
+    if manifest.applied.map(to_log_id) != meta.last_log_id {
+        return Err(codec::invalid(format!(
+            "snapshot checkpoint holds entries through {:?}, its metadata says {:?}",
+            manifest.applied, meta.last_log_id
+        )));
+    }
+    Ok(manifest)
 }
 
 /// The directory name of store generation (or snapshot) `generation`.

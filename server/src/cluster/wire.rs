@@ -13,7 +13,7 @@ use openraft::raft::{
 };
 
 use super::codec::{self, invalid};
-use super::types::{LogId, TypeConfig, Vote, log_id};
+use super::types::{Entry, LogId, TypeConfig, Vote, log_id};
 use crate::cluster::pb;
 
 /// The wire form of a vote.
@@ -75,12 +75,47 @@ pub fn append_from_pb(
         .iter()
         .map(|bytes| codec::decode_entry(bytes))
         .collect::<io::Result<Vec<_>>>()?;
+    let vote_term = request.vote.as_ref().map_or(0, |vote| vote.term);
+    let prev_log_id = log_id_from_pb(request.prev_log_id);
+    check_entries_follow(prev_log_id.as_ref(), &entries, vote_term)?;
     Ok(AppendEntriesRequest {
         vote: vote_from_pb(request.vote, "vote")?,
-        prev_log_id: log_id_from_pb(request.prev_log_id),
+        prev_log_id,
         entries,
         leader_commit: log_id_from_pb(request.leader_commit),
     })
+}
+
+/// Entries must continue the log right after `prev` (index 0 after none), without a gap, with
+/// terms that never fall and never pass the sender's vote. openraft takes the entries as they
+/// come, and a log that is handed a gap stops the node, so a malformed request is refused here.
+fn check_entries_follow(prev: Option<&LogId>, entries: &[Entry], vote_term: u64) -> io::Result<()> {
+    let mut next_index = match prev {
+        Some(prev) => prev.index.checked_add(1).ok_or_else(|| {
+            invalid("prev_log_id.index is the largest index; no entry can follow it".into())
+        })?,
+        None => 0,
+    };
+    let mut term_floor = prev.map_or(0, |prev| prev.leader_id.term);
+    for (entry_idx, entry) in entries.iter().enumerate() {
+        if entry.log_id.index != next_index {
+            return Err(invalid(format!(
+                "entries[{entry_idx}] has index {}, but {next_index} comes next after \
+                 prev_log_id",
+                entry.log_id.index
+            )));
+        }
+        let term = entry.log_id.leader_id.term;
+        if term < term_floor || term > vote_term {
+            return Err(invalid(format!(
+                "entries[{entry_idx}] has term {term}, outside {term_floor}..={vote_term} \
+                 (the term before it, and the sender's vote)"
+            )));
+        }
+        term_floor = term;
+        next_index = next_index.saturating_add(1);
+    }
+    Ok(())
 }
 
 /// The wire form of an AppendEntries response.
@@ -193,4 +228,68 @@ pub fn stream_result_from_pb(
         )?)),
         None => return Err(invalid("stream append response has no result".to_string())),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::EntryPayload;
+
+    use super::*;
+
+    fn append(
+        prev: Option<(u64, u64)>,
+        entries: &[(u64, u64)],
+        vote_term: u64,
+    ) -> pb::AppendEntriesRequest {
+        pb::AppendEntriesRequest {
+            header: None,
+            vote: Some(pb::Vote {
+                term: vote_term,
+                node_id: 1,
+                committed: true,
+            }),
+            prev_log_id: prev.map(|(term, index)| pb::LogId { term, index }),
+            entries: entries
+                .iter()
+                .map(|(term, index)| {
+                    codec::encode_entry(&Entry {
+                        log_id: log_id(*term, *index),
+                        payload: EntryPayload::Blank,
+                    })
+                    .into()
+                })
+                .collect(),
+            leader_commit: None,
+        }
+    }
+
+    #[test]
+    fn entries_that_follow_prev_are_taken() {
+        for request in [
+            append(None, &[(1, 0), (1, 1)], 1),
+            append(Some((1, 4)), &[(1, 5), (2, 6), (3, 7)], 3),
+            append(Some((2, 9)), &[], 2),
+        ] {
+            append_from_pb(request).expect("well-formed entries");
+        }
+    }
+
+    #[test]
+    fn a_gap_a_falling_term_or_a_term_past_the_vote_is_refused() {
+        let cases = [
+            (append(Some((1, 10)), &[(1, 12345678)], 1), "comes next"),
+            (append(Some((1, 10)), &[(1, 11), (1, 13)], 1), "comes next"),
+            (append(None, &[(1, 1)], 1), "comes next"),
+            (append(Some((1, 10)), &[(1, 10)], 1), "comes next"),
+            (append(Some((1, u64::MAX)), &[(1, 0)], 1), "largest index"),
+            (append(Some((3, 10)), &[(2, 11)], 3), "outside"),
+            (append(Some((1, 10)), &[(2, 11), (1, 12)], 2), "outside"),
+            (append(Some((1, 10)), &[(5, 11)], 4), "outside"),
+        ];
+        for (case_idx, (request, expected)) in cases.into_iter().enumerate() {
+            let err = append_from_pb(request).expect_err("a malformed append");
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData, "case {case_idx}");
+            assert!(err.to_string().contains(expected), "case {case_idx}: {err}");
+        }
+    }
 }

@@ -8,10 +8,12 @@
 //! - `replication`: acknowledged writes survive crashes; followers catch up by log and snapshot.
 //! - `partition`: cut-off leaders acknowledge nothing; healed followers do not depose leaders.
 //! - `membership`: members join and leave under load; a single node grows into a cluster.
+//! - `hostile`: malformed or stranger's node-to-node requests crash nothing and depose no one.
 //! - `nemesis`: a seeded run of kills and partitions under concurrent clients, then the checker.
 
 mod clients;
 mod history;
+mod hostile;
 mod membership;
 mod nemesis;
 mod nodes;

@@ -1,0 +1,149 @@
+//! A hostile sender on the node-to-node service: requests that carry the right cluster id and
+//! target (both are public: `GetClusterStatus` tells them) but are malformed or come from
+//! outside the membership. Each is refused with a typed error; no node stops, no leader is
+//! deposed. (A well-formed forgery from a member's id is for authentication, not for checks.)
+
+use causeway_server::cluster::pb as raft_pb;
+use causeway_server::cluster::state::encode_snapshot_meta;
+use causeway_server::cluster::types::{SnapshotMeta, log_id};
+use raft_pb::raft_service_client::RaftServiceClient;
+use tonic::Code;
+use tonic::transport::Channel;
+
+use crate::nodes::{Cluster, channel, pb};
+
+fn header(target: u64, source: u64, cluster_id: &str) -> Option<raft_pb::Header> {
+    Some(raft_pb::Header {
+        target_node_id: target,
+        source_node_id: source,
+        cluster_id: cluster_id.to_string(),
+    })
+}
+
+fn vote(term: u64, node_id: u64) -> Option<raft_pb::Vote> {
+    Some(raft_pb::Vote {
+        term,
+        node_id,
+        committed: true,
+    })
+}
+
+async fn peer(cluster: &Cluster, id: u64) -> RaftServiceClient<Channel> {
+    let addr = cluster.members[(id - 1) as usize].addr;
+    RaftServiceClient::new(channel(addr).await)
+}
+
+async fn status(cluster: &Cluster, id: u64) -> pb::GetClusterStatusResponse {
+    cluster
+        .status(id)
+        .await
+        .expect("the node answers its status")
+}
+
+/// Malformed entries, a checkpoint that does not parse, and a vote from a node outside the
+/// membership are each refused; every node keeps running and the leader keeps its term.
+/// Catches a node that hands a gap to its log (which stops it), installs a snapshot that
+/// fails (which stops it), or lets a stranger's vote with a higher term depose the leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_peer_crashes_no_node_and_deposes_no_leader() {
+    let mut cluster = Cluster::start(3).await;
+    let leader = cluster.leader().await;
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    cluster.append_at_leader("order-7", "first").await;
+    let before = status(&cluster, follower).await;
+    let (term, cluster_id) = (before.term, before.cluster_id.clone());
+
+    // Entries that leave a gap after prev_log_id, as the leader's vote.
+    let gap = raft_pb::AppendEntriesRequest {
+        header: header(follower, leader, &cluster_id),
+        vote: vote(term, leader),
+        prev_log_id: Some(raft_pb::LogId {
+            term,
+            index: before.last_log_index,
+        }),
+        entries: vec![
+            causeway_server::cluster::codec::encode_entry(&openraft::Entry {
+                log_id: log_id(term, 12_345_678),
+                payload: openraft::EntryPayload::Blank,
+            })
+            .into(),
+        ],
+        leader_commit: None,
+    };
+    let refused = peer(&cluster, follower)
+        .await
+        .append_entries(gap)
+        .await
+        .expect_err("entries with a gap");
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+
+    // A snapshot whose checkpoint manifest is not a manifest.
+    let meta = SnapshotMeta {
+        last_log_id: Some(log_id(term, before.last_log_index + 10)),
+        last_membership: Default::default(),
+    };
+    let junk = b"not json!!!".to_vec();
+    let parts = vec![
+        raft_pb::InstallSnapshotRequest {
+            part: Some(raft_pb::install_snapshot_request::Part::Header(
+                raft_pb::SnapshotHeader {
+                    header: header(follower, leader, &cluster_id),
+                    vote: vote(term, leader),
+                    meta: encode_snapshot_meta(&meta).into(),
+                    files: vec![raft_pb::SnapshotFile {
+                        name: causeway_core::store::MANIFEST_FILE.to_string(),
+                        length: junk.len() as u64,
+                    }],
+                },
+            )),
+        },
+        raft_pb::InstallSnapshotRequest {
+            part: Some(raft_pb::install_snapshot_request::Part::Chunk(
+                raft_pb::SnapshotChunk { data: junk.into() },
+            )),
+        },
+    ];
+    let refused = peer(&cluster, follower)
+        .await
+        .install_snapshot(tokio_stream::iter(parts))
+        .await
+        .expect_err("a snapshot that does not parse");
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+
+    // A leadership-transfer vote with a far higher term from a node that is no member.
+    let stranger = raft_pb::VoteRequest {
+        header: header(leader, 99, &cluster_id),
+        vote: Some(raft_pb::Vote {
+            term: term + 2000,
+            node_id: 99,
+            committed: false,
+        }),
+        last_log_id: Some(raft_pb::LogId {
+            term: term + 2000,
+            index: u64::MAX / 2,
+        }),
+        leadership_transfer: true,
+    };
+    let refused = peer(&cluster, leader)
+        .await
+        .vote(stranger)
+        .await
+        .expect_err("a stranger's vote");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+
+    for id in 1..=3 {
+        assert!(
+            cluster.member(id).running(),
+            "node {id} stopped:\n{}",
+            cluster.logs()
+        );
+    }
+    let after = status(&cluster, leader).await;
+    assert_eq!(
+        (after.leader_id, after.term),
+        (leader, term),
+        "the leader was deposed"
+    );
+    cluster.append_at_leader("order-7", "second").await;
+    cluster.assert_replicas_identical().await;
+}
