@@ -105,7 +105,7 @@ pub struct Args {
     #[arg(long, env = "CAUSEWAY_HEARTBEAT_MS")]
     pub heartbeat_ms: Option<u64>,
     /// How long a follower waits without a heartbeat before standing for election, in
-    /// milliseconds; each wait is drawn between this and twice this [default: 500].
+    /// milliseconds; each wait is drawn between this and 1.5 times this [default: 500].
     #[arg(long, env = "CAUSEWAY_ELECTION_TIMEOUT_MS")]
     pub election_timeout_ms: Option<u64>,
     /// Entries applied between two snapshots of a cluster node's store [default: 200000].
@@ -188,8 +188,8 @@ pub struct ClusterConfig {
     pub advertise: String,
     /// The leader's heartbeat interval.
     pub heartbeat: Duration,
-    /// The shortest election timeout; each is drawn between this and twice this. Failover
-    /// takes about this long plus an election round trip.
+    /// The shortest election timeout; each is drawn between this and 1.5 times this, which is
+    /// also the leader lease. Failover takes about twice this plus an election round trip.
     pub election_timeout: Duration,
     /// Entries applied between two snapshots.
     pub snapshot_entries: u64,

@@ -179,8 +179,8 @@ pub const HEARTBEAT_MS_DEFAULT: u64 = 100;
 pub const HEARTBEAT_MS_MIN: u64 = 10;
 /// The longest heartbeat interval accepted, in milliseconds.
 pub const HEARTBEAT_MS_MAX: u64 = 10_000;
-/// The default shortest election timeout, in milliseconds (each is drawn between it and
-/// twice it). A crashed leader is replaced within about twice this.
+/// The default shortest election timeout, in milliseconds (each is drawn between it and 1.5
+/// times it, the leader lease). A crashed leader is replaced within about 2.5 times this.
 pub const ELECTION_TIMEOUT_MS_DEFAULT: u64 = 500;
 /// The longest election timeout accepted, in milliseconds.
 pub const ELECTION_TIMEOUT_MS_MAX: u64 = 60_000;
@@ -202,6 +202,9 @@ pub const READ_INDEX_WAIT: Duration = Duration::from_secs(5);
 /// How long a write waits for the cluster to commit and apply it before it is answered
 /// UNAVAILABLE (its outcome then unknown to the client).
 pub const COMMIT_WAIT: Duration = Duration::from_secs(10);
+/// How long AddLearner waits for the new learner to catch up before it answers with the
+/// change made and the learner still catching up.
+pub const LEARNER_WAIT: Duration = Duration::from_secs(10);
 
 /// The HTTP/2 flow-control window of one stream, for every connection this server takes and
 /// every connection to a peer: how much a sender may have in flight on a stream before it

@@ -73,6 +73,12 @@ impl ClusterService for Admin {
         let mut voters = BTreeMap::new();
         for (voter_idx, voter) in request.voters.iter().enumerate() {
             let (id, address) = member(voter, &format!("voters[{voter_idx}]"))?;
+            if let Some((other, _)) = voters.iter().find(|(_, known)| **known == address) {
+                return Err(to_status(Error::invalid(
+                    format!("voters[{voter_idx}].address"),
+                    format!("{address} is also given for node {other}; each node has its own"),
+                )));
+            }
             if voters.insert(id, address).is_some() {
                 return Err(to_status(Error::invalid(
                     format!("voters[{voter_idx}].node_id"),

@@ -48,7 +48,7 @@ use super::rpc::Peers;
 use super::state::{STORE_DIR, StateMachine, generation_name};
 use super::types::{Proposal, Response, TypeConfig};
 use crate::config::ClusterConfig;
-use crate::limits::{COMMIT_WAIT, PEER_TIMEOUT, READ_INDEX_WAIT};
+use crate::limits::{COMMIT_WAIT, LEARNER_WAIT, PEER_TIMEOUT, READ_INDEX_WAIT};
 use crate::live::LiveStore;
 use crate::status::Error;
 
@@ -122,7 +122,10 @@ impl ClusterNode {
             cluster_name: CLUSTER_NAME.to_string(),
             heartbeat_interval: config.heartbeat.as_millis() as u64,
             election_timeout_min: config.election_timeout.as_millis() as u64,
-            election_timeout_max: 2 * config.election_timeout.as_millis() as u64,
+            // openraft's leader lease is the longest timeout: a follower grants no vote until
+            // it has heard nothing from the leader for that long, so a narrow range keeps
+            // failover short.
+            election_timeout_max: config.election_timeout.as_millis() as u64 * 3 / 2,
             enable_pre_vote: Some(true),
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_entries),
             max_in_snapshot_log_to_keep: config.log_keep_entries,
@@ -200,11 +203,14 @@ impl ClusterNode {
 
     /// Refuses at once when this node is not the leader; the cheap check before stamping.
     pub fn check_leader(&self) -> Result<(), Error> {
-        if self.raft.metrics().borrow_watched().state == ServerState::Leader {
-            Ok(())
-        } else {
-            Err(self.not_leader("this node is not the leader"))
-        }
+        let reason = match self.raft.metrics().borrow_watched().state {
+            ServerState::Leader => return Ok(()),
+            ServerState::Follower => "this node is a follower",
+            ServerState::Candidate => "an election is under way",
+            ServerState::Learner => "this node is a learner",
+            ServerState::Shutdown => "this node is shutting down",
+        };
+        Err(self.not_leader(reason))
     }
 
     /// Proposes a stamped command and answers what applying it answered.
@@ -324,11 +330,26 @@ impl ClusterNode {
         if voters.is_empty() {
             voters.insert(self.node_id(), self.advertise.clone());
         }
-        if !voters.contains_key(&self.node_id()) {
-            return Err(Error::invalid(
-                "voters",
-                format!("the voters must include this node ({})", self.node_id()),
-            ));
+        match voters.get(&self.node_id()) {
+            None => {
+                return Err(Error::invalid(
+                    "voters",
+                    format!("the voters must include this node ({})", self.node_id()),
+                ));
+            }
+            // Peers and redirected clients would be sent to the address given here.
+            Some(address) if *address != self.advertise => {
+                return Err(Error::invalid(
+                    "voters",
+                    format!(
+                        "this node ({}) is given as {address}, but it advertises {} \
+                         (--advertise, or --listen)",
+                        self.node_id(),
+                        self.advertise
+                    ),
+                ));
+            }
+            Some(_) => {}
         }
         let cluster_id = self
             .identity
@@ -340,10 +361,10 @@ impl ClusterNode {
             .collect();
         match self.raft.initialize(members).await {
             Ok(()) => {}
-            Err(RaftError::APIError(InitializeError::NotAllowed(err))) => {
-                return Err(Error::Precondition(format!(
-                    "this node already belongs to a cluster; init is done once ({err})"
-                )));
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
+                return Err(Error::Precondition(
+                    "this node already belongs to a cluster; init is done once".to_string(),
+                ));
             }
             Err(err) => return Err(cluster_error("forming the cluster", err)),
         }
@@ -403,12 +424,51 @@ impl ClusterNode {
         address: String,
     ) -> Result<pb_admin::Membership, Error> {
         self.check_leader()?;
-        let written = self
+        if let Some(known) = self.member_address(node_id)
+            && known != address
+        {
+            return Err(Error::Precondition(format!(
+                "node {node_id} is already a member, at {known}; remove it first to give it \
+                 another address"
+            )));
+        }
+        let added = self
             .raft
-            .add_learner(node_id, BasicNode::new(address), true)
-            .await
-            .map_err(|err| self.change_error(err))?;
-        Ok(membership_of(written.membership.as_ref()))
+            .add_learner(node_id, BasicNode::new(address), true);
+        match tokio::time::timeout(LEARNER_WAIT, added).await {
+            Ok(written) => {
+                let written = written.map_err(|err| self.change_error(err))?;
+                Ok(membership_of(written.membership.as_ref()))
+            }
+            // The learner is a member and goes on catching up; or the change itself is not
+            // through, and its outcome is unknown.
+            Err(_) => {
+                let metrics = self.raft.metrics();
+                let metrics = metrics.borrow_watched();
+                let membership = metrics.membership_config.membership();
+                if membership.get_node(&node_id).is_some() {
+                    Ok(membership_of(Some(membership)))
+                } else {
+                    Err(Error::ClusterUnavailable {
+                        detail: format!(
+                            "adding node {node_id} was not committed within {LEARNER_WAIT:?}"
+                        ),
+                        outcome_unknown: true,
+                    })
+                }
+            }
+        }
+    }
+
+    /// The address of member `node_id` (voter or learner), if it is one.
+    fn member_address(&self, node_id: u64) -> Option<String> {
+        self.raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .membership()
+            .get_node(&node_id)
+            .map(|node| node.addr.clone())
     }
 
     /// Makes a learner a voter.
@@ -425,6 +485,11 @@ impl ClusterNode {
     /// Removes a node: a voter is demoted first, then the learner removed.
     pub async fn remove(&self, node_id: u64) -> Result<pb_admin::Membership, Error> {
         self.check_leader()?;
+        if self.member_address(node_id).is_none() {
+            return Err(Error::Precondition(format!(
+                "node {node_id} is not a member of the cluster"
+            )));
+        }
         let is_voter = self
             .raft
             .metrics()

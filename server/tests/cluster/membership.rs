@@ -321,3 +321,66 @@ async fn a_single_node_grows_into_three_without_losing_data() {
         );
     }
 }
+
+/// Cluster changes that could never work are refused before anything changes: two voters on
+/// one address, this node under an address it does not advertise, a member re-added at
+/// another address, the removal of a node that is no member. Catches an init that leaves a
+/// cluster that can never elect a leader, or followers that redirect clients to a dead
+/// address, and changes that silently do nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn impossible_membership_changes_are_refused() {
+    let mut cluster = Cluster::new(3);
+    for id in 1..=3 {
+        cluster.member(id).start();
+    }
+    let mut admin = cluster.admin(1).await;
+    let shared_address = pb::ClusterNode {
+        node_id: 2,
+        address: cluster.node(1).address,
+    };
+    let refused = admin
+        .init_cluster(pb::InitClusterRequest {
+            voters: vec![cluster.node(1), shared_address],
+        })
+        .await
+        .expect_err("two voters on one address");
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(
+        refused.message().contains("also given for node 1"),
+        "{refused:?}"
+    );
+
+    let elsewhere = pb::ClusterNode {
+        node_id: 1,
+        address: "127.0.0.1:1".to_string(),
+    };
+    let refused = admin
+        .init_cluster(pb::InitClusterRequest {
+            voters: vec![elsewhere, cluster.node(2)],
+        })
+        .await
+        .expect_err("this node under another address");
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(refused.message().contains("advertises"), "{refused:?}");
+
+    cluster.init_all().await;
+    let leader = cluster.leader().await;
+    let mut admin = cluster.admin(leader).await;
+    let moved = pb::ClusterNode {
+        node_id: leader % 3 + 1,
+        address: "127.0.0.9:7".to_string(),
+    };
+    let refused = admin
+        .add_learner(pb::AddLearnerRequest { node: Some(moved) })
+        .await
+        .expect_err("a member at another address");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    let refused = admin
+        .remove_node(pb::RemoveNodeRequest { node_id: 9 })
+        .await
+        .expect_err("no such member");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    let status = cluster.status(leader).await.expect("the leader's status");
+    let voters = voter_ids(status.membership.as_ref());
+    assert_eq!(voters, vec![1, 2, 3]);
+}
