@@ -59,7 +59,7 @@ pub const FOLLOW_ATTEMPTS_MAX: u32 = 32;
 /// unreachable); each further pause doubles, up to [`FOLLOW_PAUSE_MAX`].
 pub const FOLLOW_PAUSE_MIN: Duration = Duration::from_millis(50);
 /// The longest pause between two sends of one call.
-pub const FOLLOW_PAUSE_MAX: Duration = Duration::from_millis(500);
+pub const FOLLOW_PAUSE_MAX: Duration = Duration::from_millis(250);
 /// How long [`crate::ClusterAdmin::status_at`] waits for one member's status, so a member that
 /// is down or cut off shows as unreachable in a survey instead of holding it up.
 pub const MEMBER_STATUS_TIMEOUT: Duration = Duration::from_secs(3);

@@ -121,6 +121,25 @@ pub(crate) fn next_step(error: &Error, idempotence: Idempotence) -> Step {
     }
 }
 
+/// The error a caller sees: a write that is not sent again after a failure that may have
+/// come after the server applied it (a connection broken with the request sent) is
+/// [`Error::OutcomeUnknown`], not a plain failure.
+pub(crate) fn settled(error: Error, idempotence: Idempotence) -> Error {
+    let ambiguous = idempotence == Idempotence::NotIdempotent
+        && next_step(&error, Idempotence::Idempotent) == Step::PauseAndRotate
+        && next_step(&error, Idempotence::NotIdempotent) == Step::Stop;
+    match error {
+        Error::Status(status) if ambiguous => Error::OutcomeUnknown {
+            message: format!(
+                "{} (the request was sent and may have been applied; an idempotency key makes \
+                 sending it again safe)",
+                error_chain(&status)
+            ),
+        },
+        error => error,
+    }
+}
+
 /// True when the status says the connection could not be made, so the request never left.
 pub(crate) fn never_sent(status: &tonic::Status) -> bool {
     let mut source = std::error::Error::source(status);
@@ -255,10 +274,10 @@ impl Router {
             };
             let left = deadline.saturating_duration_since(Instant::now());
             if !self.follows || n_attempts >= FOLLOW_ATTEMPTS_MAX || left.is_zero() {
-                return Err(error);
+                return Err(settled(error, idempotence));
             }
             match next_step(&error, idempotence) {
-                Step::Stop => return Err(error),
+                Step::Stop => return Err(settled(error, idempotence)),
                 // An address that is no URI cannot be followed; the caller sees where it was.
                 Step::Redirect(leader) if endpoint(&uri(&leader)).is_err() => return Err(error),
                 Step::Redirect(leader) if uri(&leader) != address => self.redirect(&leader),
@@ -447,6 +466,29 @@ mod tests {
             };
             assert_eq!(next_step(&unreachable, idempotence), Step::PauseAndRotate);
         }
+    }
+
+    #[test]
+    fn a_write_cut_off_after_it_was_sent_has_an_unknown_outcome() {
+        let broken = Error::from(tonic::Status::from_error(Box::new(std::io::Error::other(
+            "connection reset",
+        ))));
+        let Error::OutcomeUnknown { message } = settled(broken, Idempotence::NotIdempotent) else {
+            panic!("expected OutcomeUnknown");
+        };
+        assert!(message.contains("connection reset"), "{message}");
+        let broken = Error::from(tonic::Status::from_error(Box::new(std::io::Error::other(
+            "connection reset",
+        ))));
+        assert!(matches!(
+            settled(broken, Idempotence::Idempotent),
+            Error::Status(_)
+        ));
+        let denied = Error::from(tonic::Status::invalid_argument("entity is empty"));
+        assert!(matches!(
+            settled(denied, Idempotence::NotIdempotent),
+            Error::Status(_)
+        ));
     }
 
     #[test]
