@@ -4,8 +4,10 @@
 # and its log in ${CLUSTER_DIR}/node-N.log. Then forms the cluster on node 1 with all three
 # as voters and prints the status. Nothing else is needed: the whole of 127/8 is loopback.
 #
-#   deploy/local-cluster.sh            # build, start, initialise, print status
+#   deploy/local-cluster.sh            # build, start what is not running, initialise, status
 #   deploy/local-cluster.sh stop       # stop the three nodes (SIGTERM)
+#
+# Run again after a node was killed, it starts that node alone; the others keep running.
 #
 # Environment: CLUSTER_DIR (default ./causeway-cluster), CAUSEWAY_PORT (default 50051),
 # PROFILE (debug or release, default release), CAUSEWAYD and CAUSEWAY (binaries to use
@@ -46,13 +48,15 @@ mkdir -p "${cluster_dir}"
 for n in 1 2 3; do
     pid_file="${cluster_dir}/node-${n}.pid"
     if [ -f "${pid_file}" ] && kill -0 "$(cat "${pid_file}")" 2>/dev/null; then
-        echo "node ${n} is already running (pid $(cat "${pid_file}")); '$0 stop' first"
-        exit 1
+        echo "node ${n} is running (pid $(cat "${pid_file}"))"
+        continue
     fi
+    # The log is appended to, so a restart keeps what the node said before it went down.
     "${CAUSEWAYD}" --node-id "${n}" --listen "127.0.0.${n}:${port}" \
         --data-dir "${cluster_dir}/node-${n}" \
-        > "${cluster_dir}/node-${n}.out" 2> "${cluster_dir}/node-${n}.log" &
+        > "${cluster_dir}/node-${n}.out" 2>> "${cluster_dir}/node-${n}.log" &
     echo $! > "${pid_file}"
+    echo "node ${n} started (pid $!)"
 done
 
 # Each node prints "listening on ADDR" once it serves.
