@@ -503,6 +503,21 @@ impl ClusterNode {
                  another address"
             )));
         }
+        let holder = self
+            .raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .membership()
+            .nodes()
+            .find(|(id, node)| **id != node_id && node.addr == address)
+            .map(|(id, _)| *id);
+        if let Some(holder) = holder {
+            return Err(Error::invalid(
+                "node.address",
+                format!("{address} is node {holder}'s; each node has its own"),
+            ));
+        }
         let added = self
             .raft
             .add_learner(node_id, BasicNode::new(address), true);
@@ -545,6 +560,29 @@ impl ClusterNode {
     /// Makes a learner a voter.
     pub async fn promote(&self, node_id: u64) -> Result<pb_admin::Membership, Error> {
         self.check_leader()?;
+        // A voter that has never answered would count toward the quorum without being able
+        // to help form it; a learner just added gets LEARNER_WAIT to answer.
+        let answered = self
+            .raft
+            .wait(Some(LEARNER_WAIT))
+            .metrics(
+                |metrics| {
+                    metrics
+                        .replication
+                        .as_ref()
+                        .and_then(|replication| replication.get(&node_id))
+                        .is_some_and(Option::is_some)
+                },
+                "the learner answers the leader",
+            )
+            .await
+            .is_ok();
+        if !answered {
+            return Err(Error::Precondition(format!(
+                "node {node_id} is not a learner that has answered the leader; add it with \
+                 add-learner and promote it once `cluster status` shows it caught up"
+            )));
+        }
         let written = self
             .raft
             .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([node_id])), false)

@@ -76,6 +76,12 @@ impl Peers {
                 "header.source_node_id is {source}, but the vote names node {named}"
             )));
         }
+        self.check_member(source)
+    }
+
+    /// Node `source` is a member as this node knows the membership (a node that knows none
+    /// yet takes any).
+    fn check_member(&self, source: u64) -> Result<(), Status> {
         let metrics = self.raft.metrics();
         let metrics = metrics.borrow_watched();
         let membership = metrics.membership_config.membership();
@@ -85,6 +91,22 @@ impl Peers {
             )));
         }
         Ok(())
+    }
+
+    /// The answer to a snapshot ending at `last` when this node has committed through it
+    /// already: its own vote, nothing installed.
+    fn already_committed(
+        &self,
+        last: Option<&super::types::LogId>,
+    ) -> Option<pb::InstallSnapshotResponse> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow_watched();
+        let committed = metrics.local_committed.as_ref()?;
+        (last.map_or(0, |last| last.index) <= committed.index).then(|| {
+            pb::InstallSnapshotResponse {
+                vote: Some(wire::vote_to_pb(&metrics.vote)),
+            }
+        })
     }
 }
 
@@ -205,8 +227,15 @@ impl RaftService for Peers {
             ));
         };
         self.check(header.header.as_ref())?;
+        self.check_sender(header.header.as_ref(), header.vote.as_ref())?;
         let vote = wire::vote_from_pb(header.vote, "vote").map_err(invalid)?;
         let meta = decode_snapshot_meta(&header.meta).map_err(invalid)?;
+        // A snapshot that ends at or before what this node knows to be committed adds nothing
+        // (this node has those entries), and openraft takes one whose terms contradict the
+        // committed log for a broken invariant and stops. It is answered without installing.
+        if let Some(answer) = self.already_committed(meta.last_log_id.as_ref()) {
+            return Ok(Response::new(answer));
+        }
         if header.files.len() > SNAPSHOT_FILES_MAX {
             return Err(Status::invalid_argument(format!(
                 "the snapshot lists {} files, over SNAPSHOT_FILES_MAX = {SNAPSHOT_FILES_MAX}",
@@ -257,6 +286,7 @@ impl RaftService for Peers {
     ) -> Result<Response<pb::TransferLeaderResponse>, Status> {
         let request = request.into_inner();
         self.check(request.header.as_ref())?;
+        self.check_sender(request.header.as_ref(), request.from_leader.as_ref())?;
         let from = wire::vote_from_pb(request.from_leader, "from_leader").map_err(invalid)?;
         let request = TransferLeaderRequest::new(
             from,
@@ -275,7 +305,14 @@ impl RaftService for Peers {
         &self,
         request: Request<pb::ReadIndexRequest>,
     ) -> Result<Response<pb::ReadIndexResponse>, Status> {
-        self.check(request.into_inner().header.as_ref())?;
+        let request = request.into_inner();
+        self.check(request.header.as_ref())?;
+        self.check_member(
+            request
+                .header
+                .as_ref()
+                .map_or(0, |header| header.source_node_id),
+        )?;
         let read = self
             .raft
             .ensure_linearizable(ReadPolicy::ReadIndex)

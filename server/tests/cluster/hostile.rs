@@ -1,7 +1,8 @@
 //! A hostile sender on the node-to-node service: requests that carry the right cluster id and
 //! target (both are public: `GetClusterStatus` tells them) but are malformed or come from
-//! outside the membership. Each is refused with a typed error; no node stops, no leader is
-//! deposed. (A well-formed forgery from a member's id is for authentication, not for checks.)
+//! outside the membership (votes, snapshots, leadership transfers). Each is refused with a
+//! typed error; no node stops, no leader is deposed. (A well-formed forgery from a member's id
+//! is for authentication, not for checks.)
 
 use causeway_server::cluster::pb as raft_pb;
 use causeway_server::cluster::state::encode_snapshot_meta;
@@ -130,6 +131,36 @@ async fn a_hostile_peer_crashes_no_node_and_deposes_no_leader() {
         .await
         .expect_err("a stranger's vote");
     assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+
+    // A snapshot from a stranger, and a leadership transfer ordered by one.
+    let stranger_snapshot = raft_pb::InstallSnapshotRequest {
+        part: Some(raft_pb::install_snapshot_request::Part::Header(
+            raft_pb::SnapshotHeader {
+                header: header(follower, 99, &cluster_id),
+                vote: vote(term + 1, 99),
+                meta: encode_snapshot_meta(&meta).into(),
+                files: Vec::new(),
+            },
+        )),
+    };
+    let refused = peer(&cluster, follower)
+        .await
+        .install_snapshot(tokio_stream::iter(vec![stranger_snapshot]))
+        .await
+        .expect_err("a stranger's snapshot");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    let transfer = raft_pb::TransferLeaderRequest {
+        header: header(follower, 99, &cluster_id),
+        from_leader: vote(term, leader),
+        to_node_id: follower,
+        last_log_id: None,
+    };
+    let refused = peer(&cluster, follower)
+        .await
+        .transfer_leader(transfer)
+        .await
+        .expect_err("a transfer ordered by a stranger");
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
 
     for id in 1..=3 {
         assert!(

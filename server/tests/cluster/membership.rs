@@ -324,7 +324,7 @@ async fn a_single_node_grows_into_three_without_losing_data() {
 
 /// Cluster changes that could never work are refused before anything changes: two voters on
 /// one address, this node under an address it does not advertise, a member re-added at
-/// another address, the removal of a node that is no member. Catches an init that leaves a
+/// another address or at another member's, the removal of a node that is no member. Catches an init that leaves a
 /// cluster that can never elect a leader, or followers that redirect clients to a dead
 /// address, and changes that silently do nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -375,6 +375,15 @@ async fn impossible_membership_changes_are_refused() {
         .await
         .expect_err("a member at another address");
     assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    let taken = pb::ClusterNode {
+        node_id: 7,
+        address: cluster.node(leader).address,
+    };
+    let refused = admin
+        .add_learner(pb::AddLearnerRequest { node: Some(taken) })
+        .await
+        .expect_err("another member's address");
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
     let refused = admin
         .remove_node(pb::RemoveNodeRequest { node_id: 9 })
         .await
