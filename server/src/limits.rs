@@ -205,6 +205,12 @@ pub const COMMIT_WAIT: Duration = Duration::from_secs(10);
 /// How long AddLearner waits for the new learner to catch up before it answers with the
 /// change made and the learner still catching up.
 pub const LEARNER_WAIT: Duration = Duration::from_secs(10);
+/// The most writes proposed to openraft as one batch: the writes waiting when the proposer
+/// comes round share a log append, an fsync and a replication message.
+pub const PROPOSE_BATCH_MAX: usize = 256;
+/// The most writes waiting for the proposer; writers wait for room beyond it (and the wait
+/// counts toward `COMMIT_WAIT`).
+pub const PROPOSE_QUEUE_MAX: usize = 4096;
 
 /// The HTTP/2 flow-control window of one stream, for every connection this server takes and
 /// every connection to a peer: how much a sender may have in flight on a stream before it

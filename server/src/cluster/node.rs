@@ -48,7 +48,9 @@ use super::rpc::Peers;
 use super::state::{STORE_DIR, StateMachine, generation_name};
 use super::types::{Proposal, Response, TypeConfig};
 use crate::config::ClusterConfig;
-use crate::limits::{COMMIT_WAIT, LEARNER_WAIT, PEER_TIMEOUT, READ_INDEX_WAIT};
+use crate::limits::{
+    COMMIT_WAIT, LEARNER_WAIT, PEER_TIMEOUT, PROPOSE_BATCH_MAX, PROPOSE_QUEUE_MAX, READ_INDEX_WAIT,
+};
 use crate::live::LiveStore;
 use crate::status::Error;
 
@@ -95,14 +97,6 @@ type Proposed = Result<Response, RaftError<TypeConfig, ClientWriteError<TypeConf
 
 /// A stamped command to propose, and where its outcome goes.
 type Submission = (Command, tokio::sync::oneshot::Sender<Proposed>);
-
-/// Commands proposed as one batch, at most: the commands waiting when the proposer comes round
-/// go to openraft in one message, so they share a log append, an fsync and a replication
-/// message instead of one each.
-const PROPOSE_BATCH_MAX: usize = 256;
-
-/// Commands waiting for the proposer, at most; writers wait for room beyond it.
-const PROPOSE_QUEUE_MAX: usize = 4096;
 
 /// Proposes queued commands in batches, in queue order, each batch as soon as it is taken; the
 /// outcomes of a batch are routed to their writers by a task of their own, so the next batch
