@@ -54,7 +54,7 @@ pub const ADDRESSES_MAX: usize = 64;
 pub const FOLLOW_DEADLINE: Duration = Duration::from_secs(10);
 /// The most sends of one call, redirects included: ends a redirect loop between nodes with
 /// stale views sooner than [`FOLLOW_DEADLINE`] would.
-pub const FOLLOW_ATTEMPTS_MAX: u32 = 32;
+pub const FOLLOW_ATTEMPTS_MAX: u32 = 48;
 /// The first pause before a call is sent again elsewhere (no leader known, a node
 /// unreachable); each further pause doubles, up to [`FOLLOW_PAUSE_MAX`].
 pub const FOLLOW_PAUSE_MIN: Duration = Duration::from_millis(50);
