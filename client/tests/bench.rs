@@ -10,11 +10,11 @@
 mod common;
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
-use common::{causewayd, line_channel, read_all};
+use common::{Run, causewayd, finish, line_channel};
 
 /// How long a server may take to print its address, or a CLI run to finish.
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -72,7 +72,7 @@ impl Server {
     /// Runs the CLI to completion.
     fn run(&self, args: &[&str]) -> Run {
         let child = self.command(args).spawn().expect("start causeway");
-        finish(child, args)
+        finish(child, args, DEADLINE)
     }
 
     /// Runs a bench with `--output json` and returns the run and its report.
@@ -100,14 +100,6 @@ impl Drop for Server {
     }
 }
 
-/// A finished CLI run.
-struct Run {
-    args: String,
-    success: bool,
-    stdout: String,
-    stderr: String,
-}
-
 impl Run {
     /// The JSON report on stdout.
     fn report(&self) -> Value {
@@ -117,33 +109,6 @@ impl Run {
                 self.args, self.stdout, self.stderr
             )
         })
-    }
-}
-
-/// Waits for `child` (up to the deadline) and collects its output.
-fn finish(mut child: Child, args: &[&str]) -> Run {
-    // A caller may have taken stderr to read it line by line.
-    let stdout = child.stdout.take().map(read_all);
-    let stderr = child.stderr.take().map(read_all);
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("poll the CLI") {
-            break status;
-        }
-        if started.elapsed() > DEADLINE {
-            let _ = child.kill();
-            panic!(
-                "`causeway {}` did not finish in {DEADLINE:?}",
-                args.join(" ")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    Run {
-        args: args.join(" "),
-        success: status.success(),
-        stdout: stdout.map_or_else(String::new, |reader| reader.join().expect("stdout reader")),
-        stderr: stderr.map_or_else(String::new, |reader| reader.join().expect("stderr reader")),
     }
 }
 
@@ -314,7 +279,7 @@ fn a_head_moved_by_a_foreign_writer_fails_the_run() {
         let append = server.run(&["append", "elsewhere", "x", "Foreign"]);
         assert!(append.success, "{}", append.stderr);
     }
-    let run = finish(bench, &args);
+    let run = finish(bench, &args, DEADLINE);
     let report = run.report();
     let rest: Vec<String> = stderr.iter().collect();
     assert!(!run.success, "a head mismatch exits non-zero");

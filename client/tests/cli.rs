@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::{causewayd, line_channel, read_all};
+use common::{Run, causewayd, finish, line_channel, read_all};
 
 /// The servers' receipt signing secret: 32 bytes of 7, as in the client's golden tests.
 const SIGNING_SECRET_HEX: &str = "0707070707070707070707070707070707070707070707070707070707070707";
@@ -134,14 +134,6 @@ impl Drop for Server {
     }
 }
 
-/// What a finished CLI run printed and how it exited.
-struct Run {
-    args: String,
-    success: bool,
-    stdout: String,
-    stderr: String,
-}
-
 impl Run {
     fn assert_success(&self) {
         assert!(
@@ -182,28 +174,7 @@ fn run_cli(args: &[&str], stdin: Option<&[u8]>) -> Run {
         let mut pipe = child.stdin.take().expect("stdin is piped");
         pipe.write_all(input).expect("write stdin");
     }
-    let stdout = read_all(child.stdout.take().expect("stdout is piped"));
-    let stderr = read_all(child.stderr.take().expect("stderr is piped"));
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("poll the CLI") {
-            break status;
-        }
-        if started.elapsed() > DEADLINE {
-            let _ = child.kill();
-            panic!(
-                "`causeway {}` did not finish in {DEADLINE:?}",
-                args.join(" ")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    Run {
-        args: args.join(" "),
-        success: status.success(),
-        stdout: stdout.join().expect("stdout reader"),
-        stderr: stderr.join().expect("stderr reader"),
-    }
+    finish(child, args, DEADLINE)
 }
 
 /// Waits for a line that contains `needle`, returning the lines seen up to and including it.

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::{causewayd, line_channel, read_all};
+use common::{Run, causewayd, finish, line_channel};
 
 /// How long a node may take to print its address, or one CLI run to finish.
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -215,45 +215,16 @@ fn start_node(dir: &std::path::Path, node_id: u64, address: String) -> Node {
     }
 }
 
-/// What a finished CLI run printed and how it exited.
-struct Run {
-    args: String,
-    success: bool,
-    stdout: String,
-    stderr: String,
-}
-
 /// Runs the CLI to completion (or the deadline) and collects its output.
 fn run_cli(args: &[&str]) -> Run {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_causeway"))
+    let child = Command::new(env!("CARGO_BIN_EXE_causeway"))
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start the causeway binary");
-    let stdout = read_all(child.stdout.take().expect("stdout is piped"));
-    let stderr = read_all(child.stderr.take().expect("stderr is piped"));
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("poll the CLI") {
-            break status;
-        }
-        if started.elapsed() > DEADLINE {
-            let _ = child.kill();
-            panic!(
-                "`causeway {}` did not finish in {DEADLINE:?}",
-                args.join(" ")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    Run {
-        args: args.join(" "),
-        success: status.success(),
-        stdout: stdout.join().expect("stdout reader"),
-        stderr: stderr.join().expect("stderr reader"),
-    }
+    finish(child, args, DEADLINE)
 }
 
 /// A write sent to followers lands on the leader, and reads through followers see it at every

@@ -1,9 +1,11 @@
-//! Helpers shared by the CLI test binaries (`cli.rs`, `bench.rs`): finding the server binary
-//! and reading a child's pipes.
+//! Helpers shared by the CLI test binaries (`cli.rs`, `bench.rs`, `cluster.rs`): finding the
+//! server binary, reading a child's pipes, and waiting for a CLI run to finish.
 
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
+use std::process::Child;
 use std::sync::mpsc::{Receiver, channel};
+use std::time::{Duration, Instant};
 
 /// The `causewayd` binary, built by `cargo test --workspace` next to this test's directory.
 pub fn causewayd() -> PathBuf {
@@ -43,4 +45,40 @@ pub fn line_channel(pipe: impl std::io::Read + Send + 'static) -> Receiver<Strin
         }
     });
     receiver
+}
+
+/// What a finished CLI run printed and how it exited.
+pub struct Run {
+    pub args: String,
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Waits for `child`, the CLI run with `args`, up to `deadline` (then kills it and fails the
+/// test), and collects what it printed. A caller may have taken a pipe to read it itself; that
+/// output is then empty here.
+pub fn finish(mut child: Child, args: &[&str], deadline: Duration) -> Run {
+    let stdout = child.stdout.take().map(read_all);
+    let stderr = child.stderr.take().map(read_all);
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("poll the CLI") {
+            break status;
+        }
+        if started.elapsed() > deadline {
+            let _ = child.kill();
+            panic!(
+                "`causeway {}` did not finish in {deadline:?}",
+                args.join(" ")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Run {
+        args: args.join(" "),
+        success: status.success(),
+        stdout: stdout.map_or_else(String::new, |reader| reader.join().expect("stdout reader")),
+        stderr: stderr.map_or_else(String::new, |reader| reader.join().expect("stderr reader")),
+    }
 }

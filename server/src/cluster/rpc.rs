@@ -9,8 +9,13 @@
 //! written under the state machine's snapshots directory with a temporary name (removed by the
 //! next open if the node crashes meanwhile); each must be exactly its listed length, names
 //! must stay inside the directory, and the total is bounded by the header. Once whole, the
-//! directory goes to openraft, whose install verifies the checkpoint and switches store
-//! generations in one rename.
+//! checkpoint is verified here (its manifest, every file's blake3, the metadata's last log id)
+//! and refused as INVALID_ARGUMENT if it does not hold: handed to openraft, an install that fails
+//! stops the node. Then openraft installs it, switching store generations in one rename.
+//!
+//! Votes, leader messages, snapshots, leadership transfers and read indexes come only from a
+//! member as this node knows the membership, and from the node their vote names; a snapshot
+//! that ends within what this node has committed is answered without installing anything.
 
 use std::io::Write;
 use std::path::{Component, Path, PathBuf};
@@ -255,7 +260,7 @@ impl RaftService for Peers {
                 .await
                 .map_err(|err| Status::internal(format!("checking the snapshot: {err}")))
                 .and_then(|checked| {
-                    checked.map(drop).map_err(|err| {
+                    checked.map_err(|err| {
                         Status::invalid_argument(format!("the snapshot is refused: {err}"))
                     })
                 });
