@@ -125,8 +125,9 @@ impl ClusterAdmin {
         Ok(response.cluster_id)
     }
 
-    /// Adds node `node_id` at `address` (HOST:PORT) as a learner; answers once it has caught
-    /// up with the log, which for a big store means after a snapshot was copied.
+    /// Adds node `node_id` at `address` (HOST:PORT) as a learner; answers once the change is
+    /// committed and, when the log is long, the learner is within a few thousand entries of it
+    /// (the server waits at most `LEARNER_WAIT`, 10 s); `status` shows how far it still lags.
     pub async fn add_learner(&self, node_id: u64, address: &str) -> Result<pb::Membership, Error> {
         let request = pb::AddLearnerRequest {
             node: Some(pb::ClusterNode {
@@ -143,7 +144,8 @@ impl ClusterAdmin {
         response.membership.ok_or(Error::MissingField("membership"))
     }
 
-    /// Makes the learner `node_id` a voter.
+    /// Makes the learner `node_id` a voter; refused while the learner has not answered the
+    /// leader (the server waits up to 10 s for it).
     pub async fn promote_voter(&self, node_id: u64) -> Result<pb::Membership, Error> {
         let request = pb::PromoteVoterRequest { node_id };
         let response = self

@@ -127,7 +127,8 @@ pub enum ClusterCommand {
         #[arg(long = "voter", value_name = "ID=HOST:PORT", value_parser = parse_voter)]
         voters: Vec<(u64, String)>,
     },
-    /// Add a node as a learner; returns once it has caught up with the log.
+    /// Add a node as a learner; returns once the change is committed (with a long log, once the
+    /// learner is close behind, for at most 10 s); `cluster status` shows its lag.
     AddLearner {
         /// The node's id (1 or more).
         #[arg(value_parser = clap::value_parser!(u64).range(1..))]
