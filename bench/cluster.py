@@ -41,7 +41,7 @@ def free_port(ip):
 class Node:
     def __init__(self, binary, data_dir, listen, node_id=None):
         self.listen = listen
-        args = [binary, "--listen", listen, "--data-dir", data_dir]
+        args = [binary, "--listen", listen, "--admin-listen", "off", "--data-dir", data_dir]
         if node_id is not None:
             args += ["--node-id", str(node_id)]
         self.log = open(data_dir + ".log", "w")

@@ -34,7 +34,7 @@ impl Server {
         let mut child = Command::new(&binary)
             .arg("--data-dir")
             .arg(dir.path().join("data"))
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "off"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)

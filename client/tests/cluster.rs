@@ -189,7 +189,7 @@ fn start_node(dir: &std::path::Path, node_id: u64, address: String) -> Node {
     let log_file = std::fs::File::create(&log).expect("create a log file");
     let mut child = Command::new(&binary)
         .args(["--node-id", &node_id.to_string()])
-        .args(["--listen", &address])
+        .args(["--listen", &address, "--admin-listen", "off"])
         .arg("--data-dir")
         .arg(dir.join(format!("data-{node_id}")))
         .args(["--election-timeout-ms", "300", "--heartbeat-ms", "50"])
@@ -438,7 +438,7 @@ fn a_single_node_says_it_is_one() {
     let mut child = Command::new(causewayd())
         .arg("--data-dir")
         .arg(dir.path().join("data"))
-        .args(["--listen", "127.0.0.1:0"])
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "off"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

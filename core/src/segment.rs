@@ -633,6 +633,27 @@ pub fn has_segments(dir: &Path) -> Result<bool> {
     Ok(false)
 }
 
+/// How many segment files `dir` holds and their bytes on disk (reserved space included), for
+/// an operator's metrics; 0 and 0 if it does not exist.
+pub fn disk_usage(dir: &Path) -> Result<(u64, u64)> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok((0, 0)),
+        Err(err) => return Err(Error::io(dir, err)),
+    };
+    let (mut n_segments, mut bytes) = (0, 0);
+    for entry in entries {
+        let entry = entry.map_err(|err| Error::io(dir, err))?;
+        let path = entry.path();
+        if path.extension().and_then(|ext| ext.to_str()) == Some(SEGMENT_EXTENSION) {
+            n_segments += 1;
+            // A segment removed between listing and stat counts as gone.
+            bytes += entry.metadata().map_or(0, |meta| meta.len());
+        }
+    }
+    Ok((n_segments, bytes))
+}
+
 fn list_segments(disk: &dyn Disk, dir: &Path) -> Result<Vec<u64>> {
     let mut firsts = Vec::new();
     for entry in fs::read_dir(dir).map_err(|err| Error::io(dir, err))? {

@@ -678,7 +678,10 @@ impl Store {
             mode,
             done,
         };
-        match queueing {
+        // Counted before the send, so the writer's decrement never runs first.
+        let queue_depth = metrics::gauge!("causeway_write_queue_depth");
+        queue_depth.increment(1.0);
+        let sent = match queueing {
             Queueing::Wait => sender.send(request).map_err(|_| Error::Closed),
             Queueing::Refuse => sender.try_send(request).map_err(|err| match err {
                 TrySendError::Full(_) => Error::Overloaded {
@@ -687,7 +690,22 @@ impl Store {
                 },
                 TrySendError::Disconnected(_) => Error::Closed,
             }),
+        };
+        if sent.is_err() {
+            queue_depth.decrement(1.0);
         }
+        sent
+    }
+
+    /// How many segment files the log has and their bytes on disk.
+    pub fn disk_usage(&self) -> Result<(u64, u64)> {
+        crate::segment::disk_usage(&self.shared.events_dir)
+    }
+
+    /// Why the store refuses writes, if a write or sync has failed since it was opened (the
+    /// store must then be reopened); `None` while it accepts them.
+    pub fn refusing_writes(&self) -> Option<String> {
+        self.shared.poisoned()
     }
 
     /// Approximate bytes of memory held by the indexes.

@@ -20,9 +20,14 @@
 //!   is the writer's backpressure.
 //! - Without durability ([`Syncer::start`] with `durable: false`) there is no thread: `submit`
 //!   finishes each group at once on the caller's thread, unsynced.
+//!
+//! Metrics (through the `metrics` facade; free when no recorder is installed), labelled with
+//! the thread's name: `causeway_fsync_duration_seconds` (each sync) and `causeway_fsync_groups`
+//! (the groups one sync made durable).
 
 use std::sync::mpsc::{SyncSender, sync_channel};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use crate::error::Result;
 use crate::segment::SyncHandle;
@@ -66,6 +71,10 @@ impl<T: Send + 'static> Syncer<T> {
         }
         let (sender, receiver) = sync_channel::<Group<T>>(depth);
         let mut finish = finish;
+        let fsync_seconds =
+            metrics::histogram!("causeway_fsync_duration_seconds", "syncer" => name.to_string());
+        let groups_per_sync =
+            metrics::histogram!("causeway_fsync_groups", "syncer" => name.to_string());
         let thread = std::thread::Builder::new()
             .name(name.to_string())
             .spawn(move || {
@@ -76,11 +85,14 @@ impl<T: Send + 'static> Syncer<T> {
                     }
                     // The newest handle covers every earlier group: a roll syncs the segment
                     // it seals.
+                    let started = Instant::now();
                     let synced = groups
                         .iter()
                         .rev()
                         .find_map(|group| group.sync.as_ref())
                         .map_or(Ok(()), SyncHandle::sync);
+                    fsync_seconds.record(started.elapsed());
+                    groups_per_sync.record(groups.len() as f64);
                     finish(
                         groups.into_iter().map(|group| group.payload).collect(),
                         synced,

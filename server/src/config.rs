@@ -7,7 +7,9 @@
 //!
 //! ```toml
 //! data_dir = "/var/lib/causeway"
-//! listen = "0.0.0.0:50051"
+//! listen = "0.0.0.0:7420"
+//! admin_listen = "127.0.0.1:7421"  # metrics, health and the console over HTTP; "off" for none
+//! log_format = "json"           # or "text"; default: text at a terminal, else json
 //! async_threads = 1            # default: one fewer than the CPUs, at least 1
 //! pool_threads = 64
 //! pool_queue = 1024
@@ -16,7 +18,7 @@
 //! signing_key = "/etc/causeway/receipt.key"
 //! record_denials = true
 //! node_id = 1                   # runs as a member of a Raft cluster (see below)
-//! advertise = "10.0.0.1:50051"  # where other nodes and clients reach this one
+//! advertise = "10.0.0.1:7420"   # where other nodes and clients reach this one
 //! heartbeat_ms = 100
 //! election_timeout_ms = 500
 //! snapshot_entries = 200000     # entries applied between two snapshots
@@ -44,8 +46,13 @@ use crate::limits::{
 
 /// The default data directory, relative to the working directory.
 pub const DATA_DIR_DEFAULT: &str = "./causeway-data";
-/// The default listen address: loopback only, so a fresh server is not exposed by accident.
-pub const LISTEN_DEFAULT: &str = "127.0.0.1:50051";
+/// The default listen address: loopback only, so a fresh server is not exposed by accident. The
+/// port is below Linux's ephemeral range (32768-60999), so a client's own outgoing connection
+/// can never take it (a TIME-WAIT self-connection once blocked a restart on 50051).
+pub const LISTEN_DEFAULT: &str = "127.0.0.1:7420";
+/// The default admin HTTP address (metrics, health, console): loopback only, next to the
+/// gRPC port.
+pub const ADMIN_LISTEN_DEFAULT: &str = "127.0.0.1:7421";
 
 /// The command line of `causewayd`. Every flag can also come from its `CAUSEWAY_*` variable.
 #[derive(Parser, Debug, Default)]
@@ -61,9 +68,17 @@ pub struct Args {
     /// Where the store keeps its files [default: ./causeway-data].
     #[arg(long, env = "CAUSEWAY_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// The address to serve on, as IP:PORT; port 0 picks a free port [default: 127.0.0.1:50051].
+    /// The address to serve on, as IP:PORT; port 0 picks a free port [default: 127.0.0.1:7420].
     #[arg(long, env = "CAUSEWAY_LISTEN")]
     pub listen: Option<SocketAddr>,
+    /// The admin HTTP address (/metrics, /healthz, /readyz), as IP:PORT, or `off`
+    /// [default: 127.0.0.1:7421].
+    #[arg(long, env = "CAUSEWAY_ADMIN_LISTEN", value_parser = parse_admin_listen)]
+    pub admin_listen: Option<AdminListen>,
+    /// How log lines are written to stderr: `text` for people, `json` (one object per line)
+    /// for collectors [default: text at a terminal, else json].
+    #[arg(long, env = "CAUSEWAY_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
     /// Threads that serve gRPC [default: one fewer than the CPUs, at least 1; the store's
     /// writer and sync threads use the other].
     #[arg(long, env = "CAUSEWAY_ASYNC_THREADS")]
@@ -130,12 +145,54 @@ pub enum Durability {
     Relaxed,
 }
 
+/// Where the admin HTTP port listens, or that there is none.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "String")]
+pub enum AdminListen {
+    /// Serve it on this address.
+    At(SocketAddr),
+    /// Serve no admin port.
+    Off,
+}
+
+impl TryFrom<String> for AdminListen {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<AdminListen, String> {
+        parse_admin_listen(&text)
+    }
+}
+
+fn parse_admin_listen(text: &str) -> Result<AdminListen, String> {
+    if text == "off" {
+        return Ok(AdminListen::Off);
+    }
+    text.parse().map(AdminListen::At).map_err(|_| {
+        format!(
+            "{:?} is neither IP:PORT nor off",
+            text.chars().take(80).collect::<String>()
+        )
+    })
+}
+
+/// How log lines are written.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
 /// The settings as a TOML file may give them; all optional.
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
     data_dir: Option<PathBuf>,
     listen: Option<SocketAddr>,
+    admin_listen: Option<AdminListen>,
+    log_format: Option<LogFormat>,
     async_threads: Option<usize>,
     pool_threads: Option<usize>,
     pool_queue: Option<usize>,
@@ -159,6 +216,11 @@ pub struct Config {
     /// The address to serve on; port 0 picks a free port (the bound address is logged and
     /// printed).
     pub listen: SocketAddr,
+    /// The admin HTTP address; `None` serves none. `causewayd` defaults to
+    /// `ADMIN_LISTEN_DEFAULT`; [`Config::default`], for embedding, serves none.
+    pub admin_listen: Option<SocketAddr>,
+    /// How log lines are written; `None` chooses by whether stderr is a terminal.
+    pub log_format: Option<LogFormat>,
     /// Worker threads of the async runtime, 1 to `ASYNC_THREADS_MAX`.
     pub async_threads: usize,
     /// Threads of the blocking pool, 1 to `POOL_THREADS_MAX`.
@@ -202,6 +264,8 @@ impl Default for Config {
         Config {
             data_dir: PathBuf::from(DATA_DIR_DEFAULT),
             listen: LISTEN_DEFAULT.parse().expect("the default address parses"),
+            admin_listen: None,
+            log_format: None,
             async_threads: async_threads_default(),
             pool_threads: POOL_THREADS_DEFAULT,
             pool_queue: POOL_QUEUE_DEFAULT,
@@ -249,6 +313,16 @@ impl Config {
         let config = Config {
             data_dir: args.data_dir.or(file.data_dir).unwrap_or(defaults.data_dir),
             listen: args.listen.or(file.listen).unwrap_or(defaults.listen),
+            admin_listen: match args.admin_listen.or(file.admin_listen) {
+                Some(AdminListen::At(addr)) => Some(addr),
+                Some(AdminListen::Off) => None,
+                None => Some(
+                    ADMIN_LISTEN_DEFAULT
+                        .parse()
+                        .expect("the default admin address parses"),
+                ),
+            },
+            log_format: args.log_format.or(file.log_format),
             async_threads: args
                 .async_threads
                 .or(file.async_threads)
@@ -375,6 +449,15 @@ impl Config {
         }
         if let Some(cluster) = &self.cluster {
             cluster.check(self.listen)?;
+        }
+        if let Some(admin) = self.admin_listen
+            && admin == self.listen
+            && admin.port() != 0
+        {
+            return Err(ConfigError(format!(
+                "admin_listen is {admin}, the same as listen; the admin HTTP port needs its own \
+                 port (or admin_listen off)"
+            )));
         }
         // Subscriptions may hold this many pool slots; a queue at least as large leaves
         // appends at least as many slots as the pool has threads.

@@ -224,3 +224,13 @@ pub const HTTP2_CONNECTION_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
 pub const RAFT_LOG_CACHE_ENTRIES_MAX: usize = 16_384;
 /// The bytes (encoded) of the entries kept in memory, at most.
 pub const RAFT_LOG_CACHE_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// How often a node re-checks whether it can serve (store writable, a leader known), turning
+/// gRPC health and `/readyz` to match.
+pub const READINESS_INTERVAL: Duration = Duration::from_millis(250);
+/// The most characters of a client's `x-request-id` a log line repeats.
+pub const REQUEST_ID_CHARS_MAX: usize = 64;
+/// The most characters of a failed RPC's message a log line repeats.
+pub const LOG_MESSAGE_CHARS_MAX: usize = 200;
+/// Requests the admin HTTP port serves at once; more wait for one to finish.
+pub const ADMIN_REQUESTS_MAX: usize = 64;

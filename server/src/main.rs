@@ -1,33 +1,125 @@
 //! `causewayd`: reads the configuration, sets up logging, and serves until SIGINT or SIGTERM.
 //!
 //! The first line on stdout is `listening on ADDR`, printed once the store is open and the
-//! address bound, so scripts and tests that pass `--listen 127.0.0.1:0` learn the port. Logs go
-//! to stderr; `RUST_LOG` filters them (default `info`).
+//! address bound, so scripts and tests that pass `--listen 127.0.0.1:0` learn the port; the
+//! second is `admin on ADDR` (or `admin off`). Logs go to stderr, as text at a terminal and as
+//! JSON lines otherwise (`--log-format`); `RUST_LOG` filters them (default `info`). The first
+//! log line gives the version and the effective configuration. A start-up failure is one line
+//! on stderr and exit status 1, whatever `RUST_BACKTRACE` says.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
 
+use causeway_server::config::LogFormat;
 use causeway_server::{Config, Server, shutdown_signal};
 use tracing_subscriber::EnvFilter;
 
-fn main() -> anyhow::Result<()> {
-    let config = Config::load()?;
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        // Colour codes only for a person at a terminal, never into log files or collectors.
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
+fn main() -> ExitCode {
+    let config = match Config::load() {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("causewayd: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let json = init_logs(config.log_format);
+    log_start(&config);
+    match run(&config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // One line: a JSON line among JSON lines, else a plain one.
+            if json {
+                tracing::error!(error = %err, "causewayd stopped");
+            } else {
+                eprintln!("causewayd: {err}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.async_threads)
         .enable_all()
         .thread_name("causeway-async")
         .build()?;
     runtime.block_on(async {
-        let server = Server::bind(&config).await?;
-        println!("listening on {}", server.local_addr());
+        let server = Server::bind(config).await?;
+        let admin = server
+            .admin_addr()
+            .map_or_else(|| "off".to_string(), |addr| format!("on {addr}"));
+        // Both lines in one write, and a reader that has gone away is no failure: a script
+        // may read the first line and close the pipe.
+        {
+            let mut stdout = std::io::stdout().lock();
+            let _ = write!(
+                stdout,
+                "listening on {}\nadmin {admin}\n",
+                server.local_addr()
+            )
+            .and_then(|()| stdout.flush());
+        }
         server.serve(shutdown_signal()).await?;
         Ok(())
     })
+}
+
+/// Sets up logging; says whether lines are JSON.
+fn init_logs(format: Option<LogFormat>) -> bool {
+    let at_terminal = std::io::stderr().is_terminal();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        // A log line that cannot be written (a full disk under the log file) is dropped;
+        // reporting it would print to the same stderr, which panics when that fails.
+        .log_internal_errors(false)
+        .with_env_filter(filter);
+    match format.unwrap_or(if at_terminal {
+        LogFormat::Text
+    } else {
+        LogFormat::Json
+    }) {
+        // Colour codes only for a person at a terminal, never into log files or collectors.
+        LogFormat::Text => {
+            logs.with_ansi(at_terminal).init();
+            false
+        }
+        LogFormat::Json => {
+            logs.json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_span_list(false)
+                .init();
+            true
+        }
+    }
+}
+
+/// The first log line: what runs, with which settings (there are no secrets among them: the
+/// signing key is named by its file, never read into the log).
+fn log_start(config: &Config) {
+    let data_dir = std::path::absolute(&config.data_dir).unwrap_or(config.data_dir.clone());
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        data_dir = %data_dir.display(),
+        listen = %config.listen,
+        admin_listen = config.admin_listen.map(|addr| addr.to_string()),
+        durability = ?config.durability,
+        async_threads = config.async_threads,
+        pool_threads = config.pool_threads,
+        pool_queue = config.pool_queue,
+        max_subscriptions = config.max_subscriptions,
+        signing_key = config.signing_key.as_ref().map(|path| path.display().to_string()),
+        record_denials = config.record_denials,
+        node_id = config.cluster.as_ref().map(|cluster| cluster.node_id),
+        advertise = config.cluster.as_ref().map(|cluster| cluster.advertise.as_str()),
+        heartbeat_ms = config.cluster.as_ref().map(|cluster| cluster.heartbeat.as_millis() as u64),
+        election_timeout_ms = config
+            .cluster
+            .as_ref()
+            .map(|cluster| cluster.election_timeout.as_millis() as u64),
+        "causewayd {} starting",
+        env!("CARGO_PKG_VERSION")
+    );
 }

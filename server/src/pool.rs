@@ -76,9 +76,18 @@ impl Pool {
             // The caller may have gone away (a cancelled RPC); the result is then unwanted.
             let _ = reply.send(result);
         });
-        let queued = self.sender.try_send(wrapped).map_err(|err| match err {
-            TrySendError::Full(_) => PoolError::Full { queue: self.queue },
-            TrySendError::Disconnected(_) => PoolError::Stopped,
+        // Counted before the send, so the taking thread's decrement never runs first.
+        let queue_depth = metrics::gauge!("causeway_pool_queue_depth");
+        queue_depth.increment(1.0);
+        let queued = self.sender.try_send(wrapped).map_err(|err| {
+            queue_depth.decrement(1.0);
+            match err {
+                TrySendError::Full(_) => {
+                    metrics::counter!("causeway_pool_refusals_total").increment(1);
+                    PoolError::Full { queue: self.queue }
+                }
+                TrySendError::Disconnected(_) => PoolError::Stopped,
+            }
         });
         async move {
             queued?;
@@ -89,6 +98,7 @@ impl Pool {
 
 /// A pool thread: takes closures until the queue is closed and empty.
 fn work(receiver: &Mutex<Receiver<Job>>) {
+    let queue_depth = metrics::gauge!("causeway_pool_queue_depth");
     loop {
         // Holding the lock while waiting is fine: only one idle thread waits on the queue; the
         // others wait for the lock, and every closure runs after the lock is released.
@@ -98,6 +108,7 @@ fn work(receiver: &Mutex<Receiver<Job>>) {
             .recv();
         match job {
             Ok(job) => {
+                queue_depth.decrement(1.0);
                 let panicked = catch_unwind(AssertUnwindSafe(job)).is_err();
                 if panicked {
                     tracing::error!("a pool job panicked");

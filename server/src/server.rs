@@ -34,6 +34,8 @@ use crate::limits::{
     SIGNING_KEY_FILE_BYTES_MAX, subscribe_reads_max,
 };
 use crate::live::LiveStore;
+use crate::monitor::{self, Parts, Readiness};
+use crate::observe::ObserveLayer;
 use crate::pb;
 use crate::pb::cluster_service_server::ClusterServiceServer;
 use crate::pb::event_store_service_server::EventStoreServiceServer;
@@ -89,6 +91,10 @@ impl std::error::Error for StartError {}
 pub struct Server {
     listener: tokio::net::TcpListener,
     addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
+    /// Stops the admin port, once the store is closed.
+    admin_stop: watch::Sender<bool>,
+    readiness: Arc<Readiness>,
     store: LiveStore,
     cluster: Option<Arc<ClusterNode>>,
     service: Service,
@@ -101,6 +107,28 @@ impl Server {
     /// runtime; the store is opened on the pool.
     pub async fn bind(config: &Config) -> Result<Server, StartError> {
         config.check().map_err(StartError::Config)?;
+        // The admin port comes up first, so /readyz can say the store is still opening.
+        let readiness = Arc::new(Readiness::default());
+        let (admin_stop, admin_stop_rx) = watch::channel(false);
+        let admin_addr = match config.admin_listen {
+            None => None,
+            Some(admin_listen) => {
+                let bind_error = |source| StartError::Bind {
+                    addr: admin_listen,
+                    source,
+                };
+                let listener = tokio::net::TcpListener::bind(admin_listen)
+                    .await
+                    .map_err(bind_error)?;
+                let addr = listener.local_addr().map_err(bind_error)?;
+                let admin = monitor::Admin {
+                    readiness: readiness.clone(),
+                    metrics: crate::metrics::install(),
+                };
+                tokio::spawn(monitor::serve(listener, admin, admin_stop_rx));
+                Some(addr)
+            }
+        };
         let pool = Arc::new(
             Pool::new(config.pool_threads, config.pool_queue).map_err(StartError::Threads)?,
         );
@@ -148,6 +176,11 @@ impl Server {
             head_rx,
             stopping_rx,
         );
+        readiness.opened(Parts {
+            store: store.clone(),
+            cluster: cluster.clone(),
+            hub: hub.clone(),
+        });
         let service = Service::new(
             store.clone(),
             cluster.clone(),
@@ -158,6 +191,7 @@ impl Server {
         );
         tracing::info!(
             %addr,
+            admin_addr = admin_addr.map(|addr| addr.to_string()),
             data_dir = %config.data_dir.display(),
             head,
             durability = ?config.durability,
@@ -176,6 +210,9 @@ impl Server {
         Ok(Server {
             listener,
             addr,
+            admin_addr,
+            admin_stop,
+            readiness,
             store,
             cluster,
             service,
@@ -187,6 +224,11 @@ impl Server {
     /// The address the server listens on (with the port chosen, when it was 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address the admin HTTP port listens on, if it has one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     /// Serves until `shutdown` resolves, then shuts down gracefully (see the module doc) and
@@ -225,9 +267,16 @@ impl Server {
 
         let stopping = self.stopping;
         let mut grace_started = stopping.subscribe();
+        tokio::spawn(monitor::watch_readiness(
+            self.readiness.clone(),
+            health.clone(),
+            stopping.subscribe(),
+        ));
+        let readiness = self.readiness.clone();
         let signal = async move {
             shutdown.await;
             tracing::info!("shutting down: no new connections; finishing requests in flight");
+            readiness.stopping();
             health
                 .set_not_serving::<EventStoreServiceServer<Service>>()
                 .await;
@@ -257,6 +306,7 @@ impl Server {
             None => (None, None),
         };
         let serving = tonic::transport::Server::builder()
+            .layer(ObserveLayer)
             .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
             .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
             .max_frame_size(Some(HTTP2_FRAME_BYTES_MAX))
@@ -288,6 +338,7 @@ impl Server {
             node.shutdown().await;
         }
         close_store(self.store.get(), self.head_watcher).await;
+        self.admin_stop.send_replace(true);
         served
     }
 }

@@ -187,8 +187,14 @@ impl EventStoreService for Service {
         &self,
         request: Request<pb::AppendRequest>,
     ) -> Result<Response<pb::AppendResponse>, Status> {
-        let append = convert::append(request.into_inner(), "").map_err(to_status)?;
-        let receipt = self.append(append).await?;
+        let answered = match convert::append(request.into_inner(), "").map_err(to_status) {
+            Ok(append) => self.append(append).await,
+            Err(status) => Err(status),
+        };
+        crate::metrics::append_answered(
+            answered.as_ref().map(|receipt| receipt.events.len() as u64),
+        );
+        let receipt = answered?;
         Ok(Response::new(pb::AppendResponse {
             receipt: Some(convert::receipt(receipt)),
         }))

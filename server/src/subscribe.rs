@@ -148,6 +148,11 @@ impl Hub {
         }
     }
 
+    /// Subscriptions open now.
+    pub fn open(&self) -> usize {
+        self.max_subscriptions - self.permits.available_permits()
+    }
+
     /// Starts a subscription: checks the request, takes a slot, fixes the start position, and
     /// spawns the task that feeds the returned stream. Every refusal happens here, as the
     /// call's status, before any message is streamed.
@@ -261,6 +266,8 @@ impl Feed {
     async fn step(&mut self) -> Result<(), Stop> {
         let (batch, head) = self.read().await?;
         let examined = batch.next.0 - 1;
+        metrics::histogram!("causeway_subscription_lag_events")
+            .record(head.saturating_sub(examined) as f64);
         let delivered = !batch.events.is_empty();
         if delivered {
             // One page, one message: the page holds whole appends and its budget keeps the

@@ -127,6 +127,8 @@ impl Writer {
             Box::new(move |groups, synced| finish(&shared, groups, synced)),
         )
         .map_err(|err| Error::io(&self.shared.events_dir, err))?;
+        let queue_depth = metrics::gauge!("causeway_write_queue_depth");
+        let group_appends = metrics::histogram!("causeway_commit_group_appends");
         while let Ok(first) = receiver.recv() {
             let mut group = vec![first];
             while group.len() < GROUP_APPENDS_MAX {
@@ -135,6 +137,8 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            queue_depth.decrement(group.len() as f64);
+            group_appends.record(group.len() as f64);
             let (sync, pending) = self.commit_group(group, durable);
             syncer.submit(Group {
                 sync,

@@ -357,6 +357,7 @@ impl Member {
         let mut child = Command::new(env!("CARGO_BIN_EXE_causewayd"))
             .arg("--listen")
             .arg(self.addr.to_string())
+            .args(["--admin-listen", "off"])
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(["--pool-threads", "8", "--pool-queue", "64"])

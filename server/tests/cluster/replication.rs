@@ -228,6 +228,7 @@ async fn a_node_restarted_with_another_nodes_data_directory_is_refused() {
         .arg("2")
         .arg("--listen")
         .arg(cluster.members[1].addr.to_string())
+        .args(["--admin-listen", "off"])
         .arg("--data-dir")
         .arg(&node_one_data)
         .output()

@@ -37,6 +37,8 @@ pub struct Node {
     child: Child,
     /// The address it serves on.
     pub addr: SocketAddr,
+    /// The address of its admin HTTP port, unless started with `--admin-listen off`.
+    pub admin: Option<SocketAddr>,
     log: PathBuf,
 }
 
@@ -49,10 +51,29 @@ impl Node {
     /// Starts a node with extra flags and environment variables. `data_dir` is passed as a
     /// flag unless the environment names one.
     pub fn start_with_env(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Node {
+        Node::start_through(&[], data_dir, args, env)
+    }
+
+    /// Starts a node through `wrapper`, a command that runs the binary and the arguments it
+    /// is given after it (for instance `bash -c 'trap "" XFSZ; exec "$0" "$@"'`).
+    pub fn start_through(
+        wrapper: &[&str],
+        data_dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Node {
         let log = data_dir.with_extension(format!("{}.log", unique()));
         let log_file = std::fs::File::create(&log).expect("create the node's log file");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_causewayd"));
-        command.args(["--listen", "127.0.0.1:0"]);
+        let binary = env!("CARGO_BIN_EXE_causewayd");
+        let mut command = match wrapper.split_first() {
+            None => Command::new(binary),
+            Some((program, wrapper_args)) => {
+                let mut command = Command::new(program);
+                command.args(wrapper_args).arg(binary);
+                command
+            }
+        };
+        command.args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]);
         if !env.iter().any(|(name, _)| *name == "CAUSEWAY_DATA_DIR") {
             command.arg("--data-dir").arg(data_dir);
         }
@@ -65,8 +86,9 @@ impl Node {
             .stderr(log_file);
         let mut child = command.spawn().expect("spawn causewayd");
         let stdout = child.stdout.take().expect("stdout is piped");
+        let mut stdout = BufReader::new(stdout);
         let mut line = String::new();
-        BufReader::new(stdout)
+        stdout
             .read_line(&mut line)
             .expect("read causewayd's first line");
         let Some(addr) = line.trim().strip_prefix("listening on ") else {
@@ -76,8 +98,18 @@ impl Node {
                 std::fs::read_to_string(&log).unwrap_or_default()
             );
         };
+        let addr = addr.parse().expect("a socket address");
+        let mut line = String::new();
+        stdout
+            .read_line(&mut line)
+            .expect("read causewayd's second line");
+        let admin = line
+            .trim()
+            .strip_prefix("admin on ")
+            .and_then(|admin| admin.parse().ok());
         Node {
-            addr: addr.parse().expect("a socket address"),
+            addr,
+            admin,
             child,
             log,
         }
@@ -117,6 +149,11 @@ impl Node {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// What the node has logged so far.
@@ -224,4 +261,37 @@ pub fn failure<T: std::fmt::Debug>(
         Ok(response) => panic!("expected an error, got {:?}", response.into_inner()),
         Err(status) => status,
     }
+}
+
+/// A GET of `path` on an HTTP/1.1 server: the status code and the body.
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to the admin port");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("set a read timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send the request");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .expect("read the response");
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .expect("an HTTP response has a head and a body");
+    assert!(
+        !head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "the admin port answers with a length, not chunks: {head}"
+    );
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .expect("a status code");
+    (status, body.to_string())
 }

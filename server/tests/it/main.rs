@@ -7,9 +7,11 @@
 //! - `shutdown`: SIGTERM with appends in flight loses nothing acknowledged.
 //! - `subscribe`: the subscription contract under concurrent writers, and resuming it.
 //! - `operations`: health, reflection, compression, and where settings come from.
+//! - `monitor`: the admin port's metrics and readiness, health after a failed write, and logs.
 
 mod errors;
 mod harness;
+mod monitor;
 mod operations;
 mod overload;
 mod shutdown;

@@ -202,7 +202,8 @@ async fn settings_come_from_flags_environment_and_file() {
     drop(node);
 
     let refused = std::process::Command::new(env!("CARGO_BIN_EXE_causewayd"))
-        .args(["--listen", "127.0.0.1:0", "--pool-threads", "0"])
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "off"])
+        .args(["--pool-threads", "0"])
         .arg("--data-dir")
         .arg(dir.path().join("unused"))
         .output()

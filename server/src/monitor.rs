@@ -1,0 +1,229 @@
+//! The admin HTTP port (`--admin-listen`, loopback by default, off the gRPC port): what an
+//! operator's tools read.
+//!
+//! - `/metrics`: Prometheus text (see `metrics.rs` for what is counted).
+//! - `/healthz`: 200 while the process serves HTTP at all (liveness: restart it if this fails).
+//! - `/readyz`: 200 `ready` when the node can serve requests, else 503 with the reason:
+//!   the store is still opening (recovery reads the disk), a failed write has made it refuse
+//!   writes until restarted, a cluster member knows no leader, or the server is stopping.
+//!
+//! The same [`Readiness`] drives gRPC health: [`watch_readiness`] re-checks it every
+//! `READINESS_INTERVAL`, turns `grpc.health.v1` SERVING or NOT_SERVING to match, logs each
+//! change with its reason, and sets `causeway_ready`.
+//!
+//! The port is bound before the store opens, so `/healthz` answers and `/readyz` says
+//! "recovering" while a large log is read at start.
+
+use std::sync::{Arc, OnceLock};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::watch;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::cluster::node::ClusterNode;
+use crate::limits::{ADMIN_REQUESTS_MAX, READINESS_INTERVAL};
+use crate::live::LiveStore;
+use crate::metrics::UPKEEP_INTERVAL;
+use crate::pb::event_store_service_server::EventStoreServiceServer;
+use crate::service::Service;
+use crate::subscribe::Hub;
+
+/// What a running node is made of, as the admin port reads it.
+#[derive(Clone, Debug)]
+pub struct Parts {
+    /// The store (replaced when a cluster node installs a snapshot).
+    pub store: LiveStore,
+    /// The cluster this node is a member of; `None` for a single node.
+    pub cluster: Option<Arc<ClusterNode>>,
+    /// The subscriptions.
+    pub hub: Hub,
+}
+
+/// Whether the node can serve, and why not.
+#[derive(Debug, Default)]
+pub struct Readiness {
+    /// Set once the store is open.
+    parts: OnceLock<Parts>,
+    /// Set when shutdown begins.
+    stopping: std::sync::atomic::AtomicBool,
+}
+
+impl Readiness {
+    /// Records that the store is open and the node assembled.
+    pub fn opened(&self, parts: Parts) {
+        let _ = self.parts.set(parts);
+    }
+
+    /// Records that the server is shutting down.
+    pub fn stopping(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// The node's parts, once the store is open.
+    pub fn parts(&self) -> Option<&Parts> {
+        self.parts.get()
+    }
+
+    /// `Ok` when the node can serve; otherwise why not, in a sentence.
+    pub fn check(&self) -> Result<(), String> {
+        if self.stopping.load(std::sync::atomic::Ordering::Acquire) {
+            return Err("shutting down".to_string());
+        }
+        let parts = self
+            .parts
+            .get()
+            .ok_or_else(|| "recovering: the store is opening".to_string())?;
+        if let Some(reason) = parts.store.get().refusing_writes() {
+            return Err(format!(
+                "the store refuses writes until the server is restarted: {reason}"
+            ));
+        }
+        if let Some(node) = &parts.cluster
+            && node.leader().is_none()
+        {
+            return Err("no leader is known to this cluster member".to_string());
+        }
+        Ok(())
+    }
+}
+
+/// The admin port's state.
+#[derive(Clone, Debug)]
+pub struct Admin {
+    /// Whether the node can serve, and its parts once open.
+    pub readiness: Arc<Readiness>,
+    /// The Prometheus recorder; `None` when another recorder took the process.
+    pub metrics: Option<PrometheusHandle>,
+}
+
+/// The admin port's routes.
+pub fn router(admin: Admin) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            ADMIN_REQUESTS_MAX,
+        ))
+        .with_state(admin)
+}
+
+/// Serves the admin port on `listener` until `stopping` turns true.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    admin: Admin,
+    mut stopping: watch::Receiver<bool>,
+) {
+    if let Some(handle) = admin.metrics.clone() {
+        tokio::spawn(async move {
+            let mut upkeep = tokio::time::interval(UPKEEP_INTERVAL);
+            loop {
+                upkeep.tick().await;
+                handle.run_upkeep();
+            }
+        });
+    }
+    let served = axum::serve(listener, router(admin))
+        .with_graceful_shutdown(async move {
+            let _ = stopping.wait_for(|stopping| *stopping).await;
+        })
+        .await;
+    if let Err(err) = served {
+        tracing::error!(%err, "the admin port stopped serving");
+    }
+}
+
+async fn metrics(State(admin): State<Admin>) -> impl IntoResponse {
+    let Some(handle) = admin.metrics.clone() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            "another metrics recorder is installed in this process\n".to_string(),
+        );
+    };
+    // Sampling lists the segment files: blocking work, off the async workers.
+    let readiness = admin.readiness.clone();
+    let rendered = tokio::task::spawn_blocking(move || {
+        if let Some(parts) = readiness.parts() {
+            crate::metrics::sample(&parts.store, parts.cluster.as_deref(), &parts.hub);
+        }
+        metrics::gauge!("causeway_ready").set(if readiness.check().is_ok() { 1.0 } else { 0.0 });
+        handle.render()
+    })
+    .await;
+    match rendered {
+        Ok(text) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        ),
+        Err(err) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("sampling metrics failed: {err}\n"),
+        ),
+    }
+}
+
+async fn readyz(State(admin): State<Admin>) -> impl IntoResponse {
+    match admin.readiness.check() {
+        Ok(()) => (StatusCode::OK, "ready\n".to_string()),
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {reason}\n"),
+        ),
+    }
+}
+
+/// Keeps gRPC health and `causeway_ready` in step with `readiness` until `stopping` turns
+/// true; logs each change with its reason.
+pub async fn watch_readiness(
+    readiness: Arc<Readiness>,
+    health: HealthReporter,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let mut was: Option<Result<(), String>> = None;
+    let mut interval = tokio::time::interval(READINESS_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = stopping.wait_for(|stopping| *stopping) => return,
+        }
+        let now = readiness.check();
+        if was.as_ref() == Some(&now) {
+            continue;
+        }
+        let status = match &now {
+            Ok(()) => {
+                if was.is_some() {
+                    tracing::info!("ready: serving again");
+                }
+                ServingStatus::Serving
+            }
+            Err(reason) => {
+                tracing::warn!(reason = reason.as_str(), "not ready: health is NOT_SERVING");
+                ServingStatus::NotServing
+            }
+        };
+        health
+            .set_service_status(
+                <EventStoreServiceServer<Service> as tonic::server::NamedService>::NAME,
+                status,
+            )
+            .await;
+        health.set_service_status("", status).await;
+        metrics::gauge!("causeway_ready").set(if now.is_ok() { 1.0 } else { 0.0 });
+        was = Some(now);
+    }
+}
