@@ -1,22 +1,25 @@
 #!/usr/bin/env bash
 # Starts a three-node Causeway cluster on this machine, for trying replication and for tests:
-# node N listens on 127.0.0.N:${CAUSEWAY_PORT:-50051} with its data in ${CLUSTER_DIR}/node-N
-# and its log in ${CLUSTER_DIR}/node-N.log. Then forms the cluster on node 1 with all three
-# as voters and prints the status. Nothing else is needed: the whole of 127/8 is loopback.
+# node N serves gRPC on 127.0.0.N:${CAUSEWAY_PORT:-7420} and its admin HTTP (/metrics,
+# /healthz, /readyz) on 127.0.0.N:${CAUSEWAY_ADMIN_PORT:-7421}, with its data in
+# ${CLUSTER_DIR}/node-N and its log in ${CLUSTER_DIR}/node-N.log. Then forms the cluster with
+# all three as voters (deploy/cluster-init.sh, which leaves a formed cluster as it is) and
+# prints the status. Nothing else is needed: the whole of 127/8 is loopback.
 #
 #   deploy/local-cluster.sh            # build, start what is not running, initialise, status
 #   deploy/local-cluster.sh stop       # stop the three nodes (SIGTERM)
 #
 # Run again after a node was killed, it starts that node alone; the others keep running.
 #
-# Environment: CLUSTER_DIR (default ./causeway-cluster), CAUSEWAY_PORT (default 50051),
-# PROFILE (debug or release, default release), CAUSEWAYD and CAUSEWAY (binaries to use
+# Environment: CLUSTER_DIR (default ./causeway-cluster), CAUSEWAY_PORT (default 7420),
+# CAUSEWAY_ADMIN_PORT (default 7421), PROFILE (debug or release, default release), CAUSEWAYD and CAUSEWAY (binaries to use
 # instead of building).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cluster_dir="${CLUSTER_DIR:-./causeway-cluster}"
-port="${CAUSEWAY_PORT:-50051}"
+port="${CAUSEWAY_PORT:-7420}"
+admin_port="${CAUSEWAY_ADMIN_PORT:-7421}"
 profile="${PROFILE:-release}"
 servers="127.0.0.1:${port},127.0.0.2:${port},127.0.0.3:${port}"
 
@@ -53,6 +56,7 @@ for n in 1 2 3; do
     fi
     # The log is appended to, so a restart keeps what the node said before it went down.
     "${CAUSEWAYD}" --node-id "${n}" --listen "127.0.0.${n}:${port}" \
+        --admin-listen "127.0.0.${n}:${admin_port}" \
         --data-dir "${cluster_dir}/node-${n}" \
         > "${cluster_dir}/node-${n}.out" 2>> "${cluster_dir}/node-${n}.log" &
     echo $! > "${pid_file}"
@@ -70,14 +74,8 @@ for n in 1 2 3; do
     fi
 done
 
-# Forming the cluster is done once; a restarted cluster is already formed.
-if "${CAUSEWAY}" --server "127.0.0.1:${port}" cluster status --output json 2>/dev/null \
-        | grep -q '"cluster_id": *"[0-9a-f]'; then
-    echo "the cluster was formed before; it resumes"
-else
-    "${CAUSEWAY}" --server "127.0.0.1:${port}" cluster init \
-        --voter "1=127.0.0.1:${port}" --voter "2=127.0.0.2:${port}" --voter "3=127.0.0.3:${port}"
-fi
+CAUSEWAY="${CAUSEWAY}" deploy/cluster-init.sh \
+    "1=127.0.0.1:${port}" "2=127.0.0.2:${port}" "3=127.0.0.3:${port}"
 sleep 1
 "${CAUSEWAY}" --server "${servers}" cluster status
 echo
