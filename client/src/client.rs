@@ -95,7 +95,7 @@ pub struct Client {
 
 impl Client {
     /// Connects to `addresses`: one address, or several separated by commas
-    /// (`10.0.0.1:50051,10.0.0.2:50051`), each a URI (`http://127.0.0.1:50051`) or `host:port`,
+    /// (`10.0.0.1:7420,10.0.0.2:7420`), each a URI (`http://127.0.0.1:7420`) or `host:port`,
     /// taken as plain-text `http`. The first address that answers is used; the others (and the
     /// leader, once a follower names it) are where calls go when it stops answering or is not
     /// the leader. Requests and responses are gzip-compressed.

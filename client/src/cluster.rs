@@ -388,12 +388,12 @@ mod tests {
     fn unimplemented_is_a_single_node() {
         let error = single_node(
             Error::from(tonic::Status::unimplemented("")),
-            "http://127.0.0.1:50051",
+            "http://127.0.0.1:7420",
         );
         let Error::SingleNode { address } = &error else {
             panic!("expected SingleNode, got {error:?}");
         };
-        assert_eq!(address, "http://127.0.0.1:50051");
+        assert_eq!(address, "http://127.0.0.1:7420");
         assert!(error.to_string().contains("--node-id"), "{error}");
         let other = single_node(Error::from(tonic::Status::not_found("x")), "a:1");
         assert_eq!(other.code(), Some(Code::NotFound));

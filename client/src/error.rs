@@ -369,7 +369,7 @@ mod tests {
         let mut metadata = MetadataMap::new();
         metadata.insert(
             LEADER_METADATA_KEY,
-            MetadataValue::from_static("10.0.0.2:50051"),
+            MetadataValue::from_static("10.0.0.2:7420"),
         );
         let status =
             tonic::Status::with_metadata(Code::Unavailable, "not the leader", metadata.clone());
@@ -377,7 +377,7 @@ mod tests {
         let Error::NotLeader { leader } = &error else {
             panic!("expected NotLeader, got {error:?}");
         };
-        assert_eq!(leader, "10.0.0.2:50051");
+        assert_eq!(leader, "10.0.0.2:7420");
 
         let plain = Error::from(tonic::Status::unavailable("connection refused"));
         assert_eq!(plain.code(), Some(Code::Unavailable));

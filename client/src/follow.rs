@@ -393,8 +393,8 @@ mod tests {
             "a repeated address is kept once"
         );
         assert_eq!(
-            parse_addresses("127.0.0.1:50051").expect("one address"),
-            ["http://127.0.0.1:50051"]
+            parse_addresses("127.0.0.1:7420").expect("one address"),
+            ["http://127.0.0.1:7420"]
         );
     }
 

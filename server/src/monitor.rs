@@ -2,14 +2,18 @@
 //! operator's tools read.
 //!
 //! - `/metrics`: Prometheus text (see `metrics.rs` for what is counted).
-//! - `/healthz`: 200 while the process serves HTTP at all (liveness: restart it if this fails).
-//! - `/readyz`: 200 `ready` when the node can serve requests, else 503 with the reason:
-//!   the store is still opening (recovery reads the disk), a failed write has made it refuse
-//!   writes until restarted, a cluster member knows no leader, or the server is stopping.
+//! - `/healthz` (liveness): 200 `ok` unless only a restart can help, else 503 with the reason:
+//!   a failed write has made the store refuse writes until it is reopened.
+//! - `/readyz` (readiness): 200 `ready` when the node can serve requests, else 503 with the
+//!   reason: the store is still opening (recovery reads the disk), it refuses writes, a
+//!   cluster member knows no leader (before `cluster init`, or while a minority), or the
+//!   server is stopping.
 //!
 //! The same [`Readiness`] drives gRPC health: [`watch_readiness`] re-checks it every
-//! `READINESS_INTERVAL`, turns `grpc.health.v1` SERVING or NOT_SERVING to match, logs each
-//! change with its reason, and sets `causeway_ready`.
+//! `READINESS_INTERVAL` and sets the server's status (service `""`) by liveness and
+//! `causeway.v1.EventStoreService` by readiness, logs each change with its reason, and sets
+//! `causeway_ready`. So a probe of `""` restarts only a node a restart can cure, and a node
+//! waiting for a leader stays up (and can be initialised) while it takes no traffic.
 //!
 //! The port is bound before the store opens, so `/healthz` answers and `/readyz` says
 //! "recovering" while a large log is read at start.
@@ -71,6 +75,24 @@ impl Readiness {
         self.parts.get()
     }
 
+    /// `Ok` unless only a restart can help (the store refuses writes) or the server is
+    /// stopping; otherwise why, in a sentence.
+    pub fn live(&self) -> Result<(), String> {
+        if self.stopping.load(std::sync::atomic::Ordering::Acquire) {
+            return Err("shutting down".to_string());
+        }
+        match self
+            .parts
+            .get()
+            .and_then(|parts| parts.store.get().refusing_writes())
+        {
+            Some(reason) => Err(format!(
+                "the store refuses writes until the server is restarted: {reason}"
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// `Ok` when the node can serve; otherwise why not, in a sentence.
     pub fn check(&self) -> Result<(), String> {
         if self.stopping.load(std::sync::atomic::Ordering::Acquire) {
@@ -107,7 +129,7 @@ pub struct Admin {
 pub fn router(admin: Admin) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
             ADMIN_REQUESTS_MAX,
@@ -175,6 +197,16 @@ async fn metrics(State(admin): State<Admin>) -> impl IntoResponse {
     }
 }
 
+async fn healthz(State(admin): State<Admin>) -> impl IntoResponse {
+    match admin.readiness.live() {
+        Ok(()) => (StatusCode::OK, "ok\n".to_string()),
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not live: {reason}\n"),
+        ),
+    }
+}
+
 async fn readyz(State(admin): State<Admin>) -> impl IntoResponse {
     match admin.readiness.check() {
         Ok(()) => (StatusCode::OK, "ready\n".to_string()),
@@ -192,7 +224,7 @@ pub async fn watch_readiness(
     health: HealthReporter,
     mut stopping: watch::Receiver<bool>,
 ) {
-    let mut was: Option<Result<(), String>> = None;
+    let mut was: Option<(Result<(), String>, Result<(), String>)> = None;
     let mut interval = tokio::time::interval(READINESS_INTERVAL);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -200,30 +232,32 @@ pub async fn watch_readiness(
             _ = interval.tick() => {}
             _ = stopping.wait_for(|stopping| *stopping) => return,
         }
-        let now = readiness.check();
+        let now = (readiness.live(), readiness.check());
         if was.as_ref() == Some(&now) {
             continue;
         }
-        let status = match &now {
-            Ok(()) => {
-                if was.is_some() {
-                    tracing::info!("ready: serving again");
-                }
-                ServingStatus::Serving
-            }
-            Err(reason) => {
-                tracing::warn!(reason = reason.as_str(), "not ready: health is NOT_SERVING");
-                ServingStatus::NotServing
-            }
+        let (live, ready) = &now;
+        match ready {
+            Ok(()) if was.is_some() => tracing::info!("ready: serving again"),
+            Ok(()) => {}
+            Err(reason) => tracing::warn!(
+                reason = reason.as_str(),
+                live = live.is_ok(),
+                "not ready: health of causeway.v1.EventStoreService is NOT_SERVING"
+            ),
+        }
+        let status = |result: &Result<(), String>| match result {
+            Ok(()) => ServingStatus::Serving,
+            Err(_) => ServingStatus::NotServing,
         };
         health
             .set_service_status(
                 <EventStoreServiceServer<Service> as tonic::server::NamedService>::NAME,
-                status,
+                status(ready),
             )
             .await;
-        health.set_service_status("", status).await;
-        metrics::gauge!("causeway_ready").set(if now.is_ok() { 1.0 } else { 0.0 });
+        health.set_service_status("", status(live)).await;
+        metrics::gauge!("causeway_ready").set(if ready.is_ok() { 1.0 } else { 0.0 });
         was = Some(now);
     }
 }

@@ -73,7 +73,10 @@ impl Node {
                 command
             }
         };
-        command.args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]);
+        if !args.contains(&"--listen") {
+            command.args(["--listen", "127.0.0.1:0"]);
+        }
+        command.args(["--admin-listen", "127.0.0.1:0"]);
         if !env.iter().any(|(name, _)| *name == "CAUSEWAY_DATA_DIR") {
             command.arg("--data-dir").arg(data_dir);
         }

@@ -206,8 +206,8 @@ async fn health_turns_not_serving_when_writes_fail_and_back_after_restart() {
     let (code, body) = http_get(node.admin.expect("admin"), "/readyz");
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("refuses writes"), "{body}");
-    let (code, _) = http_get(node.admin.expect("admin"), "/healthz");
-    assert_eq!(code, 200, "the process is alive, only not ready");
+    let (code, body) = http_get(node.admin.expect("admin"), "/healthz");
+    assert_eq!(code, 503, "only a restart helps: {body}");
     drop(client);
     drop(node);
 
@@ -311,4 +311,72 @@ fn a_start_up_failure_is_one_line() {
     assert_eq!(lines.len(), 1, "{stderr}");
     assert!(lines[0].starts_with("causewayd: binding "), "{stderr}");
     assert!(lines[0].contains(&taken), "{stderr}");
+}
+
+/// A cluster member with no leader (here: before `cluster init`) is alive but not ready: gRPC
+/// health of "" stays SERVING so it is not restarted and can be initialised, the store
+/// service is NOT_SERVING, `/readyz` says why; once it leads, both serve and `/metrics`
+/// reports its Raft role and term.
+#[tokio::test]
+async fn a_cluster_member_without_a_leader_is_live_but_not_ready() {
+    let dir = scratch();
+    // A member advertises a real port, so it listens on one chosen beforehand.
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|socket| socket.local_addr())
+        .expect("a free port")
+        .to_string();
+    let node = Node::start(
+        &dir.path().join("data"),
+        &["--node-id", "1", "--listen", &listen],
+    );
+    let admin = node.admin.expect("admin");
+    assert_eq!(
+        health_of(&node).await,
+        [
+            ServingStatus::Serving as i32,
+            ServingStatus::NotServing as i32
+        ]
+    );
+    let (code, body) = http_get(admin, "/readyz");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("no leader"), "{body}");
+    assert_eq!(http_get(admin, "/healthz").0, 200);
+
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", node.addr))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    pb::cluster_service_client::ClusterServiceClient::new(channel)
+        .init_cluster(pb::InitClusterRequest::default())
+        .await
+        .expect("init a cluster of one");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while http_get(admin, "/readyz").0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "not ready after init; log:\n{}",
+            node.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while health_of(&node).await != [ServingStatus::Serving as i32; 2] {
+        assert!(
+            Instant::now() < deadline,
+            "health still NOT_SERVING after init"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let metrics = scrape(&node);
+    assert_eq!(
+        metrics.get("causeway_raft_role{role=\"leader\"}"),
+        Some(&1.0)
+    );
+    assert!(
+        metrics
+            .get("causeway_raft_term")
+            .is_some_and(|term| *term >= 1.0)
+    );
+    assert_eq!(metrics.get("causeway_ready"), Some(&1.0));
 }

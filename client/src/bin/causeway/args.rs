@@ -11,7 +11,7 @@ use causeway_client::Expected;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// The default server address.
-pub const SERVER_DEFAULT: &str = "http://127.0.0.1:50051";
+pub const SERVER_DEFAULT: &str = "http://127.0.0.1:7420";
 
 /// The command-line client of the Causeway event store.
 #[derive(Parser, Debug)]
