@@ -55,6 +55,9 @@ pub const LISTEN_DEFAULT: &str = "127.0.0.1:50051";
     about = "The Causeway event store, served over gRPC."
 )]
 pub struct Args {
+    /// Instead of serving, run a tool (`restore`).
+    #[command(subcommand)]
+    pub command: Option<crate::restore::Command>,
     /// A TOML file with any of the settings below (flags and variables override it).
     #[arg(long, env = "CAUSEWAY_CONFIG")]
     pub config: Option<PathBuf>,

@@ -20,12 +20,15 @@ pub mod pb {
         tonic::include_file_descriptor_set!("causeway_descriptor");
 }
 
+pub mod checkpoint;
 pub mod cluster;
 pub mod config;
 pub mod convert;
 pub mod limits;
 pub mod live;
+pub mod operations;
 pub mod pool;
+pub mod restore;
 pub mod server;
 pub mod service;
 pub mod status;

@@ -10,6 +10,9 @@ use causeway_server::{Config, Server, shutdown_signal};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> anyhow::Result<()> {
+    if let Some(restored) = causeway_server::restore::run_if_requested() {
+        return restored;
+    }
     let config = Config::load()?;
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
