@@ -7,7 +7,9 @@
 //! - `shutdown`: SIGTERM with appends in flight loses nothing acknowledged.
 //! - `subscribe`: the subscription contract under concurrent writers, and resuming it.
 //! - `operations`: health, reflection, compression, and where settings come from.
+//! - `backup`: backup under load, restore into a fresh node, damaged backups refused.
 
+mod backup;
 mod errors;
 mod harness;
 mod operations;
