@@ -10,6 +10,8 @@
 //! Reading order: [`config`] (how it is started), [`server`] (what it serves and how it stops),
 //! [`service`] (the RPCs), [`subscribe`] (the live tail), [`pool`] (where store calls run),
 //! then [`convert`] and [`status`] (the edge between wire and core), and [`limits`].
+//! [`operations`] serves backups, shipping files as [`checkpoint`] does for snapshots too, and
+//! [`restore`] is `causewayd restore`, which makes a data directory of a backup.
 
 /// The generated protobuf types and gRPC server of `causeway.v1`.
 pub mod pb {
