@@ -287,7 +287,9 @@ pub fn to_status(err: impl Into<Error>) -> Status {
                     "an i/o error on the node's disk ({}); the node's log has the details",
                     source.kind()
                 )),
-                other => to_status(other),
+                causeway_core::Error::Closed => to_status(causeway_core::Error::Closed),
+                // Any other failure may name a path of this node; the log has it.
+                _ => Status::internal("the backup failed on the node; its log has the details"),
             }
         }
         Error::SubscriptionsFull { max } => with_info(

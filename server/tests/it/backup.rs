@@ -285,7 +285,7 @@ async fn backups_are_bounded_and_their_checkpoints_removed() {
     let payload = vec![b'x'; 1024 * 1024];
     for entity_idx in 0..24 {
         let mut big = event("acme", &format!("blob-{entity_idx}"), "Blob");
-        big.payload = payload.clone().into();
+        big.payload = payload.clone();
         big.content_type = String::new();
         append(&mut client, vec![big]).await;
     }
