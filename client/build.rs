@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             &[
                 "../proto/causeway/v1/causeway.proto",
                 "../proto/causeway/v1/cluster.proto",
+                "../proto/causeway/v1/operations.proto",
             ],
             &["../proto"],
         )?;

@@ -23,6 +23,7 @@ use crate::error::Error;
 use crate::follow::{Idempotence, Router, parse_addresses};
 use crate::pb;
 use crate::pb::event_store_service_client::EventStoreServiceClient;
+use crate::pb::operations_service_client::OperationsServiceClient;
 
 /// How long [`Client::connect`] waits for the TCP and HTTP/2 handshake, per address.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -140,6 +141,23 @@ impl Client {
     /// does not cover; calls through it do not follow the leader.
     pub fn raw(&self) -> EventStoreServiceClient<Channel> {
         stub(self.router.channel().1)
+    }
+
+    /// The connection to where calls go now (the leader's, once a follower named it), for
+    /// other services on the same server (gRPC health); calls through it do not follow the
+    /// leader.
+    pub fn channel(&self) -> Channel {
+        self.router.channel().1
+    }
+
+    /// The `OperationsService` stub over the connection to where calls go now. A backup is of
+    /// the node asked, so it is sent once and never redirected.
+    pub fn operations(&self) -> OperationsServiceClient<Channel> {
+        OperationsServiceClient::new(self.channel())
+            .send_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .max_decoding_message_size(RESPONSE_BYTES_MAX)
+            .max_encoding_message_size(REQUEST_BYTES_MAX)
     }
 
     /// Sends a call built by `call` (on a fresh stub each attempt), following the leader.

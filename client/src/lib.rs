@@ -8,6 +8,7 @@
 //! resend with the same idempotency key on [`Error::OutcomeUnknown`]. [`ClusterAdmin`] forms a
 //! cluster, changes its members and shows every member's state. [`receipt::verify`] checks a
 //! receipt offline against the events and the server's public key, with no server involved.
+//! [`backup::backup`] writes a node's store into a backup directory, checking every byte.
 //! The wire types are in [`pb`], generated from `proto/causeway/v1`.
 //!
 //! The crate depends on the protobuf API only, never on `causeway-core`: it is the reference
@@ -20,6 +21,7 @@ pub mod pb {
 }
 
 pub mod append;
+pub mod backup;
 pub mod client;
 pub mod cluster;
 pub mod error;
@@ -28,6 +30,7 @@ pub mod follow;
 pub mod receipt;
 
 pub use append::{AppendBuilder, EventBuilder, Expected};
+pub use backup::{Backup, BackupError};
 pub use client::{Client, Start, SubscribeItem};
 pub use cluster::{ClusterAdmin, ClusterView, MemberStatus};
 pub use error::Error;

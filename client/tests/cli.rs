@@ -870,3 +870,61 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// `backup` prints the position and digest it holds (the server's head and digest when nothing
+/// is appended meanwhile), writes `BACKUP` with them, and refuses a directory that is not
+/// empty without touching it.
+#[test]
+fn backup_prints_its_position_and_refuses_a_non_empty_directory() {
+    let server = Server::start();
+    for entity in ["order-1", "order-2", "order-3"] {
+        server.append("acme", entity, "OrderPlaced", &["--data", "{\"total\":5}"]);
+    }
+    let head = server.json(&["head"]);
+    let to = server.path("backup-1");
+    let backup = server.json(&["backup", "--to", to.to_str().expect("a UTF-8 path")]);
+    assert_eq!(u64_of(&backup, "/position"), 3);
+    assert_eq!(str_of(&backup, "/digest"), str_of(&head, "/digest"));
+    let backup_file = std::fs::read_to_string(to.join("BACKUP")).expect("BACKUP is written");
+    assert!(backup_file.contains("position=3\n"), "{backup_file}");
+    assert!(
+        backup_file.contains(&format!("digest={}\n", str_of(&head, "/digest"))),
+        "{backup_file}"
+    );
+    assert!(to.join("CHECKPOINT").is_file());
+    assert!(to.join("events/00000000000000000001.seg").is_file());
+
+    let taken = server.path("taken");
+    std::fs::create_dir(&taken).expect("create a directory");
+    std::fs::write(taken.join("keep.txt"), b"mine").expect("write a file");
+    let refused = server.run(&["backup", "--to", taken.to_str().expect("a UTF-8 path")]);
+    let line = refused.assert_failure();
+    assert!(line.contains("is not empty"), "{line}");
+    assert_eq!(
+        std::fs::read(taken.join("keep.txt")).expect("still there"),
+        b"mine"
+    );
+    let entries = std::fs::read_dir(&taken).expect("list").count();
+    assert_eq!(entries, 1, "nothing was added to the refused directory");
+}
+
+/// `health` prints SERVING and exits 0 while the server serves; with the server gone it exits
+/// non-zero, as a container health check needs. An unknown service is not SERVING either.
+#[test]
+fn health_exits_zero_only_when_serving() {
+    let mut server = Server::start();
+    let up = server.run(&["health"]);
+    up.assert_success();
+    assert_eq!(up.stdout.trim(), "SERVING");
+    let api = server.run(&["health", "--service", "causeway.v1.EventStoreService"]);
+    api.assert_success();
+    assert_eq!(api.stdout.trim(), "SERVING");
+    let unknown = server.run(&["health", "--service", "no.such.Service"]);
+    unknown.assert_failure();
+
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+    let down = server.run(&["health"]);
+    let line = down.assert_failure();
+    assert!(line.contains("cannot connect to"), "{line}");
+}

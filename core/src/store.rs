@@ -387,6 +387,11 @@ impl Store {
         self.id
     }
 
+    /// The directory the store was opened on (its data directory).
+    pub fn dir(&self) -> &Path {
+        crate::disk::parent_dir(&self.shared.events_dir)
+    }
+
     /// Appends events atomically and returns once they are durable (per [`Durability`]).
     pub fn append(&self, append: Append) -> Result<Receipt> {
         let command = self.stamp(append)?;

@@ -62,6 +62,9 @@ pub const ADMIN_LISTEN_DEFAULT: &str = "127.0.0.1:7421";
     about = "The Causeway event store, served over gRPC."
 )]
 pub struct Args {
+    /// Instead of serving, run a tool (`restore`).
+    #[command(subcommand)]
+    pub command: Option<crate::restore::Command>,
     /// A TOML file with any of the settings below (flags and variables override it).
     #[arg(long, env = "CAUSEWAY_CONFIG")]
     pub config: Option<PathBuf>,

@@ -10,6 +10,8 @@
 //! Reading order: [`config`] (how it is started), [`server`] (what it serves and how it stops),
 //! [`service`] (the RPCs), [`subscribe`] (the live tail), [`pool`] (where store calls run),
 //! then [`convert`] and [`status`] (the edge between wire and core), and [`limits`].
+//! [`operations`] serves backups, shipping files as [`checkpoint`] does for snapshots too, and
+//! [`restore`] is `causewayd restore`, which makes a data directory of a backup.
 
 /// The generated protobuf types and gRPC server of `causeway.v1`.
 pub mod pb {
@@ -20,6 +22,7 @@ pub mod pb {
         tonic::include_file_descriptor_set!("causeway_descriptor");
 }
 
+pub mod checkpoint;
 pub mod cluster;
 pub mod config;
 pub mod convert;
@@ -28,7 +31,9 @@ pub mod live;
 pub mod metrics;
 pub mod monitor;
 pub mod observe;
+pub mod operations;
 pub mod pool;
+pub mod restore;
 pub mod server;
 pub mod service;
 pub mod status;

@@ -234,3 +234,21 @@ pub const REQUEST_ID_CHARS_MAX: usize = 64;
 pub const LOG_MESSAGE_CHARS_MAX: usize = 200;
 /// Requests the admin HTTP port serves at once; more wait for one to finish.
 pub const ADMIN_REQUESTS_MAX: usize = 64;
+
+/// Backups (`OperationsService.Backup`) running at once; one more is RESOURCE_EXHAUSTED. Each
+/// holds a checkpoint beside the store (hard links, plus a copy of the active segment's
+/// committed prefix: up to one segment of disk) and reads every file once, so a few at a time
+/// keep the disk for appends; backups are rare.
+pub const BACKUPS_MAX: usize = 2;
+/// Bytes of one backup chunk: big enough that a chunk is a handful of HTTP/2 frames, small
+/// enough that a stream's buffered chunks cost little memory.
+pub const BACKUP_CHUNK_BYTES: usize = 1024 * 1024;
+/// Backup messages read ahead of the client: the chunks a stream buffers at most.
+pub const BACKUP_BUFFER_MESSAGES: usize = 4;
+/// How long a backup waits for the client to take its next message before the stream ends
+/// with DEADLINE_EXCEEDED, so a client that stops reading cannot hold a backup slot and its
+/// checkpoint forever.
+pub const BACKUP_SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// Files a backup's manifest may list, as `SNAPSHOT_FILES_MAX` for a snapshot; a restore
+/// refuses a manifest that lists more.
+pub const BACKUP_FILES_MAX: usize = SNAPSHOT_FILES_MAX;

@@ -15,6 +15,15 @@ use causeway_server::{Config, Server, shutdown_signal};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
+    if let Some(restored) = causeway_server::restore::run_if_requested() {
+        return match restored {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("causewayd restore: {err}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let config = match Config::load() {
         Ok(config) => config,
         Err(err) => {

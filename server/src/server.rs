@@ -257,6 +257,16 @@ impl Server {
             .map_err(|err| StartError::Reflection(err.to_string()))?
             .accept_compressed(CompressionEncoding::Gzip)
             .accept_compressed(CompressionEncoding::Zstd);
+        let operations = crate::operations::Operations::new(
+            self.store.clone(),
+            self.cluster.clone(),
+            self.service.pool(),
+        )
+        .await;
+        let operations =
+            crate::pb::operations_service_server::OperationsServiceServer::new(operations)
+                .accept_compressed(CompressionEncoding::Gzip)
+                .accept_compressed(CompressionEncoding::Zstd);
         let api = EventStoreServiceServer::new(self.service)
             .accept_compressed(CompressionEncoding::Gzip)
             .accept_compressed(CompressionEncoding::Zstd)
@@ -316,6 +326,7 @@ impl Server {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(api)
+            .add_service(operations)
             .add_optional_service(peers)
             .add_optional_service(admin)
             .serve_with_incoming_shutdown(incoming, signal);

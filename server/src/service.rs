@@ -78,6 +78,11 @@ impl Service {
         }
     }
 
+    /// The pool store calls run on, for services beside this one.
+    pub fn pool(&self) -> Arc<Pool> {
+        self.pool.clone()
+    }
+
     /// Runs a store call on the pool.
     async fn call<T, F>(&self, job: F) -> Result<T, Status>
     where

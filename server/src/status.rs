@@ -77,6 +77,14 @@ pub enum Error {
     /// The request cannot be carried out in this node's state (a cluster formed twice, a
     /// single node asked for cluster operations).
     Precondition(String),
+    /// As many backups as the server runs at once are running.
+    BackupsFull {
+        /// `BACKUPS_MAX`.
+        max: usize,
+    },
+    /// A failure on this node's own disk while serving an operation (a backup): reported
+    /// without the paths the error names, which stay in the node's log.
+    Local(causeway_core::Error),
     /// The server is shutting down (or its store closed).
     ShuttingDown {
         /// For a subscription, the position to resume from.
@@ -263,6 +271,27 @@ pub fn to_status(err: impl Into<Error>) -> Status {
             outcome_unknown: false,
         } => Status::unavailable(detail),
         Error::Precondition(detail) => Status::failed_precondition(detail),
+        Error::BackupsFull { max } => with_info(
+            Code::ResourceExhausted,
+            format!("{max} backups are running, the most at once (BACKUPS_MAX); retry later"),
+            REASON_OVERLOADED,
+            HashMap::from([("limit".to_string(), "BACKUPS_MAX".to_string())]),
+        ),
+        Error::Local(err) => {
+            tracing::error!(%err, "a backup failed on this node");
+            match err {
+                causeway_core::Error::Corrupt { .. } => Status::data_loss(
+                    "the node's store is damaged (the node's log names the file and offset)",
+                ),
+                causeway_core::Error::Io { source, .. } => Status::unavailable(format!(
+                    "an i/o error on the node's disk ({}); the node's log has the details",
+                    source.kind()
+                )),
+                causeway_core::Error::Closed => to_status(causeway_core::Error::Closed),
+                // Any other failure may name a path of this node; the log has it.
+                _ => Status::internal("the backup failed on the node; its log has the details"),
+            }
+        }
         Error::SubscriptionsFull { max } => with_info(
             Code::ResourceExhausted,
             format!("{max} subscriptions are open, the configured maximum (max_subscriptions)"),

@@ -12,7 +12,6 @@
 
 use std::future::Future;
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use openraft::base::{BoxFuture, BoxStream};
@@ -247,7 +246,7 @@ impl RaftNetworkV2<TypeConfig> for Connection {
         let dir = snapshot.snapshot.0.clone();
         let files = tokio::task::spawn_blocking({
             let dir = dir.clone();
-            move || snapshot_files(&dir)
+            move || crate::checkpoint::files_to_send(&dir)
         })
         .await
         .map_err(|err| network_streaming_error(&err))?
@@ -322,46 +321,20 @@ fn network_streaming_error(err: &(impl std::error::Error + 'static)) -> Streamin
     StreamingError::Network(NetworkError::new(err))
 }
 
-/// Every file of a snapshot directory to send, with its length: the checkpoint manifest first,
-/// then the files it lists (the `SNAPSHOT` metadata travels in the header instead).
-fn snapshot_files(dir: &std::path::Path) -> std::io::Result<Vec<(String, u64)>> {
-    let manifest = causeway_core::store::Manifest::read(dir).map_err(std::io::Error::other)?;
-    let manifest_name = causeway_core::store::MANIFEST_FILE.to_string();
-    let manifest_len = std::fs::metadata(dir.join(&manifest_name))?.len();
-    let mut files = vec![(manifest_name, manifest_len)];
-    files.extend(
-        manifest
-            .files
-            .into_iter()
-            .map(|file| (file.name, file.bytes)),
-    );
-    Ok(files)
-}
-
 /// Sends every file's chunks, in order, each file exactly its listed length.
 fn send_files(
     dir: &std::path::Path,
     files: &[(String, u64)],
     parts: &tokio::sync::mpsc::Sender<pb::InstallSnapshotRequest>,
 ) -> std::io::Result<()> {
-    use std::io::Read;
-    for (name, length) in files {
-        let path: PathBuf = dir.join(name);
-        let mut file = std::fs::File::open(&path)?.take(*length);
-        let mut left = *length;
-        while left > 0 {
-            let mut chunk = vec![0u8; (left as usize).min(SNAPSHOT_CHUNK_BYTES)];
-            file.read_exact(&mut chunk)?;
-            left -= chunk.len() as u64;
-            let part = pb::InstallSnapshotRequest {
-                part: Some(pb::install_snapshot_request::Part::Chunk(
-                    pb::SnapshotChunk { data: chunk.into() },
-                )),
-            };
-            if parts.blocking_send(part).is_err() {
-                return Err(std::io::Error::other("the snapshot transfer was cut short"));
-            }
-        }
-    }
-    Ok(())
+    crate::checkpoint::read_chunks(dir, files, SNAPSHOT_CHUNK_BYTES, |_name, _offset, chunk| {
+        let part = pb::InstallSnapshotRequest {
+            part: Some(pb::install_snapshot_request::Part::Chunk(
+                pb::SnapshotChunk { data: chunk.into() },
+            )),
+        };
+        parts
+            .blocking_send(part)
+            .map_err(|_| std::io::Error::other("the snapshot transfer was cut short"))
+    })
 }

@@ -223,6 +223,13 @@ impl ClusterNode {
         self.live.clone()
     }
 
+    /// A directory on the store's file system for work that must not outlive the process
+    /// (a backup's checkpoint): the state machine's snapshots directory, whose entries other
+    /// than whole snapshots are removed when the node starts.
+    pub fn scratch_dir(&self) -> &Path {
+        &self.snapshots_dir
+    }
+
     /// This node's id.
     pub fn node_id(&self) -> u64 {
         self.identity.node_id()

@@ -39,7 +39,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use causeway_core::disk::{Disk, OsDisk};
-use causeway_core::store::{Config, Durability, ManifestFile};
+use causeway_core::store::{Config, Durability};
 use causeway_core::{Command, EntryId, Signer, Store, metafile};
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
@@ -49,6 +49,7 @@ use tokio_stream::{Stream, StreamExt};
 use super::codec::{self, Reader, get_log_id, get_stored_membership, put_log_id};
 use super::core_error;
 use super::types::{LogId, Response, SnapshotMeta, StoredMembership, TypeConfig, entry_id, log_id};
+use crate::checkpoint::copy_checkpoint;
 use crate::live::LiveStore;
 
 /// A snapshot as openraft handles it: metadata and the directory holding the data.
@@ -599,32 +600,6 @@ pub fn encode_snapshot_meta(meta: &SnapshotMeta) -> Vec<u8> {
 fn write_snapshot_meta(disk: &dyn Disk, dir: &Path, meta: &SnapshotMeta) -> io::Result<()> {
     let payload = encode_snapshot_meta(meta);
     metafile::write(disk, &dir.join(SNAPSHOT_FILE), SNAPSHOT_MAGIC, &payload).map_err(core_error)
-}
-
-/// Copies the files a checkpoint manifest lists from `from` to `to` (whole copies: the copy
-/// becomes a live store whose active segment is written, so nothing is shared by hard link),
-/// each synced, and syncs every directory it created.
-fn copy_checkpoint(
-    disk: &dyn Disk,
-    from: &Path,
-    to: &Path,
-    files: &[ManifestFile],
-) -> io::Result<()> {
-    causeway_core::disk::create_dir_all(disk, to)?;
-    let mut dirs = vec![to.to_path_buf()];
-    for file in files {
-        let target = to.join(&file.name);
-        let parent = causeway_core::disk::parent_dir(&target).to_path_buf();
-        if !dirs.contains(&parent) {
-            causeway_core::disk::create_dir_all(disk, &parent)?;
-            dirs.push(parent);
-        }
-        copy_file(&from.join(&file.name), &target)?;
-    }
-    for dir in dirs {
-        disk.sync_dir(&dir)?;
-    }
-    Ok(())
 }
 
 fn copy_file(from: &Path, to: &Path) -> io::Result<()> {

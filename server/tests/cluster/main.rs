@@ -8,9 +8,11 @@
 //! - `replication`: acknowledged writes survive crashes; followers catch up by log and snapshot.
 //! - `partition`: cut-off leaders acknowledge nothing; healed followers do not depose leaders.
 //! - `membership`: members join and leave under load; a single node grows into a cluster.
+//! - `backup`: a member's backup restores as a single node holding the cluster's events.
 //! - `hostile`: malformed or stranger's node-to-node requests crash nothing and depose no one.
 //! - `nemesis`: a seeded run of kills and partitions under concurrent clients, then the checker.
 
+mod backup;
 mod clients;
 mod history;
 mod hostile;

@@ -7,8 +7,10 @@
 //! - `shutdown`: SIGTERM with appends in flight loses nothing acknowledged.
 //! - `subscribe`: the subscription contract under concurrent writers, and resuming it.
 //! - `operations`: health, reflection, compression, and where settings come from.
+//! - `backup`: backup under load, restore into a fresh node, damaged backups refused.
 //! - `monitor`: the admin port's metrics and readiness, health after a failed write, and logs.
 
+mod backup;
 mod errors;
 mod harness;
 mod monitor;

@@ -115,6 +115,20 @@ pub enum Command {
     /// Form a cluster, change its members, and show every member's state.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Copy the server's store into a new backup directory, checking every byte; prints the
+    /// position and digest it holds (restore it with `causewayd restore`).
+    Backup {
+        /// The backup directory to create; it must not exist, or be empty.
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+    },
+    /// Ask the server's gRPC health service; prints SERVING or NOT_SERVING and exits 0 only
+    /// when serving (for container health checks).
+    Health {
+        /// The service to ask about [default: the server as a whole].
+        #[arg(long, value_name = "NAME", default_value = "")]
+        service: String,
+    },
 }
 
 /// Cluster administration. Changes go to the leader among the --server addresses.
@@ -574,6 +588,27 @@ mod tests {
         assert!(parse(&["cluster", "transfer-leader", "2"]).is_ok());
         assert!(parse(&["cluster", "remove", "3"]).is_ok());
         assert!(parse(&["cluster", "status"]).is_ok());
+    }
+
+    #[test]
+    fn backup_needs_a_directory_and_health_takes_a_service() {
+        assert!(parse(&["backup"]).is_err(), "--to is required");
+        let cli = parse(&["backup", "--to", "b1"]).expect("a directory");
+        let Command::Backup { to } = cli.command else {
+            panic!("expected backup");
+        };
+        assert_eq!(to, PathBuf::from("b1"));
+        let cli = parse(&["health"]).expect("no flags");
+        let Command::Health { service } = cli.command else {
+            panic!("expected health");
+        };
+        assert_eq!(service, "");
+        let cli =
+            parse(&["health", "--service", "causeway.v1.EventStoreService"]).expect("a service");
+        let Command::Health { service } = cli.command else {
+            panic!("expected health");
+        };
+        assert_eq!(service, "causeway.v1.EventStoreService");
     }
 
     #[test]

@@ -44,6 +44,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             cluster::run(&cli.server, command, output).await?;
             return Ok(ExitCode::SUCCESS);
         }
+        Command::Health { service } => return health(&cli.server, &service, output).await,
         _ => {}
     }
     let client = Client::connect(&cli.server)
@@ -66,8 +67,28 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Graph(graph) => graph_command(&client, graph, output).await?,
         Command::Gates(gates) => gates_command(&client, gates, output).await?,
         Command::Verify(args) => return verify_on_server(&client, &args, output).await,
-        Command::Bench(_) | Command::Cluster(_) => {
-            unreachable!("bench and cluster connect on their own, above")
+        Command::Bench(_) | Command::Cluster(_) | Command::Health { .. } => {
+            unreachable!("bench, cluster and health connect on their own, above")
+        }
+        Command::Backup { to } => {
+            let backup = causeway_client::backup::backup(&client, &to).await?;
+            let digest = json::hex(&backup.digest);
+            match output {
+                Output::Table => emit(&table::listing(&[
+                    ("position", backup.position.to_string()),
+                    ("digest", digest),
+                    ("files", backup.n_files.to_string()),
+                    ("bytes", backup.n_bytes.to_string()),
+                    ("backup", to.display().to_string()),
+                ]))?,
+                Output::Json => print_json(&json!({
+                    "position": backup.position,
+                    "digest": digest,
+                    "files": backup.n_files,
+                    "bytes": backup.n_bytes,
+                    "backup": to.display().to_string(),
+                }))?,
+            }
         }
         Command::Head => {
             let head = client.head().await?;
@@ -84,6 +105,38 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// How long `health` waits for the connection and the answer together.
+const HEALTH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Asks the server's gRPC health service about `service` ("" for the server as a whole);
+/// prints the status and succeeds only when it is SERVING.
+async fn health(server: &str, service: &str, output: Output) -> Result<ExitCode> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let asked = async {
+        let client = Client::connect(server).await?;
+        let mut health = tonic_health::pb::health_client::HealthClient::new(client.channel());
+        let request = tonic_health::pb::HealthCheckRequest {
+            service: service.to_string(),
+        };
+        let status = health.check(request).await?.into_inner().status;
+        anyhow::Ok(status)
+    };
+    let status = tokio::time::timeout(HEALTH_TIMEOUT, asked)
+        .await
+        .with_context(|| format!("no health answer within {HEALTH_TIMEOUT:?}"))??;
+    let status = ServingStatus::try_from(status).unwrap_or(ServingStatus::Unknown);
+    let name = status.as_str_name();
+    match output {
+        Output::Table => emit(&format!("{name}\n"))?,
+        Output::Json => print_json(&json!({ "service": service, "status": name }))?,
+    }
+    Ok(if status == ServingStatus::Serving {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// The append request for one event and its conditions.

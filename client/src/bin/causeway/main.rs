@@ -2,7 +2,8 @@
 //!
 //! Appends events under conditions, reads them back, follows the log, draws the causal graph,
 //! administers gates and verifies receipts (by the server, or offline with the server's public
-//! key), and administers a cluster (`cluster init`, membership changes, `cluster status`).
+//! key), administers a cluster (`cluster init`, membership changes, `cluster status`), takes
+//! backups (`backup --to DIR`), and answers container health checks (`health`).
 //! Every command talks to the server, or to a cluster's members, named by `--server` (or
 //! `CAUSEWAY_SERVER`; several comma-separated, and requests follow the leader) through
 //! `causeway_client`, except `verify --offline`, which needs no server. Output is a table for

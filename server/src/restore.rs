@@ -1,0 +1,421 @@
+//! `causewayd restore --from DIR --data-dir NEW`: makes a data directory of a backup (as
+//! `causeway backup --to DIR` writes one; layout in docs/FORMAT.md), or refuses, naming the
+//! file that is wrong.
+//!
+//! The order is what makes a refusal safe and a success trustworthy:
+//! 1. `NEW` must be absent or empty: a restore never mixes into, or replaces, a store.
+//! 2. `BACKUP` (position, digest, blake3 of `CHECKPOINT`) is read; `CHECKPOINT` must hash to
+//!    what it says and name the same position and digest; the backup's top level holds
+//!    nothing else but `events/`, and `events/` exactly the files `CHECKPOINT` lists.
+//! 3. Every file is copied into `NEW.tmp-PID` (beside `NEW`), hashed as it is copied and
+//!    checked against its length and blake3; each file and directory is synced.
+//! 4. The copy is opened as a store, `verify()` re-hashes every event and its chain, and the
+//!    head and digest must be the backup's.
+//! 5. Only then is the copy renamed to `NEW` (and the parent directory synced). A refusal or a
+//!    failure at any step removes the temporary copy: nothing that looks usable is left.
+//!
+//! The result is a single-node data directory, also when the backup came from a cluster
+//! member (a backup holds the store, not the Raft state). It is grown back into a cluster as
+//! any single node is: start it with `--node-id 1`, `causeway cluster init`, then add and
+//! promote the other nodes, which start from a snapshot of it.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use causeway_core::disk::{self, Disk, OsDisk};
+use causeway_core::store::{MANIFEST_FILE, Manifest};
+use causeway_core::{Hash, Position, Store};
+
+use crate::checkpoint::{FileError, check_listing, copy_checkpoint, hash_file, hex};
+use crate::limits::BACKUP_FILES_MAX;
+
+/// The name of a backup's own manifest file, written last by `causeway backup`.
+pub const BACKUP_FILE: &str = "BACKUP";
+/// The version of the `BACKUP` file's format.
+pub const BACKUP_FORMAT: u32 = 1;
+
+/// What `causewayd` does instead of serving.
+#[derive(clap::Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Make a data directory of a backup (from `causeway backup`), after checking every file
+    /// and the hash chain; refuses a damaged or incomplete backup, naming the file.
+    Restore(RestoreArgs),
+}
+
+/// Where a restore reads and writes.
+#[derive(clap::Args, Debug, Clone, PartialEq, Eq)]
+pub struct RestoreArgs {
+    /// The backup directory.
+    #[arg(long, value_name = "DIR")]
+    pub from: PathBuf,
+    /// The data directory to create; it must not exist, or be empty.
+    #[arg(long, value_name = "NEW")]
+    pub data_dir: PathBuf,
+}
+
+/// What a restore made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Restored {
+    /// The head of the restored store: the backup's position.
+    pub position: Position,
+    /// The log digest at it: the backup's digest.
+    pub digest: Hash,
+    /// Events whose hashes and chains were checked.
+    pub events: u64,
+}
+
+/// Why a restore did not happen.
+#[derive(Debug)]
+pub enum RestoreError {
+    /// The target data directory cannot be used.
+    Target {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        detail: String,
+    },
+    /// The backup is damaged or incomplete; nothing was restored.
+    Refused {
+        /// The file of the backup that is wrong, relative to it.
+        file: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// An I/O error while writing the restored copy.
+    Io {
+        /// What was being done.
+        what: String,
+        /// The operating system's error.
+        source: io::Error,
+    },
+}
+
+impl fmt::Display for RestoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RestoreError::Target { dir, detail } => {
+                write!(f, "cannot restore into {}: {detail}", dir.display())
+            }
+            RestoreError::Refused { file, detail } => {
+                write!(f, "the backup is refused: {file} {detail}")
+            }
+            RestoreError::Io { what, source } => write!(f, "{what}: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for RestoreError {}
+
+impl From<FileError> for RestoreError {
+    fn from(err: FileError) -> RestoreError {
+        match err.problem {
+            // A read error on the backup or a write error on the copy: not the backup's fault
+            // alone, but its file is the one to look at.
+            crate::checkpoint::Problem::Io(source) => RestoreError::Io {
+                what: format!("copying {}", err.name),
+                source,
+            },
+            _ => {
+                let detail = err.to_string();
+                let detail = detail
+                    .strip_prefix(&format!("{} ", err.name))
+                    .unwrap_or(&detail)
+                    .to_string();
+                RestoreError::Refused {
+                    file: err.name,
+                    detail,
+                }
+            }
+        }
+    }
+}
+
+fn refused(file: &str, detail: impl Into<String>) -> RestoreError {
+    RestoreError::Refused {
+        file: file.to_string(),
+        detail: detail.into(),
+    }
+}
+
+/// Runs `causewayd restore` when the command line asks for it, printing what was restored;
+/// `None` when the command line asks to serve.
+pub fn run_if_requested() -> Option<anyhow::Result<()>> {
+    use clap::Parser as _;
+    let Some(Command::Restore(args)) = crate::config::Args::parse().command else {
+        return None;
+    };
+    Some(match restore(&args.from, &args.data_dir) {
+        Ok(restored) => {
+            println!(
+                "restored position {} digest {} ({} events verified) into {}",
+                restored.position.0,
+                hex(&restored.digest),
+                restored.events,
+                args.data_dir.display()
+            );
+            Ok(())
+        }
+        Err(err) => Err(err.into()),
+    })
+}
+
+/// Restores the backup in `from` into a new data directory `to`; see the module documentation.
+pub fn restore(from: &Path, to: &Path) -> Result<Restored, RestoreError> {
+    check_target(to)?;
+    let tmp = temporary_name(to);
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|source| RestoreError::Io {
+            what: format!("removing {}", tmp.display()),
+            source,
+        })?;
+    }
+    let restored = check_and_copy(from, &tmp);
+    let restored = match restored {
+        Ok(restored) => restored,
+        Err(err) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(err);
+        }
+    };
+    let io = |what: &str| {
+        let what = what.to_string();
+        move |source| RestoreError::Io { what, source }
+    };
+    let disk = OsDisk;
+    if to.exists() {
+        // Checked empty above; a rename replaces an empty directory, not a full one.
+        std::fs::remove_dir(to).map_err(io("replacing the empty target directory"))?;
+    }
+    std::fs::rename(&tmp, to).map_err(io("renaming the restored copy into place"))?;
+    disk.sync_dir(disk::parent_dir(to))
+        .map_err(io("syncing the target's parent directory"))?;
+    Ok(restored)
+}
+
+/// The target must be absent or an empty directory.
+fn check_target(to: &Path) -> Result<(), RestoreError> {
+    let target = |detail: &str| RestoreError::Target {
+        dir: to.to_path_buf(),
+        detail: detail.to_string(),
+    };
+    match std::fs::read_dir(to) {
+        Ok(mut entries) => match entries.next() {
+            None => Ok(()),
+            Some(_) => Err(target(
+                "it is not empty (a restore never writes into an existing store)",
+            )),
+        },
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(err) => Err(target(&err.to_string())),
+    }
+}
+
+/// `NEW.tmp-PID`, beside `NEW`.
+fn temporary_name(to: &Path) -> PathBuf {
+    let mut name = to.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".tmp-{}", std::process::id()));
+    to.with_file_name(name)
+}
+
+/// Checks the backup in `from`, copies it into `tmp` and checks the copy as a store.
+fn check_and_copy(from: &Path, tmp: &Path) -> Result<Restored, RestoreError> {
+    let backup = read_backup_file(from)?;
+    let (checkpoint_bytes, checkpoint_blake3) = hash_file(&from.join(MANIFEST_FILE))
+        .map_err(|err| refused(MANIFEST_FILE, format!("cannot be read: {}", err.kind())))?;
+    if checkpoint_blake3 != backup.checkpoint_blake3 {
+        return Err(refused(
+            MANIFEST_FILE,
+            format!(
+                "is damaged: its blake3 is {} ({checkpoint_bytes} bytes), {BACKUP_FILE} says {}",
+                hex(&checkpoint_blake3),
+                hex(&backup.checkpoint_blake3)
+            ),
+        ));
+    }
+    let manifest = Manifest::read(from).map_err(|err| refused(MANIFEST_FILE, err.to_string()))?;
+    if manifest.position != backup.position || manifest.digest != backup.digest {
+        return Err(refused(
+            MANIFEST_FILE,
+            format!(
+                "names position {} digest {}, {BACKUP_FILE} says position {} digest {}",
+                manifest.position.0,
+                hex(&manifest.digest),
+                backup.position.0,
+                hex(&backup.digest)
+            ),
+        ));
+    }
+    if manifest.files.len() > BACKUP_FILES_MAX {
+        return Err(refused(
+            MANIFEST_FILE,
+            format!(
+                "lists {} files, over BACKUP_FILES_MAX = {BACKUP_FILES_MAX}",
+                manifest.files.len()
+            ),
+        ));
+    }
+    check_top_level(from)?;
+    check_listing(from, &manifest.files)?;
+    copy_checkpoint(&OsDisk, from, tmp, &manifest.files)?;
+
+    let store = Store::open(tmp, causeway_core::Config::default())
+        .map_err(|err| store_refusal(tmp, err))?;
+    let checked = check_store(&store, &manifest);
+    let closed = store.close().map_err(|err| store_refusal(tmp, err));
+    let restored = checked?;
+    closed?;
+    Ok(restored)
+}
+
+/// Re-hashes every event and its chain, and compares the head and digest with the manifest's.
+fn check_store(store: &Store, manifest: &Manifest) -> Result<Restored, RestoreError> {
+    let report = store
+        .verify()
+        .map_err(|err| store_refusal(store.dir(), err))?;
+    if let Some((position, why)) = report.first_break {
+        return Err(refused(
+            &segment_of(manifest, position),
+            format!("breaks the hash chain at position {}: {why}", position.0),
+        ));
+    }
+    let (head, digest) = store.head_and_digest();
+    if head != manifest.position || digest != manifest.digest {
+        return Err(refused(
+            "events/",
+            format!(
+                "restore to head {} digest {}, the backup says position {} digest {}",
+                head.0,
+                hex(&digest),
+                manifest.position.0,
+                hex(&manifest.digest)
+            ),
+        ));
+    }
+    Ok(Restored {
+        position: head,
+        digest,
+        events: report.events,
+    })
+}
+
+/// A store error on the restored copy, as a refusal naming the file relative to the backup.
+fn store_refusal(tmp: &Path, err: causeway_core::Error) -> RestoreError {
+    match &err {
+        causeway_core::Error::Corrupt { file, .. } => {
+            let name = file
+                .strip_prefix(tmp)
+                .map(|name| name.to_string_lossy().into_owned())
+                .unwrap_or_else(|_| "events/".to_string());
+            refused(&name, format!("does not open as a store: {err}"))
+        }
+        _ => refused("events/", format!("does not open as a store: {err}")),
+    }
+}
+
+/// The segment file of the manifest that holds `position` (segments are named by their first
+/// position).
+fn segment_of(manifest: &Manifest, position: Position) -> String {
+    manifest
+        .files
+        .iter()
+        .filter(|file| file.name.ends_with(".seg"))
+        .filter(|file| {
+            file.name
+                .trim_start_matches("events/")
+                .trim_end_matches(".seg")
+                .parse::<u64>()
+                .is_ok_and(|first| first <= position.0)
+        })
+        .map(|file| file.name.clone())
+        .next_back()
+        .unwrap_or_else(|| "events/".to_string())
+}
+
+/// The backup's top level holds `BACKUP`, `CHECKPOINT` and `events/`, nothing else.
+fn check_top_level(from: &Path) -> Result<(), RestoreError> {
+    let entries = std::fs::read_dir(from).map_err(|source| RestoreError::Io {
+        what: format!("listing {}", from.display()),
+        source,
+    })?;
+    for entry in entries {
+        let entry = entry.map_err(|source| RestoreError::Io {
+            what: format!("listing {}", from.display()),
+            source,
+        })?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if ![BACKUP_FILE, MANIFEST_FILE, "events"].contains(&name.as_str()) {
+            return Err(refused(&name, "is not part of a backup"));
+        }
+    }
+    if !from.join("events").is_dir() {
+        return Err(refused("events/", "is missing"));
+    }
+    Ok(())
+}
+
+/// The contents of a `BACKUP` file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackupFile {
+    /// The position the backup was taken at.
+    pub position: Position,
+    /// The log digest at it.
+    pub digest: Hash,
+    /// blake3 of the backup's `CHECKPOINT` file.
+    pub checkpoint_blake3: Hash,
+}
+
+/// Reads and parses `from/BACKUP`: UTF-8 `key=value` lines, unknown keys ignored.
+fn read_backup_file(from: &Path) -> Result<BackupFile, RestoreError> {
+    let path = from.join(BACKUP_FILE);
+    let text = match std::fs::read(&path) {
+        Ok(bytes) if bytes.len() <= 4096 => {
+            String::from_utf8(bytes).map_err(|_| refused(BACKUP_FILE, "is not UTF-8 text"))?
+        }
+        Ok(_) => return Err(refused(BACKUP_FILE, "is over 4096 bytes")),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+            return Err(refused(
+                BACKUP_FILE,
+                "is missing: not a backup, or one that did not finish",
+            ));
+        }
+        Err(err) => return Err(refused(BACKUP_FILE, format!("cannot be read: {err}"))),
+    };
+    let value = |key: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(key)?.strip_prefix('='))
+            .ok_or_else(|| refused(BACKUP_FILE, format!("has no {key}")))
+    };
+    let format = value("format")?;
+    if format != BACKUP_FORMAT.to_string() {
+        return Err(refused(
+            BACKUP_FILE,
+            format!("has format {format:?}; this build reads format {BACKUP_FORMAT}"),
+        ));
+    }
+    let position = value("position")?
+        .parse::<u64>()
+        .map_err(|_| refused(BACKUP_FILE, "has a position that is not a number"))?;
+    Ok(BackupFile {
+        position: Position(position),
+        digest: parse_hash(value("digest")?, "digest")?,
+        checkpoint_blake3: parse_hash(value("checkpoint_blake3")?, "checkpoint_blake3")?,
+    })
+}
+
+fn parse_hash(text: &str, key: &str) -> Result<Hash, RestoreError> {
+    let bad = || {
+        refused(
+            BACKUP_FILE,
+            format!("has a {key} that is not 64 hex digits"),
+        )
+    };
+    if text.len() != 64 || !text.is_ascii() {
+        return Err(bad());
+    }
+    let mut hash = [0u8; 32];
+    for (byte_idx, byte) in hash.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * byte_idx..2 * byte_idx + 2], 16).map_err(|_| bad())?;
+    }
+    Ok(hash)
+}
