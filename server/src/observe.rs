@@ -151,14 +151,28 @@ fn log_failure(
     }
 }
 
-/// At most `chars_max` characters of `text`, with the length said when it was cut.
+/// At most `chars_max` characters of `text`, with the length said when it was cut, and control
+/// characters escaped (`\n`, `\u{1b}`), so a client's text cannot start a forged log line or
+/// drive a terminal.
 fn cut(text: &str, chars_max: usize) -> String {
     let n_chars = text.chars().count();
+    let kept: String = text
+        .chars()
+        .take(chars_max)
+        .flat_map(|char| {
+            let escaped: Vec<char> = if char.is_control() {
+                char.escape_default().collect()
+            } else {
+                vec![char]
+            };
+            escaped
+        })
+        .collect();
     if n_chars <= chars_max {
-        return text.to_string();
+        kept
+    } else {
+        format!("{kept}... ({n_chars} characters)")
     }
-    let kept: String = text.chars().take(chars_max).collect();
-    format!("{kept}... ({n_chars} characters)")
 }
 
 /// Decodes the `%XX` escapes gRPC uses in `grpc-message`.
@@ -195,6 +209,7 @@ mod tests {
         assert_eq!(percent_decode(b"trailing %2"), "trailing %2");
         assert_eq!(cut("abcdef", 3), "abc... (6 characters)");
         assert_eq!(cut("abc", 3), "abc");
+        assert_eq!(cut("a\nb\u{1b}[2J", 10), "a\\nb\\u{1b}[2J");
     }
 
     #[test]
