@@ -1,5 +1,5 @@
 //! Compiles the public API (`proto/causeway/v1`) into server stubs, with a file descriptor set
-//! for gRPC reflection, and the node-to-node API (`proto/causeway/cluster/v1`) into client and
+//! for gRPC reflection (with the google.rpc error details a status carries), and the node-to-node API (`proto/causeway/cluster/v1`) into client and
 //! server stubs (a node is both). Uses the vendored `protoc`, so no system install is needed.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -21,6 +21,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "../proto/causeway/v1/causeway.proto",
                 "../proto/causeway/v1/cluster.proto",
                 "../proto/causeway/v1/operations.proto",
+                // Not used in code (tonic-types has them); compiled into the descriptor set so
+                // reflection can describe the error details a status carries.
+                "../proto/google/rpc/error_details.proto",
             ],
             &["../proto"],
         )?;

@@ -252,3 +252,61 @@ fn the_server_accepts_large_http2_frames() {
         Some(causeway_server::limits::HTTP2_FRAME_BYTES_MAX)
     );
 }
+
+/// Reflection describes the google.rpc error details a failed call carries, so a generic
+/// client decodes a denial's `ErrorInfo` without a copy of googleapis.
+#[tokio::test]
+async fn reflection_describes_the_error_details_a_status_carries() {
+    use tonic_reflection::pb::v1;
+    let dir = scratch();
+    let node = Node::start(&dir.path().join("data"), &[]);
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", node.addr))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let mut reflection = v1::server_reflection_client::ServerReflectionClient::new(channel);
+    let symbols = [
+        "google.rpc.ErrorInfo",
+        "google.rpc.BadRequest",
+        "google.rpc.RetryInfo",
+    ];
+    let requests: Vec<v1::ServerReflectionRequest> = symbols
+        .iter()
+        .map(|symbol| v1::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(
+                v1::server_reflection_request::MessageRequest::FileContainingSymbol(
+                    symbol.to_string(),
+                ),
+            ),
+        })
+        .collect();
+    let mut responses = reflection
+        .server_reflection_info(tokio_stream::iter(requests))
+        .await
+        .expect("reflection v1")
+        .into_inner();
+    for symbol in symbols {
+        let answer = responses
+            .message()
+            .await
+            .expect("a response")
+            .expect("not the end");
+        let Some(v1::server_reflection_response::MessageResponse::FileDescriptorResponse(files)) =
+            answer.message_response
+        else {
+            panic!("{symbol}: expected a file descriptor, got {answer:?}");
+        };
+        let described = files.file_descriptor_proto.iter().any(|bytes| {
+            let file = <prost_types::FileDescriptorProto as prost::Message>::decode(&bytes[..])
+                .expect("a file descriptor");
+            file.package() == "google.rpc"
+                && file
+                    .message_type
+                    .iter()
+                    .any(|message| Some(message.name()) == symbol.strip_prefix("google.rpc."))
+        });
+        assert!(described, "{symbol} is described");
+    }
+}
