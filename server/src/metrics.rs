@@ -81,8 +81,8 @@ fn describe() {
         "Append RPCs answered, by outcome: ok, denied, conflict, or the gRPC code of any other failure."
     );
     describe_counter!(
-        "causeway_events_appended_total",
-        "Events written by acknowledged appends."
+        "causeway_append_events_total",
+        "Events in append RPCs answered, by the append's outcome (as causeway_appends_total)."
     );
     describe_counter!(
         "causeway_denials_total",
@@ -170,16 +170,14 @@ fn describe() {
     );
 }
 
-/// Counts an answered append: its outcome, its events, and a denial's gate and code.
-pub fn append_answered(result: Result<u64, &Status>) {
+/// Counts an answered append of `n_events` events: by outcome, and a denial by gate and code.
+pub fn append_answered(n_events: u64, result: Result<(), &Status>) {
     let outcome = match result {
-        Ok(n_events) => {
-            counter!("causeway_events_appended_total").increment(n_events);
-            "ok"
-        }
+        Ok(()) => "ok",
         Err(status) => refusal(status),
     };
     counter!("causeway_appends_total", "outcome" => outcome).increment(1);
+    counter!("causeway_append_events_total", "outcome" => outcome).increment(n_events);
 }
 
 /// What a failed append counts as: a conflict, a denial (counted by gate and code), or its code.

@@ -192,13 +192,12 @@ impl EventStoreService for Service {
         &self,
         request: Request<pb::AppendRequest>,
     ) -> Result<Response<pb::AppendResponse>, Status> {
+        let n_events = request.get_ref().events.len() as u64;
         let answered = match convert::append(request.into_inner(), "").map_err(to_status) {
             Ok(append) => self.append(append).await,
             Err(status) => Err(status),
         };
-        crate::metrics::append_answered(
-            answered.as_ref().map(|receipt| receipt.events.len() as u64),
-        );
+        crate::metrics::append_answered(n_events, answered.as_ref().map(|_| ()));
         let receipt = answered?;
         Ok(Response::new(pb::AppendResponse {
             receipt: Some(convert::receipt(receipt)),

@@ -106,7 +106,9 @@ async fn metrics_move_by_exactly_the_workload() {
     let after = scrape(&node);
     let expect = [
         ("causeway_appends_total{outcome=\"ok\"}", 4.0),
-        ("causeway_events_appended_total", 6.0),
+        ("causeway_append_events_total{outcome=\"ok\"}", 6.0),
+        ("causeway_append_events_total{outcome=\"denied\"}", 2.0),
+        ("causeway_append_events_total{outcome=\"conflict\"}", 3.0),
         ("causeway_appends_total{outcome=\"denied\"}", 2.0),
         (
             "causeway_denials_total{gate=\"small-orders\",code=\"CEL_FALSE\"}",
