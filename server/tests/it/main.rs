@@ -8,7 +8,9 @@
 //! - `subscribe`: the subscription contract under concurrent writers, and resuming it.
 //! - `operations`: health, reflection, compression, and where settings come from.
 //! - `monitor`: the admin port's metrics and readiness, health after a failed write, and logs.
+//! - `console`: the web console's JSON API and live tail on the admin port, and its bounds.
 
+mod console;
 mod errors;
 mod harness;
 mod monitor;
