@@ -331,10 +331,11 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 async fn state(State(console): State<Console>) -> Result<Response, Refusal> {
-    let ready = console.admin.readiness.check();
+    let readiness = console.admin.readiness.clone();
     let cluster = console.parts()?.cluster.clone();
     let mut state = console
         .call(move |store| {
+            let ready = readiness.check();
             let (head, digest) = store.head_and_digest();
             let (segments, segment_bytes) = store.disk_usage()?;
             Ok(json!({
@@ -345,6 +346,8 @@ async fn state(State(console): State<Console>) -> Result<Response, Refusal> {
                 "segments": segments,
                 "segment_bytes": segment_bytes,
                 "index_bytes": store.index_heap_bytes(),
+                "ready": ready.is_ok(),
+                "not_ready_reason": ready.err(),
                 "cluster": cluster.map(|node| {
                     let status = node.status();
                     json!({
@@ -360,8 +363,6 @@ async fn state(State(console): State<Console>) -> Result<Response, Refusal> {
             }))
         })
         .await?;
-    state["ready"] = json!(ready.is_ok());
-    state["not_ready_reason"] = json!(ready.err());
     state["version"] = json!(env!("CARGO_PKG_VERSION"));
     state["subscriptions"] = json!(console.parts()?.hub.open());
     Ok(json_response(state))

@@ -136,9 +136,14 @@ async function main() {
 
   step('the live tail shows an event appended after the page loaded');
   await page.waitForSelector('#tail-status[data-state="live"]');
-  const late = append(grpc, 'acme', 'order-8', 'OrderPlaced', { total: 99 }, [], ['customer:42']);
+  // Names and payloads are the writers' data: markup in them must show as text.
+  const late = append(grpc, 'acme', 'order-<b>8</b>', 'OrderPlaced',
+    { total: 99, note: '<img src=x onerror="document.title=1">' }, [], ['customer:42']);
   await page.waitForSelector('#events tbody tr[data-position="9"]');
   assert.equal(await page.getAttribute('#events tbody tr:first-child', 'data-id'), late.id);
+  assert.match(await page.textContent('#events tbody tr[data-position="9"]'), /order-<b>8<\/b>.*<img src=x/);
+  assert.equal(await page.$$eval('#events tbody b, #events tbody img', (found) => found.length), 0,
+    'event data is never markup');
   await page.waitForFunction(() => document.getElementById('head').textContent === '9');
 
   step('an event and its causal graph');

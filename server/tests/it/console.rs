@@ -156,6 +156,23 @@ async fn the_api_serves_the_state_gates_events_and_graph() {
     assert_eq!(one["payload_bytes"], 20, "{one}");
     assert_eq!(one["hash"], hex(&paid.events[0].hash), "{one}");
 
+    let binary = append(
+        &mut client,
+        vec![pb::NewEvent {
+            payload: vec![0xff, 0xfe, 0x00],
+            content_type: "application/octet-stream".to_string(),
+            ..event("acme", "blob-1", "BlobStored")
+        }],
+    )
+    .await;
+    let blob = ok_json(admin, &format!("/api/events/{}", binary.events[0].id));
+    assert_eq!(
+        blob["payload"],
+        Value::Null,
+        "not UTF-8: the size only: {blob}"
+    );
+    assert_eq!(blob["payload_bytes"], 3, "{blob}");
+
     let history = ok_json(admin, "/api/entity?scope=acme&entity=order-1");
     let types: Vec<&str> = history["events"]
         .as_array()
