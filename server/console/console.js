@@ -289,6 +289,10 @@ function startTail(from) {
   source.onerror = () => {
     if (page.tail === source) tailStatus('connecting', 'reconnecting');
   };
+  source.addEventListener('failed', (message) => {
+    stopTail();
+    showError(new Error(`the live tail stopped: ${message.data}`));
+  });
   source.addEventListener('event', (message) => {
     const event = JSON.parse(message.data);
     if (event.position <= page.newest) return;
@@ -548,7 +552,28 @@ function route() {
   else if (parts[0] === 'entity' && parts.length >= 3) showEntity(parts[1], parts.slice(2).join('/'));
 }
 
+// The lookup box: an event id shows that event, SCOPE/ENTITY that entity's history.
+function lookup(text) {
+  const wanted = text.trim();
+  if (!wanted) return false;
+  if (/^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$/.test(wanted)) {
+    location.hash = eventHash(wanted.toLowerCase());
+    return true;
+  }
+  const slash = wanted.indexOf('/');
+  if (slash > 0 && slash < wanted.length - 1) {
+    location.hash = entityHash(wanted.slice(0, slash).trim(), wanted.slice(slash + 1).trim());
+    return true;
+  }
+  showError(new Error('look up an event id, or SCOPE/ENTITY for an entity\'s history'));
+  return false;
+}
+
 function start() {
+  $('lookup').addEventListener('keydown', (key) => {
+    if (key.key !== 'Enter') return;
+    if (lookup($('lookup').value)) $('lookup').value = '';
+  });
   $('tail-toggle').addEventListener('click', toggleTail);
   $('events-older').addEventListener('click', loadOlder);
   $('verify-button').addEventListener('click', verifyReceipt);

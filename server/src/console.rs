@@ -14,7 +14,8 @@
 //! - `GET /api/events/{id}/ancestors?depth=D&limit=N` and `.../descendants`: its causal graph.
 //! - `POST /api/verify`: verifies a receipt, the JSON `causeway --output json append` prints.
 //! - `GET /api/tail?from=P`: server-sent events, one `event` per log event (its `id` is the
-//!   position, so a browser's reconnect resumes after the last one it saw, by `Last-Event-ID`).
+//!   position, so a browser's reconnect resumes after the last one it saw, by `Last-Event-ID`),
+//!   and a `failed` event with the reason if a read fails.
 //!
 //! Invariants:
 //! - Read-only: nothing here writes to the store.
@@ -701,7 +702,8 @@ async fn tail(
 
 /// Feeds one tail: reads the log forward on the pool, sends each event, and waits on the head
 /// watcher when it has caught up. Ends when the page goes away, the server stops, or a read
-/// fails (sent as an `error` event first).
+/// fails (sent first as a `failed` event with the reason; not `error`, which browsers'
+/// `EventSource` reserves for a dropped connection).
 async fn feed(parts: Parts, from: Position, sender: mpsc::Sender<Result<sse::Event, Infallible>>) {
     let mut head = parts.hub.head();
     let mut stopping = parts.hub.stopping();
@@ -727,7 +729,7 @@ async fn feed(parts: Parts, from: Position, sender: mpsc::Sender<Result<sse::Eve
             Ok(Err(err)) => {
                 let message = Refusal::from(Error::from(err)).1;
                 let _ = sender
-                    .send(Ok(sse::Event::default().event("error").data(message)))
+                    .send(Ok(sse::Event::default().event("failed").data(message)))
                     .await;
                 return;
             }
