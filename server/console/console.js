@@ -244,6 +244,20 @@ function renderEvents(freshPositions) {
     : '';
 }
 
+// On a busy log the tail brings many events a second: they are drawn once per frame.
+let pendingFresh = null;
+function scheduleRender(position) {
+  if (pendingFresh === null) {
+    pendingFresh = new Set();
+    requestAnimationFrame(() => {
+      const fresh = pendingFresh;
+      pendingFresh = null;
+      renderEvents(fresh);
+    });
+  }
+  pendingFresh.add(position);
+}
+
 async function loadEvents() {
   try {
     const batch = await api('api/events?direction=backward&limit=50');
@@ -305,7 +319,7 @@ function startTail(from) {
       page.oldest = page.events[page.events.length - 1].position;
     }
     if (!page.oldest) page.oldest = event.position;
-    renderEvents(new Set([event.position]));
+    scheduleRender(event.position);
   });
 }
 
