@@ -25,6 +25,7 @@ pub mod pb {
 pub mod checkpoint;
 pub mod cluster;
 pub mod config;
+pub mod console;
 pub mod convert;
 pub mod limits;
 pub mod live;

@@ -252,3 +252,32 @@ pub const BACKUP_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Files a backup's manifest may list, as `SNAPSHOT_FILES_MAX` for a snapshot; a restore
 /// refuses a manifest that lists more.
 pub const BACKUP_FILES_MAX: usize = SNAPSHOT_FILES_MAX;
+
+/// Events in one page of the web console's log or entity reads (`limit`); more is refused
+/// with 400. The page shows 50 by default; a page is also cut at [`CONSOLE_PAGE_BYTES_MAX`].
+pub const CONSOLE_PAGE_EVENTS_MAX: usize = 500;
+/// Bytes of records one console log page or tail read takes from the store (the core's
+/// `read_log_bytes` budget), so a page of large events stays a small response.
+pub const CONSOLE_PAGE_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Bytes of a payload the console sends as text; a longer UTF-8 payload is cut there (and
+/// marked `payload_truncated`). A payload that is not UTF-8 is sent as its size only.
+pub const CONSOLE_PAYLOAD_BYTES_MAX: usize = 64 * 1024;
+/// Causation links the console's graph reads follow (`depth`); more is refused with 400.
+/// A drawn graph deeper than this is unreadable; `causeway graph` goes to `GRAPH_DEPTH_MAX`.
+pub const CONSOLE_GRAPH_DEPTH_MAX: u32 = 16;
+/// Events in one console graph read (`limit`, and the default); more is refused with 400, and
+/// a walk that finds more stops there and says `truncated`.
+pub const CONSOLE_GRAPH_NODES_MAX: usize = 200;
+/// Bytes of a receipt posted to the console for verification; more is refused with 413. A
+/// receipt of `APPEND_EVENTS_MAX` events printed by the CLI takes about 3 MiB.
+pub const CONSOLE_RECEIPT_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Live tails (server-sent event streams) the console serves at once; one more is refused with
+/// 429. Each holds a task and a buffer of [`CONSOLE_TAIL_BUFFER_EVENTS`] events, and its reads
+/// take pool slots like any other read.
+pub const CONSOLE_STREAMS_MAX: usize = 16;
+/// Events buffered per live tail between its reader and the connection.
+pub const CONSOLE_TAIL_BUFFER_EVENTS: usize = 256;
+/// How often an idle tail sends a comment, so proxies and browsers keep the stream open.
+pub const CONSOLE_TAIL_KEEPALIVE: Duration = Duration::from_secs(15);
+/// Characters of any input a console error message repeats.
+pub const CONSOLE_ECHO_CHARS_MAX: usize = 64;

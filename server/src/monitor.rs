@@ -9,6 +9,8 @@
 //!   cluster member knows no leader (before `cluster init`, or while a minority), or the
 //!   server is stopping.
 //!
+//! - `/` and `/api/...`: the read-only web console (`console.rs`).
+//!
 //! The same [`Readiness`] drives gRPC health: [`watch_readiness`] re-checks it every
 //! `READINESS_INTERVAL` and sets the server's status (service `""`) by liveness and
 //! `causeway.v1.EventStoreService` by readiness, logs each change with its reason, and sets
@@ -35,6 +37,7 @@ use crate::limits::{ADMIN_REQUESTS_MAX, READINESS_INTERVAL};
 use crate::live::LiveStore;
 use crate::metrics::UPKEEP_INTERVAL;
 use crate::pb::event_store_service_server::EventStoreServiceServer;
+use crate::pool::Pool;
 use crate::service::Service;
 use crate::subscribe::Hub;
 
@@ -47,6 +50,11 @@ pub struct Parts {
     pub cluster: Option<Arc<ClusterNode>>,
     /// The subscriptions.
     pub hub: Hub,
+    /// The bounded blocking pool every store call of the console runs on.
+    pub pool: Arc<Pool>,
+    /// The receipt signing key's id and public key, when the server signs: the console's
+    /// receipt verification checks signatures against it, as `VerifyReceipt` does.
+    pub signing_key: Option<(String, [u8; 32])>,
 }
 
 /// Whether the node can serve, and why not.
@@ -131,10 +139,11 @@ pub fn router(admin: Admin) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .with_state(admin.clone())
+        .merge(crate::console::router(admin))
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
             ADMIN_REQUESTS_MAX,
         ))
-        .with_state(admin)
 }
 
 /// Serves the admin port on `listener` until `stopping` turns true.

@@ -180,6 +180,8 @@ impl Server {
             store: store.clone(),
             cluster: cluster.clone(),
             hub: hub.clone(),
+            pool: pool.clone(),
+            signing_key: signer.as_ref().map(|s| (key_id(s), s.public_key())),
         });
         let service = Service::new(
             store.clone(),

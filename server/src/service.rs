@@ -175,6 +175,37 @@ pub fn key_id(signer: &Signer) -> String {
     format!("ed25519:{hex}")
 }
 
+/// Checks a receipt against the events it names in `store`, and its signature against the
+/// server's key (`signing_key`: its id and public key) when the server signs. `Ok(Err(reason))`
+/// is the verdict that it does not verify; `Err` is a failed read. `VerifyReceipt` and the
+/// console both answer with this.
+pub fn check_receipt(
+    store: &Store,
+    receipt: &Receipt,
+    signing_key: Option<&(String, [u8; 32])>,
+) -> Result<Result<(), String>, Error> {
+    let mut events = Vec::with_capacity(receipt.events.len());
+    for committed in &receipt.events {
+        match store.get(committed.id) {
+            Ok(event) => events.push(event),
+            Err(causeway_core::Error::NotFound(_)) => {
+                return Ok(Err(format!("event {} is not in the store", committed.id)));
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
+    if let (Some((key_id, _)), Some(signature)) = (signing_key, &receipt.signature)
+        && signature.key_id != *key_id
+    {
+        return Ok(Err(format!(
+            "the receipt is signed with key {}, the server's key is {key_id}",
+            signature.key_id
+        )));
+    }
+    let public_key = signing_key.map(|(_, public_key)| public_key);
+    Ok(receipt::verify(receipt, &events, public_key).map_err(|err| err.to_string()))
+}
+
 fn required<T>(value: Option<T>, field: &str) -> Result<T, Status> {
     value.ok_or_else(|| to_status(Error::invalid(field, "it is required")))
 }
@@ -439,28 +470,7 @@ impl EventStoreService for Service {
         let receipt = convert::receipt_from_wire(receipt, "receipt").map_err(to_status)?;
         let signing_key = self.signing_key.clone();
         let verdict = self
-            .call(move |store| {
-                let mut events = Vec::with_capacity(receipt.events.len());
-                for committed in &receipt.events {
-                    match store.get(committed.id) {
-                        Ok(event) => events.push(event),
-                        Err(causeway_core::Error::NotFound(_)) => {
-                            return Ok(Err(format!("event {} is not in the store", committed.id)));
-                        }
-                        Err(err) => return Err(err.into()),
-                    }
-                }
-                if let (Some((key_id, _)), Some(signature)) = (&signing_key, &receipt.signature)
-                    && signature.key_id != *key_id
-                {
-                    return Ok(Err(format!(
-                        "the receipt is signed with key {}, the server's key is {key_id}",
-                        signature.key_id
-                    )));
-                }
-                let public_key = signing_key.as_ref().map(|(_, public_key)| public_key);
-                Ok(receipt::verify(&receipt, &events, public_key).map_err(|err| err.to_string()))
-            })
+            .call(move |store| check_receipt(store, &receipt, signing_key.as_ref()))
             .await?;
         Ok(Response::new(match verdict {
             Ok(()) => pb::VerifyReceiptResponse {

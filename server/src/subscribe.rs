@@ -153,6 +153,17 @@ impl Hub {
         self.max_subscriptions - self.permits.available_permits()
     }
 
+    /// The committed head as the head watcher publishes it: what a live reader outside the
+    /// hub (the console's tail) waits on instead of holding a pool thread.
+    pub fn head(&self) -> watch::Receiver<u64> {
+        self.head.clone()
+    }
+
+    /// Turns true when the server shuts down; live readers end then.
+    pub fn stopping(&self) -> watch::Receiver<bool> {
+        self.stopping.clone()
+    }
+
     /// Starts a subscription: checks the request, takes a slot, fixes the start position, and
     /// spawns the task that feeds the returned stream. Every refusal happens here, as the
     /// call's status, before any message is streamed.

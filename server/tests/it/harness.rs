@@ -268,6 +268,15 @@ pub fn failure<T: std::fmt::Debug>(
 
 /// A GET of `path` on an HTTP/1.1 server: the status code and the body.
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    http_request(addr, "GET", path, b"")
+}
+
+/// A POST of `body` to `path` on an HTTP/1.1 server: the status code and the body.
+pub fn http_post(addr: SocketAddr, path: &str, body: &[u8]) -> (u16, String) {
+    http_request(addr, "POST", path, body)
+}
+
+fn http_request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, String) {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).expect("connect to the admin port");
     stream
@@ -275,9 +284,13 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .expect("set a read timeout");
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
     )
     .expect("send the request");
+    // The server may answer before it has read a body it refuses; later writes then fail.
+    let _ = stream.write_all(body);
     let mut response = String::new();
     stream
         .read_to_string(&mut response)

@@ -9,8 +9,10 @@
 //! - `operations`: health, reflection, compression, and where settings come from.
 //! - `backup`: backup under load, restore into a fresh node, damaged backups refused.
 //! - `monitor`: the admin port's metrics and readiness, health after a failed write, and logs.
+//! - `console`: the web console's JSON API and live tail on the admin port, and its bounds.
 
 mod backup;
+mod console;
 mod errors;
 mod harness;
 mod monitor;
