@@ -928,3 +928,64 @@ fn health_exits_zero_only_when_serving() {
     let line = down.assert_failure();
     assert!(line.contains("cannot connect to"), "{line}");
 }
+
+/// Each failure class has its exit status (`causeway --help` lists them): 1 usage or invalid
+/// input, 2 refused, 3 not found, 4 unavailable; help and success are 0.
+#[test]
+fn exit_statuses_follow_the_failure_class() {
+    let mut server = Server::start();
+    let help = run_cli(&["--help"], None);
+    assert_eq!(help.code, Some(0), "{}", help.stderr);
+    assert!(help.stdout.contains("Exit status"), "{}", help.stdout);
+    let usage = run_cli(&["append", "--no-such-flag"], None);
+    assert_eq!(usage.code, Some(1), "a usage error: {}", usage.stderr);
+    let invalid = server.run(&["get", "not-a-uuid"]);
+    assert_eq!(
+        invalid.code,
+        Some(1),
+        "an invalid field: {}",
+        invalid.stderr
+    );
+    let unreadable = server.run(&["verify", "no-such-receipt.json"]);
+    assert_eq!(
+        unreadable.code,
+        Some(1),
+        "an unreadable file: {}",
+        unreadable.stderr
+    );
+
+    server.json(&["gates", "register", "--name", "small", "--max-payload", "8"]);
+    let denied = server.run(&[
+        "append",
+        "acme",
+        "o-1",
+        "OrderPlaced",
+        "--data",
+        "{\"total\":100000}",
+    ]);
+    assert_eq!(denied.code, Some(2), "denied: {}", denied.stderr);
+    server
+        .run(&["append", "acme", "o-2", "OrderPlaced"])
+        .assert_success();
+    let conflict = server.run(&[
+        "append",
+        "acme",
+        "o-2",
+        "OrderPaid",
+        "--expect",
+        "no-stream",
+    ]);
+    assert_eq!(conflict.code, Some(2), "a conflict: {}", conflict.stderr);
+
+    let missing = server.run(&["get", "01890a5d-ac96-774b-bcce-b302099a8057"]);
+    assert_eq!(missing.code, Some(3), "not found: {}", missing.stderr);
+    let unknown_service = server.run(&["health", "--service", "no.such.Service"]);
+    assert_eq!(unknown_service.code, Some(3), "{}", unknown_service.stderr);
+
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+    let down = server.run(&["head"]);
+    assert_eq!(down.code, Some(4), "unavailable: {}", down.stderr);
+    let unhealthy = server.run(&["health"]);
+    assert_eq!(unhealthy.code, Some(4), "{}", unhealthy.stderr);
+}

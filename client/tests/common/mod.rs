@@ -51,6 +51,8 @@ pub fn line_channel(pipe: impl std::io::Read + Send + 'static) -> Receiver<Strin
 pub struct Run {
     pub args: String,
     pub success: bool,
+    /// The exit status, `None` when a signal ended it.
+    pub code: Option<i32>,
     pub stdout: String,
     pub stderr: String,
 }
@@ -78,6 +80,7 @@ pub fn finish(mut child: Child, args: &[&str], deadline: Duration) -> Run {
     Run {
         args: args.join(" "),
         success: status.success(),
+        code: status.code(),
         stdout: stdout.map_or_else(String::new, |reader| reader.join().expect("stdout reader")),
         stderr: stderr.map_or_else(String::new, |reader| reader.join().expect("stderr reader")),
     }

@@ -21,8 +21,12 @@ pub const SERVER_DEFAULT: &str = "http://127.0.0.1:7420";
     about = "The command-line client of the Causeway event store.",
     after_help = "JSON output (--output json): hashes, digests and signatures are hex; an \
                   event's payload is `payload` (the text, or null when it is not UTF-8) and \
-                  `payload_base64` (the exact bytes). `tail` prints one JSON document per line. \
-                  Errors go to stderr as one line and exit with status 1."
+                  `payload_base64` (the exact bytes). `tail` prints one JSON document per line.\n\n\
+                  Errors go to stderr as one line. Exit status: 0 success; 1 usage or invalid \
+                  input; 2 refused (a gate, a version conflict, a reused idempotency key, a \
+                  receipt that does not verify); 3 not found; 4 unavailable (no connection, \
+                  overloaded, not serving, or a write's outcome unknown: retry, with the same \
+                  idempotency key); 5 the server failed."
 )]
 pub struct Cli {
     /// The server: http://host:port or host:port; for a cluster, any of its members

@@ -2,8 +2,9 @@
 //! result as a table or as JSON. `cluster` subcommands run in `cluster.rs`.
 //!
 //! Each command prints its answer on stdout and nothing else; errors travel up as `anyhow`
-//! errors and `main` prints them on one line. A command that gives a verdict (`verify`) returns
-//! `ExitCode::FAILURE` for a negative one, so scripts can test it.
+//! errors and `main` prints them on one line, exiting by their class (`exit.rs`). A command
+//! that gives a verdict returns its status itself: `verify` 2 for a receipt that does not
+//! verify, `health` 4 for a service not SERVING.
 
 use std::io::{Read as _, Write as _};
 use std::process::ExitCode;
@@ -135,7 +136,7 @@ async fn health(server: &str, service: &str, output: Output) -> Result<ExitCode>
     Ok(if status == ServingStatus::Serving {
         ExitCode::SUCCESS
     } else {
-        ExitCode::FAILURE
+        ExitCode::from(crate::exit::UNAVAILABLE)
     })
 }
 
@@ -247,8 +248,9 @@ async fn read_command(client: &Client, read: ReadCommand, output: Output) -> Res
             match output {
                 Output::Table => {
                     emit(&table::events(&page.events))?;
+                    // On stderr, so a pipe of the table holds only events.
                     if !page.end {
-                        emit(&format!("(more: --from {})\n", page.next_position))?;
+                        eprintln!("(more: --from {})", page.next_position);
                     }
                 }
                 Output::Json => print_json(&json!({
@@ -472,7 +474,7 @@ fn print_verdict(
     Ok(if valid {
         ExitCode::SUCCESS
     } else {
-        ExitCode::FAILURE
+        ExitCode::from(crate::exit::REFUSED)
     })
 }
 

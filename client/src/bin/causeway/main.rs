@@ -9,12 +9,14 @@
 //! `causeway_client`, except `verify --offline`, which needs no server. Output is a table for
 //! people or JSON for programs (`--output json`); the JSON shapes are described in `json.rs`.
 //! An error prints one line on stderr (`error: ...`, a denial with its gate, code and facts)
-//! and exits with status 1.
+//! and exits with a status by its class (`exit.rs`: 1 usage, 2 refused, 3 not found,
+//! 4 unavailable, 5 the server failed).
 
 mod args;
 mod bench;
 mod cluster;
 mod commands;
+mod exit;
 mod graph;
 mod json;
 mod table;
@@ -25,14 +27,26 @@ use clap::Parser as _;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let cli = args::Cli::parse();
+    let cli = match args::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            // Help and version go to stdout with status 0; a usage error is status 1, not
+            // clap's 2, which here means refused.
+            let _ = err.print();
+            return if err.use_stderr() {
+                ExitCode::from(exit::USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     match commands::run(cli).await {
         Ok(code) => code,
         // The reader of our output went away (`causeway read log | head`): nothing is wrong.
         Err(err) if err.is::<commands::ClosedStdout>() => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {}", one_line(&format!("{err:#}")));
-            ExitCode::FAILURE
+            ExitCode::from(exit::status_of(&err))
         }
     }
 }

@@ -220,39 +220,18 @@ pub fn listing(fields: &[(&str, String)]) -> String {
     out
 }
 
-/// A hybrid timestamp as UTC `2023-11-14T22:13:20.000Z`, with `+N` for a non-zero logical
-/// counter.
+/// A hybrid timestamp's wall clock as RFC 3339 in UTC with milliseconds
+/// (`2023-11-14T22:13:20.000Z`). The logical counter, which only orders events within one
+/// millisecond (as their positions already do), is in the JSON output.
 pub fn timestamp(timestamp: Option<&pb::HybridTimestamp>) -> String {
-    let (wall_ms, logical) = timestamp.map_or((0, 0), |ts| (ts.wall_ms, ts.logical));
-    let seconds = wall_ms / 1000;
-    let (year, month, day) = civil_from_days(seconds / 86_400);
-    let of_day = seconds % 86_400;
-    let mut text = format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        of_day / 3600,
-        of_day / 60 % 60,
-        of_day % 60,
-        wall_ms % 1000
-    );
-    if logical > 0 {
-        let _ = write!(text, "+{logical}");
-    }
-    text
-}
-
-/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let day_of_era = z - era * 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let mp = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = year_of_era + era * 400 + u64::from(month <= 2);
-    (year, month, day)
+    let wall_ms = timestamp.map_or(0, |ts| ts.wall_ms);
+    i64::try_from(wall_ms)
+        .ok()
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .map_or_else(
+            || format!("{wall_ms} ms after 1970"),
+            |time| time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        )
 }
 
 fn short_hash(hash: &[u8]) -> String {
@@ -303,12 +282,13 @@ mod tests {
     }
 
     #[test]
-    fn timestamps_are_utc_with_the_logical_counter() {
+    fn timestamps_are_rfc_3339_in_utc() {
         let ts = |wall_ms, logical| timestamp(Some(&pb::HybridTimestamp { wall_ms, logical }));
         assert_eq!(ts(0, 0), "1970-01-01T00:00:00.000Z");
         assert_eq!(ts(1_700_000_000_123, 0), "2023-11-14T22:13:20.123Z");
-        assert_eq!(ts(951_782_400_000, 2), "2000-02-29T00:00:00.000Z+2");
-        assert_eq!(ts(1_900_000_000_123, 5), "2030-03-17T17:46:40.123Z+5");
+        assert_eq!(ts(951_782_400_000, 2), "2000-02-29T00:00:00.000Z");
+        assert_eq!(ts(1_900_000_000_123, 5), "2030-03-17T17:46:40.123Z");
+        assert_eq!(ts(u64::MAX, 0), format!("{} ms after 1970", u64::MAX));
     }
 
     #[test]
