@@ -51,7 +51,9 @@ pub fn line_channel(pipe: impl std::io::Read + Send + 'static) -> Receiver<Strin
 pub struct Run {
     pub args: String,
     pub success: bool,
-    /// The exit status, `None` when a signal ended it.
+    /// The exit status, `None` when a signal ended it. Read by `cli.rs`, not by every test
+    /// binary that shares this module.
+    #[allow(dead_code)]
     pub code: Option<i32>,
     pub stdout: String,
     pub stderr: String,
