@@ -989,3 +989,29 @@ fn exit_statuses_follow_the_failure_class() {
     let unhealthy = server.run(&["health"]);
     assert_eq!(unhealthy.code, Some(4), "{}", unhealthy.stderr);
 }
+
+/// `completions` prints a script for the shell that names the commands; `--help` lists the
+/// global options apart from a command's own.
+#[test]
+fn completions_and_help_list_what_there_is() {
+    let bash = run_cli(&["completions", "bash"], None);
+    bash.assert_success();
+    assert!(bash.stdout.contains("complete -F"), "{}", bash.stdout);
+    assert!(bash.stdout.contains("backup"), "commands are completed");
+    let zsh = run_cli(&["completions", "zsh"], None);
+    zsh.assert_success();
+    assert!(
+        zsh.stdout.starts_with("#compdef causeway"),
+        "{}",
+        zsh.stdout
+    );
+    let help = run_cli(&["append", "--help"], None);
+    help.assert_success();
+    let (own, global) = help
+        .stdout
+        .split_once("Global options:")
+        .expect("a heading for the global options");
+    assert!(own.contains("--expect"), "append's own flags first: {own}");
+    assert!(global.contains("--server"), "{global}");
+    assert!(!own.contains("--server"), "--server is global: {own}");
+}

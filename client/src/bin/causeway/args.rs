@@ -13,6 +13,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// The default server address.
 pub const SERVER_DEFAULT: &str = "http://127.0.0.1:7420";
 
+/// The heading the flags every command takes are listed under, apart from its own.
+const GLOBAL: &str = "Global options";
+
 /// The command-line client of the Causeway event store.
 #[derive(Parser, Debug)]
 #[command(
@@ -34,19 +37,28 @@ pub struct Cli {
     #[arg(
         long,
         global = true,
+        help_heading = GLOBAL,
         env = "CAUSEWAY_SERVER",
         default_value = SERVER_DEFAULT,
         overrides_with = "server"
     )]
     pub server: String,
     /// How to print results.
-    #[arg(long, global = true, value_enum, default_value_t = Output::Table, overrides_with = "output")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = GLOBAL,
+        value_enum,
+        default_value_t = Output::Table,
+        overrides_with = "output"
+    )]
     pub output: Output,
     /// How fresh reads (get, read, head) must be on a cluster; a single node answers every
     /// level from its own store.
     #[arg(
         long,
         global = true,
+        help_heading = GLOBAL,
         value_enum,
         default_value_t = Consistency::Linearizable,
         overrides_with = "consistency"
@@ -132,6 +144,12 @@ pub enum Command {
         /// The service to ask about [default: the server as a whole].
         #[arg(long, value_name = "NAME", default_value = "")]
         service: String,
+    },
+    /// Print a completion script for a shell (`causeway completions bash >
+    /// /etc/bash_completion.d/causeway`, or `source <(causeway completions zsh)`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
     },
 }
 

@@ -46,6 +46,17 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         Command::Health { service } => return health(&cli.server, &service, output).await,
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "causeway",
+                &mut script,
+            );
+            emit(&String::from_utf8_lossy(&script))?;
+            return Ok(ExitCode::SUCCESS);
+        }
         _ => {}
     }
     let client = Client::connect(&cli.server)
@@ -68,8 +79,11 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Graph(graph) => graph_command(&client, graph, output).await?,
         Command::Gates(gates) => gates_command(&client, gates, output).await?,
         Command::Verify(args) => return verify_on_server(&client, &args, output).await,
-        Command::Bench(_) | Command::Cluster(_) | Command::Health { .. } => {
-            unreachable!("bench, cluster and health connect on their own, above")
+        Command::Bench(_)
+        | Command::Cluster(_)
+        | Command::Health { .. }
+        | Command::Completions { .. } => {
+            unreachable!("bench, cluster, health and completions are handled above")
         }
         Command::Backup { to } => {
             let backup = causeway_client::backup::backup(&client, &to).await?;
