@@ -281,3 +281,13 @@ pub const CONSOLE_TAIL_BUFFER_EVENTS: usize = 256;
 pub const CONSOLE_TAIL_KEEPALIVE: Duration = Duration::from_secs(15);
 /// Characters of any input a console error message repeats.
 pub const CONSOLE_ECHO_CHARS_MAX: usize = 64;
+
+/// The pause an overloaded server (a full pool, writer queue or subscription table) asks for in
+/// its `RetryInfo` before the same request is sent again.
+pub const RETRY_AFTER_OVERLOAD: Duration = Duration::from_millis(100);
+/// The pause a cluster member that knows no leader asks for: about one election.
+pub const RETRY_AFTER_NO_LEADER: Duration = Duration::from_millis(500);
+/// The pause before a write whose outcome is unknown is sent again with its idempotency key.
+pub const RETRY_AFTER_OUTCOME_UNKNOWN: Duration = Duration::from_millis(200);
+/// The pause a server that is shutting down asks for (another node, or this one restarted).
+pub const RETRY_AFTER_SHUTDOWN: Duration = Duration::from_secs(1);

@@ -15,6 +15,9 @@ use std::collections::HashMap;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+use crate::limits::{
+    RETRY_AFTER_NO_LEADER, RETRY_AFTER_OUTCOME_UNKNOWN, RETRY_AFTER_OVERLOAD, RETRY_AFTER_SHUTDOWN,
+};
 use crate::pool::PoolError;
 
 /// The `domain` of every `ErrorInfo` this server attaches.
@@ -220,11 +223,11 @@ pub fn to_status(err: impl Into<Error>) -> Status {
             Status::internal("the request failed on a server bug; see the server log")
         }
         Error::Pool(PoolError::Stopped) | Error::ShuttingDown { resume_from: None } => {
-            Status::unavailable("the server is shutting down")
+            shutting_down("the server is shutting down".to_string())
         }
         Error::ShuttingDown {
             resume_from: Some(position),
-        } => Status::unavailable(format!(
+        } => shutting_down(format!(
             "the server is shutting down; resume from position {position}"
         )),
         Error::AppendsFull { max } => with_info(
@@ -301,17 +304,37 @@ pub fn to_status(err: impl Into<Error>) -> Status {
     }
 }
 
+/// A status with an `ErrorInfo`, and a `RetryInfo` when the same request is worth sending
+/// again after a pause: an overloaded server, a cluster with no leader yet, a write whose
+/// outcome is unknown (with its idempotency key).
 fn with_info(
     code: Code,
     message: String,
     reason: &str,
     metadata: HashMap<String, String>,
 ) -> Status {
-    Status::with_error_details(
-        code,
-        message,
-        ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata),
-    )
+    let retry_after = match reason {
+        REASON_OVERLOADED => Some(RETRY_AFTER_OVERLOAD),
+        REASON_OUTCOME_UNKNOWN => Some(RETRY_AFTER_OUTCOME_UNKNOWN),
+        // Without a leader to go to, wait for an election; with one, go there at once.
+        REASON_NOT_LEADER if !metadata.contains_key("leader_address") => {
+            Some(RETRY_AFTER_NO_LEADER)
+        }
+        _ => None,
+    };
+    let mut details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata);
+    if let Some(delay) = retry_after {
+        details.set_retry_info(Some(delay));
+    }
+    Status::with_error_details(code, message, details)
+}
+
+/// UNAVAILABLE for a server that is shutting down, with a `RetryInfo`: another node, or this
+/// one restarted, will serve.
+fn shutting_down(message: String) -> Status {
+    let mut details = ErrorDetails::new();
+    details.set_retry_info(Some(RETRY_AFTER_SHUTDOWN));
+    Status::with_error_details(Code::Unavailable, message, details)
 }
 
 #[cfg(test)]
@@ -319,6 +342,42 @@ mod tests {
     use super::*;
     use causeway_core::Version;
     use std::collections::BTreeMap;
+
+    #[test]
+    fn refusals_worth_retrying_say_when() {
+        let overloaded = to_status(Error::AppendsFull { max: 8 });
+        let retry = overloaded.get_details_retry_info().expect("a RetryInfo");
+        assert_eq!(retry.retry_delay, Some(RETRY_AFTER_OVERLOAD));
+        let no_leader = to_status(Error::NotLeader {
+            leader: None,
+            reason: "an election is under way".to_string(),
+        });
+        let retry = no_leader.get_details_retry_info().expect("a RetryInfo");
+        assert_eq!(retry.retry_delay, Some(RETRY_AFTER_NO_LEADER));
+        let redirected = to_status(Error::NotLeader {
+            leader: Some((2, "10.0.0.2:7420".to_string())),
+            reason: "this node is a follower".to_string(),
+        });
+        assert!(
+            redirected.get_details_retry_info().is_none(),
+            "go to the leader now"
+        );
+        let stopping = to_status(Error::ShuttingDown {
+            resume_from: Some(9),
+        });
+        let retry = stopping.get_details_retry_info().expect("a RetryInfo");
+        assert_eq!(retry.retry_delay, Some(RETRY_AFTER_SHUTDOWN));
+        let conflict = to_status(causeway_core::Error::Conflict {
+            scope: "acme".to_string(),
+            entity: "o-1".to_string(),
+            expected: "no_stream".to_string(),
+            actual: causeway_core::Version(1),
+        });
+        assert!(
+            conflict.get_details_retry_info().is_none(),
+            "re-read, not retry"
+        );
+    }
 
     #[test]
     fn a_denial_carries_its_code_gate_and_facts() {
