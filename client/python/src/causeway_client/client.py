@@ -160,7 +160,8 @@ class Client:
         limit: int = PAGE_EVENTS_DEFAULT,
     ) -> LogPage:
         """One page of the log from `from_position` (inclusive; backward from 0 starts at the
-        head), filtered. Continue from `next_position` until `end`, or use `iter_log`."""
+        head), filtered. Continue from `next_position` until `end`, or use `iter_log`. A forward
+        page never ends inside an append, so it may hold more than `limit` events."""
         request = causeway_pb2.ReadLogRequest(
             from_position=from_position,
             direction=_direction(backward),
