@@ -64,7 +64,8 @@ class Client:
         self.timeout_s = timeout_s
         self._owns_channel = channel is None
         self.channel = channel if channel is not None else grpc.insecure_channel(address)
-        self.stub = causeway_pb2_grpc.EventStoreServiceStub(self.channel)
+        # The generated stub is untyped; the wrapper methods below are the typed surface.
+        self.stub: Any = causeway_pb2_grpc.EventStoreServiceStub(self.channel)
 
     def close(self) -> None:
         """Closes the channel if this client opened it."""
@@ -357,5 +358,5 @@ def _append_request(
     return request
 
 
-def _direction(backward: bool) -> event_pb2.Direction.ValueType:
+def _direction(backward: bool) -> event_pb2.Direction:
     return event_pb2.DIRECTION_BACKWARD if backward else event_pb2.DIRECTION_FORWARD

@@ -194,8 +194,10 @@ class Receipt:
         )
 
 
-ReceiptInput = Union[Receipt, receipt_pb2.Receipt, Mapping[str, Any], str, bytes, os.PathLike]
-EventsInput = Union[Iterable[Any], str, bytes, os.PathLike]
+ReceiptInput = Union[
+    Receipt, receipt_pb2.Receipt, Mapping[str, Any], str, bytes, "os.PathLike[str]"
+]
+EventsInput = Union[Iterable[Any], str, bytes, "os.PathLike[str]"]
 
 
 def load_receipt(receipt: ReceiptInput) -> Receipt:
@@ -214,6 +216,7 @@ def load_events(events: EventsInput) -> list[Event]:
     """Events from any form: `Event`s, wire messages, the CLI's JSON of `get`, `read` or `tail`
     (an array, an object with `events`, one event, or one event per line; the payload comes from
     `payload_base64`), as dicts, JSON text or a path to a file holding it."""
+    items: Iterable[Any]
     if isinstance(events, (str, bytes, os.PathLike)):
         text = _read_text(events)
         try:
@@ -222,9 +225,11 @@ def load_events(events: EventsInput) -> list[Event]:
             values = [json.loads(line) for line in text.splitlines() if line.strip()]
         if isinstance(values, Mapping):
             values = values["events"] if isinstance(values.get("events"), list) else [values]
-        events = values
+        items = values
+    else:
+        items = events
     loaded: list[Event] = []
-    for idx, item in enumerate(events):
+    for idx, item in enumerate(items):
         if isinstance(item, Event):
             loaded.append(item)
         elif isinstance(item, Mapping):
@@ -437,13 +442,13 @@ def _timestamp_json(timestamp: Timestamp) -> dict[str, int]:
     return {"wall_ms": timestamp.wall_ms, "logical": timestamp.logical}
 
 
-def _read_text(source: str | bytes | os.PathLike) -> str:
+def _read_text(source: str | bytes | os.PathLike[str]) -> str:
     if isinstance(source, os.PathLike):
         return Path(source).read_text()
     return source.decode() if isinstance(source, bytes) else source
 
 
-def _parse_json(source: str | bytes | os.PathLike, what: str) -> Any:
+def _parse_json(source: str | bytes | os.PathLike[str], what: str) -> Any:
     try:
         return json.loads(_read_text(source))
     except json.JSONDecodeError as err:
