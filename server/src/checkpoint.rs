@@ -39,6 +39,17 @@ pub enum Problem {
     Unlisted,
     /// The manifest names a path that is not a plain relative path inside `events/`.
     BadName,
+    /// The manifest names it twice.
+    Repeated,
+    /// It is not a regular file (a directory, a FIFO, a device): reading it might never end.
+    NotAFile,
+    /// It is longer than any file of its kind may be.
+    TooLarge {
+        /// Its length.
+        actual: u64,
+        /// The most allowed.
+        max: u64,
+    },
     /// Its length differs from the manifest's.
     Length {
         /// The length found.
@@ -59,11 +70,21 @@ pub enum Problem {
 
 impl fmt::Display for FileError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = &self.name;
+        // A manifest is input: its names are shown with control characters escaped.
+        let name = self.name.escape_debug().to_string();
+        let name = &name;
         match &self.problem {
             Problem::Missing => write!(f, "{name} is missing"),
             Problem::Unlisted => write!(f, "{name} is not named by the manifest"),
-            Problem::BadName => write!(f, "{name:?} is not a file name inside events/"),
+            Problem::BadName => write!(f, "{name} is not a file name inside events/"),
+            Problem::Repeated => write!(f, "{name} is named twice by the manifest"),
+            Problem::NotAFile => write!(f, "{name} is not a regular file"),
+            Problem::TooLarge { actual, max } => {
+                write!(
+                    f,
+                    "{name} has {actual} bytes, over the {max} its kind may have"
+                )
+            }
             Problem::Length { actual, expected } => write!(
                 f,
                 "{name} has {actual} bytes, the manifest says {expected}{}",
@@ -165,8 +186,12 @@ pub fn check_listing(dir: &Path, files: &[ManifestFile]) -> Result<(), FileError
         let entry = entry.map_err(io)?;
         present.push(format!("events/{}", entry.file_name().to_string_lossy()));
     }
+    let mut named = std::collections::HashSet::with_capacity(files.len());
     for file in files {
         check_name(&file.name)?;
+        if !named.insert(file.name.as_str()) {
+            return Err(file_error(&file.name, Problem::Repeated));
+        }
         if !present.contains(&file.name) {
             return Err(file_error(&file.name, Problem::Missing));
         }
@@ -201,11 +226,21 @@ pub fn copy_checkpoint(
             disk::create_dir_all(disk, &parent).map_err(dir_error)?;
             dirs.push(parent);
         }
-        let (bytes, blake3) =
-            copy_hashed(&from.join(&file.name), &target).map_err(|err| match err.kind() {
-                io::ErrorKind::NotFound => file_error(&file.name, Problem::Missing),
-                _ => file_error(&file.name, Problem::Io(err)),
-            })?;
+        let source = from.join(&file.name);
+        // Its kind and length first: a FIFO, a device or a file of the wrong length is refused
+        // before a byte is copied, and the copy reads no more than the manifest's length.
+        let found = regular_file(&file.name, &source, u64::MAX)?;
+        if found != file.bytes {
+            return Err(file_error(
+                &file.name,
+                Problem::Length {
+                    actual: found,
+                    expected: file.bytes,
+                },
+            ));
+        }
+        let (bytes, blake3) = copy_hashed(&source, &target, file.bytes)
+            .map_err(|err| file_error(&file.name, Problem::Io(err)))?;
         check_file(file, bytes, blake3)?;
     }
     for dir in dirs {
@@ -237,18 +272,43 @@ pub fn check_file(file: &ManifestFile, bytes: u64, blake3: Hash) -> Result<(), F
     Ok(())
 }
 
-/// The length and blake3 of a file.
-pub fn hash_file(path: &Path) -> io::Result<(u64, Hash)> {
-    let mut file = File::open(path)?;
+/// The length of `path` (its name in a checkpoint: `name`), which must be a regular file (a
+/// symlink is followed) of at most `max` bytes.
+pub fn regular_file(name: &str, path: &Path, max: u64) -> Result<u64, FileError> {
+    let meta = fs::metadata(path).map_err(|err| match err.kind() {
+        io::ErrorKind::NotFound => file_error(name, Problem::Missing),
+        _ => file_error(name, Problem::Io(err)),
+    })?;
+    if !meta.is_file() {
+        return Err(file_error(name, Problem::NotAFile));
+    }
+    if meta.len() > max {
+        return Err(file_error(
+            name,
+            Problem::TooLarge {
+                actual: meta.len(),
+                max,
+            },
+        ));
+    }
+    Ok(meta.len())
+}
+
+/// The length and blake3 of a regular file of at most `max` bytes (its name in a checkpoint:
+/// `name`); reads no more than `max + 1` bytes, should it grow meanwhile.
+pub fn hash_file(name: &str, path: &Path, max: u64) -> Result<(u64, Hash), FileError> {
+    regular_file(name, path, max)?;
+    let file = File::open(path).map_err(|err| file_error(name, Problem::Io(err)))?;
     let mut hasher = blake3::Hasher::new();
-    let bytes = io::copy(&mut file, &mut hasher)?;
+    let bytes = io::copy(&mut file.take(max.saturating_add(1)), &mut hasher)
+        .map_err(|err| file_error(name, Problem::Io(err)))?;
     Ok((bytes, *hasher.finalize().as_bytes()))
 }
 
-/// Copies `from` to a new file `to` and syncs it; returns the length and blake3 of the bytes
-/// written.
-fn copy_hashed(from: &Path, to: &Path) -> io::Result<(u64, Hash)> {
-    let mut source = File::open(from)?;
+/// Copies at most `len + 1` bytes of `from` to a new file `to` and syncs it; returns the length
+/// and blake3 of the bytes written (more than `len` only if the source grew meanwhile).
+fn copy_hashed(from: &Path, to: &Path, len: u64) -> io::Result<(u64, Hash)> {
+    let mut source = File::open(from)?.take(len.saturating_add(1));
     let mut target = File::create(to)?;
     let mut hasher = blake3::Hasher::new();
     let mut buffer = vec![0u8; 256 * 1024];

@@ -252,6 +252,12 @@ pub const BACKUP_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Files a backup's manifest may list, as `SNAPSHOT_FILES_MAX` for a snapshot; a restore
 /// refuses a manifest that lists more.
 pub const BACKUP_FILES_MAX: usize = SNAPSHOT_FILES_MAX;
+/// Bytes of a backup's `CHECKPOINT` manifest, at most: a line of about a hundred bytes for
+/// each of `BACKUP_FILES_MAX` files, with room to spare. A restore refuses a larger one before
+/// reading it.
+pub const BACKUP_MANIFEST_BYTES_MAX: u64 = 64 * 1024 * 1024;
+/// Bytes of a backup's `BACKUP` file (format, position, digest, the manifest's blake3).
+pub const BACKUP_FILE_BYTES_MAX: u64 = 4096;
 
 /// Events in one page of the web console's log or entity reads (`limit`); more is refused
 /// with 400. The page shows 50 by default; a page is also cut at [`CONSOLE_PAGE_BYTES_MAX`].

@@ -34,7 +34,10 @@ use tonic::{Request, Response, Status};
 
 use crate::checkpoint::{files_to_send, hash_file, read_chunks};
 use crate::cluster::node::ClusterNode;
-use crate::limits::{BACKUP_BUFFER_MESSAGES, BACKUP_CHUNK_BYTES, BACKUP_SEND_TIMEOUT, BACKUPS_MAX};
+use crate::limits::{
+    BACKUP_BUFFER_MESSAGES, BACKUP_CHUNK_BYTES, BACKUP_MANIFEST_BYTES_MAX, BACKUP_SEND_TIMEOUT,
+    BACKUPS_MAX,
+};
 use crate::live::LiveStore;
 use crate::pb;
 use crate::pb::operations_service_server::OperationsService;
@@ -175,8 +178,12 @@ fn take_checkpoint(
             source: err,
         };
         let files = files_to_send(dir).map_err(local)?;
-        let (manifest_bytes, manifest_blake3) =
-            hash_file(&dir.join(MANIFEST_FILE)).map_err(local)?;
+        let (manifest_bytes, manifest_blake3) = hash_file(
+            MANIFEST_FILE,
+            &dir.join(MANIFEST_FILE),
+            BACKUP_MANIFEST_BYTES_MAX,
+        )
+        .map_err(|err| local(err.into()))?;
         Ok::<_, causeway_core::Error>((checkpoint, files, manifest_bytes, manifest_blake3))
     })();
     let (checkpoint, files, manifest_bytes, manifest_blake3) = match taken {

@@ -20,15 +20,17 @@
 //! promote the other nodes, which start from a snapshot of it.
 
 use std::fmt;
-use std::io;
+use std::io::{self, Read as _};
 use std::path::{Path, PathBuf};
 
 use causeway_core::disk::{self, Disk, OsDisk};
 use causeway_core::store::{MANIFEST_FILE, Manifest};
 use causeway_core::{Hash, Position, Store};
 
-use crate::checkpoint::{FileError, check_listing, copy_checkpoint, hash_file, hex};
-use crate::limits::BACKUP_FILES_MAX;
+use crate::checkpoint::{
+    FileError, Problem, check_listing, copy_checkpoint, hash_file, hex, regular_file,
+};
+use crate::limits::{BACKUP_FILE_BYTES_MAX, BACKUP_FILES_MAX, BACKUP_MANIFEST_BYTES_MAX};
 
 /// The name of a backup's own manifest file, written last by `causeway backup`.
 pub const BACKUP_FILE: &str = "BACKUP";
@@ -183,11 +185,18 @@ pub fn restore(from: &Path, to: &Path) -> Result<Restored, RestoreError> {
         move |source| RestoreError::Io { what, source }
     };
     let disk = OsDisk;
-    if to.exists() {
-        // Checked empty above; a rename replaces an empty directory, not a full one.
-        std::fs::remove_dir(to).map_err(io("replacing the empty target directory"))?;
+    let placed = (|| {
+        if to.exists() {
+            // Checked empty above; a rename replaces an empty directory, not a full one.
+            std::fs::remove_dir(to).map_err(io("replacing the empty target directory"))?;
+        }
+        std::fs::rename(&tmp, to).map_err(io("renaming the restored copy into place"))
+    })();
+    if let Err(err) = placed {
+        // Nothing usable-looking is left behind a refusal.
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(err);
     }
-    std::fs::rename(&tmp, to).map_err(io("renaming the restored copy into place"))?;
     disk.sync_dir(disk::parent_dir(to))
         .map_err(io("syncing the target's parent directory"))?;
     Ok(restored)
@@ -221,8 +230,11 @@ fn temporary_name(to: &Path) -> PathBuf {
 /// Checks the backup in `from`, copies it into `tmp` and checks the copy as a store.
 fn check_and_copy(from: &Path, tmp: &Path) -> Result<Restored, RestoreError> {
     let backup = read_backup_file(from)?;
-    let (checkpoint_bytes, checkpoint_blake3) = hash_file(&from.join(MANIFEST_FILE))
-        .map_err(|err| refused(MANIFEST_FILE, format!("cannot be read: {}", err.kind())))?;
+    let (checkpoint_bytes, checkpoint_blake3) = hash_file(
+        MANIFEST_FILE,
+        &from.join(MANIFEST_FILE),
+        BACKUP_MANIFEST_BYTES_MAX,
+    )?;
     if checkpoint_blake3 != backup.checkpoint_blake3 {
         return Err(refused(
             MANIFEST_FILE,
@@ -368,23 +380,39 @@ pub struct BackupFile {
 /// Reads and parses `from/BACKUP`: UTF-8 `key=value` lines, unknown keys ignored.
 fn read_backup_file(from: &Path) -> Result<BackupFile, RestoreError> {
     let path = from.join(BACKUP_FILE);
-    let text = match std::fs::read(&path) {
-        Ok(bytes) if bytes.len() <= 4096 => {
-            String::from_utf8(bytes).map_err(|_| refused(BACKUP_FILE, "is not UTF-8 text"))?
-        }
-        Ok(_) => return Err(refused(BACKUP_FILE, "is over 4096 bytes")),
-        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+    match regular_file(BACKUP_FILE, &path, BACKUP_FILE_BYTES_MAX) {
+        Err(FileError {
+            problem: Problem::Missing,
+            ..
+        }) => {
             return Err(refused(
                 BACKUP_FILE,
                 "is missing: not a backup, or one that did not finish",
             ));
         }
-        Err(err) => return Err(refused(BACKUP_FILE, format!("cannot be read: {err}"))),
-    };
+        Err(err) => return Err(err.into()),
+        Ok(_) => {}
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(&path)
+        .and_then(|file| file.take(BACKUP_FILE_BYTES_MAX + 1).read_to_end(&mut bytes))
+        .map_err(|err| refused(BACKUP_FILE, format!("cannot be read: {}", err.kind())))?;
+    if bytes.len() as u64 > BACKUP_FILE_BYTES_MAX {
+        return Err(refused(
+            BACKUP_FILE,
+            format!("is over BACKUP_FILE_BYTES_MAX = {BACKUP_FILE_BYTES_MAX} bytes"),
+        ));
+    }
+    let text = String::from_utf8(bytes).map_err(|_| refused(BACKUP_FILE, "is not UTF-8 text"))?;
     let value = |key: &str| {
-        text.lines()
-            .find_map(|line| line.strip_prefix(key)?.strip_prefix('='))
-            .ok_or_else(|| refused(BACKUP_FILE, format!("has no {key}")))
+        let mut found = text
+            .lines()
+            .filter_map(|line| line.strip_prefix(key)?.strip_prefix('='));
+        match (found.next(), found.next()) {
+            (Some(value), None) => Ok(value),
+            (None, _) => Err(refused(BACKUP_FILE, format!("has no {key}"))),
+            (Some(_), Some(_)) => Err(refused(BACKUP_FILE, format!("names {key} twice"))),
+        }
     };
     let format = value("format")?;
     if format != BACKUP_FORMAT.to_string() {

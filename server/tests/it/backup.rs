@@ -212,7 +212,38 @@ async fn a_damaged_backup_is_refused_naming_the_file() {
     copy_dir(&backup_dir, &extra);
     std::fs::write(extra.join("events/00000000000000000099.seg"), b"x").expect("an extra file");
 
+    // Files whose reading would never end, or whose length is wrong, are refused before a
+    // byte is copied: a symlink to a device, a FIFO, a segment grown far past its length.
+    let endless = dir.path().join("endless");
+    copy_dir(&backup_dir, &endless);
+    std::fs::remove_file(segment_of(&endless)).expect("remove the segment");
+    std::os::unix::fs::symlink("/dev/zero", segment_of(&endless)).expect("a symlink");
+    let fifo = dir.path().join("fifo");
+    copy_dir(&backup_dir, &fifo);
+    std::fs::remove_file(segment_of(&fifo)).expect("remove the segment");
+    let made = Command::new("mkfifo")
+        .arg(segment_of(&fifo))
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success());
+    let grown = dir.path().join("grown");
+    copy_dir(&backup_dir, &grown);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(segment_of(&grown))
+        .and_then(|file| file.set_len(50 * 1024 * 1024 * 1024))
+        .expect("grow the segment (sparse)");
+    let repeated = dir.path().join("repeated");
+    copy_dir(&backup_dir, &repeated);
+    let mut backup_file = std::fs::read_to_string(repeated.join("BACKUP")).expect("BACKUP");
+    backup_file.push_str("position=1\n");
+    std::fs::write(repeated.join("BACKUP"), backup_file).expect("write BACKUP");
+
     for (backup, file, why) in [
+        (&endless, segment_name, "is not a regular file"),
+        (&fifo, segment_name, "is not a regular file"),
+        (&grown, segment_name, "the manifest says"),
+        (&repeated, "BACKUP", "names position twice"),
         (&altered, segment_name, "damaged"),
         (&missing, segment_name, "missing"),
         (
