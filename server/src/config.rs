@@ -14,6 +14,7 @@
 //! pool_threads = 64
 //! pool_queue = 1024
 //! max_subscriptions = 1024
+//! max_connections = 4096        # open at once on the gRPC port
 //! durability = "fsync"          # or "relaxed"
 //! signing_key = "/etc/causeway/receipt.key"
 //! record_denials = true
@@ -37,11 +38,11 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::limits::{
-    ADVERTISE_BYTES_MAX, ASYNC_THREADS_MAX, ELECTION_TIMEOUT_MS_DEFAULT, ELECTION_TIMEOUT_MS_MAX,
-    HEARTBEAT_MS_DEFAULT, HEARTBEAT_MS_MAX, HEARTBEAT_MS_MIN, POOL_QUEUE_DEFAULT, POOL_QUEUE_MAX,
-    POOL_THREADS_DEFAULT, POOL_THREADS_MAX, RAFT_LOG_KEPT_AFTER_SNAPSHOT,
-    RAFT_SNAPSHOT_INTERVAL_ENTRIES, SUBSCRIPTIONS_DEFAULT, SUBSCRIPTIONS_MAX,
-    async_threads_default, subscribe_reads_max,
+    ADVERTISE_BYTES_MAX, ASYNC_THREADS_MAX, CONNECTIONS_DEFAULT, CONNECTIONS_MAX,
+    ELECTION_TIMEOUT_MS_DEFAULT, ELECTION_TIMEOUT_MS_MAX, HEARTBEAT_MS_DEFAULT, HEARTBEAT_MS_MAX,
+    HEARTBEAT_MS_MIN, POOL_QUEUE_DEFAULT, POOL_QUEUE_MAX, POOL_THREADS_DEFAULT, POOL_THREADS_MAX,
+    RAFT_LOG_KEPT_AFTER_SNAPSHOT, RAFT_SNAPSHOT_INTERVAL_ENTRIES, SUBSCRIPTIONS_DEFAULT,
+    SUBSCRIPTIONS_MAX, async_threads_default, subscribe_reads_max,
 };
 
 /// The default data directory, relative to the working directory.
@@ -95,6 +96,10 @@ pub struct Args {
     /// Subscriptions open at once before more are refused [default: 1024].
     #[arg(long, env = "CAUSEWAY_MAX_SUBSCRIPTIONS")]
     pub max_subscriptions: Option<usize>,
+    /// Connections the gRPC port holds open at once; more wait until one closes
+    /// [default: 4096].
+    #[arg(long, env = "CAUSEWAY_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
     /// When appends are answered: after fsync, or (relaxed) before it, which loses acknowledged
     /// events on power loss [default: fsync].
     #[arg(long, env = "CAUSEWAY_DURABILITY", value_enum)]
@@ -200,6 +205,7 @@ struct File {
     pool_threads: Option<usize>,
     pool_queue: Option<usize>,
     max_subscriptions: Option<usize>,
+    max_connections: Option<usize>,
     durability: Option<Durability>,
     signing_key: Option<PathBuf>,
     record_denials: Option<bool>,
@@ -232,6 +238,8 @@ pub struct Config {
     pub pool_queue: usize,
     /// Open subscriptions allowed, 1 to `SUBSCRIPTIONS_MAX`.
     pub max_subscriptions: usize,
+    /// Connections the gRPC port holds open at once, 1 to `CONNECTIONS_MAX`.
+    pub max_connections: usize,
     /// When appends are answered; `Relaxed` trades power-loss durability for latency.
     pub durability: Durability,
     /// The receipt signing key file, if receipts are signed.
@@ -273,6 +281,7 @@ impl Default for Config {
             pool_threads: POOL_THREADS_DEFAULT,
             pool_queue: POOL_QUEUE_DEFAULT,
             max_subscriptions: SUBSCRIPTIONS_DEFAULT,
+            max_connections: CONNECTIONS_DEFAULT,
             durability: Durability::Fsync,
             signing_key: None,
             record_denials: None,
@@ -342,6 +351,10 @@ impl Config {
                 .max_subscriptions
                 .or(file.max_subscriptions)
                 .unwrap_or(defaults.max_subscriptions),
+            max_connections: args
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(defaults.max_connections),
             durability: args
                 .durability
                 .or(file.durability)
@@ -441,6 +454,12 @@ impl Config {
                 self.max_subscriptions,
                 SUBSCRIPTIONS_MAX,
                 "SUBSCRIPTIONS_MAX",
+            ),
+            (
+                "max_connections",
+                self.max_connections,
+                CONNECTIONS_MAX,
+                "CONNECTIONS_MAX",
             ),
         ];
         for (setting, value, max, limit) in bounds {

@@ -27,6 +27,7 @@ pub mod cluster;
 pub mod config;
 pub mod console;
 pub mod convert;
+pub mod incoming;
 pub mod limits;
 pub mod live;
 pub mod metrics;

@@ -297,3 +297,14 @@ pub const RETRY_AFTER_NO_LEADER: Duration = Duration::from_millis(500);
 pub const RETRY_AFTER_OUTCOME_UNKNOWN: Duration = Duration::from_millis(200);
 /// The pause a server that is shutting down asks for (another node, or this one restarted).
 pub const RETRY_AFTER_SHUTDOWN: Duration = Duration::from_secs(1);
+
+/// The default number of connections the gRPC port holds open at once (`--max-connections`);
+/// more wait in the kernel's backlog until one closes. Keep the process's file descriptor limit
+/// above this plus the store's files (the deploy files set 65536).
+pub const CONNECTIONS_DEFAULT: usize = 4096;
+/// The most `--max-connections` may be.
+pub const CONNECTIONS_MAX: usize = 1 << 20;
+/// Connections the admin HTTP port holds open at once.
+pub const ADMIN_CONNECTIONS_MAX: usize = 128;
+/// The pause after a failed accept (out of file descriptors, say) before the next.
+pub const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);

@@ -119,6 +119,8 @@ fn log_start(config: &Config) {
         pool_threads = config.pool_threads,
         pool_queue = config.pool_queue,
         max_subscriptions = config.max_subscriptions,
+        max_connections = config.max_connections,
+        log_format = ?config.log_format,
         signing_key = config.signing_key.as_ref().map(|path| path.display().to_string()),
         record_denials = config.record_denials,
         node_id = config.cluster.as_ref().map(|cluster| cluster.node_id),
@@ -128,6 +130,8 @@ fn log_start(config: &Config) {
             .cluster
             .as_ref()
             .map(|cluster| cluster.election_timeout.as_millis() as u64),
+        snapshot_entries = config.cluster.as_ref().map(|cluster| cluster.snapshot_entries),
+        log_keep_entries = config.cluster.as_ref().map(|cluster| cluster.log_keep_entries),
         "causewayd {} starting",
         env!("CARGO_PKG_VERSION")
     );

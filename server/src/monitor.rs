@@ -33,7 +33,8 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::cluster::node::ClusterNode;
-use crate::limits::{ADMIN_REQUESTS_MAX, READINESS_INTERVAL};
+use crate::incoming::BoundedListener;
+use crate::limits::{ADMIN_CONNECTIONS_MAX, ADMIN_REQUESTS_MAX, READINESS_INTERVAL};
 use crate::live::LiveStore;
 use crate::metrics::UPKEEP_INTERVAL;
 use crate::pb::event_store_service_server::EventStoreServiceServer;
@@ -161,6 +162,7 @@ pub async fn serve(
             }
         });
     }
+    let listener = BoundedListener::new(listener, ADMIN_CONNECTIONS_MAX, "admin");
     let served = axum::serve(listener, router(admin))
         .with_graceful_shutdown(async move {
             let _ = stopping.wait_for(|stopping| *stopping).await;

@@ -68,8 +68,7 @@ where
         let request_id = request
             .headers()
             .get("x-request-id")
-            .and_then(|value| value.to_str().ok())
-            .map(|id| cut(id, REQUEST_ID_CHARS_MAX));
+            .map(|value| cut(&String::from_utf8_lossy(value.as_bytes()), REQUEST_ID_CHARS_MAX));
         // The service that was polled ready serves this call; its clone waits for the next.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);

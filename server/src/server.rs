@@ -21,13 +21,13 @@ use std::sync::Arc;
 use causeway_core::{Signer, Store};
 use tokio::sync::{oneshot, watch};
 use tonic::codec::CompressionEncoding;
-use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
 use crate::cluster::admin::Admin;
 use crate::cluster::node::{ClusterNode, RAFT_DIR};
 use crate::cluster::pb::raft_service_server::RaftServiceServer;
 use crate::config::{Config, ConfigError};
+use crate::incoming::BoundedListener;
 use crate::limits::{
     HTTP2_CONNECTION_WINDOW_BYTES, HTTP2_FRAME_BYTES_MAX, HTTP2_STREAM_WINDOW_BYTES,
     KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, MESSAGE_BYTES_MAX, RESPONSE_BYTES_MAX, SHUTDOWN_GRACE,
@@ -92,6 +92,7 @@ pub struct Server {
     listener: tokio::net::TcpListener,
     addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
+    max_connections: usize,
     /// Stops the admin port, once the store is closed.
     admin_stop: watch::Sender<bool>,
     readiness: Arc<Readiness>,
@@ -213,6 +214,7 @@ impl Server {
             listener,
             addr,
             admin_addr,
+            max_connections: config.max_connections,
             admin_stop,
             readiness,
             store,
@@ -279,6 +281,7 @@ impl Server {
 
         let stopping = self.stopping;
         let mut grace_started = stopping.subscribe();
+        let mut incoming_stop = stopping.subscribe();
         tokio::spawn(monitor::watch_readiness(
             self.readiness.clone(),
             health.clone(),
@@ -297,7 +300,10 @@ impl Server {
                 .await;
             stopping.send_replace(true);
         };
-        let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
+        let incoming = BoundedListener::new(self.listener, self.max_connections, "grpc")
+            .into_stream(async move {
+                let _ = incoming_stop.wait_for(|stopping| *stopping).await;
+            });
         let (peers, admin) = match &self.cluster {
             Some(node) => (
                 Some(

@@ -227,3 +227,35 @@ async fn live_subscribers_do_not_starve_appends() {
         assert_eq!(positions.expect("the follower task runs"), expected);
     }
 }
+
+/// The gRPC port holds at most `--max-connections` open: idle connections past the bound wait
+/// in the backlog instead of taking the process's file descriptors, and a request waits until
+/// one closes. Catches a port without a bound, where idle sockets starved everything.
+#[tokio::test]
+async fn connections_past_the_bound_wait_until_one_closes() {
+    let dir = crate::harness::scratch();
+    let node = crate::harness::Node::start(&dir.path().join("data"), &["--max-connections", "3"]);
+    let idle: Vec<std::net::TcpStream> = (0..3)
+        .map(|_| std::net::TcpStream::connect(node.addr).expect("an idle connection"))
+        .collect();
+    // Give the server time to accept all three.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let waiting = tokio::spawn(async move {
+        let mut client = crate::harness::connect(node.addr).await;
+        let head = client
+            .head(crate::harness::pb::HeadRequest::default())
+            .await;
+        (head.is_ok(), node)
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(
+        !waiting.is_finished(),
+        "a fourth connection was served beside three"
+    );
+    drop(idle);
+    let (served, _node) = tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
+        .await
+        .expect("served once the idle connections closed")
+        .expect("the task");
+    assert!(served, "the head request succeeds");
+}
