@@ -32,7 +32,7 @@ fn main() -> ExitCode {
         }
     };
     let json = init_logs(config.log_format);
-    log_start(&config);
+    log_start(&config, json);
     match run(&config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -107,7 +107,7 @@ fn init_logs(format: Option<LogFormat>) -> bool {
 
 /// The first log line: what runs, with which settings (there are no secrets among them: the
 /// signing key is named by its file, never read into the log).
-fn log_start(config: &Config) {
+fn log_start(config: &Config, json: bool) {
     let data_dir = std::path::absolute(&config.data_dir).unwrap_or(config.data_dir.clone());
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -120,7 +120,7 @@ fn log_start(config: &Config) {
         pool_queue = config.pool_queue,
         max_subscriptions = config.max_subscriptions,
         max_connections = config.max_connections,
-        log_format = ?config.log_format,
+        log_format = if json { "json" } else { "text" },
         signing_key = config.signing_key.as_ref().map(|path| path.display().to_string()),
         record_denials = config.record_denials,
         node_id = config.cluster.as_ref().map(|cluster| cluster.node_id),
