@@ -65,10 +65,12 @@ where
             .extensions()
             .get::<TcpConnectInfo>()
             .and_then(TcpConnectInfo::remote_addr);
-        let request_id = request
-            .headers()
-            .get("x-request-id")
-            .map(|value| cut(&String::from_utf8_lossy(value.as_bytes()), REQUEST_ID_CHARS_MAX));
+        let request_id = request.headers().get("x-request-id").map(|value| {
+            cut(
+                &String::from_utf8_lossy(value.as_bytes()),
+                REQUEST_ID_CHARS_MAX,
+            )
+        });
         // The service that was polled ready serves this call; its clone waits for the next.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
