@@ -814,9 +814,13 @@ impl Harness {
             }
             Crash::TornZeros { batch, from } => {
                 let in_flight = self.append_in_flight(batch);
-                let from = in_flight.start()
-                    + from.index((in_flight.end() - in_flight.start()) as usize) as u64;
                 let mut bytes = fs::read(&in_flight.path).unwrap();
+                // Zeros from somewhere at or before the batch's last non-zero byte: zeros laid
+                // over bytes that were zero already (a frame's last bytes can be) change
+                // nothing, and an intact batch rightly survives.
+                let batch_bytes = &bytes[in_flight.start() as usize..in_flight.end() as usize];
+                let last_nonzero = batch_bytes.iter().rposition(|byte| *byte != 0).unwrap();
+                let from = in_flight.start() + from.index(last_nonzero + 1) as u64;
                 bytes[from as usize..].fill(0);
                 fs::write(&in_flight.path, bytes).unwrap();
                 self.reopen_without(&in_flight, &format!("zeros from offset {from}"));
