@@ -550,7 +550,8 @@ async function verifyReceipt() {
       body: $('verify-input').value,
     });
     result.dataset.valid = verdict.valid ? 'yes' : 'no';
-    const what = `${verdict.events} event${verdict.events === 1 ? '' : 's'}${verdict.signed ? ', signed' : ''}`;
+    const what = `${verdict.events} event${verdict.events === 1 ? '' : 's'}${
+      verdict.signature_checked ? ', signature and digest checked' : '; unsigned: the digest is not checked'}`;
     result.textContent = verdict.valid ? `✓ valid (${what})` : `✗ does not verify: ${verdict.reason}`;
   } catch (err) {
     result.dataset.valid = 'error';
@@ -561,7 +562,12 @@ async function verifyReceipt() {
 // ---- navigation -----------------------------------------------------------------------------
 
 function route() {
-  const parts = location.hash.replace(/^#/, '').split('/').map(decodeURIComponent);
+  let parts;
+  try {
+    parts = location.hash.replace(/^#/, '').split('/').map(decodeURIComponent);
+  } catch {
+    return; // a malformed address: stay where we are
+  }
   if (parts[0] === 'event' && parts[1]) showEvent(parts[1]);
   else if (parts[0] === 'entity' && parts.length >= 3) showEntity(parts[1], parts.slice(2).join('/'));
 }

@@ -48,10 +48,10 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::limits::{
-    CONSOLE_ECHO_CHARS_MAX, CONSOLE_GRAPH_DEPTH_MAX, CONSOLE_GRAPH_NODES_MAX,
+    CONSOLE_BODY_WAIT, CONSOLE_ECHO_CHARS_MAX, CONSOLE_GRAPH_DEPTH_MAX, CONSOLE_GRAPH_NODES_MAX,
     CONSOLE_PAGE_BYTES_MAX, CONSOLE_PAGE_EVENTS_MAX, CONSOLE_PAYLOAD_BYTES_MAX,
-    CONSOLE_RECEIPT_BYTES_MAX, CONSOLE_STREAMS_MAX, CONSOLE_TAIL_BUFFER_EVENTS,
-    CONSOLE_TAIL_KEEPALIVE, SUBSCRIBE_RETRY_DELAY_MAX,
+    CONSOLE_RECEIPT_BYTES_MAX, CONSOLE_RESPONSE_BYTES_MAX, CONSOLE_STREAMS_MAX,
+    CONSOLE_TAIL_BUFFER_EVENTS, CONSOLE_TAIL_KEEPALIVE, SUBSCRIBE_RETRY_DELAY_MAX,
 };
 use crate::monitor::{Admin, Parts};
 use crate::pb;
@@ -104,7 +104,41 @@ pub fn router(admin: Admin) -> Router {
         .route("/api/events/{id}/descendants", get(descendants))
         .route("/api/verify", post(verify))
         .route("/api/tail", get(tail))
+        .layer(axum::middleware::from_fn(addressed_by_ip_or_localhost))
         .with_state(console)
+}
+
+/// Answers only requests addressed to an IP address or `localhost`: a web page that rebinds
+/// its own host name to this port's address (DNS rebinding) sends that name, and is refused
+/// before it can read the log. A request without a `Host` (HTTP/1.0) is served.
+async fn addressed_by_ip_or_localhost(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let host = request
+        .headers()
+        .get(axum::http::header::HOST)
+        .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
+    match host {
+        Some(host) if !is_ip_or_localhost(&host) => Refusal(
+            StatusCode::MISDIRECTED_REQUEST,
+            format!(
+                "the console answers requests to an IP address or localhost, not to {}",
+                echo(&host)
+            ),
+        )
+        .into_response(),
+        _ => next.run(request).await,
+    }
+}
+
+/// Whether a `Host` header names an IP address or `localhost`, with or without a port.
+fn is_ip_or_localhost(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
 }
 
 /// A refusal: a status and a JSON `{"error": ...}` body.
@@ -292,14 +326,39 @@ fn event_json(event: &Event) -> Value {
     })
 }
 
+/// The events as JSON, as many as fit in `CONSOLE_RESPONSE_BYTES_MAX` (at least one), and how
+/// many that is.
+fn bounded_events<'a>(events: impl IntoIterator<Item = &'a Event>) -> (Vec<Value>, usize) {
+    let mut values = Vec::new();
+    let mut bytes = 0;
+    for event in events {
+        let value = event_json(event);
+        bytes += serde_json::to_vec(&value).map_or(0, |encoded| encoded.len());
+        if bytes > CONSOLE_RESPONSE_BYTES_MAX && !values.is_empty() {
+            break;
+        }
+        values.push(value);
+    }
+    let taken = values.len();
+    (values, taken)
+}
+
 fn graph_json(graph: &Graph) -> Value {
+    let (nodes, taken) = bounded_events(&graph.nodes);
+    let kept: std::collections::HashSet<_> =
+        graph.nodes[..taken].iter().map(|node| node.id).collect();
     json!({
-        "nodes": graph.nodes.iter().map(event_json).collect::<Vec<_>>(),
-        "edges": graph.edges.iter().map(|edge| json!({
-            "parent": edge.parent.to_text(),
-            "child": edge.child.to_text(),
-        })).collect::<Vec<_>>(),
-        "truncated": graph.truncated,
+        "nodes": nodes,
+        "edges": graph
+            .edges
+            .iter()
+            .filter(|edge| kept.contains(&edge.parent) && kept.contains(&edge.child))
+            .map(|edge| json!({
+                "parent": edge.parent.to_text(),
+                "child": edge.child.to_text(),
+            }))
+            .collect::<Vec<_>>(),
+        "truncated": graph.truncated || taken < graph.nodes.len(),
     })
 }
 
@@ -401,10 +460,19 @@ async fn events(State(console): State<Console>, params: Params) -> Result<Respon
             Ok((batch, store.head().0))
         })
         .await?;
+    let (events, taken) = bounded_events(&batch.events);
+    let truncated = taken < batch.events.len();
+    // Cut short, the page goes on from the first event it left out, either way.
+    let next = if truncated {
+        batch.events[taken].position.0
+    } else {
+        batch.next.0
+    };
     Ok(json_response(json!({
-        "events": batch.events.iter().map(event_json).collect::<Vec<_>>(),
-        "next": batch.next.0,
-        "end": batch.end,
+        "events": events,
+        "next": next,
+        "end": batch.end && !truncated,
+        "truncated": truncated,
         "head": head,
     })))
 }
@@ -424,9 +492,11 @@ async fn entity(State(console): State<Console>, params: Params) -> Result<Respon
             Ok((events, store.version(&scope, &entity).0))
         })
         .await?;
+    let (values, taken) = bounded_events(&events);
     Ok(json_response(json!({
-        "events": events.iter().map(event_json).collect::<Vec<_>>(),
+        "events": values,
         "version": version,
+        "truncated": taken < events.len(),
     })))
 }
 
@@ -504,17 +574,29 @@ async fn verify(
     State(console): State<Console>,
     body: axum::body::Body,
 ) -> Result<Response, Refusal> {
-    let body: Bytes = axum::body::to_bytes(body, CONSOLE_RECEIPT_BYTES_MAX)
-        .await
-        .map_err(|_| {
-            Refusal(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "the receipt is over the limit CONSOLE_RECEIPT_BYTES_MAX = \
+    let body = tokio::time::timeout(
+        CONSOLE_BODY_WAIT,
+        axum::body::to_bytes(body, CONSOLE_RECEIPT_BYTES_MAX),
+    )
+    .await
+    .map_err(|_| {
+        Refusal(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the receipt did not arrive within CONSOLE_BODY_WAIT = {}s",
+                CONSOLE_BODY_WAIT.as_secs()
+            ),
+        )
+    })?;
+    let body: Bytes = body.map_err(|_| {
+        Refusal(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the receipt is over the limit CONSOLE_RECEIPT_BYTES_MAX = \
                      {CONSOLE_RECEIPT_BYTES_MAX} bytes; verify it with `causeway verify`"
-                ),
-            )
-        })?;
+            ),
+        )
+    })?;
     let value: Value = serde_json::from_slice(&body).map_err(|err| {
         bad_request(format!(
             "the receipt is not JSON (line {}, column {}); paste what \
@@ -526,8 +608,10 @@ async fn verify(
     let receipt = receipt_from_json(&value).map_err(bad_request)?;
     let receipt = crate::convert::receipt_from_wire(receipt, "receipt")?;
     let n_events = receipt.events.len();
-    let signed = receipt.signature.is_some();
     let signing_key = console.parts()?.signing_key.clone();
+    // Only a signature checked against the server's key vouches for the digest: without a
+    // key the server can match the events, not the digest the receipt claims.
+    let signature_checked = receipt.signature.is_some() && signing_key.is_some();
     let verdict = console
         .call(move |store| crate::service::check_receipt(store, &receipt, signing_key.as_ref()))
         .await?;
@@ -535,7 +619,8 @@ async fn verify(
         "valid": verdict.is_ok(),
         "reason": verdict.err().unwrap_or_default(),
         "events": n_events,
-        "signed": signed,
+        "signature_checked": signature_checked,
+        "digest_checked": signature_checked,
     })))
 }
 
@@ -758,6 +843,32 @@ async fn feed(parts: Parts, from: Position, sender: mpsc::Sender<Result<sse::Eve
             _ = stopping.wait_for(|stopping| *stopping) => return,
             () = sender.closed() => return,
             () = tokio::time::sleep(TAIL_RECHECK) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_addresses_and_localhost_are_served() {
+        for host in [
+            "127.0.0.1:7421",
+            "[::1]:7421",
+            "localhost:7421",
+            "LOCALHOST",
+            "10.0.0.7",
+        ] {
+            assert!(is_ip_or_localhost(host), "{host}");
+        }
+        for host in [
+            "attacker.example",
+            "attacker.example:7421",
+            "127.0.0.1.nip.io:7421",
+            "",
+        ] {
+            assert!(!is_ip_or_localhost(host), "{host}");
         }
     }
 }

@@ -282,7 +282,14 @@ pub const CONSOLE_RECEIPT_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// take pool slots like any other read.
 pub const CONSOLE_STREAMS_MAX: usize = 16;
 /// Events buffered per live tail between its reader and the connection.
-pub const CONSOLE_TAIL_BUFFER_EVENTS: usize = 256;
+pub const CONSOLE_TAIL_BUFFER_EVENTS: usize = 16;
+/// Bytes of one console JSON response, at most (one event always fits): a page or a graph stops
+/// short of it, says `truncated`, and names where to go on, so a payload's JSON escaping (up to
+/// six bytes per byte) cannot make a page hundreds of megabytes.
+pub const CONSOLE_RESPONSE_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// How long the console waits for a posted receipt's body before it answers 408, so a client
+/// that sends headers and stalls cannot hold a request slot.
+pub const CONSOLE_BODY_WAIT: Duration = Duration::from_secs(10);
 /// How often an idle tail sends a comment, so proxies and browsers keep the stream open.
 pub const CONSOLE_TAIL_KEEPALIVE: Duration = Duration::from_secs(15);
 /// Characters of any input a console error message repeats.

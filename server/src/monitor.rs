@@ -136,15 +136,17 @@ pub struct Admin {
 
 /// The admin port's routes.
 pub fn router(admin: Admin) -> Router {
+    // Probes and scrapes outside the console's bound, so console readers that stall cannot
+    // make a healthy node look dead.
+    let console = crate::console::router(admin.clone()).layer(
+        tower::limit::GlobalConcurrencyLimitLayer::new(ADMIN_REQUESTS_MAX),
+    );
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(admin.clone())
-        .merge(crate::console::router(admin))
-        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
-            ADMIN_REQUESTS_MAX,
-        ))
+        .with_state(admin)
+        .merge(console)
 }
 
 /// Serves the admin port on `listener` until `stopping` turns true.

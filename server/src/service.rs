@@ -184,6 +184,9 @@ pub fn check_receipt(
     receipt: &Receipt,
     signing_key: Option<&(String, [u8; 32])>,
 ) -> Result<Result<(), String>, Error> {
+    if receipt.events.is_empty() {
+        return Ok(Err("the receipt names no events".to_string()));
+    }
     let mut events = Vec::with_capacity(receipt.events.len());
     for committed in &receipt.events {
         match store.get(committed.id) {

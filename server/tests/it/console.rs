@@ -296,7 +296,13 @@ async fn a_posted_receipt_verifies_and_a_tampered_one_does_not() {
     let verdict: Value = serde_json::from_str(&body).expect("JSON");
     assert_eq!(
         verdict,
-        json!({"valid": true, "reason": "", "events": 1, "signed": false})
+        json!({
+            "valid": true,
+            "reason": "",
+            "events": 1,
+            "signature_checked": false,
+            "digest_checked": false,
+        })
     );
 
     let mut tampered = receipt.clone();
@@ -423,4 +429,90 @@ async fn tails_beyond_the_limit_are_refused_until_one_closes() {
             Err(refusal) => panic!("a closed tail's slot did not come back: {refusal:?}"),
         }
     }
+}
+
+/// Requests that stall mid-body hold console slots, never the probes: with more stalled
+/// receipts than `ADMIN_REQUESTS_MAX`, `/healthz`, `/readyz` and `/metrics` still answer. A
+/// request addressed to a host name (a DNS-rebinding page) is refused; an empty receipt
+/// verifies nothing and is refused.
+#[tokio::test]
+async fn stalled_readers_leave_the_probes_and_names_are_refused() {
+    let dir = scratch();
+    let node = Node::start(&dir.path().join("data"), &[]);
+    let admin = node.admin.expect("admin");
+    let stalled: Vec<std::net::TcpStream> = (0..causeway_server::limits::ADMIN_REQUESTS_MAX + 6)
+        .map(|_| {
+            let mut stream = std::net::TcpStream::connect(admin).expect("connect");
+            write!(
+                stream,
+                "POST /api/verify HTTP/1.1\r\nHost: {admin}\r\nContent-Type: application/json\r\n\
+                 Content-Length: 100\r\n\r\n{{"
+            )
+            .expect("send a partial body");
+            stream
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for probe in ["/healthz", "/readyz", "/metrics"] {
+        let started = Instant::now();
+        let (status, _) = http_get(admin, probe);
+        assert_eq!(status, 200, "{probe}");
+        assert!(started.elapsed() < Duration::from_secs(5), "{probe} waited");
+    }
+    drop(stalled);
+
+    let mut stream = std::net::TcpStream::connect(admin).expect("connect");
+    write!(
+        stream,
+        "GET /api/state HTTP/1.1\r\nHost: attacker.example:7421\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    assert!(response.starts_with("HTTP/1.1 421"), "{response}");
+
+    let empty = json!({"events": [], "gates": [], "digest": hex(&[0; 32]), "signature": "", "signature_key_id": ""});
+    let (status, body) = http_post(admin, "/api/verify", empty.to_string().as_bytes());
+    assert_eq!(status, 200, "{body}");
+    let verdict: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(verdict["valid"], false, "{verdict}");
+}
+
+/// A page stops short of `CONSOLE_RESPONSE_BYTES_MAX` however its payloads escape (a control
+/// character is six bytes of JSON), says so, and names where to go on.
+#[tokio::test]
+async fn pages_stay_within_the_response_bound() {
+    let dir = scratch();
+    let node = Node::start(&dir.path().join("data"), &[]);
+    let admin = node.admin.expect("admin");
+    let mut client = node.client().await;
+    let n_events = 30;
+    for _ in 0..n_events {
+        let escaping = pb::NewEvent {
+            payload: vec![1u8; 64 * 1024],
+            content_type: "text/plain".to_string(),
+            ..event("big", "e1", "Blob")
+        };
+        append(&mut client, vec![escaping]).await;
+    }
+    let bound = causeway_server::limits::CONSOLE_RESPONSE_BYTES_MAX;
+    for path in [
+        "/api/entity?scope=big&entity=e1&limit=500",
+        "/api/events?limit=500",
+    ] {
+        let (status, body) = http_get(admin, path);
+        assert_eq!(status, 200, "{path}");
+        assert!(body.len() <= bound, "{path}: {} bytes", body.len());
+        let page: Value = serde_json::from_str(&body).expect("JSON");
+        assert_eq!(page["truncated"], true, "{path}");
+        let shown = page["events"].as_array().expect("events").len();
+        assert!(shown > 0 && shown < n_events, "{path}: {shown} events");
+    }
+    let page = ok_json(admin, "/api/events?limit=500&direction=forward&from=1");
+    let shown = page["events"].as_array().expect("events").len() as u64;
+    assert_eq!(
+        page["next"],
+        shown + 1,
+        "the next page starts where this one stopped"
+    );
 }
