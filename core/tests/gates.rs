@@ -651,10 +651,20 @@ fn a_cel_gate_evaluates_the_proposed_event() {
     }
 
     // The payload is JSON only when the content type says so; else `event.payload` is null.
+    // The error then says why it is null.
     let untyped = event("shop", "o", "T", r#"{"total": 12}"#);
     let (_, code, seen) = denial(store.append(one(untyped)));
     assert_eq!(code, "CEL_ERROR");
-    assert!(seen.contains_key("error"), "{seen:?}");
+    assert!(
+        seen["error"].contains("event.payload is null") && seen["error"].contains("content type"),
+        "the error names the cause: {seen:?}"
+    );
+    let (_, code, seen) = denial(store.append(one(json("shop", "o", "T", "not json"))));
+    assert_eq!(code, "CEL_ERROR");
+    assert!(
+        seen["error"].contains("not valid JSON"),
+        "the error names the cause: {seen:?}"
+    );
     store
         .register_gate(cel("rule", &[], r#"event.metadata.source == "web""#))
         .unwrap();

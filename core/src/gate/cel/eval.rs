@@ -91,8 +91,20 @@ pub(crate) fn evaluate(program: &Program, activation: &Activation<'_>) -> Eval<V
         fact_calls: 0,
         event: None,
         payload: None,
+        payload_null: None,
     };
-    machine.eval(&program.root)
+    match machine.eval(&program.root) {
+        // An expression that failed after reading a payload that is null says why it is
+        // null: "cannot select field total from null" alone never said the payload was not
+        // JSON.
+        Err(Fault::Error(why)) => match machine.payload_null {
+            Some(note) => Err(Fault::Error(format!(
+                "{why} (event.payload is null: {note})"
+            ))),
+            None => Err(Fault::Error(why)),
+        },
+        other => other,
+    }
 }
 
 /// A compiled CEL regular expression: a lazy DFA that gives up rather than thrash.
@@ -187,6 +199,8 @@ struct Machine<'a> {
     event: Option<Value>,
     /// The decoded payload, built on first use.
     payload: Option<Value>,
+    /// Why the payload read as null, when it did.
+    payload_null: Option<String>,
 }
 
 impl Machine<'_> {
@@ -790,9 +804,17 @@ impl Machine<'_> {
             return Ok(payload.clone());
         }
         let event = self.activation.event;
-        let payload = if !event.content_type.contains("json")
-            || event.payload.len() > CEL_PAYLOAD_BYTES_MAX
-        {
+        let payload = if !event.content_type.contains("json") {
+            self.payload_null = Some(format!(
+                "its content type {:?} does not say JSON",
+                shorten(&event.content_type)
+            ));
+            Value::Null
+        } else if event.payload.len() > CEL_PAYLOAD_BYTES_MAX {
+            self.payload_null = Some(format!(
+                "it is {} bytes, over CEL_PAYLOAD_BYTES_MAX = {CEL_PAYLOAD_BYTES_MAX}",
+                event.payload.len()
+            ));
             Value::Null
         } else {
             self.charge(1 + event.payload.len() as u64 / JSON_BYTES_PER_STEP)?;
@@ -805,7 +827,10 @@ impl Machine<'_> {
                     self.charge(nodes)?;
                     value
                 }
-                Err(_) => Value::Null,
+                Err(err) => {
+                    self.payload_null = Some(format!("it is not valid JSON ({err})"));
+                    Value::Null
+                }
             }
         };
         self.payload = Some(payload.clone());
