@@ -13,7 +13,9 @@ use causeway_server::limits::{
 };
 use serde_json::{Value, json};
 
-use crate::harness::{Client, Node, append, event, http_get, http_post, pb, scratch};
+use crate::harness::{
+    Client, Node, append, event, http_get, http_post, pb, register_small_orders, scratch,
+};
 
 fn get_json(admin: SocketAddr, path: &str) -> (u16, Value) {
     let (status, body) = http_get(admin, path);
@@ -69,19 +71,7 @@ fn caused_by(parent: &pb::Receipt, new: pb::NewEvent) -> pb::NewEvent {
 
 /// A gate and a chain: placed -> paid -> shipped, in two entities.
 async fn chain(client: &mut Client) -> [pb::Receipt; 3] {
-    client
-        .register_gate(pb::RegisterGateRequest {
-            definition: Some(pb::GateDefinition {
-                name: "small-orders".to_string(),
-                scopes: vec!["acme".to_string()],
-                types: vec!["OrderPlaced".to_string()],
-                rule: Some(pb::gate_definition::Rule::Cel(pb::CelRule {
-                    expression: "event.payload.total < 1000".to_string(),
-                })),
-            }),
-        })
-        .await
-        .expect("register the gate");
+    register_small_orders(client).await;
     let placed = append(
         client,
         vec![pb::NewEvent {

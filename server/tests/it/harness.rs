@@ -311,3 +311,21 @@ fn http_request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16
         .expect("a status code");
     (status, body.to_string())
 }
+
+/// Registers gate `small-orders`: a CEL gate on `OrderPlaced` in scope `acme` that refuses a
+/// payload whose `total` is 1000 or more.
+pub async fn register_small_orders(client: &mut Client) {
+    client
+        .register_gate(pb::RegisterGateRequest {
+            definition: Some(pb::GateDefinition {
+                name: "small-orders".to_string(),
+                scopes: vec!["acme".to_string()],
+                types: vec!["OrderPlaced".to_string()],
+                rule: Some(pb::gate_definition::Rule::Cel(pb::CelRule {
+                    expression: "event.payload.total < 1000".to_string(),
+                })),
+            }),
+        })
+        .await
+        .expect("register the gate");
+}

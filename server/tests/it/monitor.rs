@@ -9,7 +9,9 @@ use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::harness::{Client, Node, append, append_of, event, http_get, pb, scratch};
+use crate::harness::{
+    Node, append, append_of, event, http_get, pb, register_small_orders, scratch,
+};
 
 /// The samples of a Prometheus text page, by series (name and labels as printed).
 fn scrape(node: &Node) -> HashMap<String, f64> {
@@ -27,22 +29,6 @@ fn scrape(node: &Node) -> HashMap<String, f64> {
 
 fn moved(before: &HashMap<String, f64>, after: &HashMap<String, f64>, series: &str) -> f64 {
     after.get(series).copied().unwrap_or(0.0) - before.get(series).copied().unwrap_or(0.0)
-}
-
-async fn register_small_orders(client: &mut Client) {
-    client
-        .register_gate(pb::RegisterGateRequest {
-            definition: Some(pb::GateDefinition {
-                name: "small-orders".to_string(),
-                scopes: vec!["acme".to_string()],
-                types: vec!["OrderPlaced".to_string()],
-                rule: Some(pb::gate_definition::Rule::Cel(pb::CelRule {
-                    expression: "event.payload.total < 1000".to_string(),
-                })),
-            }),
-        })
-        .await
-        .expect("register the gate");
 }
 
 fn order(entity: &str, total: u32) -> pb::NewEvent {
