@@ -32,6 +32,18 @@ export const REASON_VERSION_CONFLICT = "VERSION_CONFLICT";
 export const REASON_LIMIT_EXCEEDED = "LIMIT_EXCEEDED";
 /** The reason of a write that may or may not have been applied; retry with the same key. */
 export const REASON_OUTCOME_UNKNOWN = "OUTCOME_UNKNOWN";
+/** Node error codes of a connection lost under a call. connect-node reports them as ABORTED or
+ * INTERNAL (a server's view of a client hanging up); for a client the call is UNAVAILABLE, as
+ * gRPC's own clients report it, so a subscription resumes and a caller retries. */
+const CONNECTION_LOST_CODES = new Set([
+  "ECONNRESET",
+  "ECONNABORTED",
+  "EPIPE",
+  "ERR_HTTP2_SESSION_ERROR",
+  "ERR_HTTP2_GOAWAY_SESSION",
+  "ERR_HTTP2_STREAM_ERROR",
+  "ERR_HTTP2_INVALID_SESSION",
+]);
 
 export { Code };
 
@@ -185,7 +197,7 @@ export function fromConnectError(error: unknown): CausewayError {
     retryAfterMs: retry?.retryDelay ? durationMs(retry.retryDelay) : null,
     violations,
   };
-  const code = connect.code;
+  const code = connectionLost(connect) ? Code.Unavailable : connect.code;
   const message = connect.rawMessage;
   switch (code) {
     case Code.InvalidArgument:
@@ -208,6 +220,22 @@ export function fromConnectError(error: unknown): CausewayError {
     default:
       return new CausewayError(code, message, detail);
   }
+}
+
+/** True when the call failed because its connection was lost, not because the server said so. */
+function connectionLost(error: ConnectError): boolean {
+  if (error.code !== Code.Aborted && error.code !== Code.Internal && error.code !== Code.Unknown) {
+    return false;
+  }
+  const seen = new Set<unknown>();
+  for (let cause: unknown = error.cause; cause instanceof Error && !seen.has(cause); cause = cause.cause) {
+    seen.add(cause);
+    const nodeCode = (cause as { code?: unknown }).code;
+    if (typeof nodeCode === "string" && CONNECTION_LOST_CODES.has(nodeCode)) {
+      return true;
+    }
+  }
+  return false;
 }
 
 function durationMs(duration: Duration): number {
