@@ -15,7 +15,7 @@
 
 import { setTimeout as sleep } from "node:timers/promises";
 import { create } from "@bufbuild/protobuf";
-import { Code, createClient, type Client as ServiceClient } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, type Client as ServiceClient } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import {
   AppendRequestSchema,
@@ -240,7 +240,9 @@ export class Client {
     try {
       return await send();
     } catch (err) {
-      throw fromConnectError(err);
+      // Only a failed call becomes a typed error; an invalid argument (a negative version) is
+      // the caller's bug and keeps its own type.
+      throw err instanceof ConnectError ? fromConnectError(err) : err;
     }
   }
 }
@@ -335,6 +337,9 @@ export class Subscription implements AsyncIterable<Event> {
         } catch (err) {
           if (this.closed) {
             return;
+          }
+          if (!(err instanceof ConnectError)) {
+            throw err;
           }
           const error: CausewayError = fromConnectError(err);
           if (!(error instanceof Unavailable) || failures >= this.resumeAttempts) {

@@ -97,6 +97,13 @@ test("an invalid field is named", async () => {
   assert.equal(badId.field, "id");
 });
 
+test("an invalid argument is the caller's bug and keeps its own type", async () => {
+  const scope = newScope();
+  const entity = unique("order");
+  await rejection(client.append([{ scope, entity, type: "E" }], { expected: [{ scope, entity, version: -1 }] }), RangeError);
+  await rejection(client.readLog(2 ** 53), RangeError);
+});
+
 test("a server that cannot be reached is Unavailable", async () => {
   // Port 1 on loopback: nothing listens there, so the connection is refused at once.
   const nowhere = new Client("127.0.0.1:1", { timeoutMs: 5_000 });
