@@ -29,7 +29,17 @@ pub fn append(request: pb::AppendRequest, prefix: &str) -> Result<Append> {
         .events
         .into_iter()
         .enumerate()
-        .map(|(event_idx, event)| new_event(event, || format!("{prefix}events[{event_idx}]")))
+        .map(|(event_idx, event)| {
+            let field = || format!("{prefix}events[{event_idx}]");
+            let event = new_event(event, field)?;
+            // The store checks the same again; checked here, a refusal names the event's path
+            // in a BadRequest, as every INVALID_ARGUMENT does.
+            event.validate(event_idx).map_err(|source| Error::Field {
+                field: field(),
+                source,
+            })?;
+            Ok(event)
+        })
         .collect::<Result<_>>()?;
     let expected = request
         .expected

@@ -43,6 +43,14 @@ pub const LEADER_HEADER: &str = "x-causeway-leader";
 pub enum Error {
     /// The store refused or failed the call.
     Core(causeway_core::Error),
+    /// The store refused a part of the request at `field` (an event's name too long, empty, or
+    /// with a control character): its status, with a `BadRequest` naming the field.
+    Field {
+        /// The part's path in the request (`events[2]`).
+        field: String,
+        /// The store's refusal.
+        source: causeway_core::Error,
+    },
     /// A request field could not be converted (a malformed UUID, an unknown enum value).
     InvalidArgument {
         /// The field, as a path in the request (`events[2].causation[0]`).
@@ -205,6 +213,12 @@ pub fn to_status(err: impl Into<Error>) -> Status {
                 Core::AlreadyApplied { .. } => Status::aborted(message),
                 Core::Locked { .. } | Core::Clock(_) => Status::internal(message),
             }
+        }
+        Error::Field { field, source } => {
+            let status = to_status(Error::Core(source));
+            let mut details = status.get_error_details();
+            details.add_bad_request_violation(field, status.message());
+            Status::with_error_details(status.code(), status.message(), details)
         }
         Error::InvalidArgument { field, reason } => Status::with_error_details(
             Code::InvalidArgument,

@@ -167,7 +167,22 @@ async fn malformed_fields_are_named() {
     );
     assert_invalid(&status, "receipt.events[0].hash");
 
-    // What only the store can judge is named by the store.
+    // What only the store can judge is named by the store, and the event's path by a
+    // BadRequest.
+    let status = failure(
+        client
+            .append(append_of(vec![
+                event("acme", "order-1", "A"),
+                event("acme", "", "A"),
+            ]))
+            .await,
+    );
+    assert_invalid(&status, "entity");
+    let violations = status
+        .get_details_bad_request()
+        .expect("a BadRequest")
+        .field_violations;
+    assert_eq!(violations[0].field, "events[1]", "{violations:?}");
     let status = failure(
         client
             .append(append_of(vec![event("", "order-1", "A")]))
@@ -201,6 +216,11 @@ async fn limits_are_named() {
     assert_eq!(info.metadata["limit"], "TAGS_PER_EVENT_MAX");
     assert_eq!(info.metadata["max"], "64");
     assert_eq!(info.metadata["actual"], "65");
+    let violations = status
+        .get_details_bad_request()
+        .expect("a BadRequest beside the ErrorInfo")
+        .field_violations;
+    assert_eq!(violations[0].field, "events[0]", "{violations:?}");
 
     let status = failure(
         client
