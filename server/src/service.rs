@@ -209,6 +209,25 @@ pub fn check_receipt(
     Ok(receipt::verify(receipt, &events, public_key).map_err(|err| err.to_string()))
 }
 
+/// A gate definition the store refuses as invalid names `definition` in a BadRequest; any other
+/// refusal (too many gates, a closed store) keeps its own status.
+fn definition_refusal(err: causeway_core::Error) -> Error {
+    let invalid = match &err {
+        causeway_core::Error::InvalidInput(_) => true,
+        // GATES_MAX is a quota (RESOURCE_EXHAUSTED), not a fault of this definition.
+        causeway_core::Error::LimitExceeded { limit, .. } => *limit != "GATES_MAX",
+        _ => false,
+    };
+    if invalid {
+        Error::Field {
+            field: "definition".to_string(),
+            source: err,
+        }
+    } else {
+        err.into()
+    }
+}
+
 fn required<T>(value: Option<T>, field: &str) -> Result<T, Status> {
     value.ok_or_else(|| to_status(Error::invalid(field, "it is required")))
 }
@@ -427,12 +446,13 @@ impl EventStoreService for Service {
             // without a log entry; the writer of every replica still decides it.
             Some(_) => {
                 let checked = definition.clone();
-                self.call(move |_| Ok(checked.compile().map(drop)?)).await?;
+                self.call(move |_| checked.compile().map(drop).map_err(definition_refusal))
+                    .await?;
                 self.write_command(move |store| store.stamp_gate(definition))
                     .await?
             }
             None => {
-                self.call(move |store| Ok(store.register_gate(definition)?))
+                self.call(move |store| store.register_gate(definition).map_err(definition_refusal))
                     .await?
             }
         };

@@ -135,6 +135,27 @@ async fn malformed_fields_are_named() {
             .await,
     );
     assert_invalid(&status, "definition.rule");
+    // A definition only the store can judge (a CEL expression that does not compile) names
+    // the definition in a BadRequest too.
+    let status = failure(
+        client
+            .register_gate(pb::RegisterGateRequest {
+                definition: Some(pb::GateDefinition {
+                    name: "broken".to_string(),
+                    rule: Some(pb::gate_definition::Rule::Cel(pb::CelRule {
+                        expression: "event.payload.total <".to_string(),
+                    })),
+                    ..Default::default()
+                }),
+            })
+            .await,
+    );
+    assert_invalid(&status, "cel expression");
+    let violations = status
+        .get_details_bad_request()
+        .expect("a BadRequest")
+        .field_violations;
+    assert_eq!(violations[0].field, "definition", "{violations:?}");
 
     let status = failure(
         client
