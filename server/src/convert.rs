@@ -18,6 +18,7 @@ use causeway_core::{
 use prost::Message as _;
 
 use crate::cluster::node::Consistency;
+use crate::limits::ECHO_CHARS_MAX;
 use crate::pb;
 use crate::status::Error;
 
@@ -203,10 +204,29 @@ pub fn event_id(text: &str, field: &str) -> Result<EventId> {
     parse_event_id(text, || field.to_string())
 }
 
+/// An event id: a UUID other than the nil one, which names no event. A bad value is repeated
+/// in the error only up to `ECHO_CHARS_MAX` characters.
 fn parse_event_id(text: &str, field: impl FnOnce() -> String) -> Result<EventId> {
-    uuid::Uuid::parse_str(text)
-        .map(EventId)
-        .map_err(|err| Error::invalid(field(), format!("{text:?} is not a UUID: {err}")))
+    match uuid::Uuid::parse_str(text) {
+        Ok(id) if id.is_nil() => Err(Error::invalid(
+            field(),
+            "it is the nil UUID, which names no event",
+        )),
+        Ok(id) => Ok(EventId(id)),
+        Err(err) => Err(Error::invalid(
+            field(),
+            format!("{} is not a UUID: {err}", shown(text)),
+        )),
+    }
+}
+
+/// At most `ECHO_CHARS_MAX` characters of a value a client sent, quoted, with its length when
+/// it was cut: an error message never grows with the input.
+fn shown(text: &str) -> String {
+    match text.char_indices().nth(ECHO_CHARS_MAX) {
+        None => format!("{text:?}"),
+        Some((cut, _)) => format!("{:?}... ({} bytes)", &text[..cut], text.len()),
+    }
 }
 
 fn non_empty(text: String) -> Option<String> {

@@ -315,3 +315,7 @@ pub const CONNECTIONS_MAX: usize = 1 << 20;
 pub const ADMIN_CONNECTIONS_MAX: usize = 128;
 /// The pause after a failed accept (out of file descriptors, say) before the next.
 pub const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// The most characters of a value a client sent that an error message repeats (an id that is
+/// not a UUID, say); longer values are cut, with their length said.
+pub const ECHO_CHARS_MAX: usize = 64;

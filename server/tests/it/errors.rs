@@ -50,6 +50,29 @@ async fn malformed_fields_are_named() {
     );
     assert_invalid(&status, "events[1].causation[1]");
 
+    let nil_id = pb::NewEvent {
+        id: "00000000-0000-0000-0000-000000000000".to_string(),
+        ..event("acme", "order-1", "OrderPlaced")
+    };
+    let status = failure(client.append(append_of(vec![nil_id])).await);
+    assert_invalid(&status, "events[0].id");
+    assert!(status.message().contains("nil UUID"), "{status:?}");
+    let long_id = "x".repeat(1024 * 1024);
+    let status = failure(
+        client
+            .get(pb::GetRequest {
+                id: long_id,
+                ..Default::default()
+            })
+            .await,
+    );
+    assert_invalid(&status, "id");
+    assert!(
+        status.message().len() < 1024,
+        "a 1 MiB id is not echoed whole: {} bytes",
+        status.message().len()
+    );
+
     let bad_correlation = pb::NewEvent {
         correlation_id: "42".to_string(),
         ..event("acme", "order-1", "OrderPlaced")
