@@ -202,6 +202,8 @@ struct Shared {
     compiled: Compiled,
     /// Why the store refuses writes, once a write or sync has failed.
     poisoned: Mutex<Option<String>>,
+    /// `causeway_write_queue_depth`, taken once at open (a lookup per append otherwise).
+    queue_depth: metrics::Gauge,
     /// The counter of the ids this store assigns, so that they ascend (see `Ids::get`).
     ids: Mutex<uuid::ContextV7>,
 }
@@ -349,6 +351,7 @@ impl Store {
             applied: Mutex::new(applied),
             compiled: Mutex::new(Vec::new()),
             poisoned: Mutex::new(None),
+            queue_depth: metrics::gauge!("causeway_write_queue_depth"),
             ids: Mutex::new(uuid::ContextV7::new()),
         });
         load_gates(&shared, &config.gates)?;
@@ -684,7 +687,7 @@ impl Store {
             done,
         };
         // Counted before the send, so the writer's decrement never runs first.
-        let queue_depth = metrics::gauge!("causeway_write_queue_depth");
+        let queue_depth = &self.shared.queue_depth;
         queue_depth.increment(1.0);
         let sent = match queueing {
             Queueing::Wait => sender.send(request).map_err(|_| Error::Closed),

@@ -24,7 +24,7 @@
 //!   thread.
 //! - Every input is bounded by a `CONSOLE_*` constant of `limits.rs`; over a bound is 400 (413
 //!   for a receipt body, 429 for one stream too many) with a message naming the constant.
-//!   Error messages repeat at most `CONSOLE_ECHO_CHARS_MAX` characters of any input.
+//!   Error messages repeat at most `ECHO_CHARS_MAX` characters of any input (`status::echo`).
 //! - Reads answer from this node's store (on a cluster follower: what it has applied).
 //! - Payloads go out as text when UTF-8 (cut at `CONSOLE_PAYLOAD_BYTES_MAX`), else as a byte
 //!   count; the page puts every value in the DOM as text, never as markup.
@@ -48,15 +48,15 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::limits::{
-    CONSOLE_BODY_WAIT, CONSOLE_ECHO_CHARS_MAX, CONSOLE_GRAPH_DEPTH_MAX, CONSOLE_GRAPH_NODES_MAX,
-    CONSOLE_PAGE_BYTES_MAX, CONSOLE_PAGE_EVENTS_MAX, CONSOLE_PAYLOAD_BYTES_MAX,
-    CONSOLE_RECEIPT_BYTES_MAX, CONSOLE_RESPONSE_BYTES_MAX, CONSOLE_STREAMS_MAX,
-    CONSOLE_TAIL_BUFFER_EVENTS, CONSOLE_TAIL_KEEPALIVE, SUBSCRIBE_RETRY_DELAY_MAX,
+    CONSOLE_BODY_WAIT, CONSOLE_GRAPH_DEPTH_MAX, CONSOLE_GRAPH_NODES_MAX, CONSOLE_PAGE_BYTES_MAX,
+    CONSOLE_PAGE_EVENTS_MAX, CONSOLE_PAYLOAD_BYTES_MAX, CONSOLE_RECEIPT_BYTES_MAX,
+    CONSOLE_RESPONSE_BYTES_MAX, CONSOLE_STREAMS_MAX, CONSOLE_TAIL_BUFFER_EVENTS,
+    CONSOLE_TAIL_KEEPALIVE, SUBSCRIBE_RETRY_DELAY_MAX,
 };
 use crate::monitor::{Admin, Parts};
 use crate::pb;
 use crate::pool::PoolError;
-use crate::status::{Error, to_status};
+use crate::status::{Error, echo, to_status};
 
 const INDEX_HTML: &str = include_str!("../console/index.html");
 const CONSOLE_JS: &str = include_str!("../console/console.js");
@@ -176,14 +176,6 @@ impl From<PoolError> for Refusal {
 
 fn bad_request(message: impl Into<String>) -> Refusal {
     Refusal(StatusCode::BAD_REQUEST, message.into())
-}
-
-/// At most `CONSOLE_ECHO_CHARS_MAX` characters of an input, for an error message to repeat.
-fn echo(input: &str) -> String {
-    match input.char_indices().nth(CONSOLE_ECHO_CHARS_MAX) {
-        None => format!("{input:?}"),
-        Some((cut, _)) => format!("{:?}...", &input[..cut]),
-    }
 }
 
 fn no_store(headers: &mut HeaderMap) {

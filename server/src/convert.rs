@@ -18,9 +18,8 @@ use causeway_core::{
 use prost::Message as _;
 
 use crate::cluster::node::Consistency;
-use crate::limits::ECHO_CHARS_MAX;
 use crate::pb;
-use crate::status::Error;
+use crate::status::{Error, echo};
 
 type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -215,17 +214,8 @@ fn parse_event_id(text: &str, field: impl FnOnce() -> String) -> Result<EventId>
         Ok(id) => Ok(EventId(id)),
         Err(err) => Err(Error::invalid(
             field(),
-            format!("{} is not a UUID: {err}", shown(text)),
+            format!("{} is not a UUID: {err}", echo(text)),
         )),
-    }
-}
-
-/// At most `ECHO_CHARS_MAX` characters of a value a client sent, quoted, with its length when
-/// it was cut: an error message never grows with the input.
-fn shown(text: &str) -> String {
-    match text.char_indices().nth(ECHO_CHARS_MAX) {
-        None => format!("{text:?}"),
-        Some((cut, _)) => format!("{:?}... ({} bytes)", &text[..cut], text.len()),
     }
 }
 

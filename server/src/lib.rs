@@ -4,14 +4,17 @@
 //! No store call runs on an async worker: every one goes through a bounded blocking pool, and a
 //! full pool is RESOURCE_EXHAUSTED at once. Subscriptions are async tasks fed by one thread that
 //! watches the committed head, so an idle subscriber holds no thread. Alongside the API it
-//! serves gRPC health and reflection, and it shuts down gracefully on SIGINT or SIGTERM,
-//! closing the store only after requests in flight have finished.
+//! serves gRPC health and reflection, an admin HTTP port (metrics, health, a web console),
+//! backups, and it shuts down gracefully on SIGINT or SIGTERM, closing the store only after
+//! requests in flight have finished.
 //!
 //! Reading order: [`config`] (how it is started), [`server`] (what it serves and how it stops),
 //! [`service`] (the RPCs), [`subscribe`] (the live tail), [`pool`] (where store calls run),
 //! then [`convert`] and [`status`] (the edge between wire and core), and [`limits`].
 //! [`operations`] serves backups, shipping files as [`checkpoint`] does for snapshots too, and
-//! [`restore`] is `causewayd restore`, which makes a data directory of a backup.
+//! [`restore`] is `causewayd restore`, which makes a data directory of a backup. The
+//! operator's side: [`monitor`] (the admin port and readiness), [`metrics`], [`observe`] (every
+//! RPC counted and its failures logged), [`console`], and [`incoming`] (bounded listeners).
 
 /// The generated protobuf types and gRPC server of `causeway.v1`.
 pub mod pb {

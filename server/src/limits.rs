@@ -292,8 +292,6 @@ pub const CONSOLE_RESPONSE_BYTES_MAX: usize = 8 * 1024 * 1024;
 pub const CONSOLE_BODY_WAIT: Duration = Duration::from_secs(10);
 /// How often an idle tail sends a comment, so proxies and browsers keep the stream open.
 pub const CONSOLE_TAIL_KEEPALIVE: Duration = Duration::from_secs(15);
-/// Characters of any input a console error message repeats.
-pub const CONSOLE_ECHO_CHARS_MAX: usize = 64;
 
 /// The pause an overloaded server (a full pool, writer queue or subscription table) asks for in
 /// its `RetryInfo` before the same request is sent again.
@@ -317,5 +315,5 @@ pub const ADMIN_CONNECTIONS_MAX: usize = 128;
 pub const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 /// The most characters of a value a client sent that an error message repeats (an id that is
-/// not a UUID, say); longer values are cut, with their length said.
+/// not a UUID, a console parameter); longer values are cut, with their length said.
 pub const ECHO_CHARS_MAX: usize = 64;

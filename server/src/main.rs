@@ -1,4 +1,5 @@
-//! `causewayd`: reads the configuration, sets up logging, and serves until SIGINT or SIGTERM.
+//! `causewayd`: reads the configuration, sets up logging, and serves until SIGINT or SIGTERM;
+//! `causewayd restore --from DIR --data-dir NEW` makes a data directory of a backup instead.
 //!
 //! The first line on stdout is `listening on ADDR`, printed once the store is open and the
 //! address bound, so scripts and tests that pass `--listen 127.0.0.1:0` learn the port; the

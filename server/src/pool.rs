@@ -41,6 +41,10 @@ pub enum PoolError {
 pub struct Pool {
     sender: SyncSender<Job>,
     queue: usize,
+    /// `causeway_pool_queue_depth` and `causeway_pool_refusals_total`, taken once (a lookup
+    /// per call otherwise).
+    queue_depth: metrics::Gauge,
+    refusals: metrics::Counter,
 }
 
 impl Pool {
@@ -53,13 +57,20 @@ impl Pool {
         );
         let (sender, receiver) = sync_channel::<Job>(queue);
         let receiver = Arc::new(Mutex::new(receiver));
+        let queue_depth = metrics::gauge!("causeway_pool_queue_depth");
         for thread_idx in 0..threads {
             let receiver = receiver.clone();
+            let taken = queue_depth.clone();
             std::thread::Builder::new()
                 .name(format!("causeway-pool-{thread_idx}"))
-                .spawn(move || work(&receiver))?;
+                .spawn(move || work(&receiver, &taken))?;
         }
-        Ok(Pool { sender, queue })
+        Ok(Pool {
+            sender,
+            queue,
+            queue_depth,
+            refusals: metrics::counter!("causeway_pool_refusals_total"),
+        })
     }
 
     /// Queues `job` and returns a future of its result. The queueing happens now, before the
@@ -77,13 +88,12 @@ impl Pool {
             let _ = reply.send(result);
         });
         // Counted before the send, so the taking thread's decrement never runs first.
-        let queue_depth = metrics::gauge!("causeway_pool_queue_depth");
-        queue_depth.increment(1.0);
+        self.queue_depth.increment(1.0);
         let queued = self.sender.try_send(wrapped).map_err(|err| {
-            queue_depth.decrement(1.0);
+            self.queue_depth.decrement(1.0);
             match err {
                 TrySendError::Full(_) => {
-                    metrics::counter!("causeway_pool_refusals_total").increment(1);
+                    self.refusals.increment(1);
                     PoolError::Full { queue: self.queue }
                 }
                 TrySendError::Disconnected(_) => PoolError::Stopped,
@@ -97,8 +107,7 @@ impl Pool {
 }
 
 /// A pool thread: takes closures until the queue is closed and empty.
-fn work(receiver: &Mutex<Receiver<Job>>) {
-    let queue_depth = metrics::gauge!("causeway_pool_queue_depth");
+fn work(receiver: &Mutex<Receiver<Job>>, queue_depth: &metrics::Gauge) {
     loop {
         // Holding the lock while waiting is fine: only one idle thread waits on the queue; the
         // others wait for the lock, and every closure runs after the lock is released.

@@ -1,14 +1,19 @@
 //! Starting, serving and stopping: the store, the pool, the listener and the gRPC services.
 //!
-//! [`Server::bind`] opens the store (on the pool: recovery reads the disk) and binds the
-//! listener, so the caller learns the address before serving (`--listen 127.0.0.1:0` picks a
-//! free port). [`Server::serve`] serves `causeway.v1.EventStoreService` (gzip and zstd both
-//! ways, message limit `MESSAGE_BYTES_MAX`), `grpc.health.v1.Health`, and reflection
-//! (`grpc.reflection.v1` and `v1alpha`), until the shutdown future resolves.
+//! [`Server::bind`] first binds the admin HTTP port (`monitor.rs`: metrics, health, the
+//! console), so `/readyz` answers while the store opens; then it opens the store (on the pool:
+//! recovery reads the disk) and binds the gRPC listener, so the caller learns both addresses
+//! before serving (`--listen 127.0.0.1:0` picks a free port). [`Server::serve`] serves
+//! `causeway.v1.EventStoreService` (gzip and zstd both ways, message limit
+//! `MESSAGE_BYTES_MAX`), `OperationsService` (backups), `grpc.health.v1.Health` (kept in step
+//! with readiness), and reflection (`grpc.reflection.v1` and `v1alpha`), every request
+//! through the `observe.rs` layer and at most `max_connections` connections open
+//! (`incoming.rs`), until the shutdown future resolves.
 //!
 //! Shutdown, in order: health turns NOT_SERVING; the listener closes; subscriptions end with
 //! UNAVAILABLE and where to resume; in-flight requests finish (for at most `SHUTDOWN_GRACE`);
-//! then the store closes, which lets the writer finish and sync what it has. An append is
+//! then the store closes, which lets the writer finish and sync what it has, and the admin
+//! port closes last. An append is
 //! acknowledged only after its fsync, so nothing acknowledged is lost, however the shutdown
 //! ends.
 

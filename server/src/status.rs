@@ -16,7 +16,8 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::limits::{
-    RETRY_AFTER_NO_LEADER, RETRY_AFTER_OUTCOME_UNKNOWN, RETRY_AFTER_OVERLOAD, RETRY_AFTER_SHUTDOWN,
+    ECHO_CHARS_MAX, RETRY_AFTER_NO_LEADER, RETRY_AFTER_OUTCOME_UNKNOWN, RETRY_AFTER_OVERLOAD,
+    RETRY_AFTER_SHUTDOWN,
 };
 use crate::pool::PoolError;
 
@@ -101,6 +102,15 @@ pub enum Error {
         /// For a subscription, the position to resume from.
         resume_from: Option<u64>,
     },
+}
+
+/// At most `ECHO_CHARS_MAX` characters of a value a client sent, quoted (control characters
+/// escaped), with its length when it was cut: a message never grows with the input.
+pub fn echo(text: &str) -> String {
+    match text.char_indices().nth(ECHO_CHARS_MAX) {
+        None => format!("{text:?}"),
+        Some((cut, _)) => format!("{:?}... ({} bytes)", &text[..cut], text.len()),
+    }
 }
 
 impl Error {

@@ -127,7 +127,7 @@ impl Writer {
             Box::new(move |groups, synced| finish(&shared, groups, synced)),
         )
         .map_err(|err| Error::io(&self.shared.events_dir, err))?;
-        let queue_depth = metrics::gauge!("causeway_write_queue_depth");
+        let queue_depth = self.shared.queue_depth.clone();
         let group_appends = metrics::histogram!("causeway_commit_group_appends");
         while let Ok(first) = receiver.recv() {
             let mut group = vec![first];

@@ -329,3 +329,26 @@ pub async fn register_small_orders(client: &mut Client) {
         .await
         .expect("register the gate");
 }
+
+/// Health of the server and of the store service, as gRPC health reports it.
+pub async fn health_of(node: &Node) -> Vec<i32> {
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", node.addr))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let mut statuses = Vec::new();
+    for service in ["", "causeway.v1.EventStoreService"] {
+        let status = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.to_string(),
+            })
+            .await
+            .expect("health check")
+            .into_inner()
+            .status;
+        statuses.push(status);
+    }
+    statuses
+}

@@ -7,10 +7,9 @@ use std::time::{Duration, Instant};
 
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
 
 use crate::harness::{
-    Node, append, append_of, event, http_get, pb, register_small_orders, scratch,
+    Node, append, append_of, event, health_of, http_get, pb, register_small_orders, scratch,
 };
 
 /// The samples of a Prometheus text page, by series (name and labels as printed).
@@ -125,29 +124,6 @@ async fn metrics_move_by_exactly_the_workload() {
         "fsyncs are timed"
     );
     assert_eq!(after.get("causeway_segments"), Some(&1.0));
-}
-
-/// Health of the server and of the store service, as gRPC health reports it.
-async fn health_of(node: &Node) -> Vec<i32> {
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", node.addr))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
-    let mut health = HealthClient::new(channel);
-    let mut statuses = Vec::new();
-    for service in ["", "causeway.v1.EventStoreService"] {
-        let status = health
-            .check(tonic_health::pb::HealthCheckRequest {
-                service: service.to_string(),
-            })
-            .await
-            .expect("health check")
-            .into_inner()
-            .status;
-        statuses.push(status);
-    }
-    statuses
 }
 
 /// A write the disk refuses (here: the file size limit lowered under the running server, as a

@@ -3,9 +3,8 @@
 
 use tonic::codec::CompressionEncoding;
 use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
 
-use crate::harness::{Node, append, connect, event, pb, read_all, scratch};
+use crate::harness::{Node, append, connect, event, health_of, pb, read_all, scratch};
 
 const SERVICE_NAME: &str = "causeway.v1.EventStoreService";
 
@@ -14,23 +13,8 @@ const SERVICE_NAME: &str = "causeway.v1.EventStoreService";
 async fn health_reports_serving() {
     let dir = scratch();
     let node = Node::start(&dir.path().join("data"), &[]);
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", node.addr))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
-    let mut health = HealthClient::new(channel);
-    for service in ["", SERVICE_NAME] {
-        let status = health
-            .check(tonic_health::pb::HealthCheckRequest {
-                service: service.to_string(),
-            })
-            .await
-            .expect("health check")
-            .into_inner()
-            .status;
-        assert_eq!(status, ServingStatus::Serving as i32, "service {service:?}");
-    }
+    // Asks "" and SERVICE_NAME, in that order.
+    assert_eq!(health_of(&node).await, [ServingStatus::Serving as i32; 2]);
 }
 
 /// Reflection lists the event store, health and reflection services through both v1 and
