@@ -81,6 +81,18 @@ pub use checkpoint::{MANIFEST_FILE, Manifest, ManifestFile};
 pub use identity::{IDENTITY_FILE, StoreId};
 pub(crate) use reads::check_page_limit;
 pub use reads::{ReadBatch, VerifyReport};
+
+/// A function told every new committed head (see [`Store::set_head_listener`]).
+pub type HeadListener = Arc<dyn Fn(crate::event::Position) + Send + Sync>;
+
+/// A [`HeadListener`] as the store keeps it.
+struct Listener(HeadListener);
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HeadListener")
+    }
+}
 pub use registry::RegisteredGate;
 use registry::{COMPILED_WAITING_MAX, Compiled, Installed, load_gates, load_settings};
 
@@ -180,6 +192,9 @@ struct Shared {
     /// The committed head and the digest at it; readers see positions up to here.
     committed: Mutex<Committed>,
     head_moved: Condvar,
+    /// Told each new committed head, on the thread that publishes it (see
+    /// [`Store::set_head_listener`]).
+    head_listener: RwLock<Option<Listener>>,
     closed: AtomicBool,
     clock: Arc<dyn Clock>,
     hlc: Hlc,
@@ -340,6 +355,7 @@ impl Store {
                 end: log.end(),
             }),
             head_moved: Condvar::new(),
+            head_listener: RwLock::new(None),
             closed: AtomicBool::new(false),
             clock: config.clock.clone(),
             hlc,
@@ -744,6 +760,20 @@ impl Store {
 
     fn committed(&self) -> Committed {
         *self.shared.committed.lock().expect("commit lock poisoned")
+    }
+
+    /// Calls `listener` with every committed head from now on, starting with the current one:
+    /// a waker for whoever follows the head, without a thread blocked in [`Store::wait_for`].
+    /// It runs on the thread that publishes the head (the syncer or the writer), after the
+    /// head is readable, once per commit group; it must be quick and must not call the store's
+    /// write side. Heads only grow, but a call may race the first one: compare before use.
+    pub fn set_head_listener(&self, listener: HeadListener) {
+        *self
+            .shared
+            .head_listener
+            .write()
+            .expect("head listener lock poisoned") = Some(Listener(listener.clone()));
+        listener(crate::event::Position(self.committed().head));
     }
 }
 

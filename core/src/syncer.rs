@@ -20,12 +20,18 @@
 //!   is the writer's backpressure.
 //! - Without durability ([`Syncer::start`] with `durable: false`) there is no thread: `submit`
 //!   finishes each group at once on the caller's thread, unsynced.
+//! - A caller with nothing else to do hands its group over with [`Syncer::submit_idle`]: when
+//!   the thread has finished every earlier group, the caller syncs and finishes it itself, so
+//!   a lone request crosses one thread fewer each way; under load, groups queue as above and
+//!   the writing of one overlaps the sync of another.
 //!
 //! Metrics (through the `metrics` facade; free when no recorder is installed), labelled with
 //! the thread's name: `causeway_fsync_duration_seconds` (each sync) and `causeway_fsync_groups`
 //! (the groups one sync made durable).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -49,8 +55,14 @@ pub struct Syncer<T: Send + 'static> {
     /// To the syncer thread; `None` without durability, or once closed.
     sender: Option<SyncSender<Group<T>>>,
     thread: Option<JoinHandle<()>>,
-    /// Finishes groups on the caller's thread, without durability.
-    inline: Option<Finish<T>>,
+    /// Finishes groups: on the thread, or on the caller's thread for a group it syncs itself
+    /// ([`Syncer::submit_idle`]) and for every group without durability. `None` once closed.
+    finish: Arc<Mutex<Option<Finish<T>>>>,
+    /// Groups handed to the thread and not finished yet. Decremented only after their
+    /// `finish` returned, so at zero every earlier group is finished.
+    outstanding: Arc<AtomicUsize>,
+    fsync_seconds: metrics::Histogram,
+    groups_per_sync: metrics::Histogram,
 }
 
 impl<T: Send + 'static> Syncer<T> {
@@ -62,19 +74,24 @@ impl<T: Send + 'static> Syncer<T> {
         durable: bool,
         finish: Finish<T>,
     ) -> std::io::Result<Syncer<T>> {
-        if !durable {
-            return Ok(Syncer {
-                sender: None,
-                thread: None,
-                inline: Some(finish),
-            });
-        }
-        let (sender, receiver) = sync_channel::<Group<T>>(depth);
-        let mut finish = finish;
+        let finish = Arc::new(Mutex::new(Some(finish)));
+        let outstanding = Arc::new(AtomicUsize::new(0));
         let fsync_seconds =
             metrics::histogram!("causeway_fsync_duration_seconds", "syncer" => name.to_string());
         let groups_per_sync =
             metrics::histogram!("causeway_fsync_groups", "syncer" => name.to_string());
+        let mut syncer = Syncer {
+            sender: None,
+            thread: None,
+            finish: finish.clone(),
+            outstanding: outstanding.clone(),
+            fsync_seconds: fsync_seconds.clone(),
+            groups_per_sync: groups_per_sync.clone(),
+        };
+        if !durable {
+            return Ok(syncer);
+        }
+        let (sender, receiver) = sync_channel::<Group<T>>(depth);
         let thread = std::thread::Builder::new()
             .name(name.to_string())
             .spawn(move || {
@@ -83,49 +100,86 @@ impl<T: Send + 'static> Syncer<T> {
                     while let Ok(more) = receiver.try_recv() {
                         groups.push(more);
                     }
-                    // The newest handle covers every earlier group: a roll syncs the segment
-                    // it seals.
-                    let started = Instant::now();
-                    let synced = groups
-                        .iter()
-                        .rev()
-                        .find_map(|group| group.sync.as_ref())
-                        .map_or(Ok(()), SyncHandle::sync);
-                    fsync_seconds.record(started.elapsed());
-                    groups_per_sync.record(groups.len() as f64);
-                    finish(
-                        groups.into_iter().map(|group| group.payload).collect(),
-                        synced,
-                    );
+                    let n_groups = groups.len();
+                    sync_and_finish(&finish, groups, &fsync_seconds, &groups_per_sync);
+                    outstanding.fetch_sub(n_groups, Ordering::Release);
                 }
             })?;
-        Ok(Syncer {
-            sender: Some(sender),
-            thread: Some(thread),
-            inline: None,
-        })
+        syncer.sender = Some(sender);
+        syncer.thread = Some(thread);
+        Ok(syncer)
     }
 
     /// Hands over a written group. Blocks while `depth` groups wait for the syncer.
     pub fn submit(&mut self, group: Group<T>) {
-        match (&self.sender, &mut self.inline) {
-            (Some(sender), _) => sender
-                .send(group)
-                .expect("the syncer thread runs until its sender is dropped"),
-            (None, Some(finish)) => finish(vec![group.payload], Ok(())),
-            (None, None) => panic!("a group was submitted after the syncer was closed"),
+        match &self.sender {
+            Some(sender) => {
+                self.outstanding.fetch_add(1, Ordering::Relaxed);
+                sender
+                    .send(group)
+                    .expect("the syncer thread runs until its sender is dropped");
+            }
+            None => {
+                let mut finish = self.finish.lock().expect("finish lock poisoned");
+                let finish = finish
+                    .as_mut()
+                    .expect("a group was submitted after the syncer was closed");
+                finish(vec![group.payload], Ok(()));
+            }
         }
+    }
+
+    /// Hands over a written group when the caller has nothing to do meanwhile (no more work
+    /// waiting for it). If the thread has finished every earlier group, this one is synced and
+    /// finished here, on the caller's thread, which saves two thread hand-offs per group at
+    /// low concurrency; otherwise it is queued behind them as by [`Syncer::submit`]. Either
+    /// way groups finish in submission order.
+    pub fn submit_idle(&mut self, group: Group<T>) {
+        if self.sender.is_none() || self.outstanding.load(Ordering::Acquire) != 0 {
+            return self.submit(group);
+        }
+        sync_and_finish(
+            &self.finish,
+            vec![group],
+            &self.fsync_seconds,
+            &self.groups_per_sync,
+        );
     }
 
     /// Finishes every group handed over so far and stops the thread.
     pub fn close(&mut self) {
         self.sender.take();
-        self.inline.take();
         if let Some(thread) = self.thread.take() {
             thread
                 .join()
                 .expect("the syncer thread does not panic: finish catches its callers' panics");
         }
+        self.finish.lock().expect("finish lock poisoned").take();
+    }
+}
+
+/// Syncs once for `groups` (the newest handle covers every earlier group: a roll syncs the
+/// segment it seals) and finishes them.
+fn sync_and_finish<T>(
+    finish: &Mutex<Option<Finish<T>>>,
+    groups: Vec<Group<T>>,
+    fsync_seconds: &metrics::Histogram,
+    groups_per_sync: &metrics::Histogram,
+) {
+    let started = Instant::now();
+    let synced = groups
+        .iter()
+        .rev()
+        .find_map(|group| group.sync.as_ref())
+        .map_or(Ok(()), SyncHandle::sync);
+    fsync_seconds.record(started.elapsed());
+    groups_per_sync.record(groups.len() as f64);
+    let mut finish = finish.lock().expect("finish lock poisoned");
+    if let Some(finish) = finish.as_mut() {
+        finish(
+            groups.into_iter().map(|group| group.payload).collect(),
+            synced,
+        );
     }
 }
 

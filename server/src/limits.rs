@@ -77,9 +77,6 @@ pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
 /// Longest pause before a subscription retries a read the full pool refused. A live
 /// subscription retries rather than failing: it is resumable, but a reconnect costs more.
 pub const SUBSCRIBE_RETRY_DELAY_MAX: Duration = Duration::from_millis(100);
-/// How long the head watcher waits on the store before it looks again for a stop request. It is
-/// woken at once by every commit; this only bounds how late it notices a closed store.
-pub const HEAD_WAIT: Duration = Duration::from_secs(1);
 
 /// Bytes of events in one unary response message. `ReadLog` asks the core for a page of at most
 /// this many record bytes (a forward page may run over by the rest of one append, which stays

@@ -46,14 +46,14 @@ use crate::pb::cluster_service_server::ClusterServiceServer;
 use crate::pb::event_store_service_server::EventStoreServiceServer;
 use crate::pool::Pool;
 use crate::service::{Service, key_id};
-use crate::subscribe::{HeadWatcher, Hub};
+use crate::subscribe::Hub;
 
 /// Why the server could not start or serve.
 #[derive(Debug)]
 pub enum StartError {
     /// The configuration is unusable.
     Config(ConfigError),
-    /// The pool or head-watcher threads could not start.
+    /// The pool's threads could not start.
     Threads(std::io::Error),
     /// The signing key file cannot be used.
     SigningKey(String),
@@ -104,7 +104,6 @@ pub struct Server {
     store: LiveStore,
     cluster: Option<Arc<ClusterNode>>,
     service: Service,
-    head_watcher: HeadWatcher,
     stopping: watch::Sender<bool>,
 }
 
@@ -171,15 +170,13 @@ impl Server {
             addr: config.listen,
             source,
         })?;
-        let (head_watcher, head_rx) =
-            HeadWatcher::start(store.clone()).map_err(StartError::Threads)?;
         let (stopping, stopping_rx) = watch::channel(false);
         let hub = Hub::new(
             store.clone(),
             pool.clone(),
             config.max_subscriptions,
             subscribe_reads_max(config.pool_threads),
-            head_rx,
+            store.head(),
             stopping_rx,
         );
         readiness.opened(Parts {
@@ -225,7 +222,6 @@ impl Server {
             store,
             cluster,
             service,
-            head_watcher,
             stopping,
         })
     }
@@ -361,7 +357,7 @@ impl Server {
         if let Some(node) = self.cluster {
             node.shutdown().await;
         }
-        close_store(self.store.get(), self.head_watcher).await;
+        close_store(self.store.get()).await;
         self.admin_stop.send_replace(true);
         served
     }
@@ -429,15 +425,14 @@ async fn configure_when_leader(node: Arc<ClusterNode>, record_denials: bool) {
     }
 }
 
-/// Closes the store on a plain thread (it joins the writer, which syncs what it has), then
-/// stops the head watcher, and logs the outcome.
-async fn close_store(store: Arc<Store>, head_watcher: HeadWatcher) {
+/// Closes the store on a plain thread (it joins the writer, which syncs what it has), and logs
+/// the outcome.
+async fn close_store(store: Arc<Store>) {
     let (done, closed) = oneshot::channel();
     let spawned = std::thread::Builder::new()
         .name("causeway-close".to_string())
         .spawn(move || {
             let result = store.close();
-            head_watcher.stop();
             let _ = done.send(result);
         });
     if let Err(err) = spawned {

@@ -7,9 +7,8 @@
 //! calls take one of [`subscribe_reads_max`] read permits before they go to the pool, so
 //! however many subscribers a commit wakes, they hold only that many of the pool's threads and
 //! queue slots, and appends keep the rest. When a read reaches the head the task sends `CaughtUp` (once) and waits for the head
-//! to move. It learns that from the [`HeadWatcher`]: one std thread that blocks in
-//! `Store::wait_for` and publishes every new head on a `tokio::sync::watch`, so an idle
-//! subscription holds no thread at all, only a task waiting on the channel.
+//! to move. It learns that from [`LiveStore::head`], a `tokio::sync::watch` the committing thread
+//! updates, so an idle subscription holds no thread at all, only a task waiting on the channel.
 //!
 //! The contract is etcd's watch contract:
 //! - ordered and without duplicates or gaps: each read starts where the last one ended
@@ -26,8 +25,6 @@
 //! at once while idle) and its task ends, returning its slot of `max_subscriptions`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use causeway_core::{Direction, Filter, Position, ReadBatch};
@@ -40,7 +37,7 @@ use crate::convert;
 #[cfg(doc)]
 use crate::limits::subscribe_reads_max;
 use crate::limits::{
-    CHECKPOINT_INTERVAL, HEAD_WAIT, SUBSCRIBE_BUFFER_MESSAGES, SUBSCRIBE_PAGE_BYTES_MAX,
+    CHECKPOINT_INTERVAL, SUBSCRIBE_BUFFER_MESSAGES, SUBSCRIBE_PAGE_BYTES_MAX,
     SUBSCRIBE_READ_EVENTS_MAX, SUBSCRIBE_RETRY_DELAY_MAX,
 };
 use crate::live::LiveStore;
@@ -55,60 +52,6 @@ pub type SubscribeStream = ReceiverStream<Result<pb::SubscribeResponse, Status>>
 /// How long a subscription waits to hand its final status to a consumer whose buffer is full
 /// before it ends the stream without it.
 const FINAL_STATUS_WAIT: Duration = Duration::from_secs(1);
-
-/// The thread that publishes the store's committed head to every subscription.
-#[derive(Debug)]
-pub struct HeadWatcher {
-    thread: JoinHandle<()>,
-    stop: Arc<AtomicBool>,
-}
-
-impl HeadWatcher {
-    /// Starts the thread. It ends when the store closes (or within [`HEAD_WAIT`] of
-    /// [`HeadWatcher::stop`]); the channel then closes, which subscriptions see as the end.
-    ///
-    /// The channel starts at 0 and the thread publishes the real head as its first act, so
-    /// not even that read happens on the caller's (async) thread.
-    pub fn start(live: LiveStore) -> std::io::Result<(HeadWatcher, watch::Receiver<u64>)> {
-        let (sender, receiver) = watch::channel(0);
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopped = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("causeway-head-watch".to_string())
-            .spawn(move || {
-                let mut seen = 0;
-                let mut store = live.get();
-                while !stopped.load(Ordering::Acquire) {
-                    match store.wait_for(Position(seen + 1), HEAD_WAIT) {
-                        Ok(head) if head.0 > seen => {
-                            seen = head.0;
-                            sender.send_replace(seen);
-                        }
-                        Ok(_) => {}
-                        Err(_) => {
-                            // A cluster node that installed a snapshot closed the store it
-                            // replaced: follow the new one. Any other closed store is the end.
-                            let current = live.get();
-                            if Arc::ptr_eq(&current, &store) {
-                                break;
-                            }
-                            store = current;
-                        }
-                    }
-                }
-            })?;
-        Ok((HeadWatcher { thread, stop }, receiver))
-    }
-
-    /// Asks the thread to end and waits for it. Blocks for up to [`HEAD_WAIT`] unless the store
-    /// is already closed, so call it from a plain thread, not an async worker.
-    pub fn stop(self) {
-        self.stop.store(true, Ordering::Release);
-        if self.thread.join().is_err() {
-            tracing::error!("the head watcher panicked");
-        }
-    }
-}
 
 /// What every subscription shares: the store, the pool, the head, the limit on open
 /// subscriptions, the permits for pool calls and the shutdown flag.

@@ -76,6 +76,13 @@ fn finish(shared: &Shared, groups: Vec<Pending>, synced: Result<()>) {
     {
         *shared.committed.lock().expect("commit lock poisoned") = committed;
         shared.head_moved.notify_all();
+        let listener = shared
+            .head_listener
+            .read()
+            .expect("head listener lock poisoned");
+        if let Some(super::Listener(listener)) = listener.as_ref() {
+            listener(Position(committed.head));
+        }
     }
     for group in groups {
         for (done, answer, spent) in group.answers {
@@ -129,7 +136,17 @@ impl Writer {
         .map_err(|err| Error::io(&self.shared.events_dir, err))?;
         let queue_depth = self.shared.queue_depth.clone();
         let group_appends = metrics::histogram!("causeway_commit_group_appends");
-        while let Ok(first) = receiver.recv() {
+        // A request that arrived while the last group was written, taken to learn whether
+        // anything waits: it starts the next group.
+        let mut next = None;
+        loop {
+            let first = match next.take() {
+                Some(request) => request,
+                None => match receiver.recv() {
+                    Ok(request) => request,
+                    Err(_) => break,
+                },
+            };
             let mut group = vec![first];
             while group.len() < GROUP_APPENDS_MAX {
                 match receiver.try_recv() {
@@ -140,10 +157,20 @@ impl Writer {
             queue_depth.decrement(group.len() as f64);
             group_appends.record(group.len() as f64);
             let (sync, pending) = self.commit_group(group, durable);
-            syncer.submit(Group {
+            let group = Group {
                 sync,
                 payload: pending,
-            });
+            };
+            // Nothing waiting: sync this group here unless the syncer is still busy with
+            // earlier ones (one sequential client then crosses two threads, not three). With
+            // more waiting, the syncer syncs while this thread writes the next group.
+            match receiver.try_recv() {
+                Ok(request) => {
+                    next = Some(request);
+                    syncer.submit(group);
+                }
+                Err(_) => syncer.submit_idle(group),
+            }
         }
         syncer.close();
         self.sidecars.finish();
