@@ -1,5 +1,7 @@
 //! Compiles the public API (`proto/causeway/v1`) into client stubs. `protox` is a protobuf
-//! compiler written in Rust, so no `protoc` binary is needed.
+//! compiler written in Rust, so no `protoc` binary is needed. The protos come from `proto/` in
+//! this package, a link to the workspace's `proto/` that `cargo package` copies as files, so
+//! the published crate builds on its own.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = protox::compile(
@@ -8,7 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "causeway/v1/cluster.proto",
             "causeway/v1/operations.proto",
         ],
-        ["../proto"],
+        ["proto"],
     )?;
     tonic_prost_build::configure()
         .build_server(false)
@@ -16,6 +18,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // not ours to lint.
         .type_attribute(".", "#[allow(clippy::all)]")
         .compile_fds(files)?;
-    println!("cargo:rerun-if-changed=../proto");
+    println!("cargo:rerun-if-changed=proto");
     Ok(())
 }
