@@ -331,11 +331,7 @@ mod tests {
     type Tamper<T> = (&'static str, fn(&mut T));
 
     fn hex(text: &str) -> Vec<u8> {
-        assert_eq!(text.len() % 2, 0, "odd hex length");
-        (0..text.len())
-            .step_by(2)
-            .map(|idx| u8::from_str_radix(&text[idx..idx + 2], 16).expect("valid hex"))
-            .collect()
+        hex::decode(text).expect("valid hex")
     }
 
     fn public_key() -> [u8; 32] {
