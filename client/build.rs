@@ -1,20 +1,23 @@
-//! Compiles the public API (`proto/causeway/v1`) into client stubs. Uses the vendored `protoc`,
-//! so no system install is needed.
+//! Compiles the public API (`proto/causeway/v1`) into client stubs. `protox` is a protobuf
+//! compiler written in Rust, so no `protoc` binary is needed. The protos come from `proto/` in
+//! this package, a link to the workspace's `proto/` that `cargo package` copies as files, so
+//! the published crate builds on its own.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut config = tonic_prost_build::Config::new();
-    config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+    let files = protox::compile(
+        [
+            "causeway/v1/causeway.proto",
+            "causeway/v1/cluster.proto",
+            "causeway/v1/operations.proto",
+        ],
+        ["proto"],
+    )?;
     tonic_prost_build::configure()
         .build_server(false)
-        .compile_with_config(
-            config,
-            &[
-                "../proto/causeway/v1/causeway.proto",
-                "../proto/causeway/v1/cluster.proto",
-                "../proto/causeway/v1/operations.proto",
-            ],
-            &["../proto"],
-        )?;
-    println!("cargo:rerun-if-changed=../proto");
+        // What `compile_protos` adds by itself and `compile_fds` does not: generated code is
+        // not ours to lint.
+        .type_attribute(".", "#[allow(clippy::all)]")
+        .compile_fds(files)?;
+    println!("cargo:rerun-if-changed=proto");
     Ok(())
 }

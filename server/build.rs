@@ -1,42 +1,48 @@
 //! Compiles the public API (`proto/causeway/v1`) into server stubs, with a file descriptor set
-//! for gRPC reflection (with the google.rpc error details a status carries), and the node-to-node API (`proto/causeway/cluster/v1`) into client and
-//! server stubs (a node is both). Uses the vendored `protoc`, so no system install is needed.
+//! for gRPC reflection (with the google.rpc error details a status carries), and the
+//! node-to-node API (`proto/causeway/cluster/v1`) into client and server stubs (a node is both).
+//! `protox` is a protobuf compiler written in Rust, so no `protoc` binary is needed.
+
+use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut config = tonic_prost_build::Config::new();
-    config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
-    let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    // As `protoc --include_imports --include_source_info` would: the imports (the well-known
+    // types error details use) make the set self-contained for reflection, and the source
+    // info carries the comments into the generated code and into what reflection serves.
+    let mut public = protox::Compiler::new(["../proto"])?;
+    public.include_imports(true).include_source_info(true);
+    public.open_files([
+        "causeway/v1/causeway.proto",
+        "causeway/v1/cluster.proto",
+        "causeway/v1/operations.proto",
+        // Not used in code (tonic-types has them); compiled into the descriptor set so
+        // reflection can describe the error details a status carries.
+        "google/rpc/error_details.proto",
+    ])?;
+    std::fs::write(
+        out_dir.join("causeway_descriptor.bin"),
+        public.encode_file_descriptor_set(),
+    )?;
     tonic_prost_build::configure()
         .build_client(false)
+        // What `compile_protos` adds by itself and `compile_fds` does not: generated code is
+        // not ours to lint.
+        .type_attribute(".", "#[allow(clippy::all)]")
         // The core keeps metadata sorted (it is hashed in key order), so decode it that way.
         .btree_map(".")
         // Payloads as `Bytes`: a decoded payload is a slice of the request's buffer, not a
         // copy, and the core keeps it that way until the event is written and answered.
         .bytes(".causeway.v1.NewEvent.payload")
         .bytes(".causeway.v1.Event.payload")
-        .file_descriptor_set_path(out_dir.join("causeway_descriptor.bin"))
-        .compile_with_config(
-            config,
-            &[
-                "../proto/causeway/v1/causeway.proto",
-                "../proto/causeway/v1/cluster.proto",
-                "../proto/causeway/v1/operations.proto",
-                // Not used in code (tonic-types has them); compiled into the descriptor set so
-                // reflection can describe the error details a status carries.
-                "../proto/google/rpc/error_details.proto",
-            ],
-            &["../proto"],
-        )?;
-    let mut config = tonic_prost_build::Config::new();
-    config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+        .compile_fds(public.file_descriptor_set())?;
+
+    let cluster = protox::compile(["causeway/cluster/v1/raft.proto"], ["../proto"])?;
     tonic_prost_build::configure()
+        .type_attribute(".", "#[allow(clippy::all)]")
         // Entries and snapshot chunks as `Bytes`: slices of the message, not copies.
         .bytes(".causeway.cluster.v1")
-        .compile_with_config(
-            config,
-            &["../proto/causeway/cluster/v1/raft.proto"],
-            &["../proto"],
-        )?;
+        .compile_fds(cluster)?;
     println!("cargo:rerun-if-changed=../proto");
     Ok(())
 }

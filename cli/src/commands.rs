@@ -87,7 +87,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Backup { to } => {
             let backup = causeway_client::backup::backup(&client, &to).await?;
-            let digest = json::hex(&backup.digest);
+            let digest = hex::encode(&backup.digest);
             match output {
                 Output::Table => emit(&table::listing(&[
                     ("position", backup.position.to_string()),
@@ -110,11 +110,11 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             match output {
                 Output::Table => emit(&table::listing(&[
                     ("position", head.position.to_string()),
-                    ("digest", json::hex(&head.digest)),
+                    ("digest", hex::encode(&head.digest)),
                 ]))?,
                 Output::Json => print_json(&json!({
                     "position": head.position,
-                    "digest": json::hex(&head.digest),
+                    "digest": hex::encode(&head.digest),
                 }))?,
             }
         }
@@ -446,7 +446,7 @@ fn verify_offline(args: &VerifyArgs, output: Output) -> Result<ExitCode> {
         .with_context(|| format!("cannot read events from {}", events_path.display()))?;
     let public_key: Option<[u8; 32]> = match &args.public_key {
         Some(text) => Some(
-            json::hex_decode(text)
+            hex::decode(text.trim())
                 .ok()
                 .and_then(|bytes| bytes.try_into().ok())
                 .context("--public-key must be 64 hex digits (an Ed25519 public key)")?,

@@ -7,36 +7,32 @@
 use std::fmt::Write as _;
 
 use causeway_client::pb;
+use comfy_table::{Table, presets};
 
-use crate::json::{base64_encode, hex};
+use base64::Engine as _;
+
+use crate::json::BASE64;
 
 /// Characters of payload shown in a table cell before it is cut.
 pub const PAYLOAD_CELL_CHARS_MAX: usize = 60;
 /// Hex digits of a hash shown in a table cell.
 pub const HASH_CELL_DIGITS: usize = 16;
 
-/// Columns padded to their widest cell, two spaces apart; the last column is not padded.
+/// Columns padded to their widest cell (by display width), two spaces apart, with no lines
+/// drawn; the last column is not padded and no line ends in spaces.
 pub fn render(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|title| title.chars().count()).collect();
-    for row in rows {
-        for (column_idx, cell) in row.iter().enumerate() {
-            if let Some(width) = widths.get_mut(column_idx) {
-                *width = (*width).max(cell.chars().count());
-            }
-        }
+    let mut table = Table::new();
+    table
+        .load_style(presets::NOTHING)
+        .set_header(header.to_vec())
+        .add_rows(rows.iter().cloned());
+    let last_column_idx = header.len().saturating_sub(1);
+    for (column_idx, column) in table.column_iter_mut().enumerate() {
+        let right = if column_idx == last_column_idx { 0 } else { 2 };
+        column.set_padding((0, right));
     }
     let mut out = String::new();
-    let header: Vec<String> = header.iter().map(|title| title.to_string()).collect();
-    for row in std::iter::once(&header).chain(rows) {
-        let mut line = String::new();
-        for (column_idx, cell) in row.iter().enumerate() {
-            if column_idx + 1 == row.len() {
-                line.push_str(cell);
-            } else {
-                let width = widths.get(column_idx).copied().unwrap_or(0);
-                let _ = write!(line, "{cell:<width$}  ");
-            }
-        }
+    for line in table.lines() {
         out.push_str(line.trim_end());
         out.push('\n');
     }
@@ -103,7 +99,7 @@ pub fn event_detail(event: &pb::Event) -> String {
         Err(_) => format!(
             "({} bytes, not UTF-8; base64 {})",
             event.payload.len(),
-            base64_encode(&event.payload)
+            BASE64.encode(&event.payload)
         ),
     };
     let fields = [
@@ -119,7 +115,7 @@ pub fn event_detail(event: &pb::Event) -> String {
         ("metadata", metadata.join(", ")),
         ("causation", event.causation.join(", ")),
         ("correlation", event.correlation_id.clone()),
-        ("hash", hex(&event.hash)),
+        ("hash", hex::encode(&event.hash)),
         ("payload", payload),
     ];
     listing(&fields)
@@ -160,7 +156,7 @@ pub fn receipt(receipt: &pb::Receipt) -> String {
                 gates.join(", ")
             },
         ),
-        ("digest", hex(&receipt.digest)),
+        ("digest", hex::encode(&receipt.digest)),
         ("signature", signature),
     ]));
     out
@@ -235,7 +231,7 @@ pub fn timestamp(timestamp: Option<&pb::HybridTimestamp>) -> String {
 }
 
 fn short_hash(hash: &[u8]) -> String {
-    let mut text = hex(hash);
+    let mut text = hex::encode(hash);
     text.truncate(HASH_CELL_DIGITS);
     text
 }

@@ -97,7 +97,17 @@ impl From<EventBuilder> for pb::NewEvent {
     }
 }
 
-/// What an entity's version must be for an append to proceed.
+/// What an entity's version must be for an append to proceed. It parses from and prints as
+/// the CLI's `--expect` values.
+///
+/// ```
+/// use causeway_client::Expected;
+///
+/// assert_eq!("no-stream".parse(), Ok(Expected::NoStream));
+/// assert_eq!("3".parse(), Ok(Expected::Exact(3)));
+/// assert!("three".parse::<Expected>().is_err());
+/// assert_eq!(Expected::Exact(3).to_string(), "3");
+/// ```
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub enum Expected {
     /// No condition.
@@ -159,6 +169,27 @@ impl FromStr for Expected {
 
 /// An append: events written atomically (all or none, consecutive positions) and the
 /// conditions that must hold at commit time.
+///
+/// ```
+/// use causeway_client::{AppendBuilder, EventBuilder, Expected, pb};
+///
+/// let request: pb::AppendRequest = AppendBuilder::new()
+///     .event(
+///         EventBuilder::new("acme", "order-7", "OrderPlaced")
+///             .json(&serde_json::json!({"total": 12}))
+///             .tag("customer:42"),
+///     )
+///     .expect("acme", "order-7", Expected::NoStream)
+///     .idempotency_key("place-order-7")
+///     .build();
+/// assert_eq!(request.events[0].content_type, "application/json");
+/// assert_eq!(request.events[0].payload, br#"{"total":12}"#);
+/// assert_eq!(request.expected[0].kind(), pb::ExpectedKind::NoStream);
+/// assert_eq!(request.idempotency_key, "place-order-7");
+/// // `Any` is no condition at all, so it adds nothing to the request.
+/// let unconditional = AppendBuilder::new().expect("acme", "order-7", Expected::Any).build();
+/// assert!(unconditional.expected.is_empty());
+/// ```
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct AppendBuilder {
     request: pb::AppendRequest,

@@ -303,8 +303,8 @@ fn write_files(
         if actual.as_bytes()[..] != file.blake3[..] {
             return Err(BackupError::Checksum {
                 file: file.name.clone(),
-                actual: hex(actual.as_bytes()),
-                expected: hex(&file.blake3),
+                actual: hex::encode(actual.as_bytes()),
+                expected: hex::encode(&file.blake3),
             });
         }
         out.sync_all().map_err(io_error(&path))?;
@@ -326,7 +326,7 @@ fn finish(tmp: &Path, to: &Path, manifest: &pb::BackupManifest) -> Result<(), Ba
     let checkpoint_bytes = fs::read(&checkpoint_path).map_err(io_error(&checkpoint_path))?;
     let checkpoint: serde_json::Value = serde_json::from_slice(&checkpoint_bytes)
         .map_err(|err| stream_error(CHECKPOINT_FILE, format!("does not parse: {err}")))?;
-    let digest = hex(&manifest.digest);
+    let digest = hex::encode(&manifest.digest);
     if checkpoint["position"].as_u64() != Some(manifest.position)
         || checkpoint["digest"].as_str() != Some(digest.as_str())
     {
@@ -341,7 +341,7 @@ fn finish(tmp: &Path, to: &Path, manifest: &pb::BackupManifest) -> Result<(), Ba
     let backup_file = format!(
         "format={BACKUP_FORMAT}\nposition={}\ndigest={digest}\ncheckpoint_blake3={}\n",
         manifest.position,
-        hex(&manifest.files[0].blake3),
+        hex::encode(&manifest.files[0].blake3),
     );
     let backup_path = tmp.join(BACKUP_FILE);
     let mut out = File::create(&backup_path).map_err(io_error(&backup_path))?;
@@ -367,9 +367,4 @@ fn sync_dir(dir: &Path) -> Result<(), BackupError> {
     File::open(dir)
         .and_then(|dir| dir.sync_all())
         .map_err(io_error(dir))
-}
-
-/// Bytes as lowercase hex.
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }

@@ -100,6 +100,21 @@ impl Client {
     /// taken as plain-text `http`. The first address that answers is used; the others (and the
     /// leader, once a follower names it) are where calls go when it stops answering or is not
     /// the leader. Requests and responses are gzip-compressed.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), causeway_client::Error> {
+    /// use causeway_client::Client;
+    ///
+    /// let client = Client::connect("127.0.0.1:7420").await?;
+    /// let head = client.head().await?;
+    /// println!("the log ends at position {}", head.position);
+    ///
+    /// // A cluster, through any of its members: calls find the leader and follow it.
+    /// let cluster = Client::connect("127.0.0.1:7420,127.0.0.2:7420,127.0.0.3:7420").await?;
+    /// # let _ = cluster;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn connect(addresses: &str) -> Result<Client, Error> {
         Ok(Client {
             router: Router::connect(parse_addresses(addresses)?).await?,
@@ -176,6 +191,28 @@ impl Client {
     /// Appends events atomically under the append's conditions and gates; answers after the
     /// events are durable. A refusal is [`Error::Denied`] or [`Error::Conflict`], and nothing of
     /// the append was written.
+    ///
+    /// ```no_run
+    /// # async fn run(client: causeway_client::Client) -> Result<(), causeway_client::Error> {
+    /// use causeway_client::{AppendBuilder, Error, EventBuilder, Expected};
+    ///
+    /// let pay = AppendBuilder::new()
+    ///     .event(EventBuilder::new("acme", "order-7", "OrderPaid"))
+    ///     .expect("acme", "order-7", Expected::Exact(1))
+    ///     .idempotency_key("pay-order-7");
+    /// match client.append(pay.clone()).await {
+    ///     Ok(receipt) => println!("written at position {}", receipt.events[0].position),
+    ///     Err(Error::Conflict { actual, .. }) => println!("order-7 is at {actual}: re-read"),
+    ///     Err(Error::Denied { gate, code, .. }) => println!("refused by {gate}: {code}"),
+    ///     // Sending it again with the same key writes it at most once.
+    ///     Err(Error::OutcomeUnknown { .. }) => {
+    ///         client.append(pay).await?;
+    ///     }
+    ///     Err(other) => return Err(other),
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn append(&self, append: AppendBuilder) -> Result<pb::Receipt, Error> {
         let request = append.build();
         // With a key the server applies the append once however often it is sent.
@@ -225,6 +262,17 @@ impl Client {
 
     /// Up to `limit` events of one entity, from `from_version` (inclusive) in `direction`;
     /// backward from 0 starts at the entity's last event.
+    ///
+    /// ```no_run
+    /// # async fn run(client: causeway_client::Client) -> Result<(), causeway_client::Error> {
+    /// use causeway_client::pb::Direction;
+    ///
+    /// let history = client.read_entity("acme", "order-7", 1, Direction::Forward, 100).await?;
+    /// let last = client.read_entity("acme", "order-7", 0, Direction::Backward, 1).await?;
+    /// # let _ = (history, last);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn read_entity(
         &self,
         scope: &str,
@@ -254,6 +302,28 @@ impl Client {
     /// `direction`, where to continue, and whether the read reached the end. Backward from 0
     /// starts at the head. A page may hold fewer events than `limit` (even none) before the
     /// end, when the filter skipped many events; continue from `next_position`.
+    ///
+    /// ```no_run
+    /// # async fn run(client: causeway_client::Client) -> Result<(), causeway_client::Error> {
+    /// use causeway_client::FilterBuilder;
+    /// use causeway_client::pb::Direction;
+    ///
+    /// // Every event tagged customer:42, page by page.
+    /// let filter = FilterBuilder::new().item(Vec::<String>::new(), ["customer:42"]).build();
+    /// let mut from = 1;
+    /// loop {
+    ///     let page = client.read_log(from, Direction::Forward, 500, filter.clone()).await?;
+    ///     for event in &page.events {
+    ///         println!("#{} {}", event.position, event.r#type);
+    ///     }
+    ///     if page.end {
+    ///         break;
+    ///     }
+    ///     from = page.next_position;
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn read_log(
         &self,
         from_position: u64,
@@ -332,6 +402,32 @@ impl Client {
     /// filter skips events. Ordered, without duplicates or gaps; the stream ends with an error
     /// (or `None` when the server closes it) and can be resumed from the last position seen
     /// plus one.
+    ///
+    /// ```no_run
+    /// # async fn run(client: causeway_client::Client) -> Result<(), causeway_client::Error> {
+    /// use causeway_client::{FilterBuilder, Start, SubscribeItem};
+    /// use tokio_stream::StreamExt as _;
+    ///
+    /// let filter = FilterBuilder::new().scope("acme").build();
+    /// let mut stream = client.subscribe(Start::Position(1), filter).await?;
+    /// // Where to resume after an error: one past the last position seen.
+    /// let mut resume_at = 1;
+    /// while let Some(item) = stream.next().await {
+    ///     match item? {
+    ///         SubscribeItem::Events(events) => {
+    ///             for event in &events {
+    ///                 println!("#{} {}", event.position, event.r#type);
+    ///                 resume_at = event.position + 1;
+    ///             }
+    ///         }
+    ///         SubscribeItem::CaughtUp(head) => println!("caught up at {head}; live from here"),
+    ///         SubscribeItem::Checkpoint(position) => resume_at = position + 1,
+    ///     }
+    /// }
+    /// # let _ = resume_at;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn subscribe(
         &self,
         start: Start,

@@ -33,6 +33,36 @@ pub const LEADER_ADDRESS_INFO_KEY: &str = "leader_address";
 pub const OUTCOME_UNKNOWN_REASON: &str = "OUTCOME_UNKNOWN";
 
 /// Everything a call through [`crate::Client`] can fail with.
+///
+/// A `tonic::Status` from a call made some other way (through [`crate::Client::raw`]) turns
+/// into the same variants:
+///
+/// ```
+/// use std::collections::HashMap;
+///
+/// use causeway_client::Error;
+/// use tonic_types::{ErrorDetails, StatusExt as _};
+///
+/// let facts = HashMap::from([
+///     ("gate".to_string(), "one-email".to_string()),
+///     ("tag".to_string(), "email:a@x".to_string()),
+/// ]);
+/// let status = tonic::Status::with_error_details(
+///     tonic::Code::FailedPrecondition,
+///     "tag email:a@x is taken in scope acme",
+///     ErrorDetails::with_error_info("TAG_TAKEN", "causeway", facts),
+/// );
+/// match Error::from(status) {
+///     Error::Denied { gate, code, facts, .. } => {
+///         assert_eq!((gate.as_str(), code.as_str()), ("one-email", "TAG_TAKEN"));
+///         assert_eq!(facts["tag"], "email:a@x");
+///     }
+///     other => panic!("not a denial: {other}"),
+/// }
+/// // Whatever the client does not model keeps its status and code.
+/// let missing = Error::from(tonic::Status::not_found("no event 42"));
+/// assert_eq!(missing.code(), Some(tonic::Code::NotFound));
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The server address could not be parsed into a URI.

@@ -8,6 +8,20 @@
 use crate::pb;
 
 /// Builds a `pb::Filter`.
+///
+/// ```
+/// use causeway_client::FilterBuilder;
+///
+/// // Orders of acme placed or paid by customer 42.
+/// let filter = FilterBuilder::new()
+///     .scope("acme")
+///     .entity_prefix("order-")
+///     .item(["OrderPlaced", "OrderPaid"], ["customer:42"])
+///     .build();
+/// assert_eq!(filter.scopes, ["acme"]);
+/// assert_eq!(filter.items[0].types, ["OrderPlaced", "OrderPaid"]);
+/// assert_eq!(filter.items[0].tags, ["customer:42"]);
+/// ```
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct FilterBuilder {
     filter: pb::Filter,

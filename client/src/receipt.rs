@@ -72,6 +72,51 @@ pub enum ReceiptError {
 /// bytes and the receipt's `prev_hash` hash to. With `public_key`, the Ed25519 signature over
 /// [`canonical_bytes`] must verify under it; without, the signature is not looked at (and a
 /// forged receipt over genuine events passes), so pass the key whenever you have it.
+///
+/// ```
+/// use causeway_client::{pb, receipt};
+/// use ed25519_dalek::{Signer as _, SigningKey};
+///
+/// // An event as a read returns it, and the receipt of its append, signed. Here this code
+/// // plays the server: the hash from `event_hash`, the signature from a key of its own.
+/// let mut event = pb::Event {
+///     position: 1,
+///     version: 1,
+///     timestamp: Some(pb::HybridTimestamp { wall_ms: 1_700_000_000_000, logical: 0 }),
+///     id: "01890a5d-ac96-774b-bcce-b302099a8057".to_string(),
+///     correlation_id: "01890a5d-ac96-774b-bcce-b302099a8057".to_string(),
+///     scope: "acme".to_string(),
+///     entity: "order-7".to_string(),
+///     r#type: "OrderPlaced".to_string(),
+///     payload: br#"{"total":12}"#.to_vec(),
+///     ..pb::Event::default()
+/// };
+/// let prev_hash = [0; receipt::HASH_BYTES]; // the entity's first event
+/// event.hash = receipt::event_hash(&event, &prev_hash)?.to_vec();
+/// let mut signed = pb::Receipt {
+///     events: vec![pb::Committed {
+///         id: event.id.clone(),
+///         position: event.position,
+///         version: event.version,
+///         timestamp: event.timestamp.clone(),
+///         hash: event.hash.clone(),
+///         prev_hash: prev_hash.to_vec(),
+///     }],
+///     digest: vec![7; receipt::HASH_BYTES],
+///     ..pb::Receipt::default()
+/// };
+/// let server_key = SigningKey::from_bytes(&[42; 32]);
+/// signed.signature = server_key.sign(&receipt::canonical_bytes(&signed)?).to_bytes().to_vec();
+/// let public_key = server_key.verifying_key().to_bytes();
+///
+/// receipt::verify(&signed, std::slice::from_ref(&event), Some(&public_key))?;
+///
+/// // A changed payload no longer hashes to what the receipt committed to.
+/// event.payload = br#"{"total":1}"#.to_vec();
+/// let refused = receipt::verify(&signed, &[event], Some(&public_key));
+/// assert!(matches!(refused, Err(receipt::ReceiptError::Event { index: 0, .. })));
+/// # Ok::<(), receipt::ReceiptError>(())
+/// ```
 pub fn verify(
     receipt: &pb::Receipt,
     events: &[pb::Event],
@@ -286,11 +331,7 @@ mod tests {
     type Tamper<T> = (&'static str, fn(&mut T));
 
     fn hex(text: &str) -> Vec<u8> {
-        assert_eq!(text.len() % 2, 0, "odd hex length");
-        (0..text.len())
-            .step_by(2)
-            .map(|idx| u8::from_str_radix(&text[idx..idx + 2], 16).expect("valid hex"))
-            .collect()
+        hex::decode(text).expect("valid hex")
     }
 
     fn public_key() -> [u8; 32] {

@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 
 use hdrhistogram::Histogram;
+use num_format::{Locale, ToFormattedString as _};
 use serde_json::{Value, json};
 
 use crate::bench::fsync::FsyncProbe;
@@ -375,15 +376,7 @@ fn rate(per_second: f64) -> String {
 
 /// `12,345,678`.
 pub fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (digit_idx, digit) in digits.chars().enumerate() {
-        if digit_idx > 0 && (digits.len() - digit_idx).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(digit);
-    }
-    out
+    n.to_formatted_string(&Locale::en)
 }
 
 #[cfg(test)]

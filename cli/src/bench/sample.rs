@@ -3,12 +3,15 @@
 //! The same seed gives the same sequence of entities on every machine, so two runs of a
 //! workload differ only in timing. A [`Picker`] answers with a rank, 0 being the most popular
 //! entity under Zipf; which entity a rank names is the caller's business (see `load.rs`, where
-//! each in-flight worker of a conditional run owns its own entities).
+//! each in-flight worker of a conditional run owns its own entities). Zipf samples come from
+//! `rand_distr` (rejection-inversion: constant time and memory per sample, whatever the number
+//! of entities), driven by the generator here.
+
+use std::convert::Infallible;
+
+use rand_distr::Distribution as _;
 
 use crate::bench::Distribution;
-
-/// Entities a Zipf picker may spread over: its table holds one `f64` per entity (8 MB here).
-pub const ZIPF_ENTITIES_MAX: u64 = 1_000_000;
 
 /// A xorshift64* generator: fast, deterministic, and good enough to pick entities (not for
 /// anything that needs unpredictability).
@@ -36,15 +39,28 @@ impl Rng {
         x.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 
-    /// A number in `[0, 1)`, with 53 random bits.
-    pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
     /// A number in `[0, n)` (0 when `n` is 0), by multiply-shift: no division, a bias of at
     /// most `n / 2^64`.
     pub fn below(&mut self, n: u64) -> u64 {
         ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
+    }
+}
+
+/// `rand_distr` draws through `rand_core`'s generator trait; this generator never fails.
+impl rand_core::TryRng for Rng {
+    type Error = Infallible;
+
+    fn try_next_u32(&mut self) -> Result<u32, Infallible> {
+        // The high bits: xorshift64*'s best.
+        Ok((self.next_u64() >> 32) as u32)
+    }
+
+    fn try_next_u64(&mut self) -> Result<u64, Infallible> {
+        Ok(self.next_u64())
+    }
+
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Infallible> {
+        rand_core::utils::fill_bytes_via_next_word(dst, || self.try_next_u64())
     }
 }
 
@@ -56,16 +72,18 @@ pub enum Picker {
         /// The number of ranks.
         n: u64,
     },
-    /// Zipf, by inversion of the precomputed cumulative distribution (a binary search).
+    /// Zipf over ranks `1..=n`, shifted to start at 0.
     Zipf {
-        /// `cdf[k]` is the probability of a rank `<= k`; the last entry is 1.
-        cdf: Vec<f64>,
+        /// The number of ranks.
+        n: u64,
+        /// The distribution.
+        zipf: rand_distr::Zipf<f64>,
     },
 }
 
 impl Picker {
-    /// A picker over `n` ranks (at least 1). For Zipf, `n` is at most [`ZIPF_ENTITIES_MAX`] and
-    /// `exponent` is positive; the caller checks both.
+    /// A picker over `n` ranks (at least 1). For Zipf, `exponent` is positive; the caller
+    /// checks it.
     pub fn new(distribution: Distribution, n: u64, exponent: f64) -> Picker {
         assert!(
             n >= 1,
@@ -73,22 +91,11 @@ impl Picker {
         );
         match distribution {
             Distribution::Uniform => Picker::Uniform { n },
-            Distribution::Zipf => {
-                assert!(
-                    n <= ZIPF_ENTITIES_MAX && exponent > 0.0,
-                    "the bench checks the Zipf bounds"
-                );
-                let mut cdf = Vec::with_capacity(n as usize);
-                let mut total = 0.0;
-                for rank in 0..n {
-                    total += 1.0 / ((rank + 1) as f64).powf(exponent);
-                    cdf.push(total);
-                }
-                for share in &mut cdf {
-                    *share /= total;
-                }
-                Picker::Zipf { cdf }
-            }
+            Distribution::Zipf => Picker::Zipf {
+                n,
+                zipf: rand_distr::Zipf::new(n as f64, exponent)
+                    .expect("the bench checks that the Zipf exponent is positive"),
+            },
         }
     }
 
@@ -96,12 +103,8 @@ impl Picker {
     pub fn pick(&self, rng: &mut Rng) -> u64 {
         match self {
             Picker::Uniform { n } => rng.below(*n),
-            Picker::Zipf { cdf } => {
-                let u = rng.unit();
-                // Rounding can leave the last entry a hair below 1; clamp to the last rank.
-                let rank = cdf.partition_point(|&share| share <= u);
-                rank.min(cdf.len() - 1) as u64
-            }
+            // A sample is a whole number in [1, n] as a float; clamp in case rounding does not.
+            Picker::Zipf { n, zipf } => (zipf.sample(rng) as u64).clamp(1, *n) - 1,
         }
     }
 }
@@ -126,15 +129,13 @@ mod tests {
     }
 
     #[test]
-    fn below_and_unit_stay_in_range_and_cover_it() {
+    fn below_stays_in_range_and_covers_it() {
         let mut rng = Rng::new(1);
         let mut seen = [0u32; 10];
         for _ in 0..10_000 {
             let value = rng.below(10);
             assert!(value < 10);
             seen[value as usize] += 1;
-            let unit = rng.unit();
-            assert!((0.0..1.0).contains(&unit), "{unit}");
         }
         // Uniform within a few percent: each bucket expects 1,000.
         assert!(
