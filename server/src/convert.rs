@@ -166,14 +166,13 @@ pub fn filter(filter: Option<pb::Filter>, field: &str) -> Result<Filter> {
     Ok(filter)
 }
 
-/// A scope or an entity a read names, checked as a write checks it (the `$system` scope may
-/// be read: it holds the gate definitions, for audit).
-pub fn read_name(value: &str, field: &str) -> Result<()> {
-    let (max, limit) = match field {
-        "scope" => (SCOPE_BYTES_MAX, "SCOPE_BYTES_MAX"),
-        _ => (ENTITY_BYTES_MAX, "ENTITY_BYTES_MAX"),
-    };
-    check_name(field, value, max, limit).map_err(|source| Error::refused(field, source))
+/// The scope and entity a read names, checked as a write checks them (the `$system` scope
+/// may be read: it holds the gate definitions, for audit).
+pub fn read_entity_names(scope: &str, entity: &str) -> Result<()> {
+    check_name("scope", scope, SCOPE_BYTES_MAX, "SCOPE_BYTES_MAX")
+        .map_err(|source| Error::refused("scope", source))?;
+    check_name("entity", entity, ENTITY_BYTES_MAX, "ENTITY_BYTES_MAX")
+        .map_err(|source| Error::refused("entity", source))
 }
 
 /// A gate's name, as registering one checks it.

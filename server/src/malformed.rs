@@ -12,9 +12,10 @@
 //!
 //! These refusals end the call before any message, so their status is in the response's
 //! headers (a trailers-only response). tonic's own texts are recognised by their opening
-//! words; no handler answers with any of them (every handler status is built in
-//! `status.rs`), and the integration tests send each kind of malformed request, so a tonic
-//! upgrade that rewords one is noticed.
+//! words, which no status of a handler's own begins with (a client-streaming handler that
+//! passes on tonic's error for a later message is restated too, as it should be); the
+//! integration tests send each kind of malformed request, so a tonic upgrade that rewords one
+//! is noticed.
 
 use std::collections::HashMap;
 use std::pin::Pin;

@@ -312,8 +312,7 @@ impl EventStoreService for Service {
         request: Request<pb::ReadEntityRequest>,
     ) -> Result<Response<pb::ReadEntityResponse>, Status> {
         let request = request.into_inner();
-        convert::read_name(&request.scope, "scope").map_err(to_status)?;
-        convert::read_name(&request.entity, "entity").map_err(to_status)?;
+        convert::read_entity_names(&request.scope, &request.entity).map_err(to_status)?;
         let direction = convert::direction(request.direction, "direction").map_err(to_status)?;
         self.read_barrier(request.consistency).await?;
         // Backward from 0 reads from the last event; the core does that itself.
