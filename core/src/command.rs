@@ -23,7 +23,7 @@
 use std::collections::BTreeMap;
 
 use crate::clock::Timestamp;
-use crate::error::{Error, Result};
+use crate::error::{Error, FieldError, Result};
 use crate::event::{EventId, Hash, NewEvent, Position, Version};
 use crate::gate::{GateDefinition, Rule};
 use crate::limits::*;
@@ -317,16 +317,26 @@ pub fn request_hash(append: &Append) -> Hash {
 /// Checks an append against every bound and rule that needs no store. `$` scopes are refused:
 /// only the store writes [`SYSTEM_SCOPE`].
 pub(crate) fn validate_append(append: &Append) -> Result<()> {
-    validate_events(&append.events)?;
+    check_append(append).map_err(Error::from)
+}
+
+/// The checks of [`validate_append`], saying which field of the append was refused
+/// (`events[2].scope`, `expected[0].entity`, `idempotency_key`, `condition.query.scopes[1]`).
+/// A server runs it before queueing an append, to name the field; the store runs it again.
+pub fn check_append(append: &Append) -> Result<(), FieldError> {
+    check_events(&append.events)?;
     if let Some(event_idx) = append
         .events
         .iter()
         .position(|event| event.scope.starts_with('$'))
     {
-        return Err(Error::InvalidInput(format!(
-            "event {event_idx} scope {:?} is reserved (scopes starting with $)",
-            short(&append.events[event_idx].scope)
-        )));
+        return Err(FieldError::new(
+            format!("events[{event_idx}].scope"),
+            Error::InvalidInput(format!(
+                "event {event_idx} scope {:?} is reserved (scopes starting with $)",
+                short(&append.events[event_idx].scope)
+            )),
+        ));
     }
     let counts = [
         (
@@ -334,107 +344,136 @@ pub(crate) fn validate_append(append: &Append) -> Result<()> {
             APPEND_EXPECTATIONS_MAX,
             append.expected.len(),
             "expected versions in the append",
+            "expected",
         ),
         (
             "APPEND_GATES_MAX",
             APPEND_GATES_MAX,
             append.gates.len(),
             "gates named in the append",
+            "gates",
         ),
     ];
-    for (limit, max, actual, what) in counts {
+    for (limit, max, actual, what, field) in counts {
         if actual > max {
-            return Err(Error::LimitExceeded {
-                limit,
-                max: max as u64,
-                actual: actual as u64,
-                what: what.to_string(),
-            });
-        }
-    }
-    for (expected_idx, expected) in append.expected.iter().enumerate() {
-        if expected.scope.is_empty() || expected.entity.is_empty() {
-            return Err(Error::InvalidInput(format!(
-                "expected {expected_idx} needs a scope and an entity"
-            )));
-        }
-        // Bounded like an event's scope and entity: the names are echoed in a conflict.
-        for (limit, max, actual, field) in [
-            (
-                "SCOPE_BYTES_MAX",
-                SCOPE_BYTES_MAX,
-                expected.scope.len(),
-                "scope",
-            ),
-            (
-                "ENTITY_BYTES_MAX",
-                ENTITY_BYTES_MAX,
-                expected.entity.len(),
-                "entity",
-            ),
-        ] {
-            if actual > max {
-                return Err(Error::LimitExceeded {
+            return Err(FieldError::new(
+                field,
+                Error::LimitExceeded {
                     limit,
                     max: max as u64,
                     actual: actual as u64,
+                    what: what.to_string(),
+                },
+            ));
+        }
+    }
+    for (expected_idx, expected) in append.expected.iter().enumerate() {
+        // Bounded like an event's scope and entity: the names are echoed in a conflict. (No
+        // check for control characters: the log has always accepted them here, and a replica
+        // applying an older entry must decide as the leader did.)
+        let names = [
+            ("scope", &expected.scope, SCOPE_BYTES_MAX, "SCOPE_BYTES_MAX"),
+            (
+                "entity",
+                &expected.entity,
+                ENTITY_BYTES_MAX,
+                "ENTITY_BYTES_MAX",
+            ),
+        ];
+        for (field, value, max, limit) in names {
+            let refusal =
+                |error| FieldError::new(format!("expected[{expected_idx}].{field}"), error);
+            if value.is_empty() {
+                return Err(refusal(Error::InvalidInput(format!(
+                    "expected {expected_idx} needs a scope and an entity; its {field} is empty"
+                ))));
+            }
+            if value.len() > max {
+                return Err(refusal(Error::LimitExceeded {
+                    limit,
+                    max: max as u64,
+                    actual: value.len() as u64,
                     what: format!("expected {expected_idx} {field} bytes"),
-                });
+                }));
             }
         }
     }
     if let Some(condition) = &append.condition {
-        condition.query.validate()?;
+        // Counts only: the names in a condition are bounded where requests come in
+        // (`Filter::check`), while what the log accepts stays as it always was, so a replica
+        // applying an older entry decides as its leader did.
+        condition
+            .query
+            .check_counts()
+            .map_err(|refusal| refusal.within("condition.query"))?;
         if condition.query.is_empty() {
-            return Err(Error::InvalidInput(
-                "condition query is empty; it would match every event".to_string(),
+            return Err(FieldError::new(
+                "condition.query",
+                Error::InvalidInput(
+                    "condition query is empty; it would match every event".to_string(),
+                ),
             ));
         }
     }
     if let Some(key) = &append.idempotency_key
         && (key.is_empty() || key.len() > IDEMPOTENCY_KEY_BYTES_MAX)
     {
-        return Err(Error::InvalidInput(format!(
-            "idempotency_key must be 1 to {IDEMPOTENCY_KEY_BYTES_MAX} bytes (IDEMPOTENCY_KEY_BYTES_MAX)"
-        )));
+        return Err(FieldError::new(
+            "idempotency_key",
+            Error::InvalidInput(format!(
+                "idempotency_key must be 1 to {IDEMPOTENCY_KEY_BYTES_MAX} bytes (IDEMPOTENCY_KEY_BYTES_MAX)"
+            )),
+        ));
     }
     Ok(())
 }
 
-fn validate_events(events: &[NewEvent]) -> Result<()> {
+fn check_events(events: &[NewEvent]) -> Result<(), FieldError> {
     if events.is_empty() {
-        return Err(Error::InvalidInput(
-            "an append needs at least one event".to_string(),
+        return Err(FieldError::new(
+            "events",
+            Error::InvalidInput("an append needs at least one event".to_string()),
         ));
     }
     if events.len() > APPEND_EVENTS_MAX {
-        return Err(Error::LimitExceeded {
-            limit: "APPEND_EVENTS_MAX",
-            max: APPEND_EVENTS_MAX as u64,
-            actual: events.len() as u64,
-            what: "events in the append".to_string(),
-        });
+        return Err(FieldError::new(
+            "events",
+            Error::LimitExceeded {
+                limit: "APPEND_EVENTS_MAX",
+                max: APPEND_EVENTS_MAX as u64,
+                actual: events.len() as u64,
+                what: "events in the append".to_string(),
+            },
+        ));
     }
     let mut append_bytes = 0;
     let mut ids = std::collections::HashSet::with_capacity(events.len());
     for (event_idx, event) in events.iter().enumerate() {
-        event.validate(event_idx)?;
+        event
+            .check(event_idx)
+            .map_err(|refusal| refusal.within(&format!("events[{event_idx}]")))?;
         append_bytes += event.size_bytes();
         if let Some(id) = event.id
             && !ids.insert(id)
         {
-            return Err(Error::InvalidInput(format!(
-                "event {event_idx} id {id} appears twice in the append"
-            )));
+            return Err(FieldError::new(
+                format!("events[{event_idx}].id"),
+                Error::InvalidInput(format!(
+                    "event {event_idx} id {id} appears twice in the append"
+                )),
+            ));
         }
     }
     if append_bytes > APPEND_BYTES_MAX {
-        return Err(Error::LimitExceeded {
-            limit: "APPEND_BYTES_MAX",
-            max: APPEND_BYTES_MAX as u64,
-            actual: append_bytes as u64,
-            what: "append bytes".to_string(),
-        });
+        return Err(FieldError::new(
+            "events",
+            Error::LimitExceeded {
+                limit: "APPEND_BYTES_MAX",
+                max: APPEND_BYTES_MAX as u64,
+                actual: append_bytes as u64,
+                what: "append bytes".to_string(),
+            },
+        ));
     }
     Ok(())
 }

@@ -145,6 +145,46 @@ pub enum Error {
     },
 }
 
+/// A refusal of one part of a request: the part's path, as the gRPC API names it
+/// (`events[2].tags[0]`, `expected[1].entity`, `scopes[0]`), and the error. Validation returns
+/// it so a server can say which field was wrong without parsing the message; the path is
+/// relative to what was validated, and [`FieldError::within`] puts it inside a larger request.
+#[derive(Debug)]
+pub struct FieldError {
+    /// The path of the refused part, relative to the value validated.
+    pub field: String,
+    /// Why it was refused: always `InvalidInput` or `LimitExceeded` (boxed, so the result of a
+    /// check stays small).
+    pub error: Box<Error>,
+}
+
+impl FieldError {
+    /// A refusal of the part at `field`.
+    pub fn new(field: impl Into<String>, error: Error) -> FieldError {
+        FieldError {
+            field: field.into(),
+            error: Box::new(error),
+        }
+    }
+
+    /// The same refusal with `prefix` before its path (`events[2]` and `scope` give
+    /// `events[2].scope`; an empty path becomes `prefix` itself).
+    pub fn within(self, prefix: &str) -> FieldError {
+        let field = match (prefix.is_empty(), self.field.is_empty()) {
+            (true, _) => self.field,
+            (false, true) => prefix.to_string(),
+            (false, false) => format!("{prefix}.{}", self.field),
+        };
+        FieldError { field, ..self }
+    }
+}
+
+impl From<FieldError> for Error {
+    fn from(refusal: FieldError) -> Error {
+        *refusal.error
+    }
+}
+
 impl Error {
     /// True when every replica applying the same command would return this same error, so it is
     /// an answer for the client. False for local failures (I/O, corruption, a poisoned store),

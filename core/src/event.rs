@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::clock::Timestamp;
-use crate::error::{Error, Result};
+use crate::error::{Error, FieldError, Result};
 use crate::limits::*;
 
 /// A global log position. Positions are dense and gapless from 1; `Position(0)` means "before
@@ -193,156 +193,157 @@ impl NewEvent {
 
     /// Checks every field against its bound; `event_idx` names the event in the message.
     pub fn validate(&self, event_idx: usize) -> Result<()> {
-        check_name(
-            event_idx,
-            "scope",
-            &self.scope,
-            SCOPE_BYTES_MAX,
-            "SCOPE_BYTES_MAX",
-        )?;
-        check_name(
-            event_idx,
-            "entity",
-            &self.entity,
-            ENTITY_BYTES_MAX,
-            "ENTITY_BYTES_MAX",
-        )?;
-        check_name(
-            event_idx,
-            "type",
-            &self.event_type,
-            TYPE_BYTES_MAX,
-            "TYPE_BYTES_MAX",
-        )?;
+        self.check(event_idx).map_err(Error::from)
+    }
+
+    /// [`NewEvent::validate`], saying which field was refused: its path within the event
+    /// (`scope`, `tags[3]`, `metadata`, `causation[1]`).
+    pub fn check(&self, event_idx: usize) -> Result<(), FieldError> {
+        let at = |field: &str| format!("event {event_idx} {field}");
+        let names = [
+            ("scope", &self.scope, SCOPE_BYTES_MAX, "SCOPE_BYTES_MAX"),
+            ("entity", &self.entity, ENTITY_BYTES_MAX, "ENTITY_BYTES_MAX"),
+            ("type", &self.event_type, TYPE_BYTES_MAX, "TYPE_BYTES_MAX"),
+        ];
+        for (field, value, max, limit) in names {
+            check_name(&at(field), value, max, limit).map_err(|err| FieldError::new(field, err))?;
+        }
         check_count(
-            event_idx,
-            "tags",
+            &at("tags"),
             self.tags.len(),
             TAGS_PER_EVENT_MAX,
             "TAGS_PER_EVENT_MAX",
-        )?;
+        )
+        .map_err(|err| FieldError::new("tags", err))?;
         for (tag_idx, tag) in self.tags.iter().enumerate() {
+            let field = || format!("tags[{tag_idx}]");
             check_name(
-                event_idx,
-                &format!("tag {tag_idx}"),
+                &at(&format!("tag {tag_idx}")),
                 tag,
                 TAG_BYTES_MAX,
                 "TAG_BYTES_MAX",
-            )?;
+            )
+            .map_err(|err| FieldError::new(field(), err))?;
             if self.tags[..tag_idx].contains(tag) {
-                return Err(Error::InvalidInput(format!(
-                    "event {event_idx} tag {tag:?} appears twice"
-                )));
+                return Err(FieldError::new(
+                    field(),
+                    Error::InvalidInput(format!(
+                        "event {event_idx} tag {:?} appears twice",
+                        crate::command::short(tag)
+                    )),
+                ));
             }
         }
         if self.content_type.len() > CONTENT_TYPE_BYTES_MAX {
-            return Err(over(
-                event_idx,
-                "content_type bytes",
-                self.content_type.len(),
-                CONTENT_TYPE_BYTES_MAX,
-                "CONTENT_TYPE_BYTES_MAX",
+            return Err(FieldError::new(
+                "content_type",
+                over(
+                    &at("content_type bytes"),
+                    self.content_type.len(),
+                    CONTENT_TYPE_BYTES_MAX,
+                    "CONTENT_TYPE_BYTES_MAX",
+                ),
             ));
         }
         check_count(
-            event_idx,
-            "metadata entries",
+            &at("metadata entries"),
             self.metadata.len(),
             METADATA_ENTRIES_MAX,
             "METADATA_ENTRIES_MAX",
-        )?;
+        )
+        .map_err(|err| FieldError::new("metadata", err))?;
         for (key, value) in &self.metadata {
             check_name(
-                event_idx,
-                "metadata key",
+                &at("metadata key"),
                 key,
                 METADATA_KEY_BYTES_MAX,
                 "METADATA_KEY_BYTES_MAX",
-            )?;
+            )
+            .map_err(|err| FieldError::new("metadata", err))?;
             if value.len() > METADATA_VALUE_BYTES_MAX {
-                let what = format!("metadata value of {key:?} bytes");
-                return Err(over(
-                    event_idx,
-                    &what,
-                    value.len(),
-                    METADATA_VALUE_BYTES_MAX,
-                    "METADATA_VALUE_BYTES_MAX",
+                let what = at(&format!(
+                    "metadata value of {:?} bytes",
+                    crate::command::short(key)
+                ));
+                return Err(FieldError::new(
+                    "metadata",
+                    over(
+                        &what,
+                        value.len(),
+                        METADATA_VALUE_BYTES_MAX,
+                        "METADATA_VALUE_BYTES_MAX",
+                    ),
                 ));
             }
         }
         check_count(
-            event_idx,
-            "causation parents",
+            &at("causation parents"),
             self.causation.len(),
             CAUSATION_PER_EVENT_MAX,
             "CAUSATION_PER_EVENT_MAX",
-        )?;
+        )
+        .map_err(|err| FieldError::new("causation", err))?;
         for (parent_idx, parent) in self.causation.iter().enumerate() {
+            let field = || format!("causation[{parent_idx}]");
             if self.causation[..parent_idx].contains(parent) {
-                return Err(Error::InvalidInput(format!(
-                    "event {event_idx} names causation parent {parent} twice"
-                )));
+                return Err(FieldError::new(
+                    field(),
+                    Error::InvalidInput(format!(
+                        "event {event_idx} names causation parent {parent} twice"
+                    )),
+                ));
             }
             if self.id == Some(*parent) {
-                return Err(Error::InvalidInput(format!(
-                    "event {event_idx} names itself as its causation parent"
-                )));
+                return Err(FieldError::new(
+                    field(),
+                    Error::InvalidInput(format!(
+                        "event {event_idx} names itself as its causation parent"
+                    )),
+                ));
             }
         }
         Ok(())
     }
 }
 
-/// A name is non-empty, within its bound, and free of control characters (which would make logs
-/// and CLI output ambiguous).
-fn check_name(
-    event_idx: usize,
-    field: &str,
-    value: &str,
-    max: usize,
-    limit: &'static str,
-) -> Result<()> {
+/// Checks a name as every write checks an event's: non-empty, at most `max` bytes (`limit` is
+/// the bound's name), and free of control characters, which would make logs and CLI output
+/// ambiguous. `what` names it in the message (`event 2 scope`, `filter scope 0`); the value is
+/// repeated at most 64 bytes long. Reads check the names they are given by the same rule.
+pub fn check_name(what: &str, value: &str, max: usize, limit: &'static str) -> Result<()> {
     if value.is_empty() {
-        return Err(Error::InvalidInput(format!(
-            "event {event_idx} {field} is empty"
-        )));
+        return Err(Error::InvalidInput(format!("{what} is empty")));
     }
+    check_text(what, value, max, limit)
+}
+
+/// [`check_name`] for a value that may be empty (an entity prefix, a tag prefix).
+pub fn check_text(what: &str, value: &str, max: usize, limit: &'static str) -> Result<()> {
     if value.len() > max {
-        return Err(over(
-            event_idx,
-            &format!("{field} bytes"),
-            value.len(),
-            max,
-            limit,
-        ));
+        return Err(over(&format!("{what} bytes"), value.len(), max, limit));
     }
     if value.chars().any(char::is_control) {
         return Err(Error::InvalidInput(format!(
-            "event {event_idx} {field} {value:?} contains a control character"
+            "{what} {:?} contains a control character",
+            crate::command::short(value)
         )));
     }
     Ok(())
 }
 
-fn check_count(
-    event_idx: usize,
-    what: &str,
-    count: usize,
-    max: usize,
-    limit: &'static str,
-) -> Result<()> {
+fn check_count(what: &str, count: usize, max: usize, limit: &'static str) -> Result<()> {
     if count > max {
-        return Err(over(event_idx, what, count, max, limit));
+        return Err(over(what, count, max, limit));
     }
     Ok(())
 }
 
-fn over(event_idx: usize, what: &str, actual: usize, max: usize, limit: &'static str) -> Error {
+fn over(what: &str, actual: usize, max: usize, limit: &'static str) -> Error {
     Error::LimitExceeded {
         limit,
         max: max as u64,
         actual: actual as u64,
-        what: format!("event {event_idx} {what}"),
+        what: what.to_string(),
     }
 }
 

@@ -19,8 +19,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::clock::Timestamp;
-use crate::error::{Error, Result};
+use crate::error::{Error, FieldError, Result};
 use crate::event::{Event, EventId, Position, Version};
+use crate::event::{check_name, check_text};
 use crate::limits::{
     GATE_BINDINGS_MAX, GATE_EXPRESSION_BYTES_MAX, GATE_NAME_BYTES_MAX, SCOPE_BYTES_MAX,
     TAG_BYTES_MAX, TYPE_BYTES_MAX,
@@ -334,11 +335,104 @@ impl GateDefinition {
         Ok(gate)
     }
 
+    /// Checks the definition as a new registration must pass, saying which field was refused
+    /// (`name`, `scopes[2]`, `allowed_types.types[0]`, `cel.expression`), and compiles it.
+    /// Stricter than [`GateDefinition::compile`] alone: each scope and type is checked as an
+    /// event's field of its kind (no control characters either), and a `$` scope is refused.
+    /// `compile` keeps the rules the log was written under, since every replica compiles
+    /// every definition in its log again, and one that no longer compiled would stop it.
+    pub fn check(&self) -> Result<Arc<dyn Gate>, FieldError> {
+        check_gate_name(&self.name).map_err(|err| FieldError::new("name", err))?;
+        let lists: [(&str, &str, &[String], usize, &'static str); 3] = [
+            (
+                "scopes",
+                "gate scope",
+                &self.scopes,
+                SCOPE_BYTES_MAX,
+                "SCOPE_BYTES_MAX",
+            ),
+            (
+                "types",
+                "gate type",
+                &self.types,
+                TYPE_BYTES_MAX,
+                "TYPE_BYTES_MAX",
+            ),
+            (
+                "allowed_types.types",
+                "gate allowed type",
+                match &self.rule {
+                    Rule::AllowedTypes { types } => types,
+                    _ => &[],
+                },
+                TYPE_BYTES_MAX,
+                "TYPE_BYTES_MAX",
+            ),
+        ];
+        for (field, what, names, max, limit) in lists {
+            if names.len() > GATE_BINDINGS_MAX {
+                return Err(FieldError::new(
+                    field,
+                    Error::LimitExceeded {
+                        limit: "GATE_BINDINGS_MAX",
+                        max: GATE_BINDINGS_MAX as u64,
+                        actual: names.len() as u64,
+                        what: format!("{what}s"),
+                    },
+                ));
+            }
+            for (name_idx, name) in names.iter().enumerate() {
+                let refusal = |err| FieldError::new(format!("{field}[{name_idx}]"), err);
+                check_name(&format!("{what} {name_idx}"), name, max, limit).map_err(refusal)?;
+                if field == "scopes" && name.starts_with('$') {
+                    return Err(refusal(Error::InvalidInput(format!(
+                        "gate scope {:?} is reserved (scopes starting with $)",
+                        crate::command::short(name)
+                    ))));
+                }
+            }
+        }
+        let rule_field = match &self.rule {
+            Rule::UniqueTag { prefix } => {
+                check_text("unique_tag prefix", prefix, TAG_BYTES_MAX, "TAG_BYTES_MAX")
+                    .map_err(|err| FieldError::new("unique_tag.prefix", err))?;
+                "unique_tag"
+            }
+            Rule::AllowedTypes { .. } => "allowed_types",
+            Rule::CausationExists => "causation_exists",
+            Rule::RateLimit { .. } => "rate_limit.window_ms",
+            Rule::SizeLimit { .. } => "size_limit",
+            Rule::Cel { .. } => "cel.expression",
+        };
+        self.compile().map_err(|err| {
+            // The name and the lists passed stricter checks above, so what is left is the rule's.
+            FieldError::new(rule_field, err)
+        })
+    }
+
     /// Whether the gate judges this event.
     pub fn binds(&self, event: &Event) -> bool {
         (self.scopes.is_empty() || self.scopes.contains(&event.scope))
             && (self.types.is_empty() || self.types.contains(&event.event_type))
     }
+}
+
+/// Checks a gate's name, as registering or removing a gate does: 1 to
+/// [`GATE_NAME_BYTES_MAX`] bytes, without spaces or control characters.
+pub fn check_gate_name(name: &str) -> Result<()> {
+    check_name(
+        "gate name",
+        name,
+        GATE_NAME_BYTES_MAX,
+        "GATE_NAME_BYTES_MAX",
+    )?;
+    if name.chars().any(char::is_whitespace) {
+        return Err(Error::InvalidInput(format!(
+            "gate name {:?} contains a space",
+            crate::command::short(name)
+        )));
+    }
+    Ok(())
 }
 
 /// A list of names as a denial shows it: the first eight, then how many more.

@@ -32,7 +32,7 @@ mod index;
 pub use command::{
     Action, Append, Command, DcbCondition, EntryId, Expected, ExpectedVersion, Settings,
 };
-pub use error::{Error, Result};
+pub use error::{Error, FieldError, Result};
 pub use event::{Direction, Event, EventId, Hash, NewEvent, Position, Version};
 pub use gate::{Denial, Gate, GateDefinition, Rule};
 pub use graph::{Edge, Graph};

@@ -8,9 +8,11 @@
 //! sparse filter costs the matches it finds, not the length of the log.
 
 use crate::clock::Timestamp;
-use crate::error::{Error, Result};
-use crate::event::{Direction, Event};
-use crate::limits::FILTER_TERMS_MAX;
+use crate::error::{Error, FieldError, Result};
+use crate::event::{Direction, Event, check_name, check_text};
+use crate::limits::{
+    ENTITY_BYTES_MAX, FILTER_TERMS_MAX, SCOPE_BYTES_MAX, TAG_BYTES_MAX, TYPE_BYTES_MAX,
+};
 
 /// Which events a log read or a subscription returns. An empty filter matches every event.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -48,22 +50,91 @@ impl Filter {
 
     /// Checks the filter against [`FILTER_TERMS_MAX`].
     pub fn validate(&self) -> Result<()> {
+        self.check_counts().map_err(Error::from)
+    }
+
+    /// [`Filter::validate`], saying which list is too long (`scopes`, `items[2].tags`).
+    pub fn check_counts(&self) -> Result<(), FieldError> {
         let mut counts = vec![
-            ("filter scopes", self.scopes.len()),
-            ("filter items", self.items.len()),
+            (
+                "filter scopes".to_string(),
+                "scopes".to_string(),
+                self.scopes.len(),
+            ),
+            (
+                "filter items".to_string(),
+                "items".to_string(),
+                self.items.len(),
+            ),
         ];
-        for item in &self.items {
-            counts.push(("query item types", item.types.len()));
-            counts.push(("query item tags", item.tags.len()));
+        for (item_idx, item) in self.items.iter().enumerate() {
+            counts.push((
+                "query item types".to_string(),
+                format!("items[{item_idx}].types"),
+                item.types.len(),
+            ));
+            counts.push((
+                "query item tags".to_string(),
+                format!("items[{item_idx}].tags"),
+                item.tags.len(),
+            ));
         }
-        for (what, count) in counts {
+        for (what, field, count) in counts {
             if count > FILTER_TERMS_MAX {
-                return Err(Error::LimitExceeded {
-                    limit: "FILTER_TERMS_MAX",
-                    max: FILTER_TERMS_MAX as u64,
-                    actual: count as u64,
-                    what: what.to_string(),
-                });
+                return Err(FieldError::new(
+                    field,
+                    Error::LimitExceeded {
+                        limit: "FILTER_TERMS_MAX",
+                        max: FILTER_TERMS_MAX as u64,
+                        actual: count as u64,
+                        what,
+                    },
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the counts and every name: each scope, type and tag as a write checks the field
+    /// of its kind (non-empty, within its bound, no control characters), and the entity prefix
+    /// within `ENTITY_BYTES_MAX`. A name no write could store is refused rather than looked up.
+    /// Reads check this; an append's condition is checked for counts alone by the store (see
+    /// `check_append`), and for names where requests come in.
+    pub fn check(&self) -> Result<(), FieldError> {
+        self.check_counts()?;
+        for (scope_idx, scope) in self.scopes.iter().enumerate() {
+            check_name(
+                &format!("filter scope {scope_idx}"),
+                scope,
+                SCOPE_BYTES_MAX,
+                "SCOPE_BYTES_MAX",
+            )
+            .map_err(|err| FieldError::new(format!("scopes[{scope_idx}]"), err))?;
+        }
+        check_text(
+            "filter entity_prefix",
+            &self.entity_prefix,
+            ENTITY_BYTES_MAX,
+            "ENTITY_BYTES_MAX",
+        )
+        .map_err(|err| FieldError::new("entity_prefix", err))?;
+        for (item_idx, item) in self.items.iter().enumerate() {
+            let lists = [
+                ("types", &item.types, TYPE_BYTES_MAX, "TYPE_BYTES_MAX"),
+                ("tags", &item.tags, TAG_BYTES_MAX, "TAG_BYTES_MAX"),
+            ];
+            for (field, names, max, limit) in lists {
+                for (name_idx, name) in names.iter().enumerate() {
+                    check_name(
+                        &format!("query item {item_idx} {field} {name_idx}"),
+                        name,
+                        max,
+                        limit,
+                    )
+                    .map_err(|err| {
+                        FieldError::new(format!("items[{item_idx}].{field}[{name_idx}]"), err)
+                    })?;
+                }
             }
         }
         Ok(())

@@ -482,6 +482,7 @@ impl Store {
 
     /// Stamps a gate removal.
     pub fn stamp_gate_removal(&self, name: &str) -> Result<Command> {
+        crate::gate::check_gate_name(name)?;
         let (timestamp, id) = self.stamp_one()?;
         Ok(Command {
             timestamp,
@@ -608,7 +609,7 @@ impl Store {
         // Compiled here, on the caller's thread, so a definition that does not compile is
         // refused without queueing, and the writer (which every append waits for) need not
         // parse it again. The writer still decides the registration.
-        let gate = definition.compile()?;
+        let gate = definition.check()?;
         {
             let mut compiled = self.shared.compiled.lock().expect("compiled lock poisoned");
             if compiled.len() >= COMPILED_WAITING_MAX {

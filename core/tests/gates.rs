@@ -572,6 +572,10 @@ fn a_cel_expression_is_checked_when_it_is_registered() {
             matches!(
                 store.register_gate(cel(bad_name, &[], "true")),
                 Err(Error::InvalidInput(_))
+                    | Err(Error::LimitExceeded {
+                        limit: "GATE_NAME_BYTES_MAX",
+                        ..
+                    })
             ),
             "name {bad_name:?}"
         );

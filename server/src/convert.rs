@@ -4,11 +4,16 @@
 //! here from core values. Conversion checks only what the wire can get wrong and the core cannot
 //! see (a UUID that does not parse, an unknown enum value, a hash of the wrong length, a
 //! timestamp the core cannot represent) and names the field as a path in the request
-//! (`events[2].causation[0]`); everything else (empty names, bounds) is the core's to check,
-//! with its own messages. Empty strings stand for absent optional values, as proto3 has it.
+//! (`events[2].causation[0]`). Names and bounds are the core's to check, with its own
+//! messages: its validation is called here, before any store call, so that a refusal names
+//! the field in a `google.rpc.BadRequest` (the store checks the same again). Empty strings
+//! stand for absent optional values, as proto3 has it.
 
 use causeway_core::clock::Timestamp;
-use causeway_core::limits::APPEND_EVENTS_MAX;
+use causeway_core::command::check_append;
+use causeway_core::event::check_name;
+use causeway_core::gate::check_gate_name;
+use causeway_core::limits::{APPEND_EVENTS_MAX, ENTITY_BYTES_MAX, SCOPE_BYTES_MAX};
 use causeway_core::receipt::Signature;
 use causeway_core::store::RegisteredGate;
 use causeway_core::{
@@ -18,6 +23,7 @@ use causeway_core::{
 use prost::Message as _;
 
 use crate::cluster::node::Consistency;
+use crate::limits::SIGNATURE_KEY_ID_BYTES_MAX;
 use crate::pb;
 use crate::status::{Error, echo};
 
@@ -31,14 +37,7 @@ pub fn append(request: pb::AppendRequest, prefix: &str) -> Result<Append> {
         .enumerate()
         .map(|(event_idx, event)| {
             let field = || format!("{prefix}events[{event_idx}]");
-            let event = new_event(event, field)?;
-            // The store checks the same again; checked here, a refusal names the event's path
-            // in a BadRequest, as every INVALID_ARGUMENT does.
-            event.validate(event_idx).map_err(|source| Error::Field {
-                field: field(),
-                source,
-            })?;
-            Ok(event)
+            new_event(event, field)
         })
         .collect::<Result<_>>()?;
     let expected = request
@@ -58,14 +57,23 @@ pub fn append(request: pb::AppendRequest, prefix: &str) -> Result<Append> {
             })
         })
         .transpose()?;
-    Ok(Append {
+    for (gate_idx, gate) in request.gates.iter().enumerate() {
+        // A name no gate can have is refused here rather than looked up (and echoed).
+        check_gate_name(gate)
+            .map_err(|source| Error::refused(format!("{prefix}gates[{gate_idx}]"), source))?;
+    }
+    let append = Append {
         events,
         expected,
         condition,
         idempotency_key: non_empty(request.idempotency_key),
         gates: request.gates,
         external_causation: request.external_causation,
-    })
+    };
+    // The store checks the same again; checked here, a refusal names the field's path in a
+    // BadRequest (`events[2].tags[0]`), as every INVALID_ARGUMENT does.
+    check_append(&append).map_err(|refusal| Error::field(prefix.trim_end_matches('.'), refusal))?;
+    Ok(append)
 }
 
 /// A new event; `field` names it in the request, and is built only for an error (an append
@@ -132,7 +140,7 @@ pub fn filter(filter: Option<pb::Filter>, field: &str) -> Result<Filter> {
     let Some(filter) = filter else {
         return Ok(Filter::default());
     };
-    Ok(Filter {
+    let filter = Filter {
         scopes: filter.scopes,
         entity_prefix: filter.entity_prefix,
         items: filter
@@ -151,7 +159,25 @@ pub fn filter(filter: Option<pb::Filter>, field: &str) -> Result<Filter> {
             .until
             .map(|until| timestamp(until, &format!("{field}.until")))
             .transpose()?,
-    })
+    };
+    filter
+        .check()
+        .map_err(|refusal| Error::field(field, refusal))?;
+    Ok(filter)
+}
+
+/// The scope and entity a read names, checked as a write checks them (the `$system` scope
+/// may be read: it holds the gate definitions, for audit).
+pub fn read_entity_names(scope: &str, entity: &str) -> Result<()> {
+    check_name("scope", scope, SCOPE_BYTES_MAX, "SCOPE_BYTES_MAX")
+        .map_err(|source| Error::refused("scope", source))?;
+    check_name("entity", entity, ENTITY_BYTES_MAX, "ENTITY_BYTES_MAX")
+        .map_err(|source| Error::refused("entity", source))
+}
+
+/// A gate's name, as registering one checks it.
+pub fn gate_name(name: &str, field: &str) -> Result<()> {
+    check_gate_name(name).map_err(|source| Error::refused(field, source))
 }
 
 fn timestamp(timestamp: pb::HybridTimestamp, field: &str) -> Result<Timestamp> {
@@ -272,6 +298,16 @@ pub fn receipt_from_wire(receipt: pb::Receipt, field: &str) -> Result<Receipt> {
             format!(
                 "{} events is over the limit APPEND_EVENTS_MAX = {APPEND_EVENTS_MAX}",
                 receipt.events.len()
+            ),
+        ));
+    }
+    if receipt.signature_key_id.len() > SIGNATURE_KEY_ID_BYTES_MAX {
+        return Err(Error::invalid(
+            format!("{field}.signature_key_id"),
+            format!(
+                "{} bytes, over the limit SIGNATURE_KEY_ID_BYTES_MAX = \
+                 {SIGNATURE_KEY_ID_BYTES_MAX}",
+                receipt.signature_key_id.len()
             ),
         ));
     }

@@ -14,7 +14,8 @@
 //! [`operations`] serves backups, shipping files as [`checkpoint`] does for snapshots too, and
 //! [`restore`] is `causewayd restore`, which makes a data directory of a backup. The
 //! operator's side: [`monitor`] (the admin port and readiness), [`metrics`], [`observe`] (every
-//! RPC counted and its failures logged), [`console`], and [`incoming`] (bounded listeners).
+//! RPC counted and its failures logged), [`malformed`] (requests tonic could not decode,
+//! answered as bad input), [`console`], and [`incoming`] (bounded listeners).
 
 /// The generated protobuf types and gRPC server of `causeway.v1`.
 pub mod pb {
@@ -33,6 +34,7 @@ pub mod convert;
 pub mod incoming;
 pub mod limits;
 pub mod live;
+pub mod malformed;
 pub mod metrics;
 pub mod monitor;
 pub mod observe;

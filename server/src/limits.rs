@@ -314,3 +314,6 @@ pub const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// The most characters of a value a client sent that an error message repeats (an id that is
 /// not a UUID, a console parameter); longer values are cut, with their length said.
 pub const ECHO_CHARS_MAX: usize = 64;
+/// Bytes of a receipt's `signature_key_id` that `VerifyReceipt` takes: this server's ids are
+/// `ed25519:` and 16 hex digits (24 bytes); a longer one cannot be a key of any server.
+pub const SIGNATURE_KEY_ID_BYTES_MAX: usize = 64;

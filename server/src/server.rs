@@ -7,7 +7,7 @@
 //! `causeway.v1.EventStoreService` (gzip and zstd both ways, message limit
 //! `MESSAGE_BYTES_MAX`), `OperationsService` (backups), `grpc.health.v1.Health` (kept in step
 //! with readiness), and reflection (`grpc.reflection.v1` and `v1alpha`), every request
-//! through the `observe.rs` layer and at most `max_connections` connections open
+//! through the `observe.rs` and `malformed.rs` layers and at most `max_connections` connections open
 //! (`incoming.rs`), until the shutdown future resolves.
 //!
 //! Shutdown, in order: health turns NOT_SERVING; the listener closes; subscriptions end with
@@ -39,6 +39,7 @@ use crate::limits::{
     SIGNING_KEY_FILE_BYTES_MAX, subscribe_reads_max,
 };
 use crate::live::LiveStore;
+use crate::malformed::MalformedLayer;
 use crate::monitor::{self, Parts, Readiness};
 use crate::observe::ObserveLayer;
 use crate::pb;
@@ -326,6 +327,7 @@ impl Server {
         };
         let serving = tonic::transport::Server::builder()
             .layer(ObserveLayer)
+            .layer(MalformedLayer)
             .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
             .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
             .max_frame_size(Some(HTTP2_FRAME_BYTES_MAX))

@@ -107,8 +107,8 @@ impl Service {
         })?;
         if let Some(node) = &self.cluster {
             node.check_leader().map_err(to_status)?;
-            let command = self.store.get().stamp(append).map_err(to_status)?;
-            let receipt = node.write(command).await.map_err(to_status);
+            let command = self.store.get().stamp(append).map_err(append_refusal)?;
+            let receipt = node.write(command).await.map_err(append_refusal);
             drop(permit);
             return receipt;
         }
@@ -120,11 +120,11 @@ impl Service {
                 // The client may have gone away; the append stands regardless.
                 let _ = reply.send((result, spent));
             })
-            .map_err(to_status)?;
+            .map_err(append_refusal)?;
         match answer.await {
             // The events are freed here, on an async worker, where they were decoded (see
             // `Spent`); if the client went away, the store's thread frees them instead.
-            Ok((result, _spent)) => result.map_err(to_status),
+            Ok((result, _spent)) => result.map_err(append_refusal),
             Err(_) => Err(to_status(causeway_core::Error::Poisoned(
                 "the writer thread stopped".to_string(),
             ))),
@@ -144,20 +144,30 @@ impl Service {
 
     /// Writes a stamped gate or settings command: through the log on a cluster member (after
     /// checking it is the leader), else through the store.
+    /// A refusal of the request names `field` in a BadRequest.
     async fn write_command(
         &self,
+        field: &'static str,
         stamp: impl FnOnce(&Store) -> causeway_core::Result<causeway_core::Command> + Send + 'static,
     ) -> Result<Receipt, Status> {
+        let refused = move |err: causeway_core::Error| Error::refused(field, err);
         match &self.cluster {
             Some(node) => {
                 node.check_leader().map_err(to_status)?;
-                let command = self.call(move |store| Ok(stamp(store)?)).await?;
-                node.write(command).await.map_err(to_status)
+                let command = self
+                    .call(move |store| stamp(store).map_err(refused))
+                    .await?;
+                node.write(command).await.map_err(|err| {
+                    to_status(match err {
+                        Error::Core(err) => refused(err),
+                        other => other,
+                    })
+                })
             }
             None => {
                 self.call(move |store| {
-                    let command = stamp(store)?;
-                    Ok(store.apply(command)?)
+                    let command = stamp(store).map_err(refused)?;
+                    store.apply(command).map_err(refused)
                 })
                 .await
             }
@@ -202,41 +212,53 @@ pub fn check_receipt(
     {
         return Ok(Err(format!(
             "the receipt is signed with key {}, the server's key is {key_id}",
-            signature.key_id
+            crate::status::echo(&signature.key_id)
         )));
     }
     let public_key = signing_key.map(|(_, public_key)| public_key);
     Ok(receipt::verify(receipt, &events, public_key).map_err(|err| err.to_string()))
 }
 
-/// A gate definition the store refuses as invalid names `definition` in a BadRequest; any other
-/// refusal (too many gates, a closed store) keeps its own status.
-fn definition_refusal(err: causeway_core::Error) -> Error {
-    let invalid = match &err {
-        causeway_core::Error::InvalidInput(_) => true,
-        // GATES_MAX is a quota (RESOURCE_EXHAUSTED), not a fault of this definition.
-        causeway_core::Error::LimitExceeded { limit, .. } => *limit != "GATES_MAX",
-        _ => false,
-    };
-    if invalid {
-        Error::Field {
-            field: "definition".to_string(),
-            source: err,
+/// The status of an append the store refused while it ran, after `convert::append` checked
+/// every field it can check alone: a gate named but not registered names `gates`, anything
+/// else about the events (an id already in the store, a parent later in the append, the gate
+/// evaluation budget) names `events`. Other failures keep their own status.
+fn append_refusal(err: impl Into<Error>) -> Status {
+    match err.into() {
+        Error::Core(err) => {
+            let field = match &err {
+                causeway_core::Error::InvalidInput(message) if message.starts_with("gate ") => {
+                    "gates"
+                }
+                _ => "events",
+            };
+            to_status(Error::refused(field, err))
         }
-    } else {
-        err.into()
+        other => to_status(other),
     }
+}
+
+/// A graph query's refusal names `depth` for `GRAPH_DEPTH_MAX`, else `limit` (a start event
+/// that does not exist is NOT_FOUND).
+fn graph_refusal(err: causeway_core::Error) -> Error {
+    match &err {
+        causeway_core::Error::LimitExceeded {
+            limit: "GRAPH_DEPTH_MAX",
+            ..
+        } => Error::refused("depth", err),
+        _ => Error::refused("limit", err),
+    }
+}
+
+/// A gate definition the store refuses as invalid names `definition` (its rule's field when
+/// the store says which) in a BadRequest; any other refusal (too many gates, a closed store)
+/// keeps its own status.
+fn definition_refusal(err: causeway_core::Error) -> Error {
+    Error::refused("definition", err)
 }
 
 fn required<T>(value: Option<T>, field: &str) -> Result<T, Status> {
     value.ok_or_else(|| to_status(Error::invalid(field, "it is required")))
-}
-
-fn non_empty(value: &str, field: &str) -> Result<(), Status> {
-    if value.is_empty() {
-        return Err(to_status(Error::invalid(field, "it is empty")));
-    }
-    Ok(())
 }
 
 #[tonic::async_trait]
@@ -290,8 +312,7 @@ impl EventStoreService for Service {
         request: Request<pb::ReadEntityRequest>,
     ) -> Result<Response<pb::ReadEntityResponse>, Status> {
         let request = request.into_inner();
-        non_empty(&request.scope, "scope")?;
-        non_empty(&request.entity, "entity")?;
+        convert::read_entity_names(&request.scope, &request.entity).map_err(to_status)?;
         let direction = convert::direction(request.direction, "direction").map_err(to_status)?;
         self.read_barrier(request.consistency).await?;
         // Backward from 0 reads from the last event; the core does that itself.
@@ -299,13 +320,15 @@ impl EventStoreService for Service {
         let (events, current, applied) = self
             .call(move |store| {
                 let applied = store.head().0;
-                let events = store.read_entity(
-                    &request.scope,
-                    &request.entity,
-                    from,
-                    direction,
-                    request.limit as usize,
-                )?;
+                let events = store
+                    .read_entity(
+                        &request.scope,
+                        &request.entity,
+                        from,
+                        direction,
+                        request.limit as usize,
+                    )
+                    .map_err(|err| Error::refused("limit", err))?;
                 Ok((
                     events,
                     store.version(&request.scope, &request.entity),
@@ -348,13 +371,15 @@ impl EventStoreService for Service {
         let (batch, applied) = self
             .call(move |store| {
                 let applied = store.head().0;
-                let batch = store.read_log_bytes(
-                    Position(request.from_position),
-                    direction,
-                    request.limit as usize,
-                    READ_BATCH_BYTES_MAX,
-                    &filter,
-                )?;
+                let batch = store
+                    .read_log_bytes(
+                        Position(request.from_position),
+                        direction,
+                        request.limit as usize,
+                        READ_BATCH_BYTES_MAX,
+                        &filter,
+                    )
+                    .map_err(|err| Error::refused("limit", err))?;
                 Ok((batch, applied))
             })
             .await?;
@@ -400,7 +425,11 @@ impl EventStoreService for Service {
         let request = request.into_inner();
         let id = convert::event_id(&request.id, "id").map_err(to_status)?;
         let graph = self
-            .call(move |store| Ok(store.ancestors(id, request.depth, request.limit as usize)?))
+            .call(move |store| {
+                store
+                    .ancestors(id, request.depth, request.limit as usize)
+                    .map_err(graph_refusal)
+            })
             .await?;
         Ok(Response::new(pb::GetAncestorsResponse {
             graph: Some(convert::graph(graph)),
@@ -414,7 +443,11 @@ impl EventStoreService for Service {
         let request = request.into_inner();
         let id = convert::event_id(&request.id, "id").map_err(to_status)?;
         let graph = self
-            .call(move |store| Ok(store.descendants(id, request.depth, request.limit as usize)?))
+            .call(move |store| {
+                store
+                    .descendants(id, request.depth, request.limit as usize)
+                    .map_err(graph_refusal)
+            })
             .await?;
         Ok(Response::new(pb::GetDescendantsResponse {
             graph: Some(convert::graph(graph)),
@@ -428,7 +461,11 @@ impl EventStoreService for Service {
         let request = request.into_inner();
         let id = convert::event_id(&request.correlation_id, "correlation_id").map_err(to_status)?;
         let graph = self
-            .call(move |store| Ok(store.correlation(id, request.limit as usize)?))
+            .call(move |store| {
+                store
+                    .correlation(id, request.limit as usize)
+                    .map_err(graph_refusal)
+            })
             .await?;
         Ok(Response::new(pb::GetCorrelationResponse {
             graph: Some(convert::graph(graph)),
@@ -441,14 +478,19 @@ impl EventStoreService for Service {
     ) -> Result<Response<pb::RegisterGateResponse>, Status> {
         let definition = convert::gate_definition(request.into_inner().definition, "definition")
             .map_err(to_status)?;
+        // Checked and compiled on the pool first, so a definition that does not compile is
+        // refused without a log entry, naming its field; the writer still decides it.
+        let checked = definition.clone();
+        self.call(move |_| {
+            checked
+                .check()
+                .map(drop)
+                .map_err(|refusal| Error::field("definition", refusal))
+        })
+        .await?;
         let receipt = match &self.cluster {
-            // Compiled on the pool first, so a definition that does not compile is refused
-            // without a log entry; the writer of every replica still decides it.
             Some(_) => {
-                let checked = definition.clone();
-                self.call(move |_| checked.compile().map(drop).map_err(definition_refusal))
-                    .await?;
-                self.write_command(move |store| store.stamp_gate(definition))
+                self.write_command("definition", move |store| store.stamp_gate(definition))
                     .await?
             }
             None => {
@@ -476,9 +518,9 @@ impl EventStoreService for Service {
         request: Request<pb::RemoveGateRequest>,
     ) -> Result<Response<pb::RemoveGateResponse>, Status> {
         let name = request.into_inner().name;
-        non_empty(&name, "name")?;
+        convert::gate_name(&name, "name").map_err(to_status)?;
         let receipt = self
-            .write_command(move |store| store.stamp_gate_removal(&name))
+            .write_command("name", move |store| store.stamp_gate_removal(&name))
             .await?;
         Ok(Response::new(pb::RemoveGateResponse {
             receipt: Some(convert::receipt(receipt)),

@@ -121,6 +121,36 @@ impl Error {
             reason: reason.into(),
         }
     }
+
+    /// A part of the request the core refused, its path under `prefix` (`""`, `append`,
+    /// `filter`).
+    pub fn field(prefix: &str, refusal: causeway_core::FieldError) -> Error {
+        let refusal = refusal.within(prefix);
+        Error::Field {
+            field: refusal.field,
+            source: *refusal.error,
+        }
+    }
+
+    /// A store call's error, naming `field` in a BadRequest when it refuses the request's
+    /// input (any other error keeps its own status). For refusals the store can only make
+    /// while it runs, not in its validation: a page limit, a gate named but not registered.
+    pub fn refused(field: impl Into<String>, err: causeway_core::Error) -> Error {
+        let invalid = match &err {
+            causeway_core::Error::InvalidInput(_) => true,
+            // GATES_MAX is a quota (RESOURCE_EXHAUSTED), not a fault of the request.
+            causeway_core::Error::LimitExceeded { limit, .. } => *limit != "GATES_MAX",
+            _ => false,
+        };
+        if invalid {
+            Error::Field {
+                field: field.into(),
+                source: err,
+            }
+        } else {
+            Error::Core(err)
+        }
+    }
 }
 
 impl From<causeway_core::Error> for Error {
@@ -135,16 +165,23 @@ impl From<PoolError> for Error {
     }
 }
 
-/// Maps any failure of an RPC to the status the client sees.
+/// Maps any failure of an RPC to the status the client sees. A status of the server's own
+/// trouble (INTERNAL, UNAVAILABLE, DATA_LOSS, UNKNOWN) never names a path of this machine: a
+/// file is named by its file name alone (`00000000000000000001.seg`), with the offset or
+/// position, and the full detail goes to the server's log.
 pub fn to_status(err: impl Into<Error>) -> Status {
+    without_paths(status_of(err.into()))
+}
+
+fn status_of(err: Error) -> Status {
     use causeway_core::Error as Core;
-    match err.into() {
+    match err {
         Error::Core(err) => {
-            let message = err.to_string();
             // Local failures need an operator; a closed store is only a shutdown.
             if !err.is_deterministic() && !matches!(err, Core::Closed) {
                 tracing::error!(%err, "a store call failed");
             }
+            let message = client_message(&err);
             match err {
                 Core::InvalidInput(_) => Status::invalid_argument(message),
                 Core::LimitExceeded {
@@ -225,10 +262,12 @@ pub fn to_status(err: impl Into<Error>) -> Status {
             }
         }
         Error::Field { field, source } => {
-            let status = to_status(Error::Core(source));
+            let status = status_of(Error::Core(source));
             let mut details = status.get_error_details();
-            details.add_bad_request_violation(field, status.message());
-            Status::with_error_details(status.code(), status.message(), details)
+            details.add_bad_request_violation(&field, status.message());
+            // The path leads the message, as for every other INVALID_ARGUMENT.
+            let message = format!("invalid {field}: {}", status.message());
+            Status::with_error_details(status.code(), message, details)
         }
         Error::InvalidArgument { field, reason } => Status::with_error_details(
             Code::InvalidArgument,
@@ -314,7 +353,9 @@ pub fn to_status(err: impl Into<Error>) -> Status {
                     "an i/o error on the node's disk ({}); the node's log has the details",
                     source.kind()
                 )),
-                causeway_core::Error::Closed => to_status(causeway_core::Error::Closed),
+                causeway_core::Error::Closed => {
+                    status_of(Error::Core(causeway_core::Error::Closed))
+                }
                 // Any other failure may name a path of this node; the log has it.
                 _ => Status::internal("the backup failed on the node; its log has the details"),
             }
@@ -328,10 +369,91 @@ pub fn to_status(err: impl Into<Error>) -> Status {
     }
 }
 
+/// A store error's message as a client may read it: files by name, never by path. Every other
+/// error's own message names no path.
+fn client_message(err: &causeway_core::Error) -> String {
+    use causeway_core::Error as Core;
+    match err {
+        Core::Corrupt {
+            file,
+            offset,
+            detail,
+        } => format!(
+            "corrupt data in {} at offset {offset}: {detail}",
+            file_name(file)
+        ),
+        Core::Io { path, source } => format!("i/o error on {}: {source}", file_name(path)),
+        Core::Locked { .. } => "the data directory is locked by another store".to_string(),
+        _ => err.to_string(),
+    }
+}
+
+/// The last part of a path (`00000000000000000001.seg`), or a placeholder when it has none.
+fn file_name(path: &std::path::Path) -> String {
+    path.file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "a file of the store".to_string())
+}
+
+/// The status with every absolute path in its message cut to its last part, for the codes
+/// that report the server's own trouble; the whole message is logged when one was cut. A
+/// backstop behind `client_message`: texts built from other errors (an fsync failure kept as
+/// the store's poison reason, a Raft storage error) may carry a path.
+fn without_paths(status: Status) -> Status {
+    if !matches!(
+        status.code(),
+        Code::Internal | Code::Unavailable | Code::DataLoss | Code::Unknown
+    ) || !status.message().contains('/')
+    {
+        return status;
+    }
+    let message = strip_paths(status.message());
+    if message == status.message() {
+        return status;
+    }
+    tracing::warn!(
+        detail = status.message(),
+        "an error was sent without its paths"
+    );
+    Status::with_details_and_metadata(
+        status.code(),
+        message,
+        status.details().to_vec().into(),
+        status.metadata().clone(),
+    )
+}
+
+/// `text` with each word that starts with `/` (after a space, a quote, a bracket or `=`)
+/// replaced by its last path component.
+pub fn strip_paths(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    let mut after_boundary = true;
+    while let Some(c) = rest.chars().next() {
+        if c == '/' && after_boundary {
+            let end = rest
+                .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | ')' | ']' | ','))
+                .unwrap_or(rest.len());
+            let path = &rest[..end];
+            let trimmed = path.trim_end_matches([':', '.', ';']);
+            let last = trimmed.rsplit('/').find(|part| !part.is_empty());
+            out.push_str(last.unwrap_or("(a path)"));
+            out.push_str(&path[trimmed.len()..]);
+            rest = &rest[end..];
+            after_boundary = false;
+            continue;
+        }
+        after_boundary = c.is_whitespace() || matches!(c, '"' | '\'' | '(' | '[' | '=' | ':');
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
 /// A status with an `ErrorInfo`, and a `RetryInfo` when the same request is worth sending
 /// again after a pause: an overloaded server, a cluster with no leader yet, a write whose
 /// outcome is unknown (with its idempotency key).
-fn with_info(
+pub(crate) fn with_info(
     code: Code,
     message: String,
     reason: &str,
@@ -451,5 +573,40 @@ mod tests {
             to_status(causeway_core::Error::Poisoned("fsync failed".into())).code(),
             Code::Unavailable
         );
+    }
+
+    #[test]
+    fn server_failures_name_files_not_paths() {
+        let corrupt = to_status(causeway_core::Error::Corrupt {
+            file: "/var/lib/causeway/events/00000000000000000001.seg".into(),
+            offset: 4096,
+            detail: "bad checksum".to_string(),
+        });
+        assert_eq!(corrupt.code(), Code::DataLoss);
+        assert!(!corrupt.message().contains("/var"), "{corrupt:?}");
+        assert!(
+            corrupt
+                .message()
+                .contains("00000000000000000001.seg at offset 4096")
+        );
+        let io = to_status(causeway_core::Error::Io {
+            path: "/srv/data/events".into(),
+            source: std::io::Error::other("disk gone"),
+        });
+        assert_eq!(io.code(), Code::Unavailable);
+        assert!(!io.message().contains("/srv"), "{io:?}");
+        let poisoned = to_status(causeway_core::Error::Poisoned(
+            "i/o error on /srv/data/events/00000000000000000002.seg: No space left".to_string(),
+        ));
+        assert_eq!(
+            poisoned.message(),
+            "the store refuses writes after an earlier write failure: i/o error on \
+             00000000000000000002.seg: No space left"
+        );
+        let cluster = to_status(Error::ClusterUnavailable {
+            detail: "raft log (\"/data/raft/log-7\"): denied".to_string(),
+            outcome_unknown: false,
+        });
+        assert_eq!(cluster.message(), "raft log (\"log-7\"): denied");
     }
 }

@@ -18,7 +18,7 @@ use super::{Committed, Shared, Store};
 use crate::clock::Timestamp;
 use crate::codec;
 use crate::error::{Error, Result};
-use crate::event::{Direction, Event, EventId, Hash, Position, Version};
+use crate::event::{Direction, Event, EventId, Hash, Position, Version, check_name};
 use crate::gate::{Scan, View};
 use crate::limits::*;
 use crate::query::Filter;
@@ -171,6 +171,9 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<Event>> {
         check_limit(limit)?;
+        // Names no write could store are refused, not looked up: the same rules as appends.
+        check_name("scope", scope, SCOPE_BYTES_MAX, "SCOPE_BYTES_MAX")?;
+        check_name("entity", entity, ENTITY_BYTES_MAX, "ENTITY_BYTES_MAX")?;
         let head = self.committed().head;
         let from = match (direction, from) {
             (Direction::Backward, Version(0)) => Version(u64::MAX),
@@ -236,7 +239,7 @@ impl Store {
                 "max_bytes is {max_bytes}; it must be 1 to {READ_BYTES_MAX} (READ_BYTES_MAX)"
             )));
         }
-        filter.validate()?;
+        filter.check()?;
         let head = self.committed().head;
         let mut cursor = match direction {
             Direction::Forward => from.0.max(1),

@@ -34,6 +34,7 @@ use super::pb::raft_service_server::RaftService;
 use super::state::{Snapshot, SnapshotDir, check_received, decode_snapshot_meta};
 use super::wire;
 use crate::limits::{SNAPSHOT_CHUNK_TIMEOUT, SNAPSHOT_FILES_MAX};
+use crate::status::{Error, to_status};
 
 /// The service, over this node's Raft.
 #[derive(Clone)]
@@ -60,7 +61,7 @@ impl Peers {
     }
 
     fn check(&self, header: Option<&pb::Header>) -> Result<(), Status> {
-        let header = header.ok_or_else(|| Status::invalid_argument("header is missing"))?;
+        let header = header.ok_or_else(|| bad("header", "it is missing"))?;
         self.identity
             .check(header.target_node_id, &header.cluster_id)
             .map_err(|mismatch| Status::failed_precondition(mismatch.to_string()))
@@ -77,9 +78,10 @@ impl Peers {
         let source = header.map_or(0, |header| header.source_node_id);
         let named = vote.map_or(0, |vote| vote.node_id);
         if source != named {
-            return Err(Status::invalid_argument(format!(
-                "header.source_node_id is {source}, but the vote names node {named}"
-            )));
+            return Err(bad(
+                "header.source_node_id",
+                format!("it is {source}, but the vote names node {named}"),
+            ));
         }
         self.check_member(source)
     }
@@ -115,8 +117,14 @@ impl Peers {
     }
 }
 
+/// A field of a peer's request that does not convert: the converters name it in the message.
 fn invalid(err: std::io::Error) -> Status {
-    Status::invalid_argument(err.to_string())
+    bad("request", err.to_string())
+}
+
+/// INVALID_ARGUMENT naming `field` in a BadRequest, as every one the server sends does.
+fn bad(field: &str, reason: impl Into<String>) -> Status {
+    to_status(Error::invalid(field, reason))
 }
 
 fn stopped(err: impl std::fmt::Display) -> Status {
@@ -153,7 +161,7 @@ impl RaftService for Peers {
             let checked = item.and_then(|item| {
                 let request = item
                     .request
-                    .ok_or_else(|| Status::invalid_argument("request is missing"))?;
+                    .ok_or_else(|| bad("request", "it is missing"))?;
                 peers.check(request.header.as_ref())?;
                 peers.check_sender(request.header.as_ref(), request.vote.as_ref())?;
                 wire::append_from_pb(request).map_err(invalid)
@@ -208,7 +216,7 @@ impl RaftService for Peers {
         let request = request
             .into_inner()
             .request
-            .ok_or_else(|| Status::invalid_argument("request is missing"))?;
+            .ok_or_else(|| bad("request", "it is missing"))?;
         self.check(request.header.as_ref())?;
         self.check_sender(request.header.as_ref(), request.vote.as_ref())?;
         let request = wire::vote_request_from_pb(request).map_err(invalid)?;
@@ -225,9 +233,10 @@ impl RaftService for Peers {
         let mut parts = request.into_inner();
         let first = next_part(&mut parts)
             .await?
-            .ok_or_else(|| Status::invalid_argument("the snapshot stream is empty"))?;
+            .ok_or_else(|| bad("part", "the snapshot stream is empty"))?;
         let Some(pb::install_snapshot_request::Part::Header(header)) = first.part else {
-            return Err(Status::invalid_argument(
+            return Err(bad(
+                "part",
                 "the first message of a snapshot must be its header",
             ));
         };
@@ -242,10 +251,13 @@ impl RaftService for Peers {
             return Ok(Response::new(answer));
         }
         if header.files.len() > SNAPSHOT_FILES_MAX {
-            return Err(Status::invalid_argument(format!(
-                "the snapshot lists {} files, over SNAPSHOT_FILES_MAX = {SNAPSHOT_FILES_MAX}",
-                header.files.len()
-            )));
+            return Err(bad(
+                "part.header.files",
+                format!(
+                    "the snapshot lists {} files, over SNAPSHOT_FILES_MAX = {SNAPSHOT_FILES_MAX}",
+                    header.files.len()
+                ),
+            ));
         }
         let transfer = TRANSFERS.fetch_add(1, Ordering::Relaxed);
         let dir = self
@@ -260,9 +272,7 @@ impl RaftService for Peers {
                 .await
                 .map_err(|err| Status::internal(format!("checking the snapshot: {err}")))
                 .and_then(|checked| {
-                    checked.map_err(|err| {
-                        Status::invalid_argument(format!("the snapshot is refused: {err}"))
-                    })
+                    checked.map_err(|err| bad("part", format!("the snapshot is refused: {err}")))
                 });
         }
         let result = match received {
@@ -354,10 +364,13 @@ fn safe_name(name: &str) -> Result<PathBuf, Status> {
             .components()
             .all(|component| matches!(component, Component::Normal(_)));
     if !inside {
-        return Err(Status::invalid_argument(format!(
-            "snapshot file name {:?} is not a relative path inside the snapshot",
-            name.chars().take(64).collect::<String>()
-        )));
+        return Err(bad(
+            "part.header.files.name",
+            format!(
+                "snapshot file name {:?} is not a relative path inside the snapshot",
+                name.chars().take(64).collect::<String>()
+            ),
+        ));
     }
     Ok(path.to_path_buf())
 }
@@ -383,26 +396,33 @@ async fn receive_files(
         let mut left = file.length;
         while left > 0 {
             let part = next_part(parts).await?.ok_or_else(|| {
-                Status::invalid_argument(format!(
-                    "the snapshot stream ended {left} bytes before the end of {}",
-                    file.name
-                ))
+                bad(
+                    "part",
+                    format!(
+                        "the snapshot stream ended {left} bytes before the end of {}",
+                        file.name
+                    ),
+                )
             })?;
             let Some(pb::install_snapshot_request::Part::Chunk(chunk)) = part.part else {
-                return Err(Status::invalid_argument("a second snapshot header"));
+                return Err(bad("part.header", "a second snapshot header"));
             };
             if chunk.data.len() as u64 > left {
-                return Err(Status::invalid_argument(format!(
-                    "a chunk runs past the end of {} ({} bytes listed)",
-                    file.name, file.length
-                )));
+                return Err(bad(
+                    "part.chunk.data",
+                    format!(
+                        "a chunk runs past the end of {} ({} bytes listed)",
+                        file.name, file.length
+                    ),
+                ));
             }
             left -= chunk.data.len() as u64;
             tokio::task::block_in_place(|| out.write_all(&chunk.data)).map_err(io)?;
         }
     }
     if next_part(parts).await?.is_some() {
-        return Err(Status::invalid_argument(
+        return Err(bad(
+            "part",
             "the snapshot stream goes on past its last file",
         ));
     }

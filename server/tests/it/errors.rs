@@ -178,7 +178,10 @@ async fn malformed_fields_are_named() {
         .get_details_bad_request()
         .expect("a BadRequest")
         .field_violations;
-    assert_eq!(violations[0].field, "definition", "{violations:?}");
+    assert_eq!(
+        violations[0].field, "definition.cel.expression",
+        "{violations:?}"
+    );
 
     let status = failure(
         client
@@ -211,8 +214,7 @@ async fn malformed_fields_are_named() {
     );
     assert_invalid(&status, "receipt.events[0].hash");
 
-    // What only the store can judge is named by the store, and the event's path by a
-    // BadRequest.
+    // What the store judges is named by the store, and the field's path by a BadRequest.
     let status = failure(
         client
             .append(append_of(vec![
@@ -226,7 +228,7 @@ async fn malformed_fields_are_named() {
         .get_details_bad_request()
         .expect("a BadRequest")
         .field_violations;
-    assert_eq!(violations[0].field, "events[1]", "{violations:?}");
+    assert_eq!(violations[0].field, "events[1].entity", "{violations:?}");
     let status = failure(
         client
             .append(append_of(vec![event("", "order-1", "A")]))
@@ -264,7 +266,7 @@ async fn limits_are_named() {
         .get_details_bad_request()
         .expect("a BadRequest beside the ErrorInfo")
         .field_violations;
-    assert_eq!(violations[0].field, "events[0]", "{violations:?}");
+    assert_eq!(violations[0].field, "events[0].tags", "{violations:?}");
 
     let status = failure(
         client

@@ -3,6 +3,7 @@
 //!
 //! - `unary`: the normal path of every unary RPC.
 //! - `errors`: bad input, limits, unknown ids, denials and conflicts, and their statuses.
+//! - `bad_input`: malformed, oversized and out-of-range input on every RPC, as raw frames.
 //! - `overload`: a full pool and too many subscriptions are refused at once, nothing hangs.
 //! - `shutdown`: SIGTERM with appends in flight loses nothing acknowledged.
 //! - `subscribe`: the subscription contract under concurrent writers, and resuming it.
@@ -12,6 +13,7 @@
 //! - `console`: the web console's JSON API and live tail on the admin port, and its bounds.
 
 mod backup;
+mod bad_input;
 mod console;
 mod errors;
 mod harness;
