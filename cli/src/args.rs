@@ -122,7 +122,8 @@ pub enum Command {
     /// Register, list, remove and try gates.
     #[command(subcommand)]
     Gates(GatesCommand),
-    /// Verify a receipt (as printed by `append --output json`), by the server or offline.
+    /// Verify a receipt (as printed by `append --output json`), by the server or offline; or,
+    /// with --log, the server's whole log (frame checksums and the hash chain).
     Verify(VerifyArgs),
     /// Print the head position and the log digest.
     Head,
@@ -414,12 +415,20 @@ pub struct RuleArgs {
     pub causation_exists: bool,
 }
 
-/// A receipt to verify and how.
+/// A receipt to verify and how, or the log.
 #[derive(Args, Debug)]
 pub struct VerifyArgs {
     /// The receipt JSON file; `-` reads stdin.
     #[arg(default_value = "-")]
     pub receipt: PathBuf,
+    /// Verify the server's log instead of a receipt: every frame's checksum and every event's
+    /// hash chain up to the head, page by page; exit 2 and the first break (position, segment
+    /// file, offset, what differs) if it does not verify.
+    #[arg(long, conflicts_with_all = ["offline", "receipt"])]
+    pub log: bool,
+    /// With --log: the first position to check [default: 1].
+    #[arg(long, value_name = "POSITION", requires = "log")]
+    pub from: Option<u64>,
     /// Verify here, without the server: recompute the events' hashes and check the signature.
     #[arg(long, requires = "events")]
     pub offline: bool,
@@ -638,6 +647,11 @@ mod tests {
         assert!(parse(&["verify", "r.json", "--offline"]).is_err());
         assert!(parse(&["verify", "r.json", "--public-key", "ab"]).is_err());
         assert!(parse(&["verify", "r.json", "--offline", "--events", "e.json"]).is_ok());
+        assert!(parse(&["verify", "--log"]).is_ok());
+        assert!(parse(&["verify", "--log", "--from", "7"]).is_ok());
+        assert!(parse(&["verify", "--from", "7"]).is_err());
+        assert!(parse(&["verify", "--log", "r.json"]).is_err());
+        assert!(parse(&["verify", "--log", "--offline", "--events", "e.json"]).is_err());
         assert!(parse(&["tail", "--from", "3", "--now"]).is_err());
     }
 }

@@ -78,6 +78,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Tail(args) => tail(&client, args, output).await?,
         Command::Graph(graph) => graph_command(&client, graph, output).await?,
         Command::Gates(gates) => gates_command(&client, gates, output).await?,
+        Command::Verify(args) if args.log => return verify_log(&client, &args, output).await,
         Command::Verify(args) => return verify_on_server(&client, &args, output).await,
         Command::Bench(_)
         | Command::Cluster(_)
@@ -434,6 +435,61 @@ async fn verify_on_server(client: &Client, args: &VerifyArgs, output: Output) ->
         verdict.valid,
         output,
     )
+}
+
+/// `verify --log`: pages of `Verify` from `--from` to the head the first page saw (appends
+/// that arrive meanwhile are left for the next run), stopping at the first break.
+async fn verify_log(client: &Client, args: &VerifyArgs, output: Output) -> Result<ExitCode> {
+    let from = args.from.unwrap_or(1).max(1);
+    let mut next = from;
+    let (mut events, mut bytes) = (0u64, 0u64);
+    let mut target: Option<u64> = None;
+    let first_break = loop {
+        let page = client.verify_log(next, 0).await?;
+        let head = *target.get_or_insert(page.head_position);
+        events += page.checked_events;
+        bytes += page.checked_bytes;
+        if page.first_break.is_some() {
+            break page.first_break;
+        }
+        if page.end || page.next_position > head {
+            break None;
+        }
+        if page.next_position <= next {
+            bail!("the server made no progress at position {next}");
+        }
+        next = page.next_position;
+    };
+    let head = target.unwrap_or(0);
+    let text = match (&first_break, output) {
+        (None, Output::Table) => format!(
+            "log verified: {events} events from position {from} to {head} ({bytes} bytes)\n"
+        ),
+        (Some(found), Output::Table) => format!(
+            "log broken at position {} (segment {}, offset {}): {}\n\
+             {events} events from position {from} verified before it\n",
+            found.position, found.segment, found.offset, found.detail
+        ),
+        (_, Output::Json) => pretty_json(&json!({
+            "valid": first_break.is_none(),
+            "from_position": from,
+            "head_position": head,
+            "checked_events": events,
+            "checked_bytes": bytes,
+            "first_break": first_break.as_ref().map(|found| json!({
+                "position": found.position,
+                "segment": found.segment,
+                "offset": found.offset,
+                "detail": found.detail,
+            })),
+        }))?,
+    };
+    emit_verdict(&text)?;
+    Ok(if first_break.is_none() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(crate::exit::REFUSED)
+    })
 }
 
 fn verify_offline(args: &VerifyArgs, output: Output) -> Result<ExitCode> {

@@ -547,6 +547,25 @@ impl Client {
         response.receipt.ok_or(Error::MissingField("receipt"))
     }
 
+    /// One page of `OperationsService.Verify` on the server this client talks to now: checks
+    /// the committed log from `from_position` (frames' CRCs and the hash chain), reading about
+    /// `max_bytes` (0: the server's page bound), and says where to continue or where the log
+    /// breaks.
+    pub async fn verify_log(
+        &self,
+        from_position: u64,
+        max_bytes: u64,
+    ) -> Result<pb::VerifyResponse, Error> {
+        self.operations()
+            .verify(pb::VerifyRequest {
+                from_position,
+                max_bytes,
+            })
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(Error::from)
+    }
+
     /// Asks the server to check a receipt against its stored events and its signing key. For
     /// a check that does not trust the server, use [`crate::receipt::verify`].
     pub async fn verify_receipt(

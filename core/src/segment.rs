@@ -21,9 +21,12 @@
 //!   metadata. The reserved space reads as zeros, which mark the end of the frames; sealing
 //!   cuts a segment to its last frame, so only the active segment is ever longer than its
 //!   frames.
-//! - Recovery truncates only a torn tail: a bad frame with no valid frame after it in the last
+//! - Recovery truncates only a tail: a bad frame with no valid frame after it in the last
 //!   segment. A bad frame followed by a valid one, or a bad frame in a sealed segment, is
-//!   corruption and is reported with the file and offset, never skipped.
+//!   corruption and is reported with the file and offset, never skipped. What recovery cuts is
+//!   first copied to `quarantine/` and is never called unacknowledged unless it lies past the
+//!   length a clean close recorded as synced (`SYNCED`): a crash's torn write and damage to
+//!   acknowledged frames look alike on disk.
 //! - Writes are buffered until [`SegmentLog::flush`]; nothing is readable through a
 //!   [`SegmentReader`] before the caller has flushed it and chosen to publish it.
 //! - Every write, sync and directory change goes through the log's [`Disk`] (reads do not), and
@@ -32,7 +35,8 @@
 //!
 //! Files: this one holds the log (open, append, roll, flush, cut, purge); `segment/frame.rs`
 //! the frame format and the iterator over a segment's frames; `segment/reader.rs` reads by
-//! location; `segment/tail.rs` recovers the active segment's tail.
+//! location; `segment/tail.rs` recovers the active segment's tail; `segment/repair.rs` cuts
+//! the active segment at a damaged frame when an operator asks for it.
 
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -44,11 +48,13 @@ use crate::error::{Error, Result};
 
 mod frame;
 mod reader;
+mod repair;
 mod tail;
 
 pub use frame::{Frame, FrameLoc};
 use frame::{FrameIter, encode_frame};
 pub use reader::SegmentReader;
+pub use repair::{RepairPlan, plan_repair, repair};
 use tail::scan_tail;
 
 /// The eight bytes every segment file starts with.
@@ -77,11 +83,53 @@ const SCAN_PIECE_BYTES: u64 = 1024 * 1024;
 /// larger frame is read alone, whole).
 const READ_RUN_BYTES: u64 = 256 * 1024;
 
+/// The file in a log's directory that a clean close writes: how far the active segment was
+/// synced. Open reads it (to tell a torn tail from damage) and removes it.
+pub const SYNCED_FILE: &str = "SYNCED";
+const SYNCED_MAGIC: [u8; 8] = *b"CWSYNCED";
+/// The directory inside a log's directory where recovery and repair keep the bytes they cut,
+/// one file per cut: `{segment first index:020}-{offset:020}.cut` (`.1`, `.2`, ... appended
+/// when that name is taken).
+pub const QUARANTINE_DIR: &str = "quarantine";
+
 /// What [`SegmentLog::open`] found and did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Recovery {
-    /// A torn tail that was truncated: the file, the offset it was cut at, and the bytes dropped.
+    /// A tail that was truncated: the file, the offset it was cut at, and the bytes dropped.
     pub truncated: Option<(PathBuf, u64, u64)>,
+    /// The same cut, with what is known of it; `None` when nothing was cut.
+    pub cut: Option<Cut>,
+}
+
+/// Whether the bytes a recovery cut had been synced, as far as the log knows.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Synced {
+    /// The cut starts at or past the length the last clean close synced: a torn write that
+    /// was never synced, so never acknowledged under fsync durability.
+    Beyond,
+    /// The cut starts inside the length the last clean close synced: damage to frames that
+    /// were on disk, which may have been acknowledged.
+    Within,
+    /// The log does not know (it did not close cleanly): a torn write and damage to
+    /// acknowledged frames look the same, so the frames may have been acknowledged.
+    Unknown,
+}
+
+/// A cut recovery made at the end of the active segment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cut {
+    /// The segment's file name (`{first:020}.seg`), never a path.
+    pub file_name: String,
+    /// Where the file was cut: the end of its last whole batch.
+    pub offset: u64,
+    /// Bytes cut, up to the last byte that was not zero.
+    pub bytes: u64,
+    /// The index the first frame cut would have had: the log's next index after the cut.
+    pub first_index: u64,
+    /// Whether the cut bytes had been synced.
+    pub synced: Synced,
+    /// The file in `quarantine/` that holds the cut bytes.
+    pub quarantine: PathBuf,
 }
 
 /// A sealed or active segment, as listed by [`SegmentLog::segments`].
@@ -227,16 +275,65 @@ impl SegmentLog {
             .write(true)
             .open(&path)
             .map_err(|err| Error::io(&path, err))?;
+        let synced_end = take_synced(&*disk, dir, active_first)?;
         let tail = scan_tail(&active, &path, active_first)?;
         let cut = tail.dirty_end > tail.end || tail.zeros_read > SCAN_PIECE_BYTES;
         if tail.dirty_end > tail.end {
-            tracing::warn!(
-                file = %path.display(),
-                offset = tail.end,
-                bytes = tail.dirty_end - tail.end,
-                "truncating a torn tail that was never acknowledged"
-            );
-            recovery.truncated = Some((path.clone(), tail.end, tail.dirty_end - tail.end));
+            let bytes = tail.dirty_end - tail.end;
+            let synced = match synced_end {
+                None => Synced::Unknown,
+                Some(synced_end) if tail.end < synced_end => Synced::Within,
+                Some(_) => Synced::Beyond,
+            };
+            // Kept before anything is cut: the bytes may hold acknowledged events, and an
+            // operator (or a peer's copy) may need them to tell.
+            let quarantine = quarantine(
+                &*disk,
+                dir,
+                active_first,
+                &active,
+                &path,
+                tail.end..tail.dirty_end,
+            )?;
+            let file_name = file_name_of(&path);
+            let quarantine_name = file_name_of(&quarantine);
+            match synced {
+                Synced::Beyond => tracing::warn!(
+                    file = %file_name,
+                    offset = tail.end,
+                    position = tail.next_index,
+                    bytes,
+                    quarantine = %quarantine_name,
+                    "cutting a torn tail past the length synced at the last clean close: it was never synced"
+                ),
+                Synced::Within => tracing::error!(
+                    file = %file_name,
+                    offset = tail.end,
+                    position = tail.next_index,
+                    bytes,
+                    quarantine = %quarantine_name,
+                    "cutting damaged frames from position {} on that were synced before the last clean close: they may have been acknowledged",
+                    tail.next_index
+                ),
+                Synced::Unknown => tracing::warn!(
+                    file = %file_name,
+                    offset = tail.end,
+                    position = tail.next_index,
+                    bytes,
+                    quarantine = %quarantine_name,
+                    "cutting a damaged or torn tail from position {} on: a write a crash cut short was never acknowledged, but damage to acknowledged frames looks the same, so these may have been acknowledged",
+                    tail.next_index
+                ),
+            }
+            recovery.truncated = Some((path.clone(), tail.end, bytes));
+            recovery.cut = Some(Cut {
+                file_name,
+                offset: tail.end,
+                bytes,
+                first_index: tail.next_index,
+                synced,
+                quarantine,
+            });
         } else if tail.zeros_read > SCAN_PIECE_BYTES {
             // Written zeros where reserved space should be (a copy that did not keep the file
             // sparse): every open would read them, so they are cut and reserved again.
@@ -397,6 +494,24 @@ impl SegmentLog {
             self.sync_handle().sync()?;
         }
         Ok(())
+    }
+
+    /// Flushes and syncs everything written, then records in `SYNCED` how far the active
+    /// segment is synced, so that the next open can tell a torn tail (past it) from damage to
+    /// synced frames (inside it). For a clean close: the next open removes the record, so it
+    /// never outlives the bytes it describes.
+    pub fn record_synced(&mut self) -> Result<()> {
+        self.flush(true)?;
+        let active_first = *self.firsts.last().expect("a log has at least one segment");
+        let mut payload = Vec::with_capacity(16);
+        payload.extend_from_slice(&active_first.to_le_bytes());
+        payload.extend_from_slice(&self.active_len.to_le_bytes());
+        crate::metafile::write(
+            &*self.disk,
+            &self.dir.join(SYNCED_FILE),
+            SYNCED_MAGIC,
+            &payload,
+        )
     }
 
     /// A handle that makes what has been flushed to the active segment durable, from any
@@ -778,6 +893,89 @@ fn check_header(file: &File, path: &Path, first_index: u64) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Reads and removes the `SYNCED` record of `dir`: how far segment `active_first` was synced
+/// at the last clean close, if that is what it records. The removal is made durable before
+/// the log is written again, so a record never describes bytes written after it. A damaged
+/// record is ignored with a warning: it only ever makes recovery less sure.
+fn take_synced(disk: &dyn Disk, dir: &Path, active_first: u64) -> Result<Option<u64>> {
+    let path = dir.join(SYNCED_FILE);
+    let payload = match crate::metafile::read(&path, SYNCED_MAGIC) {
+        Ok(None) => return Ok(None),
+        Ok(Some(payload)) => Some(payload),
+        Err(err) => {
+            tracing::warn!(%err, "ignoring a damaged record of the synced length");
+            None
+        }
+    };
+    disk.remove_file(&path)
+        .map_err(|err| Error::io(&path, err))?;
+    sync_dir(disk, dir)?;
+    let synced = payload
+        .filter(|payload| payload.len() == 16)
+        .map(|payload| {
+            let first = u64::from_le_bytes(payload[0..8].try_into().expect("8 bytes"));
+            let synced_end = u64::from_le_bytes(payload[8..16].try_into().expect("8 bytes"));
+            (first, synced_end)
+        });
+    Ok(match synced {
+        Some((first, synced_end)) if first == active_first => Some(synced_end),
+        _ => None,
+    })
+}
+
+/// Copies `range` of segment `segment` (`file`, at `path`) into a new file of `dir`'s
+/// quarantine directory, durably (written, synced, named in a synced directory), and returns
+/// its path. Nothing is cut before this returns.
+fn quarantine(
+    disk: &dyn Disk,
+    dir: &Path,
+    segment: u64,
+    file: &File,
+    path: &Path,
+    range: std::ops::Range<u64>,
+) -> Result<PathBuf> {
+    let quarantine_dir = dir.join(QUARANTINE_DIR);
+    disk::create_dir_all(disk, &quarantine_dir).map_err(|err| Error::io(&quarantine_dir, err))?;
+    let stem = format!("{segment:020}-{:020}.cut", range.start);
+    let mut target = quarantine_dir.join(&stem);
+    let mut copy_idx = 0;
+    while target.exists() {
+        copy_idx += 1;
+        target = quarantine_dir.join(format!("{stem}.{copy_idx}"));
+    }
+    let tmp = target.with_extension("tmp");
+    let out = disk
+        .create(&tmp, true)
+        .map_err(|err| Error::io(&tmp, err))?;
+    let mut piece = Vec::new();
+    let mut at = range.start;
+    while at < range.end {
+        let piece_end = (at + SCAN_PIECE_BYTES).min(range.end);
+        piece.resize(
+            usize::try_from(piece_end - at).expect("a piece fits in memory"),
+            0,
+        );
+        file.read_exact_at(&mut piece, at)
+            .map_err(|err| Error::io(path, err))?;
+        disk.write_at(&out, &tmp, &piece, at - range.start)
+            .map_err(|err| Error::io(&tmp, err))?;
+        at = piece_end;
+    }
+    disk.sync_all(&out, &tmp)
+        .map_err(|err| Error::io(&tmp, err))?;
+    disk.rename(&tmp, &target)
+        .map_err(|err| Error::io(&target, err))?;
+    sync_dir(disk, &quarantine_dir)?;
+    Ok(target)
+}
+
+/// The last component of `path` as text, for messages that must not name a machine's
+/// directories.
+pub fn file_name_of(path: &Path) -> String {
+    path.file_name()
+        .map_or_else(String::new, |name| name.to_string_lossy().into_owned())
 }
 
 #[cfg(test)]

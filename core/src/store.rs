@@ -75,12 +75,14 @@ mod identity;
 mod reads;
 mod recovery;
 mod registry;
+mod repair;
+mod verify;
 mod writer;
 
 pub use checkpoint::{MANIFEST_FILE, Manifest, ManifestFile};
 pub use identity::{IDENTITY_FILE, StoreId};
+pub use reads::ReadBatch;
 pub(crate) use reads::check_page_limit;
-pub use reads::{ReadBatch, VerifyReport};
 
 /// A function told every new committed head (see [`Store::set_head_listener`]).
 pub type HeadListener = Arc<dyn Fn(crate::event::Position) + Send + Sync>;
@@ -95,6 +97,8 @@ impl std::fmt::Debug for Listener {
 }
 pub use registry::RegisteredGate;
 use registry::{COMPILED_WAITING_MAX, Compiled, Installed, load_gates, load_settings};
+pub use repair::{plan_repair, repair};
+pub use verify::{Break, VerifyPage, VerifyReport};
 
 /// When an append is answered relative to the disk.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]

@@ -20,6 +20,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use causeway_core::receipt::{self, ReceiptError};
+use causeway_core::store::Break;
 use causeway_core::*;
 
 /// Events written by [`populate`]; event `i` (from 0) lands at position `i + 1`.
@@ -237,6 +238,45 @@ fn assert_breaks_at(store: &Store, original: &[Event], position: u64) {
     assert!(!reason.is_empty());
     assert_eq!(report.events, position - 1);
     assert_eq!(report.digest, digest_of(&original[..position as usize - 1]));
+
+    // The bounded check (the Verify RPC's and the scrubber's) names the same position, from
+    // the start or from just before it, in pages of one chunk: the segment by file name, the
+    // frame's offset, and what differs.
+    let frame = &frames(store.dir())[&position];
+    for from in [1, position.saturating_sub(2).max(1), position] {
+        let (checked, found) = verify_in_pages(store, from);
+        let found = found.unwrap_or_else(|| panic!("no break from {from}"));
+        assert_eq!(found.position, Position(position), "{found:?}");
+        assert_eq!(
+            checked,
+            position - from,
+            "events found whole before the break"
+        );
+        assert_eq!(
+            found.segment,
+            frame.path.file_name().unwrap().to_string_lossy()
+        );
+        assert_eq!(found.offset, frame.offset as u64);
+        assert!(found.detail.contains("hash"), "{}", found.detail);
+    }
+}
+
+/// Runs `verify_range` from `from` to the head in pages as small as it allows, as a client of
+/// the Verify RPC does, and returns the events found whole and the first break.
+fn verify_in_pages(store: &Store, from: u64) -> (u64, Option<Break>) {
+    let mut next = Position(from);
+    let mut checked = 0;
+    loop {
+        let page = store
+            .verify_range(next, Position(u64::MAX), 1, &mut |_| {})
+            .unwrap();
+        checked += page.events;
+        if page.first_break.is_some() || page.end {
+            return (checked, page.first_break);
+        }
+        assert!(page.next > next, "every page makes progress");
+        next = page.next;
+    }
 }
 
 /// Writes the tamper log with default (64 MiB) segments, so every frame is in the one active
@@ -267,6 +307,21 @@ fn untampered_log_verifies_with_the_digest_of_the_head() {
     assert_eq!(report.events, N_EVENTS as u64);
     assert_eq!(report.digest, store.digest());
     assert_eq!(report.digest, digest_of(&events));
+    for from in [1, 7, N_EVENTS as u64] {
+        assert_eq!(
+            verify_in_pages(&store, from),
+            (N_EVENTS as u64 - from + 1, None)
+        );
+    }
+    let past_head = store
+        .verify_range(
+            Position(N_EVENTS as u64 + 1),
+            Position(u64::MAX),
+            1,
+            &mut |_| {},
+        )
+        .unwrap();
+    assert!(past_head.end && past_head.events == 0 && past_head.first_break.is_none());
     drop(store);
 
     // The digest is not stored: a reopen recomputes it and gets the same one.
@@ -396,6 +451,25 @@ fn tampering_in_sealed_segments_is_caught_with_or_without_their_idx() {
             "{case}: {report:?}"
         );
         assert_breaks_at(&store, &original, position);
+
+        // A scrub, segment by segment as the server's scrubber goes, finds it in the sealed
+        // segment that holds it, and paces itself by every byte it read.
+        let sealed = store.sealed_segments();
+        assert!(sealed.len() >= 2, "{case}: {sealed:?}");
+        let mut breaks = Vec::new();
+        for (first, last) in sealed {
+            let mut paced = 0;
+            let page = store
+                .verify_range(first, last, u64::MAX, &mut |bytes| paced += bytes)
+                .unwrap();
+            assert_eq!(paced, page.bytes, "{case}");
+            assert!(page.end || page.first_break.is_some(), "{case}");
+            breaks.extend(page.first_break.map(|found| (first, last, found.position)));
+        }
+        assert_eq!(breaks.len(), 1, "{case}: {breaks:?}");
+        let (first, last, at) = breaks[0];
+        assert!(first.0 <= position && position <= last.0, "{case}");
+        assert_eq!(at, Position(position), "{case}");
     }
 }
 

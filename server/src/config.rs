@@ -18,6 +18,7 @@
 //! durability = "fsync"          # or "relaxed"
 //! signing_key = "/etc/causeway/receipt.key"
 //! record_denials = true
+//! scrub_bytes_per_sec = 8388608  # the background scrubber's pace; 0 turns it off
 //! node_id = 1                   # runs as a member of a Raft cluster (see below)
 //! advertise = "10.0.0.1:7420"   # where other nodes and clients reach this one
 //! heartbeat_ms = 100
@@ -41,8 +42,8 @@ use crate::limits::{
     ADVERTISE_BYTES_MAX, ASYNC_THREADS_MAX, CONNECTIONS_DEFAULT, CONNECTIONS_MAX,
     ELECTION_TIMEOUT_MS_DEFAULT, ELECTION_TIMEOUT_MS_MAX, HEARTBEAT_MS_DEFAULT, HEARTBEAT_MS_MAX,
     HEARTBEAT_MS_MIN, POOL_QUEUE_DEFAULT, POOL_QUEUE_MAX, POOL_THREADS_DEFAULT, POOL_THREADS_MAX,
-    RAFT_LOG_KEPT_AFTER_SNAPSHOT, RAFT_SNAPSHOT_INTERVAL_ENTRIES, SUBSCRIPTIONS_DEFAULT,
-    SUBSCRIPTIONS_MAX, async_threads_default, subscribe_reads_max,
+    RAFT_LOG_KEPT_AFTER_SNAPSHOT, RAFT_SNAPSHOT_INTERVAL_ENTRIES, SCRUB_BYTES_PER_SEC_DEFAULT,
+    SUBSCRIPTIONS_DEFAULT, SUBSCRIPTIONS_MAX, async_threads_default, subscribe_reads_max,
 };
 
 /// The default data directory, relative to the working directory.
@@ -63,7 +64,7 @@ pub const ADMIN_LISTEN_DEFAULT: &str = "127.0.0.1:7421";
     about = "The Causeway event store, served over gRPC."
 )]
 pub struct Args {
-    /// Instead of serving, run a tool (`restore`).
+    /// Instead of serving, run a tool (`restore`, `repair`).
     #[command(subcommand)]
     pub command: Option<crate::restore::Command>,
     /// A TOML file with any of the settings below (flags and variables override it).
@@ -116,6 +117,10 @@ pub struct Args {
         value_parser = clap::builder::BoolishValueParser::new()
     )]
     pub record_denials: Option<bool>,
+    /// Bytes per second the background scrubber re-reads sealed segments at, checking CRCs
+    /// and the hash chain; 0 turns it off [default: 8388608].
+    #[arg(long, env = "CAUSEWAY_SCRUB_BYTES_PER_SEC")]
+    pub scrub_bytes_per_sec: Option<u64>,
     /// Run as member NODE_ID (1 or more) of a Raft cluster; fixed for the life of the data
     /// directory. Without it the server is a single node.
     #[arg(long, env = "CAUSEWAY_NODE_ID")]
@@ -209,6 +214,7 @@ struct File {
     durability: Option<Durability>,
     signing_key: Option<PathBuf>,
     record_denials: Option<bool>,
+    scrub_bytes_per_sec: Option<u64>,
     node_id: Option<u64>,
     advertise: Option<String>,
     heartbeat_ms: Option<u64>,
@@ -248,6 +254,9 @@ pub struct Config {
     /// setting lives in the log, the same for every node; when this is given, the server writes
     /// it there at start if it differs. `None` keeps what the log says.
     pub record_denials: Option<bool>,
+    /// The scrubber's pace in bytes per second (`scrub.rs`); 0 runs no scrubber. Faster finds
+    /// damage sooner and takes more of the disk from appends and reads.
+    pub scrub_bytes_per_sec: u64,
     /// Cluster membership settings; `None` runs a single node.
     pub cluster: Option<ClusterConfig>,
 }
@@ -285,6 +294,7 @@ impl Default for Config {
             durability: Durability::Fsync,
             signing_key: None,
             record_denials: None,
+            scrub_bytes_per_sec: SCRUB_BYTES_PER_SEC_DEFAULT,
             cluster: None,
         }
     }
@@ -364,6 +374,10 @@ impl Config {
                 .record_denials
                 .or(file.record_denials)
                 .or(defaults.record_denials),
+            scrub_bytes_per_sec: args
+                .scrub_bytes_per_sec
+                .or(file.scrub_bytes_per_sec)
+                .unwrap_or(defaults.scrub_bytes_per_sec),
             cluster: None,
         };
         let node_id = args.node_id.or(file.node_id);

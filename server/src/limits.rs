@@ -256,6 +256,20 @@ pub const BACKUP_MANIFEST_BYTES_MAX: u64 = 64 * 1024 * 1024;
 /// Bytes of a backup's `BACKUP` file (format, position, digest, the manifest's blake3).
 pub const BACKUP_FILE_BYTES_MAX: u64 = 4096;
 
+/// Bytes of frames one `OperationsService.Verify` call reads, at most (about: a chunk of events
+/// is finished): a page takes well under a second on a local disk, so a huge log is checked in
+/// many short calls and none holds a pool thread for long. A larger `max_bytes` is capped here.
+pub const VERIFY_PAGE_BYTES_MAX: u64 = 64 * 1024 * 1024;
+/// The scrubber's default pace, in bytes read per second (`--scrub-bytes-per-sec`): a 64 MiB
+/// segment takes 8 s, a 100 GiB log under 4 hours per pass, and the disk keeps nearly all of
+/// its bandwidth for appends and reads.
+pub const SCRUB_BYTES_PER_SEC_DEFAULT: u64 = 8 * 1024 * 1024;
+/// The pause between two scrubber passes over the sealed segments.
+pub const SCRUB_PASS_PAUSE: Duration = Duration::from_secs(60);
+/// Damage reports the scrubber remembers (so each is logged and counted once) and `/readyz`
+/// lists; past it, only the count grows.
+pub const SCRUB_BREAKS_KEPT_MAX: usize = 64;
+
 /// Events in one page of the web console's log or entity reads (`limit`); more is refused
 /// with 400. The page shows 50 by default; a page is also cut at [`CONSOLE_PAGE_BYTES_MAX`].
 pub const CONSOLE_PAGE_EVENTS_MAX: usize = 500;

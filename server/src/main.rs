@@ -1,5 +1,6 @@
 //! `causewayd`: reads the configuration, sets up logging, and serves until SIGINT or SIGTERM;
-//! `causewayd restore --from DIR --data-dir NEW` makes a data directory of a backup instead.
+//! `causewayd restore --from DIR --data-dir NEW` makes a data directory of a backup instead,
+//! and `causewayd repair --data-dir DIR --truncate-at-frame N` cuts a damaged log (`repair.rs`).
 //!
 //! The first line on stdout is `listening on ADDR`, printed once the store is open and the
 //! address bound, so scripts and tests that pass `--listen 127.0.0.1:0` learn the port; the
@@ -16,6 +17,9 @@ use causeway_server::{Config, Server, shutdown_signal};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
+    if let Some(exit) = causeway_server::repair::run_if_requested() {
+        return exit;
+    }
     if let Some(restored) = causeway_server::restore::run_if_requested() {
         return match restored {
             Ok(()) => ExitCode::SUCCESS,
@@ -124,6 +128,7 @@ fn log_start(config: &Config, json: bool) {
         log_format = if json { "json" } else { "text" },
         signing_key = config.signing_key.as_ref().map(|path| path.display().to_string()),
         record_denials = config.record_denials,
+        scrub_bytes_per_sec = config.scrub_bytes_per_sec,
         node_id = config.cluster.as_ref().map(|cluster| cluster.node_id),
         advertise = config.cluster.as_ref().map(|cluster| cluster.advertise.as_str()),
         heartbeat_ms = config.cluster.as_ref().map(|cluster| cluster.heartbeat.as_millis() as u64),

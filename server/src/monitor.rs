@@ -7,7 +7,8 @@
 //! - `/readyz` (readiness): 200 `ready` when the node can serve requests, else 503 with the
 //!   reason: the store is still opening (recovery reads the disk), it refuses writes, a
 //!   cluster member knows no leader (before `cluster init`, or while a minority), or the
-//!   server is stopping.
+//!   server is stopping. Damage the scrubber found (`scrub.rs`) is listed after the verdict
+//!   and does not change it.
 //!
 //! - `/` and `/api/...`: the read-only web console (`console.rs`).
 //!
@@ -65,6 +66,8 @@ pub struct Readiness {
     parts: OnceLock<Parts>,
     /// Set when shutdown begins.
     stopping: std::sync::atomic::AtomicBool,
+    /// What the scrubber found: reported, not a reason to stop serving.
+    scrub: Arc<crate::scrub::Findings>,
 }
 
 impl Readiness {
@@ -77,6 +80,11 @@ impl Readiness {
     pub fn stopping(&self) {
         self.stopping
             .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Where the scrubber records what it finds.
+    pub fn scrub_findings(&self) -> Arc<crate::scrub::Findings> {
+        self.scrub.clone()
     }
 
     /// The node's parts, once the store is open.
@@ -221,13 +229,18 @@ async fn healthz(State(admin): State<Admin>) -> impl IntoResponse {
 }
 
 async fn readyz(State(admin): State<Admin>) -> impl IntoResponse {
-    match admin.readiness.check() {
+    let (status, mut answer) = match admin.readiness.check() {
         Ok(()) => (StatusCode::OK, "ready\n".to_string()),
         Err(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: {reason}\n"),
         ),
+    };
+    if let Some(damage) = admin.readiness.scrub.summary() {
+        answer.push_str(&damage);
+        answer.push('\n');
     }
+    (status, answer)
 }
 
 /// Keeps gRPC health and `causeway_ready` in step with `readiness` until `stopping` turns

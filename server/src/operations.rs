@@ -19,14 +19,18 @@
 //!    every `backup-*.tmp` at start-up (a cluster node's state machine removes them too).
 //!
 //! Failures on this node's disk are answered without its paths ([`Error::Local`]).
+//!
+//! `Verify` checks one bounded page of the committed log (`Store::verify_range`, at most
+//! `VERIFY_PAGE_BYTES_MAX` of frames) on the pool and answers where to continue; a break is
+//! named by position, segment file name and offset, never by a path of this node.
 
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use causeway_core::Store;
 use causeway_core::store::{MANIFEST_FILE, Manifest};
+use causeway_core::{Position, Store};
 use tokio::sync::Semaphore;
 use tokio::sync::mpsc::{self, error::SendTimeoutError};
 use tokio_stream::wrappers::ReceiverStream;
@@ -36,7 +40,7 @@ use crate::checkpoint::{files_to_send, hash_file, read_chunks};
 use crate::cluster::node::ClusterNode;
 use crate::limits::{
     BACKUP_BUFFER_MESSAGES, BACKUP_CHUNK_BYTES, BACKUP_MANIFEST_BYTES_MAX, BACKUP_SEND_TIMEOUT,
-    BACKUPS_MAX,
+    BACKUPS_MAX, VERIFY_PAGE_BYTES_MAX,
 };
 use crate::live::LiveStore;
 use crate::pb;
@@ -162,6 +166,66 @@ impl OperationsService for Operations {
             drop(permit);
         });
         Ok(Response::new(ReceiverStream::new(receiver)))
+    }
+
+    async fn verify(
+        &self,
+        request: Request<pb::VerifyRequest>,
+    ) -> Result<Response<pb::VerifyResponse>, Status> {
+        let request = request.into_inner();
+        let max_bytes = match request.max_bytes {
+            0 => VERIFY_PAGE_BYTES_MAX,
+            max_bytes => max_bytes.min(VERIFY_PAGE_BYTES_MAX),
+        };
+        let from = Position(request.from_position.max(1));
+        let store = self.store.get();
+        let (head, page) = self
+            .pool
+            .run(move || {
+                let head = store.head();
+                let page = store.verify_range(from, Position(u64::MAX), max_bytes, &mut |_| {});
+                (head, page)
+            })
+            .await
+            .map_err(to_status)?;
+        let page = page.map_err(verify_status)?;
+        if let Some(found) = &page.first_break {
+            tracing::error!(
+                position = found.position.0,
+                segment = %found.segment,
+                offset = found.offset,
+                detail = %found.detail,
+                "verify found the log broken"
+            );
+        }
+        Ok(Response::new(pb::VerifyResponse {
+            checked_events: page.events,
+            checked_bytes: page.bytes,
+            next_position: page.next.0,
+            end: page.end,
+            head_position: head.0,
+            first_break: page.first_break.map(|found| pb::VerifyBreak {
+                position: found.position.0,
+                segment: found.segment,
+                offset: found.offset,
+                detail: found.detail,
+            }),
+        }))
+    }
+}
+
+/// The status of a verification that failed (rather than found a break), without this
+/// node's paths: the log has them.
+fn verify_status(err: causeway_core::Error) -> Status {
+    match err {
+        causeway_core::Error::Io { source, .. } => {
+            tracing::error!(%source, "verify failed on this node's disk");
+            Status::unavailable(format!(
+                "an i/o error on the node's disk ({}); the node's log has the details",
+                source.kind()
+            ))
+        }
+        other => to_status(Error::Core(other)),
     }
 }
 

@@ -43,6 +43,10 @@ pub enum Command {
     /// Make a data directory of a backup (from `causeway backup`), after checking every file
     /// and the hash chain; refuses a damaged or incomplete backup, naming the file.
     Restore(RestoreArgs),
+    /// Cut the event log at a damaged frame that open refuses ("frame N is damaged but frame M
+    /// after it is whole"): says what it will cut, and cuts (keeping the bytes in
+    /// events/quarantine/) only with --yes. The server must be stopped.
+    Repair(crate::repair::RepairArgs),
 }
 
 /// Where a restore reads and writes.

@@ -46,6 +46,7 @@ use crate::pb;
 use crate::pb::cluster_service_server::ClusterServiceServer;
 use crate::pb::event_store_service_server::EventStoreServiceServer;
 use crate::pool::Pool;
+use crate::scrub::Scrubber;
 use crate::service::{Service, key_id};
 use crate::subscribe::Hub;
 
@@ -99,6 +100,8 @@ pub struct Server {
     addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
     max_connections: usize,
+    /// The scrubber's pace; 0 runs none.
+    scrub_bytes_per_sec: u64,
     /// Stops the admin port, once the store is closed.
     admin_stop: watch::Sender<bool>,
     readiness: Arc<Readiness>,
@@ -218,6 +221,7 @@ impl Server {
             addr,
             admin_addr,
             max_connections: config.max_connections,
+            scrub_bytes_per_sec: config.scrub_bytes_per_sec,
             admin_stop,
             readiness,
             store,
@@ -281,6 +285,17 @@ impl Server {
             .max_decoding_message_size(MESSAGE_BYTES_MAX)
             .max_encoding_message_size(RESPONSE_BYTES_MAX);
 
+        let scrubber = match self.scrub_bytes_per_sec {
+            0 => None,
+            bytes_per_sec => Some(
+                Scrubber::start(
+                    self.store.clone(),
+                    bytes_per_sec,
+                    self.readiness.scrub_findings(),
+                )
+                .map_err(StartError::Threads)?,
+            ),
+        };
         let stopping = self.stopping;
         let mut grace_started = stopping.subscribe();
         let mut incoming_stop = stopping.subscribe();
@@ -356,6 +371,9 @@ impl Server {
                 Ok(())
             }
         };
+        if let Some(scrubber) = scrubber {
+            let _ = tokio::task::spawn_blocking(move || scrubber.stop()).await;
+        }
         if let Some(node) = self.cluster {
             node.shutdown().await;
         }

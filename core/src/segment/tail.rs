@@ -23,10 +23,44 @@ pub(super) struct Tail {
     pub(super) zeros_read: u64,
 }
 
+/// What [`inspect_tail`] found: the valid prefix, where the frames stop being whole, and
+/// whether a whole frame lies after that.
+pub(super) struct Inspection {
+    pub(super) tail: Tail,
+    /// Where the walk of whole frames stopped: the first frame that is damaged, cut short or
+    /// the zeros of reserved space.
+    pub(super) bad_offset: u64,
+    /// The index the frame at `bad_offset` should have.
+    pub(super) bad_index: u64,
+    /// The offset of a whole frame after `bad_offset`, if there is one.
+    pub(super) whole_frame: Option<u64>,
+}
+
 /// Finds the end of the last whole batch in the active segment. A bad frame is a torn tail only
 /// if no valid frame follows it; otherwise acknowledged data after it would be lost, so it is
 /// reported as corruption. The zeros of reserved space are a bad frame with nothing after it.
 pub(super) fn scan_tail(file: &File, path: &Path, first_index: u64) -> Result<Tail> {
+    let inspection = inspect_tail(file, path, first_index, false)?;
+    if let Some(later) = inspection.whole_frame {
+        let detail = format!(
+            "frame {} is damaged but frame {} at offset {later} after it is whole",
+            inspection.bad_index,
+            next_index_at(file, later)
+        );
+        return Err(Error::corrupt(path, inspection.bad_offset, detail));
+    }
+    Ok(inspection.tail)
+}
+
+/// Walks the active segment's whole frames and looks at what lies after them. With `to_end`,
+/// the look goes on past a whole frame after the bad one to the last byte that is not zero
+/// (what a repair would cut); without, it stops at that frame (open refuses anyway).
+pub(super) fn inspect_tail(
+    file: &File,
+    path: &Path,
+    first_index: u64,
+    to_end: bool,
+) -> Result<Inspection> {
     let file_len = file_len(file, path)?;
     let mut end = SEGMENT_HEADER_BYTES;
     let mut tail_index = first_index;
@@ -42,19 +76,26 @@ pub(super) fn scan_tail(file: &File, path: &Path, first_index: u64) -> Result<Ta
             tail_index = next_index;
         }
     }
-    let after = scan_after(file, path, file_len, end, offset, first_index, next_index)?;
-    if let Some(later) = after.whole_frame {
-        let detail = format!(
-            "frame {next_index} is damaged but frame {} at offset {later} after it is whole",
-            next_index_at(file, later)
-        );
-        return Err(Error::corrupt(path, offset, detail));
-    }
-    Ok(Tail {
+    let after = scan_after(
+        file,
+        path,
+        file_len,
         end,
-        next_index: tail_index,
-        dirty_end: after.dirty_end,
-        zeros_read: after.zeros_read,
+        offset,
+        first_index,
+        next_index,
+        to_end,
+    )?;
+    Ok(Inspection {
+        tail: Tail {
+            end,
+            next_index: tail_index,
+            dirty_end: after.dirty_end,
+            zeros_read: after.zeros_read,
+        },
+        bad_offset: offset,
+        bad_index: next_index,
+        whole_frame: after.whole_frame,
     })
 }
 
@@ -78,6 +119,10 @@ pub(super) struct After {
 /// whole frame after the bad one: an index no higher than the frames that fit between them
 /// allow, known flags, and a body that ends within the written range, since every byte of a
 /// whole frame was written. So garbage in a torn batch costs a few compares per byte.
+///
+/// The walk stops at the first whole frame unless `to_end` is set; then it goes on reading to
+/// the last byte that is not zero, looking for no further frame.
+#[allow(clippy::too_many_arguments)] // one private call site each; a struct would only rename them
 pub(super) fn scan_after(
     file: &File,
     path: &Path,
@@ -86,6 +131,7 @@ pub(super) fn scan_after(
     bad_offset: u64,
     segment: u64,
     min_index: u64,
+    to_end: bool,
 ) -> Result<After> {
     let mut after = After {
         dirty_end: tail_end,
@@ -114,7 +160,9 @@ pub(super) fn scan_after(
             // A whole frame's index (bytes 8..16 of its header) is at least `min_index`, so
             // unless that is 0, a header starts at least 8 bytes before a byte that is not zero.
             let own = usize::try_from(piece_end - at).expect("a piece fits in memory");
-            let candidates = if min_index == 0 {
+            let candidates = if after.whole_frame.is_some() {
+                0
+            } else if min_index == 0 {
                 own
             } else {
                 own.min(last.saturating_sub(7))
@@ -143,7 +191,10 @@ pub(super) fn scan_after(
                     && read_frame_at(file, end, candidate, segment, header.index).is_some()
                 {
                     after.whole_frame = Some(candidate);
-                    return Ok(after);
+                    if !to_end {
+                        return Ok(after);
+                    }
+                    break;
                 }
             }
             at = piece_end;

@@ -9,7 +9,6 @@
 //! The gates' view ([`StoreView`]) is the exception: it sees everything the writer has decided,
 //! durable or not, because it runs inside the writer, between one decision and the next.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -23,17 +22,6 @@ use crate::gate::{Scan, View};
 use crate::limits::*;
 use crate::query::Filter;
 use crate::segment::{self, FrameLoc};
-
-/// The result of [`Store::verify`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct VerifyReport {
-    /// Events checked.
-    pub events: u64,
-    /// The log digest recomputed from the events.
-    pub digest: Hash,
-    /// The first position whose hash does not match its bytes or chain, and why.
-    pub first_break: Option<(Position, String)>,
-}
 
 /// A page of a log read.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,51 +61,6 @@ pub(crate) fn check_page_limit(
 }
 
 impl Store {
-    /// Walks the whole log, recomputing every event's hash from its bytes and the previous hash
-    /// of its entity, and the log digest. Reports the first position whose stored hash does not
-    /// match. Reads every byte: cost grows with the log.
-    pub fn verify(&self) -> Result<VerifyReport> {
-        let head = self.committed().head;
-        let mut chains: HashMap<(String, String), Hash> = HashMap::new();
-        let mut digest = [0u8; 32];
-        let mut position = 1;
-        while position <= head {
-            let batch = self.read_log(
-                Position(position),
-                Direction::Forward,
-                READ_EVENTS_MAX,
-                &Filter::default(),
-            )?;
-            for event in batch.events {
-                let key = (event.scope.clone(), event.entity.clone());
-                let prev_hash = chains.get(&key).copied().unwrap_or([0; 32]);
-                let (_, recomputed) = codec::encode(&event, &prev_hash, None);
-                if recomputed != event.hash {
-                    let why = format!(
-                        "event {} in {}/{} does not hash to its stored hash",
-                        event.id, event.scope, event.entity
-                    );
-                    return Ok(VerifyReport {
-                        events: event.position.0 - 1,
-                        digest,
-                        first_break: Some((event.position, why)),
-                    });
-                }
-                digest = codec::next_digest(&digest, &event.hash);
-                chains.insert(key, event.hash);
-                position = event.position.0 + 1;
-            }
-            if batch.end {
-                break;
-            }
-        }
-        Ok(VerifyReport {
-            events: head,
-            digest,
-            first_break: None,
-        })
-    }
-
     /// The committed head: the position of the last durable event, 0 when empty.
     pub fn head(&self) -> Position {
         Position(self.committed().head)

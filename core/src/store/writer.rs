@@ -174,9 +174,10 @@ impl Writer {
         }
         syncer.close();
         self.sidecars.finish();
-        // Closing: make sure everything written is on disk, whatever the durability mode.
+        // Closing: make sure everything written is on disk, whatever the durability mode, and
+        // record how far, so the next open can tell damage to these frames from a torn write.
         if self.shared.poisoned().is_none() {
-            self.log.flush(true)?;
+            self.log.record_synced()?;
         }
         Ok(())
     }

@@ -11,12 +11,15 @@
 //! - `backup`: backup under load, restore into a fresh node, damaged backups refused.
 //! - `monitor`: the admin port's metrics and readiness, health after a failed write, and logs.
 //! - `console`: the web console's JSON API and live tail on the admin port, and its bounds.
+//! - `integrity`: segments edited on disk: Verify and the scrubber name a tampered event,
+//!   recovery quarantines a damaged tail, `causewayd repair` cuts what open refuses.
 
 mod backup;
 mod bad_input;
 mod console;
 mod errors;
 mod harness;
+mod integrity;
 mod monitor;
 mod operations;
 mod overload;
