@@ -14,7 +14,8 @@
 //! [`operations`] serves backups, shipping files as [`checkpoint`] does for snapshots too, and
 //! [`restore`] is `causewayd restore`, which makes a data directory of a backup. The
 //! operator's side: [`monitor`] (the admin port and readiness), [`metrics`], [`observe`] (every
-//! RPC counted and its failures logged), [`console`], and [`incoming`] (bounded listeners).
+//! RPC counted and its failures logged), [`console`], [`incoming`] (bounded listeners) and
+//! [`tls`] (TLS on both ports and between nodes, reloaded when its files change).
 
 /// The generated protobuf types and gRPC server of `causeway.v1`.
 pub mod pb {
@@ -43,6 +44,7 @@ pub mod server;
 pub mod service;
 pub mod status;
 pub mod subscribe;
+pub mod tls;
 
 pub use config::Config;
 pub use server::{Server, StartError, shutdown_signal};

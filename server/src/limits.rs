@@ -317,3 +317,12 @@ pub const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// The most characters of a value a client sent that an error message repeats (an id that is
 /// not a UUID, a console parameter); longer values are cut, with their length said.
 pub const ECHO_CHARS_MAX: usize = 64;
+/// Bytes of one TLS file (a certificate chain, a key, a CA bundle) read at start or reload; a
+/// FIFO or `/dev/zero` named by mistake is refused instead of read forever.
+pub const TLS_FILE_BYTES_MAX: u64 = 1024 * 1024;
+/// How long a client may take over its TLS handshake; the connection holds one of the port's
+/// permits meanwhile, so a client that stalls it gives the permit back at this bound.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the TLS files' modification times are compared with the last load; a change
+/// reloads them (SIGHUP reloads at once).
+pub const TLS_RELOAD_POLL_INTERVAL: Duration = Duration::from_secs(2);
