@@ -10,6 +10,8 @@
 //! - `backup`: backup under load, restore into a fresh node, damaged backups refused.
 //! - `monitor`: the admin port's metrics and readiness, health after a failed write, and logs.
 //! - `console`: the web console's JSON API and live tail on the admin port, and its bounds.
+//! - `tls`: TLS and mutual TLS handshakes, node identity between peers, reload, and the
+//!   refusal of plaintext beyond loopback.
 
 mod backup;
 mod console;
@@ -20,4 +22,5 @@ mod operations;
 mod overload;
 mod shutdown;
 mod subscribe;
+mod tls;
 mod unary;
