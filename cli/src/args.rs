@@ -32,7 +32,8 @@ const GLOBAL: &str = "Global options";
                   idempotency key); 5 the server failed."
 )]
 pub struct Cli {
-    /// The server: http://host:port or host:port; for a cluster, any of its members
+    /// The server: http://host:port, https://host:port or host:port (TLS when a --tls-* flag
+    /// is given); for a cluster, any of its members
     /// separated by commas (a:1,b:2,c:3), and requests follow the leader.
     #[arg(
         long,
@@ -43,6 +44,17 @@ pub struct Cli {
         overrides_with = "server"
     )]
     pub server: String,
+    /// A PEM file of the CA that signed the server's certificate; `host:port` addresses are
+    /// then dialled over TLS (https://) [default for https://: the system's roots].
+    #[arg(long, global = true, help_heading = GLOBAL, env = "CAUSEWAY_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// A PEM file with a client certificate, for a server that requires one (mutual TLS);
+    /// with --tls-key.
+    #[arg(long, global = true, help_heading = GLOBAL, env = "CAUSEWAY_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// A PEM file with the private key of --tls-cert.
+    #[arg(long, global = true, help_heading = GLOBAL, env = "CAUSEWAY_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
     /// How to print results.
     #[arg(
         long,

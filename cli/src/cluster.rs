@@ -7,7 +7,7 @@
 //! it) and succeeds; the changes fail with the same explanation.
 
 use anyhow::Result;
-use causeway_client::{ClusterAdmin, ClusterView, Error, pb};
+use causeway_client::{ClusterAdmin, ClusterView, Error, Tls, pb};
 use serde_json::{Value, json};
 
 use crate::args::{ClusterCommand, Output};
@@ -15,8 +15,16 @@ use crate::commands::{emit, print_json};
 use crate::table;
 
 /// Runs a cluster subcommand against the members at `server`.
-pub async fn run(server: &str, command: ClusterCommand, output: Output) -> Result<()> {
-    let admin = ClusterAdmin::connect(server).await?;
+pub async fn run(
+    server: &str,
+    tls: Option<&Tls>,
+    command: ClusterCommand,
+    output: Output,
+) -> Result<()> {
+    let admin = match tls {
+        None => ClusterAdmin::connect(server).await?,
+        Some(tls) => ClusterAdmin::connect_tls(server, tls).await?,
+    };
     match command {
         ClusterCommand::Init { voters } => {
             let cluster_id = admin.init(&voters).await?;

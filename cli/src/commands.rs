@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result, bail};
 use causeway_client::{
-    AppendBuilder, Client, EventBuilder, FilterBuilder, Start, SubscribeItem, pb, receipt,
+    AppendBuilder, Client, EventBuilder, FilterBuilder, Start, SubscribeItem, Tls, pb, receipt,
 };
 use serde_json::{Value, json};
 use tokio_stream::StreamExt as _;
@@ -27,8 +27,12 @@ use crate::{bench, json, table};
 /// Runs the command and returns the process's exit code.
 pub async fn run(cli: Cli) -> Result<ExitCode> {
     let output = cli.output;
+    let tls = tls(&cli)?;
     match cli.command {
         Command::Verify(args) if args.offline => return verify_offline(&args, output),
+        Command::Bench(_) if tls.is_some() || cli.server.contains("https://") => {
+            bail!("bench opens plaintext connections only; run it against a plaintext server")
+        }
         Command::Bench(args) => {
             // A bench measures one server over connections it opens itself.
             let n_addresses = causeway_client::follow::parse_addresses(&cli.server)?.len();
@@ -42,10 +46,12 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             return bench::run(server, args, output).await;
         }
         Command::Cluster(command) => {
-            cluster::run(&cli.server, command, output).await?;
+            cluster::run(&cli.server, tls.as_ref(), command, output).await?;
             return Ok(ExitCode::SUCCESS);
         }
-        Command::Health { service } => return health(&cli.server, &service, output).await,
+        Command::Health { service } => {
+            return health(&cli.server, tls.as_ref(), &service, output).await;
+        }
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(
@@ -59,7 +65,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         }
         _ => {}
     }
-    let client = Client::connect(&cli.server)
+    let client = connect(&cli.server, tls.as_ref())
         .await?
         .with_consistency(cli.consistency.into());
     match cli.command {
@@ -123,15 +129,41 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The TLS settings the `--tls-*` flags give, if any.
+fn tls(cli: &Cli) -> Result<Option<Tls>, causeway_client::Error> {
+    if cli.tls_ca.is_none() && cli.tls_cert.is_none() && cli.tls_key.is_none() {
+        return Ok(None);
+    }
+    Tls::from_files(
+        cli.tls_ca.as_deref(),
+        cli.tls_cert.as_deref(),
+        cli.tls_key.as_deref(),
+    )
+    .map(Some)
+}
+
+/// A client of `server`, over TLS when `tls` is given.
+async fn connect(server: &str, tls: Option<&Tls>) -> Result<Client, causeway_client::Error> {
+    match tls {
+        None => Client::connect(server).await,
+        Some(tls) => Client::connect_tls(server, tls).await,
+    }
+}
+
 /// How long `health` waits for the connection and the answer together.
 const HEALTH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Asks the server's gRPC health service about `service` ("" for the server as a whole);
 /// prints the status and succeeds only when it is SERVING.
-async fn health(server: &str, service: &str, output: Output) -> Result<ExitCode> {
+async fn health(
+    server: &str,
+    tls: Option<&Tls>,
+    service: &str,
+    output: Output,
+) -> Result<ExitCode> {
     use tonic_health::pb::health_check_response::ServingStatus;
     let asked = async {
-        let client = Client::connect(server).await?;
+        let client = connect(server, tls).await?;
         let mut health = tonic_health::pb::health_client::HealthClient::new(client.channel());
         let request = tonic_health::pb::HealthCheckRequest {
             service: service.to_string(),

@@ -43,7 +43,7 @@ pub fn status_of(err: &anyhow::Error) -> u8 {
 
 fn of_client(err: &Error) -> u8 {
     match err {
-        Error::InvalidAddress { .. } | Error::SingleNode { .. } => USAGE,
+        Error::InvalidAddress { .. } | Error::Tls { .. } | Error::SingleNode { .. } => USAGE,
         Error::Connect { .. }
         | Error::NotLeader { .. }
         | Error::LeaderUnknown { .. }

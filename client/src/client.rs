@@ -20,10 +20,11 @@ use tonic::transport::Channel;
 
 use crate::append::AppendBuilder;
 use crate::error::Error;
-use crate::follow::{Idempotence, Router, parse_addresses};
+use crate::follow::{Idempotence, Router, parse_addresses, parse_addresses_as};
 use crate::pb;
 use crate::pb::event_store_service_client::EventStoreServiceClient;
 use crate::pb::operations_service_client::OperationsServiceClient;
+use crate::tls::Tls;
 
 /// How long [`Client::connect`] waits for the TCP and HTTP/2 handshake, per address.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -97,7 +98,8 @@ pub struct Client {
 impl Client {
     /// Connects to `addresses`: one address, or several separated by commas
     /// (`10.0.0.1:7420,10.0.0.2:7420`), each a URI (`http://127.0.0.1:7420`) or `host:port`,
-    /// taken as plain-text `http`. The first address that answers is used; the others (and the
+    /// taken as plain-text `http` (`https://` addresses are TLS with the system's roots; see
+    /// [`Client::connect_tls`] for a CA or a client certificate). The first address that answers is used; the others (and the
     /// leader, once a follower names it) are where calls go when it stops answering or is not
     /// the leader. Requests and responses are gzip-compressed.
     ///
@@ -117,7 +119,16 @@ impl Client {
     /// ```
     pub async fn connect(addresses: &str) -> Result<Client, Error> {
         Ok(Client {
-            router: Router::connect(parse_addresses(addresses)?).await?,
+            router: Router::connect(parse_addresses(addresses)?, None).await?,
+            consistency: pb::ReadConsistency::Linearizable,
+        })
+    }
+
+    /// [`Client::connect`] over TLS: `host:port` addresses are dialled as `https`, trusting and
+    /// presenting what `tls` says (an explicit `http://` address stays plaintext).
+    pub async fn connect_tls(addresses: &str, tls: &Tls) -> Result<Client, Error> {
+        Ok(Client {
+            router: Router::connect(parse_addresses_as(addresses, true)?, Some(tls)).await?,
             consistency: pb::ReadConsistency::Linearizable,
         })
     }

@@ -19,9 +19,12 @@ use tonic::transport::Channel;
 
 use crate::client::{MEMBER_STATUS_TIMEOUT, RESPONSE_BYTES_MAX};
 use crate::error::Error;
-use crate::follow::{Idempotence, Router, error_chain, never_sent, parse_addresses, uri};
+use crate::follow::{
+    Idempotence, Router, error_chain, never_sent, parse_addresses, parse_addresses_as,
+};
 use crate::pb;
 use crate::pb::cluster_service_client::ClusterServiceClient;
+use crate::tls::Tls;
 
 /// A connection to a cluster's members for administration.
 #[derive(Clone, Debug)]
@@ -81,7 +84,14 @@ impl ClusterAdmin {
     /// commas, as for [`crate::Client::connect`]).
     pub async fn connect(addresses: &str) -> Result<ClusterAdmin, Error> {
         Ok(ClusterAdmin {
-            router: Router::connect(parse_addresses(addresses)?).await?,
+            router: Router::connect(parse_addresses(addresses)?, None).await?,
+        })
+    }
+
+    /// [`ClusterAdmin::connect`] over TLS, as [`crate::Client::connect_tls`].
+    pub async fn connect_tls(addresses: &str, tls: &Tls) -> Result<ClusterAdmin, Error> {
+        Ok(ClusterAdmin {
+            router: Router::connect(parse_addresses_as(addresses, true)?, Some(tls)).await?,
         })
     }
 
@@ -190,7 +200,7 @@ impl ClusterAdmin {
     /// The status of the node at `address` (HOST:PORT or a URI), asked once and given
     /// [`MEMBER_STATUS_TIMEOUT`] to answer.
     pub async fn status_at(&self, address: &str) -> Result<pb::GetClusterStatusResponse, Error> {
-        let uri = uri(address);
+        let uri = self.router.uri(address);
         let mut stub = stub(self.router.channel_to(&uri)?);
         let request = stub.get_cluster_status(pb::GetClusterStatusRequest {});
         match tokio::time::timeout(MEMBER_STATUS_TIMEOUT, request).await {

@@ -74,6 +74,13 @@ pub enum Error {
         detail: String,
     },
 
+    /// The TLS files could not be used (unreadable, a certificate without its key).
+    #[error("TLS: {detail}")]
+    Tls {
+        /// What is wrong, naming the file.
+        detail: String,
+    },
+
     /// The connection to the server could not be established.
     #[error("cannot connect to {address}: {detail}")]
     Connect {

@@ -24,19 +24,25 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::time::Instant;
 use tonic::Code;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::client::{
     ADDRESSES_MAX, CONNECT_TIMEOUT, FOLLOW_ATTEMPTS_MAX, FOLLOW_DEADLINE, FOLLOW_PAUSE_MAX,
     FOLLOW_PAUSE_MIN, HTTP2_FRAME_BYTES_MAX, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT,
 };
 use crate::error::Error;
+use crate::tls::Tls;
 
 /// Splits a comma-separated list of server addresses (`a:1,b:2` or URIs such as
 /// `http://a:1`) into URIs, `host:port` taken as plain-text `http`. Spaces around an address
 /// are ignored and a repeated address is kept once; an empty list, an empty item, more than
 /// [`ADDRESSES_MAX`] addresses or one that is no URI is [`Error::InvalidAddress`].
 pub fn parse_addresses(list: &str) -> Result<Vec<String>, Error> {
+    parse_addresses_as(list, false)
+}
+
+/// [`parse_addresses`], taking `host:port` as `https` when `secure`.
+pub(crate) fn parse_addresses_as(list: &str, secure: bool) -> Result<Vec<String>, Error> {
     let invalid = |address: &str, detail: String| Error::InvalidAddress {
         address: address.to_string(),
         detail,
@@ -49,7 +55,7 @@ pub fn parse_addresses(list: &str) -> Result<Vec<String>, Error> {
                 "the list holds an empty address (expected HOST:PORT[,HOST:PORT...])".to_string(),
             ));
         }
-        let uri = uri(address);
+        let uri = uri_as(address, secure);
         Endpoint::from_shared(uri.clone()).map_err(|err| invalid(address, error_chain(&err)))?;
         if !uris.contains(&uri) {
             uris.push(uri);
@@ -67,10 +73,13 @@ pub fn parse_addresses(list: &str) -> Result<Vec<String>, Error> {
     Ok(uris)
 }
 
-/// `address` as a URI: unchanged when it has a scheme, else `http://address`.
-pub(crate) fn uri(address: &str) -> String {
+/// `address` as a URI: unchanged when it has a scheme, else `https://address` when `secure`,
+/// else `http://address`.
+pub(crate) fn uri_as(address: &str, secure: bool) -> String {
     if address.contains("://") {
         address.to_string()
+    } else if secure {
+        format!("https://{address}")
     } else {
         format!("http://{address}")
     }
@@ -160,6 +169,9 @@ pub(crate) struct Router {
     /// False for a client over a caller's channel: there is nowhere else to go, so every
     /// call is sent once, as before clusters existed.
     follows: bool,
+    /// TLS for `https` addresses; when given, `host:port` addresses (a leader's, learned from a
+    /// redirect, too) are dialled as `https`.
+    tls: Option<ClientTlsConfig>,
 }
 
 #[derive(Debug)]
@@ -177,10 +189,14 @@ impl Router {
     /// Dials `addresses` (URIs, as [`parse_addresses`] makes them) in order and keeps the
     /// first that answers; the others are dialled when calls go there. When none answers,
     /// [`Error::Connect`] names each address and why.
-    pub(crate) async fn connect(addresses: Vec<String>) -> Result<Router, Error> {
+    pub(crate) async fn connect(
+        addresses: Vec<String>,
+        tls: Option<&Tls>,
+    ) -> Result<Router, Error> {
+        let tls = tls.map(|tls| tls.config().clone());
         let mut failures = Vec::new();
         for address in &addresses {
-            match endpoint(address)?.connect().await {
+            match endpoint(address, tls.as_ref())?.connect().await {
                 Ok(channel) => {
                     let known = Known {
                         addresses: addresses.clone(),
@@ -190,6 +206,7 @@ impl Router {
                     return Ok(Router {
                         known: Arc::new(Mutex::new(known)),
                         follows: true,
+                        tls,
                     });
                 }
                 Err(err) => failures.push((address.clone(), error_chain(&err))),
@@ -219,7 +236,13 @@ impl Router {
         Router {
             known: Arc::new(Mutex::new(known)),
             follows: false,
+            tls: None,
         }
+    }
+
+    /// `address` as a URI, `https` for `host:port` when this router has TLS.
+    pub(crate) fn uri(&self, address: &str) -> String {
+        uri_as(address, self.tls.is_some())
     }
 
     /// The address calls go to now.
@@ -241,7 +264,7 @@ impl Router {
         if let Some(channel) = self.lock().channels.get(address) {
             return Ok(channel.clone());
         }
-        let channel = endpoint(address)?.connect_lazy();
+        let channel = endpoint(address, self.tls.as_ref())?.connect_lazy();
         Ok(self
             .lock()
             .channels
@@ -279,8 +302,10 @@ impl Router {
             match next_step(&error, idempotence) {
                 Step::Stop => return Err(settled(error, idempotence)),
                 // An address that is no URI cannot be followed; the caller sees where it was.
-                Step::Redirect(leader) if endpoint(&uri(&leader)).is_err() => return Err(error),
-                Step::Redirect(leader) if uri(&leader) != address => self.redirect(&leader),
+                Step::Redirect(leader) if endpoint(&self.uri(&leader), None).is_err() => {
+                    return Err(error);
+                }
+                Step::Redirect(leader) if self.uri(&leader) != address => self.redirect(&leader),
                 // A redirect to where the call just went: that node's view is stale.
                 Step::Redirect(_) | Step::PauseAndRotate => {
                     self.rotate(&address);
@@ -293,7 +318,7 @@ impl Router {
 
     /// Sends calls to the leader at `leader` (HOST:PORT or a URI) from now on.
     fn redirect(&self, leader: &str) {
-        let leader = uri(leader);
+        let leader = self.uri(leader);
         let mut known = self.lock();
         if !known.addresses.contains(&leader) && known.addresses.len() < ADDRESSES_MAX {
             known.addresses.push(leader.clone());
@@ -324,13 +349,24 @@ impl Router {
     }
 }
 
-/// The endpoint for `address` (a URI) with this crate's connection settings.
-fn endpoint(address: &str) -> Result<Endpoint, Error> {
-    Ok(Endpoint::from_shared(address.to_string())
-        .map_err(|err| Error::InvalidAddress {
-            address: address.to_string(),
-            detail: error_chain(&err),
-        })?
+/// The endpoint for `address` (a URI) with this crate's connection settings; an `https`
+/// address over `tls`, or the system's roots without it.
+fn endpoint(address: &str, tls: Option<&ClientTlsConfig>) -> Result<Endpoint, Error> {
+    let invalid = |detail: String| Error::InvalidAddress {
+        address: address.to_string(),
+        detail,
+    };
+    let mut endpoint =
+        Endpoint::from_shared(address.to_string()).map_err(|err| invalid(error_chain(&err)))?;
+    if address.starts_with("https://") {
+        let tls = tls
+            .cloned()
+            .unwrap_or_else(|| ClientTlsConfig::new().with_native_roots());
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|err| invalid(error_chain(&err)))?;
+    }
+    Ok(endpoint
         .connect_timeout(CONNECT_TIMEOUT)
         .max_frame_size(HTTP2_FRAME_BYTES_MAX)
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
@@ -379,6 +415,18 @@ mod tests {
             .collect();
         let details = ErrorDetails::with_error_info(reason, "causeway", metadata);
         Error::from(tonic::Status::with_error_details(code, "refused", details))
+    }
+
+    #[test]
+    fn with_tls_a_bare_address_is_https_and_a_written_scheme_stays() {
+        assert_eq!(
+            parse_addresses_as("a:1,http://b:2,https://c:3", true).expect("a valid list"),
+            ["https://a:1", "http://b:2", "https://c:3"]
+        );
+        assert_eq!(
+            parse_addresses_as("a:1", false).expect("a valid list"),
+            ["http://a:1"]
+        );
     }
 
     #[test]
@@ -544,7 +592,7 @@ mod tests {
             .and_then(|listener| listener.local_addr())
             .expect("bind an ephemeral port")
             .port();
-        let channel = endpoint(&format!("http://127.0.0.1:{port}"))
+        let channel = endpoint(&format!("http://127.0.0.1:{port}"), None)
             .expect("a valid endpoint")
             .connect_lazy();
         let mut stub = crate::pb::event_store_service_client::EventStoreServiceClient::new(channel);
@@ -579,6 +627,7 @@ mod tests {
                 channels: HashMap::new(),
             })),
             follows: true,
+            tls: None,
         };
         router.rotate("http://a:1");
         assert_eq!(router.current(), "http://b:2");

@@ -9,6 +9,7 @@
 //! cluster, changes its members and shows every member's state. [`receipt::verify`] checks a
 //! receipt offline against the events and the server's public key, with no server involved.
 //! [`backup::backup`] writes a node's store into a backup directory, checking every byte.
+//! [`Tls`] reaches a server that serves TLS, with a client certificate for mutual TLS.
 //! The wire types are in [`pb`], generated from `proto/causeway/v1`.
 //!
 //! The crate depends on the protobuf API only, never on `causeway-core`: it is the reference
@@ -28,6 +29,7 @@ pub mod error;
 pub mod filter;
 pub mod follow;
 pub mod receipt;
+pub mod tls;
 
 pub use append::{AppendBuilder, EventBuilder, Expected};
 pub use backup::{Backup, BackupError};
@@ -36,3 +38,4 @@ pub use cluster::{ClusterAdmin, ClusterView, MemberStatus};
 pub use error::Error;
 pub use filter::FilterBuilder;
 pub use receipt::ReceiptError;
+pub use tls::Tls;

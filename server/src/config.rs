@@ -25,11 +25,19 @@
 //! election_timeout_ms = 500
 //! snapshot_entries = 200000     # entries applied between two snapshots
 //! log_keep_entries = 100000     # entries kept behind the last snapshot, for lagging followers
+//! tls_cert = "/etc/causeway/tls/node.crt"   # TLS on both ports (with tls_key)
+//! tls_key = "/etc/causeway/tls/node.key"
+//! tls_client_ca = "/etc/causeway/tls/ca.crt"  # client certificates required; peers are mTLS
+//! insecure = false              # true allows plaintext on an address other than loopback
 //! ```
 //!
 //! Without `node_id` the server is one node on its own store, as it has always been. With it,
 //! the server is a cluster member: it keeps a Raft log beside the store, waits to be
 //! initialised (`causeway cluster init`) or added by a leader, and serves writes only as leader.
+//!
+//! Plaintext is for loopback: a `listen` or `admin_listen` address other than loopback is
+//! refused without TLS unless `insecure` says plaintext to the network is meant. A cluster
+//! member with TLS needs `tls_client_ca`: its peers are mutual TLS from the first start.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -45,6 +53,7 @@ use crate::limits::{
     RAFT_LOG_KEPT_AFTER_SNAPSHOT, RAFT_SNAPSHOT_INTERVAL_ENTRIES, SCRUB_BYTES_PER_SEC_DEFAULT,
     SUBSCRIPTIONS_DEFAULT, SUBSCRIPTIONS_MAX, async_threads_default, subscribe_reads_max,
 };
+use crate::tls::TlsFiles;
 
 /// The default data directory, relative to the working directory.
 pub const DATA_DIR_DEFAULT: &str = "./causeway-data";
@@ -144,6 +153,28 @@ pub struct Args {
     /// [default: 100000].
     #[arg(long, env = "CAUSEWAY_LOG_KEEP_ENTRIES")]
     pub log_keep_entries: Option<u64>,
+    /// A PEM file with this server's certificate chain, leaf first; with --tls-key, both ports
+    /// serve TLS only. Reloaded on SIGHUP and when the file changes.
+    #[arg(long, env = "CAUSEWAY_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// A PEM file with the private key of --tls-cert.
+    #[arg(long, env = "CAUSEWAY_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// A PEM file of CA certificates: clients must then present a certificate one of them
+    /// signed (mutual TLS). A cluster member with TLS needs it: peers use it to trust each
+    /// other, and each node's certificate names it as DNS name node-<id>.causeway.
+    #[arg(long, env = "CAUSEWAY_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Serve plaintext on an address other than loopback (without TLS such an address is
+    /// refused): for a network that is trusted, or TLS ended in front of the server.
+    #[arg(
+        long,
+        env = "CAUSEWAY_INSECURE",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub insecure: Option<bool>,
 }
 
 /// When appends are answered relative to the disk.
@@ -221,6 +252,10 @@ struct File {
     election_timeout_ms: Option<u64>,
     snapshot_entries: Option<u64>,
     log_keep_entries: Option<u64>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
+    insecure: Option<bool>,
 }
 
 /// The resolved configuration a server starts with.
@@ -259,6 +294,10 @@ pub struct Config {
     pub scrub_bytes_per_sec: u64,
     /// Cluster membership settings; `None` runs a single node.
     pub cluster: Option<ClusterConfig>,
+    /// TLS on both ports (and mutual TLS between cluster nodes); `None` serves plaintext.
+    pub tls: Option<TlsFiles>,
+    /// Whether plaintext may be served on an address other than loopback.
+    pub insecure: bool,
 }
 
 /// How a cluster member identifies itself and times its elections.
@@ -296,6 +335,8 @@ impl Default for Config {
             record_denials: None,
             scrub_bytes_per_sec: SCRUB_BYTES_PER_SEC_DEFAULT,
             cluster: None,
+            tls: None,
+            insecure: false,
         }
     }
 }
@@ -379,6 +420,30 @@ impl Config {
                 .or(file.scrub_bytes_per_sec)
                 .unwrap_or(defaults.scrub_bytes_per_sec),
             cluster: None,
+            tls: match (
+                args.tls_cert.or(file.tls_cert),
+                args.tls_key.or(file.tls_key),
+                args.tls_client_ca.or(file.tls_client_ca),
+            ) {
+                (Some(cert), Some(key), client_ca) => Some(TlsFiles {
+                    cert,
+                    key,
+                    client_ca,
+                }),
+                (None, None, None) => None,
+                (cert, _, _) => {
+                    let missing = if cert.is_none() {
+                        "tls_cert"
+                    } else {
+                        "tls_key"
+                    };
+                    return Err(ConfigError(format!(
+                        "{missing} is missing; TLS needs tls_cert and tls_key (and tls_client_ca \
+                         only with them)"
+                    )));
+                }
+            },
+            insecure: args.insecure.or(file.insecure).unwrap_or(defaults.insecure),
         };
         let node_id = args.node_id.or(file.node_id);
         let config = match node_id {
@@ -485,6 +550,30 @@ impl Config {
         }
         if let Some(cluster) = &self.cluster {
             cluster.check(self.listen)?;
+            if let Some(tls) = &self.tls
+                && tls.client_ca.is_none()
+            {
+                return Err(ConfigError(
+                    "tls_client_ca is missing; a cluster member with TLS needs it, for the \
+                     mutual TLS between nodes"
+                        .to_string(),
+                ));
+            }
+        }
+        if self.tls.is_none() && !self.insecure {
+            let addresses = [
+                ("listen", Some(self.listen)),
+                ("admin_listen", self.admin_listen),
+            ];
+            if let Some((setting, Some(addr))) = addresses
+                .into_iter()
+                .find(|(_, addr)| addr.is_some_and(|addr| !addr.ip().is_loopback()))
+            {
+                return Err(ConfigError(format!(
+                    "{setting} is {addr}, not loopback, and TLS is off: give tls_cert and \
+                     tls_key, or insecure to serve plaintext to the network"
+                )));
+            }
         }
         if let Some(admin) = self.admin_listen
             && admin == self.listen
@@ -630,6 +719,57 @@ mod tests {
         assert_eq!(subscribe_reads_max(config.pool_threads), 32);
         Config::from_args(args(&["--pool-threads", "1", "--pool-queue", "1"]))
             .expect("the smallest pool still serves");
+    }
+
+    #[test]
+    fn plaintext_beyond_loopback_is_refused_without_insecure() {
+        let err = Config::from_args(args(&["--listen", "0.0.0.0:7420"]))
+            .expect_err("plaintext on every interface");
+        assert!(
+            err.0.contains("listen is 0.0.0.0:7420, not loopback"),
+            "{err}"
+        );
+        assert!(!err.0.contains('\n'), "one line: {err}");
+        let err = Config::from_args(args(&["--admin-listen", "10.0.0.1:7421"]))
+            .expect_err("the admin port in plaintext on the network");
+        assert!(err.0.contains("admin_listen is 10.0.0.1:7421"), "{err}");
+        let config = Config::from_args(args(&["--listen", "0.0.0.0:7420", "--insecure"]))
+            .expect("plaintext said to be meant");
+        assert!(config.insecure);
+        let config = Config::from_args(args(&[
+            "--listen",
+            "[::]:7420",
+            "--tls-cert",
+            "node.crt",
+            "--tls-key",
+            "node.key",
+        ]))
+        .expect("TLS on every interface");
+        assert_eq!(
+            config.tls.map(|tls| tls.client_ca),
+            Some(None),
+            "no client CA given"
+        );
+        Config::from_args(args(&["--listen", "[::1]:7420"])).expect("IPv6 loopback");
+    }
+
+    #[test]
+    fn tls_settings_come_whole() {
+        let err = Config::from_args(args(&["--tls-cert", "node.crt"])).expect_err("no key");
+        assert!(err.0.contains("tls_key is missing"), "{err}");
+        let err = Config::from_args(args(&["--tls-client-ca", "ca.crt"]))
+            .expect_err("a client CA without a certificate");
+        assert!(err.0.contains("tls_cert is missing"), "{err}");
+        let err = Config::from_args(args(&[
+            "--node-id",
+            "1",
+            "--tls-cert",
+            "node.crt",
+            "--tls-key",
+            "node.key",
+        ]))
+        .expect_err("a TLS cluster member without a client CA");
+        assert!(err.0.contains("tls_client_ca is missing"), "{err}");
     }
 
     #[test]

@@ -15,7 +15,8 @@
 //! [`restore`] is `causewayd restore`, which makes a data directory of a backup. The
 //! operator's side: [`monitor`] (the admin port and readiness), [`metrics`], [`observe`] (every
 //! RPC counted and its failures logged), [`malformed`] (requests tonic could not decode,
-//! answered as bad input), [`console`], and [`incoming`] (bounded listeners).
+//! answered as bad input), [`console`], [`incoming`] (bounded listeners) and [`tls`] (TLS on
+//! both ports and between nodes, reloaded when its files change).
 
 /// The generated protobuf types and gRPC server of `causeway.v1`.
 pub mod pb {
@@ -47,6 +48,7 @@ pub mod server;
 pub mod service;
 pub mod status;
 pub mod subscribe;
+pub mod tls;
 
 pub use config::Config;
 pub use server::{Server, StartError, shutdown_signal};

@@ -331,3 +331,12 @@ pub const ECHO_CHARS_MAX: usize = 64;
 /// Bytes of a receipt's `signature_key_id` that `VerifyReceipt` takes: this server's ids are
 /// `ed25519:` and 16 hex digits (24 bytes); a longer one cannot be a key of any server.
 pub const SIGNATURE_KEY_ID_BYTES_MAX: usize = 64;
+/// Bytes of one TLS file (a certificate chain, a key, a CA bundle) read at start or reload; a
+/// FIFO or `/dev/zero` named by mistake is refused instead of read forever.
+pub const TLS_FILE_BYTES_MAX: u64 = 1024 * 1024;
+/// How long a client may take over its TLS handshake; the connection holds one of the port's
+/// permits meanwhile, so a client that stalls it gives the permit back at this bound.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the TLS files' modification times are compared with the last load; a change
+/// reloads them (SIGHUP reloads at once).
+pub const TLS_RELOAD_POLL_INTERVAL: Duration = Duration::from_secs(2);

@@ -111,7 +111,7 @@ fn init_logs(format: Option<LogFormat>) -> bool {
 }
 
 /// The first log line: what runs, with which settings (there are no secrets among them: the
-/// signing key is named by its file, never read into the log).
+/// signing key is named by its file, never read into the log; so are the TLS files).
 fn log_start(config: &Config, json: bool) {
     let data_dir = std::path::absolute(&config.data_dir).unwrap_or(config.data_dir.clone());
     tracing::info!(
@@ -129,6 +129,13 @@ fn log_start(config: &Config, json: bool) {
         signing_key = config.signing_key.as_ref().map(|path| path.display().to_string()),
         record_denials = config.record_denials,
         scrub_bytes_per_sec = config.scrub_bytes_per_sec,
+        tls_cert = config.tls.as_ref().map(|tls| tls.cert.display().to_string()),
+        tls_client_ca = config
+            .tls
+            .as_ref()
+            .and_then(|tls| tls.client_ca.as_ref())
+            .map(|ca| ca.display().to_string()),
+        insecure = config.insecure,
         node_id = config.cluster.as_ref().map(|cluster| cluster.node_id),
         advertise = config.cluster.as_ref().map(|cluster| cluster.advertise.as_str()),
         heartbeat_ms = config.cluster.as_ref().map(|cluster| cluster.heartbeat.as_millis() as u64),

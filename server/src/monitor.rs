@@ -18,9 +18,14 @@
 //! `causeway_ready`. So a probe of `""` restarts only a node a restart can cure, and a node
 //! waiting for a leader stays up (and can be initialised) while it takes no traffic.
 //!
+//! With TLS configured the port serves HTTPS only, with the gRPC port's certificate and, given a
+//! client CA, the same demand for a client certificate: the console shows events, so it is no
+//! less guarded than the API.
+//!
 //! The port is bound before the store opens, so `/healthz` answers and `/readyz` says
 //! "recovering" while a large log is read at start.
 
+use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
 use axum::Router;
@@ -30,11 +35,15 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
+use tokio_rustls::server::TlsStream;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::Connected;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::cluster::node::ClusterNode;
-use crate::incoming::BoundedListener;
+use crate::incoming::{Bounded, BoundedListener};
 use crate::limits::{ADMIN_CONNECTIONS_MAX, ADMIN_REQUESTS_MAX, READINESS_INTERVAL};
 use crate::live::LiveStore;
 use crate::metrics::UPKEEP_INTERVAL;
@@ -42,6 +51,7 @@ use crate::pb::event_store_service_server::EventStoreServiceServer;
 use crate::pool::Pool;
 use crate::service::Service;
 use crate::subscribe::Hub;
+use crate::tls::{Port, Tls};
 
 /// What a running node is made of, as the admin port reads it.
 #[derive(Clone, Debug)]
@@ -160,6 +170,7 @@ pub fn router(admin: Admin) -> Router {
 /// Serves the admin port on `listener` until `stopping` turns true.
 pub async fn serve(
     listener: tokio::net::TcpListener,
+    tls: Option<Tls>,
     admin: Admin,
     mut stopping: watch::Receiver<bool>,
 ) {
@@ -173,13 +184,59 @@ pub async fn serve(
         });
     }
     let listener = BoundedListener::new(listener, ADMIN_CONNECTIONS_MAX, "admin");
-    let served = axum::serve(listener, router(admin))
-        .with_graceful_shutdown(async move {
-            let _ = stopping.wait_for(|stopping| *stopping).await;
-        })
-        .await;
+    let stop = async move {
+        let _ = stopping.wait_for(|stopping| *stopping).await;
+    };
+    let served = match tls {
+        None => {
+            axum::serve(listener, router(admin))
+                .with_graceful_shutdown(stop)
+                .await
+        }
+        Some(tls) => {
+            let addr = axum::serve::Listener::local_addr(&listener);
+            let connections = tls.accept(listener.into_stream(std::future::pending()), Port::Admin);
+            let listener = TlsListener { connections, addr };
+            axum::serve(listener, router(admin))
+                .with_graceful_shutdown(stop)
+                .await
+        }
+    };
     if let Err(err) = served {
         tracing::error!(%err, "the admin port stopped serving");
+    }
+}
+
+/// The admin port's connections after their TLS handshake, as axum accepts them.
+struct TlsListener {
+    connections: ReceiverStream<std::io::Result<TlsStream<Bounded>>>,
+    addr: std::io::Result<SocketAddr>,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<Bounded>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (TlsStream<Bounded>, SocketAddr) {
+        loop {
+            match self.connections.next().await {
+                Some(Ok(stream)) => {
+                    let peer = stream.get_ref().0.connect_info().remote_addr();
+                    let fallback = SocketAddr::from(([0, 0, 0, 0], 0));
+                    return (stream, peer.unwrap_or(fallback));
+                }
+                Some(Err(_)) => continue,
+                // The accept loop has ended; axum is shutting down.
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        match &self.addr {
+            Ok(addr) => Ok(*addr),
+            Err(err) => Err(std::io::Error::new(err.kind(), err.to_string())),
+        }
     }
 }
 

@@ -49,6 +49,7 @@ use crate::pool::Pool;
 use crate::scrub::Scrubber;
 use crate::service::{Service, key_id};
 use crate::subscribe::Hub;
+use crate::tls::{Port, Tls};
 
 /// Why the server could not start or serve.
 #[derive(Debug)]
@@ -59,6 +60,8 @@ pub enum StartError {
     Threads(std::io::Error),
     /// The signing key file cannot be used.
     SigningKey(String),
+    /// The TLS files cannot be used.
+    Tls(String),
     /// The store could not be opened.
     Store(causeway_core::Error),
     /// The cluster node's Raft state could not be opened or started.
@@ -82,6 +85,7 @@ impl fmt::Display for StartError {
             StartError::Config(err) => write!(f, "configuration: {err}"),
             StartError::Threads(err) => write!(f, "starting threads: {err}"),
             StartError::SigningKey(detail) => write!(f, "signing key: {detail}"),
+            StartError::Tls(detail) => write!(f, "TLS: {detail}"),
             StartError::Store(err) => write!(f, "opening the store: {err}"),
             StartError::Cluster(err) => write!(f, "starting the cluster node: {err}"),
             StartError::Bind { addr, source } => write!(f, "binding {addr}: {source}"),
@@ -102,6 +106,8 @@ pub struct Server {
     max_connections: usize,
     /// The scrubber's pace; 0 runs none.
     scrub_bytes_per_sec: u64,
+    /// TLS on the gRPC port (and between nodes), when configured.
+    tls: Option<Tls>,
     /// Stops the admin port, once the store is closed.
     admin_stop: watch::Sender<bool>,
     readiness: Arc<Readiness>,
@@ -116,6 +122,17 @@ impl Server {
     /// runtime; the store is opened on the pool.
     pub async fn bind(config: &Config) -> Result<Server, StartError> {
         config.check().map_err(StartError::Config)?;
+        let tls = match config.tls.clone() {
+            None => None,
+            Some(files) => {
+                let tls = tokio::task::spawn_blocking(move || Tls::load(files))
+                    .await
+                    .map_err(|err| StartError::Tls(err.to_string()))?
+                    .map_err(StartError::Tls)?;
+                tokio::spawn(tls.clone().watch());
+                Some(tls)
+            }
+        };
         // The admin port comes up first, so /readyz can say the store is still opening.
         let readiness = Arc::new(Readiness::default());
         let (admin_stop, admin_stop_rx) = watch::channel(false);
@@ -134,7 +151,7 @@ impl Server {
                     readiness: readiness.clone(),
                     metrics: crate::metrics::install(),
                 };
-                tokio::spawn(monitor::serve(listener, admin, admin_stop_rx));
+                tokio::spawn(monitor::serve(listener, tls.clone(), admin, admin_stop_rx));
                 Some(addr)
             }
         };
@@ -153,9 +170,15 @@ impl Server {
                 (LiveStore::new(store), None)
             }
             Some(cluster) => {
-                let node = ClusterNode::start(&data_dir, config.listen, cluster, signer.clone())
-                    .await
-                    .map_err(StartError::Cluster)?;
+                let node = ClusterNode::start(
+                    &data_dir,
+                    config.listen,
+                    cluster,
+                    signer.clone(),
+                    tls.clone(),
+                )
+                .await
+                .map_err(StartError::Cluster)?;
                 let node = Arc::new(node);
                 if let Some(record_denials) = config.record_denials {
                     tokio::spawn(configure_when_leader(node.clone(), record_denials));
@@ -206,6 +229,8 @@ impl Server {
             durability = ?config.durability,
             node_id = config.cluster.as_ref().map(|cluster| cluster.node_id),
             advertise = config.cluster.as_ref().map(|cluster| cluster.advertise.as_str()),
+            tls = tls.is_some(),
+            client_certs_required = tls.as_ref().is_some_and(Tls::requires_client_certs),
             signing_key_id = signer.as_ref().map(key_id),
             signing_public_key = signer.as_ref().map(|signer| {
                 signer
@@ -222,6 +247,7 @@ impl Server {
             admin_addr,
             max_connections: config.max_connections,
             scrub_bytes_per_sec: config.scrub_bytes_per_sec,
+            tls,
             admin_stop,
             readiness,
             store,
@@ -340,7 +366,7 @@ impl Server {
             ),
             None => (None, None),
         };
-        let serving = tonic::transport::Server::builder()
+        let router = tonic::transport::Server::builder()
             .layer(ObserveLayer)
             .layer(MalformedLayer)
             .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
@@ -354,8 +380,18 @@ impl Server {
             .add_service(api)
             .add_service(operations)
             .add_optional_service(peers)
-            .add_optional_service(admin)
-            .serve_with_incoming_shutdown(incoming, signal);
+            .add_optional_service(admin);
+        // One future either way: the TLS path hands tonic the connections whose handshake
+        // succeeded, with the certificates they presented.
+        let serving = async move {
+            match &self.tls {
+                None => router.serve_with_incoming_shutdown(incoming, signal).await,
+                Some(tls) => {
+                    let incoming = tls.accept(incoming, Port::Grpc);
+                    router.serve_with_incoming_shutdown(incoming, signal).await
+                }
+            }
+        };
         let grace = async {
             // Resolves only once shutdown has begun and the grace period is over.
             let _ = grace_started.wait_for(|stopping| *stopping).await;

@@ -6,14 +6,20 @@
 //! is reported to openraft as `Unreachable`, so it backs off instead of hammering a node that
 //! is the wrong one.
 //!
+//! With TLS configured, every connection to a peer is mutual TLS (`tls.rs`): this node's
+//! certificate as the client's, the client CA as the only root, and the peer's certificate must
+//! name the node id this connection is for (`node-<id>.causeway`), so an address that now
+//! reaches another node, or a host that is no member, fails the handshake.
+//!
 //! Snapshots are sent as files: the header names every file of the snapshot directory and its
 //! length, then each file follows in chunks of `SNAPSHOT_CHUNK_BYTES`, read on a blocking
 //! thread. The target verifies the checkpoint's blake3 manifest before installing anything.
 
 use std::future::Future;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use hyper_util::rt::TokioIo;
 use openraft::base::{BoxFuture, BoxStream};
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{Backoff, RPCOption};
@@ -22,6 +28,9 @@ use openraft::raft::{
     TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::{AnyError, BasicNode, OptionalSend, RaftNetworkFactory, RaftNetworkV2};
+use rustls::pki_types::ServerName;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_rustls::TlsConnector;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::transport::{Channel, Endpoint};
@@ -36,19 +45,26 @@ use crate::limits::{
     HTTP2_CONNECTION_WINDOW_BYTES, HTTP2_FRAME_BYTES_MAX, HTTP2_STREAM_WINDOW_BYTES,
     MESSAGE_BYTES_MAX, PEER_TIMEOUT, SNAPSHOT_CHUNK_BYTES,
 };
+use crate::tls::{Tls, node_name};
 
 /// Makes a [`Connection`] to each target openraft replicates to.
 #[derive(Clone, Debug)]
 pub struct Network {
     identity: Identity,
     local_ip: Option<IpAddr>,
+    tls: Option<Tls>,
 }
 
 impl Network {
     /// A network that sends as the node `identity` names, from `local_ip` when given (the IP
-    /// the node listens on, so a peer sees traffic come from the address it knows the node by).
-    pub fn new(identity: Identity, local_ip: Option<IpAddr>) -> Network {
-        Network { identity, local_ip }
+    /// the node listens on, so a peer sees traffic come from the address it knows the node by),
+    /// over mutual TLS when `tls` is given.
+    pub fn new(identity: Identity, local_ip: Option<IpAddr>, tls: Option<Tls>) -> Network {
+        Network {
+            identity,
+            local_ip,
+            tls,
+        }
     }
 }
 
@@ -59,15 +75,21 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         Connection {
             identity: self.identity.clone(),
             target,
-            client: client(&node.addr, self.local_ip),
+            client: client(target, &node.addr, self.local_ip, self.tls.as_ref()),
             failed_opens: 0,
         }
     }
 }
 
-/// A client of one peer's `RaftService`, connecting on first use (and reconnecting after a
-/// failure, which tonic's channel does itself).
-pub fn client(addr: &str, local_ip: Option<IpAddr>) -> Result<RaftServiceClient<Channel>, String> {
+/// A client of node `target`'s `RaftService` at `addr`, connecting on first use (and
+/// reconnecting after a failure, which tonic's channel does itself); over mutual TLS with
+/// `tls`, checking the certificate names `target`.
+pub fn client(
+    target: u64,
+    addr: &str,
+    local_ip: Option<IpAddr>,
+    tls: Option<&Tls>,
+) -> Result<RaftServiceClient<Channel>, String> {
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|err| format!("node address {addr:?}: {err}"))?
         .local_address(local_ip)
@@ -78,9 +100,54 @@ pub fn client(addr: &str, local_ip: Option<IpAddr>) -> Result<RaftServiceClient<
         .max_frame_size(HTTP2_FRAME_BYTES_MAX)
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(PEER_TIMEOUT);
-    Ok(RaftServiceClient::new(endpoint.connect_lazy())
+    let channel = match tls {
+        None => endpoint.connect_lazy(),
+        Some(tls) => {
+            let tls = tls.clone();
+            let addr = addr.to_string();
+            endpoint.connect_with_connector_lazy(tower::service_fn(move |_: http::Uri| {
+                connect_tls(tls.clone(), target, addr.clone(), local_ip)
+            }))
+        }
+    };
+    Ok(RaftServiceClient::new(channel)
         .max_decoding_message_size(MESSAGE_BYTES_MAX)
         .max_encoding_message_size(MESSAGE_BYTES_MAX))
+}
+
+/// A TCP connection to `addr` (from `local_ip` when given), then a TLS handshake with the
+/// material in force now, which must find `target`'s name in the peer's certificate.
+async fn connect_tls(
+    tls: Tls,
+    target: u64,
+    addr: String,
+    local_ip: Option<IpAddr>,
+) -> std::io::Result<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>> {
+    let config = tls.current().peer.clone().ok_or_else(|| {
+        std::io::Error::other("peer TLS needs tls_client_ca, the CA the nodes' certificates share")
+    })?;
+    let name = ServerName::try_from(node_name(target)).map_err(std::io::Error::other)?;
+    let mut last_error = None;
+    for socket_addr in tokio::net::lookup_host(&addr).await? {
+        let socket = if socket_addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        if let Some(ip) = local_ip.filter(|ip| ip.is_ipv4() == socket_addr.is_ipv4()) {
+            socket.bind(SocketAddr::new(ip, 0))?;
+        }
+        match socket.connect(socket_addr).await {
+            Ok(stream) => {
+                stream.set_nodelay(true)?;
+                let stream = TlsConnector::from(config).connect(name, stream).await?;
+                return Ok(TokioIo::new(stream));
+            }
+            Err(err) => last_error = Some(err),
+        }
+    }
+    Err(last_error
+        .unwrap_or_else(|| std::io::Error::other(format!("{addr} resolves to no address"))))
 }
 
 /// One target node.

@@ -53,6 +53,7 @@ use crate::limits::{
 };
 use crate::live::LiveStore;
 use crate::status::Error;
+use crate::tls::Tls;
 
 /// This node's openraft instance.
 pub type Raft = openraft::Raft<TypeConfig, StateMachine>;
@@ -85,9 +86,11 @@ pub struct ClusterNode {
     live: LiveStore,
     advertise: String,
     local_ip: Option<IpAddr>,
+    /// Mutual TLS to and from peers, when configured.
+    tls: Option<Tls>,
     snapshots_dir: PathBuf,
     /// Clients of other nodes' `RaftService`, by address, for read indexes.
-    peers: Mutex<HashMap<String, RaftServiceClient<Channel>>>,
+    peers: Mutex<HashMap<(u64, String), RaftServiceClient<Channel>>>,
     /// Stamped commands on their way to [`propose_in_batches`].
     proposals: tokio::sync::mpsc::Sender<Submission>,
 }
@@ -160,6 +163,7 @@ impl ClusterNode {
         listen: SocketAddr,
         config: &ClusterConfig,
         signer: Option<Signer>,
+        tls: Option<Tls>,
     ) -> io::Result<ClusterNode> {
         // Peer traffic leaves from the IP this node listens on (unless it listens on all).
         let local_ip = Some(listen.ip()).filter(|ip| !ip.is_unspecified());
@@ -195,7 +199,7 @@ impl ClusterNode {
         let raft = Raft::new(
             config.node_id,
             Arc::new(raft_config),
-            Network::new(identity.clone(), local_ip),
+            Network::new(identity.clone(), local_ip, tls.clone()),
             log,
             state,
         )
@@ -212,6 +216,7 @@ impl ClusterNode {
             live,
             advertise: config.advertise.clone(),
             local_ip,
+            tls,
             snapshots_dir,
             peers: Mutex::new(HashMap::new()),
             proposals,
@@ -241,6 +246,7 @@ impl ClusterNode {
             self.raft.clone(),
             self.identity.clone(),
             self.snapshots_dir.clone(),
+            self.tls.is_some(),
         )
     }
 
@@ -354,7 +360,7 @@ impl ClusterNode {
         else {
             return Err(self.not_leader("no leader is known to confirm a linearizable read"));
         };
-        let mut client = self.peer(&address)?;
+        let mut client = self.peer(leader_id, &address)?;
         let request = pb::ReadIndexRequest {
             header: Some(pb::Header {
                 target_node_id: leader_id,
@@ -381,18 +387,18 @@ impl ClusterNode {
         }
     }
 
-    fn peer(&self, address: &str) -> Result<RaftServiceClient<Channel>, Error> {
+    fn peer(&self, node_id: u64, address: &str) -> Result<RaftServiceClient<Channel>, Error> {
         let mut peers = self.peers.lock().expect("peer clients lock poisoned");
-        if let Some(client) = peers.get(address) {
+        if let Some(client) = peers.get(&(node_id, address.to_string())) {
             return Ok(client.clone());
         }
-        let client = network::client(address, self.local_ip).map_err(|detail| {
-            Error::ClusterUnavailable {
+        let client = network::client(node_id, address, self.local_ip, self.tls.as_ref()).map_err(
+            |detail| Error::ClusterUnavailable {
                 detail,
                 outcome_unknown: false,
-            }
-        })?;
-        peers.insert(address.to_string(), client.clone());
+            },
+        )?;
+        peers.insert((node_id, address.to_string()), client.clone());
         Ok(client)
     }
 

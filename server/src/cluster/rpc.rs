@@ -13,6 +13,11 @@
 //! and refused as INVALID_ARGUMENT if it does not hold: handed to openraft, an install that fails
 //! stops the node. Then openraft installs it, switching store generations in one rename.
 //!
+//! Over mutual TLS (a node configured with TLS), the sender's client certificate must name the
+//! node its header says it comes from (`node-<id>.causeway`, see `tls.rs`): a client whose
+//! certificate the CA signed for another purpose, or another node's, is refused with
+//! PERMISSION_DENIED before anything reaches openraft.
+//!
 //! Votes, leader messages, snapshots, leadership transfers and read indexes come only from a
 //! member as this node knows the membership, and from the node their vote names; a snapshot
 //! that ends within what this node has committed is answered without installing anything.
@@ -27,6 +32,8 @@ use openraft::raft::TransferLeaderRequest;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
+use rustls::pki_types::CertificateDer as Certificate;
+
 use super::identity::Identity;
 use super::node::Raft;
 use super::pb;
@@ -35,6 +42,7 @@ use super::state::{Snapshot, SnapshotDir, check_received, decode_snapshot_meta};
 use super::wire;
 use crate::limits::{SNAPSHOT_CHUNK_TIMEOUT, SNAPSHOT_FILES_MAX};
 use crate::status::{Error, to_status};
+use crate::tls::{names_node, node_name};
 
 /// The service, over this node's Raft.
 #[derive(Clone)]
@@ -43,6 +51,8 @@ pub struct Peers {
     identity: Identity,
     /// Where incoming snapshots are written: `{dir}/incoming-{n}.tmp`.
     snapshots_dir: PathBuf,
+    /// Whether peers arrive over mutual TLS, so each must prove its node id by certificate.
+    mtls: bool,
 }
 
 static TRANSFERS: AtomicU64 = AtomicU64::new(0);
@@ -51,17 +61,38 @@ static TRANSFERS: AtomicU64 = AtomicU64::new(0);
 const STREAM_APPEND_BUFFER: usize = 64;
 
 impl Peers {
-    /// The service for `raft`, checking requests against `identity`.
-    pub fn new(raft: Raft, identity: Identity, snapshots_dir: PathBuf) -> Peers {
+    /// The service for `raft`, checking requests against `identity` and, with `mtls`, the
+    /// sender's certificate against the node id it claims.
+    pub fn new(raft: Raft, identity: Identity, snapshots_dir: PathBuf, mtls: bool) -> Peers {
         Peers {
             raft,
             identity,
             snapshots_dir,
+            mtls,
         }
     }
 
-    fn check(&self, header: Option<&pb::Header>) -> Result<(), Status> {
+    /// Checks a request's header, and with mutual TLS that `certs` (the sender's chain) names
+    /// the node the header says sent it.
+    fn check(
+        &self,
+        header: Option<&pb::Header>,
+        certs: Option<&[Certificate<'static>]>,
+    ) -> Result<(), Status> {
         let header = header.ok_or_else(|| bad("header", "it is missing"))?;
+        if self.mtls {
+            let source = header.source_node_id;
+            let named = certs
+                .and_then(|certs| certs.first())
+                .is_some_and(|leaf| names_node(leaf, source));
+            if !named {
+                return Err(Status::permission_denied(format!(
+                    "the client certificate does not name node {source} ({}); only that node \
+                     may send as it",
+                    node_name(source)
+                )));
+            }
+        }
         self.identity
             .check(header.target_node_id, &header.cluster_id)
             .map_err(|mismatch| Status::failed_precondition(mismatch.to_string()))
@@ -137,8 +168,9 @@ impl RaftService for Peers {
         &self,
         request: Request<pb::AppendEntriesRequest>,
     ) -> Result<Response<pb::AppendEntriesResponse>, Status> {
+        let certs = request.peer_certs();
         let request = request.into_inner();
-        self.check(request.header.as_ref())?;
+        self.check(request.header.as_ref(), certs.as_deref().map(Vec::as_slice))?;
         self.check_sender(request.header.as_ref(), request.vote.as_ref())?;
         let request = wire::append_from_pb(request).map_err(invalid)?;
         let response = self.raft.append_entries(request).await.map_err(stopped)?;
@@ -154,6 +186,7 @@ impl RaftService for Peers {
         request: Request<Streaming<pb::StreamAppendRequest>>,
     ) -> Result<Response<Self::StreamAppendStream>, Status> {
         let peers = self.clone();
+        let certs = request.peer_certs();
         // A request that fails its checks ends the input; its error is the stream's last item.
         let (refusal_tx, refusal_rx) = tokio::sync::oneshot::channel::<Status>();
         let mut refusal_tx = Some(refusal_tx);
@@ -162,7 +195,7 @@ impl RaftService for Peers {
                 let request = item
                     .request
                     .ok_or_else(|| bad("request", "it is missing"))?;
-                peers.check(request.header.as_ref())?;
+                peers.check(request.header.as_ref(), certs.as_deref().map(Vec::as_slice))?;
                 peers.check_sender(request.header.as_ref(), request.vote.as_ref())?;
                 wire::append_from_pb(request).map_err(invalid)
             });
@@ -201,8 +234,9 @@ impl RaftService for Peers {
         &self,
         request: Request<pb::VoteRequest>,
     ) -> Result<Response<pb::VoteResponse>, Status> {
+        let certs = request.peer_certs();
         let request = request.into_inner();
-        self.check(request.header.as_ref())?;
+        self.check(request.header.as_ref(), certs.as_deref().map(Vec::as_slice))?;
         self.check_sender(request.header.as_ref(), request.vote.as_ref())?;
         let request = wire::vote_request_from_pb(request).map_err(invalid)?;
         let response = self.raft.vote(request).await.map_err(stopped)?;
@@ -213,11 +247,12 @@ impl RaftService for Peers {
         &self,
         request: Request<pb::PreVoteRequest>,
     ) -> Result<Response<pb::PreVoteResponse>, Status> {
+        let certs = request.peer_certs();
         let request = request
             .into_inner()
             .request
             .ok_or_else(|| bad("request", "it is missing"))?;
-        self.check(request.header.as_ref())?;
+        self.check(request.header.as_ref(), certs.as_deref().map(Vec::as_slice))?;
         self.check_sender(request.header.as_ref(), request.vote.as_ref())?;
         let request = wire::vote_request_from_pb(request).map_err(invalid)?;
         let response = self.raft.pre_vote(request).await.map_err(stopped)?;
@@ -230,6 +265,7 @@ impl RaftService for Peers {
         &self,
         request: Request<Streaming<pb::InstallSnapshotRequest>>,
     ) -> Result<Response<pb::InstallSnapshotResponse>, Status> {
+        let certs = request.peer_certs();
         let mut parts = request.into_inner();
         let first = next_part(&mut parts)
             .await?
@@ -240,7 +276,7 @@ impl RaftService for Peers {
                 "the first message of a snapshot must be its header",
             ));
         };
-        self.check(header.header.as_ref())?;
+        self.check(header.header.as_ref(), certs.as_deref().map(Vec::as_slice))?;
         self.check_sender(header.header.as_ref(), header.vote.as_ref())?;
         let vote = wire::vote_from_pb(header.vote, "vote").map_err(invalid)?;
         let meta = decode_snapshot_meta(&header.meta).map_err(invalid)?;
@@ -299,8 +335,9 @@ impl RaftService for Peers {
         &self,
         request: Request<pb::TransferLeaderRequest>,
     ) -> Result<Response<pb::TransferLeaderResponse>, Status> {
+        let certs = request.peer_certs();
         let request = request.into_inner();
-        self.check(request.header.as_ref())?;
+        self.check(request.header.as_ref(), certs.as_deref().map(Vec::as_slice))?;
         self.check_sender(request.header.as_ref(), request.from_leader.as_ref())?;
         let from = wire::vote_from_pb(request.from_leader, "from_leader").map_err(invalid)?;
         let request = TransferLeaderRequest::new(
@@ -320,8 +357,9 @@ impl RaftService for Peers {
         &self,
         request: Request<pb::ReadIndexRequest>,
     ) -> Result<Response<pb::ReadIndexResponse>, Status> {
+        let certs = request.peer_certs();
         let request = request.into_inner();
-        self.check(request.header.as_ref())?;
+        self.check(request.header.as_ref(), certs.as_deref().map(Vec::as_slice))?;
         self.check_member(
             request
                 .header

@@ -13,6 +13,8 @@
 //! - `console`: the web console's JSON API and live tail on the admin port, and its bounds.
 //! - `integrity`: segments edited on disk: Verify and the scrubber name a tampered event,
 //!   recovery quarantines a damaged tail, `causewayd repair` cuts what open refuses.
+//! - `tls`: TLS and mutual TLS handshakes, node identity between peers, reload, and the
+//!   refusal of plaintext beyond loopback.
 
 mod backup;
 mod bad_input;
@@ -25,4 +27,5 @@ mod operations;
 mod overload;
 mod shutdown;
 mod subscribe;
+mod tls;
 mod unary;

@@ -1,0 +1,343 @@
+//! TLS on both ports and between nodes: the certificate, key and client CA files, loaded into
+//! rustls configurations that are swapped whole when the files change.
+//!
+//! - **Loading.** `--tls-cert` (the chain, leaf first) and `--tls-key` are PEM files, parsed
+//!   with `rustls-pki-types`; `--tls-client-ca` (PEM, one or more CA certificates) makes client
+//!   certificates required and checked against it. A key that does not match the certificate,
+//!   a file over `TLS_FILE_BYTES_MAX`, or a file with no certificate is refused, naming the file.
+//! - **Reload.** SIGHUP, or a change of a file's modification time or length (polled every
+//!   `TLS_RELOAD_POLL_INTERVAL`), loads the files again. A load that succeeds replaces the
+//!   material for every connection made after it; connections already open keep the
+//!   configuration they were accepted with, so nothing is dropped. A load that fails keeps the
+//!   old material and logs why (a certificate renewed before its key is written is caught by the
+//!   next poll, once the key has changed too).
+//! - **Handshakes** run in a task per connection, bounded by `TLS_HANDSHAKE_TIMEOUT`, so a slow
+//!   client never holds up the accept loop; a failed handshake is logged and its permit freed.
+//! - **Node identity.** A cluster node's certificate names its node id as the DNS name
+//!   `node-<id>.causeway` ([`node_name`]), beside the names clients use. Peer traffic is mutual
+//!   TLS with this node's certificate and the client CA as the only root: the sender checks the
+//!   receiver's certificate names the node it meant to reach, and the receiver checks the
+//!   sender's names the node its requests claim to come from (`cluster/rpc.rs`).
+
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use tokio::sync::{mpsc, watch};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::Connected;
+
+use crate::incoming::Bounded;
+use crate::limits::{TLS_FILE_BYTES_MAX, TLS_HANDSHAKE_TIMEOUT, TLS_RELOAD_POLL_INTERVAL};
+
+/// The DNS name suffix that marks a node identity in a certificate: node 3 is
+/// `node-3.causeway`.
+pub const NODE_NAME_SUFFIX: &str = ".causeway";
+
+/// The DNS name a node's certificate carries to prove it is node `node_id`.
+pub fn node_name(node_id: u64) -> String {
+    format!("node-{node_id}{NODE_NAME_SUFFIX}")
+}
+
+/// The TLS files a server is started with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, PEM, leaf first.
+    pub cert: PathBuf,
+    /// The private key of the leaf, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// CA certificates, PEM; when given, every client must present a certificate they signed,
+    /// and cluster peers are trusted through them alone.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// One load of the files: a configuration per use.
+#[derive(Debug)]
+pub struct Material {
+    /// The gRPC port's (ALPN `h2`).
+    pub grpc: Arc<ServerConfig>,
+    /// The admin HTTP port's (ALPN `http/1.1`), with the same certificate and client check.
+    pub admin: Arc<ServerConfig>,
+    /// For connections to other nodes: this certificate as the client's, the client CA as the
+    /// only root. `None` without a client CA.
+    pub peer: Option<Arc<ClientConfig>>,
+}
+
+/// Which port a handshake is for.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Port {
+    /// The gRPC port.
+    Grpc,
+    /// The admin HTTP port.
+    Admin,
+}
+
+impl Port {
+    fn name(self) -> &'static str {
+        match self {
+            Port::Grpc => "grpc",
+            Port::Admin => "admin",
+        }
+    }
+}
+
+/// The files and the material last loaded from them, shared by both ports, the peer network and
+/// the reloader.
+#[derive(Clone, Debug)]
+pub struct Tls {
+    files: TlsFiles,
+    current: Arc<watch::Sender<Arc<Material>>>,
+}
+
+impl Tls {
+    /// Loads the files; an error names the file and what is wrong with it.
+    pub fn load(files: TlsFiles) -> Result<Tls, String> {
+        let material = load(&files)?;
+        Ok(Tls {
+            files,
+            current: Arc::new(watch::Sender::new(Arc::new(material))),
+        })
+    }
+
+    /// The material in force now.
+    pub fn current(&self) -> Arc<Material> {
+        self.current.borrow().clone()
+    }
+
+    /// Whether clients (and peers) must present a certificate.
+    pub fn requires_client_certs(&self) -> bool {
+        self.files.client_ca.is_some()
+    }
+
+    /// Loads the files again; on success new connections use them, on failure nothing changes.
+    pub fn reload(&self) -> Result<(), String> {
+        let material = load(&self.files)?;
+        self.current.send_replace(Arc::new(material));
+        Ok(())
+    }
+
+    /// Reloads on SIGHUP and when a file changes, until the process ends; logs each outcome.
+    pub async fn watch(self) {
+        #[cfg(unix)]
+        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        {
+            Ok(hangup) => Some(hangup),
+            Err(err) => {
+                tracing::error!(%err, "cannot listen for SIGHUP; TLS files reload on change only");
+                None
+            }
+        };
+        let mut seen = self.stamps();
+        let mut poll = tokio::time::interval(TLS_RELOAD_POLL_INTERVAL);
+        loop {
+            #[cfg(unix)]
+            let hangup_received = async {
+                match hangup.as_mut() {
+                    Some(hangup) => hangup.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            #[cfg(not(unix))]
+            let hangup_received = std::future::pending::<Option<()>>();
+            let why = tokio::select! {
+                _ = hangup_received => "SIGHUP",
+                _ = poll.tick() => {
+                    let now = self.stamps();
+                    if now == seen {
+                        continue;
+                    }
+                    seen = now;
+                    "a file changed"
+                }
+            };
+            let tls = self.clone();
+            let reloaded = tokio::task::spawn_blocking(move || tls.reload()).await;
+            match reloaded {
+                Ok(Ok(())) => tracing::info!(why, "TLS certificate and key reloaded"),
+                Ok(Err(err)) => tracing::warn!(
+                    why,
+                    error = %err,
+                    "TLS reload failed; the certificate loaded before stays in use"
+                ),
+                Err(err) => tracing::error!(%err, "the TLS reload task failed"),
+            }
+        }
+    }
+
+    /// Each file's modification time and length (`None` when it cannot be read).
+    fn stamps(&self) -> Vec<Option<(SystemTime, u64)>> {
+        [
+            Some(&self.files.cert),
+            Some(&self.files.key),
+            self.files.client_ca.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|path| {
+            std::fs::metadata(path)
+                .and_then(|meta| Ok((meta.modified()?, meta.len())))
+                .ok()
+        })
+        .collect()
+    }
+
+    /// The connections of `incoming` once their handshake for `port` has succeeded, with the
+    /// material in force when each arrived. Ends when `incoming` does or the receiver is gone.
+    pub fn accept(
+        &self,
+        mut incoming: impl tokio_stream::Stream<Item = io::Result<Bounded>> + Send + Unpin + 'static,
+        port: Port,
+    ) -> ReceiverStream<io::Result<TlsStream<Bounded>>> {
+        let (sender, receiver) = mpsc::channel(16);
+        let tls = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    next = incoming.next() => next,
+                    () = sender.closed() => return,
+                };
+                let conn = match next {
+                    Some(Ok(conn)) => conn,
+                    Some(Err(_)) => continue,
+                    None => return,
+                };
+                let config = match port {
+                    Port::Grpc => tls.current().grpc.clone(),
+                    Port::Admin => tls.current().admin.clone(),
+                };
+                let sender = sender.clone();
+                tokio::spawn(async move {
+                    let peer = conn.connect_info().remote_addr();
+                    let handshake = TlsAcceptor::from(config).accept(conn);
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
+                        Ok(Ok(stream)) => {
+                            let _ = sender.send(Ok(stream)).await;
+                        }
+                        Ok(Err(err)) => tracing::info!(
+                            port = port.name(),
+                            peer = peer.map(|peer| peer.to_string()),
+                            %err,
+                            "TLS handshake failed"
+                        ),
+                        Err(_) => tracing::info!(
+                            port = port.name(),
+                            peer = peer.map(|peer| peer.to_string()),
+                            timeout_ms = TLS_HANDSHAKE_TIMEOUT.as_millis() as u64,
+                            "TLS handshake not finished in time"
+                        ),
+                    }
+                });
+            }
+        });
+        ReceiverStream::new(receiver)
+    }
+}
+
+/// Whether `cert` (DER) names node `node_id` ([`node_name`]) among its DNS names.
+pub fn names_node(cert: &CertificateDer<'_>, node_id: u64) -> bool {
+    let Ok(name) = ServerName::try_from(node_name(node_id)) else {
+        return false;
+    };
+    webpki::EndEntityCert::try_from(cert)
+        .is_ok_and(|cert| cert.verify_is_valid_for_subject_name(&name).is_ok())
+}
+
+/// Reads a PEM file of at most `TLS_FILE_BYTES_MAX` bytes.
+fn read(what: &str, path: &Path) -> Result<Vec<u8>, String> {
+    let fail = |detail: String| format!("{what} {}: {detail}", path.display());
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(TLS_FILE_BYTES_MAX + 1).read_to_end(&mut bytes))
+        .map_err(|err| fail(err.to_string()))?;
+    if bytes.len() as u64 > TLS_FILE_BYTES_MAX {
+        return Err(fail(format!(
+            "over TLS_FILE_BYTES_MAX = {TLS_FILE_BYTES_MAX} bytes"
+        )));
+    }
+    Ok(bytes)
+}
+
+/// The certificates of a PEM file; at least one.
+fn certificates(what: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let bytes = read(what, path)?;
+    let certs = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|err| format!("{what} {}: {err}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "{what} {}: no PEM CERTIFICATE block",
+            path.display()
+        ));
+    }
+    Ok(certs)
+}
+
+fn load(files: &TlsFiles) -> Result<Material, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let chain = certificates("tls_cert", &files.cert)?;
+    let key_bytes = read("tls_key", &files.key)?;
+    let key = PrivateKeyDer::from_pem_slice(&key_bytes)
+        .map_err(|err| format!("tls_key {}: {err}", files.key.display()))?;
+    let roots = match &files.client_ca {
+        None => None,
+        Some(path) => {
+            let mut roots = RootCertStore::empty();
+            for cert in certificates("tls_client_ca", path)? {
+                roots
+                    .add(cert)
+                    .map_err(|err| format!("tls_client_ca {}: {err}", path.display()))?;
+            }
+            Some(Arc::new(roots))
+        }
+    };
+    let server = |alpn: &[u8]| -> Result<Arc<ServerConfig>, String> {
+        let builder = ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|err| err.to_string())?;
+        let builder = match &roots {
+            None => builder.with_no_client_auth(),
+            Some(roots) => builder.with_client_cert_verifier(
+                WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+                    .build()
+                    .map_err(|err| format!("tls_client_ca: {err}"))?,
+            ),
+        };
+        let mut config = builder
+            .with_single_cert(chain.clone(), key.clone_key())
+            .map_err(|err| {
+                format!(
+                    "tls_cert {} with tls_key {}: {err}",
+                    files.cert.display(),
+                    files.key.display()
+                )
+            })?;
+        config.alpn_protocols = vec![alpn.to_vec()];
+        Ok(Arc::new(config))
+    };
+    let peer = match &roots {
+        None => None,
+        Some(roots) => {
+            let mut config = ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .map_err(|err| err.to_string())?
+                .with_root_certificates(roots.clone())
+                .with_client_auth_cert(chain.clone(), key.clone_key())
+                .map_err(|err| format!("tls_cert as a client certificate: {err}"))?;
+            config.alpn_protocols = vec![b"h2".to_vec()];
+            Some(Arc::new(config))
+        }
+    };
+    Ok(Material {
+        grpc: server(b"h2")?,
+        admin: server(b"http/1.1")?,
+        peer,
+    })
+}
