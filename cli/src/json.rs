@@ -3,7 +3,9 @@
 //!
 //! Conventions, the same in every command:
 //! - hashes, digests and signatures are lowercase hex;
-//! - timestamps are `{"wall_ms": u64, "logical": u32}`;
+//! - timestamps are `{"wall": "2023-11-14T22:13:20.123Z", "logical": u32}`: the wall time as
+//!   RFC 3339 in UTC (protobuf's JSON form of a Timestamp), with milliseconds, or nanoseconds
+//!   if a server ever sent finer, so reading it back gives exactly what was received;
 //! - an event's payload is given twice: `payload`, the payload as a string when it is valid
 //!   UTF-8 (else `null`), for reading and for `jq`; and `payload_base64`, always present and
 //!   exact, which is what `verify --offline` reads back;
@@ -107,8 +109,27 @@ pub fn rule(rule: &pb::gate_definition::Rule) -> Value {
 }
 
 fn timestamp(timestamp: Option<&pb::HybridTimestamp>) -> Value {
-    let (wall_ms, logical) = timestamp.map_or((0, 0), |ts| (ts.wall_ms, ts.logical));
-    json!({"wall_ms": wall_ms, "logical": logical})
+    let logical = timestamp.map_or(0, |ts| ts.logical);
+    let wall = timestamp.and_then(|ts| ts.wall).unwrap_or_default();
+    json!({"wall": rfc3339(&wall), "logical": logical})
+}
+
+/// A protobuf Timestamp as RFC 3339 in UTC: with milliseconds (`2023-11-14T22:13:20.123Z`),
+/// or nanoseconds when it is not whole milliseconds; one outside what RFC 3339 can write is
+/// given as seconds and nanoseconds.
+pub fn rfc3339(wall: &prost_types::Timestamp) -> String {
+    let format = if wall.nanos % 1_000_000 == 0 {
+        chrono::SecondsFormat::Millis
+    } else {
+        chrono::SecondsFormat::Nanos
+    };
+    u32::try_from(wall.nanos)
+        .ok()
+        .and_then(|nanos| chrono::DateTime::from_timestamp(wall.seconds, nanos))
+        .map_or_else(
+            || format!("{} s {} ns after 1970", wall.seconds, wall.nanos),
+            |time| time.to_rfc3339_opts(format, true),
+        )
 }
 
 /// Reads a receipt in the form [`receipt`] writes.
@@ -286,8 +307,14 @@ fn timestamp_from(object: &Map<String, Value>, what: &str) -> Result<pb::HybridT
             .ok_or_else(|| anyhow!("{what} is missing"))?,
         &what,
     )?;
+    let wall = string(timestamp, "wall", &what)?;
+    let wall = chrono::DateTime::parse_from_rfc3339(&wall)
+        .with_context(|| format!("{what}.wall is not an RFC 3339 time"))?;
     Ok(pb::HybridTimestamp {
-        wall_ms: uint(timestamp, "wall_ms", &what)?,
+        wall: Some(prost_types::Timestamp {
+            seconds: wall.timestamp(),
+            nanos: i32::try_from(wall.timestamp_subsec_nanos()).expect("below 2 * 10^9"),
+        }),
         logical: u32::try_from(uint(timestamp, "logical", &what)?)
             .map_err(|_| anyhow!("{what}.logical does not fit 32 bits"))?,
     })
@@ -313,10 +340,7 @@ mod tests {
         pb::Event {
             position: 7,
             version: 2,
-            timestamp: Some(pb::HybridTimestamp {
-                wall_ms: 1_700_000_000_000,
-                logical: 3,
-            }),
+            timestamp: Some(causeway_client::timestamp::hybrid(1_700_000_000_000, 3)),
             id: "01890a5d-ac96-774b-bcce-b302099a8057".to_string(),
             scope: "acme".to_string(),
             entity: "order-1".to_string(),
@@ -375,10 +399,7 @@ mod tests {
                 id: "01890a5d-ac96-774b-bcce-b302099a8057".to_string(),
                 position: 3,
                 version: 1,
-                timestamp: Some(pb::HybridTimestamp {
-                    wall_ms: 5,
-                    logical: 1,
-                }),
+                timestamp: Some(causeway_client::timestamp::hybrid(5, 1)),
                 hash: vec![1; 32],
                 prev_hash: vec![0; 32],
             }],
@@ -392,6 +413,10 @@ mod tests {
         };
         let value = receipt(&original);
         assert_eq!(value["signature"], "04".repeat(64));
+        assert_eq!(
+            value["events"][0]["timestamp"],
+            json!({"wall": "1970-01-01T00:00:00.005Z", "logical": 1})
+        );
         assert_eq!(receipt_from(&value).expect("parses"), original);
         let broken = json!({"events": [{"id": "x"}], "digest": ""});
         let error = receipt_from(&broken).expect_err("position is missing");

@@ -220,14 +220,7 @@ pub fn listing(fields: &[(&str, String)]) -> String {
 /// (`2023-11-14T22:13:20.000Z`). The logical counter, which only orders events within one
 /// millisecond (as their positions already do), is in the JSON output.
 pub fn timestamp(timestamp: Option<&pb::HybridTimestamp>) -> String {
-    let wall_ms = timestamp.map_or(0, |ts| ts.wall_ms);
-    i64::try_from(wall_ms)
-        .ok()
-        .and_then(chrono::DateTime::from_timestamp_millis)
-        .map_or_else(
-            || format!("{wall_ms} ms after 1970"),
-            |time| time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        )
+    crate::json::rfc3339(&timestamp.and_then(|ts| ts.wall).unwrap_or_default())
 }
 
 fn short_hash(hash: &[u8]) -> String {
@@ -279,12 +272,25 @@ mod tests {
 
     #[test]
     fn timestamps_are_rfc_3339_in_utc() {
-        let ts = |wall_ms, logical| timestamp(Some(&pb::HybridTimestamp { wall_ms, logical }));
+        let ts = |wall_ms, logical| {
+            timestamp(Some(&causeway_client::timestamp::hybrid(wall_ms, logical)))
+        };
         assert_eq!(ts(0, 0), "1970-01-01T00:00:00.000Z");
         assert_eq!(ts(1_700_000_000_123, 0), "2023-11-14T22:13:20.123Z");
         assert_eq!(ts(951_782_400_000, 2), "2000-02-29T00:00:00.000Z");
         assert_eq!(ts(1_900_000_000_123, 5), "2030-03-17T17:46:40.123Z");
-        assert_eq!(ts(u64::MAX, 0), format!("{} ms after 1970", u64::MAX));
+        assert_eq!(timestamp(None), "1970-01-01T00:00:00.000Z");
+        let past_chrono = pb::HybridTimestamp {
+            wall: Some(prost_types::Timestamp {
+                seconds: i64::MAX,
+                nanos: 0,
+            }),
+            logical: 0,
+        };
+        assert_eq!(
+            timestamp(Some(&past_chrono)),
+            format!("{} s 0 ns after 1970", i64::MAX)
+        );
     }
 
     #[test]

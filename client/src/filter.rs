@@ -63,13 +63,13 @@ impl FilterBuilder {
 
     /// Only events at or after this timestamp.
     pub fn since(mut self, wall_ms: u64, logical: u32) -> FilterBuilder {
-        self.filter.since = Some(pb::HybridTimestamp { wall_ms, logical });
+        self.filter.since = Some(crate::timestamp::hybrid(wall_ms, logical));
         self
     }
 
     /// Only events before this timestamp.
     pub fn until(mut self, wall_ms: u64, logical: u32) -> FilterBuilder {
-        self.filter.until = Some(pb::HybridTimestamp { wall_ms, logical });
+        self.filter.until = Some(crate::timestamp::hybrid(wall_ms, logical));
         self
     }
 
@@ -88,6 +88,7 @@ impl From<FilterBuilder> for pb::Filter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::timestamp::wall_ms;
 
     #[test]
     fn builder_sets_scopes_prefix_items_and_time_range() {
@@ -107,12 +108,12 @@ mod tests {
         assert_eq!(filter.items[0].tags, ["customer:42"]);
         assert!(filter.items[1].types.is_empty());
         assert_eq!(
-            filter.since.map(|ts| (ts.wall_ms, ts.logical)),
-            Some((10, 1))
+            filter.since.map(|ts| (wall_ms(&ts), ts.logical)),
+            Some((Ok(10), 1))
         );
         assert_eq!(
-            filter.until.map(|ts| (ts.wall_ms, ts.logical)),
-            Some((20, 0))
+            filter.until.map(|ts| (wall_ms(&ts), ts.logical)),
+            Some((Ok(20), 0))
         );
         assert_eq!(FilterBuilder::new().build(), pb::Filter::default());
     }

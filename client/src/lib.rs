@@ -9,6 +9,7 @@
 //! cluster, changes its members and shows every member's state. [`receipt::verify`] checks a
 //! receipt offline against the events and the server's public key, with no server involved.
 //! [`backup::backup`] writes a node's store into a backup directory, checking every byte.
+//! [`timestamp`] converts the wire's hybrid timestamps to and from milliseconds.
 //! [`Tls`] reaches a server that serves TLS, with a client certificate for mutual TLS.
 //! The wire types are in [`pb`], generated from `proto/causeway/v1`.
 //!
@@ -29,6 +30,7 @@ pub mod error;
 pub mod filter;
 pub mod follow;
 pub mod receipt;
+pub mod timestamp;
 pub mod tls;
 
 pub use append::{AppendBuilder, EventBuilder, Expected};

@@ -30,7 +30,7 @@ pub const HASH_BYTES: usize = 32;
 /// Bytes in an Ed25519 signature.
 pub const SIGNATURE_BYTES: usize = 64;
 /// The largest wall time a timestamp can carry: it packs as `wall_ms << 16 | logical`.
-pub const WALL_MS_MAX: u64 = (1 << 48) - 1;
+pub use crate::timestamp::WALL_MS_MAX;
 
 /// A blake3 hash.
 pub type Hash = [u8; HASH_BYTES];
@@ -82,7 +82,7 @@ pub enum ReceiptError {
 /// let mut event = pb::Event {
 ///     position: 1,
 ///     version: 1,
-///     timestamp: Some(pb::HybridTimestamp { wall_ms: 1_700_000_000_000, logical: 0 }),
+///     timestamp: Some(causeway_client::timestamp::hybrid(1_700_000_000_000, 0)),
 ///     id: "01890a5d-ac96-774b-bcce-b302099a8057".to_string(),
 ///     correlation_id: "01890a5d-ac96-774b-bcce-b302099a8057".to_string(),
 ///     scope: "acme".to_string(),
@@ -244,14 +244,22 @@ pub fn event_hash(event: &pb::Event, prev_hash: &Hash) -> Result<Hash, ReceiptEr
     Ok(*hasher.finalize().as_bytes())
 }
 
-/// Packs a timestamp as the core stores it, `wall_ms << 16 | logical`. An absent timestamp is
-/// zero, as protobuf defaults it; a value the core could not have produced is malformed.
+/// Packs a timestamp as the core stores it, `wall_ms << 16 | logical`, with `wall_ms` the wall
+/// time in whole milliseconds. An absent timestamp is zero, as protobuf defaults it; a value
+/// the core could not have produced (sub-millisecond nanos included) is malformed.
 pub fn packed_timestamp(
     timestamp: Option<&pb::HybridTimestamp>,
     what: &str,
 ) -> Result<u64, ReceiptError> {
-    let (wall_ms, logical) = timestamp.map_or((0, 0), |ts| (ts.wall_ms, ts.logical));
-    if wall_ms > WALL_MS_MAX || logical > u32::from(u16::MAX) {
+    let (wall_ms, logical) = match timestamp {
+        None => (0, 0),
+        Some(timestamp) => (
+            crate::timestamp::wall_ms(timestamp)
+                .map_err(|err| ReceiptError::Malformed(format!("{what}.wall: {err}")))?,
+            timestamp.logical,
+        ),
+    };
+    if logical > u32::from(u16::MAX) {
         return Err(ReceiptError::Malformed(format!(
             "{what}: {wall_ms}+{logical} does not fit 48 bits of milliseconds and 16 of counter"
         )));
@@ -339,10 +347,7 @@ mod tests {
     }
 
     fn timestamp(logical: u32) -> Option<pb::HybridTimestamp> {
-        Some(pb::HybridTimestamp {
-            wall_ms: WALL_MS,
-            logical,
-        })
+        Some(crate::timestamp::hybrid(WALL_MS, logical))
     }
 
     fn golden_events() -> Vec<pb::Event> {
@@ -556,10 +561,16 @@ mod tests {
             Err(ReceiptError::Malformed(_))
         ));
         let mut events = golden_events();
-        events[0].timestamp = Some(pb::HybridTimestamp {
-            wall_ms: WALL_MS,
-            logical: 1 << 16,
-        });
+        events[0].timestamp = Some(crate::timestamp::hybrid(WALL_MS, 1 << 16));
+        assert!(matches!(
+            event_hash(&events[0], &[0; 32]),
+            Err(ReceiptError::Malformed(_))
+        ));
+        let mut sub_millisecond = crate::timestamp::hybrid(WALL_MS, 0);
+        if let Some(wall) = sub_millisecond.wall.as_mut() {
+            wall.nanos += 1;
+        }
+        events[0].timestamp = Some(sub_millisecond);
         assert!(matches!(
             event_hash(&events[0], &[0; 32]),
             Err(ReceiptError::Malformed(_))

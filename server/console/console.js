@@ -82,7 +82,8 @@ function showError(err) {
 
 function time(timestamp) {
   if (!timestamp) return '';
-  const text = new Date(timestamp.wall_ms).toISOString().replace('T', ' ').replace('Z', '');
+  // `wall` is RFC 3339 in UTC with milliseconds, as the server writes it.
+  const text = String(timestamp.wall).replace('T', ' ').replace('Z', '');
   return timestamp.logical ? `${text} +${timestamp.logical}` : text;
 }
 

@@ -299,7 +299,7 @@ fn event_json(event: &Event) -> Value {
         "position": event.position.0,
         "version": event.version.0,
         "timestamp": {
-            "wall_ms": event.timestamp.wall_ms(),
+            "wall": rfc3339(event.timestamp.wall_ms()),
             "logical": event.timestamp.logical(),
         },
         "id": event.id.to_text(),
@@ -617,7 +617,7 @@ async fn verify(
 }
 
 /// Reads a receipt in the form `causeway --output json append` prints (hex hashes,
-/// `{"wall_ms", "logical"}` timestamps). Errors name the field and repeat little of the input.
+/// `{"wall": RFC 3339, "logical"}` timestamps). Errors name the field and repeat little of the input.
 fn receipt_from_json(value: &Value) -> Result<pb::Receipt, String> {
     let object = value
         .as_object()
@@ -667,7 +667,10 @@ fn receipt_from_json(value: &Value) -> Result<pb::Receipt, String> {
             }
             let timestamp = match committed.get("timestamp") {
                 Some(Value::Object(timestamp)) => pb::HybridTimestamp {
-                    wall_ms: uint(timestamp, "wall_ms", &format!("{what}.timestamp"))?,
+                    wall: Some(wall_from_rfc3339(
+                        &string(timestamp, "wall", &format!("{what}.timestamp"))?,
+                        &format!("{what}.timestamp.wall"),
+                    )?),
                     logical: u32::try_from(uint(
                         timestamp,
                         "logical",
@@ -718,6 +721,29 @@ fn receipt_from_json(value: &Value) -> Result<pb::Receipt, String> {
         signature_key_id: optional("signature_key_id")?,
         signature: unhex(&signature)
             .ok_or_else(|| format!("receipt.signature is not hex: {}", echo(&signature)))?,
+    })
+}
+
+/// A wall time in milliseconds as RFC 3339 in UTC with milliseconds
+/// (`2023-11-14T22:13:20.123Z`), as the page shows it and protobuf's JSON writes a Timestamp.
+fn rfc3339(wall_ms: u64) -> String {
+    i64::try_from(wall_ms)
+        .ok()
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .map_or_else(
+            || format!("{wall_ms} ms after 1970"),
+            |time| time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        )
+}
+
+/// An RFC 3339 time as a protobuf Timestamp, exactly: whether it is whole milliseconds the
+/// receipt's conversion checks, naming the field.
+fn wall_from_rfc3339(text: &str, what: &str) -> Result<prost_types::Timestamp, String> {
+    let time = chrono::DateTime::parse_from_rfc3339(text)
+        .map_err(|err| format!("{what} is not an RFC 3339 time ({err}): {}", echo(text)))?;
+    Ok(prost_types::Timestamp {
+        seconds: time.timestamp(),
+        nanos: i32::try_from(time.timestamp_subsec_nanos()).expect("below 2 * 10^9"),
     })
 }
 

@@ -180,25 +180,59 @@ pub fn gate_name(name: &str, field: &str) -> Result<()> {
     check_gate_name(name).map_err(|source| Error::refused(field, source))
 }
 
+/// A hybrid timestamp from the wire. The wall time must be whole milliseconds from the epoch
+/// to [`Timestamp::WALL_MS_MAX`]: a sub-millisecond `nanos`, a negative `seconds` or a later
+/// time is refused naming the part (`{field}.wall.nanos`), never rounded, so a filter means
+/// exactly what the client sent. An absent `wall` is the epoch, as protobuf defaults it.
 fn timestamp(timestamp: pb::HybridTimestamp, field: &str) -> Result<Timestamp> {
-    if timestamp.wall_ms > Timestamp::WALL_MS_MAX {
-        return Err(Error::invalid(
-            format!("{field}.wall_ms"),
-            format!(
-                "{} is over the largest wall time, {}",
-                timestamp.wall_ms,
-                Timestamp::WALL_MS_MAX
-            ),
-        ));
-    }
+    let wall_ms = match timestamp.wall {
+        None => 0,
+        Some(wall) => wall_ms(wall, &format!("{field}.wall"))?,
+    };
     let logical = u16::try_from(timestamp.logical).map_err(|_| {
         Error::invalid(
             format!("{field}.logical"),
             format!("{} is over {}", timestamp.logical, u16::MAX),
         )
     })?;
-    Ok(Timestamp::new(timestamp.wall_ms, logical))
+    Ok(Timestamp::new(wall_ms, logical))
 }
+
+fn wall_ms(wall: prost_types::Timestamp, field: &str) -> Result<u64> {
+    let seconds = u64::try_from(wall.seconds).map_err(|_| {
+        Error::invalid(
+            format!("{field}.seconds"),
+            format!("{} is before the epoch", wall.seconds),
+        )
+    })?;
+    if !(0..1_000_000_000).contains(&wall.nanos) || wall.nanos % NANOS_PER_MS != 0 {
+        return Err(Error::invalid(
+            format!("{field}.nanos"),
+            format!(
+                "{} is not whole milliseconds below one second (the clock keeps milliseconds)",
+                wall.nanos
+            ),
+        ));
+    }
+    let millis = u64::try_from(wall.nanos / NANOS_PER_MS).expect("checked non-negative");
+    match seconds
+        .checked_mul(1000)
+        .and_then(|ms| ms.checked_add(millis))
+    {
+        Some(wall_ms) if wall_ms <= Timestamp::WALL_MS_MAX => Ok(wall_ms),
+        _ => Err(Error::invalid(
+            format!("{field}.seconds"),
+            format!(
+                "{} s is past the latest wall time, {} ms",
+                wall.seconds,
+                Timestamp::WALL_MS_MAX
+            ),
+        )),
+    }
+}
+
+/// Nanoseconds in one millisecond, the clock's resolution.
+const NANOS_PER_MS: i32 = 1_000_000;
 
 /// A read direction; unspecified reads forward.
 pub fn direction(value: i32, field: &str) -> Result<Direction> {
@@ -408,9 +442,13 @@ pub fn event(event: Event) -> pb::Event {
 }
 
 fn wire_timestamp(timestamp: Timestamp) -> pb::HybridTimestamp {
+    let wall_ms = timestamp.wall_ms();
     pb::HybridTimestamp {
-        wall_ms: timestamp.wall_ms(),
         logical: u32::from(timestamp.logical()),
+        wall: Some(prost_types::Timestamp {
+            seconds: i64::try_from(wall_ms / 1000).expect("below 2^48 / 1000"),
+            nanos: i32::try_from(wall_ms % 1000).expect("below 1000") * NANOS_PER_MS,
+        }),
     }
 }
 
@@ -563,7 +601,7 @@ mod tests {
     fn a_logical_counter_over_16_bits_is_refused() {
         let wire = pb::Filter {
             since: Some(pb::HybridTimestamp {
-                wall_ms: 5,
+                wall: None,
                 logical: 70_000,
             }),
             ..Default::default()
@@ -572,6 +610,38 @@ mod tests {
             Err(Error::InvalidArgument { field, .. }) => assert_eq!(field, "filter.since.logical"),
             other => panic!("expected an invalid argument, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn wall_times_round_trip_in_whole_milliseconds() {
+        for wall_ms in [0, 1, 999, 1_700_000_000_123, Timestamp::WALL_MS_MAX] {
+            let core = Timestamp::new(wall_ms, 9);
+            let wire = wire_timestamp(core);
+            assert_eq!(wire.wall.map(|wall| wall.nanos % NANOS_PER_MS), Some(0));
+            assert_eq!(timestamp(wire, "t").expect("valid"), core);
+        }
+    }
+
+    #[test]
+    fn wall_times_the_clock_cannot_hold_are_refused_naming_the_part() {
+        let refused = |seconds, nanos| {
+            let wire = pb::Filter {
+                until: Some(pb::HybridTimestamp {
+                    wall: Some(prost_types::Timestamp { seconds, nanos }),
+                    logical: 0,
+                }),
+                ..Default::default()
+            };
+            match filter(Some(wire), "filter") {
+                Err(Error::InvalidArgument { field, .. }) => field,
+                other => panic!("expected an invalid argument, got {other:?}"),
+            }
+        };
+        assert_eq!(refused(1, 500), "filter.until.wall.nanos");
+        assert_eq!(refused(1, -1_000_000), "filter.until.wall.nanos");
+        assert_eq!(refused(1, 1_000_000_000), "filter.until.wall.nanos");
+        assert_eq!(refused(-1, 0), "filter.until.wall.seconds");
+        assert_eq!(refused(i64::MAX, 0), "filter.until.wall.seconds");
     }
 
     #[test]

@@ -133,6 +133,11 @@ async function main() {
   assert.deepEqual(positions, [8, 7, 6, 5, 4, 3, 2, 1], 'every event, newest first');
   assert.equal(await page.textContent('#events tbody tr[data-position="3"] td.type'), 'OrderPlaced');
   assert.match(await page.textContent('#events tbody tr[data-position="3"]'), /"total":12/);
+  // The wall time, RFC 3339 in the CLI's receipt, is the one the row shows (UTC, milliseconds).
+  const wall = JSON.parse(placed.text).events[0].timestamp.wall;
+  assert.match(wall, /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/);
+  assert.ok((await page.textContent('#events tbody tr[data-position="3"]')).includes(wall.replace('T', ' ').replace('Z', '')),
+    'the row shows the wall time');
 
   step('the live tail shows an event appended after the page loaded');
   await page.waitForSelector('#tail-status[data-state="live"]');

@@ -41,6 +41,15 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
+/// A wall time as the CLI's JSON writes it: RFC 3339 in UTC with milliseconds.
+fn rfc3339(wall: Option<prost_types::Timestamp>) -> String {
+    let wall = wall.expect("a committed event has a wall time");
+    let nanos = u32::try_from(wall.nanos).expect("the server writes nanos in range");
+    chrono::DateTime::from_timestamp(wall.seconds, nanos)
+        .expect("a wall time the clock can hold")
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 /// A receipt in the JSON form `causeway --output json append` prints.
 fn receipt_json(receipt: &pb::Receipt) -> Value {
     json!({
@@ -50,7 +59,7 @@ fn receipt_json(receipt: &pb::Receipt) -> Value {
                 "id": committed.id,
                 "position": committed.position,
                 "version": committed.version,
-                "timestamp": {"wall_ms": timestamp.wall_ms, "logical": timestamp.logical},
+                "timestamp": {"wall": rfc3339(timestamp.wall), "logical": timestamp.logical},
                 "hash": hex(&committed.hash),
                 "prev_hash": hex(&committed.prev_hash),
             })

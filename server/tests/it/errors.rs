@@ -136,16 +136,36 @@ async fn malformed_fields_are_named() {
                 direction: 0,
                 limit: 10,
                 filter: Some(pb::Filter {
-                    since: Some(pb::HybridTimestamp {
-                        wall_ms: 1,
-                        logical: 70_000,
-                    }),
+                    since: Some(causeway_client::timestamp::hybrid(1, 70_000)),
                     ..Default::default()
                 }),
             })
             .await,
     );
     assert_invalid(&status, "filter.since.logical");
+
+    // The clock keeps whole milliseconds: a finer wall time is refused, not rounded.
+    let status = failure(
+        client
+            .read_log(pb::ReadLogRequest {
+                consistency: 0,
+                from_position: 1,
+                direction: 0,
+                limit: 10,
+                filter: Some(pb::Filter {
+                    until: Some(pb::HybridTimestamp {
+                        wall: Some(prost_types::Timestamp {
+                            seconds: 1_700_000_000,
+                            nanos: 1,
+                        }),
+                        logical: 0,
+                    }),
+                    ..Default::default()
+                }),
+            })
+            .await,
+    );
+    assert_invalid(&status, "filter.until.wall.nanos");
 
     let status = failure(
         client
