@@ -14,10 +14,13 @@ from causeway_client import (
     Conflict,
     Denied,
     Expected,
+    Filter,
     InvalidArgument,
     NewEvent,
+    Timestamp,
     UniqueTag,
 )
+from causeway_client.pb import causeway_pb2, event_pb2
 
 from conftest import unique
 
@@ -79,3 +82,16 @@ def test_an_invalid_field_is_named(client: Client, scope: str) -> None:
     with pytest.raises(InvalidArgument) as bad_id:
         client.get("not-a-uuid")
     assert bad_id.value.field == "id"
+
+
+def test_a_wall_time_finer_than_a_millisecond_is_refused_not_rounded(client: Client) -> None:
+    since = event_pb2.Filter()
+    since.since.wall.seconds = 1_700_000_000
+    since.since.wall.nanos = 1
+    request = causeway_pb2.ReadLogRequest(from_position=1, limit=1, filter=since)
+    with pytest.raises(InvalidArgument) as invalid:
+        client._call(client.stub.ReadLog, request)
+    assert invalid.value.field == "filter.since.wall.nanos"
+    # A whole-millisecond time from a Timestamp passes, and reads what is at or after it.
+    page = client.read_log(1, filter=Filter(since=Timestamp(wall_ms=1_700_000_000_001)), limit=1)
+    assert all(event.timestamp.wall_ms >= 1_700_000_000_001 for event in page.events)

@@ -23,6 +23,7 @@ from causeway_client import (
     load_events,
     verify_receipt,
 )
+from causeway_client.events import wall_ms_from, wall_ms_from_rfc3339
 from causeway_client.receipt import canonical_bytes, event_hash
 
 from conftest import unique
@@ -171,6 +172,22 @@ def test_a_wrong_key_or_a_missing_signature_is_refused() -> None:
     with pytest.raises(ReceiptError) as unsigned:
         verify_receipt(dataclasses.replace(golden_receipt(), signature=b""), PUBLIC_KEY)
     assert unsigned.value.kind == "unsigned"
+
+
+def test_timestamps_are_rfc_3339_in_json_and_whole_milliseconds() -> None:
+    value = golden_receipt().to_json()
+    assert value["events"][0]["timestamp"] == {"wall": str(Timestamp(WALL_MS)), "logical": 5}
+    assert str(Timestamp(1_700_000_000_123)) == "2023-11-14T22:13:20.123Z"
+    assert wall_ms_from_rfc3339("2023-11-14T23:13:20.123+01:00") == 1_700_000_000_123
+    assert Timestamp.from_pb(Timestamp(1_700_000_000_123, 2).to_pb()) == Timestamp(
+        1_700_000_000_123, 2
+    )
+    for finer in ("2023-11-14T22:13:20.1234Z", "1969-12-31T23:59:59.999Z", "yesterday"):
+        value["events"][0]["timestamp"]["wall"] = finer
+        with pytest.raises(ReceiptError):
+            Receipt.from_json(value)
+    with pytest.raises(ValueError):
+        wall_ms_from(1, 500)
 
 
 def test_the_json_form_round_trips_and_verifies() -> None:

@@ -13,9 +13,13 @@ the documentation, these types only give it Python shapes.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from typing import Any, Literal, Union
+
+from google.protobuf import timestamp_pb2
 
 from causeway_client.pb import causeway_pb2, event_pb2
 
@@ -29,19 +33,89 @@ EXISTS: Literal["exists"] = "exists"
 ExpectedVersionValue = Union[int, Literal["any", "no-stream", "exists"]]
 
 
+#: Nanoseconds in one millisecond, the hybrid clock's resolution.
+NANOS_PER_MS = 1_000_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
 @dataclass(frozen=True)
 class Timestamp:
-    """A hybrid logical clock timestamp: wall milliseconds plus a counter within the millisecond."""
+    """A hybrid logical clock timestamp: wall milliseconds plus a counter within the millisecond.
+
+    On the wire the wall time is a `google.protobuf.Timestamp` (`HybridTimestamp.wall`) in whole
+    milliseconds; here it is `wall_ms`, milliseconds since the Unix epoch, exactly, and `wall` is
+    the same time as an aware `datetime` in UTC. `str()` gives RFC 3339 with milliseconds.
+    """
 
     wall_ms: int = 0
     logical: int = 0
 
+    @property
+    def wall(self) -> datetime:
+        """The wall time as an aware datetime in UTC (exact: datetime keeps microseconds)."""
+        return _EPOCH + timedelta(milliseconds=self.wall_ms)
+
+    def __str__(self) -> str:
+        return rfc3339(self.wall_ms)
+
     @staticmethod
     def from_pb(message: event_pb2.HybridTimestamp) -> Timestamp:
-        return Timestamp(wall_ms=message.wall_ms, logical=message.logical)
+        """The wire's timestamp. Raises ValueError when the wall time is not whole milliseconds
+        from the epoch on, which no server sends (it refuses such a time in a request)."""
+        return Timestamp(
+            wall_ms=wall_ms_from(message.wall.seconds, message.wall.nanos),
+            logical=message.logical,
+        )
 
     def to_pb(self) -> event_pb2.HybridTimestamp:
-        return event_pb2.HybridTimestamp(wall_ms=self.wall_ms, logical=self.logical)
+        return event_pb2.HybridTimestamp(
+            wall=timestamp_pb2.Timestamp(
+                seconds=self.wall_ms // 1000, nanos=self.wall_ms % 1000 * NANOS_PER_MS
+            ),
+            logical=self.logical,
+        )
+
+
+def wall_ms_from(seconds: int, nanos: int) -> int:
+    """Milliseconds since the epoch from a Timestamp's parts; ValueError unless they are whole
+    milliseconds, not before the epoch. Nothing is rounded."""
+    if seconds < 0:
+        raise ValueError(f"wall time seconds {seconds} is before the epoch")
+    if not 0 <= nanos < 1_000_000_000 or nanos % NANOS_PER_MS != 0:
+        raise ValueError(f"wall time nanos {nanos} is not whole milliseconds below one second")
+    return seconds * 1000 + nanos // NANOS_PER_MS
+
+
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?"
+    r"([Zz]|[+-]\d{2}:\d{2})"
+)
+
+
+def rfc3339(wall_ms: int) -> str:
+    """Milliseconds since the epoch as RFC 3339 in UTC with milliseconds
+    (`2023-11-14T22:13:20.123Z`), as the CLI and the console write it. ValueError past year
+    9999, which RFC 3339 cannot write."""
+    time = _EPOCH + timedelta(milliseconds=wall_ms)
+    return time.strftime("%Y-%m-%dT%H:%M:%S") + f".{wall_ms % 1000:03d}Z"
+
+
+def wall_ms_from_rfc3339(text: str) -> int:
+    """Milliseconds since the epoch from an RFC 3339 time, exactly; ValueError when it is not
+    RFC 3339, not whole milliseconds, or before the epoch."""
+    match = _RFC3339.fullmatch(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not an RFC 3339 time")
+    year, month, day, hour, minute, second = (int(part) for part in match.groups()[:6])
+    fraction, offset = match.group(7) or "", match.group(8)
+    if offset in ("Z", "z"):
+        zone = timezone.utc
+    else:
+        sign = -1 if offset[0] == "-" else 1
+        zone = timezone(sign * timedelta(hours=int(offset[1:3]), minutes=int(offset[4:6])))
+    time = datetime(year, month, day, hour, minute, second, tzinfo=zone)
+    seconds = (time - _EPOCH) // timedelta(seconds=1)
+    return wall_ms_from(seconds, int(fraction.ljust(9, "0")))
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ layouts the core defines, and must agree with them byte for byte:
 
 - an event's chain hash (docs/FORMAT.md, "Hash"):
   `blake3(prev_hash || [1, 1] || fields || payload)`, where `fields` are position, version and
-  the packed timestamp (`wall_ms << 16 | logical`) as little-endian u64, id and correlation id
+  the packed timestamp (`wall_ms << 16 | logical`, the wall time in whole milliseconds) as little-endian u64, id and correlation id
   as 16 UUID bytes, scope, entity, type and content type as u16 length + UTF-8, the tags (u16
   count, each u16 length + UTF-8, in order), the metadata sorted by key (u16 count, key and
   value each u16 length + UTF-8), and the causation ids (u16 count, 16 bytes each);
@@ -37,7 +37,7 @@ import blake3
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from causeway_client.events import Event, Timestamp
+from causeway_client.events import Event, Timestamp, rfc3339, wall_ms_from_rfc3339
 from causeway_client.pb import receipt_pb2
 
 #: Opens a receipt's canonical bytes, so a signature over a receipt is never taken for another.
@@ -438,8 +438,8 @@ def _str16(value: str, what: str) -> bytes:
     return _u16(len(encoded), what) + encoded
 
 
-def _timestamp_json(timestamp: Timestamp) -> dict[str, int]:
-    return {"wall_ms": timestamp.wall_ms, "logical": timestamp.logical}
+def _timestamp_json(timestamp: Timestamp) -> dict[str, Any]:
+    return {"wall": rfc3339(timestamp.wall_ms), "logical": timestamp.logical}
 
 
 def _read_text(source: str | bytes | os.PathLike[str]) -> str:
@@ -495,10 +495,12 @@ def _hex(obj: Mapping[str, Any], key: str, what: str) -> bytes:
 
 def _timestamp_from(obj: Mapping[str, Any], what: str) -> Timestamp:
     timestamp = _object(obj.get("timestamp"), f"{what}.timestamp")
-    return Timestamp(
-        wall_ms=_uint(timestamp, "wall_ms", f"{what}.timestamp"),
-        logical=_uint(timestamp, "logical", f"{what}.timestamp"),
-    )
+    wall = _string(timestamp, "wall", f"{what}.timestamp")
+    try:
+        wall_ms = wall_ms_from_rfc3339(wall)
+    except ValueError as err:
+        raise _malformed(f"{what}.timestamp.wall: {err}") from None
+    return Timestamp(wall_ms=wall_ms, logical=_uint(timestamp, "logical", f"{what}.timestamp"))
 
 
 def _strings(obj: Mapping[str, Any], key: str, what: str) -> tuple[str, ...]:
