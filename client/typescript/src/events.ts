@@ -6,13 +6,17 @@
  * proto's (proto/causeway/v1/event.proto): the proto is the documentation, these types only give
  * it TypeScript shapes.
  *
- * - Positions, versions and wall times are uint64 on the wire, so they come back as `bigint`
- *   (exact past 2^53); arguments take a `number` or a `bigint`.
+ * - Positions and versions are uint64 on the wire, so they come back as `bigint` (exact past
+ *   2^53), and so do wall times in milliseconds (`Timestamp.wallMs`); arguments take a `number`
+ *   or a `bigint`. On the wire a wall time is a `google.protobuf.Timestamp` in whole
+ *   milliseconds: `wallMsFrom` refuses one that is not, nothing is rounded; `wallDate` and
+ *   `rfc3339` give it to people.
  * - A payload is bytes on the wire; `NewEvent` also takes a string (encoded as UTF-8) and
  *   `NewEvent.json` any JSON-serialisable value, with content type `application/json`.
  */
 
 import { create } from "@bufbuild/protobuf";
+import { TimestampSchema, type Timestamp as TimestampPb } from "@bufbuild/protobuf/wkt";
 import {
   DcbConditionSchema,
   ExpectedKind,
@@ -187,12 +191,70 @@ export function uint64(value: Uint64, what: string): bigint {
   return big;
 }
 
+/** Nanoseconds in one millisecond, the hybrid clock's resolution. */
+const NANOS_PER_MS = 1_000_000;
+const RFC3339 = /^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})$/;
+
+/** The wire's timestamp; throws a RangeError when its wall time is not whole milliseconds from
+ * the epoch on, which no server sends. An absent timestamp or wall time is the epoch. */
 export function timestampFromPb(message: HybridTimestamp | undefined): Timestamp {
-  return { wallMs: message?.wallMs ?? 0n, logical: message?.logical ?? 0 };
+  const wall = message?.wall;
+  return { wallMs: wall ? wallMsFrom(wall.seconds, wall.nanos) : 0n, logical: message?.logical ?? 0 };
+}
+
+/** Milliseconds since the epoch from a Timestamp's parts; a RangeError unless they are whole
+ * milliseconds, not before the epoch. Nothing is rounded. */
+export function wallMsFrom(seconds: bigint, nanos: number): bigint {
+  if (seconds < 0n) {
+    throw new RangeError(`wall time seconds ${seconds} is before the epoch`);
+  }
+  if (!Number.isInteger(nanos) || nanos < 0 || nanos >= 1_000_000_000 || nanos % NANOS_PER_MS !== 0) {
+    throw new RangeError(`wall time nanos ${nanos} is not whole milliseconds below one second`);
+  }
+  return seconds * 1000n + BigInt(nanos / NANOS_PER_MS);
+}
+
+/** A timestamp's wall time as a Date (exact: a Date keeps milliseconds). */
+export function wallDate(timestamp: Timestamp): Date {
+  return new Date(Number(timestamp.wallMs));
+}
+
+/** Milliseconds since the epoch as RFC 3339 in UTC with milliseconds (`2023-11-14T22:13:20.123Z`),
+ * as the CLI and the console write it. */
+export function rfc3339(wallMs: bigint): string {
+  return new Date(Number(wallMs)).toISOString();
+}
+
+/** Milliseconds since the epoch from an RFC 3339 time, exactly; a RangeError when it is not
+ * RFC 3339, not whole milliseconds, or before the epoch. */
+export function wallMsFromRfc3339(text: string): bigint {
+  const match = RFC3339.exec(text);
+  if (match === null) {
+    throw new RangeError(`${JSON.stringify(text)} is not an RFC 3339 time`);
+  }
+  const [year, month, day, hour, minute, second] = match.slice(1, 7).map(Number) as [number, number, number, number, number, number];
+  const fraction = match[7] ?? "";
+  const offset = match[8]!;
+  let offsetMinutes = 0;
+  if (offset !== "Z" && offset !== "z") {
+    const sign = offset.startsWith("-") ? -1 : 1;
+    offsetMinutes = sign * (Number(offset.slice(1, 3)) * 60 + Number(offset.slice(4, 6)));
+  }
+  const localMs = Date.UTC(year, month - 1, day, hour, minute, second);
+  const check = new Date(localMs);
+  if (check.getUTCFullYear() !== year || check.getUTCMonth() !== month - 1 || check.getUTCDate() !== day) {
+    throw new RangeError(`${JSON.stringify(text)} is not a calendar date`);
+  }
+  const seconds = (localMs - offsetMinutes * 60_000) / 1000;
+  return wallMsFrom(BigInt(seconds), Number(fraction.padEnd(9, "0")));
+}
+
+function wallToPb(wallMs: bigint): TimestampPb {
+  return create(TimestampSchema, { seconds: wallMs / 1000n, nanos: Number(wallMs % 1000n) * NANOS_PER_MS });
 }
 
 function timestampToPb(value: TimestampInput): HybridTimestamp {
-  return create(HybridTimestampSchema, { wallMs: uint64(value.wallMs, "wall_ms"), logical: value.logical ?? 0 });
+  return create(HybridTimestampSchema, { wall: wallToPb(uint64(value.wallMs, "wallMs")), logical: value.logical ?? 0 });
 }
 
 export function newEventToPb(event: NewEvent): NewEventPb {

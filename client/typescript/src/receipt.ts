@@ -8,7 +8,7 @@
  *
  * - an event's chain hash (docs/FORMAT.md, "Hash"):
  *   `blake3(prev_hash || [1, 1] || fields || payload)`, where `fields` are position, version and
- *   the packed timestamp (`wall_ms << 16 | logical`) as little-endian u64, id and correlation id
+ *   the packed timestamp (`wall_ms << 16 | logical`, the wall time in whole milliseconds) as little-endian u64, id and correlation id
  *   as 16 UUID bytes, scope, entity, type and content type as u16 length + UTF-8, the tags (u16
  *   count, each u16 length + UTF-8, in order), the metadata sorted by key's UTF-8 bytes (u16
  *   count, key and value each u16 length + UTF-8), and the causation ids (u16 count, 16 bytes);
@@ -27,7 +27,7 @@ import { createPublicKey, verify as verifyEd25519 } from "node:crypto";
 import { blake3 } from "@noble/hashes/blake3.js";
 import type { Receipt as ReceiptPb } from "./gen/causeway/v1/receipt_pb.js";
 import type { Event as EventPb } from "./gen/causeway/v1/event_pb.js";
-import { eventFromPb, timestampFromPb, type Event, type Timestamp } from "./events.js";
+import { eventFromPb, rfc3339, timestampFromPb, wallMsFromRfc3339, type Event, type Timestamp } from "./events.js";
 
 /** Opens a receipt's canonical bytes, so a signature over a receipt is never taken for another. */
 export const RECEIPT_DOMAIN_TAG = new TextEncoder().encode("causeway.receipt.v1\0");
@@ -94,7 +94,7 @@ export interface ReceiptJson {
     id: string;
     position: number;
     version: number;
-    timestamp: { wall_ms: number; logical: number };
+    timestamp: { wall: string; logical: number };
     hash: string;
     prev_hash: string;
   }>;
@@ -153,7 +153,7 @@ export class Receipt {
         id: committed.id,
         position: Number(committed.position),
         version: Number(committed.version),
-        timestamp: { wall_ms: Number(committed.timestamp.wallMs), logical: committed.timestamp.logical },
+        timestamp: { wall: rfc3339(committed.timestamp.wallMs), logical: committed.timestamp.logical },
         hash: toHex(committed.hash),
         prev_hash: toHex(committed.prevHash),
       })),
@@ -577,10 +577,16 @@ function hex(obj: Record<string, unknown>, key: string, what: string): Uint8Arra
 
 function timestampFrom(obj: Record<string, unknown>, what: string): Timestamp {
   const timestamp = object(obj["timestamp"], `${what}.timestamp`);
-  return {
-    wallMs: uint(timestamp, "wall_ms", `${what}.timestamp`),
-    logical: Number(uint(timestamp, "logical", `${what}.timestamp`)),
-  };
+  let wallMs: bigint;
+  try {
+    wallMs = wallMsFromRfc3339(string(timestamp, "wall", `${what}.timestamp`));
+  } catch (err) {
+    if (err instanceof RangeError) {
+      throw malformed(`${what}.timestamp.wall: ${err.message}`);
+    }
+    throw err;
+  }
+  return { wallMs, logical: Number(uint(timestamp, "logical", `${what}.timestamp`)) };
 }
 
 function strings(obj: Record<string, unknown>, key: string, what: string): string[] {

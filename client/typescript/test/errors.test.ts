@@ -97,6 +97,13 @@ test("an invalid field is named", async () => {
   assert.equal(badId.field, "id");
 });
 
+test("a wall time past what the clock can hold is refused naming the field", async () => {
+  const invalid = await rejection(client.readLog(1, { filter: { since: { wallMs: 1n << 48n } } }), InvalidArgument);
+  assert.equal(invalid.field, "filter.since.wall.seconds");
+  const page = await client.readLog(1, { filter: { since: { wallMs: (1n << 48n) - 1n } } });
+  assert.deepEqual(page.events, []);
+});
+
 test("an invalid argument is the caller's bug and keeps its own type", async () => {
   const scope = newScope();
   const entity = unique("order");

@@ -14,7 +14,10 @@ import {
   allowedTypes,
   canonicalBytes,
   eventHash,
+  rfc3339,
   verifyReceipt,
+  wallMsFrom,
+  wallMsFromRfc3339,
   type Committed,
   type Event,
 } from "../src/index.js";
@@ -239,6 +242,20 @@ test("a wrong key or a missing signature is refused", () => {
     ReceiptError,
   );
   assert.equal(unsigned.kind, "unsigned");
+});
+
+test("timestamps are RFC 3339 in JSON and whole milliseconds on the wire", () => {
+  const json = goldenReceipt().toJSON();
+  assert.deepEqual(json.events[0]!.timestamp, { wall: rfc3339(WALL_MS), logical: 5 });
+  assert.equal(rfc3339(1_700_000_000_123n), "2023-11-14T22:13:20.123Z");
+  assert.equal(wallMsFromRfc3339("2023-11-14T23:13:20.123+01:00"), 1_700_000_000_123n);
+  assert.equal(wallMsFromRfc3339("2023-11-14T22:13:20.123000000Z"), 1_700_000_000_123n);
+  for (const bad of ["2023-11-14T22:13:20.1234Z", "1969-12-31T23:59:59.999Z", "2023-02-30T00:00:00Z", "yesterday"]) {
+    const copy = structuredClone(json);
+    copy.events[0]!.timestamp.wall = bad;
+    assert.throws(() => Receipt.fromJSON(copy), ReceiptError, bad);
+  }
+  assert.throws(() => wallMsFrom(1n, 500), RangeError);
 });
 
 test("the JSON form round-trips and verifies", () => {
