@@ -61,6 +61,14 @@ pub const SUBSCRIPTIONS_DEFAULT: usize = 1024;
 /// When the buffer is full the task waits: a slow consumer slows only itself, never writers or
 /// other subscribers.
 pub const SUBSCRIBE_BUFFER_MESSAGES: usize = 16;
+/// Encoded bytes of messages buffered per subscription between the task that reads the log and
+/// the connection, whatever their number: a message is queued only once its bytes fit, and
+/// they count until the connection takes it. A message larger than this (one page holding a
+/// large append, up to [`SUBSCRIBE_MESSAGE_BYTES_MAX`]) is queued alone, once the buffer is
+/// empty. So a subscriber that never reads holds at most `max(8 MiB, its largest message)`
+/// here; ordinary pages (at most [`SUBSCRIBE_PAGE_BYTES_MAX`] of records, about 4.5 MiB
+/// encoded) keep it at 8 MiB, two pages.
+pub const SUBSCRIBE_BUFFER_BYTES_MAX: usize = 8 * 1024 * 1024;
 /// Events one subscription reads from the store per pool call (catch-up and live alike). Bounds
 /// how long one read holds a pool thread and how many events a subscription holds in memory
 /// beyond its buffer; a page exceeds it only to finish an append (at most `APPEND_EVENTS_MAX`

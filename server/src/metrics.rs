@@ -128,6 +128,11 @@ fn describe() {
     );
     describe_gauge!("causeway_subscriptions", "Subscriptions open.");
     describe_gauge!(
+        "causeway_subscription_buffered_bytes",
+        Unit::Bytes,
+        "Encoded bytes of messages queued in every subscription's buffer, not yet taken by its connection."
+    );
+    describe_gauge!(
         "causeway_request_bytes_in_flight",
         Unit::Bytes,
         "Bytes of requests counted against max_in_flight_request_bytes now."
