@@ -53,7 +53,8 @@ pub fn subscribe_reads_max(pool_threads: usize) -> usize {
 }
 
 /// Concurrent subscriptions the configuration may allow. Each holds a task, a buffer of up to
-/// [`SUBSCRIBE_BUFFER_MESSAGES`] messages and one read batch; an idle one holds no thread.
+/// [`SUBSCRIBE_BUFFER_MESSAGES`] messages and [`SUBSCRIBE_BUFFER_BYTES_MAX`] bytes, and one
+/// read batch; an idle one holds no thread.
 pub const SUBSCRIPTIONS_MAX: usize = 65_536;
 /// Default of `--max-subscriptions`; one more is refused with RESOURCE_EXHAUSTED.
 pub const SUBSCRIPTIONS_DEFAULT: usize = 1024;
