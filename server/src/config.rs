@@ -15,6 +15,8 @@
 //! pool_queue = 1024
 //! max_subscriptions = 1024
 //! max_connections = 4096        # open at once on the gRPC port
+//! max_in_flight_request_bytes = 268435456  # request bytes held at once, over every call
+//! max_connection_age_secs = 0   # a connection is asked to go away after this long; 0: never
 //! durability = "fsync"          # or "relaxed"
 //! signing_key = "/etc/causeway/receipt.key"
 //! record_denials = true
@@ -47,11 +49,13 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::limits::{
-    ADVERTISE_BYTES_MAX, ASYNC_THREADS_MAX, CONNECTIONS_DEFAULT, CONNECTIONS_MAX,
-    ELECTION_TIMEOUT_MS_DEFAULT, ELECTION_TIMEOUT_MS_MAX, HEARTBEAT_MS_DEFAULT, HEARTBEAT_MS_MAX,
-    HEARTBEAT_MS_MIN, POOL_QUEUE_DEFAULT, POOL_QUEUE_MAX, POOL_THREADS_DEFAULT, POOL_THREADS_MAX,
-    RAFT_LOG_KEPT_AFTER_SNAPSHOT, RAFT_SNAPSHOT_INTERVAL_ENTRIES, SCRUB_BYTES_PER_SEC_DEFAULT,
-    SUBSCRIPTIONS_DEFAULT, SUBSCRIPTIONS_MAX, async_threads_default, subscribe_reads_max,
+    ADVERTISE_BYTES_MAX, ASYNC_THREADS_MAX, CONNECTION_AGE_SECS_MAX, CONNECTIONS_DEFAULT,
+    CONNECTIONS_MAX, ELECTION_TIMEOUT_MS_DEFAULT, ELECTION_TIMEOUT_MS_MAX, HEARTBEAT_MS_DEFAULT,
+    HEARTBEAT_MS_MAX, HEARTBEAT_MS_MIN, IN_FLIGHT_REQUEST_BYTES_DEFAULT,
+    IN_FLIGHT_REQUEST_BYTES_MAX, IN_FLIGHT_REQUEST_BYTES_MIN, POOL_QUEUE_DEFAULT, POOL_QUEUE_MAX,
+    POOL_THREADS_DEFAULT, POOL_THREADS_MAX, RAFT_LOG_KEPT_AFTER_SNAPSHOT,
+    RAFT_SNAPSHOT_INTERVAL_ENTRIES, SCRUB_BYTES_PER_SEC_DEFAULT, SUBSCRIPTIONS_DEFAULT,
+    SUBSCRIPTIONS_MAX, async_threads_default, subscribe_reads_max,
 };
 use crate::tls::TlsFiles;
 
@@ -110,6 +114,16 @@ pub struct Args {
     /// [default: 4096].
     #[arg(long, env = "CAUSEWAY_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Bytes of requests the server holds at once, over every call of every connection, while
+    /// it receives and handles them; a call past it is refused with RESOURCE_EXHAUSTED
+    /// [default: 268435456, 256 MiB].
+    #[arg(long, env = "CAUSEWAY_MAX_IN_FLIGHT_REQUEST_BYTES")]
+    pub max_in_flight_request_bytes: Option<u64>,
+    /// Seconds after which a client connection is asked to go away (GOAWAY) and reconnect;
+    /// its calls get 30 s more to finish. Spreads clients over nodes again after a restart or
+    /// behind a load balancer; 0 never asks [default: 0].
+    #[arg(long, env = "CAUSEWAY_MAX_CONNECTION_AGE_SECS")]
+    pub max_connection_age_secs: Option<u64>,
     /// When appends are answered: after fsync, or (relaxed) before it, which loses acknowledged
     /// events on power loss [default: fsync].
     #[arg(long, env = "CAUSEWAY_DURABILITY", value_enum)]
@@ -242,6 +256,8 @@ struct File {
     pool_queue: Option<usize>,
     max_subscriptions: Option<usize>,
     max_connections: Option<usize>,
+    max_in_flight_request_bytes: Option<u64>,
+    max_connection_age_secs: Option<u64>,
     durability: Option<Durability>,
     signing_key: Option<PathBuf>,
     record_denials: Option<bool>,
@@ -281,6 +297,12 @@ pub struct Config {
     pub max_subscriptions: usize,
     /// Connections the gRPC port holds open at once, 1 to `CONNECTIONS_MAX`.
     pub max_connections: usize,
+    /// Bytes of requests held at once over every call (`budget.rs`),
+    /// `IN_FLIGHT_REQUEST_BYTES_MIN` to `IN_FLIGHT_REQUEST_BYTES_MAX`.
+    pub max_in_flight_request_bytes: u64,
+    /// The age at which a connection is sent GOAWAY (then `CONNECTION_AGE_GRACE` for its calls);
+    /// `None` never. Up to `CONNECTION_AGE_SECS_MAX` seconds.
+    pub max_connection_age: Option<Duration>,
     /// When appends are answered; `Relaxed` trades power-loss durability for latency.
     pub durability: Durability,
     /// The receipt signing key file, if receipts are signed.
@@ -330,6 +352,8 @@ impl Default for Config {
             pool_queue: POOL_QUEUE_DEFAULT,
             max_subscriptions: SUBSCRIPTIONS_DEFAULT,
             max_connections: CONNECTIONS_DEFAULT,
+            max_in_flight_request_bytes: IN_FLIGHT_REQUEST_BYTES_DEFAULT,
+            max_connection_age: None,
             durability: Durability::Fsync,
             signing_key: None,
             record_denials: None,
@@ -406,6 +430,17 @@ impl Config {
                 .max_connections
                 .or(file.max_connections)
                 .unwrap_or(defaults.max_connections),
+            max_in_flight_request_bytes: args
+                .max_in_flight_request_bytes
+                .or(file.max_in_flight_request_bytes)
+                .unwrap_or(defaults.max_in_flight_request_bytes),
+            max_connection_age: match args
+                .max_connection_age_secs
+                .or(file.max_connection_age_secs)
+            {
+                None | Some(0) => None,
+                Some(secs) => Some(Duration::from_secs(secs)),
+            },
             durability: args
                 .durability
                 .or(file.durability)
@@ -547,6 +582,25 @@ impl Config {
                     "{setting} is {value}; it must be 1 to {max} ({limit})"
                 )));
             }
+        }
+        if !(IN_FLIGHT_REQUEST_BYTES_MIN..=IN_FLIGHT_REQUEST_BYTES_MAX)
+            .contains(&self.max_in_flight_request_bytes)
+        {
+            return Err(ConfigError(format!(
+                "max_in_flight_request_bytes is {}; it must be {IN_FLIGHT_REQUEST_BYTES_MIN} to \
+                 {IN_FLIGHT_REQUEST_BYTES_MAX} (IN_FLIGHT_REQUEST_BYTES_MIN, \
+                 IN_FLIGHT_REQUEST_BYTES_MAX)",
+                self.max_in_flight_request_bytes
+            )));
+        }
+        if let Some(age) = self.max_connection_age
+            && age.as_secs() > CONNECTION_AGE_SECS_MAX
+        {
+            return Err(ConfigError(format!(
+                "max_connection_age_secs is {}; it must be at most {CONNECTION_AGE_SECS_MAX} \
+                 (CONNECTION_AGE_SECS_MAX), or 0 for no limit",
+                age.as_secs()
+            )));
         }
         if let Some(cluster) = &self.cluster {
             cluster.check(self.listen)?;
@@ -770,6 +824,28 @@ mod tests {
         ]))
         .expect_err("a TLS cluster member without a client CA");
         assert!(err.0.contains("tls_client_ca is missing"), "{err}");
+    }
+
+    #[test]
+    fn the_request_budget_and_connection_age_are_bounded() {
+        let config = Config::from_args(args(&[])).expect("defaults");
+        assert_eq!(
+            config.max_in_flight_request_bytes,
+            IN_FLIGHT_REQUEST_BYTES_DEFAULT
+        );
+        assert_eq!(config.max_connection_age, None);
+        let err = Config::from_args(args(&["--max-in-flight-request-bytes", "1024"]))
+            .expect_err("under IN_FLIGHT_REQUEST_BYTES_MIN");
+        assert!(err.0.contains("IN_FLIGHT_REQUEST_BYTES_MIN"), "{err}");
+        let config =
+            Config::from_args(args(&["--max-connection-age-secs", "3600"])).expect("an hour");
+        assert_eq!(config.max_connection_age, Some(Duration::from_secs(3600)));
+        let config =
+            Config::from_args(args(&["--max-connection-age-secs", "0"])).expect("0 is off");
+        assert_eq!(config.max_connection_age, None);
+        let err = Config::from_args(args(&["--max-connection-age-secs", "100000000"]))
+            .expect_err("over CONNECTION_AGE_SECS_MAX");
+        assert!(err.0.contains("CONNECTION_AGE_SECS_MAX"), "{err}");
     }
 
     #[test]

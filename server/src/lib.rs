@@ -15,7 +15,8 @@
 //! [`restore`] is `causewayd restore`, which makes a data directory of a backup. The
 //! operator's side: [`monitor`] (the admin port and readiness), [`metrics`], [`observe`] (every
 //! RPC counted and its failures logged), [`malformed`] (requests tonic could not decode,
-//! answered as bad input), [`console`], [`incoming`] (bounded listeners) and [`tls`] (TLS on
+//! answered as bad input), [`budget`] (the bytes of requests in flight), [`console`],
+//! [`incoming`] (bounded listeners) and [`tls`] (TLS on
 //! both ports and between nodes, reloaded when its files change).
 
 /// The generated protobuf types and gRPC server of `causeway.v1`.
@@ -27,6 +28,7 @@ pub mod pb {
         tonic::include_file_descriptor_set!("causeway_descriptor");
 }
 
+pub mod budget;
 pub mod checkpoint;
 pub mod cluster;
 pub mod config;

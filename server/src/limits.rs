@@ -53,7 +53,8 @@ pub fn subscribe_reads_max(pool_threads: usize) -> usize {
 }
 
 /// Concurrent subscriptions the configuration may allow. Each holds a task, a buffer of up to
-/// [`SUBSCRIBE_BUFFER_MESSAGES`] messages and one read batch; an idle one holds no thread.
+/// [`SUBSCRIBE_BUFFER_MESSAGES`] messages and [`SUBSCRIBE_BUFFER_BYTES_MAX`] bytes, and one
+/// read batch; an idle one holds no thread.
 pub const SUBSCRIPTIONS_MAX: usize = 65_536;
 /// Default of `--max-subscriptions`; one more is refused with RESOURCE_EXHAUSTED.
 pub const SUBSCRIPTIONS_DEFAULT: usize = 1024;
@@ -61,6 +62,14 @@ pub const SUBSCRIPTIONS_DEFAULT: usize = 1024;
 /// When the buffer is full the task waits: a slow consumer slows only itself, never writers or
 /// other subscribers.
 pub const SUBSCRIBE_BUFFER_MESSAGES: usize = 16;
+/// Encoded bytes of messages buffered per subscription between the task that reads the log and
+/// the connection, whatever their number: a message is queued only once its bytes fit, and
+/// they count until the connection takes it. A message larger than this (one page holding a
+/// large append, up to [`SUBSCRIBE_MESSAGE_BYTES_MAX`]) is queued alone, once the buffer is
+/// empty. So a subscriber that never reads holds at most `max(8 MiB, its largest message)`
+/// here; ordinary pages (at most [`SUBSCRIBE_PAGE_BYTES_MAX`] of records, about 4.5 MiB
+/// encoded) keep it at 8 MiB, two pages.
+pub const SUBSCRIBE_BUFFER_BYTES_MAX: usize = 8 * 1024 * 1024;
 /// Events one subscription reads from the store per pool call (catch-up and live alike). Bounds
 /// how long one read holds a pool thread and how many events a subscription holds in memory
 /// beyond its buffer; a page exceeds it only to finish an append (at most `APPEND_EVENTS_MAX`
@@ -147,6 +156,49 @@ pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// per request, client `writev` 4.30 -> 2.38 and server `recvfrom` 4.57 -> 2.55. The server
 /// holds at most one frame per connection while reading it.
 pub const HTTP2_FRAME_BYTES_MAX: u32 = 1024 * 1024;
+/// HTTP/2 streams (calls) one connection may have open at once, the server's
+/// `SETTINGS_MAX_CONCURRENT_STREAMS`. A client that wants more waits on its side for a stream
+/// to end (tonic and grpc clients queue them), so one connection cannot make the server hold
+/// an unbounded number of calls; with `--max-connections` this bounds the calls in progress.
+/// 256 is above what the benchmark's 64 in flight on one connection needs.
+pub const HTTP2_STREAMS_PER_CONNECTION_MAX: u32 = 256;
+/// Bytes of one request's header list, as HTTP/2 counts it (each name and value plus 32),
+/// the server's `SETTINGS_MAX_HEADER_LIST_SIZE`; a larger header block resets the stream. gRPC
+/// metadata is small (a request id, later a bearer token of a few KiB); 16 KiB is what
+/// grpc-go allows by default.
+pub const HTTP2_HEADER_LIST_BYTES_MAX: u32 = 16 * 1024;
+/// Streams a client may open and reset before the server has accepted them; one more and the
+/// connection is closed with GOAWAY (ENHANCE_YOUR_CALM). This is the defence against "rapid
+/// reset" (CVE-2023-44487), where a client opens and cancels streams in a loop so that they
+/// never count against [`HTTP2_STREAMS_PER_CONNECTION_MAX`]; 20 is h2's own default, set here
+/// so an upgrade cannot change it unseen.
+pub const HTTP2_PENDING_RESETS_MAX: usize = 20;
+/// Streams the server may reset on one connection because the client broke the protocol on
+/// them (a header list too large, a frame on a closed stream) before it closes the connection
+/// with GOAWAY: hyper's default, set here for the same reason.
+pub const HTTP2_LOCAL_ERROR_RESETS_MAX: usize = 1024;
+/// How long a connection past `--max-connection-age-secs` keeps its calls in flight after
+/// the server told it to go away (GOAWAY): unary calls finish, and a subscription still open
+/// at the end is cut, to be resumed on a new connection from its last position plus one.
+pub const CONNECTION_AGE_GRACE: Duration = Duration::from_secs(30);
+/// The most `--max-connection-age-secs` may be (about a year); 0 turns the age limit off.
+pub const CONNECTION_AGE_SECS_MAX: u64 = 365 * 24 * 3600;
+
+/// Default of `--max-in-flight-request-bytes`: bytes of request messages, summed over every
+/// call of the public API, that the server holds at once while it receives and handles them
+/// (`budget.rs`). A call whose bytes would go past it is refused with RESOURCE_EXHAUSTED and a
+/// `RetryInfo`. The memory model is the deploy files' container (a 1 GiB limit): a quarter of
+/// it for requests in flight, twelve appends of the largest size (`MESSAGE_BYTES_MAX`, 20 MiB)
+/// or about ten thousand of 25 KB, leaves the rest to the index (about 100 bytes per event),
+/// subscriptions and the allocator. Raise it with the container's memory.
+pub const IN_FLIGHT_REQUEST_BYTES_DEFAULT: u64 = 256 * 1024 * 1024;
+/// The least `--max-in-flight-request-bytes` may be. A budget below `MESSAGE_BYTES_MAX`
+/// refuses every request larger than itself, however idle the server: meant for tests and
+/// for small machines that take only small appends.
+pub const IN_FLIGHT_REQUEST_BYTES_MIN: u64 = 64 * 1024;
+/// The most `--max-in-flight-request-bytes` may be.
+pub const IN_FLIGHT_REQUEST_BYTES_MAX: u64 = 1 << 40;
+
 /// How long a shutdown waits for in-flight requests before it closes the store anyway. Closing
 /// loses nothing acknowledged: the writer finishes and syncs what it has before it stops.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);

@@ -125,6 +125,8 @@ fn log_start(config: &Config, json: bool) {
         pool_queue = config.pool_queue,
         max_subscriptions = config.max_subscriptions,
         max_connections = config.max_connections,
+        max_in_flight_request_bytes = config.max_in_flight_request_bytes,
+        max_connection_age_secs = config.max_connection_age.map(|age| age.as_secs()),
         log_format = if json { "json" } else { "text" },
         signing_key = config.signing_key.as_ref().map(|path| path.display().to_string()),
         record_denials = config.record_denials,

@@ -127,6 +127,20 @@ fn describe() {
         "Store calls refused because the blocking pool's queue was full (RESOURCE_EXHAUSTED)."
     );
     describe_gauge!("causeway_subscriptions", "Subscriptions open.");
+    describe_gauge!(
+        "causeway_subscription_buffered_bytes",
+        Unit::Bytes,
+        "Encoded bytes of messages queued in every subscription's buffer, not yet taken by its connection."
+    );
+    describe_gauge!(
+        "causeway_request_bytes_in_flight",
+        Unit::Bytes,
+        "Bytes of requests counted against max_in_flight_request_bytes now."
+    );
+    describe_counter!(
+        "causeway_request_budget_refusals_total",
+        "Calls refused because their bytes did not fit in max_in_flight_request_bytes (RESOURCE_EXHAUSTED)."
+    );
     describe_histogram!(
         "causeway_subscription_lag_events",
         "Positions between a subscription's read and the head, sampled at each read."

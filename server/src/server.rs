@@ -28,14 +28,17 @@ use tokio::sync::{oneshot, watch};
 use tonic::codec::CompressionEncoding;
 use tonic_health::ServingStatus;
 
+use crate::budget::{BudgetLayer, RequestBudget};
 use crate::cluster::admin::Admin;
 use crate::cluster::node::{ClusterNode, RAFT_DIR};
 use crate::cluster::pb::raft_service_server::RaftServiceServer;
 use crate::config::{Config, ConfigError};
 use crate::incoming::BoundedListener;
 use crate::limits::{
-    HTTP2_CONNECTION_WINDOW_BYTES, HTTP2_FRAME_BYTES_MAX, HTTP2_STREAM_WINDOW_BYTES,
-    KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, MESSAGE_BYTES_MAX, RESPONSE_BYTES_MAX, SHUTDOWN_GRACE,
+    CONNECTION_AGE_GRACE, HTTP2_CONNECTION_WINDOW_BYTES, HTTP2_FRAME_BYTES_MAX,
+    HTTP2_HEADER_LIST_BYTES_MAX, HTTP2_LOCAL_ERROR_RESETS_MAX, HTTP2_PENDING_RESETS_MAX,
+    HTTP2_STREAM_WINDOW_BYTES, HTTP2_STREAMS_PER_CONNECTION_MAX, KEEPALIVE_INTERVAL,
+    KEEPALIVE_TIMEOUT, MESSAGE_BYTES_MAX, RESPONSE_BYTES_MAX, SHUTDOWN_GRACE,
     SIGNING_KEY_FILE_BYTES_MAX, subscribe_reads_max,
 };
 use crate::live::LiveStore;
@@ -104,6 +107,10 @@ pub struct Server {
     addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
     max_connections: usize,
+    /// The bytes of requests every call shares (`budget.rs`).
+    budget: RequestBudget,
+    /// The age at which a connection is asked to go away, if any.
+    max_connection_age: Option<std::time::Duration>,
     /// The scrubber's pace; 0 runs none.
     scrub_bytes_per_sec: u64,
     /// TLS on the gRPC port (and between nodes), when configured.
@@ -246,6 +253,10 @@ impl Server {
             addr,
             admin_addr,
             max_connections: config.max_connections,
+            budget: RequestBudget::new(
+                usize::try_from(config.max_in_flight_request_bytes).unwrap_or(usize::MAX),
+            ),
+            max_connection_age: config.max_connection_age,
             scrub_bytes_per_sec: config.scrub_bytes_per_sec,
             tls,
             admin_stop,
@@ -366,11 +377,24 @@ impl Server {
             ),
             None => (None, None),
         };
-        let router = tonic::transport::Server::builder()
-            .layer(ObserveLayer)
-            .layer(MalformedLayer)
+        // One server for clients and peers alike, so these bounds hold for the node-to-node
+        // RaftService too (only the request budget leaves it out; see budget.rs).
+        let mut builder = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
             .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+            .max_concurrent_streams(HTTP2_STREAMS_PER_CONNECTION_MAX)
+            .http2_max_header_list_size(HTTP2_HEADER_LIST_BYTES_MAX)
+            .http2_max_pending_accept_reset_streams(Some(HTTP2_PENDING_RESETS_MAX))
+            .http2_max_local_error_reset_streams(Some(HTTP2_LOCAL_ERROR_RESETS_MAX));
+        if let Some(age) = self.max_connection_age {
+            builder = builder
+                .max_connection_age(age)
+                .max_connection_age_grace(CONNECTION_AGE_GRACE);
+        }
+        let router = builder
+            .layer(ObserveLayer)
+            .layer(MalformedLayer)
+            .layer(BudgetLayer::new(self.budget.clone()))
             .max_frame_size(Some(HTTP2_FRAME_BYTES_MAX))
             .initial_stream_window_size(Some(HTTP2_STREAM_WINDOW_BYTES))
             .initial_connection_window_size(Some(HTTP2_CONNECTION_WINDOW_BYTES))

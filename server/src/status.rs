@@ -66,6 +66,11 @@ pub enum Error {
         /// The number of appends admitted at once.
         max: usize,
     },
+    /// The request bytes in flight would go past `--max-in-flight-request-bytes`.
+    RequestBytesFull {
+        /// The configured budget, in bytes.
+        max: usize,
+    },
     /// The configured number of subscriptions is open.
     SubscriptionsFull {
         /// The configured maximum.
@@ -360,6 +365,18 @@ fn status_of(err: Error) -> Status {
                 _ => Status::internal("the backup failed on the node; its log has the details"),
             }
         }
+        Error::RequestBytesFull { max } => with_info(
+            Code::ResourceExhausted,
+            format!(
+                "the server is busy: requests in flight hold its budget of {max} bytes \
+                 (max_in_flight_request_bytes); retry later"
+            ),
+            REASON_OVERLOADED,
+            HashMap::from([(
+                "limit".to_string(),
+                "max_in_flight_request_bytes".to_string(),
+            )]),
+        ),
         Error::SubscriptionsFull { max } => with_info(
             Code::ResourceExhausted,
             format!("{max} subscriptions are open, the configured maximum (max_subscriptions)"),

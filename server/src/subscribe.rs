@@ -3,7 +3,11 @@
 //! Each subscription is one async task (a `Feed`) that reads the log forward in pages of
 //! [`SUBSCRIBE_READ_EVENTS_MAX`] events and [`SUBSCRIBE_PAGE_BYTES_MAX`] bytes through the
 //! blocking pool, with the subscriber's filter, and pushes each page as one message into a
-//! bounded channel ([`SUBSCRIBE_BUFFER_MESSAGES`]) that the connection drains. Subscription
+//! channel bounded both in messages ([`SUBSCRIBE_BUFFER_MESSAGES`]) and in encoded bytes
+//! ([`SUBSCRIBE_BUFFER_BYTES_MAX`]: a message takes its bytes from the subscription's own
+//! semaphore before it is queued, and gives them back when the connection takes it; one larger
+//! than the whole budget waits for an empty buffer) that the connection drains. The bytes
+//! queued over every subscription are the gauge `causeway_subscription_buffered_bytes`. Subscription
 //! calls take one of [`subscribe_reads_max`] read permits before they go to the pool, so
 //! however many subscribers a commit wakes, they hold only that many of the pool's threads and
 //! queue slots, and appends keep the rest. When a read reaches the head the task sends `CaughtUp` (once) and waits for the head
@@ -24,21 +28,23 @@
 //! subscribers never wait for it. A subscriber that goes away is noticed on the next send (or
 //! at once while idle) and its task ends, returning its slot of `max_subscriptions`.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use causeway_core::{Direction, Filter, Position, ReadBatch};
+use prost::Message as _;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::time::Instant;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
 use crate::convert;
 #[cfg(doc)]
 use crate::limits::subscribe_reads_max;
 use crate::limits::{
-    CHECKPOINT_INTERVAL, SUBSCRIBE_BUFFER_MESSAGES, SUBSCRIBE_PAGE_BYTES_MAX,
-    SUBSCRIBE_READ_EVENTS_MAX, SUBSCRIBE_RETRY_DELAY_MAX,
+    CHECKPOINT_INTERVAL, SUBSCRIBE_BUFFER_BYTES_MAX, SUBSCRIBE_BUFFER_MESSAGES,
+    SUBSCRIBE_PAGE_BYTES_MAX, SUBSCRIBE_READ_EVENTS_MAX, SUBSCRIBE_RETRY_DELAY_MAX,
 };
 use crate::live::LiveStore;
 use crate::pb;
@@ -46,8 +52,54 @@ use crate::pb::subscribe_response::Message;
 use crate::pool::{Pool, PoolError};
 use crate::status::{Error, to_status};
 
-/// The stream a `Subscribe` call answers with.
-pub type SubscribeStream = ReceiverStream<Result<pb::SubscribeResponse, Status>>;
+/// The stream a `Subscribe` call answers with: what the subscription's task queued, each
+/// message's bytes given back to the subscription's buffer as the connection takes it.
+#[derive(Debug)]
+pub struct SubscribeStream {
+    receiver: mpsc::Receiver<Queued>,
+}
+
+impl tokio_stream::Stream for SubscribeStream {
+    type Item = Result<pb::SubscribeResponse, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        // The message's `BufferedBytes` drops here, as the connection takes the message.
+        self.receiver
+            .poll_recv(cx)
+            .map(|queued| queued.map(|queued| queued.response))
+    }
+}
+
+/// A message in a subscription's buffer with the bytes it holds there.
+#[derive(Debug)]
+struct Queued {
+    response: Result<pb::SubscribeResponse, Status>,
+    _bytes: BufferedBytes,
+}
+
+/// Encoded bytes of one queued message, counted in the subscription's buffer (its permits)
+/// and in `causeway_subscription_buffered_bytes` until it is dropped.
+#[derive(Debug)]
+struct BufferedBytes {
+    n_bytes: usize,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl BufferedBytes {
+    fn new(n_bytes: usize, permit: Option<OwnedSemaphorePermit>) -> BufferedBytes {
+        metrics::gauge!("causeway_subscription_buffered_bytes").increment(n_bytes as f64);
+        BufferedBytes {
+            n_bytes,
+            _permit: permit,
+        }
+    }
+}
+
+impl Drop for BufferedBytes {
+    fn drop(&mut self) {
+        metrics::gauge!("causeway_subscription_buffered_bytes").decrement(self.n_bytes as f64);
+    }
+}
 
 /// How long a subscription waits to hand its final status to a consumer whose buffer is full
 /// before it ends the stream without it.
@@ -163,6 +215,7 @@ impl Hub {
             reads: self.reads.clone(),
             filter,
             next,
+            buffer: Arc::new(Semaphore::new(SUBSCRIBE_BUFFER_BYTES_MAX)),
             reported: next - 1,
             last_sent: Instant::now(),
             caught_up: false,
@@ -172,7 +225,7 @@ impl Hub {
             _permit: permit,
         };
         tokio::spawn(feed.run());
-        Ok(ReceiverStream::new(receiver))
+        Ok(SubscribeStream { receiver })
     }
 }
 
@@ -192,11 +245,13 @@ struct Feed {
     filter: Arc<Filter>,
     /// The next position to read; everything below it was delivered or filtered out.
     next: u64,
+    /// The subscription's buffer, in encoded bytes: [`SUBSCRIBE_BUFFER_BYTES_MAX`] permits.
+    buffer: Arc<Semaphore>,
     /// The last position the subscriber has been told about, by an event or a marker.
     reported: u64,
     last_sent: Instant,
     caught_up: bool,
-    sender: mpsc::Sender<Result<pb::SubscribeResponse, Status>>,
+    sender: mpsc::Sender<Queued>,
     head: watch::Receiver<u64>,
     stopping: watch::Receiver<bool>,
     _permit: OwnedSemaphorePermit,
@@ -212,7 +267,11 @@ impl Feed {
         if let Stop::Fail(status) = stop {
             // The status follows every message already queued; a consumer that does not make
             // room in time gets the stream's end without it, and resumes as after any break.
-            let _ = tokio::time::timeout(FINAL_STATUS_WAIT, self.sender.send(Err(status))).await;
+            let queued = Queued {
+                response: Err(status),
+                _bytes: BufferedBytes::new(0, None),
+            };
+            let _ = tokio::time::timeout(FINAL_STATUS_WAIT, self.sender.send(queued)).await;
         }
     }
 
@@ -336,14 +395,30 @@ impl Feed {
         Ok(())
     }
 
-    /// Queues one message, waiting for room; gives up if the subscriber goes away or the
-    /// server shuts down meanwhile.
+    /// Queues one message, waiting for room (its bytes in the buffer, then a message slot);
+    /// gives up if the subscriber goes away or the server shuts down meanwhile.
     async fn send(&mut self, message: Message) -> Result<(), Stop> {
         let response = pb::SubscribeResponse {
             message: Some(message),
         };
+        let n_bytes = response.encoded_len();
+        // A message larger than the whole buffer takes all of it: it waits for the buffer to
+        // empty and is then queued alone.
+        let n_permits = u32::try_from(n_bytes.min(SUBSCRIBE_BUFFER_BYTES_MAX))
+            .expect("SUBSCRIBE_BUFFER_BYTES_MAX fits in u32");
+        let permit = tokio::select! {
+            permit = self.buffer.clone().acquire_many_owned(n_permits) => {
+                permit.expect("the buffer's semaphore is never closed")
+            }
+            () = self.sender.closed() => return Err(Stop::Gone),
+            () = stopped(self.stopping.clone()) => return Err(self.shutting_down()),
+        };
+        let queued = Queued {
+            response: Ok(response),
+            _bytes: BufferedBytes::new(n_bytes, Some(permit)),
+        };
         tokio::select! {
-            sent = self.sender.send(Ok(response)) => {
+            sent = self.sender.send(queued) => {
                 sent.map_err(|_| Stop::Gone)?;
                 self.last_sent = Instant::now();
                 Ok(())

@@ -2,6 +2,7 @@
 //! generated gRPC client, one module per scenario.
 //!
 //! - `unary`: the normal path of every unary RPC.
+//! - `abuse`: rapid reset, a subscriber that never reads, and the budget of request bytes.
 //! - `errors`: bad input, limits, unknown ids, denials and conflicts, and their statuses.
 //! - `bad_input`: malformed, oversized and out-of-range input on every RPC, as raw frames.
 //! - `overload`: a full pool and too many subscriptions are refused at once, nothing hangs.
@@ -16,6 +17,7 @@
 //! - `tls`: TLS and mutual TLS handshakes, node identity between peers, reload, and the
 //!   refusal of plaintext beyond loopback.
 
+mod abuse;
 mod backup;
 mod bad_input;
 mod console;
