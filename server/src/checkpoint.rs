@@ -328,5 +328,5 @@ fn copy_hashed(from: &Path, to: &Path, len: u64) -> io::Result<(u64, Hash)> {
 
 /// A hash as lowercase hex.
 pub fn hex(hash: &Hash) -> String {
-    hash.iter().map(|byte| format!("{byte:02x}")).collect()
+    hex::encode(hash)
 }

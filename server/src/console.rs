@@ -379,7 +379,7 @@ fn gate_json(gate: &RegisteredGate) -> Value {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+    hex::encode(bytes)
 }
 
 async fn state(State(console): State<Console>) -> Result<Response, Refusal> {
@@ -748,13 +748,7 @@ fn wall_from_rfc3339(text: &str, what: &str) -> Result<prost_types::Timestamp, S
 }
 
 fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) || !text.is_ascii() {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|at| u8::from_str_radix(&text[at..at + 2], 16).ok())
-        .collect()
+    hex::decode(text).ok()
 }
 
 /// Server-sent events from `from` (or after `Last-Event-ID`, or the head by default) for as

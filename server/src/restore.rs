@@ -442,12 +442,7 @@ fn parse_hash(text: &str, key: &str) -> Result<Hash, RestoreError> {
             format!("has a {key} that is not 64 hex digits"),
         )
     };
-    if text.len() != 64 || !text.is_ascii() {
-        return Err(bad());
-    }
     let mut hash = [0u8; 32];
-    for (byte_idx, byte) in hash.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&text[2 * byte_idx..2 * byte_idx + 2], 16).map_err(|_| bad())?;
-    }
+    hex::decode_to_slice(text, &mut hash).map_err(|_| bad())?;
     Ok(hash)
 }

@@ -239,13 +239,7 @@ impl Server {
             tls = tls.is_some(),
             client_certs_required = tls.as_ref().is_some_and(Tls::requires_client_certs),
             signing_key_id = signer.as_ref().map(key_id),
-            signing_public_key = signer.as_ref().map(|signer| {
-                signer
-                    .public_key()
-                    .iter()
-                    .map(|byte| format!("{byte:02x}"))
-                    .collect::<String>()
-            }),
+            signing_public_key = signer.as_ref().map(|signer| hex::encode(signer.public_key())),
             "store open"
         );
         Ok(Server {
@@ -550,10 +544,8 @@ fn load_signer(path: &Path) -> Result<Signer, StartError> {
         ));
     }
     let mut secret = [0u8; 32];
-    for (byte_idx, byte) in secret.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&hex[2 * byte_idx..2 * byte_idx + 2], 16)
-            .expect("checked: two ASCII hex digits");
-    }
+    hex::decode_to_slice(hex, &mut secret)
+        .map_err(|_| fail("expected 64 hex digits (a 32-byte Ed25519 secret key)".to_string()))?;
     let unnamed = Signer::new("", secret);
     Ok(Signer::new(key_id(&unnamed), secret))
 }

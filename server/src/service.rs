@@ -178,11 +178,7 @@ impl Service {
 /// The id a signing key's receipts carry: `ed25519:` and the first 8 bytes of its public key in
 /// hex, so a verifier can tell keys apart across rotations.
 pub fn key_id(signer: &Signer) -> String {
-    let hex: String = signer.public_key()[..8]
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect();
-    format!("ed25519:{hex}")
+    format!("ed25519:{}", hex::encode(&signer.public_key()[..8]))
 }
 
 /// Checks a receipt against the events it names in `store`, and its signature against the

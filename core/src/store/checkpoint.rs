@@ -233,7 +233,7 @@ fn hash_file(path: &Path) -> Result<(u64, Hash)> {
 }
 
 fn hex(hash: &Hash) -> String {
-    hash.iter().map(|byte| format!("{byte:02x}")).collect()
+    hex::encode(hash)
 }
 
 /// A 32-byte hash as 64 lowercase hex digits in JSON.
@@ -251,15 +251,9 @@ mod hex32 {
         deserializer: D,
     ) -> Result<[u8; 32], D::Error> {
         let text = String::deserialize(deserializer)?;
-        let digits = text.as_bytes();
-        if digits.len() != 64 {
-            return Err(D::Error::custom("a hash is 64 hex digits"));
-        }
         let mut hash = [0u8; 32];
-        for (byte_idx, pair) in digits.chunks(2).enumerate() {
-            let pair = std::str::from_utf8(pair).map_err(D::Error::custom)?;
-            hash[byte_idx] = u8::from_str_radix(pair, 16).map_err(D::Error::custom)?;
-        }
+        hex::decode_to_slice(&text, &mut hash)
+            .map_err(|_| D::Error::custom("a hash is 64 hex digits"))?;
         Ok(hash)
     }
 }
