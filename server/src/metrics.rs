@@ -127,6 +127,23 @@ fn describe() {
         "Store calls refused because the blocking pool's queue was full (RESOURCE_EXHAUSTED)."
     );
     describe_gauge!("causeway_subscriptions", "Subscriptions open.");
+    describe_counter!(
+        "causeway_scrub_bytes_total",
+        Unit::Bytes,
+        "Bytes of sealed segments the background scrubber has re-checked."
+    );
+    describe_counter!(
+        "causeway_scrub_segments_total",
+        "Sealed segments the background scrubber has re-checked."
+    );
+    describe_counter!(
+        "causeway_scrub_passes_total",
+        "Passes of the background scrubber over every sealed segment."
+    );
+    describe_counter!(
+        "causeway_scrub_breaks_total",
+        "Breaks (a damaged frame or a hash that differs) the background scrubber has found."
+    );
     describe_gauge!(
         "causeway_subscription_buffered_bytes",
         Unit::Bytes,
