@@ -6,6 +6,11 @@
 //! accept loop spun on EMFILE. With it, connections past the bound wait in the kernel's
 //! backlog until one closes, and the descriptors the store needs stay free. Each accepted
 //! socket carries its permit ([`Bounded`]) and gives it back when it closes.
+//!
+//! A connection that sends nothing holds a permit too: the gRPC port's stream
+//! ([`BoundedListener::into_stream`]) hands a connection on only once its first bytes (the
+//! HTTP/2 preface, or a TLS ClientHello) arrived, and closes one that stays silent for
+//! [`FIRST_BYTES_TIMEOUT`], so idle sockets cannot hold every permit for ever.
 
 use std::io;
 use std::net::SocketAddr;
@@ -20,7 +25,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
-use crate::limits::ACCEPT_ERROR_PAUSE;
+use crate::limits::{ACCEPT_ERROR_PAUSE, FIRST_BYTES_TIMEOUT};
 
 /// An accepted connection holding one of its port's permits until it closes.
 #[derive(Debug)]
@@ -143,7 +148,8 @@ impl BoundedListener {
     }
 
     /// The connections, as the stream tonic serves, until `stop` resolves; then the listener
-    /// closes (new connections are refused) while open ones finish.
+    /// closes (new connections are refused) while open ones finish. Each is handed on once it
+    /// has something to read, or closed after [`FIRST_BYTES_TIMEOUT`] of silence.
     pub fn into_stream(
         mut self,
         stop: impl Future<Output = ()> + Send + 'static,
@@ -157,9 +163,26 @@ impl BoundedListener {
                     () = &mut stop => return,
                     () = sender.closed() => return,
                 };
-                if sender.send(Ok(accepted.0)).await.is_err() {
-                    return;
-                }
+                let (conn, peer) = accepted;
+                let sender = sender.clone();
+                let port = self.port;
+                tokio::spawn(async move {
+                    // `peek` waits for a byte (or the end); `readable` may wake spuriously.
+                    let mut first = [0u8; 1];
+                    let peeked = conn.stream.peek(&mut first);
+                    match tokio::time::timeout(FIRST_BYTES_TIMEOUT, peeked).await {
+                        Ok(Ok(_)) => {
+                            let _ = sender.send(Ok(conn)).await;
+                        }
+                        Ok(Err(_)) => {}
+                        Err(_) => tracing::info!(
+                            port,
+                            %peer,
+                            timeout_ms = FIRST_BYTES_TIMEOUT.as_millis() as u64,
+                            "a connection sent nothing in time; closed"
+                        ),
+                    }
+                });
             }
         });
         ReceiverStream::new(receiver)

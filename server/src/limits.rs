@@ -386,6 +386,10 @@ pub const SIGNATURE_KEY_ID_BYTES_MAX: usize = 64;
 /// Bytes of one TLS file (a certificate chain, a key, a CA bundle) read at start or reload; a
 /// FIFO or `/dev/zero` named by mistake is refused instead of read forever.
 pub const TLS_FILE_BYTES_MAX: u64 = 1024 * 1024;
+/// How long a new gRPC connection may stay silent before its first bytes (the HTTP/2 preface
+/// or a TLS ClientHello); it holds one of the port's permits meanwhile, so sockets that never
+/// speak give their permits back at this bound instead of locking every client out.
+pub const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a client may take over its TLS handshake; the connection holds one of the port's
 /// permits meanwhile, so a client that stalls it gives the permit back at this bound.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -4,7 +4,8 @@
 //! - **Loading.** `--tls-cert` (the chain, leaf first) and `--tls-key` are PEM files, parsed
 //!   with `rustls-pki-types`; `--tls-client-ca` (PEM, one or more CA certificates) makes client
 //!   certificates required and checked against it. A key that does not match the certificate,
-//!   a file over `TLS_FILE_BYTES_MAX`, or a file with no certificate is refused, naming the file.
+//!   a file over `TLS_FILE_BYTES_MAX`, one that is not a regular file (a FIFO would block the
+//!   reload for good), or a file with no certificate is refused, naming the file.
 //! - **Reload.** SIGHUP, or a change of a file's modification time or length (polled every
 //!   `TLS_RELOAD_POLL_INTERVAL`), loads the files again. A load that succeeds replaces the
 //!   material for every connection made after it; connections already open keep the
@@ -253,6 +254,12 @@ pub fn names_node(cert: &CertificateDer<'_>, node_id: u64) -> bool {
 /// Reads a PEM file of at most `TLS_FILE_BYTES_MAX` bytes.
 fn read(what: &str, path: &Path) -> Result<Vec<u8>, String> {
     let fail = |detail: String| format!("{what} {}: {detail}", path.display());
+    // A FIFO or a device would block the open or the read (and with it reloads and shutdown).
+    match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_file() => return Err(fail("is not a regular file".to_string())),
+        Ok(_) => {}
+        Err(err) => return Err(fail(err.to_string())),
+    }
     let mut bytes = Vec::new();
     std::fs::File::open(path)
         .and_then(|file| file.take(TLS_FILE_BYTES_MAX + 1).read_to_end(&mut bytes))

@@ -259,3 +259,26 @@ async fn connections_past_the_bound_wait_until_one_closes() {
         .expect("the task");
     assert!(served, "the head request succeeds");
 }
+
+/// A connection that never sends a byte (no HTTP/2 preface) gives its permit back after
+/// `FIRST_BYTES_TIMEOUT` (10 s), so sockets that stay open and silent cannot lock every client
+/// out. Catches a port that keeps silent sockets for ever: the request below then never runs.
+#[tokio::test]
+async fn silent_connections_give_their_permits_back() {
+    let dir = crate::harness::scratch();
+    let node = crate::harness::Node::start(&dir.path().join("data"), &["--max-connections", "3"]);
+    let _silent: Vec<std::net::TcpStream> = (0..3)
+        .map(|_| std::net::TcpStream::connect(node.addr).expect("a silent connection"))
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let served = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        let mut client = crate::harness::connect(node.addr).await;
+        client
+            .head(crate::harness::pb::HeadRequest::default())
+            .await
+            .is_ok()
+    })
+    .await
+    .expect("served while the silent sockets are still open");
+    assert!(served, "the head request succeeds");
+}
