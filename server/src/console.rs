@@ -20,8 +20,8 @@
 //! Invariants:
 //! - Read-only: nothing here writes to the store.
 //! - No store call runs on an async worker: each goes through the server's bounded pool, and a
-//!   full pool is 429 at once. The tail waits for new events on the head watcher, not on a pool
-//!   thread.
+//!   full pool is 429 at once. The tail waits for new events on the head's watch channel
+//!   (`LiveStore::head`), not on a pool thread.
 //! - Every input is bounded by a `CONSOLE_*` constant of `limits.rs`; over a bound is 400 (413
 //!   for a receipt body, 429 for one stream too many) with a message naming the constant.
 //!   Error messages repeat at most `ECHO_CHARS_MAX` characters of any input (`status::echo`).
@@ -74,8 +74,8 @@ const PAGE_EVENTS_DEFAULT: usize = 50;
 const GRAPH_DEPTH_DEFAULT: u32 = 3;
 /// Events one tail read takes from the log.
 const TAIL_READ_EVENTS: usize = 256;
-/// How long a caught-up tail waits on the head watcher before it reads again regardless, so
-/// a store replaced by a snapshot install is followed even if the watcher missed it.
+/// How long a caught-up tail waits on the head's watch channel before it reads again
+/// regardless: a bound on how late a missed wake-up is noticed.
 const TAIL_RECHECK: Duration = Duration::from_secs(5);
 
 /// The console's state: the admin port's, and the permits for open tails.

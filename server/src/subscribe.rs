@@ -148,7 +148,7 @@ impl Hub {
         self.max_subscriptions - self.permits.available_permits()
     }
 
-    /// The committed head as the head watcher publishes it: what a live reader outside the
+    /// The committed head as the committing thread publishes it (`LiveStore::head`): what a live reader outside the
     /// hub (the console's tail) waits on instead of holding a pool thread.
     pub fn head(&self) -> watch::Receiver<u64> {
         self.head.clone()
