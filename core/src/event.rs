@@ -199,17 +199,21 @@ impl NewEvent {
     /// [`NewEvent::validate`], saying which field was refused: its path within the event
     /// (`scope`, `tags[3]`, `metadata`, `causation[1]`).
     pub fn check(&self, event_idx: usize) -> Result<(), FieldError> {
-        let at = |field: &str| format!("event {event_idx} {field}");
+        // The names in messages are written only when a check fails: this runs for every event
+        // of every append, on the leader and again on each replica's apply.
+        let at = |field: &'static str| {
+            Lazy(move |f: &mut fmt::Formatter<'_>| write!(f, "event {event_idx} {field}"))
+        };
         let names = [
             ("scope", &self.scope, SCOPE_BYTES_MAX, "SCOPE_BYTES_MAX"),
             ("entity", &self.entity, ENTITY_BYTES_MAX, "ENTITY_BYTES_MAX"),
             ("type", &self.event_type, TYPE_BYTES_MAX, "TYPE_BYTES_MAX"),
         ];
         for (field, value, max, limit) in names {
-            check_name(&at(field), value, max, limit).map_err(|err| FieldError::new(field, err))?;
+            check_name(at(field), value, max, limit).map_err(|err| FieldError::new(field, err))?;
         }
         check_count(
-            &at("tags"),
+            at("tags"),
             self.tags.len(),
             TAGS_PER_EVENT_MAX,
             "TAGS_PER_EVENT_MAX",
@@ -218,7 +222,7 @@ impl NewEvent {
         for (tag_idx, tag) in self.tags.iter().enumerate() {
             let field = || format!("tags[{tag_idx}]");
             check_name(
-                &at(&format!("tag {tag_idx}")),
+                Lazy(|f: &mut fmt::Formatter<'_>| write!(f, "event {event_idx} tag {tag_idx}")),
                 tag,
                 TAG_BYTES_MAX,
                 "TAG_BYTES_MAX",
@@ -238,7 +242,7 @@ impl NewEvent {
             return Err(FieldError::new(
                 "content_type",
                 over(
-                    &at("content_type bytes"),
+                    at("content_type bytes"),
                     self.content_type.len(),
                     CONTENT_TYPE_BYTES_MAX,
                     "CONTENT_TYPE_BYTES_MAX",
@@ -246,7 +250,7 @@ impl NewEvent {
             ));
         }
         check_count(
-            &at("metadata entries"),
+            at("metadata entries"),
             self.metadata.len(),
             METADATA_ENTRIES_MAX,
             "METADATA_ENTRIES_MAX",
@@ -254,17 +258,17 @@ impl NewEvent {
         .map_err(|err| FieldError::new("metadata", err))?;
         for (key, value) in &self.metadata {
             check_name(
-                &at("metadata key"),
+                at("metadata key"),
                 key,
                 METADATA_KEY_BYTES_MAX,
                 "METADATA_KEY_BYTES_MAX",
             )
             .map_err(|err| FieldError::new("metadata", err))?;
             if value.len() > METADATA_VALUE_BYTES_MAX {
-                let what = at(&format!(
-                    "metadata value of {:?} bytes",
+                let what = format!(
+                    "event {event_idx} metadata value of {:?} bytes",
                     crate::command::short(key)
-                ));
+                );
                 return Err(FieldError::new(
                     "metadata",
                     over(
@@ -277,7 +281,7 @@ impl NewEvent {
             }
         }
         check_count(
-            &at("causation parents"),
+            at("causation parents"),
             self.causation.len(),
             CAUSATION_PER_EVENT_MAX,
             "CAUSATION_PER_EVENT_MAX",
@@ -306,11 +310,26 @@ impl NewEvent {
     }
 }
 
+/// A name for a message, written only if a message is made (`std::fmt::from_fn` once the
+/// minimum Rust version reaches 1.93).
+struct Lazy<F: Fn(&mut fmt::Formatter<'_>) -> fmt::Result>(F);
+
+impl<F: Fn(&mut fmt::Formatter<'_>) -> fmt::Result> fmt::Display for Lazy<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        (self.0)(f)
+    }
+}
+
 /// Checks a name as every write checks an event's: non-empty, at most `max` bytes (`limit` is
 /// the bound's name), and free of control characters, which would make logs and CLI output
 /// ambiguous. `what` names it in the message (`event 2 scope`, `filter scope 0`); the value is
 /// repeated at most 64 bytes long. Reads check the names they are given by the same rule.
-pub fn check_name(what: &str, value: &str, max: usize, limit: &'static str) -> Result<()> {
+pub fn check_name(
+    what: impl fmt::Display,
+    value: &str,
+    max: usize,
+    limit: &'static str,
+) -> Result<()> {
     if value.is_empty() {
         return Err(Error::InvalidInput(format!("{what} is empty")));
     }
@@ -318,9 +337,14 @@ pub fn check_name(what: &str, value: &str, max: usize, limit: &'static str) -> R
 }
 
 /// [`check_name`] for a value that may be empty (an entity prefix, a tag prefix).
-pub fn check_text(what: &str, value: &str, max: usize, limit: &'static str) -> Result<()> {
+pub fn check_text(
+    what: impl fmt::Display,
+    value: &str,
+    max: usize,
+    limit: &'static str,
+) -> Result<()> {
     if value.len() > max {
-        return Err(over(&format!("{what} bytes"), value.len(), max, limit));
+        return Err(over(format_args!("{what} bytes"), value.len(), max, limit));
     }
     if value.chars().any(char::is_control) {
         return Err(Error::InvalidInput(format!(
@@ -331,14 +355,19 @@ pub fn check_text(what: &str, value: &str, max: usize, limit: &'static str) -> R
     Ok(())
 }
 
-fn check_count(what: &str, count: usize, max: usize, limit: &'static str) -> Result<()> {
+fn check_count(
+    what: impl fmt::Display,
+    count: usize,
+    max: usize,
+    limit: &'static str,
+) -> Result<()> {
     if count > max {
         return Err(over(what, count, max, limit));
     }
     Ok(())
 }
 
-fn over(what: &str, actual: usize, max: usize, limit: &'static str) -> Error {
+fn over(what: impl fmt::Display, actual: usize, max: usize, limit: &'static str) -> Error {
     Error::LimitExceeded {
         limit,
         max: max as u64,

@@ -383,7 +383,7 @@ impl GateDefinition {
             }
             for (name_idx, name) in names.iter().enumerate() {
                 let refusal = |err| FieldError::new(format!("{field}[{name_idx}]"), err);
-                check_name(&format!("{what} {name_idx}"), name, max, limit).map_err(refusal)?;
+                check_name(format_args!("{what} {name_idx}"), name, max, limit).map_err(refusal)?;
                 if field == "scopes" && name.starts_with('$') {
                     return Err(refusal(Error::InvalidInput(format!(
                         "gate scope {:?} is reserved (scopes starting with $)",

@@ -104,7 +104,7 @@ impl Filter {
         self.check_counts()?;
         for (scope_idx, scope) in self.scopes.iter().enumerate() {
             check_name(
-                &format!("filter scope {scope_idx}"),
+                format_args!("filter scope {scope_idx}"),
                 scope,
                 SCOPE_BYTES_MAX,
                 "SCOPE_BYTES_MAX",
@@ -126,7 +126,7 @@ impl Filter {
             for (field, names, max, limit) in lists {
                 for (name_idx, name) in names.iter().enumerate() {
                     check_name(
-                        &format!("query item {item_idx} {field} {name_idx}"),
+                        format_args!("query item {item_idx} {field} {name_idx}"),
                         name,
                         max,
                         limit,
