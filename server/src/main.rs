@@ -16,6 +16,13 @@ use causeway_server::config::LogFormat;
 use causeway_server::{Config, Server, shutdown_signal};
 use tracing_subscriber::EnvFilter;
 
+/// jemalloc instead of the system allocator: glibc's gave whole pages back to the kernel and
+/// faulted them in again, zeroed, for the buffers that Raft traffic allocates and frees per
+/// batch (a seventh of a cluster node's CPU went to clearing pages; mimalloc, which purges
+/// freed pages at once, was worse). Measured in docs/BENCHMARKS.md.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     if let Some(exit) = causeway_server::repair::run_if_requested() {
         return exit;
