@@ -25,6 +25,11 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 
+/// jemalloc, as in `causewayd`: decoding a page of events is mostly small allocations, and
+/// glibc's malloc spent a quarter of `causeway bench read`'s CPU (perf; docs/BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = match args::Cli::try_parse() {
