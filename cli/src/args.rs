@@ -27,7 +27,7 @@ const GLOBAL: &str = "Global options";
                   `payload_base64` (the exact bytes). `tail` prints one JSON document per line.\n\n\
                   Errors go to stderr as one line. Exit status: 0 success; 1 usage or invalid \
                   input; 2 refused (a gate, a version conflict, a reused idempotency key, a \
-                  receipt that does not verify); 3 not found; 4 unavailable (no connection, \
+                  receipt that does not verify, missing credentials or permission); 3 not found; 4 unavailable (no connection, \
                   overloaded, not serving, or a write's outcome unknown: retry, with the same \
                   idempotency key); 5 the server failed."
 )]
