@@ -26,7 +26,8 @@
 //!
 //! Each event is delivered only if the subscriber's principal may `subscribe` in its scope
 //! (`auth/`); the rest are skipped like events the filter leaves out, so resuming and progress
-//! markers work the same. A principal holds at most its `subscriptions_max` open at once.
+//! markers work the same. After a policy reload the subscription proves its credential again
+//! before its next read, and ends if the new policy refuses it. A principal holds at most its `subscriptions_max` open at once.
 //!
 //! A slow consumer fills its own buffer and its task waits for room; writers and other
 //! subscribers never wait for it. A subscriber that goes away is noticed on the next send (or
@@ -290,6 +291,9 @@ impl Feed {
 
     /// One read, what it produced sent, and (at the head) the wait for more.
     async fn step(&mut self) -> Result<(), Stop> {
+        self.caller
+            .refresh("Subscribe", Action::Subscribe)
+            .map_err(Stop::Fail)?;
         let (mut batch, head) = self.read().await?;
         batch
             .events

@@ -19,7 +19,7 @@ use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use super::{Action, Auth, Caller, Policy, Principal, REASON_PRINCIPAL_LIMIT, audit, denial};
+use super::{Action, Auth, Caller, Credential, REASON_PRINCIPAL_LIMIT, audit, denial, resolve};
 use crate::limits::TOKEN_BYTES_MAX;
 use crate::status::ERROR_DOMAIN;
 
@@ -197,7 +197,14 @@ fn admit<B>(auth: &Auth, request: &Request<B>) -> Result<Caller, Status> {
     };
     let path = request.uri().path();
     let method = path.rsplit('/').next().unwrap_or(path);
-    let principal = authenticate(&policy, request, method)?;
+    let credential = credential(request).map_err(|detail| {
+        audit("-", method, "-", "unauthenticated", detail);
+        Status::unauthenticated(format!("the credentials are not accepted: {detail}"))
+    })?;
+    let principal = resolve(&policy, &credential).map_err(|rejected| {
+        audit("-", method, "-", "unauthenticated", &rejected.0);
+        Status::unauthenticated("the bearer token is not accepted")
+    })?;
     if let Some(limiter) = &principal.limiter
         && let Err(not_until) = limiter.check()
     {
@@ -236,45 +243,30 @@ fn admit<B>(auth: &Auth, request: &Request<B>) -> Result<Caller, Status> {
         audit(&principal.name, method, scope, "denied", action.name());
         return Err(denial(Some(&principal), action, scope));
     }
-    Ok(auth.caller(Some(principal)))
+    Ok(auth.admitted(policy, principal, credential))
 }
 
-/// The principal a request proves it is: a bearer token or JWT, else a client certificate the
-/// policy maps, else the anonymous principal (with no rights when the file grants none).
-fn authenticate<B>(
-    policy: &Policy,
-    request: &Request<B>,
-    method: &str,
-) -> Result<Arc<Principal>, Status> {
-    let refuse = |detail: &str| {
-        audit("-", method, "-", "unauthenticated", detail);
-        Status::unauthenticated(format!("the credentials are not accepted: {detail}"))
-    };
+/// What a request proves itself with: a bearer token or JWT, else the names of a client
+/// certificate, else nothing. `Err` says why an `authorization` header is unusable.
+fn credential<B>(request: &Request<B>) -> Result<Credential, &'static str> {
     if let Some(header) = request.headers().get(http::header::AUTHORIZATION) {
         if header.len() > TOKEN_BYTES_MAX + "Bearer ".len() {
-            return Err(refuse(&format!(
-                "the authorization header is over TOKEN_BYTES_MAX = {TOKEN_BYTES_MAX} bytes"
-            )));
+            return Err("the authorization header is over TOKEN_BYTES_MAX");
         }
         let value = header
             .to_str()
-            .map_err(|_| refuse("the authorization header is not ASCII"))?;
-        let token = match value.split_once(' ') {
-            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
-            _ => return Err(refuse("the authorization header is not `Bearer <token>`")),
+            .map_err(|_| "the authorization header is not ASCII")?;
+        return match value.split_once(' ') {
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
+                Ok(Credential::Bearer(Arc::from(token.trim())))
+            }
+            _ => Err("the authorization header is not `Bearer <token>`"),
         };
-        return policy.bearer(token).map_err(|rejected| {
-            audit("-", method, "-", "unauthenticated", &rejected.0);
-            Status::unauthenticated("the bearer token is not accepted")
-        });
     }
-    if let Some(principal) = certificate_names(request).and_then(|names| policy.subject(&names)) {
-        return Ok(principal);
-    }
-    Ok(policy
-        .anonymous()
-        .cloned()
-        .unwrap_or_else(|| Arc::new(Principal::none())))
+    Ok(match certificate_names(request) {
+        Some(names) => Credential::Certificate(Arc::from(names)),
+        None => Credential::Nothing,
+    })
 }
 
 /// The DNS subject alternative names of the client certificate the connection presented.

@@ -19,9 +19,11 @@
 //! - **Without a policy file** every request is [`Caller::everyone`]: today's behaviour, kept so
 //!   a laptop needs no setup (plaintext beyond loopback still needs `--insecure`).
 //! - **Reload.** SIGHUP or a change of the file (or of its JWKS file) loads it again; a file
-//!   that does not load keeps the policy in force and logs why. Calls already admitted, open
-//!   subscriptions included, keep the principal they were admitted with; every new call on
-//!   any connection, open or new, is checked against the reloaded policy.
+//!   that does not load keeps the policy in force and logs why. Every new call on any
+//!   connection, open or new, is checked against the reloaded policy; an open subscription
+//!   proves its credential again before its next page, and ends (UNAUTHENTICATED or
+//!   PERMISSION_DENIED) when the new policy refuses it. Other calls in flight finish under the
+//!   policy they were admitted with.
 //! - **Audit.** Failures, denials, gate changes and reloads are logged to the tracing target
 //!   `causeway::audit` with `principal`, `method`, `scope` and `outcome`; never a token or a
 //!   payload.
@@ -108,11 +110,30 @@ impl Auth {
         Ok(())
     }
 
-    /// A caller that is `principal`, with this server's subscription counts.
+    /// A caller with no policy in force: it may do everything.
     pub fn caller(&self, principal: Option<Arc<Principal>>) -> Caller {
         Caller {
             principal,
             open: self.open.clone(),
+            admitted: None,
+        }
+    }
+
+    /// A caller admitted under `policy` as `principal`, proven by `credential`.
+    fn admitted(
+        &self,
+        policy: Arc<Policy>,
+        principal: Arc<Principal>,
+        credential: Credential,
+    ) -> Caller {
+        Caller {
+            principal: Some(principal),
+            open: self.open.clone(),
+            admitted: Some(Admitted {
+                auth: self.clone(),
+                policy,
+                credential,
+            }),
         }
     }
 
@@ -194,6 +215,47 @@ pub struct Caller {
     /// `None`: the server has no policy file, and the caller may do everything.
     principal: Option<Arc<Principal>>,
     open: OpenCounts,
+    /// How it was admitted, so a long call can be checked again after a reload.
+    admitted: Option<Admitted>,
+}
+
+/// The policy a caller was admitted under and what it proved itself with.
+#[derive(Clone, Debug)]
+struct Admitted {
+    auth: Auth,
+    policy: Arc<Policy>,
+    credential: Credential,
+}
+
+/// What a request proved itself with, kept so it can be checked against a reloaded policy.
+#[derive(Clone, Debug)]
+pub enum Credential {
+    /// A bearer token or JWT.
+    Bearer(Arc<str>),
+    /// The DNS names of a client certificate.
+    Certificate(Arc<[String]>),
+    /// Nothing: the anonymous principal.
+    Nothing,
+}
+
+/// The principal `credential` proves under `policy`; a certificate the policy does not map,
+/// and no credential at all, are the anonymous principal (with no rights when the policy grants
+/// anonymous none).
+pub fn resolve(
+    policy: &Policy,
+    credential: &Credential,
+) -> Result<Arc<Principal>, policy::Rejected> {
+    let anonymous = || {
+        policy
+            .anonymous()
+            .cloned()
+            .unwrap_or_else(|| Arc::new(Principal::none()))
+    };
+    match credential {
+        Credential::Bearer(token) => policy.bearer(token),
+        Credential::Certificate(names) => Ok(policy.subject(names).unwrap_or_else(anonymous)),
+        Credential::Nothing => Ok(anonymous()),
+    }
 }
 
 impl Caller {
@@ -212,7 +274,34 @@ impl Caller {
             .unwrap_or_else(|| Caller {
                 principal: Some(Arc::new(Principal::none())),
                 open: Arc::default(),
+                admitted: None,
             })
+    }
+
+    /// For a call that outlives a reload (a subscription): once the policy has changed, proves
+    /// the caller's credential again and takes the principal it now maps to. A credential the
+    /// new policy refuses is UNAUTHENTICATED; a principal left without `action` anywhere is
+    /// denied. Cheap while the policy is unchanged (one pointer comparison).
+    pub fn refresh(&mut self, method: &str, action: Action) -> Result<(), Status> {
+        let Some(admitted) = &mut self.admitted else {
+            return Ok(());
+        };
+        let Some(current) = admitted.auth.policy() else {
+            return Ok(());
+        };
+        if Arc::ptr_eq(&current, &admitted.policy) {
+            return Ok(());
+        }
+        let principal = resolve(&current, &admitted.credential).map_err(|rejected| {
+            audit("-", method, "-", "unauthenticated", &rejected.0);
+            Status::unauthenticated("the credentials are no longer accepted by the policy")
+        })?;
+        admitted.policy = current;
+        self.principal = Some(principal.clone());
+        if !principal.may_somewhere(action) {
+            return Err(self.denied(method, action, ""));
+        }
+        Ok(())
     }
 
     /// The principal's name, for the audit log.

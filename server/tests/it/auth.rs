@@ -628,7 +628,8 @@ async fn head_as(channel: &Channel, token: &str) -> Result<u64, Status> {
 }
 
 /// A token added to the file works without a restart, on a connection opened before, and a
-/// removed one stops working; a file that does not parse keeps the policy in force. Catches a
+/// removed one stops working, an open subscription included; a file that does not parse keeps
+/// the policy in force. Catches a
 /// policy read once at start, or a bad edit that locks everyone out.
 #[tokio::test]
 async fn tokens_are_added_and_removed_by_editing_the_file() {
@@ -641,7 +642,7 @@ async fn tokens_are_added_and_removed_by_editing_the_file() {
     );
     let late = format!(
         "[[principals]]\nname = \"late\"\ntoken_hashes = [\"{}\"]\n\
-         permissions = [{{ scopes = [\"*\"], actions = [\"read\"] }}]\n",
+         permissions = [{{ scopes = [\"*\"], actions = [\"read\", \"subscribe\"] }}]\n",
         hash("late-token")
     );
     std::fs::write(&file, policy(&late)).expect("rewrite the policy");
@@ -655,6 +656,17 @@ async fn tokens_are_added_and_removed_by_editing_the_file() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(head_as(&channel, "late-token").await.is_ok());
     assert!(node.log().contains("the policy file did not load"));
+    let mut subscription = EventStoreServiceClient::new(channel.clone())
+        .subscribe(req(
+            pb::SubscribeRequest {
+                start: Some(pb::subscribe_request::Start::FromPosition(1)),
+                ..Default::default()
+            },
+            Some("late-token"),
+        ))
+        .await
+        .expect("subscribe with the added token")
+        .into_inner();
     // Removing the token (and the whole principal with it) stops it.
     std::fs::write(&file, policy("")).expect("rewrite the policy");
     eventually("the removed token failing", || async {
@@ -662,6 +674,25 @@ async fn tokens_are_added_and_removed_by_editing_the_file() {
     })
     .await;
     assert!(head_as(&channel, ROOT).await.is_ok());
+    // The open subscription proves its token again at its next page, and ends.
+    EventStoreServiceClient::new(channel.clone())
+        .append(req(append_of(vec![event("any", "e", "Made")]), Some(ROOT)))
+        .await
+        .expect("append as root");
+    let ended = loop {
+        let next = tokio::time::timeout(RELOAD_WAIT, subscription.next())
+            .await
+            .expect("the subscription ends")
+            .expect("with a status");
+        match next {
+            Ok(pb::SubscribeResponse {
+                message: Some(pb::subscribe_response::Message::Events(batch)),
+            }) => panic!("events after the token was removed: {batch:?}"),
+            Ok(_) => {}
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(ended.code(), Code::Unauthenticated, "{ended:?}");
 }
 
 /// Sends SIGHUP to the node.
