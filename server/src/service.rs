@@ -254,6 +254,32 @@ fn definition_refusal(err: causeway_core::Error) -> Error {
     Error::refused("definition", err)
 }
 
+/// Checks what an append touches: `append` in each event's scope, and `read` in each scope
+/// its conditions look at (an expected version or a DCB query answers with what is there; a
+/// query on every scope needs `read` on `*`).
+fn check_append(caller: &Caller, method: &str, append: &pb::AppendRequest) -> Result<(), Status> {
+    for event in &append.events {
+        caller.require(method, Action::Append, &event.scope)?;
+    }
+    for expected in &append.expected {
+        caller.require(method, Action::Read, &expected.scope)?;
+    }
+    if let Some(condition) = &append.condition {
+        let scopes = condition
+            .query
+            .as_ref()
+            .map(|query| query.scopes.as_slice())
+            .unwrap_or_default();
+        if scopes.is_empty() {
+            caller.require_everywhere(method, Action::Read)?;
+        }
+        for scope in scopes {
+            caller.require(method, Action::Read, scope)?;
+        }
+    }
+    Ok(())
+}
+
 /// The graph without the events the caller may not read, and without the edges that touch
 /// them.
 fn readable(mut graph: causeway_core::Graph, caller: &Caller) -> causeway_core::Graph {
@@ -289,10 +315,7 @@ impl EventStoreService for Service {
         &self,
         request: Request<pb::AppendRequest>,
     ) -> Result<Response<pb::AppendResponse>, Status> {
-        let caller = Caller::of(&request);
-        for event in &request.get_ref().events {
-            caller.require("Append", Action::Append, &event.scope)?;
-        }
+        check_append(&Caller::of(&request), "Append", request.get_ref())?;
         let n_events = request.get_ref().events.len() as u64;
         let answered = match convert::append(request.into_inner(), "").map_err(to_status) {
             Ok(append) => self.append(append).await,
@@ -311,9 +334,7 @@ impl EventStoreService for Service {
     ) -> Result<Response<pb::DryRunResponse>, Status> {
         let caller = Caller::of(&request);
         let append = required(request.into_inner().append, "append")?;
-        for event in &append.events {
-            caller.require("DryRun", Action::Append, &event.scope)?;
-        }
+        check_append(&caller, "DryRun", &append)?;
         let append = convert::append(append, "append.").map_err(to_status)?;
         let receipt = self.call(move |store| Ok(store.dry_run(append)?)).await?;
         Ok(Response::new(pb::DryRunResponse {

@@ -202,10 +202,12 @@ impl Policy {
     /// The principal a bearer credential names: a JWT when it has the shape of one and the
     /// file configures `[jwt]`, else a token looked up by its hash.
     pub fn bearer(&self, token: &str) -> Result<Arc<Principal>, Rejected> {
-        if let Some(jwt) = &self.jwt
-            && token.split('.').count() == 3
-        {
-            return self.jwt_principal(jwt, token);
+        let as_jwt = match &self.jwt {
+            Some(jwt) if token.split('.').count() == 3 => Some(self.jwt_principal(jwt, token)),
+            _ => None,
+        };
+        if let Some(Ok(principal)) = as_jwt {
+            return Ok(principal);
         }
         let presented = blake3::hash(token.as_bytes());
         // Every stored hash is compared (constant time each), so the time taken does not say
@@ -216,7 +218,12 @@ impl Policy {
                 found = Some(principal.clone());
             }
         }
-        found.ok_or_else(|| Rejected("the token is not in the policy file".to_string()))
+        // A token shaped like a JWT that is not a valid one may still be an opaque token; if it
+        // is neither, the JWT's reason is the useful one.
+        found.ok_or_else(|| match as_jwt {
+            Some(Err(rejected)) => rejected,
+            _ => Rejected("the token is not in the policy file".to_string()),
+        })
     }
 
     fn jwt_principal(&self, jwt: &Jwt, token: &str) -> Result<Arc<Principal>, Rejected> {

@@ -570,6 +570,18 @@ async fn a_denial_does_not_say_whether_the_scope_exists() {
             ))
             .await
             .expect_err("denied");
+        // An expected version on the other scope would answer with its entity's version.
+        let mut conditioned = append_of(vec![event("orders-1", "o-1", "Placed")]);
+        conditioned.expected = vec![pb::ExpectedVersion {
+            scope: scope.to_string(),
+            entity: "b-1".to_string(),
+            kind: pb::ExpectedKind::Exact as i32,
+            version: 7,
+        }];
+        let expected = store
+            .append(req(conditioned, Some(ORDERS)))
+            .await
+            .expect_err("denied");
         let mut gate = gate_request("g");
         if let Some(definition) = gate.definition.as_mut() {
             definition.scopes = vec![scope.to_string()];
@@ -579,7 +591,7 @@ async fn a_denial_does_not_say_whether_the_scope_exists() {
             .await
             .expect_err("denied");
         answers.push(
-            [read, append, register]
+            [read, append, expected, register]
                 .iter()
                 .map(|status| (status.code(), status.message().replace(scope, "SCOPE")))
                 .collect::<Vec<_>>(),
