@@ -954,3 +954,35 @@ impl Ca {
         files
     }
 }
+
+/// A policy file that does not load refuses the start, naming the file's entry, and serves
+/// nothing. Catches a server that falls back to letting everyone in.
+#[test]
+fn a_bad_policy_file_refuses_the_start() {
+    let dir = scratch();
+    let file = dir.path().join("auth.toml");
+    std::fs::write(
+        &file,
+        "[[principals]]\nname = \"a\"\npermissions = [{ scopes = [\"*\"], actions = [\"write\"] }]\n",
+    )
+    .expect("write the policy");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_causewayd"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "off",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .arg("--auth-file")
+        .arg(&file)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run causewayd");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("auth file"), "{stderr}");
+    assert!(stderr.contains("write"), "{stderr}");
+    assert!(output.stdout.is_empty(), "nothing was served");
+}
