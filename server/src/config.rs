@@ -749,6 +749,21 @@ mod tests {
     }
 
     #[test]
+    fn the_auth_file_comes_from_the_flag_or_the_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("causeway.toml");
+        std::fs::write(&path, "auth_file = \"from-file.toml\"\n").expect("write config");
+        let config = path.to_str().expect("utf-8 path");
+        let from_file = Config::from_args(args(&["--config", config])).expect("valid config");
+        assert_eq!(from_file.auth_file, Some(PathBuf::from("from-file.toml")));
+        let from_flag = Config::from_args(args(&["--config", config, "--auth-file", "flag.toml"]))
+            .expect("valid config");
+        assert_eq!(from_flag.auth_file, Some(PathBuf::from("flag.toml")));
+        let none = Config::from_args(args(&[])).expect("defaults");
+        assert_eq!(none.auth_file, None);
+    }
+
+    #[test]
     fn async_threads_leave_a_cpu_to_the_writer_and_are_bounded() {
         let cpus = std::thread::available_parallelism().map_or(1, |cpus| cpus.get());
         let config = Config::from_args(args(&[])).expect("defaults");
