@@ -201,10 +201,11 @@ fn admit<B>(auth: &Auth, request: &Request<B>) -> Result<Caller, Status> {
         audit("-", method, "-", "unauthenticated", detail);
         Status::unauthenticated(format!("the credentials are not accepted: {detail}"))
     })?;
-    let principal = resolve(&policy, &credential).map_err(|rejected| {
+    let proven = resolve(&policy, &credential).map_err(|rejected| {
         audit("-", method, "-", "unauthenticated", &rejected.0);
         Status::unauthenticated("the bearer token is not accepted")
     })?;
+    let principal = proven.principal.clone();
     if let Some(limiter) = &principal.limiter
         && let Err(not_until) = limiter.check()
     {
@@ -243,7 +244,7 @@ fn admit<B>(auth: &Auth, request: &Request<B>) -> Result<Caller, Status> {
         audit(&principal.name, method, scope, "denied", action.name());
         return Err(denial(Some(&principal), action, scope));
     }
-    Ok(auth.admitted(policy, principal, credential))
+    Ok(auth.admitted(policy, proven, credential))
 }
 
 /// What a request proves itself with: a bearer token or JWT, else the names of a client

@@ -22,7 +22,7 @@
 //!   that does not load keeps the policy in force and logs why. Every new call on any
 //!   connection, open or new, is checked against the reloaded policy; an open subscription
 //!   proves its credential again before its next page, and ends (UNAUTHENTICATED or
-//!   PERMISSION_DENIED) when the new policy refuses it. Other calls in flight finish under the
+//!   PERMISSION_DENIED) when the new policy refuses it, or once its JWT has expired. Other calls in flight finish under the
 //!   policy they were admitted with.
 //! - **Audit.** Failures, denials, gate changes and reloads are logged to the tracing target
 //!   `causeway::audit` with `principal`, `method`, `scope` and `outcome`; never a token or a
@@ -40,7 +40,7 @@ use tokio::sync::watch;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-pub use policy::{Action, Policy, Principal};
+pub use policy::{Action, Policy, Principal, Proven};
 
 use crate::limits::AUTH_RELOAD_POLL_INTERVAL;
 use crate::status::{ERROR_DOMAIN, echo};
@@ -119,20 +119,16 @@ impl Auth {
         }
     }
 
-    /// A caller admitted under `policy` as `principal`, proven by `credential`.
-    fn admitted(
-        &self,
-        policy: Arc<Policy>,
-        principal: Arc<Principal>,
-        credential: Credential,
-    ) -> Caller {
+    /// A caller admitted under `policy` as `proven`'s principal, proven by `credential`.
+    fn admitted(&self, policy: Arc<Policy>, proven: Proven, credential: Credential) -> Caller {
         Caller {
-            principal: Some(principal),
+            principal: Some(proven.principal),
             open: self.open.clone(),
             admitted: Some(Admitted {
                 auth: self.clone(),
                 policy,
                 credential,
+                expires_at_secs: proven.expires_at_secs,
             }),
         }
     }
@@ -225,6 +221,8 @@ struct Admitted {
     auth: Auth,
     policy: Arc<Policy>,
     credential: Credential,
+    /// When the credential (a JWT) stops being valid, in Unix seconds.
+    expires_at_secs: Option<u64>,
 }
 
 /// What a request proved itself with, kept so it can be checked against a reloaded policy.
@@ -241,21 +239,22 @@ pub enum Credential {
 /// The principal `credential` proves under `policy`; a certificate the policy does not map,
 /// and no credential at all, are the anonymous principal (with no rights when the policy grants
 /// anonymous none).
-pub fn resolve(
-    policy: &Policy,
-    credential: &Credential,
-) -> Result<Arc<Principal>, policy::Rejected> {
+pub fn resolve(policy: &Policy, credential: &Credential) -> Result<Proven, policy::Rejected> {
     let anonymous = || {
         policy
             .anonymous()
             .cloned()
             .unwrap_or_else(|| Arc::new(Principal::none()))
     };
-    match credential {
-        Credential::Bearer(token) => policy.bearer(token),
-        Credential::Certificate(names) => Ok(policy.subject(names).unwrap_or_else(anonymous)),
-        Credential::Nothing => Ok(anonymous()),
-    }
+    let principal = match credential {
+        Credential::Bearer(token) => return policy.bearer(token),
+        Credential::Certificate(names) => policy.subject(names).unwrap_or_else(anonymous),
+        Credential::Nothing => anonymous(),
+    };
+    Ok(Proven {
+        principal,
+        expires_at_secs: None,
+    })
 }
 
 impl Caller {
@@ -286,17 +285,28 @@ impl Caller {
         let Some(admitted) = &mut self.admitted else {
             return Ok(());
         };
+        if let Some(expires_at_secs) = admitted.expires_at_secs {
+            let now_secs = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |since| since.as_secs());
+            if now_secs > expires_at_secs {
+                audit("-", method, "-", "unauthenticated", "the JWT expired");
+                return Err(Status::unauthenticated("the JWT has expired"));
+            }
+        }
         let Some(current) = admitted.auth.policy() else {
             return Ok(());
         };
         if Arc::ptr_eq(&current, &admitted.policy) {
             return Ok(());
         }
-        let principal = resolve(&current, &admitted.credential).map_err(|rejected| {
+        let proven = resolve(&current, &admitted.credential).map_err(|rejected| {
             audit("-", method, "-", "unauthenticated", &rejected.0);
             Status::unauthenticated("the credentials are no longer accepted by the policy")
         })?;
+        let principal = proven.principal;
         admitted.policy = current;
+        admitted.expires_at_secs = proven.expires_at_secs;
         self.principal = Some(principal.clone());
         if !principal.may_somewhere(action) {
             return Err(self.denied(method, action, ""));

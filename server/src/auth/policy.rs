@@ -189,6 +189,16 @@ pub struct Policy {
     pub jwks_file: Option<PathBuf>,
 }
 
+/// A principal a credential proved, and until when the proof holds.
+#[derive(Clone, Debug)]
+pub struct Proven {
+    /// Who it is.
+    pub principal: Arc<Principal>,
+    /// A JWT's `exp` (plus the policy's leeway), in seconds since the Unix epoch; `None` for a
+    /// credential that does not expire.
+    pub expires_at_secs: Option<u64>,
+}
+
 /// Why a credential was not accepted; logged in the audit log, never sent in full.
 #[derive(Debug)]
 pub struct Rejected(pub String);
@@ -201,13 +211,13 @@ impl Policy {
 
     /// The principal a bearer credential names: a JWT when it has the shape of one and the
     /// file configures `[jwt]`, else a token looked up by its hash.
-    pub fn bearer(&self, token: &str) -> Result<Arc<Principal>, Rejected> {
+    pub fn bearer(&self, token: &str) -> Result<Proven, Rejected> {
         let as_jwt = match &self.jwt {
             Some(jwt) if token.split('.').count() == 3 => Some(self.jwt_principal(jwt, token)),
             _ => None,
         };
-        if let Some(Ok(principal)) = as_jwt {
-            return Ok(principal);
+        if let Some(Ok(proven)) = as_jwt {
+            return Ok(proven);
         }
         let presented = blake3::hash(token.as_bytes());
         // Every stored hash is compared (constant time each), so the time taken does not say
@@ -220,13 +230,18 @@ impl Policy {
         }
         // A token shaped like a JWT that is not a valid one may still be an opaque token; if it
         // is neither, the JWT's reason is the useful one.
-        found.ok_or_else(|| match as_jwt {
-            Some(Err(rejected)) => rejected,
-            _ => Rejected("the token is not in the policy file".to_string()),
-        })
+        found
+            .map(|principal| Proven {
+                principal,
+                expires_at_secs: None,
+            })
+            .ok_or_else(|| match as_jwt {
+                Some(Err(rejected)) => rejected,
+                _ => Rejected("the token is not in the policy file".to_string()),
+            })
     }
 
-    fn jwt_principal(&self, jwt: &Jwt, token: &str) -> Result<Arc<Principal>, Rejected> {
+    fn jwt_principal(&self, jwt: &Jwt, token: &str) -> Result<Proven, Rejected> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|err| Rejected(format!("the JWT header does not decode: {err}")))?;
         let jwk = match &header.kid {
@@ -251,16 +266,25 @@ impl Policy {
         #[derive(Deserialize)]
         struct Claims {
             sub: String,
+            exp: u64,
         }
         let data = jsonwebtoken::decode::<Claims>(token, &key, &validation)
             .map_err(|err| Rejected(format!("the JWT is not valid: {err}")))?;
-        self.principals
+        let principal = self
+            .principals
             .get(&data.claims.sub)
             .cloned()
-            .ok_or_else(|| Rejected("the JWT's sub names no principal of the policy".to_string()))
+            .ok_or_else(|| {
+                Rejected("the JWT's sub names no principal of the policy".to_string())
+            })?;
+        Ok(Proven {
+            principal,
+            expires_at_secs: Some(data.claims.exp.saturating_add(jwt.leeway_secs)),
+        })
     }
 
-    /// The principal a client certificate's subject (its CN, or one of its DNS SANs) maps to.
+    /// The principal a client certificate's DNS subject alternative names map to (the first
+    /// name the policy lists).
     pub fn subject(&self, names: &[String]) -> Option<Arc<Principal>> {
         names
             .iter()
@@ -513,7 +537,10 @@ mod tests {
             blake3::hash(b"secret").to_hex()
         ))
         .expect("the policy parses");
-        let orders = policy.bearer("secret").expect("the token is known");
+        let orders = policy
+            .bearer("secret")
+            .expect("the token is known")
+            .principal;
         assert!(orders.may(Action::Read, "orders-eu"));
         assert!(!orders.may(Action::Read, "order"));
         assert!(orders.may(Action::Append, "billing"));

@@ -789,7 +789,8 @@ async fn rate_and_subscription_limits_are_per_principal() {
 
 /// A JWT signed with the key in the policy's JWKS, for the configured issuer and audience,
 /// authenticates as the principal its `sub` names; an expired one, a wrong audience and a
-/// foreign key do not. Catches a check skipped on expiry or audience.
+/// foreign key do not, and a subscription opened with one ends when it expires. Catches a
+/// check skipped on expiry or audience, or done only when a stream opens.
 #[tokio::test]
 async fn a_jwt_authenticates_as_its_subject() {
     let dir = scratch();
@@ -853,6 +854,51 @@ async fn a_jwt_authenticates_as_its_subject() {
         let status = head_as(&channel, &token).await.expect_err(what);
         assert_eq!(status.code(), Code::Unauthenticated, "{what}: {status:?}");
     }
+
+    // A subscription opened with a JWT ends once the JWT has expired.
+    let exp = now + 3;
+    let short = sign("orders", "causeway", exp, secret);
+    let mut store = EventStoreServiceClient::new(channel.clone());
+    let mut subscription = store
+        .subscribe(req(
+            pb::SubscribeRequest {
+                start: Some(pb::subscribe_request::Start::FromNow(true)),
+                ..Default::default()
+            },
+            Some(&short),
+        ))
+        .await
+        .expect("subscribe with a JWT that is still valid")
+        .into_inner();
+    while std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs()
+        <= exp
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    store
+        .append(req(
+            append_of(vec![event("orders-1", "o-late", "Placed")]),
+            Some(ROOT),
+        ))
+        .await
+        .expect("append as root");
+    let ended = loop {
+        let next = tokio::time::timeout(RELOAD_WAIT, subscription.next())
+            .await
+            .expect("the subscription ends")
+            .expect("with a status");
+        match next {
+            Ok(pb::SubscribeResponse {
+                message: Some(pb::subscribe_response::Message::Events(batch)),
+            }) => panic!("events after the JWT expired: {batch:?}"),
+            Ok(_) => {}
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(ended.code(), Code::Unauthenticated, "{ended:?}");
 }
 
 /// A client certificate whose DNS name the policy maps to a principal authenticates as it;
