@@ -656,11 +656,23 @@ impl EventStoreService for Service {
         &self,
         request: Request<pb::VerifyReceiptRequest>,
     ) -> Result<Response<pb::VerifyReceiptResponse>, Status> {
+        let caller = Caller::of(&request);
         let receipt = required(request.into_inner().receipt, "receipt")?;
         let receipt = convert::receipt_from_wire(receipt, "receipt").map_err(to_status)?;
         let signing_key = self.signing_key.clone();
         let verdict = self
-            .call(move |store| check_receipt(store, &receipt, signing_key.as_ref()))
+            .call(move |store| {
+                // An event the caller may not read is reported as one the store does not have,
+                // so a verdict says nothing of other scopes.
+                for committed in &receipt.events {
+                    if let Ok(event) = store.get(committed.id)
+                        && !caller.may(Action::Read, &event.scope)
+                    {
+                        return Ok(Err(format!("event {} is not in the store", committed.id)));
+                    }
+                }
+                check_receipt(store, &receipt, signing_key.as_ref())
+            })
             .await?;
         Ok(Response::new(match verdict {
             Ok(()) => pb::VerifyReceiptResponse {

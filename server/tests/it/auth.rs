@@ -618,6 +618,34 @@ async fn a_denial_does_not_say_whether_the_scope_exists() {
         existing.as_ref().map_err(Status::code).err(),
         Some(Code::NotFound)
     );
+    // Its receipt does not verify for orders, for the same reason as a missing event's.
+    let verdict = store
+        .verify_receipt(req(
+            pb::VerifyReceiptRequest {
+                receipt: Some(receipt.clone()),
+            },
+            Some(ORDERS),
+        ))
+        .await
+        .expect("verify")
+        .into_inner();
+    assert!(!verdict.valid);
+    assert!(
+        verdict.reason.contains("is not in the store"),
+        "{}",
+        verdict.reason
+    );
+    let verdict = store
+        .verify_receipt(req(
+            pb::VerifyReceiptRequest {
+                receipt: Some(receipt),
+            },
+            Some(ROOT),
+        ))
+        .await
+        .expect("verify")
+        .into_inner();
+    assert!(verdict.valid, "{}", verdict.reason);
 }
 
 /// Retries `check` until it holds or [`RELOAD_WAIT`] passes.
