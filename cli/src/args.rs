@@ -27,7 +27,7 @@ const GLOBAL: &str = "Global options";
                   `payload_base64` (the exact bytes). `tail` prints one JSON document per line.\n\n\
                   Errors go to stderr as one line. Exit status: 0 success; 1 usage or invalid \
                   input; 2 refused (a gate, a version conflict, a reused idempotency key, a \
-                  receipt that does not verify); 3 not found; 4 unavailable (no connection, \
+                  receipt that does not verify, missing credentials or permission); 3 not found; 4 unavailable (no connection, \
                   overloaded, not serving, or a write's outcome unknown: retry, with the same \
                   idempotency key); 5 the server failed."
 )]
@@ -55,6 +55,11 @@ pub struct Cli {
     /// A PEM file with the private key of --tls-cert.
     #[arg(long, global = true, help_heading = GLOBAL, env = "CAUSEWAY_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
+    /// A bearer token (or a JWT) sent as `authorization: Bearer <token>` on every call, for a
+    /// server started with --auth-file. Prefer the environment variable: a flag shows in the
+    /// process list.
+    #[arg(long, global = true, help_heading = GLOBAL, env = "CAUSEWAY_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// How to print results.
     #[arg(
         long,
@@ -141,6 +146,9 @@ pub enum Command {
     Head,
     /// Drive the server with load and report throughput, latency and errors by gRPC code.
     Bench(crate::bench::BenchArgs),
+    /// Help for the server's policy file: hash a token for it.
+    #[command(subcommand)]
+    Auth(AuthCommand),
     /// Form a cluster, change its members, and show every member's state.
     #[command(subcommand)]
     Cluster(ClusterCommand),
@@ -163,6 +171,18 @@ pub enum Command {
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
+    },
+}
+
+/// The server's policy file (`causewayd --auth-file`).
+#[derive(Subcommand, Debug)]
+pub enum AuthCommand {
+    /// Print the blake3 hash (hex) of a token, the form `token_hashes` in the policy file
+    /// takes. The token is read from standard input (one line) unless given, so it stays out
+    /// of the shell's history.
+    HashToken {
+        /// The token; read from standard input when absent.
+        token: Option<String>,
     },
 }
 

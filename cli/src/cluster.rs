@@ -18,12 +18,17 @@ use crate::table;
 pub async fn run(
     server: &str,
     tls: Option<&Tls>,
+    token: Option<&str>,
     command: ClusterCommand,
     output: Output,
 ) -> Result<()> {
     let admin = match tls {
         None => ClusterAdmin::connect(server).await?,
         Some(tls) => ClusterAdmin::connect_tls(server, tls).await?,
+    };
+    let admin = match token {
+        Some(token) => admin.with_token(token)?,
+        None => admin,
     };
     match command {
         ClusterCommand::Init { voters } => {

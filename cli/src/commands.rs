@@ -17,8 +17,8 @@ use serde_json::{Value, json};
 use tokio_stream::StreamExt as _;
 
 use crate::args::{
-    AppendArgs, Cli, Command, FilterArgs, GatesCommand, GraphCommand, GraphFormat, Output,
-    ReadCommand, RegisterArgs, TailArgs, VerifyArgs, WalkArgs,
+    AppendArgs, AuthCommand, Cli, Command, FilterArgs, GatesCommand, GraphCommand, GraphFormat,
+    Output, ReadCommand, RegisterArgs, TailArgs, VerifyArgs, WalkArgs,
 };
 use crate::cluster;
 use crate::graph::{self, Walk};
@@ -46,7 +46,30 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             return bench::run(server, args, output).await;
         }
         Command::Cluster(command) => {
-            cluster::run(&cli.server, tls.as_ref(), command, output).await?;
+            cluster::run(
+                &cli.server,
+                tls.as_ref(),
+                cli.token.as_deref(),
+                command,
+                output,
+            )
+            .await?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Auth(AuthCommand::HashToken { token }) => {
+            let token = match token {
+                Some(token) => token,
+                None => {
+                    let mut line = String::new();
+                    std::io::stdin().read_line(&mut line)?;
+                    line
+                }
+            };
+            let token = token.trim();
+            if token.is_empty() {
+                bail!("the token is empty");
+            }
+            emit(&format!("{}\n", blake3::hash(token.as_bytes()).to_hex()))?;
             return Ok(ExitCode::SUCCESS);
         }
         Command::Health { service } => {
@@ -65,9 +88,12 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         }
         _ => {}
     }
-    let client = connect(&cli.server, tls.as_ref())
+    let mut client = connect(&cli.server, tls.as_ref())
         .await?
         .with_consistency(cli.consistency.into());
+    if let Some(token) = &cli.token {
+        client = client.with_token(token)?;
+    }
     match cli.command {
         Command::Append(args) => {
             let receipt = client.append(append_request(&args)?).await?;
@@ -88,6 +114,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Verify(args) => return verify_on_server(&client, &args, output).await,
         Command::Bench(_)
         | Command::Cluster(_)
+        | Command::Auth(_)
         | Command::Health { .. }
         | Command::Completions { .. } => {
             unreachable!("bench, cluster, health and completions are handled above")

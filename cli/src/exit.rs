@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | 0 | success | |
 //! | 1 | usage or invalid input: bad flags, a field the server refused, an unreadable file | fix the command |
-//! | 2 | refused: denied by a gate, a version conflict, an idempotency key reused, a receipt that does not verify | re-read and decide |
+//! | 2 | refused: denied by a gate, a version conflict, an idempotency key reused, a receipt that does not verify, no credentials or no permission | re-read and decide (or fix the token) |
 //! | 3 | not found | |
 //! | 4 | unavailable: no connection, overloaded, not serving, or a write's outcome unknown | retry later (with the same idempotency key) |
 //! | 5 | the server failed: internal error, damaged data, an RPC it does not serve | report it |
@@ -15,7 +15,7 @@ use tonic::Code;
 
 /// Usage or invalid input.
 pub const USAGE: u8 = 1;
-/// Refused by a gate, a condition, or a verification.
+/// Refused by a gate, a condition, a verification, or the server's permissions.
 pub const REFUSED: u8 = 2;
 /// Not found.
 pub const NOT_FOUND: u8 = 3;
@@ -59,18 +59,16 @@ fn of_client(err: &Error) -> u8 {
 fn of_code(code: Code) -> u8 {
     match code {
         Code::InvalidArgument | Code::OutOfRange => USAGE,
-        Code::FailedPrecondition | Code::AlreadyExists | Code::Aborted => REFUSED,
+        Code::FailedPrecondition
+        | Code::AlreadyExists
+        | Code::Aborted
+        | Code::PermissionDenied
+        | Code::Unauthenticated => REFUSED,
         Code::NotFound => NOT_FOUND,
         Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Cancelled => {
             UNAVAILABLE
         }
-        Code::Ok
-        | Code::Unknown
-        | Code::PermissionDenied
-        | Code::Unimplemented
-        | Code::Internal
-        | Code::DataLoss
-        | Code::Unauthenticated => SERVER,
+        Code::Ok | Code::Unknown | Code::Unimplemented | Code::Internal | Code::DataLoss => SERVER,
     }
 }
 

@@ -36,6 +36,11 @@ struct Server {
 
 impl Server {
     fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    /// Starts a server with extra flags.
+    fn start_with(extra: &[&str]) -> Server {
         let binary = causewayd();
         let dir = tempfile::tempdir().expect("create a temporary directory");
         let key_path = dir.path().join("receipt.key");
@@ -47,6 +52,7 @@ impl Server {
             .args(["--listen", "127.0.0.1:0", "--admin-listen", "off"])
             .arg("--signing-key")
             .arg(&key_path)
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -1014,4 +1020,50 @@ fn completions_and_help_list_what_there_is() {
     assert!(own.contains("--expect"), "append's own flags first: {own}");
     assert!(global.contains("--server"), "{global}");
     assert!(!own.contains("--server"), "--server is global: {own}");
+}
+
+/// `causeway auth hash-token` prints the hash the policy file stores; against a server with
+/// that file, a command without a token is refused (exit 2) and one with `--token` or
+/// `CAUSEWAY_TOKEN` is served, streaming `tail` included. Catches a token left off a call.
+#[test]
+fn a_token_from_the_flag_or_the_environment_authenticates() {
+    let hashed = run_cli(&["auth", "hash-token"], Some(b"cli-s3cret\n"));
+    hashed.assert_success();
+    let hash = hashed.stdout.trim().to_string();
+    assert_eq!(hash, blake3::hash(b"cli-s3cret").to_hex().to_string());
+
+    let policy_dir = tempfile::tempdir().expect("a temporary directory");
+    let policy = policy_dir.path().join("auth.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "[[principals]]\nname = \"cli\"\ntoken_hashes = [\"{hash}\"]\n\
+             permissions = [{{ scopes = [\"cli-*\"], actions = [\"append\", \"read\", \"subscribe\"] }}]\n"
+        ),
+    )
+    .expect("write the policy");
+    let server = Server::start_with(&["--auth-file", policy.to_str().expect("utf-8")]);
+
+    let refused = server.run(&["head"]);
+    assert_eq!(refused.code, Some(2), "{}", refused.stderr);
+    assert!(refused.stderr.contains("credentials"), "{}", refused.stderr);
+    let appended = server.run(&["--token", "cli-s3cret", "append", "cli-a", "e-1", "Made"]);
+    appended.assert_success();
+    let denied = server.run(&["--token", "cli-s3cret", "append", "other", "e-1", "Made"]);
+    assert_eq!(denied.code, Some(2), "{}", denied.stderr);
+
+    let mut tail = Command::new(env!("CARGO_BIN_EXE_causeway"))
+        .args(["--server", &format!("http://{}", server.address)])
+        .args(["--output", "json", "tail", "--from", "1"])
+        .env("CAUSEWAY_TOKEN", "cli-s3cret")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the causeway binary");
+    let lines = line_channel(tail.stdout.take().expect("stdout is piped"));
+    let seen = wait_for_line(&lines, "e-1");
+    let _ = tail.kill();
+    let _ = tail.wait();
+    assert!(seen.iter().any(|line| line.contains("cli-a")), "{seen:?}");
 }

@@ -19,6 +19,7 @@ use tonic::codec::CompressionEncoding;
 use tonic::transport::Channel;
 
 use crate::append::AppendBuilder;
+use crate::credentials::{Credentials, InvalidToken, Transport};
 use crate::error::Error;
 use crate::follow::{Idempotence, Router, parse_addresses, parse_addresses_as};
 use crate::pb;
@@ -165,8 +166,15 @@ impl Client {
 
     /// The generated stub over the connection to where calls go now, for calls this wrapper
     /// does not cover; calls through it do not follow the leader.
-    pub fn raw(&self) -> EventStoreServiceClient<Channel> {
-        stub(self.router.channel().1)
+    pub fn raw(&self) -> EventStoreServiceClient<Transport> {
+        stub(self.router.channel().1, self.router.credentials())
+    }
+
+    /// The same client, sending `token` as `authorization: Bearer <token>` on every call,
+    /// streaming ones included (the server's policy file maps it to a principal).
+    pub fn with_token(mut self, token: &str) -> Result<Client, InvalidToken> {
+        self.router.set_credentials(Credentials::bearer(token)?);
+        Ok(self)
     }
 
     /// The connection to where calls go now (the leader's, once a follower named it), for
@@ -178,8 +186,8 @@ impl Client {
 
     /// The `OperationsService` stub over the connection to where calls go now. A backup is of
     /// the node asked, so it is sent once and never redirected.
-    pub fn operations(&self) -> OperationsServiceClient<Channel> {
-        OperationsServiceClient::new(self.channel())
+    pub fn operations(&self) -> OperationsServiceClient<Transport> {
+        OperationsServiceClient::new(self.router.credentials().attach(self.channel()))
             .send_compressed(CompressionEncoding::Gzip)
             .accept_compressed(CompressionEncoding::Gzip)
             .max_decoding_message_size(RESPONSE_BYTES_MAX)
@@ -189,12 +197,14 @@ impl Client {
     /// Sends a call built by `call` (on a fresh stub each attempt), following the leader.
     async fn call<T, F, Fut>(&self, idempotence: Idempotence, mut call: F) -> Result<T, Error>
     where
-        F: FnMut(EventStoreServiceClient<Channel>) -> Fut,
+        F: FnMut(EventStoreServiceClient<Transport>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let response = self
             .router
-            .call(idempotence, |channel| call(stub(channel)))
+            .call(idempotence, |channel| {
+                call(stub(channel, self.router.credentials()))
+            })
             .await?;
         Ok(response.into_inner())
     }
@@ -606,8 +616,8 @@ fn subscribe_item(response: pb::SubscribeResponse) -> Option<SubscribeItem> {
 }
 
 /// The generated stub over `channel`, with gzip and the message bounds of this module.
-fn stub(channel: Channel) -> EventStoreServiceClient<Channel> {
-    EventStoreServiceClient::new(channel)
+fn stub(channel: Channel, credentials: Credentials) -> EventStoreServiceClient<Transport> {
+    EventStoreServiceClient::new(credentials.attach(channel))
         .send_compressed(CompressionEncoding::Gzip)
         .accept_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(RESPONSE_BYTES_MAX)

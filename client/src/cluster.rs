@@ -17,6 +17,8 @@ use tonic::Code;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::Channel;
 
+use crate::credentials::{Credentials, InvalidToken, Transport};
+
 use crate::client::{MEMBER_STATUS_TIMEOUT, RESPONSE_BYTES_MAX};
 use crate::error::Error;
 use crate::follow::{
@@ -106,6 +108,12 @@ impl ClusterAdmin {
         ClusterAdmin {
             router: Router::from_channel(channel),
         }
+    }
+
+    /// The same admin, sending `token` as `authorization: Bearer <token>` on every call.
+    pub fn with_token(mut self, token: &str) -> Result<ClusterAdmin, InvalidToken> {
+        self.router.set_credentials(Credentials::bearer(token)?);
+        Ok(self)
     }
 
     /// The address calls go to now.
@@ -201,7 +209,7 @@ impl ClusterAdmin {
     /// [`MEMBER_STATUS_TIMEOUT`] to answer.
     pub async fn status_at(&self, address: &str) -> Result<pb::GetClusterStatusResponse, Error> {
         let uri = self.router.uri(address);
-        let mut stub = stub(self.router.channel_to(&uri)?);
+        let mut stub = stub(self.router.channel_to(&uri)?, self.router.credentials());
         let request = stub.get_cluster_status(pb::GetClusterStatusRequest {});
         match tokio::time::timeout(MEMBER_STATUS_TIMEOUT, request).await {
             Ok(Ok(response)) => Ok(response.into_inner()),
@@ -289,12 +297,14 @@ impl ClusterAdmin {
     /// Sends a call built by `call` (on a fresh stub each attempt), following the leader.
     async fn call<T, F, Fut>(&self, idempotence: Idempotence, mut call: F) -> Result<T, Error>
     where
-        F: FnMut(ClusterServiceClient<Channel>) -> Fut,
+        F: FnMut(ClusterServiceClient<Transport>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         match self
             .router
-            .call(idempotence, |channel| call(stub(channel)))
+            .call(idempotence, |channel| {
+                call(stub(channel, self.router.credentials()))
+            })
             .await
         {
             Ok(response) => Ok(response.into_inner()),
@@ -321,8 +331,8 @@ fn single_node(error: Error, address: &str) -> Error {
 /// The generated stub over `channel`, with this crate's response bound. Requests go
 /// uncompressed: they are a few bytes, and a cluster member need not accept gzip on this
 /// service (causewayd's `ClusterService` does not).
-fn stub(channel: Channel) -> ClusterServiceClient<Channel> {
-    ClusterServiceClient::new(channel)
+fn stub(channel: Channel, credentials: Credentials) -> ClusterServiceClient<Transport> {
+    ClusterServiceClient::new(credentials.attach(channel))
         .accept_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(RESPONSE_BYTES_MAX)
 }

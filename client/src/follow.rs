@@ -30,6 +30,7 @@ use crate::client::{
     ADDRESSES_MAX, CONNECT_TIMEOUT, FOLLOW_ATTEMPTS_MAX, FOLLOW_DEADLINE, FOLLOW_PAUSE_MAX,
     FOLLOW_PAUSE_MIN, HTTP2_FRAME_BYTES_MAX, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT,
 };
+use crate::credentials::Credentials;
 use crate::error::Error;
 use crate::tls::Tls;
 
@@ -172,6 +173,8 @@ pub(crate) struct Router {
     /// TLS for `https` addresses; when given, `host:port` addresses (a leader's, learned from a
     /// redirect, too) are dialled as `https`.
     tls: Option<ClientTlsConfig>,
+    /// What every call proves itself with (a bearer token, or nothing).
+    credentials: Credentials,
 }
 
 #[derive(Debug)]
@@ -207,6 +210,7 @@ impl Router {
                         known: Arc::new(Mutex::new(known)),
                         follows: true,
                         tls,
+                        credentials: Credentials::default(),
                     });
                 }
                 Err(err) => failures.push((address.clone(), error_chain(&err))),
@@ -225,6 +229,16 @@ impl Router {
         })
     }
 
+    /// What every call proves itself with.
+    pub(crate) fn credentials(&self) -> Credentials {
+        self.credentials.clone()
+    }
+
+    /// Sends `credentials` with every call from now on (clones made before keep theirs).
+    pub(crate) fn set_credentials(&mut self, credentials: Credentials) {
+        self.credentials = credentials;
+    }
+
     /// A router over one channel the caller made; it never goes elsewhere.
     pub(crate) fn from_channel(channel: Channel) -> Router {
         let label = "the given channel".to_string();
@@ -237,6 +251,7 @@ impl Router {
             known: Arc::new(Mutex::new(known)),
             follows: false,
             tls: None,
+            credentials: Credentials::default(),
         }
     }
 
@@ -628,6 +643,7 @@ mod tests {
             })),
             follows: true,
             tls: None,
+            credentials: Credentials::default(),
         };
         router.rotate("http://a:1");
         assert_eq!(router.current(), "http://b:2");

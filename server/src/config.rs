@@ -31,6 +31,7 @@
 //! tls_key = "/etc/causeway/tls/node.key"
 //! tls_client_ca = "/etc/causeway/tls/ca.crt"  # client certificates required; peers are mTLS
 //! insecure = false              # true allows plaintext on an address other than loopback
+//! auth_file = "/etc/causeway/auth.toml"  # principals and permissions (docs/SECURITY.md)
 //! ```
 //!
 //! Without `node_id` the server is one node on its own store, as it has always been. With it,
@@ -179,6 +180,11 @@ pub struct Args {
     /// other, and each node's certificate names it as DNS name node-<id>.causeway.
     #[arg(long, env = "CAUSEWAY_TLS_CLIENT_CA")]
     pub tls_client_ca: Option<PathBuf>,
+    /// A TOML policy file of principals, their credentials and their permissions per scope
+    /// (docs/SECURITY.md). Without it every client may do everything, as on a laptop.
+    /// Reloaded on SIGHUP and when the file changes.
+    #[arg(long, env = "CAUSEWAY_AUTH_FILE")]
+    pub auth_file: Option<PathBuf>,
     /// Serve plaintext on an address other than loopback (without TLS such an address is
     /// refused): for a network that is trusted, or TLS ended in front of the server.
     #[arg(
@@ -271,6 +277,7 @@ struct File {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     tls_client_ca: Option<PathBuf>,
+    auth_file: Option<PathBuf>,
     insecure: Option<bool>,
 }
 
@@ -320,6 +327,8 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     /// Whether plaintext may be served on an address other than loopback.
     pub insecure: bool,
+    /// The policy file (`auth/`); `None` lets every client do everything.
+    pub auth_file: Option<PathBuf>,
 }
 
 /// How a cluster member identifies itself and times its elections.
@@ -360,6 +369,7 @@ impl Default for Config {
             scrub_bytes_per_sec: SCRUB_BYTES_PER_SEC_DEFAULT,
             cluster: None,
             tls: None,
+            auth_file: None,
             insecure: false,
         }
     }
@@ -455,6 +465,7 @@ impl Config {
                 .or(file.scrub_bytes_per_sec)
                 .unwrap_or(defaults.scrub_bytes_per_sec),
             cluster: None,
+            auth_file: args.auth_file.or(file.auth_file),
             tls: match (
                 args.tls_cert.or(file.tls_cert),
                 args.tls_key.or(file.tls_key),
@@ -735,6 +746,21 @@ mod tests {
         assert_eq!(config.record_denials, Some(true));
         assert_eq!(config.pool_queue, POOL_QUEUE_DEFAULT);
         assert_eq!(config.data_dir, PathBuf::from(DATA_DIR_DEFAULT));
+    }
+
+    #[test]
+    fn the_auth_file_comes_from_the_flag_or_the_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("causeway.toml");
+        std::fs::write(&path, "auth_file = \"from-file.toml\"\n").expect("write config");
+        let config = path.to_str().expect("utf-8 path");
+        let from_file = Config::from_args(args(&["--config", config])).expect("valid config");
+        assert_eq!(from_file.auth_file, Some(PathBuf::from("from-file.toml")));
+        let from_flag = Config::from_args(args(&["--config", config, "--auth-file", "flag.toml"]))
+            .expect("valid config");
+        assert_eq!(from_flag.auth_file, Some(PathBuf::from("flag.toml")));
+        let none = Config::from_args(args(&[])).expect("defaults");
+        assert_eq!(none.auth_file, None);
     }
 
     #[test]

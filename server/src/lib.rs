@@ -17,7 +17,8 @@
 //! RPC counted and its failures logged), [`malformed`] (requests tonic could not decode,
 //! answered as bad input), [`budget`] (the bytes of requests in flight), [`console`],
 //! [`incoming`] (bounded listeners) and [`tls`] (TLS on
-//! both ports and between nodes, reloaded when its files change).
+//! both ports and between nodes, reloaded when its files change). [`auth`] decides who a
+//! request comes from and what it may do in which scope (`--auth-file`).
 
 /// The generated protobuf types and gRPC server of `causeway.v1`.
 pub mod pb {
@@ -28,6 +29,7 @@ pub mod pb {
         tonic::include_file_descriptor_set!("causeway_descriptor");
 }
 
+pub mod auth;
 pub mod budget;
 pub mod checkpoint;
 pub mod cluster;

@@ -396,3 +396,16 @@ pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the TLS files' modification times are compared with the last load; a change
 /// reloads them (SIGHUP reloads at once).
 pub const TLS_RELOAD_POLL_INTERVAL: Duration = Duration::from_secs(2);
+/// Bytes of the policy file (`--auth-file`) and of the JWKS file it names, read at start and at
+/// every reload; a larger file (or a FIFO named by mistake) is refused and the old policy kept.
+pub const AUTH_FILE_BYTES_MAX: u64 = 1024 * 1024;
+/// Principals one policy file may list; more is refused naming the bound.
+pub const PRINCIPALS_MAX: usize = 10_000;
+/// Bytes of a bearer token (or a JWT) a request may present; a longer one is UNAUTHENTICATED
+/// without being hashed or parsed.
+pub const TOKEN_BYTES_MAX: usize = 8 * 1024;
+/// How often the policy file's (and the JWKS file's) modification times are compared with the
+/// last load; a change reloads them (SIGHUP reloads at once).
+pub const AUTH_RELOAD_POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// The most requests per second a principal's `requests_per_sec` may grant.
+pub const PRINCIPAL_REQUESTS_PER_SEC_MAX: u32 = 1_000_000;

@@ -7,7 +7,7 @@
 //! `causeway.v1.EventStoreService` (gzip and zstd both ways, message limit
 //! `MESSAGE_BYTES_MAX`), `OperationsService` (backups), `grpc.health.v1.Health` (kept in step
 //! with readiness), and reflection (`grpc.reflection.v1` and `v1alpha`), every request
-//! through the `observe.rs` and `malformed.rs` layers and at most `max_connections` connections open
+//! through the `observe.rs`, `malformed.rs` and `auth/` layers and at most `max_connections` connections open
 //! (`incoming.rs`), until the shutdown future resolves.
 //!
 //! Shutdown, in order: health turns NOT_SERVING; the listener closes; subscriptions end with
@@ -28,6 +28,8 @@ use tokio::sync::{oneshot, watch};
 use tonic::codec::CompressionEncoding;
 use tonic_health::ServingStatus;
 
+use crate::auth::Auth;
+use crate::auth::layer::AuthLayer;
 use crate::budget::{BudgetLayer, RequestBudget};
 use crate::cluster::admin::Admin;
 use crate::cluster::node::{ClusterNode, RAFT_DIR};
@@ -65,6 +67,8 @@ pub enum StartError {
     SigningKey(String),
     /// The TLS files cannot be used.
     Tls(String),
+    /// The policy file cannot be used.
+    Auth(String),
     /// The store could not be opened.
     Store(causeway_core::Error),
     /// The cluster node's Raft state could not be opened or started.
@@ -89,6 +93,7 @@ impl fmt::Display for StartError {
             StartError::Threads(err) => write!(f, "starting threads: {err}"),
             StartError::SigningKey(detail) => write!(f, "signing key: {detail}"),
             StartError::Tls(detail) => write!(f, "TLS: {detail}"),
+            StartError::Auth(detail) => write!(f, "auth file: {detail}"),
             StartError::Store(err) => write!(f, "opening the store: {err}"),
             StartError::Cluster(err) => write!(f, "starting the cluster node: {err}"),
             StartError::Bind { addr, source } => write!(f, "binding {addr}: {source}"),
@@ -115,6 +120,8 @@ pub struct Server {
     scrub_bytes_per_sec: u64,
     /// TLS on the gRPC port (and between nodes), when configured.
     tls: Option<Tls>,
+    /// The policy every `causeway.v1` request is checked against (`auth/`).
+    auth: Auth,
     /// Stops the admin port, once the store is closed.
     admin_stop: watch::Sender<bool>,
     readiness: Arc<Readiness>,
@@ -138,6 +145,17 @@ impl Server {
                     .map_err(StartError::Tls)?;
                 tokio::spawn(tls.clone().watch());
                 Some(tls)
+            }
+        };
+        let auth = match config.auth_file.clone() {
+            None => Auth::open(),
+            Some(file) => {
+                let auth = tokio::task::spawn_blocking(move || Auth::load(file))
+                    .await
+                    .map_err(|err| StartError::Auth(err.to_string()))?
+                    .map_err(StartError::Auth)?;
+                tokio::spawn(auth.clone().watch());
+                auth
             }
         };
         // The admin port comes up first, so /readyz can say the store is still opening.
@@ -237,6 +255,7 @@ impl Server {
             node_id = config.cluster.as_ref().map(|cluster| cluster.node_id),
             advertise = config.cluster.as_ref().map(|cluster| cluster.advertise.as_str()),
             tls = tls.is_some(),
+            auth = auth.policy().is_some(),
             client_certs_required = tls.as_ref().is_some_and(Tls::requires_client_certs),
             signing_key_id = signer.as_ref().map(key_id),
             signing_public_key = signer.as_ref().map(|signer| hex::encode(signer.public_key())),
@@ -253,6 +272,7 @@ impl Server {
             max_connection_age: config.max_connection_age,
             scrub_bytes_per_sec: config.scrub_bytes_per_sec,
             tls,
+            auth,
             admin_stop,
             readiness,
             store,
@@ -388,6 +408,7 @@ impl Server {
         let router = builder
             .layer(ObserveLayer)
             .layer(MalformedLayer)
+            .layer(AuthLayer::new(self.auth.clone()))
             .layer(BudgetLayer::new(self.budget.clone()))
             .max_frame_size(Some(HTTP2_FRAME_BYTES_MAX))
             .initial_stream_window_size(Some(HTTP2_STREAM_WINDOW_BYTES))

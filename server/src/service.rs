@@ -31,6 +31,7 @@ use causeway_core::{Append, Direction, Position, Receipt, Store, Version};
 use tokio::sync::{Semaphore, oneshot};
 use tonic::{Request, Response, Status};
 
+use crate::auth::{self, Action, Caller};
 use crate::convert;
 use crate::limits::READ_BATCH_BYTES_MAX;
 use crate::pb;
@@ -253,6 +254,57 @@ fn definition_refusal(err: causeway_core::Error) -> Error {
     Error::refused("definition", err)
 }
 
+/// Checks what an append touches: `append` in each event's scope, and `read` in each scope
+/// its conditions look at (an expected version or a DCB query answers with what is there; a
+/// query on every scope needs `read` on `*`).
+fn check_append(caller: &Caller, method: &str, append: &pb::AppendRequest) -> Result<(), Status> {
+    for event in &append.events {
+        caller.require(method, Action::Append, &event.scope)?;
+    }
+    for expected in &append.expected {
+        caller.require(method, Action::Read, &expected.scope)?;
+    }
+    if let Some(condition) = &append.condition {
+        let scopes = condition
+            .query
+            .as_ref()
+            .map(|query| query.scopes.as_slice())
+            .unwrap_or_default();
+        if scopes.is_empty() {
+            caller.require_everywhere(method, Action::Read)?;
+        }
+        for scope in scopes {
+            caller.require(method, Action::Read, scope)?;
+        }
+    }
+    Ok(())
+}
+
+/// The graph without the events the caller may not read, and without the edges that touch
+/// them.
+fn readable(mut graph: causeway_core::Graph, caller: &Caller) -> causeway_core::Graph {
+    graph
+        .nodes
+        .retain(|event| caller.may(Action::Read, &event.scope));
+    let kept: std::collections::HashSet<_> = graph.nodes.iter().map(|event| event.id).collect();
+    graph
+        .edges
+        .retain(|edge| kept.contains(&edge.parent) && kept.contains(&edge.child));
+    graph
+}
+
+/// Whether the caller may see and manage a gate: `gates` in each of its scopes, or on `*` for
+/// a gate bound to every scope (and for one compiled into the program).
+fn may_manage(caller: &Caller, gate: &causeway_core::store::RegisteredGate) -> bool {
+    match &gate.definition {
+        Some(definition) if !definition.scopes.is_empty() => definition
+            .scopes
+            .iter()
+            .all(|scope| caller.may(Action::Gates, scope)),
+        _ => caller.may_everywhere(Action::Gates),
+    }
+}
+
 fn required<T>(value: Option<T>, field: &str) -> Result<T, Status> {
     value.ok_or_else(|| to_status(Error::invalid(field, "it is required")))
 }
@@ -263,6 +315,7 @@ impl EventStoreService for Service {
         &self,
         request: Request<pb::AppendRequest>,
     ) -> Result<Response<pb::AppendResponse>, Status> {
+        check_append(&Caller::of(&request), "Append", request.get_ref())?;
         let n_events = request.get_ref().events.len() as u64;
         let answered = match convert::append(request.into_inner(), "").map_err(to_status) {
             Ok(append) => self.append(append).await,
@@ -279,7 +332,9 @@ impl EventStoreService for Service {
         &self,
         request: Request<pb::DryRunRequest>,
     ) -> Result<Response<pb::DryRunResponse>, Status> {
+        let caller = Caller::of(&request);
         let append = required(request.into_inner().append, "append")?;
+        check_append(&caller, "DryRun", &append)?;
         let append = convert::append(append, "append.").map_err(to_status)?;
         let receipt = self.call(move |store| Ok(store.dry_run(append)?)).await?;
         Ok(Response::new(pb::DryRunResponse {
@@ -291,11 +346,21 @@ impl EventStoreService for Service {
         &self,
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
+        let caller = Caller::of(&request);
         let request = request.into_inner();
         let id = convert::event_id(&request.id, "id").map_err(to_status)?;
         self.read_barrier(request.consistency).await?;
         let (event, applied) = self
-            .call(move |store| Ok((store.get(id)?, store.head().0)))
+            .call(move |store| {
+                let event = store.get(id)?;
+                // An event the caller may not read is answered as one that does not exist, so
+                // the answer says nothing of its scope or its existence.
+                if !caller.may(Action::Read, &event.scope) {
+                    auth::audit(caller.name(), "Get", "-", "denied", "read");
+                    return Err(causeway_core::Error::NotFound(format!("event {id}")).into());
+                }
+                Ok((event, store.head().0))
+            })
             .await?;
         Ok(Response::new(pb::GetResponse {
             event: Some(convert::event(event)),
@@ -307,8 +372,10 @@ impl EventStoreService for Service {
         &self,
         request: Request<pb::ReadEntityRequest>,
     ) -> Result<Response<pb::ReadEntityResponse>, Status> {
+        let caller = Caller::of(&request);
         let request = request.into_inner();
         convert::read_entity_names(&request.scope, &request.entity).map_err(to_status)?;
+        caller.require("ReadEntity", Action::Read, &request.scope)?;
         let direction = convert::direction(request.direction, "direction").map_err(to_status)?;
         self.read_barrier(request.consistency).await?;
         // Backward from 0 reads from the last event; the core does that itself.
@@ -358,6 +425,7 @@ impl EventStoreService for Service {
         &self,
         request: Request<pb::ReadLogRequest>,
     ) -> Result<Response<pb::ReadLogResponse>, Status> {
+        let caller = Caller::of(&request);
         let request = request.into_inner();
         let direction = convert::direction(request.direction, "direction").map_err(to_status)?;
         let filter = convert::filter(request.filter, "filter").map_err(to_status)?;
@@ -379,8 +447,15 @@ impl EventStoreService for Service {
                 Ok((batch, applied))
             })
             .await?;
+        // Event by event, what the caller may not read is left out; `next_position` still
+        // moves past it, so paging neither repeats nor skips what it may read.
         Ok(Response::new(pb::ReadLogResponse {
-            events: batch.events.into_iter().map(convert::event).collect(),
+            events: batch
+                .events
+                .into_iter()
+                .filter(|event| caller.may(Action::Read, &event.scope))
+                .map(convert::event)
+                .collect(),
             next_position: batch.next.0,
             end: batch.end,
             applied_position: applied,
@@ -410,7 +485,8 @@ impl EventStoreService for Service {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        let stream = self.hub.subscribe(request.into_inner()).await?;
+        let caller = Caller::of(&request);
+        let stream = self.hub.subscribe(request.into_inner(), caller).await?;
         Ok(Response::new(stream))
     }
 
@@ -418,6 +494,7 @@ impl EventStoreService for Service {
         &self,
         request: Request<pb::GetAncestorsRequest>,
     ) -> Result<Response<pb::GetAncestorsResponse>, Status> {
+        let caller = Caller::of(&request);
         let request = request.into_inner();
         let id = convert::event_id(&request.id, "id").map_err(to_status)?;
         let graph = self
@@ -427,6 +504,7 @@ impl EventStoreService for Service {
                     .map_err(graph_refusal)
             })
             .await?;
+        let graph = readable(graph, &caller);
         Ok(Response::new(pb::GetAncestorsResponse {
             graph: Some(convert::graph(graph)),
         }))
@@ -436,6 +514,7 @@ impl EventStoreService for Service {
         &self,
         request: Request<pb::GetDescendantsRequest>,
     ) -> Result<Response<pb::GetDescendantsResponse>, Status> {
+        let caller = Caller::of(&request);
         let request = request.into_inner();
         let id = convert::event_id(&request.id, "id").map_err(to_status)?;
         let graph = self
@@ -445,6 +524,7 @@ impl EventStoreService for Service {
                     .map_err(graph_refusal)
             })
             .await?;
+        let graph = readable(graph, &caller);
         Ok(Response::new(pb::GetDescendantsResponse {
             graph: Some(convert::graph(graph)),
         }))
@@ -454,6 +534,7 @@ impl EventStoreService for Service {
         &self,
         request: Request<pb::GetCorrelationRequest>,
     ) -> Result<Response<pb::GetCorrelationResponse>, Status> {
+        let caller = Caller::of(&request);
         let request = request.into_inner();
         let id = convert::event_id(&request.correlation_id, "correlation_id").map_err(to_status)?;
         let graph = self
@@ -463,6 +544,7 @@ impl EventStoreService for Service {
                     .map_err(graph_refusal)
             })
             .await?;
+        let graph = readable(graph, &caller);
         Ok(Response::new(pb::GetCorrelationResponse {
             graph: Some(convert::graph(graph)),
         }))
@@ -472,8 +554,18 @@ impl EventStoreService for Service {
         &self,
         request: Request<pb::RegisterGateRequest>,
     ) -> Result<Response<pb::RegisterGateResponse>, Status> {
+        let caller = Caller::of(&request);
         let definition = convert::gate_definition(request.into_inner().definition, "definition")
             .map_err(to_status)?;
+        // A gate bound to no scope judges every scope, so it needs `gates` on `*`.
+        if definition.scopes.is_empty() {
+            caller.require_everywhere("RegisterGate", Action::Gates)?;
+        }
+        for scope in &definition.scopes {
+            caller.require("RegisterGate", Action::Gates, scope)?;
+        }
+        let gate_name = definition.name.clone();
+        let gate_scopes = definition.scopes.join(",");
         // Checked and compiled on the pool first, so a definition that does not compile is
         // refused without a log entry, naming its field; the writer still decides it.
         let checked = definition.clone();
@@ -494,6 +586,13 @@ impl EventStoreService for Service {
                     .await?
             }
         };
+        auth::audit(
+            caller.name(),
+            "RegisterGate",
+            &gate_scopes,
+            "registered",
+            &crate::status::echo(&gate_name),
+        );
         Ok(Response::new(pb::RegisterGateResponse {
             receipt: Some(convert::receipt(receipt)),
         }))
@@ -501,11 +600,16 @@ impl EventStoreService for Service {
 
     async fn list_gates(
         &self,
-        _request: Request<pb::ListGatesRequest>,
+        request: Request<pb::ListGatesRequest>,
     ) -> Result<Response<pb::ListGatesResponse>, Status> {
+        let caller = Caller::of(&request);
         let gates = self.call(|store| Ok(store.gates())).await?;
         Ok(Response::new(pb::ListGatesResponse {
-            gates: gates.into_iter().map(convert::registered_gate).collect(),
+            gates: gates
+                .into_iter()
+                .filter(|gate| may_manage(&caller, gate))
+                .map(convert::registered_gate)
+                .collect(),
         }))
     }
 
@@ -513,11 +617,36 @@ impl EventStoreService for Service {
         &self,
         request: Request<pb::RemoveGateRequest>,
     ) -> Result<Response<pb::RemoveGateResponse>, Status> {
+        let caller = Caller::of(&request);
         let name = request.into_inner().name;
         convert::gate_name(&name, "name").map_err(to_status)?;
+        // A gate the caller may not manage is answered as one that is not registered.
+        let gates = self.call(|store| Ok(store.gates())).await?;
+        if let Some(gate) = gates.iter().find(|gate| gate.name == name)
+            && !may_manage(&caller, gate)
+        {
+            auth::audit(caller.name(), "RemoveGate", "-", "denied", "gates");
+            // Worded as the store words a gate it does not have.
+            let mut end = name.len().min(64);
+            while !name.is_char_boundary(end) {
+                end -= 1;
+            }
+            return Err(to_status(causeway_core::Error::NotFound(format!(
+                "gate {:?}",
+                &name[..end]
+            ))));
+        }
+        let removed = name.clone();
         let receipt = self
             .write_command("name", move |store| store.stamp_gate_removal(&name))
             .await?;
+        auth::audit(
+            caller.name(),
+            "RemoveGate",
+            "-",
+            "removed",
+            &crate::status::echo(&removed),
+        );
         Ok(Response::new(pb::RemoveGateResponse {
             receipt: Some(convert::receipt(receipt)),
         }))
@@ -527,11 +656,23 @@ impl EventStoreService for Service {
         &self,
         request: Request<pb::VerifyReceiptRequest>,
     ) -> Result<Response<pb::VerifyReceiptResponse>, Status> {
+        let caller = Caller::of(&request);
         let receipt = required(request.into_inner().receipt, "receipt")?;
         let receipt = convert::receipt_from_wire(receipt, "receipt").map_err(to_status)?;
         let signing_key = self.signing_key.clone();
         let verdict = self
-            .call(move |store| check_receipt(store, &receipt, signing_key.as_ref()))
+            .call(move |store| {
+                // An event the caller may not read is reported as one the store does not have,
+                // so a verdict says nothing of other scopes.
+                for committed in &receipt.events {
+                    if let Ok(event) = store.get(committed.id)
+                        && !caller.may(Action::Read, &event.scope)
+                    {
+                        return Ok(Err(format!("event {} is not in the store", committed.id)));
+                    }
+                }
+                check_receipt(store, &receipt, signing_key.as_ref())
+            })
             .await?;
         Ok(Response::new(match verdict {
             Ok(()) => pb::VerifyReceiptResponse {

@@ -24,6 +24,11 @@
 //! - with progress: a `Checkpoint` reports the last position examined when the filter skipped
 //!   events, at most once per [`CHECKPOINT_INTERVAL`], and is flushed when the log goes quiet.
 //!
+//! Each event is delivered only if the subscriber's principal may `subscribe` in its scope
+//! (`auth/`); the rest are skipped like events the filter leaves out, so resuming and progress
+//! markers work the same. After a policy reload the subscription proves its credential again
+//! before its next read, and ends if the new policy refuses it. A principal holds at most its `subscriptions_max` open at once.
+//!
 //! A slow consumer fills its own buffer and its task waits for room; writers and other
 //! subscribers never wait for it. A subscriber that goes away is noticed on the next send (or
 //! at once while idle) and its task ends, returning its slot of `max_subscriptions`.
@@ -39,6 +44,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::time::Instant;
 use tonic::Status;
 
+use crate::auth::{Action, Caller, SubscriptionSlot};
 use crate::convert;
 #[cfg(doc)]
 use crate::limits::subscribe_reads_max;
@@ -165,6 +171,7 @@ impl Hub {
     pub async fn subscribe(
         &self,
         request: pb::SubscribeRequest,
+        caller: Caller,
     ) -> Result<SubscribeStream, Status> {
         use pb::subscribe_request::Start;
         let filter = Arc::new(convert::filter(request.filter, "filter").map_err(to_status)?);
@@ -187,6 +194,7 @@ impl Hub {
         if *self.stopping.borrow() {
             return Err(to_status(Error::ShuttingDown { resume_from: None }));
         }
+        let slot = caller.open_subscription()?;
         let permit = self.permits.clone().try_acquire_owned().map_err(|_| {
             to_status(Error::SubscriptionsFull {
                 max: self.max_subscriptions,
@@ -222,7 +230,9 @@ impl Hub {
             sender,
             head: self.head.clone(),
             stopping: self.stopping.clone(),
+            caller,
             _permit: permit,
+            _slot: slot,
         };
         tokio::spawn(feed.run());
         Ok(SubscribeStream { receiver })
@@ -254,7 +264,11 @@ struct Feed {
     sender: mpsc::Sender<Queued>,
     head: watch::Receiver<u64>,
     stopping: watch::Receiver<bool>,
+    /// Who subscribed: events in scopes it may not subscribe to are skipped.
+    caller: Caller,
     _permit: OwnedSemaphorePermit,
+    /// The principal's slot of its `subscriptions_max`.
+    _slot: SubscriptionSlot,
 }
 
 impl Feed {
@@ -277,7 +291,13 @@ impl Feed {
 
     /// One read, what it produced sent, and (at the head) the wait for more.
     async fn step(&mut self) -> Result<(), Stop> {
-        let (batch, head) = self.read().await?;
+        self.caller
+            .refresh("Subscribe", Action::Subscribe)
+            .map_err(Stop::Fail)?;
+        let (mut batch, head) = self.read().await?;
+        batch
+            .events
+            .retain(|event| self.caller.may(Action::Subscribe, &event.scope));
         let examined = batch.next.0 - 1;
         metrics::histogram!("causeway_subscription_lag_events")
             .record(head.saturating_sub(examined) as f64);

@@ -7,8 +7,12 @@ use std::process::Child;
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
-/// The `causewayd` binary, built by `cargo test --workspace` next to this test's directory.
+/// The `causewayd` binary, built by `cargo test --workspace` next to this test's directory, or
+/// the one `CAUSEWAYD_BIN` names (for a build whose intermediate directory is elsewhere).
 pub fn causewayd() -> PathBuf {
+    if let Some(binary) = std::env::var_os("CAUSEWAYD_BIN") {
+        return PathBuf::from(binary);
+    }
     let exe = std::env::current_exe().expect("the test executable's path");
     let debug_dir = exe
         .parent()

@@ -60,6 +60,8 @@ export const RESUME_BACKOFF_MS_MAX = 2_000;
 export interface ClientOptions {
   /** The deadline of each unary call; `null` for none. */
   readonly timeoutMs?: number | null;
+  /** A token sent as `authorization: Bearer <token>` on every call, streams included. */
+  readonly token?: string;
 }
 
 /** Options of `Client.append` (and, without the key, `Client.dryRun`). */
@@ -114,7 +116,20 @@ export class Client {
     const baseUrl = address.includes("://") ? address : `http://${address}`;
     this.timeoutMs = options.timeoutMs === null ? undefined : (options.timeoutMs ?? TIMEOUT_MS_DEFAULT);
     this.sessions = new Http2SessionManager(baseUrl);
-    const transport = createGrpcTransport({ baseUrl, sessionManager: this.sessions });
+    const token = options.token;
+    const transport = createGrpcTransport({
+      baseUrl,
+      sessionManager: this.sessions,
+      interceptors:
+        token === undefined
+          ? []
+          : [
+              (next) => async (request) => {
+                request.header.set("authorization", `Bearer ${token}`);
+                return next(request);
+              },
+            ],
+    });
     this.service = createClient(EventStoreService, transport);
   }
 

@@ -2,6 +2,8 @@
 //! generated gRPC client, one module per scenario.
 //!
 //! - `unary`: the normal path of every unary RPC.
+//! - `auth`: principals and permissions on every RPC, filtered reads and subscriptions,
+//!   policy reload, JWT and mTLS identities, per-principal limits.
 //! - `abuse`: rapid reset, a subscriber that never reads, and the budget of request bytes.
 //! - `errors`: bad input, limits, unknown ids, denials and conflicts, and their statuses.
 //! - `bad_input`: malformed, oversized and out-of-range input on every RPC, as raw frames.
@@ -18,6 +20,7 @@
 //!   refusal of plaintext beyond loopback.
 
 mod abuse;
+mod auth;
 mod backup;
 mod bad_input;
 mod console;

@@ -47,6 +47,23 @@ RESUME_BACKOFF_S_INITIAL = 0.1
 RESUME_BACKOFF_S_MAX = 2.0
 
 
+class _Bearer(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+    """Adds `authorization: Bearer <token>` to every call's metadata."""
+
+    def __init__(self, token: str) -> None:
+        self._header = ("authorization", f"Bearer {token}")
+
+    def _with_token(self, details: Any) -> Any:
+        metadata = list(details.metadata or []) + [self._header]
+        return details._replace(metadata=metadata)
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._with_token(details), request)
+
+    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._with_token(details), request)
+
+
 class Client:
     """A connection to one causewayd, over a plaintext channel unless given another.
 
@@ -59,18 +76,23 @@ class Client:
         *,
         timeout_s: float | None = TIMEOUT_S_DEFAULT,
         channel: grpc.Channel | None = None,
+        token: str | None = None,
     ) -> None:
         self.address = address
         self.timeout_s = timeout_s
         self._owns_channel = channel is None
-        self.channel = channel if channel is not None else grpc.insecure_channel(address)
+        self._raw_channel = channel if channel is not None else grpc.insecure_channel(address)
+        self.channel = self._raw_channel
+        if token is not None:
+            # Sent as `authorization: Bearer <token>` on every call, streams included.
+            self.channel = grpc.intercept_channel(self._raw_channel, _Bearer(token))
         # The generated stub is untyped; the wrapper methods below are the typed surface.
         self.stub: Any = causeway_pb2_grpc.EventStoreServiceStub(self.channel)
 
     def close(self) -> None:
         """Closes the channel if this client opened it."""
         if self._owns_channel:
-            self.channel.close()
+            self._raw_channel.close()
 
     def __enter__(self) -> Client:
         return self
