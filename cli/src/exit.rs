@@ -7,7 +7,7 @@
 //! | 1 | usage or invalid input: bad flags, a field the server refused, an unreadable file | fix the command |
 //! | 2 | refused: denied by a gate, a version conflict, an idempotency key reused, a receipt that does not verify, no credentials or no permission | re-read and decide (or fix the token) |
 //! | 3 | not found | |
-//! | 4 | unavailable: no connection, overloaded, not serving, or a write's outcome unknown | retry later (with the same idempotency key) |
+//! | 4 | unavailable: no connection (a TLS handshake the server ended, plaintext to a TLS port), overloaded, not serving, or a write's outcome unknown | retry later (with the same idempotency key), or fix the TLS flags the message names |
 //! | 5 | the server failed: internal error, damaged data, an RPC it does not serve | report it |
 
 use causeway_client::Error;
@@ -45,6 +45,7 @@ fn of_client(err: &Error) -> u8 {
     match err {
         Error::InvalidAddress { .. } | Error::Tls { .. } | Error::SingleNode { .. } => USAGE,
         Error::Connect { .. }
+        | Error::Handshake { .. }
         | Error::NotLeader { .. }
         | Error::LeaderUnknown { .. }
         | Error::OutcomeUnknown { .. } => UNAVAILABLE,

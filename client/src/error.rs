@@ -8,7 +8,9 @@
 //! with the [`LEADER_METADATA_KEY`] header, or reason [`NOT_LEADER_REASON`] naming the leader's
 //! address) becomes [`Error::NotLeader`], and the same refusal without an address (an election
 //! under way) [`Error::LeaderUnknown`]; a write the cluster may or may not have applied
-//! (reason [`OUTCOME_UNKNOWN_REASON`]) becomes [`Error::OutcomeUnknown`]. Everything else keeps
+//! (reason [`OUTCOME_UNKNOWN_REASON`]) becomes [`Error::OutcomeUnknown`]. A TLS handshake the
+//! server ended, or a plaintext client at a TLS port, is [`Error::Handshake`], whose message
+//! says what is likely wrong (the router decides it from the transport error). Everything else keeps
 //! the raw status in [`Error::Status`], so nothing the server said is lost.
 
 use std::collections::BTreeMap;
@@ -87,6 +89,18 @@ pub enum Error {
         /// The address dialled (every one, comma-separated, when none of several answered).
         address: String,
         /// The transport's explanation, with its causes (per address, when several).
+        detail: String,
+    },
+
+    /// The connection was made but the server and the client do not agree on how to talk: a
+    /// TLS handshake the server ended (a client certificate it requires and did not get, or
+    /// refused), or a plaintext client at a TLS port. Nothing of the request was done; the
+    /// client's settings need a change, so it is not sent again.
+    #[error("{detail}")]
+    Handshake {
+        /// The address dialled (HOST:PORT).
+        address: String,
+        /// What is likely wrong at the address, and the settings that fix it.
         detail: String,
     },
 

@@ -34,6 +34,9 @@ use crate::credentials::Credentials;
 use crate::error::Error;
 use crate::tls::Tls;
 
+/// The most addresses remembered as having answered: the known ones and as many learned.
+const ANSWERED_MAX: usize = 2 * ADDRESSES_MAX;
+
 /// Splits a comma-separated list of server addresses (`a:1,b:2` or URIs such as
 /// `http://a:1`) into URIs, `host:port` taken as plain-text `http`. Spaces around an address
 /// are ignored and a repeated address is kept once; an empty list, an empty item, more than
@@ -116,6 +119,8 @@ pub(crate) fn next_step(error: &Error, idempotence: Idempotence) -> Step {
     match error {
         Error::NotLeader { leader } => Step::Redirect(leader.clone()),
         Error::LeaderUnknown { .. } | Error::Connect { .. } => Step::PauseAndRotate,
+        // Every address is dialled with the same TLS settings: the next would refuse alike.
+        Error::Handshake { .. } => Step::Stop,
         Error::OutcomeUnknown { .. } => if_idempotent,
         Error::Status(status) if never_sent(status) => Step::PauseAndRotate,
         Error::Status(status) if status.code() == Code::Unavailable => if_idempotent,
@@ -186,6 +191,9 @@ struct Known {
     current: String,
     /// One channel per address dialled; a channel reconnects by itself after a failure.
     channels: HashMap<String, Channel>,
+    /// The addresses that have answered a call, at most `ANSWERED_MAX`: a connection closed
+    /// by one of them is not a refused handshake.
+    answered: Vec<String>,
 }
 
 impl Router {
@@ -205,6 +213,7 @@ impl Router {
                         addresses: addresses.clone(),
                         current: address.clone(),
                         channels: HashMap::from([(address.clone(), channel)]),
+                        answered: Vec::new(),
                     };
                     return Ok(Router {
                         known: Arc::new(Mutex::new(known)),
@@ -246,6 +255,7 @@ impl Router {
             addresses: vec![label.clone()],
             current: label.clone(),
             channels: HashMap::from([(label, channel)]),
+            answered: Vec::new(),
         };
         Router {
             known: Arc::new(Mutex::new(known)),
@@ -307,8 +317,14 @@ impl Router {
             n_attempts += 1;
             let (address, channel) = self.channel();
             let error = match send(channel).await {
-                Ok(answer) => return Ok(answer),
-                Err(status) => Error::from(status),
+                Ok(answer) => {
+                    self.answered(&address);
+                    return Ok(answer);
+                }
+                Err(status) => match self.explained(&status, &address) {
+                    Some(explained) => explained,
+                    None => Error::from(status),
+                },
             };
             let left = deadline.saturating_duration_since(Instant::now());
             if !self.follows || n_attempts >= FOLLOW_ATTEMPTS_MAX || left.is_zero() {
@@ -329,6 +345,69 @@ impl Router {
                 }
             }
         }
+    }
+
+    /// Notes that `address` has answered a call, so its TLS handshake works.
+    fn answered(&self, address: &str) {
+        let mut known = self.lock();
+        if !known.answered.iter().any(|known| known == address)
+            && known.answered.len() < ANSWERED_MAX
+        {
+            known.answered.push(address.to_string());
+        }
+    }
+
+    /// [`Error::Handshake`] for a transport failure at `address` that says more than its gRPC
+    /// code: an HTTP/2 connection the client itself closed because the first bytes it read
+    /// were no HTTP/2 (a plaintext client at a TLS port, whose answer is a TLS alert), or a
+    /// TLS connection the server closed before it ever answered (under TLS 1.3 the server
+    /// checks the client's certificate after the client's side of the handshake is done, so a
+    /// missing or refused client certificate shows only as a connection closed on the first
+    /// call).
+    fn explained(&self, status: &tonic::Status, address: &str) -> Option<Error> {
+        let tls = address.starts_with("https://");
+        let never_answered = !self.lock().answered.iter().any(|known| known == address);
+        let shown = address
+            .strip_prefix("https://")
+            .or_else(|| address.strip_prefix("http://"))
+            .unwrap_or(address);
+        let mut source = std::error::Error::source(status);
+        while let Some(err) = source {
+            if let Some(h2) = err.downcast_ref::<h2::Error>()
+                && !tls
+                && h2.is_go_away()
+                && h2.is_library()
+                && matches!(
+                    h2.reason(),
+                    Some(h2::Reason::FRAME_SIZE_ERROR | h2::Reason::PROTOCOL_ERROR)
+                )
+            {
+                return Some(Error::Handshake {
+                    address: shown.to_string(),
+                    detail: format!(
+                        "the server at {shown} does not speak plaintext gRPC (its first bytes \
+                         were not HTTP/2: {}): if it serves TLS, use https:// and --tls-ca",
+                        error_chain(h2)
+                    ),
+                });
+            }
+            if let Some(hyper) = err.downcast_ref::<hyper::Error>()
+                && tls
+                && never_answered
+                && hyper.is_canceled()
+            {
+                return Some(Error::Handshake {
+                    address: shown.to_string(),
+                    detail: format!(
+                        "the server at {shown} closed the connection during the TLS \
+                         handshake: it may require a client certificate (--tls-cert/--tls-key), \
+                         or have refused the one given (expired, or not signed by its client CA)"
+                    ),
+                });
+            }
+            source = err.source();
+        }
+        None
     }
 
     /// Sends calls to the leader at `leader` (HOST:PORT or a URI) from now on.
@@ -640,6 +719,7 @@ mod tests {
                 addresses: vec!["http://a:1".to_string(), "http://b:2".to_string()],
                 current: "http://a:1".to_string(),
                 channels: HashMap::new(),
+                answered: Vec::new(),
             })),
             follows: true,
             tls: None,

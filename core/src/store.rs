@@ -97,7 +97,7 @@ impl std::fmt::Debug for Listener {
 }
 pub use registry::RegisteredGate;
 use registry::{COMPILED_WAITING_MAX, Compiled, Installed, load_gates, load_settings};
-pub use repair::{plan_repair, repair};
+pub use repair::{open_replica, plan_repair, repair};
 pub use verify::{Break, VerifyPage, VerifyReport};
 
 /// When an append is answered relative to the disk.

@@ -8,6 +8,13 @@
 //! a `RetryInfo` of `RETRY_AFTER_OVERLOAD`, at once: a client never waits on the budget, and
 //! the bytes it had taken are given back.
 //!
+//! A request larger than the whole budget can never fit, however long it waits: it is refused
+//! with RESOURCE_EXHAUSTED, reason `LIMIT_EXCEEDED`, and no `RetryInfo`, its message giving
+//! the request's size and the budget. Its size is known from the length prefix of its first
+//! gRPC message (5 + the length it declares) as soon as that arrives, or from the bytes the
+//! call has sent so far, whichever is larger; so a 20 MiB request to a 1 MiB budget is
+//! refused at its first frame, not after a retry loop that cannot end.
+//!
 //! Without it, the bounds on one request (`MESSAGE_BYTES_MAX`) and on connections and streams
 //! multiply: 4,096 connections of 256 streams, each sending 20 MiB slowly, ask for terabytes.
 //! With it, the request messages the server holds are at most the budget, plus the frames of
@@ -71,14 +78,34 @@ struct Held {
     bytes: AtomicUsize,
 }
 
+/// The gRPC length prefix of a message: a compressed flag and a big-endian 32-bit length.
+const GRPC_PREFIX_BYTES: usize = 5;
+
+/// The bytes of the message whose frame begins with `data` (its prefix and its body), when the
+/// prefix is whole.
+fn declared_bytes(data: &[u8]) -> Option<usize> {
+    let prefix: [u8; 4] = data.get(1..GRPC_PREFIX_BYTES)?.try_into().ok()?;
+    Some(GRPC_PREFIX_BYTES + u32::from_be_bytes(prefix) as usize)
+}
+
 impl Held {
-    /// Counts `n_bytes` more, or refuses the call.
-    fn take(&self, n_bytes: usize) -> Result<(), Status> {
+    /// Counts `n_bytes` more, or refuses the call: as too large when the call's bytes (those
+    /// held, these, or the `declared` size of its message) exceed the whole budget, as
+    /// overloaded when they only do not fit beside the other calls'.
+    fn take(&self, n_bytes: usize, declared: Option<usize>) -> Result<(), Status> {
+        let max = self.budget.max;
+        let request_bytes =
+            (self.bytes.load(Ordering::Relaxed).saturating_add(n_bytes)).max(declared.unwrap_or(0));
+        if request_bytes > max {
+            metrics::counter!("causeway_request_budget_refusals_total").increment(1);
+            return Err(to_status(Error::RequestLargerThanBudget {
+                request_bytes,
+                max,
+            }));
+        }
         let refused = || {
             metrics::counter!("causeway_request_budget_refusals_total").increment(1);
-            to_status(Error::RequestBytesFull {
-                max: self.budget.max,
-            })
+            to_status(Error::RequestBytesFull { max })
         };
         let n_permits = u32::try_from(n_bytes).map_err(|_| refused())?;
         let permit = self
@@ -161,6 +188,7 @@ where
             Body::new(Counted {
                 inner: body,
                 held: held.clone(),
+                first: true,
             })
         });
         let answer = self.inner.call(request);
@@ -176,6 +204,8 @@ where
 struct Counted {
     inner: Body,
     held: Arc<Held>,
+    /// No data frame has arrived yet: the next one begins the first message.
+    first: bool,
 }
 
 impl http_body::Body for Counted {
@@ -189,9 +219,18 @@ impl http_body::Body for Counted {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         if let Poll::Ready(Some(Ok(frame))) = &polled
             && let Some(data) = frame.data_ref()
-            && let Err(refused) = self.held.take(data.len())
         {
-            return Poll::Ready(Some(Err(refused)));
+            // A first frame too short for the whole prefix is rare (h2 sends the prefix with
+            // the body); the bytes sent so far still bound the request's size.
+            let declared = if self.first {
+                declared_bytes(data)
+            } else {
+                None
+            };
+            self.first = false;
+            if let Err(refused) = self.held.take(data.len(), declared) {
+                return Poll::Ready(Some(Err(refused)));
+            }
         }
         polled
     }
@@ -218,21 +257,55 @@ mod tests {
             budget: budget.clone(),
             bytes: AtomicUsize::new(0),
         });
-        first.take(60).expect("60 of 100 fit");
-        first.take(30).expect("90 of 100 fit");
+        first.take(60, None).expect("60 of 100 fit");
+        first.take(30, None).expect("90 of 100 fit");
         assert_eq!(budget.in_flight(), 90);
         let second = Held {
             budget: budget.clone(),
             bytes: AtomicUsize::new(0),
         };
-        let refused = second.take(20).expect_err("110 of 100 do not fit");
+        let refused = second.take(20, None).expect_err("110 of 100 do not fit");
         assert_eq!(refused.code(), Code::ResourceExhausted);
         let retry = refused.get_details_retry_info().expect("a RetryInfo");
         assert_eq!(retry.retry_delay, Some(crate::limits::RETRY_AFTER_OVERLOAD));
         drop(first);
         assert_eq!(budget.in_flight(), 0);
-        second.take(100).expect("the whole budget is free again");
+        second
+            .take(100, None)
+            .expect("the whole budget is free again");
         drop(second);
         assert_eq!(budget.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_request_larger_than_the_whole_budget_is_refused_without_retry_info() {
+        let budget = RequestBudget::new(100);
+        let held = Held {
+            budget: budget.clone(),
+            bytes: AtomicUsize::new(0),
+        };
+        // A first frame of 10 bytes whose prefix declares a 200-byte message.
+        let mut frame = vec![0u8];
+        frame.extend_from_slice(&200u32.to_be_bytes());
+        frame.extend_from_slice(&[0; 5]);
+        let refused = held
+            .take(frame.len(), declared_bytes(&frame))
+            .expect_err("205 bytes never fit in 100");
+        assert_eq!(refused.code(), Code::ResourceExhausted);
+        assert!(refused.get_details_retry_info().is_none(), "{refused:?}");
+        let info = refused.get_details_error_info().expect("an ErrorInfo");
+        assert_eq!(info.reason, "LIMIT_EXCEEDED");
+        assert_eq!(
+            info.metadata.get("limit").map(String::as_str),
+            Some("max_in_flight_request_bytes")
+        );
+        assert!(refused.message().contains("205 bytes"), "{refused:?}");
+        assert!(refused.message().contains("100 bytes"), "{refused:?}");
+        assert_eq!(budget.in_flight(), 0);
+
+        // Without a prefix, the bytes sent so far tell the same.
+        held.take(60, None).expect("60 of 100 fit");
+        let refused = held.take(60, None).expect_err("120 never fit in 100");
+        assert!(refused.get_details_retry_info().is_none(), "{refused:?}");
     }
 }

@@ -162,6 +162,11 @@ fn describe() {
         "causeway_subscription_lag_events",
         "Positions between a subscription's read and the head, sampled at each read."
     );
+    describe_gauge!(
+        "causeway_tls_certificate_expiry_seconds",
+        Unit::Seconds,
+        "Seconds until the TLS certificate in use expires; negative once it has. Absent without TLS."
+    );
     describe_gauge!("causeway_head_position", "The committed head of the log.");
     describe_gauge!(
         "causeway_index_memory_bytes",
@@ -265,6 +270,9 @@ pub fn sample(store: &LiveStore, cluster: Option<&ClusterNode>, hub: &Hub) {
         Err(err) => tracing::warn!(%err, "reading the segment sizes for /metrics"),
     }
     gauge!("causeway_subscriptions").set(hub.open() as f64);
+    if let Some(seconds) = crate::tls::certificate_expiry_seconds(std::time::SystemTime::now()) {
+        gauge!("causeway_tls_certificate_expiry_seconds").set(seconds);
+    }
     if let Some(node) = cluster {
         sample_raft(node);
     }

@@ -71,6 +71,15 @@ pub enum Error {
         /// The configured budget, in bytes.
         max: usize,
     },
+    /// One request is larger than the whole of `--max-in-flight-request-bytes`: it can never
+    /// fit, so it is not worth retrying.
+    RequestLargerThanBudget {
+        /// The request's size, in bytes: its declared length, or what it sent before it was
+        /// refused.
+        request_bytes: usize,
+        /// The configured budget, in bytes.
+        max: usize,
+    },
     /// The configured number of subscriptions is open.
     SubscriptionsFull {
         /// The configured maximum.
@@ -376,6 +385,23 @@ fn status_of(err: Error) -> Status {
                 "limit".to_string(),
                 "max_in_flight_request_bytes".to_string(),
             )]),
+        ),
+        Error::RequestLargerThanBudget { request_bytes, max } => with_info(
+            Code::ResourceExhausted,
+            format!(
+                "the request is {request_bytes} bytes, more than the server's whole budget of \
+                 {max} bytes for requests in flight (max_in_flight_request_bytes); it can never \
+                 be accepted: send smaller requests or raise the budget"
+            ),
+            REASON_LIMIT_EXCEEDED,
+            HashMap::from([
+                (
+                    "limit".to_string(),
+                    "max_in_flight_request_bytes".to_string(),
+                ),
+                ("max".to_string(), max.to_string()),
+                ("actual".to_string(), request_bytes.to_string()),
+            ]),
         ),
         Error::SubscriptionsFull { max } => with_info(
             Code::ResourceExhausted,

@@ -19,11 +19,18 @@
 //!   TLS with this node's certificate and the client CA as the only root: the sender checks the
 //!   receiver's certificate names the node it meant to reach, and the receiver checks the
 //!   sender's names the node its requests claim to come from (`cluster/rpc.rs`).
+//! - **Validity.** A certificate that is expired or not yet valid is loaded all the same, as
+//!   etcd and NATS do: refusing to start would turn a lapsed renewal into an outage of every
+//!   node at once, while the peers and clients that check dates refuse it anyway. Each load (at
+//!   start and at every reload) logs a WARN naming the leaf's subject and validity window, and
+//!   `causeway_tls_certificate_expiry_seconds` exports the seconds left (negative once expired)
+//!   so an alert fires before clients start failing.
 
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -46,6 +53,102 @@ pub const NODE_NAME_SUFFIX: &str = ".causeway";
 /// The DNS name a node's certificate carries to prove it is node `node_id`.
 pub fn node_name(node_id: u64) -> String {
     format!("node-{node_id}{NODE_NAME_SUFFIX}")
+}
+
+/// The `notAfter` of the certificate last loaded in this process, in Unix seconds;
+/// `i64::MIN` before any load.
+static NOT_AFTER_UNIX_SECS: AtomicI64 = AtomicI64::new(i64::MIN);
+
+/// Seconds from `now` until the certificate last loaded expires (negative once it has), or
+/// `None` when no certificate was loaded. Read when `/metrics` is scraped, so the value stays
+/// current between reloads.
+pub fn certificate_expiry_seconds(now: SystemTime) -> Option<f64> {
+    let not_after = NOT_AFTER_UNIX_SECS.load(Ordering::Relaxed);
+    if not_after == i64::MIN {
+        return None;
+    }
+    let now = match now.duration_since(UNIX_EPOCH) {
+        Ok(since) => since.as_secs_f64(),
+        Err(before) => -before.duration().as_secs_f64(),
+    };
+    Some(not_after as f64 - now)
+}
+
+/// The validity of a leaf certificate: its subject and window.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Validity {
+    /// The subject, as `CN=...` and the other attributes.
+    pub subject: String,
+    /// `notBefore`, in Unix seconds.
+    pub not_before: i64,
+    /// `notAfter`, in Unix seconds.
+    pub not_after: i64,
+    /// `notBefore` as the certificate states it (`Jan  1 00:00:00 2000 +00:00`).
+    pub not_before_text: String,
+    /// `notAfter` as the certificate states it.
+    pub not_after_text: String,
+}
+
+impl Validity {
+    /// Reads `cert` (DER); an error says what could not be parsed.
+    pub fn of(cert: &CertificateDer<'_>) -> Result<Validity, String> {
+        let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref())
+            .map_err(|err| format!("cannot parse the certificate: {err}"))?;
+        let window = parsed.validity();
+        Ok(Validity {
+            subject: parsed.subject().to_string(),
+            not_before: window.not_before.timestamp(),
+            not_after: window.not_after.timestamp(),
+            not_before_text: window.not_before.to_string(),
+            not_after_text: window.not_after.to_string(),
+        })
+    }
+
+    /// Why the certificate is out of date at `now` (Unix seconds), or `None` when it is in
+    /// date.
+    pub fn problem_at(&self, now: i64) -> Option<&'static str> {
+        if now > self.not_after {
+            Some("expired")
+        } else if now < self.not_before {
+            Some("not yet valid")
+        } else {
+            None
+        }
+    }
+}
+
+/// Logs a WARN when the leaf of `chain` (loaded from `path`) is out of date, and records its
+/// `notAfter` for [`certificate_expiry_seconds`]. A certificate that cannot be parsed here was
+/// already accepted by rustls, so only a WARN says so.
+fn check_validity(chain: &[CertificateDer<'static>], path: &Path) {
+    let Some(leaf) = chain.first() else { return };
+    let validity = match Validity::of(leaf) {
+        Ok(validity) => validity,
+        Err(err) => {
+            tracing::warn!(
+                file = %path.display(),
+                error = %err,
+                "cannot read the TLS certificate's validity"
+            );
+            return;
+        }
+    };
+    NOT_AFTER_UNIX_SECS.store(validity.not_after, Ordering::Relaxed);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs() as i64);
+    if let Some(problem) = validity.problem_at(now) {
+        tracing::warn!(
+            file = %path.display(),
+            subject = %validity.subject,
+            not_before = %validity.not_before_text,
+            not_after = %validity.not_after_text,
+            "the TLS certificate is {problem}: it is valid from {} to {}; peers and clients \
+             that check dates will refuse it until it is renewed",
+            validity.not_before_text,
+            validity.not_after_text,
+        );
+    }
 }
 
 /// The TLS files a server is started with.
@@ -342,9 +445,64 @@ fn load(files: &TlsFiles) -> Result<Material, String> {
             Some(Arc::new(config))
         }
     };
-    Ok(Material {
+    let material = Material {
         grpc: server(b"h2")?,
         admin: server(b"http/1.1")?,
         peer,
-    })
+    };
+    // Only material that is put in force is reported.
+    check_validity(&chain, &files.cert);
+    Ok(material)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{CertificateParams, DnType, KeyPair, date_time_ymd};
+
+    /// A self-signed certificate and its key for `common_name`, valid from `from` to `to`
+    /// (years, January 1st), written to `dir`.
+    fn issue(dir: &Path, common_name: &str, from: i32, to: i32) -> TlsFiles {
+        let mut params = CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        params.not_before = date_time_ymd(from, 1, 1);
+        params.not_after = date_time_ymd(to, 1, 1);
+        let key = KeyPair::generate().expect("a key");
+        let cert = params.self_signed(&key).expect("a certificate");
+        let files = TlsFiles {
+            cert: dir.join(format!("{common_name}.crt")),
+            key: dir.join(format!("{common_name}.key")),
+            client_ca: None,
+        };
+        std::fs::write(&files.cert, cert.pem()).expect("write the certificate");
+        std::fs::write(&files.key, key.serialize_pem()).expect("write the key");
+        files
+    }
+
+    #[test]
+    fn validity_names_the_subject_and_window_and_the_gauge_counts_down() {
+        let dir = tempfile::tempdir().expect("a directory");
+        let expired = issue(dir.path(), "lapsed", 2000, 2001);
+        let chain = certificates("tls_cert", &expired.cert).expect("the certificate");
+        let validity = Validity::of(&chain[0]).expect("readable");
+        assert_eq!(validity.subject, "CN=lapsed");
+        assert_eq!(validity.not_before, 946_684_800);
+        assert_eq!(validity.not_after, 978_307_200);
+        assert!(validity.not_after_text.contains("2001"), "{validity:?}");
+        assert_eq!(validity.problem_at(1_000_000_000), Some("expired"));
+        assert_eq!(validity.problem_at(900_000_000), Some("not yet valid"));
+        assert_eq!(validity.problem_at(960_000_000), None);
+
+        // Loaded all the same; the gauge says how long ago it expired.
+        Tls::load(expired).expect("an expired certificate still loads");
+        let now = UNIX_EPOCH + std::time::Duration::from_secs(978_307_200 + 60);
+        assert_eq!(certificate_expiry_seconds(now), Some(-60.0));
+
+        let future = issue(dir.path(), "early", 2090, 2091);
+        Tls::load(future).expect("a not-yet-valid certificate still loads");
+        let seconds = certificate_expiry_seconds(SystemTime::now()).expect("a certificate");
+        assert!(seconds > 60.0 * 365.0 * 86_400.0, "{seconds}");
+    }
 }

@@ -7,25 +7,27 @@ use std::process::Child;
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
-/// The `causewayd` binary, built by `cargo test --workspace` next to this test's directory, or
-/// the one `CAUSEWAYD_BIN` names (for a build whose intermediate directory is elsewhere).
+/// The `causewayd` binary, built by `cargo test --workspace` beside the `causeway` binary
+/// (or next to this test's directory, where a build without a separate build directory
+/// puts both).
 pub fn causewayd() -> PathBuf {
-    if let Some(binary) = std::env::var_os("CAUSEWAYD_BIN") {
-        return PathBuf::from(binary);
-    }
+    let name = format!("causewayd{}", std::env::consts::EXE_SUFFIX);
     let exe = std::env::current_exe().expect("the test executable's path");
-    let debug_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("the test runs from target/<profile>/deps");
-    let binary = debug_dir.join(format!("causewayd{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        binary.exists(),
-        "{} does not exist: run `cargo test --workspace` (or `cargo build -p causeway-server`) \
-         so the server binary is built",
-        binary.display()
-    );
-    binary
+    let candidates = [
+        Path::new(env!("CARGO_BIN_EXE_causeway")).parent(),
+        exe.parent().and_then(Path::parent),
+    ];
+    let found = candidates
+        .into_iter()
+        .flatten()
+        .map(|dir| dir.join(&name))
+        .find(|binary| binary.exists());
+    found.unwrap_or_else(|| {
+        panic!(
+            "no {name} beside the causeway binary or the test: run `cargo test --workspace` \
+             (or `cargo build -p causeway-server`) so the server binary is built"
+        )
+    })
 }
 
 /// Everything a pipe prints, collected on a thread.

@@ -534,7 +534,9 @@ fn open_store(generation_dir: &Path, signer: Option<Signer>) -> io::Result<Store
         signer,
         ..Config::default()
     };
-    Store::open(generation_dir.join(STORE_DIR), config).map_err(core_error)
+    // The store is derived from the Raft log: a damaged tail is cut and re-applied from it.
+    causeway_core::store::open_replica(&generation_dir.join(STORE_DIR), config, "the Raft log")
+        .map_err(core_error)
 }
 
 fn read_memberships(generation_dir: &Path) -> io::Result<Memberships> {

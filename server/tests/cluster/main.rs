@@ -10,6 +10,8 @@
 //! - `membership`: members join and leave under load; a single node grows into a cluster.
 //! - `backup`: a member's backup restores as a single node holding the cluster's events.
 //! - `hostile`: malformed or stranger's node-to-node requests crash nothing and depose no one.
+//! - `tls`: a cluster over mutual TLS forms, replicates and changes leader; a node whose
+//!   certificate names another node id is refused.
 //! - `nemesis`: a seeded run of kills and partitions under concurrent clients, then the checker.
 
 mod backup;
@@ -22,3 +24,4 @@ mod nodes;
 mod partition;
 mod proxy;
 mod replication;
+mod tls;

@@ -13,6 +13,10 @@
 //! the nodes by source IP. The test's own clients dial the nodes' listen addresses, past the
 //! proxies, so a test still talks to a node it cut off from its peers.
 //!
+//! A cluster given [`Cluster::use_tls`] dials its members over TLS (`https`, trusting the
+//! test's CA and presenting a client certificate) for every call the harness makes; the
+//! members themselves are started with the TLS flags the test passes.
+//!
 //! Below the harness are the reads and writes the tests share: an append through whichever
 //! node leads, a node's own log, and the check that replicas are byte-identical.
 
@@ -26,7 +30,7 @@ pub use causeway_client::pb;
 use pb::cluster_service_client::ClusterServiceClient;
 use pb::event_store_service_client::EventStoreServiceClient;
 use tonic::Code;
-use tonic::transport::Channel;
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::history::FinalEntry;
 use crate::proxy::{Direction, Mode, Proxy};
@@ -62,6 +66,8 @@ pub struct Cluster {
     pub members: Vec<Member>,
     /// When made behind proxies, `proxies[i]` is in front of node `i + 1`; else empty.
     pub proxies: Vec<Proxy>,
+    /// When set, the harness dials members over TLS with it.
+    tls: Option<ClientTlsConfig>,
     _scratch: tempfile::TempDir,
 }
 
@@ -95,6 +101,7 @@ impl Cluster {
         Cluster {
             members,
             proxies: Vec::new(),
+            tls: None,
             _scratch: scratch,
         }
     }
@@ -164,6 +171,46 @@ impl Cluster {
         cluster
     }
 
+    /// Dials every member over TLS with `tls` from now on.
+    pub fn use_tls(&mut self, tls: ClientTlsConfig) {
+        self.tls = Some(tls);
+    }
+
+    /// The scratch directory the members' folders and logs live in.
+    pub fn scratch(&self) -> &std::path::Path {
+        self._scratch.path()
+    }
+
+    /// The endpoint of `addr`: `https` with the cluster's TLS, else `http`.
+    fn endpoint(&self, addr: SocketAddr) -> Endpoint {
+        match &self.tls {
+            None => Channel::from_shared(format!("http://{addr}")).expect("a uri"),
+            Some(tls) => Channel::from_shared(format!("https://{addr}"))
+                .expect("a uri")
+                .tls_config(tls.clone())
+                .expect("a TLS configuration"),
+        }
+    }
+
+    /// A channel to `addr`, retried until it connects.
+    async fn channel(&self, addr: SocketAddr) -> Channel {
+        let deadline = Instant::now() + SETTLE_WAIT;
+        loop {
+            match self
+                .endpoint(addr)
+                .connect_timeout(Duration::from_secs(1))
+                .connect()
+                .await
+            {
+                Ok(channel) => return channel,
+                Err(err) => {
+                    assert!(Instant::now() < deadline, "cannot connect to {addr}: {err}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
     /// Member `id`.
     pub fn member(&mut self, id: u64) -> &mut Member {
         &mut self.members[(id - 1) as usize]
@@ -171,12 +218,12 @@ impl Cluster {
 
     /// A client of member `id`'s event store.
     pub async fn client(&self, id: u64) -> EventStoreServiceClient<Channel> {
-        EventStoreServiceClient::new(channel(self.members[(id - 1) as usize].addr).await)
+        EventStoreServiceClient::new(self.channel(self.members[(id - 1) as usize].addr).await)
     }
 
     /// A client of member `id`'s cluster service.
     pub async fn admin(&self, id: u64) -> ClusterServiceClient<Channel> {
-        ClusterServiceClient::new(channel(self.members[(id - 1) as usize].addr).await)
+        ClusterServiceClient::new(self.channel(self.members[(id - 1) as usize].addr).await)
     }
 
     /// Member `id`'s status, or `None` when it does not answer.
@@ -185,8 +232,8 @@ impl Cluster {
         if !member.running() {
             return None;
         }
-        let channel = Channel::from_shared(format!("http://{}", member.addr))
-            .expect("a uri")
+        let channel = self
+            .endpoint(member.addr)
             .connect_timeout(Duration::from_millis(500))
             .timeout(Duration::from_secs(2))
             .connect()

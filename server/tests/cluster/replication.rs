@@ -240,3 +240,78 @@ async fn a_node_restarted_with_another_nodes_data_directory_is_refused() {
         "the refusal names the owner: {stderr}"
     );
 }
+
+/// The newest event segment in `store_events` (a member's `raft/state/{G}/store/events`).
+fn newest_segment(data_dir: &std::path::Path) -> std::path::PathBuf {
+    let state = data_dir.join("raft").join("state");
+    let mut segments: Vec<std::path::PathBuf> = std::fs::read_dir(&state)
+        .expect("the member's raft state")
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| path.join("store").join("events").is_dir())
+        .flat_map(|generation| {
+            std::fs::read_dir(generation.join("store").join("events"))
+                .expect("the events folder")
+                .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+                .filter(|path| path.extension().is_some_and(|ext| ext == "seg"))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    segments.sort();
+    segments.pop().expect("an event segment")
+}
+
+/// A follower's event store damaged near its end (one flipped byte in a frame with whole
+/// frames after it, which a single node refuses to open) is cut back to the last whole frame
+/// before the damage, the cut bytes quarantined, with one WARN saying so; the follower then
+/// re-applies the cut events from its Raft log, serves again, and ends byte-identical to the
+/// others at the commit position. Catches a cluster member that stays down on damage its own
+/// Raft log can mend, and one that comes back with a hole or a different history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_repairs_its_damaged_store_tail_from_its_raft_log() {
+    let mut cluster = Cluster::start(3).await;
+    for event_idx in 0..80 {
+        cluster
+            .append_at_leader(
+                "order-9",
+                &format!("payload-{event_idx:04}-{}", "x".repeat(60)),
+            )
+            .await;
+    }
+    let leader = cluster.leader().await;
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    cluster.assert_replicas_identical().await;
+    cluster.member(follower).terminate();
+
+    // One byte flipped about 2 KiB before the last written byte: inside a frame with several
+    // whole frames after it. No checksum is recomputed.
+    let segment = newest_segment(&cluster.member(follower).data_dir);
+    let mut bytes = std::fs::read(&segment).expect("read the segment");
+    let last_written = bytes
+        .iter()
+        .rposition(|byte| *byte != 0)
+        .expect("the segment holds frames");
+    let damaged = last_written - 2048;
+    bytes[damaged] ^= 0x5a;
+    std::fs::write(&segment, &bytes).expect("write the damaged segment");
+
+    cluster.member(follower).start();
+    let log = cluster.member(follower).log_text();
+    let warning = log
+        .lines()
+        .find(|line| line.contains("they will be refilled from the Raft log"))
+        .unwrap_or_else(|| panic!("no WARN about the cut in node {follower}'s log:\n{log}"));
+    assert!(warning.contains("WARN"), "{warning}");
+    assert!(warning.contains("quarantine"), "{warning}");
+
+    cluster
+        .append_at_leader("order-9", "after-the-repair")
+        .await;
+    cluster.assert_replicas_identical().await;
+    let expected = cluster.local_log(leader).await;
+    assert_eq!(expected.len(), 81);
+    assert_eq!(
+        cluster.local_log(follower).await,
+        expected,
+        "the repaired follower holds every event"
+    );
+}

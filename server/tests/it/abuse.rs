@@ -191,7 +191,8 @@ async fn the_request_budget_refuses_past_it_with_retry_info() {
         &dir.path().join("data"),
         &["--max-in-flight-request-bytes", "1048576"],
     );
-    // A message that says it is 4 MiB long, of which 900 KiB arrive and the rest never does.
+    // A message that says it is 1,000 KiB long (within the budget), of which 900 KiB arrive
+    // and the rest never does.
     let mut send = raw_connection(node.addr)
         .await
         .ready()
@@ -201,7 +202,7 @@ async fn the_request_budget_refuses_past_it_with_retry_info() {
         .send_request(append_call(), false)
         .expect("the stream opens");
     let mut partial = vec![0u8];
-    partial.extend_from_slice(&(4u32 * 1024 * 1024).to_be_bytes());
+    partial.extend_from_slice(&(1000u32 * 1024).to_be_bytes());
     partial.extend(std::iter::repeat_n(0u8, 900 * 1024));
     slow.send_data(Bytes::from(partial), false)
         .expect("the frames are queued");
@@ -240,5 +241,58 @@ async fn the_request_budget_refuses_past_it_with_retry_info() {
         .await
         .expect("answered")
         .expect("acknowledged once the budget has room");
+    assert_eq!(head(&mut client).await, 1);
+}
+
+/// With a budget of 1 MiB of requests in flight and nothing else in flight, a 2 MiB append can
+/// never fit: it is refused at once with RESOURCE_EXHAUSTED, reason LIMIT_EXCEEDED, naming
+/// `max_in_flight_request_bytes`, its message giving the request's size and the budget, and
+/// without a RetryInfo; an append within the budget is still acknowledged. Catches a refusal
+/// that tells a client to retry a request that cannot ever succeed.
+#[tokio::test]
+async fn a_request_larger_than_the_whole_budget_is_not_retryable() {
+    let dir = scratch();
+    let node = Node::start(
+        &dir.path().join("data"),
+        &["--max-in-flight-request-bytes", "1048576"],
+    );
+    let mut client = connect(node.addr).await;
+    let request = append_of(vec![pb::NewEvent {
+        payload: vec![b'x'; 2 * 1024 * 1024],
+        ..event("acme", "too-large", "Budgeted")
+    }]);
+    let refused = tokio::time::timeout(CALL_WAIT, client.append(request))
+        .await
+        .expect("the refusal comes at once")
+        .expect_err("larger than the whole budget");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    let info = refused.get_details_error_info().expect("an ErrorInfo");
+    assert_eq!(info.reason, "LIMIT_EXCEEDED");
+    assert_eq!(
+        info.metadata.get("limit").map(String::as_str),
+        Some("max_in_flight_request_bytes")
+    );
+    assert!(
+        refused.get_details_retry_info().is_none(),
+        "no RetryInfo: {refused:?}"
+    );
+    let request_bytes: usize = info.metadata["actual"].parse().expect("a size");
+    assert!(request_bytes > 2 * 1024 * 1024, "{info:?}");
+    assert!(
+        refused
+            .message()
+            .contains(&format!("{request_bytes} bytes"))
+            && refused.message().contains("1048576 bytes"),
+        "{refused:?}"
+    );
+
+    let fits = append_of(vec![pb::NewEvent {
+        payload: vec![b'x'; 300 * 1024],
+        ..event("acme", "fits", "Budgeted")
+    }]);
+    tokio::time::timeout(CALL_WAIT, client.append(fits))
+        .await
+        .expect("answered")
+        .expect("an append within the budget is acknowledged");
     assert_eq!(head(&mut client).await, 1);
 }

@@ -357,6 +357,35 @@ fn plaintext_beyond_loopback_is_refused_at_start() {
     assert!(node.addr.ip().is_unspecified());
 }
 
+/// A server certificate that has expired is loaded (the server starts and serves, as etcd and
+/// NATS do), and a WARN names its subject and validity window at start and again at every
+/// reload. Catches an expired certificate loaded without a word, which leaves operators to
+/// learn of it from failing clients.
+#[tokio::test]
+async fn an_expired_certificate_is_loaded_with_a_warning_at_start_and_reload() {
+    let dir = scratch();
+    let ca = Ca::new("causeway test ca");
+    let expired = ca.issue(dir.path(), "lapsed", &["localhost", "127.0.0.1"], true);
+    let node = start_tls(dir.path(), &expired, None, &[]);
+    let warning = "the TLS certificate is expired";
+    wait_for_log(&node, warning, 1);
+    let log = node.log();
+    let line = log
+        .lines()
+        .find(|line| line.contains(warning))
+        .expect("the warning's line");
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains("CN=lapsed"), "the subject: {line}");
+    assert!(
+        line.contains("2000") && line.contains("2001"),
+        "the validity window: {line}"
+    );
+
+    hangup(&node);
+    wait_for_log(&node, "TLS certificate and key reloaded", 1);
+    wait_for_log(&node, warning, 2);
+}
+
 fn vote_from(source: u64, target: u64) -> cluster_pb::VoteRequest {
     cluster_pb::VoteRequest {
         header: Some(cluster_pb::Header {
