@@ -10,7 +10,9 @@
 //!   server is stopping. Damage the scrubber found (`scrub.rs`) is listed after the verdict
 //!   and does not change it.
 //!
-//! - `/` and `/api/...`: the read-only web console (`console.rs`).
+//! - `/` and `/api/...`: the read-only web console (`console.rs`). The admin port checks no
+//!   credentials, so while an auth policy is in force (`--auth-file`) the console is off: every
+//!   path but the three above answers 403 and says why (docs/SECURITY.md).
 //!
 //! The same [`Readiness`] drives gRPC health: [`watch_readiness`] re-checks it every
 //! `READINESS_INTERVAL` and sets the server's status (service `""`) by liveness and
@@ -150,21 +152,36 @@ pub struct Admin {
     pub readiness: Arc<Readiness>,
     /// The Prometheus recorder; `None` when another recorder took the process.
     pub metrics: Option<PrometheusHandle>,
+    /// Whether the console is served: not while an auth policy is in force, since it would
+    /// show every scope's events to whoever reaches the port.
+    pub console: bool,
 }
 
 /// The admin port's routes.
 pub fn router(admin: Admin) -> Router {
     // Probes and scrapes outside the console's bound, so console readers that stall cannot
     // make a healthy node look dead.
-    let console = crate::console::router(admin.clone()).layer(
-        tower::limit::GlobalConcurrencyLimitLayer::new(ADMIN_REQUESTS_MAX),
-    );
-    Router::new()
+    let probes = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(admin)
-        .merge(console)
+        .with_state(admin.clone());
+    if !admin.console {
+        return probes.fallback(console_off);
+    }
+    let console = crate::console::router(admin).layer(
+        tower::limit::GlobalConcurrencyLimitLayer::new(ADMIN_REQUESTS_MAX),
+    );
+    probes.merge(console)
+}
+
+/// Every console path while an auth policy is in force.
+async fn console_off() -> (StatusCode, &'static str) {
+    (
+        StatusCode::FORBIDDEN,
+        "the console is off: an auth policy (--auth-file) is in force and the admin port checks \
+         no credentials; read events through the gRPC API (docs/SECURITY.md)\n",
+    )
 }
 
 /// Serves the admin port on `listener` until `stopping` turns true.

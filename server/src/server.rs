@@ -175,6 +175,7 @@ impl Server {
                 let admin = monitor::Admin {
                     readiness: readiness.clone(),
                     metrics: crate::metrics::install(),
+                    console: config.auth_file.is_none(),
                 };
                 tokio::spawn(monitor::serve(listener, tls.clone(), admin, admin_stop_rx));
                 Some(addr)

@@ -1030,6 +1030,23 @@ impl Ca {
     }
 }
 
+/// The admin port checks no credentials, so with a policy in force it must not serve the
+/// console (which shows every scope's events): its pages and API answer 403 and say why, while
+/// probes and metrics stay. Catches a console left open beside the policy.
+#[test]
+fn the_console_is_off_while_a_policy_is_in_force() {
+    let dir = scratch();
+    let (node, _) = start(dir.path(), &policy(""), &[]);
+    let admin = node.admin.expect("the harness starts an admin port");
+    for path in ["/", "/api/state", "/api/events", "/api/gates"] {
+        let (status, body) = crate::harness::http_get(admin, path);
+        assert_eq!(status, 403, "{path}: {body}");
+        assert!(body.contains("--auth-file"), "{path}: {body}");
+    }
+    assert_eq!(crate::harness::http_get(admin, "/healthz").0, 200);
+    assert_eq!(crate::harness::http_get(admin, "/metrics").0, 200);
+}
+
 /// A policy file that does not load refuses the start, naming the file's entry, and serves
 /// nothing. Catches a server that falls back to letting everyone in.
 #[test]
