@@ -564,6 +564,24 @@ impl EventStoreService for Service {
         for scope in &definition.scopes {
             caller.require("RegisterGate", Action::Gates, scope)?;
         }
+        // A CEL gate can ask about any scope (`version`, `count`, `exists`) and say what it
+        // found through its verdicts, so it needs `read` everywhere.
+        if matches!(definition.rule, causeway_core::gate::Rule::Cel { .. }) {
+            caller.require_everywhere("RegisterGate", Action::Read)?;
+        }
+        // A definition with a taken name replaces that gate, which takes it off its scopes:
+        // only a caller who may manage the gate there may do that.
+        let name = definition.name.clone();
+        let gates = self.call(|store| Ok(store.gates())).await?;
+        if let Some(gate) = gates.iter().find(|gate| gate.name == name)
+            && !may_manage(&caller, gate)
+        {
+            auth::audit(caller.name(), "RegisterGate", "-", "denied", "gates");
+            return Err(Status::permission_denied(format!(
+                "gate {} is registered on scopes this caller may not manage: choose another name",
+                crate::status::echo(&name)
+            )));
+        }
         let gate_name = definition.name.clone();
         let gate_scopes = definition.scopes.join(",");
         // Checked and compiled on the pool first, so a definition that does not compile is

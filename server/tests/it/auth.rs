@@ -130,9 +130,11 @@ fn gate_request(name: &str) -> pb::RegisterGateRequest {
             name: name.to_string(),
             scopes: vec!["orders-1".to_string()],
             types: vec![],
-            rule: Some(pb::gate_definition::Rule::Cel(pb::CelRule {
-                expression: "true".to_string(),
-            })),
+            rule: Some(pb::gate_definition::Rule::AllowedTypes(
+                pb::AllowedTypesRule {
+                    types: vec!["Placed".to_string()],
+                },
+            )),
         }),
     }
 }
@@ -1028,6 +1030,69 @@ impl Ca {
         std::fs::write(&files.1, key.serialize_pem()).expect("write the key");
         files
     }
+}
+
+/// A gate's name is global: registering a taken name replaces that gate, so a principal with
+/// `gates` on its own scopes must not be able to move a gate off a scope it may not manage; and
+/// a CEL gate, which can ask about any scope through its facts, needs `read` everywhere.
+/// Catches the takeover the outside attack found (a guard on `secret` re-registered on
+/// `orders-x`, leaving `secret` unguarded) and CEL facts as a window into forbidden scopes.
+#[tokio::test]
+async fn gates_cannot_be_taken_over_or_used_to_read_other_scopes() {
+    let dir = scratch();
+    let (node, _) = start(dir.path(), &policy(""), &[]);
+    let channel = channel(&node).await;
+    let mut client = EventStoreServiceClient::new(channel.clone());
+    let guard = |scope: &str| pb::RegisterGateRequest {
+        definition: Some(pb::GateDefinition {
+            name: "guard".to_string(),
+            scopes: vec![scope.to_string()],
+            types: vec![],
+            rule: Some(pb::gate_definition::Rule::AllowedTypes(
+                pb::AllowedTypesRule {
+                    types: vec!["Approved".to_string()],
+                },
+            )),
+        }),
+    };
+    client
+        .register_gate(req(guard("secret"), Some(ROOT)))
+        .await
+        .expect("the admin registers the guard on secret");
+    let taken = client
+        .register_gate(req(guard("orders-x"), Some(ORDERS)))
+        .await
+        .expect_err("orders may not move the guard off secret");
+    assert_eq!(taken.code(), Code::PermissionDenied, "{taken:?}");
+    let gates = client
+        .list_gates(req(pb::ListGatesRequest {}, Some(ROOT)))
+        .await
+        .expect("list gates")
+        .into_inner()
+        .gates;
+    let guard_scopes: Vec<_> = gates
+        .iter()
+        .filter_map(|gate| gate.definition.as_ref())
+        .filter(|definition| definition.name == "guard")
+        .map(|definition| definition.scopes.clone())
+        .collect();
+    assert_eq!(guard_scopes, vec![vec!["secret".to_string()]]);
+
+    let mut probe = guard("orders-probe");
+    let definition = probe.definition.as_mut().expect("a definition");
+    definition.name = "probe".to_string();
+    definition.rule = Some(pb::gate_definition::Rule::Cel(pb::CelRule {
+        expression: "version('secret', 'acct') == 0u".to_string(),
+    }));
+    let refused = client
+        .register_gate(req(probe.clone(), Some(ORDERS)))
+        .await
+        .expect_err("orders may not read every scope, so it may not register a CEL gate");
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    client
+        .register_gate(req(probe, Some(ROOT)))
+        .await
+        .expect("a principal that may read everywhere may register it");
 }
 
 /// The admin port checks no credentials, so with a policy in force it must not serve the
