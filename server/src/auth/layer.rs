@@ -250,7 +250,15 @@ fn admit<B>(auth: &Auth, request: &Request<B>) -> Result<Caller, Status> {
 /// What a request proves itself with: a bearer token or JWT, else the names of a client
 /// certificate, else nothing. `Err` says why an `authorization` header is unusable.
 fn credential<B>(request: &Request<B>) -> Result<Credential, &'static str> {
-    if let Some(header) = request.headers().get(http::header::AUTHORIZATION) {
+    let mut headers = request
+        .headers()
+        .get_all(http::header::AUTHORIZATION)
+        .iter();
+    if let Some(header) = headers.next() {
+        // Two credentials in one request would be judged by whichever is read first.
+        if headers.next().is_some() {
+            return Err("the request carries more than one authorization header");
+        }
         if header.len() > TOKEN_BYTES_MAX + "Bearer ".len() {
             return Err("the authorization header is over TOKEN_BYTES_MAX");
         }

@@ -263,13 +263,20 @@ impl Policy {
         validation.set_audience(&[&jwt.audience]);
         validation.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
         validation.leeway = jwt.leeway_secs;
+        // jsonwebtoken checks `nbf` only when asked; a token not valid yet is refused.
+        validation.validate_nbf = true;
         #[derive(Deserialize)]
         struct Claims {
             sub: String,
             exp: u64,
         }
-        let data = jsonwebtoken::decode::<Claims>(token, &key, &validation)
-            .map_err(|err| Rejected(format!("the JWT is not valid: {err}")))?;
+        let data = jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(|err| {
+            // The library's message can quote a claim the sender chose: cut it.
+            Rejected(format!(
+                "the JWT is not valid: {}",
+                crate::status::echo(&err.to_string())
+            ))
+        })?;
         let principal = self
             .principals
             .get(&data.claims.sub)

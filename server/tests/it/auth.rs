@@ -850,6 +850,31 @@ async fn a_jwt_authenticates_as_its_subject() {
     };
     let good = sign("orders", "causeway", now + 600, secret);
     assert!(head_as(&channel, &good).await.is_ok());
+    // Not valid for another million seconds (`nbf`): refused, leeway or not.
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    header.kid = Some("k1".to_string());
+    let early = jsonwebtoken::encode(
+        &header,
+        &serde_json::json!({ "sub": "orders", "iss": "https://id.test", "aud": "causeway",
+                             "exp": now + 2_000_000, "nbf": now + 1_000_000 }),
+        &jsonwebtoken::EncodingKey::from_secret(secret).expect("an HMAC key"),
+    )
+    .expect("sign");
+    let status = head_as(&channel, &early)
+        .await
+        .expect_err("nbf in the future");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    // Two authorization headers, the good one first: refused, not judged by the first.
+    let mut two = req(pb::HeadRequest::default(), Some(&good));
+    two.metadata_mut().append(
+        "authorization",
+        "Bearer wrong".parse().expect("an ASCII header"),
+    );
+    let status = EventStoreServiceClient::new(channel.clone())
+        .head(two)
+        .await
+        .expect_err("two credentials");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
     // It is `orders`: billing is denied, not unauthenticated.
     let denied = EventStoreServiceClient::new(channel.clone())
         .read_entity(req(
