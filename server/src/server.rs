@@ -158,6 +158,20 @@ impl Server {
                 auth
             }
         };
+        // The policy guards the client services; the node-to-node service is guarded only by
+        // mutual TLS (each peer's certificate names its node id). Without it, anyone who
+        // reaches the port can speak Raft to this node.
+        let mutual_tls = config
+            .tls
+            .as_ref()
+            .is_some_and(|tls| tls.client_ca.is_some());
+        if config.auth_file.is_some() && config.cluster.is_some() && !mutual_tls {
+            tracing::warn!(
+                "an auth policy is in force but the node-to-node Raft service is not guarded: \
+                 it checks peers only by mutual TLS (--tls-cert, --tls-key, --tls-client-ca); \
+                 without it any client that reaches the port can send Raft messages"
+            );
+        }
         // The admin port comes up first, so /readyz can say the store is still opening.
         let readiness = Arc::new(Readiness::default());
         let (admin_stop, admin_stop_rx) = watch::channel(false);
