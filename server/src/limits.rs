@@ -404,6 +404,10 @@ pub const PRINCIPALS_MAX: usize = 10_000;
 /// Bytes of a bearer token (or a JWT) a request may present; a longer one is UNAUTHENTICATED
 /// without being hashed or parsed.
 pub const TOKEN_BYTES_MAX: usize = 8 * 1024;
+/// Requests per second, over the whole server, whose credentials are refused before the rest
+/// are answered RESOURCE_EXHAUSTED with `RetryInfo` and no audit line: guessing tokens gets
+/// no faster than this, and the audit log no longer than this many refusals a second.
+pub const AUTH_FAILURES_PER_SEC: u32 = 100;
 /// How often the policy file's (and the JWKS file's) modification times are compared with the
 /// last load; a change reloads them (SIGHUP reloads at once).
 pub const AUTH_RELOAD_POLL_INTERVAL: Duration = Duration::from_secs(1);

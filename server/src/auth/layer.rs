@@ -198,12 +198,14 @@ fn admit<B>(auth: &Auth, request: &Request<B>) -> Result<Caller, Status> {
     let path = request.uri().path();
     let method = path.rsplit('/').next().unwrap_or(path);
     let credential = credential(request).map_err(|detail| {
-        audit("-", method, "-", "unauthenticated", detail);
-        Status::unauthenticated(format!("the credentials are not accepted: {detail}"))
+        refused_credential(auth, method, detail, || {
+            Status::unauthenticated(format!("the credentials are not accepted: {detail}"))
+        })
     })?;
     let proven = resolve(&policy, &credential).map_err(|rejected| {
-        audit("-", method, "-", "unauthenticated", &rejected.0);
-        Status::unauthenticated("the bearer token is not accepted")
+        refused_credential(auth, method, &rejected.0, || {
+            Status::unauthenticated("the bearer token is not accepted")
+        })
     })?;
     let principal = proven.principal.clone();
     if let Some(limiter) = &principal.limiter
@@ -245,6 +247,38 @@ fn admit<B>(auth: &Auth, request: &Request<B>) -> Result<Caller, Status> {
         return Err(denial(Some(&principal), action, scope));
     }
     Ok(auth.admitted(policy, proven, credential))
+}
+
+/// The answer to a request whose credential is refused: `refusal`, audited, while fewer than
+/// [`AUTH_FAILURES_PER_SEC`] come in a second; past that RESOURCE_EXHAUSTED with `RetryInfo`
+/// and no audit line, so neither guessing nor the audit log can go faster.
+///
+/// [`AUTH_FAILURES_PER_SEC`]: crate::limits::AUTH_FAILURES_PER_SEC
+fn refused_credential(
+    auth: &Auth,
+    method: &str,
+    detail: &str,
+    refusal: impl FnOnce() -> Status,
+) -> Status {
+    let Err(not_until) = auth.failures.check() else {
+        audit("-", method, "-", "unauthenticated", detail);
+        return refusal();
+    };
+    let wait = not_until.wait_time_from(DefaultClock::default().now());
+    let rate = crate::limits::AUTH_FAILURES_PER_SEC;
+    let mut metadata = HashMap::new();
+    metadata.insert("limit".to_string(), "AUTH_FAILURES_PER_SEC".to_string());
+    metadata.insert("max".to_string(), rate.to_string());
+    let mut details = ErrorDetails::with_error_info(REASON_PRINCIPAL_LIMIT, ERROR_DOMAIN, metadata);
+    details.set_retry_info(Some(wait));
+    Status::with_error_details(
+        Code::ResourceExhausted,
+        format!(
+            "more than AUTH_FAILURES_PER_SEC = {rate} refused credentials a second; retry in {} ms",
+            wait.as_millis()
+        ),
+        details,
+    )
 }
 
 /// What a request proves itself with: a bearer token or JWT, else the names of a client

@@ -73,6 +73,16 @@ pub struct Auth {
     current: Arc<watch::Sender<Option<Arc<Policy>>>>,
     /// Open subscriptions per principal name, kept across reloads.
     open: OpenCounts,
+    /// Refused credentials, over the whole server ([`AUTH_FAILURES_PER_SEC`]).
+    pub(crate) failures: Arc<governor::DefaultDirectRateLimiter>,
+}
+
+fn failures_limiter() -> Arc<governor::DefaultDirectRateLimiter> {
+    let per_sec = std::num::NonZeroU32::new(crate::limits::AUTH_FAILURES_PER_SEC)
+        .expect("AUTH_FAILURES_PER_SEC is not zero");
+    Arc::new(governor::RateLimiter::direct(governor::Quota::per_second(
+        per_sec,
+    )))
 }
 
 impl Auth {
@@ -82,6 +92,7 @@ impl Auth {
             file: None,
             current: Arc::new(watch::Sender::new(None)),
             open: Arc::default(),
+            failures: failures_limiter(),
         }
     }
 
@@ -92,6 +103,7 @@ impl Auth {
             file: Some(file),
             current: Arc::new(watch::Sender::new(Some(Arc::new(policy)))),
             open: Arc::default(),
+            failures: failures_limiter(),
         })
     }
 

@@ -1120,6 +1120,39 @@ async fn gates_cannot_be_taken_over_or_used_to_read_other_scopes() {
         .expect("a principal that may read everywhere may register it");
 }
 
+/// Refused credentials are limited server-wide (AUTH_FAILURES_PER_SEC): past the limit a
+/// guess gets RESOURCE_EXHAUSTED with RetryInfo, unaudited, so token guessing and the audit
+/// log both have a pace. Catches the attack's 3,000 wrong tokens in 1.1 s, all answered and
+/// all audited.
+#[tokio::test]
+async fn refused_credentials_are_limited() {
+    let dir = scratch();
+    let (node, _) = start(dir.path(), &policy(""), &[]);
+    let channel = channel(&node).await;
+    let (mut refused, mut limited) = (0, 0);
+    for guess in 0..400 {
+        let status = head_as(&channel, &format!("guess-{guess}"))
+            .await
+            .expect_err("a guessed token");
+        match status.code() {
+            Code::Unauthenticated => refused += 1,
+            Code::ResourceExhausted => {
+                assert!(
+                    status.get_details_retry_info().is_some(),
+                    "a limited guess says when to retry: {status:?}"
+                );
+                limited += 1;
+            }
+            other => panic!("a guess answered {other:?}: {status:?}"),
+        }
+    }
+    assert!(limited > 0, "400 guesses, none limited ({refused} refused)");
+    assert!(
+        head_as(&channel, ROOT).await.is_ok(),
+        "a good token still works"
+    );
+}
+
 /// The admin port checks no credentials, so with a policy in force it must not serve the
 /// console (which shows every scope's events): its pages and API answer 403 and say why, while
 /// probes and metrics stay. Catches a console left open beside the policy.
