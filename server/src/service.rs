@@ -293,6 +293,22 @@ fn readable(mut graph: causeway_core::Graph, caller: &Caller) -> causeway_core::
     graph
 }
 
+/// Refuses a graph walk from an event the caller may not read exactly as one from an event the
+/// store does not have, so the answer (and the readable events around it) says nothing of it.
+fn visible_root(
+    store: &causeway_core::Store,
+    caller: &Caller,
+    id: causeway_core::EventId,
+    method: &str,
+) -> Result<(), Error> {
+    let root = store.get(id)?;
+    if !caller.may(Action::Read, &root.scope) {
+        auth::audit(caller.name(), method, "-", "denied", "read");
+        return Err(causeway_core::Error::NotFound(format!("event {id}")).into());
+    }
+    Ok(())
+}
+
 /// Whether the caller may see and manage a gate: `gates` in each of its scopes, or on `*` for
 /// a gate bound to every scope (and for one compiled into the program).
 fn may_manage(caller: &Caller, gate: &causeway_core::store::RegisteredGate) -> bool {
@@ -497,8 +513,10 @@ impl EventStoreService for Service {
         let caller = Caller::of(&request);
         let request = request.into_inner();
         let id = convert::event_id(&request.id, "id").map_err(to_status)?;
+        let asking = caller.clone();
         let graph = self
             .call(move |store| {
+                visible_root(store, &asking, id, "GetAncestors")?;
                 store
                     .ancestors(id, request.depth, request.limit as usize)
                     .map_err(graph_refusal)
@@ -517,8 +535,10 @@ impl EventStoreService for Service {
         let caller = Caller::of(&request);
         let request = request.into_inner();
         let id = convert::event_id(&request.id, "id").map_err(to_status)?;
+        let asking = caller.clone();
         let graph = self
             .call(move |store| {
+                visible_root(store, &asking, id, "GetDescendants")?;
                 store
                     .descendants(id, request.depth, request.limit as usize)
                     .map_err(graph_refusal)

@@ -620,6 +620,42 @@ async fn a_denial_does_not_say_whether_the_scope_exists() {
         existing.as_ref().map_err(Status::code).err(),
         Some(Code::NotFound)
     );
+    // So is a graph walk from it: the same answer as from an id the store never had.
+    let secret = receipt.events[0].id.clone();
+    let missing = uuid::Uuid::now_v7().to_string();
+    let mut walks = Vec::new();
+    for id in [&secret, &missing] {
+        let descendants = store
+            .get_descendants(req(
+                pb::GetDescendantsRequest {
+                    id: id.clone(),
+                    depth: 2,
+                    limit: 10,
+                },
+                Some(ORDERS),
+            ))
+            .await
+            .expect_err("a walk from an event orders may not read");
+        let ancestors = store
+            .get_ancestors(req(
+                pb::GetAncestorsRequest {
+                    id: id.clone(),
+                    depth: 2,
+                    limit: 10,
+                },
+                Some(ORDERS),
+            ))
+            .await
+            .expect_err("a walk from an event orders may not read");
+        walks.push(
+            [descendants, ancestors]
+                .iter()
+                .map(|status| (status.code(), status.message().replace(id.as_str(), "ID")))
+                .collect::<Vec<_>>(),
+        );
+    }
+    assert_eq!(walks[0], walks[1]);
+    assert!(walks[0].iter().all(|(code, _)| *code == Code::NotFound));
     // Its receipt does not verify for orders, for the same reason as a missing event's.
     let verdict = store
         .verify_receipt(req(
