@@ -21,6 +21,13 @@ fn main() {
     for (name, command) in &commands {
         write(&root.join("command"), name, &command.encode());
     }
+    for (golden_idx, (name, bytes)) in golden_commands().iter().enumerate() {
+        write(
+            &root.join("command"),
+            &format!("golden-{golden_idx}-{name}"),
+            bytes,
+        );
+    }
     raft_entries(&root.join("raft_entry"), &commands);
     for (seed_idx, record) in causeway_core::fuzzing::record_seeds().iter().enumerate() {
         write(&root.join("record"), &format!("record-{seed_idx}"), record);
@@ -219,6 +226,23 @@ fn commands() -> Vec<(String, Command)> {
             Command::append(Timestamp::new(1_700_000_000_000, 1), append),
         ),
     ]
+}
+
+/// One command of every kind, from the golden file `cargo test -p causeway-core --test command`
+/// pins: `# Name` lines, then hexdump lines (offset, then bytes).
+fn golden_commands() -> Vec<(String, Vec<u8>)> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../core/tests/golden/command-v1.hex");
+    let text = std::fs::read_to_string(path).expect("read the golden commands");
+    let mut commands: Vec<(String, Vec<u8>)> = Vec::new();
+    for line in text.lines() {
+        if let Some(name) = line.strip_prefix("# ") {
+            commands.push((name.trim().to_lowercase().replace(' ', "-"), Vec::new()));
+        } else if let Some((_, bytes)) = commands.last_mut() {
+            let hex = line.split_whitespace().skip(1);
+            bytes.extend(hex.map(|byte| u8::from_str_radix(byte, 16).expect("a hex byte")));
+        }
+    }
+    commands
 }
 
 fn raft_entries(dir: &Path, commands: &[(String, Command)]) {
