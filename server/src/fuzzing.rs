@@ -114,3 +114,34 @@ fn decoded<M: Message + Default + PartialEq>(bytes: &[u8]) -> Option<M> {
 fn required<T>(value: Option<T>, field: &str) -> Result<T, Error> {
     value.ok_or_else(|| Error::invalid(field, "it is required"))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    fn corpus(target: &str) -> Vec<Vec<u8>> {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../fuzz/corpus")
+            .join(target);
+        let inputs: Vec<Vec<u8>> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|err| panic!("read {}: {err}", dir.display()))
+            .map(|entry| std::fs::read(entry.expect("a corpus entry").path()).expect("read"))
+            .collect();
+        assert!(!inputs.is_empty(), "the {target} corpus has seeds");
+        inputs
+    }
+
+    /// Every seed and kept crash input of the `requests` target, through the same entry point.
+    #[test]
+    fn requests_corpus_holds() {
+        let inputs = corpus("requests");
+        assert!(
+            inputs.len() >= super::METHODS.len(),
+            "a seed per request type"
+        );
+        for bytes in inputs {
+            let (&method, rest) = bytes.split_first().expect("a selector byte");
+            super::request(method, rest);
+        }
+    }
+}
