@@ -26,6 +26,9 @@ pub mod segment;
 pub mod store;
 pub mod syncer;
 
+#[doc(hidden)]
+pub mod fuzzing;
+
 mod codec;
 mod index;
 

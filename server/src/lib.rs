@@ -36,6 +36,8 @@ pub mod cluster;
 pub mod config;
 pub mod console;
 pub mod convert;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod incoming;
 pub mod limits;
 pub mod live;
