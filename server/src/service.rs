@@ -134,6 +134,27 @@ impl Service {
 }
 
 impl Service {
+    /// [`check_reach`] on the pool, for a caller the policy limits (nothing to check for one
+    /// that may read and manage everything); gives the append back to be written.
+    async fn reached(
+        &self,
+        caller: Caller,
+        method: &'static str,
+        append: Append,
+    ) -> Result<Append, Status> {
+        let limited = !caller.may_everywhere(Action::Read) || !caller.may_everywhere(Action::Gates);
+        if !limited
+            || (append.gates.is_empty()
+                && append.events.iter().all(|event| event.causation.is_empty()))
+        {
+            return Ok(append);
+        }
+        // The refusal is worded as the store words the same refusal of an append.
+        self.call(move |store| Ok(check_reach(store, &caller, method, &append).map(|()| append)))
+            .await?
+            .map_err(append_refusal)
+    }
+
     /// Waits until a read at the requested consistency may be answered from this node.
     async fn read_barrier(&self, consistency: i32) -> Result<(), Status> {
         let consistency = convert::consistency(consistency, "consistency").map_err(to_status)?;
@@ -280,6 +301,70 @@ fn check_append(caller: &Caller, method: &str, append: &pb::AppendRequest) -> Re
     Ok(())
 }
 
+/// What of the store an append reaches beyond its own scopes, seen as the caller may see it:
+/// a named gate the caller may not manage is answered as one that is not registered, and a
+/// causation parent it may not read (when causation is checked) as one that does not exist,
+/// word for word as the store answers those, so neither answer says the thing is there.
+fn check_reach(store: &Store, caller: &Caller, method: &str, append: &Append) -> Result<(), Error> {
+    if !append.gates.is_empty() {
+        let gates = store.gates();
+        for name in &append.gates {
+            if let Some(gate) = gates.iter().find(|gate| gate.name == *name)
+                && !may_manage(caller, gate)
+            {
+                auth::audit(caller.name(), method, "-", "denied", "gates");
+                return Err(causeway_core::Error::InvalidInput(format!(
+                    "gate {:?} is not registered",
+                    short(name)
+                ))
+                .into());
+            }
+        }
+    }
+    if append.external_causation || caller.may_everywhere(Action::Read) {
+        return Ok(());
+    }
+    for (event_idx, event) in append.events.iter().enumerate() {
+        for parent in &event.causation {
+            let in_append = append.events[..event_idx]
+                .iter()
+                .any(|earlier| earlier.id == Some(*parent));
+            if in_append {
+                continue;
+            }
+            let hidden = match store.get(*parent) {
+                Ok(found) => !caller.may(Action::Read, &found.scope),
+                Err(_) => false,
+            };
+            if hidden {
+                auth::audit(caller.name(), method, "-", "denied", "read");
+                return Err(causeway_core::Error::Denied {
+                    gate: "causation".to_string(),
+                    code: "CAUSATION_MISSING".to_string(),
+                    message: format!(
+                        "event {event_idx} names causation parent {parent}, which does not exist"
+                    ),
+                    facts: std::collections::BTreeMap::from([
+                        ("event".to_string(), event_idx.to_string()),
+                        ("parent".to_string(), parent.to_string()),
+                    ]),
+                }
+                .into());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A client's string as an error shows it: at most 64 bytes, cut at a character boundary.
+fn short(text: &str) -> &str {
+    let mut end = text.len().min(64);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 /// The graph without the events the caller may not read, and without the edges that touch
 /// them.
 fn readable(mut graph: causeway_core::Graph, caller: &Caller) -> causeway_core::Graph {
@@ -331,9 +416,14 @@ impl EventStoreService for Service {
         &self,
         request: Request<pb::AppendRequest>,
     ) -> Result<Response<pb::AppendResponse>, Status> {
-        check_append(&Caller::of(&request), "Append", request.get_ref())?;
+        let caller = Caller::of(&request);
+        check_append(&caller, "Append", request.get_ref())?;
         let n_events = request.get_ref().events.len() as u64;
         let answered = match convert::append(request.into_inner(), "").map_err(to_status) {
+            Ok(append) => self.reached(caller, "Append", append).await,
+            Err(status) => Err(status),
+        };
+        let answered = match answered {
             Ok(append) => self.append(append).await,
             Err(status) => Err(status),
         };
@@ -352,6 +442,7 @@ impl EventStoreService for Service {
         let append = required(request.into_inner().append, "append")?;
         check_append(&caller, "DryRun", &append)?;
         let append = convert::append(append, "append.").map_err(to_status)?;
+        let append = self.reached(caller, "DryRun", append).await?;
         let receipt = self.call(move |store| Ok(store.dry_run(append)?)).await?;
         Ok(Response::new(pb::DryRunResponse {
             receipt: Some(convert::receipt(receipt)),

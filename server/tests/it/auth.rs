@@ -656,6 +656,44 @@ async fn a_denial_does_not_say_whether_the_scope_exists() {
     }
     assert_eq!(walks[0], walks[1]);
     assert!(walks[0].iter().all(|(code, _)| *code == Code::NotFound));
+    // Naming it as a causation parent, or naming a gate orders may not manage, is answered
+    // as naming a parent or a gate that is not there.
+    store
+        .register_gate(req(
+            {
+                let mut gate = gate_request("billing-guard");
+                if let Some(definition) = gate.definition.as_mut() {
+                    definition.scopes = vec!["billing-a".to_string()];
+                }
+                gate
+            },
+            Some(ROOT),
+        ))
+        .await
+        .expect("root registers a gate on billing-a");
+    let mut reaches = Vec::new();
+    for (parent, gate) in [(&secret, "billing-guard"), (&missing, "no-such-gate")] {
+        let mut child = event("orders-1", "o-9", "Placed");
+        child.causation = vec![parent.clone()];
+        let caused = store
+            .append(req(append_of(vec![child]), Some(ORDERS)))
+            .await
+            .expect_err("a parent orders may not read");
+        let mut gated = append_of(vec![event("orders-1", "o-9", "Placed")]);
+        gated.gates = vec![gate.to_string()];
+        let gated = store
+            .append(req(gated, Some(ORDERS)))
+            .await
+            .expect_err("a gate orders may not manage");
+        reaches.push(vec![
+            (
+                caused.code(),
+                caused.message().replace(parent.as_str(), "PARENT"),
+            ),
+            (gated.code(), gated.message().replace(gate, "GATE")),
+        ]);
+    }
+    assert_eq!(reaches[0], reaches[1]);
     // Its receipt does not verify for orders, for the same reason as a missing event's.
     let verdict = store
         .verify_receipt(req(
