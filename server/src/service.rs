@@ -607,10 +607,12 @@ impl EventStoreService for Service {
         let asking = caller.clone();
         let graph = self
             .call(move |store| {
-                visible_root(store, &asking, id, "GetAncestors")?;
-                store
+                // Bounds and a missing start first, as without a policy; then the start's scope.
+                let graph = store
                     .ancestors(id, request.depth, request.limit as usize)
-                    .map_err(graph_refusal)
+                    .map_err(graph_refusal)?;
+                visible_root(store, &asking, id, "GetAncestors")?;
+                Ok(graph)
             })
             .await?;
         let graph = readable(graph, &caller);
@@ -629,10 +631,12 @@ impl EventStoreService for Service {
         let asking = caller.clone();
         let graph = self
             .call(move |store| {
-                visible_root(store, &asking, id, "GetDescendants")?;
-                store
+                // Bounds and a missing start first, as without a policy; then the start's scope.
+                let graph = store
                     .descendants(id, request.depth, request.limit as usize)
-                    .map_err(graph_refusal)
+                    .map_err(graph_refusal)?;
+                visible_root(store, &asking, id, "GetDescendants")?;
+                Ok(graph)
             })
             .await?;
         let graph = readable(graph, &caller);
