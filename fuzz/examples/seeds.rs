@@ -81,7 +81,11 @@ fn requests(dir: &Path) {
     let cel = pb::gate_definition::Rule::Cel(pb::CelRule {
         expression: "event.type == 'OrderPlaced' && payload.total > 10".to_string(),
     });
-    let seeds: [(u8, &str, Vec<u8>); 14] = [
+    let voter = |node_id: u64| pb::ClusterNode {
+        node_id,
+        address: format!("127.0.0.{node_id}:7420"),
+    };
+    let seeds: [(u8, &str, Vec<u8>); 22] = [
         (0, "append", append.encode_to_vec()),
         (
             1,
@@ -198,6 +202,52 @@ fn requests(dir: &Path) {
                 }),
             }
             .encode_to_vec(),
+        ),
+        (14, "backup", pb::BackupRequest {}.encode_to_vec()),
+        (
+            15,
+            "verify",
+            pb::VerifyRequest {
+                from_position: 1,
+                max_bytes: 1 << 20,
+            }
+            .encode_to_vec(),
+        ),
+        (
+            16,
+            "init-cluster",
+            pb::InitClusterRequest {
+                voters: vec![voter(1), voter(2), voter(3)],
+            }
+            .encode_to_vec(),
+        ),
+        (
+            17,
+            "add-learner",
+            pb::AddLearnerRequest {
+                node: Some(voter(4)),
+            }
+            .encode_to_vec(),
+        ),
+        (
+            18,
+            "promote-voter",
+            pb::PromoteVoterRequest { node_id: 4 }.encode_to_vec(),
+        ),
+        (
+            19,
+            "remove-node",
+            pb::RemoveNodeRequest { node_id: 3 }.encode_to_vec(),
+        ),
+        (
+            20,
+            "transfer-leader",
+            pb::TransferLeaderRequest { node_id: 2 }.encode_to_vec(),
+        ),
+        (
+            21,
+            "get-cluster-status",
+            pb::GetClusterStatusRequest {}.encode_to_vec(),
         ),
     ];
     for (method, name, bytes) in seeds {

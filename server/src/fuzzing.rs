@@ -1,7 +1,8 @@
 //! Entry point for the request fuzz target in `fuzz/`: arbitrary bytes decoded as one of the
-//! `EventStoreService` requests, as tonic's prost codec decodes them, then checked and
-//! converted by the same `convert` functions, in the same order, as each handler in
-//! [`crate::service`] runs them before it touches the store. Not an API: hidden from the docs.
+//! requests of the public services (`EventStoreService`, `OperationsService`, `ClusterService`),
+//! as tonic's prost codec decodes them, then checked and converted by the same functions, in
+//! the same order, as each handler ([`crate::service`], [`crate::operations`],
+//! [`crate::cluster::admin`]) runs them before it touches the store or the cluster. Not an API: hidden from the docs.
 //!
 //! What must hold: no input panics; a decoded request re-encodes to bytes that decode to the
 //! same request; every refusal becomes a status with a message; an append that converts
@@ -15,9 +16,9 @@ use crate::convert;
 use crate::pb;
 use crate::status::{Error, to_status};
 
-/// The request types, in the order of the `rpc` lines of `causeway.v1.EventStoreService`; the
-/// selector byte picks one modulo this count.
-pub const METHODS: [&str; 14] = [
+/// The request types, in the order of the `rpc` lines of `causeway.v1.EventStoreService`, then
+/// `OperationsService`, then `ClusterService`; the selector byte picks one modulo this count.
+pub const METHODS: [&str; 22] = [
     "Append",
     "DryRun",
     "Get",
@@ -32,6 +33,14 @@ pub const METHODS: [&str; 14] = [
     "ListGates",
     "RemoveGate",
     "VerifyReceipt",
+    "Backup",
+    "Verify",
+    "InitCluster",
+    "AddLearner",
+    "PromoteVoter",
+    "RemoveNode",
+    "TransferLeader",
+    "GetClusterStatus",
 ];
 
 /// Decodes `bytes` as the request `method` selects (modulo [`METHODS`]) and validates it as its
@@ -77,13 +86,41 @@ pub fn request(method: u8, bytes: &[u8]) {
         11 => decoded::<pb::ListGatesRequest>(bytes).map(|_| Ok(())),
         12 => decoded::<pb::RemoveGateRequest>(bytes)
             .map(|request| convert::gate_name(&request.name, "name")),
-        _ => decoded::<pb::VerifyReceiptRequest>(bytes).map(|request| {
+        13 => decoded::<pb::VerifyReceiptRequest>(bytes).map(|request| {
             let receipt = required(request.receipt, "receipt")?;
             convert::receipt_from_wire(receipt, "receipt").map(drop)
         }),
+        selected => return administration(selected, bytes),
     };
     if let Some(Err(err)) = outcome {
         let status = to_status(err);
+        assert!(!status.message().is_empty(), "a refusal says why");
+    }
+}
+
+/// The operations and cluster requests (selected `14..`): their handlers check fields with
+/// the functions called here and answer a status directly. Backup and GetClusterStatus carry
+/// no fields; Verify's are clamped, never refused.
+fn administration(selected: usize, bytes: &[u8]) {
+    use crate::cluster::admin;
+    let outcome: Option<Result<(), tonic::Status>> = match selected {
+        14 => decoded::<pb::BackupRequest>(bytes).map(|_| Ok(())),
+        15 => decoded::<pb::VerifyRequest>(bytes).map(|_| Ok(())),
+        16 => decoded::<pb::InitClusterRequest>(bytes)
+            .map(|request| admin::voters(&request).map(drop)),
+        17 => decoded::<pb::AddLearnerRequest>(bytes).map(|request| match request.node {
+            Some(node) => admin::member(&node, "node").map(drop),
+            None => Err(to_status(Error::invalid("node", "it is required"))),
+        }),
+        18 => decoded::<pb::PromoteVoterRequest>(bytes)
+            .map(|request| admin::node_id(request.node_id).map(drop)),
+        19 => decoded::<pb::RemoveNodeRequest>(bytes)
+            .map(|request| admin::node_id(request.node_id).map(drop)),
+        20 => decoded::<pb::TransferLeaderRequest>(bytes)
+            .map(|request| admin::node_id(request.node_id).map(drop)),
+        _ => decoded::<pb::GetClusterStatusRequest>(bytes).map(|_| Ok(())),
+    };
+    if let Some(Err(status)) = outcome {
         assert!(!status.message().is_empty(), "a refusal says why");
     }
 }

@@ -27,7 +27,7 @@ impl Admin {
 }
 
 /// A member as given in a request: a node id of 1 or more and a HOST:PORT address.
-fn member(node: &pb::ClusterNode, field: &str) -> Result<(u64, String), Status> {
+pub(crate) fn member(node: &pb::ClusterNode, field: &str) -> Result<(u64, String), Status> {
     if node.node_id == 0 {
         return Err(to_status(Error::invalid(
             format!("{field}.node_id"),
@@ -50,11 +50,39 @@ fn member(node: &pb::ClusterNode, field: &str) -> Result<(u64, String), Status> 
     Ok((node.node_id, node.address.clone()))
 }
 
-fn node_id(node_id: u64) -> Result<u64, Status> {
+pub(crate) fn node_id(node_id: u64) -> Result<u64, Status> {
     if node_id == 0 {
         return Err(to_status(Error::invalid("node_id", "node ids start at 1")));
     }
     Ok(node_id)
+}
+
+/// The voters of an `InitCluster` request, each with its node id and address, checked: at most
+/// [`MEMBERSHIP_NODES_MAX`], no id or address given twice.
+pub(crate) fn voters(request: &pb::InitClusterRequest) -> Result<BTreeMap<u64, String>, Status> {
+    if request.voters.len() > MEMBERSHIP_NODES_MAX {
+        return Err(to_status(Error::invalid(
+            "voters",
+            format!("at most {MEMBERSHIP_NODES_MAX} (MEMBERSHIP_NODES_MAX)"),
+        )));
+    }
+    let mut voters = BTreeMap::new();
+    for (voter_idx, voter) in request.voters.iter().enumerate() {
+        let (id, address) = member(voter, &format!("voters[{voter_idx}]"))?;
+        if let Some((other, _)) = voters.iter().find(|(_, known)| **known == address) {
+            return Err(to_status(Error::invalid(
+                format!("voters[{voter_idx}].address"),
+                format!("{address} is also given for node {other}; each node has its own"),
+            )));
+        }
+        if voters.insert(id, address).is_some() {
+            return Err(to_status(Error::invalid(
+                format!("voters[{voter_idx}].node_id"),
+                format!("node {id} is listed twice"),
+            )));
+        }
+    }
+    Ok(voters)
 }
 
 #[tonic::async_trait]
@@ -63,29 +91,7 @@ impl ClusterService for Admin {
         &self,
         request: Request<pb::InitClusterRequest>,
     ) -> Result<Response<pb::InitClusterResponse>, Status> {
-        let request = request.into_inner();
-        if request.voters.len() > MEMBERSHIP_NODES_MAX {
-            return Err(to_status(Error::invalid(
-                "voters",
-                format!("at most {MEMBERSHIP_NODES_MAX} (MEMBERSHIP_NODES_MAX)"),
-            )));
-        }
-        let mut voters = BTreeMap::new();
-        for (voter_idx, voter) in request.voters.iter().enumerate() {
-            let (id, address) = member(voter, &format!("voters[{voter_idx}]"))?;
-            if let Some((other, _)) = voters.iter().find(|(_, known)| **known == address) {
-                return Err(to_status(Error::invalid(
-                    format!("voters[{voter_idx}].address"),
-                    format!("{address} is also given for node {other}; each node has its own"),
-                )));
-            }
-            if voters.insert(id, address).is_some() {
-                return Err(to_status(Error::invalid(
-                    format!("voters[{voter_idx}].node_id"),
-                    format!("node {id} is listed twice"),
-                )));
-            }
-        }
+        let voters = voters(&request.into_inner())?;
         let cluster_id = self.node.init(voters).await.map_err(to_status)?;
         Ok(Response::new(pb::InitClusterResponse { cluster_id }))
     }
