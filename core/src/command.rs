@@ -478,8 +478,9 @@ fn check_events(events: &[NewEvent]) -> Result<(), FieldError> {
     Ok(())
 }
 
-/// A client's string as an error shows it: at most 64 bytes, cut at a character boundary.
-pub(crate) fn short(text: &str) -> &str {
+/// A client's string as an error shows it: at most 64 bytes, cut at a character boundary. Public
+/// so a server that refuses on the store's behalf words the refusal as the store does.
+pub fn short(text: &str) -> &str {
     let mut end = text.len().min(64);
     while !text.is_char_boundary(end) {
         end -= 1;

@@ -315,7 +315,7 @@ fn check_reach(store: &Store, caller: &Caller, method: &str, append: &Append) ->
                 auth::audit(caller.name(), method, "-", "denied", "gates");
                 return Err(causeway_core::Error::InvalidInput(format!(
                     "gate {:?} is not registered",
-                    short(name)
+                    causeway_core::command::short(name)
                 ))
                 .into());
             }
@@ -354,15 +354,6 @@ fn check_reach(store: &Store, caller: &Caller, method: &str, append: &Append) ->
         }
     }
     Ok(())
-}
-
-/// A client's string as an error shows it: at most 64 bytes, cut at a character boundary.
-fn short(text: &str) -> &str {
-    let mut end = text.len().min(64);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
 }
 
 /// The graph without the events the caller may not read, and without the edges that touch
