@@ -55,7 +55,8 @@ CLUSTER_FIGURES = [("c16", 16, 1), ("b100", 16, 100)]
 NOTES = {
     ("b100", "redis"): "MULTI + 100 XADD + EXEC per request, 16 connections",
     ("c16", "redis"): "16 connections (RESP does not multiplex)",
-    ("read", "causeway"): "`causeway bench read`, pages of 1,000",
+    ("read", "causeway"): "`causeway bench read --read-via stream`: one `Subscribe` from "
+                          "position 1 per pass, ended at `CaughtUp`, as UmaDB's streaming read",
     ("read", "umadb"): "one streaming read per pass, the client's default batch",
     ("read", "redis"): "XRANGE pages of 1,000",
 }
@@ -243,7 +244,8 @@ def client_argv(args, system, addr, in_flight, events_per_request):
 def read_argv(args, system, addr):
     # No warm-up: one UmaDB pass is one request, so only whole-run rates compare.
     if system == "causeway":
-        return causeway_argv(args, addr, "read", "--duration", duration_arg(args.seconds))
+        return causeway_argv(args, addr, "read", "--read-via", "stream",
+                             "--duration", duration_arg(args.seconds))
     return [args.peer_load, system, "read", "--server", addr,
             "--duration", str(args.seconds)]
 

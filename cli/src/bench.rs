@@ -114,6 +114,9 @@ pub struct BenchArgs {
     /// Seed of the entity choice: the same seed picks the same entities.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// read: how the log is read: one page per request, or streamed.
+    #[arg(long, value_enum, default_value_t = ReadVia::Pages)]
+    pub read_via: ReadVia,
     /// read: events asked for per request.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub read_batch: u32,
@@ -155,6 +158,16 @@ pub enum Workload {
     Subscribe,
     /// Head, the cheapest RPC: the ceiling of the RPC layer.
     Head,
+}
+
+/// How `read` reads the log.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ReadVia {
+    /// `ReadLog` requests of --read-batch events, each sent when the one before is answered.
+    Pages,
+    /// One `Subscribe` from position 1 per pass, ended when it has caught up: the server
+    /// reads the next page while the client decodes this one (pages of the server's size).
+    Stream,
 }
 
 /// How appends pick entities.
@@ -433,10 +446,16 @@ async fn measure(
         }
         Workload::Read => {
             let ops = (0..n_workers)
-                .map(|worker_idx| Op::Read {
-                    stub: stub(worker_idx),
-                    cursor: 1,
-                    batch: args.read_batch,
+                .map(|worker_idx| match args.read_via {
+                    ReadVia::Pages => Op::Read {
+                        stub: stub(worker_idx),
+                        cursor: 1,
+                        batch: args.read_batch,
+                    },
+                    ReadVia::Stream => Op::Stream {
+                        stub: stub(worker_idx),
+                        stream: None,
+                    },
                 })
                 .collect();
             (phase("read", ops, bounds, duration, mode).await?, None)

@@ -344,6 +344,22 @@ fn subscribers_receive_every_acknowledged_event_and_reads_scan_the_log() {
     assert_eq!(u64_at(&report, "/events"), 500);
     assert_eq!(server.head(), 500);
 
+    // Streamed, a pass ends at CaughtUp and the next starts from position 1 again: in a
+    // second far more than the log's 500 events are read, and nothing is appended.
+    let (run, report) = server.bench(&[
+        "read",
+        "--read-via",
+        "stream",
+        "--duration",
+        "1s",
+        "--warmup",
+        "0s",
+        "--quiet",
+    ]);
+    assert!(run.success, "{}", run.stderr);
+    assert!(u64_at(&report, "/events") > 500, "{report}");
+    assert_eq!(server.head(), 500);
+
     let (run, report) = server.bench(&["head", "--requests", "40", "--in-flight", "4", "--quiet"]);
     assert!(run.success, "{}", run.stderr);
     assert_eq!(u64_at(&report, "/requests/ok"), 40);

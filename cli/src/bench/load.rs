@@ -283,6 +283,14 @@ pub enum Op {
         /// Events asked for per request.
         batch: u32,
     },
+    /// Reads the log forward from position 1 as one stream (a subscription's catch-up, which
+    /// reads the next page while this one is on the wire), starting over once it has caught up.
+    Stream {
+        /// The worker's stub.
+        stub: Stub,
+        /// The open stream, `None` before the first message and after catching up.
+        stream: Option<tonic::Streaming<pb::SubscribeResponse>>,
+    },
     /// `Head`, the cheapest RPC.
     Head {
         /// The worker's stub.
@@ -335,6 +343,32 @@ impl Op {
                     appended: 0,
                 })
             }
+            Op::Stream { stub, stream } => loop {
+                let open = match stream {
+                    Some(open) => open,
+                    None => {
+                        let request = pb::SubscribeRequest {
+                            start: Some(pb::subscribe_request::Start::FromPosition(1)),
+                            filter: Some(FilterBuilder::new().build()),
+                        };
+                        stream.insert(stub.subscribe(request).await?.into_inner())
+                    }
+                };
+                let message = open
+                    .message()
+                    .await?
+                    .ok_or_else(|| Status::unavailable("the server ended the stream"))?;
+                match message.message {
+                    Some(pb::subscribe_response::Message::Events(batch)) => {
+                        return Ok(Done {
+                            events: batch.events.len() as u64,
+                            appended: 0,
+                        });
+                    }
+                    Some(pb::subscribe_response::Message::CaughtUp(_)) => *stream = None,
+                    Some(pb::subscribe_response::Message::Checkpoint(_)) | None => {}
+                }
+            },
             Op::Head { stub } => {
                 stub.head(pb::HeadRequest::default()).await?;
                 Ok(Done {
