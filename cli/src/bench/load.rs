@@ -289,7 +289,7 @@ pub enum Op {
         /// The worker's stub.
         stub: Stub,
         /// The open stream, `None` before the first message and after catching up.
-        stream: Option<tonic::Streaming<pb::SubscribeResponse>>,
+        stream: Option<Box<tonic::Streaming<pb::SubscribeResponse>>>,
     },
     /// `Head`, the cheapest RPC.
     Head {
@@ -351,7 +351,7 @@ impl Op {
                             start: Some(pb::subscribe_request::Start::FromPosition(1)),
                             filter: Some(FilterBuilder::new().build()),
                         };
-                        stream.insert(stub.subscribe(request).await?.into_inner())
+                        stream.insert(Box::new(stub.subscribe(request).await?.into_inner()))
                     }
                 };
                 let message = open
