@@ -73,7 +73,42 @@ pub fn append(request: pb::AppendRequest, prefix: &str) -> Result<Append> {
     // The store checks the same again; checked here, a refusal names the field's path in a
     // BadRequest (`events[2].tags[0]`), as every INVALID_ARGUMENT does.
     check_append(&append).map_err(|refusal| Error::field(prefix.trim_end_matches('.'), refusal))?;
+    for (event_idx, event) in append.events.iter().enumerate() {
+        let field = |name: &str| format!("{prefix}events[{event_idx}].{name}");
+        check_display(&event.scope, || field("scope"))?;
+        check_display(&event.entity, || field("entity"))?;
+        check_display(&event.event_type, || field("type"))?;
+        for (tag_idx, tag) in event.tags.iter().enumerate() {
+            check_display(tag, || field(&format!("tags[{tag_idx}]")))?;
+        }
+        for key in event.metadata.keys() {
+            check_display(key, || field("metadata"))?;
+        }
+    }
     Ok(append)
+}
+
+/// Refuses a name holding a Unicode bidirectional control character (U+061C, U+200E, U+200F,
+/// U+202A to U+202E, U+2066 to U+2069): it would make the name display as another one in a
+/// terminal, the console or a log ("Trojan Source"). Checked here, on new input only, and not
+/// by the core's validation, which replicas run again when they apply: an entry a leader of an
+/// older version accepted must be applied the same way everywhere.
+fn check_display(name: &str, field: impl FnOnce() -> String) -> Result<()> {
+    const BIDI_CONTROLS: [char; 12] = [
+        '\u{061C}', '\u{200E}', '\u{200F}', '\u{202A}', '\u{202B}', '\u{202C}', '\u{202D}',
+        '\u{202E}', '\u{2066}', '\u{2067}', '\u{2068}', '\u{2069}',
+    ];
+    match name.chars().find(|c| BIDI_CONTROLS.contains(c)) {
+        None => Ok(()),
+        Some(control) => Err(Error::invalid(
+            field(),
+            format!(
+                "contains the bidirectional control character U+{:04X}, which would change how \
+                 the name is displayed",
+                control as u32
+            ),
+        )),
+    }
 }
 
 /// A new event; `field` names it in the request, and is built only for an error (an append
@@ -314,6 +349,13 @@ pub fn gate_definition(
             expression: rule.expression,
         },
     };
+    check_display(&definition.name, || format!("{field}.name"))?;
+    for (scope_idx, scope) in definition.scopes.iter().enumerate() {
+        check_display(scope, || format!("{field}.scopes[{scope_idx}]"))?;
+    }
+    for (type_idx, event_type) in definition.types.iter().enumerate() {
+        check_display(event_type, || format!("{field}.types[{type_idx}]"))?;
+    }
     Ok(GateDefinition {
         name: definition.name,
         scopes: definition.scopes,

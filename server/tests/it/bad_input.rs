@@ -150,6 +150,22 @@ fn cases() -> Vec<(&'static str, Vec<Case>)> {
                     "events[0].tags[1]",
                 ),
                 case(
+                    "an entity that displays reversed (U+202E)",
+                    append_of(vec![pb::NewEvent {
+                        entity: "invoice-\u{202E}fdp.exe".to_string(),
+                        ..ok()
+                    }]),
+                    "events[0].entity",
+                ),
+                case(
+                    "a metadata key with an isolate (U+2066)",
+                    append_of(vec![pb::NewEvent {
+                        metadata: [("\u{2066}user".to_string(), "x".to_string())].into(),
+                        ..ok()
+                    }]),
+                    "events[0].metadata",
+                ),
+                case(
                     "a 1 MiB idempotency key",
                     pb::AppendRequest {
                         idempotency_key: big(MIB),
@@ -449,6 +465,23 @@ fn cases() -> Vec<(&'static str, Vec<Case>)> {
                         }),
                     },
                     "definition.name",
+                ),
+                case(
+                    "a name with a right-to-left mark",
+                    pb::RegisterGateRequest {
+                        definition: Some(pb::GateDefinition {
+                            name: "limits\u{200F}".to_string(),
+                            ..gate(vec![], "true".to_string())
+                                .definition
+                                .expect("a definition")
+                        }),
+                    },
+                    "definition.name",
+                ),
+                case(
+                    "a scope with a bidi embedding (U+202B)",
+                    gate(vec!["acme\u{202B}".to_string()], "true".to_string()),
+                    "definition.scopes[0]",
                 ),
                 case(
                     "a 4 KB expression that does not parse",
