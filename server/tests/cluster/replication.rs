@@ -315,3 +315,98 @@ async fn a_follower_repairs_its_damaged_store_tail_from_its_raft_log() {
         "the repaired follower holds every event"
     );
 }
+
+/// The Raft index a member's log is purged through (0 before any purge), read from its
+/// `PURGED` file, which is replaced atomically, so it may be read while the member runs.
+fn purged_through(data_dir: &std::path::Path) -> u64 {
+    use causeway_server::cluster::{codec, log};
+    let path = data_dir.join("raft").join(log::PURGED_FILE);
+    let Some(bytes) = causeway_core::metafile::read(&path, log::PURGED_MAGIC).expect("PURGED")
+    else {
+        return 0;
+    };
+    let mut reader = codec::Reader::new(&bytes, "purged log id");
+    codec::get_log_id(&mut reader)
+        .expect("a log id")
+        .map_or(0, |purged| purged.index)
+}
+
+/// The same damage where the follower's Raft log no longer holds the cut entries (it took a
+/// snapshot and purged the log after it): the follower's open cuts the store back below its
+/// purged log, restores the store from its own newest snapshot, applies the log after it, and
+/// ends byte-identical to the others. Catches a member that stops, or comes back with a hole,
+/// when the entries it would refill from are gone from its log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_repairs_a_store_tail_its_purged_raft_log_cannot_refill() {
+    let args = ["--snapshot-entries", "20", "--log-keep-entries", "5"];
+    let mut cluster = Cluster::new(3);
+    for member in &mut cluster.members {
+        member.start_with(&args);
+    }
+    cluster.init_all().await;
+    for event_idx in 0..80 {
+        cluster
+            .append_at_leader(
+                "order-10",
+                &format!("payload-{event_idx:04}-{}", "x".repeat(60)),
+            )
+            .await;
+    }
+    let leader = cluster.leader().await;
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    cluster.assert_replicas_identical().await;
+    // Snapshots are taken in the background: wait until the follower's log is purged well
+    // past the middle of its 80 events (about entry 42), where the damage goes.
+    let data_dir = cluster.member(follower).data_dir.clone();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while purged_through(&data_dir) < 60 {
+        assert!(
+            Instant::now() < deadline,
+            "node {follower} did not purge its log past entry 60 (purged through {})",
+            purged_through(&data_dir)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cluster.member(follower).terminate();
+    let purged = purged_through(&data_dir);
+
+    // One byte flipped in the middle of the segment: the frames from there on are cut, about
+    // 40 events, all of them in entries the follower's log has purged.
+    let segment = newest_segment(&data_dir);
+    let mut bytes = std::fs::read(&segment).expect("read the segment");
+    let last_written = bytes
+        .iter()
+        .rposition(|byte| *byte != 0)
+        .expect("the segment holds frames");
+    bytes[last_written / 2] ^= 0x5a;
+    std::fs::write(&segment, &bytes).expect("write the damaged segment");
+
+    cluster.member(follower).start_with(&args);
+    let log = cluster.member(follower).log_text();
+    let warning = log
+        .lines()
+        .find(|line| line.contains("they will be refilled from the Raft log"))
+        .unwrap_or_else(|| panic!("no WARN about the cut in node {follower}'s log:\n{log}"));
+    let first_cut: u64 = warning
+        .split("cut positions ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|first| first.parse().ok())
+        .unwrap_or_else(|| panic!("no cut position in {warning}"));
+    assert!(
+        first_cut < 60 && first_cut + 5 < purged,
+        "the cut (from position {first_cut}) must reach below the purged log ({purged})"
+    );
+
+    cluster
+        .append_at_leader("order-10", "after-the-repair")
+        .await;
+    cluster.assert_replicas_identical().await;
+    let expected = cluster.local_log(leader).await;
+    assert_eq!(expected.len(), 81);
+    assert_eq!(
+        cluster.local_log(follower).await,
+        expected,
+        "the repaired follower holds every event"
+    );
+}
