@@ -88,15 +88,17 @@ pub fn append(request: pb::AppendRequest, prefix: &str) -> Result<Append> {
     Ok(append)
 }
 
-/// Refuses a name holding a Unicode bidirectional control character (U+061C, U+200E, U+200F,
-/// U+202A to U+202E, U+2066 to U+2069): it would make the name display as another one in a
-/// terminal, the console or a log ("Trojan Source"). Checked here, on new input only, and not
-/// by the core's validation, which replicas run again when they apply: an entry a leader of an
-/// older version accepted must be applied the same way everywhere.
+/// Refuses a name holding a Unicode bidirectional embedding, override or isolate control
+/// (U+202A to U+202E, U+2066 to U+2069, the characters rustc's `text_direction_codepoint` lints
+/// name): it would make the name display as another one in a terminal, the console or a log
+/// ("Trojan Source"). The implicit marks (U+200E, U+200F, U+061C) stay allowed: right-to-left
+/// text uses them. Checked here, on new input only, and not by the core's validation, which
+/// replicas run again when they apply: an entry a leader of an older version accepted must be
+/// applied the same way everywhere.
 fn check_display(name: &str, field: impl FnOnce() -> String) -> Result<()> {
-    const BIDI_CONTROLS: [char; 12] = [
-        '\u{061C}', '\u{200E}', '\u{200F}', '\u{202A}', '\u{202B}', '\u{202C}', '\u{202D}',
-        '\u{202E}', '\u{2066}', '\u{2067}', '\u{2068}', '\u{2069}',
+    const BIDI_CONTROLS: [char; 9] = [
+        '\u{202A}', '\u{202B}', '\u{202C}', '\u{202D}', '\u{202E}', '\u{2066}', '\u{2067}',
+        '\u{2068}', '\u{2069}',
     ];
     match name.chars().find(|c| BIDI_CONTROLS.contains(c)) {
         None => Ok(()),
