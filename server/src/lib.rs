@@ -47,6 +47,7 @@ pub mod monitor;
 pub mod observe;
 pub mod operations;
 pub mod pool;
+pub mod reload;
 pub mod repair;
 pub mod restore;
 pub mod scrub;

@@ -230,38 +230,13 @@ impl Tls {
 
     /// Reloads on SIGHUP and when a file changes, until the process ends; logs each outcome.
     pub async fn watch(self) {
-        #[cfg(unix)]
-        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        {
-            Ok(hangup) => Some(hangup),
-            Err(err) => {
-                tracing::error!(%err, "cannot listen for SIGHUP; TLS files reload on change only");
-                None
-            }
-        };
-        let mut seen = self.stamps();
-        let mut poll = tokio::time::interval(TLS_RELOAD_POLL_INTERVAL);
+        let watched = self.clone();
+        let mut trigger =
+            crate::reload::Trigger::new("TLS files", TLS_RELOAD_POLL_INTERVAL, move || {
+                watched.files()
+            });
         loop {
-            #[cfg(unix)]
-            let hangup_received = async {
-                match hangup.as_mut() {
-                    Some(hangup) => hangup.recv().await,
-                    None => std::future::pending().await,
-                }
-            };
-            #[cfg(not(unix))]
-            let hangup_received = std::future::pending::<Option<()>>();
-            let why = tokio::select! {
-                _ = hangup_received => "SIGHUP",
-                _ = poll.tick() => {
-                    let now = self.stamps();
-                    if now == seen {
-                        continue;
-                    }
-                    seen = now;
-                    "a file changed"
-                }
-            };
+            let why = trigger.next().await;
             let tls = self.clone();
             let reloaded = tokio::task::spawn_blocking(move || tls.reload()).await;
             match reloaded {
@@ -276,8 +251,8 @@ impl Tls {
         }
     }
 
-    /// Each file's modification time and length (`None` when it cannot be read).
-    fn stamps(&self) -> Vec<Option<(SystemTime, u64)>> {
+    /// The certificate, the key and the client CA, the files a reload reads.
+    fn files(&self) -> Vec<PathBuf> {
         [
             Some(&self.files.cert),
             Some(&self.files.key),
@@ -285,11 +260,7 @@ impl Tls {
         ]
         .into_iter()
         .flatten()
-        .map(|path| {
-            std::fs::metadata(path)
-                .and_then(|meta| Ok((meta.modified()?, meta.len())))
-                .ok()
-        })
+        .cloned()
         .collect()
     }
 

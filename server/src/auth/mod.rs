@@ -34,7 +34,6 @@ pub mod policy;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
 
 use tokio::sync::watch;
 use tonic::{Code, Status};
@@ -151,38 +150,13 @@ impl Auth {
         if self.file.is_none() {
             return;
         }
-        #[cfg(unix)]
-        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        {
-            Ok(hangup) => Some(hangup),
-            Err(err) => {
-                tracing::error!(%err, "cannot listen for SIGHUP; the policy reloads on change only");
-                None
-            }
-        };
-        let mut seen = self.stamps();
-        let mut poll = tokio::time::interval(AUTH_RELOAD_POLL_INTERVAL);
+        let watched = self.clone();
+        let mut trigger =
+            crate::reload::Trigger::new("the policy", AUTH_RELOAD_POLL_INTERVAL, move || {
+                watched.files()
+            });
         loop {
-            #[cfg(unix)]
-            let hangup_received = async {
-                match hangup.as_mut() {
-                    Some(hangup) => hangup.recv().await,
-                    None => std::future::pending().await,
-                }
-            };
-            #[cfg(not(unix))]
-            let hangup_received = std::future::pending::<Option<()>>();
-            let why = tokio::select! {
-                _ = hangup_received => "SIGHUP",
-                _ = poll.tick() => {
-                    let now = self.stamps();
-                    if now == seen {
-                        continue;
-                    }
-                    seen = now;
-                    "a file changed"
-                }
-            };
+            let why = trigger.next().await;
             let auth = self.clone();
             match tokio::task::spawn_blocking(move || auth.reload()).await {
                 Ok(Ok(())) => audit("-", "reload", "-", "reloaded", why),
@@ -201,18 +175,10 @@ impl Auth {
         }
     }
 
-    /// The policy file's and the JWKS file's modification times and lengths.
-    fn stamps(&self) -> Vec<Option<(SystemTime, u64)>> {
+    /// The policy file and its JWKS file, the files a reload reads.
+    fn files(&self) -> Vec<std::path::PathBuf> {
         let jwks = self.policy().and_then(|policy| policy.jwks_file.clone());
-        [self.file.clone(), jwks]
-            .into_iter()
-            .flatten()
-            .map(|path| {
-                std::fs::metadata(path)
-                    .and_then(|meta| Ok((meta.modified()?, meta.len())))
-                    .ok()
-            })
-            .collect()
+        [self.file.clone(), jwks].into_iter().flatten().collect()
     }
 }
 
