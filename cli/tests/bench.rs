@@ -366,3 +366,29 @@ fn subscribers_receive_every_acknowledged_event_and_reads_scan_the_log() {
     assert_eq!(u64_at(&report, "/events"), 0);
     assert!(bool_at(&report, "/head_check/ok"));
 }
+
+/// A streamed read of an empty log is a run of passes that each end at once, and it still ends
+/// at its duration with nothing read. Catches a streamed read that loops on empty passes
+/// without coming back to its deadline, which hangs the run.
+#[test]
+fn a_streamed_read_of_an_empty_log_ends_at_its_duration() {
+    let server = Server::start();
+    let started = std::time::Instant::now();
+    let (run, report) = server.bench(&[
+        "read",
+        "--read-via",
+        "stream",
+        "--duration",
+        "1s",
+        "--warmup",
+        "0s",
+        "--quiet",
+    ]);
+    assert!(run.success, "{}", run.stderr);
+    assert_eq!(u64_at(&report, "/events"), 0);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "a 1 s run took {:?}",
+        started.elapsed()
+    );
+}

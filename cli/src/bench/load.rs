@@ -365,7 +365,16 @@ impl Op {
                             appended: 0,
                         });
                     }
-                    Some(pb::subscribe_response::Message::CaughtUp(_)) => *stream = None,
+                    // The end of a pass answers this request, with the events of the pass
+                    // already counted: on an empty log a pass is nothing else, and the loop
+                    // must come back to its deadline.
+                    Some(pb::subscribe_response::Message::CaughtUp(_)) => {
+                        *stream = None;
+                        return Ok(Done {
+                            events: 0,
+                            appended: 0,
+                        });
+                    }
                     Some(pb::subscribe_response::Message::Checkpoint(_)) | None => {}
                 }
             },
