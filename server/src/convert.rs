@@ -356,6 +356,19 @@ pub fn gate_definition(
         },
     };
     check_display(&definition.name, || format!("{field}.name"))?;
+    match &rule {
+        Rule::UniqueTag { prefix } => {
+            check_display(prefix, || format!("{field}.unique_tag.prefix"))?;
+        }
+        Rule::AllowedTypes { types } => {
+            for (type_idx, event_type) in types.iter().enumerate() {
+                check_display(event_type, || {
+                    format!("{field}.allowed_types.types[{type_idx}]")
+                })?;
+            }
+        }
+        _ => {}
+    }
     for (scope_idx, scope) in definition.scopes.iter().enumerate() {
         check_display(scope, || format!("{field}.scopes[{scope_idx}]"))?;
     }

@@ -479,6 +479,36 @@ fn cases() -> Vec<(&'static str, Vec<Case>)> {
                     "definition.name",
                 ),
                 case(
+                    "an allowed type with a right-to-left override (U+202E)",
+                    pb::RegisterGateRequest {
+                        definition: Some(pb::GateDefinition {
+                            rule: Some(pb::gate_definition::Rule::AllowedTypes(
+                                pb::AllowedTypesRule {
+                                    types: vec!["A".to_string(), "B\u{202E}xyz".to_string()],
+                                },
+                            )),
+                            ..gate(vec![], "true".to_string())
+                                .definition
+                                .expect("a definition")
+                        }),
+                    },
+                    "definition.allowed_types.types[1]",
+                ),
+                case(
+                    "a unique tag prefix with an isolate (U+2066)",
+                    pb::RegisterGateRequest {
+                        definition: Some(pb::GateDefinition {
+                            rule: Some(pb::gate_definition::Rule::UniqueTag(pb::UniqueTagRule {
+                                prefix: "email\u{2066}:".to_string(),
+                            })),
+                            ..gate(vec![], "true".to_string())
+                                .definition
+                                .expect("a definition")
+                        }),
+                    },
+                    "definition.unique_tag.prefix",
+                ),
+                case(
                     "a scope with a bidi embedding (U+202B)",
                     gate(vec!["acme\u{202B}".to_string()], "true".to_string()),
                     "definition.scopes[0]",
