@@ -1,11 +1,14 @@
 //! Files that reload without a restart (the TLS material, the auth policy): on SIGHUP, and when
-//! a poll sees one of them change (its modification time or its length).
+//! a poll sees one of them change: its modification time or its length, and on Unix its inode
+//! or its change time, so that a file renamed over it with the same length and modification
+//! time (`cp -p`, `rsync -t`, a swapped symlink) is seen too.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-/// What a file looked like when last polled; `None` while it cannot be read.
-type Stamp = Option<(SystemTime, u64)>;
+/// What a file looked like when last polled: modification time, length, inode, change time
+/// (seconds and nanoseconds; the last three 0 where not Unix); `None` while it cannot be read.
+type Stamp = Option<(SystemTime, u64, u64, i64, i64)>;
 
 /// Waits for the next reason to reload a set of files.
 pub struct Trigger<F> {
@@ -77,7 +80,57 @@ fn stamps(files: &[PathBuf]) -> Vec<Stamp> {
 }
 
 fn stamp(path: &Path) -> Stamp {
-    std::fs::metadata(path)
-        .and_then(|meta| Ok((meta.modified()?, meta.len())))
-        .ok()
+    let meta = std::fs::metadata(path).ok()?;
+    #[cfg(unix)]
+    let (inode, changed_secs, changed_nanos) = {
+        use std::os::unix::fs::MetadataExt;
+        (meta.ino(), meta.ctime(), meta.ctime_nsec())
+    };
+    #[cfg(not(unix))]
+    let (inode, changed_secs, changed_nanos) = (0, 0, 0);
+    Some((
+        meta.modified().ok()?,
+        meta.len(),
+        inode,
+        changed_secs,
+        changed_nanos,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::Trigger;
+
+    /// A policy replaced by a rename of a file with the same length and modification time
+    /// (what `cp -p` and `rsync -t` leave) is a change. Catches a poll that compares only the
+    /// modification time and length, which kept a revoked token valid until a SIGHUP.
+    #[tokio::test]
+    async fn a_rename_with_the_same_length_and_time_is_a_change() {
+        let dir = tempfile::tempdir().expect("a scratch folder");
+        let path = dir.path().join("policy.toml");
+        let replacement = dir.path().join("policy.toml.new");
+        let when = SystemTime::UNIX_EPOCH + Duration::from_secs(1_577_836_800);
+        for (file, text) in [
+            (&path, "token = \"aaaa\"\n"),
+            (&replacement, "token = \"bbbb\"\n"),
+        ] {
+            std::fs::write(file, text).expect("write");
+            std::fs::File::options()
+                .write(true)
+                .open(file)
+                .and_then(|file| file.set_modified(when))
+                .expect("set the modification time");
+        }
+        let watched = path.clone();
+        let mut trigger = Trigger::new("the test file", Duration::from_millis(20), move || {
+            vec![watched.clone()]
+        });
+        std::fs::rename(&replacement, &path).expect("rename over it");
+        let why = tokio::time::timeout(Duration::from_secs(5), trigger.next())
+            .await
+            .expect("the rename is seen within 5 s");
+        assert_eq!(why, "a file changed");
+    }
 }

@@ -360,6 +360,13 @@ struct JwtDoc {
 pub const ANONYMOUS: &str = "anonymous";
 
 fn parse(doc: Doc, path: &Path) -> Result<Policy, String> {
+    // Nothing to grant is a mistake, not a lockdown: most often a file caught half-written (a
+    // copy truncates first) or emptied by accident, which at a reload would refuse every client.
+    if doc.principals.is_empty() && doc.anonymous.is_none() {
+        return Err(
+            "the policy grants nothing: it has no [[principals]] and no [anonymous]".to_string(),
+        );
+    }
     if doc.principals.len() > PRINCIPALS_MAX {
         return Err(format!(
             "{} principals, over PRINCIPALS_MAX = {PRINCIPALS_MAX}",
@@ -581,5 +588,9 @@ mod tests {
         let err = policy("[[principals]]\nname = \"a\"\npermissions = [{ scopes = [\"*\"], actions = [\"write\"] }]\n")
             .expect_err("an unknown action");
         assert!(err.contains("write"), "{err}");
+        for empty in ["", "# nothing yet\n"] {
+            let err = policy(empty).expect_err("a policy that grants nothing");
+            assert!(err.contains("grants nothing"), "{err}");
+        }
     }
 }
