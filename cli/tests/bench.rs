@@ -392,3 +392,42 @@ fn a_streamed_read_of_an_empty_log_ends_at_its_duration() {
         started.elapsed()
     );
 }
+
+/// A server that stops answering mid-run without closing its connections (SIGSTOP) fails the
+/// run, its head check included, once the connections' keepalive gives up, instead of hanging
+/// it. Catches a bench whose calls have no bound: it never exited.
+#[test]
+fn a_server_that_stops_answering_fails_the_run_instead_of_hanging_it() {
+    let server = Server::start();
+    let args = [
+        "--output",
+        "json",
+        "bench",
+        "head",
+        "--duration",
+        "2s",
+        "--warmup",
+        "0s",
+        "--quiet",
+    ];
+    let child = server.command(&args).spawn().expect("start causeway");
+    std::thread::sleep(Duration::from_millis(800));
+    let pid = server.child.id().to_string();
+    let signal = |name: &str| {
+        let sent = Command::new("kill")
+            .args([name, &pid])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill {name} {pid}");
+    };
+    signal("-STOP");
+    let run = finish(child, &args, DEADLINE);
+    signal("-CONT");
+    assert!(!run.success, "a run against a frozen server succeeded");
+    assert!(
+        run.stdout.contains("UNAVAILABLE") || run.stderr.contains("UNAVAILABLE"),
+        "stdout: {}\nstderr: {}",
+        run.stdout,
+        run.stderr
+    );
+}

@@ -42,6 +42,13 @@ pub const EVENT_TYPE: &str = "BenchEvent";
 pub const SENT_METADATA_KEY: &str = "sent_unix_ns";
 /// The largest latency recorded exactly; longer ones are recorded as this.
 pub const LATENCY_NS_MAX: u64 = 100_000_000_000;
+/// How often the bench's connections are pinged, and how long a ping may go unanswered: a
+/// server that stops answering without closing them (stopped, or frozen) fails every call on
+/// them, the head checks included, within twice this.
+pub const KEEPALIVE: Duration = Duration::from_secs(5);
+/// How long a worker waits for one answer before it counts the request as failed
+/// (DEADLINE_EXCEEDED) and goes on; a run ends at most this long after its deadline.
+pub const ANSWER_WAIT_MAX: Duration = Duration::from_secs(30);
 /// Bytes of the JSON payload around the padding: `{"amount":NNNNNN,"pad":""}`.
 const PAYLOAD_OVERHEAD_BYTES: usize = 26;
 
@@ -56,6 +63,9 @@ pub async fn connect(server: &str, n: usize) -> Result<Vec<Channel>> {
         .with_context(|| format!("invalid server address {server:?}"))?
         .connect_timeout(CONNECT_TIMEOUT)
         .max_frame_size(HTTP2_FRAME_BYTES_MAX)
+        .http2_keep_alive_interval(KEEPALIVE)
+        .keep_alive_timeout(KEEPALIVE)
+        .keep_alive_while_idle(true)
         .tcp_nodelay(true);
     let mut channels = Vec::with_capacity(n);
     for _ in 0..n {
@@ -631,7 +641,16 @@ async fn worker(mut op: Op, bounds: Bounds, counters: Arc<Counters>) -> Measured
     let mut measured = Measured::new(bounds.measure_from);
     while bounds.admit(&counters) {
         let sent_at = Instant::now();
-        let answer = op.once().await;
+        // A server that stops answering without closing its connections (stopped, or frozen
+        // behind a partition) must not hold the run past its end for ever.
+        let answer = tokio::time::timeout(ANSWER_WAIT_MAX, op.once())
+            .await
+            .unwrap_or_else(|_| {
+                Err(Status::deadline_exceeded(format!(
+                    "no answer within {}s",
+                    ANSWER_WAIT_MAX.as_secs()
+                )))
+            });
         let done_at = Instant::now();
         if answer.is_err() {
             counters.failed.fetch_add(1, Ordering::Relaxed);
