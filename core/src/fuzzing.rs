@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::clock::Timestamp;
-use crate::codec::{self, Header, Trailer};
+use crate::codec::{self, Header, Trailer, TrailerRef};
 use crate::command::Command;
 use crate::event::{Event, EventId, Position, Version};
 use crate::gate::{Budget, GateDefinition, Proposal, Rule, Scan, View};
@@ -45,16 +45,7 @@ pub fn record(bytes: &[u8]) {
         cut.payload.is_empty(),
         "a header cut off its payload has none"
     );
-    let trailer = header.trailer.map(|trailer| Trailer {
-        n_events: trailer.n_events,
-        idempotency_key: trailer.idempotency_key.to_string(),
-        request_hash: *trailer.request_hash,
-        gates: trailer
-            .gates
-            .map(|(name, version)| (name.to_string(), version))
-            .collect(),
-        entry: trailer.entry,
-    });
+    let trailer = header.trailer.map(owned);
     let event = header.to_event();
     assert_eq!(
         codec::decode(bytes).expect("Header::parse accepted it"),
@@ -65,7 +56,18 @@ pub fn record(bytes: &[u8]) {
     let prev_hash = [7u8; 32];
     let (encoded, hash) = codec::encode(&event, &prev_hash, trailer.as_ref());
     let again = Header::parse(&encoded).expect("an encoded record decodes");
-    let again_trailer = again.trailer.map(|trailer| Trailer {
+    let again_trailer = again.trailer.map(owned);
+    assert_eq!(again_trailer, trailer, "the trailer round-trips");
+    let again = again.to_event();
+    assert_eq!(again.hash, hash, "the stored hash is the computed one");
+    assert_eq!(Event { hash, ..event }, again, "the event round-trips");
+    let (twice, _) = codec::encode(&again, &prev_hash, again_trailer.as_ref());
+    assert_eq!(twice, encoded, "the encoding is canonical");
+}
+
+/// An owned copy of a borrowed trailer, to compare it with one decoded again.
+fn owned(trailer: TrailerRef<'_>) -> Trailer {
+    Trailer {
         n_events: trailer.n_events,
         idempotency_key: trailer.idempotency_key.to_string(),
         request_hash: *trailer.request_hash,
@@ -74,13 +76,7 @@ pub fn record(bytes: &[u8]) {
             .map(|(name, version)| (name.to_string(), version))
             .collect(),
         entry: trailer.entry,
-    });
-    assert_eq!(again_trailer, trailer, "the trailer round-trips");
-    let again = again.to_event();
-    assert_eq!(again.hash, hash, "the stored hash is the computed one");
-    assert_eq!(Event { hash, ..event }, again, "the event round-trips");
-    let (twice, _) = codec::encode(&again, &prev_hash, again_trailer.as_ref());
-    assert_eq!(twice, encoded, "the encoding is canonical");
+    }
 }
 
 /// A replicated command, as the Raft log entry's payload carries it: bad bytes are

@@ -75,6 +75,27 @@ impl<F: FnMut() -> Vec<PathBuf>> Trigger<F> {
     }
 }
 
+/// Reads a file that reloads: a regular file of at most `max` bytes (`limit` names the bound
+/// in the refusal). A FIFO or a device would block the open or the read, and with them reloads
+/// and shutdown, so anything but a regular file is refused before it is opened.
+pub fn read_bounded(path: &Path, max: u64, limit: &str) -> Result<Vec<u8>, String> {
+    use std::io::Read as _;
+    let fail = |detail: String| format!("{}: {detail}", path.display());
+    match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_file() => return Err(fail("is not a regular file".to_string())),
+        Ok(_) => {}
+        Err(err) => return Err(fail(err.to_string())),
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(max + 1).read_to_end(&mut bytes))
+        .map_err(|err| fail(err.to_string()))?;
+    if bytes.len() as u64 > max {
+        return Err(fail(format!("over {limit} = {max} bytes")));
+    }
+    Ok(bytes)
+}
+
 fn stamps(files: &[PathBuf]) -> Vec<Stamp> {
     files.iter().map(|path| stamp(path)).collect()
 }

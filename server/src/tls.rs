@@ -26,7 +26,7 @@
 //!   `causeway_tls_certificate_expiry_seconds` exports the seconds left (negative once expired)
 //!   so an alert fires before clients start failing.
 
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -327,23 +327,8 @@ pub fn names_node(cert: &CertificateDer<'_>, node_id: u64) -> bool {
 
 /// Reads a PEM file of at most `TLS_FILE_BYTES_MAX` bytes.
 fn read(what: &str, path: &Path) -> Result<Vec<u8>, String> {
-    let fail = |detail: String| format!("{what} {}: {detail}", path.display());
-    // A FIFO or a device would block the open or the read (and with it reloads and shutdown).
-    match std::fs::metadata(path) {
-        Ok(meta) if !meta.is_file() => return Err(fail("is not a regular file".to_string())),
-        Ok(_) => {}
-        Err(err) => return Err(fail(err.to_string())),
-    }
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|file| file.take(TLS_FILE_BYTES_MAX + 1).read_to_end(&mut bytes))
-        .map_err(|err| fail(err.to_string()))?;
-    if bytes.len() as u64 > TLS_FILE_BYTES_MAX {
-        return Err(fail(format!(
-            "over TLS_FILE_BYTES_MAX = {TLS_FILE_BYTES_MAX} bytes"
-        )));
-    }
-    Ok(bytes)
+    crate::reload::read_bounded(path, TLS_FILE_BYTES_MAX, "TLS_FILE_BYTES_MAX")
+        .map_err(|err| format!("{what} {err}"))
 }
 
 /// The certificates of a PEM file; at least one.

@@ -27,7 +27,6 @@
 //! - a scope pattern is `*`, a prefix ending in `*` (`orders-*`), or an exact scope.
 
 use std::collections::{HashMap, HashSet};
-use std::io::Read;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -505,24 +504,11 @@ fn principal(
     })
 }
 
-/// Reads a file of at most `AUTH_FILE_BYTES_MAX` bytes that is a regular file.
+/// Reads a file of at most `AUTH_FILE_BYTES_MAX` bytes that is a regular file, as text.
 fn read(path: &Path) -> Result<String, String> {
-    let fail = |detail: String| format!("{}: {detail}", path.display());
-    match std::fs::metadata(path) {
-        Ok(meta) if !meta.is_file() => return Err(fail("is not a regular file".to_string())),
-        Ok(_) => {}
-        Err(err) => return Err(fail(err.to_string())),
-    }
-    let mut text = String::new();
-    std::fs::File::open(path)
-        .and_then(|file| file.take(AUTH_FILE_BYTES_MAX + 1).read_to_string(&mut text))
-        .map_err(|err| fail(err.to_string()))?;
-    if text.len() as u64 > AUTH_FILE_BYTES_MAX {
-        return Err(fail(format!(
-            "over AUTH_FILE_BYTES_MAX = {AUTH_FILE_BYTES_MAX} bytes"
-        )));
-    }
-    Ok(text)
+    let bytes = crate::reload::read_bounded(path, AUTH_FILE_BYTES_MAX, "AUTH_FILE_BYTES_MAX")?;
+    String::from_utf8(bytes)
+        .map_err(|_| format!("{}: stream did not contain valid UTF-8", path.display()))
 }
 
 #[cfg(test)]

@@ -241,6 +241,31 @@ async fn a_node_restarted_with_another_nodes_data_directory_is_refused() {
     );
 }
 
+/// Appends 80 events of about 80 bytes of payload to `entity` through the leader.
+async fn append_80(cluster: &Cluster, entity: &str) {
+    for event_idx in 0..80 {
+        cluster
+            .append_at_leader(
+                entity,
+                &format!("payload-{event_idx:04}-{}", "x".repeat(60)),
+            )
+            .await;
+    }
+}
+
+/// Flips one byte of a stopped member's newest event segment, at the offset `at` picks from
+/// the offset of the last written (non-zero) byte. No checksum is recomputed.
+fn flip_a_byte(data_dir: &std::path::Path, at: impl FnOnce(usize) -> usize) {
+    let segment = newest_segment(data_dir);
+    let mut bytes = std::fs::read(&segment).expect("read the segment");
+    let last_written = bytes
+        .iter()
+        .rposition(|byte| *byte != 0)
+        .expect("the segment holds frames");
+    bytes[at(last_written)] ^= 0x5a;
+    std::fs::write(&segment, &bytes).expect("write the damaged segment");
+}
+
 /// The newest event segment in `store_events` (a member's `raft/state/{G}/store/events`).
 fn newest_segment(data_dir: &std::path::Path) -> std::path::PathBuf {
     let state = data_dir.join("raft").join("state");
@@ -269,14 +294,7 @@ fn newest_segment(data_dir: &std::path::Path) -> std::path::PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_repairs_its_damaged_store_tail_from_its_raft_log() {
     let mut cluster = Cluster::start(3).await;
-    for event_idx in 0..80 {
-        cluster
-            .append_at_leader(
-                "order-9",
-                &format!("payload-{event_idx:04}-{}", "x".repeat(60)),
-            )
-            .await;
-    }
+    append_80(&cluster, "order-9").await;
     let leader = cluster.leader().await;
     let follower = (1..=3).find(|id| *id != leader).expect("a follower");
     cluster.assert_replicas_identical().await;
@@ -284,15 +302,9 @@ async fn a_follower_repairs_its_damaged_store_tail_from_its_raft_log() {
 
     // One byte flipped about 2 KiB before the last written byte: inside a frame with several
     // whole frames after it. No checksum is recomputed.
-    let segment = newest_segment(&cluster.member(follower).data_dir);
-    let mut bytes = std::fs::read(&segment).expect("read the segment");
-    let last_written = bytes
-        .iter()
-        .rposition(|byte| *byte != 0)
-        .expect("the segment holds frames");
-    let damaged = last_written - 2048;
-    bytes[damaged] ^= 0x5a;
-    std::fs::write(&segment, &bytes).expect("write the damaged segment");
+    flip_a_byte(&cluster.member(follower).data_dir, |last_written| {
+        last_written - 2048
+    });
 
     cluster.member(follower).start();
     let log = cluster.member(follower).log_text();
@@ -344,14 +356,7 @@ async fn a_follower_repairs_a_store_tail_its_purged_raft_log_cannot_refill() {
         member.start_with(&args);
     }
     cluster.init_all().await;
-    for event_idx in 0..80 {
-        cluster
-            .append_at_leader(
-                "order-10",
-                &format!("payload-{event_idx:04}-{}", "x".repeat(60)),
-            )
-            .await;
-    }
+    append_80(&cluster, "order-10").await;
     let leader = cluster.leader().await;
     let follower = (1..=3).find(|id| *id != leader).expect("a follower");
     cluster.assert_replicas_identical().await;
@@ -372,14 +377,7 @@ async fn a_follower_repairs_a_store_tail_its_purged_raft_log_cannot_refill() {
 
     // One byte flipped in the middle of the segment: the frames from there on are cut, about
     // 40 events, all of them in entries the follower's log has purged.
-    let segment = newest_segment(&data_dir);
-    let mut bytes = std::fs::read(&segment).expect("read the segment");
-    let last_written = bytes
-        .iter()
-        .rposition(|byte| *byte != 0)
-        .expect("the segment holds frames");
-    bytes[last_written / 2] ^= 0x5a;
-    std::fs::write(&segment, &bytes).expect("write the damaged segment");
+    flip_a_byte(&data_dir, |last_written| last_written / 2);
 
     cluster.member(follower).start_with(&args);
     let log = cluster.member(follower).log_text();

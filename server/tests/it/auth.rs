@@ -13,13 +13,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use prost::Message as _;
 use tokio_stream::StreamExt as _;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tonic_types::StatusExt as _;
 
-use crate::harness::{Node, append_of, event, pb, scratch};
+use crate::harness::{Node, append_of, event, every_rpc, pb, scratch};
 use pb::cluster_service_client::ClusterServiceClient;
 use pb::event_store_service_client::EventStoreServiceClient;
 use pb::operations_service_client::OperationsServiceClient;
@@ -341,24 +340,6 @@ async fn call(
             .map(drop),
         other => panic!("no call for {other}"),
     }
-}
-
-/// Every method of every `causeway.v1` service, from the descriptors reflection serves.
-fn every_rpc() -> BTreeSet<String> {
-    let set = prost_types::FileDescriptorSet::decode(causeway_server::pb::FILE_DESCRIPTOR_SET)
-        .expect("the descriptor set decodes");
-    set.file
-        .iter()
-        .filter(|file| file.package() == "causeway.v1")
-        .flat_map(|file| {
-            file.service.iter().flat_map(|service| {
-                service
-                    .method
-                    .iter()
-                    .map(|method| format!("/causeway.v1.{}/{}", service.name(), method.name()))
-            })
-        })
-        .collect()
 }
 
 /// Every RPC: allowed for a principal with its action, PERMISSION_DENIED for one with every

@@ -21,7 +21,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
-use crate::harness::{Node, event, health_of, pb, read_all, scratch};
+use crate::harness::{Node, event, every_rpc, health_of, pb, read_all, scratch};
 
 const MIB: usize = 1024 * 1024;
 /// The longest message any refusal may carry.
@@ -661,24 +661,6 @@ fn gate(scopes: Vec<String>, expression: String) -> pb::RegisterGateRequest {
             rule: Some(pb::gate_definition::Rule::Cel(pb::CelRule { expression })),
         }),
     }
-}
-
-/// Every method of every `causeway.v1` service, from the descriptors reflection serves.
-fn every_rpc() -> BTreeSet<String> {
-    let set = prost_types::FileDescriptorSet::decode(causeway_server::pb::FILE_DESCRIPTOR_SET)
-        .expect("the descriptor set decodes");
-    set.file
-        .iter()
-        .filter(|file| file.package() == "causeway.v1")
-        .flat_map(|file| {
-            file.service.iter().flat_map(|service| {
-                service
-                    .method
-                    .iter()
-                    .map(|method| format!("/causeway.v1.{}/{}", service.name(), method.name()))
-            })
-        })
-        .collect()
 }
 
 /// Sends one framed request on `channel` and returns the status the server ends it with. Every

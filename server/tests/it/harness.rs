@@ -352,3 +352,23 @@ pub async fn health_of(node: &Node) -> Vec<i32> {
     }
     statuses
 }
+
+/// Every method of every `causeway.v1` service, from the descriptors reflection serves.
+pub fn every_rpc() -> std::collections::BTreeSet<String> {
+    let set = <prost_types::FileDescriptorSet as prost::Message>::decode(
+        causeway_server::pb::FILE_DESCRIPTOR_SET,
+    )
+    .expect("the descriptor set decodes");
+    set.file
+        .iter()
+        .filter(|file| file.package() == "causeway.v1")
+        .flat_map(|file| {
+            file.service.iter().flat_map(|service| {
+                service
+                    .method
+                    .iter()
+                    .map(|method| format!("/causeway.v1.{}/{}", service.name(), method.name()))
+            })
+        })
+        .collect()
+}
