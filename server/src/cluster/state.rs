@@ -233,7 +233,7 @@ impl Machine {
         let id = entry_id(&entry.log_id);
         let command = match entry.payload {
             EntryPayload::Blank => Command::noop(),
-            EntryPayload::Normal(proposal) => proposal.into_command(),
+            EntryPayload::Normal(proposal) => proposal.take_command().map_err(core_error)?,
             EntryPayload::Membership(membership) => {
                 self.store.sync().map_err(core_error)?;
                 let memberships = Memberships {
@@ -261,7 +261,7 @@ impl Machine {
     fn enqueue(&mut self, entry: super::types::Entry) -> io::Result<Answer> {
         let id = entry_id(&entry.log_id);
         let command = match entry.payload {
-            EntryPayload::Normal(proposal) => proposal.into_command(),
+            EntryPayload::Normal(proposal) => proposal.take_command().map_err(core_error)?,
             EntryPayload::Blank | EntryPayload::Membership(_) => Command::noop(),
         };
         let (reply, answer) = oneshot::channel();

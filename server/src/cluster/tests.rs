@@ -182,3 +182,23 @@ async fn refusal_is_an_answer_and_applied_state_survives_reopen() {
     let voters: Vec<u64> = membership_now.voter_ids().collect();
     assert_eq!(voters, vec![1, 2, 3]);
 }
+
+/// Applying takes the command out of an entry the log still holds a clone of, instead of
+/// copying it; the clone keeps the bytes replication sends, and a second apply of the same
+/// entry decodes the same command from them. Catches a take that leaves clones unable to
+/// encode or compare, or a second apply that loses the command.
+#[test]
+fn the_applied_command_is_taken_once_and_its_clones_keep_the_bytes() {
+    let EntryPayload::Normal(proposal) = first_order_event(1, 1).payload else {
+        unreachable!("first_order_event is a normal entry");
+    };
+    let held = proposal.clone();
+    let encoded = held.encoded().clone();
+    let expected = Command::decode(&encoded).expect("the encoding decodes");
+    assert_eq!(proposal.take_command().expect("the first take"), expected);
+    assert_eq!(held.encoded(), &encoded);
+    assert_eq!(held.to_string(), "append of 1 events");
+    let again = held.clone();
+    assert_eq!(held.take_command().expect("a later take"), expected);
+    assert_eq!(again.encoded(), &encoded);
+}

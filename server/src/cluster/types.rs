@@ -6,7 +6,7 @@
 //! the store that the log keeps in its frames.
 
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use bytes::Bytes;
 
@@ -41,69 +41,127 @@ pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
 /// The payload of a normal entry: a command the leader stamped (ids and timestamp fixed), which
 /// every replica applies with the same result.
 ///
-/// Cheap to clone (openraft clones entries to replicate them): the command is shared, and so
-/// are its encoded bytes ([`Command::encode`]), made at most once per node, when the entry is
-/// first written to the log or sent, or kept from the bytes it was decoded from.
-#[derive(Clone, Debug)]
+/// Cheap to clone (openraft clones entries to replicate them, and the log keeps its newest ones
+/// for replication): the clones share the command and its encoded bytes ([`Command::encode`]),
+/// made at most once per node, when the entry is first written to the log or sent, or kept
+/// from the bytes it was decoded from. The state machine takes the command out to apply it
+/// ([`Proposal::take_command`]), so an entry the log still holds is not copied event by event
+/// on every replica; the clones keep the bytes, which is all replication reads.
+#[derive(Clone)]
 pub struct Proposal {
-    command: Arc<Command>,
-    encoded: Arc<OnceLock<Bytes>>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    /// The command until the state machine takes it.
+    command: Mutex<Option<Command>>,
+    encoded: OnceLock<Bytes>,
+    /// What [`fmt::Display`] says, kept once the command is taken.
+    summary: Summary,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Summary {
+    Append(usize),
+    RegisterGate,
+    RemoveGate,
+    Configure,
+    Noop,
+}
+
+impl Summary {
+    fn of(command: &Command) -> Summary {
+        match &command.action {
+            causeway_core::Action::Append { append, .. } => Summary::Append(append.events.len()),
+            causeway_core::Action::RegisterGate { .. } => Summary::RegisterGate,
+            causeway_core::Action::RemoveGate { .. } => Summary::RemoveGate,
+            causeway_core::Action::Configure { .. } => Summary::Configure,
+            causeway_core::Action::Noop => Summary::Noop,
+        }
+    }
 }
 
 impl Proposal {
     /// A proposal of `command`.
     pub fn new(command: Command) -> Proposal {
-        Proposal {
-            command: Arc::new(command),
-            encoded: Arc::new(OnceLock::new()),
-        }
+        Proposal::with(command, OnceLock::new())
     }
 
     /// A proposal decoded from `encoded`, which it keeps as its encoding.
     pub fn decoded(command: Command, encoded: Bytes) -> Proposal {
+        Proposal::with(command, OnceLock::from(encoded))
+    }
+
+    fn with(command: Command, encoded: OnceLock<Bytes>) -> Proposal {
         Proposal {
-            command: Arc::new(command),
-            encoded: Arc::new(OnceLock::from(encoded)),
+            shared: Arc::new(Shared {
+                summary: Summary::of(&command),
+                command: Mutex::new(Some(command)),
+                encoded,
+            }),
         }
     }
 
-    /// The command.
-    pub fn command(&self) -> &Command {
-        &self.command
+    fn command(&self) -> MutexGuard<'_, Option<Command>> {
+        // The lock is held only to encode or take the command, neither of which panics.
+        self.shared
+            .command
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The command, copied only when another clone still holds it.
-    pub fn into_command(self) -> Command {
-        Arc::try_unwrap(self.command).unwrap_or_else(|shared| (*shared).clone())
+    /// The command, for the state machine to apply: taken out of the clones the first time
+    /// (they keep the encoded bytes), decoded from the bytes for any later apply of the same
+    /// entry.
+    pub fn take_command(self) -> Result<Command, Error> {
+        let encoded = self.encoded().clone();
+        match self.command().take() {
+            Some(command) => Ok(command),
+            None => Command::decode(&encoded),
+        }
     }
 
     /// The command's encoding, made on first use.
     pub fn encoded(&self) -> &Bytes {
-        self.encoded
-            .get_or_init(|| Bytes::from(self.command.encode()))
+        self.shared.encoded.get_or_init(|| {
+            let command = self.command();
+            Bytes::from(
+                command
+                    .as_ref()
+                    .expect("a command is taken only after it is encoded")
+                    .encode(),
+            )
+        })
     }
 }
 
 impl PartialEq for Proposal {
+    /// Equal commands have equal encodings: the encoding is the on-disk format.
     fn eq(&self, other: &Proposal) -> bool {
-        self.command == other.command
+        self.encoded() == other.encoded()
     }
 }
 
 impl Eq for Proposal {}
 
+impl fmt::Debug for Proposal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Proposal")
+            .field("summary", &self.shared.summary)
+            .field("encoded_bytes", &self.shared.encoded.get().map(Bytes::len))
+            .finish()
+    }
+}
+
 impl fmt::Display for Proposal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = match &self.command.action {
-            causeway_core::Action::Append { append, .. } => {
-                return write!(f, "append of {} events", append.events.len());
-            }
-            causeway_core::Action::RegisterGate { .. } => "gate registration",
-            causeway_core::Action::RemoveGate { .. } => "gate removal",
-            causeway_core::Action::Configure { .. } => "settings change",
-            causeway_core::Action::Noop => "no-op",
-        };
-        f.write_str(kind)
+        f.write_str(match self.shared.summary {
+            Summary::Append(n_events) => return write!(f, "append of {n_events} events"),
+            Summary::RegisterGate => "gate registration",
+            Summary::RemoveGate => "gate removal",
+            Summary::Configure => "settings change",
+            Summary::Noop => "no-op",
+        })
     }
 }
 
