@@ -50,8 +50,9 @@ pub fn encode_entry(entry: &Entry) -> Vec<u8> {
     out
 }
 
-/// Decodes one log entry.
-pub fn decode_entry(bytes: &[u8]) -> io::Result<Entry> {
+/// Decodes one log entry; a normal entry keeps its command's encoding as a slice of `bytes`,
+/// not a copy.
+pub fn decode_entry(bytes: &Bytes) -> io::Result<Entry> {
     let mut reader = Reader::new(bytes, "raft log entry");
     let version = reader.u8()?;
     if version != ENTRY_FORMAT_VERSION {
@@ -68,7 +69,7 @@ pub fn decode_entry(bytes: &[u8]) -> io::Result<Entry> {
             let encoded = reader.rest();
             let command = Command::decode(encoded)
                 .map_err(|err| invalid(format!("raft log entry {index}: {err}")))?;
-            EntryPayload::Normal(Proposal::decoded(command, Bytes::copy_from_slice(encoded)))
+            EntryPayload::Normal(Proposal::decoded(command, bytes.slice_ref(encoded)))
         }
         KIND_MEMBERSHIP => EntryPayload::Membership(get_membership(&mut reader)?),
         other => return Err(invalid(format!("raft log entry kind {other} is unknown"))),

@@ -276,7 +276,7 @@ impl Log {
             }
             let (_, loc) = self.live[(index - self.live_first) as usize];
             let body = self.reader.read(index + 1, loc).map_err(core_error)?;
-            let entry = decode_entry(&body)?;
+            let entry = decode_entry(&bytes::Bytes::from(body))?;
             if entry.log_id.index != index {
                 return Err(invalid(format!(
                     "raft log frame {} holds entry {}, expected {index}",

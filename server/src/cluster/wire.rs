@@ -73,7 +73,7 @@ pub fn append_from_pb(
     let entries = request
         .entries
         .iter()
-        .map(|bytes| codec::decode_entry(bytes))
+        .map(codec::decode_entry)
         .collect::<io::Result<Vec<_>>>()?;
     let vote_term = request.vote.as_ref().map_or(0, |vote| vote.term);
     let prev_log_id = log_id_from_pb(request.prev_log_id);
