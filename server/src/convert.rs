@@ -82,7 +82,13 @@ pub fn append(request: pb::AppendRequest, prefix: &str) -> Result<Append> {
             check_display(tag, || field(&format!("tags[{tag_idx}]")))?;
         }
         for key in event.metadata.keys() {
-            check_display(key, || field("metadata"))?;
+            // A map has no index to name the key by: the reason quotes it, escaped.
+            if let Some(reason) = display_refusal(key) {
+                return Err(Error::invalid(
+                    field("metadata"),
+                    format!("key {:?} {reason}", causeway_core::command::short(key)),
+                ));
+            }
         }
     }
     Ok(append)
@@ -96,25 +102,28 @@ pub fn append(request: pb::AppendRequest, prefix: &str) -> Result<Append> {
 /// replicas run again when they apply: an entry a leader of an older version accepted must be
 /// applied the same way everywhere.
 fn check_display(name: &str, field: impl FnOnce() -> String) -> Result<()> {
+    match display_refusal(name) {
+        None => Ok(()),
+        Some(reason) => Err(Error::invalid(field(), reason)),
+    }
+}
+
+/// Why [`check_display`] refuses `name`, if it does.
+fn display_refusal(name: &str) -> Option<String> {
     const BIDI_CONTROLS: [char; 9] = [
         '\u{202A}', '\u{202B}', '\u{202C}', '\u{202D}', '\u{202E}', '\u{2066}', '\u{2067}',
         '\u{2068}', '\u{2069}',
     ];
     // Each of them is encoded in UTF-8 starting with 0xE2: most names are done by one scan.
     if !name.as_bytes().contains(&0xE2) {
-        return Ok(());
+        return None;
     }
-    match name.chars().find(|c| BIDI_CONTROLS.contains(c)) {
-        None => Ok(()),
-        Some(control) => Err(Error::invalid(
-            field(),
-            format!(
-                "contains the bidirectional control character U+{:04X}, which would change how \
-                 the name is displayed",
-                control as u32
-            ),
-        )),
-    }
+    let control = name.chars().find(|c| BIDI_CONTROLS.contains(c))?;
+    Some(format!(
+        "contains the bidirectional control character U+{:04X}, which would change how the name \
+         is displayed",
+        control as u32
+    ))
 }
 
 /// A new event; `field` names it in the request, and is built only for an error (an append

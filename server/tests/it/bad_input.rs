@@ -851,3 +851,34 @@ async fn right_to_left_names_with_their_marks_are_appended() {
     assert_eq!(events[0].entity, entity);
     assert_eq!(events[0].tags, vec![tag.to_string()]);
 }
+
+/// A metadata key with a bidi control is named in the refusal, escaped: a map has no index to
+/// point at, and quoting the key raw would carry the control into the caller's terminal.
+/// Catches a refusal that says only `events[0].metadata`, or one that quotes the key as sent.
+#[tokio::test]
+async fn a_refused_metadata_key_is_quoted_escaped() {
+    let dir = scratch();
+    let node = Node::start(&dir.path().join("data"), &[]);
+    let mut client = node.client().await;
+    let status = client
+        .append(append_of(vec![pb::NewEvent {
+            metadata: [
+                ("tenant".to_string(), "a".to_string()),
+                ("user\u{2066}id".to_string(), "b".to_string()),
+            ]
+            .into(),
+            ..event("acme", "order-1", "OrderPlaced")
+        }]))
+        .await
+        .expect_err("a metadata key with an isolate is refused");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    let message = status.message();
+    assert!(
+        message.contains(r"user\u{2066}id"),
+        "names the key, escaped: {message}"
+    );
+    assert!(
+        !message.contains('\u{2066}'),
+        "never the raw control: {message}"
+    );
+}
