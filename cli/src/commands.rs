@@ -33,6 +33,13 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Bench(_) if tls.is_some() || cli.server.contains("https://") => {
             bail!("bench opens plaintext connections only; run it against a plaintext server")
         }
+        Command::Bench(_) if cli.token.is_some() => {
+            bail!(
+                "bench sends no credentials (--token / CAUSEWAY_TOKEN is set); run it against a \
+                 server without --auth-file, or one whose [anonymous] grants append, read and \
+                 subscribe on the bench's scopes"
+            )
+        }
         Command::Bench(args) => {
             // A bench measures one server over connections it opens itself.
             let n_addresses = causeway_client::follow::parse_addresses(&cli.server)?.len();

@@ -63,6 +63,8 @@ impl Server {
         command
             .args(["--server", &format!("http://{}", self.address)])
             .args(args)
+            // A token in the caller's environment would make every bench refuse to run.
+            .env_remove("CAUSEWAY_TOKEN")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -430,4 +432,29 @@ fn a_server_that_stops_answering_fails_the_run_instead_of_hanging_it() {
         run.stdout,
         run.stderr
     );
+}
+
+/// A bench given a token (by flag or by `CAUSEWAY_TOKEN`) is refused before it connects,
+/// saying that it sends no credentials, instead of running and counting every request as an
+/// UNAUTHENTICATED error. Catches a bench that takes the token and silently drops it.
+#[test]
+fn a_bench_given_a_token_is_refused_before_it_sends_anything() {
+    let server = Server::start();
+    let by_flag = server.run(&["--token", "secret", "bench", "append", "--requests", "5"]);
+    let mut command = server.command(&["bench", "append", "--requests", "5"]);
+    command.env("CAUSEWAY_TOKEN", "secret");
+    let by_env = finish(
+        command.spawn().expect("start causeway"),
+        &["bench"],
+        DEADLINE,
+    );
+    for run in [by_flag, by_env] {
+        assert!(!run.success, "a bench with a token ran: {}", run.stdout);
+        assert!(
+            run.stderr.contains("bench sends no credentials"),
+            "says why: {}",
+            run.stderr
+        );
+    }
+    assert_eq!(server.head(), 0, "nothing was appended");
 }
