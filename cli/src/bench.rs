@@ -117,7 +117,7 @@ pub struct BenchArgs {
     /// read: how the log is read: one page per request, or streamed.
     #[arg(long, value_enum, default_value_t = ReadVia::Pages)]
     pub read_via: ReadVia,
-    /// read: events asked for per request.
+    /// read: events asked for per request (pages only: a stream's pages are the server's).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub read_batch: u32,
     /// read: first append events (1,000 per request) until the log holds at least this many.
@@ -211,6 +211,16 @@ impl Workload {
             Workload::Read => "read",
             Workload::Subscribe => "subscribe",
             Workload::Head => "head",
+        }
+    }
+}
+
+impl ReadVia {
+    /// The name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            ReadVia::Pages => "pages",
+            ReadVia::Stream => "stream",
         }
     }
 }

@@ -361,6 +361,12 @@ fn subscribers_receive_every_acknowledged_event_and_reads_scan_the_log() {
     assert!(run.success, "{}", run.stderr);
     assert!(u64_at(&report, "/events") > 500, "{report}");
     assert_eq!(server.head(), 500);
+    // The report says how the log was read, and names no --read-batch the stream ignored.
+    assert_eq!(
+        report.pointer("/settings/read_via"),
+        Some(&Value::from("stream"))
+    );
+    assert_eq!(report.pointer("/settings/read_batch"), Some(&Value::Null));
 
     let (run, report) = server.bench(&["head", "--requests", "40", "--in-flight", "4", "--quiet"]);
     assert!(run.success, "{}", run.stderr);

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use crate::bench::fsync::FsyncProbe;
 use crate::bench::load::{ErrorCounts, Measured, per_second};
 use crate::bench::subscribe::Deliveries;
-use crate::bench::{BenchArgs, Workload};
+use crate::bench::{BenchArgs, ReadVia, Workload};
 use crate::table;
 
 /// The head before and after the measured run.
@@ -131,7 +131,9 @@ impl Report {
             "expect": args.expect.name(),
             "gates": args.gates,
             "seed": args.seed,
-            "read_batch": args.read_batch,
+            "read_via": args.read_via.name(),
+            // A stream's pages are the server's size, not --read-batch.
+            "read_batch": (args.read_via == ReadVia::Pages).then_some(args.read_batch),
             "subscribers": args.subscribers,
             "rate": args.rate,
             "compression": args.compression.name(),
@@ -302,10 +304,16 @@ impl Report {
                 "subscribe, {} subscribers, writer {}, scope {}",
                 args.subscribers, appends, self.scope
             ),
-            Workload::Read => format!(
-                "read, {} events per request from position 1",
-                args.read_batch
-            ),
+            Workload::Read => match args.read_via {
+                ReadVia::Pages => format!(
+                    "read, {} events per request from position 1",
+                    args.read_batch
+                ),
+                ReadVia::Stream => "read, streamed: one Subscribe from position 1 per pass; a \
+                                    request is one message of events (the server's page), and \
+                                    the end of a pass one more"
+                    .to_string(),
+            },
             Workload::Head => "head".to_string(),
         }
     }
