@@ -50,7 +50,8 @@ async fn main() -> ExitCode {
         // The reader of our output went away (`causeway read log | head`): nothing is wrong.
         Err(err) if err.is::<commands::ClosedStdout>() => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {}", one_line(&format!("{err:#}")));
+            let chain = causeway_client::follow::error_chain(err.as_ref());
+            eprintln!("error: {}", one_line(&chain));
             ExitCode::from(exit::status_of(&err))
         }
     }

@@ -162,10 +162,11 @@ fn assert_unreachable<'a>(run: &'a Run, needles: &[&str]) -> &'a str {
 /// With client certificates required, `causeway head` without one, or with an expired one,
 /// says the server closed the connection during the TLS handshake and names the flags for a
 /// client certificate; plaintext to the TLS port says the server does not speak plaintext
-/// gRPC and names `https://` and `--tls-ca`. All three exit 4. The right certificate works.
+/// gRPC and names `https://` and `--tls-ca`; an untrusted server certificate, or one for
+/// another name, says the TLS error once. All of them exit 4. The right certificate works.
 /// Catches a TLS 1.3 refusal (which arrives after the client's handshake is done) reported as
 /// `CANCELLED`, and a plaintext client's garbled answer reported as the server's INTERNAL
-/// error.
+/// error, and a TLS error repeated by every layer that wraps it.
 #[test]
 fn tls_failures_are_reported_as_connection_problems_that_say_what_is_wrong() {
     let dir = tempfile::tempdir().expect("create a temporary directory");
@@ -218,6 +219,17 @@ fn tls_failures_are_reported_as_connection_problems_that_say_what_is_wrong() {
         "head",
     ]);
     assert_unreachable(&stale, &["TLS handshake", "client certificate"]);
+
+    // A server certificate the client does not trust, or one for another name: the TLS
+    // error's text once, not once per layer that wraps it.
+    let untrusted = run_cli(&["--server", &https, "head"]);
+    let line = assert_unreachable(&untrusted, &["UnknownIssuer", &server.address]);
+    assert_eq!(line.matches("UnknownIssuer").count(), 1, "{line}");
+    let port = server.address.rsplit(':').next().expect("host:port");
+    let localhost = format!("https://localhost:{port}");
+    let wrong_name = run_cli(&["--server", &localhost, "--tls-ca", path(&ca_file), "head"]);
+    let line = assert_unreachable(&wrong_name, &["not valid for name \"localhost\""]);
+    assert_eq!(line.matches("not valid for name").count(), 1, "{line}");
 
     let plaintext = run_cli(&["--server", &http, "head"]);
     assert_unreachable(

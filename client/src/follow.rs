@@ -469,12 +469,17 @@ fn endpoint(address: &str, tls: Option<&ClientTlsConfig>) -> Result<Endpoint, Er
 }
 
 /// An error and its causes on one line: transport errors keep the useful part in `source`.
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+/// A cause whose text the line already ends with is left out: a wrapper that displays its
+/// source (an `io::Error` around a TLS error) would otherwise say the same thing twice.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
         source = cause.source();
     }
     text
@@ -748,5 +753,39 @@ mod tests {
             1,
             "one channel per address, kept"
         );
+    }
+
+    /// A cause that displays the same text as the error it is wrapped in appears once, and
+    /// different causes all appear, in order. Catches the TLS refusal the CLI printed twice
+    /// (`invalid peer certificate: UnknownIssuer: invalid peer certificate: UnknownIssuer`).
+    #[test]
+    fn an_error_chain_says_a_repeated_cause_once() {
+        #[derive(Debug)]
+        struct Layer(&'static str, Option<Box<Layer>>);
+        impl std::fmt::Display for Layer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.0)
+            }
+        }
+        impl std::error::Error for Layer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                self.1.as_deref().map(|layer| layer as _)
+            }
+        }
+        let rustls = Layer("invalid peer certificate: UnknownIssuer", None);
+        let io = Layer(
+            "invalid peer certificate: UnknownIssuer",
+            Some(Box::new(rustls)),
+        );
+        let transport = Layer("transport error", Some(Box::new(io)));
+        assert_eq!(
+            super::error_chain(&transport),
+            "transport error: invalid peer certificate: UnknownIssuer"
+        );
+        let distinct = Layer(
+            "a",
+            Some(Box::new(Layer("b", Some(Box::new(Layer("c", None)))))),
+        );
+        assert_eq!(super::error_chain(&distinct), "a: b: c");
     }
 }
