@@ -18,6 +18,17 @@ use common::{Run, causewayd, finish, line_channel};
 
 /// How long a server may take to print its address, or a CLI run to finish.
 const DEADLINE: Duration = Duration::from_secs(60);
+/// `bench read` streamed for one second from position 1, passes over and over.
+const STREAMED_READ_FOR_1S: [&str; 8] = [
+    "read",
+    "--read-via",
+    "stream",
+    "--duration",
+    "1s",
+    "--warmup",
+    "0s",
+    "--quiet",
+];
 
 /// A running `causewayd`, killed on drop.
 struct Server {
@@ -348,16 +359,7 @@ fn subscribers_receive_every_acknowledged_event_and_reads_scan_the_log() {
 
     // Streamed, a pass ends at CaughtUp and the next starts from position 1 again: in a
     // second far more than the log's 500 events are read, and nothing is appended.
-    let (run, report) = server.bench(&[
-        "read",
-        "--read-via",
-        "stream",
-        "--duration",
-        "1s",
-        "--warmup",
-        "0s",
-        "--quiet",
-    ]);
+    let (run, report) = server.bench(&STREAMED_READ_FOR_1S);
     assert!(run.success, "{}", run.stderr);
     assert!(u64_at(&report, "/events") > 500, "{report}");
     assert_eq!(server.head(), 500);
@@ -382,16 +384,7 @@ fn subscribers_receive_every_acknowledged_event_and_reads_scan_the_log() {
 fn a_streamed_read_of_an_empty_log_ends_at_its_duration() {
     let server = Server::start();
     let started = std::time::Instant::now();
-    let (run, report) = server.bench(&[
-        "read",
-        "--read-via",
-        "stream",
-        "--duration",
-        "1s",
-        "--warmup",
-        "0s",
-        "--quiet",
-    ]);
+    let (run, report) = server.bench(&STREAMED_READ_FOR_1S);
     assert!(run.success, "{}", run.stderr);
     assert_eq!(u64_at(&report, "/events"), 0);
     assert!(

@@ -393,8 +393,8 @@ pub const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a client may take over its TLS handshake; the connection holds one of the port's
 /// permits meanwhile, so a client that stalls it gives the permit back at this bound.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often the TLS files' modification times are compared with the last load; a change
-/// reloads them (SIGHUP reloads at once).
+/// How often the TLS files are compared with the last load (modification time, length, inode,
+/// change time: `reload.rs`); a change reloads them (SIGHUP reloads at once).
 pub const TLS_RELOAD_POLL_INTERVAL: Duration = Duration::from_secs(2);
 /// Bytes of the policy file (`--auth-file`) and of the JWKS file it names, read at start and at
 /// every reload; a larger file (or a FIFO named by mistake) is refused and the old policy kept.
@@ -408,8 +408,9 @@ pub const TOKEN_BYTES_MAX: usize = 8 * 1024;
 /// are answered RESOURCE_EXHAUSTED with `RetryInfo` and no audit line: guessing tokens gets
 /// no faster than this, and the audit log no longer than this many refusals a second.
 pub const AUTH_FAILURES_PER_SEC: u32 = 100;
-/// How often the policy file's (and the JWKS file's) modification times are compared with the
-/// last load; a change reloads them (SIGHUP reloads at once).
+/// How often the policy file (and the JWKS file) are compared with the last load (modification
+/// time, length, inode, change time: `reload.rs`); a change reloads them (SIGHUP reloads at
+/// once).
 pub const AUTH_RELOAD_POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// The most requests per second a principal's `requests_per_sec` may grant.
 pub const PRINCIPAL_REQUESTS_PER_SEC_MAX: u32 = 1_000_000;

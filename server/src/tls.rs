@@ -7,11 +7,11 @@
 //!   a file over `TLS_FILE_BYTES_MAX`, one that is not a regular file (a FIFO would block the
 //!   reload for good), or a file with no certificate is refused, naming the file.
 //! - **Reload.** SIGHUP, or a change of a file's modification time, length, inode or change
-//!   time (polled every `TLS_RELOAD_POLL_INTERVAL`), loads the files again. A load that succeeds replaces the
-//!   material for every connection made after it; connections already open keep the
-//!   configuration they were accepted with, so nothing is dropped. A load that fails keeps the
-//!   old material and logs why (a certificate renewed before its key is written is caught by the
-//!   next poll, once the key has changed too).
+//!   time (polled every `TLS_RELOAD_POLL_INTERVAL`), loads the files again. A load that
+//!   succeeds replaces the material for every connection made after it; connections already
+//!   open keep the configuration they were accepted with, so nothing is dropped. A load that
+//!   fails keeps the old material and logs why (a certificate renewed before its key is
+//!   written is caught by the next poll, once the key has changed too).
 //! - **Handshakes** run in a task per connection, bounded by `TLS_HANDSHAKE_TIMEOUT`, so a slow
 //!   client never holds up the accept loop; a failed handshake is logged and its permit freed.
 //! - **Node identity.** A cluster node's certificate names its node id as the DNS name

@@ -23,23 +23,25 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
+def required_env(name: str, to: str) -> str:
+    """The environment variable `name`; the test fails saying to set it `to` what when unset."""
+    value = os.environ.get(name)
+    if not value:
+        pytest.fail(f"set {name} to {to}")
+    return value
+
+
 @pytest.fixture(scope="session")
 def server() -> str:
-    address = os.environ.get("CAUSEWAY_SERVER")
-    if not address:
-        pytest.fail("set CAUSEWAY_SERVER to a running causewayd's host:port")
-    return address
+    return required_env("CAUSEWAY_SERVER", "a running causewayd's host:port")
 
 
 @pytest.fixture(scope="session")
 def public_key() -> str:
-    key = os.environ.get("CAUSEWAY_PUBLIC_KEY")
-    if not key:
-        pytest.fail(
-            "set CAUSEWAY_PUBLIC_KEY to the server's signing_public_key "
-            "(start causewayd with --signing-key)"
-        )
-    return key
+    return required_env(
+        "CAUSEWAY_PUBLIC_KEY",
+        "the server's signing_public_key (start causewayd with --signing-key)",
+    )
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ scopes `ci-*` and nothing else, and a call without credentials is refused."""
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator
 
@@ -13,7 +12,7 @@ import pytest
 
 from causeway_client import CausewayError, Client, Filter, NewEvent
 
-from conftest import unique
+from conftest import required_env, unique
 
 #: A subscription that delivers nothing for this long is closed, so a bug fails the test
 #: instead of hanging it.
@@ -22,18 +21,12 @@ WATCHDOG_S = 30.0
 
 @pytest.fixture(scope="module")
 def secured() -> str:
-    address = os.environ.get("CAUSEWAY_SECURED_SERVER")
-    if not address:
-        pytest.fail("set CAUSEWAY_SECURED_SERVER to a causewayd started with --auth-file")
-    return address
+    return required_env("CAUSEWAY_SECURED_SERVER", "a causewayd started with --auth-file")
 
 
 @pytest.fixture(scope="module")
 def token() -> str:
-    token = os.environ.get("CAUSEWAY_TOKEN")
-    if not token:
-        pytest.fail("set CAUSEWAY_TOKEN to a token the secured server's policy names")
-    return token
+    return required_env("CAUSEWAY_TOKEN", "a token the secured server's policy names")
 
 
 @pytest.fixture
