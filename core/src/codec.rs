@@ -12,7 +12,7 @@
 //! retries and receipts; it is covered by the frame CRC and the signed receipt, not by the
 //! hash, so an event's hash can be recomputed from the event alone.
 //!
-//! Decoding goes through [`Header`], a view that borrows from the record and allocates
+//! Decoding goes through [`EventRecord`], a view that borrows from the record and allocates
 //! nothing: opening a store indexes millions of headers this way, and only reads of whole events
 //! make owned copies.
 
@@ -175,18 +175,20 @@ pub fn header_bytes(record: &[u8]) -> Result<&[u8], String> {
 /// Decodes a whole record. With a record cut after its header (see [`header_bytes`]), the
 /// payload comes back empty.
 pub fn decode(record: &[u8]) -> Result<Event, String> {
-    Ok(Header::parse(record)?.to_event())
+    Ok(EventRecord::parse(record)?.to_event())
 }
 
 /// A record decoded in place: the fixed-size fields read out, every name borrowed from the
 /// record's bytes, and the lists (tags, metadata, causation, gates) left encoded behind
 /// iterators. It allocates nothing, which matters when the store opens and reads the headers of
-/// millions of events only to index them; [`Header::to_event`] makes the owned [`Event`].
+/// millions of events only to index them, and when a reader turns stored events straight into
+/// another encoding ([`Store::read_log_records`](crate::Store::read_log_records));
+/// [`EventRecord::to_event`] makes the owned [`Event`].
 ///
-/// [`Header::parse`] checks the whole record as [`decode`] does (every length fits, every
+/// [`EventRecord::parse`] checks the whole record as [`decode`] does (every length fits, every
 /// string is UTF-8, no byte is left over), so the iterators cannot fail.
 #[derive(Clone, Copy, Debug)]
-pub struct Header<'a> {
+pub struct EventRecord<'a> {
     /// The event's position.
     pub position: Position,
     /// The event's version within its entity.
@@ -234,10 +236,10 @@ pub struct TrailerRef<'a> {
     pub entry: Option<EntryId>,
 }
 
-impl<'a> Header<'a> {
+impl<'a> EventRecord<'a> {
     /// Decodes the prefix and header of a record, checking all of it; what follows the header
     /// is the payload.
-    pub fn parse(record: &'a [u8]) -> Result<Header<'a>, String> {
+    pub fn parse(record: &'a [u8]) -> Result<EventRecord<'a>, String> {
         let header_len = prefix(record)?;
         let mut reader = Reader {
             bytes: &record[RECORD_PREFIX_BYTES..RECORD_PREFIX_BYTES + header_len],
@@ -303,7 +305,7 @@ impl<'a> Header<'a> {
                 reader.bytes.len()
             ));
         }
-        Ok(Header {
+        Ok(EventRecord {
             position,
             version,
             timestamp,
@@ -348,7 +350,7 @@ impl<'a> Header<'a> {
     }
 }
 
-/// Strings encoded back to back as u16 length and UTF-8 bytes, checked by [`Header::parse`].
+/// Strings encoded back to back as u16 length and UTF-8 bytes, checked by [`EventRecord::parse`].
 #[derive(Clone, Copy, Debug)]
 pub struct Strs<'a> {
     n_left: usize,
@@ -376,6 +378,48 @@ impl<'a> Iterator for Strs<'a> {
 
 impl ExactSizeIterator for Strs<'_> {}
 
+impl<'a> Strs<'a> {
+    /// The same strings as their UTF-8 bytes, without checking them again: for a reader that
+    /// copies them into another encoding.
+    pub fn bytes(self) -> StrBytes<'a> {
+        StrBytes {
+            n_left: self.n_left,
+            bytes: self.bytes,
+        }
+    }
+}
+
+/// The strings of [`Strs`] as bytes; see [`Strs::bytes`].
+#[derive(Clone, Copy, Debug)]
+pub struct StrBytes<'a> {
+    n_left: usize,
+    bytes: &'a [u8],
+}
+
+impl<'a> Iterator for StrBytes<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if self.n_left == 0 {
+            return None;
+        }
+        self.n_left -= 1;
+        let mut reader = Reader { bytes: self.bytes };
+        let len = reader.len().expect("checked when the header was parsed");
+        let value = reader
+            .take(len)
+            .expect("checked when the header was parsed");
+        self.bytes = reader.bytes;
+        Some(value)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.n_left, Some(self.n_left))
+    }
+}
+
+impl ExactSizeIterator for StrBytes<'_> {}
+
 /// Event ids encoded back to back, 16 bytes each.
 #[derive(Clone, Copy, Debug)]
 pub struct Ids<'a> {
@@ -399,7 +443,7 @@ impl Iterator for Ids<'_> {
 impl ExactSizeIterator for Ids<'_> {}
 
 /// Gates of a trailer encoded back to back as name (u16 length and UTF-8) and version (u64),
-/// checked by [`Header::parse`].
+/// checked by [`EventRecord::parse`].
 #[derive(Clone, Copy, Debug)]
 pub struct Gates<'a> {
     n_left: usize,
@@ -598,11 +642,17 @@ mod tests {
     fn header_round_trips_every_field_and_the_trailer() {
         let original = event();
         let (record, hash) = encode(&original, &[5; 32], Some(&trailer()));
-        let header = Header::parse(&record).unwrap();
+        let header = EventRecord::parse(&record).unwrap();
         assert_eq!(header.scope, "acme");
         assert_eq!(header.entity, "order-7");
         assert_eq!(header.event_type, "OrderPaid");
         assert_eq!(header.tags.len(), 2);
+        let tag_bytes: Vec<&[u8]> = header.tags.bytes().collect();
+        assert_eq!(
+            tag_bytes,
+            ["customer:1".as_bytes(), "région:été".as_bytes()]
+        );
+        assert_eq!(header.metadata.bytes().len(), 4);
         assert_eq!(header.causation.len(), 2);
         assert_eq!(*header.hash, hash);
         assert_eq!(header.payload, &original.payload[..]);
@@ -637,7 +687,7 @@ mod tests {
         assert_eq!(record[flag_at], 0);
         record.remove(flag_at);
         record[2..6].copy_from_slice(&(header_len as u32 - 1).to_le_bytes());
-        let header = Header::parse(&record).unwrap();
+        let header = EventRecord::parse(&record).unwrap();
         let old = header.trailer.unwrap();
         assert_eq!(old.entry, None);
         assert_eq!(old.n_events, 2);
@@ -671,7 +721,7 @@ mod tests {
     fn a_header_cut_from_its_record_decodes_without_a_payload() {
         let (record, _) = encode(&event(), &[0; 32], None);
         let header_only = header_bytes(&record).unwrap();
-        let header = Header::parse(header_only).unwrap();
+        let header = EventRecord::parse(header_only).unwrap();
         assert!(header.trailer.is_none());
         assert!(header.payload.is_empty());
         assert_eq!(header.to_event().metadata, event().metadata);
@@ -683,7 +733,7 @@ mod tests {
         let header_len = header_bytes(&record).unwrap().len();
         // A record cut anywhere inside its header.
         for cut in RECORD_PREFIX_BYTES..header_len {
-            assert!(Header::parse(&record[..cut]).is_err(), "cut at {cut}");
+            assert!(EventRecord::parse(&record[..cut]).is_err(), "cut at {cut}");
         }
         // A byte of the last metadata value that is not UTF-8.
         let value_at = record
@@ -693,7 +743,7 @@ mod tests {
         let mut bad_utf8 = record.clone();
         bad_utf8[value_at] = 0xff;
         assert_eq!(
-            Header::parse(&bad_utf8).unwrap_err(),
+            EventRecord::parse(&bad_utf8).unwrap_err(),
             "a name is not valid utf-8"
         );
         // A declared header length one byte longer than the fields: one byte left over.
@@ -701,7 +751,7 @@ mod tests {
         let declared = u32::from_le_bytes(long[2..6].try_into().unwrap());
         long[2..6].copy_from_slice(&(declared + 1).to_le_bytes());
         assert_eq!(
-            Header::parse(&long).unwrap_err(),
+            EventRecord::parse(&long).unwrap_err(),
             "1 unread bytes after the header"
         );
     }

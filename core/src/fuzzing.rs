@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::clock::Timestamp;
-use crate::codec::{self, Header, Trailer, TrailerRef};
+use crate::codec::{self, EventRecord, Trailer, TrailerRef};
 use crate::command::Command;
 use crate::event::{Event, EventId, Position, Version};
 use crate::gate::{Budget, GateDefinition, Proposal, Rule, Scan, View};
@@ -31,16 +31,16 @@ pub fn record(bytes: &[u8]) {
         );
     });
     let header_only = codec::header_bytes(bytes);
-    let Ok(header) = Header::parse(bytes) else {
+    let Ok(header) = EventRecord::parse(bytes) else {
         assert!(
             codec::decode(bytes).is_err(),
-            "decode agrees with Header::parse"
+            "decode agrees with EventRecord::parse"
         );
         return;
     };
     // What the index keeps of a valid record must parse on its own, with an empty payload.
     let header_only = header_only.expect("a record that parses has header bytes");
-    let cut = Header::parse(header_only).expect("a record's header bytes parse alone");
+    let cut = EventRecord::parse(header_only).expect("a record's header bytes parse alone");
     assert!(
         cut.payload.is_empty(),
         "a header cut off its payload has none"
@@ -48,14 +48,14 @@ pub fn record(bytes: &[u8]) {
     let trailer = header.trailer.map(owned);
     let event = header.to_event();
     assert_eq!(
-        codec::decode(bytes).expect("Header::parse accepted it"),
+        codec::decode(bytes).expect("EventRecord::parse accepted it"),
         event,
-        "decode agrees with Header::parse"
+        "decode agrees with EventRecord::parse"
     );
     // The hash is recomputed on encode, so the round trip holds for everything else.
     let prev_hash = [7u8; 32];
     let (encoded, hash) = codec::encode(&event, &prev_hash, trailer.as_ref());
-    let again = Header::parse(&encoded).expect("an encoded record decodes");
+    let again = EventRecord::parse(&encoded).expect("an encoded record decodes");
     let again_trailer = again.trailer.map(owned);
     assert_eq!(again_trailer, trailer, "the trailer round-trips");
     let again = again.to_event();

@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 
 use crate::clock::Timestamp;
-use crate::codec::{self, Header};
+use crate::codec::{self, EventRecord};
 use crate::event::{Direction, Event, EventId, Hash, Version};
 use crate::query::{Filter, Plan};
 use crate::segment::FrameLoc;
@@ -42,7 +42,7 @@ struct Meta {
 }
 
 /// The fields of one event that the index keeps, borrowed from an owned [`Event`] (the writer)
-/// or from a record [`Header`] decoded in place (opening a store), so that opening allocates
+/// or from a record [`EventRecord`] decoded in place (opening a store), so that opening allocates
 /// nothing per event beyond what the index keeps.
 struct Entry<'a, Tags, Parents> {
     position: u64,
@@ -255,7 +255,7 @@ impl Index {
     /// [`Index::finish_open`] after the last one.
     pub(crate) fn insert_header(
         &mut self,
-        header: &Header<'_>,
+        header: &EventRecord<'_>,
         loc: FrameLoc,
     ) -> Result<(), String> {
         self.insert_entry(
@@ -788,7 +788,7 @@ mod tests {
         index.add_segment(1);
         for event in events().iter().take(N_OPEN as usize) {
             let (record, _) = codec::encode(event, &[0; 32], None);
-            let header = Header::parse(&record).unwrap();
+            let header = EventRecord::parse(&record).unwrap();
             index.insert_header(&header, loc(event.position.0)).unwrap();
         }
         index.finish_open();

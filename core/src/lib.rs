@@ -32,6 +32,7 @@ pub mod fuzzing;
 mod codec;
 mod index;
 
+pub use codec::{EventRecord, Gates, Ids, StrBytes, Strs, TrailerRef};
 pub use command::{
     Action, Append, Command, DcbCondition, EntryId, Expected, ExpectedVersion, Settings,
 };

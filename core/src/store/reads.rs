@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use super::{Committed, Shared, Store};
 use crate::clock::Timestamp;
-use crate::codec;
+use crate::codec::EventRecord;
 use crate::error::{Error, Result};
 use crate::event::{Direction, Event, EventId, Hash, Position, Version, check_name};
 use crate::gate::{Scan, View};
@@ -176,6 +176,29 @@ impl Store {
         max_bytes: usize,
         filter: &Filter,
     ) -> Result<ReadBatch> {
+        let mut events = Vec::new();
+        let (next, end) =
+            self.read_log_records(from, direction, limit, max_bytes, filter, |record| {
+                events.push(record.to_event());
+                Ok(())
+            })?;
+        Ok(ReadBatch { events, next, end })
+    }
+
+    /// [`Store::read_log_bytes`] without making owned events: `each` sees every event of the
+    /// page borrowed from its stored record, in the order read, and nothing is allocated per
+    /// event. For a caller that turns records straight into another encoding (a server writing
+    /// its wire format). Returns where to continue and whether the read reached the end, as
+    /// [`ReadBatch`] does; an error from `each` ends the read and is returned.
+    pub fn read_log_records(
+        &self,
+        from: Position,
+        direction: Direction,
+        limit: usize,
+        max_bytes: usize,
+        filter: &Filter,
+        each: impl FnMut(&EventRecord<'_>) -> Result<()>,
+    ) -> Result<(Position, bool)> {
         check_limit(limit)?;
         if !(1..=READ_BYTES_MAX).contains(&max_bytes) {
             return Err(Error::InvalidInput(format!(
@@ -263,12 +286,8 @@ impl Store {
         let end = end
             || (direction == Direction::Forward && cursor > head)
             || (direction == Direction::Backward && cursor == 0);
-        let events = read_many(&self.shared, &locs)?;
-        Ok(ReadBatch {
-            events,
-            next: Position(cursor),
-            end,
-        })
+        visit_many(&self.shared, &locs, each)?;
+        Ok((Position(cursor), end))
     }
 
     /// Blocks until the committed head reaches `position` or `timeout` passes, and returns the
@@ -363,22 +382,34 @@ pub(super) fn read_at(shared: &Shared, position: u64, loc: segment::FrameLoc) ->
 /// Frames that lie end to end, as a page of the log does, are read together.
 pub(super) fn read_many(shared: &Shared, locs: &[(u64, segment::FrameLoc)]) -> Result<Vec<Event>> {
     let mut events = Vec::with_capacity(locs.len());
+    visit_many(shared, locs, |record| {
+        events.push(record.to_event());
+        Ok(())
+    })?;
+    Ok(events)
+}
+
+/// Hands each frame of `locs` to `each` as a record view, after checking that it decodes and
+/// holds the position the index expects.
+fn visit_many(
+    shared: &Shared,
+    locs: &[(u64, segment::FrameLoc)],
+    mut each: impl FnMut(&EventRecord<'_>) -> Result<()>,
+) -> Result<()> {
     shared.reader.read_each(locs, |position, loc, record| {
         let corrupt = |detail| {
             let path = segment::segment_path(&shared.events_dir, loc.segment);
             Error::corrupt(&path, loc.offset, detail)
         };
-        let event = codec::decode(record).map_err(corrupt)?;
-        if event.position.0 != position {
+        let record = EventRecord::parse(record).map_err(corrupt)?;
+        if record.position.0 != position {
             return Err(corrupt(format!(
                 "frame {position} holds position {}",
-                event.position
+                record.position
             )));
         }
-        events.push(event);
-        Ok(())
-    })?;
-    Ok(events)
+        each(&record)
+    })
 }
 
 /// The store as gates see it: everything indexed so far, written or durable. Each call takes the

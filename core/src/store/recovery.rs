@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
-use crate::codec::{self, Header, TrailerRef};
+use crate::codec::{self, EventRecord, TrailerRef};
 use crate::command::EntryId;
 use crate::disk::Disk;
 use crate::error::{Error, Result};
@@ -349,7 +349,7 @@ impl<'a> IdxEntries<'a> {
         }
     }
 
-    fn split_entry(&mut self) -> std::result::Result<(FrameLoc, Header<'a>), &'static str> {
+    fn split_entry(&mut self) -> std::result::Result<(FrameLoc, EventRecord<'a>), &'static str> {
         let rest = self.rest;
         if rest.len() < 12 {
             return Err("entry cut short");
@@ -360,7 +360,7 @@ impl<'a> IdxEntries<'a> {
             return Err("entry cut short");
         }
         let header =
-            Header::parse(&rest[12..12 + header_len]).map_err(|_| "entry does not decode")?;
+            EventRecord::parse(&rest[12..12 + header_len]).map_err(|_| "entry does not decode")?;
         self.rest = &rest[12 + header_len..];
         let loc = FrameLoc {
             segment: self.segment,
@@ -372,7 +372,7 @@ impl<'a> IdxEntries<'a> {
 }
 
 impl<'a> Iterator for IdxEntries<'a> {
-    type Item = std::result::Result<(FrameLoc, Header<'a>), &'static str>;
+    type Item = std::result::Result<(FrameLoc, EventRecord<'a>), &'static str>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.rest.is_empty() {
@@ -389,7 +389,7 @@ impl<'a> Iterator for IdxEntries<'a> {
 /// Builds the indexes from the segments: `.idx` files for sealed segments, a scan for the rest.
 /// Returns the index, the idempotency keys, and the `.idx` buffer of the active segment.
 ///
-/// Events are indexed from their headers decoded in place ([`Header`]), as they are read, so
+/// Events are indexed from their headers decoded in place ([`EventRecord`]), as they are read, so
 /// opening allocates nothing per event beyond what the index keeps. An index cannot take an
 /// insert back, so when an `.idx` turns out bad halfway through (an entry that does not decode,
 /// or the wrong number of them, though the file passed its CRC: a writer bug or a newer
@@ -472,7 +472,7 @@ fn build_index(log: &SegmentLog, ignored_idx: &[u64]) -> Result<Attempt> {
                 keys.applied = Some(entry);
                 continue;
             }
-            let header = Header::parse(&frame.body)
+            let header = EventRecord::parse(&frame.body)
                 .map_err(|detail| Error::corrupt(&info.path, frame.loc.offset, detail))?;
             insert_checked(&mut index, &header, frame.loc, &info.path)?;
             keys.observe(&index, header.position.0, header.trailer);
@@ -507,7 +507,7 @@ fn build_index(log: &SegmentLog, ignored_idx: &[u64]) -> Result<Attempt> {
 /// damaged log is an error, not a panic.
 fn insert_checked(
     index: &mut Index,
-    header: &Header<'_>,
+    header: &EventRecord<'_>,
     loc: FrameLoc,
     path: &Path,
 ) -> Result<()> {
