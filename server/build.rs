@@ -35,6 +35,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // copy, and the core keeps it that way until the event is written and answered.
         .bytes(".causeway.v1.NewEvent.payload")
         .bytes(".causeway.v1.Event.payload")
+        // Events streamed or paged from the log are encoded straight from the stored records
+        // (`src/wire.rs`).
+        .extern_path(".causeway.v1.EventBatch", "crate::wire::EventBatch")
+        .extern_path(
+            ".causeway.v1.ReadLogResponse",
+            "crate::wire::ReadLogResponse",
+        )
         .compile_fds(public.file_descriptor_set())?;
 
     let cluster = protox::compile(["causeway/cluster/v1/raft.proto"], ["../proto"])?;

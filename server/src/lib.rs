@@ -10,7 +10,8 @@
 //!
 //! Reading order: [`config`] (how it is started), [`server`] (what it serves and how it stops),
 //! [`service`] (the RPCs), [`subscribe`] (the live tail), [`pool`] (where store calls run),
-//! then [`convert`] and [`status`] (the edge between wire and core), and [`limits`].
+//! then [`convert`] and [`status`] (the edge between wire and core), [`wire`] (log reads
+//! encoded straight from the stored records), and [`limits`].
 //! [`operations`] serves backups, shipping files as [`checkpoint`] does for snapshots too, and
 //! [`restore`] is `causewayd restore`, which makes a data directory of a backup. The
 //! operator's side: [`monitor`] (the admin port and readiness), [`metrics`], [`observe`] (every
@@ -56,6 +57,7 @@ pub mod service;
 pub mod status;
 pub mod subscribe;
 pub mod tls;
+pub mod wire;
 
 pub use config::Config;
 pub use server::{Server, StartError, shutdown_signal};

@@ -39,6 +39,7 @@ use crate::pb::event_store_service_server::EventStoreService;
 use crate::pool::Pool;
 use crate::status::{Error, to_status};
 use crate::subscribe::{Hub, SubscribeStream};
+use crate::wire::{EventBatch, ReadLogResponse};
 
 /// The service: the store, the pool its calls run on, and the subscription hub.
 #[derive(Clone, Debug)]
@@ -522,42 +523,44 @@ impl EventStoreService for Service {
     async fn read_log(
         &self,
         request: Request<pb::ReadLogRequest>,
-    ) -> Result<Response<pb::ReadLogResponse>, Status> {
+    ) -> Result<Response<ReadLogResponse>, Status> {
         let caller = Caller::of(&request);
         let request = request.into_inner();
         let direction = convert::direction(request.direction, "direction").map_err(to_status)?;
         let filter = convert::filter(request.filter, "filter").map_err(to_status)?;
         self.read_barrier(request.consistency).await?;
         // The core cuts the page at the response's byte budget, so nothing is read from disk
-        // only to be dropped here.
-        let (batch, applied) = self
+        // only to be dropped here. The events are encoded for the wire as they are read, and
+        // event by event what the caller may not read is left out; `next_position` still moves
+        // past it, so paging neither repeats nor skips what it may read.
+        let response = self
             .call(move |store| {
-                let applied = store.head().0;
-                let batch = store
-                    .read_log_bytes(
+                let applied_position = store.head().0;
+                let mut events = EventBatch::new();
+                let (next, end) = store
+                    .read_log_records(
                         Position(request.from_position),
                         direction,
                         request.limit as usize,
                         READ_BATCH_BYTES_MAX,
                         &filter,
+                        |record| {
+                            if caller.may(Action::Read, record.scope) {
+                                events.push(record);
+                            }
+                            Ok(())
+                        },
                     )
                     .map_err(|err| Error::refused("limit", err))?;
-                Ok((batch, applied))
+                Ok(ReadLogResponse {
+                    events,
+                    next_position: next.0,
+                    end,
+                    applied_position,
+                })
             })
             .await?;
-        // Event by event, what the caller may not read is left out; `next_position` still
-        // moves past it, so paging neither repeats nor skips what it may read.
-        Ok(Response::new(pb::ReadLogResponse {
-            events: batch
-                .events
-                .into_iter()
-                .filter(|event| caller.may(Action::Read, &event.scope))
-                .map(convert::event)
-                .collect(),
-            next_position: batch.next.0,
-            end: batch.end,
-            applied_position: applied,
-        }))
+        Ok(Response::new(response))
     }
 
     async fn head(

@@ -38,7 +38,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use causeway_core::{Direction, Filter, Position, ReadBatch};
+use causeway_core::{Direction, Filter, Position};
 use prost::Message as _;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::time::Instant;
@@ -57,6 +57,7 @@ use crate::pb;
 use crate::pb::subscribe_response::Message;
 use crate::pool::{Pool, PoolError};
 use crate::status::{Error, to_status};
+use crate::wire::EventBatch;
 
 /// The stream a `Subscribe` call answers with: what the subscription's task queued, each
 /// message's bytes given back to the subscription's buffer as the connection takes it.
@@ -294,25 +295,19 @@ impl Feed {
         self.caller
             .refresh("Subscribe", Action::Subscribe)
             .map_err(Stop::Fail)?;
-        let (mut batch, head) = self.read().await?;
-        batch
-            .events
-            .retain(|event| self.caller.may(Action::Subscribe, &event.scope));
-        let examined = batch.next.0 - 1;
+        let (page, head) = self.read().await?;
+        let examined = page.next.0 - 1;
         metrics::histogram!("causeway_subscription_lag_events")
             .record(head.saturating_sub(examined) as f64);
-        let delivered = !batch.events.is_empty();
+        let delivered = !page.events.is_empty();
         if delivered {
             // One page, one message: the page holds whole appends and its budget keeps the
             // message within SUBSCRIBE_MESSAGE_BYTES_MAX, so it is never cut.
-            let events: Vec<pb::Event> = batch.events.into_iter().map(convert::event).collect();
-            let last = events.last().map_or(self.reported, |event| event.position);
-            self.send(Message::Events(pb::EventBatch { events }))
-                .await?;
-            self.reported = last;
+            self.send(Message::Events(page.events)).await?;
+            self.reported = page.last;
         }
-        self.next = batch.next.0;
-        if batch.end {
+        self.next = page.next.0;
+        if page.end {
             if !self.caught_up {
                 // From a position past the head, `examined` is below the start; the head is
                 // then the honest answer, and every position up to it is below the start.
@@ -333,8 +328,10 @@ impl Feed {
 
     /// Reads the next page and the head after it on the pool, holding a read permit while the
     /// call is queued or running; a full pool is retried with a growing pause, since the
-    /// subscription is already open.
-    async fn read(&mut self) -> Result<(ReadBatch, u64), Stop> {
+    /// subscription is already open. The page's events are encoded for the wire on the pool
+    /// thread, straight from their records; those in scopes the caller may not subscribe to
+    /// are skipped there.
+    async fn read(&mut self) -> Result<(Page, u64), Stop> {
         let mut delay = Duration::from_millis(1);
         loop {
             let permit = tokio::select! {
@@ -348,15 +345,32 @@ impl Feed {
             let used = store.clone();
             let filter = self.filter.clone();
             let next = Position(self.next);
+            let caller = self.caller.clone();
+            let reported = self.reported;
             let read = self.pool.run(move || {
-                let batch = store.read_log_bytes(
+                let mut events = EventBatch::new();
+                let mut last = reported;
+                let (next, end) = store.read_log_records(
                     next,
                     Direction::Forward,
                     SUBSCRIBE_READ_EVENTS_MAX,
                     SUBSCRIBE_PAGE_BYTES_MAX,
                     &filter,
+                    |record| {
+                        if caller.may(Action::Subscribe, record.scope) {
+                            events.push(record);
+                            last = record.position.0;
+                        }
+                        Ok(())
+                    },
                 )?;
-                Ok::<_, causeway_core::Error>((batch, store.head().0))
+                let page = Page {
+                    events,
+                    last,
+                    next,
+                    end,
+                };
+                Ok::<_, causeway_core::Error>((page, store.head().0))
             });
             let answer = read.await;
             drop(permit);
@@ -454,6 +468,18 @@ impl Feed {
             resume_from: Some(self.reported + 1),
         }))
     }
+}
+
+/// A page of the log as a subscription sends it.
+struct Page {
+    /// The events delivered, encoded.
+    events: EventBatch,
+    /// The position of the last event delivered; the one reported before when none is.
+    last: u64,
+    /// The next position to read.
+    next: Position,
+    /// Whether the read reached the head.
+    end: bool,
 }
 
 /// Resolves once the server is shutting down (or the flag's sender is gone, which is the same).
