@@ -26,6 +26,7 @@ pub mod append;
 pub mod backup;
 pub mod client;
 pub mod cluster;
+pub mod codec;
 pub mod credentials;
 pub mod error;
 pub mod filter;
