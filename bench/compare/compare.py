@@ -15,6 +15,7 @@ Markdown tables of medians with the per-round ratios Causeway / best peer and th
 also written to --out.
 
     bench/compare/run [--rounds 5] [--seconds 10] [--warmup 1] [--read-events 1000000]
+                      [--figures seq,c16,b100,read,cluster,subscribe]
 
 bench/compare/run installs the peers and builds the binaries, then calls this with their paths.
 """
@@ -52,6 +53,9 @@ WRITE_FIGURES = [
 ]
 # Figures only Causeway runs: a three-node cluster beside the single node's figure of the same key.
 CLUSTER_FIGURES = [("c16", 16, 1), ("b100", 16, 100)]
+# What --figures selects from: the write figures by key, then the scan, the cluster's figures and
+# the subscription latency.
+FIGURE_NAMES = [key for key, _, _, _ in WRITE_FIGURES] + ["read", "cluster", "subscribe"]
 NOTES = {
     ("b100", "redis"): "MULTI + 100 XADD + EXEC per request, 16 connections",
     ("c16", "redis"): "16 connections (RESP does not multiplex)",
@@ -410,7 +414,8 @@ class Run:
             shutil.rmtree(data_dir, ignore_errors=True)
 
     def rounds(self):
-        for system in SYSTEMS:
+        figures = self.args.figures
+        for system in SYSTEMS if "read" in figures else []:
             try:
                 self.fill(system)
             except Failed as err:
@@ -421,19 +426,21 @@ class Run:
             order = SYSTEMS[shift:] + SYSTEMS[:shift]
             load_start = load_average()
             for key, title, in_flight, events_per_request in WRITE_FIGURES:
-                for system in order:
+                for system in order if key in figures else []:
                     self.attempt(f"{TITLES[system]} {title}", (key, system), round_idx,
                                  lambda s=system, k=key, i=in_flight, e=events_per_request:
                                  self.write_figure(s, k, i, e, round_idx))
-            for system in order:
+            for system in order if "read" in figures else []:
                 self.attempt(f"{TITLES[system]} read scan", ("read", system), round_idx,
                              lambda s=system: self.read_figure(s, round_idx))
-            for key, in_flight, events_per_request in CLUSTER_FIGURES:
+            for key, in_flight, events_per_request in CLUSTER_FIGURES if "cluster" in figures else []:
                 self.attempt(f"Causeway 3-node cluster {key}", (key, "cluster"), round_idx,
                              lambda k=key, i=in_flight, e=events_per_request:
                              self.cluster_figure(k, i, e, round_idx))
-            self.attempt(f"Causeway subscribe, {SUBSCRIBERS} subscribers", ("subscribe", "causeway"),
-                         round_idx, lambda: self.subscribe_figure(round_idx))
+            if "subscribe" in figures:
+                self.attempt(f"Causeway subscribe, {SUBSCRIBERS} subscribers",
+                             ("subscribe", "causeway"), round_idx,
+                             lambda: self.subscribe_figure(round_idx))
             self.loads.append((round_idx + 1, order, load_start, load_average()))
 
     def cleanup(self):
@@ -641,7 +648,16 @@ def main():
                         help="where the scratch data folder is made (and removed at the end)")
     parser.add_argument("--out", help="the Markdown file to write "
                         "(default target/compare/results-<UTC time>.md)")
+    parser.add_argument("--figures", default=",".join(FIGURE_NAMES),
+                        help="which figures to measure, comma-separated, of "
+                             f"{', '.join(FIGURE_NAMES)} (default all; the table shows the "
+                             "others as —)")
     args = parser.parse_args()
+    args.figures = [name.strip() for name in args.figures.split(",") if name.strip()]
+    unknown = sorted(set(args.figures) - set(FIGURE_NAMES))
+    if unknown or not args.figures:
+        parser.error(f"--figures takes some of {', '.join(FIGURE_NAMES)}; "
+                     f"{', '.join(unknown) or 'none'} given")
     if args.rounds < 1 or args.seconds <= 0 or args.warmup < 0 or args.read_events < 1:
         parser.error("--rounds, --seconds and --read-events must be positive")
     started = datetime.datetime.now(datetime.timezone.utc)
