@@ -35,12 +35,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // copy, and the core keeps it that way until the event is written and answered.
         .bytes(".causeway.v1.NewEvent.payload")
         .bytes(".causeway.v1.Event.payload")
-        // Events streamed or paged from the log are encoded straight from the stored records
-        // (`src/wire.rs`).
+        // Events streamed or paged from the log or an entity are encoded straight from the
+        // stored records (`src/wire.rs`).
         .extern_path(".causeway.v1.EventBatch", "crate::wire::EventBatch")
         .extern_path(
             ".causeway.v1.ReadLogResponse",
             "crate::wire::ReadLogResponse",
+        )
+        .extern_path(
+            ".causeway.v1.ReadEntityResponse",
+            "crate::wire::ReadEntityResponse",
         )
         .compile_fds(public.file_descriptor_set())?;
 

@@ -39,7 +39,7 @@ use crate::pb::event_store_service_server::EventStoreService;
 use crate::pool::Pool;
 use crate::status::{Error, to_status};
 use crate::subscribe::{Hub, SubscribeStream};
-use crate::wire::{EventBatch, ReadLogResponse};
+use crate::wire::{EventBatch, ReadEntityResponse, ReadLogResponse};
 
 /// The service: the store, the pool its calls run on, and the subscription hub.
 #[derive(Clone, Debug)]
@@ -470,7 +470,7 @@ impl EventStoreService for Service {
     async fn read_entity(
         &self,
         request: Request<pb::ReadEntityRequest>,
-    ) -> Result<Response<pb::ReadEntityResponse>, Status> {
+    ) -> Result<Response<ReadEntityResponse>, Status> {
         let caller = Caller::of(&request);
         let request = request.into_inner();
         convert::read_entity_names(&request.scope, &request.entity).map_err(to_status)?;
@@ -479,45 +479,51 @@ impl EventStoreService for Service {
         self.read_barrier(request.consistency).await?;
         // Backward from 0 reads from the last event; the core does that itself.
         let from = Version(request.from_version);
-        let (events, current, applied) = self
+        let response = self
             .call(move |store| {
-                let applied = store.head().0;
-                let events = store
-                    .read_entity(
+                let applied_position = store.head().0;
+                // The events are encoded for the wire as they are read. Fewer events than asked
+                // is a valid answer: the page ends before its bytes would pass
+                // READ_BATCH_BYTES_MAX (the first event always comes back), and the caller
+                // continues from `next_version`.
+                let mut events = EventBatch::new();
+                let mut full = false;
+                let mut last_version = None;
+                store
+                    .read_entity_records(
                         &request.scope,
                         &request.entity,
                         from,
                         direction,
                         request.limit as usize,
+                        |record| {
+                            full = full
+                                || (!events.is_empty()
+                                    && events.len_with(record) > READ_BATCH_BYTES_MAX);
+                            if !full {
+                                events.push(record);
+                                last_version = Some(record.version.0);
+                            }
+                            Ok(())
+                        },
                     )
                     .map_err(|err| Error::refused("limit", err))?;
-                Ok((
+                let current = store.version(&request.scope, &request.entity).0;
+                let (next, end) = match (direction, last_version) {
+                    (Direction::Forward, Some(last)) => (last + 1, last >= current),
+                    (Direction::Backward, Some(last)) => (last - 1, last <= 1),
+                    (Direction::Forward, None) => (from.0, true),
+                    (Direction::Backward, None) => (0, true),
+                };
+                Ok(ReadEntityResponse {
                     events,
-                    store.version(&request.scope, &request.entity),
-                    applied,
-                ))
+                    next,
+                    end,
+                    applied_position,
+                })
             })
             .await?;
-        // Fewer events than asked is a valid answer; the caller continues from `next_version`.
-        let events = convert::split_by_bytes(
-            events.into_iter().map(convert::event).collect(),
-            READ_BATCH_BYTES_MAX,
-        )
-        .into_iter()
-        .next()
-        .unwrap_or_default();
-        let (next_version, end) = match (direction, events.last()) {
-            (Direction::Forward, Some(last)) => (last.version + 1, last.version >= current.0),
-            (Direction::Backward, Some(last)) => (last.version - 1, last.version <= 1),
-            (Direction::Forward, None) => (from.0, true),
-            (Direction::Backward, None) => (0, true),
-        };
-        Ok(Response::new(pb::ReadEntityResponse {
-            events,
-            next_version,
-            end,
-            applied_position: applied,
-        }))
+        Ok(Response::new(response))
     }
 
     async fn read_log(
@@ -554,7 +560,7 @@ impl EventStoreService for Service {
                     .map_err(|err| Error::refused("limit", err))?;
                 Ok(ReadLogResponse {
                     events,
-                    next_position: next.0,
+                    next: next.0,
                     end,
                     applied_position,
                 })

@@ -8,9 +8,9 @@
 //! tag order, proto3 defaults left out, map entries without their empty key or value. The tests
 //! hold the two encodings equal.
 //!
-//! [`EventBatch`] is `causeway.v1.EventBatch` and [`ReadLogResponse`] `causeway.v1.ReadLogResponse`
-//! for the server (the build maps the messages here): their events are kept encoded, and writing
-//! one to the wire is one copy.
+//! [`EventBatch`] is `causeway.v1.EventBatch`, and [`EventPage`] both `causeway.v1.ReadLogResponse`
+//! and `causeway.v1.ReadEntityResponse`, for the server (the build maps the messages here):
+//! their events are kept encoded, and writing one to the wire is one copy.
 
 use bytes::{Buf, BufMut};
 use causeway_core::EventRecord;
@@ -55,6 +55,11 @@ impl EventBatch {
             "event_len matches put_event"
         );
         self.n_events += 1;
+    }
+
+    /// The batch's bytes on the wire with `record` pushed too.
+    pub fn len_with(&self, record: &EventRecord<'_>) -> usize {
+        self.encoded.len() + delimited_len(event_len(record))
     }
 
     /// Events in the batch.
@@ -112,24 +117,31 @@ impl prost::Message for EventBatch {
     }
 }
 
-/// `causeway.v1.ReadLogResponse` with its events already encoded: what `ReadLog` answers.
+/// `causeway.v1.ReadLogResponse` and `causeway.v1.ReadEntityResponse`, whose fields are the
+/// same on the wire, with their events already encoded: what `ReadLog` and `ReadEntity` answer.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ReadLogResponse {
-    /// The matching events (field 1, as in [`EventBatch`]).
+pub struct EventPage {
+    /// The events (field 1, as in [`EventBatch`]).
     pub events: EventBatch,
-    /// Where to continue reading.
-    pub next_position: u64,
-    /// True when the read reached the head (forward) or position 1 (backward).
+    /// Where to continue reading (field 2): `next_position` of a log read, `next_version` of
+    /// an entity's.
+    pub next: u64,
+    /// True when no events are left in the direction read (as of this read).
     pub end: bool,
     /// The head of the node that answered when it read.
     pub applied_position: u64,
 }
 
-impl prost::Message for ReadLogResponse {
+/// `causeway.v1.ReadLogResponse`; see [`EventPage`].
+pub type ReadLogResponse = EventPage;
+/// `causeway.v1.ReadEntityResponse`; see [`EventPage`].
+pub type ReadEntityResponse = EventPage;
+
+impl prost::Message for EventPage {
     fn encode_raw(&self, buf: &mut impl BufMut) {
         self.events.encode_raw(buf);
-        if self.next_position != 0 {
-            uint64::encode(2, &self.next_position, buf);
+        if self.next != 0 {
+            uint64::encode(2, &self.next, buf);
         }
         if self.end {
             bool::encode(3, &self.end, buf);
@@ -148,7 +160,7 @@ impl prost::Message for ReadLogResponse {
     ) -> Result<(), DecodeError> {
         match tag {
             EVENTS_TAG => self.events.merge_field(tag, wire_type, buf, ctx),
-            2 => uint64::merge(wire_type, &mut self.next_position, buf, ctx),
+            2 => uint64::merge(wire_type, &mut self.next, buf, ctx),
             3 => bool::merge(wire_type, &mut self.end, buf, ctx),
             4 => uint64::merge(wire_type, &mut self.applied_position, buf, ctx),
             _ => skip_field(wire_type, tag, buf, ctx),
@@ -157,13 +169,13 @@ impl prost::Message for ReadLogResponse {
 
     fn encoded_len(&self) -> usize {
         self.events.encoded_len()
-            + varint_field_len(self.next_position)
+            + varint_field_len(self.next)
             + if self.end { 2 } else { 0 }
             + varint_field_len(self.applied_position)
     }
 
     fn clear(&mut self) {
-        *self = ReadLogResponse::default();
+        *self = EventPage::default();
     }
 }
 
@@ -369,7 +381,13 @@ mod tests {
                 1 << 20,
                 &filter,
                 |record| {
+                    let len_with = batch.len_with(record);
                     batch.push(record);
+                    assert_eq!(
+                        batch.encoded_len(),
+                        len_with,
+                        "len_with says what push adds"
+                    );
                     Ok(())
                 },
             )
@@ -424,7 +442,8 @@ mod tests {
         }
     }
 
-    /// `causeway.v1.ReadLogResponse` as prost generates it.
+    /// `causeway.v1.ReadLogResponse` as prost generates it (`ReadEntityResponse` is the same
+    /// on the wire, with `next_version` as field 2).
     #[derive(Clone, PartialEq, prost::Message)]
     struct ProstReadLogResponse {
         #[prost(message, repeated, tag = "1")]
@@ -438,7 +457,7 @@ mod tests {
     }
 
     #[test]
-    fn a_read_log_response_is_encoded_and_decoded_as_prost_does() {
+    fn a_page_is_encoded_and_decoded_as_prost_does() {
         let (expected_events, events) = both_ways(vec![NewEvent::new("s", "e", "T", "payload")]);
         let prost_events: Vec<pb::Event> = ProstReadLogResponse::decode(&expected_events[..])
             .unwrap()
@@ -447,9 +466,9 @@ mod tests {
         for (next_position, end, applied_position) in
             [(3, true, 2), (0, false, 0), (1 << 40, false, 7)]
         {
-            let ours = ReadLogResponse {
+            let ours = EventPage {
                 events: events.clone(),
-                next_position,
+                next: next_position,
                 end,
                 applied_position,
             };
@@ -462,7 +481,7 @@ mod tests {
             let bytes = ours.encode_to_vec();
             assert_eq!(bytes, theirs.encode_to_vec());
             assert_eq!(ours.encoded_len(), bytes.len());
-            assert_eq!(ReadLogResponse::decode(&bytes[..]).unwrap(), ours);
+            assert_eq!(EventPage::decode(&bytes[..]).unwrap(), ours);
         }
     }
 

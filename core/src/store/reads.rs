@@ -113,6 +113,25 @@ impl Store {
         direction: Direction,
         limit: usize,
     ) -> Result<Vec<Event>> {
+        let mut events = Vec::new();
+        self.read_entity_records(scope, entity, from, direction, limit, |record| {
+            events.push(record.to_event());
+            Ok(())
+        })?;
+        Ok(events)
+    }
+
+    /// [`Store::read_entity`] without making owned events: `each` sees every event of the page
+    /// borrowed from its stored record, in the order read, as [`Store::read_log_records`] does.
+    pub fn read_entity_records(
+        &self,
+        scope: &str,
+        entity: &str,
+        from: Version,
+        direction: Direction,
+        limit: usize,
+        each: impl FnMut(&EventRecord<'_>) -> Result<()>,
+    ) -> Result<()> {
         check_limit(limit)?;
         // Names no write could store are refused, not looked up: the same rules as appends.
         check_name("scope", scope, SCOPE_BYTES_MAX, "SCOPE_BYTES_MAX")?;
@@ -138,7 +157,7 @@ impl Store {
                 })
                 .collect()
         };
-        read_many(&self.shared, &locs)
+        visit_many(&self.shared, &locs, each)
     }
 
     /// Reads up to `limit` events of the log that match `filter`, starting at `from` (inclusive)
