@@ -257,6 +257,7 @@ impl<'a> EventRecord<'a> {
         let tags = reader.strs(n_tags)?;
         let n_entries = reader.len()?;
         let metadata = reader.strs(2 * n_entries)?;
+        check_keys_ascend(metadata)?;
         let n_parents = reader.len()?;
         let causation = Ids {
             bytes: reader.take(16 * n_parents)?,
@@ -464,6 +465,25 @@ impl<'a> Iterator for Gates<'a> {
         self.bytes = reader.bytes;
         Some((name, version))
     }
+}
+
+/// The metadata is written from a sorted map: its keys ascend strictly (by their bytes, which
+/// is `String`'s order). A record whose keys do not is damaged, even if its checksum holds: a
+/// reader that copies its entries as they are must not send a key twice or out of order.
+fn check_keys_ascend(metadata: Strs<'_>) -> Result<(), String> {
+    let mut keys_values = metadata.bytes();
+    let mut previous: Option<&[u8]> = None;
+    while let (Some(key), Some(_)) = (keys_values.next(), keys_values.next()) {
+        if previous.is_some_and(|previous| previous >= key) {
+            return Err(format!(
+                "metadata key {:?} does not come after {:?}",
+                String::from_utf8_lossy(key),
+                String::from_utf8_lossy(previous.unwrap_or_default())
+            ));
+        }
+        previous = Some(key);
+    }
+    Ok(())
 }
 
 fn prefix(record: &[u8]) -> Result<usize, String> {
@@ -725,6 +745,32 @@ mod tests {
         assert!(header.trailer.is_none());
         assert!(header.payload.is_empty());
         assert_eq!(header.to_event().metadata, event().metadata);
+    }
+
+    #[test]
+    fn metadata_keys_out_of_order_or_twice_are_refused() {
+        let original = Event {
+            metadata: BTreeMap::from([
+                ("k1".to_string(), "v".to_string()),
+                ("k2".to_string(), String::new()),
+            ]),
+            ..event()
+        };
+        let (record, _) = encode(&original, &[0; 32], None);
+        assert!(EventRecord::parse(&record).is_ok());
+        let k2_at = record
+            .windows(2)
+            .position(|window| window == b"k2")
+            .expect("the key is in the record");
+        for (renamed, refusal) in [
+            (b"k1", r#"metadata key "k1" does not come after "k1""#),
+            (b"k0", r#"metadata key "k0" does not come after "k1""#),
+        ] {
+            // The checksum of a frame would still hold: only the record's own rule catches it.
+            let mut damaged = record.clone();
+            damaged[k2_at..k2_at + 2].copy_from_slice(renamed);
+            assert_eq!(EventRecord::parse(&damaged).unwrap_err(), refusal);
+        }
     }
 
     #[test]
