@@ -344,6 +344,50 @@ fn append_get_read_and_head_round_trip() {
 }
 
 #[test]
+fn read_log_with_a_limit_inside_an_append_resumes_where_it_stopped() {
+    // A forward page of the server holds the whole append of its last event: asked for 2
+    // events of a 5-event append, it answers all 5. `--limit 2` prints 2, so where to go on
+    // must be the third, not the server's position after the append, or 3 to 5 are skipped.
+    let server = Server::start();
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    runtime.block_on(async {
+        let client = causeway_client::Client::connect(&format!("http://{}", server.address))
+            .await
+            .expect("connect");
+        let mut append = causeway_client::AppendBuilder::new();
+        for n in 1..=5 {
+            append = append.event(
+                causeway_client::EventBuilder::new("acme", "order-1", "Line")
+                    .payload(format!("{n}")),
+            );
+        }
+        client
+            .append(append)
+            .await
+            .expect("append 5 events at once");
+    });
+    let mut positions = Vec::new();
+    let mut from = 1;
+    loop {
+        let page = server.json(&["read", "log", "--from", &from.to_string(), "--limit", "2"]);
+        let events = page["events"].as_array().expect("events");
+        assert!(events.len() <= 2, "--limit 2 printed {}", events.len());
+        positions.extend(events.iter().map(|event| u64_of(event, "/position")));
+        if page["end"] == true {
+            break;
+        }
+        from = u64_of(&page, "/next_position");
+    }
+    assert_eq!(positions, [1, 2, 3, 4, 5]);
+    let table = server.run(&["read", "log", "--limit", "2"]);
+    assert!(
+        table.stderr.contains("(more: --from 3)"),
+        "{}",
+        table.stderr
+    );
+}
+
+#[test]
 fn conditions_refuse_with_a_clear_error_and_idempotent_retries_return_the_receipt() {
     let server = Server::start();
     server.append("acme", "order-1", "OrderPlaced", &["--expect", "no-stream"]);

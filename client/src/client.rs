@@ -369,7 +369,9 @@ impl Client {
     /// Reads the log page by page until its end or until `max_events` matching events were
     /// read, and answers like one big page: the events, where to continue, and whether the end
     /// was reached. Every event is held in memory: bound `max_events`, or page with
-    /// [`Client::read_log`].
+    /// [`Client::read_log`]. A forward page of the server holds the whole append of its last
+    /// event, so it may hold more than was asked; what is cut off here is not skipped: where
+    /// to continue is then the position after the last event returned.
     pub async fn read_log_all(
         &self,
         from_position: u64,
@@ -403,7 +405,18 @@ impl Client {
                 break;
             }
         }
-        all.events.truncate(max_events);
+        if all.events.len() > max_events {
+            all.events.truncate(max_events);
+            let last = all
+                .events
+                .last()
+                .map_or(from_position, |event| event.position);
+            all.next_position = match direction {
+                pb::Direction::Backward => last.saturating_sub(1),
+                _ => last + 1,
+            };
+            all.end = false;
+        }
         Ok(all)
     }
 
