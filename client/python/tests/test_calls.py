@@ -64,6 +64,18 @@ def test_get_returns_the_event_as_written(client: Client, scope: str) -> None:
     assert event.position == receipt.first_position and event.hash == receipt.events[0].hash
 
 
+def test_an_event_larger_than_grpcs_default_limit_is_read_whole(server: str, scope: str) -> None:
+    # gRPC refuses answers over 4 MiB unless told otherwise; the server's answers go to ~30 MiB.
+    # The client's own channel (not the fixture's) is what a user gets.
+    entity = unique("blob")
+    payload = b"x" * (5 * 1024 * 1024)
+    with Client(server) as client:
+        receipt = client.append([NewEvent(scope, entity, "Blob", payload)])
+        assert client.get(receipt.events[0].id).payload == payload
+        page = client.read_entity(scope, entity)
+        assert [event.payload for event in page.events] == [payload]
+
+
 def test_get_of_an_unknown_id_is_not_found(client: Client) -> None:
     with pytest.raises(NotFound):
         client.get("01890a5d-ac96-774b-bcce-b302099a8057")

@@ -37,6 +37,10 @@ from causeway_client.receipt import Receipt
 
 #: The deadline of a unary call, in seconds, unless the client is given another.
 TIMEOUT_S_DEFAULT = 30.0
+#: The largest message the client accepts, as the Rust client: above the server's largest answer
+#: (a subscription message ending in one append of the largest size, about 30 MiB). gRPC's
+#: default of 4 MiB would refuse a single event larger than that.
+RESPONSE_BYTES_MAX = 64 * 1024 * 1024
 #: Events per page when a read is not given a limit; the server takes 1 to 10,000.
 PAGE_EVENTS_DEFAULT = 100
 #: How many times in a row a subscription reconnects after a dropped stream before it gives up.
@@ -81,7 +85,13 @@ class Client:
         self.address = address
         self.timeout_s = timeout_s
         self._owns_channel = channel is None
-        self._raw_channel = channel if channel is not None else grpc.insecure_channel(address)
+        self._raw_channel = (
+            channel
+            if channel is not None
+            else grpc.insecure_channel(
+                address, options=[("grpc.max_receive_message_length", RESPONSE_BYTES_MAX)]
+            )
+        )
         self.channel = self._raw_channel
         if token is not None:
             # Sent as `authorization: Bearer <token>` on every call, streams included.
