@@ -145,6 +145,7 @@ fn log_start(config: &Config, json: bool) {
             .and_then(|tls| tls.client_ca.as_ref())
             .map(|ca| ca.display().to_string()),
         insecure = config.insecure,
+        compress_responses = config.compress_responses,
         node_id = config.cluster.as_ref().map(|cluster| cluster.node_id),
         advertise = config.cluster.as_ref().map(|cluster| cluster.advertise.as_str()),
         heartbeat_ms = config.cluster.as_ref().map(|cluster| cluster.heartbeat.as_millis() as u64),

@@ -120,6 +120,8 @@ pub struct Server {
     scrub_bytes_per_sec: u64,
     /// TLS on the gRPC port (and between nodes), when configured.
     tls: Option<Tls>,
+    /// Whether answers are compressed for clients that accept it (`Config::compress_responses`).
+    compress_responses: bool,
     /// The policy every `causeway.v1` request is checked against (`auth/`).
     auth: Auth,
     /// Stops the admin port, once the store is closed.
@@ -286,6 +288,7 @@ impl Server {
             ),
             max_connection_age: config.max_connection_age,
             scrub_bytes_per_sec: config.scrub_bytes_per_sec,
+            compress_responses: config.compress_responses,
             tls,
             auth,
             admin_stop,
@@ -343,13 +346,16 @@ impl Server {
             crate::pb::operations_service_server::OperationsServiceServer::new(operations)
                 .accept_compressed(CompressionEncoding::Gzip)
                 .accept_compressed(CompressionEncoding::Zstd);
-        let api = EventStoreServiceServer::new(self.service)
+        let mut api = EventStoreServiceServer::new(self.service)
             .accept_compressed(CompressionEncoding::Gzip)
             .accept_compressed(CompressionEncoding::Zstd)
-            .send_compressed(CompressionEncoding::Gzip)
-            .send_compressed(CompressionEncoding::Zstd)
             .max_decoding_message_size(MESSAGE_BYTES_MAX)
             .max_encoding_message_size(RESPONSE_BYTES_MAX);
+        if self.compress_responses {
+            api = api
+                .send_compressed(CompressionEncoding::Gzip)
+                .send_compressed(CompressionEncoding::Zstd);
+        }
 
         let scrubber = match self.scrub_bytes_per_sec {
             0 => None,
@@ -396,13 +402,18 @@ impl Server {
                         .max_decoding_message_size(MESSAGE_BYTES_MAX)
                         .max_encoding_message_size(MESSAGE_BYTES_MAX),
                 ),
-                Some(
-                    ClusterServiceServer::new(Admin::new(node.clone()))
+                Some({
+                    let admin = ClusterServiceServer::new(Admin::new(node.clone()))
                         .accept_compressed(CompressionEncoding::Gzip)
-                        .accept_compressed(CompressionEncoding::Zstd)
-                        .send_compressed(CompressionEncoding::Gzip)
-                        .send_compressed(CompressionEncoding::Zstd),
-                ),
+                        .accept_compressed(CompressionEncoding::Zstd);
+                    if self.compress_responses {
+                        admin
+                            .send_compressed(CompressionEncoding::Gzip)
+                            .send_compressed(CompressionEncoding::Zstd)
+                    } else {
+                        admin
+                    }
+                }),
             ),
             None => (None, None),
         };

@@ -153,6 +153,46 @@ async fn gzip_and_zstd_requests_are_accepted() {
     }
 }
 
+/// A client that accepts gzip (as Python's and Node's gRPC clients do without being asked)
+/// gets plain answers unless the server was started with `--compress-responses`: compressing
+/// every answer took most of the server's CPU in such clients' reads.
+#[tokio::test]
+async fn answers_are_compressed_only_when_the_server_is_told_to() {
+    let dir = scratch();
+    for (flags, compressed) in [(&[][..], false), (&["--compress-responses"][..], true)] {
+        let node = Node::start(&dir.path().join(format!("data-{compressed}")), flags);
+        let mut client = connect(node.addr)
+            .await
+            .accept_compressed(CompressionEncoding::Gzip);
+        let receipt = append(
+            &mut client,
+            vec![pb::NewEvent {
+                payload: vec![b'z'; 4096],
+                ..event("acme", "compressible", "Squeezed")
+            }],
+        )
+        .await;
+        let answer = client
+            .get(pb::GetRequest {
+                consistency: 0,
+                id: receipt.events[0].id.clone(),
+            })
+            .await
+            .expect("get");
+        let encoding = answer
+            .metadata()
+            .get("grpc-encoding")
+            .map(|value| value.to_str().expect("ascii").to_string());
+        assert_eq!(
+            encoding.as_deref(),
+            compressed.then_some("gzip"),
+            "flags {flags:?}"
+        );
+        let event = answer.into_inner().event.expect("an event");
+        assert_eq!(event.payload, vec![b'z'; 4096]);
+    }
+}
+
 /// A flag wins over the file (the file's listen address would not bind), the environment
 /// wins over the file (the data lands where CAUSEWAY_DATA_DIR says), and a bad setting stops
 /// the server with a message naming it.
