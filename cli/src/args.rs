@@ -291,9 +291,9 @@ pub enum ReadCommand {
         /// Newest first.
         #[arg(long)]
         backward: bool,
-        /// At most this many events.
-        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
-        limit: u32,
+        /// At most this many events (read in pages of up to 10,000).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
     },
     /// The log, filtered.
     Log {

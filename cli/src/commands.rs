@@ -308,12 +308,22 @@ async fn read_command(client: &Client, read: ReadCommand, output: Output) -> Res
             // Forward starts at version 1. Backward starts at the last event: the proto says
             // from 0 does that, but the highest version does it under any reading.
             let from = from.unwrap_or(if backward { u64::MAX } else { 1 });
-            let events = client
-                .read_entity(&scope, &entity, from, direction(backward), limit)
+            let page = client
+                .read_entity_all(&scope, &entity, from, direction(backward), limit)
                 .await?;
             match output {
-                Output::Table => emit(&table::events(&events))?,
-                Output::Json => print_json(&json!({ "events": json::events(&events) }))?,
+                Output::Table => {
+                    emit(&table::events(&page.events))?;
+                    // On stderr, so a pipe of the table holds only events.
+                    if !page.end {
+                        eprintln!("(more: --from {})", page.next_version);
+                    }
+                }
+                Output::Json => print_json(&json!({
+                    "events": json::events(&page.events),
+                    "next_version": page.next_version,
+                    "end": page.end,
+                }))?,
             }
         }
         ReadCommand::Log {

@@ -388,6 +388,60 @@ fn read_log_with_a_limit_inside_an_append_resumes_where_it_stopped() {
 }
 
 #[test]
+fn read_entity_follows_pages_the_server_cut_by_size() {
+    // The server stops an answer near 4 MiB: three events of 2 MiB come back one or two at a
+    // time. `read entity` shows all of them, or says where to go on when --limit stops it.
+    let server = Server::start();
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    runtime.block_on(async {
+        let client = causeway_client::Client::connect(&format!("http://{}", server.address))
+            .await
+            .expect("connect");
+        for _ in 0..3 {
+            let blob = causeway_client::EventBuilder::new("acme", "blob-1", "Blob")
+                .payload(vec![b'b'; 2 * 1024 * 1024]);
+            client
+                .append(causeway_client::AppendBuilder::new().event(blob))
+                .await
+                .expect("append a 2 MiB event");
+        }
+    });
+    let versions = |page: &Value| -> Vec<u64> {
+        page["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .map(|event| u64_of(event, "/version"))
+            .collect()
+    };
+    let all = server.json(&["read", "entity", "acme", "blob-1"]);
+    assert_eq!(versions(&all), [1, 2, 3]);
+    assert_eq!(all["end"], true);
+    let backward = server.json(&["read", "entity", "acme", "blob-1", "--backward"]);
+    assert_eq!(versions(&backward), [3, 2, 1]);
+    let first_two = server.json(&["read", "entity", "acme", "blob-1", "--limit", "2"]);
+    assert_eq!(versions(&first_two), [1, 2]);
+    assert_eq!(
+        (u64_of(&first_two, "/next_version"), &first_two["end"]),
+        (3, &Value::Bool(false))
+    );
+    let table = server.run(&["read", "entity", "acme", "blob-1", "--limit", "2"]);
+    assert!(
+        table.stderr.contains("(more: --from 3)"),
+        "{}",
+        table.stderr
+    );
+    for read in [&["read", "entity", "acme", "blob-1"][..], &["read", "log"]] {
+        let args = [read, &["--limit", "0"]].concat();
+        let refused = server.run(&args);
+        assert!(
+            refused.assert_failure().contains("INVALID_ARGUMENT"),
+            "{args:?}"
+        );
+    }
+}
+
+#[test]
 fn conditions_refuse_with_a_clear_error_and_idempotent_retries_return_the_receipt() {
     let server = Server::start();
     server.append("acme", "order-1", "OrderPlaced", &["--expect", "no-stream"]);

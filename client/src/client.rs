@@ -46,7 +46,8 @@ pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// arrives in a few frames, each a system call on both sides, rather than one per 16 KiB. The
 /// server accepts the same from clients (`HTTP2_FRAME_BYTES_MAX` in the server's limits).
 pub const HTTP2_FRAME_BYTES_MAX: u32 = 1024 * 1024;
-/// Events asked for per page by [`Client::read_log_all`]: the server's per-read maximum.
+/// Events asked for per page by [`Client::read_log_all`] and [`Client::read_entity_all`]: the
+/// server's per-read maximum.
 pub const READ_PAGE_EVENTS: u32 = 10_000;
 /// The most server addresses a client knows: those given plus leaders learned from redirects.
 /// A cluster has a handful of members; a longer list is a mistake.
@@ -282,7 +283,9 @@ impl Client {
     }
 
     /// Up to `limit` events of one entity, from `from_version` (inclusive) in `direction`;
-    /// backward from 0 starts at the entity's last event.
+    /// backward from 0 starts at the entity's last event. Fewer only at the entity's end: a
+    /// page the server cut short (its answers stop near 4 MiB) is followed by the next
+    /// ([`Client::read_entity_all`] says where to continue).
     ///
     /// ```no_run
     /// # async fn run(client: causeway_client::Client) -> Result<(), causeway_client::Error> {
@@ -302,6 +305,23 @@ impl Client {
         direction: pb::Direction,
         limit: u32,
     ) -> Result<Vec<pb::Event>, Error> {
+        let all = self
+            .read_entity_all(scope, entity, from_version, direction, limit as usize)
+            .await?;
+        Ok(all.events)
+    }
+
+    /// One page of an entity: its events from `from_version` in `direction`, at most `limit`
+    /// and fewer when their bytes would pass the server's bound for one answer; where to
+    /// continue (`next_version`) and whether the entity's end was reached.
+    pub async fn read_entity_page(
+        &self,
+        scope: &str,
+        entity: &str,
+        from_version: u64,
+        direction: pb::Direction,
+        limit: u32,
+    ) -> Result<pb::ReadEntityResponse, Error> {
         let request = pb::ReadEntityRequest {
             scope: scope.to_string(),
             entity: entity.to_string(),
@@ -310,13 +330,53 @@ impl Client {
             limit,
             consistency: self.consistency.into(),
         };
-        let response = self
-            .call(Idempotence::Idempotent, |mut stub| {
-                let request = request.clone();
-                async move { stub.read_entity(request).await }
-            })
-            .await?;
-        Ok(response.events)
+        self.call(Idempotence::Idempotent, |mut stub| {
+            let request = request.clone();
+            async move { stub.read_entity(request).await }
+        })
+        .await
+    }
+
+    /// Reads an entity page by page until its end or until `max_events` events were read, and
+    /// answers like one big page: the events, where to continue, and whether the end was
+    /// reached. Every event is held in memory: bound `max_events`, or page with
+    /// [`Client::read_entity_page`]. A `max_events` of 0 is refused by the server, as a page's
+    /// limit of 0 is.
+    pub async fn read_entity_all(
+        &self,
+        scope: &str,
+        entity: &str,
+        from_version: u64,
+        direction: pb::Direction,
+        max_events: usize,
+    ) -> Result<pb::ReadEntityResponse, Error> {
+        let mut all = pb::ReadEntityResponse {
+            events: Vec::new(),
+            next_version: from_version,
+            end: false,
+            applied_position: 0,
+        };
+        loop {
+            let wanted = u32::try_from(max_events - all.events.len()).unwrap_or(u32::MAX);
+            let page = self
+                .read_entity_page(
+                    scope,
+                    entity,
+                    all.next_version,
+                    direction,
+                    wanted.min(READ_PAGE_EVENTS),
+                )
+                .await?;
+            let stalled = page.events.is_empty() && !page.end;
+            all.events.extend(page.events);
+            all.next_version = page.next_version;
+            all.end = page.end;
+            all.applied_position = page.applied_position;
+            // A page that neither ends the read nor holds an event would loop forever.
+            if page.end || stalled || all.events.len() >= max_events {
+                return Ok(all);
+            }
+        }
     }
 
     /// One page of the log: up to `limit` matching events from `from_position` (inclusive) in
@@ -385,9 +445,11 @@ impl Client {
             next_position: from_position,
             end: false,
         };
-        while all.events.len() < max_events {
+        // At least one request, so that a `max_events` of 0 is refused as a page's limit of 0.
+        loop {
             // Never ask for more than is still wanted, so `next_position` stays exact.
-            let wanted = u32::try_from(max_events - all.events.len()).unwrap_or(u32::MAX);
+            let wanted =
+                u32::try_from(max_events.saturating_sub(all.events.len())).unwrap_or(u32::MAX);
             let page = self
                 .read_log(
                     all.next_position,
@@ -401,7 +463,7 @@ impl Client {
             all.next_position = page.next_position;
             all.end = page.end;
             // A page that neither ends the read nor moves the cursor would loop forever.
-            if page.end || stalled {
+            if page.end || stalled || all.events.len() >= max_events {
                 break;
             }
         }
