@@ -746,6 +746,16 @@ async fn bad_input_on_every_rpc_is_refused_naming_the_field() {
         }
     };
     assert!(accepted.receipt.is_some());
+    // Health follows readiness on a timer (READINESS_INTERVAL), so it may still say NOT_SERVING
+    // from before the election: wait for SERVING, so that the end checks it stayed so.
+    let started = Instant::now();
+    while health_of(&node).await != [1, 1] {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the leader never reported SERVING"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let before = read_all(&mut client, None).await;
 
     let table = cases();
