@@ -24,7 +24,7 @@ use prost::encoding::{
 const ID_TEXT_BYTES: usize = 36;
 /// Bytes of an event's hash.
 const HASH_BYTES: usize = 32;
-/// `Event.events`, `EventBatch.events`: the tag of the repeated field.
+/// The tag of `events`, the repeated field of `EventBatch` and of both read responses.
 const EVENTS_TAG: u32 = 1;
 
 /// `causeway.v1.EventBatch` with its events already encoded: what a subscription sends.
