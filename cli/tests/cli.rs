@@ -109,6 +109,20 @@ impl Server {
     }
 
     /// Appends one event with a JSON payload and returns its receipt.
+    /// Sends each append through the Rust client, for what the CLI cannot append (several
+    /// events at once, payloads of megabytes).
+    fn append_through_client(&self, appends: Vec<causeway_client::AppendBuilder>) {
+        let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+        runtime.block_on(async {
+            let client = causeway_client::Client::connect(&format!("http://{}", self.address))
+                .await
+                .expect("connect");
+            for append in appends {
+                client.append(append).await.expect("append");
+            }
+        });
+    }
+
     fn append(&self, scope: &str, entity: &str, event_type: &str, extra: &[&str]) -> Value {
         let mut args = vec!["append", scope, entity, event_type];
         args.extend_from_slice(extra);
@@ -349,23 +363,13 @@ fn read_log_with_a_limit_inside_an_append_resumes_where_it_stopped() {
     // events of a 5-event append, it answers all 5. `--limit 2` prints 2, so where to go on
     // must be the third, not the server's position after the append, or 3 to 5 are skipped.
     let server = Server::start();
-    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
-    runtime.block_on(async {
-        let client = causeway_client::Client::connect(&format!("http://{}", server.address))
-            .await
-            .expect("connect");
-        let mut append = causeway_client::AppendBuilder::new();
-        for n in 1..=5 {
-            append = append.event(
-                causeway_client::EventBuilder::new("acme", "order-1", "Line")
-                    .payload(format!("{n}")),
-            );
-        }
-        client
-            .append(append)
-            .await
-            .expect("append 5 events at once");
-    });
+    let mut append = causeway_client::AppendBuilder::new();
+    for n in 1..=5 {
+        append = append.event(
+            causeway_client::EventBuilder::new("acme", "order-1", "Line").payload(format!("{n}")),
+        );
+    }
+    server.append_through_client(vec![append]);
     let mut positions = Vec::new();
     let mut from = 1;
     loop {
@@ -392,20 +396,14 @@ fn read_entity_follows_pages_the_server_cut_by_size() {
     // The server stops an answer near 4 MiB: three events of 2 MiB come back one or two at a
     // time. `read entity` shows all of them, or says where to go on when --limit stops it.
     let server = Server::start();
-    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
-    runtime.block_on(async {
-        let client = causeway_client::Client::connect(&format!("http://{}", server.address))
-            .await
-            .expect("connect");
-        for _ in 0..3 {
-            let blob = causeway_client::EventBuilder::new("acme", "blob-1", "Blob")
-                .payload(vec![b'b'; 2 * 1024 * 1024]);
-            client
-                .append(causeway_client::AppendBuilder::new().event(blob))
-                .await
-                .expect("append a 2 MiB event");
-        }
-    });
+    let blob =
+        causeway_client::EventBuilder::new("acme", "blob-1", "Blob")
+            .payload(vec![b'b'; 2 * 1024 * 1024]);
+    server.append_through_client(vec![
+        causeway_client::AppendBuilder::new()
+            .event(blob.clone());
+        3
+    ]);
     let versions = |page: &Value| -> Vec<u64> {
         page["events"]
             .as_array()

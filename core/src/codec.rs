@@ -13,8 +13,9 @@
 //! hash, so an event's hash can be recomputed from the event alone.
 //!
 //! Decoding goes through [`EventRecord`], a view that borrows from the record and allocates
-//! nothing: opening a store indexes millions of headers this way, and only reads of whole events
-//! make owned copies.
+//! nothing: opening a store indexes millions of headers this way, and a server encodes log and
+//! entity reads for the wire from it (`Store::read_log_records`); only reads that return
+//! [`Event`]s make owned copies.
 
 use std::collections::BTreeMap;
 

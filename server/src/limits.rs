@@ -76,7 +76,7 @@ pub const SUBSCRIBE_BUFFER_BYTES_MAX: usize = 8 * 1024 * 1024;
 /// more events).
 pub const SUBSCRIBE_READ_EVENTS_MAX: usize = 256;
 /// Record bytes one subscription reads from the store per pool call: the core's byte budget
-/// for the page (`Store::read_log_bytes`). A page may exceed it by the rest of one append, and
+/// for the page (`Store::read_log_records`). A page may exceed it by the rest of one append, and
 /// is sent whole as one `EventBatch`; see [`SUBSCRIBE_MESSAGE_BYTES_MAX`].
 pub const SUBSCRIBE_PAGE_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Shortest time between two progress checkpoints of one subscription. A sparse filter over a

@@ -16,7 +16,7 @@
 //!
 //! The contract is etcd's watch contract:
 //! - ordered and without duplicates or gaps: each read starts where the last one ended
-//!   (`ReadBatch::next`) and events are sent in the order read;
+//!   (the `next` of `Store::read_log_records`) and events are sent in the order read;
 //! - atomic per append: the head only moves by whole appends and a forward page of the core
 //!   never ends inside one, so the (matching) events of one append arrive in one `EventBatch`;
 //! - resumable: every position below the next one to read has been delivered or filtered out,
