@@ -17,6 +17,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // What `compile_protos` adds by itself and `compile_fds` does not: generated code is
         // not ours to lint.
         .type_attribute(".", "#[allow(clippy::all)]")
+        // google.rpc.Status, in the answers of AppendStream.
+        .extern_path(".google.rpc.Status", "::tonic_types::Status")
         // prost's codec, decoding each message from one slice (`src/codec.rs`).
         .codec_path("crate::codec::SliceCodec")
         .compile_fds(files)?;

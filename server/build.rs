@@ -29,6 +29,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // What `compile_protos` adds by itself and `compile_fds` does not: generated code is
         // not ours to lint.
         .type_attribute(".", "#[allow(clippy::all)]")
+        // google.rpc.Status, in the answers of AppendStream.
+        .extern_path(".google.rpc.Status", "::tonic_types::Status")
         // The core keeps metadata sorted (it is hashed in key order), so decode it that way.
         .btree_map(".")
         // Payloads as `Bytes`: a decoded payload is a slice of the request's buffer, not a

@@ -252,6 +252,18 @@ impl Client {
         response.receipt.ok_or(Error::MissingField("receipt"))
     }
 
+    /// Opens an [`AppendStream`](crate::AppendStream) to where calls go now (the leader, once
+    /// known): many appends over one call, answered in order. Its messages are not compressed.
+    pub async fn append_stream(&self) -> Result<crate::AppendStream, Error> {
+        let (requests, sent) = crate::stream::request_channel();
+        let mut stub =
+            EventStoreServiceClient::new(self.router.credentials().attach(self.router.channel().1))
+                .max_decoding_message_size(RESPONSE_BYTES_MAX)
+                .max_encoding_message_size(REQUEST_BYTES_MAX);
+        let answers = stub.append_stream(sent).await?.into_inner();
+        Ok(crate::AppendStream::new(requests, answers))
+    }
+
     /// Evaluates an append's conditions and gates without writing; returns the (unsigned)
     /// receipt it would get now. A later append may change the answer.
     pub async fn dry_run(&self, append: AppendBuilder) -> Result<pb::Receipt, Error> {

@@ -3,15 +3,16 @@
 //! [`Client`] connects to a server, or to a cluster through any of its members (following the
 //! leader by itself), and has one typed method per RPC of `causeway.v1`; [`AppendBuilder`] and
 //! [`EventBuilder`] assemble appends with their conditions, and [`FilterBuilder`] the filters
-//! of reads and subscriptions. Failures come back as one small [`Error`] whose variants say
-//! what to do: re-read on [`Error::Conflict`], show the gate and facts of [`Error::Denied`],
-//! resend with the same idempotency key on [`Error::OutcomeUnknown`]. [`ClusterAdmin`] forms a
-//! cluster, changes its members and shows every member's state. [`receipt::verify`] checks a
-//! receipt offline against the events and the server's public key, with no server involved.
-//! [`backup::backup`] writes a node's store into a backup directory, checking every byte.
-//! [`timestamp`] converts the wire's hybrid timestamps to and from milliseconds.
-//! [`Tls`] reaches a server that serves TLS, with a client certificate for mutual TLS.
-//! The wire types are in [`pb`], generated from `proto/causeway/v1`.
+//! of reads and subscriptions; [`AppendStream`] sends many appends over one stream. Failures
+//! come back as one small [`Error`] whose variants say what to do: re-read on
+//! [`Error::Conflict`], show the gate and facts of [`Error::Denied`], resend with the same
+//! idempotency key on [`Error::OutcomeUnknown`]. [`ClusterAdmin`] forms a cluster, changes its
+//! members and shows every member's state. [`receipt::verify`] checks a receipt offline against
+//! the events and the server's public key, with no server involved. [`backup::backup`] writes a
+//! node's store into a backup directory, checking every byte. [`timestamp`] converts the wire's
+//! hybrid timestamps to and from milliseconds. [`Tls`] reaches a server that serves TLS, with a
+//! client certificate for mutual TLS. The wire types are in [`pb`], generated from
+//! `proto/causeway/v1`.
 //!
 //! The crate depends on the protobuf API only, never on `causeway-core`: it is the reference
 //! for what a client in any language needs.
@@ -32,6 +33,7 @@ pub mod error;
 pub mod filter;
 pub mod follow;
 pub mod receipt;
+pub mod stream;
 pub mod timestamp;
 pub mod tls;
 
@@ -43,4 +45,5 @@ pub use credentials::{Credentials, InvalidToken};
 pub use error::Error;
 pub use filter::FilterBuilder;
 pub use receipt::ReceiptError;
+pub use stream::AppendStream;
 pub use tls::Tls;

@@ -42,6 +42,9 @@ use crate::status::{Error, to_status};
 
 /// The path prefix of the node-to-node service, which the budget leaves out.
 const UNCOUNTED_PREFIX: &str = "/causeway.cluster.v1.RaftService/";
+/// The calls whose request is a stream of messages: each message's bytes are given back once
+/// it has arrived whole, and the handler holds what it keeps ([`RequestBudget::hold`]).
+const STREAMED_PATHS: [&str; 1] = ["/causeway.v1.EventStoreService/AppendStream"];
 
 /// The budget every connection shares.
 #[derive(Clone, Debug)]
@@ -68,6 +71,24 @@ impl RequestBudget {
     pub fn max(&self) -> usize {
         self.max
     }
+
+    /// Holds `n_bytes` for a message a streamed call keeps after it arrived (the appends an
+    /// append stream has pending), until the guard is dropped; refused as a frame that does
+    /// not fit is refused.
+    pub fn hold(&self, n_bytes: usize) -> Result<HeldBytes, Status> {
+        let held = Held {
+            budget: self.clone(),
+            bytes: AtomicUsize::new(0),
+        };
+        held.take(n_bytes, None)?;
+        Ok(HeldBytes { _held: held })
+    }
+}
+
+/// Bytes of the budget held by a streamed call's handler; given back when dropped.
+#[derive(Debug)]
+pub struct HeldBytes {
+    _held: Held,
 }
 
 /// The bytes one call holds, given back when the last of its holders (the request body and the
@@ -117,6 +138,17 @@ impl Held {
         self.bytes.fetch_add(n_bytes, Ordering::Relaxed);
         metrics::gauge!("causeway_request_bytes_in_flight").increment(n_bytes as f64);
         Ok(())
+    }
+}
+
+impl Held {
+    /// Gives back `n_bytes` of those counted.
+    fn give(&self, n_bytes: usize) {
+        if n_bytes > 0 {
+            self.bytes.fetch_sub(n_bytes, Ordering::Relaxed);
+            metrics::gauge!("causeway_request_bytes_in_flight").decrement(n_bytes as f64);
+            self.budget.bytes.add_permits(n_bytes);
+        }
     }
 }
 
@@ -184,13 +216,18 @@ where
             budget: self.budget.clone(),
             bytes: AtomicUsize::new(0),
         });
-        let request = request.map(|body| {
+        let streamed = STREAMED_PATHS.contains(&request.uri().path());
+        let mut request = request.map(|body| {
             Body::new(Counted {
                 inner: body,
                 held: held.clone(),
                 first: true,
+                framing: streamed.then(Framing::default),
             })
         });
+        if streamed {
+            request.extensions_mut().insert(self.budget.clone());
+        }
         let answer = self.inner.call(request);
         Box::pin(async move {
             let response = answer.await;
@@ -206,6 +243,51 @@ struct Counted {
     held: Arc<Held>,
     /// No data frame has arrived yet: the next one begins the first message.
     first: bool,
+    /// For a streamed call: where its body is in the gRPC framing, to give back each message's
+    /// bytes once it is whole.
+    framing: Option<Framing>,
+}
+
+/// Where a stream of gRPC messages is in its framing.
+#[derive(Debug, Default)]
+struct Framing {
+    /// The prefix of the current message, as far as it has arrived.
+    prefix: [u8; GRPC_PREFIX_BYTES],
+    prefix_len: usize,
+    /// Bytes of the current message's body still to come, once its prefix is whole.
+    body_left: usize,
+}
+
+impl Framing {
+    /// Follows `data` through the framing. Gives the bytes of the messages it completed (prefix
+    /// and body), and the size of the largest message whose prefix it completed.
+    fn feed(&mut self, mut data: &[u8]) -> (usize, Option<usize>) {
+        let mut completed = 0;
+        let mut declared: Option<usize> = None;
+        while !data.is_empty() {
+            if self.prefix_len < GRPC_PREFIX_BYTES {
+                let n = (GRPC_PREFIX_BYTES - self.prefix_len).min(data.len());
+                self.prefix[self.prefix_len..self.prefix_len + n].copy_from_slice(&data[..n]);
+                self.prefix_len += n;
+                data = &data[n..];
+                if self.prefix_len < GRPC_PREFIX_BYTES {
+                    break;
+                }
+                let size = declared_bytes(&self.prefix).expect("a whole prefix");
+                declared = declared.max(Some(size));
+                self.body_left = size - GRPC_PREFIX_BYTES;
+            }
+            let n = self.body_left.min(data.len());
+            self.body_left -= n;
+            data = &data[n..];
+            if self.body_left == 0 {
+                completed += GRPC_PREFIX_BYTES
+                    + u32::from_be_bytes(self.prefix[1..].try_into().expect("4 bytes")) as usize;
+                self.prefix_len = 0;
+            }
+        }
+        (completed, declared)
+    }
 }
 
 impl http_body::Body for Counted {
@@ -222,15 +304,17 @@ impl http_body::Body for Counted {
         {
             // A first frame too short for the whole prefix is rare (h2 sends the prefix with
             // the body); the bytes sent so far still bound the request's size.
-            let declared = if self.first {
-                declared_bytes(data)
-            } else {
-                None
+            let first = self.first;
+            let (completed, declared) = match &mut self.framing {
+                Some(framing) => framing.feed(data),
+                None if first => (0, declared_bytes(data)),
+                None => (0, None),
             };
             self.first = false;
             if let Err(refused) = self.held.take(data.len(), declared) {
                 return Poll::Ready(Some(Err(refused)));
             }
+            self.held.give(completed);
         }
         polled
     }
@@ -275,6 +359,45 @@ mod tests {
             .expect("the whole budget is free again");
         drop(second);
         assert_eq!(budget.in_flight(), 0);
+    }
+
+    /// Messages of a stream, cut into frames at every possible place (inside a prefix, between
+    /// messages, several messages in one frame): each message's bytes are reported once, when
+    /// its last byte arrives, and each prefix's size when the prefix is whole.
+    #[test]
+    fn a_stream_reports_each_message_when_it_is_whole_however_it_is_framed() {
+        let sizes = [3usize, 0, 70, 1];
+        let mut stream = Vec::new();
+        let mut ends = Vec::new();
+        for size in sizes {
+            stream.push(0);
+            stream.extend_from_slice(&(size as u32).to_be_bytes());
+            stream.extend(std::iter::repeat_n(7u8, size));
+            ends.push(stream.len());
+        }
+        for piece in 1..=stream.len() {
+            let mut framing = Framing::default();
+            let (mut completed, mut at) = (Vec::new(), 0);
+            for frame in stream.chunks(piece) {
+                let (n_bytes, declared) = framing.feed(frame);
+                at += frame.len();
+                if n_bytes > 0 {
+                    completed.push((at, n_bytes));
+                }
+                assert!(
+                    declared.is_none_or(|declared| declared <= 75),
+                    "{declared:?}"
+                );
+            }
+            let total: usize = completed.iter().map(|(_, n_bytes)| n_bytes).sum();
+            assert_eq!(total, stream.len(), "frames of {piece} bytes");
+            for (at, _) in &completed {
+                assert!(
+                    ends.iter().any(|end| end <= at && at - end < piece),
+                    "frames of {piece}: reported at {at}, messages end at {ends:?}"
+                );
+            }
+        }
     }
 
     #[test]

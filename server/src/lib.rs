@@ -30,6 +30,7 @@ pub mod pb {
         tonic::include_file_descriptor_set!("causeway_descriptor");
 }
 
+pub mod append_stream;
 pub mod auth;
 pub mod budget;
 pub mod checkpoint;

@@ -22,6 +22,8 @@
 //! first clear their consistency level ([`ClusterNode::read_barrier`]), then read this node's
 //! store, and say how far it had applied (`applied_position`). A single node does neither.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::cluster::node::ClusterNode;
@@ -80,6 +82,11 @@ impl Service {
         }
     }
 
+    /// Turns true when the server shuts down.
+    pub(crate) fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.hub.stopping()
+    }
+
     /// The pool store calls run on, for services beside this one.
     pub fn pool(&self) -> Arc<Pool> {
         self.pool.clone()
@@ -102,6 +109,13 @@ impl Service {
     /// Appends without occupying a pool thread: queues the append for the writer and awaits
     /// its answer.
     async fn append(&self, append: Append) -> Result<Receipt, Status> {
+        self.submit(append).await?.await
+    }
+
+    /// Queues an append behind every append submitted before it (for the writer, or for the
+    /// Raft log on a cluster leader) and gives back the future of its answer, which needs no
+    /// polling to make progress: an append stream keeps several pending and polls the oldest.
+    pub(crate) async fn submit(&self, append: Append) -> Result<Answer, Status> {
         let permit = self.appends.clone().try_acquire_owned().map_err(|_| {
             to_status(Error::AppendsFull {
                 max: self.appends_max,
@@ -110,9 +124,17 @@ impl Service {
         if let Some(node) = &self.cluster {
             node.check_leader().map_err(to_status)?;
             let command = self.store.get().stamp(append).map_err(append_refusal)?;
-            let receipt = node.write(command).await.map_err(append_refusal);
-            drop(permit);
-            return receipt;
+            let deadline = tokio::time::Instant::now() + crate::limits::COMMIT_WAIT;
+            let outcome = node
+                .propose(command, deadline)
+                .await
+                .map_err(append_refusal)?;
+            let node = node.clone();
+            return Ok(Box::pin(async move {
+                let receipt = node.answer(outcome, deadline).await.map_err(append_refusal);
+                drop(permit);
+                receipt
+            }));
         }
         let (reply, answer) = oneshot::channel();
         self.store
@@ -123,21 +145,26 @@ impl Service {
                 let _ = reply.send((result, spent));
             })
             .map_err(append_refusal)?;
-        match answer.await {
-            // The events are freed here, on an async worker, where they were decoded (see
-            // `Spent`); if the client went away, the store's thread frees them instead.
-            Ok((result, _spent)) => result.map_err(append_refusal),
-            Err(_) => Err(to_status(causeway_core::Error::Poisoned(
-                "the writer thread stopped".to_string(),
-            ))),
-        }
+        Ok(Box::pin(async move {
+            match answer.await {
+                // The events are freed here, on an async worker, where they were decoded (see
+                // `Spent`); if the client went away, the store's thread frees them instead.
+                Ok((result, _spent)) => result.map_err(append_refusal),
+                Err(_) => Err(to_status(causeway_core::Error::Poisoned(
+                    "the writer thread stopped".to_string(),
+                ))),
+            }
+        }))
     }
 }
+
+/// The answer to a submitted append (see [`Service::submit`]).
+pub(crate) type Answer = Pin<Box<dyn Future<Output = Result<Receipt, Status>> + Send>>;
 
 impl Service {
     /// [`check_reach`] on the pool, for a caller the policy limits (nothing to check for one
     /// that may read and manage everything); gives the append back to be written.
-    async fn reached(
+    pub(crate) async fn reached(
         &self,
         caller: Caller,
         method: &'static str,
@@ -279,7 +306,11 @@ fn definition_refusal(err: causeway_core::Error) -> Error {
 /// Checks what an append touches: `append` in each event's scope, and `read` in each scope
 /// its conditions look at (an expected version or a DCB query answers with what is there; a
 /// query on every scope needs `read` on `*`).
-fn check_append(caller: &Caller, method: &str, append: &pb::AppendRequest) -> Result<(), Status> {
+pub(crate) fn check_append(
+    caller: &Caller,
+    method: &str,
+    append: &pb::AppendRequest,
+) -> Result<(), Status> {
     for event in &append.events {
         caller.require(method, Action::Append, &event.scope)?;
     }
@@ -424,6 +455,26 @@ impl EventStoreService for Service {
         Ok(Response::new(pb::AppendResponse {
             receipt: Some(convert::receipt(receipt)),
         }))
+    }
+
+    type AppendStreamStream = crate::append_stream::AppendStreamStream;
+
+    async fn append_stream(
+        &self,
+        request: Request<tonic::Streaming<pb::AppendStreamRequest>>,
+    ) -> Result<Response<Self::AppendStreamStream>, Status> {
+        let caller = Caller::of(&request);
+        // Streamed calls find the request budget here (`budget.rs`).
+        let budget = request
+            .extensions()
+            .get::<crate::budget::RequestBudget>()
+            .cloned();
+        Ok(Response::new(crate::append_stream::serve(
+            self.clone(),
+            caller,
+            budget,
+            request.into_inner(),
+        )))
     }
 
     async fn dry_run(

@@ -40,6 +40,10 @@ pub const METHODS: &[(&str, Need)] = &[
         Need::Somewhere(Action::Append),
     ),
     (
+        "/causeway.v1.EventStoreService/AppendStream",
+        Need::Somewhere(Action::Append),
+    ),
+    (
         "/causeway.v1.EventStoreService/DryRun",
         Need::Somewhere(Action::Append),
     ),

@@ -96,7 +96,7 @@ pub struct ClusterNode {
 }
 
 /// What proposing a command came to: what applying it answered, or why it was not applied.
-type Proposed = Result<Response, RaftError<TypeConfig, ClientWriteError<TypeConfig>>>;
+pub(crate) type Proposed = Result<Response, RaftError<TypeConfig, ClientWriteError<TypeConfig>>>;
 
 /// A stamped command to propose, and where its outcome goes.
 type Submission = (Command, tokio::sync::oneshot::Sender<Proposed>);
@@ -285,22 +285,43 @@ impl ClusterNode {
 
     /// Proposes a stamped command and answers what applying it answered.
     pub async fn write(&self, command: Command) -> Result<Receipt, Error> {
+        let deadline = tokio::time::Instant::now() + COMMIT_WAIT;
+        let outcome = self.propose(command, deadline).await?;
+        self.answer(outcome, deadline).await
+    }
+
+    /// Queues a stamped command for the Raft log, behind every command queued before it:
+    /// commands proposed one after another reach the log in that order. What applying it
+    /// answers arrives on the receiver ([`ClusterNode::answer`]).
+    pub async fn propose(
+        &self,
+        command: Command,
+        deadline: tokio::time::Instant,
+    ) -> Result<tokio::sync::oneshot::Receiver<Proposed>, Error> {
         let (reply, outcome) = tokio::sync::oneshot::channel();
-        let proposed = tokio::time::timeout(COMMIT_WAIT, async {
-            if self.proposals.send((command, reply)).await.is_err() {
-                return Err(false);
-            }
-            outcome.await.map_err(|_| true)
-        });
-        match proposed.await {
-            Err(_) => Err(Error::ClusterUnavailable {
-                detail: format!("the cluster did not commit the write within {COMMIT_WAIT:?}"),
-                outcome_unknown: true,
-            }),
-            // The proposer is gone: the Raft node stopped, before or after taking the write.
-            Ok(Err(taken)) => Err(Error::ClusterUnavailable {
+        match tokio::time::timeout_at(deadline, self.proposals.send((command, reply))).await {
+            Ok(Ok(())) => Ok(outcome),
+            Err(_) => Err(commit_wait_passed()),
+            // The proposer is gone: the Raft node stopped before taking the write.
+            Ok(Err(_)) => Err(Error::ClusterUnavailable {
                 detail: "this node's Raft stopped".to_string(),
-                outcome_unknown: taken,
+                outcome_unknown: false,
+            }),
+        }
+    }
+
+    /// What applying a proposed command answered, by `deadline`.
+    pub async fn answer(
+        &self,
+        outcome: tokio::sync::oneshot::Receiver<Proposed>,
+        deadline: tokio::time::Instant,
+    ) -> Result<Receipt, Error> {
+        match tokio::time::timeout_at(deadline, outcome).await {
+            Err(_) => Err(commit_wait_passed()),
+            // The proposer is gone: the Raft node stopped after taking the write.
+            Ok(Err(_)) => Err(Error::ClusterUnavailable {
+                detail: "this node's Raft stopped".to_string(),
+                outcome_unknown: true,
             }),
             Ok(Ok(Ok(Response::Applied(receipt)))) => Ok(receipt),
             Ok(Ok(Ok(Response::Refused(err)))) => Err(Error::Core(err)),
@@ -835,4 +856,12 @@ fn adopt_single_node(data_dir: &Path) -> io::Result<()> {
         "adopted the single-node store as this cluster node's state"
     );
     Ok(())
+}
+
+/// A write that was not committed within `COMMIT_WAIT`: it may still be.
+fn commit_wait_passed() -> Error {
+    Error::ClusterUnavailable {
+        detail: format!("the cluster did not commit the write within {COMMIT_WAIT:?}"),
+        outcome_unknown: true,
+    }
 }

@@ -190,6 +190,41 @@ async fn a_follower_answers_a_write_with_the_leaders_address() {
         "{}",
         status.message()
     );
+    // An append stream to the follower gets the same refusal as its answer, in place, with the
+    // leader's address in the ErrorInfo.
+    let request = pb::AppendStreamRequest {
+        append: Some(pb::AppendRequest {
+            events: vec![event("order-5", "streamed-to-a-follower")],
+            ..Default::default()
+        }),
+    };
+    let answer = cluster
+        .client(follower)
+        .await
+        .append_stream(tokio_stream::iter([request]))
+        .await
+        .expect("the stream opens")
+        .into_inner()
+        .message()
+        .await
+        .expect("the stream answers")
+        .and_then(|response| response.answer);
+    let Some(pb::append_stream_response::Answer::Error(refused)) = answer else {
+        panic!("a follower's stream commits nothing: {answer:?}");
+    };
+    assert_eq!(refused.code, Code::Unavailable as i32, "{refused:?}");
+    assert!(refused.message.contains(&leader_addr), "{refused:?}");
+    let refused = tonic::Status::with_details(
+        Code::from(refused.code),
+        refused.message.clone(),
+        prost::Message::encode_to_vec(&refused).into(),
+    );
+    let info = tonic_types::StatusExt::get_details_error_info(&refused).expect("an ErrorInfo");
+    assert_eq!(
+        info.metadata.get("leader_address"),
+        Some(&leader_addr),
+        "{info:?}"
+    );
     // Leader-level reads are refused the same way; local and linearizable ones are served.
     let refused = cluster
         .client(follower)

@@ -141,6 +141,7 @@ fn gate_request(name: &str) -> pb::RegisterGateRequest {
 /// Every public RPC and the action it needs.
 const TABLE: &[(&str, &str)] = &[
     ("/causeway.v1.EventStoreService/Append", "append"),
+    ("/causeway.v1.EventStoreService/AppendStream", "append"),
     ("/causeway.v1.EventStoreService/DryRun", "append"),
     ("/causeway.v1.EventStoreService/Get", "read"),
     ("/causeway.v1.EventStoreService/ReadEntity", "read"),
@@ -186,6 +187,24 @@ async fn call(
             ))
             .await
             .map(drop),
+        "AppendStream" => {
+            // One append: the answer is the stream's first message, a refusal in place or
+            // the status of the stream itself.
+            let request = pb::AppendStreamRequest {
+                append: Some(append_of(vec![event("orders-1", &entity, "Placed")])),
+            };
+            let mut answers = store
+                .append_stream(req(tokio_stream::iter([request]), token))
+                .await?
+                .into_inner();
+            match answers.message().await?.and_then(|answer| answer.answer) {
+                Some(pb::append_stream_response::Answer::Receipt(_)) => Ok(()),
+                Some(pb::append_stream_response::Answer::Error(status)) => {
+                    Err(Status::new(Code::from(status.code), status.message))
+                }
+                None => Err(Status::internal("the stream ended without an answer")),
+            }
+        }
         "DryRun" => store
             .dry_run(req(
                 pb::DryRunRequest {

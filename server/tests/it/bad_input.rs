@@ -21,7 +21,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
-use crate::harness::{Node, event, every_rpc, health_of, pb, read_all, scratch};
+use crate::harness::{Node, event, every_rpc, health_of, pb, read_all, read_grpc_body, scratch};
 
 const MIB: usize = 1024 * 1024;
 /// The longest message any refusal may carry.
@@ -235,6 +235,28 @@ fn cases() -> Vec<(&'static str, Vec<Case>)> {
                     // `events` (a message) sent as a varint.
                     vec![0x08, 0x01],
                     "events",
+                ),
+            ],
+        ),
+        (
+            // Refusals of an append come as the stream's answers; a request that does not
+            // decode ends the stream (`send`).
+            "/causeway.v1.EventStoreService/AppendStream",
+            vec![
+                case(
+                    "no append",
+                    pb::AppendStreamRequest { append: None },
+                    "append",
+                ),
+                case(
+                    "a 1 MiB type",
+                    pb::AppendStreamRequest {
+                        append: Some(append_of(vec![pb::NewEvent {
+                            r#type: big(MIB),
+                            ..ok()
+                        }])),
+                    },
+                    "append.events[0].type",
                 ),
             ],
         ),
@@ -692,6 +714,26 @@ async fn send(channel: &mut Channel, path: &str, case: &Case) -> Status {
     let response = tower::Service::call(channel, request)
         .await
         .expect("an HTTP response");
+    if path.ends_with("/AppendStream") && Status::from_header_map(response.headers()).is_none() {
+        // A stream answers each request in a message, and ends with its own status.
+        let (messages, status) = read_grpc_body(response.into_body()).await;
+        return match messages.first() {
+            Some(message) => {
+                match pb::AppendStreamResponse::decode(message.clone())
+                    .expect("an answer decodes")
+                    .answer
+                {
+                    Some(pb::append_stream_response::Answer::Error(error)) => Status::with_details(
+                        Code::from(error.code),
+                        error.message.clone(),
+                        error.encode_to_vec().into(),
+                    ),
+                    other => panic!("{path}: a bad request was answered {other:?}"),
+                }
+            }
+            None => status,
+        };
+    }
     Status::from_header_map(response.headers()).unwrap_or_else(|| {
         panic!(
             "{path}: the refusal ends the call before any message, so its status is in the \

@@ -372,3 +372,33 @@ pub fn every_rpc() -> std::collections::BTreeSet<String> {
         })
         .collect()
 }
+
+/// Reads a gRPC response body to its end: its messages, and the status its trailers carry.
+pub async fn read_grpc_body(mut body: tonic::body::Body) -> (Vec<bytes::Bytes>, tonic::Status) {
+    let mut data = bytes::BytesMut::new();
+    let mut trailers = None;
+    loop {
+        let next = std::future::poll_fn(|cx| {
+            http_body::Body::poll_frame(std::pin::Pin::new(&mut body), cx)
+        });
+        match tokio::time::timeout(Duration::from_secs(20), next)
+            .await
+            .expect("the body ends in time")
+        {
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(chunk) => data.extend_from_slice(&chunk),
+                Err(frame) => trailers = frame.into_trailers().ok(),
+            },
+            Some(Err(err)) => panic!("the body fails: {err:?}"),
+            None => break,
+        }
+    }
+    let mut messages = Vec::new();
+    while !data.is_empty() {
+        let len = u32::from_be_bytes(data[1..5].try_into().expect("4 bytes")) as usize;
+        messages.push(data.split_to(5 + len).split_off(5).freeze());
+    }
+    let trailers = trailers.expect("trailers end the body");
+    let status = tonic::Status::from_header_map(&trailers).expect("a status in the trailers");
+    (messages, status)
+}

@@ -2,6 +2,7 @@
 //! generated gRPC client, one module per scenario.
 //!
 //! - `unary`: the normal path of every unary RPC.
+//! - `append_stream`: appends over one stream: order, refusals in place, the request budget.
 //! - `auth`: principals and permissions on every RPC, filtered reads and subscriptions,
 //!   policy reload, JWT and mTLS identities, per-principal limits.
 //! - `abuse`: rapid reset, a subscriber that never reads, and the budget of request bytes.
@@ -20,6 +21,7 @@
 //!   refusal of plaintext beyond loopback.
 
 mod abuse;
+mod append_stream;
 mod auth;
 mod backup;
 mod bad_input;
