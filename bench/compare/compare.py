@@ -7,7 +7,8 @@ server on a free 127.0.0.1 port with its own empty data folder, durable at ackno
 (Causeway fsyncs before the reply; UmaDB fsyncs each commit; Redis runs with `--appendonly yes
 --appendfsync always --save ''`), and removes the folder afterwards. The read scan runs on a
 store filled once per system before the first round and restarted each round. Causeway is
-driven by `causeway bench`, the peers by bench/compare/peer-load, which copies its closed-loop
+driven by `causeway bench` (appends over `AppendStream`, and again through the unary `Append` for
+a column of their own), the peers by bench/compare/peer-load, which copies its closed-loop
 method and its ~100-byte JSON payload. Per measurement, the server's CPU (utime + stime from
 /proc/PID/stat, summed over a cluster's nodes) and the client's (from wait4) are divided by
 the events acknowledged, warm-up included. Prints a line per measurement as it goes, then
@@ -39,7 +40,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import cluster  # noqa: E402  bench/cluster.py: Node, free_port, start_cluster
 
 SYSTEMS = ("causeway", "umadb", "redis")
-TITLES = {"causeway": "Causeway", "umadb": "UmaDB", "redis": "Redis"}
+TITLES = {"causeway": "Causeway", "umadb": "UmaDB", "redis": "Redis",
+          "unary": "Causeway (unary Append)"}
+# Causeway's appends go over `AppendStream` (one stream per in-flight worker, each append a
+# message), the API meant for a writer with many appends. The same figures through the unary
+# `Append`, one HTTP/2 call per append, are measured in the same rounds and shown beside them.
+UNARY = "unary"
 PAYLOAD_BYTES = 100
 SUBSCRIBERS = 10
 SUBSCRIBE_RATE = 500
@@ -125,7 +131,7 @@ class Server:
         os.makedirs(data_dir, exist_ok=True)
         port = cluster.free_port("127.0.0.1")
         self.addr = f"127.0.0.1:{port}"
-        if system == "causeway":
+        if system in ("causeway", UNARY):
             try:
                 node = cluster.Node(os.path.join(args.bin, "causewayd"),
                                     os.path.join(data_dir, "causeway"), self.addr)
@@ -236,9 +242,11 @@ def causeway_argv(args, addr, workload, *extra):
 
 def client_argv(args, system, addr, in_flight, events_per_request):
     timing = ["--duration", duration_arg(args.seconds), "--warmup", duration_arg(args.warmup)]
-    if system == "causeway":
+    if system in ("causeway", UNARY):
+        via = "unary" if system == UNARY else "stream"
         return causeway_argv(args, addr, "append", "--in-flight", str(in_flight),
-                             "--events-per-request", str(events_per_request), *timing)
+                             "--events-per-request", str(events_per_request),
+                             "--append-via", via, *timing)
     return [args.peer_load, system, "append", "--server", addr, "--in-flight", str(in_flight),
             "--events-per-request", str(events_per_request),
             "--payload-bytes", str(PAYLOAD_BYTES),
@@ -426,7 +434,7 @@ class Run:
             order = SYSTEMS[shift:] + SYSTEMS[:shift]
             load_start = load_average()
             for key, title, in_flight, events_per_request in WRITE_FIGURES:
-                for system in order if key in figures else []:
+                for system in order + (UNARY,) if key in figures else []:
                     self.attempt(f"{TITLES[system]} {title}", (key, system), round_idx,
                                  lambda s=system, k=key, i=in_flight, e=events_per_request:
                                  self.write_figure(s, k, i, e, round_idx))
@@ -507,8 +515,9 @@ def report(run, args, started, finished):
                f"rounds; the ratio is Causeway's events/s over the best peer's in the same "
                f"round (above 1: Causeway ahead), median in bold, then each round.")
     out.append("")
-    out.append("| Figure | Causeway | UmaDB | Redis | Causeway ÷ best peer |")
-    out.append("|---|---|---|---|---|")
+    out.append("| Figure | Causeway | UmaDB | Redis | Causeway ÷ best peer | "
+               "Causeway, unary Append | unary ÷ best peer |")
+    out.append("|---|---|---|---|---|---|---|")
     rows = [(key, title) for key, title, _, _ in WRITE_FIGURES]
     rows.append(("read", f"read scan of {args.read_events:,} events"))
     notes = []
@@ -521,9 +530,12 @@ def report(run, args, started, finished):
                 notes.append(f"{TITLES[system]}, {title}: {NOTES[(key, system)]}.")
                 text += f" [{len(notes)}]"
             cells.append(text)
-        per_round = ratios(res.get((key, "causeway"), [None] * args.rounds),
-                           [res.get((key, peer)) for peer in ("umadb", "redis")])
-        out.append(f"| {title} | " + " | ".join(cells) + f" | {fmt_ratios(per_round)} |")
+        peers = [res.get((key, peer)) for peer in ("umadb", "redis")]
+        per_round = ratios(res.get((key, "causeway"), [None] * args.rounds), peers)
+        unary = res.get((key, UNARY))
+        unary_ratios = fmt_ratios(ratios(unary, peers)) if unary else "—"
+        out.append(f"| {title} | " + " | ".join(cells) + f" | {fmt_ratios(per_round)} | "
+                   f"{cell(unary, latency=key != 'read')} | {unary_ratios} |")
     out.append("")
     for note_idx, note in enumerate(notes, 1):
         out.append(f"[{note_idx}] {note}  ")
@@ -532,11 +544,11 @@ def report(run, args, started, finished):
     out.append("CPU per acknowledged event (per event read for the scan), µs, medians: server "
                "(utime + stime of its process) / load client.")
     out.append("")
-    out.append("| Figure | Causeway | UmaDB | Redis |")
-    out.append("|---|---|---|---|")
+    out.append("| Figure | Causeway | UmaDB | Redis | Causeway, unary Append |")
+    out.append("|---|---|---|---|---|")
     for key, title in rows:
         cells = []
-        for system in SYSTEMS:
+        for system in SYSTEMS + (UNARY,):
             rounds = res.get((key, system))
             if not rounds or all(r is None for r in rounds):
                 cells.append("—")

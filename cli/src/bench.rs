@@ -114,6 +114,10 @@ pub struct BenchArgs {
     /// Seed of the entity choice: the same seed picks the same entities.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// append: how appends are sent: each as its own `Append` call, or each as a message of
+    /// one `AppendStream` per in-flight worker.
+    #[arg(long, value_enum, default_value_t = AppendVia::Unary)]
+    pub append_via: AppendVia,
     /// read: how the log is read: one page per request, or streamed.
     #[arg(long, value_enum, default_value_t = ReadVia::Pages)]
     pub read_via: ReadVia,
@@ -158,6 +162,25 @@ pub enum Workload {
     Subscribe,
     /// Head, the cheapest RPC: the ceiling of the RPC layer.
     Head,
+}
+
+/// How `append` sends its appends.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AppendVia {
+    /// One unary `Append` call per request.
+    Unary,
+    /// One `AppendStream` per worker, each request a message on it.
+    Stream,
+}
+
+impl AppendVia {
+    /// The name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            AppendVia::Unary => "unary",
+            AppendVia::Stream => "stream",
+        }
+    }
 }
 
 /// How `read` reads the log.
@@ -417,8 +440,13 @@ async fn measure(
     let n_workers = args.in_flight as usize;
     let stub =
         |worker_idx: usize| load::stub(&channels[worker_idx % channels.len()], args.compression);
-    let appender =
-        |worker_idx: usize| Appender::new(&channels[worker_idx % channels.len()], args.compression);
+    let appender = |worker_idx: usize| {
+        Appender::new(
+            &channels[worker_idx % channels.len()],
+            args.compression,
+            args.append_via,
+        )
+    };
     let ceiling = match args.ceiling {
         Some(duration) => {
             let ops = (0..n_workers)
@@ -551,7 +579,7 @@ async fn fill(channel: &Channel, args: &BenchArgs, scope: &str, mode: Mode) -> R
     let mut generator = AppendGen::for_workers(args, &shape, 1)
         .pop()
         .expect("one generator was asked for");
-    let mut appender = Appender::new(channel, args.compression);
+    let mut appender = Appender::new(channel, args.compression, AppendVia::Unary);
     while head < args.fill {
         let n_events = (args.fill - head).min(FILL_EVENTS_PER_REQUEST) as u32;
         let (request, _) = generator.next_of(n_events);

@@ -131,6 +131,7 @@ impl Report {
             "expect": args.expect.name(),
             "gates": args.gates,
             "seed": args.seed,
+            "append_via": args.append_via.name(),
             "read_via": args.read_via.name(),
             // A stream's pages are the server's size, not --read-batch.
             "read_batch": (args.read_via == ReadVia::Pages).then_some(args.read_batch),

@@ -16,6 +16,7 @@
 //! `writev`, 1.3 per request against 0.4 for `Head`, whose requests are tiny.
 
 use std::collections::HashMap;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
@@ -25,6 +26,8 @@ use causeway_client::pb;
 use http_body::{Frame, SizeHint};
 use prost::Message;
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::body::Body;
 use tonic::codec::{Codec, EncodeBuf, Encoder};
 use tonic::codegen::Service;
@@ -32,15 +35,19 @@ use tonic::codegen::http::uri::PathAndQuery;
 use tonic::codegen::http::{Request, Response};
 use tonic::transport::Channel;
 use tonic::transport::channel::ResponseFuture;
-use tonic::{GrpcMethod, Status};
+use tonic::{GrpcMethod, Status, Streaming};
 use tonic_prost::ProstDecoder;
 
-use crate::bench::Compression;
+use crate::bench::{AppendVia, Compression};
 
 /// The service's full name.
 const SERVICE: &str = "causeway.v1.EventStoreService";
 /// The Append method's path.
 const APPEND_PATH: &str = "/causeway.v1.EventStoreService/Append";
+/// The AppendStream method's path.
+const APPEND_STREAM_PATH: &str = "/causeway.v1.EventStoreService/AppendStream";
+/// `AppendStreamRequest.append`.
+const APPEND_TAG: u32 = 1;
 /// `AppendRequest.events`.
 const EVENTS_TAG: u32 = 1;
 /// `NewEvent.payload`.
@@ -85,16 +92,50 @@ pub struct CommittedAck {
     pub version: u64,
 }
 
-/// Sends encoded append requests on one connection.
-#[derive(Clone, Debug)]
+/// What the bench reads of an `AppendStreamResponse`: its `answer` oneof, as two optional
+/// fields (the same bytes on the wire).
+#[derive(Clone, PartialEq, Message)]
+pub struct StreamAck {
+    /// The receipt of a committed append.
+    #[prost(message, optional, tag = "1")]
+    pub receipt: Option<ReceiptAck>,
+    /// The status of a refused one.
+    #[prost(message, optional, tag = "2")]
+    pub error: Option<tonic_types::Status>,
+}
+
+/// Sends encoded append requests on one connection: each as a unary `Append`, or each as one
+/// message of an `AppendStream` the appender keeps open.
+#[derive(Debug)]
 pub struct Appender {
     grpc: tonic::client::Grpc<SmallFrames>,
+    via: AppendVia,
+    /// The open stream, once the first append of `AppendVia::Stream` opened it.
+    stream: Option<Box<Streamed>>,
+}
+
+/// A clone sends on the same connection; it opens a stream of its own when it needs one.
+impl Clone for Appender {
+    fn clone(&self) -> Appender {
+        Appender {
+            grpc: self.grpc.clone(),
+            via: self.via,
+            stream: None,
+        }
+    }
+}
+
+/// An open `AppendStream`: where requests go, and where their answers come from, in order.
+#[derive(Debug)]
+struct Streamed {
+    requests: mpsc::Sender<Bytes>,
+    answers: Streaming<StreamAck>,
 }
 
 impl Appender {
     /// An appender on `channel` with the client library's message bounds and the chosen
     /// compression.
-    pub fn new(channel: &Channel, compression: Compression) -> Appender {
+    pub fn new(channel: &Channel, compression: Compression, via: AppendVia) -> Appender {
         let grpc = tonic::client::Grpc::new(SmallFrames(channel.clone()))
             .max_decoding_message_size(RESPONSE_BYTES_MAX)
             .max_encoding_message_size(REQUEST_BYTES_MAX);
@@ -102,7 +143,11 @@ impl Appender {
             Some(encoding) => grpc.send_compressed(encoding).accept_compressed(encoding),
             None => grpc,
         };
-        Appender { grpc }
+        Appender {
+            grpc,
+            via,
+            stream: None,
+        }
     }
 
     /// Sends one encoded `AppendRequest` and returns its receipt.
@@ -111,17 +156,73 @@ impl Appender {
             .ready()
             .await
             .map_err(|err| Status::unavailable(format!("the connection is not ready: {err}")))?;
+        if self.via == AppendVia::Stream {
+            return self.append_streamed(request).await;
+        }
         let path = PathAndQuery::from_static(APPEND_PATH);
         let mut request = tonic::Request::new(request);
         // As the generated client does, for interceptors and tracing that read it.
         request
             .extensions_mut()
             .insert(GrpcMethod::new(SERVICE, "Append"));
-        let response = self.grpc.unary(request, path, WireCodec).await?;
+        let response = self
+            .grpc
+            .unary(request, path, WireCodec::<AppendAck>::new())
+            .await?;
         response
             .into_inner()
             .receipt
             .ok_or_else(|| Status::internal("the append response has no receipt"))
+    }
+
+    /// [`Appender::append`] as the next message of the appender's stream, opened on first use
+    /// and again after it failed. One request is outstanding at a time, so the next answer is
+    /// this request's.
+    async fn append_streamed(&mut self, request: Bytes) -> Result<ReceiptAck, Status> {
+        let stream = match &mut self.stream {
+            Some(stream) => stream,
+            None => {
+                let (requests, taken) = mpsc::channel(1);
+                let path = PathAndQuery::from_static(APPEND_STREAM_PATH);
+                let mut open = tonic::Request::new(ReceiverStream::new(taken));
+                open.extensions_mut()
+                    .insert(GrpcMethod::new(SERVICE, "AppendStream"));
+                let answers = self
+                    .grpc
+                    .streaming(open, path, WireCodec::<StreamAck>::new())
+                    .await?
+                    .into_inner();
+                self.stream.insert(Box::new(Streamed { requests, answers }))
+            }
+        };
+        // `AppendStreamRequest.append`: the request as a length-delimited field.
+        let mut message = BytesMut::with_capacity(request.len() + 6);
+        put_len_prefix(&mut message, APPEND_TAG, request.len());
+        message.put_slice(&request);
+        let answered = match stream.requests.send(message.freeze()).await {
+            Ok(()) => stream.answers.message().await,
+            Err(_) => Err(Status::unavailable("the append stream closed")),
+        };
+        let ack = match answered {
+            Ok(Some(ack)) => ack,
+            Ok(None) => Err(Status::unavailable("the server ended the append stream"))
+                .inspect_err(|_| self.stream = None)?,
+            Err(status) => {
+                self.stream = None;
+                return Err(status);
+            }
+        };
+        match (ack.receipt, ack.error) {
+            (Some(receipt), _) => Ok(receipt),
+            (None, Some(error)) => Err(Status::with_details(
+                tonic::Code::from(error.code),
+                error.message.clone(),
+                Bytes::from(error.encode_to_vec()),
+            )),
+            (None, None) => Err(Status::internal(
+                "an append stream answer has neither receipt nor error",
+            )),
+        }
     }
 }
 
@@ -283,21 +384,28 @@ fn put_len_prefix(buf: &mut BytesMut, tag: u32, len: usize) {
     encode_varint(len as u64, buf);
 }
 
-/// Sends [`Bytes`] as they are and decodes [`AppendAck`]s.
-#[derive(Clone, Copy, Debug, Default)]
-struct WireCodec;
+/// Sends [`Bytes`] as they are and decodes `T`s: [`AppendAck`]s of `Append`, [`StreamAck`]s of
+/// `AppendStream`.
+#[derive(Debug)]
+struct WireCodec<T>(PhantomData<T>);
 
-impl Codec for WireCodec {
+impl<T> WireCodec<T> {
+    fn new() -> WireCodec<T> {
+        WireCodec(PhantomData)
+    }
+}
+
+impl<T: Message + Default + Send + 'static> Codec for WireCodec<T> {
     type Encode = Bytes;
-    type Decode = AppendAck;
+    type Decode = T;
     type Encoder = BytesEncoder;
-    type Decoder = ProstDecoder<AppendAck>;
+    type Decoder = ProstDecoder<T>;
 
     fn encoder(&mut self) -> BytesEncoder {
         BytesEncoder
     }
 
-    fn decoder(&mut self) -> ProstDecoder<AppendAck> {
+    fn decoder(&mut self) -> ProstDecoder<T> {
         ProstDecoder::default()
     }
 }
