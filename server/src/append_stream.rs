@@ -5,27 +5,33 @@
 //! message each way. The store's work is the same: each append is checked and submitted as
 //! `Append` submits it ([`Service::submit`]), and answered once its group is durable.
 //!
-//! One task per stream reads requests and answers them:
+//! The connection's task drives each stream: polled for the next answer, the stream reads and
+//! submits requests until the oldest pending append is answered. So:
 //! - requests are submitted in the order they arrive, so appends of one stream reach the log in
 //!   that order, and answered in that order (the n-th answer answers the n-th request);
 //! - at most [`APPEND_STREAM_PENDING_MAX`] appends are pending (submitted, not yet answered); the
-//!   task reads the next request only below that, so a client that sends faster than the
+//!   stream reads the next request only below that, so a client that sends faster than the
 //!   store commits is held back by HTTP/2 flow control;
 //! - a refused append is answered with the status `Append` would have returned, as a
 //!   `google.rpc.Status`, and the stream goes on;
-//! - answers go out through a channel of [`APPEND_STREAM_PENDING_MAX`] messages: a client that
-//!   stops reading them stops the task (and so its reading of requests), never the store;
+//! - a client that stops reading answers fills the stream's HTTP/2 window; the connection then
+//!   stops polling the stream, which stops reading requests, and nothing else waits for it.
+//!   Each pending append holds its request's bytes in the request budget until it is answered,
+//!   so what a stalled client makes the server keep is bounded there;
 //! - the stream ends with an error only when a request cannot be read (it does not decode, or
-//!   its frame is refused), or when the caller's credentials no longer hold after a policy
-//!   reload; the appends already pending are answered first. A client that closes its side
-//!   gets every pending answer, then the end of the stream.
+//!   its frame is refused), when the caller's credentials no longer hold after a policy
+//!   reload, or when the server shuts down (UNAVAILABLE); the appends already pending are
+//!   answered first. A client that closes its side gets every pending answer, then the end of
+//!   the stream.
 //!
 //! A client that goes away leaves its pending appends to commit, as a unary call's would.
 
 use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::watch;
+use tokio_stream::Stream;
 use tonic::{Status, Streaming};
 
 use prost::Message as _;
@@ -39,22 +45,83 @@ use crate::pb::append_stream_response::Answer as Outcome;
 use crate::service::{Answer, Service, check_append};
 use crate::status::{Error, to_status};
 
-/// The answers of one append stream, as the connection takes them.
-pub type AppendStreamStream = ReceiverStream<Result<pb::AppendStreamResponse, Status>>;
-
 /// The method's name, in refusals and the audit log.
 const METHOD: &str = "AppendStream";
 
-/// Starts the task that serves one append stream, and gives back its answers.
+/// The type of an answer, or of the status that ends the stream.
+type Item = Result<pb::AppendStreamResponse, Status>;
+
+/// One append stream's answers. The connection's task polls it for the next answer, and that
+/// poll also reads and submits requests: no task of its own, so no hand-off between tasks per
+/// append. When the connection cannot send (the client does not read), nothing polls it, and
+/// no more requests are read.
+pub struct AppendStreamStream {
+    /// Everything between two answers; `None` once the stream has ended.
+    state: Option<Box<State>>,
+    /// The step producing the next answer, while one is under way.
+    step: Option<Step>,
+}
+
+/// The work between two answers: it hands the state back with the answer.
+type Step = Pin<Box<dyn Future<Output = (Box<State>, Option<Item>)> + Send>>;
+
+/// What one append stream keeps between answers.
+struct State {
+    service: Service,
+    caller: Caller,
+    budget: Option<RequestBudget>,
+    requests: Streaming<pb::AppendStreamRequest>,
+    pending: VecDeque<Pending>,
+    /// Whether requests are still read: not after the client closed its side, a request failed
+    /// or the server began shutting down.
+    reading: bool,
+    /// Why the stream ends early, sent once every pending append is answered.
+    failed: Option<Status>,
+    stopping: watch::Receiver<bool>,
+}
+
+/// Serves one append stream: its answers, as the connection takes them.
 pub fn serve(
     service: Service,
     caller: Caller,
     budget: Option<RequestBudget>,
     requests: Streaming<pb::AppendStreamRequest>,
 ) -> AppendStreamStream {
-    let (answers, taken) = mpsc::channel(APPEND_STREAM_PENDING_MAX);
-    tokio::spawn(run(service, caller, budget, requests, answers));
-    ReceiverStream::new(taken)
+    let stopping = service.stopping();
+    AppendStreamStream {
+        state: Some(Box::new(State {
+            service,
+            caller,
+            budget,
+            requests,
+            pending: VecDeque::with_capacity(APPEND_STREAM_PENDING_MAX),
+            reading: true,
+            failed: None,
+            stopping,
+        })),
+        step: None,
+    }
+}
+
+impl Stream for AppendStreamStream {
+    type Item = Item;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Item>> {
+        let this = &mut *self;
+        let step = match &mut this.step {
+            Some(step) => step,
+            None => match this.state.take() {
+                Some(state) => this.step.insert(Box::pin(next_answer(state))),
+                None => return Poll::Ready(None),
+            },
+        };
+        let (state, item) = ready!(step.as_mut().poll(cx));
+        this.step = None;
+        if item.is_some() {
+            this.state = Some(state);
+        }
+        Poll::Ready(item)
+    }
 }
 
 /// An append of the stream that was submitted (or refused) and awaits its turn to be answered.
@@ -65,22 +132,14 @@ struct Pending {
     _held: Option<HeldBytes>,
 }
 
-async fn run(
-    service: Service,
-    mut caller: Caller,
-    budget: Option<RequestBudget>,
-    mut requests: Streaming<pb::AppendStreamRequest>,
-    answers: mpsc::Sender<Result<pb::AppendStreamResponse, Status>>,
-) {
-    let mut pending: VecDeque<Pending> = VecDeque::with_capacity(APPEND_STREAM_PENDING_MAX);
-    let mut reading = true;
-    // Why the stream ends early, sent once every pending append is answered.
-    let mut failed: Option<Status> = None;
-    let mut stopping = service.stopping();
+/// Reads and submits requests until the oldest pending append is answered, and gives its
+/// answer; or the status that ends the stream; or `None` at its end.
+async fn next_answer(mut state: Box<State>) -> (Box<State>, Option<Item>) {
+    let state_ref = &mut *state;
     loop {
-        let may_read = reading && pending.len() < APPEND_STREAM_PENDING_MAX;
+        let may_read = state_ref.reading && state_ref.pending.len() < APPEND_STREAM_PENDING_MAX;
         let oldest = async {
-            match pending.front_mut() {
+            match state_ref.pending.front_mut() {
                 Some(Pending {
                     answer: Ok(answer), ..
                 }) => Some(answer.await),
@@ -91,11 +150,13 @@ async fn run(
                 None => None,
             }
         };
+        let stopping = &mut state_ref.stopping;
         tokio::select! {
             // Answers first: they free room for more requests.
             biased;
             Some(result) = oldest => {
-                let done = pending.pop_front().expect("the oldest pending append");
+                // Dropped with the answer, giving back the request's bytes.
+                let done = state_ref.pending.pop_front().expect("the oldest pending append");
                 crate::metrics::append_answered(done.n_events, result.as_ref().map(|_| ()));
                 let answer = match result {
                     Ok(receipt) => Outcome::Receipt(convert::receipt(receipt)),
@@ -104,47 +165,48 @@ async fn run(
                 let message = pb::AppendStreamResponse {
                     answer: Some(answer),
                 };
-                if answers.send(Ok(message)).await.is_err() {
-                    // The client went away; what is pending commits without it.
-                    return;
-                }
+                return (state, Some(Ok(message)));
             }
             // At shutdown: no more requests; the pending ones are answered.
-            () = async { drop(stopping.wait_for(|stopping| *stopping).await) }, if reading => {
-                failed = Some(to_status(Error::ShuttingDown { resume_from: None }));
-                reading = false;
+            () = async { drop(stopping.wait_for(|stopping| *stopping).await) }, if state_ref.reading => {
+                state_ref.failed = Some(to_status(Error::ShuttingDown { resume_from: None }));
+                state_ref.reading = false;
             }
-            request = requests.message(), if may_read => {
+            request = state_ref.requests.message(), if may_read => {
                 match request {
                     Ok(Some(request)) => {
-                        if let Err(status) = caller.refresh(METHOD, Action::Append) {
-                            failed = Some(status);
-                            reading = false;
+                        if let Err(status) = state_ref.caller.refresh(METHOD, Action::Append) {
+                            state_ref.failed = Some(status);
+                            state_ref.reading = false;
                             continue;
                         }
-                        let (n_events, answer, held) =
-                            admit(&service, &caller, budget.as_ref(), request).await;
-                        pending.push_back(Pending {
+                        let (n_events, answer, held) = admit(
+                            &state_ref.service,
+                            &state_ref.caller,
+                            state_ref.budget.as_ref(),
+                            request,
+                        )
+                        .await;
+                        state_ref.pending.push_back(Pending {
                             n_events,
                             answer,
                             _held: held,
                         });
                     }
-                    Ok(None) => reading = false,
+                    Ok(None) => state_ref.reading = false,
                     Err(status) => {
                         // tonic's decoding faults, restated as the unary calls' are.
                         let restated = crate::malformed::restate(status.code(), status.message());
-                        failed = Some(restated.unwrap_or(status));
-                        reading = false;
+                        state_ref.failed = Some(restated.unwrap_or(status));
+                        state_ref.reading = false;
                     }
                 }
             }
             else => break,
         }
     }
-    if let Some(status) = failed {
-        let _ = answers.send(Err(status)).await;
-    }
+    let failed = state.failed.take();
+    (state, failed.map(Err))
 }
 
 /// Takes one request of the stream: holds its bytes against the request budget and submits its

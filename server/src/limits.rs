@@ -249,8 +249,8 @@ pub const SNAPSHOT_FILES_MAX: usize = 100_000;
 /// How long a linearizable read on a follower waits to apply up to the leader's read index.
 pub const READ_INDEX_WAIT: Duration = Duration::from_secs(5);
 /// The most appends of one `AppendStream` submitted and not yet answered; the server reads the
-/// stream's next request only below it. Also the answers it buffers for a client that is slow
-/// to read them.
+/// stream's next request only below it. Each holds its request's bytes in the request budget
+/// (`--max-in-flight-request-bytes`) until it is answered.
 pub const APPEND_STREAM_PENDING_MAX: usize = 64;
 /// How long a write waits for the cluster to commit and apply it before it is answered
 /// UNAVAILABLE (its outcome then unknown to the client).
