@@ -171,6 +171,9 @@ pub enum AppendVia {
     Unary,
     /// One `AppendStream` per worker, each request a message on it.
     Stream,
+    /// One `AppendStream` per connection that its workers share, each request a message on
+    /// it: up to --in-flight appends pipelined on one stream.
+    Pipeline,
 }
 
 impl AppendVia {
@@ -179,6 +182,7 @@ impl AppendVia {
         match self {
             AppendVia::Unary => "unary",
             AppendVia::Stream => "stream",
+            AppendVia::Pipeline => "pipeline",
         }
     }
 }
@@ -440,13 +444,12 @@ async fn measure(
     let n_workers = args.in_flight as usize;
     let stub =
         |worker_idx: usize| load::stub(&channels[worker_idx % channels.len()], args.compression);
-    let appender = |worker_idx: usize| {
-        Appender::new(
-            &channels[worker_idx % channels.len()],
-            args.compression,
-            args.append_via,
-        )
-    };
+    // One per connection; each worker takes a clone of its connection's (a pipeline is shared).
+    let appenders: Vec<Appender> = channels
+        .iter()
+        .map(|channel| Appender::new(channel, args.compression, args.append_via))
+        .collect();
+    let appender = |worker_idx: usize| appenders[worker_idx % appenders.len()].clone();
     let ceiling = match args.ceiling {
         Some(duration) => {
             let ops = (0..n_workers)

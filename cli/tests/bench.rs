@@ -204,62 +204,72 @@ fn a_conditional_append_run_with_gates_reports_json_and_passes_the_head_check() 
     assert_eq!(gates.report()["gates"], serde_json::json!([]));
 }
 
-/// Appends sent as messages of `AppendStream`s: every acknowledged append is in the log (the
-/// head check), and refusals, which come as answers in the stream, are counted by code and
-/// reason as a unary call's are, with the stream going on after each. Catches a streamed
-/// refusal counted as a success, or one that ends the stream.
+/// Appends sent as messages of `AppendStream`s, one per worker and one shared by a
+/// connection's workers: every acknowledged append is in the log (the head check), and
+/// refusals, which come as answers in the stream, are counted by code and reason as a unary
+/// call's are, with the stream going on after each. Catches a streamed refusal counted as a
+/// success, one that ends the stream, and a shared stream's answer given to the wrong worker
+/// (conditional appends then conflict).
 #[test]
 fn appends_over_streams_pass_the_head_check_and_count_refusals_by_code() {
     let server = Server::start();
-    let (run, report) = server.bench(&[
-        "append",
-        "--append-via",
-        "stream",
-        "--requests",
-        "400",
-        "--connections",
-        "2",
-        "--in-flight",
-        "4",
-        "--entities",
-        "20",
-        "--expect",
-        "version",
-        "--quiet",
-    ]);
-    assert!(run.success, "the run failed: {}", run.stderr);
-    assert_eq!(report["settings"]["append_via"], "stream");
-    assert_eq!(u64_at(&report, "/requests/ok"), 400);
-    assert_eq!(u64_at(&report, "/head_check/moved"), 400);
-    assert!(bool_at(&report, "/head_check/ok"));
-    assert_latency(&report, "/latency_ms");
+    let mut head = 0;
+    for via in ["stream", "pipeline"] {
+        let (run, report) = server.bench(&[
+            "append",
+            "--append-via",
+            via,
+            "--requests",
+            "400",
+            "--connections",
+            "2",
+            "--in-flight",
+            "8",
+            "--entities",
+            "20",
+            "--expect",
+            "version",
+            "--quiet",
+        ]);
+        assert!(run.success, "{via}: the run failed: {}", run.stderr);
+        assert_eq!(report["settings"]["append_via"], via);
+        assert_eq!(u64_at(&report, "/requests/ok"), 400, "{via}");
+        assert_eq!(u64_at(&report, "/head_check/moved"), 400, "{via}");
+        assert!(bool_at(&report, "/head_check/ok"), "{via}");
+        assert_latency(&report, "/latency_ms");
+        head += 400;
 
-    let (run, report) = server.bench(&[
-        "append",
-        "--append-via",
-        "stream",
-        "--requests",
-        "30",
-        "--in-flight",
-        "2",
-        "--expect",
-        "wrong",
-        "--quiet",
-    ]);
-    assert!(!run.success, "a run with failed requests exits non-zero");
-    assert_eq!(u64_at(&report, "/requests/failed"), 30);
-    assert_eq!(
-        u64_at(
-            &report,
-            "/errors/FAILED_PRECONDITION/reasons/VERSION_CONFLICT"
-        ),
-        30
-    );
-    assert!(
-        bool_at(&report, "/head_check/ok"),
-        "nothing more was written"
-    );
-    assert_eq!(server.head(), 400);
+        let (run, report) = server.bench(&[
+            "append",
+            "--append-via",
+            via,
+            "--requests",
+            "30",
+            "--in-flight",
+            "4",
+            "--expect",
+            "wrong",
+            "--quiet",
+        ]);
+        assert!(
+            !run.success,
+            "{via}: a run with failed requests exits non-zero"
+        );
+        assert_eq!(u64_at(&report, "/requests/failed"), 30, "{via}");
+        assert_eq!(
+            u64_at(
+                &report,
+                "/errors/FAILED_PRECONDITION/reasons/VERSION_CONFLICT"
+            ),
+            30,
+            "{via}"
+        );
+        assert!(
+            bool_at(&report, "/head_check/ok"),
+            "{via}: nothing more was written"
+        );
+        assert_eq!(server.head(), head, "{via}");
+    }
 }
 
 #[test]

@@ -15,9 +15,10 @@
 //! must flush before the next. With a 256-byte payload every append was then its own
 //! `writev`, 1.3 per request against 0.4 for `Head`, whose requests are tiny.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::marker::PhantomData;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -27,7 +28,8 @@ use http_body::{Frame, SizeHint};
 use prost::Message;
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::oneshot;
+use tokio_stream::wrappers::{ReceiverStream, UnboundedReceiverStream};
 use tonic::body::Body;
 use tonic::codec::{Codec, EncodeBuf, Encoder};
 use tonic::codegen::Service;
@@ -112,18 +114,105 @@ pub struct Appender {
     via: AppendVia,
     /// The open stream, once the first append of `AppendVia::Stream` opened it.
     stream: Option<Box<Streamed>>,
+    /// The stream every clone shares, for `AppendVia::Pipeline`.
+    pipeline: Arc<tokio::sync::Mutex<Option<Pipeline>>>,
 }
 
-/// A clone sends on the same connection; it opens a stream of its own when it needs one.
+impl Pipeline {
+    /// Whether the stream still takes appends.
+    fn is_open(&self) -> bool {
+        self.waiting.lock().expect("the pipeline's lock").is_some()
+    }
+}
+
+/// Opens the shared stream, with the task that routes its answers.
+async fn open_pipeline(grpc: &mut tonic::client::Grpc<SmallFrames>) -> Result<Pipeline, Status> {
+    let (requests, taken) = mpsc::unbounded_channel();
+    let path = PathAndQuery::from_static(APPEND_STREAM_PATH);
+    let mut open = tonic::Request::new(UnboundedReceiverStream::new(taken));
+    open.extensions_mut()
+        .insert(GrpcMethod::new(SERVICE, "AppendStream"));
+    let mut answers = grpc
+        .streaming(open, path, WireCodec::<StreamAck>::new())
+        .await?
+        .into_inner();
+    let waiting = Arc::new(std::sync::Mutex::new(Some(VecDeque::<Reply>::new())));
+    let routed = waiting.clone();
+    tokio::spawn(async move {
+        loop {
+            let answer = answers.message().await;
+            let mut waiting = routed.lock().expect("the pipeline's lock");
+            let Some(queue) = waiting.as_mut() else {
+                return;
+            };
+            match answer {
+                Ok(Some(ack)) => {
+                    if let Some(reply) = queue.pop_front() {
+                        let _ = reply.send(Ok(ack));
+                    }
+                }
+                end => {
+                    let status = match end {
+                        Err(status) => status,
+                        _ => Status::unavailable("the server ended the append stream"),
+                    };
+                    for reply in waiting.take().into_iter().flatten() {
+                        let _ = reply.send(Err(status.clone()));
+                    }
+                    return;
+                }
+            }
+        }
+    });
+    Ok(Pipeline { requests, waiting })
+}
+
+/// An encoded `AppendRequest` as an `AppendStreamRequest`: a length-delimited field `append`.
+fn with_append_tag(request: &Bytes) -> Bytes {
+    let mut message = BytesMut::with_capacity(request.len() + 6);
+    put_len_prefix(&mut message, APPEND_TAG, request.len());
+    message.put_slice(request);
+    message.freeze()
+}
+
+/// The receipt of a stream's answer, or its refusal as the unary call's status.
+fn receipt_of(ack: StreamAck) -> Result<ReceiptAck, Status> {
+    match (ack.receipt, ack.error) {
+        (Some(receipt), _) => Ok(receipt),
+        (None, Some(error)) => Err(Status::with_details(
+            tonic::Code::from(error.code),
+            error.message.clone(),
+            Bytes::from(error.encode_to_vec()),
+        )),
+        (None, None) => Err(Status::internal(
+            "an append stream answer has neither receipt nor error",
+        )),
+    }
+}
+
+/// A clone sends on the same connection. It opens a stream of its own when it needs one, but
+/// shares the appender's pipeline.
 impl Clone for Appender {
     fn clone(&self) -> Appender {
         Appender {
             grpc: self.grpc.clone(),
             via: self.via,
             stream: None,
+            pipeline: self.pipeline.clone(),
         }
     }
 }
+
+/// An `AppendStream` that several workers send on: each append's answer is routed back to its
+/// sender in the order they were sent, which is the order the server answers in.
+#[derive(Debug)]
+struct Pipeline {
+    requests: mpsc::UnboundedSender<Bytes>,
+    /// Where each unanswered append's answer goes, oldest first; `None` once the stream failed.
+    waiting: Arc<std::sync::Mutex<Option<VecDeque<Reply>>>>,
+}
+
+type Reply = oneshot::Sender<Result<StreamAck, Status>>;
 
 /// An open `AppendStream`: where requests go, and where their answers come from, in order.
 #[derive(Debug)]
@@ -147,6 +236,7 @@ impl Appender {
             grpc,
             via,
             stream: None,
+            pipeline: Arc::default(),
         }
     }
 
@@ -156,8 +246,10 @@ impl Appender {
             .ready()
             .await
             .map_err(|err| Status::unavailable(format!("the connection is not ready: {err}")))?;
-        if self.via == AppendVia::Stream {
-            return self.append_streamed(request).await;
+        match self.via {
+            AppendVia::Unary => {}
+            AppendVia::Stream => return self.append_streamed(request).await,
+            AppendVia::Pipeline => return self.append_pipelined(request).await,
         }
         let path = PathAndQuery::from_static(APPEND_PATH);
         let mut request = tonic::Request::new(request);
@@ -173,6 +265,32 @@ impl Appender {
             .into_inner()
             .receipt
             .ok_or_else(|| Status::internal("the append response has no receipt"))
+    }
+
+    /// [`Appender::append`] on the stream the appender's clones share, opened on first use and
+    /// again after it failed.
+    async fn append_pipelined(&mut self, request: Bytes) -> Result<ReceiptAck, Status> {
+        let answer = {
+            let mut pipeline = self.pipeline.lock().await;
+            let open = match pipeline.as_ref() {
+                Some(open) if open.is_open() => open,
+                _ => pipeline.insert(open_pipeline(&mut self.grpc).await?),
+            };
+            let (reply, answer) = oneshot::channel();
+            let mut waiting = open.waiting.lock().expect("the pipeline's lock");
+            let Some(waiting) = waiting.as_mut() else {
+                return Err(Status::unavailable("the append stream failed"));
+            };
+            waiting.push_back(reply);
+            open.requests
+                .send(with_append_tag(&request))
+                .map_err(|_| Status::unavailable("the append stream closed"))?;
+            answer
+        };
+        let ack = answer
+            .await
+            .map_err(|_| Status::unavailable("the append stream closed"))??;
+        receipt_of(ack)
     }
 
     /// [`Appender::append`] as the next message of the appender's stream, opened on first use
@@ -195,11 +313,7 @@ impl Appender {
                 self.stream.insert(Box::new(Streamed { requests, answers }))
             }
         };
-        // `AppendStreamRequest.append`: the request as a length-delimited field.
-        let mut message = BytesMut::with_capacity(request.len() + 6);
-        put_len_prefix(&mut message, APPEND_TAG, request.len());
-        message.put_slice(&request);
-        let answered = match stream.requests.send(message.freeze()).await {
+        let answered = match stream.requests.send(with_append_tag(&request)).await {
             Ok(()) => stream.answers.message().await,
             Err(_) => Err(Status::unavailable("the append stream closed")),
         };
@@ -212,17 +326,7 @@ impl Appender {
                 return Err(status);
             }
         };
-        match (ack.receipt, ack.error) {
-            (Some(receipt), _) => Ok(receipt),
-            (None, Some(error)) => Err(Status::with_details(
-                tonic::Code::from(error.code),
-                error.message.clone(),
-                Bytes::from(error.encode_to_vec()),
-            )),
-            (None, None) => Err(Status::internal(
-                "an append stream answer has neither receipt nor error",
-            )),
-        }
+        receipt_of(ack)
     }
 }
 
