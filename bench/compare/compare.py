@@ -16,7 +16,7 @@ Markdown tables of medians with the per-round ratios Causeway / best peer and th
 also written to --out.
 
     bench/compare/run [--rounds 5] [--seconds 10] [--warmup 1] [--read-events 1000000]
-                      [--figures seq,c16,b100,read,cluster,subscribe]
+                      [--figures seq,c16,p16,b100,read,cluster,subscribe]
 
 bench/compare/run installs the peers and builds the binaries, then calls this with their paths.
 """
@@ -55,6 +55,7 @@ CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 WRITE_FIGURES = [
     ("seq", "1 event/request, 1 client in sequence", 1, 1),
     ("c16", "1 event/request, 16 in flight", 16, 1),
+    ("p16", "1 event/request, 16 in flight pipelined on one connection", 16, 1),
     ("b100", "100 events/request, 16 in flight", 16, 100),
 ]
 # Figures only Causeway runs: a three-node cluster beside the single node's figure of the same key.
@@ -63,6 +64,9 @@ CLUSTER_FIGURES = [("c16", 16, 1), ("b100", 16, 100)]
 # the subscription latency.
 FIGURE_NAMES = [key for key, _, _, _ in WRITE_FIGURES] + ["read", "cluster", "subscribe"]
 NOTES = {
+    ("p16", "causeway"): "`--append-via pipeline`: the 16 loops share one `AppendStream`",
+    ("p16", "umadb"): "as for 16 in flight: its client has no pipelined append",
+    ("p16", "redis"): "the 16 loops pipeline their requests on one connection",
     ("b100", "redis"): "MULTI + 100 XADD + EXEC per request, 16 connections",
     ("c16", "redis"): "16 connections (RESP does not multiplex)",
     ("read", "causeway"): "`causeway bench read --read-via stream`: one `Subscribe` from "
@@ -240,17 +244,18 @@ def causeway_argv(args, addr, workload, *extra):
             "bench", workload, "--payload-bytes", str(PAYLOAD_BYTES), "--quiet", *extra]
 
 
-def client_argv(args, system, addr, in_flight, events_per_request):
+def client_argv(args, system, addr, in_flight, events_per_request, key=None):
     timing = ["--duration", duration_arg(args.seconds), "--warmup", duration_arg(args.warmup)]
     if system in ("causeway", UNARY):
-        via = "unary" if system == UNARY else "stream"
+        via = "unary" if system == UNARY else "pipeline" if key == "p16" else "stream"
         return causeway_argv(args, addr, "append", "--in-flight", str(in_flight),
                              "--events-per-request", str(events_per_request),
                              "--append-via", via, *timing)
+    pipelined = ["--connections", "1"] if key == "p16" and system == "redis" else []
     return [args.peer_load, system, "append", "--server", addr, "--in-flight", str(in_flight),
             "--events-per-request", str(events_per_request),
             "--payload-bytes", str(PAYLOAD_BYTES),
-            "--duration", str(args.seconds), "--warmup", str(args.warmup)]
+            "--duration", str(args.seconds), "--warmup", str(args.warmup), *pipelined]
 
 
 def read_argv(args, system, addr):
@@ -343,7 +348,7 @@ class Run:
         data_dir = self.fresh_dir(f"r{round_idx}-{key}-{system}")
         server = Server(self.args, system, data_dir)
         try:
-            argv = client_argv(self.args, system, server.addr, in_flight, events_per_request)
+            argv = client_argv(self.args, system, server.addr, in_flight, events_per_request, key)
             figures = measure(server, argv, client_timeout(self.args))
             if system == "causeway" and key == "seq":
                 figures.update(self.head_and_fsync(server, data_dir))
@@ -434,7 +439,8 @@ class Run:
             order = SYSTEMS[shift:] + SYSTEMS[:shift]
             load_start = load_average()
             for key, title, in_flight, events_per_request in WRITE_FIGURES:
-                for system in order + (UNARY,) if key in figures else []:
+                unary = () if key == "p16" else (UNARY,)
+                for system in order + unary if key in figures else []:
                     self.attempt(f"{TITLES[system]} {title}", (key, system), round_idx,
                                  lambda s=system, k=key, i=in_flight, e=events_per_request:
                                  self.write_figure(s, k, i, e, round_idx))

@@ -1,6 +1,7 @@
 //! Closed-loop load for Causeway's peers in `bench/compare`: UmaDB through its own Rust client
 //! (`umadb-client`, one HTTP/2 connection shared by every loop, as `causeway bench` shares one)
-//! and Redis over RESP (one TCP connection per loop: RESP does not multiplex requests).
+//! and Redis over RESP (one TCP connection per loop: RESP does not multiplex requests; or, with
+//! `--connections N`, N connections whose loops pipeline their requests on them).
 //!
 //! It mirrors `causeway bench append` and `read`: `--in-flight` closed loops each send one
 //! request and wait for its answer; requests that complete during `--warmup` are not measured;
@@ -14,6 +15,7 @@
 //! ```text
 //! peer-load umadb|redis append|read|fill --server ADDR [--in-flight N] [--events-per-request N]
 //!     [--payload-bytes N] [--entities N] [--duration S] [--warmup S] [--events N]
+//!     [--connections N]
 //! ```
 
 use std::io;
@@ -67,6 +69,9 @@ struct Args {
     duration: Duration,
     warmup: Duration,
     events: u64,
+    /// Redis: connections the loops share, each pipelining its loops' requests; 0 for one
+    /// connection per loop.
+    connections: usize,
 }
 
 fn parse_args() -> Result<Args> {
@@ -93,6 +98,7 @@ fn parse_args() -> Result<Args> {
         duration: Duration::from_secs(10),
         warmup: Duration::ZERO,
         events: 0,
+        connections: 0,
     };
     while let Some(flag) = argv.next() {
         let value = argv.next().ok_or(format!("{flag} needs a value"))?;
@@ -104,6 +110,7 @@ fn parse_args() -> Result<Args> {
             "--payload-bytes" => args.payload_bytes = value.parse().map_err(bad)?,
             "--entities" => args.entities = value.parse().map_err(bad)?,
             "--events" => args.events = value.parse().map_err(bad)?,
+            "--connections" => args.connections = value.parse().map_err(bad)?,
             "--duration" => args.duration = seconds(&flag, &value)?,
             "--warmup" => args.warmup = seconds(&flag, &value)?,
             _ => return Err(format!("unknown flag {flag}")),
@@ -153,11 +160,97 @@ fn payload(rng: &mut Rng, payload_bytes: usize) -> Vec<u8> {
 /// What one loop sends requests through.
 enum Conn {
     Umadb(Arc<AsyncUmaDbClient>),
-    Redis(Resp),
+    Redis(Resp<TcpStream>),
+    /// A Redis connection several loops share (`--connections`).
+    Pipelined(Arc<Pipelined>),
+}
+
+/// A Redis connection whose loops pipeline their requests: each writes its request whole
+/// under the lock, in the order it queued for its replies, and one task reads the replies and
+/// hands each loop its own (Redis answers in order).
+struct Pipelined {
+    write: tokio::sync::Mutex<tokio::net::tcp::OwnedWriteHalf>,
+    waiting: Arc<std::sync::Mutex<std::collections::VecDeque<Waiting>>>,
+}
+
+/// A loop waiting for its request's replies: how many, and where they go.
+type Waiting = (usize, tokio::sync::oneshot::Sender<Result<Vec<Reply>>>);
+
+impl Pipelined {
+    async fn connect(server: &str) -> Result<Pipelined> {
+        let stream = TcpStream::connect(server)
+            .await
+            .map_err(|err| format!("connect to {server}: {err}"))?;
+        stream.set_nodelay(true).map_err(|err| err.to_string())?;
+        let (read, write) = stream.into_split();
+        let waiting = Arc::new(std::sync::Mutex::new(
+            std::collections::VecDeque::<Waiting>::new(),
+        ));
+        let routed = waiting.clone();
+        tokio::spawn(async move {
+            let mut replies = Resp::new(read);
+            loop {
+                // A loop queues before it writes, so the first reply finds its loop waiting.
+                let mut got = Vec::new();
+                let mut n_replies = 1;
+                while got.len() < n_replies {
+                    match replies.reply().await {
+                        Ok(reply) => got.push(reply),
+                        Err(err) => {
+                            for (_, reply) in routed.lock().expect("the queue's lock").drain(..) {
+                                let _ = reply.send(Err(err.clone()));
+                            }
+                            return;
+                        }
+                    }
+                    n_replies = routed
+                        .lock()
+                        .expect("the queue's lock")
+                        .front()
+                        .map_or(1, |(n, _)| *n);
+                }
+                let (_, reply) = routed
+                    .lock()
+                    .expect("the queue's lock")
+                    .pop_front()
+                    .expect("queued");
+                let _ = reply.send(Ok(got));
+            }
+        });
+        Ok(Pipelined {
+            write: tokio::sync::Mutex::new(write),
+            waiting,
+        })
+    }
+
+    async fn call(&self, request: &[u8], n_replies: usize) -> Result<Vec<Reply>> {
+        let (reply, replies) = tokio::sync::oneshot::channel();
+        {
+            let mut write = self.write.lock().await;
+            self.waiting
+                .lock()
+                .expect("the queue's lock")
+                .push_back((n_replies, reply));
+            write
+                .write_all(request)
+                .await
+                .map_err(|err| format!("redis write: {err}"))?;
+        }
+        replies
+            .await
+            .map_err(|_| "redis: the reply reader stopped".to_string())?
+    }
 }
 
 impl Conn {
-    async fn open(args: &Args, umadb: &Option<Arc<AsyncUmaDbClient>>) -> Result<Conn> {
+    async fn open(
+        args: &Args,
+        umadb: &Option<Arc<AsyncUmaDbClient>>,
+        shared: Option<&Arc<Pipelined>>,
+    ) -> Result<Conn> {
+        if let Some(shared) = shared {
+            return Ok(Conn::Pipelined(shared.clone()));
+        }
         match umadb {
             Some(client) => Ok(Conn::Umadb(client.clone())),
             None => {
@@ -191,7 +284,7 @@ impl Conn {
                     .await
                     .map_err(|err| format!("umadb append: {err}"))?;
             }
-            Conn::Redis(resp) => {
+            Conn::Redis(_) | Conn::Pipelined(_) => {
                 let atomic = n_events > 1 && args.workload == Workload::Append;
                 let mut request = Vec::new();
                 if atomic {
@@ -216,10 +309,21 @@ impl Conn {
                 if atomic {
                     command(&mut request, &[b"EXEC"]);
                 }
-                resp.send(&request).await?;
                 let n_replies = if atomic { n_events + 2 } else { n_events };
-                for _ in 0..n_replies {
-                    match resp.reply().await? {
+                let replies = match self {
+                    Conn::Redis(resp) => {
+                        resp.send(&request).await?;
+                        let mut replies = Vec::with_capacity(n_replies);
+                        for _ in 0..n_replies {
+                            replies.push(resp.reply().await?);
+                        }
+                        replies
+                    }
+                    Conn::Pipelined(shared) => shared.call(&request, n_replies).await?,
+                    Conn::Umadb(_) => unreachable!("matched above"),
+                };
+                for reply in replies {
+                    match reply {
                         Reply::Error(message) => return Err(format!("redis: {message}")),
                         Reply::Array(Some(ids)) if ids.len() != n_events => {
                             return Err(format!("redis EXEC answered {} ids", ids.len()));
@@ -253,6 +357,7 @@ impl Conn {
                     n_events += batch.len() as u64;
                 }
             }
+            Conn::Pipelined(_) => return Err("a scan runs on a connection of its own".to_string()),
             Conn::Redis(resp) => {
                 let mut from = "-".to_string();
                 loop {
@@ -304,26 +409,28 @@ enum Reply {
 }
 
 /// A RESP connection: requests written whole, replies parsed from a buffer.
-struct Resp {
-    stream: TcpStream,
+struct Resp<S> {
+    stream: S,
     buf: Vec<u8>,
     start: usize,
 }
 
-impl Resp {
-    fn new(stream: TcpStream) -> Resp {
-        Resp {
-            stream,
-            buf: Vec::with_capacity(64 * 1024),
-            start: 0,
-        }
-    }
-
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Resp<S> {
     async fn send(&mut self, request: &[u8]) -> Result<()> {
         self.stream
             .write_all(request)
             .await
             .map_err(|err| format!("redis write: {err}"))
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> Resp<S> {
+    fn new(stream: S) -> Resp<S> {
+        Resp {
+            stream,
+            buf: Vec::with_capacity(64 * 1024),
+            start: 0,
+        }
     }
 
     async fn reply(&mut self) -> Result<Reply> {
@@ -479,9 +586,16 @@ async fn run(args: Args) -> Result<()> {
     } else {
         1
     };
+    let mut shared = Vec::new();
+    if args.system == System::Redis && args.workload == Workload::Append {
+        for _ in 0..args.connections {
+            shared.push(Arc::new(Pipelined::connect(&args.server).await?));
+        }
+    }
     let mut conns = Vec::with_capacity(n_loops);
-    for _ in 0..n_loops {
-        conns.push(Conn::open(&args, &umadb).await?);
+    for loop_idx in 0..n_loops {
+        let pipelined = (!shared.is_empty()).then(|| &shared[loop_idx % shared.len()]);
+        conns.push(Conn::open(&args, &umadb, pipelined).await?);
     }
     let start = Instant::now();
     let tasks: Vec<_> = conns
