@@ -19,7 +19,9 @@ use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use super::{Action, Auth, Caller, Credential, REASON_PRINCIPAL_LIMIT, audit, denial, resolve};
+use super::{
+    Action, Auth, Caller, Credential, Principal, REASON_PRINCIPAL_LIMIT, audit, denial, resolve,
+};
 use crate::limits::TOKEN_BYTES_MAX;
 use crate::status::ERROR_DOMAIN;
 
@@ -212,28 +214,7 @@ fn admit<B>(auth: &Auth, request: &Request<B>) -> Result<Caller, Status> {
         })
     })?;
     let principal = proven.principal.clone();
-    if let Some(limiter) = &principal.limiter
-        && let Err(not_until) = limiter.check()
-    {
-        let wait = not_until.wait_time_from(DefaultClock::default().now());
-        audit(&principal.name, method, "-", "limited", "requests_per_sec");
-        let rate = principal.requests_per_sec.unwrap_or_default();
-        let mut metadata = HashMap::new();
-        metadata.insert("limit".to_string(), "requests_per_sec".to_string());
-        metadata.insert("max".to_string(), rate.to_string());
-        let mut details =
-            ErrorDetails::with_error_info(REASON_PRINCIPAL_LIMIT, ERROR_DOMAIN, metadata);
-        details.set_retry_info(Some(wait));
-        return Err(Status::with_error_details(
-            Code::ResourceExhausted,
-            format!(
-                "principal {} is over its requests_per_sec = {rate}; retry in {} ms",
-                crate::status::echo(&principal.name),
-                wait.as_millis()
-            ),
-            details,
-        ));
-    }
+    check_rate(&principal, method)?;
     let need = METHODS
         .iter()
         .find(|(known, _)| *known == path)
@@ -325,4 +306,33 @@ fn certificate_names<B>(request: &Request<B>) -> Option<Vec<String>> {
     let leaf = certs.first()?;
     let cert = webpki::EndEntityCert::try_from(leaf).ok()?;
     Some(cert.valid_dns_names().map(str::to_string).collect())
+}
+
+/// Takes one request from the principal's `requests_per_sec` bucket, or refuses it with
+/// RESOURCE_EXHAUSTED (reason `PRINCIPAL_LIMIT_EXCEEDED`) and when to retry. Every call takes
+/// one at the layer, and each append of an `AppendStream` one more.
+pub(crate) fn check_rate(principal: &Principal, method: &str) -> Result<(), Status> {
+    let Some(limiter) = &principal.limiter else {
+        return Ok(());
+    };
+    let Err(not_until) = limiter.check() else {
+        return Ok(());
+    };
+    let wait = not_until.wait_time_from(DefaultClock::default().now());
+    audit(&principal.name, method, "-", "limited", "requests_per_sec");
+    let rate = principal.requests_per_sec.unwrap_or_default();
+    let mut metadata = HashMap::new();
+    metadata.insert("limit".to_string(), "requests_per_sec".to_string());
+    metadata.insert("max".to_string(), rate.to_string());
+    let mut details = ErrorDetails::with_error_info(REASON_PRINCIPAL_LIMIT, ERROR_DOMAIN, metadata);
+    details.set_retry_info(Some(wait));
+    Err(Status::with_error_details(
+        Code::ResourceExhausted,
+        format!(
+            "principal {} is over its requests_per_sec = {rate}; retry in {} ms",
+            crate::status::echo(&principal.name),
+            wait.as_millis()
+        ),
+        details,
+    ))
 }

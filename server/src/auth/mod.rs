@@ -292,6 +292,15 @@ impl Caller {
         Ok(())
     }
 
+    /// Takes one request from the principal's `requests_per_sec` bucket (for each append of a
+    /// stream, beyond the call the layer counted), or refuses it as the layer would.
+    pub fn check_rate(&self, method: &str) -> Result<(), Status> {
+        match &self.principal {
+            Some(principal) => layer::check_rate(principal, method),
+            None => Ok(()),
+        }
+    }
+
     /// The principal's name, for the audit log.
     pub fn name(&self) -> &str {
         match &self.principal {

@@ -1388,3 +1388,50 @@ async fn anonymous_graphs_and_gate_lists_see_only_what_is_granted() {
         .expect_err("not its gate");
     assert_eq!(removed.code(), Code::NotFound);
 }
+
+/// Each append of an `AppendStream` counts against the principal's `requests_per_sec`, as a
+/// unary call does: over the rate, an append is answered in place with RESOURCE_EXHAUSTED
+/// naming the limit, and the stream goes on. Catches a stream that carries any number of
+/// appends on the one request the layer counted.
+#[tokio::test]
+async fn each_append_of_a_stream_counts_against_the_rate() {
+    let dir = scratch();
+    let limited = format!(
+        "[[principals]]\nname = \"limited\"\ntoken_hashes = [\"{}\"]\nrequests_per_sec = 5\n\
+         permissions = [{{ scopes = [\"*\"], actions = [\"append\"] }}]\n",
+        hash("limited-token"),
+    );
+    let (node, _) = start(dir.path(), &policy(&limited), &[]);
+    let channel = channel(&node).await;
+    let requests: Vec<pb::AppendStreamRequest> = (0..50)
+        .map(|idx| pb::AppendStreamRequest {
+            append: Some(append_of(vec![event(
+                "orders-1",
+                &format!("r-{idx}"),
+                "Placed",
+            )])),
+        })
+        .collect();
+    let mut answers = EventStoreServiceClient::new(channel.clone())
+        .append_stream(req(tokio_stream::iter(requests), Some("limited-token")))
+        .await
+        .expect("the stream opens")
+        .into_inner();
+    let (mut committed, mut limited) = (0, 0);
+    while let Some(answer) = answers.message().await.expect("the stream holds") {
+        match answer.answer.expect("an answer") {
+            pb::append_stream_response::Answer::Receipt(_) => committed += 1,
+            pb::append_stream_response::Answer::Error(status) => {
+                assert_eq!(status.code, Code::ResourceExhausted as i32, "{status:?}");
+                assert!(status.message.contains("requests_per_sec"), "{status:?}");
+                limited += 1;
+            }
+        }
+    }
+    assert_eq!(committed + limited, 50);
+    assert!(
+        committed <= 6,
+        "a burst of 5 and the layer's count: {committed} committed"
+    );
+    assert!(limited >= 44, "{limited} refused");
+}
