@@ -13,7 +13,11 @@
 //!   stream reads the next request only below that, so a client that sends faster than the
 //!   store commits is held back by HTTP/2 flow control;
 //! - a refused append is answered with the status `Append` would have returned, as a
-//!   `google.rpc.Status`, and the stream goes on;
+//!   `google.rpc.Status`, and the stream goes on; each append counts against the principal's
+//!   `requests_per_sec` as a call would;
+//! - when the server admits no more appends at once (`pool_threads + pool_queue`), or the
+//!   request budget has no room for the next message, the stream waits instead of refusing:
+//!   a refusal in the middle of an in-order pipeline would fail every append after it;
 //! - a client that stops reading answers fills the stream's HTTP/2 window; the connection then
 //!   stops polling the stream, which stops reading requests, and nothing else waits for it.
 //!   Each pending append holds its request's bytes in the request budget until it is answered,
@@ -30,23 +34,22 @@ use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
+use prost::Message as _;
 use tokio::sync::watch;
 use tokio_stream::Stream;
 use tonic::{Status, Streaming};
 
-use prost::Message as _;
-
 use crate::auth::{Action, Caller};
-use crate::budget::{HeldBytes, RequestBudget};
+use crate::budget::{MessageBytes, StreamBytes};
 use crate::convert;
 use crate::limits::APPEND_STREAM_PENDING_MAX;
 use crate::pb;
 use crate::pb::append_stream_response::Answer as Outcome;
-use crate::service::{Answer, Service, check_append};
+use crate::service::{Admission, Answer, Service, check_append};
 use crate::status::{Error, to_status};
 
 /// The method's name, in refusals and the audit log.
-const METHOD: &str = "AppendStream";
+pub(crate) const METHOD: &str = "AppendStream";
 
 /// The type of an answer, or of the status that ends the stream.
 type Item = Result<pb::AppendStreamResponse, Status>;
@@ -69,7 +72,7 @@ type Step = Pin<Box<dyn Future<Output = (Box<State>, Option<Item>)> + Send>>;
 struct State {
     service: Service,
     caller: Caller,
-    budget: Option<RequestBudget>,
+    bytes: Option<StreamBytes>,
     requests: Streaming<pb::AppendStreamRequest>,
     pending: VecDeque<Pending>,
     /// Whether requests are still read: not after the client closed its side, a request failed
@@ -84,7 +87,7 @@ struct State {
 pub fn serve(
     service: Service,
     caller: Caller,
-    budget: Option<RequestBudget>,
+    bytes: Option<StreamBytes>,
     requests: Streaming<pb::AppendStreamRequest>,
 ) -> AppendStreamStream {
     let stopping = service.stopping();
@@ -92,7 +95,7 @@ pub fn serve(
         state: Some(Box::new(State {
             service,
             caller,
-            budget,
+            bytes,
             requests,
             pending: VecDeque::with_capacity(APPEND_STREAM_PENDING_MAX),
             reading: true,
@@ -128,8 +131,8 @@ impl Stream for AppendStreamStream {
 struct Pending {
     n_events: u64,
     answer: Result<Answer, Status>,
-    /// The request's bytes, counted against the request budget until it is answered.
-    _held: Option<HeldBytes>,
+    /// The request's bytes, counted in the request budget until it is answered.
+    _held: Option<MessageBytes>,
 }
 
 /// Reads and submits requests until the oldest pending append is answered, and gives its
@@ -175,18 +178,15 @@ async fn next_answer(mut state: Box<State>) -> (Box<State>, Option<Item>) {
             request = state_ref.requests.message(), if may_read => {
                 match request {
                     Ok(Some(request)) => {
+                        // The request's bytes, held until it is answered.
+                        let held = state_ref.bytes.as_ref().map(StreamBytes::take_message);
                         if let Err(status) = state_ref.caller.refresh(METHOD, Action::Append) {
                             state_ref.failed = Some(status);
                             state_ref.reading = false;
                             continue;
                         }
-                        let (n_events, answer, held) = admit(
-                            &state_ref.service,
-                            &state_ref.caller,
-                            state_ref.budget.as_ref(),
-                            request,
-                        )
-                        .await;
+                        let (n_events, answer) =
+                            admit(&state_ref.service, &state_ref.caller, request).await;
                         state_ref.pending.push_back(Pending {
                             n_events,
                             answer,
@@ -209,29 +209,24 @@ async fn next_answer(mut state: Box<State>) -> (Box<State>, Option<Item>) {
     (state, failed.map(Err))
 }
 
-/// Takes one request of the stream: holds its bytes against the request budget and submits its
-/// append. Gives its events' count, its answer (or refusal), and the bytes held.
+/// Takes one request of the stream: counts it against the principal's rate and submits its
+/// append. Gives its events' count and its answer (or refusal).
 async fn admit(
     service: &Service,
     caller: &Caller,
-    budget: Option<&RequestBudget>,
     request: pb::AppendStreamRequest,
-) -> (u64, Result<Answer, Status>, Option<HeldBytes>) {
+) -> (u64, Result<Answer, Status>) {
     let Some(append) = request.append else {
         return (
             0,
             Err(to_status(Error::invalid("append", "it is required"))),
-            None,
         );
     };
     let n_events = append.events.len() as u64;
-    match budget
-        .map(|budget| budget.hold(append.encoded_len()))
-        .transpose()
-    {
-        Ok(held) => (n_events, submit(service, caller, append).await, held),
-        Err(status) => (n_events, Err(status), None),
+    if let Err(status) = caller.check_rate(METHOD) {
+        return (n_events, Err(status));
     }
+    (n_events, submit(service, caller, append).await)
 }
 
 /// Checks one append of the stream as `Append` checks it and submits it.
@@ -243,7 +238,7 @@ async fn submit(
     check_append(caller, METHOD, &append)?;
     let append = convert::append(append, "append.").map_err(to_status)?;
     let append = service.reached(caller.clone(), METHOD, append).await?;
-    service.submit(append).await
+    service.submit(append, true, Admission::Wait).await
 }
 
 /// A refusal as the `google.rpc.Status` an answer carries: the code, the message and the

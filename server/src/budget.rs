@@ -3,7 +3,15 @@
 //! Every call's request body is counted as its frames arrive, against one semaphore of bytes
 //! shared by every connection (`--max-in-flight-request-bytes`). The bytes stay counted while
 //! the call is handled: until its handler has answered (a unary call's whole life, a stream's
-//! start) and its request body is gone, whichever is later. A frame that does not fit ends the
+//! start) and its request body is gone, whichever is later.
+//!
+//! A streamed call (`AppendStream`) is counted message by message instead: its body follows
+//! the gRPC framing, and each message that arrives whole is handed to the handler
+//! ([`StreamBytes::take_message`]), which holds its bytes while it keeps the message (until
+//! the append is answered). A stream's frame that does not fit beside the other calls' bytes
+//! waits for room instead of failing the stream, so the stream stops reading while its own
+//! pending appends, answered, give theirs back; a frame or message larger than the whole
+//! budget is refused as a unary request would be. A frame that does not fit ends the
 //! call with RESOURCE_EXHAUSTED (reason `OVERLOADED`, limit `max_in_flight_request_bytes`) and
 //! a `RetryInfo` of `RETRY_AFTER_OVERLOAD`, at once: a client never waits on the budget, and
 //! the bytes it had taken are given back.
@@ -29,12 +37,12 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Frame;
-use tokio::sync::Semaphore;
+use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
 use tonic::body::Body;
 
@@ -71,24 +79,43 @@ impl RequestBudget {
     pub fn max(&self) -> usize {
         self.max
     }
+}
 
-    /// Holds `n_bytes` for a message a streamed call keeps after it arrived (the appends an
-    /// append stream has pending), until the guard is dropped; refused as a frame that does
-    /// not fit is refused.
-    pub fn hold(&self, n_bytes: usize) -> Result<HeldBytes, Status> {
-        let held = Held {
-            budget: self.clone(),
-            bytes: AtomicUsize::new(0),
-        };
-        held.take(n_bytes, None)?;
-        Ok(HeldBytes { _held: held })
+/// The bytes of a streamed call's messages that have arrived whole, for its handler to hold
+/// while it keeps each one (an append stream: until the append is answered). Found in the
+/// request's extensions.
+#[derive(Clone, Debug)]
+pub struct StreamBytes(Arc<Held>);
+
+impl StreamBytes {
+    /// Holds the bytes of the oldest message that arrived whole and was not taken yet (the one
+    /// the handler just decoded): counted until the guard is dropped.
+    pub fn take_message(&self) -> MessageBytes {
+        let n_bytes = self
+            .0
+            .messages
+            .lock()
+            .expect("the message sizes' lock")
+            .pop_front()
+            .unwrap_or(0);
+        MessageBytes {
+            held: self.0.clone(),
+            n_bytes,
+        }
     }
 }
 
-/// Bytes of the budget held by a streamed call's handler; given back when dropped.
+/// One message's bytes, counted in the budget until dropped.
 #[derive(Debug)]
-pub struct HeldBytes {
-    _held: Held,
+pub struct MessageBytes {
+    held: Arc<Held>,
+    n_bytes: usize,
+}
+
+impl Drop for MessageBytes {
+    fn drop(&mut self) {
+        self.held.give(self.n_bytes);
+    }
 }
 
 /// The bytes one call holds, given back when the last of its holders (the request body and the
@@ -97,6 +124,9 @@ pub struct HeldBytes {
 struct Held {
     budget: RequestBudget,
     bytes: AtomicUsize,
+    /// For a streamed call: the sizes of the messages that arrived whole and that its handler
+    /// has not taken yet ([`StreamBytes::take_message`]).
+    messages: std::sync::Mutex<std::collections::VecDeque<usize>>,
 }
 
 /// The gRPC length prefix of a message: a compressed flag and a big-endian 32-bit length.
@@ -114,9 +144,21 @@ impl Held {
     /// held, these, or the `declared` size of its message) exceed the whole budget, as
     /// overloaded when they only do not fit beside the other calls'.
     fn take(&self, n_bytes: usize, declared: Option<usize>) -> Result<(), Status> {
+        self.check_size(n_bytes, declared)?;
+        self.try_take(n_bytes)
+    }
+
+    /// Refuses the call as too large when its bytes (those held, `n_bytes` more, or the
+    /// `declared` size of its message) exceed the whole budget.
+    fn check_size(&self, n_bytes: usize, declared: Option<usize>) -> Result<(), Status> {
+        let held = self.bytes.load(Ordering::Relaxed);
+        self.check_fits(held.saturating_add(n_bytes).max(declared.unwrap_or(0)))
+    }
+
+    /// Refuses the call as too large when `request_bytes` exceed the whole budget. For a
+    /// streamed call these are one frame's or one message's, not the stream's.
+    fn check_fits(&self, request_bytes: usize) -> Result<(), Status> {
         let max = self.budget.max;
-        let request_bytes =
-            (self.bytes.load(Ordering::Relaxed).saturating_add(n_bytes)).max(declared.unwrap_or(0));
         if request_bytes > max {
             metrics::counter!("causeway_request_budget_refusals_total").increment(1);
             return Err(to_status(Error::RequestLargerThanBudget {
@@ -124,6 +166,13 @@ impl Held {
                 max,
             }));
         }
+        Ok(())
+    }
+
+    /// Counts `n_bytes` more if they fit beside the other calls' now, or refuses the call as
+    /// overloaded.
+    fn try_take(&self, n_bytes: usize) -> Result<(), Status> {
+        let max = self.budget.max;
         let refused = || {
             metrics::counter!("causeway_request_budget_refusals_total").increment(1);
             to_status(Error::RequestBytesFull { max })
@@ -135,13 +184,26 @@ impl Held {
             .try_acquire_many(n_permits)
             .map_err(|_| refused())?;
         permit.forget();
-        self.bytes.fetch_add(n_bytes, Ordering::Relaxed);
-        metrics::gauge!("causeway_request_bytes_in_flight").increment(n_bytes as f64);
+        self.counted(n_bytes);
         Ok(())
     }
-}
 
-impl Held {
+    /// Counts `n_bytes` whose permits were taken.
+    fn counted(&self, n_bytes: usize) {
+        self.bytes.fetch_add(n_bytes, Ordering::Relaxed);
+        metrics::gauge!("causeway_request_bytes_in_flight").increment(n_bytes as f64);
+    }
+
+    /// Records the sizes of messages that arrived whole, for the handler to take in order.
+    fn completed(&self, sizes: Vec<usize>) {
+        if !sizes.is_empty() {
+            self.messages
+                .lock()
+                .expect("the message sizes' lock")
+                .extend(sizes);
+        }
+    }
+
     /// Gives back `n_bytes` of those counted.
     fn give(&self, n_bytes: usize) {
         if n_bytes > 0 {
@@ -215,6 +277,7 @@ where
         let held = Arc::new(Held {
             budget: self.budget.clone(),
             bytes: AtomicUsize::new(0),
+            messages: Default::default(),
         });
         let streamed = STREAMED_PATHS.contains(&request.uri().path());
         let mut request = request.map(|body| {
@@ -223,10 +286,11 @@ where
                 held: held.clone(),
                 first: true,
                 framing: streamed.then(Framing::default),
+                waiting: None,
             })
         });
         if streamed {
-            request.extensions_mut().insert(self.budget.clone());
+            request.extensions_mut().insert(StreamBytes(held.clone()));
         }
         let answer = self.inner.call(request);
         Box::pin(async move {
@@ -243,9 +307,20 @@ struct Counted {
     held: Arc<Held>,
     /// No data frame has arrived yet: the next one begins the first message.
     first: bool,
-    /// For a streamed call: where its body is in the gRPC framing, to give back each message's
-    /// bytes once it is whole.
+    /// For a streamed call: where its body is in the gRPC framing, to hand each message's
+    /// bytes to the handler once it is whole.
     framing: Option<Framing>,
+    /// For a streamed call: a frame that did not fit beside the other calls' bytes, with its
+    /// size and the messages it completes, waiting for room.
+    waiting: Option<Waiting>,
+}
+
+/// A streamed call's frame waiting for room in the budget.
+struct Waiting {
+    frame: Frame<Bytes>,
+    n_bytes: usize,
+    completed: Vec<usize>,
+    room: Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send>>,
 }
 
 /// Where a stream of gRPC messages is in its framing.
@@ -259,10 +334,10 @@ struct Framing {
 }
 
 impl Framing {
-    /// Follows `data` through the framing. Gives the bytes of the messages it completed (prefix
+    /// Follows `data` through the framing. Gives the bytes of each message it completed (prefix
     /// and body), and the size of the largest message whose prefix it completed.
-    fn feed(&mut self, mut data: &[u8]) -> (usize, Option<usize>) {
-        let mut completed = 0;
+    fn feed(&mut self, mut data: &[u8]) -> (Vec<usize>, Option<usize>) {
+        let mut completed = Vec::new();
         let mut declared: Option<usize> = None;
         while !data.is_empty() {
             if self.prefix_len < GRPC_PREFIX_BYTES {
@@ -281,12 +356,20 @@ impl Framing {
             self.body_left -= n;
             data = &data[n..];
             if self.body_left == 0 {
-                completed += GRPC_PREFIX_BYTES
-                    + u32::from_be_bytes(self.prefix[1..].try_into().expect("4 bytes")) as usize;
+                completed.push(
+                    GRPC_PREFIX_BYTES
+                        + u32::from_be_bytes(self.prefix[1..].try_into().expect("4 bytes"))
+                            as usize,
+                );
                 self.prefix_len = 0;
             }
         }
         (completed, declared)
+    }
+
+    /// Whether a message has begun and not ended.
+    fn inside_message(&self) -> bool {
+        self.prefix_len > 0
     }
 }
 
@@ -298,25 +381,73 @@ impl http_body::Body for Counted {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled
-            && let Some(data) = frame.data_ref()
-        {
+        let this = &mut *self;
+        if let Some(waiting) = &mut this.waiting {
+            let room = ready!(waiting.room.as_mut().poll(cx));
+            let Waiting {
+                frame,
+                n_bytes,
+                completed,
+                ..
+            } = this.waiting.take().expect("a frame waits");
+            let Ok(permit) = room else {
+                return Poll::Ready(Some(Err(Status::unavailable(
+                    "the server is shutting down",
+                ))));
+            };
+            permit.forget();
+            this.held.counted(n_bytes);
+            this.held.completed(completed);
+            return Poll::Ready(Some(Ok(frame)));
+        }
+        let frame = match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+            Some(Ok(frame)) => frame,
+            // tonic takes a stream that ends right after a message's prefix for one that ended
+            // cleanly, and would drop that message without a word.
+            None if this.framing.as_ref().is_some_and(Framing::inside_message) => {
+                return Poll::Ready(Some(Err(to_status(Error::invalid(
+                    crate::malformed::WHOLE_REQUEST,
+                    "the request ends inside a message (its frame is cut short)",
+                )))));
+            }
+            other => return Poll::Ready(other),
+        };
+        let Some(data) = frame.data_ref() else {
+            return Poll::Ready(Some(Ok(frame)));
+        };
+        let n_bytes = data.len();
+        let Some(framing) = &mut this.framing else {
             // A first frame too short for the whole prefix is rare (h2 sends the prefix with
             // the body); the bytes sent so far still bound the request's size.
-            let first = self.first;
-            let (completed, declared) = match &mut self.framing {
-                Some(framing) => framing.feed(data),
-                None if first => (0, declared_bytes(data)),
-                None => (0, None),
+            let declared = if this.first {
+                declared_bytes(data)
+            } else {
+                None
             };
-            self.first = false;
-            if let Err(refused) = self.held.take(data.len(), declared) {
+            this.first = false;
+            if let Err(refused) = this.held.take(n_bytes, declared) {
                 return Poll::Ready(Some(Err(refused)));
             }
-            self.held.give(completed);
+            return Poll::Ready(Some(Ok(frame)));
+        };
+        // A streamed call: a frame that does not fit waits for room (the stream's own pending
+        // messages free theirs as they are answered), unless it could never fit.
+        let (completed, declared) = framing.feed(data);
+        if let Err(refused) = this.held.check_fits(n_bytes.max(declared.unwrap_or(0))) {
+            return Poll::Ready(Some(Err(refused)));
         }
-        polled
+        if this.held.try_take(n_bytes).is_ok() {
+            this.held.completed(completed);
+            return Poll::Ready(Some(Ok(frame)));
+        }
+        let n_permits = u32::try_from(n_bytes).expect("a frame is under 4 GiB");
+        this.waiting = Some(Waiting {
+            frame,
+            n_bytes,
+            completed,
+            room: Box::pin(this.held.budget.bytes.clone().acquire_many_owned(n_permits)),
+        });
+        self.poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {
@@ -340,6 +471,7 @@ mod tests {
         let first = Arc::new(Held {
             budget: budget.clone(),
             bytes: AtomicUsize::new(0),
+            messages: Default::default(),
         });
         first.take(60, None).expect("60 of 100 fit");
         first.take(30, None).expect("90 of 100 fit");
@@ -347,6 +479,7 @@ mod tests {
         let second = Held {
             budget: budget.clone(),
             bytes: AtomicUsize::new(0),
+            messages: Default::default(),
         };
         let refused = second.take(20, None).expect_err("110 of 100 do not fit");
         assert_eq!(refused.code(), Code::ResourceExhausted);
@@ -379,9 +512,9 @@ mod tests {
             let mut framing = Framing::default();
             let (mut completed, mut at) = (Vec::new(), 0);
             for frame in stream.chunks(piece) {
-                let (n_bytes, declared) = framing.feed(frame);
+                let (sizes, declared) = framing.feed(frame);
                 at += frame.len();
-                if n_bytes > 0 {
+                for n_bytes in sizes {
                     completed.push((at, n_bytes));
                 }
                 assert!(
@@ -389,8 +522,9 @@ mod tests {
                     "{declared:?}"
                 );
             }
-            let total: usize = completed.iter().map(|(_, n_bytes)| n_bytes).sum();
-            assert_eq!(total, stream.len(), "frames of {piece} bytes");
+            let sizes: Vec<usize> = completed.iter().map(|(_, n_bytes)| *n_bytes).collect();
+            assert_eq!(sizes, [8, 5, 75, 6], "frames of {piece} bytes");
+            assert!(!framing.inside_message(), "frames of {piece} bytes");
             for (at, _) in &completed {
                 assert!(
                     ends.iter().any(|end| end <= at && at - end < piece),
@@ -406,6 +540,7 @@ mod tests {
         let held = Held {
             budget: budget.clone(),
             bytes: AtomicUsize::new(0),
+            messages: Default::default(),
         };
         // A first frame of 10 bytes whose prefix declares a 200-byte message.
         let mut frame = vec![0u8];

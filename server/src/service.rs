@@ -109,31 +109,48 @@ impl Service {
     /// Appends without occupying a pool thread: queues the append for the writer and awaits
     /// its answer.
     async fn append(&self, append: Append) -> Result<Receipt, Status> {
-        self.submit(append).await?.await
+        self.submit(append, false, Admission::Refuse).await?.await
     }
 
     /// Queues an append behind every append submitted before it (for the writer, or for the
     /// Raft log on a cluster leader) and gives back the future of its answer, which needs no
     /// polling to make progress: an append stream keeps several pending and polls the oldest.
-    pub(crate) async fn submit(&self, append: Append) -> Result<Answer, Status> {
-        let permit = self.appends.clone().try_acquire_owned().map_err(|_| {
+    /// A refusal names the fields under `append.` when it is `nested` in its request (a
+    /// stream's). With every admission permit taken, `admission`
+    /// says whether to refuse at once or wait for one; a permit is given back when the append
+    /// is decided, whether or not its answer is polled then.
+    pub(crate) async fn submit(
+        &self,
+        append: Append,
+        nested: bool,
+        admission: Admission,
+    ) -> Result<Answer, Status> {
+        let appends = self.appends.clone();
+        let permit = match admission {
+            Admission::Refuse => appends.try_acquire_owned().ok(),
+            Admission::Wait => appends.acquire_owned().await.ok(),
+        };
+        let permit = permit.ok_or_else(|| {
             to_status(Error::AppendsFull {
                 max: self.appends_max,
             })
         })?;
         if let Some(node) = &self.cluster {
             node.check_leader().map_err(to_status)?;
-            let command = self.store.get().stamp(append).map_err(append_refusal)?;
+            let command = self
+                .store
+                .get()
+                .stamp(append)
+                .map_err(|err| append_refusal(nested, err))?;
             let deadline = tokio::time::Instant::now() + crate::limits::COMMIT_WAIT;
             let outcome = node
-                .propose(command, deadline)
+                .propose(command, deadline, Some(permit))
                 .await
-                .map_err(append_refusal)?;
+                .map_err(|err| append_refusal(nested, err))?;
             let node = node.clone();
             return Ok(Box::pin(async move {
-                let receipt = node.answer(outcome, deadline).await.map_err(append_refusal);
-                drop(permit);
-                receipt
+                let answer = node.answer(outcome, deadline).await;
+                answer.map_err(|err| append_refusal(nested, err))
             }));
         }
         let (reply, answer) = oneshot::channel();
@@ -144,18 +161,27 @@ impl Service {
                 // The client may have gone away; the append stands regardless.
                 let _ = reply.send((result, spent));
             })
-            .map_err(append_refusal)?;
+            .map_err(|err| append_refusal(nested, err))?;
         Ok(Box::pin(async move {
             match answer.await {
                 // The events are freed here, on an async worker, where they were decoded (see
                 // `Spent`); if the client went away, the store's thread frees them instead.
-                Ok((result, _spent)) => result.map_err(append_refusal),
+                Ok((result, _spent)) => result.map_err(|err| append_refusal(nested, err)),
                 Err(_) => Err(to_status(causeway_core::Error::Poisoned(
                     "the writer thread stopped".to_string(),
                 ))),
             }
         }))
     }
+}
+
+/// What [`Service::submit`] does when every admission permit is taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Admission {
+    /// Refuse at once (RESOURCE_EXHAUSTED): a unary call.
+    Refuse,
+    /// Wait for a permit: a stream, whose later appends would otherwise fail their conditions.
+    Wait,
 }
 
 /// The answer to a submitted append (see [`Service::submit`]).
@@ -180,7 +206,7 @@ impl Service {
         // The refusal is worded as the store words the same refusal of an append.
         self.call(move |store| Ok(check_reach(store, &caller, method, &append).map(|()| append)))
             .await?
-            .map_err(append_refusal)
+            .map_err(|err| append_refusal(method == crate::append_stream::METHOD, err))
     }
 
     /// Waits until a read at the requested consistency may be answered from this node.
@@ -268,8 +294,9 @@ pub fn check_receipt(
 /// The status of an append the store refused while it ran, after `convert::append` checked
 /// every field it can check alone: a gate named but not registered names `gates`, anything
 /// else about the events (an id already in the store, a parent later in the append, the gate
-/// evaluation budget) names `events`. Other failures keep their own status.
-fn append_refusal(err: impl Into<Error>) -> Status {
+/// evaluation budget) names `events`; both under `append.` when the append is `nested` in its
+/// request (a stream's). Other failures keep their own status.
+fn append_refusal(nested: bool, err: impl Into<Error>) -> Status {
     match err.into() {
         Error::Core(err) => {
             let field = match &err {
@@ -277,6 +304,11 @@ fn append_refusal(err: impl Into<Error>) -> Status {
                     "gates"
                 }
                 _ => "events",
+            };
+            let field = match (nested, field) {
+                (false, field) => field,
+                (true, "gates") => "append.gates",
+                (true, _) => "append.events",
             };
             to_status(Error::refused(field, err))
         }
@@ -464,15 +496,15 @@ impl EventStoreService for Service {
         request: Request<tonic::Streaming<pb::AppendStreamRequest>>,
     ) -> Result<Response<Self::AppendStreamStream>, Status> {
         let caller = Caller::of(&request);
-        // Streamed calls find the request budget here (`budget.rs`).
-        let budget = request
+        // Streamed calls find their messages' bytes here (`budget.rs`).
+        let bytes = request
             .extensions()
-            .get::<crate::budget::RequestBudget>()
+            .get::<crate::budget::StreamBytes>()
             .cloned();
         Ok(Response::new(crate::append_stream::serve(
             self.clone(),
             caller,
-            budget,
+            bytes,
             request.into_inner(),
         )))
     }

@@ -99,7 +99,23 @@ pub struct ClusterNode {
 pub(crate) type Proposed = Result<Response, RaftError<TypeConfig, ClientWriteError<TypeConfig>>>;
 
 /// A stamped command to propose, and where its outcome goes.
-type Submission = (Command, tokio::sync::oneshot::Sender<Proposed>);
+type Submission = (Command, Reply);
+
+/// Where a proposed command's outcome goes, with the admission it holds until then: an append's
+/// permit is given back when its outcome is sent, whether or not its writer is still waiting
+/// (an append stream polls only its oldest answer).
+struct Reply {
+    sender: tokio::sync::oneshot::Sender<Proposed>,
+    _admitted: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Reply {
+    /// Sends the outcome (a writer that went away does not want it) and gives the admission
+    /// back.
+    fn send(self, outcome: Proposed) {
+        let _ = self.sender.send(outcome);
+    }
+}
 
 /// Proposes queued commands in batches, in queue order, each batch as soon as it is taken; the
 /// outcomes of a batch are routed to their writers by a task of their own, so the next batch
@@ -117,7 +133,7 @@ async fn propose_in_batches(raft: Raft, mut queue: tokio::sync::mpsc::Receiver<S
             }
             Err(fatal) => {
                 for reply in replies {
-                    let _ = reply.send(Err(RaftError::Fatal(fatal.clone())));
+                    reply.send(Err(RaftError::Fatal(fatal.clone())));
                 }
             }
         }
@@ -131,7 +147,7 @@ async fn route_outcomes(
         'static,
         Result<openraft::raft::WriteResult<TypeConfig>, openraft::error::Fatal<TypeConfig>>,
     >,
-    replies: Vec<tokio::sync::oneshot::Sender<Proposed>>,
+    replies: Vec<Reply>,
 ) {
     use tokio_stream::StreamExt;
     for reply in replies {
@@ -141,7 +157,7 @@ async fn route_outcomes(
             Some(Err(fatal)) => Err(RaftError::Fatal(fatal)),
             None => return,
         };
-        let _ = reply.send(outcome);
+        reply.send(outcome);
     }
 }
 
@@ -286,19 +302,25 @@ impl ClusterNode {
     /// Proposes a stamped command and answers what applying it answered.
     pub async fn write(&self, command: Command) -> Result<Receipt, Error> {
         let deadline = tokio::time::Instant::now() + COMMIT_WAIT;
-        let outcome = self.propose(command, deadline).await?;
+        let outcome = self.propose(command, deadline, None).await?;
         self.answer(outcome, deadline).await
     }
 
     /// Queues a stamped command for the Raft log, behind every command queued before it:
     /// commands proposed one after another reach the log in that order. What applying it
-    /// answers arrives on the receiver ([`ClusterNode::answer`]).
+    /// answers arrives on the receiver ([`ClusterNode::answer`]). `admitted` is held until the
+    /// outcome is sent.
     pub async fn propose(
         &self,
         command: Command,
         deadline: tokio::time::Instant,
+        admitted: Option<tokio::sync::OwnedSemaphorePermit>,
     ) -> Result<tokio::sync::oneshot::Receiver<Proposed>, Error> {
-        let (reply, outcome) = tokio::sync::oneshot::channel();
+        let (sender, outcome) = tokio::sync::oneshot::channel();
+        let reply = Reply {
+            sender,
+            _admitted: admitted,
+        };
         match tokio::time::timeout_at(deadline, self.proposals.send((command, reply))).await {
             Ok(Ok(())) => Ok(outcome),
             Err(_) => Err(commit_wait_passed()),

@@ -163,9 +163,11 @@ async fn appends_are_answered_in_order_and_a_refusal_does_not_end_the_stream() {
     assert_eq!(types, sent);
 }
 
-/// A stream that carries many times the server's request budget, one append at a time, is
-/// never refused for it: each message's bytes are given back once it is answered. Catches a
-/// stream whose bytes add up for its whole life (it would be refused OVERLOADED after 64 KiB).
+/// A stream that carries many times the server's request budget is never refused for it,
+/// whether it sends one append at a time or all at once: each message's bytes are given back
+/// once it is answered, and a message that does not fit waits for room (its own stream's
+/// answers make it). Catches a stream whose bytes add up for its whole life, and one that its
+/// own pending appends end with OVERLOADED.
 #[tokio::test]
 async fn a_long_stream_gives_its_request_bytes_back() {
     let dir = scratch();
@@ -175,23 +177,72 @@ async fn a_long_stream_gives_its_request_bytes_back() {
         &["--max-in-flight-request-bytes", &budget.to_string()],
     );
     let mut client = connect(node.addr).await;
-    let mut stream = Stream::open(&mut client).await;
     let payload_bytes = 8 * 1024;
     let n_appends = 4 * budget / payload_bytes;
+    let big = |idx: usize| {
+        append_of(vec![pb::NewEvent {
+            payload: vec![b'7'; payload_bytes],
+            content_type: "application/octet-stream".to_string(),
+            ..event("acme", &format!("big-{idx}"), "Big")
+        }])
+    };
+    let mut stream = Stream::open(&mut client).await;
     for idx in 0..n_appends {
-        stream
-            .send(append_of(vec![pb::NewEvent {
-                payload: vec![b'7'; payload_bytes],
-                content_type: "application/octet-stream".to_string(),
-                ..event("acme", &format!("big-{idx}"), "Big")
-            }]))
-            .await;
+        stream.send(big(idx)).await;
         let answer = stream.answer().await.expect("an answer");
         answer.unwrap_or_else(|status| panic!("append {idx}: {status:?}"));
     }
     stream.close();
     stream.ends_ok().await;
-    assert_eq!(read_all(&mut client, None).await.len(), n_appends);
+
+    let mut stream = Stream::open(&mut client).await;
+    for idx in 0..n_appends {
+        stream.send(big(n_appends + idx)).await;
+    }
+    stream.close();
+    for idx in 0..n_appends {
+        let answer = stream.answer().await.expect("an answer");
+        answer.unwrap_or_else(|status| panic!("pipelined append {idx}: {status:?}"));
+    }
+    stream.ends_ok().await;
+    assert_eq!(read_all(&mut client, None).await.len(), 2 * n_appends);
+}
+
+/// Streams whose appends together are more than the server admits at once (`pool_threads +
+/// pool_queue`, here 2) wait for room instead of refusing: every stream's appends, each
+/// expecting the version the one before it leaves, all commit. Catches a stream that answers
+/// RESOURCE_EXHAUSTED in the middle of an in-order pipeline, failing every append after it.
+#[tokio::test]
+async fn streams_wait_for_admission_instead_of_breaking_their_order() {
+    let dir = scratch();
+    let node = Node::start(
+        &dir.path().join("data"),
+        &["--pool-threads", "1", "--pool-queue", "1"],
+    );
+    let mut client = connect(node.addr).await;
+    let (n_streams, n_appends) = (4, 30);
+    let mut streams = Vec::new();
+    for stream_idx in 0..n_streams {
+        let stream = Stream::open(&mut client).await;
+        let entity = format!("order-{stream_idx}");
+        for version in 0..n_appends {
+            let append = append_of(vec![event("acme", &entity, "Step")]);
+            stream.send(expecting(append, &entity, version)).await;
+        }
+        streams.push(stream);
+    }
+    for (stream_idx, mut stream) in streams.into_iter().enumerate() {
+        stream.close();
+        for idx in 0..n_appends {
+            let answer = stream.answer().await.expect("an answer");
+            answer.unwrap_or_else(|status| panic!("stream {stream_idx}, append {idx}: {status:?}"));
+        }
+        stream.ends_ok().await;
+    }
+    assert_eq!(
+        read_all(&mut client, None).await.len() as u64,
+        n_streams * n_appends
+    );
 }
 
 /// A request the server cannot decode ends the stream with INVALID_ARGUMENT, after the answers
@@ -210,6 +261,7 @@ async fn a_request_that_does_not_decode_ends_the_stream_after_the_answers_before
         };
         frame(&mut body, &request.encode_to_vec());
     }
+    let good = body.clone();
     frame(&mut body, &[0x0a, 0x05, 0x01]);
     let messages = raw_stream(node.addr, body).await;
     let (answers, status) = messages;
@@ -219,6 +271,16 @@ async fn a_request_that_does_not_decode_ends_the_stream_after_the_answers_before
     }
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     assert_eq!(read_all(&mut client, None).await.len(), 2);
+
+    // A stream that ends right after a message's prefix, before its body: tonic alone takes
+    // that for a clean end and drops the message.
+    let mut cut = good;
+    cut.push(0);
+    cut.extend_from_slice(&100u32.to_be_bytes());
+    let (answers, status) = raw_stream(node.addr, cut).await;
+    assert_eq!(answers.len(), 2, "{answers:?}");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("cut short"), "{status:?}");
 }
 
 /// Appends a gRPC message frame of `message` to `body`.
