@@ -11,10 +11,12 @@
 //! the append is answered). A stream's frame that does not fit beside the other calls' bytes
 //! waits for room instead of failing the stream, so the stream stops reading while its own
 //! pending appends, answered, give theirs back; a frame or message larger than the whole
-//! budget is refused as a unary request would be. A frame that does not fit ends the
-//! call with RESOURCE_EXHAUSTED (reason `OVERLOADED`, limit `max_in_flight_request_bytes`) and
-//! a `RetryInfo` of `RETRY_AFTER_OVERLOAD`, at once: a client never waits on the budget, and
-//! the bytes it had taken are given back.
+//! budget is refused as a unary request would be.
+//!
+//! For every other call, a frame that does not fit ends the call with RESOURCE_EXHAUSTED
+//! (reason `OVERLOADED`, limit `max_in_flight_request_bytes`) and a `RetryInfo` of
+//! `RETRY_AFTER_OVERLOAD`, at once: such a client never waits on the budget, and the bytes it
+//! had taken are given back.
 //!
 //! A request larger than the whole budget can never fit, however long it waits: it is refused
 //! with RESOURCE_EXHAUSTED, reason `LIMIT_EXCEEDED`, and no `RetryInfo`, its message giving

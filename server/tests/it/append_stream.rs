@@ -9,7 +9,7 @@ use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
 use crate::harness::{
-    Client, Node, append_of, connect, event, pb, read_all, read_grpc_body, scratch,
+    Client, Node, answer_of, append_of, connect, event, pb, read_all, read_grpc_body, scratch,
 };
 
 /// How long any one answer may take before the test calls it a hang.
@@ -70,18 +70,6 @@ impl Stream {
             Ok(None) => Err(None),
             Err(status) => Err(Some(status)),
         }
-    }
-}
-
-/// An answer as the unary call's result.
-fn answer_of(response: pb::AppendStreamResponse) -> Result<pb::Receipt, Status> {
-    match response.answer.expect("an answer") {
-        pb::append_stream_response::Answer::Receipt(receipt) => Ok(receipt),
-        pb::append_stream_response::Answer::Error(status) => Err(Status::with_details(
-            Code::from(status.code),
-            status.message.clone(),
-            status.encode_to_vec().into(),
-        )),
     }
 }
 

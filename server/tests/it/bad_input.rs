@@ -21,7 +21,9 @@ use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
-use crate::harness::{Node, event, every_rpc, health_of, pb, read_all, read_grpc_body, scratch};
+use crate::harness::{
+    Node, answer_of, event, every_rpc, health_of, pb, read_all, read_grpc_body, scratch,
+};
 
 const MIB: usize = 1024 * 1024;
 /// The longest message any refusal may carry.
@@ -718,19 +720,10 @@ async fn send(channel: &mut Channel, path: &str, case: &Case) -> Status {
         // A stream answers each request in a message, and ends with its own status.
         let (messages, status) = read_grpc_body(response.into_body()).await;
         return match messages.first() {
-            Some(message) => {
-                match pb::AppendStreamResponse::decode(message.clone())
-                    .expect("an answer decodes")
-                    .answer
-                {
-                    Some(pb::append_stream_response::Answer::Error(error)) => Status::with_details(
-                        Code::from(error.code),
-                        error.message.clone(),
-                        error.encode_to_vec().into(),
-                    ),
-                    other => panic!("{path}: a bad request was answered {other:?}"),
-                }
-            }
+            Some(message) => answer_of(
+                pb::AppendStreamResponse::decode(message.clone()).expect("an answer decodes"),
+            )
+            .expect_err("a bad request is refused"),
             None => status,
         };
     }

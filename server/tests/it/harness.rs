@@ -373,6 +373,19 @@ pub fn every_rpc() -> std::collections::BTreeSet<String> {
         .collect()
 }
 
+/// An `AppendStream` answer as the unary `Append` call's result: the receipt, or the refusal
+/// as the status (with its details) the unary call would have returned.
+pub fn answer_of(response: pb::AppendStreamResponse) -> Result<pb::Receipt, tonic::Status> {
+    match response.answer.expect("an answer") {
+        pb::append_stream_response::Answer::Receipt(receipt) => Ok(receipt),
+        pb::append_stream_response::Answer::Error(status) => Err(tonic::Status::with_details(
+            tonic::Code::from(status.code),
+            status.message.clone(),
+            prost::Message::encode_to_vec(&status).into(),
+        )),
+    }
+}
+
 /// Reads a gRPC response body to its end: its messages, and the status its trailers carry.
 pub async fn read_grpc_body(mut body: tonic::body::Body) -> (Vec<bytes::Bytes>, tonic::Status) {
     let mut data = bytes::BytesMut::new();
