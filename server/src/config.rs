@@ -100,7 +100,7 @@ pub struct Args {
     #[arg(long, env = "CAUSEWAY_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
     /// Threads that serve gRPC [default: one fewer than the CPUs, at least 1; the store's
-    /// writer and sync threads use the other].
+    /// writer and sync threads use the other]. With 1, the process's main thread serves.
     #[arg(long, env = "CAUSEWAY_ASYNC_THREADS")]
     pub async_threads: Option<usize>,
     /// Threads that run store calls [default: 64].

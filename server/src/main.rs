@@ -60,11 +60,19 @@ fn main() -> ExitCode {
 }
 
 fn run(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.async_threads)
-        .enable_all()
-        .thread_name("causeway-async")
-        .build()?;
+    // One async thread (the default on two CPUs) is a current-thread runtime, whose queue is
+    // first in, first out: the answers of a commit group all reach HTTP/2 before their
+    // connection is polled, and leave in one write. The multi-thread scheduler runs a task
+    // woken by the running one next (its LIFO slot), so each answer was flushed by itself
+    // (docs/BENCHMARKS.md, "One write for a group's answers").
+    let mut builder = if config.async_threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(config.async_threads);
+        builder
+    };
+    let runtime = builder.enable_all().thread_name("causeway-async").build()?;
     runtime.block_on(async {
         let server = Server::bind(config).await?;
         let admin = server

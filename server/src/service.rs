@@ -54,6 +54,8 @@ pub struct Service {
     /// answers it.
     appends: Arc<Semaphore>,
     appends_max: usize,
+    /// Hands the store's answers to appends back to the runtime.
+    relay: Relay,
     hub: Hub,
     /// The receipt signing key's id and public key, when the server signs.
     signing_key: Option<(String, [u8; 32])>,
@@ -77,6 +79,7 @@ impl Service {
             pool,
             appends: Arc::new(Semaphore::new(appends_max)),
             appends_max,
+            relay: Relay::start(),
             hub,
             signing_key: signer.map(|signer| (key_id(signer), signer.public_key())),
         }
@@ -154,12 +157,15 @@ impl Service {
             }));
         }
         let (reply, answer) = oneshot::channel();
+        let relay = self.relay.clone();
         self.store
             .get()
             .append_with(append, move |result, spent| {
-                drop(permit);
-                // The client may have gone away; the append stands regardless.
-                let _ = reply.send((result, spent));
+                relay.deliver(Delivery {
+                    reply,
+                    answer: (result, spent),
+                    permit,
+                });
             })
             .map_err(|err| append_refusal(nested, err))?;
         Ok(Box::pin(async move {
@@ -172,6 +178,54 @@ impl Service {
                 ))),
             }
         }))
+    }
+}
+
+/// Hands the answers of a commit group from the store's thread to the async runtime with one
+/// wake instead of one per append: a task on the runtime completes them all, so every append
+/// of the group is answered before any of their connections is polled, and the answers that
+/// share a connection leave in one write. At most `appends_max` deliveries wait, since each
+/// carries its append's admission permit until it is delivered.
+#[derive(Clone, Debug)]
+struct Relay(tokio::sync::mpsc::UnboundedSender<Delivery>);
+
+/// An append's answer on its way to the task that waits for it.
+#[derive(Debug)]
+struct Delivery {
+    reply: oneshot::Sender<(causeway_core::Result<Receipt>, causeway_core::Spent)>,
+    answer: (causeway_core::Result<Receipt>, causeway_core::Spent),
+    permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Delivery {
+    fn complete(self) {
+        drop(self.permit);
+        // The client may have gone away; the append stands regardless.
+        let _ = self.reply.send(self.answer);
+    }
+}
+
+/// Deliveries completed per turn of the relay's task, at most.
+const RELAY_BATCH_MAX: usize = 256;
+
+impl Relay {
+    /// Spawns the relay's task on the current runtime; it ends when every sender is dropped.
+    fn start() -> Relay {
+        let (sender, mut deliveries) = tokio::sync::mpsc::unbounded_channel::<Delivery>();
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(RELAY_BATCH_MAX);
+            while deliveries.recv_many(&mut batch, RELAY_BATCH_MAX).await > 0 {
+                batch.drain(..).for_each(Delivery::complete);
+            }
+        });
+        Relay(sender)
+    }
+
+    /// Sends a delivery to the relay's task; with the runtime gone, completes it here.
+    fn deliver(&self, delivery: Delivery) {
+        if let Err(tokio::sync::mpsc::error::SendError(delivery)) = self.0.send(delivery) {
+            delivery.complete();
+        }
     }
 }
 

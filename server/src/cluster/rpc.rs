@@ -22,9 +22,9 @@
 //! member as this node knows the membership, and from the node their vote names; a snapshot
 //! that ends within what this node has committed is answered without installing anything.
 
-use std::io::Write;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::io::AsyncWriteExt;
 
 use openraft::ReadPolicy;
 use openraft::async_runtime::WatchReceiver;
@@ -421,16 +421,13 @@ async fn receive_files(
     parts: &mut Streaming<pb::InstallSnapshotRequest>,
 ) -> Result<(), Status> {
     let io = |err: std::io::Error| Status::internal(format!("writing the snapshot: {err}"));
-    tokio::task::block_in_place(|| std::fs::create_dir_all(dir)).map_err(io)?;
+    tokio::fs::create_dir_all(dir).await.map_err(io)?;
     for file in files {
         let path = dir.join(safe_name(&file.name)?);
-        let mut out = tokio::task::block_in_place(|| {
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            std::fs::File::create(&path)
-        })
-        .map_err(io)?;
+        if let Some(parent) = path.parent() {
+            tokio::fs::create_dir_all(parent).await.map_err(io)?;
+        }
+        let mut out = tokio::fs::File::create(&path).await.map_err(io)?;
         let mut left = file.length;
         while left > 0 {
             let part = next_part(parts).await?.ok_or_else(|| {
@@ -455,8 +452,10 @@ async fn receive_files(
                 ));
             }
             left -= chunk.data.len() as u64;
-            tokio::task::block_in_place(|| out.write_all(&chunk.data)).map_err(io)?;
+            out.write_all(&chunk.data).await.map_err(io)?;
         }
+        // A tokio file writes on a blocking thread: flushing waits for the last write.
+        out.flush().await.map_err(io)?;
     }
     if next_part(parts).await?.is_some() {
         return Err(bad(
