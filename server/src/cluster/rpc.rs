@@ -22,6 +22,7 @@
 //! member as this node knows the membership, and from the node their vote names; a snapshot
 //! that ends within what this node has committed is answered without installing anything.
 
+use std::future::Future;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::io::AsyncWriteExt;
@@ -56,9 +57,6 @@ pub struct Peers {
 }
 
 static TRANSFERS: AtomicU64 = AtomicU64::new(0);
-
-/// Answers of a StreamAppend stream buffered toward the leader.
-const STREAM_APPEND_BUFFER: usize = 64;
 
 impl Peers {
     /// The service for `raft`, checking requests against `identity` and, with `mtls`, the
@@ -149,6 +147,25 @@ impl Peers {
 }
 
 /// A field of a peer's request that does not convert: the converters name it in the message.
+/// The last item of a StreamAppend answer stream: the refusal that ended its input, if one did.
+struct Refusal(Option<tokio::sync::oneshot::Receiver<Status>>);
+
+impl tokio_stream::Stream for Refusal {
+    type Item = Result<pb::StreamAppendResponse, Status>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let Some(refusal) = self.0.as_mut() else {
+            return std::task::Poll::Ready(None);
+        };
+        let refused = std::task::ready!(std::pin::Pin::new(refusal).poll(cx));
+        self.0 = None;
+        std::task::Poll::Ready(refused.ok().map(Err))
+    }
+}
+
 fn invalid(err: std::io::Error) -> Status {
     bad("request", err.to_string())
 }
@@ -209,24 +226,14 @@ impl RaftService for Peers {
                 }
             }
         });
+        // The answers are the response itself, polled by the call's own task: a task and a
+        // channel between them cost each round of replication one more turn of the runtime.
         let answers = self.raft.stream_append(input).map(|result| match result {
             Ok(result) => Ok(wire::stream_result_to_pb(&result)),
             Err(fatal) => Err(stopped(fatal)),
         });
-        let (out_tx, out_rx) = tokio::sync::mpsc::channel(STREAM_APPEND_BUFFER);
-        tokio::spawn(async move {
-            let mut answers = std::pin::pin!(answers);
-            while let Some(answer) = answers.next().await {
-                if out_tx.send(answer).await.is_err() {
-                    return;
-                }
-            }
-            if let Ok(status) = refusal_rx.await {
-                let _ = out_tx.send(Err(status)).await;
-            }
-        });
         Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(out_rx),
+            answers.chain(Refusal(Some(refusal_rx))),
         )))
     }
 

@@ -41,8 +41,8 @@ async fn status(cluster: &Cluster, id: u64) -> pb::GetClusterStatusResponse {
         .expect("the node answers its status")
 }
 
-/// Malformed entries, a checkpoint that does not parse, and a vote from a node outside the
-/// membership are each refused; every node keeps running and the leader keeps its term.
+/// Malformed entries, a checkpoint that does not parse, a vote from a node outside the
+/// membership and a replication stream meant for another node are each refused; every node keeps running and the leader keeps its term.
 /// Catches a node that hands a gap to its log (which stops it), installs a snapshot that
 /// fails (which stops it), or lets a stranger's vote with a higher term depose the leader.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,6 +161,33 @@ async fn a_hostile_peer_crashes_no_node_and_deposes_no_leader() {
         .await
         .expect_err("a transfer ordered by a stranger");
     assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+
+    // A replication stream whose request is meant for another node: the stream's last item
+    // is the refusal, after the answers before it (none here).
+    let misdirected = raft_pb::StreamAppendRequest {
+        request: Some(raft_pb::AppendEntriesRequest {
+            header: header(leader, leader, &cluster_id),
+            vote: vote(term, leader),
+            prev_log_id: None,
+            entries: Vec::new(),
+            leader_commit: None,
+        }),
+    };
+    let mut answers = peer(&cluster, follower)
+        .await
+        .stream_append(tokio_stream::iter(vec![misdirected]))
+        .await
+        .expect("the stream opens")
+        .into_inner();
+    let refused = answers
+        .message()
+        .await
+        .expect_err("entries meant for another node");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(
+        refused.message().contains(&leader.to_string()),
+        "the refusal names the target: {refused:?}"
+    );
 
     for id in 1..=3 {
         assert!(
