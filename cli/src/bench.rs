@@ -108,7 +108,7 @@ pub struct BenchArgs {
     /// them after.
     #[arg(long)]
     pub gates: bool,
-    /// The scope to write to [default: bench-<run id>, new for each run].
+    /// The scope to write to [default: bench- and the run's id, new for each run].
     #[arg(long)]
     pub scope: Option<String>,
     /// Seed of the entity choice: the same seed picks the same entities.

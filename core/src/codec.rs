@@ -186,7 +186,7 @@ pub fn decode(record: &[u8]) -> Result<Event, String> {
 /// another encoding ([`Store::read_log_records`](crate::Store::read_log_records));
 /// [`EventRecord::to_event`] makes the owned [`Event`].
 ///
-/// [`EventRecord::parse`] checks the whole record as [`decode`] does (every length fits, every
+/// [`EventRecord::parse`] checks the whole record as `decode` does (every length fits, every
 /// string is UTF-8, no byte is left over), so the iterators cannot fail.
 #[derive(Clone, Copy, Debug)]
 pub struct EventRecord<'a> {
@@ -222,7 +222,7 @@ pub struct EventRecord<'a> {
     pub payload: &'a [u8],
 }
 
-/// An append trailer borrowed from a record; see [`Trailer`].
+/// An append trailer borrowed from a record; see `Trailer`.
 #[derive(Clone, Copy, Debug)]
 pub struct TrailerRef<'a> {
     /// Events in the append.

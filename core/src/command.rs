@@ -320,7 +320,7 @@ pub(crate) fn validate_append(append: &Append) -> Result<()> {
     check_append(append).map_err(Error::from)
 }
 
-/// The checks of [`validate_append`], saying which field of the append was refused
+/// The checks of `validate_append`, saying which field of the append was refused
 /// (`events[2].scope`, `expected[0].entity`, `idempotency_key`, `condition.query.scopes[1]`).
 /// A server runs it before queueing an append, to name the field; the store runs it again.
 pub fn check_append(append: &Append) -> Result<(), FieldError> {

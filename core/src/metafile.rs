@@ -3,7 +3,7 @@
 //!
 //! A write goes to `NAME.tmp`, is synced, renamed over `NAME`, and the directory is synced, all
 //! through the [`Disk`] seam: after a crash the file holds the old bytes or the new, never a
-//! mix, and once [`write`] returns the new bytes survive power loss. A reader checks the magic
+//! mix, and once `write` returns the new bytes survive power loss. A reader checks the magic
 //! (which says what the file is for), the format version, the length and a CRC32, so damage is
 //! an [`Error::Corrupt`] naming the file, never wrong data.
 //!

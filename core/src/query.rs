@@ -2,7 +2,7 @@
 //!
 //! A [`Filter`] is what a caller asks for: scopes, an entity prefix, a DCB query (a list of
 //! [`QueryItem`]s, OR-ed; within an item the types are OR-ed and every tag is required) and a
-//! timestamp range. The index turns it into a [`Plan`] over sorted position lists (one per
+//! timestamp range. The index turns it into a `Plan` over sorted position lists (one per
 //! scope, type, tag and entity). A plan answers one question, "the first matching position at or
 //! after `p`" (or at or before, backwards), by binary search and leapfrog intersection, so a
 //! sparse filter costs the matches it finds, not the length of the log.

@@ -3,7 +3,7 @@
 //! A unary `Append` costs an HTTP/2 stream of its own: request headers, response headers and
 //! trailers, a task, and the routing and layers of a call. On a stream each append is one
 //! message each way. The store's work is the same: each append is checked and submitted as
-//! `Append` submits it ([`Service::submit`]), and answered once its group is durable.
+//! `Append` submits it (`Service::submit`), and answered once its group is durable.
 //!
 //! The connection's task drives each stream: polled for the next answer, the stream reads and
 //! submits requests until the oldest pending append is answered. So:

@@ -178,7 +178,7 @@ pub struct Args {
     pub tls_key: Option<PathBuf>,
     /// A PEM file of CA certificates: clients must then present a certificate one of them
     /// signed (mutual TLS). A cluster member with TLS needs it: peers use it to trust each
-    /// other, and each node's certificate names it as DNS name node-<id>.causeway.
+    /// other, and each node's certificate names it as DNS name node-N.causeway, N its node id.
     #[arg(long, env = "CAUSEWAY_TLS_CLIENT_CA")]
     pub tls_client_ca: Option<PathBuf>,
     /// A TOML policy file of principals, their credentials and their permissions per scope

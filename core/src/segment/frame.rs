@@ -33,7 +33,7 @@ impl FrameLoc {
 pub struct Frame {
     /// The frame's index in the log.
     pub index: u64,
-    /// The frame's flags ([`FLAG_BATCH_END`], [`FLAG_MARK`]).
+    /// The frame's flags (`FLAG_BATCH_END`, `FLAG_MARK`).
     pub flags: u8,
     /// Where the frame lives.
     pub loc: FrameLoc,

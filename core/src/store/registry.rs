@@ -24,7 +24,7 @@ use crate::gate::{Gate, GateDefinition};
 pub struct RegisteredGate {
     /// The gate's name.
     pub name: String,
-    /// The position of the event that registered it; 0 for a gate from [`Config::gates`].
+    /// The position of the event that registered it; 0 for a gate from [`Config::gates`](crate::Config::gates).
     pub version: u64,
     /// The definition, for gates registered through the log.
     pub definition: Option<GateDefinition>,
