@@ -6,10 +6,11 @@
 //! the one `to_status`.
 //!
 //! Appends are the exception to the pool: they go straight to the store's writer queue with
-//! [`Store::append_with`], which never blocks, and the store completes a oneshot once the
-//! group is durable, handing back the events to be freed on an async worker, where they were
-//! decoded. No thread waits through the fsync, and an append costs two thread hand-offs (async
-//! worker to the store and back) instead of four. Admission is a semaphore of
+//! [`Store::append_with`], which never blocks, and once the group is durable the store hands
+//! its answers to the relay task (`Relay`, one wake per group), which completes each append's
+//! oneshot on the runtime, handing back the events to be freed there, where they were decoded.
+//! No thread waits through the fsync, and an append costs two thread hand-offs (async worker
+//! to the store and back) instead of four. Admission is a semaphore of
 //! `pool_threads + pool_queue` permits, the same bound appends had on the pool: each permit
 //! is held until the store answers, even if the client goes away, and a full semaphore is
 //! RESOURCE_EXHAUSTED at once.
