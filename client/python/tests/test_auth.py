@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
-from causeway_client import CausewayError, Client, Filter, NewEvent
+from causeway_client import Append, CausewayError, Client, Filter, NewEvent, Receipt
 
 from conftest import required_env, unique
 
@@ -44,8 +44,10 @@ def refusal(client: Client, scope: str) -> CausewayError:
 def test_a_token_goes_with_every_call_streams_included(authorized: Client) -> None:
     scope = unique("ci-py")
     receipt = authorized.append([NewEvent(scope, "order-1", "OrderPlaced", b'{"total":1}')])
+    [streamed] = authorized.append_stream([Append([NewEvent(scope, "order-1", "OrderPaid", b"{}")])])
+    assert isinstance(streamed, Receipt), streamed
     page = authorized.read_entity(scope, "order-1")
-    assert [event.type for event in page.events] == ["OrderPlaced"]
+    assert [event.type for event in page.events] == ["OrderPlaced", "OrderPaid"]
     subscription = authorized.subscribe(receipt.first_position, filter=Filter(scopes=[scope]))
     timer = threading.Timer(WATCHDOG_S, subscription.close)
     timer.start()

@@ -12,10 +12,13 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from causeway_client import (
     NO_STREAM,
     AllowedTypes,
+    Append,
     Client,
+    Conflict,
     Expected,
     Filter,
     IdempotencyConflict,
+    InvalidArgument,
     NewEvent,
     NotFound,
     QueryItem,
@@ -48,6 +51,42 @@ def test_an_idempotent_retry_returns_the_first_receipt(client: Client, scope: st
     with pytest.raises(IdempotencyConflict) as reused:
         client.append([NewEvent(scope, unique("order"), "Other", b"2")], idempotency_key=key)
     assert reused.value.key == key
+
+
+def test_append_stream_answers_in_order_with_refusals_in_place(
+    client: Client, scope: str
+) -> None:
+    entity = unique("order")
+
+    def placed(version: int) -> Append:
+        return Append(
+            [NewEvent(scope, entity, "OrderPlaced", f"{version}")],
+            expected=[Expected(scope, entity, version)],
+        )
+
+    appends = [
+        Append([NewEvent(scope, entity, "OrderPlaced", b"0")], [Expected(scope, entity, NO_STREAM)]),
+        placed(1),
+        placed(7),  # a conflict: the entity is at version 2
+        Append([NewEvent(scope, entity, "", b"no type")]),
+        placed(2),
+    ]
+    outcomes = list(client.append_stream(iter(appends)))
+    assert [type(outcome).__name__ for outcome in outcomes] == [
+        "Receipt",
+        "Receipt",
+        "Conflict",
+        "InvalidArgument",
+        "Receipt",
+    ]
+    conflict, invalid = outcomes[2], outcomes[3]
+    assert isinstance(conflict, Conflict) and conflict.actual == 2, conflict
+    assert isinstance(invalid, InvalidArgument)
+    assert [field for field, _ in invalid.violations] == ["append.events[0].type"], invalid
+    versions = [outcome.events[0].version for outcome in outcomes if not isinstance(outcome, Exception)]
+    assert versions == [1, 2, 3]
+    page = client.read_entity(scope, entity)
+    assert [event.payload for event in page.events] == [b"0", b"1", b"2"]
 
 
 def test_get_returns_the_event_as_written(client: Client, scope: str) -> None:

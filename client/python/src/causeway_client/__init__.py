@@ -8,7 +8,7 @@ messages and stubs are `causeway_client.pb`, made from the repository's proto/ w
 is built.
 """
 
-from causeway_client.client import Client, Subscription
+from causeway_client.client import Append, Client, Subscription
 from causeway_client.errors import (
     CausewayError,
     Conflict,
@@ -57,6 +57,7 @@ from causeway_client.receipt import (
 
 __all__ = [
     "ANY",
+    "Append",
     "EXISTS",
     "NO_STREAM",
     "AllowedTypes",

@@ -14,13 +14,14 @@ resume after a drop therefore delivers each event exactly once.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 import grpc
 
-from causeway_client.errors import CausewayError, Unavailable, from_rpc_error
+from causeway_client.errors import CausewayError, Unavailable, from_rpc_error, from_status
 from causeway_client.events import (
     Condition,
     EntityPage,
@@ -51,7 +52,11 @@ RESUME_BACKOFF_S_INITIAL = 0.1
 RESUME_BACKOFF_S_MAX = 2.0
 
 
-class _Bearer(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+class _Bearer(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
     """Adds `authorization: Bearer <token>` to every call's metadata."""
 
     def __init__(self, token: str) -> None:
@@ -66,6 +71,33 @@ class _Bearer(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientIntercepto
 
     def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
         return continuation(self._with_token(details), request)
+
+    def intercept_stream_stream(
+        self, continuation: Any, details: Any, request_iterator: Any
+    ) -> Any:
+        return continuation(self._with_token(details), request_iterator)
+
+
+@dataclass(frozen=True)
+class Append:
+    """One append of `Client.append_stream`: what `Client.append` takes as arguments."""
+
+    events: Sequence[NewEvent]
+    expected: Sequence[Expected] = ()
+    condition: Condition | None = None
+    idempotency_key: str = ""
+    gates: Sequence[str] = ()
+    external_causation: bool = False
+
+    def to_pb(self) -> causeway_pb2.AppendRequest:
+        return _append_request(
+            self.events,
+            self.expected,
+            self.condition,
+            self.idempotency_key,
+            self.gates,
+            self.external_causation,
+        )
 
 
 class Client:
@@ -137,6 +169,28 @@ class Client:
             events, expected, condition, idempotency_key, gates, external_causation
         )
         return Receipt.from_pb(self._call(self.stub.Append, request).receipt)
+
+    def append_stream(self, appends: Iterable[Append]) -> Iterator[Receipt | CausewayError]:
+        """Makes `appends` in order over one `AppendStream` call and yields, in the same order,
+        each one's receipt or the typed exception that refused it. A refusal is yielded, not
+        raised: the appends after it are still made, in order, so a condition of one on an
+        earlier one holds. Appends are read from `appends` as the stream has room (the server
+        keeps up to 64 pending), so a generator can feed a long stream.
+
+        Raises a typed exception when the call itself ends with an error (a request the server
+        cannot decode, a credential that no longer holds, a server shutting down, a follower's
+        UNAVAILABLE with the leader's address): the appends not yet answered then have an
+        unknown outcome, and are safe to retry only with idempotency keys.
+        """
+        requests = (causeway_pb2.AppendStreamRequest(append=append.to_pb()) for append in appends)
+        try:
+            for answer in self.stub.AppendStream(requests):
+                if answer.HasField("receipt"):
+                    yield Receipt.from_pb(answer.receipt)
+                else:
+                    yield from_status(answer.error)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
 
     def dry_run(
         self,

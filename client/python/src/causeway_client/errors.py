@@ -226,8 +226,23 @@ def from_rpc_error(error: grpc.RpcError) -> CausewayError:
     """The typed exception for a failed call (see the module overview for the mapping)."""
     code = error.code() if isinstance(error, grpc.Call) else grpc.StatusCode.UNKNOWN
     message = (error.details() if isinstance(error, grpc.Call) else None) or str(error)
+    return _typed(code, message, status_details(error))
+
+
+#: gRPC's status codes by number, as a `google.rpc.Status` message carries them.
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def from_status(status: status_pb2.Status) -> CausewayError:
+    """The typed exception for a refusal carried in a message, as `AppendStream` answers a
+    refused append in place: the same mapping as for a failed call."""
+    return _typed(_CODES.get(status.code, grpc.StatusCode.UNKNOWN), status.message, status)
+
+
+def _typed(
+    code: grpc.StatusCode, message: str, status: status_pb2.Status | None
+) -> CausewayError:
     reason, metadata, violations = "", {}, []
-    status = status_details(error)
     for detail in status.details if status is not None else ():
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR) and not reason:
             info = error_details_pb2.ErrorInfo()
