@@ -19,12 +19,13 @@ import { Code, ConnectError, createClient, type Client as ServiceClient } from "
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import {
   AppendRequestSchema,
+  AppendStreamRequestSchema,
   EventStoreService,
   type AppendRequest,
   type SubscribeRequest,
 } from "./gen/causeway/v1/causeway_pb.js";
 import { Direction } from "./gen/causeway/v1/event_pb.js";
-import { fromConnectError, Unavailable, type CausewayError } from "./errors.js";
+import { CausewayError, fromConnectError, fromStatus, Unavailable } from "./errors.js";
 import {
   conditionToPb,
   eventFromPb,
@@ -76,6 +77,11 @@ export interface AppendOptions {
   readonly gates?: readonly string[];
   /** Allow causation parents that are not in the store. */
   readonly externalCausation?: boolean;
+}
+
+/** One append of `Client.appendStream`: its events and what `Client.append` takes as options. */
+export interface Append extends AppendOptions {
+  readonly events: readonly NewEvent[];
 }
 
 /** Options of `Client.readEntity`. */
@@ -150,6 +156,52 @@ export class Client {
   async append(events: readonly NewEvent[], options: AppendOptions = {}): Promise<Receipt> {
     const reply = await this.call(() => this.service.append(appendRequest(events, options), this.callOptions()));
     return Receipt.fromPb(reply.receipt!);
+  }
+
+  /**
+   * Makes `appends` in order over one `AppendStream` call and yields, in the same order, each one's
+   * receipt or the typed error that refused it. A refusal is yielded, not thrown: the appends after
+   * it are still made, in order, so a condition of one on an earlier one holds. Appends are taken
+   * from `appends` as the stream has room (the server keeps up to 64 pending), so an async
+   * generator can feed a long stream.
+   *
+   * Throws a typed error when the call itself ends with an error (a request the server cannot
+   * decode, a credential that no longer holds, a server shutting down, a follower's `Unavailable`
+   * with the leader's address): the appends not yet answered then have an unknown outcome, and are
+   * safe to retry only with idempotency keys.
+   */
+  async *appendStream(appends: Iterable<Append> | AsyncIterable<Append>): AsyncGenerator<Receipt | CausewayError> {
+    async function* requests() {
+      for await (const append of appends) {
+        yield create(AppendStreamRequestSchema, { append: appendRequest(append.events, append) });
+      }
+    }
+    let answers;
+    try {
+      answers = this.service.appendStream(requests());
+    } catch (error) {
+      throw fromConnectError(error);
+    }
+    const iterator = answers[Symbol.asyncIterator]();
+    for (;;) {
+      let next;
+      try {
+        next = await iterator.next();
+      } catch (error) {
+        throw fromConnectError(error);
+      }
+      if (next.done) {
+        return;
+      }
+      const answer = next.value.answer;
+      if (answer.case === "receipt") {
+        yield Receipt.fromPb(answer.value);
+      } else if (answer.case === "error") {
+        yield fromStatus(answer.value);
+      } else {
+        throw new CausewayError(Code.Internal, "an AppendStream answer carried neither a receipt nor an error");
+      }
+    }
   }
 
   /** Evaluates an append's conditions and gates without writing; the receipt it would get now

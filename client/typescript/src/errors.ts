@@ -23,6 +23,7 @@
 import type { Duration } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { BadRequestSchema, ErrorInfoSchema, RetryInfoSchema } from "./gen/google/rpc/error_details_pb.js";
+import type { Status } from "./gen/google/rpc/status_pb.js";
 
 /** The `ErrorInfo.domain` of every detail this server attaches. */
 export const ERROR_DOMAIN = "causeway";
@@ -220,6 +221,18 @@ export function fromConnectError(error: unknown): CausewayError {
     default:
       return new CausewayError(code, message, detail);
   }
+}
+
+/**
+ * The typed error for a refusal carried in a message, as `AppendStream` answers a refused append in
+ * place: the same mapping as for a failed call.
+ */
+export function fromStatus(status: Status): CausewayError {
+  const error = new ConnectError(status.message, status.code in Code ? (status.code as Code) : Code.Unknown);
+  for (const detail of status.details) {
+    error.details.push({ type: detail.typeUrl.slice(detail.typeUrl.lastIndexOf("/") + 1), value: detail.value });
+  }
+  return fromConnectError(error);
 }
 
 /** True when the call failed because its connection was lost, not because the server said so. */

@@ -14,6 +14,7 @@ export {
   PAGE_EVENTS_DEFAULT,
   RESUME_ATTEMPTS_MAX,
   TIMEOUT_MS_DEFAULT,
+  type Append,
   type AppendOptions,
   type ClientOptions,
   type ReadEntityOptions,
@@ -33,6 +34,7 @@ export {
   ResourceExhausted,
   Unavailable,
   fromConnectError,
+  fromStatus,
 } from "./errors.js";
 export {
   ANY,

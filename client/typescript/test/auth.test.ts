@@ -10,7 +10,7 @@
 
 import assert from "node:assert/strict";
 import { after, test } from "node:test";
-import { CausewayError, Client, Code, type Event } from "../src/index.js";
+import { CausewayError, Client, Code, Receipt, type Event } from "../src/index.js";
 import { rejection, unique } from "./support.js";
 
 /** A test that has not finished by then fails instead of hanging. */
@@ -56,10 +56,23 @@ test("with the token, append, read and subscribe succeed", { timeout: TEST_TIMEO
   const scope = grantedScope();
   const event = oneEvent(scope);
   const receipt = await client.append([event]);
+  // So is an append stream.
+  const streamed = [];
+  for await (const outcome of client.appendStream([{ events: [{ ...event, type: "OrderPaid" }] }])) {
+    streamed.push(outcome);
+  }
+  assert.deepEqual(
+    streamed.map((outcome) => outcome.constructor.name),
+    ["Receipt"],
+    String(streamed[0]),
+  );
   const page = await client.readEntity(scope, event.entity);
   assert.deepEqual(
-    page.events.map((read) => [read.id, read.type, read.position]),
-    [[receipt.events[0]!.id, "OrderPlaced", receipt.firstPosition]],
+    page.events.map((read) => [read.id, read.type]),
+    [
+      [receipt.events[0]!.id, "OrderPlaced"],
+      [(streamed[0] as Receipt).events[0]!.id, "OrderPaid"],
+    ],
   );
   // A subscription is a stream: it delivers only if the token goes on streams too.
   const sub = client.subscribe(receipt.firstPosition, { filter: { scopes: [scope] } });

@@ -6,13 +6,16 @@
 import assert from "node:assert/strict";
 import { after, test } from "node:test";
 import {
+  Conflict,
   IdempotencyConflict,
+  InvalidArgument,
   NO_STREAM,
   NewEvent,
   NotFound,
   allowedTypes,
   eventJson,
   uniqueTag,
+  type Append,
 } from "../src/index.js";
 import { connect, newScope, rejection, unique } from "./support.js";
 
@@ -49,6 +52,48 @@ test("an idempotent retry returns the first receipt", async () => {
     IdempotencyConflict,
   );
   assert.equal(reused.key, key);
+});
+
+test("appendStream answers in order, with refusals in place", async () => {
+  const scope = newScope();
+  const entity = unique("order");
+  const placed = (version: number): Append => ({
+    events: [{ scope, entity, type: "OrderPlaced", payload: String(version) }],
+    expected: [{ scope, entity, version }],
+  });
+  // An async generator, as a caller feeding a long stream would.
+  async function* appends(): AsyncGenerator<Append> {
+    yield { events: [{ scope, entity, type: "OrderPlaced", payload: "0" }], expected: [{ scope, entity, version: NO_STREAM }] };
+    yield placed(1);
+    yield placed(7); // a conflict: the entity is at version 2
+    yield { events: [{ scope, entity, type: "", payload: "no type" }] };
+    yield placed(2);
+  }
+  const outcomes = [];
+  for await (const outcome of client.appendStream(appends())) {
+    outcomes.push(outcome);
+  }
+  assert.deepEqual(
+    outcomes.map((outcome) => outcome.constructor.name),
+    ["Receipt", "Receipt", "Conflict", "InvalidArgument", "Receipt"],
+  );
+  const conflict = outcomes[2];
+  assert.ok(conflict instanceof Conflict && conflict.actual === 2n, String(conflict));
+  const invalid = outcomes[3];
+  assert.ok(invalid instanceof InvalidArgument, String(invalid));
+  assert.deepEqual(
+    invalid.violations.map(([field]) => field),
+    ["append.events[0].type"],
+  );
+  const page = await client.readEntity(scope, entity);
+  assert.deepEqual(
+    page.events.map((event) => [event.version, new TextDecoder().decode(event.payload)]),
+    [
+      [1n, "0"],
+      [2n, "1"],
+      [3n, "2"],
+    ],
+  );
 });
 
 test("get returns the event as written", async () => {
