@@ -1,6 +1,7 @@
 //! The one error type of `causeway-core`.
 //!
-//! Each variant says what the caller should do: fix the input (`InvalidInput`, `LimitExceeded`),
+//! Each variant says what the caller should do: fix the input (`InvalidInput`, `InvalidField`,
+//! `LimitExceeded`),
 //! look elsewhere (`NotFound`), stop and call an operator (`Corrupt`, `Poisoned`), or retry later
 //! (`Io` on reads, `Overloaded` when the write queue is full, `Closed` after shutdown).
 //! [`Error::is_deterministic`] separates answers that every replica would give for the same
@@ -19,6 +20,18 @@ pub enum Error {
     /// The request is malformed; the message names the field.
     #[error("invalid input: {0}")]
     InvalidInput(String),
+
+    /// A part of the request is refused for what the store holds or the rest of the request
+    /// says (an event id already taken, a causation parent later in the append, a gate that is
+    /// not registered), which validation alone cannot see; `field` names the part.
+    #[error("invalid input: {message}")]
+    InvalidField {
+        /// The part's path as the gRPC API names it, within the append (`events[1].id`,
+        /// `events[0].causation[2]`, `gates[0]`).
+        field: String,
+        /// Why it was refused, naming the value.
+        message: String,
+    },
 
     /// The request passes a documented bound; `limit` is the constant's name.
     #[error("{what} is {actual}, over the limit {limit} = {max}")]
@@ -192,6 +205,7 @@ impl Error {
     pub fn is_deterministic(&self) -> bool {
         match self {
             Error::InvalidInput(_)
+            | Error::InvalidField { .. }
             | Error::LimitExceeded { .. }
             | Error::NotFound(_)
             | Error::Conflict { .. }
@@ -215,6 +229,10 @@ impl Error {
     pub(crate) fn clone_answer(&self) -> Option<Error> {
         Some(match self {
             Error::InvalidInput(message) => Error::InvalidInput(message.clone()),
+            Error::InvalidField { field, message } => Error::InvalidField {
+                field: field.clone(),
+                message: message.clone(),
+            },
             Error::LimitExceeded {
                 limit,
                 max,

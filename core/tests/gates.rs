@@ -532,8 +532,11 @@ fn an_append_can_name_an_extra_gate_which_judges_all_its_events() {
         ..one(event("globex", "e", "Y", ""))
     };
     match store.append(unknown) {
-        Err(Error::InvalidInput(message)) => assert!(message.contains("no-such-gate"), "{message}"),
-        other => panic!("naming an unknown gate must be invalid input, got {other:?}"),
+        Err(Error::InvalidField { field, message }) => {
+            assert_eq!(field, "gates[0]");
+            assert!(message.contains("no-such-gate"), "{message}");
+        }
+        other => panic!("naming an unknown gate must be refused naming it, got {other:?}"),
     }
     assert_eq!(store.head(), head);
 }
@@ -1332,7 +1335,7 @@ fn the_same_commands_with_gates_produce_byte_identical_stores() {
         let kind = match &result_a {
             Ok(_) => "accepted".to_string(),
             Err(Error::Denied { code, .. }) => code.clone(),
-            Err(Error::InvalidInput(_)) => "invalid".to_string(),
+            Err(Error::InvalidInput(_) | Error::InvalidField { .. }) => "invalid".to_string(),
             Err(Error::IdempotencyConflict { .. }) => "key-conflict".to_string(),
             Err(err) => panic!("unexpected error {err}"),
         };

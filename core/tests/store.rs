@@ -276,7 +276,8 @@ fn a_duplicate_id_refuses_the_whole_batch() {
         .append(Append::new(vec![event("s", "f", "T", "ok"), reused]))
         .unwrap_err();
     assert!(
-        matches!(err, Error::InvalidInput(ref msg) if msg.contains("already exists")),
+        matches!(err, Error::InvalidField { ref field, ref message }
+            if field == "events[1].id" && message.contains("already exists")),
         "{err}"
     );
     assert_eq!(store.head(), Position(1));
@@ -293,8 +294,10 @@ fn assigned_ids_ascend_and_a_reused_id_is_refused_however_it_is_found() {
         };
         store.append(one(reused)).unwrap_err()
     };
-    let refused =
-        |err: Error| matches!(err, Error::InvalidInput(ref msg) if msg.contains("already exists"));
+    let refused = |err: Error| {
+        matches!(err, Error::InvalidField { ref field, ref message }
+            if field == "events[0].id" && message.contains("already exists"))
+    };
     // Past every id the store could assign, so later assigned ids are below the newest.
     let highest = EventId(uuid::Uuid::from_u128(u128::MAX));
     let assigned = {
@@ -679,7 +682,7 @@ fn causation_never_points_forward() {
         },
     ];
     assert!(
-        matches!(store.append(with_external(forward)), Err(Error::InvalidInput(msg)) if msg.contains("later in the append"))
+        matches!(store.append(with_external(forward)), Err(Error::InvalidField { field, message }) if field == "events[0].causation[0]" && message.contains("later in the append"))
     );
     store
         .append(with_external(vec![NewEvent {
@@ -692,7 +695,7 @@ fn causation_never_points_forward() {
         ..event("s", "e", "T", "")
     };
     assert!(
-        matches!(store.append(one(named_before)), Err(Error::InvalidInput(msg)) if msg.contains("already named"))
+        matches!(store.append(one(named_before)), Err(Error::InvalidField { field, message }) if field == "events[0].id" && message.contains("already named"))
     );
     assert_eq!(store.head(), Position(1));
 }

@@ -261,7 +261,8 @@ impl Service {
         // The refusal is worded as the store words the same refusal of an append.
         self.call(move |store| Ok(check_reach(store, &caller, method, &append).map(|()| append)))
             .await?
-            .map_err(|err| append_refusal(method == crate::append_stream::METHOD, err))
+            // Only a unary Append carries the append's fields at the top of its request.
+            .map_err(|err| append_refusal(method != "Append", err))
     }
 
     /// Waits until a read at the requested consistency may be answered from this node.
@@ -355,15 +356,13 @@ fn append_refusal(nested: bool, err: impl Into<Error>) -> Status {
     match err.into() {
         Error::Core(err) => {
             let field = match &err {
-                causeway_core::Error::InvalidInput(message) if message.starts_with("gate ") => {
-                    "gates"
-                }
+                causeway_core::Error::InvalidField { field, .. } => field.as_str(),
                 _ => "events",
             };
-            let field = match (nested, field) {
-                (false, field) => field,
-                (true, "gates") => "append.gates",
-                (true, _) => "append.events",
+            let field = if nested {
+                format!("append.{field}")
+            } else {
+                field.to_string()
             };
             to_status(Error::refused(field, err))
         }
@@ -427,15 +426,18 @@ pub(crate) fn check_append(
 fn check_reach(store: &Store, caller: &Caller, method: &str, append: &Append) -> Result<(), Error> {
     if !append.gates.is_empty() {
         let gates = store.gates();
-        for name in &append.gates {
+        for (gate_idx, name) in append.gates.iter().enumerate() {
             if let Some(gate) = gates.iter().find(|gate| gate.name == *name)
                 && !may_manage(caller, gate)
             {
                 auth::audit(caller.name(), method, "-", "denied", "gates");
-                return Err(causeway_core::Error::InvalidInput(format!(
-                    "gate {:?} is not registered",
-                    causeway_core::command::short(name)
-                ))
+                return Err(causeway_core::Error::InvalidField {
+                    field: format!("gates[{gate_idx}]"),
+                    message: format!(
+                        "gate {:?} is not registered",
+                        causeway_core::command::short(name)
+                    ),
+                }
                 .into());
             }
         }
@@ -573,7 +575,10 @@ impl EventStoreService for Service {
         check_append(&caller, "DryRun", &append)?;
         let append = convert::append(append, "append.").map_err(to_status)?;
         let append = self.reached(caller, "DryRun", append).await?;
-        let receipt = self.call(move |store| Ok(store.dry_run(append)?)).await?;
+        let receipt = self
+            .call(move |store| Ok(store.dry_run(append)))
+            .await?
+            .map_err(|err| append_refusal(true, err))?;
         Ok(Response::new(pb::DryRunResponse {
             receipt: Some(convert::receipt(receipt)),
         }))

@@ -149,7 +149,15 @@ impl Error {
     /// A store call's error, naming `field` in a BadRequest when it refuses the request's
     /// input (any other error keeps its own status). For refusals the store can only make
     /// while it runs, not in its validation: a page limit, a gate named but not registered.
+    /// A refusal that names its own part (`InvalidField`) is named `field` all the same: the
+    /// caller passes that part's path within the request.
     pub fn refused(field: impl Into<String>, err: causeway_core::Error) -> Error {
+        let err = match err {
+            causeway_core::Error::InvalidField { message, .. } => {
+                causeway_core::Error::InvalidInput(message)
+            }
+            err => err,
+        };
         let invalid = match &err {
             causeway_core::Error::InvalidInput(_) => true,
             // GATES_MAX is a quota (RESOURCE_EXHAUSTED), not a fault of the request.
@@ -190,6 +198,11 @@ pub fn to_status(err: impl Into<Error>) -> Status {
 fn status_of(err: Error) -> Status {
     use causeway_core::Error as Core;
     match err {
+        // A refusal that names its part gets a BadRequest for it wherever it is answered.
+        Error::Core(Core::InvalidField { field, message }) => status_of(Error::Field {
+            field,
+            source: Core::InvalidInput(message),
+        }),
         Error::Core(err) => {
             // Local failures need an operator; a closed store is only a shutdown.
             if !err.is_deterministic() && !matches!(err, Core::Closed) {
@@ -197,7 +210,9 @@ fn status_of(err: Error) -> Status {
             }
             let message = client_message(&err);
             match err {
-                Core::InvalidInput(_) => Status::invalid_argument(message),
+                Core::InvalidInput(_) | Core::InvalidField { .. } => {
+                    Status::invalid_argument(message)
+                }
                 Core::LimitExceeded {
                     limit,
                     max,

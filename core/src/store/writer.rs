@@ -676,9 +676,10 @@ impl Writer {
         for (event_idx, event) in append.events.iter().enumerate() {
             let id = event.id.expect("apply checks that every event has an id");
             if view.event_exists(id) {
-                return Err(Error::InvalidInput(format!(
-                    "event {event_idx} id {id} already exists"
-                )));
+                return Err(Error::InvalidField {
+                    field: format!("events[{event_idx}].id"),
+                    message: format!("event {event_idx} id {id} already exists"),
+                });
             }
         }
         for expected in &append.expected {
@@ -742,14 +743,19 @@ impl Writer {
         // a later event of the same append, and never at an id that earlier events already
         // named as an (external) parent.
         for (event_idx, event) in append.events.iter().enumerate() {
-            if let Some(parent) = event.causation.iter().find(|parent| {
-                append.events[event_idx..]
-                    .iter()
-                    .any(|later| later.id == Some(**parent))
-            }) {
-                return Err(Error::InvalidInput(format!(
-                    "event {event_idx} names causation parent {parent}, which comes later in the append"
-                )));
+            if let Some((parent_idx, parent)) =
+                event.causation.iter().enumerate().find(|(_, parent)| {
+                    append.events[event_idx..]
+                        .iter()
+                        .any(|later| later.id == Some(**parent))
+                })
+            {
+                return Err(Error::InvalidField {
+                    field: format!("events[{event_idx}].causation[{parent_idx}]"),
+                    message: format!(
+                        "event {event_idx} names causation parent {parent}, which comes later in the append"
+                    ),
+                });
             }
             let id = event.id.expect("apply checks that every event has an id");
             if self
@@ -759,9 +765,12 @@ impl Writer {
                 .expect("index lock poisoned")
                 .has_children(&id)
             {
-                return Err(Error::InvalidInput(format!(
-                    "event {event_idx} id {id} is already named as a causation parent of earlier events"
-                )));
+                return Err(Error::InvalidField {
+                    field: format!("events[{event_idx}].id"),
+                    message: format!(
+                        "event {event_idx} id {id} is already named as a causation parent of earlier events"
+                    ),
+                });
             }
         }
         Ok(())
@@ -840,11 +849,15 @@ impl Writer {
         view: &Arc<dyn View>,
     ) -> Result<Vec<GatePass>> {
         let gates = self.shared.gates.read().expect("gate set lock poisoned");
-        if let Some(unknown) = named.iter().find(|name| !gates.contains_key(*name)) {
-            return Err(Error::InvalidInput(format!(
-                "gate {:?} is not registered",
-                command::short(unknown)
-            )));
+        if let Some((gate_idx, unknown)) = named
+            .iter()
+            .enumerate()
+            .find(|(_, name)| !gates.contains_key(*name))
+        {
+            return Err(Error::InvalidField {
+                field: format!("gates[{gate_idx}]"),
+                message: format!("gate {:?} is not registered", command::short(unknown)),
+            });
         }
         let budget = Budget::new("GATE_EVAL_STEPS_MAX", GATE_EVAL_STEPS_MAX);
         let mut passes = Vec::new();

@@ -264,6 +264,96 @@ async fn malformed_fields_are_named() {
     assert_eq!(head(&mut client).await, 0, "nothing refused was written");
 }
 
+/// What only the store can judge (an id already in the log, a causation parent later in the
+/// append, an id earlier events already named as a parent, a gate that is not registered) is
+/// refused naming the part, within the append wherever the append sits in the request. Catches
+/// a refusal that names only `events`, or names the part without its `append.` prefix.
+#[tokio::test]
+async fn refusals_the_store_decides_name_the_part() {
+    let dir = scratch();
+    let node = Node::start(&dir.path().join("data"), &[]);
+    let mut client = node.client().await;
+    let taken = "01890000-0000-7000-8000-0000000000aa".to_string();
+    let named = "01890000-0000-7000-8000-0000000000bb".to_string();
+    let with_id = |id: &str| pb::NewEvent {
+        id: id.to_string(),
+        ..event("acme", "order-1", "OrderPlaced")
+    };
+    let with_parent = |parent: &str| pb::NewEvent {
+        causation: vec![parent.to_string()],
+        ..event("acme", "order-1", "OrderPaid")
+    };
+    append(&mut client, vec![with_id(&taken)]).await;
+    client
+        .append(pb::AppendRequest {
+            external_causation: true,
+            ..append_of(vec![with_parent(&named)])
+        })
+        .await
+        .expect("an append naming a parent outside the store");
+    let before = head(&mut client).await;
+    let field_of = |status: tonic::Status| {
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        let violations = status
+            .get_details_bad_request()
+            .unwrap_or_else(|| panic!("a BadRequest in {status:?}"))
+            .field_violations;
+        assert!(
+            status.message().contains(&violations[0].field),
+            "the message names the part: {status:?}"
+        );
+        violations[0].field.clone()
+    };
+
+    let taken_again = append_of(vec![event("acme", "order-2", "A"), with_id(&taken)]);
+    let status = failure(client.append(taken_again.clone()).await);
+    assert_eq!(field_of(status), "events[1].id");
+    let later = "01890000-0000-7000-8000-0000000000cc";
+    // External causation, or the parent would be refused first as missing from the log.
+    let parent_later = pb::AppendRequest {
+        external_causation: true,
+        ..append_of(vec![with_parent(later), with_id(later)])
+    };
+    let status = failure(client.append(parent_later).await);
+    assert_eq!(field_of(status), "events[0].causation[0]");
+    let status = failure(client.append(append_of(vec![with_id(&named)])).await);
+    assert_eq!(field_of(status), "events[0].id");
+    let unknown_gate = pb::AppendRequest {
+        gates: vec!["no-such-gate".to_string()],
+        ..append_of(vec![event("acme", "order-3", "A")])
+    };
+    let status = failure(client.append(unknown_gate.clone()).await);
+    assert_eq!(field_of(status), "gates[0]");
+    let status = failure(
+        client
+            .dry_run(pb::DryRunRequest {
+                append: Some(unknown_gate),
+            })
+            .await,
+    );
+    assert_eq!(field_of(status), "append.gates[0]");
+    let request = pb::AppendStreamRequest {
+        append: Some(taken_again),
+    };
+    let mut answers = client
+        .append_stream(tokio_stream::iter(vec![request]))
+        .await
+        .expect("the stream opens")
+        .into_inner();
+    let answer = answers
+        .message()
+        .await
+        .expect("an answer")
+        .expect("one answer");
+    let status = crate::harness::answer_of(answer).expect_err("the taken id is refused");
+    assert_eq!(field_of(status), "append.events[1].id");
+    assert_eq!(
+        head(&mut client).await,
+        before,
+        "nothing refused was written"
+    );
+}
+
 /// A request over a bound is refused with a message and an `ErrorInfo` naming the constant.
 #[tokio::test]
 async fn limits_are_named() {
