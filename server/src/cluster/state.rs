@@ -77,15 +77,18 @@ pub struct SnapshotDir(pub PathBuf);
 /// The state machine. Clones of its [`SnapshotBuilder`] share its state.
 pub struct StateMachine {
     machine: Arc<Mutex<Machine>>,
+    /// Held through a whole snapshot build or install, so one never runs beside the other.
+    snapshots: Arc<Mutex<()>>,
 }
 
 /// Builds a snapshot of the state machine it came from.
 pub struct SnapshotBuilder {
     machine: Arc<Mutex<Machine>>,
+    snapshots: Arc<Mutex<()>>,
 }
 
 /// The last two memberships applied; see the module documentation.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct Memberships {
     previous: StoredMembership,
     current: StoredMembership,
@@ -194,6 +197,7 @@ impl StateMachine {
                 snapshot,
                 disk,
             })),
+            snapshots: Arc::new(Mutex::new(())),
         })
     }
 
@@ -310,28 +314,61 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     type SnapshotData = SnapshotDir;
 
     async fn build_snapshot(&mut self) -> io::Result<Snapshot> {
-        let mut machine = self.machine.lock().expect("state machine lock poisoned");
-        let seq = machine.next_snapshot_seq();
-        let tmp = machine
-            .snapshots_dir()
-            .join(format!("{}.tmp", generation_name(seq)));
+        // A checkpoint reads every file of the store once: seconds for a large one, on a
+        // blocking thread so the node keeps answering (heartbeats included) meanwhile.
+        let machine = self.machine.clone();
+        let snapshots = self.snapshots.clone();
+        tokio::task::spawn_blocking(move || {
+            let _alone = snapshots.lock().expect("snapshot lock poisoned");
+            build(&machine)
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+}
+
+/// Takes a checkpoint of the store as the newest snapshot. The machine is locked only to read
+/// and publish, never through the checkpoint, so entries are applied meanwhile.
+fn build(machine: &Mutex<Machine>) -> io::Result<Snapshot> {
+    let lock = || machine.lock().expect("state machine lock poisoned");
+    loop {
+        let (store, memberships, seq, tmp, disk) = {
+            let machine = lock();
+            let seq = machine.next_snapshot_seq();
+            let tmp = machine
+                .snapshots_dir()
+                .join(format!("{}.tmp", generation_name(seq)));
+            (
+                machine.store.clone(),
+                machine.memberships.clone(),
+                seq,
+                tmp,
+                machine.disk.clone(),
+            )
+        };
         if tmp.exists() {
             fs::remove_dir_all(&tmp)?;
         }
-        // Taken under the lock, so no membership entry is half applied: the checkpoint's
-        // applied entry and the membership in effect at it belong together.
-        let manifest = machine.store.checkpoint(&tmp).map_err(core_error)?;
+        let manifest = store.checkpoint(&tmp).map_err(core_error)?;
+        let mut machine = lock();
+        // A membership entry applied during the checkpoint may lie inside it: the membership
+        // in effect at its applied entry is then not known from the copy above. Rare; again.
+        if machine.memberships != memberships {
+            drop(machine);
+            fs::remove_dir_all(&tmp)?;
+            continue;
+        }
         let last_log_id = manifest.applied.map(to_log_id);
         let meta = SnapshotMeta {
             last_log_id,
-            last_membership: machine.memberships.at(last_log_id.as_ref()),
+            last_membership: memberships.at(last_log_id.as_ref()),
         };
-        write_snapshot_meta(&*machine.disk, &tmp, &meta)?;
+        write_snapshot_meta(&*disk, &tmp, &meta)?;
         let path = machine.publish_snapshot(seq, &tmp, meta.clone())?;
-        Ok(Snapshot {
+        return Ok(Snapshot {
             meta,
             snapshot: SnapshotDir(path),
-        })
+        });
     }
 }
 
@@ -373,6 +410,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
         SnapshotBuilder {
             machine: self.machine.clone(),
+            snapshots: self.snapshots.clone(),
         }
     }
 
@@ -381,75 +419,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMeta,
         snapshot: SnapshotDir,
     ) -> io::Result<()> {
-        let source = snapshot.0;
-        // The service that received it ran `check_received` (blake3 of every file, the
-        // metadata's last log id) before handing it over; only its file list is needed here.
-        let manifest = causeway_core::store::Manifest::read(&source).map_err(core_error)?;
-        let mut machine = self.lock();
-        let disk = machine.disk.clone();
-
-        // Generation G + 1, whole and durable before CURRENT names it.
-        let generation = machine.generation + 1;
-        let generation_dir = machine.dir.join(generation_name(generation));
-        if generation_dir.exists() {
-            fs::remove_dir_all(&generation_dir)?;
-        }
-        copy_checkpoint(
-            &*disk,
-            &source,
-            &generation_dir.join(STORE_DIR),
-            &manifest.files,
-        )?;
-        let memberships = Memberships {
-            previous: meta.last_membership.clone(),
-            current: meta.last_membership.clone(),
-        };
-        write_memberships(&*disk, &generation_dir, &memberships)?;
-        // The new generation is opened and checked before CURRENT names it: a checkpoint that
-        // does not open as the snapshot says leaves the old state in force.
-        let store = Arc::new(open_store(&generation_dir, machine.signer.clone())?);
-        let applied = store.applied().map(to_log_id);
-        if applied != meta.last_log_id {
-            let _ = store.close();
-            let _ = fs::remove_dir_all(&generation_dir);
-            return Err(codec::invalid(format!(
-                "installed store has applied {applied:?}, the snapshot says {:?}",
-                meta.last_log_id
-            )));
-        }
-        disk.sync_dir(&machine.dir)?;
-        metafile::write(
-            &*disk,
-            &machine.dir.join(CURRENT_FILE),
-            CURRENT_MAGIC,
-            &generation.to_le_bytes(),
-        )
-        .map_err(core_error)?;
-        let old = std::mem::replace(&mut machine.store, store.clone());
-        machine.live.replace(store);
-        old.close().map_err(core_error)?;
-        drop(old);
-        let old_dir = machine.dir.join(generation_name(machine.generation));
-        machine.generation = generation;
-        machine.memberships = memberships;
-        fs::remove_dir_all(old_dir)?;
-
-        // Kept as this node's newest snapshot, so it can serve it in turn.
-        let seq = machine.next_snapshot_seq();
-        let tmp = machine
-            .snapshots_dir()
-            .join(format!("{}.tmp", generation_name(seq)));
-        if tmp.exists() {
-            fs::remove_dir_all(&tmp)?;
-        }
-        copy_checkpoint(&*disk, &source, &tmp, &manifest.files)?;
-        copy_file(
-            &source.join(causeway_core::store::MANIFEST_FILE),
-            &tmp.join(causeway_core::store::MANIFEST_FILE),
-        )?;
-        write_snapshot_meta(&*disk, &tmp, meta)?;
-        machine.publish_snapshot(seq, &tmp, meta.clone())?;
-        Ok(())
+        // Copying and opening a whole store takes seconds for a large one: on a blocking
+        // thread, so the node keeps answering (heartbeats included) meanwhile. openraft applies
+        // no entry until the install returns.
+        let machine = self.machine.clone();
+        let snapshots = self.snapshots.clone();
+        let meta = meta.clone();
+        tokio::task::spawn_blocking(move || {
+            let _alone = snapshots.lock().expect("snapshot lock poisoned");
+            install(&machine, &meta, &snapshot.0)
+        })
+        .await
+        .map_err(io::Error::other)?
     }
 
     async fn get_current_snapshot(&mut self) -> io::Result<Option<Snapshot>> {
@@ -459,6 +440,90 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             snapshot: SnapshotDir(machine.snapshots_dir().join(generation_name(*seq))),
         }))
     }
+}
+
+/// Installs the snapshot received into `source` as the next store generation. The machine is
+/// locked only to read it and to switch to the new generation, never through the copies.
+fn install(machine: &Mutex<Machine>, meta: &SnapshotMeta, source: &Path) -> io::Result<()> {
+    let lock = || machine.lock().expect("state machine lock poisoned");
+    // The service that received it ran `check_received` (blake3 of every file, the
+    // metadata's last log id) before handing it over; only its file list is needed here.
+    let manifest = causeway_core::store::Manifest::read(source).map_err(core_error)?;
+    let (dir, generation, disk, signer) = {
+        let machine = lock();
+        (
+            machine.dir.clone(),
+            machine.generation + 1,
+            machine.disk.clone(),
+            machine.signer.clone(),
+        )
+    };
+
+    // Generation G + 1, whole and durable before CURRENT names it.
+    let generation_dir = dir.join(generation_name(generation));
+    if generation_dir.exists() {
+        fs::remove_dir_all(&generation_dir)?;
+    }
+    copy_checkpoint(
+        &*disk,
+        source,
+        &generation_dir.join(STORE_DIR),
+        &manifest.files,
+    )?;
+    let memberships = Memberships {
+        previous: meta.last_membership.clone(),
+        current: meta.last_membership.clone(),
+    };
+    write_memberships(&*disk, &generation_dir, &memberships)?;
+    // The new generation is opened and checked before CURRENT names it: a checkpoint that
+    // does not open as the snapshot says leaves the old state in force.
+    let store = Arc::new(open_store(&generation_dir, signer)?);
+    let applied = store.applied().map(to_log_id);
+    if applied != meta.last_log_id {
+        let _ = store.close();
+        let _ = fs::remove_dir_all(&generation_dir);
+        return Err(codec::invalid(format!(
+            "installed store has applied {applied:?}, the snapshot says {:?}",
+            meta.last_log_id
+        )));
+    }
+    disk.sync_dir(&dir)?;
+    let (old_dir, seq, tmp) = {
+        let mut machine = lock();
+        metafile::write(
+            &*disk,
+            &dir.join(CURRENT_FILE),
+            CURRENT_MAGIC,
+            &generation.to_le_bytes(),
+        )
+        .map_err(core_error)?;
+        let old = std::mem::replace(&mut machine.store, store.clone());
+        machine.live.replace(store);
+        old.close().map_err(core_error)?;
+        drop(old);
+        let old_dir = dir.join(generation_name(machine.generation));
+        machine.generation = generation;
+        machine.memberships = memberships;
+        let seq = machine.next_snapshot_seq();
+        let tmp = machine
+            .snapshots_dir()
+            .join(format!("{}.tmp", generation_name(seq)));
+        (old_dir, seq, tmp)
+    };
+    fs::remove_dir_all(old_dir)?;
+
+    // Kept as this node's newest snapshot, so it can serve it in turn.
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp)?;
+    }
+    copy_checkpoint(&*disk, source, &tmp, &manifest.files)?;
+    copy_file(
+        &source.join(causeway_core::store::MANIFEST_FILE),
+        &tmp.join(causeway_core::store::MANIFEST_FILE),
+    )?;
+    write_snapshot_meta(&*disk, &tmp, meta)?;
+    lock().publish_snapshot(seq, &tmp, meta.clone())?;
+    Ok(())
 }
 
 /// The answer of an entry queued for the store's writer.

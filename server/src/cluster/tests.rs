@@ -202,3 +202,77 @@ fn the_applied_command_is_taken_once_and_its_clones_keep_the_bytes() {
     assert_eq!(held.take_command().expect("a later take"), expected);
     assert_eq!(again.encoded(), &encoded);
 }
+
+/// Building a snapshot and installing one run off the async thread: on a current-thread
+/// runtime (causewayd's, with one async thread) a task beside them keeps running while they
+/// copy several megabytes. Catches a build or install that does its file work on the runtime,
+/// which left a follower installing a large store deaf to heartbeats and every client for
+/// seconds, and its leader's replication to it wedged.
+#[tokio::test(flavor = "current_thread")]
+async fn snapshots_are_built_and_installed_while_the_runtime_runs_other_tasks() {
+    use openraft::storage::RaftSnapshotBuilder;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    let dir = TempDir::new().expect("a temporary directory");
+    let mut source = StateMachine::open(&dir.path().join("source")).expect("the source opens");
+    let entries = (1..=64)
+        .map(|index| {
+            let mut event = NewEvent::new(
+                "acme",
+                format!("order-{index}"),
+                "Placed",
+                vec![7; 64 * 1024],
+            );
+            event.id = Some(EventId(uuid::Uuid::from_u128(u128::from(index))));
+            Entry {
+                log_id: log_id(1, index),
+                payload: EntryPayload::Normal(Proposal::new(Command::append(
+                    Timestamp::ZERO,
+                    Append::new(vec![event]),
+                ))),
+            }
+        })
+        .collect();
+    apply_all(&mut source, entries).await;
+
+    let turns = Arc::new(AtomicU64::new(0));
+    let ticker = tokio::spawn({
+        let turns = turns.clone();
+        async move {
+            loop {
+                turns.fetch_add(1, Ordering::Relaxed);
+                tokio::task::yield_now().await;
+            }
+        }
+    });
+    let before = turns.load(Ordering::Relaxed);
+    let snapshot = source
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("the snapshot builds");
+    let during_build = turns.load(Ordering::Relaxed) - before;
+
+    let mut target = StateMachine::open(&dir.path().join("target")).expect("the target opens");
+    let before = turns.load(Ordering::Relaxed);
+    target
+        .install_snapshot(&snapshot.meta, snapshot.snapshot)
+        .await
+        .expect("the snapshot installs");
+    let during_install = turns.load(Ordering::Relaxed) - before;
+    ticker.abort();
+
+    assert!(
+        during_build > 0,
+        "the runtime ran nothing while the snapshot was built"
+    );
+    assert!(
+        during_install > 0,
+        "the runtime ran nothing while the snapshot was installed"
+    );
+    let (applied, _) = target.applied_state().await.expect("applied state");
+    assert_eq!(applied, Some(log_id(1, 64)));
+    assert_eq!(target.live().get().head(), source.live().get().head());
+}
