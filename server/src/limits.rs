@@ -238,6 +238,11 @@ pub const ELECTION_TIMEOUT_MS_MAX: u64 = 60_000;
 pub const RAFT_LOG_KEPT_AFTER_SNAPSHOT: u64 = 100_000;
 /// Applied entries between two snapshots.
 pub const RAFT_SNAPSHOT_INTERVAL_ENTRIES: u64 = 200_000;
+/// The entry bytes of one AppendEntries message between nodes. openraft batches entries by
+/// count alone, and a catch-up batch of large appends can pass the message limit
+/// ([`MESSAGE_BYTES_MAX`]), so the sender splits a batch into messages of at most this many
+/// entry bytes (an entry larger than it goes alone; any one entry fits the limit).
+pub const PEER_ENTRIES_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// The bytes of one snapshot chunk on the wire.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
 /// How long a node waits for a snapshot file's next chunk before it gives the transfer up.

@@ -15,8 +15,10 @@
 //! length, then each file follows in chunks of `SNAPSHOT_CHUNK_BYTES`, read on a blocking
 //! thread. The target verifies the checkpoint's blake3 manifest before installing anything.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
@@ -43,7 +45,7 @@ use super::types::{TypeConfig, Vote};
 use super::wire;
 use crate::limits::{
     HTTP2_CONNECTION_WINDOW_BYTES, HTTP2_FRAME_BYTES_MAX, HTTP2_STREAM_WINDOW_BYTES,
-    MESSAGE_BYTES_MAX, PEER_TIMEOUT, SNAPSHOT_CHUNK_BYTES,
+    MESSAGE_BYTES_MAX, PEER_ENTRIES_BYTES_MAX, PEER_TIMEOUT, SNAPSHOT_CHUNK_BYTES,
 };
 use crate::tls::{Tls, node_name};
 
@@ -227,9 +229,16 @@ impl RaftNetworkV2<TypeConfig> for Connection {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         let mut client = self.client()?;
-        let request = wire::append_to_pb(self.header(), &request);
-        let response = timed(&option, client.append_entries(request)).await?;
-        wire::append_response_from_pb(response).map_err(decode_error)
+        // Part after part; the first that is not a whole success is the answer.
+        let mut answer = AppendEntriesResponse::Success;
+        for part in wire::append_to_pb_parts(self.header(), &request, PEER_ENTRIES_BYTES_MAX) {
+            let response = timed(&option, client.append_entries(part)).await?;
+            answer = wire::append_response_from_pb(response).map_err(decode_error)?;
+            if answer != AppendEntriesResponse::Success {
+                break;
+            }
+        }
+        Ok(answer)
     }
 
     fn stream_append<'s, S>(
@@ -250,10 +259,27 @@ impl RaftNetworkV2<TypeConfig> for Connection {
         let client = self.client();
         let failed_opens = &mut self.failed_opens;
         Box::pin(async move {
+            // Each request goes as one message or more (`append_to_pb_parts`); how many is
+            // queued as it is sent, and its answers are read back as one.
+            let parts_sent = Arc::new(Mutex::new(VecDeque::new()));
             let opened = match client {
                 Ok(mut client) => {
-                    let requests = input.map(move |request| pb::StreamAppendRequest {
-                        request: Some(wire::append_to_pb(header.clone(), &request)),
+                    let parts_sent = parts_sent.clone();
+                    let requests = futures_util::StreamExt::flat_map(input, move |request| {
+                        let parts = wire::append_to_pb_parts(
+                            header.clone(),
+                            &request,
+                            PEER_ENTRIES_BYTES_MAX,
+                        );
+                        parts_sent
+                            .lock()
+                            .expect("parts lock poisoned")
+                            .push_back(parts.len());
+                        futures_util::stream::iter(parts.into_iter().map(|part| {
+                            pb::StreamAppendRequest {
+                                request: Some(part),
+                            }
+                        }))
                     });
                     client.stream_append(requests).await.map_err(rpc_error)
                 }
@@ -271,6 +297,30 @@ impl RaftNetworkV2<TypeConfig> for Connection {
             let answers = answers.map(|answer| {
                 wire::stream_result_from_pb(answer.map_err(rpc_error)?).map_err(decode_error)
             });
+            let answers = futures_util::stream::unfold(
+                (Box::pin(answers), parts_sent),
+                |(mut answers, parts_sent)| async move {
+                    // A request's first answer comes after all its parts were queued.
+                    let mut answer = answers.next().await?;
+                    let parts = parts_sent
+                        .lock()
+                        .expect("parts lock poisoned")
+                        .pop_front()
+                        .unwrap_or(1);
+                    for _ in 1..parts {
+                        // A refusal ends the target's stream: it is the request's answer.
+                        if !matches!(answer, Ok(Ok(_))) {
+                            break;
+                        }
+                        answer = answers.next().await.unwrap_or_else(|| {
+                            Err(RPCError::Network(NetworkError::new(&AnyError::error(
+                                "the stream ended between the answers to one request's parts",
+                            ))))
+                        });
+                    }
+                    Some((answer, (answers, parts_sent)))
+                },
+            );
             Ok(Box::pin(answers) as BoxStream<'s, _>)
         })
     }

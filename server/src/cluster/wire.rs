@@ -48,22 +48,46 @@ pub fn log_id_from_pb(log_id: Option<pb::LogId>) -> Option<LogId> {
     log_id.map(|log_id| self::log_id(log_id.term, log_id.index))
 }
 
-/// The wire form of an AppendEntries request.
-pub fn append_to_pb(
+/// The wire form of an AppendEntries request, split into messages of at most `bytes_max`
+/// entry bytes each (an entry larger than that goes alone), which together say what the
+/// request says: each part follows the one before it (`prev_log_id` is the previous part's last
+/// entry), and a part other than the last names as committed no entry past its own.
+pub fn append_to_pb_parts(
     header: pb::Header,
     request: &AppendEntriesRequest<TypeConfig>,
-) -> pb::AppendEntriesRequest {
-    pb::AppendEntriesRequest {
-        header: Some(header),
-        vote: Some(vote_to_pb(&request.vote)),
-        prev_log_id: log_id_to_pb(request.prev_log_id.as_ref()),
-        entries: request
-            .entries
-            .iter()
-            .map(|entry| codec::encode_entry(entry).into())
-            .collect(),
-        leader_commit: log_id_to_pb(request.leader_commit.as_ref()),
+    bytes_max: usize,
+) -> Vec<pb::AppendEntriesRequest> {
+    let vote = vote_to_pb(&request.vote);
+    let mut parts = Vec::new();
+    let mut prev = request.prev_log_id;
+    let mut entries = Vec::new();
+    let mut bytes = 0;
+    for (entry_idx, entry) in request.entries.iter().enumerate() {
+        let encoded = codec::encode_entry(entry);
+        if !entries.is_empty() && bytes + encoded.len() > bytes_max {
+            let last = request.entries[entry_idx - 1].log_id;
+            let commit = request.leader_commit.map(|commit| commit.min(last));
+            parts.push(pb::AppendEntriesRequest {
+                header: Some(header.clone()),
+                vote: Some(vote),
+                prev_log_id: log_id_to_pb(prev.as_ref()),
+                entries: std::mem::take(&mut entries),
+                leader_commit: log_id_to_pb(commit.as_ref()),
+            });
+            prev = Some(last);
+            bytes = 0;
+        }
+        bytes += encoded.len();
+        entries.push(encoded.into());
     }
+    parts.push(pb::AppendEntriesRequest {
+        header: Some(header),
+        vote: Some(vote),
+        prev_log_id: log_id_to_pb(prev.as_ref()),
+        entries,
+        leader_commit: log_id_to_pb(request.leader_commit.as_ref()),
+    });
+    parts
 }
 
 /// An AppendEntries request from the wire.
@@ -261,6 +285,63 @@ mod tests {
                 .collect(),
             leader_commit: None,
         }
+    }
+
+    /// A batch over the byte budget goes as parts that each continue the one before and
+    /// decode as a request of their own, an entry over the budget alone, and no part but the
+    /// last names a commit past its own entries. Catches parts that leave a gap (the target
+    /// refuses them) or name a commit the target does not hold yet.
+    #[test]
+    fn a_batch_over_the_byte_budget_goes_as_parts_that_follow_each_other() {
+        let entry = |index: u64| Entry {
+            log_id: log_id(2, index),
+            payload: EntryPayload::Blank,
+        };
+        let request = AppendEntriesRequest {
+            vote: vote_from_pb(
+                Some(pb::Vote {
+                    term: 2,
+                    node_id: 1,
+                    committed: true,
+                }),
+                "vote",
+            )
+            .expect("a vote"),
+            prev_log_id: Some(log_id(1, 9)),
+            entries: (10..15).map(entry).collect(),
+            leader_commit: Some(log_id(2, 13)),
+        };
+        let one = codec::encode_entry(&entry(10)).len();
+        let parts = append_to_pb_parts(pb::Header::default(), &request, 2 * one);
+        let parts: Vec<_> = parts
+            .into_iter()
+            .map(|part| append_from_pb(part).expect("each part is a request of its own"))
+            .collect();
+        let shape: Vec<_> = parts
+            .iter()
+            .map(|part| {
+                (
+                    part.prev_log_id.map(|id| id.index),
+                    part.entries
+                        .iter()
+                        .map(|e| e.log_id.index)
+                        .collect::<Vec<_>>(),
+                    part.leader_commit.map(|id| id.index),
+                )
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            vec![
+                (Some(9), vec![10, 11], Some(11)),
+                (Some(11), vec![12, 13], Some(13)),
+                (Some(13), vec![14], Some(13)),
+            ]
+        );
+        let alone = append_to_pb_parts(pb::Header::default(), &request, 1);
+        assert_eq!(alone.len(), 5, "each entry over the budget goes alone");
+        let whole = append_to_pb_parts(pb::Header::default(), &request, usize::MAX);
+        assert_eq!(whole.len(), 1);
     }
 
     #[test]

@@ -62,6 +62,37 @@ async fn a_follower_that_was_down_catches_up_by_log() {
     assert_eq!(cluster.local_log(follower).await.len(), 41);
 }
 
+/// A follower that was down while large appends were written catches up by log, though the
+/// entries it missed are more than one message may carry. Catches a leader that sends a
+/// catch-up batch as one message past the peers' message limit (20 MiB): the send failed and
+/// was retried forever, and the follower stayed behind until a snapshot went past the batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_catches_up_on_more_large_entries_than_one_message_holds() {
+    let mut cluster = Cluster::start(3).await;
+    let leader = cluster.leader().await;
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    cluster.append_at_leader("order-3", "first").await;
+    cluster.member(follower).kill();
+    let mut client = cluster.client(leader).await;
+    // 12 appends of 2 MiB: 24 MiB of entries for the follower to catch up on.
+    for append_idx in 0..12u8 {
+        let request = pb::AppendRequest {
+            events: vec![pb::NewEvent {
+                payload: vec![append_idx; 2 * 1024 * 1024],
+                ..event("order-3", "large")
+            }],
+            ..Default::default()
+        };
+        client
+            .append(request)
+            .await
+            .unwrap_or_else(|status| panic!("append {append_idx}: {status:?}"));
+    }
+    cluster.member(follower).start();
+    cluster.assert_replicas_identical().await;
+    assert_eq!(cluster.local_log(follower).await.len(), 13);
+}
+
 /// A leader whose follower is down retries it with growing pauses, not as fast as connect
 /// fails. Catches a retry loop that fills the leader's disk with its log while a node is away
 /// (it wrote tens of thousands of lines a second).
