@@ -120,9 +120,9 @@ impl Service {
     /// Raft log on a cluster leader) and gives back the future of its answer, which needs no
     /// polling to make progress: an append stream keeps several pending and polls the oldest.
     /// A refusal names the fields under `append.` when it is `nested` in its request (a
-    /// stream's). With every admission permit taken, `admission`
-    /// says whether to refuse at once or wait for one; a permit is given back when the append
-    /// is decided, whether or not its answer is polled then.
+    /// stream's). With every admission permit taken, `admission` says whether to refuse at once
+    /// or wait for one; a permit is given back when the append is decided, whether or not its
+    /// answer is polled then.
     pub(crate) async fn submit(
         &self,
         append: Append,
@@ -348,10 +348,11 @@ pub fn check_receipt(
 }
 
 /// The status of an append the store refused while it ran, after `convert::append` checked
-/// every field it can check alone: a gate named but not registered names `gates`, anything
-/// else about the events (an id already in the store, a parent later in the append, the gate
-/// evaluation budget) names `events`; both under `append.` when the append is `nested` in its
-/// request (a stream's). Other failures keep their own status.
+/// every field it can check alone: a refusal that names its part (`InvalidField`: an id
+/// already in the store, a parent later in the append, a gate named but not registered) names
+/// that part, anything else about the events (the gate evaluation budget) names `events`; both
+/// under `append.` when the append is `nested` in its request (a stream's or DryRun's). Other
+/// failures keep their own status.
 fn append_refusal(nested: bool, err: impl Into<Error>) -> Status {
     match err.into() {
         Error::Core(err) => {

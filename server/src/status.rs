@@ -210,6 +210,7 @@ fn status_of(err: Error) -> Status {
             }
             let message = client_message(&err);
             match err {
+                // `InvalidField` is answered above, with its BadRequest.
                 Core::InvalidInput(_) | Core::InvalidField { .. } => {
                     Status::invalid_argument(message)
                 }

@@ -25,11 +25,11 @@
 use std::future::Future;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use tokio::io::AsyncWriteExt;
 
 use openraft::ReadPolicy;
 use openraft::async_runtime::WatchReceiver;
 use openraft::raft::TransferLeaderRequest;
+use tokio::io::AsyncWriteExt;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -146,7 +146,6 @@ impl Peers {
     }
 }
 
-/// A field of a peer's request that does not convert: the converters name it in the message.
 /// The last item of a StreamAppend answer stream: the refusal that ended its input, if one did.
 struct Refusal(Option<tokio::sync::oneshot::Receiver<Status>>);
 
@@ -166,6 +165,7 @@ impl tokio_stream::Stream for Refusal {
     }
 }
 
+/// A field of a peer's request that does not convert: the converters name it in the message.
 fn invalid(err: std::io::Error) -> Status {
     bad("request", err.to_string())
 }

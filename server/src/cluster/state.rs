@@ -202,7 +202,7 @@ impl StateMachine {
     }
 
     fn lock(&self) -> MutexGuard<'_, Machine> {
-        self.machine.lock().expect("state machine lock poisoned")
+        lock(&self.machine)
     }
 
     /// The server's handle on the store, which follows snapshot installs.
@@ -327,13 +327,17 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     }
 }
 
+/// The machine, locked.
+fn lock(machine: &Mutex<Machine>) -> MutexGuard<'_, Machine> {
+    machine.lock().expect("state machine lock poisoned")
+}
+
 /// Takes a checkpoint of the store as the newest snapshot. The machine is locked only to read
 /// and publish, never through the checkpoint, so entries are applied meanwhile.
-fn build(machine: &Mutex<Machine>) -> io::Result<Snapshot> {
-    let lock = || machine.lock().expect("state machine lock poisoned");
+fn build(shared: &Mutex<Machine>) -> io::Result<Snapshot> {
     loop {
         let (store, memberships, seq, tmp, disk) = {
-            let machine = lock();
+            let machine = lock(shared);
             let seq = machine.next_snapshot_seq();
             let tmp = machine
                 .snapshots_dir()
@@ -350,7 +354,7 @@ fn build(machine: &Mutex<Machine>) -> io::Result<Snapshot> {
             fs::remove_dir_all(&tmp)?;
         }
         let manifest = store.checkpoint(&tmp).map_err(core_error)?;
-        let mut machine = lock();
+        let mut machine = lock(shared);
         // A membership entry applied during the checkpoint may lie inside it: the membership
         // in effect at its applied entry is then not known from the copy above. Rare; again.
         if machine.memberships != memberships {
@@ -444,13 +448,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
 /// Installs the snapshot received into `source` as the next store generation. The machine is
 /// locked only to read it and to switch to the new generation, never through the copies.
-fn install(machine: &Mutex<Machine>, meta: &SnapshotMeta, source: &Path) -> io::Result<()> {
-    let lock = || machine.lock().expect("state machine lock poisoned");
+fn install(shared: &Mutex<Machine>, meta: &SnapshotMeta, source: &Path) -> io::Result<()> {
     // The service that received it ran `check_received` (blake3 of every file, the
     // metadata's last log id) before handing it over; only its file list is needed here.
     let manifest = causeway_core::store::Manifest::read(source).map_err(core_error)?;
     let (dir, generation, disk, signer) = {
-        let machine = lock();
+        let machine = lock(shared);
         (
             machine.dir.clone(),
             machine.generation + 1,
@@ -489,7 +492,7 @@ fn install(machine: &Mutex<Machine>, meta: &SnapshotMeta, source: &Path) -> io::
     }
     disk.sync_dir(&dir)?;
     let (old_dir, seq, tmp) = {
-        let mut machine = lock();
+        let mut machine = lock(shared);
         metafile::write(
             &*disk,
             &dir.join(CURRENT_FILE),
@@ -522,7 +525,7 @@ fn install(machine: &Mutex<Machine>, meta: &SnapshotMeta, source: &Path) -> io::
         &tmp.join(causeway_core::store::MANIFEST_FILE),
     )?;
     write_snapshot_meta(&*disk, &tmp, meta)?;
-    lock().publish_snapshot(seq, &tmp, meta.clone())?;
+    lock(shared).publish_snapshot(seq, &tmp, meta.clone())?;
     Ok(())
 }
 
