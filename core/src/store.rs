@@ -9,7 +9,9 @@
 //! cost of one disk flush (group commit). Only then does the committed head move, so readers
 //! never see an event that a crash could take back. With [`Durability::Relaxed`] the writer
 //! answers after the `write` alone: the events survive a process crash (they are in the kernel's
-//! page cache) but not a power loss or kernel crash.
+//! page cache) but not a power loss or kernel crash. A relaxed store's replica may also apply a
+//! few small entries as one group on its own thread ([`Store::apply_group_at`]): the writer's
+//! state is behind a lock its thread holds for each group, so the two never interleave.
 //!
 //! If a write or fsync fails the store is poisoned: the failed group is answered with the error
 //! and every later append with [`Error::Poisoned`]. Retrying an fsync after a failure is unsound
@@ -183,6 +185,8 @@ pub const DENIAL_EVENT_TYPE: &str = "AppendDenied";
 #[derive(Debug)]
 pub struct Store {
     shared: Arc<Shared>,
+    /// The writer's state, shared by its thread and [`Store::apply_group_at`].
+    inline: Arc<Mutex<writer::Writer>>,
     sender: Mutex<Option<SyncSender<Request>>>,
     writer: Mutex<Option<JoinHandle<Result<()>>>>,
     id: StoreId,
@@ -378,26 +382,26 @@ impl Store {
         load_settings(&shared)?;
         let sidecars = recovery::SidecarWriter::start(disk, &shared.events_dir)?;
         let (sender, receiver) = sync_channel(WRITE_QUEUE_MAX);
-        let writer_shared = shared.clone();
+        let inline = Arc::new(Mutex::new(writer::Writer {
+            shared: shared.clone(),
+            log,
+            active_idx,
+            sidecars,
+            keys,
+            signer: config.signer,
+            last_entry: applied,
+            answers: std::collections::VecDeque::new(),
+            spent: Vec::new(),
+            closed: false,
+        }));
+        let thread_writer = inline.clone();
         let writer = std::thread::Builder::new()
             .name("causeway-writer".to_string())
-            .spawn(move || {
-                writer::Writer {
-                    shared: writer_shared,
-                    log,
-                    active_idx,
-                    sidecars,
-                    keys,
-                    signer: config.signer,
-                    last_entry: applied,
-                    answers: std::collections::VecDeque::new(),
-                    spent: Vec::new(),
-                }
-                .run(receiver)
-            })
+            .spawn(move || writer::run(thread_writer, receiver))
             .map_err(|err| Error::io(dir, err))?;
         Ok(Store {
             shared,
+            inline,
             sender: Mutex::new(Some(sender)),
             writer: Mutex::new(Some(writer)),
             id,
@@ -569,6 +573,55 @@ impl Store {
             Box::new(done),
             Queueing::Wait,
         )
+    }
+
+    /// [`Store::apply_at`] for a run of entries, decided, written and answered as one group
+    /// on the caller's thread, without the hand-off to the writer thread and back that
+    /// [`Store::apply_at_with`] makes: for a few small entries that hand-off costs more than
+    /// deciding them. The answers come in the entries' order, under the same rules as
+    /// [`Store::apply_at`]'s. Entries queued before with [`Store::apply_at_with`] must have
+    /// been answered first, or this group could be decided before them.
+    ///
+    /// Only for a store without durability at ack ([`Durability::Relaxed`], a replica whose
+    /// replicated log is the durable copy): with [`Durability::Fsync`] the answers would wait
+    /// for the writer's sync, and this refuses with [`Error::InvalidInput`]. An outer error
+    /// means nothing was applied.
+    pub fn apply_group_at(&self, entries: Vec<(EntryId, Command)>) -> Result<Vec<Result<Receipt>>> {
+        if self.shared.durability != Durability::Relaxed {
+            return Err(Error::InvalidInput(
+                "a group is applied on the caller's thread only with relaxed durability"
+                    .to_string(),
+            ));
+        }
+        if self.shared.has_rust_gates {
+            return Err(Error::Unreplicable(
+                "the store has gates from Config::gates, which are not in the log".to_string(),
+            ));
+        }
+        for (_, command) in &entries {
+            if let Action::Append { .. } = command.action {
+                self.check_command(command)?;
+            }
+        }
+        let answers = Arc::new(Mutex::new(Vec::with_capacity(entries.len())));
+        let group = entries
+            .into_iter()
+            .map(|(entry, command)| {
+                let answers = answers.clone();
+                Request {
+                    command,
+                    entry: Some(entry),
+                    mode: Mode::Write,
+                    done: Box::new(move |result, _spent| {
+                        answers.lock().expect("answers lock poisoned").push(result);
+                    }),
+                }
+            })
+            .collect();
+        writer::lock(&self.inline)?.commit_now(group)?;
+        // `commit_now` answered every request, in order, before it returned.
+        let answers = std::mem::take(&mut *answers.lock().expect("answers lock poisoned"));
+        Ok(answers)
     }
 
     /// The last replicated log entry applied with [`Store::apply_at`], `None` before the first.

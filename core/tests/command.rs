@@ -808,3 +808,75 @@ fn an_entry_applied_again_gets_its_original_answer() {
     ));
     assert_eq!(store.head_and_digest(), head);
 }
+
+/// A run of entries applied as one group on the caller's thread (`apply_group_at`, what a
+/// replica does with a few small committed entries) is decided exactly as the same entries
+/// applied one at a time: the same answers in the same order (writes, refusals, no-ops, and an
+/// entry offered again), the same head and digest, and the same `applied()`, also after a
+/// reopen. It is refused with fsync durability (the answers would need the writer's sync) and
+/// once the store is closed.
+#[test]
+fn a_group_applied_on_the_callers_thread_is_decided_as_one_entry_at_a_time() {
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let config = || Config {
+        durability: Durability::Relaxed,
+        segment_bytes: causeway_core::limits::SEGMENT_BYTES_MIN,
+        ..Config::default()
+    };
+    let a = Store::open(dir_a.path(), config()).unwrap();
+    let b = Store::open(dir_b.path(), config()).unwrap();
+    let entries = entries();
+    let one_by_one: Vec<String> = entries
+        .iter()
+        .map(|(entry, command)| outcome(&a.apply_at(*entry, command.clone())))
+        .collect();
+    // Groups of 1 to 7 entries, each but the first also offering the previous group's last
+    // entry again (answered as before, and written once).
+    let mut grouped = Vec::new();
+    let mut next = 0;
+    let mut size = 1;
+    while next < entries.len() {
+        let end = (next + size).min(entries.len());
+        let mut group = Vec::new();
+        if next > 0 {
+            group.push(entries[next - 1].clone());
+        }
+        group.extend(entries[next..end].iter().cloned());
+        let answers = b.apply_group_at(group).unwrap();
+        let answers: Vec<String> = answers.iter().map(outcome).collect();
+        if next > 0 {
+            assert_eq!(answers[0], one_by_one[next - 1], "entry offered again");
+            grouped.extend_from_slice(&answers[1..]);
+        } else {
+            grouped.extend(answers);
+        }
+        next = end;
+        size = size % 7 + 1;
+    }
+    assert_eq!(grouped, one_by_one);
+    assert_eq!(a.head_and_digest(), b.head_and_digest());
+    assert_eq!(a.applied(), b.applied());
+    let head = b.head_and_digest();
+    drop(b);
+    let b = Store::open(dir_b.path(), config()).unwrap();
+    assert_eq!(b.head_and_digest(), head);
+    assert_eq!(b.applied(), a.applied());
+    let last = entries.last().unwrap().0;
+    let after = EntryId {
+        term: last.term,
+        index: last.index + 1,
+    };
+    b.close().unwrap();
+    assert!(matches!(
+        b.apply_group_at(vec![(after, Command::noop())]),
+        Err(Error::Closed)
+    ));
+
+    let dir_c = tempfile::tempdir().unwrap();
+    let fsync = Store::open(dir_c.path(), Config::default()).unwrap();
+    let err = fsync
+        .apply_group_at(vec![(EntryId { term: 1, index: 1 }, Command::noop())])
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidInput(_)), "{err}");
+    assert_eq!(fsync.applied(), None);
+}

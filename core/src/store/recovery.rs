@@ -277,7 +277,7 @@ impl SidecarWriter {
     }
 
     /// Waits until every queued sidecar is written. Dropping does the same.
-    pub(super) fn finish(mut self) {
+    pub(super) fn finish(&mut self) {
         self.join();
     }
 

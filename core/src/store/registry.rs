@@ -155,6 +155,16 @@ pub(super) const COMPILED_WAITING_MAX: usize = 64;
 pub(super) type Compiled = Mutex<Vec<(GateDefinition, Arc<dyn Gate>)>>;
 
 impl Store {
+    /// Whether any gate registered through the log is in force.
+    pub fn has_gates(&self) -> bool {
+        !self
+            .shared
+            .gates
+            .read()
+            .expect("gate set lock poisoned")
+            .is_empty()
+    }
+
     /// The gates in force, by name.
     pub fn gates(&self) -> Vec<RegisteredGate> {
         let gates = self.shared.gates.read().expect("gate set lock poisoned");

@@ -15,8 +15,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
 use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::reads::{StoreView, read_at, read_position};
 use super::recovery::{IdxBuffer, KeyEntry, Keys, SidecarWriter};
@@ -114,71 +114,108 @@ pub(super) struct Writer {
     /// The answers of the last [`APPLIED_ANSWERS_MAX`] entries applied since open, oldest
     /// first, for an entry offered again.
     pub(super) answers: std::collections::VecDeque<(EntryId, Answered)>,
+    /// Set once the writer thread has stopped: nothing may be written after it.
+    pub(super) closed: bool,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer").finish_non_exhaustive()
+    }
+}
+
+/// Locks the writer shared by its thread and callers that apply on their own thread.
+pub(super) fn lock(writer: &Mutex<Writer>) -> Result<MutexGuard<'_, Writer>> {
+    writer
+        .lock()
+        .map_err(|_| Error::Poisoned("the writer panicked".to_string()))
+}
+
+/// The writer thread: takes requests in groups from `receiver` and commits them.
+pub(super) fn run(writer: Arc<Mutex<Writer>>, receiver: Receiver<Request>) -> Result<()> {
+    let shared = lock(&writer)?.shared.clone();
+    let durable = shared.durability == super::Durability::Fsync;
+    // With fsync durability a second thread syncs and answers each written group while
+    // this one decides and writes the next (a pipelined group commit, `syncer.rs`): the
+    // disk's latency no longer adds to the writer's work. Four groups may wait, so the
+    // writer runs at most five groups ahead of the disk, and the syncer syncs all that
+    // wait with one call; past that, appends gather in the write queue. With room for one
+    // group the writer stalled behind every slow fsync: 1 event at 64 in flight ran about
+    // a tenth slower (docs/BENCHMARKS.md, sixth pass).
+    let finish_shared = shared.clone();
+    let mut syncer = Syncer::start(
+        "causeway-sync",
+        SYNCER_GROUPS_MAX,
+        durable,
+        Box::new(move |groups, synced| finish(&finish_shared, groups, synced)),
+    )
+    .map_err(|err| Error::io(&shared.events_dir, err))?;
+    let queue_depth = shared.queue_depth.clone();
+    let group_appends = metrics::histogram!("causeway_commit_group_appends");
+    // A request that arrived while the last group was written, taken to learn whether
+    // anything waits: it starts the next group.
+    let mut next = None;
+    loop {
+        let first = match next.take() {
+            Some(request) => request,
+            None => match receiver.recv() {
+                Ok(request) => request,
+                Err(_) => break,
+            },
+        };
+        let mut group = vec![first];
+        while group.len() < GROUP_APPENDS_MAX {
+            match receiver.try_recv() {
+                Ok(request) => group.push(request),
+                Err(_) => break,
+            }
+        }
+        queue_depth.decrement(group.len() as f64);
+        group_appends.record(group.len() as f64);
+        // Held until the group is handed on: without durability `submit` finishes it here,
+        // and a group applied on another thread ([`Writer::commit_now`]) must not publish a
+        // later head before this one's.
+        let mut this = lock(&writer)?;
+        let (sync, pending) = this.commit_group(group, durable);
+        let group = Group {
+            sync,
+            payload: pending,
+        };
+        // Nothing waiting: sync this group here unless the syncer is still busy with
+        // earlier ones (one sequential client then crosses two threads, not three). With
+        // more waiting, the syncer syncs while this thread writes the next group.
+        match receiver.try_recv() {
+            Ok(request) => {
+                next = Some(request);
+                syncer.submit(group);
+            }
+            Err(_) => syncer.submit_idle(group),
+        }
+        drop(this);
+    }
+    syncer.close();
+    let mut this = lock(&writer)?;
+    // Nothing is written after the close below, on this thread or any other.
+    this.closed = true;
+    this.sidecars.finish();
+    // Closing: make sure everything written is on disk, whatever the durability mode, and
+    // record how far, so the next open can tell damage to these frames from a torn write.
+    if shared.poisoned().is_none() {
+        this.log.record_synced()?;
+    }
+    Ok(())
 }
 
 impl Writer {
-    pub(super) fn run(mut self, receiver: Receiver<Request>) -> Result<()> {
-        let durable = self.shared.durability == super::Durability::Fsync;
-        // With fsync durability a second thread syncs and answers each written group while
-        // this one decides and writes the next (a pipelined group commit, `syncer.rs`): the
-        // disk's latency no longer adds to the writer's work. Four groups may wait, so the
-        // writer runs at most five groups ahead of the disk, and the syncer syncs all that
-        // wait with one call; past that, appends gather in the write queue. With room for one
-        // group the writer stalled behind every slow fsync: 1 event at 64 in flight ran about
-        // a tenth slower (docs/BENCHMARKS.md, sixth pass).
-        let shared = self.shared.clone();
-        let mut syncer = Syncer::start(
-            "causeway-sync",
-            SYNCER_GROUPS_MAX,
-            durable,
-            Box::new(move |groups, synced| finish(&shared, groups, synced)),
-        )
-        .map_err(|err| Error::io(&self.shared.events_dir, err))?;
-        let queue_depth = self.shared.queue_depth.clone();
-        let group_appends = metrics::histogram!("causeway_commit_group_appends");
-        // A request that arrived while the last group was written, taken to learn whether
-        // anything waits: it starts the next group.
-        let mut next = None;
-        loop {
-            let first = match next.take() {
-                Some(request) => request,
-                None => match receiver.recv() {
-                    Ok(request) => request,
-                    Err(_) => break,
-                },
-            };
-            let mut group = vec![first];
-            while group.len() < GROUP_APPENDS_MAX {
-                match receiver.try_recv() {
-                    Ok(request) => group.push(request),
-                    Err(_) => break,
-                }
-            }
-            queue_depth.decrement(group.len() as f64);
-            group_appends.record(group.len() as f64);
-            let (sync, pending) = self.commit_group(group, durable);
-            let group = Group {
-                sync,
-                payload: pending,
-            };
-            // Nothing waiting: sync this group here unless the syncer is still busy with
-            // earlier ones (one sequential client then crosses two threads, not three). With
-            // more waiting, the syncer syncs while this thread writes the next group.
-            match receiver.try_recv() {
-                Ok(request) => {
-                    next = Some(request);
-                    syncer.submit(group);
-                }
-                Err(_) => syncer.submit_idle(group),
-            }
+    /// Decides, writes and answers `group` on the caller's thread. Only without durability
+    /// at ack ([`super::Durability::Relaxed`]), where no sync stands between writing and
+    /// answering.
+    pub(super) fn commit_now(&mut self, group: Vec<Request>) -> Result<()> {
+        if self.closed {
+            return Err(Error::Closed);
         }
-        syncer.close();
-        self.sidecars.finish();
-        // Closing: make sure everything written is on disk, whatever the durability mode, and
-        // record how far, so the next open can tell damage to these frames from a torn write.
-        if self.shared.poisoned().is_none() {
-            self.log.record_synced()?;
-        }
+        let (_sync, pending) = self.commit_group(group, false);
+        finish(&self.shared, vec![pending], Ok(()));
         Ok(())
     }
 

@@ -11,8 +11,9 @@
 //!   under `{S}.tmp` and renamed when whole.
 //!
 //! Invariants:
-//! - Every entry goes through [`Store::apply_at`] (a blank or membership entry as a no-op), so
-//!   the store records the last applied log id with what it writes. The store runs with
+//! - Every entry goes through [`Store::apply_at`] (a blank or membership entry as a no-op), or
+//!   with a few small ones before and after it through [`Store::apply_group_at`], which decides
+//!   them the same way; so the store records the last applied log id with what it writes. The store runs with
 //!   [`Durability::Relaxed`]: the Raft log is the durable copy, and a crash only takes back
 //!   applies that are re-applied from it.
 //! - A refusal ([`causeway_core::Error::is_deterministic`]) is the entry's [`Response`]; any
@@ -41,6 +42,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use causeway_core::disk::{Disk, OsDisk};
 use causeway_core::store::{Config, Durability};
 use causeway_core::{Command, EntryId, Signer, Store, metafile};
+use futures_util::FutureExt;
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use tokio::sync::oneshot;
@@ -260,14 +262,9 @@ impl Machine {
         }
     }
 
-    /// Queues a normal or blank entry for the store's writer; its answer arrives on the
-    /// returned channel.
-    fn enqueue(&mut self, entry: super::types::Entry) -> io::Result<Answer> {
-        let id = entry_id(&entry.log_id);
-        let command = match entry.payload {
-            EntryPayload::Normal(proposal) => proposal.take_command().map_err(core_error)?,
-            EntryPayload::Blank | EntryPayload::Membership(_) => Command::noop(),
-        };
+    /// Queues a normal or blank entry's command for the store's writer; its answer arrives on
+    /// the returned channel.
+    fn enqueue(&mut self, id: EntryId, command: Command) -> io::Result<Answer> {
         let (reply, answer) = oneshot::channel();
         self.store
             .apply_at_with(id, command, move |result, _spent| {
@@ -388,13 +385,27 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     where
         Strm: Stream<Item = io::Result<EntryResponder<TypeConfig>>> + Unpin + OptionalSend,
     {
-        // Entries are handed to the store's writer as they come, so it writes them in groups,
-        // and answered in order as its answers arrive; at most APPLY_PIPELINE_MAX wait at once.
-        // A membership entry first waits for everything before it (it syncs the store).
+        // Small entries are gathered while they come without waiting and applied here, on
+        // this task, as one group: a hand-off to the store's writer thread and back costs more
+        // than deciding a few events (docs/BENCHMARKS.md, "Small commit groups applied where
+        // they commit"). From the first entry past the inline bounds on, entries are handed to
+        // the writer as they come, so it writes them in groups beside this thread, and are
+        // answered in order as its answers arrive; at most APPLY_PIPELINE_MAX wait at once. A
+        // membership entry first waits for everything before it (it syncs the store).
+        let mut inline = Inline::default();
         let mut pending = VecDeque::new();
-        while let Some(item) = entries.next().await {
+        loop {
+            let next = match entries.next().now_or_never() {
+                Some(next) => next,
+                None => {
+                    inline.apply(&self.machine)?;
+                    entries.next().await
+                }
+            };
+            let Some(item) = next else { break };
             let (entry, responder) = item?;
             if matches!(entry.payload, EntryPayload::Membership(_)) {
+                inline.apply(&self.machine)?;
                 answer_all(&mut pending).await?;
                 let response = self.lock().apply(entry)?;
                 if let Some(responder) = responder {
@@ -402,12 +413,23 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
                 continue;
             }
-            let answer = self.lock().enqueue(entry)?;
+            let bytes = match &entry.payload {
+                EntryPayload::Normal(proposal) => proposal.encoded().len(),
+                EntryPayload::Blank | EntryPayload::Membership(_) => 0,
+            };
+            let (id, command) = take_command(entry)?;
+            if pending.is_empty() && inline.fits(&command, bytes, &self.lock().store) {
+                inline.push(id, command, bytes, responder);
+                continue;
+            }
+            inline.apply(&self.machine)?;
+            let answer = self.lock().enqueue(id, command)?;
             pending.push_back((answer, responder));
             if pending.len() >= APPLY_PIPELINE_MAX {
                 answer_one(&mut pending).await?;
             }
         }
+        inline.apply(&self.machine)?;
         answer_all(&mut pending).await
     }
 
@@ -535,6 +557,91 @@ type Answer = oneshot::Receiver<causeway_core::Result<causeway_core::Receipt>>;
 /// Entries handed to the store's writer and not yet answered, at most.
 const APPLY_PIPELINE_MAX: usize = 1024;
 
+/// Events one group applied on the state machine's task may hold, at most. A group this
+/// small takes tens of microseconds to decide and write, less than a hand-off to the store's
+/// writer thread and back; a larger one is better written beside the task.
+const APPLY_INLINE_EVENTS_MAX: usize = 64;
+
+/// Encoded bytes of the entries of one group applied on the state machine's task, at most,
+/// so that hashing and writing them holds the task for no longer than a small group.
+const APPLY_INLINE_BYTES_MAX: usize = 256 * 1024;
+
+/// The command of a normal or blank entry, with the entry's id.
+fn take_command(entry: super::types::Entry) -> io::Result<(EntryId, Command)> {
+    let id = entry_id(&entry.log_id);
+    let command = match entry.payload {
+        EntryPayload::Normal(proposal) => proposal.take_command().map_err(core_error)?,
+        EntryPayload::Blank | EntryPayload::Membership(_) => Command::noop(),
+    };
+    Ok((id, command))
+}
+
+/// The events `command` counts for: an append's, one for a no-op; `None` for a command that
+/// changes gates or settings, which is never applied on the state machine's task.
+fn events_of(command: &Command) -> Option<usize> {
+    match &command.action {
+        causeway_core::Action::Append { append, .. } => Some(append.events.len()),
+        causeway_core::Action::Noop => Some(1),
+        _ => None,
+    }
+}
+
+/// Entries gathered to be applied together on the state machine's task
+/// ([`Store::apply_group_at`]), within [`APPLY_INLINE_EVENTS_MAX`] and
+/// [`APPLY_INLINE_BYTES_MAX`].
+#[derive(Default)]
+struct Inline {
+    entries: Vec<(EntryId, Command)>,
+    responders: Vec<Option<openraft::storage::ApplyResponder<TypeConfig>>>,
+    events: usize,
+    bytes: usize,
+}
+
+impl Inline {
+    /// Whether `command` (`bytes` encoded) still fits in the group. Never while a gate is
+    /// registered: a gate may take milliseconds per append (`GATE_EVAL_STEPS_MAX`), and a group
+    /// of them would hold the task that also sends heartbeats; the writer thread judges them.
+    fn fits(&self, command: &Command, bytes: usize, store: &Store) -> bool {
+        events_of(command).is_some_and(|events| {
+            self.events + events <= APPLY_INLINE_EVENTS_MAX
+                && self.bytes + bytes <= APPLY_INLINE_BYTES_MAX
+                && !store.has_gates()
+        })
+    }
+
+    fn push(
+        &mut self,
+        id: EntryId,
+        command: Command,
+        bytes: usize,
+        responder: Option<openraft::storage::ApplyResponder<TypeConfig>>,
+    ) {
+        self.events += events_of(&command).unwrap_or(0);
+        self.bytes += bytes;
+        self.entries.push((id, command));
+        self.responders.push(responder);
+    }
+
+    /// Applies the gathered entries as one group and answers them; a refusal is an answer,
+    /// any other failure stops the node.
+    fn apply(&mut self, machine: &Mutex<Machine>) -> io::Result<()> {
+        if self.entries.is_empty() {
+            return Ok(());
+        }
+        let entries = std::mem::take(&mut self.entries);
+        let answers = lock(machine)
+            .store
+            .apply_group_at(entries)
+            .map_err(core_error)?;
+        for (answer, responder) in answers.into_iter().zip(self.responders.drain(..)) {
+            respond(answer, responder)?;
+        }
+        self.events = 0;
+        self.bytes = 0;
+        Ok(())
+    }
+}
+
 /// Waits for the oldest queued entry's answer and sends it to its client: a refusal is an
 /// answer; any other failure stops the node.
 async fn answer_one(
@@ -549,7 +656,16 @@ async fn answer_one(
     let result = answer
         .await
         .map_err(|_| codec::invalid("the store's writer stopped before answering".to_string()))?;
-    let response = match result {
+    respond(result, responder)
+}
+
+/// Sends an applied entry's answer to its client: a refusal is an answer; any other failure
+/// stops the node.
+fn respond(
+    answer: causeway_core::Result<causeway_core::Receipt>,
+    responder: Option<openraft::storage::ApplyResponder<TypeConfig>>,
+) -> io::Result<()> {
+    let response = match answer {
         Ok(receipt) => Response::Applied(receipt),
         Err(err) if err.is_deterministic() => Response::Refused(err),
         Err(err) => return Err(core_error(err)),

@@ -183,6 +183,70 @@ async fn refusal_is_an_answer_and_applied_state_survives_reopen() {
     assert_eq!(voters, vec![1, 2, 3]);
 }
 
+/// An append of `n_events` events to entity `entity`, with ids from `first_id` on.
+fn append_entry(term: u64, index: u64, entity: &str, n_events: u64, first_id: u64) -> Entry {
+    let events = (0..n_events)
+        .map(|event_idx| {
+            let mut event = NewEvent::new("acme", entity, "Noted", b"{}".to_vec());
+            event.id = Some(EventId(uuid::Uuid::from_u128(u128::from(
+                first_id + event_idx,
+            ))));
+            event
+        })
+        .collect();
+    Entry {
+        log_id: log_id(term, index),
+        payload: EntryPayload::Normal(Proposal::new(Command::append(
+            Timestamp::ZERO,
+            Append::new(events),
+        ))),
+    }
+}
+
+/// One apply of small and large entries together decides them exactly as applying them one
+/// by one: the small ones before the first large one as a group on the task, the rest through
+/// the store's writer, all in log order. A refusal in either part stays a refusal. Catches a
+/// group decided out of order with what the writer holds, or an entry lost between the two.
+#[tokio::test]
+async fn small_and_large_entries_in_one_apply_are_decided_in_log_order() {
+    let entries = || {
+        vec![
+            first_order_event(1, 1),
+            append_entry(1, 2, "a", 3, 1_000),
+            first_order_event(1, 3),
+            append_entry(1, 4, "big", 100, 2_000),
+            first_order_event(1, 5),
+            append_entry(1, 6, "a", 2, 3_000),
+            blank(1, 7),
+            append_entry(1, 8, "big", 100, 4_000),
+        ]
+    };
+    let dir = TempDir::new().expect("a temporary directory");
+    let mut together =
+        StateMachine::open(&dir.path().join("together")).expect("the state machine opens");
+    apply_all(&mut together, entries()).await;
+    let mut one_by_one =
+        StateMachine::open(&dir.path().join("one")).expect("the state machine opens");
+    for entry in entries() {
+        apply_all(&mut one_by_one, vec![entry]).await;
+    }
+    let (together, one_by_one) = (together.live().get(), one_by_one.live().get());
+    // 1 + 3 + 100 + 2 + 100 events written; the second and third first events refused.
+    assert_eq!(together.head_and_digest().0, causeway_core::Position(206));
+    assert_eq!(together.head_and_digest(), one_by_one.head_and_digest());
+    assert_eq!(together.applied(), one_by_one.applied());
+    let order = together
+        .read_entity(
+            "acme",
+            "order-7",
+            causeway_core::Version(0),
+            causeway_core::Direction::Forward,
+            10,
+        )
+        .expect("the entity reads");
+    assert_eq!(order.len(), 1, "only the first first event is written");
+}
+
 /// Applying takes the command out of an entry the log still holds a clone of, instead of
 /// copying it; the clone keeps the bytes replication sends, and a second apply of the same
 /// entry decodes the same command from them. Catches a take that leaves clones unable to
