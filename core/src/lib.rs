@@ -42,4 +42,4 @@ pub use gate::{Denial, Gate, GateDefinition, Rule};
 pub use graph::{Edge, Graph};
 pub use query::{Filter, QueryItem};
 pub use receipt::{Committed, GatePass, Receipt, Signer};
-pub use store::{Config, Durability, ReadBatch, RustGate, Spent, Store, StoreId};
+pub use store::{Config, Durability, Grouped, ReadBatch, RustGate, Spent, Store, StoreId};

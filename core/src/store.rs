@@ -114,6 +114,15 @@ pub enum Durability {
     Relaxed,
 }
 
+/// What [`Store::apply_group_at`] did with a group.
+#[derive(Debug)]
+pub enum Grouped {
+    /// Applied: each entry's answer, in the group's order.
+    Applied(Vec<Result<Receipt>>),
+    /// Nothing applied, as the writer thread was busy: the entries, unchanged.
+    Busy(Vec<(EntryId, Command)>),
+}
+
 /// How to open a store.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -582,11 +591,16 @@ impl Store {
     /// [`Store::apply_at`]'s. Entries queued before with [`Store::apply_at_with`] must have
     /// been answered first, or this group could be decided before them.
     ///
+    /// It never waits for the writer: while the writer thread is busy with requests of its
+    /// own (a dry run, a sync), it applies nothing and hands the entries back as
+    /// [`Grouped::Busy`], for the caller to queue behind them with [`Store::apply_at_with`].
+    /// So a caller on an async runtime is never held by another client's long dry run.
+    ///
     /// Only for a store without durability at ack ([`Durability::Relaxed`], a replica whose
     /// replicated log is the durable copy): with [`Durability::Fsync`] the answers would wait
-    /// for the writer's sync, and this refuses with [`Error::InvalidInput`]. An outer error
-    /// means nothing was applied.
-    pub fn apply_group_at(&self, entries: Vec<(EntryId, Command)>) -> Result<Vec<Result<Receipt>>> {
+    /// for the writer's sync, and this refuses with [`Error::InvalidInput`]. An error means
+    /// nothing was applied.
+    pub fn apply_group_at(&self, entries: Vec<(EntryId, Command)>) -> Result<Grouped> {
         if self.shared.durability != Durability::Relaxed {
             return Err(Error::InvalidInput(
                 "a group is applied on the caller's thread only with relaxed durability"
@@ -603,6 +617,9 @@ impl Store {
                 self.check_command(command)?;
             }
         }
+        let Some(mut writer) = writer::try_lock(&self.inline)? else {
+            return Ok(Grouped::Busy(entries));
+        };
         let answers = Arc::new(Mutex::new(Vec::with_capacity(entries.len())));
         let group = entries
             .into_iter()
@@ -618,10 +635,11 @@ impl Store {
                 }
             })
             .collect();
-        writer::lock(&self.inline)?.commit_now(group)?;
+        writer.commit_now(group)?;
+        drop(writer);
         // `commit_now` answered every request, in order, before it returned.
         let answers = std::mem::take(&mut *answers.lock().expect("answers lock poisoned"));
-        Ok(answers)
+        Ok(Grouped::Applied(answers))
     }
 
     /// The last replicated log entry applied with [`Store::apply_at`], `None` before the first.

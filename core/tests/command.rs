@@ -842,7 +842,7 @@ fn a_group_applied_on_the_callers_thread_is_decided_as_one_entry_at_a_time() {
             group.push(entries[next - 1].clone());
         }
         group.extend(entries[next..end].iter().cloned());
-        let answers = b.apply_group_at(group).unwrap();
+        let answers = applied(b.apply_group_at(group).unwrap());
         let answers: Vec<String> = answers.iter().map(outcome).collect();
         if next > 0 {
             assert_eq!(answers[0], one_by_one[next - 1], "entry offered again");
@@ -879,4 +879,75 @@ fn a_group_applied_on_the_callers_thread_is_decided_as_one_entry_at_a_time() {
         .unwrap_err();
     assert!(matches!(err, Error::InvalidInput(_)), "{err}");
     assert_eq!(fsync.applied(), None);
+}
+
+fn applied(grouped: Grouped) -> Vec<Result<Receipt>> {
+    match grouped {
+        Grouped::Applied(answers) => answers,
+        Grouped::Busy(_) => panic!("the writer thread had nothing to do"),
+    }
+}
+
+/// While the writer thread is busy with requests of its own (here another client's large dry
+/// runs), `apply_group_at` applies nothing and hands the group back unchanged instead of
+/// waiting for the writer: a replica calls it on its async thread, which must keep sending
+/// heartbeats. The entries handed back are then applied behind the writer's work, in order.
+/// Catches a group apply that blocks on the writer's lock (an outside attack's flood of dry
+/// runs froze a leader's async thread for 10 s and cost it its leadership).
+#[test]
+fn a_group_is_handed_back_while_the_writer_is_busy_instead_of_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(
+        Store::open(
+            dir.path(),
+            Config {
+                durability: Durability::Relaxed,
+                ..Config::default()
+            },
+        )
+        .unwrap(),
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let dry_runs = std::thread::spawn({
+        let (store, stop) = (store.clone(), stop.clone());
+        move || {
+            let events: Vec<NewEvent> = (0..5_000)
+                .map(|event_idx| NewEvent::new("acme", format!("e-{event_idx}"), "T", vec![7; 64]))
+                .collect();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                store.dry_run(Append::new(events.clone())).unwrap();
+            }
+        }
+    });
+    let entry = |index| EntryId { term: 3, index };
+    let mut next = 1;
+    let mut handed_back = None;
+    // Each try that finds the writer free applies one no-op; dry runs of 5,000 events keep it
+    // busy most of the time, so a try finds it busy within milliseconds. The bound only ends
+    // a failing run (one that waits for the writer instead) in seconds rather than hours.
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::time::Instant::now() < give_up {
+        match store
+            .apply_group_at(vec![(entry(next), Command::noop())])
+            .unwrap()
+        {
+            Grouped::Applied(answers) => {
+                assert!(answers[0].is_ok(), "{:?}", answers[0]);
+                next += 1;
+            }
+            Grouped::Busy(entries) => {
+                handed_back = Some(entries);
+                break;
+            }
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    dry_runs.join().unwrap();
+    let entries = handed_back.expect("a try found the writer busy");
+    assert_eq!(entries, vec![(entry(next), Command::noop())]);
+    for (entry, command) in entries {
+        store.apply_at(entry, command).unwrap();
+    }
+    assert_eq!(store.applied(), Some(entry(next)));
+    assert_eq!(store.head_and_digest().0, Position(0));
 }

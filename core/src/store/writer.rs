@@ -131,6 +131,17 @@ pub(super) fn lock(writer: &Mutex<Writer>) -> Result<MutexGuard<'_, Writer>> {
         .map_err(|_| Error::Poisoned("the writer panicked".to_string()))
 }
 
+/// Locks the writer unless another thread holds it: `None` while it is busy.
+pub(super) fn try_lock(writer: &Mutex<Writer>) -> Result<Option<MutexGuard<'_, Writer>>> {
+    match writer.try_lock() {
+        Ok(guard) => Ok(Some(guard)),
+        Err(std::sync::TryLockError::WouldBlock) => Ok(None),
+        Err(std::sync::TryLockError::Poisoned(_)) => {
+            Err(Error::Poisoned("the writer panicked".to_string()))
+        }
+    }
+}
+
 /// The writer thread: takes requests in groups from `receiver` and commits them.
 pub(super) fn run(writer: Arc<Mutex<Writer>>, receiver: Receiver<Request>) -> Result<()> {
     let shared = lock(&writer)?.shared.clone();

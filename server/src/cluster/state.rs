@@ -41,7 +41,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use causeway_core::disk::{Disk, OsDisk};
 use causeway_core::store::{Config, Durability};
-use causeway_core::{Command, EntryId, Signer, Store, metafile};
+use causeway_core::{Command, EntryId, Grouped, Signer, Store, metafile};
 use futures_util::FutureExt;
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
@@ -388,24 +388,26 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // Small entries are gathered while they come without waiting and applied here, on
         // this task, as one group: a hand-off to the store's writer thread and back costs more
         // than deciding a few events (docs/BENCHMARKS.md, "Small commit groups applied where
-        // they commit"). From the first entry past the inline bounds on, entries are handed to
-        // the writer as they come, so it writes them in groups beside this thread, and are
-        // answered in order as its answers arrive; at most APPLY_PIPELINE_MAX wait at once. A
-        // membership entry first waits for everything before it (it syncs the store).
+        // they commit"). From the first entry past the inline bounds on (or once the writer
+        // was found busy with a client's dry run or a sync: this task never waits for it),
+        // entries are handed to the writer as they come, so it writes them in groups beside
+        // this thread, and are answered in order as its answers arrive; at most
+        // APPLY_PIPELINE_MAX wait at once. A membership entry first waits for everything
+        // before it (it syncs the store).
         let mut inline = Inline::default();
-        let mut pending = VecDeque::new();
+        let mut pending = Pending::new();
         loop {
             let next = match entries.next().now_or_never() {
                 Some(next) => next,
                 None => {
-                    inline.apply(&self.machine)?;
+                    inline.apply(&self.machine, &mut pending)?;
                     entries.next().await
                 }
             };
             let Some(item) = next else { break };
             let (entry, responder) = item?;
             if matches!(entry.payload, EntryPayload::Membership(_)) {
-                inline.apply(&self.machine)?;
+                inline.apply(&self.machine, &mut pending)?;
                 answer_all(&mut pending).await?;
                 let response = self.lock().apply(entry)?;
                 if let Some(responder) = responder {
@@ -422,14 +424,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 inline.push(id, command, bytes, responder);
                 continue;
             }
-            inline.apply(&self.machine)?;
+            inline.apply(&self.machine, &mut pending)?;
             let answer = self.lock().enqueue(id, command)?;
             pending.push_back((answer, responder));
             if pending.len() >= APPLY_PIPELINE_MAX {
                 answer_one(&mut pending).await?;
             }
         }
-        inline.apply(&self.machine)?;
+        inline.apply(&self.machine, &mut pending)?;
         answer_all(&mut pending).await
     }
 
@@ -554,6 +556,12 @@ fn install(shared: &Mutex<Machine>, meta: &SnapshotMeta, source: &Path) -> io::R
 /// The answer of an entry queued for the store's writer.
 type Answer = oneshot::Receiver<causeway_core::Result<causeway_core::Receipt>>;
 
+/// Entries queued for the store's writer, oldest first, each with whoever waits for its answer.
+type Pending = VecDeque<(
+    Answer,
+    Option<openraft::storage::ApplyResponder<TypeConfig>>,
+)>;
+
 /// Entries handed to the store's writer and not yet answered, at most.
 const APPLY_PIPELINE_MAX: usize = 1024;
 
@@ -623,33 +631,41 @@ impl Inline {
     }
 
     /// Applies the gathered entries as one group and answers them; a refusal is an answer,
-    /// any other failure stops the node.
-    fn apply(&mut self, machine: &Mutex<Machine>) -> io::Result<()> {
+    /// any other failure stops the node. While the store's writer thread is busy with
+    /// requests of its own (a client's dry run, a sync), the entries are queued behind them
+    /// into `pending` instead: this task never waits for the writer.
+    fn apply(&mut self, machine: &Mutex<Machine>, pending: &mut Pending) -> io::Result<()> {
         if self.entries.is_empty() {
             return Ok(());
         }
         let entries = std::mem::take(&mut self.entries);
-        let answers = lock(machine)
+        self.events = 0;
+        self.bytes = 0;
+        let grouped = lock(machine)
             .store
             .apply_group_at(entries)
             .map_err(core_error)?;
-        for (answer, responder) in answers.into_iter().zip(self.responders.drain(..)) {
-            respond(answer, responder)?;
+        match grouped {
+            Grouped::Applied(answers) => {
+                for (answer, responder) in answers.into_iter().zip(self.responders.drain(..)) {
+                    respond(answer, responder)?;
+                }
+            }
+            Grouped::Busy(entries) => {
+                for ((id, command), responder) in entries.into_iter().zip(self.responders.drain(..))
+                {
+                    let answer = lock(machine).enqueue(id, command)?;
+                    pending.push_back((answer, responder));
+                }
+            }
         }
-        self.events = 0;
-        self.bytes = 0;
         Ok(())
     }
 }
 
 /// Waits for the oldest queued entry's answer and sends it to its client: a refusal is an
 /// answer; any other failure stops the node.
-async fn answer_one(
-    pending: &mut VecDeque<(
-        Answer,
-        Option<openraft::storage::ApplyResponder<TypeConfig>>,
-    )>,
-) -> io::Result<()> {
+async fn answer_one(pending: &mut Pending) -> io::Result<()> {
     let Some((answer, responder)) = pending.pop_front() else {
         return Ok(());
     };
@@ -676,12 +692,7 @@ fn respond(
     Ok(())
 }
 
-async fn answer_all(
-    pending: &mut VecDeque<(
-        Answer,
-        Option<openraft::storage::ApplyResponder<TypeConfig>>,
-    )>,
-) -> io::Result<()> {
+async fn answer_all(pending: &mut Pending) -> io::Result<()> {
     while !pending.is_empty() {
         answer_one(pending).await?;
     }
