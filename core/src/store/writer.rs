@@ -763,12 +763,14 @@ impl Writer {
                 });
             }
         }
+        // Where each id of the append is, so that each parent is found in constant time: a
+        // scan of the append per parent made a large append with many parents cost the writer
+        // seconds (events × parents × events comparisons).
+        let ids = ids_in(&append.events);
         if !append.external_causation {
             for (event_idx, event) in append.events.iter().enumerate() {
                 for parent in &event.causation {
-                    let in_append = append.events[..event_idx]
-                        .iter()
-                        .any(|earlier| earlier.id == Some(*parent));
+                    let in_append = ids.get(parent).is_some_and(|(first, _)| *first < event_idx);
                     if !in_append && !view.event_exists(*parent) {
                         let message = format!(
                             "event {event_idx} names causation parent {parent}, which does not exist"
@@ -793,9 +795,7 @@ impl Writer {
         for (event_idx, event) in append.events.iter().enumerate() {
             if let Some((parent_idx, parent)) =
                 event.causation.iter().enumerate().find(|(_, parent)| {
-                    append.events[event_idx..]
-                        .iter()
-                        .any(|later| later.id == Some(**parent))
+                    ids.get(*parent).is_some_and(|(_, last)| *last >= event_idx)
                 })
             {
                 return Err(Error::InvalidField {
@@ -832,6 +832,7 @@ impl Writer {
         // First what each event's fields decide, while the fields can still be borrowed.
         let mut versions: FastMap<(&str, &str), u64> = FastMap::default();
         let mut decided: Vec<(Version, EventId)> = Vec::with_capacity(proposed.len());
+        let ids = ids_in(&proposed);
         for (event_idx, event) in proposed.iter().enumerate() {
             let id = event.id.expect("apply checks that every event has an id");
             let key = (event.scope.as_str(), event.entity.as_str());
@@ -841,15 +842,10 @@ impl Writer {
             *version += 1;
             let correlation_id = match (event.correlation_id, event.causation.first()) {
                 (Some(correlation_id), _) => correlation_id,
-                (None, Some(parent)) => {
-                    match proposed[..event_idx]
-                        .iter()
-                        .position(|earlier| earlier.id == Some(*parent))
-                    {
-                        Some(earlier_idx) => decided[earlier_idx].1,
-                        None => self.correlation_of(&index, parent)?.unwrap_or(id),
-                    }
-                }
+                (None, Some(parent)) => match ids.get(parent) {
+                    Some((first, _)) if *first < event_idx => decided[*first].1,
+                    _ => self.correlation_of(&index, parent)?.unwrap_or(id),
+                },
                 (None, None) => id,
             };
             decided.push((Version(*version), correlation_id));
@@ -1190,6 +1186,25 @@ impl Writer {
             read_at(&self.shared, position, index.loc(position))?.correlation_id,
         ))
     }
+}
+
+/// The first and last index of each id among `events` (ids are unique once an append is
+/// checked, but an unchecked one may repeat them). Empty when no event names a parent: only
+/// causation looks ids up.
+fn ids_in(events: &[NewEvent]) -> FastMap<EventId, (usize, usize)> {
+    let mut ids = FastMap::default();
+    if events.iter().all(|event| event.causation.is_empty()) {
+        return ids;
+    }
+    ids.reserve(events.len());
+    for (event_idx, event) in events.iter().enumerate() {
+        if let Some(id) = event.id {
+            ids.entry(id)
+                .and_modify(|(_, last)| *last = event_idx)
+                .or_insert((event_idx, event_idx));
+        }
+    }
+    ids
 }
 
 fn committed(event: &Event, prev_hash: Hash) -> receipt::Committed {
