@@ -543,14 +543,7 @@ impl Store {
     /// A store with [`Config::gates`] refuses this with [`Error::Unreplicable`]: Rust gates are
     /// code on one node, not in the log, so replicas could judge differently.
     pub fn apply_at(&self, entry: EntryId, command: Command) -> Result<Receipt> {
-        if self.shared.has_rust_gates {
-            return Err(Error::Unreplicable(
-                "the store has gates from Config::gates, which are not in the log".to_string(),
-            ));
-        }
-        if let Action::Append { .. } = command.action {
-            self.check_command(&command)?;
-        }
+        self.check_replicated(&command)?;
         self.submit(command, Some(entry), Mode::Write)
     }
 
@@ -567,14 +560,7 @@ impl Store {
         command: Command,
         done: impl FnOnce(Result<Receipt>, Spent) + Send + 'static,
     ) -> Result<()> {
-        if self.shared.has_rust_gates {
-            return Err(Error::Unreplicable(
-                "the store has gates from Config::gates, which are not in the log".to_string(),
-            ));
-        }
-        if let Action::Append { .. } = command.action {
-            self.check_command(&command)?;
-        }
+        self.check_replicated(&command)?;
         self.enqueue(
             command,
             Some(entry),
@@ -607,15 +593,8 @@ impl Store {
                     .to_string(),
             ));
         }
-        if self.shared.has_rust_gates {
-            return Err(Error::Unreplicable(
-                "the store has gates from Config::gates, which are not in the log".to_string(),
-            ));
-        }
         for (_, command) in &entries {
-            if let Action::Append { .. } = command.action {
-                self.check_command(command)?;
-            }
+            self.check_replicated(command)?;
         }
         let Some(mut writer) = writer::try_lock(&self.inline)? else {
             return Ok(Grouped::Busy(entries));
@@ -722,6 +701,21 @@ impl Store {
         let context = self.shared.ids.lock().expect("id counter lock poisoned");
         let ts = uuid::Timestamp::from_unix(&*context, seconds, nanos);
         Ok((timestamp, EventId(uuid::Uuid::new_v7(ts))))
+    }
+
+    /// Checks a replicated log entry's command before it is applied: refused with
+    /// [`Error::Unreplicable`] by a store with Rust gates, which are not in the log; an append
+    /// as [`Store::check_command`] checks it.
+    fn check_replicated(&self, command: &Command) -> Result<()> {
+        if self.shared.has_rust_gates {
+            return Err(Error::Unreplicable(
+                "the store has gates from Config::gates, which are not in the log".to_string(),
+            ));
+        }
+        if let Action::Append { .. } = command.action {
+            self.check_command(command)?;
+        }
+        Ok(())
     }
 
     /// Checks an append command built outside this store (by a replication leader) before it

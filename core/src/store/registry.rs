@@ -157,12 +157,7 @@ pub(super) type Compiled = Mutex<Vec<(GateDefinition, Arc<dyn Gate>)>>;
 impl Store {
     /// Whether any gate registered through the log is in force.
     pub fn has_gates(&self) -> bool {
-        !self
-            .shared
-            .gates
-            .read()
-            .expect("gate set lock poisoned")
-            .is_empty()
+        self.shared.has_gates()
     }
 
     /// The gates in force, by name.
@@ -180,6 +175,15 @@ impl Store {
 }
 
 impl Shared {
+    /// Whether any gate registered through the log is in force.
+    pub(super) fn has_gates(&self) -> bool {
+        !self
+            .gates
+            .read()
+            .expect("gate set lock poisoned")
+            .is_empty()
+    }
+
     /// The gate [`Store::register_gate`] compiled from `definition`, if it is still waiting. A
     /// gate compiled from an equal definition is the same gate, so the answer does not depend on
     /// whether it is found.

@@ -427,7 +427,9 @@ impl Writer {
         let view: Arc<dyn View> = Arc::new(StoreView {
             shared: self.shared.clone(),
         });
-        if let Err(err) = self.check(&append, view.as_ref()) {
+        // Where each id of the append is, for the causation checks and the correlation ids.
+        let ids = ids_in(&append.events);
+        if let Err(err) = self.check(&append, view.as_ref(), &ids) {
             let refused: Vec<_> = append
                 .events
                 .iter()
@@ -449,15 +451,9 @@ impl Writer {
         if reads_parents {
             self.make_readable()?;
         }
-        let events = self.propose(timestamp, std::mem::take(&mut append.events))?;
+        let events = self.propose(timestamp, std::mem::take(&mut append.events), &ids)?;
         // Any gate may read events through its view (`View::last_event`).
-        let has_gates = !self
-            .shared
-            .gates
-            .read()
-            .expect("gate set lock poisoned")
-            .is_empty();
-        if has_gates {
+        if self.shared.has_gates() {
             self.make_readable()?;
         }
         let passes = match self.run_gates(timestamp, &append.gates, &events, &view) {
@@ -665,7 +661,8 @@ impl Writer {
             content_type: "application/json".to_string(),
             ..NewEvent::new(SYSTEM_SCOPE, entity, event_type, payload)
         };
-        let events = self.propose(timestamp, vec![event])?;
+        // A system event names no parent.
+        let events = self.propose(timestamp, vec![event], &FastMap::default())?;
         let trailer = Trailer {
             n_events: 1,
             entry,
@@ -720,7 +717,13 @@ impl Writer {
 
     /// Checks every condition that comes before the gates: ids, expected versions, the DCB
     /// condition and causation.
-    fn check(&self, append: &Append, view: &dyn View) -> Result<()> {
+    /// `ids` is [`ids_in`] of the append's events.
+    fn check(
+        &self,
+        append: &Append,
+        view: &dyn View,
+        ids: &FastMap<EventId, (usize, usize)>,
+    ) -> Result<()> {
         for (event_idx, event) in append.events.iter().enumerate() {
             let id = event.id.expect("apply checks that every event has an id");
             if view.event_exists(id) {
@@ -763,10 +766,6 @@ impl Writer {
                 });
             }
         }
-        // Where each id of the append is, so that each parent is found in constant time: a
-        // scan of the append per parent made a large append with many parents cost the writer
-        // seconds (events × parents × events comparisons).
-        let ids = ids_in(&append.events);
         if !append.external_causation {
             for (event_idx, event) in append.events.iter().enumerate() {
                 for parent in &event.causation {
@@ -827,12 +826,17 @@ impl Writer {
     /// The events as they would be committed: positions, versions, timestamps and correlation
     /// ids assigned; hashes not yet computed. Each event's timestamp is the command's, raised
     /// above the previous event's where needed.
-    fn propose(&self, timestamp: Timestamp, proposed: Vec<NewEvent>) -> Result<Vec<Event>> {
+    /// `ids` is [`ids_in`] of `proposed`.
+    fn propose(
+        &self,
+        timestamp: Timestamp,
+        proposed: Vec<NewEvent>,
+        ids: &FastMap<EventId, (usize, usize)>,
+    ) -> Result<Vec<Event>> {
         let index = self.shared.index.read().expect("index lock poisoned");
         // First what each event's fields decide, while the fields can still be borrowed.
         let mut versions: FastMap<(&str, &str), u64> = FastMap::default();
         let mut decided: Vec<(Version, EventId)> = Vec::with_capacity(proposed.len());
-        let ids = ids_in(&proposed);
         for (event_idx, event) in proposed.iter().enumerate() {
             let id = event.id.expect("apply checks that every event has an id");
             let key = (event.scope.as_str(), event.entity.as_str());
@@ -1189,8 +1193,10 @@ impl Writer {
 }
 
 /// The first and last index of each id among `events` (ids are unique once an append is
-/// checked, but an unchecked one may repeat them). Empty when no event names a parent: only
-/// causation looks ids up.
+/// checked, but an unchecked one may repeat them), so that each causation parent is found in
+/// constant time: a scan of the append per parent made a large append with many parents cost
+/// the writer seconds (events × parents × events comparisons). Empty when no event names a
+/// parent: only causation looks ids up.
 fn ids_in(events: &[NewEvent]) -> FastMap<EventId, (usize, usize)> {
     let mut ids = FastMap::default();
     if events.iter().all(|event| event.causation.is_empty()) {

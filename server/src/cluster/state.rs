@@ -13,9 +13,9 @@
 //! Invariants:
 //! - Every entry goes through [`Store::apply_at`] (a blank or membership entry as a no-op), or
 //!   with a few small ones before and after it through [`Store::apply_group_at`], which decides
-//!   them the same way; so the store records the last applied log id with what it writes. The store runs with
-//!   [`Durability::Relaxed`]: the Raft log is the durable copy, and a crash only takes back
-//!   applies that are re-applied from it.
+//!   them the same way; so the store records the last applied log id with what it writes. The
+//!   store runs with [`Durability::Relaxed`]: the Raft log is the durable copy, and a crash only
+//!   takes back applies that are re-applied from it.
 //! - A refusal ([`causeway_core::Error::is_deterministic`]) is the entry's [`Response`]; any
 //!   other error from apply is returned as an I/O error, which stops the Raft node: a replica
 //!   that cannot apply must not carry on and diverge.
