@@ -1,5 +1,6 @@
-//! The writer thread: the only code that changes the log, and the place where conditions and
-//! gates are decided.
+//! The writer: the only code that changes the log, and the place where conditions and gates
+//! are decided. It runs on its own thread, and for a replica's small groups
+//! ([`super::Store::apply_group_at`]) on the caller's thread, under a lock the two share.
 //!
 //! For each command the writer runs, in order: the idempotency check (a known key with the same
 //! request replays the original receipt; with a different request it is refused), the id check,
