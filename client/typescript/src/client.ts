@@ -409,7 +409,11 @@ export class Subscription implements AsyncIterable<Event> {
             throw err;
           }
           const error: CausewayError = fromConnectError(err);
-          if (!(error instanceof Unavailable) || failures >= this.resumeAttempts) {
+          // This subscription did not cancel the stream (checked above), so a stream that ends
+          // cancelled was cut under it: http/2 reports a dropped connection as CANCEL on its
+          // open streams at times, instead of a connection error.
+          const dropped = error instanceof Unavailable || error.statusCode === Code.Canceled;
+          if (!dropped || failures >= this.resumeAttempts) {
             throw error;
           }
         }
