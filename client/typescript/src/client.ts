@@ -318,8 +318,9 @@ export class Client {
  * The events a subscription delivers, in position order, each once, as an async iterator (it can
  * be iterated once).
  *
- * When the stream drops (UNAVAILABLE: a lost connection, a restarting or draining server), it
- * reconnects from `position + 1` after a backoff, at most `resumeAttempts` times in a row (the
+ * When the stream drops (UNAVAILABLE: a lost connection, a restarting or draining server; or
+ * CANCELLED without `close()`, as http/2 reports some lost connections), it reconnects from
+ * `position + 1` after a backoff, at most `resumeAttempts` times in a row (the
  * count restarts once a reconnected stream delivers a message); any other failure, or one drop
  * too many, is thrown as the typed error. `close()`, or leaving a `for await` loop, cancels it.
  */
