@@ -53,6 +53,7 @@ use std::io;
 pub mod admin;
 pub mod codec;
 pub mod identity;
+pub mod linger;
 pub mod log;
 pub mod network;
 pub mod node;
