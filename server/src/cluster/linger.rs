@@ -14,6 +14,11 @@
 //! - otherwise (a different point, or the time is up, or the input ended) the held one is sent
 //!   as it is, before anything after it.
 //!
+//! It holds only while holding pays. A notice whose time ran out (the load stopped) puts the
+//! stream in sending mode: later notices go at once, so an idle or lightly used cluster's
+//! followers learn of commits as soon as before. A notice sent at once that the next request
+//! would have covered within the linger puts it back in holding mode.
+//!
 //! openraft matches answers by the log id they acknowledge, not by count, so a dropped request
 //! needs no answer of its own. A stream of one request (a heartbeat) ends at once and its
 //! request goes without waiting.
@@ -25,7 +30,7 @@ use openraft::raft::AppendEntriesRequest;
 use tokio::time::{Instant, Sleep};
 use tokio_stream::Stream;
 
-use super::types::TypeConfig;
+use super::types::{LogId, TypeConfig, Vote};
 use crate::limits::COMMIT_NOTICE_LINGER;
 
 type Request = AppendEntriesRequest<TypeConfig>;
@@ -37,6 +42,10 @@ pub struct Lingering<S> {
     held: Option<(Request, Pin<Box<Sleep>>)>,
     /// A request that arrived behind a held one it does not cover: it goes right after it.
     next: Option<Request>,
+    /// Whether entry-less requests are held (see the module documentation).
+    holding: bool,
+    /// In sending mode, the last notice sent at once: its vote, its point and when it went.
+    sent: Option<(Vote, Option<LogId>, Instant)>,
 }
 
 impl<S> Lingering<S> {
@@ -46,6 +55,37 @@ impl<S> Lingering<S> {
             input: Some(input),
             held: None,
             next: None,
+            holding: true,
+            sent: None,
+        }
+    }
+
+    /// Takes an entry-less `request`: holds it (until `deadline`, the one of a held request it
+    /// replaces, so a run of notices cannot hold a commit back longer than the linger), or
+    /// hands it back to send now.
+    fn notice(&mut self, request: Request, deadline: Option<Pin<Box<Sleep>>>) -> Option<Request> {
+        if !self.holding {
+            self.sent = Some((request.vote, request.prev_log_id, Instant::now()));
+            return Some(request);
+        }
+        let until = deadline.unwrap_or_else(|| {
+            Box::pin(tokio::time::sleep_until(
+                Instant::now() + COMMIT_NOTICE_LINGER,
+            ))
+        });
+        self.held = Some((request, until));
+        None
+    }
+
+    /// Takes a request with entries after any held one was dealt with; in sending mode, goes
+    /// back to holding if the last notice sent at once would have been covered in time.
+    fn entries(&mut self, request: &Request) {
+        if let Some((vote, prev, at)) = self.sent.take()
+            && vote == request.vote
+            && prev == request.prev_log_id
+            && at.elapsed() <= COMMIT_NOTICE_LINGER
+        {
+            self.holding = true;
         }
     }
 }
@@ -74,18 +114,25 @@ where
                 None => Poll::Ready(None),
             };
             match polled {
-                Poll::Ready(Some(request)) => match this.held.take() {
-                    Some((held, _)) if !covers(&request, &held) => {
-                        this.next = Some(request);
-                        return Poll::Ready(Some(held));
+                Poll::Ready(Some(request)) => {
+                    let deadline = match this.held.take() {
+                        Some((held, _)) if !covers(&request, &held) => {
+                            this.next = Some(request);
+                            return Poll::Ready(Some(held));
+                        }
+                        // Covered: the held request is dropped.
+                        Some((_, until)) => Some(until),
+                        None => None,
+                    };
+                    if request.entries.is_empty() {
+                        match this.notice(request, deadline) {
+                            Some(now) => return Poll::Ready(Some(now)),
+                            None => continue,
+                        }
                     }
-                    // The held request, if any, is covered by this one and dropped.
-                    _ if request.entries.is_empty() => {
-                        let until = Instant::now() + COMMIT_NOTICE_LINGER;
-                        this.held = Some((request, Box::pin(tokio::time::sleep_until(until))));
-                    }
-                    _ => return Poll::Ready(Some(request)),
-                },
+                    this.entries(&request);
+                    return Poll::Ready(Some(request));
+                }
                 Poll::Ready(None) => {
                     this.input = None;
                     return Poll::Ready(this.held.take().map(|(held, _)| held));
@@ -97,6 +144,8 @@ where
                     if until.as_mut().poll(cx).is_pending() {
                         return Poll::Pending;
                     }
+                    // The load stopped: later notices go at once until it is back.
+                    this.holding = false;
                     return Poll::Ready(this.held.take().map(|(held, _)| held));
                 }
             }
@@ -161,17 +210,53 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_commit_notice_goes_when_the_linger_is_up() {
+    async fn a_commit_notice_goes_when_the_linger_is_up_and_later_ones_at_once_until_load_is_back()
+    {
         let (sender, receiver) = mpsc::unbounded_channel();
         let mut stream = Lingering::new(UnboundedReceiverStream::new(receiver));
         send(&sender, request(10, 10, 0));
         let started = Instant::now();
         assert_eq!(next(&mut stream).await, (10, 10, 0));
         assert_eq!(started.elapsed(), COMMIT_NOTICE_LINGER);
-        // A later notice replaces an earlier one at the same point.
-        send(&sender, request(12, 11, 0));
-        send(&sender, request(12, 12, 0));
-        assert_eq!(next(&mut stream).await, (12, 12, 0));
+        // Idle since: the next notice goes at once, and so does one after a late request.
+        let started = Instant::now();
+        send(&sender, request(10, 11, 0));
+        assert_eq!(next(&mut stream).await, (10, 11, 0));
+        tokio::time::advance(COMMIT_NOTICE_LINGER * 2).await;
+        send(&sender, request(10, 11, 1));
+        assert_eq!(next(&mut stream).await, (10, 11, 1));
+        send(&sender, request(11, 11, 0));
+        assert_eq!(next(&mut stream).await, (11, 11, 0));
+        assert_eq!(started.elapsed(), COMMIT_NOTICE_LINGER * 2);
+        // Entries that would have covered that notice in time: holding again.
+        tokio::time::advance(COMMIT_NOTICE_LINGER / 2).await;
+        send(&sender, request(11, 11, 2));
+        assert_eq!(next(&mut stream).await, (11, 11, 2));
+        send(&sender, request(13, 13, 0));
+        send(&sender, request(13, 13, 1));
+        assert_eq!(next(&mut stream).await, (13, 13, 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_run_of_notices_keeps_the_first_ones_deadline() {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let mut stream = Lingering::new(UnboundedReceiverStream::new(receiver));
+        let started = Instant::now();
+        // A new notice every half linger, each replacing the one held: were each to start the
+        // wait again, none would go until the run stopped.
+        for commit in 1..=20 {
+            send(&sender, request(10, commit, 0));
+            let polled = tokio::time::timeout(Duration::ZERO, stream.next()).await;
+            if let Ok(sent) = polled {
+                let sent = sent.expect("a request");
+                assert_eq!(sent.leader_commit.map(|id| id.index), Some(commit));
+                // The timer runs in whole milliseconds, so it may fire up to one late.
+                assert!(started.elapsed() <= COMMIT_NOTICE_LINGER + Duration::from_millis(1));
+                return;
+            }
+            tokio::time::advance(COMMIT_NOTICE_LINGER / 2).await;
+        }
+        panic!("no notice went in {:?}", started.elapsed());
     }
 
     #[tokio::test(start_paused = true)]
