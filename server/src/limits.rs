@@ -243,11 +243,6 @@ pub const RAFT_SNAPSHOT_INTERVAL_ENTRIES: u64 = 200_000;
 /// ([`MESSAGE_BYTES_MAX`]), so the sender splits a batch into messages of at most this many
 /// entry bytes (an entry larger than it goes alone; any one entry fits the limit).
 pub const PEER_ENTRIES_BYTES_MAX: usize = 4 * 1024 * 1024;
-/// How long the leader holds back an AppendEntries that only tells a follower a new commit,
-/// waiting for a request with entries to carry it (`cluster/linger.rs`). Under load the next
-/// entries come sooner. When they do not come in time the notice goes (up to a millisecond late:
-/// the timer counts whole milliseconds) and later notices go at once until the load is back.
-pub const COMMIT_NOTICE_LINGER: Duration = Duration::from_millis(1);
 /// The bytes of one snapshot chunk on the wire.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
 /// How long a node waits for a snapshot file's next chunk before it gives the transfer up.

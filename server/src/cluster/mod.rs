@@ -53,7 +53,6 @@ use std::io;
 pub mod admin;
 pub mod codec;
 pub mod identity;
-pub mod linger;
 pub mod log;
 pub mod network;
 pub mod node;

@@ -38,7 +38,6 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::transport::{Channel, Endpoint};
 
 use super::identity::Identity;
-use super::linger::Lingering;
 use super::pb;
 use super::pb::raft_service_client::RaftServiceClient;
 use super::state::{Snapshot, SnapshotDir, encode_snapshot_meta};
@@ -266,7 +265,6 @@ impl RaftNetworkV2<TypeConfig> for Connection {
             let opened = match client {
                 Ok(mut client) => {
                     let parts_sent = parts_sent.clone();
-                    let input = Lingering::new(input);
                     let requests = futures_util::StreamExt::flat_map(input, move |request| {
                         let parts = wire::append_to_pb_parts(
                             header.clone(),
