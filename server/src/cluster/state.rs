@@ -391,9 +391,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // they commit"). From the first entry past the inline bounds on (or once the writer
         // was found busy with a client's dry run or a sync: this task never waits for it),
         // entries are handed to the writer as they come, so it writes them in groups beside
-        // this thread, and are answered in order as its answers arrive; at most
-        // APPLY_PIPELINE_MAX wait at once. A membership entry first waits for everything
-        // before it (it syncs the store).
+        // this thread, and are answered in order as its answers arrive; at most about
+        // APPLY_PIPELINE_MAX wait at once (see there). A membership entry first waits for
+        // everything before it (it syncs the store).
         let mut inline = Inline::default();
         let mut pending = Pending::new();
         loop {
@@ -562,7 +562,8 @@ type Pending = VecDeque<(
     Option<openraft::storage::ApplyResponder<TypeConfig>>,
 )>;
 
-/// Entries handed to the store's writer and not yet answered, at most.
+/// Entries handed to the store's writer and not yet answered, at most, plus one inline group
+/// that a busy writer handed back (at most [`APPLY_INLINE_EVENTS_MAX`] entries).
 const APPLY_PIPELINE_MAX: usize = 1024;
 
 /// Events one group applied on the state machine's task may hold, at most. A group this
@@ -652,10 +653,10 @@ impl Inline {
                 }
             }
             Grouped::Busy(entries) => {
+                let mut machine = lock(machine);
                 for ((id, command), responder) in entries.into_iter().zip(self.responders.drain(..))
                 {
-                    let answer = lock(machine).enqueue(id, command)?;
-                    pending.push_back((answer, responder));
+                    pending.push_back((machine.enqueue(id, command)?, responder));
                 }
             }
         }
