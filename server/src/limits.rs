@@ -263,6 +263,10 @@ pub const COMMIT_WAIT: Duration = Duration::from_secs(10);
 /// How long AddLearner waits for the new learner to catch up before it answers with the
 /// change made and the learner still catching up.
 pub const LEARNER_WAIT: Duration = Duration::from_secs(10);
+/// How long TransferLeader waits for the chosen voter to hold every entry the leader had when
+/// asked, before it refuses with FAILED_PRECONDITION and changes nothing: a voter that lags
+/// would lose the election the transfer starts, and another node would take the leadership.
+pub const TRANSFER_CATCH_UP_WAIT: Duration = Duration::from_secs(5);
 /// The most writes proposed to openraft as one batch: the writes waiting when the proposer
 /// comes round share a log append, an fsync and a replication message.
 pub const PROPOSE_BATCH_MAX: usize = 256;

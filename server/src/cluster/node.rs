@@ -50,6 +50,7 @@ use super::types::{Proposal, Response, TypeConfig};
 use crate::config::ClusterConfig;
 use crate::limits::{
     COMMIT_WAIT, LEARNER_WAIT, PEER_TIMEOUT, PROPOSE_BATCH_MAX, PROPOSE_QUEUE_MAX, READ_INDEX_WAIT,
+    TRANSFER_CATCH_UP_WAIT,
 };
 use crate::live::LiveStore;
 use crate::status::Error;
@@ -671,13 +672,16 @@ impl ClusterNode {
         Ok(membership_of(written.membership.as_ref()))
     }
 
-    /// Hands the leadership to `node_id` and waits until it has it.
+    /// Hands the leadership to `node_id` and waits until it has it. The voter must first hold
+    /// every entry this leader had when asked: it is given `TRANSFER_CATCH_UP_WAIT` to catch up,
+    /// and one that does not is refused (FAILED_PRECONDITION, nothing changed), since it would
+    /// lose the election the transfer starts and leave the leadership to whichever node won.
+    /// Should that happen anyway (the voter stopped in between), the answer is UNAVAILABLE
+    /// naming the node that leads now.
     pub async fn transfer_leader(&self, node_id: u64) -> Result<u64, Error> {
         self.check_leader()?;
-        let is_voter = self
-            .raft
-            .metrics()
-            .borrow_watched()
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        let is_voter = metrics
             .membership_config
             .membership()
             .voter_ids()
@@ -690,6 +694,27 @@ impl ClusterNode {
         }
         if node_id == self.node_id() {
             return Ok(node_id);
+        }
+        let last = metrics.last_log_index;
+        let caught_up = self
+            .raft
+            .wait(Some(TRANSFER_CATCH_UP_WAIT))
+            .metrics(
+                |metrics| metrics.replication.is_none() || matched_index(metrics, node_id) >= last,
+                "the new leader catching up",
+            )
+            .await;
+        self.check_leader()?;
+        if caught_up.is_err() {
+            let matched = matched_index(&self.raft.metrics().borrow_watched(), node_id);
+            return Err(Error::Precondition(format!(
+                "node {node_id} holds the log up to entry {} of the {} this leader had when \
+                 asked, and did not catch up within {} s: it would lose the election a \
+                 transfer starts; retry once it has caught up (GetClusterStatus shows its lag)",
+                matched.unwrap_or(0),
+                last.unwrap_or(0),
+                TRANSFER_CATCH_UP_WAIT.as_secs(),
+            )));
         }
         self.raft
             .trigger()
@@ -709,7 +734,17 @@ impl ClusterNode {
             )
             .await
             .map_err(|err| cluster_error("waiting for the new leader", err))?;
-        Ok(metrics.current_leader.unwrap_or_default())
+        let leader = metrics.current_leader.unwrap_or_default();
+        if leader != node_id {
+            return Err(Error::ClusterUnavailable {
+                detail: format!(
+                    "the leadership went to node {leader}, not to node {node_id}: node \
+                     {node_id} did not win the election the transfer started"
+                ),
+                outcome_unknown: false,
+            });
+        }
+        Ok(leader)
     }
 
     fn change_error(&self, err: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> Error {
@@ -833,6 +868,17 @@ fn membership_of(membership: Option<&super::types::Membership>) -> pb_admin::Mem
         voters: membership.voter_ids().map(node).collect(),
         learners: membership.learner_ids().map(node).collect(),
     }
+}
+
+/// The last log index this leader knows `node_id` to hold; `None` when it knows of none, or
+/// when this node does not lead.
+fn matched_index(metrics: &openraft::RaftMetrics<TypeConfig>, node_id: u64) -> Option<u64> {
+    metrics
+        .replication
+        .as_ref()
+        .and_then(|replication| replication.get(&node_id))
+        .and_then(|matched| matched.as_ref())
+        .map(|matched| matched.index)
 }
 
 fn cluster_error(what: &str, err: impl std::fmt::Display) -> Error {

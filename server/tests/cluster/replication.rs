@@ -191,6 +191,39 @@ async fn positions_stay_gapless_across_leader_changes() {
     assert_eq!(positions, (1..=30).collect::<Vec<_>>());
 }
 
+/// A transfer to a voter that cannot catch up (it is down, entries behind) is refused with
+/// FAILED_PRECONDITION, and the leadership stays. Catches a transfer that starts an election
+/// the voter must lose, leaving the leadership to whichever node wins it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_to_a_voter_that_lags_is_refused_and_changes_nothing() {
+    let mut cluster = Cluster::start(3).await;
+    let leader = cluster.leader().await;
+    let behind = (1..=3).find(|id| *id != leader).expect("a follower");
+    cluster.member(behind).kill();
+    for event_idx in 0..5 {
+        cluster
+            .append_at_leader("order-6", &format!("while-{behind}-is-down-{event_idx}"))
+            .await;
+    }
+    let status = cluster
+        .admin(leader)
+        .await
+        .transfer_leader(pb::TransferLeaderRequest { node_id: behind })
+        .await
+        .expect_err("a transfer to a voter that lags");
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains(&format!("node {behind} holds the log up to entry")),
+        "{status:?}"
+    );
+    assert_eq!(cluster.leader().await, leader, "the leadership stays");
+    cluster
+        .append_at_leader("order-6", "after-the-refusal")
+        .await;
+}
+
 /// A follower refuses a write with UNAVAILABLE naming the leader, in the ErrorInfo and the
 /// `x-causeway-leader` header, and writes nothing. Catches a follower that applies writes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
