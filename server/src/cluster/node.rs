@@ -35,7 +35,10 @@ use std::sync::{Arc, Mutex};
 use causeway_core::disk::Disk;
 use causeway_core::{Command, Receipt, Signer};
 use openraft::async_runtime::WatchReceiver;
-use openraft::error::{ClientWriteError, InitializeError, LinearizableReadError, RaftError};
+use openraft::error::{
+    ClientWriteError, ForwardReason, ForwardToLeader, InitializeError, LinearizableReadError,
+    RaftError,
+};
 use openraft::{BasicNode, ChangeMembers, ReadPolicy, ServerState, SnapshotPolicy};
 use tonic::transport::Channel;
 
@@ -288,6 +291,18 @@ impl ClusterNode {
         }
     }
 
+    /// Refuses a request openraft handed back to be forwarded. It names the leader openraft
+    /// gave (during a transfer, the node taking over, which this node's metrics do not show
+    /// yet), else the one this node knows of.
+    fn forward_error(&self, forward: &ForwardToLeader<TypeConfig>) -> Error {
+        let leader = forwarded_leader(forward, self.node_id())
+            .or_else(|| self.leader().filter(|(id, _)| *id != self.node_id()));
+        Error::NotLeader {
+            leader,
+            reason: forward_reason(forward.reason).to_string(),
+        }
+    }
+
     /// Refuses at once when this node is not the leader; the cheap check before stamping.
     pub fn check_leader(&self) -> Result<(), Error> {
         let reason = match self.raft.metrics().borrow_watched().state {
@@ -349,7 +364,7 @@ impl ClusterNode {
             Ok(Ok(Ok(Response::Applied(receipt)))) => Ok(receipt),
             Ok(Ok(Ok(Response::Refused(err)))) => Err(Error::Core(err)),
             Ok(Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))))) => {
-                Err(self.not_leader(&forward.to_string()))
+                Err(self.forward_error(&forward))
             }
             Ok(Ok(Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(forward))))) => {
                 Err(Error::ClusterUnavailable {
@@ -750,7 +765,7 @@ impl ClusterNode {
     fn change_error(&self, err: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> Error {
         match err {
             RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => {
-                self.not_leader(&forward.to_string())
+                self.forward_error(&forward)
             }
             RaftError::APIError(ClientWriteError::ChangeMembershipError(err)) => {
                 Error::invalid("node_id", err.to_string())
@@ -870,6 +885,22 @@ fn membership_of(membership: Option<&super::types::Membership>) -> pb_admin::Mem
     }
 }
 
+/// The leader a forward names, with its address; `None` when it names none, or this node.
+fn forwarded_leader(forward: &ForwardToLeader<TypeConfig>, own_id: u64) -> Option<(u64, String)> {
+    let id = forward.leader_id?;
+    let node = forward.leader_node.as_ref()?;
+    (id != own_id).then(|| (id, node.addr.clone()))
+}
+
+/// Why openraft handed a request back, in the words of a refusal.
+fn forward_reason(reason: ForwardReason) -> &'static str {
+    match reason {
+        ForwardReason::NotLeader => "this node no longer leads",
+        ForwardReason::LeadershipTransfer => "the leadership is moving to another node",
+        ForwardReason::LeaseExpired => "this node's leader lease expired",
+    }
+}
+
 /// The last log index this leader knows `node_id` to hold; `None` when it knows of none, or
 /// when this node does not lead.
 fn matched_index(metrics: &openraft::RaftMetrics<TypeConfig>, node_id: u64) -> Option<u64> {
@@ -931,5 +962,40 @@ fn commit_wait_passed() -> Error {
     Error::ClusterUnavailable {
         detail: format!("the cluster did not commit the write within {COMMIT_WAIT:?}"),
         outcome_unknown: true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A forward that names another node with its address yields that node; one naming this
+    /// node, no node or no address yields nothing, so the caller falls back to its metrics.
+    /// Catches a refusal during a transfer that says no leader is known.
+    #[test]
+    fn a_forward_names_the_leader_it_gives() {
+        let node = |addr: &str| BasicNode {
+            addr: addr.to_string(),
+        };
+        let transfer = ForwardToLeader::<TypeConfig>::new(2, node("10.0.0.2:7400"))
+            .with_reason(ForwardReason::LeadershipTransfer);
+        assert_eq!(
+            forwarded_leader(&transfer, 1),
+            Some((2, "10.0.0.2:7400".to_string()))
+        );
+        assert_eq!(forwarded_leader(&transfer, 2), None);
+        assert_eq!(
+            forwarded_leader(&ForwardToLeader::<TypeConfig>::empty(), 1),
+            None
+        );
+        let without_address = ForwardToLeader::<TypeConfig> {
+            leader_node: None,
+            ..ForwardToLeader::new(3, node("10.0.0.3:7400"))
+        };
+        assert_eq!(forwarded_leader(&without_address, 1), None);
+        assert_eq!(
+            forward_reason(transfer.reason),
+            "the leadership is moving to another node"
+        );
     }
 }
