@@ -237,3 +237,26 @@ fn tls_failures_are_reported_as_connection_problems_that_say_what_is_wrong() {
         &["does not speak plaintext gRPC", "https://", "--tls-ca"],
     );
 }
+
+/// A port whose server closes each connection as soon as the client's first bytes are in,
+/// unread, as a TLS port does to a plaintext client: the client's next bytes then draw a
+/// reset that discards any alert, so the client sees only a broken connection. It still gets
+/// exit status 4 and the hint to use TLS, not `UNKNOWN: transport error` and status 5.
+/// Catches the race that made the plaintext case above fail now and then.
+#[test]
+fn a_port_that_breaks_every_connection_unread_is_reported_as_not_plaintext_grpc() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    let address = listener.local_addr().expect("its address");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            std::thread::sleep(Duration::from_millis(20));
+            drop(stream);
+        }
+    });
+    let run = run_cli(&["--server", &format!("http://{address}"), "head"]);
+    assert_unreachable(
+        &run,
+        &["does not speak plaintext gRPC", "https://", "--tls-ca"],
+    );
+}

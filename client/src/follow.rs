@@ -328,7 +328,7 @@ impl Router {
             };
             let left = deadline.saturating_duration_since(Instant::now());
             if !self.follows || n_attempts >= FOLLOW_ATTEMPTS_MAX || left.is_zero() {
-                return Err(settled(error, idempotence));
+                return Err(self.broken_before_any_answer(settled(error, idempotence), &address));
             }
             match next_step(&error, idempotence) {
                 Step::Stop => return Err(settled(error, idempotence)),
@@ -408,6 +408,34 @@ impl Router {
             source = err.source();
         }
         None
+    }
+
+    /// [`Error::Handshake`] for a call that tried until the end and whose last try, at a
+    /// plaintext `address` that has never answered, ended in a connection broken before an
+    /// answer. That is most likely a plaintext client at a TLS port whose alert was lost: the
+    /// server closes as soon as it has read the client's first bytes, and when the client's
+    /// next bytes arrive after that, the reset they draw discards the alert unread, so
+    /// [`Follower::explained`] never sees it. Only a call that may be sent again gets here
+    /// with such a status ([`settled`] makes the others' an unknown outcome).
+    fn broken_before_any_answer(&self, error: Error, address: &str) -> Error {
+        let Error::Status(status) = &error else {
+            return error;
+        };
+        let broken = matches!(status.code(), Code::Unknown | Code::Internal)
+            && std::error::Error::source(status).is_some();
+        let never_answered = !self.lock().answered.iter().any(|known| known == address);
+        if !broken || address.starts_with("https://") || !never_answered {
+            return error;
+        }
+        let shown = address.strip_prefix("http://").unwrap_or(address);
+        Error::Handshake {
+            address: shown.to_string(),
+            detail: format!(
+                "the server at {shown} broke every connection before answering ({}): it does \
+                 not speak plaintext gRPC; if it serves TLS, use https:// and --tls-ca",
+                error_chain(status)
+            ),
+        }
     }
 
     /// Sends calls to the leader at `leader` (HOST:PORT or a URI) from now on.
