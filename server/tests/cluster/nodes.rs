@@ -71,9 +71,32 @@ pub struct Cluster {
     _scratch: tempfile::TempDir,
 }
 
+/// The first port a node may be given; with `PORTS_FOR_NODES`, a range below the system's
+/// ephemeral ports (32768 and up on Linux).
+const FIRST_NODE_PORT: u32 = 20_000;
+const PORTS_FOR_NODES: u32 = 12_000;
+
+/// A port on `ip` that binds now, below the ephemeral range. A node keeps its port when it
+/// restarts, and a port from the ephemeral range (what binding port 0 gives) may be taken
+/// meanwhile by any outgoing connection on the machine, so the node would fail to start
+/// ("Address already in use", seen in CI). The search starts at a point drawn from the
+/// process and the clock, so test processes running at once pick apart.
 fn free_port(ip: &str) -> SocketAddr {
-    let listener = TcpListener::bind(format!("{ip}:0")).expect("a free port");
-    listener.local_addr().expect("its address")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static PICKED: AtomicU32 = AtomicU32::new(0);
+    let clock = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.subsec_nanos());
+    let start = (std::process::id() ^ clock)
+        .wrapping_add(PICKED.fetch_add(1, Ordering::Relaxed).wrapping_mul(7_919));
+    for step in 0..PORTS_FOR_NODES {
+        let port = FIRST_NODE_PORT + start.wrapping_add(step) % PORTS_FOR_NODES;
+        let port = u16::try_from(port).expect("below 65536");
+        if let Ok(listener) = TcpListener::bind((ip, port)) {
+            return listener.local_addr().expect("its address");
+        }
+    }
+    panic!("no free port on {ip} from {FIRST_NODE_PORT} to {PORTS_FOR_NODES} more");
 }
 
 impl Cluster {
