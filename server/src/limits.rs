@@ -251,7 +251,8 @@ pub const SNAPSHOT_CHUNK_TIMEOUT: Duration = Duration::from_secs(30);
 pub const PEER_TIMEOUT: Duration = Duration::from_secs(5);
 /// The most files a snapshot may list (a store checkpoint's segments and sidecars).
 pub const SNAPSHOT_FILES_MAX: usize = 100_000;
-/// How long a linearizable read on a follower waits to apply up to the leader's read index.
+/// How long a linearizable read on a follower waits to apply up to the leader's read index,
+/// and a `leader` read on a new leader to apply what earlier leaders acknowledged.
 pub const READ_INDEX_WAIT: Duration = Duration::from_secs(5);
 /// The most appends of one `AppendStream` submitted and not yet answered; the server reads the
 /// stream's next request only below it. Each holds its request's bytes in the request budget

@@ -383,7 +383,7 @@ impl ClusterNode {
     pub async fn read_barrier(&self, consistency: Consistency) -> Result<(), Error> {
         match consistency {
             Consistency::Local => Ok(()),
-            Consistency::Leader => self.check_leader(),
+            Consistency::Leader => self.leader_read_barrier().await,
             Consistency::Linearizable => {
                 let index = match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
                     // The leader has applied through the read index already.
@@ -410,6 +410,42 @@ impl ClusterNode {
                         outcome_unknown: false,
                     })?;
                 Ok(())
+            }
+        }
+    }
+
+    /// Waits until this node, as leader, has applied its own term's first entry, up to
+    /// [`READ_INDEX_WAIT`]. Every entry an earlier leader acknowledged comes before that one,
+    /// and this leader answers its own writes only once they are applied, so from then on its
+    /// store holds every acknowledged append. A new leader still applying a backlog would
+    /// otherwise answer from behind it.
+    async fn leader_read_barrier(&self) -> Result<(), Error> {
+        self.check_leader()?;
+        if applied_own_term(&self.raft.metrics().borrow_watched()) {
+            return Ok(());
+        }
+        let waited = self
+            .raft
+            .wait(Some(READ_INDEX_WAIT))
+            .metrics(
+                |metrics| metrics.state != ServerState::Leader || applied_own_term(metrics),
+                "a leader read",
+            )
+            .await;
+        match waited {
+            Ok(_) => self.check_leader(),
+            Err(_) => {
+                let metrics = self.raft.metrics().borrow_watched().clone();
+                Err(Error::ClusterUnavailable {
+                    detail: format!(
+                        "this node leads since term {} but has applied only up to entry {} of \
+                         the {} committed, and did not catch up within {READ_INDEX_WAIT:?}",
+                        metrics.current_term,
+                        metrics.last_applied.map_or(0, |log_id| log_id.index),
+                        metrics.local_committed.map_or(0, |log_id| log_id.index),
+                    ),
+                    outcome_unknown: false,
+                })
             }
         }
     }
@@ -883,6 +919,15 @@ fn membership_of(membership: Option<&super::types::Membership>) -> pb_admin::Mem
         voters: membership.voter_ids().map(node).collect(),
         learners: membership.learner_ids().map(node).collect(),
     }
+}
+
+/// Whether a leader's metrics show its own term's first entry applied: the last applied
+/// entry is of the current term.
+fn applied_own_term(metrics: &openraft::RaftMetrics<TypeConfig>) -> bool {
+    metrics.state == ServerState::Leader
+        && metrics
+            .last_applied
+            .is_some_and(|log_id| log_id.leader_id.term == metrics.current_term)
 }
 
 /// The leader a forward names, with its address; `None` when it names none, or this node.

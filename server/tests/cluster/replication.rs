@@ -191,6 +191,66 @@ async fn positions_stay_gapless_across_leader_changes() {
     assert_eq!(positions, (1..=30).collect::<Vec<_>>());
 }
 
+/// A new leader answers a `leader` read only once it has applied every entry an earlier
+/// leader acknowledged: here a follower that restarts behind a backlog takes over as soon as
+/// its log holds the backlog, before its store has applied it. Catches a new leader that
+/// serves `leader` reads from a store still catching up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_serves_leader_reads_only_after_applying_what_was_acknowledged_before() {
+    const BATCHES: usize = 150;
+    const EVENTS_PER_BATCH: usize = 100;
+    let mut cluster = Cluster::start(3).await;
+    let leader = cluster.leader().await;
+    let next = (1..=3).find(|id| *id != leader).expect("a follower");
+    cluster.member(next).kill();
+    let mut writer = cluster.client(leader).await;
+    let mut acknowledged = 0;
+    for batch in 0..BATCHES {
+        let events = (0..EVENTS_PER_BATCH)
+            .map(|event_idx| event("order-7", &format!("backlog-{batch}-{event_idx}")))
+            .collect();
+        let receipt = writer
+            .append(pb::AppendRequest {
+                events,
+                ..Default::default()
+            })
+            .await
+            .expect("append the backlog")
+            .into_inner()
+            .receipt
+            .expect("a receipt");
+        acknowledged = receipt.events.last().expect("events").position;
+    }
+    cluster.member(next).start();
+    cluster
+        .admin(leader)
+        .await
+        .transfer_leader(pb::TransferLeaderRequest { node_id: next })
+        .await
+        .expect("the transfer waits for the restarted follower's log");
+    let mut reader = cluster.client(next).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let head = loop {
+        match reader
+            .head(pb::HeadRequest {
+                consistency: pb::ReadConsistency::Leader as i32,
+            })
+            .await
+        {
+            Ok(head) => break head.into_inner(),
+            Err(status) if status.code() == Code::Unavailable && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err(status) => panic!("no leader read from node {next}: {status:?}"),
+        }
+    };
+    assert!(
+        head.position >= acknowledged,
+        "node {next} answered a leader read at position {} with {acknowledged} acknowledged",
+        head.position
+    );
+}
+
 /// A transfer to a voter that cannot catch up (it is down, entries behind) is refused with
 /// FAILED_PRECONDITION, and the leadership stays. Catches a transfer that starts an election
 /// the voter must lose, leaving the leadership to whichever node wins it.
