@@ -295,11 +295,13 @@ impl ClusterNode {
     /// gave (during a transfer, the node taking over, which this node's metrics do not show
     /// yet), else the one this node knows of.
     fn forward_error(&self, forward: &ForwardToLeader<TypeConfig>) -> Error {
-        let leader = forwarded_leader(forward, self.node_id())
-            .or_else(|| self.leader().filter(|(id, _)| *id != self.node_id()));
-        Error::NotLeader {
-            leader,
-            reason: forward_reason(forward.reason).to_string(),
+        let reason = forward_reason(forward.reason);
+        match forwarded_leader(forward, self.node_id()) {
+            Some(leader) => Error::NotLeader {
+                leader: Some(leader),
+                reason: reason.to_string(),
+            },
+            None => self.not_leader(reason),
         }
     }
 
@@ -723,6 +725,33 @@ impl ClusterNode {
         Ok(membership_of(written.membership.as_ref()))
     }
 
+    /// Confirms with a quorum that this node still leads; a node deposed meanwhile is refused
+    /// naming the leader it learns of.
+    async fn confirm_leadership(&self) -> Result<(), Error> {
+        let confirmed = tokio::time::timeout(
+            PEER_TIMEOUT,
+            self.raft.get_read_log_id(ReadPolicy::ReadIndex),
+        )
+        .await;
+        match confirmed {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(forward)))) => {
+                Err(self.forward_error(&forward))
+            }
+            Ok(Err(err)) => Err(Error::ClusterUnavailable {
+                detail: format!("this node could not confirm it still leads: {err}"),
+                outcome_unknown: false,
+            }),
+            Err(_) => Err(Error::ClusterUnavailable {
+                detail: format!(
+                    "this node could not confirm it still leads: no quorum answered in \
+                     {PEER_TIMEOUT:?}"
+                ),
+                outcome_unknown: false,
+            }),
+        }
+    }
+
     /// Hands the leadership to `node_id` and waits until it has it. The voter must first hold
     /// every entry this leader had when asked: it is given `TRANSFER_CATCH_UP_WAIT` to catch up,
     /// and one that does not is refused (FAILED_PRECONDITION, nothing changed), since it would
@@ -757,12 +786,19 @@ impl ClusterNode {
             .await;
         self.check_leader()?;
         if caught_up.is_err() {
-            let matched = matched_index(&self.raft.metrics().borrow_watched(), node_id);
+            // A leader that was frozen through the wait may have been deposed meanwhile, with
+            // its metrics not showing it yet: ask a quorum before blaming the voter.
+            self.confirm_leadership().await?;
+            let holds = match matched_index(&self.raft.metrics().borrow_watched(), node_id) {
+                Some(matched) => format!("holds the log up to entry {matched}"),
+                None => "has not answered this leader with how much of the log it holds \
+                         (it may be down)"
+                    .to_string(),
+            };
             return Err(Error::Precondition(format!(
-                "node {node_id} holds the log up to entry {} of the {} this leader had when \
-                 asked, and did not catch up within {} s: it would lose the election a \
-                 transfer starts; retry once it has caught up (GetClusterStatus shows its lag)",
-                matched.unwrap_or(0),
+                "node {node_id} {holds} of the {} entries this leader had when asked, and did \
+                 not catch up within {} s: it would lose the election a transfer starts; retry \
+                 once it has caught up (GetClusterStatus shows its lag)",
                 last.unwrap_or(0),
                 TRANSFER_CATCH_UP_WAIT.as_secs(),
             )));
