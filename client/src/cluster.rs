@@ -135,7 +135,7 @@ impl ClusterAdmin {
                 .collect(),
         };
         let response = self
-            .call(Idempotence::NotIdempotent, |mut stub| {
+            .call(Idempotence::Change, |mut stub| {
                 let request = request.clone();
                 async move { stub.init_cluster(request).await }
             })
@@ -154,7 +154,7 @@ impl ClusterAdmin {
             }),
         };
         let response = self
-            .call(Idempotence::NotIdempotent, |mut stub| {
+            .call(Idempotence::Change, |mut stub| {
                 let request = request.clone();
                 async move { stub.add_learner(request).await }
             })
@@ -167,7 +167,7 @@ impl ClusterAdmin {
     pub async fn promote_voter(&self, node_id: u64) -> Result<pb::Membership, Error> {
         let request = pb::PromoteVoterRequest { node_id };
         let response = self
-            .call(Idempotence::NotIdempotent, |mut stub| async move {
+            .call(Idempotence::Change, |mut stub| async move {
                 stub.promote_voter(request).await
             })
             .await?;
@@ -178,7 +178,7 @@ impl ClusterAdmin {
     pub async fn remove_node(&self, node_id: u64) -> Result<pb::Membership, Error> {
         let request = pb::RemoveNodeRequest { node_id };
         let response = self
-            .call(Idempotence::NotIdempotent, |mut stub| async move {
+            .call(Idempotence::Change, |mut stub| async move {
                 stub.remove_node(request).await
             })
             .await?;
@@ -191,7 +191,7 @@ impl ClusterAdmin {
     pub async fn transfer_leader(&self, node_id: u64) -> Result<u64, Error> {
         let request = pb::TransferLeaderRequest { node_id };
         let response = self
-            .call(Idempotence::NotIdempotent, |mut stub| async move {
+            .call(Idempotence::Change, |mut stub| async move {
                 stub.transfer_leader(request).await
             })
             .await?;

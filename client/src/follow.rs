@@ -95,8 +95,12 @@ pub(crate) enum Idempotence {
     /// Sending it twice has the effect of sending it once: reads, and appends that carry an
     /// idempotency key.
     Idempotent,
-    /// A second send may apply it twice: appends without a key, gate and membership changes.
+    /// A second send may apply it twice: appends without a key, gate changes.
     NotIdempotent,
+    /// A cluster change (membership, leadership): sent once, like a write, but a status the
+    /// server made is its whole answer, since the server says in it what was done. Only a
+    /// connection that broke after the request was sent leaves the outcome unknown.
+    Change,
 }
 
 /// What to do after a failed send.
@@ -114,7 +118,7 @@ pub(crate) enum Step {
 pub(crate) fn next_step(error: &Error, idempotence: Idempotence) -> Step {
     let if_idempotent = match idempotence {
         Idempotence::Idempotent => Step::PauseAndRotate,
-        Idempotence::NotIdempotent => Step::Stop,
+        Idempotence::NotIdempotent | Idempotence::Change => Step::Stop,
     };
     match error {
         Error::NotLeader { leader } => Step::Redirect(leader.clone()),
@@ -140,17 +144,32 @@ pub(crate) fn next_step(error: &Error, idempotence: Idempotence) -> Step {
 /// come after the server applied it (a connection broken with the request sent) is
 /// [`Error::OutcomeUnknown`], not a plain failure.
 pub(crate) fn settled(error: Error, idempotence: Idempotence) -> Error {
-    let ambiguous = idempotence == Idempotence::NotIdempotent
-        && next_step(&error, Idempotence::Idempotent) == Step::PauseAndRotate
+    let may_be_applied = next_step(&error, Idempotence::Idempotent) == Step::PauseAndRotate
         && next_step(&error, Idempotence::NotIdempotent) == Step::Stop;
     match error {
-        Error::Status(status) if ambiguous => Error::OutcomeUnknown {
-            message: format!(
-                "{} (the request was sent and may have been applied; an idempotency key makes \
-                 sending it again safe)",
-                error_chain(&status)
-            ),
-        },
+        Error::Status(status) if may_be_applied && idempotence == Idempotence::NotIdempotent => {
+            Error::OutcomeUnknown {
+                message: format!(
+                    "{} (the request was sent and may have been applied; an idempotency key \
+                     makes sending it again safe)",
+                    error_chain(&status)
+                ),
+            }
+        }
+        // A status with a source was made here, from a broken connection.
+        Error::Status(status)
+            if may_be_applied
+                && idempotence == Idempotence::Change
+                && std::error::Error::source(&status).is_some() =>
+        {
+            Error::OutcomeUnknown {
+                message: format!(
+                    "{} (the cluster change was sent and may have been made; GetClusterStatus \
+                     shows whether it was)",
+                    error_chain(&status)
+                ),
+            }
+        }
         error => error,
     }
 }
@@ -664,6 +683,30 @@ mod tests {
             settled(denied, Idempotence::NotIdempotent),
             Error::Status(_)
         ));
+    }
+
+    #[test]
+    fn a_cluster_changes_refusal_is_the_servers_answer_and_only_a_broken_call_is_unknown() {
+        let refused = Error::from(tonic::Status::unavailable(
+            "the leadership went to node 2, not to node 3",
+        ));
+        assert_eq!(next_step(&refused, Idempotence::Change), Step::Stop);
+        let Error::Status(status) = settled(refused, Idempotence::Change) else {
+            panic!("a server's refusal of a cluster change stays as it said");
+        };
+        assert_eq!(
+            status.message(),
+            "the leadership went to node 2, not to node 3"
+        );
+        let broken = Error::from(tonic::Status::from_error(Box::new(std::io::Error::other(
+            "connection reset",
+        ))));
+        assert_eq!(next_step(&broken, Idempotence::Change), Step::Stop);
+        let Error::OutcomeUnknown { message } = settled(broken, Idempotence::Change) else {
+            panic!("a cluster change cut off after it was sent has an unknown outcome");
+        };
+        assert!(message.contains("GetClusterStatus"), "{message}");
+        assert!(!message.contains("idempotency key"), "{message}");
     }
 
     #[test]
