@@ -483,12 +483,32 @@ impl Member {
         }
     }
 
-    /// Whether it runs.
+    /// Freezes the member with SIGSTOP: its sockets stay open, and nothing answers on them.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a frozen member run on with SIGCONT.
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("the member runs");
+        let sent = Command::new("kill")
+            .arg(signal)
+            .arg(child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill {signal} failed for node {}", self.id);
+    }
+
     /// Its log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Whether it runs.
     pub fn running(&self) -> bool {
         self.child.is_some()
     }

@@ -284,6 +284,45 @@ async fn a_transfer_to_a_voter_that_lags_is_refused_and_changes_nothing() {
         .await;
 }
 
+/// A leader frozen while it waits for a lagging voter, and deposed meanwhile, answers the
+/// transfer UNAVAILABLE when it runs again, not FAILED_PRECONDITION: the leadership did move,
+/// and a client must look for the new leader rather than wait for the voter. Five nodes, so
+/// that three elect a new leader with the voter down and the old leader frozen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_deposed_while_it_waits_to_transfer_says_it_no_longer_leads() {
+    let mut cluster = Cluster::start(5).await;
+    let leader = cluster.leader().await;
+    let behind = (1..=5).find(|id| *id != leader).expect("a follower");
+    cluster.member(behind).kill();
+    cluster
+        .append_at_leader("order-8", "while-a-voter-is-down")
+        .await;
+    let mut admin = cluster.admin(leader).await;
+    let transfer = tokio::spawn(async move {
+        admin
+            .transfer_leader(pb::TransferLeaderRequest { node_id: behind })
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster.member(leader).freeze();
+    let others: Vec<u64> = (1..=5)
+        .filter(|id| ![leader, behind].contains(id))
+        .collect();
+    let successor = cluster.leader_among(&others).await;
+    // Past the leader's catch-up wait (5 s from the request), so it ends as soon as it runs.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    cluster.member(leader).thaw();
+    let status = transfer
+        .await
+        .expect("the transfer task")
+        .expect_err("a deposed leader transfers nothing");
+    assert_eq!(
+        status.code(),
+        Code::Unavailable,
+        "node {successor} took over: {status:?}"
+    );
+}
+
 /// A follower refuses a write with UNAVAILABLE naming the leader, in the ErrorInfo and the
 /// `x-causeway-leader` header, and writes nothing. Catches a follower that applies writes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
