@@ -1163,3 +1163,38 @@ fn a_token_from_the_flag_or_the_environment_authenticates() {
     let _ = tail.wait();
     assert!(seen.iter().any(|line| line.contains("cli-a")), "{seen:?}");
 }
+
+/// A listed server that accepts connections and never answers (a frozen process: the kernel
+/// accepts for it) is passed over for the next address, for reads and writes alike. Catches
+/// a client that sends its call there and waits for HTTP/2's keepalive (40 s) to give up.
+#[test]
+fn a_listed_server_that_never_answers_is_passed_over_for_the_next() {
+    let server = Server::start();
+    let frozen = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    let frozen_address = frozen.local_addr().expect("its address");
+    let held = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in frozen.incoming() {
+            let Ok(stream) = stream else { return held };
+            held.push(stream);
+        }
+        held
+    });
+    let servers = format!("http://{frozen_address},http://{}", server.address);
+    let written = run_cli(
+        &[
+            "--server", &servers, "append", "acme", "order-9", "Noted", "--data", "{}",
+        ],
+        None,
+    );
+    written.assert_success();
+    let head = run_cli(&["--output", "json", "--server", &servers, "head"], None);
+    head.assert_success();
+    let head: Value = serde_json::from_str(&head.stdout).expect("head prints JSON");
+    assert_eq!(
+        u64_of(&head, "/position"),
+        1,
+        "the append went through once"
+    );
+    assert!(!held.is_finished(), "the frozen port keeps its connections");
+}

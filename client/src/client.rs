@@ -64,6 +64,11 @@ pub const FOLLOW_ATTEMPTS_MAX: u32 = 48;
 pub const FOLLOW_PAUSE_MIN: Duration = Duration::from_millis(50);
 /// The longest pause between two sends of one call.
 pub const FOLLOW_PAUSE_MAX: Duration = Duration::from_millis(250);
+/// How long a call waits for a server it has not heard from yet to answer a health check,
+/// before the call is sent there, when other addresses are known: a member that accepts
+/// connections but does not answer (a frozen process) is passed over for the next address
+/// instead of holding the call until the HTTP/2 keepalive gives up on it.
+pub const FIRST_ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long [`crate::ClusterAdmin::status_at`] waits for one member's status, so a member that
 /// is down or cut off shows as unreachable in a survey instead of holding it up.
 pub const MEMBER_STATUS_TIMEOUT: Duration = Duration::from_secs(3);

@@ -15,6 +15,10 @@
 //!   a read, or an append with an idempotency key (the server applies it exactly once);
 //! - anything else is an answer and goes to the caller.
 //!
+//! Before a call goes to an address that has not answered yet, when others are known, a
+//! health check must be answered within [`FIRST_ANSWER_TIMEOUT`]; an address that accepts
+//! connections and stays silent (a frozen process) counts as unreachable, the call unsent.
+//!
 //! Pauses start at [`FOLLOW_PAUSE_MIN`] and double up to [`FOLLOW_PAUSE_MAX`]; a call stops
 //! following after [`FOLLOW_ATTEMPTS_MAX`] sends or once [`FOLLOW_DEADLINE`] has passed, which
 //! rides out a leader election of a second or two, and then returns the last error.
@@ -25,10 +29,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::time::Instant;
 use tonic::Code;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
 
 use crate::client::{
-    ADDRESSES_MAX, CONNECT_TIMEOUT, FOLLOW_ATTEMPTS_MAX, FOLLOW_DEADLINE, FOLLOW_PAUSE_MAX,
-    FOLLOW_PAUSE_MIN, HTTP2_FRAME_BYTES_MAX, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT,
+    ADDRESSES_MAX, CONNECT_TIMEOUT, FIRST_ANSWER_TIMEOUT, FOLLOW_ATTEMPTS_MAX, FOLLOW_DEADLINE,
+    FOLLOW_PAUSE_MAX, FOLLOW_PAUSE_MIN, HTTP2_FRAME_BYTES_MAX, KEEPALIVE_INTERVAL,
+    KEEPALIVE_TIMEOUT,
 };
 use crate::credentials::Credentials;
 use crate::error::Error;
@@ -335,14 +342,17 @@ impl Router {
         loop {
             n_attempts += 1;
             let (address, channel) = self.channel();
-            let error = match send(channel).await {
-                Ok(answer) => {
-                    self.answered(&address);
-                    return Ok(answer);
-                }
-                Err(status) => match self.explained(&status, &address) {
-                    Some(explained) => explained,
-                    None => Error::from(status),
+            let error = match self.first_answer(&address, &channel).await {
+                Err(unresponsive) => unresponsive,
+                Ok(()) => match send(channel).await {
+                    Ok(answer) => {
+                        self.answered(&address);
+                        return Ok(answer);
+                    }
+                    Err(status) => match self.explained(&status, &address) {
+                        Some(explained) => explained,
+                        None => Error::from(status),
+                    },
                 },
             };
             let left = deadline.saturating_duration_since(Instant::now());
@@ -364,6 +374,46 @@ impl Router {
                 }
             }
         }
+    }
+
+    /// Checks that `address` answers at all before a call is sent there, when it has not
+    /// answered this client yet and other addresses are known: a server that accepted the
+    /// connection (the kernel does that for a frozen process) but gives no answer to a health
+    /// check within [`FIRST_ANSWER_TIMEOUT`] is [`Error::Connect`], so the call goes to the
+    /// next address, unsent. Any answer, a refusal too, shows the server alive; a connection
+    /// that breaks is left for the call itself to meet, and [`Router::explained`] to explain.
+    async fn first_answer(&self, address: &str, channel: &Channel) -> Result<(), Error> {
+        let unheard = {
+            let known = self.lock();
+            self.follows
+                && known.addresses.len() > 1
+                && !known.answered.iter().any(|known| known == address)
+        };
+        if !unheard {
+            return Ok(());
+        }
+        let mut health = HealthClient::new(channel.clone());
+        let check = health.check(HealthCheckRequest {
+            service: String::new(),
+        });
+        match tokio::time::timeout(FIRST_ANSWER_TIMEOUT, check).await {
+            Ok(Ok(_)) => self.answered(address),
+            // A status with no source is the server's own.
+            Ok(Err(status)) if std::error::Error::source(&status).is_none() => {
+                self.answered(address);
+            }
+            Ok(Err(_)) => {}
+            Err(_) => {
+                return Err(Error::Connect {
+                    address: address.to_string(),
+                    detail: format!(
+                        "the server accepted the connection but did not answer a health check \
+                         within {FIRST_ANSWER_TIMEOUT:?} (FIRST_ANSWER_TIMEOUT)"
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Notes that `address` has answered a call, so its TLS handshake works.
