@@ -10,8 +10,8 @@
 //! - the final log is gapless from position 1, no payload is in it twice, and each entity's
 //!   versions run 1, 2, 3, ... in position order;
 //! - whatever a read or a subscription returned is a contiguous run of the final log;
-//! - a linearizable read that reached the head saw everything acknowledged, and everything
-//!   another linearizable read saw, before it was invoked;
+//! - a linearizable or `leader` read that reached the head saw everything acknowledged, and
+//!   everything another such read saw, before it was invoked;
 //! - all nodes' logs, and the final log, agree at every position they share.
 //!
 //! Payloads must be unique across a history's appends: they are how the checker ties an
@@ -29,8 +29,8 @@ pub const PAYLOAD_SHOWN_BYTES_MAX: usize = 40;
 pub enum Consistency {
     /// Confirmed with a quorum: sees every write completed before it began.
     Linearizable,
-    /// Served by whichever node believes it leads, without confirming: may be stale after a
-    /// partition, never wrong about what it returns.
+    /// Served by the leader on its lease: sees every write completed before it began, as long
+    /// as clocks agree (they do: every node runs on this machine).
     Leader,
     /// Served by any node from its own state: may be stale, never wrong about what it returns.
     Local,
@@ -131,12 +131,12 @@ pub struct History {
     pub node_logs: Vec<NodeLog>,
 }
 
-/// The operation that obliged a linearizable read to reach a position.
+/// The operation that obliged a linearizable or `leader` read to reach a position.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Witness {
     /// An append acknowledged at that position before the read was invoked.
     Append,
-    /// A linearizable read that had seen that position before the read was invoked.
+    /// A linearizable or `leader` read that had seen that position before the read was invoked.
     Read,
 }
 
@@ -259,7 +259,8 @@ pub enum Anomaly {
         /// What the final log holds there, if anything.
         final_payload: Option<Vec<u8>>,
     },
-    /// A linearizable read that reached the head missed a position it was obliged to see.
+    /// A linearizable or `leader` read that reached the head missed a position it was obliged
+    /// to see.
     StaleRead {
         /// The read.
         op_index: usize,
@@ -601,7 +602,7 @@ fn check_reads(history: &History, log: &FinalLog<'_>, report: &mut Report) {
                 op_index,
             }),
             Operation::Read {
-                consistency: Consistency::Linearizable,
+                consistency: Consistency::Linearizable | Consistency::Leader,
                 completed,
                 entries,
                 ..
@@ -675,7 +676,7 @@ fn check_reads(history: &History, log: &FinalLog<'_>, report: &mut Report) {
             }
         }
 
-        if *consistency != Consistency::Linearizable || !reached_end {
+        if *consistency == Consistency::Local || !reached_end {
             continue;
         }
         let n_before = established.partition_point(|established| established.completed < *invoked);
@@ -945,11 +946,11 @@ impl fmt::Display for Anomaly {
             } => {
                 let witness = match witness {
                     Witness::Append => "append",
-                    Witness::Read => "linearizable read",
+                    Witness::Read => "read",
                 };
                 write!(
                     f,
-                    "stale read: linearizable read #{op_index} by client {client} reached the head at position {read_through}, but {witness} #{witness_op_index} had established position {required} before it was invoked"
+                    "stale read: read #{op_index} by client {client} reached the head at position {read_through}, but {witness} #{witness_op_index} had established position {required} before it was invoked"
                 )
             }
             Anomaly::SubscriptionGap {
@@ -1362,28 +1363,24 @@ mod tests {
     #[test]
     fn a_stale_linearizable_read_is_found() {
         let origin = Instant::now();
-        let mut history = valid(origin);
-        // b2 was acknowledged at 5 by 60 ms; this read began later and stopped at 3.
-        history.operations.push(read(
-            origin,
-            0,
-            Consistency::Linearizable,
-            (61, 62),
-            1,
-            &LOG[..3],
-            true,
-        ));
-        assert_found(
-            &history,
-            Anomaly::StaleRead {
-                op_index: 14,
-                client: 0,
-                read_through: 3,
-                required: 5,
-                witness: Witness::Append,
-                witness_op_index: 6,
-            },
-        );
+        for consistency in [Consistency::Linearizable, Consistency::Leader] {
+            let mut history = valid(origin);
+            // b2 was acknowledged at 5 by 60 ms; this read began later and stopped at 3.
+            history
+                .operations
+                .push(read(origin, 0, consistency, (61, 62), 1, &LOG[..3], true));
+            assert_found(
+                &history,
+                Anomaly::StaleRead {
+                    op_index: 14,
+                    client: 0,
+                    read_through: 3,
+                    required: 5,
+                    witness: Witness::Append,
+                    witness_op_index: 6,
+                },
+            );
+        }
     }
 
     #[test]
@@ -1455,23 +1452,23 @@ mod tests {
     }
 
     #[test]
-    fn stale_reads_below_linearizable_or_cut_short_are_allowed() {
+    fn stale_local_reads_or_reads_cut_short_are_allowed() {
         let origin = Instant::now();
         let mut history = valid(origin);
-        for consistency in [Consistency::Leader, Consistency::Local] {
-            history
-                .operations
-                .push(read(origin, 0, consistency, (61, 62), 1, &LOG[..3], true));
-        }
         history.operations.push(read(
             origin,
             0,
-            Consistency::Linearizable,
+            Consistency::Local,
             (61, 62),
             1,
             &LOG[..3],
-            false,
+            true,
         ));
+        for consistency in [Consistency::Linearizable, Consistency::Leader] {
+            history
+                .operations
+                .push(read(origin, 0, consistency, (61, 62), 1, &LOG[..3], false));
+        }
         check(&history).assert_valid();
     }
 

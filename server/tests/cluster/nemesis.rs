@@ -422,9 +422,10 @@ async fn nemesis_move(cluster: &mut Cluster, rng: &mut Rng, faults: &mut Faults,
 /// Under kills, restarts, partitions and heals, the recorded history of appends, reads and
 /// subscriptions holds every invariant of `history.rs`: acknowledged appends in the final log
 /// once at their positions, failed ones absent, reads and subscriptions runs of the final log,
-/// linearizable reads never stale, entity versions gapless, and every node's log a prefix of
-/// one history. Catches lost or doubled acknowledged writes, divergent replicas, stale
-/// linearizable reads, and subscriptions that skip or repeat events across failures.
+/// linearizable and `leader` reads never stale, entity versions gapless, and every node's log a
+/// prefix of one history. Catches lost or doubled acknowledged writes, divergent replicas,
+/// stale linearizable reads, `leader` reads from a leader past its lease or behind on apply,
+/// and subscriptions that skip or repeat events across failures.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_history_under_kills_and_partitions_is_valid() {
     let seed = seed();
