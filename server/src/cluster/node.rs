@@ -39,7 +39,9 @@ use openraft::error::{
     ClientWriteError, ForwardReason, ForwardToLeader, InitializeError, LinearizableReadError,
     RaftError,
 };
-use openraft::{BasicNode, ChangeMembers, ReadPolicy, ServerState, SnapshotPolicy};
+use openraft::{
+    BasicNode, ChangeMembers, LinearizerOption, ReadPolicy, ServerState, SnapshotPolicy,
+};
 use tonic::transport::Channel;
 
 use super::identity::Identity;
@@ -416,39 +418,50 @@ impl ClusterNode {
         }
     }
 
-    /// Waits until this node, as leader, has applied its own term's first entry, up to
-    /// [`READ_INDEX_WAIT`]. Every entry an earlier leader acknowledged comes before that one,
-    /// and this leader answers its own writes only once they are applied, so from then on its
-    /// store holds every acknowledged append. A new leader still applying a backlog would
-    /// otherwise answer from behind it.
+    /// Serves a `leader` read once this node holds a leader lease and has applied what it must:
+    /// a quorum has answered it within the lease (openraft's leader lease, the longest
+    /// election timeout; past it heartbeats are sent and the read waits up to one more lease
+    /// for their answers), so no other node can lead yet; and it has applied up to its read
+    /// index, the later of its commit and its own term's first entry, so every append an
+    /// earlier leader acknowledged is in its store. No round trip while the lease holds. A
+    /// leader that lost its quorum, or restarted believing it leads, is refused instead of
+    /// answering from behind; one still applying a backlog waits for it, up to
+    /// [`READ_INDEX_WAIT`].
     async fn leader_read_barrier(&self) -> Result<(), Error> {
         self.check_leader()?;
-        if applied_own_term(&self.raft.metrics().borrow_watched()) {
-            return Ok(());
-        }
-        let waited = self
-            .raft
-            .wait(Some(READ_INDEX_WAIT))
-            .metrics(
-                |metrics| metrics.state != ServerState::Leader || applied_own_term(metrics),
-                "a leader read",
-            )
-            .await;
-        match waited {
-            Ok(_) => self.check_leader(),
-            Err(_) => {
-                let metrics = self.raft.metrics().borrow_watched().clone();
-                Err(Error::ClusterUnavailable {
+        let lease = LinearizerOption::new(None, true);
+        let linearizer = match self.raft.get_read_linearizer(lease).await {
+            Ok(linearizer) => linearizer,
+            Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(forward))) => {
+                return Err(self.forward_error(&forward));
+            }
+            Err(err) => {
+                return Err(Error::ClusterUnavailable {
                     detail: format!(
-                        "this node leads since term {} but has applied only up to entry {} of \
-                         the {} committed, and did not catch up within {READ_INDEX_WAIT:?}",
-                        metrics.current_term,
-                        metrics.last_applied.map_or(0, |log_id| log_id.index),
-                        metrics.local_committed.map_or(0, |log_id| log_id.index),
+                        "no leader read: this node could not renew its leader lease with a \
+                         quorum (it may be cut off from the others, or deposed): {err}"
                     ),
                     outcome_unknown: false,
-                })
+                });
             }
+        };
+        match linearizer
+            .try_await_ready(&self.raft, Some(READ_INDEX_WAIT))
+            .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(state)) => Err(Error::ClusterUnavailable {
+                detail: format!(
+                    "this leader did not apply up to its read index {} within \
+                     {READ_INDEX_WAIT:?}",
+                    state.read_log_id().index()
+                ),
+                outcome_unknown: false,
+            }),
+            Err(fatal) => Err(Error::ClusterUnavailable {
+                detail: format!("no leader read: {fatal}"),
+                outcome_unknown: false,
+            }),
         }
     }
 
@@ -955,15 +968,6 @@ fn membership_of(membership: Option<&super::types::Membership>) -> pb_admin::Mem
         voters: membership.voter_ids().map(node).collect(),
         learners: membership.learner_ids().map(node).collect(),
     }
-}
-
-/// Whether a leader's metrics show its own term's first entry applied: the last applied
-/// entry is of the current term.
-fn applied_own_term(metrics: &openraft::RaftMetrics<TypeConfig>) -> bool {
-    metrics.state == ServerState::Leader
-        && metrics
-            .last_applied
-            .is_some_and(|log_id| log_id.leader_id.term == metrics.current_term)
 }
 
 /// The leader a forward names, with its address; `None` when it names none, or this node.

@@ -8,6 +8,7 @@
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
+use tonic::Code;
 
 use crate::clients::{ANSWER_WAIT, Answer, classify};
 use crate::nodes::{Cluster, event, pb};
@@ -18,8 +19,9 @@ const ELECTION_TIMEOUT_MAX: Duration = Duration::from_millis(600);
 /// An old leader cut off from the majority acknowledges nothing, and what it was sent is not
 /// in the log once the partition heals: the majority elects a new leader and commits without
 /// it, the old leader rejoins as a follower, and every replica ends byte-identical. Catches a
-/// leader that acknowledges before a quorum has the entry, serves a linearizable read on a
-/// lease it cannot renew, or keeps uncommitted entries of its old term after rejoining.
+/// leader that acknowledges before a quorum has the entry, serves a linearizable or a `leader`
+/// read on a lease it cannot renew, or keeps uncommitted entries of its old term after
+/// rejoining.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partitioned_old_leader_acknowledges_nothing() {
     let cluster = Cluster::start_behind_proxies(3).await;
@@ -78,6 +80,25 @@ async fn a_partitioned_old_leader_acknowledges_nothing() {
              is at {majority_head})",
             head.into_inner().position
         );
+    }
+    // Its lease ran out before the majority could elect another: a `leader` read is refused.
+    let read = tokio::time::timeout(
+        ANSWER_WAIT,
+        cluster.client(old_leader).await.head(pb::HeadRequest {
+            consistency: pb::ReadConsistency::Leader as i32,
+        }),
+    )
+    .await;
+    match read {
+        Ok(Err(status)) => assert_eq!(status.code(), Code::Unavailable, "{status:?}"),
+        Ok(Ok(head)) => panic!(
+            "the cut-off old leader served a leader read at position {} past its lease (the \
+             majority is at {majority_head})",
+            head.into_inner().position
+        ),
+        Err(_) => {
+            panic!("the cut-off old leader left a leader read unanswered for {ANSWER_WAIT:?}")
+        }
     }
 
     while let Some(joined) = cut_off_writes.join_next().await {
