@@ -268,6 +268,11 @@ pub const LEARNER_WAIT: Duration = Duration::from_secs(10);
 /// asked, before it refuses with FAILED_PRECONDITION and changes nothing: a voter that lags
 /// would lose the election the transfer starts, and another node would take the leadership.
 pub const TRANSFER_CATCH_UP_WAIT: Duration = Duration::from_secs(5);
+/// How many heartbeat intervals the chosen voter of a TransferLeader may have been silent
+/// (no answer to a heartbeat or an AppendEntries) and still be handed the leadership: one
+/// silent for longer may be down or frozen, and would not start the election the transfer
+/// asks of it. It is waited for within `TRANSFER_CATCH_UP_WAIT`, like one that lags.
+pub const TRANSFER_SILENCE_HEARTBEATS: u64 = 3;
 /// The most writes proposed to openraft as one batch: the writes waiting when the proposer
 /// comes round share a log append, an fsync and a replication message.
 pub const PROPOSE_BATCH_MAX: usize = 256;

@@ -31,6 +31,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use causeway_core::disk::Disk;
 use causeway_core::{Command, Receipt, Signer};
@@ -40,7 +41,8 @@ use openraft::error::{
     RaftError,
 };
 use openraft::{
-    BasicNode, ChangeMembers, LinearizerOption, ReadPolicy, ServerState, SnapshotPolicy,
+    BasicNode, ChangeMembers, Instant as _, LinearizerOption, ReadPolicy, ServerState,
+    SnapshotPolicy,
 };
 use tonic::transport::Channel;
 
@@ -55,7 +57,7 @@ use super::types::{Proposal, Response, TypeConfig};
 use crate::config::ClusterConfig;
 use crate::limits::{
     COMMIT_WAIT, LEARNER_WAIT, PEER_TIMEOUT, PROPOSE_BATCH_MAX, PROPOSE_QUEUE_MAX, READ_INDEX_WAIT,
-    TRANSFER_CATCH_UP_WAIT,
+    TRANSFER_CATCH_UP_WAIT, TRANSFER_SILENCE_HEARTBEATS,
 };
 use crate::live::LiveStore;
 use crate::status::Error;
@@ -371,8 +373,15 @@ impl ClusterNode {
                 Err(self.forward_error(&forward))
             }
             Ok(Ok(Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(forward))))) => {
+                let leader = forwarded_leader(&forward, self.node_id())
+                    .or_else(|| self.leader().filter(|(id, _)| *id != self.node_id()));
                 Err(Error::ClusterUnavailable {
-                    detail: format!("the leader changed while the write was proposed ({forward})"),
+                    detail: format!(
+                        "the leader changed while the write was proposed ({})",
+                        leader.map_or("no leader is known yet".to_string(), |(id, address)| {
+                            format!("the leader is node {id} at {address}")
+                        })
+                    ),
                     outcome_unknown: true,
                 })
             }
@@ -397,7 +406,7 @@ impl ClusterNode {
                     }
                     Err(err) => {
                         return Err(Error::ClusterUnavailable {
-                            detail: format!("no linearizable read: {err}"),
+                            detail: format!("no linearizable read: {}", unconfirmed(&err)),
                             outcome_unknown: false,
                         });
                     }
@@ -438,8 +447,9 @@ impl ClusterNode {
             Err(err) => {
                 return Err(Error::ClusterUnavailable {
                     detail: format!(
-                        "no leader read: this node could not renew its leader lease with a \
-                         quorum (it may be cut off from the others, or deposed): {err}"
+                        "no leader read: this node could not renew its leader lease (it may \
+                         be cut off from the others, or deposed): {}",
+                        unconfirmed(&err)
                     ),
                     outcome_unknown: false,
                 });
@@ -752,7 +762,10 @@ impl ClusterNode {
                 Err(self.forward_error(&forward))
             }
             Ok(Err(err)) => Err(Error::ClusterUnavailable {
-                detail: format!("this node could not confirm it still leads: {err}"),
+                detail: format!(
+                    "this node could not confirm it still leads: {}",
+                    unconfirmed(&err)
+                ),
                 outcome_unknown: false,
             }),
             Err(_) => Err(Error::ClusterUnavailable {
@@ -789,11 +802,20 @@ impl ClusterNode {
             return Ok(node_id);
         }
         let last = metrics.last_log_index;
+        // A voter that stopped answering (down, frozen) may still hold every entry; it would
+        // not start the election the transfer asks of it, and another node would win one.
+        let silence_max = Duration::from_millis(
+            TRANSFER_SILENCE_HEARTBEATS * self.raft.config().heartbeat_interval,
+        );
+        let ready = |metrics: &openraft::RaftMetrics<TypeConfig>| {
+            matched_index(metrics, node_id) >= last
+                && silent_for(metrics, node_id).is_some_and(|silent| silent < silence_max)
+        };
         let caught_up = self
             .raft
             .wait(Some(TRANSFER_CATCH_UP_WAIT))
             .metrics(
-                |metrics| metrics.replication.is_none() || matched_index(metrics, node_id) >= last,
+                |metrics| metrics.replication.is_none() || ready(metrics),
                 "the new leader catching up",
             )
             .await;
@@ -802,17 +824,29 @@ impl ClusterNode {
             // A leader that was frozen through the wait may have been deposed meanwhile, with
             // its metrics not showing it yet: ask a quorum before blaming the voter.
             self.confirm_leadership().await?;
-            let holds = match matched_index(&self.raft.metrics().borrow_watched(), node_id) {
-                Some(matched) => format!("holds the log up to entry {matched}"),
-                None => "has not answered this leader with how much of the log it holds \
-                         (it may be down)"
-                    .to_string(),
+            let metrics = self.raft.metrics().borrow_watched().clone();
+            let state = match (
+                matched_index(&metrics, node_id),
+                silent_for(&metrics, node_id),
+            ) {
+                (None, _) | (_, None) => {
+                    "has not answered this leader (it may be down)".to_string()
+                }
+                (Some(matched), Some(_)) if Some(matched) < last => format!(
+                    "holds the log up to entry {matched} of the {} entries this leader had \
+                     when asked",
+                    last.unwrap_or(0)
+                ),
+                (_, Some(silent)) => format!(
+                    "holds the whole log but has not answered this leader for {:.1} s (it may \
+                     be down or frozen)",
+                    silent.as_secs_f64()
+                ),
             };
             return Err(Error::Precondition(format!(
-                "node {node_id} {holds} of the {} entries this leader had when asked, and did \
-                 not catch up within {} s: it would lose the election a transfer starts; retry \
-                 once it has caught up (GetClusterStatus shows its lag)",
-                last.unwrap_or(0),
+                "node {node_id} {state}, and was not ready within {} s: it would not win the \
+                 election a transfer starts; retry once it answers and has caught up \
+                 (GetClusterStatus shows its lag)",
                 TRANSFER_CATCH_UP_WAIT.as_secs(),
             )));
         }
@@ -838,8 +872,8 @@ impl ClusterNode {
         if leader != node_id {
             return Err(Error::ClusterUnavailable {
                 detail: format!(
-                    "the leadership went to node {leader}, not to node {node_id}: node \
-                     {node_id} did not win the election the transfer started"
+                    "the leadership went to node {leader}, not to node {node_id}: another \
+                     node won the election that followed"
                 ),
                 outcome_unknown: false,
             });
@@ -997,6 +1031,39 @@ fn matched_index(metrics: &openraft::RaftMetrics<TypeConfig>, node_id: u64) -> O
         .map(|matched| matched.index)
 }
 
+/// How long ago node `node_id` last answered this leader (a heartbeat or an AppendEntries);
+/// `None` when it never has, or this node does not lead.
+fn silent_for(metrics: &openraft::RaftMetrics<TypeConfig>, node_id: u64) -> Option<Duration> {
+    metrics
+        .heartbeat
+        .as_ref()
+        .and_then(|heartbeat| heartbeat.get(&node_id))
+        .and_then(|acked| acked.as_ref())
+        .map(|acked| acked.elapsed())
+}
+
+/// Why a read or a leadership check could not be confirmed, in words: openraft's own text for
+/// a missing quorum prints the membership's debug form.
+fn unconfirmed(err: &RaftError<TypeConfig, LinearizableReadError<TypeConfig>>) -> String {
+    match err {
+        RaftError::APIError(LinearizableReadError::QuorumNotEnough(quorum)) => {
+            let answered: Vec<String> = quorum.got.iter().map(u64::to_string).collect();
+            match answered.as_slice() {
+                [] => "no node answered, short of a quorum of the voters".to_string(),
+                [one] => format!("only node {one} answered, short of a quorum of the voters"),
+                many => format!(
+                    "only nodes {} answered, short of a quorum of the voters",
+                    many.join(", ")
+                ),
+            }
+        }
+        RaftError::APIError(LinearizableReadError::ForwardToLeader(_)) => {
+            "this node is not the leader".to_string()
+        }
+        RaftError::Fatal(fatal) => format!("this node's Raft stopped: {fatal}"),
+    }
+}
+
 fn cluster_error(what: &str, err: impl std::fmt::Display) -> Error {
     Error::ClusterUnavailable {
         detail: format!("{what}: {err}"),
@@ -1082,5 +1149,28 @@ mod tests {
             forward_reason(transfer.reason),
             "the leadership is moving to another node"
         );
+    }
+
+    /// A read refused for want of a quorum names the nodes that answered, in words, not the
+    /// membership's debug form. Catches openraft's text reaching clients.
+    #[test]
+    fn a_missing_quorum_is_said_in_words() {
+        let quorum = |got: &[u64]| {
+            RaftError::APIError(LinearizableReadError::QuorumNotEnough(
+                openraft::error::QuorumNotEnough {
+                    cluster: "{voters:[{1:BasicNode { addr: \"10.0.0.1:7400\" }}]}".to_string(),
+                    got: got.iter().copied().collect(),
+                },
+            ))
+        };
+        assert_eq!(
+            unconfirmed(&quorum(&[1])),
+            "only node 1 answered, short of a quorum of the voters"
+        );
+        assert_eq!(
+            unconfirmed(&quorum(&[1, 4])),
+            "only nodes 1, 4 answered, short of a quorum of the voters"
+        );
+        assert!(!unconfirmed(&quorum(&[])).contains("BasicNode"));
     }
 }

@@ -284,6 +284,44 @@ async fn a_transfer_to_a_voter_that_lags_is_refused_and_changes_nothing() {
         .await;
 }
 
+/// A transfer to a voter that holds the whole log but has stopped answering (frozen) is
+/// refused with FAILED_PRECONDITION, and the leadership stays. Catches a transfer that hands
+/// the leadership to a node that cannot start the election, so that another node wins one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_to_a_voter_that_stopped_answering_is_refused_and_changes_nothing() {
+    let mut cluster = Cluster::start(3).await;
+    let (_, leader) = cluster
+        .append_at_leader("order-9", "before-the-freeze")
+        .await;
+    let last = cluster.status(leader).await.expect("status").last_log_index;
+    // Every voter holds the whole log: only its silence can stop the transfer.
+    cluster.applied_among(&[1, 2, 3], last).await;
+    let frozen = (1..=3).find(|id| *id != leader).expect("a follower");
+    let others: Vec<u64> = (1..=3).filter(|id| *id != frozen).collect();
+    cluster.member(frozen).freeze();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let status = cluster
+        .admin(leader)
+        .await
+        .transfer_leader(pb::TransferLeaderRequest { node_id: frozen })
+        .await
+        .expect_err("a transfer to a voter that does not answer");
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("has not answered this leader for"),
+        "{status:?}"
+    );
+    assert_eq!(
+        cluster.leader_among(&others).await,
+        leader,
+        "the leadership stays"
+    );
+    cluster.member(frozen).thaw();
+    cluster.append_at_leader("order-9", "after-the-thaw").await;
+}
+
 /// A leader frozen while it waits for a lagging voter, and deposed meanwhile, answers the
 /// transfer UNAVAILABLE when it runs again, not FAILED_PRECONDITION: the leadership did move,
 /// and a client must look for the new leader rather than wait for the voter. Five nodes, so
