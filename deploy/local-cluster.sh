@@ -13,7 +13,8 @@
 #
 # Environment: CLUSTER_DIR (default ./causeway-cluster), CAUSEWAY_PORT (default 7420),
 # CAUSEWAY_ADMIN_PORT (default 7421), PROFILE (debug or release, default release), CAUSEWAYD and CAUSEWAY (binaries to use
-# instead of building).
+# instead of building), START_WAIT_SECS (how long a starting node may take to open its store
+# before the script gives up on it, leaving it running; default 300).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +23,11 @@ port="${CAUSEWAY_PORT:-7420}"
 admin_port="${CAUSEWAY_ADMIN_PORT:-7421}"
 profile="${PROFILE:-release}"
 servers="127.0.0.1:${port},127.0.0.2:${port},127.0.0.3:${port}"
+
+# Whether process $1 runs (a killed node not yet reaped by its parent is a zombie: not running).
+alive() {
+    kill -0 "$1" 2>/dev/null && ! ps -o stat= -p "$1" | grep -q '^Z'
+}
 
 stop() {
     for n in 1 2 3; do
@@ -48,30 +54,48 @@ if [ -z "${CAUSEWAYD:-}" ] || [ -z "${CAUSEWAY:-}" ]; then
 fi
 
 mkdir -p "${cluster_dir}"
+started=()
 for n in 1 2 3; do
     pid_file="${cluster_dir}/node-${n}.pid"
-    if [ -f "${pid_file}" ] && kill -0 "$(cat "${pid_file}")" 2>/dev/null; then
+    if [ -f "${pid_file}" ] && alive "$(cat "${pid_file}")"; then
         echo "node ${n} is running (pid $(cat "${pid_file}"))"
         continue
     fi
     # The log is appended to, so a restart keeps what the node said before it went down.
+    # "listening on" is looked for in what this start prints only.
     "${CAUSEWAYD}" --node-id "${n}" --listen "127.0.0.${n}:${port}" \
         --admin-listen "127.0.0.${n}:${admin_port}" \
         --data-dir "${cluster_dir}/node-${n}" \
         > "${cluster_dir}/node-${n}.out" 2>> "${cluster_dir}/node-${n}.log" &
     echo $! > "${pid_file}"
+    started+=("${n}")
     echo "node ${n} started (pid $!)"
 done
 
-# Each node prints "listening on ADDR" once it serves.
-for n in 1 2 3; do
-    for _ in $(seq 1 100); do
-        if grep -q "^listening on" "${cluster_dir}/node-${n}.out" 2>/dev/null; then break; fi
+# Each node prints "listening on ADDR" once it serves; one with a large store takes a while
+# to open it. A node that exits is reported; the others are left running either way.
+start_wait="${START_WAIT_SECS:-300}"
+for n in "${started[@]}"; do
+    pid="$(cat "${cluster_dir}/node-${n}.pid")"
+    waited=0
+    until grep -q "^listening on" "${cluster_dir}/node-${n}.out" 2>/dev/null; do
+        if ! alive "${pid}"; then
+            echo "node ${n} exited while starting; the end of its log:"
+            tail -n 20 "${cluster_dir}/node-${n}.log"
+            rm -f "${cluster_dir}/node-${n}.pid"
+            exit 1
+        fi
+        if [ "${waited}" -ge "$((start_wait * 10))" ]; then
+            echo "node ${n} (pid ${pid}) is still opening its store after ${start_wait} s;" \
+                "it keeps running: see ${cluster_dir}/node-${n}.log, then run $0 again"
+            exit 1
+        fi
+        if [ "${waited}" -gt 0 ] && [ "$((waited % 100))" -eq 0 ]; then
+            echo "node ${n} is opening its store ($((waited / 10)) s)"
+        fi
         sleep 0.1
+        waited=$((waited + 1))
     done
-    if ! grep -q "^listening on" "${cluster_dir}/node-${n}.out" 2>/dev/null; then
-        echo "node ${n} did not start; its log:"; cat "${cluster_dir}/node-${n}.log"; stop; exit 1
-    fi
 done
 
 CAUSEWAY="${CAUSEWAY}" deploy/cluster-init.sh \
