@@ -567,9 +567,14 @@ fn endpoint(address: &str, tls: Option<&ClientTlsConfig>) -> Result<Endpoint, Er
 
 /// An error and its causes on one line: transport errors keep the useful part in `source`.
 /// A cause whose text the line already ends with is left out: a wrapper that displays its
-/// source (an `io::Error` around a TLS error) would otherwise say the same thing twice.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
+/// source (an `io::Error` around a TLS error) would otherwise say the same thing twice. A
+/// gRPC status made here from a transport error starts at its message: its own text would
+/// spell out its code's description and its source's debug form.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = match error.downcast_ref::<tonic::Status>() {
+        Some(status) if error.source().is_some() => status.message().to_string(),
+        _ => error.to_string(),
+    };
     let mut source = error.source();
     while let Some(cause) = source {
         let cause_text = cause.to_string();
@@ -733,6 +738,22 @@ mod tests {
             settled(denied, Idempotence::NotIdempotent),
             Error::Status(_)
         ));
+    }
+
+    #[test]
+    fn a_status_made_from_a_transport_error_reads_as_its_message_and_causes() {
+        let status = tonic::Status::from_error(Box::new(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "tcp connect error",
+        )));
+        let text = error_chain(&status);
+        assert_eq!(text, "tcp connect error");
+        let answered = tonic::Status::unavailable("no leader is known yet");
+        assert!(
+            error_chain(&answered).contains("no leader is known yet"),
+            "{}",
+            error_chain(&answered)
+        );
     }
 
     #[test]
