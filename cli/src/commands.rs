@@ -355,41 +355,88 @@ async fn read_command(client: &Client, read: ReadCommand, output: Output) -> Res
     Ok(())
 }
 
-/// Follows a subscription until Ctrl-C or until the server ends it.
+/// Follows a subscription until Ctrl-C or until the server ends it. When the stream breaks
+/// (its server went away, or is shutting down), it is opened again from one past the last
+/// position seen, on whichever listed server answers, so nothing is shown twice or skipped;
+/// after `TAIL_RESUMES_MAX` breaks in a row with nothing received between, the error stands.
 async fn tail(client: &Client, args: TailArgs, output: Output) -> Result<()> {
-    let start = match args.from {
+    let mut start = match args.from {
         Some(position) => Start::Position(position),
         None => Start::Now,
     };
-    let mut stream = client.subscribe(start, filter(&args.filter)).await?;
+    let filter = filter(&args.filter);
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
+    let mut n_breaks = 0;
     loop {
-        let item = tokio::select! {
-            _ = &mut ctrl_c => return Ok(()),
-            item = stream.next() => item,
-        };
-        match item {
-            None => bail!("the server ended the subscription"),
-            Some(Err(err)) => return Err(err.into()),
-            Some(Ok(SubscribeItem::Events(events))) => {
-                let lines: String = events
-                    .iter()
-                    .map(|event| match output {
-                        Output::Table => format!("{}\n", table::event_line(event)),
-                        Output::Json => format!("{}\n", json::event(event)),
-                    })
-                    .collect();
-                emit(&lines)?;
-            }
-            // Progress markers are for resuming programs; a person sees one note on stderr.
-            Some(Ok(SubscribeItem::CaughtUp(position))) => {
-                if output == Output::Table {
-                    eprintln!("-- caught up at position {position}; following --");
+        let mut stream = client.subscribe(start, filter.clone()).await?;
+        let broken = loop {
+            let item = tokio::select! {
+                _ = &mut ctrl_c => return Ok(()),
+                item = stream.next() => item,
+            };
+            let item = match item {
+                None => bail!("the server ended the subscription"),
+                Some(Err(err)) if resumable(&err) => break err,
+                Some(Err(err)) => return Err(err.into()),
+                Some(Ok(item)) => item,
+            };
+            n_breaks = 0;
+            match item {
+                SubscribeItem::Events(events) => {
+                    let lines: String = events
+                        .iter()
+                        .map(|event| match output {
+                            Output::Table => format!("{}\n", table::event_line(event)),
+                            Output::Json => format!("{}\n", json::event(event)),
+                        })
+                        .collect();
+                    emit(&lines)?;
+                    if let Some(last) = events.last() {
+                        start = Start::Position(last.position + 1);
+                    }
                 }
+                // Progress markers are for resuming; a person sees one note on stderr.
+                SubscribeItem::CaughtUp(position) => {
+                    if output == Output::Table {
+                        eprintln!("-- caught up at position {position}; following --");
+                    }
+                    start = Start::Position(position + 1);
+                }
+                SubscribeItem::Checkpoint(position) => start = Start::Position(position + 1),
             }
-            Some(Ok(SubscribeItem::Checkpoint(_))) => {}
+        };
+        n_breaks += 1;
+        if n_breaks > TAIL_RESUMES_MAX {
+            return Err(broken.into());
         }
+        let from = match start {
+            Start::Position(position) => format!("position {position}"),
+            Start::Now => "now".to_string(),
+        };
+        eprintln!("-- the subscription broke ({broken}); resuming from {from} --");
+    }
+}
+
+/// Breaks in a row, with nothing received between, after which `tail` stops resuming.
+const TAIL_RESUMES_MAX: u32 = 5;
+
+/// Whether a subscription that ended with `err` may be opened again where it stopped: its
+/// connection broke, or its server is unavailable (going away, no longer a member). What the
+/// server refused for the request's own sake is not.
+fn resumable(err: &causeway_client::Error) -> bool {
+    use causeway_client::Error;
+    match err {
+        Error::Connect { .. } | Error::NotLeader { .. } | Error::LeaderUnknown { .. } => true,
+        Error::Status(status) => matches!(
+            status.code(),
+            tonic::Code::Unavailable
+                | tonic::Code::Unknown
+                | tonic::Code::Internal
+                | tonic::Code::Cancelled
+                | tonic::Code::Aborted
+        ),
+        _ => false,
     }
 }
 

@@ -430,6 +430,76 @@ fn a_keyed_append_rides_out_the_leaders_death() {
     );
 }
 
+/// `tail` with the members listed goes on from the next position on another member when the
+/// one it follows dies: every event once, in order. Catches a tail that ends with the broken
+/// stream (exit 5), and one that resumes from the wrong place (a gap or a repeat).
+#[test]
+fn a_tail_resumes_on_another_member_when_its_member_dies() {
+    let mut cluster = Cluster::start();
+    cluster.init();
+    let append = |cluster: &Cluster, server: &str, event_idx: usize| {
+        cluster.json(
+            server,
+            &[
+                "append",
+                "acme",
+                "order-10",
+                "Noted",
+                "--data",
+                &format!("{{\"n\":{event_idx}}}"),
+            ],
+        );
+    };
+    for event_idx in 0..3 {
+        append(&cluster, &cluster.all(), event_idx);
+    }
+    // Node 1 is listed first, so the tail follows it.
+    let mut tail = Command::new(env!("CARGO_BIN_EXE_causeway"))
+        .args([
+            "--server",
+            &cluster.all(),
+            "--output",
+            "json",
+            "tail",
+            "--from",
+            "1",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start causeway tail");
+    let lines = line_channel(tail.stdout.take().expect("stdout is piped"));
+    let stderr = common::read_all(tail.stderr.take().expect("stderr is piped"));
+    let mut positions = Vec::new();
+    let next_position = |positions: &mut Vec<u64>| match lines.recv_timeout(DEADLINE) {
+        Ok(line) => {
+            let event: Value = serde_json::from_str(&line).expect("tail prints JSON lines");
+            positions.push(event["position"].as_u64().expect("a position"));
+        }
+        Err(err) => panic!("tail printed no event ({err}); so far {positions:?}"),
+    };
+    for _ in 0..3 {
+        next_position(&mut positions);
+    }
+    cluster.nodes[0].kill();
+    let survivors = format!("{},{}", cluster.node(2).address, cluster.node(3).address);
+    for event_idx in 3..6 {
+        append(&cluster, &survivors, event_idx);
+    }
+    for _ in 3..6 {
+        next_position(&mut positions);
+    }
+    let _ = tail.kill();
+    let _ = tail.wait();
+    assert_eq!(
+        positions,
+        (1..=6).collect::<Vec<u64>>(),
+        "tail's stderr: {}",
+        stderr.join().unwrap_or_default()
+    );
+}
+
 /// A server without `--node-id` has no cluster: `cluster status` says so and how to grow it,
 /// and a change fails with the same explanation.
 #[test]
