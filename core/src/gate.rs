@@ -23,8 +23,8 @@ use crate::error::{Error, FieldError, Result};
 use crate::event::{Event, EventId, Position, Version};
 use crate::event::{check_name, check_text};
 use crate::limits::{
-    GATE_BINDINGS_MAX, GATE_EXPRESSION_BYTES_MAX, GATE_NAME_BYTES_MAX, SCOPE_BYTES_MAX,
-    TAG_BYTES_MAX, TYPE_BYTES_MAX,
+    GATE_BINDINGS_MAX, GATE_EVAL_STEPS_MAX, GATE_EXPRESSION_BYTES_MAX, GATE_NAME_BYTES_MAX,
+    SCOPE_BYTES_MAX, TAG_BYTES_MAX, TYPE_BYTES_MAX,
 };
 use crate::query::Filter;
 
@@ -404,16 +404,94 @@ impl GateDefinition {
             Rule::SizeLimit { .. } => "size_limit",
             Rule::Cel { .. } => "cel.expression",
         };
-        self.compile().map_err(|err| {
-            // The name and the lists passed stricter checks above, so what is left is the rule's.
-            FieldError::new(rule_field, err)
-        })
+        // The name and the lists passed stricter checks above, so what is left is the rule's.
+        let gate = self
+            .compile()
+            .map_err(|err| FieldError::new(rule_field, err))?;
+        check_cost(&gate).map_err(|err| FieldError::new(rule_field, err))?;
+        Ok(gate)
     }
 
     /// Whether the gate judges this event.
     pub fn binds(&self, event: &Event) -> bool {
         (self.scopes.is_empty() || self.scopes.contains(&event.scope))
             && (self.types.is_empty() || self.types.contains(&event.event_type))
+    }
+}
+
+/// Judges an event with nothing in it (no payload, tags or metadata) against a store with
+/// nothing in it, as registration does: a gate that spends more than [`GATE_EVAL_STEPS_MAX`]
+/// steps even there would refuse every append it judges, so it is refused at registration
+/// instead, naming the bound. What the gate answers is not looked at; a cost that grows with
+/// the event or the store can show only on an append. Not part of [`GateDefinition::compile`],
+/// which gates already in a log must keep passing.
+fn check_cost(gate: &Arc<dyn Gate>) -> Result<()> {
+    let timestamp = Timestamp::new(0, 0);
+    let event = Event {
+        position: Position(1),
+        version: Version(1),
+        timestamp,
+        id: EventId(uuid::Uuid::nil()),
+        scope: String::new(),
+        entity: String::new(),
+        event_type: String::new(),
+        tags: Vec::new(),
+        content_type: String::new(),
+        metadata: BTreeMap::new(),
+        causation: Vec::new(),
+        correlation_id: EventId(uuid::Uuid::nil()),
+        hash: [0; 32],
+        payload: bytes::Bytes::new(),
+    };
+    let budget = Budget::new("GATE_EVAL_STEPS_MAX", GATE_EVAL_STEPS_MAX);
+    let view: Arc<dyn View> = Arc::new(EmptyView);
+    let proposal = Proposal {
+        timestamp,
+        events: &[&event],
+        append: std::slice::from_ref(&event),
+        budget: &budget,
+    };
+    let _ = gate.check(&proposal, &view);
+    if budget.is_exhausted() {
+        return Err(budget.error(
+            "evaluation steps of the gate on an empty event (it would refuse every append it \
+             judges)"
+                .to_string(),
+        ));
+    }
+    Ok(())
+}
+
+/// A store with no events, for [`check_cost`].
+struct EmptyView;
+
+impl View for EmptyView {
+    fn head(&self) -> Position {
+        Position(0)
+    }
+
+    fn version(&self, _scope: &str, _entity: &str) -> Version {
+        Version(0)
+    }
+
+    fn last_event(&self, _scope: &str, _entity: &str) -> Result<Option<Event>> {
+        Ok(None)
+    }
+
+    fn count_within(&self, _filter: &Filter, _after: Position, _max: u64, _scan_max: u64) -> Scan {
+        Scan {
+            found: 0,
+            examined: 0,
+            complete: true,
+        }
+    }
+
+    fn event_exists(&self, _id: EventId) -> bool {
+        false
+    }
+
+    fn entity_events_since(&self, _scope: &str, _entity: &str, _since: Timestamp) -> u64 {
+        0
     }
 }
 

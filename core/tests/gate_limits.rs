@@ -54,6 +54,12 @@ fn json(scope: &str, entity: &str, payload: &str) -> NewEvent {
     }
 }
 
+/// A JSON payload with the lists `ten` and `hundred`, for gates whose cost grows with the
+/// event: a gate too costly even for an empty event is refused at registration.
+fn lists() -> String {
+    format!(r#"{{"ten": {}, "hundred": {}}}"#, range(10), range(100))
+}
+
 /// `[0,1,...,n-1]` as CEL source.
 fn range(n: usize) -> String {
     let items: Vec<String> = (0..n).map(|i| i.to_string()).collect();
@@ -289,27 +295,28 @@ fn syntax_errors_are_short() {
 fn the_costliest_expressions_are_answered_within_the_budget() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    let ten = range(10);
     let hundred = range(100);
     let nested_all = {
         let vars = ["a", "b", "c", "d", "e", "f", "g", "h"];
         let mut body = format!("{} >= 0", vars.join(" + "));
         for var in vars.iter().rev() {
-            body = format!("{ten}.all({var}, {body})");
+            body = format!("event.payload.ten.all({var}, {body})");
         }
         body
     };
+    let lists = lists();
     let big: String = (0..60_000)
         .map(|i| (b'a' + (i % 17) as u8) as char)
         .collect();
     let big_payload = format!(r#"{{"s": "{big}", "n": 1}}"#);
     let wide_payload = format!(r#"{{"s": "x", "wide": [{}]}}"#, vec!["0"; 30_000].join(","));
     let cases: Vec<(&str, String, &str)> = vec![
-        ("nested all()", nested_all, "{}"),
+        ("nested all()", nested_all, &lists),
         (
             "nested map() of maps",
-            format!("size({hundred}.map(a, {hundred}.map(b, {{'a': a, 'b': [b, b]}}))) > 0"),
-            "{}",
+            "size(event.payload.hundred.map(a, event.payload.hundred.map(b, {'a': a, 'b': [b, b]}))) > 0"
+                .to_string(),
+            &lists,
         ),
         (
             "string building",
@@ -333,8 +340,10 @@ fn the_costliest_expressions_are_answered_within_the_budget() {
         ),
         (
             "list concatenation",
-            format!("{hundred}.all(i, size({hundred} + {hundred} + {hundred}) > i)"),
-            "{}",
+            "event.payload.hundred.all(i, size(event.payload.hundred + event.payload.hundred \
+             + event.payload.hundred) > i)"
+                .to_string(),
+            &lists,
         ),
         (
             "integer overflow",
@@ -484,10 +493,9 @@ fn fact_calls_scan_within_the_budget_and_the_dcb_condition_stays_exact() {
 fn an_unrelated_append_is_not_held_behind_a_costly_gate() {
     let dir = tempfile::tempdir().unwrap();
     let store = std::sync::Arc::new(open(dir.path()));
-    let ten = range(10);
     let mut body = "a + b + c + d + e + f + g + h >= 0".to_string();
     for var in ["h", "g", "f", "e", "d", "c", "b", "a"] {
-        body = format!("{ten}.all({var}, {body})");
+        body = format!("event.payload.ten.all({var}, {body})");
     }
     store.register_gate(cel("slow", &body)).unwrap();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -497,7 +505,7 @@ fn an_unrelated_append_is_not_held_behind_a_costly_gate() {
             std::thread::spawn(move || {
                 let mut n_refused = 0;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let result = store.append(Append::new(vec![json("w", "e", "{}")]));
+                    let result = store.append(Append::new(vec![json("w", "e", &lists())]));
                     assert_eq!(limit_of(result).0, "GATE_EVAL_STEPS_MAX");
                     n_refused += 1;
                 }
@@ -523,6 +531,31 @@ fn an_unrelated_append_is_not_held_behind_a_costly_gate() {
     }
 }
 
+/// A gate that spends more than the budget even on an empty event would refuse every append
+/// it judges: registration refuses it, naming the bound, and nothing is written. A log that
+/// already holds one still compiles it (every replica compiles its log's gates again).
+#[test]
+fn a_gate_too_costly_for_any_event_is_refused_at_registration() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let ten = range(10);
+    let mut body = "a + b + c + d + e >= 0".to_string();
+    for var in ["e", "d", "c", "b", "a"] {
+        body = format!("{ten}.map({var}, {body})");
+    }
+    let expression = format!("size({body}) > 0");
+    let head = store.head();
+    let (limit, max, actual) = limit_of(store.register_gate(cel("hopeless", &expression)));
+    assert_eq!((limit, max), ("GATE_EVAL_STEPS_MAX", GATE_EVAL_STEPS_MAX));
+    assert!(actual > max);
+    assert_eq!(store.head(), head, "nothing written");
+    assert!(store.gates().iter().all(|gate| gate.name != "hopeless"));
+    assert!(cel("hopeless", &expression).compile().is_ok());
+    store
+        .append(Append::new(vec![json("w", "e", "{}")]))
+        .unwrap();
+}
+
 /// Steps count work, not time: two stores spend the same steps on the same append.
 #[test]
 fn the_steps_spent_are_the_same_on_every_store() {
@@ -532,13 +565,11 @@ fn the_steps_spent_are_the_same_on_every_store() {
         store
             .register_gate(cel(
                 "costly",
-                &format!(
-                    "{0}.all(j, {0}.all(i, {{'k': i, 'v': [j, 'x' + string(i)]}}.size() == 2))",
-                    range(100)
-                ),
+                "event.payload.hundred.all(j, event.payload.hundred.all(i, \
+                 {'k': i, 'v': [j, 'x' + string(i)]}.size() == 2))",
             ))
             .unwrap();
-        limit_of(store.append(Append::new(vec![json("w", "e", "{}")]))).2
+        limit_of(store.append(Append::new(vec![json("w", "e", &lists())]))).2
     };
     assert_eq!(spent(), spent());
 }
