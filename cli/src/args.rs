@@ -101,8 +101,9 @@ pub enum Consistency {
     /// Sees every append acknowledged before the read; any member answers, after checking
     /// with the leader.
     Linearizable,
-    /// The leader answers from what it has applied, without checking with a quorum: current
-    /// unless it was deposed a moment ago.
+    /// The leader answers from what it has applied, on its lease instead of a round trip to a
+    /// quorum: sees every append acknowledged before the read; a leader that cannot renew its
+    /// lease (cut off, deposed) refuses.
     Leader,
     /// The member asked answers from what it has applied: cheapest, possibly behind.
     Local,

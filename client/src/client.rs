@@ -36,11 +36,13 @@ pub const RESPONSE_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// (`APPEND_BYTES_MAX`, 16 MiB) plus 4 MiB for the protobuf framing of the events' fields, so
 /// an append over the bound reaches the server and is refused there, naming the limit.
 pub const REQUEST_BYTES_MAX: usize = (16 + 4) * 1024 * 1024;
-/// How often an idle connection is pinged, so a subscription to a server that vanished ends
-/// with an error instead of waiting forever.
-pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// How long a connection may go without hearing from its server before it is pinged, so a
+/// call or a subscription to a server that vanished or froze ends with an error (and `tail`
+/// resumes elsewhere) within `KEEPALIVE_INTERVAL + KEEPALIVE_TIMEOUT`, instead of waiting
+/// forever.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// How long a ping may go unanswered before the connection is considered dead.
-pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest HTTP/2 frame the server may send (`SETTINGS_MAX_FRAME_SIZE`; the protocol's
 /// default is 16 KiB), so a page of events or a subscription batch of hundreds of kilobytes
 /// arrives in a few frames, each a system call on both sides, rather than one per 16 KiB. The
@@ -556,15 +558,23 @@ impl Client {
             filter: Some(filter),
         };
         // Opening the subscription follows like a read; once open, an error ends the stream
-        // and the caller resumes from the last position seen.
+        // and the caller resumes from the last position seen. A stream cut off marks its
+        // server suspect, so the resume goes elsewhere unless that server still answers.
         let stream = self
             .call(Idempotence::Idempotent, |mut stub| {
                 let request = request.clone();
                 async move { stub.subscribe(request).await }
             })
             .await?;
-        Ok(stream.filter_map(|message| match message {
-            Err(status) => Some(Err(Error::from(status))),
+        let router = self.router.clone();
+        let address = router.current();
+        Ok(stream.filter_map(move |message| match message {
+            Err(status) => {
+                if std::error::Error::source(&status).is_some() {
+                    router.suspect(&address);
+                }
+                Some(Err(Error::from(status)))
+            }
             Ok(response) => subscribe_item(response).map(Ok),
         }))
     }

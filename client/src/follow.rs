@@ -220,6 +220,9 @@ struct Known {
     /// The addresses that have answered a call, at most `ANSWERED_MAX`: a connection closed
     /// by one of them is not a refused handshake.
     answered: Vec<String>,
+    /// Addresses whose connection broke since they last answered (at most `ANSWERED_MAX`):
+    /// a call goes there again only after they answer a health check.
+    suspect: Vec<String>,
 }
 
 impl Router {
@@ -240,6 +243,7 @@ impl Router {
                         current: address.clone(),
                         channels: HashMap::from([(address.clone(), channel)]),
                         answered: Vec::new(),
+                        suspect: Vec::new(),
                     };
                     return Ok(Router {
                         known: Arc::new(Mutex::new(known)),
@@ -282,6 +286,7 @@ impl Router {
             current: label.clone(),
             channels: HashMap::from([(label, channel)]),
             answered: Vec::new(),
+            suspect: Vec::new(),
         };
         Router {
             known: Arc::new(Mutex::new(known)),
@@ -349,10 +354,15 @@ impl Router {
                         self.answered(&address);
                         return Ok(answer);
                     }
-                    Err(status) => match self.explained(&status, &address) {
-                        Some(explained) => explained,
-                        None => Error::from(status),
-                    },
+                    Err(status) => {
+                        if std::error::Error::source(&status).is_some() {
+                            self.suspect(&address);
+                        }
+                        match self.explained(&status, &address) {
+                            Some(explained) => explained,
+                            None => Error::from(status),
+                        }
+                    }
                 },
             };
             let left = deadline.saturating_duration_since(Instant::now());
@@ -387,7 +397,8 @@ impl Router {
             let known = self.lock();
             self.follows
                 && known.addresses.len() > 1
-                && !known.answered.iter().any(|known| known == address)
+                && (!known.answered.iter().any(|known| known == address)
+                    || known.suspect.iter().any(|suspect| suspect == address))
         };
         if !unheard {
             return Ok(());
@@ -416,9 +427,22 @@ impl Router {
         Ok(())
     }
 
+    /// Notes that the connection to `address` broke (a call or a stream cut off, a keepalive
+    /// unanswered): the next call there waits for a health check first, so a server that froze
+    /// is passed over like one never heard from.
+    pub(crate) fn suspect(&self, address: &str) {
+        let mut known = self.lock();
+        if !known.suspect.iter().any(|suspect| suspect == address)
+            && known.suspect.len() < ANSWERED_MAX
+        {
+            known.suspect.push(address.to_string());
+        }
+    }
+
     /// Notes that `address` has answered a call, so its TLS handshake works.
     fn answered(&self, address: &str) {
         let mut known = self.lock();
+        known.suspect.retain(|suspect| suspect != address);
         if !known.answered.iter().any(|known| known == address)
             && known.answered.len() < ANSWERED_MAX
         {
@@ -867,6 +891,7 @@ mod tests {
                 current: "http://a:1".to_string(),
                 channels: HashMap::new(),
                 answered: Vec::new(),
+                suspect: Vec::new(),
             })),
             follows: true,
             tls: None,
