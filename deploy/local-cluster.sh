@@ -24,16 +24,26 @@ admin_port="${CAUSEWAY_ADMIN_PORT:-7421}"
 profile="${PROFILE:-release}"
 servers="127.0.0.1:${port},127.0.0.2:${port},127.0.0.3:${port}"
 
-# Whether process $1 runs (a killed node not yet reaped by its parent is a zombie: not running).
+# Whether process $1 is node $2's causewayd and runs: a killed node not yet reaped by its
+# parent is a zombie, and its pid may since belong to another process.
 alive() {
-    kill -0 "$1" 2>/dev/null && ! ps -o stat= -p "$1" | grep -q '^Z'
+    local state
+    state="$(ps -o stat=,args= -p "$1" 2>/dev/null)" || return 1
+    case "${state}" in
+        Z*) return 1 ;;
+        *"--node-id $2 "*) return 0 ;;
+        *) return 1 ;;
+    esac
 }
 
 stop() {
     for n in 1 2 3; do
         pid_file="${cluster_dir}/node-${n}.pid"
         if [ -f "${pid_file}" ]; then
-            kill "$(cat "${pid_file}")" 2>/dev/null || true
+            # Only node N's own process: the pid may since belong to another.
+            if alive "$(cat "${pid_file}")" "${n}"; then
+                kill "$(cat "${pid_file}")" 2>/dev/null || true
+            fi
             rm -f "${pid_file}"
         fi
     done
@@ -57,7 +67,7 @@ mkdir -p "${cluster_dir}"
 started=()
 for n in 1 2 3; do
     pid_file="${cluster_dir}/node-${n}.pid"
-    if [ -f "${pid_file}" ] && alive "$(cat "${pid_file}")"; then
+    if [ -f "${pid_file}" ] && alive "$(cat "${pid_file}")" "${n}"; then
         echo "node ${n} is running (pid $(cat "${pid_file}"))"
         continue
     fi
@@ -79,7 +89,7 @@ for n in "${started[@]}"; do
     pid="$(cat "${cluster_dir}/node-${n}.pid")"
     waited=0
     until grep -q "^listening on" "${cluster_dir}/node-${n}.out" 2>/dev/null; do
-        if ! alive "${pid}"; then
+        if ! alive "${pid}" "${n}"; then
             echo "node ${n} exited while starting; the end of its log:"
             tail -n 20 "${cluster_dir}/node-${n}.log"
             rm -f "${cluster_dir}/node-${n}.pid"

@@ -408,7 +408,7 @@ impl GateDefinition {
         let gate = self
             .compile()
             .map_err(|err| FieldError::new(rule_field, err))?;
-        check_cost(&gate).map_err(|err| FieldError::new(rule_field, err))?;
+        check_cost(&gate, self).map_err(|err| FieldError::new(rule_field, err))?;
         Ok(gate)
     }
 
@@ -419,27 +419,38 @@ impl GateDefinition {
     }
 }
 
-/// Judges an event with nothing in it (no payload, tags or metadata) against a store with
-/// nothing in it, as registration does: a gate that spends more than [`GATE_EVAL_STEPS_MAX`]
-/// steps even there would refuse every append it judges, so it is refused at registration
-/// instead, naming the bound. What the gate answers is not looked at; a cost that grows with
-/// the event or the store can show only on an append. Not part of [`GateDefinition::compile`],
-/// which gates already in a log must keep passing.
-fn check_cost(gate: &Arc<dyn Gate>) -> Result<()> {
-    let timestamp = Timestamp::new(0, 0);
+/// Judges a plain event it binds (its first scope and type, an entity `probe`, stamped now, no
+/// payload, tags or metadata) against a store with nothing in it, as registration does: a gate
+/// that spends more than [`GATE_EVAL_STEPS_MAX`] steps even there would refuse every append it
+/// judges, so it is refused at registration instead, naming the bound. What the gate answers
+/// is not looked at; a cost that grows with the event or the store, or that a gate saves only
+/// for an event like this one, can show only on an append. Not part of
+/// [`GateDefinition::compile`], which gates already in a log must keep passing; it runs where
+/// a registration is checked, never where a log is applied, so reading the clock is harmless.
+fn check_cost(gate: &Arc<dyn Gate>, definition: &GateDefinition) -> Result<()> {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64);
+    let timestamp = Timestamp::new(now_ms, 0);
+    let first = |names: &[String], otherwise: &str| {
+        names
+            .first()
+            .cloned()
+            .unwrap_or_else(|| otherwise.to_string())
+    };
     let event = Event {
         position: Position(1),
         version: Version(1),
         timestamp,
-        id: EventId(uuid::Uuid::nil()),
-        scope: String::new(),
-        entity: String::new(),
-        event_type: String::new(),
+        id: EventId(uuid::Uuid::from_u128(1)),
+        scope: first(&definition.scopes, "probe"),
+        entity: "probe".to_string(),
+        event_type: first(&definition.types, "Probe"),
         tags: Vec::new(),
         content_type: String::new(),
         metadata: BTreeMap::new(),
         causation: Vec::new(),
-        correlation_id: EventId(uuid::Uuid::nil()),
+        correlation_id: EventId(uuid::Uuid::from_u128(1)),
         hash: [0; 32],
         payload: bytes::Bytes::new(),
     };
@@ -454,8 +465,8 @@ fn check_cost(gate: &Arc<dyn Gate>) -> Result<()> {
     let _ = gate.check(&proposal, &view);
     if budget.is_exhausted() {
         return Err(budget.error(
-            "evaluation steps of the gate on an empty event (it would refuse every append it \
-             judges)"
+            "evaluation steps of the gate on a plain event it binds (it would refuse every \
+             append it judges)"
                 .to_string(),
         ));
     }
