@@ -370,6 +370,7 @@ impl Server {
         };
         let stopping = self.stopping;
         let mut grace_started = stopping.subscribe();
+        let peers_stopping = stopping.subscribe();
         let mut incoming_stop = stopping.subscribe();
         tokio::spawn(monitor::watch_readiness(
             self.readiness.clone(),
@@ -396,7 +397,7 @@ impl Server {
         let (peers, admin) = match &self.cluster {
             Some(node) => (
                 Some(
-                    RaftServiceServer::new(node.peer_service())
+                    RaftServiceServer::new(node.peer_service().ending_streams_on(peers_stopping))
                         .accept_compressed(CompressionEncoding::Gzip)
                         .accept_compressed(CompressionEncoding::Zstd)
                         .max_decoding_message_size(MESSAGE_BYTES_MAX)

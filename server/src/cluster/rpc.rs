@@ -54,6 +54,9 @@ pub struct Peers {
     snapshots_dir: PathBuf,
     /// Whether peers arrive over mutual TLS, so each must prove its node id by certificate.
     mtls: bool,
+    /// Turns true when the server shuts down: a leader's replication stream into this node
+    /// then ends, so the server's graceful shutdown does not wait out its grace on it.
+    stopping: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 static TRANSFERS: AtomicU64 = AtomicU64::new(0);
@@ -67,7 +70,14 @@ impl Peers {
             identity,
             snapshots_dir,
             mtls,
+            stopping: None,
         }
+    }
+
+    /// Ends every replication stream into this node once `stopping` turns true.
+    pub fn ending_streams_on(mut self, stopping: tokio::sync::watch::Receiver<bool>) -> Peers {
+        self.stopping = Some(stopping);
+        self
     }
 
     /// Checks a request's header, and with mutual TLS that `certs` (the sender's chain) names
@@ -228,6 +238,14 @@ impl RaftService for Peers {
         });
         // The answers are the response itself, polled by the call's own task: a task and a
         // channel between them cost each round of replication one more turn of the runtime.
+        // A node shutting down ends the stream, which a leader keeps open for good otherwise.
+        let mut stopping = self.stopping.clone();
+        let input = futures_util::StreamExt::take_until(input, async move {
+            match stopping.as_mut() {
+                Some(stopping) => drop(stopping.wait_for(|stopping| *stopping).await),
+                None => std::future::pending::<()>().await,
+            }
+        });
         let answers = self.raft.stream_append(input).map(|result| match result {
             Ok(result) => Ok(wire::stream_result_to_pb(&result)),
             Err(fatal) => Err(stopped(fatal)),

@@ -361,6 +361,26 @@ async fn a_leader_deposed_while_it_waits_to_transfer_says_it_no_longer_leads() {
     );
 }
 
+/// A follower stopped with SIGTERM ends the leader's replication stream into it and closes,
+/// instead of waiting out its shutdown grace (30 s) for a stream the leader keeps open for
+/// good; the others go on. Catches a graceful shutdown that waits on peer streams.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_stopped_with_sigterm_does_not_wait_out_its_grace() {
+    let mut cluster = Cluster::start(3).await;
+    cluster
+        .append_at_leader("order-11", "before-the-stop")
+        .await;
+    let leader = cluster.leader().await;
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    cluster.member(follower).terminate();
+    let log = cluster.member(follower).log_text();
+    assert!(
+        !log.contains("after the grace period"),
+        "node {follower} waited out its grace:\n{log}"
+    );
+    cluster.append_at_leader("order-11", "after-the-stop").await;
+}
+
 /// A follower refuses a write with UNAVAILABLE naming the leader, in the ErrorInfo and the
 /// `x-causeway-leader` header, and writes nothing. Catches a follower that applies writes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
