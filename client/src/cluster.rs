@@ -186,8 +186,8 @@ impl ClusterAdmin {
     }
 
     /// Hands the leadership to voter `node_id` and returns it once it leads. A voter that
-    /// does not catch up with the leader's log in time is refused (FAILED_PRECONDITION) and
-    /// the leadership stays where it was.
+    /// does not catch up with the leader's log in time, or has stopped answering it (down,
+    /// frozen), is refused (FAILED_PRECONDITION) and the leadership stays where it was.
     pub async fn transfer_leader(&self, node_id: u64) -> Result<u64, Error> {
         let request = pb::TransferLeaderRequest { node_id };
         let response = self

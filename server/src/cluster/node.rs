@@ -779,9 +779,11 @@ impl ClusterNode {
     }
 
     /// Hands the leadership to `node_id` and waits until it has it. The voter must first hold
-    /// every entry this leader had when asked: it is given `TRANSFER_CATCH_UP_WAIT` to catch up,
-    /// and one that does not is refused (FAILED_PRECONDITION, nothing changed), since it would
-    /// lose the election the transfer starts and leave the leadership to whichever node won.
+    /// every entry this leader had when asked and have answered within the last
+    /// `TRANSFER_SILENCE_HEARTBEATS` heartbeats: it is given `TRANSFER_CATCH_UP_WAIT` for both,
+    /// and one not ready then is refused (FAILED_PRECONDITION, nothing changed), since it would
+    /// lose (or never start) the election the transfer starts, and leave the leadership to
+    /// whichever node won.
     /// Should that happen anyway (the voter stopped in between), the answer is UNAVAILABLE
     /// naming the node that leads now.
     pub async fn transfer_leader(&self, node_id: u64) -> Result<u64, Error> {
