@@ -21,7 +21,7 @@ use tonic::transport::Channel;
 use crate::append::AppendBuilder;
 use crate::credentials::{Credentials, InvalidToken, Transport};
 use crate::error::Error;
-use crate::follow::{Idempotence, Router, parse_addresses, parse_addresses_as};
+use crate::follow::{Idempotence, Router, made_here, parse_addresses, parse_addresses_as};
 use crate::pb;
 use crate::pb::event_store_service_client::EventStoreServiceClient;
 use crate::pb::operations_service_client::OperationsServiceClient;
@@ -570,7 +570,7 @@ impl Client {
         let address = router.current();
         Ok(stream.filter_map(move |message| match message {
             Err(status) => {
-                if std::error::Error::source(&status).is_some() {
+                if made_here(&status) {
                     router.suspect(&address);
                 }
                 Some(Err(Error::from(status)))

@@ -15,9 +15,10 @@
 //!   a read, or an append with an idempotency key (the server applies it exactly once);
 //! - anything else is an answer and goes to the caller.
 //!
-//! Before a call goes to an address that has not answered yet, when others are known, a
-//! health check must be answered within [`FIRST_ANSWER_TIMEOUT`]; an address that accepts
-//! connections and stays silent (a frozen process) counts as unreachable, the call unsent.
+//! Before a call goes to an address that has not answered yet, or whose connection broke since
+//! it last did, when others are known, a health check must be answered within
+//! [`FIRST_ANSWER_TIMEOUT`]; an address that accepts connections and stays silent (a frozen
+//! process) counts as unreachable, the call unsent.
 //!
 //! Pauses start at [`FOLLOW_PAUSE_MIN`] and double up to [`FOLLOW_PAUSE_MAX`]; a call stops
 //! following after [`FOLLOW_ATTEMPTS_MAX`] sends or once [`FOLLOW_DEADLINE`] has passed, which
@@ -135,11 +136,9 @@ pub(crate) fn next_step(error: &Error, idempotence: Idempotence) -> Step {
         Error::OutcomeUnknown { .. } => if_idempotent,
         Error::Status(status) if never_sent(status) => Step::PauseAndRotate,
         Error::Status(status) if status.code() == Code::Unavailable => if_idempotent,
-        // A status made here from a broken connection (the server's own statuses carry no
-        // source): the request may have been served.
+        // A status made here from a broken connection: the request may have been served.
         Error::Status(status)
-            if matches!(status.code(), Code::Unknown | Code::Internal)
-                && std::error::Error::source(status).is_some() =>
+            if matches!(status.code(), Code::Unknown | Code::Internal) && made_here(status) =>
         {
             if_idempotent
         }
@@ -153,32 +152,31 @@ pub(crate) fn next_step(error: &Error, idempotence: Idempotence) -> Step {
 pub(crate) fn settled(error: Error, idempotence: Idempotence) -> Error {
     let may_be_applied = next_step(&error, Idempotence::Idempotent) == Step::PauseAndRotate
         && next_step(&error, Idempotence::NotIdempotent) == Step::Stop;
-    match error {
-        Error::Status(status) if may_be_applied && idempotence == Idempotence::NotIdempotent => {
-            Error::OutcomeUnknown {
-                message: format!(
-                    "{} (the request was sent and may have been applied; an idempotency key \
-                     makes sending it again safe)",
-                    error_chain(&status)
-                ),
-            }
+    let Error::Status(status) = error else {
+        return error;
+    };
+    // A cluster change's status from the server says what was done; only one made here, from
+    // a broken connection, leaves it unknown.
+    let hint = match idempotence {
+        Idempotence::NotIdempotent if may_be_applied => {
+            "the request was sent and may have been applied; an idempotency key makes sending \
+             it again safe"
         }
-        // A status with a source was made here, from a broken connection.
-        Error::Status(status)
-            if may_be_applied
-                && idempotence == Idempotence::Change
-                && std::error::Error::source(&status).is_some() =>
-        {
-            Error::OutcomeUnknown {
-                message: format!(
-                    "{} (the cluster change was sent and may have been made; GetClusterStatus \
-                     shows whether it was)",
-                    error_chain(&status)
-                ),
-            }
+        Idempotence::Change if may_be_applied && made_here(&status) => {
+            "the cluster change was sent and may have been made; GetClusterStatus shows whether \
+             it was"
         }
-        error => error,
+        _ => return Error::Status(status),
+    };
+    Error::OutcomeUnknown {
+        message: format!("{} ({hint})", error_chain(&status)),
     }
+}
+
+/// True when the status was made here, from a broken or failed connection: the server's own
+/// statuses carry no source.
+pub(crate) fn made_here(status: &tonic::Status) -> bool {
+    std::error::Error::source(status).is_some()
 }
 
 /// True when the status says the connection could not be made, so the request never left.
@@ -223,6 +221,13 @@ struct Known {
     /// Addresses whose connection broke since they last answered (at most `ANSWERED_MAX`):
     /// a call goes there again only after they answer a health check.
     suspect: Vec<String>,
+}
+
+impl Known {
+    /// Whether `address` has answered a call of this client.
+    fn has_answered(&self, address: &str) -> bool {
+        self.answered.iter().any(|known| known == address)
+    }
 }
 
 impl Router {
@@ -355,7 +360,7 @@ impl Router {
                         return Ok(answer);
                     }
                     Err(status) => {
-                        if std::error::Error::source(&status).is_some() {
+                        if made_here(&status) {
                             self.suspect(&address);
                         }
                         match self.explained(&status, &address) {
@@ -397,7 +402,7 @@ impl Router {
             let known = self.lock();
             self.follows
                 && known.addresses.len() > 1
-                && (!known.answered.iter().any(|known| known == address)
+                && (!known.has_answered(address)
                     || known.suspect.iter().any(|suspect| suspect == address))
         };
         if !unheard {
@@ -409,8 +414,7 @@ impl Router {
         });
         match tokio::time::timeout(FIRST_ANSWER_TIMEOUT, check).await {
             Ok(Ok(_)) => self.answered(address),
-            // A status with no source is the server's own.
-            Ok(Err(status)) if std::error::Error::source(&status).is_none() => {
+            Ok(Err(status)) if !made_here(&status) => {
                 self.answered(address);
             }
             Ok(Err(_)) => {}
@@ -443,9 +447,7 @@ impl Router {
     fn answered(&self, address: &str) {
         let mut known = self.lock();
         known.suspect.retain(|suspect| suspect != address);
-        if !known.answered.iter().any(|known| known == address)
-            && known.answered.len() < ANSWERED_MAX
-        {
+        if !known.has_answered(address) && known.answered.len() < ANSWERED_MAX {
             known.answered.push(address.to_string());
         }
     }
@@ -459,7 +461,7 @@ impl Router {
     /// call).
     fn explained(&self, status: &tonic::Status, address: &str) -> Option<Error> {
         let tls = address.starts_with("https://");
-        let never_answered = !self.lock().answered.iter().any(|known| known == address);
+        let never_answered = !self.lock().has_answered(address);
         let shown = address
             .strip_prefix("https://")
             .or_else(|| address.strip_prefix("http://"))
@@ -508,15 +510,14 @@ impl Router {
     /// answer. That is most likely a plaintext client at a TLS port whose alert was lost: the
     /// server closes as soon as it has read the client's first bytes, and when the client's
     /// next bytes arrive after that, the reset they draw discards the alert unread, so
-    /// [`Follower::explained`] never sees it. Only a call that may be sent again gets here
+    /// [`Router::explained`] never sees it. Only a call that may be sent again gets here
     /// with such a status ([`settled`] makes the others' an unknown outcome).
     fn broken_before_any_answer(&self, error: Error, address: &str) -> Error {
         let Error::Status(status) = &error else {
             return error;
         };
-        let broken = matches!(status.code(), Code::Unknown | Code::Internal)
-            && std::error::Error::source(status).is_some();
-        let never_answered = !self.lock().answered.iter().any(|known| known == address);
+        let broken = matches!(status.code(), Code::Unknown | Code::Internal) && made_here(status);
+        let never_answered = !self.lock().has_answered(address);
         if !broken || address.starts_with("https://") || !never_answered {
             return error;
         }

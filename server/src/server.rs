@@ -11,7 +11,8 @@
 //! (`incoming.rs`), until the shutdown future resolves.
 //!
 //! Shutdown, in order: health turns NOT_SERVING; the listener closes; subscriptions end with
-//! UNAVAILABLE and where to resume; in-flight requests finish (for at most `SHUTDOWN_GRACE`);
+//! UNAVAILABLE and where to resume, and a leader's replication streams into a cluster member
+//! end; in-flight requests finish (for at most `SHUTDOWN_GRACE`);
 //! then the store closes, which lets the writer finish and sync what it has, and the admin
 //! port closes last. An append is
 //! acknowledged only after its fsync, so nothing acknowledged is lost, however the shutdown
@@ -397,7 +398,7 @@ impl Server {
         let (peers, admin) = match &self.cluster {
             Some(node) => (
                 Some(
-                    RaftServiceServer::new(node.peer_service().ending_streams_on(peers_stopping))
+                    RaftServiceServer::new(node.peer_service(peers_stopping))
                         .accept_compressed(CompressionEncoding::Gzip)
                         .accept_compressed(CompressionEncoding::Zstd)
                         .max_decoding_message_size(MESSAGE_BYTES_MAX)

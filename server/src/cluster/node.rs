@@ -78,7 +78,8 @@ const CLUSTER_NAME: &str = "causeway";
 pub enum Consistency {
     /// Sees every write acknowledged before the read began.
     Linearizable,
-    /// Served by the leader from what it has applied.
+    /// Served by the leader on its lease, once it has applied what earlier leaders
+    /// acknowledged.
     Leader,
     /// Served by this node from what it has applied.
     Local,
@@ -265,12 +266,13 @@ impl ClusterNode {
     }
 
     /// The service other nodes send Raft traffic to.
-    pub fn peer_service(&self) -> Peers {
+    pub fn peer_service(&self, stopping: tokio::sync::watch::Receiver<bool>) -> Peers {
         Peers::new(
             self.raft.clone(),
             self.identity.clone(),
             self.snapshots_dir.clone(),
             self.tls.is_some(),
+            stopping,
         )
     }
 
@@ -287,10 +289,14 @@ impl ClusterNode {
         Some((leader, address))
     }
 
+    /// The leader this node knows of, unless that is itself (its metrics may lag a step down).
+    fn other_leader(&self) -> Option<(u64, String)> {
+        self.leader().filter(|(id, _)| *id != self.node_id())
+    }
+
     fn not_leader(&self, reason: &str) -> Error {
-        let leader = self.leader().filter(|(id, _)| *id != self.node_id());
         Error::NotLeader {
-            leader,
+            leader: self.other_leader(),
             reason: reason.to_string(),
         }
     }
@@ -373,8 +379,8 @@ impl ClusterNode {
                 Err(self.forward_error(&forward))
             }
             Ok(Ok(Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(forward))))) => {
-                let leader = forwarded_leader(&forward, self.node_id())
-                    .or_else(|| self.leader().filter(|(id, _)| *id != self.node_id()));
+                let leader =
+                    forwarded_leader(&forward, self.node_id()).or_else(|| self.other_leader());
                 Err(Error::ClusterUnavailable {
                     detail: format!(
                         "the leader changed while the write was proposed ({})",
@@ -476,8 +482,7 @@ impl ClusterNode {
     }
 
     async fn read_index_from_leader(&self) -> Result<u64, Error> {
-        let Some((leader_id, address)) = self.leader().filter(|(id, _)| *id != self.node_id())
-        else {
+        let Some((leader_id, address)) = self.other_leader() else {
             return Err(self.not_leader("no leader is known to confirm a linearizable read"));
         };
         let mut client = self.peer(leader_id, &address)?;

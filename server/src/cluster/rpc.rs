@@ -56,28 +56,29 @@ pub struct Peers {
     mtls: bool,
     /// Turns true when the server shuts down: a leader's replication stream into this node
     /// then ends, so the server's graceful shutdown does not wait out its grace on it.
-    stopping: Option<tokio::sync::watch::Receiver<bool>>,
+    stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 static TRANSFERS: AtomicU64 = AtomicU64::new(0);
 
 impl Peers {
     /// The service for `raft`, checking requests against `identity` and, with `mtls`, the
-    /// sender's certificate against the node id it claims.
-    pub fn new(raft: Raft, identity: Identity, snapshots_dir: PathBuf, mtls: bool) -> Peers {
+    /// sender's certificate against the node id it claims; every replication stream into this
+    /// node ends once `stopping` turns true.
+    pub fn new(
+        raft: Raft,
+        identity: Identity,
+        snapshots_dir: PathBuf,
+        mtls: bool,
+        stopping: tokio::sync::watch::Receiver<bool>,
+    ) -> Peers {
         Peers {
             raft,
             identity,
             snapshots_dir,
             mtls,
-            stopping: None,
+            stopping,
         }
-    }
-
-    /// Ends every replication stream into this node once `stopping` turns true.
-    pub fn ending_streams_on(mut self, stopping: tokio::sync::watch::Receiver<bool>) -> Peers {
-        self.stopping = Some(stopping);
-        self
     }
 
     /// Checks a request's header, and with mutual TLS that `certs` (the sender's chain) names
@@ -241,10 +242,7 @@ impl RaftService for Peers {
         // A node shutting down ends the stream, which a leader keeps open for good otherwise.
         let mut stopping = self.stopping.clone();
         let input = futures_util::StreamExt::take_until(input, async move {
-            match stopping.as_mut() {
-                Some(stopping) => drop(stopping.wait_for(|stopping| *stopping).await),
-                None => std::future::pending::<()>().await,
-            }
+            let _ = stopping.wait_for(|stopping| *stopping).await;
         });
         let answers = self.raft.stream_append(input).map(|result| match result {
             Ok(result) => Ok(wire::stream_result_to_pb(&result)),
