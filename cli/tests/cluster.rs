@@ -430,6 +430,40 @@ fn a_keyed_append_rides_out_the_leaders_death() {
     );
 }
 
+/// With two of three members dead, a read through every member fails with the live member's
+/// reason (no quorum), not with the last dead member's silence. Catches a client that reports
+/// only the error of the address it tried last ("cannot connect to ..."), which hides why the
+/// member that answered refused.
+#[test]
+fn a_read_without_a_quorum_says_so_though_the_last_address_tried_is_dead() {
+    let mut cluster = Cluster::start();
+    let leader = cluster.init();
+    cluster.json(
+        &cluster.all(),
+        &["append", "acme", "order-9", "OrderPlaced"],
+    );
+    let all = cluster.all();
+    for node in cluster
+        .nodes
+        .iter_mut()
+        .filter(|node| node.node_id != leader)
+    {
+        node.kill();
+    }
+
+    let read = run_cli(&["--server", &all, "head"]);
+    assert!(
+        !read.success,
+        "a linearizable read needs a quorum: {}",
+        read.stdout
+    );
+    assert!(
+        read.stderr.contains("short of a quorum") && read.stderr.contains("UNAVAILABLE"),
+        "the live member's reason is shown:\n{}",
+        read.stderr
+    );
+}
+
 /// `tail` with the members listed goes on from the next position on another member when the
 /// one it follows dies: every event once, in order. Catches a tail that ends with the broken
 /// stream (exit 5), and one that resumes from the wrong place (a gap or a repeat).

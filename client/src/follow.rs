@@ -22,7 +22,9 @@
 //!
 //! Pauses start at [`FOLLOW_PAUSE_MIN`] and double up to [`FOLLOW_PAUSE_MAX`]; a call stops
 //! following after [`FOLLOW_ATTEMPTS_MAX`] sends or once [`FOLLOW_DEADLINE`] has passed, which
-//! rides out a leader election of a second or two, and then returns the last error.
+//! rides out a leader election of a second or two, and then returns the last error; when that
+//! only says the last address gave no answer, the last refusal a server gave comes first (a
+//! live member's "short of a quorum" says more than a dead member's silence).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -170,6 +172,57 @@ pub(crate) fn settled(error: Error, idempotence: Idempotence) -> Error {
     };
     Error::OutcomeUnknown {
         message: format!("{} ({hint})", error_chain(&status)),
+    }
+}
+
+/// True when `error` says the call never reached a server: no connection, or no answer to
+/// the health check before it.
+fn unsent(error: &Error) -> bool {
+    match error {
+        Error::Connect { .. } => true,
+        Error::Status(status) => never_sent(status),
+        _ => false,
+    }
+}
+
+/// True when `error` is a server's own refusal, not a failure of the connection to it.
+fn is_answer(error: &Error) -> bool {
+    match error {
+        Error::LeaderUnknown { .. } | Error::OutcomeUnknown { .. } => true,
+        Error::Status(status) => !made_here(status),
+        _ => false,
+    }
+}
+
+/// The error a call that stops following returns: its last error, unless that says only that
+/// the last address gave no answer (the call never reached it) while an earlier server
+/// refused it; then that refusal, noting the silence after it. A failure after the request
+/// was sent is never replaced: its outcome may be unknown.
+fn given_up(last: Error, last_answer: Option<Error>) -> Error {
+    match last_answer {
+        Some(answer) if unsent(&last) => beside_silence(answer, &last),
+        _ => last,
+    }
+}
+
+/// A server's refusal, with a note that the call then found no other address that answered
+/// (`silence`), so a caller sees why the live member refused before what the others did not.
+fn beside_silence(answer: Error, silence: &Error) -> Error {
+    let note = format!("; then no other address answered ({silence})");
+    match answer {
+        Error::Status(status) => Error::Status(tonic::Status::with_details_and_metadata(
+            status.code(),
+            format!("{}{note}", status.message()),
+            status.details().to_vec().into(),
+            status.metadata().clone(),
+        )),
+        Error::LeaderUnknown { message } => Error::LeaderUnknown {
+            message: format!("{message}{note}"),
+        },
+        Error::OutcomeUnknown { message } => Error::OutcomeUnknown {
+            message: format!("{message}{note}"),
+        },
+        other => other,
     }
 }
 
@@ -349,6 +402,9 @@ impl Router {
         let deadline = Instant::now() + FOLLOW_DEADLINE;
         let mut pause = FOLLOW_PAUSE_MIN;
         let mut n_attempts: u32 = 0;
+        // The last refusal a server itself gave, for when the call ends at an address that
+        // gave none: "no quorum" from a live member says more than a frozen member's silence.
+        let mut last_answer: Option<Error> = None;
         loop {
             n_attempts += 1;
             let (address, channel) = self.channel();
@@ -372,6 +428,7 @@ impl Router {
             };
             let left = deadline.saturating_duration_since(Instant::now());
             if !self.follows || n_attempts >= FOLLOW_ATTEMPTS_MAX || left.is_zero() {
+                let error = given_up(error, last_answer);
                 return Err(self.broken_before_any_answer(settled(error, idempotence), &address));
             }
             match next_step(&error, idempotence) {
@@ -387,6 +444,9 @@ impl Router {
                     tokio::time::sleep(pause.min(left)).await;
                     pause = (pause * 2).min(FOLLOW_PAUSE_MAX);
                 }
+            }
+            if is_answer(&error) {
+                last_answer = Some(error);
             }
         }
     }
@@ -926,6 +986,48 @@ mod tests {
     /// A cause that displays the same text as the error it is wrapped in appears once, and
     /// different causes all appear, in order. Catches the TLS refusal the CLI printed twice
     /// (`invalid peer certificate: UnknownIssuer: invalid peer certificate: UnknownIssuer`).
+    /// A call that ends at a silent address reports the refusal a live server gave before it
+    /// (why there is no quorum), not only that the last address did not answer; a failure
+    /// after sending stays as it is, and without a refusal the silence is the answer.
+    #[test]
+    fn a_call_that_gives_up_reports_the_last_refusal_over_the_silence_after_it() {
+        let silent = || Error::Connect {
+            address: "http://c:3".to_string(),
+            detail: "the server accepted the connection but did not answer".to_string(),
+        };
+        let refusal = || {
+            Error::Status(tonic::Status::unavailable(
+                "no linearizable read: only node 1 answered, short of a quorum of the voters",
+            ))
+        };
+        let reported = given_up(silent(), Some(refusal()));
+        let Error::Status(status) = &reported else {
+            panic!("not the server's status: {reported:?}");
+        };
+        assert_eq!(status.code(), Code::Unavailable);
+        assert!(
+            status.message().starts_with("no linearizable read")
+                && status.message().contains("no other address answered")
+                && status.message().contains("http://c:3"),
+            "{}",
+            status.message()
+        );
+
+        let unknown = given_up(
+            Error::OutcomeUnknown {
+                message: "connection reset".to_string(),
+            },
+            Some(refusal()),
+        );
+        assert!(
+            matches!(&unknown, Error::OutcomeUnknown { message } if message == "connection reset"),
+            "{unknown:?}"
+        );
+
+        let alone = given_up(silent(), None);
+        assert!(matches!(alone, Error::Connect { .. }), "{alone:?}");
+    }
+
     #[test]
     fn an_error_chain_says_a_repeated_cause_once() {
         #[derive(Debug)]
