@@ -1023,7 +1023,10 @@ fn forward_reason(reason: ForwardReason) -> &'static str {
     match reason {
         ForwardReason::NotLeader => "this node no longer leads",
         ForwardReason::LeadershipTransfer => "the leadership is moving to another node",
-        ForwardReason::LeaseExpired => "this node's leader lease expired",
+        ForwardReason::LeaseExpired => {
+            "this node's leader lease expired: a quorum of the voters has not answered it lately \
+             (it may be cut off from them, or they may be down)"
+        }
     }
 }
 
