@@ -422,8 +422,14 @@ async fn tail(client: &Client, args: TailArgs, output: Output) -> Result<()> {
 const TAIL_RESUMES_MAX: u32 = 5;
 
 /// Whether a subscription that ended with `err` may be opened again where it stopped: its
-/// connection broke, or its server is unavailable (going away, no longer a member). What the
-/// server refused for the request's own sake is not.
+/// connection broke, or its server is unavailable (going away, no longer a member), reset the
+/// stream, or failed inside (UNKNOWN, INTERNAL: a fault of that member, which another may not
+/// have). What the server refused for the request's own sake is not.
+///
+/// Wider than the client's rule for sending a call again (which stops at a server's own
+/// CANCELLED, ABORTED, UNKNOWN or INTERNAL, since a call may have done something): a
+/// subscription is a read from a position, so opening it again from the next position can
+/// neither repeat nor skip an event, whatever the member's failure was.
 fn resumable(err: &causeway_client::Error) -> bool {
     use causeway_client::Error;
     match err {
