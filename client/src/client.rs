@@ -55,8 +55,10 @@ pub const READ_PAGE_EVENTS: u32 = 10_000;
 /// A cluster has a handful of members; a longer list is a mistake.
 pub const ADDRESSES_MAX: usize = 64;
 /// How long one call keeps following the leader (redirects, pauses, resends) before it
-/// returns its last error (or the last server's refusal, when the last address was silent). An election takes one to two election timeouts (the server's
-/// default is 500 ms); this rides out several. A call already sent is not cut short by it.
+/// returns its last error (or the last server's refusal, when the last address was silent).
+/// An election takes one to two election timeouts (the server's default is 500 ms); this
+/// rides out several. A call already sent is not cut short by it, and a send held past it by
+/// a server that stopped answering moves it once, from that send's end.
 pub const FOLLOW_DEADLINE: Duration = Duration::from_secs(10);
 /// The most sends of one call, redirects included: ends a redirect loop between nodes with
 /// stale views sooner than [`FOLLOW_DEADLINE`] would.
@@ -248,7 +250,7 @@ impl Client {
         let idempotence = if request.idempotency_key.is_empty() {
             Idempotence::NotIdempotent
         } else {
-            Idempotence::Idempotent
+            Idempotence::Keyed
         };
         let response = self
             .call(idempotence, |mut stub| {

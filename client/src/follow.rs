@@ -12,7 +12,8 @@
 //!   then send again to the next known address;
 //! - a failure after the request may have reached the server ([`Error::OutcomeUnknown`], a
 //!   connection lost mid-call, any other UNAVAILABLE) is sent again only when that is safe:
-//!   a read, or an append with an idempotency key (the server applies it exactly once);
+//!   a read, or an append with an idempotency key (the server applies it exactly once); a
+//!   keyed append that then ends in anything but an answer is [`Error::OutcomeUnknown`];
 //! - anything else is an answer and goes to the caller.
 //!
 //! Before a call goes to an address that has not answered yet, or whose connection broke since
@@ -22,9 +23,12 @@
 //!
 //! Pauses start at [`FOLLOW_PAUSE_MIN`] and double up to [`FOLLOW_PAUSE_MAX`]; a call stops
 //! following after [`FOLLOW_ATTEMPTS_MAX`] sends or once [`FOLLOW_DEADLINE`] has passed, which
-//! rides out a leader election of a second or two, and then returns the last error; when that
-//! only says the last address gave no answer, the last refusal a server gave comes first (a
-//! live member's "short of a quorum" says more than a dead member's silence).
+//! rides out a leader election of a second or two. A send held past the deadline by a server
+//! that stopped answering (a frozen leader, which HTTP/2's keepalive gives up on after 15 s)
+//! moves the deadline once, so the call goes on to the leader the others elected meanwhile.
+//! Then the call returns the last error; when that only says the last address gave no answer,
+//! the last refusal a server gave comes first (a live member's "short of a quorum" says more
+//! than a dead member's silence).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -102,9 +106,12 @@ pub(crate) fn uri_as(address: &str, secure: bool) -> String {
 /// Whether a call may be sent again after it may have reached the server.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Idempotence {
-    /// Sending it twice has the effect of sending it once: reads, and appends that carry an
-    /// idempotency key.
+    /// Sending it twice has the effect of sending it once, and it changes nothing: reads.
     Idempotent,
+    /// An append that carries an idempotency key: sent again like a read (the server applies
+    /// it once however often it arrives), but when the call gives up after a send that may
+    /// have reached the server, its outcome is unknown, as a write's is.
+    Keyed,
     /// A second send may apply it twice: appends without a key, gate changes.
     NotIdempotent,
     /// A cluster change (membership, leadership): sent once, like a write, but a status the
@@ -127,7 +134,7 @@ pub(crate) enum Step {
 /// The rule of the module comment: what follows `error` for a call of this idempotence.
 pub(crate) fn next_step(error: &Error, idempotence: Idempotence) -> Step {
     let if_idempotent = match idempotence {
-        Idempotence::Idempotent => Step::PauseAndRotate,
+        Idempotence::Idempotent | Idempotence::Keyed => Step::PauseAndRotate,
         Idempotence::NotIdempotent | Idempotence::Change => Step::Stop,
     };
     match error {
@@ -152,8 +159,7 @@ pub(crate) fn next_step(error: &Error, idempotence: Idempotence) -> Step {
 /// come after the server applied it (a connection broken with the request sent) is
 /// [`Error::OutcomeUnknown`], not a plain failure.
 pub(crate) fn settled(error: Error, idempotence: Idempotence) -> Error {
-    let may_be_applied = next_step(&error, Idempotence::Idempotent) == Step::PauseAndRotate
-        && next_step(&error, Idempotence::NotIdempotent) == Step::Stop;
+    let may_be_applied = may_be_applied(&error);
     let Error::Status(status) = error else {
         return error;
     };
@@ -164,6 +170,7 @@ pub(crate) fn settled(error: Error, idempotence: Idempotence) -> Error {
             "the request was sent and may have been applied; an idempotency key makes sending \
              it again safe"
         }
+        Idempotence::Keyed if may_be_applied => KEYED_HINT,
         Idempotence::Change if may_be_applied && made_here(&status) => {
             "the cluster change was sent and may have been made; GetClusterStatus shows whether \
              it was"
@@ -224,6 +231,17 @@ fn beside_silence(answer: Error, silence: &Error) -> Error {
         },
         other => other,
     }
+}
+
+/// What a keyed append whose outcome is unknown should do.
+const KEYED_HINT: &str = "the append was sent and may have been applied; sending it again with \
+                          the same idempotency key applies it exactly once";
+
+/// True when `error` is a failure after which the request may have been served: sent again
+/// only when that is safe, and the outcome of a write that is not is unknown.
+fn may_be_applied(error: &Error) -> bool {
+    next_step(error, Idempotence::Idempotent) == Step::PauseAndRotate
+        && next_step(error, Idempotence::NotIdempotent) == Step::Stop
 }
 
 /// True when the status was made here, from a broken or failed connection: the server's own
@@ -399,14 +417,20 @@ impl Router {
         F: FnMut(Channel) -> Fut,
         Fut: Future<Output = Result<T, tonic::Status>>,
     {
-        let deadline = Instant::now() + FOLLOW_DEADLINE;
+        let mut deadline = Instant::now() + FOLLOW_DEADLINE;
+        // Whether the deadline was moved once for a send held past it (below).
+        let mut extended = false;
         let mut pause = FOLLOW_PAUSE_MIN;
         let mut n_attempts: u32 = 0;
         // The last refusal a server itself gave, for when the call ends at an address that
         // gave none: "no quorum" from a live member says more than a frozen member's silence.
         let mut last_answer: Option<Error> = None;
+        // A keyed append's first failure after which it may have been applied: however the
+        // call ends but in an answer, its outcome is then unknown.
+        let mut maybe_applied: Option<String> = None;
         loop {
             n_attempts += 1;
+            let began = Instant::now();
             let (address, channel) = self.channel();
             let error = match self.first_answer(&address, &channel).await {
                 Err(unresponsive) => unresponsive,
@@ -421,15 +445,43 @@ impl Router {
                         }
                         match self.explained(&status, &address) {
                             Some(explained) => explained,
+                            // Named by its address and causes, not tonic's bare "tcp connect
+                            // error".
+                            None if never_sent(&status) => Error::Connect {
+                                address: address.clone(),
+                                detail: error_chain(&status),
+                            },
                             None => Error::from(status),
                         }
                     }
                 },
             };
-            let left = deadline.saturating_duration_since(Instant::now());
+            if idempotence == Idempotence::Keyed
+                && maybe_applied.is_none()
+                && may_be_applied(&error)
+            {
+                maybe_applied = Some(error.to_string());
+            }
+            let now = Instant::now();
+            if !extended && began < deadline && now >= deadline && may_be_applied(&error) {
+                // A send held past the deadline by a server that stopped answering (HTTP/2's
+                // keepalive gives up after 15 s): the others have had that long to elect a
+                // new leader, so the call follows afresh, once, to find it.
+                deadline = now + FOLLOW_DEADLINE;
+                extended = true;
+            }
+            let left = deadline.saturating_duration_since(now);
             if !self.follows || n_attempts >= FOLLOW_ATTEMPTS_MAX || left.is_zero() {
-                let error = given_up(error, last_answer);
-                return Err(self.broken_before_any_answer(settled(error, idempotence), &address));
+                let error = settled(given_up(error, last_answer), idempotence);
+                let error = match maybe_applied {
+                    Some(earlier) if !matches!(error, Error::OutcomeUnknown { .. }) => {
+                        Error::OutcomeUnknown {
+                            message: format!("{earlier} ({KEYED_HINT}); then: {error}"),
+                        }
+                    }
+                    _ => error,
+                };
+                return Err(self.broken_before_any_answer(error, &address));
             }
             match next_step(&error, idempotence) {
                 Step::Stop => return Err(settled(error, idempotence)),
@@ -761,7 +813,7 @@ mod tests {
     #[test]
     fn refusals_that_did_nothing_are_always_sent_again() {
         use Idempotence::*;
-        for idempotence in [Idempotent, NotIdempotent] {
+        for idempotence in [Idempotent, Keyed, NotIdempotent, Change] {
             let named = with_info(
                 Code::Unavailable,
                 NOT_LEADER_REASON,
@@ -818,6 +870,13 @@ mod tests {
             settled(broken, Idempotence::Idempotent),
             Error::Status(_)
         ));
+        let broken = Error::from(tonic::Status::from_error(Box::new(std::io::Error::other(
+            "connection reset",
+        ))));
+        let Error::OutcomeUnknown { message } = settled(broken, Idempotence::Keyed) else {
+            panic!("a keyed append cut off is an unknown outcome too");
+        };
+        assert!(message.contains("same idempotency key"), "{message}");
         let denied = Error::from(tonic::Status::invalid_argument("entity is empty"));
         assert!(matches!(
             settled(denied, Idempotence::NotIdempotent),
@@ -880,16 +939,16 @@ mod tests {
         assert!(std::error::Error::source(&status).is_some());
         let broken = Error::from(status);
         for error in [&outcome_unknown, &unavailable, &broken] {
-            assert_eq!(
-                next_step(error, Idempotence::Idempotent),
-                Step::PauseAndRotate,
-                "{error:?}"
-            );
-            assert_eq!(
-                next_step(error, Idempotence::NotIdempotent),
-                Step::Stop,
-                "{error:?}"
-            );
+            for idempotence in [Idempotence::Idempotent, Idempotence::Keyed] {
+                assert_eq!(
+                    next_step(error, idempotence),
+                    Step::PauseAndRotate,
+                    "{error:?}"
+                );
+            }
+            for idempotence in [Idempotence::NotIdempotent, Idempotence::Change] {
+                assert_eq!(next_step(error, idempotence), Step::Stop, "{error:?}");
+            }
         }
     }
 
@@ -904,7 +963,12 @@ mod tests {
             with_info(Code::FailedPrecondition, "TAG_TAKEN", &[("gate", "g")]),
         ];
         for error in &answers {
-            for idempotence in [Idempotence::Idempotent, Idempotence::NotIdempotent] {
+            for idempotence in [
+                Idempotence::Idempotent,
+                Idempotence::Keyed,
+                Idempotence::NotIdempotent,
+                Idempotence::Change,
+            ] {
                 assert_eq!(next_step(error, idempotence), Step::Stop, "{error:?}");
             }
         }

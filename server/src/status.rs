@@ -356,8 +356,9 @@ fn status_of(err: Error) -> Status {
         } => with_info(
             Code::Unavailable,
             format!(
-                "{detail}; the write may or may not be applied: retry it with the same \
-                 idempotency key to apply it exactly once"
+                "{detail}; the write may or may not be applied: sent again with the same \
+                 idempotency key it is applied exactly once; without a key, read before \
+                 writing it again"
             ),
             REASON_OUTCOME_UNKNOWN,
             HashMap::new(),

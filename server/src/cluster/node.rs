@@ -496,11 +496,19 @@ impl ClusterNode {
         let answer = tokio::time::timeout(PEER_TIMEOUT, client.read_index(request)).await;
         match answer {
             Ok(Ok(response)) => Ok(response.into_inner().index),
+            // Made here (it has a cause): the leader could not be reached at all.
             Ok(Err(status)) => Err(Error::ClusterUnavailable {
-                detail: format!(
-                    "the leader (node {leader_id}) gave no read index: {}",
-                    status.message()
-                ),
+                detail: match std::error::Error::source(&status) {
+                    Some(cause) => format!(
+                        "the leader (node {leader_id} at {address}) could not be reached for a \
+                         read index: {}",
+                        causes(cause)
+                    ),
+                    None => format!(
+                        "the leader (node {leader_id}) gave no read index: {}",
+                        status.message()
+                    ),
+                },
                 outcome_unknown: false,
             }),
             Err(_) => Err(Error::ClusterUnavailable {
@@ -1016,6 +1024,20 @@ fn forwarded_leader(forward: &ForwardToLeader<TypeConfig>, own_id: u64) -> Optio
     let id = forward.leader_id?;
     let node = forward.leader_node.as_ref()?;
     (id != own_id).then(|| (id, node.addr.clone()))
+}
+
+/// An error and its causes, each said once, as "a: b: c".
+fn causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut said: Vec<String> = Vec::new();
+    let mut next = Some(error);
+    while let Some(err) = next {
+        let text = err.to_string();
+        if !said.iter().any(|earlier| earlier.contains(&text)) {
+            said.push(text);
+        }
+        next = err.source();
+    }
+    said.join(": ")
 }
 
 /// Why openraft handed a request back, in the words of a refusal.

@@ -361,6 +361,50 @@ async fn a_leader_deposed_while_it_waits_to_transfer_says_it_no_longer_leads() {
     );
 }
 
+/// A keyed append sent to a leader that freezes before answering is sent again, with its key,
+/// to the leader the others elect, and written once. HTTP/2's keepalive ends the frozen call
+/// after 15 s, past the client's follow deadline (10 s). Catches a client that then gives up
+/// and reports the broken call as a plain UNAVAILABLE ("http2 error") though the append may
+/// have been written, and one that does not send it again to the new leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_append_held_by_a_frozen_leader_is_written_once_through_the_next() {
+    use causeway_client::{AppendBuilder, EventBuilder};
+    let mut cluster = Cluster::start(3).await;
+    let leader = cluster.leader().await;
+    let addresses: Vec<String> = cluster
+        .members
+        .iter()
+        .map(|member| format!("http://{}", member.addr))
+        .collect();
+    let client = causeway_client::Client::connect(&addresses.join(","))
+        .await
+        .expect("connect to the members");
+    let keyed = |n: u32| {
+        AppendBuilder::new()
+            .event(EventBuilder::new("acme", "order-12", "Noted"))
+            .idempotency_key(format!("note-{n}"))
+    };
+    client
+        .append(keyed(1))
+        .await
+        .expect("the leader answers the first");
+
+    cluster.member(leader).freeze();
+    let written = client.append(keyed(2)).await;
+    cluster.member(leader).thaw();
+    let receipt = written.expect("sent again to the new leader, with its key");
+    assert_eq!(receipt.events.len(), 1, "{receipt:?}");
+    let events = client
+        .read_entity("acme", "order-12", 1, pb::Direction::Forward, 10)
+        .await
+        .expect("read the entity back");
+    assert_eq!(
+        events.len(),
+        2,
+        "each keyed append written once: {events:?}"
+    );
+}
+
 /// A follower stopped with SIGTERM ends the leader's replication stream into it and closes,
 /// instead of waiting out its shutdown grace (30 s) for a stream the leader keeps open for
 /// good; the others go on. Catches a graceful shutdown that waits on peer streams.
