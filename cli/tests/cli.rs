@@ -1164,6 +1164,79 @@ fn a_token_from_the_flag_or_the_environment_authenticates() {
     assert!(seen.iter().any(|line| line.contains("cli-a")), "{seen:?}");
 }
 
+/// A listener that answers every connection with an HTTP/1 response and keeps it open, as a
+/// web server does: a web server at an address listed by mistake. Runs until the test process
+/// ends.
+fn http1_listener() -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    let address = listener.local_addr().expect("its address");
+    std::thread::spawn(move || {
+        let mut open = Vec::new();
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut request = [0u8; 1024];
+            let _ = stream.read(&mut request);
+            let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+            open.push(stream);
+        }
+    });
+    address
+}
+
+/// Appends one event to an empty store through `servers` (a `--server` list) and checks, by
+/// a read through the same list, that it went through once.
+fn append_once_through(servers: &str) {
+    let written = run_cli(
+        &[
+            "--server", servers, "append", "acme", "order-9", "Noted", "--data", "{}",
+        ],
+        None,
+    );
+    written.assert_success();
+    let head = run_cli(&["--output", "json", "--server", servers, "head"], None);
+    head.assert_success();
+    let head: Value = serde_json::from_str(&head.stdout).expect("head prints JSON");
+    assert_eq!(
+        u64_of(&head, "/position"),
+        1,
+        "the append went through once"
+    );
+}
+
+/// A listed address where no Causeway server listens (a web server) is passed over for the
+/// next, and the write is made once there; only when every listed address is such, the
+/// error stands, and at once. Catches a client that stops at the first address that speaks
+/// another protocol, as it does for TLS settings every address would refuse alike.
+#[test]
+fn a_listed_address_that_is_no_causeway_server_is_passed_over_for_the_next() {
+    let server = Server::start();
+    let web = http1_listener();
+    append_once_through(&format!("http://{web},http://{}", server.address));
+
+    let other_web = http1_listener();
+    let started = std::time::Instant::now();
+    let refused = run_cli(
+        &[
+            "--server",
+            &format!("http://{web},http://{other_web}"),
+            "head",
+        ],
+        None,
+    );
+    assert!(!refused.success, "{}", refused.stdout);
+    assert!(
+        refused.stderr.contains("does not speak plaintext gRPC"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "every address failed alike: no waiting ({:?})",
+        started.elapsed()
+    );
+}
+
 /// A listed server that accepts connections and never answers (a frozen process: the kernel
 /// accepts for it) is passed over for the next address, for reads and writes alike. Catches
 /// a client that sends its call there and waits for HTTP/2's keepalive (40 s) to give up.
@@ -1180,21 +1253,9 @@ fn a_listed_server_that_never_answers_is_passed_over_for_the_next() {
         }
         held
     });
-    let servers = format!("http://{frozen_address},http://{}", server.address);
-    let written = run_cli(
-        &[
-            "--server", &servers, "append", "acme", "order-9", "Noted", "--data", "{}",
-        ],
-        None,
-    );
-    written.assert_success();
-    let head = run_cli(&["--output", "json", "--server", &servers, "head"], None);
-    head.assert_success();
-    let head: Value = serde_json::from_str(&head.stdout).expect("head prints JSON");
-    assert_eq!(
-        u64_of(&head, "/position"),
-        1,
-        "the append went through once"
-    );
+    append_once_through(&format!(
+        "http://{frozen_address},http://{}",
+        server.address
+    ));
     assert!(!held.is_finished(), "the frozen port keeps its connections");
 }

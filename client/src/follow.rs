@@ -14,6 +14,9 @@
 //!   connection lost mid-call, any other UNAVAILABLE) is sent again only when that is safe:
 //!   a read, or an append with an idempotency key (the server applies it exactly once); a
 //!   keyed append that then ends in anything but an answer is [`Error::OutcomeUnknown`];
+//! - an address where no Causeway server served the call (a handshake that failed: another
+//!   protocol, TLS settings it refuses; or UNIMPLEMENTED) did nothing: the call goes on to the
+//!   next address, and stops with that error once every known address has failed so;
 //! - anything else is an answer and goes to the caller.
 //!
 //! Before a call goes to an address that has not answered yet, or whose connection broke since
@@ -62,7 +65,7 @@ pub fn parse_addresses(list: &str) -> Result<Vec<String>, Error> {
 /// [`parse_addresses`], taking `host:port` as `https` when `secure`.
 pub(crate) fn parse_addresses_as(list: &str, secure: bool) -> Result<Vec<String>, Error> {
     let invalid = |address: &str, detail: String| Error::InvalidAddress {
-        address: address.to_string(),
+        address: shortened(address),
         detail,
     };
     let mut uris: Vec<String> = Vec::new();
@@ -75,6 +78,28 @@ pub(crate) fn parse_addresses_as(list: &str, secure: bool) -> Result<Vec<String>
         }
         let uri = uri_as(address, secure);
         Endpoint::from_shared(uri.clone()).map_err(|err| invalid(address, error_chain(&err)))?;
+        let parsed: tonic::codegen::http::Uri = uri
+            .parse()
+            .map_err(|err| invalid(address, error_chain(&err)))?;
+        if !matches!(parsed.scheme_str(), Some("http" | "https")) {
+            return Err(invalid(
+                address,
+                "the scheme must be http:// or https:// (or none: HOST:PORT)".to_string(),
+            ));
+        }
+        if !matches!(parsed.path(), "" | "/")
+            || parsed.query().is_some()
+            || parsed
+                .authority()
+                .is_some_and(|authority| authority.as_str().contains('@'))
+        {
+            return Err(invalid(
+                address,
+                "a server address is HOST:PORT or SCHEME://HOST:PORT, without a user, path or \
+                 query"
+                    .to_string(),
+            ));
+        }
         if !uris.contains(&uri) {
             uris.push(uri);
         }
@@ -89,6 +114,15 @@ pub(crate) fn parse_addresses_as(list: &str, secure: bool) -> Result<Vec<String>
         ));
     }
     Ok(uris)
+}
+
+/// `text` as an error shows it: its first 120 characters, and how long it was past them.
+fn shortened(text: &str) -> String {
+    const SHOWN_CHARS: usize = 120;
+    match text.char_indices().nth(SHOWN_CHARS) {
+        None => text.to_string(),
+        Some((cut, _)) => format!("{}... ({} bytes in all)", &text[..cut], text.len()),
+    }
 }
 
 /// `address` as a URI: unchanged when it has a scheme, else `https://address` when `secure`,
@@ -140,7 +174,8 @@ pub(crate) fn next_step(error: &Error, idempotence: Idempotence) -> Step {
     match error {
         Error::NotLeader { leader } => Step::Redirect(leader.clone()),
         Error::LeaderUnknown { .. } | Error::Connect { .. } => Step::PauseAndRotate,
-        // Every address is dialled with the same TLS settings: the next would refuse alike.
+        // Every address is dialled with the same TLS settings: the next would refuse alike
+        // (`Router::call` still tries each listed address once first).
         Error::Handshake { .. } => Step::Stop,
         Error::OutcomeUnknown { .. } => if_idempotent,
         Error::Status(status) if never_sent(status) => Step::PauseAndRotate,
@@ -188,6 +223,17 @@ fn unsent(error: &Error) -> bool {
     match error {
         Error::Connect { .. } => true,
         Error::Status(status) => never_sent(status),
+        _ => false,
+    }
+}
+
+/// True when `error` shows that no Causeway server served the call at its address: a
+/// handshake that failed, or a server that does not implement the call (another service, or
+/// a plain HTTP/2 server whose 404 tonic maps to UNIMPLEMENTED). Nothing was done there.
+fn not_served(error: &Error) -> bool {
+    match error {
+        Error::Handshake { .. } => true,
+        Error::Status(status) => status.code() == Code::Unimplemented,
         _ => false,
     }
 }
@@ -428,6 +474,8 @@ impl Router {
         // A keyed append's first failure after which it may have been applied: however the
         // call ends but in an answer, its outcome is then unknown.
         let mut maybe_applied: Option<String> = None;
+        // Addresses where no Causeway server served the call (see `not_served`).
+        let mut not_causeway: Vec<String> = Vec::new();
         loop {
             n_attempts += 1;
             let began = Instant::now();
@@ -483,6 +531,24 @@ impl Router {
                 };
                 return Err(self.broken_before_any_answer(error, &address));
             }
+            // An address where no Causeway server served the call (another protocol or service
+            // listens there, or it refuses this client's TLS settings) did nothing: the call
+            // goes on to the next, and stops with this error only once every known address
+            // has failed so.
+            if self.follows && not_served(&error) {
+                if !not_causeway.contains(&address) {
+                    not_causeway.push(address.clone());
+                }
+                let every = self
+                    .lock()
+                    .addresses
+                    .iter()
+                    .all(|known| not_causeway.contains(known));
+                if !every {
+                    self.rotate(&address);
+                    continue;
+                }
+            }
             match next_step(&error, idempotence) {
                 Step::Stop => return Err(settled(error, idempotence)),
                 // An address that is no URI cannot be followed; the caller sees where it was.
@@ -508,7 +574,8 @@ impl Router {
     /// connection (the kernel does that for a frozen process) but gives no answer to a health
     /// check within [`FIRST_ANSWER_TIMEOUT`] is [`Error::Connect`], so the call goes to the
     /// next address, unsent. Any answer, a refusal too, shows the server alive; a connection
-    /// that breaks is left for the call itself to meet, and [`Router::explained`] to explain.
+    /// that fails or breaks before one is [`Error::Connect`] too, or [`Error::Handshake`] when
+    /// [`Router::explained`] can say why (another protocol, TLS settings refused).
     async fn first_answer(&self, address: &str, channel: &Channel) -> Result<(), Error> {
         let unheard = {
             let known = self.lock();
@@ -529,7 +596,17 @@ impl Router {
             Ok(Err(status)) if !made_here(&status) => {
                 self.answered(address);
             }
-            Ok(Err(_)) => {}
+            // The connection failed or broke before any answer: the call is not sent into it
+            // (a write would leave its outcome unknown), and the next address is tried.
+            Ok(Err(status)) => {
+                return Err(match self.explained(&status, address) {
+                    Some(explained) => explained,
+                    None => Error::Connect {
+                        address: address.to_string(),
+                        detail: error_chain(&status),
+                    },
+                });
+            }
             Err(_) => {
                 return Err(Error::Connect {
                     address: address.to_string(),
@@ -803,6 +880,26 @@ mod tests {
             .collect();
         let error = parse_addresses(&many.join(",")).expect_err("over the bound");
         assert!(error.to_string().contains("ADDRESSES_MAX"), "{error}");
+        assert!(
+            error.to_string().len() < 300,
+            "the list is not echoed whole: {error}"
+        );
+        for wrong in [
+            "ftp://a:1",
+            "unix://a:1",
+            "http://a:1/path",
+            "http://a:1/?q=1",
+            "http://user@a:1",
+        ] {
+            let error = parse_addresses(&format!("b:2,{wrong}")).expect_err(wrong);
+            let Error::InvalidAddress { address, .. } = &error else {
+                panic!("{wrong}: expected InvalidAddress, got {error:?}");
+            };
+            assert_eq!(address, wrong, "the wrong one is named");
+        }
+        for right in ["http://a:1", "https://a:1/", "a:1", "[::1]:7420"] {
+            parse_addresses(right).unwrap_or_else(|err| panic!("{right}: {err}"));
+        }
         let at_bound = many[..ADDRESSES_MAX].join(",");
         assert_eq!(
             parse_addresses(&at_bound).expect("at the bound").len(),
