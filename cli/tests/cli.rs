@@ -1184,6 +1184,44 @@ fn http1_listener() -> std::net::SocketAddr {
     address
 }
 
+/// A plain HTTP/2 server that answers every request 404 with an HTML page: a web server that
+/// speaks HTTP/2 at an address listed by mistake. Runs until the test process ends.
+fn http2_web_listener() -> std::net::SocketAddr {
+    use tonic::codegen::{Bytes, http};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    let address = listener.local_addr().expect("its address");
+    listener
+        .set_nonblocking(true)
+        .expect("a nonblocking listener");
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("a tokio listener");
+            while let Ok((socket, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let Ok(mut connection) = h2::server::handshake(socket).await else {
+                        return;
+                    };
+                    while let Some(Ok((_request, mut respond))) = connection.accept().await {
+                        let response = http::Response::builder()
+                            .status(404)
+                            .header("content-type", "text/html")
+                            .body(())
+                            .expect("a response");
+                        if let Ok(mut body) = respond.send_response(response, false) {
+                            let _ = body.send_data(Bytes::from_static(b"<html>no</html>"), true);
+                        }
+                    }
+                });
+            }
+        });
+    });
+    address
+}
+
 /// Appends one event to an empty store through `servers` (a `--server` list) and checks, by
 /// a read through the same list, that it went through once.
 fn append_once_through(servers: &str) {
@@ -1204,15 +1242,19 @@ fn append_once_through(servers: &str) {
     );
 }
 
-/// A listed address where no Causeway server listens (a web server) is passed over for the
-/// next, and the write is made once there; only when every listed address is such, the
+/// A listed address where no Causeway server listens (a web server, over HTTP/1 or HTTP/2) is
+/// passed over for the next, and the write is made once there; only when every listed address is such, the
 /// error stands, and at once. Catches a client that stops at the first address that speaks
 /// another protocol, as it does for TLS settings every address would refuse alike.
 #[test]
 fn a_listed_address_that_is_no_causeway_server_is_passed_over_for_the_next() {
     let server = Server::start();
     let web = http1_listener();
-    append_once_through(&format!("http://{web},http://{}", server.address));
+    let web2 = http2_web_listener();
+    append_once_through(&format!(
+        "http://{web},http://{web2},http://{}",
+        server.address
+    ));
 
     let other_web = http1_listener();
     let started = std::time::Instant::now();

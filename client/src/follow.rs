@@ -89,15 +89,34 @@ pub(crate) fn parse_addresses_as(list: &str, secure: bool) -> Result<Vec<String>
         }
         if !matches!(parsed.path(), "" | "/")
             || parsed.query().is_some()
+            || uri.contains('#')
             || parsed
                 .authority()
                 .is_some_and(|authority| authority.as_str().contains('@'))
         {
             return Err(invalid(
                 address,
-                "a server address is HOST:PORT or SCHEME://HOST:PORT, without a user, path or \
-                 query"
+                "a server address is HOST:PORT or SCHEME://HOST:PORT, without a user, path, \
+                 query or fragment"
                     .to_string(),
+            ));
+        }
+        // A port that is missing or not a number would quietly become port 80 (another
+        // server's, perhaps); say so instead.
+        let port = parsed.port().map(|port| port.as_str().to_string());
+        let port_ok = port
+            .as_deref()
+            .is_some_and(|port| !port.is_empty() && port.bytes().all(|byte| byte.is_ascii_digit()))
+            && parsed.port_u16().is_some_and(|port| port > 0);
+        let host_ok = parsed.host().is_some_and(|host| !host.is_empty());
+        if !port_ok || !host_ok {
+            return Err(invalid(
+                address,
+                format!(
+                    "a server address needs a host and a port from 1 to 65535 (HOST:PORT); \
+                     the port here is {}",
+                    port.map_or("missing".to_string(), |port| format!("{port:?}"))
+                ),
             ));
         }
         if !uris.contains(&uri) {
@@ -508,7 +527,10 @@ impl Router {
                 && maybe_applied.is_none()
                 && may_be_applied(&error)
             {
-                maybe_applied = Some(error.to_string());
+                maybe_applied = Some(match &error {
+                    Error::OutcomeUnknown { message } => message.clone(),
+                    other => other.to_string(),
+                });
             }
             let now = Instant::now();
             if !extended && began < deadline && now >= deadline && may_be_applied(&error) {
@@ -593,6 +615,29 @@ impl Router {
         });
         match tokio::time::timeout(FIRST_ANSWER_TIMEOUT, check).await {
             Ok(Ok(_)) => self.answered(address),
+            // What no Causeway server's health service says: another HTTP/2 server answered
+            // (a web page, a 404, another service). The call goes to the next address.
+            Ok(Err(status))
+                if !made_here(&status)
+                    && matches!(
+                        status.code(),
+                        Code::Internal | Code::Unimplemented | Code::Unknown | Code::DataLoss
+                    ) =>
+            {
+                let shown = address
+                    .strip_prefix("https://")
+                    .or_else(|| address.strip_prefix("http://"))
+                    .unwrap_or(address);
+                return Err(Error::Handshake {
+                    address: shown.to_string(),
+                    detail: format!(
+                        "the server at {shown} does not answer as a Causeway server: its health \
+                         check said {:?}: {}",
+                        status.code(),
+                        error_chain(&status)
+                    ),
+                });
+            }
             Ok(Err(status)) if !made_here(&status) => {
                 self.answered(address);
             }
@@ -875,7 +920,7 @@ mod tests {
             panic!("expected InvalidAddress, got {bad:?}");
         };
         assert_eq!(address, "http://exa mple:1", "the bad one is named");
-        let many: Vec<String> = (0..=ADDRESSES_MAX)
+        let many: Vec<String> = (1..=ADDRESSES_MAX + 1)
             .map(|port| format!("h:{port}"))
             .collect();
         let error = parse_addresses(&many.join(",")).expect_err("over the bound");
@@ -890,6 +935,14 @@ mod tests {
             "http://a:1/path",
             "http://a:1/?q=1",
             "http://user@a:1",
+            "http://a:1#here",
+            "http://a:99999",
+            "http://a:0",
+            "a:abc",
+            "a:+7420",
+            "http://a",
+            "http://:1",
+            "javascript:alert(1)",
         ] {
             let error = parse_addresses(&format!("b:2,{wrong}")).expect_err(wrong);
             let Error::InvalidAddress { address, .. } = &error else {
