@@ -103,7 +103,11 @@ pub(crate) fn parse_addresses_as(list: &str, secure: bool) -> Result<Vec<String>
         }
         // A port that is missing or not a number would quietly become port 80 (another
         // server's, perhaps); say so instead.
-        let port = parsed.port().map(|port| port.as_str().to_string());
+        let port = parsed
+            .authority()
+            .and_then(|authority| authority.as_str().rsplit_once(':'))
+            .map(|(_, port)| port.to_string())
+            .filter(|port| !port.contains(']'));
         let port_ok = port
             .as_deref()
             .is_some_and(|port| !port.is_empty() && port.bytes().all(|byte| byte.is_ascii_digit()))
