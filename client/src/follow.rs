@@ -22,7 +22,8 @@
 //! Before a call goes to an address that has not answered yet, or whose connection broke since
 //! it last did, when others are known, a health check must be answered within
 //! [`FIRST_ANSWER_TIMEOUT`]; an address that accepts connections and stays silent (a frozen
-//! process) counts as unreachable, the call unsent.
+//! process) counts as unreachable, the call unsent, and so does one whose check fails, breaks
+//! or draws an answer no Causeway server gives.
 //!
 //! Pauses start at [`FOLLOW_PAUSE_MIN`] and double up to [`FOLLOW_PAUSE_MAX`]; a call stops
 //! following after [`FOLLOW_ATTEMPTS_MAX`] sends or once [`FOLLOW_DEADLINE`] has passed, which
@@ -137,6 +138,14 @@ pub(crate) fn parse_addresses_as(list: &str, secure: bool) -> Result<Vec<String>
         ));
     }
     Ok(uris)
+}
+
+/// `address` (a URI) as messages show it: HOST:PORT, without its scheme.
+fn shown(address: &str) -> &str {
+    address
+        .strip_prefix("https://")
+        .or_else(|| address.strip_prefix("http://"))
+        .unwrap_or(address)
 }
 
 /// `text` as an error shows it: its first 120 characters, and how long it was past them.
@@ -628,10 +637,7 @@ impl Router {
                         Code::Internal | Code::Unimplemented | Code::Unknown | Code::DataLoss
                     ) =>
             {
-                let shown = address
-                    .strip_prefix("https://")
-                    .or_else(|| address.strip_prefix("http://"))
-                    .unwrap_or(address);
+                let shown = shown(address);
                 return Err(Error::Handshake {
                     address: shown.to_string(),
                     detail: format!(
@@ -700,10 +706,7 @@ impl Router {
     fn explained(&self, status: &tonic::Status, address: &str) -> Option<Error> {
         let tls = address.starts_with("https://");
         let never_answered = !self.lock().has_answered(address);
-        let shown = address
-            .strip_prefix("https://")
-            .or_else(|| address.strip_prefix("http://"))
-            .unwrap_or(address);
+        let shown = shown(address);
         let mut source = std::error::Error::source(status);
         while let Some(err) = source {
             if let Some(h2) = err.downcast_ref::<h2::Error>()
@@ -748,8 +751,8 @@ impl Router {
     /// answer. That is most likely a plaintext client at a TLS port whose alert was lost: the
     /// server closes as soon as it has read the client's first bytes, and when the client's
     /// next bytes arrive after that, the reset they draw discards the alert unread, so
-    /// [`Router::explained`] never sees it. Only a call that may be sent again gets here
-    /// with such a status ([`settled`] makes the others' an unknown outcome).
+    /// [`Router::explained`] never sees it. Only a read gets here with such a status
+    /// ([`settled`] makes a write's an unknown outcome).
     fn broken_before_any_answer(&self, error: Error, address: &str) -> Error {
         let Error::Status(status) = &error else {
             return error;
@@ -759,7 +762,7 @@ impl Router {
         if !broken || address.starts_with("https://") || !never_answered {
             return error;
         }
-        let shown = address.strip_prefix("http://").unwrap_or(address);
+        let shown = shown(address);
         Error::Handshake {
             address: shown.to_string(),
             detail: format!(

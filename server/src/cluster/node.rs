@@ -496,9 +496,9 @@ impl ClusterNode {
         let answer = tokio::time::timeout(PEER_TIMEOUT, client.read_index(request)).await;
         match answer {
             Ok(Ok(response)) => Ok(response.into_inner().index),
-            // Made here (it has a cause): the leader could not be reached at all.
             Ok(Err(status)) => Err(Error::ClusterUnavailable {
                 detail: match std::error::Error::source(&status) {
+                    // Made here (it has a cause): the leader could not be reached at all.
                     Some(cause) => format!(
                         "the leader (node {leader_id} at {address}) could not be reached for a \
                          read index: {}",
