@@ -1279,6 +1279,50 @@ fn a_listed_address_that_is_no_causeway_server_is_passed_over_for_the_next() {
     );
 }
 
+/// A lone server that accepts connections and never answers (a frozen process: the kernel
+/// accepts for it) gets no write: the CLI says it did not answer a health check, which tells
+/// a retrying script the write was not made, and gives up within the follow deadline.
+/// Catches a client that sends the write into the silence and, after HTTP/2's keepalive
+/// (30 s or more), can only say its outcome is unknown.
+#[test]
+fn a_lone_server_that_never_answers_gets_no_write_and_the_cli_says_so() {
+    let frozen = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    let frozen_address = frozen.local_addr().expect("its address");
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in frozen.incoming() {
+            let Ok(stream) = stream else { return };
+            held.push(stream);
+        }
+    });
+    let started = std::time::Instant::now();
+    let write = run_cli(
+        &[
+            "--server",
+            &format!("http://{frozen_address}"),
+            "append",
+            "acme",
+            "order-9",
+            "Noted",
+            "--data",
+            "{}",
+        ],
+        None,
+    );
+    let waited = started.elapsed();
+    assert!(!write.success, "{}", write.stdout);
+    assert!(
+        write.stderr.contains("did not answer a health check"),
+        "{}",
+        write.stderr
+    );
+    assert!(!write.stderr.contains("unknown"), "{}", write.stderr);
+    assert!(
+        waited < std::time::Duration::from_secs(20),
+        "gave up within the follow deadline ({waited:?})"
+    );
+}
+
 /// A listed server that accepts connections and never answers (a frozen process: the kernel
 /// accepts for it) is passed over for the next address, for reads and writes alike. Catches
 /// a client that sends its call there and waits for HTTP/2's keepalive (40 s) to give up.

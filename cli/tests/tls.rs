@@ -236,6 +236,23 @@ fn tls_failures_are_reported_as_connection_problems_that_say_what_is_wrong() {
         &plaintext,
         &["does not speak plaintext gRPC", "https://", "--tls-ca"],
     );
+
+    // A write to the TLS port in plaintext never reaches the server, so its outcome is known:
+    // the same hint, at once, not "the outcome of the write is unknown" after a wait.
+    let started = std::time::Instant::now();
+    let write = run_cli(&[
+        "--server", &http, "append", "acme", "order-1", "Placed", "--data", "{}",
+    ]);
+    let line = assert_unreachable(
+        &write,
+        &["does not speak plaintext gRPC", "https://", "--tls-ca"],
+    );
+    assert!(!line.contains("unknown"), "{line}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "refused at once ({:?})",
+        started.elapsed()
+    );
 }
 
 /// A port whose server closes each connection as soon as the client's first bytes are in,

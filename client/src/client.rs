@@ -69,9 +69,10 @@ pub const FOLLOW_PAUSE_MIN: Duration = Duration::from_millis(50);
 /// The longest pause between two sends of one call.
 pub const FOLLOW_PAUSE_MAX: Duration = Duration::from_millis(250);
 /// How long a call waits for a server it has not heard from yet to answer a health check,
-/// before the call is sent there, when other addresses are known: a member that accepts
-/// connections but does not answer (a frozen process) is passed over for the next address
-/// instead of holding the call until the HTTP/2 keepalive gives up on it.
+/// before the call is sent there: a member that accepts connections but does not answer (a
+/// frozen process) is passed over for the next address (a lone one is tried again until the
+/// follow deadline) instead of holding the call until the HTTP/2 keepalive gives up on it,
+/// after which a write's outcome would be unknown.
 pub const FIRST_ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long [`crate::ClusterAdmin::status_at`] waits for one member's status, so a member that
 /// is down or cut off shows as unreachable in a survey instead of holding it up.

@@ -20,10 +20,13 @@
 //! - anything else is an answer and goes to the caller.
 //!
 //! Before a call goes to an address that has not answered yet, or whose connection broke since
-//! it last did, when others are known, a health check must be answered within
-//! [`FIRST_ANSWER_TIMEOUT`]; an address that accepts connections and stays silent (a frozen
-//! process) counts as unreachable, the call unsent, and so does one whose check fails, breaks
-//! or draws an answer no Causeway server gives.
+//! it last did, a health check must be answered within [`FIRST_ANSWER_TIMEOUT`]; an address
+//! that accepts connections and stays silent (a frozen process) counts as unreachable, the call
+//! unsent, and so does one whose check fails, breaks or draws an answer no Causeway server
+//! gives. With other addresses known the call goes on to them; with one address, it tries that
+//! one again until the deadline. Either way a write is never sent into a connection that has
+//! not shown a Causeway server at its end, so its failure there is a refusal, not an unknown
+//! outcome.
 //!
 //! Pauses start at [`FOLLOW_PAUSE_MIN`] and double up to [`FOLLOW_PAUSE_MAX`]; a call stops
 //! following after [`FOLLOW_ATTEMPTS_MAX`] sends or once [`FOLLOW_DEADLINE`] has passed, which
@@ -328,6 +331,28 @@ pub(crate) fn made_here(status: &tonic::Status) -> bool {
     std::error::Error::source(status).is_some()
 }
 
+/// True when the status is a connection this client saw break (not a server's answer, nor a
+/// connection that could not be made).
+fn broke(status: &tonic::Status) -> bool {
+    matches!(status.code(), Code::Unknown | Code::Internal) && made_here(status)
+}
+
+/// Why [`Router::first_answer`] does not let a call go to an address: the error the call
+/// stands on there, and whether the health check's connection [`broke`] before an answer.
+struct Unanswered {
+    error: Error,
+    broke: bool,
+}
+
+impl From<Error> for Unanswered {
+    fn from(error: Error) -> Unanswered {
+        Unanswered {
+            error,
+            broke: false,
+        }
+    }
+}
+
 /// True when the status says the connection could not be made, so the request never left.
 pub(crate) fn never_sent(status: &tonic::Status) -> bool {
     let mut source = std::error::Error::source(status);
@@ -512,8 +537,9 @@ impl Router {
             n_attempts += 1;
             let began = Instant::now();
             let (address, channel) = self.channel();
-            let error = match self.first_answer(&address, &channel).await {
-                Err(unresponsive) => unresponsive,
+            // With whether this try's connection broke before any answer (see `broke`).
+            let (error, broke_unanswered) = match self.first_answer(&address, &channel).await {
+                Err(Unanswered { error, broke }) => (error, broke),
                 Ok(()) => match send(channel).await {
                     Ok(answer) => {
                         self.answered(&address);
@@ -523,7 +549,8 @@ impl Router {
                         if made_here(&status) {
                             self.suspect(&address);
                         }
-                        match self.explained(&status, &address) {
+                        let broke = broke(&status);
+                        let error = match self.explained(&status, &address) {
                             Some(explained) => explained,
                             // Named by its address and causes, not tonic's bare "tcp connect
                             // error".
@@ -532,7 +559,8 @@ impl Router {
                                 detail: error_chain(&status),
                             },
                             None => Error::from(status),
-                        }
+                        };
+                        (error, broke)
                     }
                 },
             };
@@ -564,7 +592,7 @@ impl Router {
                     }
                     _ => error,
                 };
-                return Err(self.broken_before_any_answer(error, &address));
+                return Err(self.broken_before_any_answer(error, &address, broke_unanswered));
             }
             // An address where no Causeway server served the call (another protocol or service
             // listens there, or it refuses this client's TLS settings) did nothing: the call
@@ -605,17 +633,16 @@ impl Router {
     }
 
     /// Checks that `address` answers at all before a call is sent there, when it has not
-    /// answered this client yet and other addresses are known: a server that accepted the
+    /// answered this client yet (or its connection broke since): a server that accepted the
     /// connection (the kernel does that for a frozen process) but gives no answer to a health
     /// check within [`FIRST_ANSWER_TIMEOUT`] is [`Error::Connect`], so the call goes to the
-    /// next address, unsent. Any answer, a refusal too, shows the server alive; a connection
+    /// next address (or, the only one, to this one again), unsent. Any answer, a refusal too, shows the server alive; a connection
     /// that fails or breaks before one is [`Error::Connect`] too, or [`Error::Handshake`] when
     /// [`Router::explained`] can say why (another protocol, TLS settings refused).
-    async fn first_answer(&self, address: &str, channel: &Channel) -> Result<(), Error> {
+    async fn first_answer(&self, address: &str, channel: &Channel) -> Result<(), Unanswered> {
         let unheard = {
             let known = self.lock();
             self.follows
-                && known.addresses.len() > 1
                 && (!known.has_answered(address)
                     || known.suspect.iter().any(|suspect| suspect == address))
         };
@@ -638,7 +665,7 @@ impl Router {
                     ) =>
             {
                 let shown = shown(address);
-                return Err(Error::Handshake {
+                return Err(Unanswered::from(Error::Handshake {
                     address: shown.to_string(),
                     detail: format!(
                         "the server at {shown} does not answer as a Causeway server: its health \
@@ -646,7 +673,7 @@ impl Router {
                         status.code(),
                         error_chain(&status)
                     ),
-                });
+                }));
             }
             Ok(Err(status)) if !made_here(&status) => {
                 self.answered(address);
@@ -654,22 +681,25 @@ impl Router {
             // The connection failed or broke before any answer: the call is not sent into it
             // (a write would leave its outcome unknown), and the next address is tried.
             Ok(Err(status)) => {
-                return Err(match self.explained(&status, address) {
-                    Some(explained) => explained,
-                    None => Error::Connect {
-                        address: address.to_string(),
-                        detail: error_chain(&status),
+                return Err(Unanswered {
+                    broke: broke(&status),
+                    error: match self.explained(&status, address) {
+                        Some(explained) => explained,
+                        None => Error::Connect {
+                            address: address.to_string(),
+                            detail: error_chain(&status),
+                        },
                     },
                 });
             }
             Err(_) => {
-                return Err(Error::Connect {
+                return Err(Unanswered::from(Error::Connect {
                     address: address.to_string(),
                     detail: format!(
                         "the server accepted the connection but did not answer a health check \
                          within {FIRST_ANSWER_TIMEOUT:?} (FIRST_ANSWER_TIMEOUT)"
                     ),
-                });
+                }));
             }
         }
         Ok(())
@@ -747,28 +777,28 @@ impl Router {
     }
 
     /// [`Error::Handshake`] for a call that tried until the end and whose last try, at a
-    /// plaintext `address` that has never answered, ended in a connection broken before an
-    /// answer. That is most likely a plaintext client at a TLS port whose alert was lost: the
-    /// server closes as soon as it has read the client's first bytes, and when the client's
-    /// next bytes arrive after that, the reset they draw discards the alert unread, so
-    /// [`Router::explained`] never sees it. Only a read gets here with such a status
-    /// ([`settled`] makes a write's an unknown outcome).
-    fn broken_before_any_answer(&self, error: Error, address: &str) -> Error {
-        let Error::Status(status) = &error else {
-            return error;
+    /// plaintext `address` that has never answered, ended in a connection that `broke` before
+    /// an answer, in the health check or the call. That is most likely a plaintext client at a
+    /// TLS port whose alert was lost: the server closes as soon as it has read the client's
+    /// first bytes, and when the client's next bytes arrive after that, the reset they draw
+    /// discards the alert unread, so [`Router::explained`] never sees it. A write sent into
+    /// such a connection is not changed here ([`settled`] made it an unknown outcome).
+    fn broken_before_any_answer(&self, error: Error, address: &str, broke: bool) -> Error {
+        let cause = match &error {
+            Error::Status(status) => error_chain(status),
+            Error::Connect { detail, .. } => detail.clone(),
+            _ => return error,
         };
-        let broken = matches!(status.code(), Code::Unknown | Code::Internal) && made_here(status);
         let never_answered = !self.lock().has_answered(address);
-        if !broken || address.starts_with("https://") || !never_answered {
+        if !broke || address.starts_with("https://") || !never_answered {
             return error;
         }
         let shown = shown(address);
         Error::Handshake {
             address: shown.to_string(),
             detail: format!(
-                "the server at {shown} broke every connection before answering ({}): it does \
-                 not speak plaintext gRPC; if it serves TLS, use https:// and --tls-ca",
-                error_chain(status)
+                "the server at {shown} broke every connection before answering ({cause}): it \
+                 does not speak plaintext gRPC; if it serves TLS, use https:// and --tls-ca"
             ),
         }
     }
