@@ -196,19 +196,13 @@ async fn health(
     output: Output,
 ) -> Result<ExitCode> {
     use tonic_health::pb::health_check_response::ServingStatus;
-    let asked = async {
-        let client = connect(server, tls).await?;
-        let mut health = tonic_health::pb::health_client::HealthClient::new(client.channel());
-        let request = tonic_health::pb::HealthCheckRequest {
-            service: service.to_string(),
-        };
-        let status = health.check(request).await?.into_inner().status;
-        anyhow::Ok(status)
-    };
+    let asked = async { connect(server, tls).await?.health(service).await };
     let status = tokio::time::timeout(HEALTH_TIMEOUT, asked)
         .await
-        .with_context(|| format!("no health answer within {HEALTH_TIMEOUT:?}"))??;
-    let status = ServingStatus::try_from(status).unwrap_or(ServingStatus::Unknown);
+        .map_err(|_| causeway_client::Error::Connect {
+            address: server.to_string(),
+            detail: format!("no health answer within {HEALTH_TIMEOUT:?}"),
+        })??;
     let name = status.as_str_name();
     match output {
         Output::Table => emit(&format!("{name}\n"))?,

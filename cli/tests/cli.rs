@@ -1277,6 +1277,16 @@ fn a_listed_address_that_is_no_causeway_server_is_passed_over_for_the_next() {
         "every address failed alike: no waiting ({:?})",
         started.elapsed()
     );
+
+    // `health` asks as a read does, so it says the same, with the same exit status, not the
+    // transport's bare "broken pipe" as a server failure.
+    let health = run_cli(&["--server", &format!("http://{web}"), "health"], None);
+    assert_eq!(health.code, Some(4), "{}", health.stderr);
+    assert!(
+        health.stderr.contains("does not speak plaintext gRPC"),
+        "{}",
+        health.stderr
+    );
 }
 
 /// A lone server that accepts connections and never answers (a frozen process: the kernel

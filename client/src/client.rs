@@ -17,6 +17,9 @@ use std::time::Duration;
 use tokio_stream::{Stream, StreamExt as _};
 use tonic::codec::CompressionEncoding;
 use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 
 use crate::append::AppendBuilder;
 use crate::credentials::{Credentials, InvalidToken, Transport};
@@ -513,6 +516,23 @@ impl Client {
             stub.head(request).await
         })
         .await
+    }
+
+    /// The serving status the server's gRPC health service gives for `service` (`""` for the
+    /// server as a whole), asked as any read is: an address that is no Causeway server, or
+    /// that does not answer, is named as such ([`Error::Handshake`], [`Error::Connect`]). An
+    /// unknown service is the server's NOT_FOUND.
+    pub async fn health(&self, service: &str) -> Result<ServingStatus, Error> {
+        let response = self
+            .router
+            .call(Idempotence::Idempotent, |channel| {
+                let request = HealthCheckRequest {
+                    service: service.to_string(),
+                };
+                async move { HealthClient::new(channel).check(request).await }
+            })
+            .await?;
+        Ok(ServingStatus::try_from(response.into_inner().status).unwrap_or(ServingStatus::Unknown))
     }
 
     /// Follows the log from `start`: matching events from disk, then [`SubscribeItem::CaughtUp`],
