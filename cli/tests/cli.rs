@@ -1011,7 +1011,9 @@ fn backup_prints_its_position_and_refuses_a_non_empty_directory() {
 }
 
 /// `health` prints SERVING and exits 0 while the server serves; with the server gone it exits
-/// non-zero, as a container health check needs. An unknown service is not SERVING either.
+/// non-zero, as a container health check needs. An unknown service is not SERVING either, and
+/// the message names the services there are. The plaintext server called with https:// is
+/// named as one that does not answer in TLS.
 #[test]
 fn health_exits_zero_only_when_serving() {
     let mut server = Server::start();
@@ -1022,7 +1024,22 @@ fn health_exits_zero_only_when_serving() {
     api.assert_success();
     assert_eq!(api.stdout.trim(), "SERVING");
     let unknown = server.run(&["health", "--service", "no.such.Service"]);
-    unknown.assert_failure();
+    let line = unknown.assert_failure();
+    assert!(
+        line.contains("\"no.such.Service\"") && line.contains("causeway.v1.EventStoreService"),
+        "{line}"
+    );
+
+    let https = run_cli(
+        &["--server", &format!("https://{}", server.address), "health"],
+        None,
+    );
+    assert_eq!(https.code, Some(4), "{}", https.stderr);
+    assert!(
+        https.stderr.contains("does not answer in TLS") && https.stderr.contains("http://"),
+        "{}",
+        https.stderr
+    );
 
     let _ = server.child.kill();
     let _ = server.child.wait();

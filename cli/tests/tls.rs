@@ -223,7 +223,7 @@ fn tls_failures_are_reported_as_connection_problems_that_say_what_is_wrong() {
     // A server certificate the client does not trust, or one for another name: the TLS
     // error's text once, not once per layer that wraps it.
     let untrusted = run_cli(&["--server", &https, "head"]);
-    let line = assert_unreachable(&untrusted, &["UnknownIssuer", &server.address]);
+    let line = assert_unreachable(&untrusted, &["UnknownIssuer", &server.address, "--tls-ca"]);
     assert_eq!(line.matches("UnknownIssuer").count(), 1, "{line}");
     let port = server.address.rsplit(':').next().expect("host:port");
     let localhost = format!("https://localhost:{port}");
@@ -275,5 +275,15 @@ fn a_port_that_breaks_every_connection_unread_is_reported_as_not_plaintext_grpc(
     assert_unreachable(
         &run,
         &["does not speak plaintext gRPC", "https://", "--tls-ca"],
+    );
+
+    // `health` says the same, within the time a probe gives it.
+    let started = std::time::Instant::now();
+    let health = run_cli(&["--server", &format!("http://{address}"), "health"]);
+    assert_unreachable(&health, &["does not speak plaintext gRPC", "https://"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
     );
 }

@@ -71,6 +71,10 @@ pub const FOLLOW_ATTEMPTS_MAX: u32 = 48;
 pub const FOLLOW_PAUSE_MIN: Duration = Duration::from_millis(50);
 /// The longest pause between two sends of one call.
 pub const FOLLOW_PAUSE_MAX: Duration = Duration::from_millis(250);
+/// How long [`Client::health`] goes on trying (a server that is silent, or breaks every
+/// connection, and the others listed), shorter than a call's [`FOLLOW_DEADLINE`] because a
+/// probe that asks has a timeout of its own.
+pub const HEALTH_DEADLINE: Duration = Duration::from_secs(3);
 /// How long a call waits for a server it has not heard from yet to answer a health check,
 /// before the call is sent there: a member that accepts connections but does not answer (a
 /// frozen process) is passed over for the next address (a lone one is tried again until the
@@ -519,13 +523,14 @@ impl Client {
     }
 
     /// The serving status the server's gRPC health service gives for `service` (`""` for the
-    /// server as a whole), asked as any read is: an address that is no Causeway server, or
-    /// that does not answer, is named as such ([`Error::Handshake`], [`Error::Connect`]). An
-    /// unknown service is the server's NOT_FOUND.
+    /// server as a whole), asked as any read is but for at most [`HEALTH_DEADLINE`]: an
+    /// address that is no Causeway server, or that does not answer, is named as such
+    /// ([`Error::Handshake`], [`Error::Connect`]). An unknown service is the server's
+    /// NOT_FOUND.
     pub async fn health(&self, service: &str) -> Result<ServingStatus, Error> {
         let response = self
             .router
-            .call(Idempotence::Idempotent, |channel| {
+            .call_within(HEALTH_DEADLINE, Idempotence::Idempotent, |channel| {
                 let request = HealthCheckRequest {
                     service: service.to_string(),
                 };

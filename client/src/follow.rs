@@ -332,9 +332,13 @@ pub(crate) fn made_here(status: &tonic::Status) -> bool {
 }
 
 /// True when the status is a connection this client saw break (not a server's answer, nor a
-/// connection that could not be made).
+/// connection that could not be made): closed or reset under a call, which then ends as
+/// UNKNOWN, INTERNAL or CANCELLED by where the break caught it.
 fn broke(status: &tonic::Status) -> bool {
-    matches!(status.code(), Code::Unknown | Code::Internal) && made_here(status)
+    matches!(
+        status.code(),
+        Code::Unknown | Code::Internal | Code::Cancelled
+    ) && made_here(status)
 }
 
 /// Why [`Router::first_answer`] does not let a call go to an address: the error the call
@@ -431,7 +435,7 @@ impl Router {
                         credentials: Credentials::default(),
                     });
                 }
-                Err(err) => failures.push((address.clone(), error_chain(&err))),
+                Err(err) => failures.push((address.clone(), with_tls_hint(&err))),
             }
         }
         Err(match <[_; 1]>::try_from(failures) {
@@ -514,13 +518,29 @@ impl Router {
     pub(crate) async fn call<T, F, Fut>(
         &self,
         idempotence: Idempotence,
+        send: F,
+    ) -> Result<T, Error>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<T, tonic::Status>>,
+    {
+        self.call_within(FOLLOW_DEADLINE, idempotence, send).await
+    }
+
+    /// [`Router::call`] that stops following after `within` instead of [`FOLLOW_DEADLINE`]
+    /// (a health check, which a probe waits for with a timeout of its own).
+    pub(crate) async fn call_within<T, F, Fut>(
+        &self,
+        within: std::time::Duration,
+        idempotence: Idempotence,
         mut send: F,
     ) -> Result<T, Error>
     where
         F: FnMut(Channel) -> Fut,
         Fut: Future<Output = Result<T, tonic::Status>>,
     {
-        let mut deadline = Instant::now() + FOLLOW_DEADLINE;
+        let started = Instant::now();
+        let mut deadline = started + within;
         // Whether the deadline was moved once for a send held past it (below).
         let mut extended = false;
         let mut pause = FOLLOW_PAUSE_MIN;
@@ -578,7 +598,7 @@ impl Router {
                 // A send held past the deadline by a server that stopped answering (HTTP/2's
                 // keepalive gives up after 15 s): the others have had that long to elect a
                 // new leader, so the call follows afresh, once, to find it.
-                deadline = now + FOLLOW_DEADLINE;
+                deadline = now + within;
                 extended = true;
             }
             let left = deadline.saturating_duration_since(now);
@@ -592,7 +612,24 @@ impl Router {
                     }
                     _ => error,
                 };
-                return Err(self.broken_before_any_answer(error, &address, broke_unanswered));
+                let error = self.broken_before_any_answer(error, &address, broke_unanswered);
+                // A message that names one wait (a health check's) says how long the call
+                // went on trying.
+                let tried = format!(
+                    "; tried {n_attempts} times in {:.1} s",
+                    started.elapsed().as_secs_f64()
+                );
+                return Err(match error {
+                    Error::Connect { address, detail } if n_attempts > 1 => Error::Connect {
+                        address,
+                        detail: detail + &tried,
+                    },
+                    Error::Handshake { address, detail } if n_attempts > 1 => Error::Handshake {
+                        address,
+                        detail: detail + &tried,
+                    },
+                    other => other,
+                });
             }
             // An address where no Causeway server served the call (another protocol or service
             // listens there, or it refuses this client's TLS settings) did nothing: the call
@@ -636,9 +673,10 @@ impl Router {
     /// answered this client yet (or its connection broke since): a server that accepted the
     /// connection (the kernel does that for a frozen process) but gives no answer to a health
     /// check within [`FIRST_ANSWER_TIMEOUT`] is [`Error::Connect`], so the call goes to the
-    /// next address (or, the only one, to this one again), unsent. Any answer, a refusal too, shows the server alive; a connection
-    /// that fails or breaks before one is [`Error::Connect`] too, or [`Error::Handshake`] when
-    /// [`Router::explained`] can say why (another protocol, TLS settings refused).
+    /// next address (or, the only one, to this one again), unsent. Any answer, a refusal too,
+    /// shows the server alive; a connection that fails or breaks before one is
+    /// [`Error::Connect`] too, or [`Error::Handshake`] when [`Router::explained`] can say why
+    /// (another protocol, TLS settings refused).
     async fn first_answer(&self, address: &str, channel: &Channel) -> Result<(), Unanswered> {
         let unheard = {
             let known = self.lock();
@@ -671,7 +709,7 @@ impl Router {
                         "the server at {shown} does not answer as a Causeway server: its health \
                          check said {:?}: {}",
                         status.code(),
-                        error_chain(&status)
+                        status.message()
                     ),
                 }));
             }
@@ -687,7 +725,7 @@ impl Router {
                         Some(explained) => explained,
                         None => Error::Connect {
                             address: address.to_string(),
-                            detail: error_chain(&status),
+                            detail: with_tls_hint(&status),
                         },
                     },
                 });
@@ -752,7 +790,8 @@ impl Router {
                     address: shown.to_string(),
                     detail: format!(
                         "the server at {shown} does not speak plaintext gRPC (its first bytes \
-                         were not HTTP/2: {}): if it serves TLS, use https:// and --tls-ca",
+                         were not HTTP/2: {}): it may be another kind of server (a web server), \
+                         or serve TLS (then use https:// and --tls-ca)",
                         error_chain(h2)
                     ),
                 });
@@ -861,9 +900,48 @@ fn endpoint(address: &str, tls: Option<&ClientTlsConfig>) -> Result<Endpoint, Er
         .keep_alive_while_idle(true))
 }
 
+/// What a TLS failure in `error`'s causes means for the one who set the client up, when its
+/// own text does not say: a server that answers TLS with plaintext, or a certificate the
+/// client has no CA for.
+fn tls_hint(error: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+    let mut source = Some(error);
+    while let Some(err) = source {
+        // An `io::Error` displays the error it wraps but gives that error's source as its own.
+        let inner = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map_or(err, |inner| inner as &(dyn std::error::Error + 'static));
+        match inner.downcast_ref::<rustls::Error>() {
+            Some(rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)) => {
+                return Some(
+                    "the server does not answer in TLS: if it serves plaintext, use http://",
+                );
+            }
+            Some(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)) => {
+                return Some(
+                    "no CA this client trusts signed the server's certificate: give the CA \
+                     that did with --tls-ca",
+                );
+            }
+            _ => {}
+        }
+        source = err.source();
+    }
+    None
+}
+
+/// [`error_chain`], followed by what [`tls_hint`] can tell.
+fn with_tls_hint(error: &(dyn std::error::Error + 'static)) -> String {
+    match tls_hint(error) {
+        Some(hint) => format!("{} ({hint})", error_chain(error)),
+        None => error_chain(error),
+    }
+}
+
 /// An error and its causes on one line: transport errors keep the useful part in `source`.
-/// A cause whose text the line already ends with is left out: a wrapper that displays its
-/// source (an `io::Error` around a TLS error) would otherwise say the same thing twice. A
+/// A cause whose text the line already ends with, or already holds as one of its parts, is
+/// left out: a wrapper that displays its source (an `io::Error` around a TLS error), or a
+/// status named after its cause ("http2 error"), would otherwise say the same thing twice. A
 /// gRPC status made here from a transport error starts at its message: its own text would
 /// spell out its code's description and its source's debug form.
 pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
@@ -874,7 +952,7 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut source = error.source();
     while let Some(cause) = source {
         let cause_text = cause.to_string();
-        if !text.ends_with(&cause_text) {
+        if !text.ends_with(&cause_text) && !text.split(": ").any(|part| part == cause_text) {
             text.push_str(": ");
             text.push_str(&cause_text);
         }
@@ -1308,5 +1386,20 @@ mod tests {
             Some(Box::new(Layer("b", Some(Box::new(Layer("c", None)))))),
         );
         assert_eq!(super::error_chain(&distinct), "a: b: c");
+        // A status named after a cause further down (hyper's "http2 error" around h2's).
+        let keepalive = Layer(
+            "http2 error",
+            Some(Box::new(Layer(
+                "transport error",
+                Some(Box::new(Layer(
+                    "http2 error",
+                    Some(Box::new(Layer("keep-alive timed out", None))),
+                ))),
+            ))),
+        );
+        assert_eq!(
+            super::error_chain(&keepalive),
+            "http2 error: transport error: keep-alive timed out"
+        );
     }
 }
