@@ -796,21 +796,19 @@ impl Router {
                     ),
                 });
             }
-            if let Some(hyper) = err.downcast_ref::<hyper::Error>()
-                && tls
-                && never_answered
-                && hyper.is_canceled()
-            {
-                return Some(Error::Handshake {
-                    address: shown.to_string(),
-                    detail: format!(
-                        "the server at {shown} closed the connection during the TLS \
-                         handshake: it may require a client certificate (--tls-cert/--tls-key), \
-                         or have refused the one given (expired, or not signed by its client CA)"
-                    ),
-                });
+            let canceled = err
+                .downcast_ref::<hyper::Error>()
+                .is_some_and(hyper::Error::is_canceled);
+            if canceled && tls && never_answered {
+                return Some(tls_refused(shown));
             }
             source = err.source();
+        }
+        // The same refusal, caught by the close at another point of the first call: what
+        // reaches an address never heard from is its health check (`first_answer`), so no
+        // write can be behind it.
+        if tls && never_answered && broke(status) {
+            return Some(tls_refused(shown));
         }
         None
     }
@@ -836,8 +834,9 @@ impl Router {
         Error::Handshake {
             address: shown.to_string(),
             detail: format!(
-                "the server at {shown} broke every connection before answering ({cause}): it \
-                 does not speak plaintext gRPC; if it serves TLS, use https:// and --tls-ca"
+                "the server at {shown} broke every connection before answering ({cause}): most \
+                 likely it does not speak plaintext gRPC; if it serves TLS, use https:// and \
+                 --tls-ca"
             ),
         }
     }
@@ -900,6 +899,19 @@ fn endpoint(address: &str, tls: Option<&ClientTlsConfig>) -> Result<Endpoint, Er
         .keep_alive_while_idle(true))
 }
 
+/// A TLS server that closed the connection under the first call: under TLS 1.3 the server
+/// checks the client's certificate after the client's side of the handshake is done.
+fn tls_refused(shown: &str) -> Error {
+    Error::Handshake {
+        address: shown.to_string(),
+        detail: format!(
+            "the server at {shown} closed the connection during the TLS handshake: it may \
+             require a client certificate (--tls-cert/--tls-key) and have got none, or have \
+             refused the one it got (expired, or not signed by its client CA)"
+        ),
+    }
+}
+
 /// What a TLS failure in `error`'s causes means for the one who set the client up, when its
 /// own text does not say: a server that answers TLS with plaintext, or a certificate the
 /// client has no CA for.
@@ -919,8 +931,8 @@ fn tls_hint(error: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
             }
             Some(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)) => {
                 return Some(
-                    "no CA this client trusts signed the server's certificate: give the CA \
-                     that did with --tls-ca",
+                    "the server's certificate is not signed by a CA this client trusts: give \
+                     the CA that signed it with --tls-ca",
                 );
             }
             _ => {}
@@ -940,23 +952,32 @@ fn with_tls_hint(error: &(dyn std::error::Error + 'static)) -> String {
 
 /// An error and its causes on one line: transport errors keep the useful part in `source`.
 /// A cause whose text the line already ends with, or already holds as one of its parts, is
-/// left out: a wrapper that displays its source (an `io::Error` around a TLS error), or a
-/// status named after its cause ("http2 error"), would otherwise say the same thing twice. A
-/// gRPC status made here from a transport error starts at its message: its own text would
-/// spell out its code's description and its source's debug form.
+/// left out: a wrapper that displays its source (an `io::Error` around a TLS error) would
+/// otherwise say the same thing twice. A gRPC status made here from a transport error starts
+/// at its message (its own text would spell out its code's description and its source's
+/// debug form), or at its causes when it is named after one of them ("tcp connect error",
+/// "http2 error").
 pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = match error.downcast_ref::<tonic::Status>() {
-        Some(status) if error.source().is_some() => status.message().to_string(),
-        _ => error.to_string(),
-    };
+    let mut causes = Vec::new();
     let mut source = error.source();
     while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.ends_with(&cause_text) && !text.split(": ").any(|part| part == cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
+        causes.push(cause.to_string());
         source = cause.source();
+    }
+    let first = match error.downcast_ref::<tonic::Status>() {
+        // Named after one of its causes ("tcp connect error"): the causes say it in order.
+        Some(status) if causes.iter().any(|cause| cause == status.message()) => None,
+        Some(status) if error.source().is_some() => Some(status.message().to_string()),
+        _ => Some(error.to_string()),
+    };
+    let mut text = String::new();
+    for part in first.into_iter().chain(causes) {
+        if text.is_empty() {
+            text = part;
+        } else if !text.ends_with(&part) && !text.split(": ").any(|said| said == part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
     }
     text
 }
@@ -1400,6 +1421,19 @@ mod tests {
         assert_eq!(
             super::error_chain(&keepalive),
             "http2 error: transport error: keep-alive timed out"
+        );
+        // A status made here, named after one of its causes: the causes, in their order.
+        let mut refused = tonic::Status::unavailable("tcp connect error");
+        refused.set_source(std::sync::Arc::new(Layer(
+            "transport error",
+            Some(Box::new(Layer(
+                "tcp connect error",
+                Some(Box::new(Layer("Connection refused", None))),
+            ))),
+        )));
+        assert_eq!(
+            super::error_chain(&refused),
+            "transport error: tcp connect error: Connection refused"
         );
     }
 }
