@@ -196,17 +196,17 @@ async fn health(
     output: Output,
 ) -> Result<ExitCode> {
     use tonic_health::pb::health_check_response::ServingStatus;
+    let unknown = format!(
+        "the server has no health status for the service {service:?}; it has one for \"\" (the \
+         server as a whole) and one for causeway.v1.EventStoreService (ready to serve it)"
+    );
     let asked = async {
         match connect(server, tls).await?.health(service).await {
             Err(causeway_client::Error::Status(status))
                 if status.code() == tonic::Code::NotFound =>
             {
                 Err(causeway_client::Error::Status(tonic::Status::not_found(
-                    format!(
-                        "the server has no health status for the service {service:?}; it has one \
-                     for \"\" (the server as a whole) and one for \
-                     causeway.v1.EventStoreService (ready to serve it)"
-                    ),
+                    unknown,
                 )))
             }
             asked => asked,

@@ -612,24 +612,16 @@ impl Router {
                     }
                     _ => error,
                 };
-                let error = self.broken_before_any_answer(error, &address, broke_unanswered);
+                let mut error = self.broken_before_any_answer(error, &address, broke_unanswered);
                 // A message that names one wait (a health check's) says how long the call
                 // went on trying.
-                let tried = format!(
-                    "; tried {n_attempts} times in {:.1} s",
-                    started.elapsed().as_secs_f64()
-                );
-                return Err(match error {
-                    Error::Connect { address, detail } if n_attempts > 1 => Error::Connect {
-                        address,
-                        detail: detail + &tried,
-                    },
-                    Error::Handshake { address, detail } if n_attempts > 1 => Error::Handshake {
-                        address,
-                        detail: detail + &tried,
-                    },
-                    other => other,
-                });
+                if let Error::Connect { detail, .. } | Error::Handshake { detail, .. } = &mut error
+                    && n_attempts > 1
+                {
+                    let seconds = started.elapsed().as_secs_f64();
+                    detail.push_str(&format!("; tried {n_attempts} times in {seconds:.1} s"));
+                }
+                return Err(error);
             }
             // An address where no Causeway server served the call (another protocol or service
             // listens there, or it refuses this client's TLS settings) did nothing: the call
