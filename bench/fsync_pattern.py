@@ -60,20 +60,25 @@ def keeper(path, stop):
 
 def run_case(directory, writers, seconds, size, pause_us, kept_awake=False):
     out, stop = mp.Queue(), mp.Event()
-    kept = mp.Process(target=keeper, args=(os.path.join(directory, "keeper"), stop))
+    kept = None
     if kept_awake:
+        kept = mp.Process(target=keeper, args=(os.path.join(directory, "keeper"), stop),
+                          daemon=True)
         kept.start()
         time.sleep(0.2)
-    procs = [mp.Process(target=writer, args=(os.path.join(directory, f"w{i}"), seconds, size,
-                                             pause_us, out)) for i in range(writers)]
-    for proc in procs:
-        proc.start()
-    results = [out.get() for _ in procs]
-    for proc in procs:
-        proc.join()
-    if kept_awake:
-        stop.set()
-        kept.join()
+    try:
+        procs = [mp.Process(target=writer, args=(os.path.join(directory, f"w{i}"), seconds,
+                                                 size, pause_us, out))
+                 for i in range(writers)]
+        for proc in procs:
+            proc.start()
+        results = [out.get() for _ in procs]
+        for proc in procs:
+            proc.join()
+    finally:
+        if kept is not None:
+            stop.set()
+            kept.join()
     rate = sum(r[0] for r in results) / writers
     return rate, [x for r in results for x in r[1]]
 
