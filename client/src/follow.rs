@@ -1384,45 +1384,41 @@ mod tests {
                 self.1.as_deref().map(|layer| layer as _)
             }
         }
-        let rustls = Layer("invalid peer certificate: UnknownIssuer", None);
-        let io = Layer(
+        /// The first text wrapping the second, wrapping the third, and so on.
+        fn chain(texts: &[&'static str]) -> Layer {
+            let (outer, inner) = texts.split_first().expect("at least one layer");
+            Layer(outer, (!inner.is_empty()).then(|| Box::new(chain(inner))))
+        }
+        // An `io::Error` that displays the rustls error it wraps.
+        let transport = chain(&[
+            "transport error",
             "invalid peer certificate: UnknownIssuer",
-            Some(Box::new(rustls)),
-        );
-        let transport = Layer("transport error", Some(Box::new(io)));
+            "invalid peer certificate: UnknownIssuer",
+        ]);
         assert_eq!(
             super::error_chain(&transport),
             "transport error: invalid peer certificate: UnknownIssuer"
         );
-        let distinct = Layer(
-            "a",
-            Some(Box::new(Layer("b", Some(Box::new(Layer("c", None)))))),
-        );
+        let distinct = chain(&["a", "b", "c"]);
         assert_eq!(super::error_chain(&distinct), "a: b: c");
         // A status named after a cause further down (hyper's "http2 error" around h2's).
-        let keepalive = Layer(
+        let keepalive = chain(&[
             "http2 error",
-            Some(Box::new(Layer(
-                "transport error",
-                Some(Box::new(Layer(
-                    "http2 error",
-                    Some(Box::new(Layer("keep-alive timed out", None))),
-                ))),
-            ))),
-        );
+            "transport error",
+            "http2 error",
+            "keep-alive timed out",
+        ]);
         assert_eq!(
             super::error_chain(&keepalive),
             "http2 error: transport error: keep-alive timed out"
         );
         // A status made here, named after one of its causes: the causes, in their order.
         let mut refused = tonic::Status::unavailable("tcp connect error");
-        refused.set_source(std::sync::Arc::new(Layer(
+        refused.set_source(std::sync::Arc::new(chain(&[
             "transport error",
-            Some(Box::new(Layer(
-                "tcp connect error",
-                Some(Box::new(Layer("Connection refused", None))),
-            ))),
-        )));
+            "tcp connect error",
+            "Connection refused",
+        ])));
         assert_eq!(
             super::error_chain(&refused),
             "transport error: tcp connect error: Connection refused"
