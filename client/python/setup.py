@@ -23,6 +23,7 @@ from setuptools.command.sdist import sdist
 HERE = Path(__file__).resolve().parent
 API_DIR = Path("causeway") / "v1"
 PROTOC_IMPORT = re.compile(r"^from causeway\.v1 import ", re.MULTILINE)
+PROTO_IMPORT = re.compile(r'^import\s+(?:public\s+|weak\s+)?"([^"]+)"\s*;', re.MULTILINE)
 
 
 def proto_root() -> Path:
@@ -86,16 +87,33 @@ class BuildPyWithStubs(build_py):
         return list(super().get_outputs(include_bytecode)) + generated
 
 
+def protos_needed(root: Path) -> list[Path]:
+    """`causeway/v1/*.proto` under `root` and every file under `root` they import, directly or
+    not (such as `google/rpc/status.proto`), relative to `root`. An import that is not under
+    `root` is one of protoc's well-known types, which grpcio-tools carries."""
+    needed = sorted(path.relative_to(root) for path in (root / API_DIR).glob("*.proto"))
+    seen = set(needed)
+    waiting = list(needed)
+    while waiting:
+        for name in PROTO_IMPORT.findall((root / waiting.pop()).read_text()):
+            path = Path(name)
+            if path not in seen and (root / path).is_file():
+                seen.add(path)
+                waiting.append(path)
+    return sorted(seen)
+
+
 class SdistWithProtos(sdist):
-    """`sdist` that copies the API's .proto files in, so the sdist builds on its own."""
+    """`sdist` that copies the API's .proto files in, with every file they import from the
+    repository's `proto/`, so the sdist builds on its own."""
 
     def make_release_tree(self, base_dir: str, files: list[str]) -> None:
         super().make_release_tree(base_dir, files)
         root = proto_root()
-        target = Path(base_dir) / "proto" / API_DIR
-        target.mkdir(parents=True, exist_ok=True)
-        for proto in sorted((root / API_DIR).glob("*.proto")):
-            shutil.copyfile(proto, target / proto.name)
+        for proto in protos_needed(root):
+            target = Path(base_dir) / "proto" / proto
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(root / proto, target)
 
 
 setup(cmdclass={"build_py": BuildPyWithStubs, "sdist": SdistWithProtos})
