@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import pathlib
 from collections.abc import Callable
 
 import pytest
@@ -197,6 +198,20 @@ def test_the_json_form_round_trips_and_verifies() -> None:
     with pytest.raises(ReceiptError) as malformed:
         verify_receipt('{"events": [{"id": "x"}], "digest": ""}', PUBLIC_KEY)
     assert malformed.value.kind == "malformed"
+
+
+def test_a_receipt_file_is_named_by_a_str_or_a_path(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "receipt.json"
+    path.write_text(json.dumps(golden_receipt().to_json(), indent=2))
+    # The CLI's form, as a user passes it: a plain string path, a Path, or the text itself.
+    assert verify_receipt(str(path), PUBLIC_KEY) == golden_receipt()
+    assert verify_receipt(path, PUBLIC_KEY) == golden_receipt()
+    assert verify_receipt("\n  " + path.read_text(), PUBLIC_KEY) == golden_receipt()
+    missing = tmp_path / "no-such-receipt.json"
+    with pytest.raises(ReceiptError) as unread:
+        verify_receipt(str(missing), PUBLIC_KEY)
+    assert unread.value.kind == "malformed"
+    assert str(missing) in str(unread.value)
 
 
 def test_a_server_receipt_verifies_offline_and_tampered_copies_do_not(

@@ -202,7 +202,8 @@ EventsInput = Union[Iterable[Any], str, bytes, "os.PathLike[str]"]
 
 def load_receipt(receipt: ReceiptInput) -> Receipt:
     """A receipt from any form: a `Receipt`, the wire message, the CLI's JSON as a dict, as JSON
-    text (str or bytes), or a path to a file holding it."""
+    text (bytes, or a str that starts with `{`), or a path to a file holding it (a str or an
+    `os.PathLike`)."""
     if isinstance(receipt, Receipt):
         return receipt
     if isinstance(receipt, receipt_pb2.Receipt):
@@ -215,10 +216,11 @@ def load_receipt(receipt: ReceiptInput) -> Receipt:
 def load_events(events: EventsInput) -> list[Event]:
     """Events from any form: `Event`s, wire messages, the CLI's JSON of `get`, `read` or `tail`
     (an array, an object with `events`, one event, or one event per line; the payload comes from
-    `payload_base64`), as dicts, JSON text or a path to a file holding it."""
+    `payload_base64`), as dicts, JSON text (bytes, or a str that starts with `{` or `[`) or a
+    path to a file holding it (a str or an `os.PathLike`)."""
     items: Iterable[Any]
     if isinstance(events, (str, bytes, os.PathLike)):
-        text = _read_text(events)
+        text = _read_text(events, "events")
         try:
             values: Any = json.loads(text)
         except json.JSONDecodeError:
@@ -442,15 +444,27 @@ def _timestamp_json(timestamp: Timestamp) -> dict[str, Any]:
     return {"wall": rfc3339(timestamp.wall_ms), "logical": timestamp.logical}
 
 
-def _read_text(source: str | bytes | os.PathLike[str]) -> str:
-    if isinstance(source, os.PathLike):
-        return Path(source).read_text()
-    return source.decode() if isinstance(source, bytes) else source
+def _read_text(source: str | bytes | os.PathLike[str], what: str) -> str:
+    """The JSON text `source` holds or names. Bytes are the text; a str whose first non-blank
+    character opens a JSON object or array (`{`, `[`) is the text, as every receipt and events
+    file is; any other str, and any `os.PathLike`, is a path to a file holding it."""
+    if isinstance(source, bytes):
+        return source.decode()
+    if isinstance(source, str) and source.lstrip()[:1] in ("{", "["):
+        return source
+    path = Path(source)
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        why = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        raise _malformed(
+            f"{what}: cannot read {str(path)!r} ({why}); give the JSON text, a dict or a path"
+        ) from None
 
 
 def _parse_json(source: str | bytes | os.PathLike[str], what: str) -> Any:
     try:
-        return json.loads(_read_text(source))
+        return json.loads(_read_text(source, what))
     except json.JSONDecodeError as err:
         raise _malformed(
             f"{what}: not JSON ({err}); expected the output of `causeway --output json append`"
