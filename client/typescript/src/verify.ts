@@ -11,6 +11,21 @@ import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { ReceiptError, verifyReceipt } from "./receipt.js";
 
+const USAGE = "usage: causeway-verify RECEIPT.json [--events EVENTS.json] [--public-key HEX]";
+/** What `--help` prints, as the Python client's `causeway-verify --help` describes the same. */
+const HELP = `${USAGE}
+
+Checks a receipt offline, the same check as \`causeway verify --offline\`.
+
+arguments:
+  RECEIPT.json        the receipt JSON file (\`causeway --output json append\` prints it)
+  --events FILE       the events JSON file the receipt names (\`get\` or \`read\` print it)
+  --public-key HEX    the server's Ed25519 public key, 64 hex digits (signing_public_key)
+  -h, --help          this text
+
+Give --events, --public-key or both. Prints \`valid\` (exit 0) or \`invalid: REASON\` (exit 1);
+exit 2 on a usage error or an unreadable file.`;
+
 function main(argv: string[]): number {
   let receiptPath: string;
   let eventsPath: string | undefined;
@@ -18,9 +33,17 @@ function main(argv: string[]): number {
   try {
     const { values, positionals } = parseArgs({
       args: argv,
-      options: { events: { type: "string" }, "public-key": { type: "string" } },
+      options: {
+        events: { type: "string" },
+        "public-key": { type: "string" },
+        help: { type: "boolean", short: "h" },
+      },
       allowPositionals: true,
     });
+    if (values.help) {
+      console.log(HELP);
+      return 0;
+    }
     if (positionals.length !== 1) {
       throw new TypeError("give one receipt file");
     }
@@ -32,7 +55,7 @@ function main(argv: string[]): number {
     }
   } catch (err) {
     console.error(`causeway-verify: ${(err as Error).message}`);
-    console.error("usage: causeway-verify RECEIPT.json [--events EVENTS.json] [--public-key HEX]");
+    console.error(USAGE);
     return 2;
   }
   try {

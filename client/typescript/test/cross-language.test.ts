@@ -35,6 +35,19 @@ function runVerify(receiptPath: string): { status: number | null; stdout: string
   return { status: result.status, stdout: result.stdout };
 }
 
+test("the verify command prints its help and refuses a wrong call with its usage", () => {
+  for (const flag of ["--help", "-h"]) {
+    const help = spawnSync(process.execPath, [VERIFY_COMMAND, flag], { encoding: "utf8" });
+    assert.equal(help.status, 0, help.stderr);
+    assert.ok(help.stdout.startsWith("usage: causeway-verify RECEIPT.json"), help.stdout);
+    assert.match(help.stdout, /--public-key HEX/);
+  }
+  const wrong = spawnSync(process.execPath, [VERIFY_COMMAND, "--bogus"], { encoding: "utf8" });
+  assert.equal(wrong.status, 2);
+  assert.match(wrong.stderr, /^causeway-verify: .*bogus/);
+  assert.match(wrong.stderr, /usage: causeway-verify RECEIPT\.json/);
+});
+
 test("the CLI receipt verifies", { skip }, () => {
   const receipt = verifyReceipt(readFileSync(RECEIPT!, "utf8"), { publicKey: PUBLIC_KEY!, events: readFileSync(EVENTS!, "utf8") });
   assert.ok(receipt.signature.length > 0 && receipt.events.length > 0);
