@@ -214,6 +214,61 @@ def test_a_receipt_file_is_named_by_a_str_or_a_path(tmp_path: pathlib.Path) -> N
     assert str(missing) in str(unread.value)
 
 
+@pytest.mark.parametrize(
+    ("make", "said"),
+    [
+        (lambda d: "", "receipt: empty"),
+        (lambda d: " \n", "receipt: empty"),
+        (lambda d: "a\0b", "embedded null byte"),
+        (lambda d: str(d), "Is a directory"),
+        (lambda d: "x" * 5000, "x...x"),
+        (lambda d: b"\xff\xfe{", "the text is not UTF-8"),
+        (lambda d: d / "latin-1.json", "latin-1.json' is not UTF-8"),
+        (lambda d: '{"events": [', "receipt: not JSON"),
+    ],
+)
+def test_an_unreadable_receipt_is_malformed_and_says_why(
+    tmp_path: pathlib.Path, make: Callable[[pathlib.Path], object], said: str
+) -> None:
+    (tmp_path / "latin-1.json").write_bytes(b"\xff\xfe{")
+    with pytest.raises(ReceiptError) as refused:
+        verify_receipt(make(tmp_path), PUBLIC_KEY)  # type: ignore[arg-type]
+    assert refused.value.kind == "malformed"
+    assert said in str(refused.value)
+    assert len(str(refused.value)) < 400
+
+
+def test_a_receipt_with_a_byte_order_mark_or_as_a_bytearray_is_read() -> None:
+    text = json.dumps(golden_receipt().to_json())
+    assert verify_receipt("\ufeff" + text, PUBLIC_KEY) == golden_receipt()
+    assert verify_receipt(b"\xef\xbb\xbf" + text.encode(), PUBLIC_KEY) == golden_receipt()
+    assert verify_receipt(bytearray(text.encode()), PUBLIC_KEY) == golden_receipt()
+
+
+@pytest.mark.parametrize(
+    ("events", "said"),
+    [
+        ('{"a": 1}\n{bad\n', "nor one JSON value per line (line 2"),
+        ('{"events": [', "events: not JSON"),
+        (b"5", "a JSON int, not an event or a list of events"),
+        ({"id": ID_1}, "events[0].payload_base64 is missing"),
+    ],
+)
+def test_malformed_events_are_named(events: object, said: str) -> None:
+    with pytest.raises(ReceiptError) as refused:
+        verify_receipt(golden_receipt(), events=events)  # type: ignore[arg-type]
+    assert refused.value.kind == "malformed"
+    assert said in str(refused.value)
+
+
+def test_arguments_of_the_wrong_type_are_a_type_error_naming_the_argument() -> None:
+    for receipt in (None, 5, []):
+        with pytest.raises(TypeError, match="^receipt must be"):
+            verify_receipt(receipt, PUBLIC_KEY)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="^events must be"):
+        verify_receipt(golden_receipt(), events=5)  # type: ignore[arg-type]
+
+
 def test_a_server_receipt_verifies_offline_and_tampered_copies_do_not(
     client: Client, scope: str, public_key: str
 ) -> None:

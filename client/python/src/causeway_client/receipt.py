@@ -194,10 +194,18 @@ class Receipt:
         )
 
 
+#: What a receipt's JSON and an events file are, for the message that refuses other text.
+RECEIPT_HINT = "the output of `causeway --output json append`"
+EVENTS_HINT = "the output of `causeway --output json get`, `read` or `tail`"
+#: Blanks and a byte order mark, allowed before JSON text.
+TEXT_LEAD = " \t\r\n\ufeff"
+#: How much of a path or text a refusal quotes.
+QUOTED_CHARS_MAX = 120
+
 ReceiptInput = Union[
-    Receipt, receipt_pb2.Receipt, Mapping[str, Any], str, bytes, "os.PathLike[str]"
+    Receipt, receipt_pb2.Receipt, Mapping[str, Any], str, bytes, bytearray, "os.PathLike[str]"
 ]
-EventsInput = Union[Iterable[Any], str, bytes, "os.PathLike[str]"]
+EventsInput = Union[Iterable[Any], Mapping[str, Any], str, bytes, bytearray, "os.PathLike[str]"]
 
 
 def load_receipt(receipt: ReceiptInput) -> Receipt:
@@ -210,7 +218,12 @@ def load_receipt(receipt: ReceiptInput) -> Receipt:
         return Receipt.from_pb(receipt)
     if isinstance(receipt, Mapping):
         return Receipt.from_json(receipt)
-    return Receipt.from_json(_parse_json(receipt, "receipt"))
+    if not isinstance(receipt, (str, bytes, bytearray, os.PathLike)):
+        raise TypeError(
+            "receipt must be a Receipt, the wire message, a dict, JSON text (str or bytes) or a "
+            f"path, not {type(receipt).__name__}"
+        )
+    return Receipt.from_json(_parse_json(receipt, "receipt", RECEIPT_HINT))
 
 
 def load_events(events: EventsInput) -> list[Event]:
@@ -218,18 +231,24 @@ def load_events(events: EventsInput) -> list[Event]:
     (an array, an object with `events`, one event, or one event per line; the payload comes from
     `payload_base64`), as dicts, JSON text (bytes, or a str that starts with `{` or `[`) or a
     path to a file holding it (a str or an `os.PathLike`)."""
+    parsed = isinstance(events, (str, bytes, bytearray, os.PathLike))
+    value: Any = _events_json(_read_text(events, "events")) if parsed else events
     items: Iterable[Any]
-    if isinstance(events, (str, bytes, os.PathLike)):
-        text = _read_text(events, "events")
-        try:
-            values: Any = json.loads(text)
-        except json.JSONDecodeError:
-            values = [json.loads(line) for line in text.splitlines() if line.strip()]
-        if isinstance(values, Mapping):
-            values = values["events"] if isinstance(values.get("events"), list) else [values]
-        items = values
+    if isinstance(value, Mapping):
+        # One event (what `get` prints), or a page of them under `events` (what `read` prints).
+        items = value["events"] if isinstance(value.get("events"), list) else [value]
+    elif isinstance(value, Iterable) and not isinstance(value, (str, bytes, bytearray)):
+        items = value
+    elif parsed:
+        raise _malformed(
+            f"events: a JSON {type(value).__name__}, not an event or a list of events; "
+            f"expected {EVENTS_HINT}"
+        )
     else:
-        items = events
+        raise TypeError(
+            "events must be Events, dicts, wire messages, JSON text (str or bytes) or a path, "
+            f"not {type(value).__name__}"
+        )
     loaded: list[Event] = []
     for idx, item in enumerate(items):
         if isinstance(item, Event):
@@ -444,31 +463,69 @@ def _timestamp_json(timestamp: Timestamp) -> dict[str, Any]:
     return {"wall": rfc3339(timestamp.wall_ms), "logical": timestamp.logical}
 
 
-def _read_text(source: str | bytes | os.PathLike[str], what: str) -> str:
+def _read_text(source: str | bytes | bytearray | os.PathLike[str], what: str) -> str:
     """The JSON text `source` holds or names. Bytes are the text; a str whose first non-blank
     character opens a JSON object or array (`{`, `[`) is the text, as every receipt and events
-    file is; any other str, and any `os.PathLike`, is a path to a file holding it."""
-    if isinstance(source, bytes):
-        return source.decode()
-    if isinstance(source, str) and source.lstrip()[:1] in ("{", "["):
-        return source
+    file is; any other str, and any `os.PathLike`, is a path to a file holding it. A byte order
+    mark is allowed before the text."""
+    if isinstance(source, (bytes, bytearray)):
+        return _decode(bytes(source), what, "the text")
+    if isinstance(source, str):
+        text = source.lstrip(TEXT_LEAD)
+        if not text:
+            raise _malformed(f"{what}: empty; give the JSON text, a dict or a path")
+        if text[:1] in ("{", "["):
+            return text
     path = Path(source)
     try:
-        return path.read_text()
-    except (OSError, UnicodeDecodeError) as err:
+        return _decode(path.read_bytes(), what, _quoted(str(path)))
+    except (OSError, ValueError) as err:
         why = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
         raise _malformed(
-            f"{what}: cannot read {str(path)!r} ({why}); give the JSON text, a dict or a path"
+            f"{what}: cannot read {_quoted(str(path))} ({why}); "
+            "give the JSON text, a dict or a path"
         ) from None
 
 
-def _parse_json(source: str | bytes | os.PathLike[str], what: str) -> Any:
+def _events_json(text: str) -> Any:
+    """Events text as JSON: one value, or one value per line (as `tail` prints them)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as whole:
+        values = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                values.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise _malformed(
+                    f"events: not JSON ({whole}), nor one JSON value per line (line {number}: "
+                    f"{err}); expected {EVENTS_HINT}"
+                ) from None
+        return values
+
+
+def _decode(data: bytes, what: str, source: str) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise _malformed(f"{what}: {source} is not UTF-8 ({err.reason} at byte {err.start})") from None
+
+
+def _quoted(text: str) -> str:
+    """`text` quoted for a message, its middle elided past `QUOTED_CHARS_MAX` characters."""
+    if len(text) > QUOTED_CHARS_MAX:
+        half = QUOTED_CHARS_MAX // 2
+        text = f"{text[:half]}...{text[-half:]}"
+    return repr(text)
+
+
+def _parse_json(source: str | bytes | bytearray | os.PathLike[str], what: str, hint: str) -> Any:
     try:
         return json.loads(_read_text(source, what))
     except json.JSONDecodeError as err:
-        raise _malformed(
-            f"{what}: not JSON ({err}); expected the output of `causeway --output json append`"
-        ) from None
+        raise _malformed(f"{what}: not JSON ({err}); expected {hint}") from None
 
 
 def _object(value: Any, what: str) -> Mapping[str, Any]:

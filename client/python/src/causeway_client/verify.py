@@ -23,8 +23,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.events is None and args.public_key is None:
         parser.error("give --events, --public-key or both: a check of nothing proves nothing")
+    # Read here, as bytes (always taken as the text): a file that cannot be read is a usage
+    # error (exit 2), while what it holds is judged by the check (exit 1 when malformed).
     try:
-        verify_receipt(args.receipt, args.public_key, events=args.events)
+        receipt = args.receipt.read_bytes()
+        events = None if args.events is None else args.events.read_bytes()
+    except OSError as err:
+        print(f"causeway-verify: {err}", file=sys.stderr)
+        return 2
+    try:
+        verify_receipt(receipt, args.public_key, events=events)
     except ReceiptError as err:
         print(f"invalid: {err}")
         return 1
