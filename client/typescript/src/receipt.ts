@@ -214,7 +214,7 @@ export function loadReceipt(receipt: ReceiptInput): Receipt {
     return receipt;
   }
   if (typeof receipt === "string" || receipt instanceof Uint8Array) {
-    return Receipt.fromJSON(parseJson(receipt, "receipt"));
+    return Receipt.fromJSON(parseJson(receipt, "receipt", RECEIPT_HINT));
   }
   if ((receipt as { $typeName?: unknown }).$typeName === "causeway.v1.Receipt") {
     return Receipt.fromPb(receipt as ReceiptPb);
@@ -231,7 +231,11 @@ export function loadEvents(events: EventsInput): Event[] {
     try {
       values = JSON.parse(text);
     } catch {
-      values = text.split("\n").filter((line) => line.trim()).map((line) => parseJson(line, "events"));
+      values = text
+        .split("\n")
+        .map((line, index) => [line, index + 1] as const)
+        .filter(([line]) => line.trim())
+        .map(([line, number]) => parseJson(line, `events line ${number}`, EVENTS_HINT));
     }
     if (!Array.isArray(values) && typeof values === "object" && values !== null) {
       const inner = (values as Record<string, unknown>)["events"];
@@ -520,12 +524,16 @@ function malformed(detail: string): ReceiptError {
   return new ReceiptError("malformed", `malformed ${detail}`);
 }
 
-function parseJson(source: string | Uint8Array, what: string): unknown {
+/** What a receipt's JSON and an events file are, for the message that refuses other text. */
+const RECEIPT_HINT = "the output of `causeway --output json append`";
+const EVENTS_HINT = "the output of `causeway --output json get`, `read` or `tail`";
+
+function parseJson(source: string | Uint8Array, what: string, hint: string): unknown {
   const text = typeof source === "string" ? source : new TextDecoder().decode(source);
   try {
     return JSON.parse(text);
   } catch (err) {
-    throw malformed(`${what}: not JSON (${(err as Error).message}); expected the output of \`causeway --output json append\``);
+    throw malformed(`${what}: not JSON (${(err as Error).message}); expected ${hint}`);
   }
 }
 

@@ -266,6 +266,15 @@ test("the JSON form round-trips and verifies", () => {
   assert.equal(malformed.kind, "malformed");
 });
 
+test("text that is not the CLI's JSON is malformed, named with what was expected", () => {
+  const receipt = thrown(() => verifyReceipt('{"events": [', { publicKey: PUBLIC_KEY }), ReceiptError);
+  assert.equal(receipt.kind, "malformed");
+  assert.match(receipt.message, /^malformed receipt: not JSON .*causeway --output json append/);
+  const events = thrown(() => verifyReceipt(goldenReceipt(), { events: '{"a": 1}\n{bad\n' }), ReceiptError);
+  assert.equal(events.kind, "malformed");
+  assert.match(events.message, /^malformed events line 2: not JSON .*causeway --output json get/);
+});
+
 test("a server receipt verifies offline and tampered copies do not", async () => {
   const client = connect();
   after(() => client.close());
