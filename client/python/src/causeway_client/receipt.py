@@ -210,8 +210,8 @@ EventsInput = Union[Iterable[Any], Mapping[str, Any], str, bytes, bytearray, "os
 
 def load_receipt(receipt: ReceiptInput) -> Receipt:
     """A receipt from any form: a `Receipt`, the wire message, the CLI's JSON as a dict, as JSON
-    text (bytes, or a str that starts with `{`), or a path to a file holding it (a str or an
-    `os.PathLike`)."""
+    text (bytes, or a str whose first non-blank character is `{`), or a path to a file holding
+    it (any other str, or an `os.PathLike`)."""
     if isinstance(receipt, Receipt):
         return receipt
     if isinstance(receipt, receipt_pb2.Receipt):
@@ -229,8 +229,8 @@ def load_receipt(receipt: ReceiptInput) -> Receipt:
 def load_events(events: EventsInput) -> list[Event]:
     """Events from any form: `Event`s, wire messages, the CLI's JSON of `get`, `read` or `tail`
     (an array, an object with `events`, one event, or one event per line; the payload comes from
-    `payload_base64`), as dicts, JSON text (bytes, or a str that starts with `{` or `[`) or a
-    path to a file holding it (a str or an `os.PathLike`)."""
+    `payload_base64`), as dicts, JSON text (bytes, or a str whose first non-blank character is
+    `{` or `[`) or a path to a file holding it (any other str, or an `os.PathLike`)."""
     parsed = isinstance(events, (str, bytes, bytearray, os.PathLike))
     value: Any = _events_json(_read_text(events, "events")) if parsed else events
     items: Iterable[Any]
@@ -510,7 +510,8 @@ def _decode(data: bytes, what: str, source: str) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        raise _malformed(f"{what}: {source} is not UTF-8 ({err.reason} at byte {err.start})") from None
+        why = f"{err.reason} at byte {err.start}"
+        raise _malformed(f"{what}: {source} is not UTF-8 ({why})") from None
 
 
 def _quoted(text: str) -> str:
