@@ -11,10 +11,11 @@ versions this environment happens to have.
 from __future__ import annotations
 
 import re
-from importlib import metadata, resources
+from importlib import resources
 
-from packaging.requirements import Requirement
 from packaging.version import Version
+
+from floors import declared_floors
 
 GRPC_GENERATED = re.compile(r"^GRPC_GENERATED_VERSION = '([0-9.]+)'$", re.MULTILINE)
 PROTOBUF_GENERATED = re.compile(
@@ -25,13 +26,9 @@ PROTOBUF_GENERATED = re.compile(
 
 def declared_floor(name: str) -> Version:
     """The lowest version of `name` that causeway-client's metadata admits."""
-    for text in metadata.requires("causeway-client") or []:
-        requirement = Requirement(text)
-        if requirement.name == name and requirement.marker is None:
-            floors = [Version(s.version) for s in requirement.specifier if s.operator == ">="]
-            assert floors, f"{name} is declared without a lower bound: {text}"
-            return max(floors)
-    raise AssertionError(f"causeway-client does not declare {name}")
+    floors = declared_floors()
+    assert name in floors, f"causeway-client does not declare {name}"
+    return floors[name]
 
 
 def generated_sources(suffix: str) -> dict[str, str]:
