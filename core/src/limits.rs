@@ -54,6 +54,11 @@ pub const WRITE_QUEUE_MAX: usize = 4096;
 pub const GROUP_APPENDS_MAX: usize = 1024;
 /// Written groups waiting for the sync thread; past this, the writer waits for it.
 pub const SYNCER_GROUPS_MAX: usize = 4;
+/// How long the writer polls its queue before it sleeps, after a group it synced itself (one
+/// client in sequence), in microseconds: the default of `Config::writer_spin`. A client's next
+/// append comes back within it on the 2-CPU machine of docs/BENCHMARKS.md, and a thread that
+/// sleeps there is woken late (a CPU that went idle answers slowly).
+pub const WRITER_SPIN_US_DEFAULT: u64 = 500;
 /// Smallest allowed segment size; smaller values are refused in `Config`.
 pub const SEGMENT_BYTES_MIN: u64 = 4096;
 /// Largest allowed segment size: frame offsets are kept as 32-bit values in the index.

@@ -133,10 +133,11 @@ impl<T: Send + 'static> Syncer<T> {
     /// waiting for it). If the thread has finished every earlier group, this one is synced and
     /// finished here, on the caller's thread, which saves two thread hand-offs per group at
     /// low concurrency; otherwise it is queued behind them as by [`Syncer::submit`]. Either
-    /// way groups finish in submission order.
-    pub fn submit_idle(&mut self, group: Group<T>) {
+    /// way groups finish in submission order. Gives whether the group was synced here.
+    pub fn submit_idle(&mut self, group: Group<T>) -> bool {
         if self.sender.is_none() || self.outstanding.load(Ordering::Acquire) != 0 {
-            return self.submit(group);
+            self.submit(group);
+            return false;
         }
         sync_and_finish(
             &self.finish,
@@ -144,6 +145,7 @@ impl<T: Send + 'static> Syncer<T> {
             &self.fsync_seconds,
             &self.groups_per_sync,
         );
+        true
     }
 
     /// Finishes every group handed over so far and stops the thread.

@@ -21,6 +21,7 @@
 //! signing_key = "/etc/causeway/receipt.key"
 //! record_denials = true
 //! scrub_bytes_per_sec = 8388608  # the background scrubber's pace; 0 turns it off
+//! writer_spin_us = 500          # the writer polls this long for one client's next append; 0: off
 //! node_id = 1                   # runs as a member of a Raft cluster (see below)
 //! advertise = "10.0.0.1:7420"   # where other nodes and clients reach this one
 //! heartbeat_ms = 100
@@ -57,7 +58,7 @@ use crate::limits::{
     IN_FLIGHT_REQUEST_BYTES_MAX, IN_FLIGHT_REQUEST_BYTES_MIN, POOL_QUEUE_DEFAULT, POOL_QUEUE_MAX,
     POOL_THREADS_DEFAULT, POOL_THREADS_MAX, RAFT_LOG_KEPT_AFTER_SNAPSHOT,
     RAFT_SNAPSHOT_INTERVAL_ENTRIES, SCRUB_BYTES_PER_SEC_DEFAULT, SUBSCRIPTIONS_DEFAULT,
-    SUBSCRIPTIONS_MAX, async_threads_default, subscribe_reads_max,
+    SUBSCRIPTIONS_MAX, WRITER_SPIN_US_MAX, async_threads_default, subscribe_reads_max,
 };
 use crate::tls::TlsFiles;
 
@@ -146,6 +147,12 @@ pub struct Args {
     /// and the hash chain; 0 turns it off [default: 8388608].
     #[arg(long, env = "CAUSEWAY_SCRUB_BYTES_PER_SEC")]
     pub scrub_bytes_per_sec: Option<u64>,
+    /// Microseconds the store's writer polls for one client's next append before it sleeps,
+    /// after syncing that client's last one itself; 0 turns it off. It trades up to this much
+    /// CPU per append for a client in sequence for not waking a sleeping thread per append
+    /// [default: 500; at most 10000].
+    #[arg(long, env = "CAUSEWAY_WRITER_SPIN_US")]
+    pub writer_spin_us: Option<u64>,
     /// Run as member NODE_ID (1 or more) of a Raft cluster; fixed for the life of the data
     /// directory. Without it the server is a single node.
     #[arg(long, env = "CAUSEWAY_NODE_ID")]
@@ -281,6 +288,7 @@ struct File {
     signing_key: Option<PathBuf>,
     record_denials: Option<bool>,
     scrub_bytes_per_sec: Option<u64>,
+    writer_spin_us: Option<u64>,
     node_id: Option<u64>,
     advertise: Option<String>,
     heartbeat_ms: Option<u64>,
@@ -335,6 +343,10 @@ pub struct Config {
     /// The scrubber's pace in bytes per second (`scrub.rs`); 0 runs no scrubber. Faster finds
     /// damage sooner and takes more of the disk from appends and reads.
     pub scrub_bytes_per_sec: u64,
+    /// How long a single node's store writer polls for one client's next append
+    /// (`causeway_core::Config::writer_spin`); zero turns it off. Up to `WRITER_SPIN_US_MAX`
+    /// µs. A cluster member's store is written in apply, where it does not apply.
+    pub writer_spin: Duration,
     /// Cluster membership settings; `None` runs a single node.
     pub cluster: Option<ClusterConfig>,
     /// TLS on both ports (and mutual TLS between cluster nodes); `None` serves plaintext.
@@ -385,6 +397,7 @@ impl Default for Config {
             signing_key: None,
             record_denials: None,
             scrub_bytes_per_sec: SCRUB_BYTES_PER_SEC_DEFAULT,
+            writer_spin: Duration::from_micros(causeway_core::limits::WRITER_SPIN_US_DEFAULT),
             cluster: None,
             tls: None,
             auth_file: None,
@@ -483,6 +496,10 @@ impl Config {
                 .scrub_bytes_per_sec
                 .or(file.scrub_bytes_per_sec)
                 .unwrap_or(defaults.scrub_bytes_per_sec),
+            writer_spin: args
+                .writer_spin_us
+                .or(file.writer_spin_us)
+                .map_or(defaults.writer_spin, Duration::from_micros),
             cluster: None,
             auth_file: args.auth_file.or(file.auth_file),
             tls: match (
@@ -625,6 +642,13 @@ impl Config {
                  {IN_FLIGHT_REQUEST_BYTES_MAX} (IN_FLIGHT_REQUEST_BYTES_MIN, \
                  IN_FLIGHT_REQUEST_BYTES_MAX)",
                 self.max_in_flight_request_bytes
+            )));
+        }
+        if self.writer_spin > Duration::from_micros(WRITER_SPIN_US_MAX) {
+            return Err(ConfigError(format!(
+                "writer_spin_us is {}; it must be at most {WRITER_SPIN_US_MAX} \
+                 (WRITER_SPIN_US_MAX), or 0 for none",
+                self.writer_spin.as_micros()
             )));
         }
         if let Some(age) = self.max_connection_age
@@ -809,6 +833,30 @@ mod tests {
         assert!(err.0.contains("POOL_THREADS_MAX"), "{err}");
         let err = Config::from_args(args(&["--pool-queue", "0"])).expect_err("zero queue");
         assert!(err.0.contains("pool_queue"), "{err}");
+    }
+
+    #[test]
+    fn the_writer_spin_comes_from_a_flag_or_the_file_and_is_bounded() {
+        let config = Config::from_args(args(&[])).expect("the defaults");
+        assert_eq!(
+            config.writer_spin,
+            causeway_core::Config::default().writer_spin,
+            "the store's own default"
+        );
+        let config = Config::from_args(args(&["--writer-spin-us", "0"])).expect("off");
+        assert_eq!(config.writer_spin, Duration::ZERO);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("causeway.toml");
+        std::fs::write(&path, "writer_spin_us = 120\n").expect("write config");
+        let path = path.to_str().expect("utf-8 path");
+        let config = Config::from_args(args(&["--config", path])).expect("from the file");
+        assert_eq!(config.writer_spin, Duration::from_micros(120));
+        let max = WRITER_SPIN_US_MAX.to_string();
+        Config::from_args(args(&["--writer-spin-us", &max])).expect("the largest allowed");
+        let over = (WRITER_SPIN_US_MAX + 1).to_string();
+        let err = Config::from_args(args(&["--writer-spin-us", &over])).expect_err("over the max");
+        assert!(err.0.contains("writer_spin_us"), "{err}");
+        assert!(err.0.contains("WRITER_SPIN_US_MAX"), "{err}");
     }
 
     #[test]

@@ -335,6 +335,10 @@ pub const VERIFY_PAGE_BYTES_MAX: u64 = 64 * 1024 * 1024;
 /// segment takes 8 s, a 100 GiB log under 4 hours per pass, and the disk keeps nearly all of
 /// its bandwidth for appends and reads.
 pub const SCRUB_BYTES_PER_SEC_DEFAULT: u64 = 8 * 1024 * 1024;
+/// The longest the store's writer may poll for one client's next append
+/// (`--writer-spin-us`): 10 ms. Past a few hundred microseconds a client in sequence gains
+/// nothing more, and every microsecond is CPU spent while that client pauses.
+pub const WRITER_SPIN_US_MAX: u64 = 10_000;
 /// The pause between two scrubber passes over the sealed segments.
 pub const SCRUB_PASS_PAUSE: Duration = Duration::from_secs(60);
 /// Damage reports the scrubber remembers (so each is logged and counted once) and `/readyz`

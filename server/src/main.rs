@@ -146,6 +146,7 @@ fn log_start(config: &Config, json: bool) {
         signing_key = config.signing_key.as_ref().map(|path| path.display().to_string()),
         record_denials = config.record_denials,
         scrub_bytes_per_sec = config.scrub_bytes_per_sec,
+        writer_spin_us = config.writer_spin.as_micros() as u64,
         tls_cert = config.tls.as_ref().map(|tls| tls.cert.display().to_string()),
         tls_client_ca = config
             .tls

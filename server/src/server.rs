@@ -497,6 +497,7 @@ async fn open_single(
     let store_config = causeway_core::Config {
         durability: config.durability.into(),
         signer,
+        writer_spin: config.writer_spin,
         ..causeway_core::Config::default()
     };
     let record_denials = config.record_denials;

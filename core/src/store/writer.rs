@@ -16,8 +16,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use super::reads::{StoreView, read_at, read_position};
 use super::recovery::{IdxBuffer, KeyEntry, Keys, SidecarWriter};
@@ -143,8 +144,13 @@ pub(super) fn try_lock(writer: &Mutex<Writer>) -> Result<Option<MutexGuard<'_, W
     }
 }
 
-/// The writer thread: takes requests in groups from `receiver` and commits them.
-pub(super) fn run(writer: Arc<Mutex<Writer>>, receiver: Receiver<Request>) -> Result<()> {
+/// The writer thread: takes requests in groups from `receiver` and commits them. `spin` is
+/// [`super::Config::writer_spin`].
+pub(super) fn run(
+    writer: Arc<Mutex<Writer>>,
+    receiver: Receiver<Request>,
+    spin: Duration,
+) -> Result<()> {
     let shared = lock(&writer)?.shared.clone();
     let durable = shared.durability == super::Durability::Fsync;
     // With fsync durability a second thread syncs and answers each written group while
@@ -167,13 +173,21 @@ pub(super) fn run(writer: Arc<Mutex<Writer>>, receiver: Receiver<Request>) -> Re
     // A request that arrived while the last group was written, taken to learn whether
     // anything waits: it starts the next group.
     let mut next = None;
+    // How long to poll before sleeping for the next request: `spin` while one client's
+    // appends come back to this thread within it (see `Config::writer_spin`), else zero.
+    let mut poll = Duration::ZERO;
+    // Whether the last group was synced on this thread, as one client's appends are.
+    let mut lone = false;
     loop {
         let first = match next.take() {
             Some(request) => request,
-            None => match receiver.recv() {
-                Ok(request) => request,
-                Err(_) => break,
-            },
+            None => {
+                let Some((request, waited)) = receive(&receiver, poll) else {
+                    break;
+                };
+                poll = spin_next(spin, lone, waited);
+                request
+            }
         };
         let mut group = vec![first];
         while group.len() < GROUP_APPENDS_MAX {
@@ -196,12 +210,16 @@ pub(super) fn run(writer: Arc<Mutex<Writer>>, receiver: Receiver<Request>) -> Re
         // Nothing waiting: sync this group here unless the syncer is still busy with
         // earlier ones (one sequential client then crosses two threads, not three). With
         // more waiting, the syncer syncs while this thread writes the next group.
-        match receiver.try_recv() {
+        lone = match receiver.try_recv() {
             Ok(request) => {
                 next = Some(request);
                 syncer.submit(group);
+                false
             }
             Err(_) => syncer.submit_idle(group),
+        };
+        if !lone {
+            poll = Duration::ZERO;
         }
         drop(this);
     }
@@ -216,6 +234,45 @@ pub(super) fn run(writer: Arc<Mutex<Writer>>, receiver: Receiver<Request>) -> Re
         this.log.record_synced()?;
     }
     Ok(())
+}
+
+/// Takes the next request: polls the queue for up to `poll` before sleeping on it. Gives the
+/// request and how long it took to come, or `None` once every sender is gone.
+///
+/// Polling keeps this thread on its CPU while a lone client's answer goes out and its next
+/// append comes in. On the 2-CPU machine of docs/BENCHMARKS.md a thread that sleeps there is
+/// woken late, because the CPU it slept on went idle and answers slowly: one client in
+/// sequence did about half the appends per second ("A writer that waits awake").
+fn receive<T>(receiver: &Receiver<T>, poll: Duration) -> Option<(T, Duration)> {
+    let start = Instant::now();
+    if !poll.is_zero() {
+        loop {
+            match receiver.try_recv() {
+                Ok(item) => return Some((item, start.elapsed())),
+                Err(TryRecvError::Disconnected) => return None,
+                Err(TryRecvError::Empty) => {}
+            }
+            if start.elapsed() >= poll {
+                break;
+            }
+            std::hint::spin_loop();
+        }
+    }
+    let item = receiver.recv().ok()?;
+    Some((item, start.elapsed()))
+}
+
+/// How long to poll for the request after this one: `spin` when the last group was synced on
+/// this thread (one client in sequence, nothing else waiting) and this request came within
+/// `spin`, so that the client is likely to be back within it again; zero otherwise. A client
+/// that pauses longer stops the polling after one window, and under concurrency the sync
+/// thread syncs, so the writer never polls there.
+fn spin_next(spin: Duration, lone: bool, waited: Duration) -> Duration {
+    if lone && waited <= spin {
+        spin
+    } else {
+        Duration::ZERO
+    }
 }
 
 impl Writer {
@@ -1239,4 +1296,59 @@ fn gate_passes(gates: &[(String, u64)]) -> Vec<GatePass> {
 /// One refused event as a denial record lists it.
 fn refused_json(id: EventId, scope: &str, entity: &str, event_type: &str) -> serde_json::Value {
     serde_json::json!({"id": id.to_string(), "scope": scope, "entity": entity, "type": event_type})
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc::channel;
+    use std::time::Duration;
+
+    use super::{receive, spin_next};
+
+    #[test]
+    fn the_writer_polls_only_after_a_group_of_its_own_that_came_back_within_the_window() {
+        let spin = Duration::from_micros(500);
+        assert_eq!(spin_next(spin, true, Duration::from_micros(80)), spin);
+        assert_eq!(spin_next(spin, true, spin), spin, "the window's edge counts");
+        // The client paused longer: the next wait sleeps at once.
+        assert_eq!(
+            spin_next(spin, true, Duration::from_micros(501)),
+            Duration::ZERO
+        );
+        // The sync thread synced the last group: other appends are in flight.
+        assert_eq!(
+            spin_next(spin, false, Duration::from_micros(80)),
+            Duration::ZERO
+        );
+        assert_eq!(
+            spin_next(Duration::ZERO, true, Duration::ZERO),
+            Duration::ZERO,
+            "zero turns it off"
+        );
+    }
+
+    #[test]
+    fn a_request_is_taken_whether_it_comes_while_polling_or_after() {
+        let (sender, receiver) = channel();
+        sender.send(1).expect("send");
+        let (item, _) = receive(&receiver, Duration::from_millis(50)).expect("while polling");
+        assert_eq!(item, 1);
+        // Sent after the window: the thread sleeps on the queue and is woken.
+        let late = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            sender.send(2).expect("send");
+            sender
+        });
+        let (item, waited) = receive(&receiver, Duration::from_micros(100)).expect("after it");
+        assert_eq!(item, 2);
+        assert!(waited >= Duration::from_millis(20), "{waited:?}");
+        drop(late.join().expect("sender thread"));
+        assert!(
+            receive(&receiver, Duration::from_millis(5)).is_none(),
+            "no senders left: the writer stops"
+        );
+        let (sender, receiver) = channel::<u32>();
+        drop(sender);
+        assert!(receive(&receiver, Duration::ZERO).is_none());
+    }
 }
