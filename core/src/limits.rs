@@ -54,8 +54,9 @@ pub const WRITE_QUEUE_MAX: usize = 4096;
 pub const GROUP_APPENDS_MAX: usize = 1024;
 /// Written groups waiting for the sync thread; past this, the writer waits for it.
 pub const SYNCER_GROUPS_MAX: usize = 4;
-/// How long the writer polls its queue before it sleeps, after a group it synced itself (one
-/// client in sequence), in microseconds: the default of `Config::writer_spin`. A client's next
+/// How long the writer polls its queue before it sleeps, after syncing alone an append from
+/// `Store::append_in_sequence` (one client's stream), in microseconds: the default of
+/// `Config::writer_spin`. A client's next
 /// append comes back within it on the 2-CPU machine of docs/BENCHMARKS.md, and a thread that
 /// sleeps there is woken late (a CPU that went idle answers slowly).
 pub const WRITER_SPIN_US_DEFAULT: u64 = 500;

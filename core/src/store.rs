@@ -146,12 +146,13 @@ pub struct Config {
     /// ([`OsDisk`]) in production; tests put a [`crate::disk::SimDisk`] here to cut the power.
     pub disk: Arc<dyn Disk>,
     /// How long the writer thread polls for the next append before it sleeps, when it has just
-    /// synced a group itself: one client appending in sequence, nothing else waiting. Its
-    /// next append then finds the writer awake instead of waking it; on a machine whose idle
-    /// CPUs wake slowly that halves the client's time per append, for up to this much CPU
-    /// per append. It polls only while appends come back within the window, so a client
-    /// that pauses longer costs nothing, and never under concurrency (the sync thread
-    /// then syncs). Zero turns it off. Default [`WRITER_SPIN_US_DEFAULT`] µs.
+    /// synced alone an append from [`Store::append_in_sequence`] (a client appending in
+    /// sequence over a stream, nothing else waiting). Its next append then finds the writer
+    /// awake instead of waking it; on a machine whose idle CPUs wake slowly that halves the
+    /// client's time per append, for up to this much CPU per append. It polls only while
+    /// appends come back within the window, so a client that pauses longer costs one window,
+    /// and never under concurrency (the sync thread then syncs). Zero turns it off. Default
+    /// [`WRITER_SPIN_US_DEFAULT`] µs.
     pub writer_spin: Duration,
 }
 
@@ -281,6 +282,10 @@ struct Request {
     entry: Option<EntryId>,
     mode: Mode,
     done: Done,
+    /// Whether the caller sends its next append as soon as this one is answered (see
+    /// [`Store::append_in_sequence`]): the writer then polls for it after syncing this one
+    /// alone.
+    next_soon: bool,
 }
 
 /// What the writer does with a request besides deciding it.
@@ -459,8 +464,35 @@ impl Store {
         append: Append,
         done: impl FnOnce(Result<Receipt>, Spent) + Send + 'static,
     ) -> Result<()> {
+        self.append_queued(append, Box::new(done), false)
+    }
+
+    /// [`Store::append_with`] for a caller that sends its next append as soon as this one is
+    /// answered, such as a client's append stream. When the writer syncs such an append alone
+    /// (nothing else waiting), it polls for the next one for up to [`Config::writer_spin`]
+    /// instead of sleeping, and goes on doing so while they come back within it. A caller that
+    /// may pause between appends uses `append_with`: the polling would cost CPU and buy
+    /// nothing.
+    pub fn append_in_sequence(
+        &self,
+        append: Append,
+        done: impl FnOnce(Result<Receipt>, Spent) + Send + 'static,
+    ) -> Result<()> {
+        self.append_queued(append, Box::new(done), true)
+    }
+
+    /// [`Store::append_with`] and [`Store::append_in_sequence`]: stamps the append and queues
+    /// it for the writer, refused at once if the queue is full.
+    fn append_queued(&self, append: Append, done: Done, next_soon: bool) -> Result<()> {
         let command = self.stamp(append)?;
-        self.enqueue(command, None, Mode::Write, Box::new(done), Queueing::Refuse)
+        self.enqueue(
+            command,
+            None,
+            Mode::Write,
+            done,
+            Queueing::Refuse,
+            next_soon,
+        )
     }
 
     /// Validates a proposal and fixes what must come from this node: missing event ids (UUIDv7
@@ -577,6 +609,7 @@ impl Store {
             Mode::Write,
             Box::new(done),
             Queueing::Wait,
+            false,
         )
     }
 
@@ -621,6 +654,7 @@ impl Store {
                     done: Box::new(move |result, _spent| {
                         answers.lock().expect("answers lock poisoned").push(result);
                     }),
+                    next_soon: false,
                 }
             })
             .collect();
@@ -752,7 +786,7 @@ impl Store {
             // The caller waits on `answer` until this runs, so the send cannot fail.
             let _ = reply.send((result, spent));
         });
-        self.enqueue(command, entry, mode, done, Queueing::Wait)?;
+        self.enqueue(command, entry, mode, done, Queueing::Wait, false)?;
         // The events are dropped here, on the caller's thread (see `Spent`).
         let (result, _spent) = answer
             .recv()
@@ -762,6 +796,7 @@ impl Store {
 
     /// Hands a stamped, validated command to the writer. When this returns `Ok`, the store
     /// will call `done` exactly once (or, should its threads die, drop it uncalled).
+    /// `next_soon`: see [`Request::next_soon`].
     fn enqueue(
         &self,
         command: Command,
@@ -769,6 +804,7 @@ impl Store {
         mode: Mode,
         done: Done,
         queueing: Queueing,
+        next_soon: bool,
     ) -> Result<()> {
         let sender = self
             .sender
@@ -781,6 +817,7 @@ impl Store {
             entry,
             mode,
             done,
+            next_soon,
         };
         // Counted before the send, so the writer's decrement never runs first.
         let queue_depth = &self.shared.queue_depth;

@@ -898,3 +898,34 @@ fn a_forward_page_holds_whole_appends() {
         "backward pages are cut at the limit"
     );
 }
+
+/// Appends one after another through `append_in_sequence`, each sent once the last is answered,
+/// with the writer polling between them (a long window) or not (zero): every one is answered
+/// in order, durable across a reopen, and closing the store stops a writer that was polling.
+#[test]
+fn appends_in_sequence_are_answered_in_order_whether_the_writer_polls_or_not() {
+    for spin in [Duration::from_millis(50), Duration::ZERO] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            writer_spin: spin,
+            ..Config::default()
+        };
+        let store = Store::open(dir.path(), config).unwrap();
+        for n in 1..=20u64 {
+            let (sender, answer) = std::sync::mpsc::channel();
+            store
+                .append_in_sequence(one(event("acme", "order", "Tick", "x")), move |r, _| {
+                    sender.send(r).unwrap()
+                })
+                .unwrap();
+            let receipt = answer.recv().unwrap().unwrap();
+            assert_eq!(receipt.events[0].position, Position(n), "{spin:?}");
+        }
+        // The writer now polls for a 21st append that never comes; closing must not wait on it.
+        let closing = std::time::Instant::now();
+        drop(store);
+        assert!(closing.elapsed() < Duration::from_secs(5), "{spin:?}");
+        let store = open(dir.path());
+        assert_eq!(store.head(), Position(20), "{spin:?}");
+    }
+}

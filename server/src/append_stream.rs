@@ -238,7 +238,7 @@ async fn submit(
     check_append(caller, METHOD, &append)?;
     let append = convert::append(append, "append.").map_err(to_status)?;
     let append = service.reached(caller.clone(), METHOD, append).await?;
-    service.submit(append, true, Admission::Wait).await
+    service.submit(append, true, Admission::Wait, true).await
 }
 
 /// A refusal as the `google.rpc.Status` an answer carries: the code, the message and the

@@ -21,7 +21,7 @@
 //! signing_key = "/etc/causeway/receipt.key"
 //! record_denials = true
 //! scrub_bytes_per_sec = 8388608  # the background scrubber's pace; 0 turns it off
-//! writer_spin_us = 500          # the writer polls this long for one client's next append; 0: off
+//! writer_spin_us = 500          # the writer polls this long for a stream's next append; 0: off
 //! node_id = 1                   # runs as a member of a Raft cluster (see below)
 //! advertise = "10.0.0.1:7420"   # where other nodes and clients reach this one
 //! heartbeat_ms = 100
@@ -147,10 +147,10 @@ pub struct Args {
     /// and the hash chain; 0 turns it off [default: 8388608].
     #[arg(long, env = "CAUSEWAY_SCRUB_BYTES_PER_SEC")]
     pub scrub_bytes_per_sec: Option<u64>,
-    /// Microseconds the store's writer polls for one client's next append before it sleeps,
-    /// after syncing that client's last one itself; 0 turns it off. It trades up to this much
-    /// CPU per append for a client in sequence for not waking a sleeping thread per append
-    /// [default: 500; at most 10000].
+    /// Microseconds the store's writer polls for the next append of a client appending in
+    /// sequence over an AppendStream, after syncing its last one alone, before it sleeps; 0
+    /// turns it off. It trades up to this much CPU per append for not waking a sleeping thread
+    /// per append [default: 500; at most 10000].
     #[arg(long, env = "CAUSEWAY_WRITER_SPIN_US")]
     pub writer_spin_us: Option<u64>,
     /// Run as member NODE_ID (1 or more) of a Raft cluster; fixed for the life of the data
@@ -343,7 +343,7 @@ pub struct Config {
     /// The scrubber's pace in bytes per second (`scrub.rs`); 0 runs no scrubber. Faster finds
     /// damage sooner and takes more of the disk from appends and reads.
     pub scrub_bytes_per_sec: u64,
-    /// How long a single node's store writer polls for one client's next append
+    /// How long a single node's store writer polls for a stream's next append
     /// (`causeway_core::Config::writer_spin`); zero turns it off. Up to `WRITER_SPIN_US_MAX`
     /// µs. A cluster member's store is written in apply, where it does not apply.
     pub writer_spin: Duration,

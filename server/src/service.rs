@@ -113,7 +113,9 @@ impl Service {
     /// Appends without occupying a pool thread: queues the append for the writer and awaits
     /// its answer.
     async fn append(&self, append: Append) -> Result<Receipt, Status> {
-        self.submit(append, false, Admission::Refuse).await?.await
+        self.submit(append, false, Admission::Refuse, false)
+            .await?
+            .await
     }
 
     /// Queues an append behind every append submitted before it (for the writer, or for the
@@ -122,12 +124,14 @@ impl Service {
     /// A refusal names the fields under `append.` when it is `nested` in its request (a
     /// stream's). With every admission permit taken, `admission` says whether to refuse at once
     /// or wait for one; a permit is given back when the append is decided, whether or not its
-    /// answer is polled then.
+    /// answer is polled then. `in_sequence`: the caller sends its next append as soon as this
+    /// one is answered, as a stream's client does (`Store::append_in_sequence`).
     pub(crate) async fn submit(
         &self,
         append: Append,
         nested: bool,
         admission: Admission,
+        in_sequence: bool,
     ) -> Result<Answer, Status> {
         let appends = self.appends.clone();
         let permit = match admission {
@@ -159,16 +163,19 @@ impl Service {
         }
         let (reply, answer) = oneshot::channel();
         let relay = self.relay.clone();
-        self.store
-            .get()
-            .append_with(append, move |result, spent| {
-                relay.deliver(Delivery {
-                    reply,
-                    answer: (result, spent),
-                    permit,
-                });
-            })
-            .map_err(|err| append_refusal(nested, err))?;
+        let done = move |result, spent| {
+            relay.deliver(Delivery {
+                reply,
+                answer: (result, spent),
+                permit,
+            });
+        };
+        let store = self.store.get();
+        let queued = match in_sequence {
+            true => store.append_in_sequence(append, done),
+            false => store.append_with(append, done),
+        };
+        queued.map_err(|err| append_refusal(nested, err))?;
         Ok(Box::pin(async move {
             match answer.await {
                 // The events are freed here, on an async worker, where they were decoded (see

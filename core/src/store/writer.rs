@@ -176,7 +176,8 @@ pub(super) fn run(
     // How long to poll before sleeping for the next request: `spin` while one client's
     // appends come back to this thread within it (see `Config::writer_spin`), else zero.
     let mut poll = Duration::ZERO;
-    // Whether the last group was synced on this thread, as one client's appends are.
+    // Whether the last group was synced on this thread and came from a caller that sends its
+    // next append at once (`Store::append_in_sequence`), as one client's stream does.
     let mut lone = false;
     loop {
         let first = match next.take() {
@@ -197,6 +198,7 @@ pub(super) fn run(
             }
         }
         queue_depth.decrement(group.len() as f64);
+        let next_soon = group.iter().any(|request| request.next_soon);
         group_appends.record(group.len() as f64);
         // Held until the group is handed on: without durability `submit` finishes it here,
         // and a group applied on another thread ([`Writer::commit_now`]) must not publish a
@@ -216,7 +218,7 @@ pub(super) fn run(
                 syncer.submit(group);
                 false
             }
-            Err(_) => syncer.submit_idle(group),
+            Err(_) => syncer.submit_idle(group) && next_soon,
         };
         if !lone {
             poll = Duration::ZERO;
@@ -263,7 +265,8 @@ fn receive<T>(receiver: &Receiver<T>, poll: Duration) -> Option<(T, Duration)> {
 }
 
 /// How long to poll for the request after this one: `spin` when the last group was synced on
-/// this thread (one client in sequence, nothing else waiting) and this request came within
+/// this thread and came from [`super::Store::append_in_sequence`] (one client's stream,
+/// nothing else waiting) and this request came within
 /// `spin`, so that the client is likely to be back within it again; zero otherwise. A client
 /// that pauses longer stops the polling after one window, and under concurrency the sync
 /// thread syncs, so the writer never polls there.
@@ -1309,7 +1312,11 @@ mod tests {
     fn the_writer_polls_only_after_a_group_of_its_own_that_came_back_within_the_window() {
         let spin = Duration::from_micros(500);
         assert_eq!(spin_next(spin, true, Duration::from_micros(80)), spin);
-        assert_eq!(spin_next(spin, true, spin), spin, "the window's edge counts");
+        assert_eq!(
+            spin_next(spin, true, spin),
+            spin,
+            "the window's edge counts"
+        );
         // The client paused longer: the next wait sleeps at once.
         assert_eq!(
             spin_next(spin, true, Duration::from_micros(501)),
