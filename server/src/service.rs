@@ -125,7 +125,8 @@ impl Service {
     /// stream's). With every admission permit taken, `admission` says whether to refuse at once
     /// or wait for one; a permit is given back when the append is decided, whether or not its
     /// answer is polled then. `in_sequence`: the caller sends its next append as soon as this
-    /// one is answered, as a stream's client does (`Store::append_in_sequence`).
+    /// one is answered, as a stream's client does; when no other append is in flight on the
+    /// node, the writer then polls for it (`Store::append_in_sequence`).
     pub(crate) async fn submit(
         &self,
         append: Append,
@@ -170,8 +171,11 @@ impl Service {
                 permit,
             });
         };
+        // Only when this append is the only one in flight on the node: with others beside it the
+        // writer is woken with work anyway, and polling would take a CPU they need.
+        let alone = self.appends.available_permits() + 1 == self.appends_max;
         let store = self.store.get();
-        let queued = match in_sequence {
+        let queued = match in_sequence && alone {
             true => store.append_in_sequence(append, done),
             false => store.append_with(append, done),
         };
