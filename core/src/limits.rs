@@ -56,9 +56,9 @@ pub const GROUP_APPENDS_MAX: usize = 1024;
 pub const SYNCER_GROUPS_MAX: usize = 4;
 /// How long the writer polls its queue before it sleeps, after syncing alone an append from
 /// `Store::append_in_sequence` (one client's stream), in microseconds: the default of
-/// `Config::writer_spin`. A client's next
-/// append comes back within it on the 2-CPU machine of docs/BENCHMARKS.md, and a thread that
-/// sleeps there is woken late (a CPU that went idle answers slowly).
+/// `Config::writer_spin`. A client's next append comes back within it on the 2-CPU machine of
+/// docs/BENCHMARKS.md, and a thread that sleeps there is woken late (a CPU that went idle
+/// answers slowly).
 pub const WRITER_SPIN_US_DEFAULT: u64 = 500;
 /// Smallest allowed segment size; smaller values are refused in `Config`.
 pub const SEGMENT_BYTES_MIN: u64 = 4096;

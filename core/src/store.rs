@@ -151,7 +151,7 @@ pub struct Config {
     /// awake instead of waking it; on a machine whose idle CPUs wake slowly that halves the
     /// client's time per append, for up to this much CPU per append. It polls only while
     /// appends come back within the window, so a client that pauses longer costs one window,
-    /// and never under concurrency (the sync thread then syncs). Zero turns it off. Default
+    /// and never after a group handed to the sync thread. Zero turns it off. Default
     /// [`WRITER_SPIN_US_DEFAULT`] µs.
     pub writer_spin: Duration,
 }
@@ -471,8 +471,10 @@ impl Store {
     /// answered, such as a client's append stream. When the writer syncs such an append alone
     /// (nothing else waiting), it polls for the next one for up to [`Config::writer_spin`]
     /// instead of sleeping, and goes on doing so while they come back within it. A caller that
-    /// may pause between appends uses `append_with`: the polling would cost CPU and buy
-    /// nothing.
+    /// may pause between appends, or that has other appends in flight beside this one, uses
+    /// `append_with`: the polling would cost CPU and buy nothing, and beside other work on few
+    /// CPUs it takes the CPU that work needs (the server passes a stream's append here only
+    /// when it is the node's only one in flight).
     pub fn append_in_sequence(
         &self,
         append: Append,

@@ -175,9 +175,10 @@ impl Service {
         // writer is woken with work anyway, and polling would take a CPU they need.
         let alone = self.appends.available_permits() + 1 == self.appends_max;
         let store = self.store.get();
-        let queued = match in_sequence && alone {
-            true => store.append_in_sequence(append, done),
-            false => store.append_with(append, done),
+        let queued = if in_sequence && alone {
+            store.append_in_sequence(append, done)
+        } else {
+            store.append_with(append, done)
         };
         queued.map_err(|err| append_refusal(nested, err))?;
         Ok(Box::pin(async move {

@@ -266,10 +266,9 @@ fn receive<T>(receiver: &Receiver<T>, poll: Duration) -> Option<(T, Duration)> {
 
 /// How long to poll for the request after this one: `spin` when the last group was synced on
 /// this thread and came from [`super::Store::append_in_sequence`] (one client's stream,
-/// nothing else waiting) and this request came within
-/// `spin`, so that the client is likely to be back within it again; zero otherwise. A client
-/// that pauses longer stops the polling after one window, and under concurrency the sync
-/// thread syncs, so the writer never polls there.
+/// nothing else waiting) and this request came within `spin`, so that the client is likely to
+/// be back within it again; zero otherwise. A client that pauses longer stops the polling after
+/// one window, and a group handed to the sync thread stops it at once.
 fn spin_next(spin: Duration, lone: bool, waited: Duration) -> Duration {
     if lone && waited <= spin {
         spin
