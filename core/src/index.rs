@@ -24,7 +24,7 @@ use crate::segment::FrameLoc;
 
 mod containers;
 
-use containers::{Postings, Sharded, Symbols};
+use containers::{Chunked, Postings, Sharded, Symbols};
 
 /// Entities a prefix may expand to before the read checks the prefix per event instead.
 const PREFIX_ENTITIES_MAX: usize = 64;
@@ -92,7 +92,7 @@ struct Ids {
     sorted: bool,
     /// UUIDv7 ids indexed since open that were past every indexed UUIDv7 when they came:
     /// ascending.
-    ascending: Vec<(EventId, u64)>,
+    ascending: Chunked<(EventId, u64)>,
     /// The other ids indexed since open.
     other: Sharded<EventId, u64>,
     /// The greatest indexed UUIDv7 id (as the u128 of its bytes), 0 when there is none.
@@ -138,10 +138,13 @@ impl Ids {
             self.sorted || self.loaded.is_empty(),
             "ids are looked up only after the store opened"
         );
-        [&self.ascending, &self.loaded].into_iter().find_map(|ids| {
-            let found = ids.binary_search_by_key(&key, |(indexed, _)| indexed.0.as_u128());
-            found.ok().map(|idx| ids[idx].1)
-        })
+        let key_of = |(indexed, _): &(EventId, u64)| indexed.0.as_u128();
+        let at = self.ascending.partition_point(|entry| key_of(entry) < key);
+        if let Some(&(_, position)) = self.ascending.get(at).filter(|entry| key_of(entry) == key) {
+            return Some(position);
+        }
+        let found = self.loaded.binary_search_by_key(&key, key_of);
+        found.ok().map(|idx| self.loaded[idx].1)
     }
 
     fn heap_bytes(&self) -> usize {
@@ -153,7 +156,7 @@ impl Ids {
 /// The indexes, for positions `1..=last()`.
 #[derive(Debug, Default)]
 pub(crate) struct Index {
-    metas: Vec<Meta>,
+    metas: Chunked<Meta>,
     /// First positions of the segments, ascending: a position's segment is the last one at or
     /// before it.
     segments: Vec<u64>,
@@ -387,9 +390,9 @@ impl Index {
         entity_idx
     }
 
-    /// Makes room for `n_events` more events, so a rebuild does not rehash as it grows.
+    /// Makes room for the ids of `n_events` more events, so a rebuild does not move them as it
+    /// grows (the other per-event vectors are [`Chunked`], and never move).
     pub(crate) fn reserve(&mut self, n_events: usize) {
-        self.metas.reserve(n_events);
         self.ids.loaded.reserve_exact(n_events);
     }
 

@@ -1,6 +1,7 @@
 //! The generic containers the indexes are built of: interned names ([`Symbols`]), posting
-//! lists by name ([`Postings`]), and a hash map split in shards so that it never grows all at
-//! once under the index lock ([`Sharded`]). They know nothing of events.
+//! lists by name ([`Postings`]), and a hash map split in shards and a vector kept in chunks,
+//! so that neither grows all at once under the index lock ([`Sharded`], [`Chunked`]). They
+//! know nothing of events.
 
 use std::collections::HashMap;
 
@@ -219,6 +220,96 @@ impl<K: std::hash::Hash + Eq + ShardKey, V> Sharded<K, V> {
     }
 }
 
+/// Elements in a [`Chunked`] chunk: 2 MiB of the index's 32-byte event entries.
+pub(super) const CHUNK_LEN: usize = 1 << 16;
+
+/// A vector kept in chunks of [`CHUNK_LEN`] elements, for the index's vectors that gain an
+/// element per event.
+///
+/// A `Vec` grows by moving every element into an allocation twice the size, and on a VM that
+/// hands freed memory back to its host each new page costs a fault. The index's per-event
+/// vectors reach hundreds of megabytes at millions of events, and the writer grows them holding
+/// the index lock: every append and read waited for the move. A chunk, once allocated, is
+/// never moved; only the first grows in steps, up to one chunk.
+#[derive(Debug)]
+pub(super) struct Chunked<T> {
+    /// Full chunks, then the last one, which is never empty.
+    chunks: Vec<Vec<T>>,
+    len: usize,
+}
+
+impl<T> Default for Chunked<T> {
+    fn default() -> Chunked<T> {
+        Chunked {
+            chunks: Vec::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<T> Chunked<T> {
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(super) fn push(&mut self, value: T) {
+        match self.chunks.last_mut() {
+            Some(chunk) if chunk.len() < CHUNK_LEN => chunk.push(value),
+            full_or_none => {
+                let mut chunk = if full_or_none.is_some() {
+                    Vec::with_capacity(CHUNK_LEN)
+                } else {
+                    Vec::new()
+                };
+                chunk.push(value);
+                self.chunks.push(chunk);
+            }
+        }
+        self.len += 1;
+    }
+
+    pub(super) fn get(&self, idx: usize) -> Option<&T> {
+        self.chunks.get(idx / CHUNK_LEN)?.get(idx % CHUNK_LEN)
+    }
+
+    pub(super) fn last(&self) -> Option<&T> {
+        self.chunks.last()?.last()
+    }
+
+    pub(super) fn last_mut(&mut self) -> Option<&mut T> {
+        self.chunks.last_mut()?.last_mut()
+    }
+
+    /// As [`slice::partition_point`]: the index of the first element for which `pred` is
+    /// false, `pred` being true for a prefix of the elements and false for the rest.
+    pub(super) fn partition_point(&self, mut pred: impl FnMut(&T) -> bool) -> usize {
+        let chunk_idx = self
+            .chunks
+            .partition_point(|chunk| chunk.last().is_some_and(&mut pred));
+        match self.chunks.get(chunk_idx) {
+            Some(chunk) => chunk_idx * CHUNK_LEN + chunk.partition_point(pred),
+            None => self.len,
+        }
+    }
+
+    #[cfg(test)]
+    pub(super) fn iter(&self) -> impl Iterator<Item = &T> {
+        self.chunks.iter().flatten()
+    }
+
+    pub(super) fn capacity(&self) -> usize {
+        self.chunks.iter().map(Vec::capacity).sum()
+    }
+}
+
+impl<T> std::ops::Index<usize> for Chunked<T> {
+    type Output = T;
+
+    fn index(&self, idx: usize) -> &T {
+        &self.chunks[idx / CHUNK_LEN][idx % CHUNK_LEN]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,5 +334,59 @@ mod tests {
             ids[EventId(uuid::Uuid::from_u128(n)).shard()] += 1;
         }
         assert!(ids.iter().all(|&count| count > mean / 2), "{ids:?}");
+    }
+
+    /// A chunked vector answers as a `Vec` of the same elements does, across chunk boundaries,
+    /// and what it holds never moves once its first chunk is full.
+    #[test]
+    fn a_chunked_vector_answers_as_a_vec_and_never_moves_what_it_holds() {
+        let mut chunked = Chunked::default();
+        let mut plain = Vec::new();
+        assert_eq!(chunked.partition_point(|_: &u64| true), 0);
+        assert!(chunked.last().is_none() && chunked.get(0).is_none());
+        let n_values = 3 * CHUNK_LEN + 5;
+        let mut first_of_second_chunk = std::ptr::null();
+        for n in 0..n_values as u64 {
+            chunked.push(n * 3);
+            plain.push(n * 3);
+            if n as usize == CHUNK_LEN {
+                first_of_second_chunk = &chunked[CHUNK_LEN] as *const u64;
+            }
+        }
+        assert_eq!(chunked.len(), plain.len());
+        assert!(std::ptr::eq(&chunked[CHUNK_LEN], first_of_second_chunk));
+        assert!(chunked.iter().eq(plain.iter()));
+        for idx in [
+            0,
+            1,
+            CHUNK_LEN - 1,
+            CHUNK_LEN,
+            2 * CHUNK_LEN + 1,
+            n_values - 1,
+        ] {
+            assert_eq!(chunked[idx], plain[idx]);
+            assert_eq!(chunked.get(idx), plain.get(idx));
+        }
+        assert_eq!(chunked.get(n_values), None);
+        for bound in [
+            0,
+            1,
+            3,
+            4,
+            3 * CHUNK_LEN as u64,
+            3 * CHUNK_LEN as u64 + 1,
+            u64::MAX,
+        ] {
+            for below in [bound.saturating_sub(1), bound, bound.saturating_add(1)] {
+                assert_eq!(
+                    chunked.partition_point(|&value| value < below),
+                    plain.partition_point(|&value| value < below),
+                    "{below}"
+                );
+            }
+        }
+        *chunked.last_mut().expect("not empty") = 1;
+        assert_eq!(chunked.last(), Some(&1));
+        assert!(chunked.capacity() >= chunked.len());
     }
 }
