@@ -24,7 +24,8 @@ use crate::segment::FrameLoc;
 
 mod containers;
 
-use containers::{Chunked, Postings, Sharded, Symbols};
+pub(crate) use containers::Chunked;
+use containers::{Postings, Sharded, Symbols};
 
 /// Entities a prefix may expand to before the read checks the prefix per event instead.
 const PREFIX_ENTITIES_MAX: usize = 64;
@@ -63,7 +64,7 @@ struct Entry<'a, Tags, Parents> {
 pub(crate) struct EntityState {
     name: u32,
     /// Positions of the entity's events; version `v` is at index `v - 1`.
-    pub(crate) positions: Vec<u64>,
+    pub(crate) positions: Chunked<u64>,
     /// The hash of the entity's last event, the start of the next link of its chain.
     pub(crate) last_hash: Hash,
 }
@@ -378,7 +379,7 @@ impl Index {
         let entity_idx = u32::try_from(self.entities.len()).expect("fewer than 2^32 entities");
         self.entities.push(EntityState {
             name,
-            positions: Vec::new(),
+            positions: Chunked::default(),
             last_hash: [0; 32],
         });
         self.entity_keys.insert((scope, name), entity_idx);
@@ -494,11 +495,10 @@ impl Index {
 
     /// The current version of an entity among positions up to `head`.
     pub(crate) fn version_at(&self, scope: &str, entity: &str, head: u64) -> Version {
-        let positions = self
+        let visible = self
             .entity(scope, entity)
-            .map(|state| state.positions.as_slice())
-            .unwrap_or_default();
-        Version(positions.partition_point(|&p| p <= head) as u64)
+            .map_or(0, |state| state.positions.partition_point(|&p| p <= head));
+        Version(visible as u64)
     }
 
     /// Positions of an entity's events from version `from` in `direction`, up to `head`.
@@ -514,16 +514,18 @@ impl Index {
         let Some(state) = self.entity(scope, entity) else {
             return Vec::new();
         };
-        let visible = &state.positions[..state.positions.partition_point(|&p| p <= head)];
+        let n_visible = state.positions.partition_point(|&p| p <= head);
+        let at = |version_idx: usize| state.positions[version_idx];
         match direction {
-            Direction::Forward => {
-                let start = from.0.max(1) as usize - 1;
-                visible.iter().skip(start).take(limit).copied().collect()
-            }
-            Direction::Backward => {
-                let end = (from.0 as usize).min(visible.len());
-                visible[..end].iter().rev().take(limit).copied().collect()
-            }
+            Direction::Forward => (from.0.max(1) as usize - 1..n_visible)
+                .take(limit)
+                .map(at)
+                .collect(),
+            Direction::Backward => (0..(from.0 as usize).min(n_visible))
+                .rev()
+                .take(limit)
+                .map(at)
+                .collect(),
         }
     }
 
@@ -828,9 +830,11 @@ mod tests {
                 .collect();
             let state = index.entity(&event.scope, &event.entity).unwrap();
             assert_eq!(
-                state.positions, expected,
+                state.positions.iter().copied().collect::<Vec<_>>(),
+                expected,
                 "{}/{}",
-                event.scope, event.entity
+                event.scope,
+                event.entity
             );
             assert_eq!(state.last_hash, [*expected.last().unwrap() as u8; 32]);
         }
@@ -891,13 +895,17 @@ mod tests {
             let event = event(position, *version, names);
             index.insert(&event, loc(position), None).unwrap();
         }
-        assert_eq!(index.entity("acme", "x").unwrap().positions, vec![1, 3]);
-        assert_eq!(index.entity("globex", "x").unwrap().positions, vec![2]);
-        assert_eq!(index.entity("acme", "y").unwrap().positions, vec![4]);
-        assert_eq!(index.by_type.list("Placed"), Some(&[1, 3, 4][..]));
-        assert_eq!(index.by_type.list("x"), Some(&[2][..]));
-        assert_eq!(index.by_tag.list("x"), Some(&[1, 3, 4][..]));
-        assert_eq!(index.by_tag.list("Placed"), Some(&[2][..]));
+        let entity = |scope, name| index.entity(scope, name).unwrap().positions.iter().copied();
+        assert!(entity("acme", "x").eq([1, 3]));
+        assert!(entity("globex", "x").eq([2]));
+        assert!(entity("acme", "y").eq([4]));
+        let list = |postings: &Postings, name| -> Vec<u64> {
+            postings.list(name).unwrap().iter().copied().collect()
+        };
+        assert_eq!(list(&index.by_type, "Placed"), [1, 3, 4]);
+        assert_eq!(list(&index.by_type, "x"), [2]);
+        assert_eq!(list(&index.by_tag, "x"), [1, 3, 4]);
+        assert_eq!(list(&index.by_tag, "Placed"), [2]);
     }
 
     #[test]

@@ -10,6 +10,7 @@
 use crate::clock::Timestamp;
 use crate::error::{Error, FieldError, Result};
 use crate::event::{Direction, Event, check_name, check_text};
+use crate::index::Chunked;
 use crate::limits::{
     ENTITY_BYTES_MAX, FILTER_TERMS_MAX, SCOPE_BYTES_MAX, TAG_BYTES_MAX, TYPE_BYTES_MAX,
 };
@@ -175,7 +176,7 @@ pub(crate) enum Plan<'a> {
     /// Every position.
     All,
     /// The positions in one sorted list.
-    List(&'a [u64]),
+    List(&'a Chunked<u64>),
     /// Positions in any child.
     Union(Vec<Plan<'a>>),
     /// Positions in every child.
@@ -257,7 +258,8 @@ mod tests {
                                         b in prop::collection::btree_set(1u64..200, 0..60),
                                         c in prop::collection::btree_set(1u64..200, 0..60)) {
             let (a, b, c): (Vec<u64>, Vec<u64>, Vec<u64>) = (a.into_iter().collect(), b.into_iter().collect(), c.into_iter().collect());
-            let plan = Plan::Union(vec![Plan::And(vec![Plan::List(&a), Plan::List(&b)]), Plan::List(&c)]);
+            let lists: Vec<Chunked<u64>> = [&a, &b, &c].into_iter().map(|list| list.iter().copied().collect()).collect();
+            let plan = Plan::Union(vec![Plan::And(vec![Plan::List(&lists[0]), Plan::List(&lists[1])]), Plan::List(&lists[2])]);
             let expected: Vec<u64> = (1..200).filter(|p| (a.contains(p) && b.contains(p)) || c.contains(p)).collect();
             prop_assert_eq!(walk(&plan, 199, Direction::Forward), expected.clone());
             let mut backward = expected;

@@ -66,7 +66,7 @@ impl Symbols {
 pub(super) struct Postings {
     pub(super) symbols: Symbols,
     /// Positions by symbol.
-    lists: Vec<Vec<u64>>,
+    lists: Vec<Chunked<u64>>,
 }
 
 impl Postings {
@@ -74,7 +74,7 @@ impl Postings {
     pub(super) fn intern(&mut self, name: &str) -> u32 {
         let sym = self.symbols.intern(name);
         if sym as usize == self.lists.len() {
-            self.lists.push(Vec::new());
+            self.lists.push(Chunked::default());
         }
         sym
     }
@@ -85,7 +85,7 @@ impl Postings {
     }
 
     /// The positions of the events that carry `name`, if any does.
-    pub(super) fn list(&self, name: &str) -> Option<&[u64]> {
+    pub(super) fn list(&self, name: &str) -> Option<&Chunked<u64>> {
         let sym = self.symbols.get(name)?;
         Some(&self.lists[sym as usize])
     }
@@ -95,7 +95,7 @@ impl Postings {
             + self
                 .lists
                 .iter()
-                .map(|list| list.capacity() * 8 + std::mem::size_of::<Vec<u64>>())
+                .map(|list| list.capacity() * 8 + std::mem::size_of::<Chunked<u64>>())
                 .sum::<usize>()
     }
 }
@@ -220,85 +220,112 @@ impl<K: std::hash::Hash + Eq + ShardKey, V> Sharded<K, V> {
     }
 }
 
-/// Elements in a [`Chunked`] chunk: 2 MiB of the index's 32-byte event entries.
-pub(super) const CHUNK_LEN: usize = 1 << 16;
+/// Elements in a [`Chunked`] chunk: 2 MiB of the index's 32-byte event entries, 512 KiB of
+/// positions.
+pub(crate) const CHUNK_LEN: usize = 1 << 16;
 
 /// A vector kept in chunks of [`CHUNK_LEN`] elements, for the index's vectors that gain an
-/// element per event.
+/// element per event: its entries, its ids, its posting lists and its entities' positions.
 ///
 /// A `Vec` grows by moving every element into an allocation twice the size, and on a VM that
 /// hands freed memory back to its host each new page costs a fault. The index's per-event
 /// vectors reach hundreds of megabytes at millions of events, and the writer grows them holding
-/// the index lock: every append and read waited for the move. A chunk, once allocated, is
-/// never moved; only the first grows in steps, up to one chunk.
-#[derive(Debug)]
-pub(super) struct Chunked<T> {
-    /// Full chunks, then the last one, which is never empty.
-    chunks: Vec<Vec<T>>,
-    len: usize,
+/// the index lock: every append and read waited for the move. A chunk past the first is
+/// allocated whole and never moved; the first grows in steps, up to one chunk, so a short list
+/// costs what a `Vec` costs and no second allocation.
+#[derive(Clone, Debug)]
+pub(crate) struct Chunked<T> {
+    /// The first chunk: the only one while it has room.
+    first: Vec<T>,
+    /// The chunks after the first, all full but the last, which is never empty.
+    rest: Vec<Vec<T>>,
 }
 
 impl<T> Default for Chunked<T> {
     fn default() -> Chunked<T> {
         Chunked {
-            chunks: Vec::new(),
-            len: 0,
+            first: Vec::new(),
+            rest: Vec::new(),
         }
     }
 }
 
 impl<T> Chunked<T> {
-    pub(super) fn len(&self) -> usize {
-        self.len
-    }
-
-    pub(super) fn push(&mut self, value: T) {
-        match self.chunks.last_mut() {
-            Some(chunk) if chunk.len() < CHUNK_LEN => chunk.push(value),
-            full_or_none => {
-                let mut chunk = if full_or_none.is_some() {
-                    Vec::with_capacity(CHUNK_LEN)
-                } else {
-                    Vec::new()
-                };
-                chunk.push(value);
-                self.chunks.push(chunk);
-            }
+    pub(crate) fn len(&self) -> usize {
+        match self.rest.last() {
+            Some(last) => self.rest.len() * CHUNK_LEN + last.len(),
+            None => self.first.len(),
         }
-        self.len += 1;
     }
 
-    pub(super) fn get(&self, idx: usize) -> Option<&T> {
-        self.chunks.get(idx / CHUNK_LEN)?.get(idx % CHUNK_LEN)
+    pub(crate) fn push(&mut self, value: T) {
+        let last = self.rest.last_mut().unwrap_or(&mut self.first);
+        if last.len() < CHUNK_LEN {
+            last.push(value);
+        } else {
+            let mut chunk = Vec::with_capacity(CHUNK_LEN);
+            chunk.push(value);
+            self.rest.push(chunk);
+        }
     }
 
-    pub(super) fn last(&self) -> Option<&T> {
-        self.chunks.last()?.last()
+    pub(crate) fn get(&self, idx: usize) -> Option<&T> {
+        match idx / CHUNK_LEN {
+            0 => self.first.get(idx),
+            chunk_idx => self.rest.get(chunk_idx - 1)?.get(idx % CHUNK_LEN),
+        }
     }
 
-    pub(super) fn last_mut(&mut self) -> Option<&mut T> {
-        self.chunks.last_mut()?.last_mut()
+    pub(crate) fn last(&self) -> Option<&T> {
+        self.rest.last().unwrap_or(&self.first).last()
+    }
+
+    pub(crate) fn last_mut(&mut self) -> Option<&mut T> {
+        self.rest.last_mut().unwrap_or(&mut self.first).last_mut()
     }
 
     /// As [`slice::partition_point`]: the index of the first element for which `pred` is
     /// false, `pred` being true for a prefix of the elements and false for the rest.
-    pub(super) fn partition_point(&self, mut pred: impl FnMut(&T) -> bool) -> usize {
+    pub(crate) fn partition_point(&self, mut pred: impl FnMut(&T) -> bool) -> usize {
+        if self.first.last().is_none_or(|last| !pred(last)) {
+            return self.first.partition_point(pred);
+        }
         let chunk_idx = self
-            .chunks
+            .rest
             .partition_point(|chunk| chunk.last().is_some_and(&mut pred));
-        match self.chunks.get(chunk_idx) {
-            Some(chunk) => chunk_idx * CHUNK_LEN + chunk.partition_point(pred),
-            None => self.len,
+        match self.rest.get(chunk_idx) {
+            Some(chunk) => (chunk_idx + 1) * CHUNK_LEN + chunk.partition_point(pred),
+            None => self.len(),
         }
     }
 
     #[cfg(test)]
-    pub(super) fn iter(&self) -> impl Iterator<Item = &T> {
-        self.chunks.iter().flatten()
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &T> {
+        self.into_iter()
     }
 
-    pub(super) fn capacity(&self) -> usize {
-        self.chunks.iter().map(Vec::capacity).sum()
+    pub(crate) fn capacity(&self) -> usize {
+        self.first.capacity() + self.rest.iter().map(Vec::capacity).sum::<usize>()
+    }
+}
+
+impl<T> FromIterator<T> for Chunked<T> {
+    fn from_iter<I: IntoIterator<Item = T>>(values: I) -> Chunked<T> {
+        let mut chunked = Chunked::default();
+        for value in values {
+            chunked.push(value);
+        }
+        chunked
+    }
+}
+
+impl<'a, T> IntoIterator for &'a Chunked<T> {
+    type Item = &'a T;
+    type IntoIter =
+        std::iter::Chain<std::slice::Iter<'a, T>, std::iter::Flatten<std::slice::Iter<'a, Vec<T>>>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.first.iter().chain(self.rest.iter().flatten())
     }
 }
 
@@ -306,7 +333,10 @@ impl<T> std::ops::Index<usize> for Chunked<T> {
     type Output = T;
 
     fn index(&self, idx: usize) -> &T {
-        &self.chunks[idx / CHUNK_LEN][idx % CHUNK_LEN]
+        match idx / CHUNK_LEN {
+            0 => &self.first[idx],
+            chunk_idx => &self.rest[chunk_idx - 1][idx % CHUNK_LEN],
+        }
     }
 }
 
@@ -368,6 +398,12 @@ mod tests {
             assert_eq!(chunked.get(idx), plain.get(idx));
         }
         assert_eq!(chunked.get(n_values), None);
+        let short: Chunked<u64> = (0..10).collect();
+        assert!(
+            short.rest.is_empty(),
+            "a short list is one allocation, as a Vec is"
+        );
+        assert_eq!(short.partition_point(|&value| value < 4), 4);
         for bound in [
             0,
             1,
