@@ -191,6 +191,19 @@ pub(crate) struct Resolved<'a> {
     prefix: Option<&'a str>,
     since: Option<Timestamp>,
     until: Option<Timestamp>,
+    /// The positions the time bounds leave, from the index's timestamps (which increase with
+    /// position): a read never examines an event outside them, however many there are.
+    within: std::ops::RangeInclusive<u64>,
+}
+
+/// What [`Index::next_match`] found.
+pub(crate) struct Seek {
+    /// The first match, if one was found within the bounds and the budget.
+    pub(crate) found: Option<u64>,
+    /// Candidates examined.
+    pub(crate) examined: usize,
+    /// Where a read that ran out of budget goes on: past every candidate examined.
+    pub(crate) resume: u64,
 }
 
 impl Index {
@@ -598,16 +611,24 @@ impl Index {
             1 => required.pop().expect("one plan"),
             _ => Plan::And(required),
         };
+        let first = filter
+            .since
+            .map_or(1, |since| self.first_at_or_after(since));
+        let last = filter
+            .until
+            .map_or(u64::MAX, |until| self.first_at_or_after(until) - 1);
         Some(Resolved {
             plan,
             prefix,
             since: filter.since,
             until: filter.until,
+            within: first..=last,
         })
     }
 
-    /// The next matching position from `from` in `direction`, within `1..=head`, examining at most
-    /// `budget` candidates. Returns the match (if any) and the candidates examined.
+    /// The next matching position from `from` in `direction`, within `1..=head` and the
+    /// filter's time bounds, examining at most `budget` candidates. A forward read starts no
+    /// earlier than the first position the bounds leave, a backward one no later than the last.
     pub(crate) fn next_match(
         &self,
         resolved: &Resolved<'_>,
@@ -615,27 +636,39 @@ impl Index {
         direction: Direction,
         head: u64,
         budget: usize,
-    ) -> (Option<u64>, usize) {
-        let mut cursor = from;
+    ) -> Seek {
+        let within = (*resolved.within.start()).max(1)..=(*resolved.within.end()).min(head);
+        let mut cursor = match direction {
+            Direction::Forward => from.max(*within.start()),
+            Direction::Backward => from.min(*within.end()),
+        };
         let mut examined = 0;
-        while examined < budget && (1..=head).contains(&cursor) {
+        while examined < budget && within.contains(&cursor) {
             let Some(candidate) = resolved
                 .plan
                 .seek(cursor, direction)
-                .filter(|p| (1..=head).contains(p))
+                .filter(|p| within.contains(p))
             else {
-                return (None, examined);
+                break;
             };
             examined += 1;
             if self.keeps(resolved, candidate) {
-                return (Some(candidate), examined);
+                return Seek {
+                    found: Some(candidate),
+                    examined,
+                    resume: candidate,
+                };
             }
             cursor = match direction {
                 Direction::Forward => candidate + 1,
                 Direction::Backward => candidate - 1,
             };
         }
-        (None, examined)
+        Seek {
+            found: None,
+            examined,
+            resume: cursor,
+        }
     }
 
     /// How many events of an entity have a timestamp at or after `since`.
@@ -849,8 +882,9 @@ mod tests {
         let resolved = index.resolve(&filter).unwrap();
         let mut found = Vec::new();
         let mut from = 1;
-        while let (Some(position), _) =
-            index.next_match(&resolved, from, Direction::Forward, N_EVENTS, 1000)
+        while let Some(position) = index
+            .next_match(&resolved, from, Direction::Forward, N_EVENTS, 1000)
+            .found
         {
             found.push(position);
             from = position + 1;

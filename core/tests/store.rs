@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use causeway_core::clock::{Clock, ManualClock};
+use causeway_core::clock::{Clock, ManualClock, Timestamp};
 use causeway_core::limits::*;
 use causeway_core::*;
 
@@ -929,3 +929,125 @@ fn appends_in_sequence_are_answered_in_order_whether_the_writer_polls_or_not() {
         assert_eq!(store.head(), Position(20), "{spin:?}");
     }
 }
+
+/// Reads every page of a filtered read, following `next`, and says how many pages it took.
+/// Fails if a page that is not the end leaves `next` where it started.
+fn follow(
+    store: &Store,
+    from: Position,
+    direction: Direction,
+    filter: &Filter,
+) -> (Vec<u64>, usize) {
+    let (mut from, mut positions, mut pages) = (from, Vec::new(), 0);
+    loop {
+        let batch = store.read_log(from, direction, 100, filter).unwrap();
+        pages += 1;
+        positions.extend(batch.events.iter().map(|event| event.position.0));
+        if batch.end {
+            return (positions, pages);
+        }
+        assert_ne!(
+            batch.next, from,
+            "{filter:?} {direction:?}: a page that moved nothing"
+        );
+        from = batch.next;
+    }
+}
+
+/// A sparse filter stops a page after `READ_SCAN_MAX` candidates, and the page's `next` is past
+/// them, so a reader that follows it gets to the end. Time bounds are looked up in the index,
+/// so a read outside them ends at once, however many events lie there.
+#[test]
+fn sparse_reads_move_past_their_scan_budget_and_time_bounds_end_them_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        durability: Durability::Relaxed,
+        ..Config::default()
+    };
+    let store = Store::open(dir.path(), config).unwrap();
+    // More entities named `e-1..` than a prefix plan lists, so the prefix is checked event by
+    // event; then more events than one page may examine, none of them matching; then a match.
+    let early: Vec<NewEvent> = (0..PREFIX_MATCHES)
+        .map(|n| event("s", &format!("e-1{n:03}"), "T", "{}"))
+        .collect();
+    store.append(Append::new(early)).unwrap();
+    let n_filler = READ_SCAN_MAX + READ_SCAN_MAX / 2;
+    for _ in 0..n_filler / 1000 {
+        let filler = (0..1000).map(|_| event("s", "other", "T", "{}")).collect();
+        store.append(Append::new(filler)).unwrap();
+    }
+    store
+        .append(one(event("s", "e-1-last", "T", "{}")))
+        .unwrap();
+    let head = store.head().0;
+    let last_early = PREFIX_MATCHES as u64;
+    let timestamp_of = |position: u64| {
+        let batch = store
+            .read_log(
+                Position(position),
+                Direction::Forward,
+                1,
+                &Filter::default(),
+            )
+            .unwrap();
+        batch.events[0].timestamp
+    };
+
+    let prefix = Filter {
+        entity_prefix: "e-1".into(),
+        ..Filter::default()
+    };
+    let mut expected: Vec<u64> = (1..=last_early).chain([head]).collect();
+    let (forward, pages) = follow(&store, Position(1), Direction::Forward, &prefix);
+    assert_eq!(forward, expected);
+    assert!(pages <= 4, "{pages} pages");
+    expected.reverse();
+    let (backward, _) = follow(&store, Position(0), Direction::Backward, &prefix);
+    assert_eq!(backward, expected);
+
+    // Until the first filler event: only the early events can match.
+    let until = Filter {
+        until: Some(timestamp_of(last_early + 1)),
+        ..Filter::default()
+    };
+    let page = store
+        .read_log(Position(5_000), Direction::Forward, 10, &until)
+        .unwrap();
+    assert!(page.events.is_empty() && page.end, "{page:?}");
+    assert_eq!(page.next, Position(head + 1));
+    let page = store
+        .read_log(Position(0), Direction::Backward, 3, &until)
+        .unwrap();
+    let got: Vec<u64> = page.events.iter().map(|event| event.position.0).collect();
+    assert_eq!(got, [last_early, last_early - 1, last_early - 2]);
+    let (all_until, pages) = follow(&store, Position(0), Direction::Backward, &until);
+    assert_eq!(all_until, (1..=last_early).rev().collect::<Vec<_>>());
+    assert_eq!(pages, 1);
+
+    // Since the last event, and since a time after it.
+    let since_last = Filter {
+        since: Some(timestamp_of(head)),
+        ..Filter::default()
+    };
+    assert_eq!(
+        follow(&store, Position(0), Direction::Backward, &since_last),
+        (vec![head], 1)
+    );
+    let ts = timestamp_of(head);
+    let later = Filter {
+        since: Some(Timestamp::new(ts.wall_ms() + 1, 0)),
+        ..Filter::default()
+    };
+    assert_eq!(
+        follow(&store, Position(0), Direction::Backward, &later),
+        (vec![], 1)
+    );
+    assert_eq!(
+        follow(&store, Position(1), Direction::Forward, &later),
+        (vec![], 1)
+    );
+}
+
+/// Entities named with the prefix in the test above: more than the 64 a prefix plan lists
+/// (`PREFIX_ENTITIES_MAX` in the index), past which the prefix is checked event by event.
+const PREFIX_MATCHES: usize = 70;

@@ -236,9 +236,6 @@ impl Store {
         let mut end = false;
         {
             let index = self.shared.index.read().expect("index lock poisoned");
-            if let (Direction::Forward, Some(since)) = (direction, filter.since) {
-                cursor = cursor.max(index.first_at_or_after(since));
-            }
             match index.resolve(filter) {
                 None => {
                     end = true;
@@ -250,17 +247,20 @@ impl Store {
                 Some(resolved) => {
                     let mut budget = READ_SCAN_MAX;
                     while locs.len() < limit {
-                        let (found, examined) =
-                            index.next_match(&resolved, cursor, direction, head, budget);
-                        budget -= examined;
-                        let Some(position) = found else {
-                            if budget > 0 {
+                        let seek = index.next_match(&resolved, cursor, direction, head, budget);
+                        budget -= seek.examined;
+                        let Some(position) = seek.found else {
+                            cursor = if budget > 0 {
                                 end = true;
-                                cursor = match direction {
+                                match direction {
                                     Direction::Forward => head.max(cursor - 1) + 1,
                                     Direction::Backward => 0,
-                                };
-                            }
+                                }
+                            } else {
+                                // Out of budget: the next page starts past what this one
+                                // examined, so a reader that follows `next` always moves on.
+                                seek.resume
+                            };
                             break;
                         };
                         let loc = index.loc(position);
@@ -286,13 +286,10 @@ impl Store {
                         let append_last = index.append_last(last_included).min(head);
                         if append_last >= cursor {
                             let mut rest = cursor;
-                            while let (Some(position), _) = index.next_match(
-                                &resolved,
-                                rest,
-                                direction,
-                                append_last,
-                                usize::MAX,
-                            ) {
+                            while let Some(position) = index
+                                .next_match(&resolved, rest, direction, append_last, usize::MAX)
+                                .found
+                            {
                                 locs.push((position, index.loc(position)));
                                 rest = position + 1;
                             }
@@ -490,15 +487,15 @@ impl View for StoreView {
                 scan.complete = false;
                 break;
             }
-            let (next, examined) = index.next_match(
+            let seek = index.next_match(
                 &resolved,
                 cursor,
                 crate::event::Direction::Forward,
                 head,
                 usize::try_from(budget).unwrap_or(usize::MAX),
             );
-            scan.examined += examined as u64;
-            let Some(position) = next else {
+            scan.examined += seek.examined as u64;
+            let Some(position) = seek.found else {
                 // Stopped by the budget, or at the end of the matches.
                 scan.complete = scan.examined < scan_max;
                 break;
