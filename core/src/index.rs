@@ -57,6 +57,9 @@ struct Entry<'a, Tags, Parents> {
     tags: Tags,
     causation: Parents,
     hash: &'a Hash,
+    /// The event's entity as the writer looked it up ([`Index::insert_known`]); `None` to look
+    /// it up here.
+    entity_idx: Option<u32>,
 }
 
 /// One scope+entity stream.
@@ -237,15 +240,30 @@ impl Index {
         }
     }
 
-    /// Adds the next event, or says why it cannot be next (a gap in positions or versions)
-    /// without changing anything. `event` may lack its payload; `loc` is where its frame lives.
-    /// `append_events` is the event count of the append `event` starts, on the first event of
-    /// an append (its trailer's `n_events`), `None` on the others.
+    /// [`Index::insert_known`] with the entity looked up here.
+    #[cfg(test)]
     pub(crate) fn insert(
         &mut self,
         event: &Event,
         loc: FrameLoc,
         append_events: Option<u16>,
+    ) -> Result<(), String> {
+        self.insert_known(event, loc, append_events, None)
+    }
+
+    /// Adds the next event, or says why it cannot be next (a gap in positions or versions)
+    /// without changing anything. `event` may lack its payload; `loc` is where its frame lives.
+    /// `append_events` is the event count of the append `event` starts, on the first event of
+    /// an append (its trailer's `n_events`), `None` on the others. `entity_idx` is the event's
+    /// entity as the writer looked it up before ([`Index::entity_idx`]), so the insert skips
+    /// that lookup; `None` looks it up here (an entity that had no event then, or a caller that
+    /// did not look). The index must not have changed since but by the writer's own inserts.
+    pub(crate) fn insert_known(
+        &mut self,
+        event: &Event,
+        loc: FrameLoc,
+        append_events: Option<u16>,
+        entity_idx: Option<u32>,
     ) -> Result<(), String> {
         self.insert_entry(
             Entry {
@@ -260,6 +278,7 @@ impl Index {
                 tags: event.tags.iter().map(String::as_str),
                 causation: event.causation.iter().copied(),
                 hash: &event.hash,
+                entity_idx,
             },
             loc,
             append_events,
@@ -288,6 +307,7 @@ impl Index {
                 tags: header.tags,
                 causation: header.causation,
                 hash: header.hash,
+                entity_idx: None,
             },
             loc,
             header.trailer.as_ref().map(|trailer| trailer.n_events),
@@ -322,16 +342,28 @@ impl Index {
         // SipHash and a compare each) are a large part of opening a store, where nearly every
         // name is already known.
         let scope = self.by_scope.symbols.find(entry.scope);
-        let known_entity = scope
-            .zip(self.entity_symbols.find(entry.entity))
-            .and_then(|key| match self.last_entity {
-                Some((last_key, entity_idx)) if last_key == key => Some(entity_idx),
-                _ => {
-                    let entity_idx = self.entity_keys.get(&key).copied()?;
-                    self.last_entity = Some((key, entity_idx));
-                    Some(entity_idx)
-                }
-            });
+        let known_entity = match entry.entity_idx {
+            Some(entity_idx) => {
+                debug_assert_eq!(
+                    self.entity_idx(entry.scope, entry.entity),
+                    Some(entity_idx),
+                    "the writer's entity of {}/{}",
+                    entry.scope,
+                    entry.entity
+                );
+                Some(entity_idx)
+            }
+            None => scope
+                .zip(self.entity_symbols.find(entry.entity))
+                .and_then(|key| match self.last_entity {
+                    Some((last_key, entity_idx)) if last_key == key => Some(entity_idx),
+                    _ => {
+                        let entity_idx = self.entity_keys.get(&key).copied()?;
+                        self.last_entity = Some((key, entity_idx));
+                        Some(entity_idx)
+                    }
+                }),
+        };
         let known_version = known_entity.map_or(0, |entity_idx| {
             self.entities[entity_idx as usize].positions.len() as u64
         });
@@ -497,13 +529,24 @@ impl Index {
 
     /// The stream of `scope`/`entity`, if it has any event.
     pub(crate) fn entity(&self, scope: &str, entity: &str) -> Option<&EntityState> {
+        self.entity_idx(scope, entity)
+            .map(|entity_idx| self.entity_at(entity_idx))
+    }
+
+    /// Where the stream of `scope`/`entity` is kept, if it has any event: three name lookups,
+    /// which a writer makes once per event and carries to [`Index::entity_at`] and
+    /// [`Index::insert_known`].
+    pub(crate) fn entity_idx(&self, scope: &str, entity: &str) -> Option<u32> {
         let key = (
             self.by_scope.symbols.get(scope)?,
             self.entity_symbols.get(entity)?,
         );
-        self.entity_keys
-            .get(&key)
-            .map(|&entity_idx| &self.entities[entity_idx as usize])
+        self.entity_keys.get(&key).copied()
+    }
+
+    /// The stream kept at an [`Index::entity_idx`].
+    pub(crate) fn entity_at(&self, entity_idx: u32) -> &EntityState {
+        &self.entities[entity_idx as usize]
     }
 
     /// The current version of an entity among positions up to `head`.

@@ -511,7 +511,8 @@ impl Writer {
         if reads_parents {
             self.make_readable()?;
         }
-        let events = self.propose(timestamp, std::mem::take(&mut append.events), &ids)?;
+        let (events, entities) =
+            self.propose(timestamp, std::mem::take(&mut append.events), &ids)?;
         // Any gate may read events through its view (`View::last_event`).
         if self.shared.has_gates() {
             self.make_readable()?;
@@ -543,7 +544,7 @@ impl Writer {
                 .collect(),
             entry,
         };
-        let (receipt, written) = self.write(events, &trailer, wrote)?;
+        let (receipt, written) = self.write(events, &entities, &trailer, wrote)?;
         self.spent = written;
         if let Some(key) = append.idempotency_key {
             let known = KeyEntry {
@@ -722,14 +723,14 @@ impl Writer {
             ..NewEvent::new(SYSTEM_SCOPE, entity, event_type, payload)
         };
         // A system event names no parent.
-        let events = self.propose(timestamp, vec![event], &FastMap::default())?;
+        let (events, entities) = self.propose(timestamp, vec![event], &FastMap::default())?;
         let trailer = Trailer {
             n_events: 1,
             entry,
             ..Trailer::default()
         };
         // The event was built here, and is freed here.
-        self.write(events, &trailer, wrote)
+        self.write(events, &entities, &trailer, wrote)
             .map(|(receipt, _)| receipt)
     }
 
@@ -885,25 +886,31 @@ impl Writer {
 
     /// The events as they would be committed: positions, versions, timestamps and correlation
     /// ids assigned; hashes not yet computed. Each event's timestamp is the command's, raised
-    /// above the previous event's where needed.
+    /// above the previous event's where needed. Also each event's entity as the index keeps it
+    /// ([`Index::entity_idx`]), for [`Writer::write`]: the entity is looked up once per append.
     /// `ids` is [`ids_in`] of `proposed`.
     fn propose(
         &self,
         timestamp: Timestamp,
         proposed: Vec<NewEvent>,
         ids: &FastMap<EventId, (usize, usize)>,
-    ) -> Result<Vec<Event>> {
+    ) -> Result<(Vec<Event>, Vec<Option<u32>>)> {
         let index = self.shared.index.read().expect("index lock poisoned");
         // First what each event's fields decide, while the fields can still be borrowed.
-        let mut versions: FastMap<(&str, &str), u64> = FastMap::default();
+        let mut versions: FastMap<(&str, &str), (Option<u32>, u64)> = FastMap::default();
         let mut decided: Vec<(Version, EventId)> = Vec::with_capacity(proposed.len());
+        let mut entities = Vec::with_capacity(proposed.len());
         for (event_idx, event) in proposed.iter().enumerate() {
             let id = event.id.expect("apply checks that every event has an id");
             let key = (event.scope.as_str(), event.entity.as_str());
-            let version = versions
-                .entry(key)
-                .or_insert_with(|| index.last_version(key.0, key.1));
+            let (entity, version) = versions.entry(key).or_insert_with(|| {
+                let entity = index.entity_idx(key.0, key.1);
+                let version =
+                    entity.map_or(0, |entity| index.entity_at(entity).positions.len() as u64);
+                (entity, version)
+            });
             *version += 1;
+            entities.push(*entity);
             let correlation_id = match (event.correlation_id, event.causation.first()) {
                 (Some(correlation_id), _) => correlation_id,
                 (None, Some(parent)) => match ids.get(parent) {
@@ -941,7 +948,7 @@ impl Writer {
                 }
             })
             .collect();
-        Ok(events)
+        Ok((events, entities))
     }
 
     /// Runs every gate bound to the proposal (and every gate it names), in name order, failing
@@ -1017,24 +1024,27 @@ impl Writer {
     }
 
     /// Hashes, encodes, writes and indexes decided events; updates the gate set when the events
-    /// register or remove gates. Returns the receipt and the events.
+    /// register or remove gates. `entities` are the events' entities as [`Writer::propose`]
+    /// found them. Returns the receipt and the events.
     fn write(
         &mut self,
         mut events: Vec<Event>,
+        entities: &[Option<u32>],
         trailer: &Trailer,
         wrote: &mut bool,
     ) -> Result<(Receipt, Vec<Event>)> {
+        debug_assert_eq!(entities.len(), events.len(), "one entity per event");
         let mut records = Vec::with_capacity(events.len());
         let mut prev_hashes = Vec::with_capacity(events.len());
         let mut hashes = Vec::with_capacity(events.len());
         {
             let index = self.shared.index.read().expect("index lock poisoned");
             let mut chain: FastMap<(&str, &str), Hash> = FastMap::default();
-            for (event_idx, event) in events.iter().enumerate() {
+            for ((event_idx, event), entity) in events.iter().enumerate().zip(entities) {
                 let key = (event.scope.as_str(), event.entity.as_str());
-                let prev_hash = *chain
-                    .entry(key)
-                    .or_insert_with(|| index.last_hash(key.0, key.1));
+                let prev_hash = *chain.entry(key).or_insert_with(|| {
+                    entity.map_or([0; 32], |entity| index.entity_at(entity).last_hash)
+                });
                 let (record, hash) =
                     codec::encode(event, &prev_hash, (event_idx == 0).then_some(trailer));
                 chain.insert(key, hash);
@@ -1077,19 +1087,21 @@ impl Writer {
             digest: [0; 32],
             signature: None,
         };
-        for (((event, record), loc), prev_hash) in events
+        for ((((event, record), loc), prev_hash), entity) in events
             .iter()
             .zip(&records)
             .zip(&appended.locs)
             .zip(prev_hashes)
+            .zip(entities)
         {
             self.active_idx
                 .push(*loc, codec::header_bytes(record).expect("encoded above"));
             index
-                .insert(
+                .insert_known(
                     event,
                     *loc,
                     (event.position == events[0].position).then_some(trailer.n_events),
+                    *entity,
                 )
                 .expect("the writer assigned this event's position and version from the index");
             receipt.events.push(committed(event, prev_hash));
