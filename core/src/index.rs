@@ -192,10 +192,9 @@ pub(crate) struct Index {
 pub(crate) struct Resolved<'a> {
     plan: Plan<'a>,
     prefix: Option<&'a str>,
-    since: Option<Timestamp>,
-    until: Option<Timestamp>,
-    /// The positions the time bounds leave, from the index's timestamps (which increase with
-    /// position): a read never examines an event outside them, however many there are.
+    /// The positions the filter's time bounds leave, from the index's timestamps (which
+    /// increase with position): a read never examines an event outside them, however many
+    /// there are, and needs no time check on the events inside.
     within: std::ops::RangeInclusive<u64>,
 }
 
@@ -663,8 +662,6 @@ impl Index {
         Some(Resolved {
             plan,
             prefix,
-            since: filter.since,
-            until: filter.until,
             within: first..=last,
         })
     }
@@ -732,14 +729,11 @@ impl Index {
     }
 
     fn keeps(&self, resolved: &Resolved<'_>, position: u64) -> bool {
-        let meta = &self.metas[(position - 1) as usize];
-        let after_since = resolved.since.is_none_or(|since| meta.timestamp >= since);
-        let before_until = resolved.until.is_none_or(|until| meta.timestamp < until);
-        let prefix_ok = resolved.prefix.is_none_or(|prefix| {
+        resolved.prefix.is_none_or(|prefix| {
+            let meta = &self.metas[(position - 1) as usize];
             let name = self.entities[meta.entity as usize].name;
             self.entity_symbols.name(name).starts_with(prefix)
-        });
-        after_since && before_until && prefix_ok
+        })
     }
 
     /// Approximate heap bytes held by the index, for the memory report.

@@ -165,8 +165,8 @@ pub(super) struct IdxBuffer {
     n_entries: u64,
     /// The entries' bytes in pieces of [`IDX_WRITE_PIECE_BYTES`], each allocated whole and
     /// written as one piece. A full segment's headers are tens of megabytes: one growing vector
-    /// copied them at every doubling and faulted its new pages in, which was a sixth of the
-    /// writer's time at 100 events per append (docs/BENCHMARKS.md, "Buffers that grow without
+    /// copied them at every doubling and faulted its new pages in, which was about a tenth of
+    /// the writer's time at 100 events per append (docs/BENCHMARKS.md, "Buffers that grow without
     /// copying").
     pieces: Vec<Vec<u8>>,
 }
