@@ -39,6 +39,8 @@
 //! Without `node_id` the server is one node on its own store, as it has always been. With it,
 //! the server is a cluster member: it keeps a Raft log beside the store, waits to be
 //! initialised (`causeway cluster init`) or added by a leader, and serves writes only as leader.
+//! The settings from `advertise` to `log_keep_entries` are a member's: a single node given one
+//! refuses to start, naming it, rather than ignore it.
 //!
 //! Plaintext is for loopback: a `listen` or `admin_listen` address other than loopback is
 //! refused without TLS unless `insecure` says plaintext to the network is meant. A cluster
@@ -549,6 +551,14 @@ impl Config {
                             .or(file.election_timeout_ms)
                             .is_some(),
                     ),
+                    (
+                        "snapshot_entries",
+                        args.snapshot_entries.or(file.snapshot_entries).is_some(),
+                    ),
+                    (
+                        "log_keep_entries",
+                        args.log_keep_entries.or(file.log_keep_entries).is_some(),
+                    ),
                 ];
                 if let Some((setting, _)) = stray.iter().find(|(_, given)| *given) {
                     return Err(ConfigError(format!(
@@ -954,6 +964,41 @@ mod tests {
         let err = Config::from_args(args(&["--max-connection-age-secs", "100000000"]))
             .expect_err("over CONNECTION_AGE_SECS_MAX");
         assert!(err.0.contains("CONNECTION_AGE_SECS_MAX"), "{err}");
+    }
+
+    #[test]
+    fn a_cluster_setting_without_a_node_id_is_refused_by_name() {
+        for (flag, setting) in [
+            ("--advertise", "advertise"),
+            ("--heartbeat-ms", "heartbeat_ms"),
+            ("--election-timeout-ms", "election_timeout_ms"),
+            ("--snapshot-entries", "snapshot_entries"),
+            ("--log-keep-entries", "log_keep_entries"),
+        ] {
+            let value = if setting == "advertise" {
+                "127.0.0.1:7420"
+            } else {
+                "0"
+            };
+            let err = Config::from_args(args(&[flag, value])).expect_err("a single node");
+            assert!(
+                err.0
+                    .starts_with(&format!("{setting} is a cluster setting")),
+                "{err}"
+            );
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("causeway.toml");
+        std::fs::write(&path, "snapshot_entries = 1000\n").expect("write config");
+        let path = path.to_str().expect("utf-8 path");
+        let err = Config::from_args(args(&["--config", path])).expect_err("from the file too");
+        assert!(
+            err.0.contains("snapshot_entries is a cluster setting"),
+            "{err}"
+        );
+        let config = Config::from_args(args(&["--config", path, "--node-id", "1"]))
+            .expect("a cluster member takes it");
+        assert_eq!(config.cluster.map(|c| c.snapshot_entries), Some(1000));
     }
 
     #[test]
