@@ -30,6 +30,14 @@ use crate::query::Filter;
 
 pub mod cel;
 
+/// The gate name under which the store's DCB condition check denies an append.
+pub const DCB_CHECK: &str = "dcb";
+/// The gate name under which the store's causation check denies an append.
+pub const CAUSATION_CHECK: &str = "causation";
+/// Names a registered gate may not take: the store's own checks deny under them, and a
+/// caller's gate of the same name would make its denials look like theirs.
+pub const RESERVED_GATE_NAMES: [&str; 2] = [DCB_CHECK, CAUSATION_CHECK];
+
 /// The events a gate judges, as they would be committed (positions, versions, ids, timestamps
 /// and correlation ids assigned; `hash` is not yet computed and is all zeros).
 #[derive(Clone, Copy, Debug)]
@@ -343,6 +351,15 @@ impl GateDefinition {
     /// every definition in its log again, and one that no longer compiled would stop it.
     pub fn check(&self) -> Result<Arc<dyn Gate>, FieldError> {
         check_gate_name(&self.name).map_err(|err| FieldError::new("name", err))?;
+        if RESERVED_GATE_NAMES.contains(&self.name.as_str()) {
+            return Err(FieldError::new(
+                "name",
+                Error::InvalidInput(format!(
+                    "gate name {:?} is reserved: the store's own {} check denies under it",
+                    self.name, self.name
+                )),
+            ));
+        }
         let lists: [(&str, &str, &[String], usize, &'static str); 3] = [
             (
                 "scopes",

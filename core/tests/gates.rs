@@ -542,6 +542,35 @@ fn an_append_can_name_an_extra_gate_which_judges_all_its_events() {
 }
 
 #[test]
+fn the_names_the_stores_own_checks_deny_under_are_not_taken_by_a_gate() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let head = store.head();
+    for name in ["causation", "dcb"] {
+        match store.register_gate(cel(name, &[], "false")) {
+            Err(Error::InvalidInput(message)) => {
+                assert!(message.contains("reserved"), "{message}");
+                assert!(message.contains(name), "{message}");
+            }
+            other => panic!("gate name {name:?} must be refused, got {other:?}"),
+        }
+    }
+    assert_eq!(store.head(), head, "nothing written");
+    // A denial under either name is still the store's own check.
+    let missing = EventId(uuid::Uuid::from_u128(0xbeef));
+    let orphan = NewEvent {
+        causation: vec![missing],
+        ..event("acme", "saga-1", "Continued", "")
+    };
+    assert_eq!(denial(store.append(one(orphan))).1, "CAUSATION_MISSING");
+    // Names that only start like them are any gate's.
+    store
+        .register_gate(cel("causation-v2", &[], "true"))
+        .unwrap();
+    store.register_gate(cel("dcbx", &[], "true")).unwrap();
+}
+
+#[test]
 fn a_cel_expression_is_checked_when_it_is_registered() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());

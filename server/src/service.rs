@@ -473,7 +473,7 @@ fn check_reach(store: &Store, caller: &Caller, method: &str, append: &Append) ->
             if hidden {
                 auth::audit(caller.name(), method, "-", "denied", "read");
                 return Err(causeway_core::Error::Denied {
-                    gate: "causation".to_string(),
+                    gate: causeway_core::gate::CAUSATION_CHECK.to_string(),
                     code: "CAUSATION_MISSING".to_string(),
                     message: format!(
                         "event {event_idx} names causation parent {parent}, which does not exist"

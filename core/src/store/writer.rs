@@ -820,7 +820,7 @@ impl Writer {
                 );
                 let facts = BTreeMap::from([("after".to_string(), condition.after.to_string())]);
                 return Err(Error::Denied {
-                    gate: "dcb".to_string(),
+                    gate: crate::gate::DCB_CHECK.to_string(),
                     code: "DCB_CONDITION".to_string(),
                     message,
                     facts,
@@ -840,7 +840,7 @@ impl Writer {
                             ("parent".to_string(), parent.to_string()),
                         ]);
                         return Err(Error::Denied {
-                            gate: "causation".to_string(),
+                            gate: crate::gate::CAUSATION_CHECK.to_string(),
                             code: "CAUSATION_MISSING".to_string(),
                             message,
                             facts,

@@ -491,6 +491,18 @@ fn cases() -> Vec<(&'static str, Vec<Case>)> {
                     "definition.name",
                 ),
                 case(
+                    "the name of the store's causation check",
+                    pb::RegisterGateRequest {
+                        definition: Some(pb::GateDefinition {
+                            name: "causation".to_string(),
+                            ..gate(vec![], "false".to_string())
+                                .definition
+                                .expect("a definition")
+                        }),
+                    },
+                    "definition.name",
+                ),
+                case(
                     "a name with a right-to-left isolate (U+2067)",
                     pb::RegisterGateRequest {
                         definition: Some(pb::GateDefinition {
