@@ -8,10 +8,13 @@
 //! 2. On the pool: the checkpoint is taken into `backup-N.tmp` in a scratch directory on the
 //!    store's file system (the data directory of a single node; the snapshots directory of a
 //!    cluster node), so sealed segments are hard links and the copy costs little. The first
-//!    message, the manifest, carries the position, digest, and every file with its length and
+//!    message, the manifest (sent once the log is checked, below), carries the position, digest, and every file with its length and
 //!    blake3 (`CHECKPOINT` first, hashed here; the others from the checkpoint's manifest).
 //! 3. On a blocking thread of its own (at most `BACKUPS_MAX` of them, never an async worker,
-//!    never a pool thread for the whole transfer): each file's chunks, `BACKUP_CHUNK_BYTES` at
+//!    never a pool thread for the whole transfer): first every committed event through the
+//!    checkpoint's position is checked as `Verify` checks it, and a break is DATA_LOSS in place
+//!    of the manifest (a backup of a damaged log would be refused only at restore); then each
+//!    file's chunks, `BACKUP_CHUNK_BYTES` at
 //!    most, at most `BACKUP_BUFFER_MESSAGES` ahead of the client. A client that takes no
 //!    message for `BACKUP_SEND_TIMEOUT` is cut off.
 //! 4. Whatever the outcome (done, a failure, the client gone), the thread removes the
@@ -151,15 +154,24 @@ impl OperationsService for Operations {
             "backup started"
         );
         let (sender, receiver) = mpsc::channel(BACKUP_BUFFER_MESSAGES);
+        let through = Position(manifest.position);
         let first = pb::BackupResponse {
             message: Some(pb::backup_response::Message::Manifest(manifest)),
         };
-        sender
-            .try_send(Ok(first))
-            .expect("a new channel has room for one message");
+        let store = self.store.get();
         let runtime = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
-            send_files(&runtime, &dir, &files, &sender);
+            match check_log(&store, through) {
+                // The channel is new, so the manifest fails to go only if the client has gone.
+                Ok(()) => {
+                    if sender.try_send(Ok(first)).is_ok() {
+                        send_files(&runtime, &dir, &files, &sender);
+                    }
+                }
+                Err(status) => {
+                    let _ = sender.try_send(Err(status));
+                }
+            }
             if let Err(err) = std::fs::remove_dir_all(&dir) {
                 tracing::warn!(%err, dir = %dir.display(), "removing a backup's checkpoint");
             }
@@ -226,6 +238,37 @@ fn verify_status(err: causeway_core::Error) -> Status {
             ))
         }
         other => to_status(Error::Core(other)),
+    }
+}
+
+/// Checks every committed event through `through` as `Verify` does (each frame's CRC, each
+/// event's hash), page by page, so that a backup of a damaged log is refused with DATA_LOSS
+/// before its first message rather than found out when it is restored.
+fn check_log(store: &Store, through: Position) -> Result<(), Status> {
+    let mut from = Position(1);
+    loop {
+        let page = store
+            .verify_range(from, through, VERIFY_PAGE_BYTES_MAX, &mut |_| {})
+            .map_err(verify_status)?;
+        if let Some(found) = page.first_break {
+            tracing::error!(
+                position = found.position.0,
+                segment = %found.segment,
+                offset = found.offset,
+                detail = %found.detail,
+                "backup refused: the log is broken"
+            );
+            return Err(Status::data_loss(format!(
+                "the backup is refused: the log is broken at position {} (segment {}, offset \
+                 {}): {}; `causeway verify --log` finds every break, docs/OPERATIONS.md says \
+                 what to do",
+                found.position.0, found.segment, found.offset, found.detail
+            )));
+        }
+        if page.end {
+            return Ok(());
+        }
+        from = page.next;
     }
 }
 

@@ -1,7 +1,8 @@
 //! Backup and restore end to end: `OperationsService.Backup` taken by the client library from a
 //! node under load, `causewayd restore` into a fresh data directory, and a node started on it.
-//! Also what must be refused: a damaged or incomplete backup (naming the file), a restore into a
-//! store, and backups beyond `BACKUPS_MAX`.
+//! Also what must be refused: a backup of a damaged log (DATA_LOSS, before any file), a damaged
+//! or incomplete backup (naming the file), a restore into a store, and backups beyond
+//! `BACKUPS_MAX`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -184,6 +185,72 @@ async fn backup_under_appends_restores_to_its_position_and_digest() {
 /// does not name is refused, naming the file, and leaves no data directory behind; a restore
 /// into a directory that holds something is refused before anything is read. Catches a
 /// restore that trusts its input or leaves a half-written store that looks usable.
+/// A backup of a log that is already damaged is refused with DATA_LOSS before its manifest,
+/// naming the break, and the client writes nothing: a backup that completes must restore.
+/// Catches a backup that copies the damaged bytes and reports success, which only the restore
+/// would find.
+#[tokio::test]
+async fn a_backup_of_a_damaged_log_is_refused_before_its_first_file() {
+    let dir = scratch();
+    let data = dir.path().join("data");
+    let node = Node::start(&data, &[]);
+    let mut client = node.client().await;
+    for entity_idx in 0..20 {
+        let entity = format!("order-{entity_idx:02}");
+        append(&mut client, vec![event("acme", &entity, "Placed")]).await;
+    }
+    // One byte of the eleventh event's entity flipped in place, as a failing disk would.
+    let segment = segment_of(&data);
+    let bytes = std::fs::read(&segment).expect("read the live segment");
+    let at = bytes
+        .windows(8)
+        .position(|window| window == b"order-10")
+        .expect("the eleventh event is in the segment");
+    {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&segment)
+            .expect("open the live segment");
+        file.write_all_at(&[bytes[at] ^ 0x01], at as u64)
+            .expect("flip a byte");
+    }
+
+    let mut operations = OperationsServiceClient::connect(format!("http://{}", node.addr))
+        .await
+        .expect("connect");
+    let status = match operations.backup(pb::BackupRequest {}).await {
+        Ok(response) => {
+            let mut stream = response.into_inner();
+            match stream.message().await {
+                Err(status) => status,
+                Ok(first) => panic!("a damaged log must not be backed up, got {first:?}"),
+            }
+        }
+        Err(status) => status,
+    };
+    assert_eq!(status.code(), Code::DataLoss, "{status:?}");
+    assert!(
+        status.message().contains("broken at position 11"),
+        "{}",
+        status.message()
+    );
+    assert!(
+        status.message().contains("00000000000000000001.seg"),
+        "{}",
+        status.message()
+    );
+
+    let client = causeway_client::Client::connect(&node.addr.to_string())
+        .await
+        .expect("connect");
+    let to = dir.path().join("backup");
+    causeway_client::backup::backup(&client, &to)
+        .await
+        .expect_err("the client's backup fails too");
+    assert!(!to.exists(), "nothing written for a refused backup");
+}
+
 #[tokio::test]
 async fn a_damaged_backup_is_refused_naming_the_file() {
     let dir = scratch();
