@@ -26,7 +26,8 @@
 //!   corruption and is reported with the file and offset, never skipped. What recovery cuts is
 //!   first copied to `quarantine/` and is never called unacknowledged unless it lies past the
 //!   length a clean close recorded as synced (`SYNCED`): a crash's torn write and damage to
-//!   acknowledged frames look alike on disk.
+//!   acknowledged frames look alike on disk. Whole frames that end inside that length are
+//!   corruption too (synced frames damaged or gone): open refuses, and only a repair cuts.
 //! - Writes are buffered until [`SegmentLog::flush`]; nothing is readable through a
 //!   [`SegmentReader`] before the caller has flushed it and chosen to publish it.
 //! - Every write, sync and directory change goes through the log's [`Disk`] (reads do not), and
@@ -84,7 +85,8 @@ const SCAN_PIECE_BYTES: u64 = 1024 * 1024;
 const READ_RUN_BYTES: u64 = 256 * 1024;
 
 /// The file in a log's directory that a clean close writes: how far the active segment was
-/// synced. Open reads it (to tell a torn tail from damage) and removes it.
+/// synced. Open reads it (to tell a torn tail from damage) and removes it once it accepts the
+/// tail; a refused open leaves it for the repair.
 pub const SYNCED_FILE: &str = "SYNCED";
 const SYNCED_MAGIC: [u8; 8] = *b"CWSYNCED";
 /// The directory inside a log's directory where recovery and repair keep the bytes they cut,
@@ -105,11 +107,9 @@ pub struct Recovery {
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Synced {
     /// The cut starts at or past the length the last clean close synced: a torn write that
-    /// was never synced, so never acknowledged under fsync durability.
+    /// was never synced, so never acknowledged under fsync durability. (A cut that would start
+    /// inside that length is not made: open refuses the log, and only a repair cuts it.)
     Beyond,
-    /// The cut starts inside the length the last clean close synced: damage to frames that
-    /// were on disk, which may have been acknowledged.
-    Within,
     /// The log does not know (it did not close cleanly): a torn write and damage to
     /// acknowledged frames look the same, so the frames may have been acknowledged.
     Unknown,
@@ -275,14 +275,21 @@ impl SegmentLog {
             .write(true)
             .open(&path)
             .map_err(|err| Error::io(&path, err))?;
-        let synced_end = take_synced(&*disk, dir, active_first)?;
+        let synced_end = read_synced(dir, active_first);
         let tail = scan_tail(&active, &path, active_first)?;
+        if let Some(synced_end) = synced_end
+            && tail.end < synced_end
+        {
+            return Err(short_of_synced(&active, &path, active_first, synced_end));
+        }
+        // Removed before the log is written again, so a record never describes bytes written
+        // after it.
+        remove_synced(&*disk, dir)?;
         let cut = tail.dirty_end > tail.end || tail.zeros_read > SCAN_PIECE_BYTES;
         if tail.dirty_end > tail.end {
             let bytes = tail.dirty_end - tail.end;
             let synced = match synced_end {
                 None => Synced::Unknown,
-                Some(synced_end) if tail.end < synced_end => Synced::Within,
                 Some(_) => Synced::Beyond,
             };
             // Kept before anything is cut: the bytes may hold acknowledged events, and an
@@ -305,15 +312,6 @@ impl SegmentLog {
                     bytes,
                     quarantine = %quarantine_name,
                     "cutting a torn tail past the length synced at the last clean close: it was never synced"
-                ),
-                Synced::Within => tracing::error!(
-                    file = %file_name,
-                    offset = tail.end,
-                    position = tail.next_index,
-                    bytes,
-                    quarantine = %quarantine_name,
-                    "cutting damaged frames from position {} on that were synced before the last clean close: they may have been acknowledged",
-                    tail.next_index
                 ),
                 Synced::Unknown => tracing::warn!(
                     file = %file_name,
@@ -895,34 +893,58 @@ fn check_header(file: &File, path: &Path, first_index: u64) -> Result<()> {
     Ok(())
 }
 
-/// Reads and removes the `SYNCED` record of `dir`: how far segment `active_first` was synced
-/// at the last clean close, if that is what it records. The removal is made durable before
-/// the log is written again, so a record never describes bytes written after it. A damaged
-/// record is ignored with a warning: it only ever makes recovery less sure.
-fn take_synced(disk: &dyn Disk, dir: &Path, active_first: u64) -> Result<Option<u64>> {
+/// Reads the `SYNCED` record of `dir`: how far segment `active_first` was synced at the last
+/// clean close, if that is what it records. A damaged record is ignored with a warning: it
+/// only ever makes recovery less sure. Changes nothing: a refused open leaves the record for
+/// the repair, and [`remove_synced`] removes it once the log is accepted.
+pub(super) fn read_synced(dir: &Path, active_first: u64) -> Option<u64> {
     let path = dir.join(SYNCED_FILE);
     let payload = match crate::metafile::read(&path, SYNCED_MAGIC) {
-        Ok(None) => return Ok(None),
-        Ok(Some(payload)) => Some(payload),
+        Ok(payload) => payload?,
         Err(err) => {
             tracing::warn!(%err, "ignoring a damaged record of the synced length");
-            None
+            return None;
         }
     };
+    if payload.len() != 16 {
+        return None;
+    }
+    let first = u64::from_le_bytes(payload[0..8].try_into().expect("8 bytes"));
+    let synced_end = u64::from_le_bytes(payload[8..16].try_into().expect("8 bytes"));
+    (first == active_first).then_some(synced_end)
+}
+
+/// Removes the `SYNCED` record of `dir`, if there is one, durably.
+pub(super) fn remove_synced(disk: &dyn Disk, dir: &Path) -> Result<()> {
+    let path = dir.join(SYNCED_FILE);
+    match fs::symlink_metadata(&path) {
+        Ok(_) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(err) => return Err(Error::io(&path, err)),
+    }
     disk.remove_file(&path)
         .map_err(|err| Error::io(&path, err))?;
-    sync_dir(disk, dir)?;
-    let synced = payload
-        .filter(|payload| payload.len() == 16)
-        .map(|payload| {
-            let first = u64::from_le_bytes(payload[0..8].try_into().expect("8 bytes"));
-            let synced_end = u64::from_le_bytes(payload[8..16].try_into().expect("8 bytes"));
-            (first, synced_end)
-        });
-    Ok(match synced {
-        Some((first, synced_end)) if first == active_first => Some(synced_end),
-        _ => None,
-    })
+    sync_dir(disk, dir)
+}
+
+/// The refusal of an active segment whose whole frames end before the length the last clean
+/// close synced: frames that were synced, so may have been acknowledged, are damaged or
+/// missing. Names the first frame lost, as `causewayd repair --truncate-at-frame` takes it.
+fn short_of_synced(file: &File, path: &Path, first_index: u64, synced_end: u64) -> Error {
+    let (offset, index) = match tail::inspect_tail(file, path, first_index, false) {
+        Ok(inspection) => (inspection.bad_offset, inspection.bad_index),
+        Err(err) => return err,
+    };
+    Error::corrupt(
+        path,
+        offset,
+        format!(
+            "frame {index} is damaged or missing, inside the length the last clean close \
+             synced ({synced_end} bytes): frames that were synced, so may have been \
+             acknowledged, would be cut; open refuses to cut them (causewayd repair does, on \
+             an operator's word)"
+        ),
+    )
 }
 
 /// Copies `range` of segment `segment` (`file`, at `path`) into a new file of `dir`'s

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 
 use causeway_core::limits::{APPEND_EVENTS_MAX, READ_EVENTS_MAX, SEGMENT_BYTES_MIN};
 use causeway_core::segment::{
-    FLAG_BATCH_END, FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES, segment_path,
+    FLAG_BATCH_END, FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES, SYNCED_FILE, segment_path,
 };
 use causeway_core::*;
 use proptest::prelude::*;
@@ -881,6 +881,12 @@ impl Harness {
         let first_position = self.model.events.len() as u64 + 1;
         assert_eq!(receipt.events[0].position, Position(first_position));
         self.close();
+        // A crash leaves no record of how far the segment was synced (after a clean close,
+        // damage to the batch is refused, not cut: `damage.rs`).
+        match fs::remove_file(events_dir.join(SYNCED_FILE)) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => panic!("{err}"),
+            _ => {}
+        }
 
         let active = *segment_firsts(&events_dir).last().unwrap();
         let path = segment_path(&events_dir, active);

@@ -1,6 +1,7 @@
 //! `causewayd repair --data-dir DIR --truncate-at-frame N [--yes]`: the operator's way past a
 //! store that open refuses because frame N of the active segment is damaged while a frame
-//! after it is whole (`docs/OPERATIONS.md`, "Repairing a damaged log").
+//! after it is whole, or is damaged or missing inside the length the last clean close synced
+//! (`docs/OPERATIONS.md`, "Repairing a damaged log").
 //!
 //! It plans first (`causeway_core::store::plan_repair`, which only reads) and prints exactly
 //! what a cut would remove: the positions, the offset and the bytes. N must be the damaged
@@ -27,7 +28,7 @@ pub struct RepairArgs {
     /// The data directory of a stopped single-node server.
     #[arg(long, value_name = "DIR")]
     pub data_dir: PathBuf,
-    /// The damaged frame (its position) that open named: "frame N is damaged but ...".
+    /// The damaged frame (its position) that open named: "frame N is damaged ...".
     #[arg(long, value_name = "N")]
     pub truncate_at_frame: u64,
     /// Cut: without it, the plan is printed and nothing changes.
@@ -62,7 +63,8 @@ fn run(args: &RepairArgs) -> Result<ExitCode, String> {
         .map_err(|err| err.to_string())?
         .ok_or_else(|| {
             "nothing to repair: the event log's active segment has no damaged frame with a \
-             whole frame after it (a damaged tail alone is cut and quarantined by open)"
+             whole frame after it, and its frames reach the length the last clean close \
+             synced (a torn tail alone is cut and quarantined by open)"
                 .to_string()
         })?;
     if plan.damaged_index != args.truncate_at_frame {
@@ -91,18 +93,33 @@ fn run(args: &RepairArgs) -> Result<ExitCode, String> {
 
 /// The plan, as the lines an operator reads before saying yes.
 fn describe(plan: &RepairPlan) -> String {
-    let (first_after, last_after) = plan.whole_after;
+    let (found, cut) = match (plan.whole_after, plan.synced_end) {
+        (Some((first_after, last_after)), _) => (
+            format!(
+                "is damaged; whole frames {first_after} to {last_after} follow it{}",
+                plan.synced_end.map_or(String::new(), |end| format!(
+                    ", inside the {end} bytes the last clean close synced"
+                ))
+            ),
+            format!("positions {} to {last_after}", plan.first_index),
+        ),
+        (None, synced_end) => (
+            format!(
+                "is damaged or missing, inside the {} bytes the last clean close synced",
+                synced_end.unwrap_or_default()
+            ),
+            format!("from position {} on", plan.first_index),
+        ),
+    };
     format!(
-        "events/{file}: frame {damaged} at offset {damaged_offset} is damaged; whole frames \
-         {first_after} to {last_after} follow it\n\
-         will cut positions {first} to {last_after}: {bytes} bytes from offset {offset} \
-         (the end of the last whole batch), copied first to events/quarantine/\n\
+        "events/{file}: frame {damaged} at offset {damaged_offset} {found}\n\
+         will cut {cut}: {bytes} bytes from offset {offset} (the end of the last whole \
+         batch), copied first to events/quarantine/\n\
          events at these positions may have been acknowledged: if another copy holds them (a \
          cluster peer, a backup), compare before cutting\n",
         file = plan.file_name,
         damaged = plan.damaged_index,
         damaged_offset = plan.damaged_offset,
-        first = plan.first_index,
         bytes = plan.bytes,
         offset = plan.offset,
     )

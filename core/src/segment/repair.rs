@@ -1,10 +1,17 @@
-//! Repair: cutting the active segment at a damaged frame that has whole frames after it.
+//! Repair: cutting the active segment at a damaged frame that open refuses to cut.
 //!
-//! Open refuses such a segment (`frame N is damaged but frame M at offset O after it is
-//! whole`): cutting there would drop whole frames, and open cannot tell a power cut that wrote
-//! pages out of order (the frames after the hole were never acknowledged, since everything
-//! acknowledged was synced before the hole's write began) from damage to acknowledged frames.
-//! An operator who knows which it was (or who has the events on a peer) asks for the cut.
+//! Open refuses two such segments:
+//! - a damaged frame with whole frames after it (`frame N is damaged but frame M at offset O
+//!   after it is whole`): cutting there would drop whole frames, and open cannot tell a power
+//!   cut that wrote pages out of order (the frames after the hole were never acknowledged,
+//!   since everything acknowledged was synced before the hole's write began) from damage to
+//!   acknowledged frames;
+//! - whole frames that end inside the length the last clean close recorded as synced
+//!   (`frame N is damaged or missing, inside the length the last clean close synced`): the
+//!   frames lost were synced, so may have been acknowledged (a file cut short, a bad sector).
+//!
+//! An operator who knows what was lost (or who has the events on a peer or in a backup) asks
+//! for the cut.
 //!
 //! Invariants:
 //! - Nothing changes without a plan the caller has seen: [`plan_repair`] only reads, and
@@ -21,8 +28,8 @@ use std::path::{Path, PathBuf};
 use super::frame::read_frame_at;
 use super::tail::{inspect_tail, next_index_at};
 use super::{
-    FLAG_MARK, SYNCED_FILE, check_header, file_len, file_name_of, quarantine, segment_path,
-    sync_dir,
+    FLAG_MARK, SYNCED_FILE, check_header, file_len, file_name_of, quarantine, read_synced,
+    segment_path, sync_dir,
 };
 use crate::disk::Disk;
 use crate::error::{Error, Result};
@@ -45,12 +52,16 @@ pub struct RepairPlan {
     /// Where the damaged frame starts.
     pub damaged_offset: u64,
     /// The first and last index of the whole frames found after the damage, which the cut
-    /// removes too.
-    pub whole_after: (u64, u64),
+    /// removes too; `None` when there are none.
+    pub whole_after: Option<(u64, u64)>,
+    /// The length the last clean close synced, when the whole frames end inside it; `None`
+    /// when the segment does not end short of it.
+    pub synced_end: Option<u64>,
 }
 
 /// Reads the active segment of the log in `dir` and says what a repair would cut, or `None`
-/// when there is nothing to repair (open handles a torn tail by itself). Changes nothing.
+/// when there is nothing to repair (open handles a torn tail past the synced length by
+/// itself). Changes nothing.
 pub fn plan_repair(dir: &Path) -> Result<Option<RepairPlan>> {
     let Some(active_first) = newest_segment(dir)? else {
         return Ok(None);
@@ -59,19 +70,26 @@ pub fn plan_repair(dir: &Path) -> Result<Option<RepairPlan>> {
     let file = File::open(&path).map_err(|err| Error::io(&path, err))?;
     check_header(&file, &path, active_first)?;
     let inspection = inspect_tail(&file, &path, active_first, true)?;
-    let Some(later) = inspection.whole_frame else {
-        return Ok(None);
-    };
-    let file_len = file_len(&file, &path)?;
-    let first_after = next_index_at(&file, later);
-    let mut last_after = first_after;
-    let (mut offset, mut index) = (later, first_after);
-    while let Some(frame) = read_frame_at(&file, file_len, offset, active_first, index) {
-        offset = frame.loc.end();
-        if frame.flags & FLAG_MARK == 0 {
-            last_after = index;
-            index += 1;
+    let synced_end = read_synced(dir, active_first).filter(|&end| inspection.tail.end < end);
+    let whole_after = match inspection.whole_frame {
+        Some(later) => {
+            let file_len = file_len(&file, &path)?;
+            let first_after = next_index_at(&file, later);
+            let mut last_after = first_after;
+            let (mut offset, mut index) = (later, first_after);
+            while let Some(frame) = read_frame_at(&file, file_len, offset, active_first, index) {
+                offset = frame.loc.end();
+                if frame.flags & FLAG_MARK == 0 {
+                    last_after = index;
+                    index += 1;
+                }
+            }
+            Some((first_after, last_after))
         }
+        None => None,
+    };
+    if whole_after.is_none() && synced_end.is_none() {
+        return Ok(None);
     }
     Ok(Some(RepairPlan {
         file_name: file_name_of(&path),
@@ -81,7 +99,8 @@ pub fn plan_repair(dir: &Path) -> Result<Option<RepairPlan>> {
         first_index: inspection.tail.next_index,
         damaged_index: inspection.bad_index,
         damaged_offset: inspection.bad_offset,
-        whole_after: (first_after, last_after),
+        whole_after,
+        synced_end,
     }))
 }
 

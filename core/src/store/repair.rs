@@ -1,6 +1,6 @@
 //! An operator's repair of a data directory that open refuses because a damaged frame of the
-//! active segment has whole frames after it (`segment/repair.rs` says why open cannot decide
-//! this itself). Both calls take the directory's lock, so neither runs beside an open store.
+//! active segment has whole frames after it, or its frames end inside the length the last
+//! clean close synced (`segment/repair.rs` says why open cannot decide these itself). Both calls take the directory's lock, so neither runs beside an open store.
 //!
 //! A replica decides it by itself ([`open_replica`]): when its events are derived from a
 //! durable log kept beside it (a cluster member's Raft log), nothing the cut removes is lost,
@@ -16,8 +16,8 @@ use crate::segment::{self, RepairPlan};
 use crate::store::{Config, Store};
 
 /// Opens the store in `dir` as a replica of `source` (named in the log, `the Raft log`): as
-/// [`Store::open`], except that a damaged frame of the active segment with whole frames after
-/// it, which open refuses, is cut as [`repair`] would (the bytes quarantined first) and the
+/// [`Store::open`], except that a damaged frame of the active segment that open refuses to cut
+/// (whole frames after it, or inside the synced length) is cut as [`repair`] would (the bytes quarantined first) and the
 /// store opened again. What the cut removes is applied again from `source`, which the caller
 /// guarantees holds it. Any other refusal is returned as it is.
 pub fn open_replica(dir: &Path, config: Config, source: &str) -> Result<Store> {
@@ -33,22 +33,28 @@ pub fn open_replica(dir: &Path, config: Config, source: &str) -> Result<Store> {
         .file_name()
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_default();
+    let what = match plan.whole_after {
+        Some((first_after, last_after)) => format!(
+            "positions {} to {last_after} (whole frames {first_after}..={last_after} after the \
+             damage included)",
+            plan.first_index
+        ),
+        None => format!(
+            "from position {} on (frames the last clean close synced)",
+            plan.first_index
+        ),
+    };
     tracing::warn!(
         file = %plan.file_name,
         offset = plan.offset,
         bytes = plan.bytes,
         quarantine = %quarantine_name,
-        "frame {} is damaged: cut positions {} to {} ({} bytes from offset {} of {}, whole \
-         frames {}..={} after the damage included) into quarantine file {}; they will be \
-         refilled from {source}",
+        "frame {} is damaged: cut {what}, {} bytes from offset {} of {}, into quarantine file \
+         {}; they will be refilled from {source}",
         plan.damaged_index,
-        plan.first_index,
-        plan.whole_after.1,
         plan.bytes,
         plan.offset,
         plan.file_name,
-        plan.whole_after.0,
-        plan.whole_after.1,
         quarantine_name,
     );
     Store::open(dir, config)

@@ -197,10 +197,12 @@ async fn a_tampered_payload_is_named_by_verify_and_by_the_scrubber() {
 }
 
 /// A damaged last frame after a clean stop is damage to an event that was synced and may have
-/// been acknowledged: the node must say so and keep the bytes. Catches the old log line
-/// "truncating a torn tail that was never acknowledged" and a cut that throws bytes away.
+/// been acknowledged: the node must refuse to start rather than cut it, say which frame, and
+/// `causewayd repair` must then cut it with the bytes kept. Catches the old log line
+/// "truncating a torn tail that was never acknowledged", an open that cuts synced frames by
+/// itself, and a cut that throws bytes away.
 #[test]
-fn a_damaged_last_frame_is_reported_as_maybe_acknowledged_and_quarantined() {
+fn a_damaged_last_frame_after_a_clean_stop_is_refused_until_repaired() {
     let scratch = scratch();
     let data = scratch.path().join("data");
     let mut node = Node::start(&data, &[]);
@@ -219,16 +221,41 @@ fn a_damaged_last_frame_is_reported_as_maybe_acknowledged_and_quarantined() {
     bytes[offset + len - 2] ^= 0x01;
     std::fs::write(&path, &bytes).expect("write the segment");
 
-    let node = Node::start(&data, &[]);
-    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
-    assert_eq!(
-        runtime.block_on(async { head(&mut node.client().await).await }),
-        2
+    let causewayd = env!("CARGO_BIN_EXE_causewayd");
+    let refused = Command::new(causewayd)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "off",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .output()
+        .expect("run causewayd");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains(
+            "frame 3 is damaged or missing, inside the length the last clean close synced"
+        ),
+        "{stderr}"
     );
-    let log = node.log();
-    assert!(!log.contains("never acknowledged"), "{log}");
-    assert!(log.contains("may have been acknowledged"), "{log}");
-    assert!(log.contains(&format!("\"offset\":{offset}")), "{log}");
+    assert_eq!(std::fs::read(&path).expect("read"), bytes, "nothing cut");
+
+    let done = Command::new(causewayd)
+        .args(["repair", "--truncate-at-frame", "3", "--yes", "--data-dir"])
+        .arg(&data)
+        .output()
+        .expect("run causewayd repair");
+    let said = String::from_utf8_lossy(&done.stdout);
+    assert!(
+        done.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert!(said.contains("the last clean close synced"), "{said}");
+    assert!(said.contains("the store now ends at position 2"), "{said}");
     let kept: Vec<PathBuf> = std::fs::read_dir(data.join("events").join("quarantine"))
         .expect("a quarantine directory")
         .map(|entry| entry.expect("an entry").path())
@@ -237,6 +264,13 @@ fn a_damaged_last_frame_is_reported_as_maybe_acknowledged_and_quarantined() {
     assert_eq!(
         std::fs::read(&kept[0]).expect("read the quarantined bytes"),
         bytes[offset..offset + len]
+    );
+
+    let node = Node::start(&data, &[]);
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    assert_eq!(
+        runtime.block_on(async { head(&mut node.client().await).await }),
+        2
     );
 }
 
