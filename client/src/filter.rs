@@ -67,7 +67,8 @@ impl FilterBuilder {
         self
     }
 
-    /// Only events before this timestamp.
+    /// Only events before this timestamp. A subscription with it ends once the log's newest
+    /// event is at or past it.
     pub fn until(mut self, wall_ms: u64, logical: u32) -> FilterBuilder {
         self.filter.until = Some(crate::timestamp::hybrid(wall_ms, logical));
         self

@@ -722,6 +722,12 @@ impl Index {
         (state.positions.len() - older) as u64
     }
 
+    /// The timestamp of the event at `position`, if it is indexed.
+    pub(crate) fn timestamp_at(&self, position: u64) -> Option<Timestamp> {
+        let idx = usize::try_from(position.checked_sub(1)?).ok()?;
+        self.metas.get(idx).map(|meta| meta.timestamp)
+    }
+
     /// The first position whose timestamp is at or after `ts`, or `last() + 1`. Timestamps
     /// increase with position, so this is a binary search.
     pub(crate) fn first_at_or_after(&self, ts: Timestamp) -> u64 {

@@ -14,6 +14,10 @@
 //! to move. It learns that from [`LiveStore::head`], a `tokio::sync::watch` the committing thread
 //! updates, so an idle subscription holds no thread at all, only a task waiting on the channel.
 //!
+//! A filter with `until` ends its subscription (OK) once the read that reached the head started
+//! with the head's event at or past `until`: timestamps grow with position, so no later event
+//! can match. The test reads the log, never a clock, so a follower ends it as its leader would.
+//!
 //! The contract is etcd's watch contract:
 //! - ordered and without duplicates or gaps: each read starts where the last one ended
 //!   (the `next` of `Store::read_log_records`) and events are sent in the order read;
@@ -244,6 +248,9 @@ impl Hub {
 enum Stop {
     /// The subscriber went away; nothing more to say.
     Gone,
+    /// The filter's `until` is behind the log: everything it can match was delivered, and the
+    /// stream ends with OK.
+    Done,
     /// The subscription ends with this status.
     Fail(Status),
 }
@@ -317,6 +324,9 @@ impl Feed {
                 self.caught_up = true;
                 self.reported = self.reported.max(examined);
             }
+            if page.passed {
+                return Err(Stop::Done);
+            }
             self.wait_for_head().await
         } else {
             if !delivered && self.checkpoint_due() {
@@ -348,6 +358,9 @@ impl Feed {
             let caller = self.caller.clone();
             let reported = self.reported;
             let read = self.pool.run(move || {
+                // Before the read: the head it judges is one the read reaches, so nothing
+                // committed after the page's end can fall inside the filter's time range.
+                let passed = filter.until.is_some_and(|until| store.until_passed(until));
                 let mut events = EventBatch::new();
                 let mut last = reported;
                 let (next, end) = store.read_log_records(
@@ -369,6 +382,7 @@ impl Feed {
                     last,
                     next,
                     end,
+                    passed,
                 };
                 Ok::<_, causeway_core::Error>((page, store.head().0))
             });
@@ -480,6 +494,9 @@ struct Page {
     next: Position,
     /// Whether the read reached the head.
     end: bool,
+    /// Whether the filter's `until` was behind the head before the read: with `end`, nothing
+    /// later can match.
+    passed: bool,
 }
 
 /// Resolves once the server is shutting down (or the flag's sender is gone, which is the same).

@@ -131,7 +131,10 @@ export interface Filter {
   readonly items?: readonly QueryItem[];
   /** Only events at or after this timestamp. */
   readonly since?: TimestampInput;
-  /** Only events before this timestamp. */
+  /**
+   * Only events before this timestamp. A subscription with it ends once the log's newest event
+   * is at or past it.
+   */
   readonly until?: TimestampInput;
 }
 

@@ -61,6 +61,16 @@ pub(crate) fn check_page_limit(
 }
 
 impl Store {
+    /// Whether no event after the committed head can be before `until`: timestamps grow with
+    /// position, so once the head's event is at or past `until`, a filter bounded by it
+    /// (`Filter::until`, exclusive) matches nothing appended later. False on an empty log. It
+    /// reads the log, not a clock, so every replica answers the same for the same head.
+    pub fn until_passed(&self, until: Timestamp) -> bool {
+        let head = self.committed().head;
+        let index = self.shared.index.read().expect("index lock poisoned");
+        index.timestamp_at(head).is_some_and(|at| at >= until)
+    }
+
     /// The committed head: the position of the last durable event, 0 when empty.
     pub fn head(&self) -> Position {
         Position(self.committed().head)

@@ -486,6 +486,111 @@ async fn from_now_delivers_only_later_events() {
     assert_eq!(positions, vec![6, 7, 8]);
 }
 
+fn later_than(timestamp: &pb::HybridTimestamp, by_ms: i64) -> pb::HybridTimestamp {
+    let wall = timestamp.wall.expect("a wall time");
+    let millis = wall.seconds * 1000 + i64::from(wall.nanos) / 1_000_000 + by_ms;
+    pb::HybridTimestamp {
+        logical: 0,
+        wall: Some(prost_types::Timestamp {
+            seconds: millis / 1000,
+            nanos: i32::try_from(millis % 1000).expect("millis") * 1_000_000,
+        }),
+    }
+}
+
+fn until(timestamp: pb::HybridTimestamp) -> Option<pb::Filter> {
+    Some(pb::Filter {
+        until: Some(timestamp),
+        ..pb::Filter::default()
+    })
+}
+
+/// A subscription whose filter's `until` is behind the log ends with OK once it has delivered
+/// what the bound lets through and said it caught up; one whose `until` is ahead stays live,
+/// delivers what comes before the bound, and ends when the log passes it. Catches
+/// subscriptions that can never deliver again yet hold their slot until the client gives up.
+#[tokio::test]
+async fn a_subscription_ends_once_its_until_is_behind_the_log() {
+    let dir = scratch();
+    let node = Node::start(&dir.path().join("data"), &[]);
+    let mut client = node.client().await;
+    let mut stamps = Vec::new();
+    for order_idx in 0..5 {
+        let receipt = append(
+            &mut client,
+            vec![event("acme", &format!("order-{order_idx}"), "Placed")],
+        )
+        .await;
+        stamps.push(receipt.events[0].timestamp.expect("a timestamp"));
+    }
+
+    // Bounded in the past: events 1 and 2, the marker, then the end.
+    let mut stream = open(&mut client, from_position(1, until(stamps[2]))).await;
+    let mut seen = Vec::new();
+    let ended = tokio::time::timeout(DRAIN_WAIT, async {
+        while let Some(response) = stream.message().await.expect("no error") {
+            seen.push(response.message.expect("a message"));
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream ends by itself: {seen:?}");
+    let positions: Vec<u64> = seen
+        .iter()
+        .flat_map(|message| match message {
+            Message::Events(batch) => batch.events.iter().map(|e| e.position).collect(),
+            _ => Vec::new(),
+        })
+        .collect();
+    assert_eq!(positions, vec![1, 2]);
+    assert!(
+        matches!(seen.last(), Some(Message::CaughtUp(_))),
+        "{seen:?}"
+    );
+
+    // Bounded a little ahead: live until an append lands past the bound.
+    let bound = later_than(&stamps[4], 2_000);
+    let mut stream = open(&mut client, from_position(6, until(bound))).await;
+    assert!(matches!(
+        next_message(&mut stream).await,
+        Message::CaughtUp(_)
+    ));
+    let mut inside = Vec::new();
+    let mut past = false;
+    for order_idx in 5..200 {
+        let receipt = append(
+            &mut client,
+            vec![event("acme", &format!("order-{order_idx}"), "Placed")],
+        )
+        .await;
+        let committed = &receipt.events[0];
+        let stamp = committed.timestamp.expect("a timestamp");
+        let wall = stamp.wall.expect("a wall time");
+        let bound_wall = bound.wall.expect("a wall time");
+        if (wall.seconds, wall.nanos, stamp.logical) >= (bound_wall.seconds, bound_wall.nanos, 0) {
+            past = true;
+            break;
+        }
+        inside.push(committed.position);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(past, "the clock passed the bound");
+    assert!(!inside.is_empty(), "some appends came before the bound");
+    let mut delivered = Vec::new();
+    let ended = tokio::time::timeout(DRAIN_WAIT, async {
+        while let Some(response) = stream.message().await.expect("no error") {
+            if let Some(Message::Events(batch)) = response.message {
+                delivered.extend(batch.events.iter().map(|e| e.position));
+            }
+        }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the stream ends once the log passes the bound"
+    );
+    assert_eq!(delivered, inside);
+}
+
 /// A subscriber that read up to some position, then lost the server, resumes from that
 /// position plus one on the restarted server (same data directory) while writers continue:
 /// what it received before and after is the whole log, once. Catches resume positions that
