@@ -261,6 +261,64 @@ fn assert_breaks_at(store: &Store, original: &[Event], position: u64) {
     }
 }
 
+/// A frame that fails its CRC in a later segment is named by its own position, not by that of
+/// the frame at the same offset of an earlier segment: segments of equal events share their
+/// offsets. Catches a break matched to its position by offset alone.
+#[test]
+fn a_damaged_frame_in_a_later_segment_is_named_by_its_own_position() {
+    let config = || Config {
+        segment_bytes: 4096,
+        ..Config::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), config()).unwrap();
+    for event_idx in 0..60 {
+        let payload = format!("{event_idx:04}").repeat(50).into_bytes();
+        store
+            .append(Append::new(vec![NewEvent::new(
+                SCOPE, "order-1", "Placed", payload,
+            )]))
+            .unwrap();
+    }
+    drop(store);
+    let frames = frames(dir.path());
+    let (first_path, later) = {
+        let first = &frames[&1].path;
+        let later = frames
+            .iter()
+            .filter(|(_, frame)| &frame.path != first)
+            .find(|(_, frame)| {
+                frames
+                    .values()
+                    .any(|earlier| &earlier.path == first && earlier.offset == frame.offset)
+            })
+            .map(|(position, _)| *position)
+            .expect("a frame of a later segment at an offset the first segment also uses");
+        (first.clone(), later)
+    };
+    let frame = &frames[&later];
+    assert_ne!(frame.path, first_path);
+    let mut bytes = fs::read(&frame.path).unwrap();
+    bytes[frame.offset + FRAME_HEADER_BYTES + frame.body_len / 2] ^= 0x01;
+    fs::write(&frame.path, &bytes).unwrap();
+
+    let store = Store::open(dir.path(), config()).unwrap();
+    let page = store
+        .verify_range(Position(1), Position(u64::MAX), u64::MAX, &mut |_| {})
+        .unwrap();
+    let found = page.first_break.expect("the damaged frame is found");
+    assert_eq!(found.position, Position(later), "{found:?}");
+    assert_eq!(page.events, later - 1, "events found whole before it");
+    assert_eq!(
+        found.segment,
+        frame.path.file_name().unwrap().to_string_lossy()
+    );
+    assert_eq!(
+        verify_in_pages(&store, 1).1.map(|found| found.position),
+        Some(Position(later))
+    );
+}
+
 /// Runs `verify_range` from `from` to the head in pages as small as it allows, as a client of
 /// the Verify RPC does, and returns the events found whole and the first break.
 fn verify_in_pages(store: &Store, from: u64) -> (u64, Option<Break>) {

@@ -154,10 +154,16 @@ impl Store {
                     offset,
                     detail,
                 }) => {
-                    // The frame at fault is the one at `offset`; before it, all were whole.
+                    // The frame at fault is the one at `offset` of `file` (segments share
+                    // offsets, so both must match); before it, all were whole.
                     let position = locs
                         .iter()
-                        .find(|(_, loc)| loc.offset == offset)
+                        .find(|(_, loc)| {
+                            loc.offset == offset
+                                && file.file_name()
+                                    == segment::segment_path(&self.shared.events_dir, loc.segment)
+                                        .file_name()
+                        })
                         .map_or(page.next.0, |&(position, _)| position);
                     page.events += position - page.next.0;
                     page.next = Position(position);
