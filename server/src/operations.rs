@@ -4,20 +4,23 @@
 //! Raft snapshot ships (`checkpoint.rs` lists and reads them for both):
 //!
 //! 1. Admission: at most `BACKUPS_MAX` backups run at once; one more is RESOURCE_EXHAUSTED at
-//!    once. The permit is held until the stream's last message is sent or the stream fails.
-//! 2. On the pool: the checkpoint is taken into `backup-N.tmp` in a scratch directory on the
-//!    store's file system (the data directory of a single node; the snapshots directory of a
-//!    cluster node), so sealed segments are hard links and the copy costs little. The first
-//!    message, the manifest (sent once the log is checked, below), carries the position, digest, and every file with its length and
-//!    blake3 (`CHECKPOINT` first, hashed here; the others from the checkpoint's manifest).
-//! 3. On a blocking thread of its own (at most `BACKUPS_MAX` of them, never an async worker,
-//!    never a pool thread for the whole transfer): first every committed event through the
-//!    checkpoint's position is checked as `Verify` checks it, and a break is DATA_LOSS in place
-//!    of the manifest (a backup of a damaged log would be refused only at restore); then each
-//!    file's chunks, `BACKUP_CHUNK_BYTES` at
-//!    most, at most `BACKUP_BUFFER_MESSAGES` ahead of the client. A client that takes no
-//!    message for `BACKUP_SEND_TIMEOUT` is cut off.
-//! 4. Whatever the outcome (done, a failure, the client gone), the thread removes the
+//!    once. The permit goes to the backup's thread and is held until its work has stopped,
+//!    so a client that goes away frees the slot only once the thread has noticed.
+//! 2. The rest runs on a blocking thread of its own (at most `BACKUPS_MAX` of them, never an
+//!    async worker, never a pool thread for the whole transfer), each step taken only while
+//!    the client is there:
+//!    - the checkpoint, into `backup-N.tmp` in a scratch directory on the store's file system
+//!      (the data directory of a single node; the snapshots directory of a cluster node), so
+//!      sealed segments are hard links and the copy costs little;
+//!    - the check: every committed event through the checkpoint's position, as `Verify`
+//!      checks it, page by page; a break is DATA_LOSS in place of the manifest (a backup of a
+//!      damaged log would otherwise be refused only at restore);
+//!    - the manifest: the position, digest, and every file with its length and blake3
+//!      (`CHECKPOINT` first, hashed here; the others from the checkpoint's manifest);
+//!    - each file's chunks, `BACKUP_CHUNK_BYTES` at most, at most `BACKUP_BUFFER_MESSAGES`
+//!      ahead of the client. A client that takes no message for `BACKUP_SEND_TIMEOUT` is cut
+//!      off.
+//! 3. Whatever the outcome (done, a failure, the client gone), the thread removes the
 //!    checkpoint. A process that dies mid-backup leaves it behind; [`Operations::new`] removes
 //!    every `backup-*.tmp` at start-up (a cluster node's state machine removes them too).
 //!
@@ -140,41 +143,12 @@ impl OperationsService for Operations {
             .scratch_dir()
             .join(format!("{TMP_PREFIX}{backup_idx}{TMP_SUFFIX}"));
         let store = self.store.get();
-        let (manifest, files) = {
-            let dir = dir.clone();
-            self.pool
-                .run(move || take_checkpoint(&store, &dir))
-                .await
-                .map_err(to_status)?
-                .map_err(to_status)?
-        };
-        tracing::info!(
-            position = manifest.position,
-            n_files = files.len(),
-            "backup started"
-        );
         let (sender, receiver) = mpsc::channel(BACKUP_BUFFER_MESSAGES);
-        let through = Position(manifest.position);
-        let first = pb::BackupResponse {
-            message: Some(pb::backup_response::Message::Manifest(manifest)),
-        };
-        let store = self.store.get();
         let runtime = tokio::runtime::Handle::current();
+        // The permit goes with the work: a client that goes away ends the work at its next
+        // step, and only then is the slot free.
         tokio::task::spawn_blocking(move || {
-            match check_log(&store, through) {
-                // The channel is new, so the manifest fails to go only if the client has gone.
-                Ok(()) => {
-                    if sender.try_send(Ok(first)).is_ok() {
-                        send_files(&runtime, &dir, &files, &sender);
-                    }
-                }
-                Err(status) => {
-                    let _ = sender.try_send(Err(status));
-                }
-            }
-            if let Err(err) = std::fs::remove_dir_all(&dir) {
-                tracing::warn!(%err, dir = %dir.display(), "removing a backup's checkpoint");
-            }
+            run_backup(&runtime, &store, &dir, &sender);
             drop(permit);
         });
         Ok(Response::new(ReceiverStream::new(receiver)))
@@ -241,12 +215,63 @@ fn verify_status(err: causeway_core::Error) -> Status {
     }
 }
 
+/// One backup, on its own blocking thread: the checkpoint, the check of the log, then the
+/// manifest and the files, each step taken only while the client is there. The checkpoint is
+/// removed whatever happens.
+fn run_backup(
+    runtime: &tokio::runtime::Handle,
+    store: &Store,
+    dir: &Path,
+    sender: &mpsc::Sender<Result<pb::BackupResponse, Status>>,
+) {
+    let (manifest, files) = match take_checkpoint(store, dir) {
+        Ok(taken) => taken,
+        // The checkpoint removed what it wrote.
+        Err(err) => {
+            let _ = sender.try_send(Err(to_status(err)));
+            return;
+        }
+    };
+    tracing::info!(
+        position = manifest.position,
+        n_files = files.len(),
+        "backup started"
+    );
+    let through = Position(manifest.position);
+    let first = pb::BackupResponse {
+        message: Some(pb::backup_response::Message::Manifest(manifest)),
+    };
+    match check_log(store, through, sender) {
+        // Nothing was sent yet, so the manifest fails to go only if the client has gone.
+        Ok(()) => {
+            if sender.try_send(Ok(first)).is_ok() {
+                send_files(runtime, dir, &files, sender);
+            }
+        }
+        Err(Some(status)) => {
+            let _ = sender.try_send(Err(status));
+        }
+        Err(None) => tracing::info!("backup ended: the client went away"),
+    }
+    if let Err(err) = std::fs::remove_dir_all(dir) {
+        tracing::warn!(%err, dir = %dir.display(), "removing a backup's checkpoint");
+    }
+}
+
 /// Checks every committed event through `through` as `Verify` does (each frame's CRC, each
 /// event's hash), page by page, so that a backup of a damaged log is refused with DATA_LOSS
 /// before its first message rather than found out when it is restored.
-fn check_log(store: &Store, through: Position) -> Result<(), Status> {
+/// Stops between pages, with `Err(None)`, once the client has gone.
+fn check_log(
+    store: &Store,
+    through: Position,
+    client: &mpsc::Sender<Result<pb::BackupResponse, Status>>,
+) -> Result<(), Option<Status>> {
     let mut from = Position(1);
     loop {
+        if client.is_closed() {
+            return Err(None);
+        }
         let page = store
             .verify_range(from, through, VERIFY_PAGE_BYTES_MAX, &mut |_| {})
             .map_err(verify_status)?;
@@ -258,12 +283,12 @@ fn check_log(store: &Store, through: Position) -> Result<(), Status> {
                 detail = %found.detail,
                 "backup refused: the log is broken"
             );
-            return Err(Status::data_loss(format!(
+            return Err(Some(Status::data_loss(format!(
                 "the backup is refused: the log is broken at position {} (segment {}, offset \
                  {}): {}; `causeway verify --log` finds every break, docs/OPERATIONS.md says \
                  what to do",
                 found.position.0, found.segment, found.offset, found.detail
-            )));
+            ))));
         }
         if page.end {
             return Ok(());

@@ -431,4 +431,26 @@ async fn backups_are_bounded_and_their_checkpoints_removed() {
     }
     let backup = take_backup(node.addr, &dir.path().join("backup")).await;
     assert_eq!(backup.position, 24);
+
+    // Clients that give up at once, before the checkpoint is taken or checked: each backup's
+    // work stops at its next step and removes what it made.
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", node.addr))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let mut operations = OperationsServiceClient::new(channel);
+    for _ in 0..20 {
+        let mut request = tonic::Request::new(pb::BackupRequest {});
+        request.set_timeout(Duration::from_millis(1));
+        let _ = operations.backup(request).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while checkpoints(&data) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the checkpoints of backups given up at once are still there"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
