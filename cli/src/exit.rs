@@ -11,6 +11,7 @@
 //! | 5 | the server failed: internal error, damaged data, an RPC it does not serve | report it |
 
 use causeway_client::Error;
+use causeway_client::backup::BackupError;
 use tonic::Code;
 
 /// Usage or invalid input.
@@ -30,6 +31,14 @@ pub fn status_of(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
         if let Some(err) = cause.downcast_ref::<Error>() {
             return of_client(err);
+        }
+        // Transparent over the client error it wraps, so that error is not in the chain.
+        if let Some(err) = cause.downcast_ref::<BackupError>() {
+            return match err {
+                BackupError::Server(err) => of_client(err),
+                BackupError::Stream { .. } | BackupError::Checksum { .. } => SERVER,
+                BackupError::NotEmpty(_) | BackupError::Io { .. } => USAGE,
+            };
         }
         if let Some(status) = cause.downcast_ref::<tonic::Status>() {
             return of_code(status.code());
@@ -93,6 +102,16 @@ mod tests {
         assert_eq!(status_of(&down), UNAVAILABLE);
         let broken = anyhow::Error::new(tonic::Status::data_loss("frame 7"));
         assert_eq!(status_of(&broken), SERVER);
+        let damaged_backup = anyhow::Error::new(BackupError::Server(Error::Status(
+            tonic::Status::data_loss("the log is broken at position 7"),
+        )));
+        assert_eq!(status_of(&damaged_backup), SERVER);
+        let backups_full = anyhow::Error::new(BackupError::Server(Error::Status(
+            tonic::Status::resource_exhausted("BACKUPS_MAX"),
+        )));
+        assert_eq!(status_of(&backups_full), UNAVAILABLE);
+        let not_empty = anyhow::Error::new(BackupError::NotEmpty("backup".into()));
+        assert_eq!(status_of(&not_empty), USAGE);
         assert_eq!(
             status_of(&anyhow::anyhow!("receipt.json: no such file")),
             USAGE
