@@ -104,9 +104,9 @@ pub fn plan_repair(dir: &Path) -> Result<Option<RepairPlan>> {
     }))
 }
 
-/// Carries out `plan` on the log in `dir`: copies the bytes it names to `quarantine/`, cuts the
-/// active segment at `plan.offset`, syncs it, and removes a `SYNCED` record (it described the
-/// bytes before the cut). Returns the quarantine file. Refused, with nothing changed, unless
+/// Carries out `plan` on the log in `dir`: copies the bytes it names to `quarantine/`, removes
+/// a `SYNCED` record (it describes the bytes before the cut), then cuts the active segment at
+/// `plan.offset` and syncs it. Returns the quarantine file. Refused, with nothing changed, unless
 /// [`plan_repair`] still gives `plan`. The caller holds the data directory's lock.
 pub fn repair(disk: &dyn Disk, dir: &Path, plan: &RepairPlan) -> Result<PathBuf> {
     let current = plan_repair(dir)?;
@@ -129,15 +129,18 @@ pub fn repair(disk: &dyn Disk, dir: &Path, plan: &RepairPlan) -> Result<PathBuf>
         &path,
         plan.offset..plan.offset + plan.bytes,
     )?;
-    disk.set_len(&file, &path, plan.offset)
-        .and_then(|()| disk.sync_all(&file, &path))
-        .map_err(|err| Error::io(&path, err))?;
+    // The record goes before the cut: a repair stopped between the two leaves a log that open
+    // cuts the same way by itself (or, with whole frames after the damage, refuses again for
+    // the repair to be run again), never an intact log refused for a record it outlived.
     let synced = dir.join(SYNCED_FILE);
     if synced.exists() {
         disk.remove_file(&synced)
             .map_err(|err| Error::io(&synced, err))?;
         sync_dir(disk, dir)?;
     }
+    disk.set_len(&file, &path, plan.offset)
+        .and_then(|()| disk.sync_all(&file, &path))
+        .map_err(|err| Error::io(&path, err))?;
     Ok(kept)
 }
 
