@@ -35,7 +35,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use causeway_core::store::{MANIFEST_FILE, Manifest};
+use causeway_core::store::{Break, MANIFEST_FILE, Manifest};
 use causeway_core::{Position, Store};
 use tokio::sync::Semaphore;
 use tokio::sync::mpsc::{self, error::SendTimeoutError};
@@ -176,13 +176,7 @@ impl OperationsService for Operations {
             .map_err(to_status)?;
         let page = page.map_err(verify_status)?;
         if let Some(found) = &page.first_break {
-            tracing::error!(
-                position = found.position.0,
-                segment = %found.segment,
-                offset = found.offset,
-                detail = %found.detail,
-                "verify found the log broken"
-            );
+            log_break(found, "verify found the log broken");
         }
         Ok(Response::new(pb::VerifyResponse {
             checked_events: page.events,
@@ -213,6 +207,17 @@ fn verify_status(err: causeway_core::Error) -> Status {
         }
         other => to_status(Error::Core(other)),
     }
+}
+
+/// Logs a break in the log at ERROR, with where it is and what differs.
+pub(crate) fn log_break(found: &Break, message: &str) {
+    tracing::error!(
+        position = found.position.0,
+        segment = %found.segment,
+        offset = found.offset,
+        detail = %found.detail,
+        "{message}"
+    );
 }
 
 /// One backup, on its own blocking thread: the checkpoint, the check of the log, then the
@@ -276,13 +281,7 @@ fn check_log(
             .verify_range(from, through, VERIFY_PAGE_BYTES_MAX, &mut |_| {})
             .map_err(verify_status)?;
         if let Some(found) = page.first_break {
-            tracing::error!(
-                position = found.position.0,
-                segment = %found.segment,
-                offset = found.offset,
-                detail = %found.detail,
-                "backup refused: the log is broken"
-            );
+            log_break(&found, "backup refused: the log is broken");
             return Err(Some(Status::data_loss(format!(
                 "the backup is refused: the log is broken at position {} (segment {}, offset \
                  {}): {}; `causeway verify --log` finds every break, docs/OPERATIONS.md says \

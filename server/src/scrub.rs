@@ -144,12 +144,9 @@ fn run(store: &LiveStore, bytes_per_sec: u64, findings: &Findings, stop: &Atomic
                     );
                     if findings.record(sentence) {
                         breaks_total.increment(1);
-                        tracing::error!(
-                            position = found.position.0,
-                            segment = %found.segment,
-                            offset = found.offset,
-                            detail = %found.detail,
-                            "scrub found damage in a sealed segment"
+                        crate::operations::log_break(
+                            &found,
+                            "scrub found damage in a sealed segment",
                         );
                     }
                 }
