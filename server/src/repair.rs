@@ -93,21 +93,16 @@ fn run(args: &RepairArgs) -> Result<ExitCode, String> {
 
 /// The plan, as the lines an operator reads before saying yes.
 fn describe(plan: &RepairPlan) -> String {
-    let (found, cut) = match (plan.whole_after, plan.synced_end) {
-        (Some((first_after, last_after)), _) => (
-            format!(
-                "is damaged; whole frames {first_after} to {last_after} follow it{}",
-                plan.synced_end.map_or(String::new(), |end| format!(
-                    ", inside the {end} bytes the last clean close synced"
-                ))
-            ),
+    let synced = plan.synced_end.map_or(String::new(), |end| {
+        format!(", inside the {end} bytes the last clean close synced")
+    });
+    let (found, cut) = match plan.whole_after {
+        Some((first_after, last_after)) => (
+            format!("is damaged; whole frames {first_after} to {last_after} follow it{synced}"),
             format!("positions {} to {last_after}", plan.first_index),
         ),
-        (None, synced_end) => (
-            format!(
-                "is damaged or missing, inside the {} bytes the last clean close synced",
-                synced_end.unwrap_or_default()
-            ),
+        None => (
+            format!("is damaged or missing{synced}"),
             format!("from position {} on", plan.first_index),
         ),
     };

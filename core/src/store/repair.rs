@@ -1,6 +1,7 @@
 //! An operator's repair of a data directory that open refuses because a damaged frame of the
 //! active segment has whole frames after it, or its frames end inside the length the last
-//! clean close synced (`segment/repair.rs` says why open cannot decide these itself). Both calls take the directory's lock, so neither runs beside an open store.
+//! clean close synced (`segment/repair.rs` says why open cannot decide these itself). Both
+//! calls take the directory's lock, so neither runs beside an open store.
 //!
 //! A replica decides it by itself ([`open_replica`]): when its events are derived from a
 //! durable log kept beside it (a cluster member's Raft log), nothing the cut removes is lost,
@@ -17,8 +18,8 @@ use crate::store::{Config, Store};
 
 /// Opens the store in `dir` as a replica of `source` (named in the log, `the Raft log`): as
 /// [`Store::open`], except that a damaged frame of the active segment that open refuses to cut
-/// (whole frames after it, or inside the synced length) is cut as [`repair`] would (the bytes quarantined first) and the
-/// store opened again. What the cut removes is applied again from `source`, which the caller
+/// (whole frames after it, or inside the synced length) is cut as [`repair`] would (the bytes
+/// quarantined first) and the store opened again. What the cut removes is applied again from `source`, which the caller
 /// guarantees holds it. Any other refusal is returned as it is.
 pub fn open_replica(dir: &Path, config: Config, source: &str) -> Result<Store> {
     let refusal = match Store::open(dir, config.clone()) {

@@ -55,6 +55,15 @@ async fn take_backup(addr: std::net::SocketAddr, to: &Path) -> causeway_client::
         .expect("the backup succeeds")
 }
 
+/// A raw `OperationsService` client of the node at `addr`, on a connection of its own.
+async fn operations_client(
+    addr: std::net::SocketAddr,
+) -> OperationsServiceClient<tonic::transport::Channel> {
+    OperationsServiceClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect")
+}
+
 /// The log digest after `events` (from position 1, in order), as the store computes it.
 fn digest_of(events: &[pb::Event]) -> Vec<u8> {
     let mut digest = [0u8; 32];
@@ -216,9 +225,7 @@ async fn a_backup_of_a_damaged_log_is_refused_before_its_first_file() {
             .expect("flip a byte");
     }
 
-    let mut operations = OperationsServiceClient::connect(format!("http://{}", node.addr))
-        .await
-        .expect("connect");
+    let mut operations = operations_client(node.addr).await;
     let status = match operations.backup(pb::BackupRequest {}).await {
         Ok(response) => {
             let mut stream = response.into_inner();
@@ -387,12 +394,7 @@ async fn backups_are_bounded_and_their_checkpoints_removed() {
         big.content_type = String::new();
         append(&mut client, vec![big]).await;
     }
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", node.addr))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
-    let mut operations = OperationsServiceClient::new(channel);
+    let mut operations = operations_client(node.addr).await;
     let first = operations
         .backup(pb::BackupRequest {})
         .await
@@ -434,12 +436,7 @@ async fn backups_are_bounded_and_their_checkpoints_removed() {
 
     // Clients that give up at once, before the checkpoint is taken or checked: each backup's
     // work stops at its next step and removes what it made.
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", node.addr))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
-    let mut operations = OperationsServiceClient::new(channel);
+    let mut operations = operations_client(node.addr).await;
     for _ in 0..20 {
         let mut request = tonic::Request::new(pb::BackupRequest {});
         request.set_timeout(Duration::from_millis(1));

@@ -4,9 +4,9 @@
 //! - A payload byte changed with its frame's CRC32 recomputed (the frame is whole, so it is
 //!   served): the `Verify` RPC names its position, segment file and offset, and the
 //!   background scrubber reports it (log line, `causeway_scrub_breaks_total`, `/readyz`).
-//! - A damaged last frame of a cleanly stopped node: the node starts without it, says it cut
-//!   frames that may have been acknowledged (never "never acknowledged"), and keeps the bytes
-//!   in `events/quarantine/`.
+//! - A damaged last frame of a cleanly stopped node: the node refuses to start, naming the
+//!   frame; `causewayd repair` cuts it, keeping the bytes in `events/quarantine/`, and the node
+//!   then starts without it.
 //! - A damaged frame with whole frames after it: the node refuses to start; `causewayd repair`
 //!   prints what it will cut and cuts only with `--yes`, and the node then starts.
 
@@ -109,6 +109,34 @@ fn tamper(dir: &Path, event_idx: usize, fix_crc: bool) -> (PathBuf, usize, usize
 }
 
 /// Waits until `done` holds, failing with `what` after 30 s.
+/// Starts `causewayd` on `data`, which must refuse to start; returns what it said.
+fn refused_start(data: &Path) -> String {
+    let refused = Command::new(env!("CARGO_BIN_EXE_causewayd"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "off",
+            "--data-dir",
+        ])
+        .arg(data)
+        .output()
+        .expect("run causewayd");
+    assert!(!refused.status.success());
+    String::from_utf8_lossy(&refused.stderr).into_owned()
+}
+
+/// Runs `causewayd repair --data-dir DATA ARGS`.
+fn repair(data: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_causewayd"))
+        .arg("repair")
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .output()
+        .expect("run causewayd repair")
+}
+
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !done() {
@@ -221,20 +249,7 @@ fn a_damaged_last_frame_after_a_clean_stop_is_refused_until_repaired() {
     bytes[offset + len - 2] ^= 0x01;
     std::fs::write(&path, &bytes).expect("write the segment");
 
-    let causewayd = env!("CARGO_BIN_EXE_causewayd");
-    let refused = Command::new(causewayd)
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "off",
-            "--data-dir",
-        ])
-        .arg(&data)
-        .output()
-        .expect("run causewayd");
-    assert!(!refused.status.success());
-    let stderr = String::from_utf8_lossy(&refused.stderr);
+    let stderr = refused_start(&data);
     assert!(
         stderr.contains(
             "frame 3 is damaged or missing, inside the length the last clean close synced"
@@ -243,11 +258,7 @@ fn a_damaged_last_frame_after_a_clean_stop_is_refused_until_repaired() {
     );
     assert_eq!(std::fs::read(&path).expect("read"), bytes, "nothing cut");
 
-    let done = Command::new(causewayd)
-        .args(["repair", "--truncate-at-frame", "3", "--yes", "--data-dir"])
-        .arg(&data)
-        .output()
-        .expect("run causewayd repair");
+    let done = repair(&data, &["--truncate-at-frame", "3", "--yes"]);
     let said = String::from_utf8_lossy(&done.stdout);
     assert!(
         done.status.success(),
@@ -301,39 +312,17 @@ async fn repair_cuts_what_it_announced_and_the_node_then_starts() {
     let cut_from = all[1].1;
     let cut_bytes = all[3].1 + all[3].2 - cut_from;
 
-    let causewayd = env!("CARGO_BIN_EXE_causewayd");
-    let refused = Command::new(causewayd)
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "off",
-            "--data-dir",
-        ])
-        .arg(&data)
-        .output()
-        .expect("run causewayd");
-    assert!(!refused.status.success());
-    let stderr = String::from_utf8_lossy(&refused.stderr);
+    let stderr = refused_start(&data);
     assert!(
         stderr.contains("frame 2 is damaged but frame 3"),
         "{stderr}"
     );
 
-    let repair = |args: &[&str]| {
-        Command::new(causewayd)
-            .arg("repair")
-            .arg("--data-dir")
-            .arg(&data)
-            .args(args)
-            .output()
-            .expect("run causewayd repair")
-    };
-    let wrong = repair(&["--truncate-at-frame", "3", "--yes"]);
+    let wrong = repair(&data, &["--truncate-at-frame", "3", "--yes"]);
     assert_eq!(wrong.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("frame 2 is"));
 
-    let planned = repair(&["--truncate-at-frame", "2"]);
+    let planned = repair(&data, &["--truncate-at-frame", "2"]);
     let plan = String::from_utf8_lossy(&planned.stdout);
     assert_eq!(planned.status.code(), Some(2), "{plan}");
     assert!(plan.contains("will cut positions 2 to 4"), "{plan}");
@@ -345,7 +334,7 @@ async fn repair_cuts_what_it_announced_and_the_node_then_starts() {
     assert!(plan.contains("nothing changed"), "{plan}");
     assert_eq!(std::fs::read(&segment).expect("read"), damaged);
 
-    let done = repair(&["--truncate-at-frame", "2", "--yes"]);
+    let done = repair(&data, &["--truncate-at-frame", "2", "--yes"]);
     let said = String::from_utf8_lossy(&done.stdout);
     assert!(
         done.status.success(),
