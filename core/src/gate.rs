@@ -35,8 +35,25 @@ pub const DCB_CHECK: &str = "dcb";
 /// The gate name under which the store's causation check denies an append.
 pub const CAUSATION_CHECK: &str = "causation";
 /// Names a registered gate may not take: the store's own checks deny under them, and a
-/// caller's gate of the same name would make its denials look like theirs.
+/// caller's gate of the same name would make its denials look like theirs. A name that looks
+/// like one of them is refused too ([`reserved_lookalike`]).
 pub const RESERVED_GATE_NAMES: [&str; 2] = [DCB_CHECK, CAUSATION_CHECK];
+
+/// The reserved name `name` would pass for, if any: equal to it once both are lowercased and
+/// reduced to their Unicode confusable skeletons (UTS #39, which also drops invisible
+/// characters), so `DCB`, `dсb` with a Cyrillic `с`, fullwidth `ｄｃｂ` and `dcb` with a
+/// zero-width space all answer `dcb`.
+pub fn reserved_lookalike(name: &str) -> Option<&'static str> {
+    let looks = |text: &str| -> String {
+        let lower = text.to_lowercase();
+        let skeleton: String = unicode_security::confusable_detection::skeleton(&lower).collect();
+        skeleton.to_lowercase()
+    };
+    let name = looks(name);
+    RESERVED_GATE_NAMES
+        .into_iter()
+        .find(|reserved| looks(reserved) == name)
+}
 
 /// The events a gate judges, as they would be committed (positions, versions, ids, timestamps
 /// and correlation ids assigned; `hash` is not yet computed and is all zeros).
@@ -351,12 +368,17 @@ impl GateDefinition {
     /// every definition in its log again, and one that no longer compiled would stop it.
     pub fn check(&self) -> Result<Arc<dyn Gate>, FieldError> {
         check_gate_name(&self.name).map_err(|err| FieldError::new("name", err))?;
-        if RESERVED_GATE_NAMES.contains(&self.name.as_str()) {
+        if let Some(reserved) = reserved_lookalike(&self.name) {
+            let what = if self.name == reserved {
+                "is reserved".to_string()
+            } else {
+                format!("looks like the reserved name {reserved:?}")
+            };
             return Err(FieldError::new(
                 "name",
                 Error::InvalidInput(format!(
-                    "gate name {:?} is reserved: the store's own {} check denies under it",
-                    self.name, self.name
+                    "gate name {:?} {what}: the store's own {reserved} check denies under it",
+                    self.name
                 )),
             ));
         }

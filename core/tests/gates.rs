@@ -546,11 +546,24 @@ fn the_names_the_stores_own_checks_deny_under_are_not_taken_by_a_gate() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     let head = store.head();
-    for name in ["causation", "dcb"] {
+    // The names, and names that look like them: case, a Cyrillic letter, fullwidth forms,
+    // invisible characters.
+    let lookalikes = [
+        ("causation", "causation"),
+        ("dcb", "dcb"),
+        ("DCB", "dcb"),
+        ("Causation", "causation"),
+        ("d\u{441}b", "dcb"),
+        ("\u{ff44}\u{ff43}\u{ff42}", "dcb"),
+        ("d\u{200b}cb", "dcb"),
+        ("caus\u{200d}ation\u{2060}", "causation"),
+        ("c\u{430}us\u{430}tion", "causation"),
+    ];
+    for (name, reserved) in lookalikes {
         match store.register_gate(cel(name, &[], "false")) {
             Err(Error::InvalidInput(message)) => {
-                assert!(message.contains("reserved"), "{message}");
-                assert!(message.contains(name), "{message}");
+                assert!(message.contains("reserved"), "{name:?}: {message}");
+                assert!(message.contains(reserved), "{name:?}: {message}");
             }
             other => panic!("gate name {name:?} must be refused, got {other:?}"),
         }
