@@ -10,6 +10,10 @@
 //! message over a limit into RESOURCE_EXHAUSTED with an `ErrorInfo` (reason `LIMIT_EXCEEDED`).
 //! The observe layer, outside this one, then logs them as refused requests, not as failures.
 //!
+//! A call to a service or method this server does not serve is UNIMPLEMENTED from tonic with an
+//! empty message; the layer names the path, and for the cluster's services on a single node
+//! says why they are absent.
+//!
 //! These refusals end the call before any message, so their status is in the response's
 //! headers (a trailers-only response). tonic's own texts are recognised by their opening
 //! words, which no status of a handler's own begins with (a client-streaming handler that
@@ -32,22 +36,36 @@ pub const WHOLE_REQUEST: &str = "request";
 /// Characters of a decompressor's or decoder's own description a message repeats.
 const DETAIL_CHARS_MAX: usize = 120;
 
+/// The services only a cluster member serves, by their paths' prefix.
+const CLUSTER_SERVICES: [&str; 2] = [
+    "/causeway.v1.ClusterService/",
+    "/causeway.cluster.v1.RaftService/",
+];
+
 /// The layer: wrap a service in [`Malformed`].
 #[derive(Clone, Copy, Debug, Default)]
-pub struct MalformedLayer;
+pub struct MalformedLayer {
+    /// Whether this node is a cluster member (serves [`CLUSTER_SERVICES`]).
+    pub clustered: bool,
+}
 
 impl<S> tower::Layer<S> for MalformedLayer {
     type Service = Malformed<S>;
 
     fn layer(&self, inner: S) -> Malformed<S> {
-        Malformed { inner }
+        Malformed {
+            inner,
+            clustered: self.clustered,
+        }
     }
 }
 
-/// A service whose undecodable requests are answered INVALID_ARGUMENT or RESOURCE_EXHAUSTED.
+/// A service whose undecodable requests are answered INVALID_ARGUMENT or RESOURCE_EXHAUSTED,
+/// and whose unknown paths are named.
 #[derive(Clone, Debug)]
 pub struct Malformed<S> {
     inner: S,
+    clustered: bool,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -66,12 +84,15 @@ where
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let path = request.uri().path().to_string();
+        let clustered = self.clustered;
         let answer = self.inner.call(request);
         Box::pin(async move {
             let mut response = answer.await?;
-            if let Some(status) = Status::from_header_map(response.headers())
-                .and_then(|status| restate(status.code(), status.message()))
-            {
+            if let Some(status) = Status::from_header_map(response.headers()).and_then(|status| {
+                restate(status.code(), status.message())
+                    .or_else(|| unknown_path(&status, &path, clustered))
+            }) {
                 replace_status(response.headers_mut(), &status);
             }
             Ok(response)
@@ -132,6 +153,27 @@ pub fn restate(code: Code, message: &str) -> Option<Status> {
         }
         _ => None,
     }
+}
+
+/// tonic's UNIMPLEMENTED for a path no service answers, which carries no message, with one
+/// that names the path; `None` for every other status.
+fn unknown_path(status: &Status, path: &str, clustered: bool) -> Option<Status> {
+    if status.code() != Code::Unimplemented || !status.message().is_empty() {
+        return None;
+    }
+    let shown = cut(path);
+    let message = match CLUSTER_SERVICES
+        .iter()
+        .find(|prefix| path.starts_with(*prefix))
+    {
+        Some(prefix) if !clustered => format!(
+            "{shown}: this server runs as a single node (started without a node id), so it \
+             serves no {}",
+            prefix.trim_matches('/')
+        ),
+        _ => format!("{shown}: this server has no such service or method"),
+    };
+    Some(Status::unimplemented(message))
 }
 
 fn invalid(field: &str, reason: String) -> Status {
@@ -248,6 +290,26 @@ mod tests {
         assert_eq!(status.code(), Code::ResourceExhausted);
         assert!(status.message().contains("20971521"), "{status:?}");
         assert!(status.message().contains("20971520"), "{status:?}");
+    }
+
+    #[test]
+    fn an_unknown_path_is_named() {
+        let tonic = Status::unimplemented("");
+        let cluster = "/causeway.v1.ClusterService/Status";
+        let single = unknown_path(&tonic, cluster, false).expect("restated");
+        assert_eq!(single.code(), Code::Unimplemented);
+        assert!(single.message().contains("single node"), "{single:?}");
+        assert!(single.message().starts_with(cluster), "{single:?}");
+        let member = unknown_path(&tonic, cluster, true).expect("restated");
+        assert!(
+            member.message().contains("no such service or method"),
+            "{member:?}"
+        );
+        let other = unknown_path(&tonic, "/x.Y/Z", false).expect("restated");
+        assert!(other.message().starts_with("/x.Y/Z: "), "{other:?}");
+        // A handler's own UNIMPLEMENTED keeps its words.
+        let own = Status::unimplemented("compression gzip is not supported");
+        assert!(unknown_path(&own, cluster, false).is_none());
     }
 
     #[test]

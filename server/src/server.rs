@@ -435,7 +435,9 @@ impl Server {
         }
         let router = builder
             .layer(ObserveLayer)
-            .layer(MalformedLayer)
+            .layer(MalformedLayer {
+                clustered: self.cluster.is_some(),
+            })
             .layer(AuthLayer::new(self.auth.clone()))
             .layer(BudgetLayer::new(self.budget.clone()))
             .max_frame_size(Some(HTTP2_FRAME_BYTES_MAX))
