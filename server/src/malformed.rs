@@ -84,14 +84,15 @@ where
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let path = request.uri().path().to_string();
+        // A shared handle on the request's bytes, not a copy of the path.
+        let uri = request.uri().clone();
         let clustered = self.clustered;
         let answer = self.inner.call(request);
         Box::pin(async move {
             let mut response = answer.await?;
             if let Some(status) = Status::from_header_map(response.headers()).and_then(|status| {
                 restate(status.code(), status.message())
-                    .or_else(|| unknown_path(&status, &path, clustered))
+                    .or_else(|| unknown_path(&status, uri.path(), clustered))
             }) {
                 replace_status(response.headers_mut(), &status);
             }
