@@ -11,10 +11,14 @@
 //!   (two clusters sharing hosts).
 //!
 //! A node that has no cluster id yet (started, not initialised) adopts the first one a leader
-//! sends it, durably, before it answers.
+//! sends it, durably, before it answers, unless it holds events of its own: a single node's
+//! store it adopted. A cluster's log applied over those would give its events other positions
+//! than on every other member, so such a node can only form a new cluster (`InitCluster`,
+//! which keeps them), and refuses to join one.
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use causeway_core::disk::OsDisk;
@@ -35,6 +39,8 @@ pub struct Identity {
     node_id: u64,
     path: PathBuf,
     cluster_id: Arc<RwLock<Option<String>>>,
+    /// Events this node held before it was in any cluster (0: none), which bar it from joining.
+    own_events: Arc<AtomicU64>,
 }
 
 /// Why a request from a peer is refused.
@@ -54,6 +60,13 @@ pub enum Mismatch {
         /// This node's cluster id (empty when it has none).
         ours: String,
     },
+    /// The request would make this node join a cluster, but it holds events of its own.
+    OwnEvents {
+        /// This node's id.
+        node_id: u64,
+        /// How many events it holds.
+        events: u64,
+    },
 }
 
 impl std::fmt::Display for Mismatch {
@@ -67,6 +80,13 @@ impl std::fmt::Display for Mismatch {
             Mismatch::Cluster { theirs, ours } => write!(
                 f,
                 "this node belongs to cluster {ours:?}, the sender to cluster {theirs:?}"
+            ),
+            Mismatch::OwnEvents { node_id, events } => write!(
+                f,
+                "node {node_id} holds {events} events written before it was in any cluster (a \
+                 single node's data folder): it can form a new cluster with them (cluster \
+                 init on it), not join one, whose log would be applied over them; give node \
+                 {node_id} an empty data folder to join"
             ),
         }
     }
@@ -101,7 +121,14 @@ impl Identity {
             node_id,
             path,
             cluster_id: Arc::new(RwLock::new(cluster_id)),
+            own_events: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// Records that this node, in no cluster yet, holds `events` of its own: until it forms a
+    /// cluster, it refuses to join one.
+    pub fn hold_own_events(&self, events: u64) {
+        self.own_events.store(events, Ordering::Relaxed);
     }
 
     /// This node's id.
@@ -145,6 +172,10 @@ impl Identity {
         let ours = self.cluster_id();
         match ours {
             Some(ours) if ours == cluster_id => Ok(()),
+            None if self.own_events.load(Ordering::Relaxed) > 0 => Err(Mismatch::OwnEvents {
+                node_id: self.node_id,
+                events: self.own_events.load(Ordering::Relaxed),
+            }),
             None if !cluster_id.is_empty() && uuid::Uuid::parse_str(cluster_id).is_ok() => {
                 self.join(cluster_id).map_err(|_| Mismatch::Cluster {
                     theirs: cluster_id.to_string(),
@@ -222,5 +253,26 @@ mod tests {
             reopened.check(2, ""),
             Err(Mismatch::Cluster { .. })
         ));
+    }
+
+    #[test]
+    fn a_node_with_events_of_its_own_joins_no_cluster() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let identity = Identity::open(dir.path(), 3).expect("a new identity");
+        identity.hold_own_events(5);
+        let cluster = uuid::Uuid::now_v7().to_string();
+        let refused = identity.check(3, &cluster).expect_err("refused");
+        assert_eq!(
+            refused,
+            Mismatch::OwnEvents {
+                node_id: 3,
+                events: 5
+            }
+        );
+        assert!(refused.to_string().contains("5 events"), "{refused}");
+        assert_eq!(identity.cluster_id(), None, "joined nothing");
+        // Forming its own cluster records the id, and its own members' traffic passes.
+        identity.join(&cluster).expect("forms a cluster");
+        identity.check(3, &cluster).expect("its own cluster");
     }
 }

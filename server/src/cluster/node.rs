@@ -23,7 +23,8 @@
 //! starts with a node id: the store's files move into the state machine's first generation
 //! (staged under `raft.adopt/`, one rename makes it whole). `InitCluster` on it then takes a
 //! snapshot and purges the log, so every node added later starts from a snapshot holding every
-//! event written before the cluster existed.
+//! event written before the cluster existed. Until then such a node refuses to join another
+//! cluster (see `identity.rs`): that cluster's log would be applied over its events.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
@@ -200,6 +201,16 @@ impl ClusterNode {
         let state_dir = raft_dir.join("state");
         let state = StateMachine::open_signed(&state_dir, signer)?;
         let live = state.live();
+        let own_events = live.get().head().0;
+        if identity.cluster_id().is_none() && own_events > 0 {
+            identity.hold_own_events(own_events);
+            tracing::warn!(
+                events = own_events,
+                "this node holds events written before it was in any cluster (a single node's \
+                 data folder): `causeway cluster init` on it forms a cluster that keeps them; \
+                 it refuses to join another cluster"
+            );
+        }
         let snapshots_dir = state_dir.join("snapshots");
         let raft_config = openraft::Config {
             cluster_name: CLUSTER_NAME.to_string(),
