@@ -466,6 +466,8 @@ pub struct VerifyArgs {
     #[arg(long, requires = "events")]
     pub offline: bool,
     /// The events the receipt names, as JSON from `get`, `read` or `tail` (with --offline).
+    /// The bytes checked are `payload_base64`; an event whose `payload` text is not those bytes
+    /// is refused, so what a reader sees is what was checked.
     #[arg(long, value_name = "FILE", requires = "offline")]
     pub events: Option<PathBuf>,
     /// The server's Ed25519 public key as 64 hex digits (with --offline); without it the

@@ -8,7 +8,8 @@
 //!   if a server ever sent finer, so reading it back gives exactly what was received;
 //! - an event's payload is given twice: `payload`, the payload as a string when it is valid
 //!   UTF-8 (else `null`), for reading and for `jq`; and `payload_base64`, always present and
-//!   exact, which is what `verify --offline` reads back;
+//!   exact, which is what `verify --offline` reads back (and it refuses an event whose
+//!   `payload`, when present, is not those bytes as text, or `null` for bytes that are not UTF-8);
 //! - gate rules use the shape of `docs/GATES.md` (`{"kind": "unique_tag", "prefix": ...}`).
 
 use anyhow::{Context as _, Result, anyhow, bail};
@@ -246,6 +247,17 @@ pub fn event_from(value: &Value, what: &str) -> Result<pb::Event> {
             .with_context(|| format!("{what}.payload_base64 is not valid base64"))?,
         _ => bail!("{what}.payload_base64 is missing: the exact payload bytes are needed"),
     };
+    // The readable copy is what a person looks at: it must be the bytes that are checked.
+    let text = std::str::from_utf8(&payload).ok();
+    match object.get("payload") {
+        None => {}
+        Some(Value::String(shown)) if Some(shown.as_str()) == text => {}
+        Some(Value::Null) if text.is_none() => {}
+        Some(_) => bail!(
+            "{what}.payload is not the payload that {what}.payload_base64 holds: the text \
+             shown would not be the bytes checked"
+        ),
+    }
     Ok(pb::Event {
         position: uint(object, "position", what)?,
         version: uint(object, "version", what)?,
@@ -360,12 +372,33 @@ mod tests {
         let read = |payload_base64: &str| {
             let mut value = event(&sample_event());
             value["payload_base64"] = Value::String(payload_base64.to_string());
+            value.as_object_mut().expect("an object").remove("payload");
             events_from(&value.to_string()).map(|events| events[0].payload.clone())
         };
         assert_eq!(read("Zm9vYg==").expect("padded"), b"foob");
         assert_eq!(read("Zm9vYg").expect("unpadded"), b"foob");
         assert!(read("Zm9v!").is_err());
         assert!(read("Z").is_err());
+    }
+
+    #[test]
+    fn a_payload_text_that_is_not_the_checked_bytes_is_refused() {
+        let text = event(&pb::Event {
+            payload: br#"{"total":12}"#.to_vec(),
+            ..sample_event()
+        });
+        let read = |value: &Value| events_from(&value.to_string()).map(|events| events.len());
+        assert_eq!(read(&text).expect("as written"), 1);
+        let mut edited = text.clone();
+        edited["payload"] = Value::String(r#"{"total":99}"#.to_string());
+        let refused = read(&edited).expect_err("edited text").to_string();
+        assert!(refused.contains("events[0].payload"), "{refused}");
+        let mut nulled = text;
+        nulled["payload"] = Value::Null;
+        assert!(read(&nulled).is_err(), "text bytes shown as binary");
+        let mut binary = event(&sample_event());
+        binary["payload"] = Value::String("anything".to_string());
+        assert!(read(&binary).is_err(), "binary bytes shown as text");
     }
 
     #[test]

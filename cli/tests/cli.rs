@@ -780,9 +780,10 @@ fn receipts_verify_on_the_server_and_offline_and_tampering_is_caught() {
     );
     serverless.assert_success();
 
-    // A changed payload byte in the events.
+    // A changed payload byte in the events, its text changed to match.
     let mut tampered_event = event.clone();
     tampered_event["payload_base64"] = Value::String("cGFpRA==".to_string()); // "paiD"
+    tampered_event["payload"] = Value::String("paiD".to_string());
     let tampered_events_path = server.path("tampered-events.json");
     std::fs::write(&tampered_events_path, tampered_event.to_string()).expect("write");
     let tampered_events_arg = tampered_events_path.to_string_lossy().to_string();
@@ -799,6 +800,21 @@ fn receipts_verify_on_the_server_and_offline_and_tampering_is_caught() {
         caught.stdout
     );
     assert!(caught.stdout.contains("invalid"), "{}", caught.stdout);
+
+    // The payload's text changed, its exact bytes left alone: the text shown is not what is
+    // checked, so the events are refused.
+    let mut edited_text = event.clone();
+    edited_text["payload"] = Value::String("forged".to_string());
+    let edited_path = server.path("edited-text-events.json");
+    std::fs::write(&edited_path, edited_text.to_string()).expect("write");
+    let edited_arg = edited_path.to_string_lossy().to_string();
+    let refused = server.run(&["verify", &receipt_arg, "--offline", "--events", &edited_arg]);
+    assert!(!refused.success, "edited payload text must fail");
+    assert!(
+        refused.stderr.contains("payload is not the payload"),
+        "{}",
+        refused.stderr
+    );
 
     // A changed digest in the receipt: the signature no longer verifies, here or on the server.
     let mut forged = receipt.clone();

@@ -252,6 +252,11 @@ def test_a_receipt_with_a_byte_order_mark_or_as_a_bytearray_is_read() -> None:
         ('{"events": [', "events: not JSON"),
         (b"5", "a JSON int, not an event or a list of events"),
         ({"id": ID_1}, "events[0].payload_base64 is missing"),
+        (
+            {"id": ID_1, "payload_base64": "e30=", "payload": '{"total": 9}'},
+            "events[0].payload is not the payload that events[0].payload_base64 holds",
+        ),
+        ({"id": ID_1, "payload_base64": "e30=", "payload": None}, "events[0].payload is not"),
     ],
 )
 def test_malformed_events_are_named(events: object, said: str) -> None:

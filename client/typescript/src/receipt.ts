@@ -617,6 +617,21 @@ function eventFromJson(obj: Record<string, unknown>, what: string): Event {
   if (!/^[A-Za-z0-9+/]*={0,2}$/.test(payloadText) || payloadText.length % 4 !== 0) {
     throw malformed(`${what}.payload_base64 is not valid base64`);
   }
+  const payload = Uint8Array.from(Buffer.from(payloadText, "base64"));
+  // The readable copy is what a person looks at: it must be the bytes that are checked.
+  if ("payload" in obj) {
+    let text: string | null;
+    try {
+      text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(payload);
+    } catch {
+      text = null;
+    }
+    if (obj["payload"] !== text) {
+      throw malformed(
+        `${what}.payload is not the payload that ${what}.payload_base64 holds: the text shown would not be the bytes checked`,
+      );
+    }
+  }
   const contentType = obj["content_type"] ?? "";
   if (typeof contentType !== "string") {
     throw malformed(`${what}.content_type must be a string`);
@@ -630,7 +645,7 @@ function eventFromJson(obj: Record<string, unknown>, what: string): Event {
     entity: string(obj, "entity", what),
     type: string(obj, "type", what),
     tags: strings(obj, "tags", what),
-    payload: Uint8Array.from(Buffer.from(payloadText, "base64")),
+    payload,
     contentType,
     metadata: { ...(metadata as Record<string, string>) },
     causation: strings(obj, "causation", what),

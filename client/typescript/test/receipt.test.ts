@@ -275,6 +275,21 @@ test("text that is not the CLI's JSON is malformed, named with what was expected
   assert.match(events.message, /^malformed events line 2: not JSON .*causeway --output json get/);
 });
 
+test("an event's payload text that is not its checked bytes is malformed", () => {
+  const events = (payload: unknown) =>
+    JSON.stringify([{ id: "x", payload_base64: "e30=", ...(payload === undefined ? {} : { payload }) }]);
+  for (const shown of ['{"total": 9}', null]) {
+    const refused = thrown(() => verifyReceipt(goldenReceipt(), { events: events(shown) }), ReceiptError);
+    assert.equal(refused.kind, "malformed");
+    assert.match(refused.message, /events\[0\]\.payload is not the payload that events\[0\]\.payload_base64 holds/);
+  }
+  // The text as written, or none at all, passes this check (and fails later, on the id).
+  for (const shown of ["{}", undefined]) {
+    const later = thrown(() => verifyReceipt(goldenReceipt(), { events: events(shown) }), ReceiptError);
+    assert.doesNotMatch(later.message, /payload/);
+  }
+});
+
 test("a server receipt verifies offline and tampered copies do not", async () => {
   const client = connect();
   after(() => client.close());

@@ -595,6 +595,17 @@ def _event_from_json(obj: Mapping[str, Any], what: str) -> Event:
         payload = base64.b64decode(payload_text, validate=True)
     except ValueError:
         raise _malformed(f"{what}.payload_base64 is not valid base64") from None
+    # The readable copy is what a person looks at: it must be the bytes that are checked.
+    if "payload" in obj:
+        try:
+            text: str | None = payload.decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+        if obj["payload"] != text:
+            raise _malformed(
+                f"{what}.payload is not the payload that {what}.payload_base64 holds: "
+                "the text shown would not be the bytes checked"
+            )
     content_type = obj.get("content_type") or ""
     if not isinstance(content_type, str):
         raise _malformed(f"{what}.content_type must be a string")
