@@ -228,6 +228,11 @@ impl ClusterNode {
             // fsync and the followers' run at the same time; the leader still counts its own
             // copy toward the quorum only once it is flushed.
             broadcast_submitted_on_append: Some(true),
+            // A member that comes back without entries it had acknowledged (its data folder
+            // wiped or replaced) is caught up again from the start, with openraft's WARN
+            // "follower log is reverted". Without this the leader keeps the old progress,
+            // never sends it anything, and reports it caught up.
+            allow_log_reversion: Some(true),
             ..openraft::Config::default()
         }
         .validate()

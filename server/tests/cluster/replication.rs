@@ -541,6 +541,36 @@ async fn a_node_restarted_with_another_nodes_data_directory_is_refused() {
     );
 }
 
+/// A follower whose data folder was wiped comes back under its id and is caught up again,
+/// and the leader's status shows its lag until it is. Catches a leader that kept the wiped
+/// node's old progress: it sent it nothing, reported LAG 0, and the cluster had lost a copy
+/// without anything saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_follower_is_caught_up_again() {
+    let mut cluster = Cluster::start(3).await;
+    append_80(&cluster, "order-8").await;
+    let leader = cluster.leader().await;
+    let wiped = if leader == 3 { 2 } else { 3 };
+    cluster.member(wiped).terminate();
+    let dir = cluster.member(wiped).data_dir.clone();
+    std::fs::remove_dir_all(&dir).expect("wipe the follower");
+    cluster.member(wiped).start();
+    append_80(&cluster, "order-8").await;
+    let expected = cluster.local_log(leader).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while cluster.local_log(wiped).await != expected {
+        assert!(
+            Instant::now() < deadline,
+            "node {wiped} was not caught up: {} of {} events; status {:?}",
+            cluster.local_log(wiped).await.len(),
+            expected.len(),
+            cluster.status(leader).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cluster.assert_replicas_identical().await;
+}
+
 /// Appends 80 events of about 80 bytes of payload to `entity` through the leader.
 async fn append_80(cluster: &Cluster, entity: &str) {
     for event_idx in 0..80 {
