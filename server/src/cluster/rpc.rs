@@ -327,11 +327,16 @@ impl RaftService for Peers {
             // A checkpoint that does not hold what its metadata says is refused here, as an
             // answer to the sender; handed to openraft, an install that fails stops the node.
             let (dir, meta) = (dir.clone(), meta.clone());
+            // Files are named as the sender named them, never by this machine's directories.
+            let prefix = format!("{}/", dir.display());
             received = tokio::task::spawn_blocking(move || check_received(&dir, &meta))
                 .await
                 .map_err(|err| Status::internal(format!("checking the snapshot: {err}")))
                 .and_then(|checked| {
-                    checked.map_err(|err| bad("part", format!("the snapshot is refused: {err}")))
+                    checked.map_err(|err| {
+                        let err = err.to_string().replace(&prefix, "");
+                        bad("part", format!("the snapshot is refused: {err}"))
+                    })
                 });
         }
         let result = match received {
@@ -419,8 +424,13 @@ async fn next_part(
 /// A file name of a snapshot as a relative path that stays inside the snapshot directory.
 fn safe_name(name: &str) -> Result<PathBuf, Status> {
     let path = Path::new(name);
+    // Every `/`-separated part by itself too: `components` drops a `.` (and an empty part),
+    // so `events/.` would name the directory `events` as a file.
     let inside = !name.is_empty()
         && name.len() <= 255
+        && name
+            .split('/')
+            .all(|part| !part.is_empty() && part != "." && part != "..")
         && path
             .components()
             .all(|component| matches!(component, Component::Normal(_)));

@@ -110,6 +110,39 @@ async fn a_hostile_peer_crashes_no_node_and_deposes_no_leader() {
         .await
         .expect_err("a snapshot that does not parse");
     assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    // The refusal names the file as the sender did, not where this node put it.
+    assert!(
+        !refused.message().contains("incoming-") && !refused.message().contains("snapshots/"),
+        "{refused:?}"
+    );
+
+    // File names that are not plain relative paths, `events/.` (a directory written as a
+    // file) among them.
+    for name in ["events/.", "../x", "/etc/x", "a//b", "."] {
+        let named = vec![raft_pb::InstallSnapshotRequest {
+            part: Some(raft_pb::install_snapshot_request::Part::Header(
+                raft_pb::SnapshotHeader {
+                    header: header(follower, leader, &cluster_id),
+                    vote: vote(term, leader),
+                    meta: encode_snapshot_meta(&meta).into(),
+                    files: vec![raft_pb::SnapshotFile {
+                        name: name.to_string(),
+                        length: 1,
+                    }],
+                },
+            )),
+        }];
+        let refused = peer(&cluster, follower)
+            .await
+            .install_snapshot(tokio_stream::iter(named))
+            .await
+            .expect_err("a bad file name");
+        assert_eq!(refused.code(), Code::InvalidArgument, "{name}: {refused:?}");
+        assert!(
+            refused.message().contains("not a relative path"),
+            "{name}: {refused:?}"
+        );
+    }
 
     // A leadership-transfer vote with a far higher term from a node that is no member.
     let stranger = raft_pb::VoteRequest {
