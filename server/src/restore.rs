@@ -103,10 +103,15 @@ impl fmt::Display for RestoreError {
             RestoreError::Target { dir, detail } => {
                 write!(f, "cannot restore into {}: {detail}", dir.display())
             }
-            RestoreError::Refused { file, detail } => {
-                write!(f, "the backup is refused: {file} {detail}")
-            }
-            RestoreError::Io { what, source } => write!(f, "{what}: {source}"),
+            // The names come from the backup's manifest: a hostile one must not reach a
+            // terminal as control sequences.
+            RestoreError::Refused { file, detail } => write!(
+                f,
+                "the backup is refused: {} {}",
+                printable(file),
+                printable(detail)
+            ),
+            RestoreError::Io { what, source } => write!(f, "{}: {source}", printable(what)),
         }
     }
 }
@@ -135,6 +140,22 @@ impl From<FileError> for RestoreError {
             }
         }
     }
+}
+
+/// `text` with control characters and the invisible ones that reorder or hide text (bidi
+/// controls, zero-width marks) written as escapes.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            let hidden = c.is_control()
+                || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}');
+            if hidden {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 fn refused(file: &str, detail: impl Into<String>) -> RestoreError {
@@ -169,6 +190,7 @@ pub fn run_if_requested() -> Option<anyhow::Result<()>> {
 /// Restores the backup in `from` into a new data directory `to`; see the module documentation.
 pub fn restore(from: &Path, to: &Path) -> Result<Restored, RestoreError> {
     check_target(to)?;
+    check_outside(from, to)?;
     let tmp = temporary_name(to);
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(|source| RestoreError::Io {
@@ -206,12 +228,25 @@ pub fn restore(from: &Path, to: &Path) -> Result<Restored, RestoreError> {
     Ok(restored)
 }
 
-/// The target must be absent or an empty directory.
+/// The target must be absent or an empty directory, not a symbolic link (the copy is renamed
+/// into its place, which would replace the link, not fill what it points to).
 fn check_target(to: &Path) -> Result<(), RestoreError> {
     let target = |detail: &str| RestoreError::Target {
         dir: to.to_path_buf(),
         detail: detail.to_string(),
     };
+    if std::fs::symlink_metadata(to).is_ok_and(|meta| meta.file_type().is_symlink()) {
+        return Err(target(
+            "it is a symbolic link: name the directory it points to, or a new path",
+        ));
+    }
+    let parent = disk::parent_dir(to);
+    if !parent.is_dir() {
+        return Err(target(&format!(
+            "its parent {} is not a directory (a restore creates only the target itself)",
+            parent.display()
+        )));
+    }
     match std::fs::read_dir(to) {
         Ok(mut entries) => match entries.next() {
             None => Ok(()),
@@ -222,6 +257,28 @@ fn check_target(to: &Path) -> Result<(), RestoreError> {
         Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(err) => Err(target(&err.to_string())),
     }
+}
+
+/// The target must not be inside the backup: the copy would land among the backup's own files,
+/// and every later restore of it would find a file its manifest does not name.
+fn check_outside(from: &Path, to: &Path) -> Result<(), RestoreError> {
+    let (Ok(from), Ok(parent)) = (
+        std::fs::canonicalize(from),
+        std::fs::canonicalize(disk::parent_dir(to)),
+    ) else {
+        // A backup that cannot be found is refused with its own message when it is read.
+        return Ok(());
+    };
+    if parent.starts_with(&from) {
+        return Err(RestoreError::Target {
+            dir: to.to_path_buf(),
+            detail: format!(
+                "it is inside the backup being restored ({}): restore beside it",
+                from.display()
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// `NEW.tmp-PID`, beside `NEW`.

@@ -361,6 +361,51 @@ async fn a_damaged_backup_is_refused_naming_the_file() {
         b"someone's"
     );
 
+    // A file name that would be a terminal's control sequence is printed escaped.
+    let escaped = dir.path().join("escaped");
+    copy_dir(&backup_dir, &escaped);
+    std::fs::write(
+        escaped.join("events/\u{1b}]0;pwned\u{7}\u{1b}[2J.seg"),
+        b"x",
+    )
+    .expect("a file with control characters in its name");
+    let refused = restore(&escaped, &dir.path().join("restored-escaped"));
+    assert!(!refused.success);
+    assert!(!refused.stderr.contains('\u{1b}'), "{:?}", refused.stderr);
+    assert!(
+        refused.stderr.contains("\\u{1b}]0;pwned"),
+        "{:?}",
+        refused.stderr
+    );
+
+    // Targets a restore cannot fill are refused by name, and nothing is written: a symbolic
+    // link (the copy would replace the link), a path whose parent is missing, a directory
+    // inside the backup itself (the copy would become a file its manifest does not name).
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).expect("an empty directory");
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&empty, &link).expect("a symlink");
+    let dangling = dir.path().join("dangling");
+    std::os::unix::fs::symlink(dir.path().join("nowhere"), &dangling).expect("a symlink");
+    let inside = backup_dir.join("events/inner");
+    for (target, why) in [
+        (link.clone(), "symbolic link"),
+        (dangling, "symbolic link"),
+        (dir.path().join("no/such/parent"), "parent"),
+        (inside.clone(), "inside the backup"),
+    ] {
+        let refused = restore(&backup_dir, &target);
+        assert!(!refused.success, "{} was restored into", target.display());
+        assert!(
+            refused.stderr.contains(why),
+            "{}: {}",
+            target.display(),
+            refused.stderr
+        );
+    }
+    assert!(!inside.exists(), "nothing written inside the backup");
+    assert_eq!(std::fs::read_dir(&empty).expect("list").count(), 0);
+
     // The intact backup still restores.
     let restored = restore(&backup_dir, &dir.path().join("restored"));
     assert!(restored.success, "{}", restored.stderr);
