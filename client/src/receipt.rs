@@ -70,8 +70,10 @@ pub enum ReceiptError {
 /// Checks a receipt against the events it names, without a server: every event's id, position,
 /// version, timestamp and hash must be the receipt's, and its hash must be what its canonical
 /// bytes and the receipt's `prev_hash` hash to. With `public_key`, the Ed25519 signature over
-/// [`canonical_bytes`] must verify under it; without, the signature is not looked at (and a
-/// forged receipt over genuine events passes), so pass the key whenever you have it.
+/// [`canonical_bytes`] must verify under it, and the key the receipt names
+/// (`signature_key_id`, which the signature does not cover) must be that key's [`key_id`], as
+/// the server checks; without, the signature is not looked at (and a forged receipt over
+/// genuine events passes), so pass the key whenever you have it.
 ///
 /// ```
 /// use causeway_client::{pb, receipt};
@@ -108,6 +110,7 @@ pub enum ReceiptError {
 /// let server_key = SigningKey::from_bytes(&[42; 32]);
 /// signed.signature = server_key.sign(&receipt::canonical_bytes(&signed)?).to_bytes().to_vec();
 /// let public_key = server_key.verifying_key().to_bytes();
+/// signed.signature_key_id = receipt::key_id(&public_key);
 ///
 /// receipt::verify(&signed, std::slice::from_ref(&event), Some(&public_key))?;
 ///
@@ -173,8 +176,32 @@ pub fn verify(
             &Signature::from_bytes(&signature),
         )
         .map_err(|err| ReceiptError::BadSignature(err.to_string()))?;
+        let expected = key_id(public_key);
+        if receipt.signature_key_id != expected {
+            return Err(ReceiptError::BadSignature(format!(
+                "the receipt names key {:?}, the given public key is {expected}",
+                receipt
+                    .signature_key_id
+                    .chars()
+                    .take(KEY_ID_SHOWN_CHARS)
+                    .collect::<String>()
+            )));
+        }
     }
     Ok(())
+}
+
+/// Characters of a receipt's key id an error repeats.
+const KEY_ID_SHOWN_CHARS: usize = 64;
+
+/// The id causewayd gives its signing key, and names in every receipt it signs:
+/// `ed25519:` and the first 8 bytes of the public key in hex.
+pub fn key_id(public_key: &[u8; 32]) -> String {
+    let head: String = public_key[..8]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    format!("ed25519:{head}")
 }
 
 /// The bytes a receipt's signature covers, as the core lays them out: the domain tag, the event
@@ -300,7 +327,7 @@ fn put_str(out: &mut Vec<u8>, value: &str, what: &str) -> Result<(), ReceiptErro
 #[cfg(test)]
 mod tests {
     //! Golden values printed by a throwaway program against `causeway-core`: a store with the
-    //! signing secret `[7; 32]` (key id `golden-key`), a gate `order-types` registered at
+    //! signing secret `[7; 32]` (key id `ed25519:ea4a6c63e29c520a`, as causewayd names it), a gate `order-types` registered at
     //! position 1, then one append of two events of `acme/order-507` with fixed ids, a fixed
     //! command timestamp of 1900000000123+5, three metadata keys, two tags, a correlation id, a
     //! causation link and a non-UTF-8 payload. The core verified this receipt before printing it.
@@ -411,7 +438,7 @@ mod tests {
                 version: 1,
             }],
             digest: hex(DIGEST),
-            signature_key_id: "golden-key".to_string(),
+            signature_key_id: "ed25519:ea4a6c63e29c520a".to_string(),
             signature: hex(SIGNATURE),
         }
     }
@@ -436,6 +463,25 @@ mod tests {
         let (receipt, events) = (golden_receipt(), golden_events());
         assert_eq!(verify(&receipt, &events, Some(&public_key())), Ok(()));
         assert_eq!(verify(&receipt, &events, None), Ok(()));
+    }
+
+    #[test]
+    fn a_receipt_naming_another_key_is_refused() {
+        let events = golden_events();
+        assert_eq!(key_id(&public_key()), golden_receipt().signature_key_id);
+        for named in ["ed25519:e40e84c5b5e4af31", "", "golden-key"] {
+            let receipt = pb::Receipt {
+                signature_key_id: named.to_string(),
+                ..golden_receipt()
+            };
+            let refused = verify(&receipt, &events, Some(&public_key()));
+            assert!(
+                matches!(&refused, Err(ReceiptError::BadSignature(why)) if why.contains("names key")),
+                "{named:?}: {refused:?}"
+            );
+            // Without the key, the key's name is not looked at either.
+            assert_eq!(verify(&receipt, &events, None), Ok(()));
+        }
     }
 
     #[test]

@@ -89,7 +89,7 @@ def golden_receipt() -> Receipt:
         ),
         gates=(GatePass("order-types", 1),),
         digest=bytes.fromhex(DIGEST),
-        signature_key_id="golden-key",
+        signature_key_id="ed25519:ea4a6c63e29c520a",
         signature=bytes.fromhex(SIGNATURE),
     )
 
@@ -264,6 +264,17 @@ def test_malformed_events_are_named(events: object, said: str) -> None:
         verify_receipt(golden_receipt(), events=events)  # type: ignore[arg-type]
     assert refused.value.kind == "malformed"
     assert said in str(refused.value)
+
+
+def test_a_receipt_naming_another_key_than_the_one_that_verifies_it_is_refused() -> None:
+    for named in ("ed25519:e40e84c5b5e4af31", "", "golden-key"):
+        receipt = dataclasses.replace(golden_receipt(), signature_key_id=named)
+        with pytest.raises(ReceiptError) as refused:
+            verify_receipt(receipt, PUBLIC_KEY)
+        assert refused.value.kind == "signature"
+        assert "names key" in str(refused.value)
+        # Without the key, its name is not looked at either.
+        assert verify_receipt(receipt, events=golden_events()) == receipt
 
 
 def test_arguments_of_the_wrong_type_are_a_type_error_naming_the_argument() -> None:

@@ -343,6 +343,20 @@ export function verifySignature(receipt: Receipt, publicKey: Uint8Array | string
   if (!valid) {
     throw new ReceiptError("signature", "signature does not verify");
   }
+  // The key's name is not covered by the signature: it must name the key that verified it,
+  // as the server checks.
+  const expected = keyId(keyBytes);
+  if (receipt.signatureKeyId !== expected) {
+    throw new ReceiptError(
+      "signature",
+      `signature does not verify: the receipt names key ${JSON.stringify(receipt.signatureKeyId.slice(0, 64))}, the given public key is ${expected}`,
+    );
+  }
+}
+
+/** The id causewayd gives its signing key: `ed25519:` and the public key's first 8 bytes in hex. */
+export function keyId(publicKey: Uint8Array): string {
+  return `ed25519:${Buffer.from(publicKey.subarray(0, 8)).toString("hex")}`;
 }
 
 /** The bytes a receipt's signature covers (layout in the module overview). */

@@ -107,7 +107,7 @@ function goldenReceipt(): Receipt {
     ],
     [{ name: "order-types", version: 1n }],
     hex(DIGEST),
-    "golden-key",
+    "ed25519:ea4a6c63e29c520a",
     hex(SIGNATURE),
   );
 }
@@ -118,12 +118,15 @@ function flip(data: Uint8Array, index = 0): Uint8Array {
   return copy;
 }
 
-function withReceipt(receipt: Receipt, changes: Partial<Pick<Receipt, "events" | "gates" | "digest" | "signature">>): Receipt {
+function withReceipt(
+  receipt: Receipt,
+  changes: Partial<Pick<Receipt, "events" | "gates" | "digest" | "signatureKeyId" | "signature">>,
+): Receipt {
   return new Receipt(
     changes.events ?? receipt.events,
     changes.gates ?? receipt.gates,
     changes.digest ?? receipt.digest,
-    receipt.signatureKeyId,
+    changes.signatureKeyId ?? receipt.signatureKeyId,
     changes.signature ?? receipt.signature,
   );
 }
@@ -242,6 +245,17 @@ test("a wrong key or a missing signature is refused", () => {
     ReceiptError,
   );
   assert.equal(unsigned.kind, "unsigned");
+});
+
+test("a receipt naming another key than the one that verifies it is refused", () => {
+  for (const named of ["ed25519:e40e84c5b5e4af31", "", "golden-key"]) {
+    const receipt = withReceipt(goldenReceipt(), { signatureKeyId: named });
+    const refused = thrown(() => verifyReceipt(receipt, { publicKey: PUBLIC_KEY }), ReceiptError);
+    assert.equal(refused.kind, "signature");
+    assert.match(refused.message, /names key/);
+    // Without the key, its name is not looked at either.
+    verifyReceipt(receipt, { events: goldenEvents() });
+  }
 });
 
 test("timestamps are RFC 3339 in JSON and whole milliseconds on the wire", () => {

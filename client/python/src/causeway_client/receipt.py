@@ -338,6 +338,20 @@ def verify_signature(receipt: Receipt, public_key: bytes | str) -> None:
         raise ReceiptError("signature", "signature does not verify") from None
     except ValueError as err:
         raise ReceiptError("signature", f"signature does not verify: {err}") from None
+    # The key's name is not covered by the signature: it must name the key that verified it,
+    # as the server checks.
+    expected = key_id(key_bytes)
+    if receipt.signature_key_id != expected:
+        raise ReceiptError(
+            "signature",
+            f"signature does not verify: the receipt names key "
+            f"{receipt.signature_key_id[:64]!r}, the given public key is {expected}",
+        )
+
+
+def key_id(public_key: bytes) -> str:
+    """The id causewayd gives its signing key: `ed25519:` and the key's first 8 bytes in hex."""
+    return "ed25519:" + public_key[:8].hex()
 
 
 def canonical_bytes(receipt: Receipt) -> bytes:
