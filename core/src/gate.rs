@@ -39,16 +39,15 @@ pub const CAUSATION_CHECK: &str = "causation";
 /// like one of them is refused too ([`reserved_lookalike`]).
 pub const RESERVED_GATE_NAMES: [&str; 2] = [DCB_CHECK, CAUSATION_CHECK];
 
-/// The reserved name `name` would pass for, if any: equal to it once both are lowercased and
-/// reduced to their Unicode confusable skeletons (UTS #39, which also drops invisible
-/// characters), so `DCB`, `dсb` with a Cyrillic `с`, fullwidth `ｄｃｂ` and `dcb` with a
-/// zero-width space all answer `dcb`.
+/// The reserved name `name` would pass for, if any: equal to it once both are reduced to their
+/// Unicode confusable skeletons (UTS #39, which also drops invisible characters), lowercased,
+/// and reduced again (some capitals have a prototype their lowercase forms lack, such as
+/// Cherokee `Ꭰ` for `D`). So `DCB`, `ᎠᏟᏴ`, `dсb` with a Cyrillic `с`, fullwidth `ｄｃｂ` and
+/// `dcb` with a zero-width space all answer `dcb`.
 pub fn reserved_lookalike(name: &str) -> Option<&'static str> {
-    let looks = |text: &str| -> String {
-        let lower = text.to_lowercase();
-        let skeleton: String = unicode_security::confusable_detection::skeleton(&lower).collect();
-        skeleton.to_lowercase()
-    };
+    let skeleton =
+        |text: &str| -> String { unicode_security::confusable_detection::skeleton(text).collect() };
+    let looks = |text: &str| skeleton(&skeleton(text).to_lowercase());
     let name = looks(name);
     RESERVED_GATE_NAMES
         .into_iter()

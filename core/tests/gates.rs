@@ -558,6 +558,8 @@ fn the_names_the_stores_own_checks_deny_under_are_not_taken_by_a_gate() {
         ("d\u{200b}cb", "dcb"),
         ("caus\u{200d}ation\u{2060}", "causation"),
         ("c\u{430}us\u{430}tion", "causation"),
+        ("\u{13a0}\u{13df}\u{13f4}", "dcb"),
+        ("\u{13a0}cb", "dcb"),
     ];
     for (name, reserved) in lookalikes {
         match store.register_gate(cel(name, &[], "false")) {

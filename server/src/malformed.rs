@@ -33,7 +33,8 @@ use crate::status::{Error, REASON_LIMIT_EXCEEDED, to_status, with_info};
 /// The BadRequest field of a fault in the request as a whole (its framing, its compression,
 /// a message cut short before any field).
 pub const WHOLE_REQUEST: &str = "request";
-/// Characters of a decompressor's or decoder's own description a message repeats.
+/// Characters of a decompressor's or decoder's own description, or of an unknown path, a
+/// message repeats.
 const DETAIL_CHARS_MAX: usize = 120;
 
 /// The services only a cluster member serves, by their paths' prefix.

@@ -37,6 +37,15 @@ pub const BACKUP_FILE: &str = "BACKUP";
 /// The version of the `BACKUP` file's format.
 pub const BACKUP_FORMAT: u32 = 1;
 
+/// Invisible characters that reorder or hide text: zero-width marks, bidi controls and
+/// isolates, the byte-order mark.
+const HIDDEN: [std::ops::RangeInclusive<char>; 4] = [
+    '\u{200b}'..='\u{200f}',
+    '\u{202a}'..='\u{202e}',
+    '\u{2066}'..='\u{2069}',
+    '\u{feff}'..='\u{feff}',
+];
+
 /// What `causewayd` does instead of serving.
 #[derive(clap::Subcommand, Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -142,13 +151,11 @@ impl From<FileError> for RestoreError {
     }
 }
 
-/// `text` with control characters and the invisible ones that reorder or hide text (bidi
-/// controls, zero-width marks) written as escapes.
+/// `text` with control characters and the [`HIDDEN`] ones written as escapes.
 fn printable(text: &str) -> String {
     text.chars()
         .map(|c| {
-            let hidden = c.is_control()
-                || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}');
+            let hidden = c.is_control() || HIDDEN.iter().any(|range| range.contains(&c));
             if hidden {
                 c.escape_unicode().to_string()
             } else {
@@ -235,6 +242,16 @@ fn check_target(to: &Path) -> Result<(), RestoreError> {
         dir: to.to_path_buf(),
         detail: detail.to_string(),
     };
+    // By its text: `components` reads `x/.` as `x`.
+    let text = to.as_os_str().as_encoded_bytes();
+    let ends_in_dots = [b".".as_slice(), b".."]
+        .iter()
+        .any(|dots| text == *dots || text.ends_with(&[b"/", *dots].concat()));
+    if ends_in_dots || to.file_name().is_none() {
+        return Err(target(
+            "it does not end in a directory name (`.`, `..` or a root): name the new directory",
+        ));
+    }
     if std::fs::symlink_metadata(to).is_ok_and(|meta| meta.file_type().is_symlink()) {
         return Err(target(
             "it is a symbolic link: name the directory it points to, or a new path",

@@ -318,6 +318,7 @@ impl RaftService for Peers {
                 ),
             ));
         }
+        check_file_names(&header.files)?;
         let transfer = TRANSFERS.fetch_add(1, Ordering::Relaxed);
         let dir = self
             .snapshots_dir
@@ -428,6 +429,7 @@ fn safe_name(name: &str) -> Result<PathBuf, Status> {
     // so `events/.` would name the directory `events` as a file.
     let inside = !name.is_empty()
         && name.len() <= 255
+        && !name.contains('\0')
         && name
             .split('/')
             .all(|part| !part.is_empty() && part != "." && part != "..")
@@ -444,6 +446,40 @@ fn safe_name(name: &str) -> Result<PathBuf, Status> {
         ));
     }
     Ok(path.to_path_buf())
+}
+
+/// Each name is a [`safe_name`], given once, and no file's name is another's directory (`events`
+/// beside `events/x`): the files can all be written, before any is.
+fn check_file_names(files: &[pb::SnapshotFile]) -> Result<(), Status> {
+    let mut names = std::collections::BTreeSet::new();
+    for file in files {
+        safe_name(&file.name)?;
+        if !names.insert(file.name.as_str()) {
+            return Err(bad(
+                "part.header.files.name",
+                format!(
+                    "snapshot file {:?} is listed twice",
+                    file.name.chars().take(64).collect::<String>()
+                ),
+            ));
+        }
+    }
+    for name in &names {
+        let clash = name
+            .match_indices('/')
+            .map(|(at, _)| &name[..at])
+            .find(|directory| names.contains(directory));
+        if let Some(directory) = clash {
+            return Err(bad(
+                "part.header.files.name",
+                format!(
+                    "snapshot file {:?} is also the directory of another listed file",
+                    directory.chars().take(64).collect::<String>()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Writes every listed file from the stream's chunks; each must be exactly its length, and no

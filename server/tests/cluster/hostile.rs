@@ -116,32 +116,47 @@ async fn a_hostile_peer_crashes_no_node_and_deposes_no_leader() {
         "{refused:?}"
     );
 
-    // File names that are not plain relative paths, `events/.` (a directory written as a
-    // file) among them.
-    for name in ["events/.", "../x", "/etc/x", "a//b", "."] {
-        let named = vec![raft_pb::InstallSnapshotRequest {
+    // File lists a node cannot write: names that are not plain relative paths (`events/.`
+    // would write the directory `events` as a file), and names that could each be written,
+    // but not together.
+    let bad_lists: [(&[&str], &str); 8] = [
+        (&["events/."], "not a relative path"),
+        (&["../x"], "not a relative path"),
+        (&["/etc/x"], "not a relative path"),
+        (&["a//b"], "not a relative path"),
+        (&["."], "not a relative path"),
+        (&["a\0b"], "not a relative path"),
+        (&["events/x", "events/x"], "listed twice"),
+        (&["events", "events/x"], "the directory of another"),
+    ];
+    for (names, said) in bad_lists {
+        let listed = vec![raft_pb::InstallSnapshotRequest {
             part: Some(raft_pb::install_snapshot_request::Part::Header(
                 raft_pb::SnapshotHeader {
                     header: header(follower, leader, &cluster_id),
                     vote: vote(term, leader),
                     meta: encode_snapshot_meta(&meta).into(),
-                    files: vec![raft_pb::SnapshotFile {
-                        name: name.to_string(),
-                        length: 1,
-                    }],
+                    files: names
+                        .iter()
+                        .map(|name| raft_pb::SnapshotFile {
+                            name: name.to_string(),
+                            length: 1,
+                        })
+                        .collect(),
                 },
             )),
         }];
         let refused = peer(&cluster, follower)
             .await
-            .install_snapshot(tokio_stream::iter(named))
+            .install_snapshot(tokio_stream::iter(listed))
             .await
-            .expect_err("a bad file name");
-        assert_eq!(refused.code(), Code::InvalidArgument, "{name}: {refused:?}");
-        assert!(
-            refused.message().contains("not a relative path"),
-            "{name}: {refused:?}"
+            .expect_err("a file list that cannot be written");
+        assert_eq!(
+            refused.code(),
+            Code::InvalidArgument,
+            "{names:?}: {refused:?}"
         );
+        assert!(refused.message().contains(said), "{names:?}: {refused:?}");
     }
 
     // A leadership-transfer vote with a far higher term from a node that is no member.

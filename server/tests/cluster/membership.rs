@@ -376,6 +376,9 @@ async fn a_node_holding_a_single_nodes_events_joins_no_cluster() {
     assert_eq!(status.cluster_id, "", "node 3 joined a cluster");
     let log = cluster.member(3).log_text();
     assert!(log.contains("refuses to join"), "{log}");
+    // The leader was answered why, and says so.
+    let logs = cluster.logs();
+    assert!(logs.contains("node 3 holds 5 events"), "{logs}");
     // The cluster goes on without it.
     cluster
         .append_at_leader_among(&[1, 2], "order-7", "after")

@@ -541,10 +541,9 @@ async fn a_node_restarted_with_another_nodes_data_directory_is_refused() {
     );
 }
 
-/// A follower whose data folder was wiped comes back under its id and is caught up again,
-/// and the leader's status shows its lag until it is. Catches a leader that kept the wiped
-/// node's old progress: it sent it nothing, reported LAG 0, and the cluster had lost a copy
-/// without anything saying so.
+/// A follower whose data folder was wiped comes back under its id and is caught up again.
+/// Catches a leader that kept the wiped node's old progress: it sent it nothing, reported
+/// LAG 0, and the cluster had lost a copy without anything saying so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wiped_follower_is_caught_up_again() {
     let mut cluster = Cluster::start(3).await;

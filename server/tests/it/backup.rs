@@ -393,6 +393,7 @@ async fn a_damaged_backup_is_refused_naming_the_file() {
         (dangling, "symbolic link"),
         (dir.path().join("no/such/parent"), "parent"),
         (inside.clone(), "inside the backup"),
+        (empty.join("."), "does not end in a directory name"),
     ] {
         let refused = restore(&backup_dir, &target);
         assert!(!refused.success, "{} was restored into", target.display());
