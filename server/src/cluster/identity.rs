@@ -161,32 +161,38 @@ impl Identity {
         }
     }
 
-    /// Checks a peer request's header; a node with no cluster yet joins the sender's.
-    pub fn check(&self, target_node_id: u64, cluster_id: &str) -> Result<(), Mismatch> {
+    /// Whether a peer request's header would pass [`Identity::check`], without joining.
+    pub fn probe(&self, target_node_id: u64, cluster_id: &str) -> Result<(), Mismatch> {
         if target_node_id != self.node_id {
             return Err(Mismatch::Node {
                 expected: target_node_id,
                 actual: self.node_id,
             });
         }
-        let ours = self.cluster_id();
-        match ours {
+        match self.cluster_id() {
             Some(ours) if ours == cluster_id => Ok(()),
             None if self.own_events.load(Ordering::Relaxed) > 0 => Err(Mismatch::OwnEvents {
                 node_id: self.node_id,
                 events: self.own_events.load(Ordering::Relaxed),
             }),
-            None if !cluster_id.is_empty() && uuid::Uuid::parse_str(cluster_id).is_ok() => {
-                self.join(cluster_id).map_err(|_| Mismatch::Cluster {
-                    theirs: cluster_id.to_string(),
-                    ours: self.cluster_id().unwrap_or_default(),
-                })
-            }
+            None if !cluster_id.is_empty() && uuid::Uuid::parse_str(cluster_id).is_ok() => Ok(()),
             ours => Err(Mismatch::Cluster {
                 theirs: cluster_id.chars().take(64).collect(),
                 ours: ours.unwrap_or_default(),
             }),
         }
+    }
+
+    /// Checks a peer request's header; a node with no cluster yet joins the sender's.
+    pub fn check(&self, target_node_id: u64, cluster_id: &str) -> Result<(), Mismatch> {
+        self.probe(target_node_id, cluster_id)?;
+        if self.cluster_id().is_some() {
+            return Ok(());
+        }
+        self.join(cluster_id).map_err(|_| Mismatch::Cluster {
+            theirs: cluster_id.to_string(),
+            ours: self.cluster_id().unwrap_or_default(),
+        })
     }
 }
 
@@ -230,6 +236,8 @@ mod tests {
         let identity = Identity::open(dir.path(), 2).expect("a new identity");
         assert_eq!(identity.cluster_id(), None);
         let cluster = uuid::Uuid::now_v7().to_string();
+        identity.probe(2, &cluster).expect("could join");
+        assert_eq!(identity.cluster_id(), None, "a probe joins nothing");
         identity
             .check(2, &cluster)
             .expect("joins the first cluster it hears from");
@@ -261,6 +269,7 @@ mod tests {
         let identity = Identity::open(dir.path(), 3).expect("a new identity");
         identity.hold_own_events(5);
         let cluster = uuid::Uuid::now_v7().to_string();
+        assert!(identity.probe(3, &cluster).is_err(), "a probe says so too");
         let refused = identity.check(3, &cluster).expect_err("refused");
         assert_eq!(
             refused,

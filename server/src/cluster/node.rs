@@ -536,6 +536,30 @@ impl ClusterNode {
         }
     }
 
+    /// Asks node `node_id` at `address` whether it could join this cluster, before it is
+    /// added: its refusal (another node id there, another cluster, events of its own) refuses
+    /// the change before anything changes. A node that does not answer may be added: it
+    /// catches up once it is started.
+    async fn probe(&self, node_id: u64, address: &str) -> Result<(), Error> {
+        let mut client = self.peer(node_id, address)?;
+        let request = pb::ProbeRequest {
+            header: Some(pb::Header {
+                target_node_id: node_id,
+                source_node_id: self.node_id(),
+                cluster_id: self.identity.cluster_id().unwrap_or_default(),
+            }),
+        };
+        match tokio::time::timeout(PEER_TIMEOUT, client.probe(request)).await {
+            Ok(Err(status)) if status.code() == tonic::Code::FailedPrecondition => {
+                Err(Error::Precondition(format!(
+                    "node {node_id} at {address} cannot join this cluster: {}",
+                    status.message()
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn peer(&self, node_id: u64, address: &str) -> Result<RaftServiceClient<Channel>, Error> {
         let mut peers = self.peers.lock().expect("peer clients lock poisoned");
         if let Some(client) = peers.get(&(node_id, address.to_string())) {
@@ -673,6 +697,9 @@ impl ClusterNode {
                 "node.address",
                 format!("{address} is node {holder}'s; each node has its own"),
             ));
+        }
+        if self.member_address(node_id).is_none() {
+            self.probe(node_id, &address).await?;
         }
         let added = self
             .raft

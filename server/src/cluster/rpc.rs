@@ -88,6 +88,18 @@ impl Peers {
         header: Option<&pb::Header>,
         certs: Option<&[Certificate<'static>]>,
     ) -> Result<(), Status> {
+        let header = self.check_certs(header, certs)?;
+        self.identity
+            .check(header.target_node_id, &header.cluster_id)
+            .map_err(|mismatch| Status::failed_precondition(mismatch.to_string()))
+    }
+
+    /// The header, present, and with mutual TLS sent by the node it names.
+    fn check_certs<'h>(
+        &self,
+        header: Option<&'h pb::Header>,
+        certs: Option<&[Certificate<'static>]>,
+    ) -> Result<&'h pb::Header, Status> {
         let header = header.ok_or_else(|| bad("header", "it is missing"))?;
         if self.mtls {
             let source = header.source_node_id;
@@ -102,9 +114,7 @@ impl Peers {
                 )));
             }
         }
-        self.identity
-            .check(header.target_node_id, &header.cluster_id)
-            .map_err(|mismatch| Status::failed_precondition(mismatch.to_string()))
+        Ok(header)
     }
 
     /// A vote or a leader's message comes from the node its vote names, and that node is a
@@ -380,6 +390,20 @@ impl RaftService for Peers {
             .map_err(stopped)?
             .map_err(|err| Status::failed_precondition(err.to_string()))?;
         Ok(Response::new(pb::TransferLeaderResponse {}))
+    }
+
+    async fn probe(
+        &self,
+        request: Request<pb::ProbeRequest>,
+    ) -> Result<Response<pb::ProbeResponse>, Status> {
+        let certs = request.peer_certs();
+        let request = request.into_inner();
+        let header =
+            self.check_certs(request.header.as_ref(), certs.as_deref().map(Vec::as_slice))?;
+        self.identity
+            .probe(header.target_node_id, &header.cluster_id)
+            .map_err(|mismatch| Status::failed_precondition(mismatch.to_string()))?;
+        Ok(Response::new(pb::ProbeResponse {}))
     }
 
     async fn read_index(
