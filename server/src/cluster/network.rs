@@ -398,7 +398,14 @@ impl RaftNetworkV2<TypeConfig> for Connection {
         };
         let read = reader.await.map_err(|err| network_streaming_error(&err))?;
         let response = response.map_err(|status| streaming_error(rpc_error(status)))?;
-        read.map_err(|err| network_streaming_error(&err))?;
+        // An answer stands even when the files were not all sent: the target answers at once,
+        // without reading on, a snapshot that ends where it has already committed (a learner
+        // that installed this snapshot and was restarted before it answered), and the reader
+        // then stops on the closed stream. Taken as a failure, the same snapshot was sent
+        // again and again, and the target was never sent what follows it.
+        if let Err(err) = read {
+            tracing::debug!(target = self.target, %err, "the snapshot was answered before every file was sent");
+        }
         let vote = wire::vote_from_pb(response.into_inner().vote, "vote")
             .map_err(|err| network_streaming_error(&err))?;
         Ok(SnapshotResponse::new(vote))

@@ -602,6 +602,18 @@ impl ClusterNode {
             }
             Some(_) => {}
         }
+        // The events of a grown single node are in no log entry; other voters formed with it
+        // would take the log from its first entry, without them, and give every later event
+        // another position than this node does. Alone, it compacts them into the snapshot
+        // every node added later starts from.
+        let own_events = self.live.get().head().0;
+        if own_events > 0 && self.identity.cluster_id().is_none() && voters.len() > 1 {
+            return Err(Error::Precondition(format!(
+                "this node holds {own_events} events written before the cluster existed: form \
+                 the cluster with this node alone (cluster init naming no other voter), then \
+                 add-learner and promote the others, which start from a snapshot holding them"
+            )));
+        }
         let cluster_id = self
             .identity
             .cluster_id()

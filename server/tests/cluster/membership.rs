@@ -259,8 +259,9 @@ async fn membership_changes_under_load_lose_nothing() {
 /// A single node's data survives growing it into a three-node cluster: the node is stopped,
 /// restarted with a node id on the same directory, formed alone, and two fresh nodes join as
 /// learners and are promoted; all three then hold the old events and the new ones, identical.
-/// Catches an adoption that loses the single node's events, and learners that start from an
-/// empty log instead of a snapshot holding the events written before the cluster existed.
+/// Catches an adoption that loses the single node's events, learners that start from an
+/// empty log instead of a snapshot holding the events written before the cluster existed, and
+/// an init with other voters at once, which gave them the log without those events.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_single_node_grows_into_three_without_losing_data() {
     let mut cluster = Cluster::new(3);
@@ -286,6 +287,17 @@ async fn a_single_node_grows_into_three_without_losing_data() {
     cluster.member(1).terminate();
 
     cluster.member(1).start();
+    // Formed with other voters at once, they would take the log without the old events.
+    let refused = cluster
+        .admin(1)
+        .await
+        .init_cluster(pb::InitClusterRequest {
+            voters: vec![cluster.node(1), cluster.node(2), cluster.node(3)],
+        })
+        .await
+        .expect_err("other voters beside a node with events");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(refused.message().contains("alone"), "{refused:?}");
     cluster.init(&[1]).await;
     assert_eq!(cluster.local_log(1).await, expected, "adoption lost events");
     for id in [2, 3] {
