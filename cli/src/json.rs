@@ -379,6 +379,11 @@ mod tests {
         assert_eq!(read("Zm9vYg").expect("unpadded"), b"foob");
         assert!(read("Zm9v!").is_err());
         assert!(read("Z").is_err());
+        assert_eq!(read("Zm9vYg=").expect("part of its padding"), b"foob");
+        assert!(
+            read("Zm9vYg===").is_err(),
+            "more padding than a quantum has"
+        );
     }
 
     #[test]

@@ -46,7 +46,7 @@ const CLUSTER_SERVICES: [&str; 2] = [
 /// The layer: wrap a service in [`Malformed`].
 #[derive(Clone, Copy, Debug, Default)]
 pub struct MalformedLayer {
-    /// Whether this node is a cluster member (serves [`CLUSTER_SERVICES`]).
+    /// Whether this node is a cluster member (serves `ClusterService` and `RaftService`).
     pub clustered: bool,
 }
 

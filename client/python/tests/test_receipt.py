@@ -257,6 +257,7 @@ def test_a_receipt_with_a_byte_order_mark_or_as_a_bytearray_is_read() -> None:
             "events[0].payload is not the payload that events[0].payload_base64 holds",
         ),
         ({"id": ID_1, "payload_base64": "e30=", "payload": None}, "events[0].payload is not"),
+        ({"id": ID_1, "payload_base64": "Z"}, "events[0].payload_base64 is not valid base64"),
     ],
 )
 def test_malformed_events_are_named(events: object, said: str) -> None:
@@ -264,6 +265,14 @@ def test_malformed_events_are_named(events: object, said: str) -> None:
         verify_receipt(golden_receipt(), events=events)  # type: ignore[arg-type]
     assert refused.value.kind == "malformed"
     assert said in str(refused.value)
+
+
+def test_payload_base64_is_read_with_or_without_padding_as_the_cli_reads_it() -> None:
+    # Past the payload, the events fail on their id: the padding itself was accepted.
+    for unpadded in ("Zm9vYg", "Zm9vYg=", "Zm9vYg=="):
+        with pytest.raises(ReceiptError) as refused:
+            verify_receipt(golden_receipt(), events={"id": "x", "payload_base64": unpadded})
+        assert "payload" not in str(refused.value)
 
 
 def test_a_receipt_naming_another_key_than_the_one_that_verifies_it_is_refused() -> None:

@@ -628,10 +628,13 @@ function eventFromJson(obj: Record<string, unknown>, what: string): Event {
   if (typeof payloadText !== "string") {
     throw malformed(`${what}.payload_base64 is missing: the exact payload bytes are needed`);
   }
-  if (!/^[A-Za-z0-9+/]*={0,2}$/.test(payloadText) || payloadText.length % 4 !== 0) {
+  // With all, part or none of its padding, as the CLI reads it.
+  const bare = payloadText.replace(/=+$/, "");
+  const padded = payloadText.length - bare.length <= 2 ? bare + "=".repeat((4 - (bare.length % 4)) % 4) : "!";
+  if (!/^[A-Za-z0-9+/]*={0,2}$/.test(padded) || padded.length % 4 !== 0) {
     throw malformed(`${what}.payload_base64 is not valid base64`);
   }
-  const payload = Uint8Array.from(Buffer.from(payloadText, "base64"));
+  const payload = Uint8Array.from(Buffer.from(padded, "base64"));
   // The readable copy is what a person looks at: it must be the bytes that are checked.
   if ("payload" in obj) {
     let text: string | null;

@@ -247,6 +247,18 @@ test("a wrong key or a missing signature is refused", () => {
   assert.equal(unsigned.kind, "unsigned");
 });
 
+test("payload_base64 is read with or without padding, as the CLI reads it", () => {
+  // Past the payload, the events fail on their id: the padding itself was accepted.
+  for (const base64 of ["Zm9vYg", "Zm9vYg=", "Zm9vYg=="]) {
+    const later = thrown(() => verifyReceipt(goldenReceipt(), { events: JSON.stringify([{ id: "x", payload_base64: base64 }]) }), ReceiptError);
+    assert.doesNotMatch(later.message, /payload/);
+  }
+  for (const base64 of ["Z", "Zm9v!g==", "Zm9vYg==="]) {
+    const refused = thrown(() => verifyReceipt(goldenReceipt(), { events: JSON.stringify([{ id: "x", payload_base64: base64 }]) }), ReceiptError);
+    assert.match(refused.message, /payload_base64 is not valid base64/);
+  }
+});
+
 test("a receipt naming another key than the one that verifies it is refused", () => {
   for (const named of ["ed25519:e40e84c5b5e4af31", "", "golden-key"]) {
     const receipt = withReceipt(goldenReceipt(), { signatureKeyId: named });

@@ -527,7 +527,7 @@ async fn receive_files(
                 bad(
                     "part",
                     format!(
-                        "the snapshot stream ended {left} bytes before the end of {}",
+                        "the snapshot stream ended {left} bytes before the end of {:?}",
                         file.name
                     ),
                 )
@@ -539,7 +539,7 @@ async fn receive_files(
                 return Err(bad(
                     "part.chunk.data",
                     format!(
-                        "a chunk runs past the end of {} ({} bytes listed)",
+                        "a chunk runs past the end of {:?} ({} bytes listed)",
                         file.name, file.length
                     ),
                 ));

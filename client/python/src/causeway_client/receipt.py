@@ -606,7 +606,10 @@ def _event_from_json(obj: Mapping[str, Any], what: str) -> Event:
     if not isinstance(payload_text, str):
         raise _malformed(f"{what}.payload_base64 is missing: the exact payload bytes are needed")
     try:
-        payload = base64.b64decode(payload_text, validate=True)
+        # With all, part or none of its padding, as the CLI reads it.
+        bare = payload_text.rstrip("=")
+        padded = bare + "=" * (-len(bare) % 4) if len(payload_text) - len(bare) <= 2 else "!"
+        payload = base64.b64decode(padded, validate=True)
     except ValueError:
         raise _malformed(f"{what}.payload_base64 is not valid base64") from None
     # The readable copy is what a person looks at: it must be the bytes that are checked.
