@@ -3,7 +3,9 @@
 //! file that is wrong.
 //!
 //! The order is what makes a refusal safe and a success trustworthy:
-//! 1. `NEW` must be absent or empty: a restore never mixes into, or replaces, a store.
+//! 1. `NEW` must be absent or empty: a restore never mixes into, or replaces, a store. It must
+//!    end in a directory name, not be a symbolic link, have a parent directory, and lie
+//!    outside the backup.
 //! 2. `BACKUP` (position, digest, blake3 of `CHECKPOINT`) is read; `CHECKPOINT` must hash to
 //!    what it says and name the same position and digest; the backup's top level holds
 //!    nothing else but `events/`, and `events/` exactly the files `CHECKPOINT` lists.

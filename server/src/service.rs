@@ -320,7 +320,8 @@ impl Service {
 }
 
 /// The id a signing key's receipts carry: `ed25519:` and the first 8 bytes of its public key in
-/// hex, so a verifier can tell keys apart across rotations.
+/// hex, so a verifier can tell keys apart across rotations. The offline verifiers check this
+/// form (`causeway_client::receipt::key_id`, and the Python and TypeScript `key_id`/`keyId`).
 pub fn key_id(signer: &Signer) -> String {
     format!("ed25519:{}", hex::encode(&signer.public_key()[..8]))
 }

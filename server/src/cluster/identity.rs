@@ -131,6 +131,14 @@ impl Identity {
         self.own_events.store(events, Ordering::Relaxed);
     }
 
+    /// The events this node holds from before it was in any cluster; 0 once it is in one.
+    pub fn own_events(&self) -> u64 {
+        match self.cluster_id() {
+            Some(_) => 0,
+            None => self.own_events.load(Ordering::Relaxed),
+        }
+    }
+
     /// This node's id.
     pub fn node_id(&self) -> u64 {
         self.node_id
@@ -169,11 +177,12 @@ impl Identity {
                 actual: self.node_id,
             });
         }
+        let events = self.own_events();
         match self.cluster_id() {
             Some(ours) if ours == cluster_id => Ok(()),
-            None if self.own_events.load(Ordering::Relaxed) > 0 => Err(Mismatch::OwnEvents {
+            None if events > 0 => Err(Mismatch::OwnEvents {
                 node_id: self.node_id,
-                events: self.own_events.load(Ordering::Relaxed),
+                events,
             }),
             None if !cluster_id.is_empty() && uuid::Uuid::parse_str(cluster_id).is_ok() => Ok(()),
             ours => Err(Mismatch::Cluster {

@@ -606,8 +606,8 @@ impl ClusterNode {
         // would take the log from its first entry, without them, and give every later event
         // another position than this node does. Alone, it compacts them into the snapshot
         // every node added later starts from.
-        let own_events = self.live.get().head().0;
-        if own_events > 0 && self.identity.cluster_id().is_none() && voters.len() > 1 {
+        let own_events = self.identity.own_events();
+        if own_events > 0 && voters.len() > 1 {
             return Err(Error::Precondition(format!(
                 "this node holds {own_events} events written before the cluster existed: form \
                  the cluster with this node alone (cluster init naming no other voter), then \

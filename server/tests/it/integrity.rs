@@ -108,7 +108,6 @@ fn tamper(dir: &Path, event_idx: usize, fix_crc: bool) -> (PathBuf, usize, usize
     (path, offset, len)
 }
 
-/// Waits until `done` holds, failing with `what` after 30 s.
 /// Starts `causewayd` on `data`, which must refuse to start; returns what it said.
 fn refused_start(data: &Path) -> String {
     let refused = Command::new(env!("CARGO_BIN_EXE_causewayd"))
